@@ -1,0 +1,3 @@
+//! agentd's client side: a typed HTTP client, the worker loop, the sandbox runner and the
+//! `agentctl` commands. It must not depend on the daemon crate: everything it knows about the
+//! daemon comes from `agentd-schemas` and HTTP.

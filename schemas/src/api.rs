@@ -1,0 +1,285 @@
+//! HTTP request and response bodies (JSON). Requests reject unknown fields so a typo is a 400
+//! naming the field, not a silently ignored option.
+
+use crate::events::Tags;
+use crate::ids::{JobId, LeaseId, Lsn};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Every error answer: a stable machine-readable `code` and a human `message`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJobRequest {
+    pub queue: String,
+    pub kind: String,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ttl_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitJobResponse {
+    pub job_id: JobId,
+    /// The frame that recorded the submission (the original one when deduplicated).
+    pub lsn: Lsn,
+    pub deduplicated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSubmitRequest {
+    pub jobs: Vec<SubmitJobRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchSubmitResponse {
+    pub jobs: Vec<SubmitJobResponse>,
+}
+
+/// Job states as users see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStateName {
+    Scheduled,
+    Queued,
+    Leased,
+    Completed,
+    Dead,
+    Cancelled,
+}
+
+impl JobStateName {
+    pub const ALL: [JobStateName; 6] = [
+        JobStateName::Scheduled,
+        JobStateName::Queued,
+        JobStateName::Leased,
+        JobStateName::Completed,
+        JobStateName::Dead,
+        JobStateName::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStateName::Scheduled => "scheduled",
+            JobStateName::Queued => "queued",
+            JobStateName::Leased => "leased",
+            JobStateName::Completed => "completed",
+            JobStateName::Dead => "dead",
+            JobStateName::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStateName::Completed | JobStateName::Dead | JobStateName::Cancelled)
+    }
+}
+
+impl std::str::FromStr for JobStateName {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        JobStateName::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| format!("unknown job state {text:?}; expected one of scheduled, queued, leased, completed, dead, cancelled"))
+    }
+}
+
+/// The current lease of a leased job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseView {
+    pub lease_id: LeaseId,
+    pub worker_id: String,
+    pub attempt: u32,
+    pub expires_at_ms: u64,
+}
+
+/// One line of a job's history, taken from its events in log order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub lsn: Lsn,
+    pub ts_ms: u64,
+    /// The event type (`job_submitted`, `job_leased`, `lease_heartbeat`, `job_failed`, ...).
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<LeaseId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+    /// For failures and expiries: when the next attempt may run (absent when the job died).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+/// A job as `GET /v1/jobs/{id}` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub job_id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub state: JobStateName,
+    /// Attempts started so far (0 before the first lease).
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub priority: i32,
+    pub payload: Value,
+    pub result: Option<Value>,
+    pub last_error: Option<String>,
+    pub tags: Tags,
+    pub task_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub lease_ttl_ms: u64,
+    pub run_at_ms: u64,
+    pub submitted_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub lease: Option<LeaseView>,
+    /// Present on `GET /v1/jobs/{id}`; omitted in lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryEntry>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobListResponse {
+    pub jobs: Vec<JobView>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<JobId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    pub worker_id: String,
+    pub queues: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jobs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// What a worker needs to run a leased job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeasedJob {
+    pub job_id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub payload: Value,
+    pub priority: i32,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub lease_ttl_ms: u64,
+    pub tags: Tags,
+    pub task_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    pub lease_id: LeaseId,
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub expires_at_ms: u64,
+    pub job: LeasedJob,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    pub leases: Vec<LeaseGrant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub expires_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+}
+
+/// Answer to complete, fail, cancel and retry: the job's state after the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobTransitionResponse {
+    pub job_id: JobId,
+    pub state: JobStateName,
+    pub lsn: Lsn,
+    /// For a retryable failure: when the next attempt may start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueView {
+    pub queue: String,
+    pub paused: bool,
+    /// Number of jobs per state name (every state present, zeros included).
+    pub depth: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueListResponse {
+    pub queues: Vec<QueueView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueChangeResponse {
+    pub queue: String,
+    pub paused: bool,
+    pub lsn: Lsn,
+}
+
+/// `GET /v1/events`: each event is an object with `lsn`, `index` (position inside its frame),
+/// `ts_ms`, `type`, `version`, `actor` and the event's own fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsResponse {
+    pub events: Vec<Value>,
+    /// Pass as `after` to continue; equals the request's `after` when nothing new was found.
+    pub next_after: Lsn,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    pub status: String,
+    pub durable_lsn: Lsn,
+    pub version: String,
+}

@@ -1,0 +1,334 @@
+//! Log records and events, as written into the payload of a log frame (MessagePack, named fields).
+//!
+//! A frame holds exactly one [`LogRecord`]; a record holds the events of one append request, so a
+//! multi-event request (a batch submit, a lease of several jobs) is atomic.
+//!
+//! Versioning: every event variant's tag carries its schema version (`job_submitted.v1`). Variants
+//! are append-only. When an event's shape must change, add `..._v2`, keep the v1 variant for
+//! decoding, and map it to v2 in [`upcast`]; `migrations/` keeps encoded fixtures of every version.
+
+use crate::ids::{JobId, LeaseId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of the [`LogRecord`] envelope itself (the frame header carries it as its format byte).
+pub const RECORD_FORMAT_VERSION: u8 = 1;
+
+/// Tags a worker advertises or a job requires: `gpu=a100`.
+pub type Tags = BTreeMap<String, String>;
+
+/// The payload of one log frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Wall-clock time the sequencer decided this record, ms since the Unix epoch. Replays read
+    /// time from here, never from a clock.
+    pub ts_ms: u64,
+    /// Name of the token that caused the record (audit trail); `None` for the daemon itself or an
+    /// unauthenticated loopback client.
+    #[serde(default)]
+    pub actor: Option<String>,
+    pub events: Vec<Event>,
+}
+
+/// What happens to a job after a failed attempt; decided once at failure time (including the
+/// jittered backoff) and replayed as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "next", rename_all = "snake_case")]
+pub enum AfterFailure {
+    /// Queued again, eligible to run from `run_at_ms`.
+    Retry { run_at_ms: u64 },
+    /// No attempts left, or the failure was not retryable.
+    Dead,
+}
+
+/// Every event agentd records. The serialized tag is `<name>.v<version>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    #[serde(rename = "job_submitted.v1")]
+    JobSubmitted(JobSubmitted),
+    #[serde(rename = "job_leased.v1")]
+    JobLeased(JobLeased),
+    #[serde(rename = "lease_heartbeat.v1")]
+    LeaseHeartbeat { job_id: JobId, lease_id: LeaseId, expires_at_ms: u64 },
+    #[serde(rename = "job_completed.v1")]
+    JobCompleted { job_id: JobId, lease_id: LeaseId, result_json: Option<String> },
+    #[serde(rename = "job_failed.v1")]
+    JobFailed { job_id: JobId, lease_id: LeaseId, error: String, retryable: bool, after: AfterFailure },
+    #[serde(rename = "lease_expired.v1")]
+    LeaseExpired { job_id: JobId, lease_id: LeaseId, after: AfterFailure },
+    #[serde(rename = "job_cancelled.v1")]
+    JobCancelled { job_id: JobId },
+    /// A dead job put back in its queue by an operator; attempts start again from zero.
+    #[serde(rename = "job_retried.v1")]
+    JobRetried { job_id: JobId, run_at_ms: u64 },
+    #[serde(rename = "queue_paused.v1")]
+    QueuePaused { queue: String },
+    #[serde(rename = "queue_resumed.v1")]
+    QueueResumed { queue: String },
+
+    #[serde(rename = "dataset_registered.v1")]
+    DatasetRegistered(DatasetMeta),
+    #[serde(rename = "dataset_records_ingested.v1")]
+    DatasetRecordsIngested(DatasetRecordsIngested),
+    #[serde(rename = "task_state_updated.v1")]
+    TaskStateUpdated(TaskStateUpdated),
+    #[serde(rename = "step_recorded.v1")]
+    StepRecorded(StepRecorded),
+    #[serde(rename = "sandbox_result_recorded.v1")]
+    SandboxResultRecorded(SandboxResultRecorded),
+    #[serde(rename = "reward_recorded.v1")]
+    RewardRecorded(RewardRecorded),
+}
+
+impl Event {
+    /// The stable type name shown by `GET /v1/events` (the tag without its version).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::JobSubmitted(_) => "job_submitted",
+            Event::JobLeased(_) => "job_leased",
+            Event::LeaseHeartbeat { .. } => "lease_heartbeat",
+            Event::JobCompleted { .. } => "job_completed",
+            Event::JobFailed { .. } => "job_failed",
+            Event::LeaseExpired { .. } => "lease_expired",
+            Event::JobCancelled { .. } => "job_cancelled",
+            Event::JobRetried { .. } => "job_retried",
+            Event::QueuePaused { .. } => "queue_paused",
+            Event::QueueResumed { .. } => "queue_resumed",
+            Event::DatasetRegistered(_) => "dataset_registered",
+            Event::DatasetRecordsIngested(_) => "dataset_records_ingested",
+            Event::TaskStateUpdated(_) => "task_state_updated",
+            Event::StepRecorded(_) => "step_recorded",
+            Event::SandboxResultRecorded(_) => "sandbox_result_recorded",
+            Event::RewardRecorded(_) => "reward_recorded",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSubmitted {
+    pub job_id: JobId,
+    pub queue: String,
+    pub kind: String,
+    /// The payload exactly as the client sent it, as JSON text.
+    pub payload_json: String,
+    pub priority: i32,
+    /// The job may not be leased before this time (equal to the record time when not delayed).
+    pub run_at_ms: u64,
+    pub max_attempts: u32,
+    pub lease_ttl_ms: u64,
+    pub tags: Tags,
+    pub task_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobLeased {
+    pub job_id: JobId,
+    pub lease_id: LeaseId,
+    pub worker_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub expires_at_ms: u64,
+}
+
+/// The metadata contract of a dataset (`_meta.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetMeta {
+    pub source: String,
+    pub version: String,
+    /// SPDX license expression.
+    pub license: String,
+    /// RFC 3339 time the source was downloaded.
+    pub downloaded_at: String,
+    pub sha256: String,
+    pub num_records: u64,
+    pub url: Option<String>,
+}
+
+/// One normalized dataset record, validated before it is written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    pub instruction: String,
+    pub pre: String,
+    pub post: String,
+    pub language: String,
+    pub tags: Vec<String>,
+    /// Structured extras (tests, provenance, smell type) as JSON object text.
+    pub metadata_json: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRecordsIngested {
+    pub source: String,
+    pub version: String,
+    /// Position of the first record of this batch in the dataset (0-based), so re-sent batches
+    /// are recognised and ingestion stays idempotent.
+    pub first_index: u64,
+    pub records: Vec<DatasetRecord>,
+}
+
+/// The structured per-task agent state (seed 001, section 5). Also the shape of an update.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AgentState {
+    #[serde(default)]
+    pub goals: Vec<String>,
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    #[serde(default)]
+    pub decisions: Vec<String>,
+    #[serde(default)]
+    pub hypotheses: Vec<String>,
+    #[serde(default)]
+    pub history: Vec<String>,
+    #[serde(default)]
+    pub open_issues: Vec<String>,
+    #[serde(default)]
+    pub next_focus: Option<String>,
+}
+
+/// Limits applied when an update was merged; written into the event so a replay merges exactly
+/// as the daemon did, even if the configuration changed since.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateLimits {
+    pub history_max: u32,
+    pub item_chars_max: u32,
+    pub token_budget: u32,
+    pub encoding: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStateUpdated {
+    pub task_id: String,
+    pub update: AgentState,
+    pub limits: StateLimits,
+    pub lease_id: Option<LeaseId>,
+}
+
+/// What the actor proposed to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// An ast-grep pattern and its rewrite for one language.
+    Pattern { language: String, pattern: String, rewrite: String },
+    /// An ast-grep YAML rule with a `fix`.
+    Rule { yaml: String },
+}
+
+/// Sampling parameters of the model call; unknown extra parameters are kept in `extra_json`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Sampling {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub seed: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecorded {
+    pub task_id: String,
+    pub step: u32,
+    pub job_id: Option<JobId>,
+    pub lease_id: Option<LeaseId>,
+    pub attempt: Option<u32>,
+    pub worker_id: Option<String>,
+    pub model: String,
+    pub policy_version: String,
+    pub sampling: Sampling,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub prompt: Option<String>,
+    pub think: Option<String>,
+    pub action: Action,
+    pub state_update: Option<AgentState>,
+}
+
+/// How a sandbox run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxOutcome {
+    Ok,
+    Failed,
+    TimedOut,
+    KilledOom,
+    Rejected,
+}
+
+impl SandboxOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxOutcome::Ok => "ok",
+            SandboxOutcome::Failed => "failed",
+            SandboxOutcome::TimedOut => "timed_out",
+            SandboxOutcome::KilledOom => "killed_oom",
+            SandboxOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxResultRecorded {
+    pub task_id: String,
+    pub step: u32,
+    pub lease_id: Option<LeaseId>,
+    pub exit_code: Option<i32>,
+    pub outcome: SandboxOutcome,
+    pub diff: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub tests_passed: Option<u32>,
+    pub tests_failed: Option<u32>,
+    pub duration_ms: Option<u64>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Who assigned a reward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardSource {
+    Rule,
+    Teacher,
+    Human,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardRecorded {
+    pub task_id: String,
+    pub step: u32,
+    pub lease_id: Option<LeaseId>,
+    pub value: f64,
+    pub verified: bool,
+    pub components: BTreeMap<String, f64>,
+    pub source: RewardSource,
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unsupported record format version {0} (this build reads {RECORD_FORMAT_VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("malformed record: {0}")]
+    Malformed(#[from] rmp_serde::decode::Error),
+}
+
+/// Encodes a record for the log (MessagePack with field names, so added optional fields stay
+/// readable by older and newer builds).
+pub fn encode_record(record: &LogRecord) -> Vec<u8> {
+    // Serializing plain data structures into a Vec cannot fail: every type here is a tree of
+    // strings, numbers, maps and sequences with string keys.
+    rmp_serde::to_vec_named(record).expect("log records always serialize")
+}
+
+/// Decodes a frame payload written with `format_version`, upcasting old event versions.
+pub fn decode_record(format_version: u8, payload: &[u8]) -> Result<LogRecord, DecodeError> {
+    if format_version != RECORD_FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion(format_version));
+    }
+    let record: LogRecord = rmp_serde::from_slice(payload)?;
+    Ok(upcast(record))
+}
+
+/// Maps old event versions to the current ones. Version 1 is current for every event, so this is
+/// the identity today; it is the one place a `*_v2` change adds its conversion.
+pub fn upcast(record: LogRecord) -> LogRecord {
+    record
+}
