@@ -1,3 +1,10 @@
 //! agentd's client side: a typed HTTP client, the worker loop, the sandbox runner and the
 //! `agentctl` commands. It must not depend on the daemon crate: everything it knows about the
 //! daemon comes from `agentd-schemas` and HTTP.
+
+pub mod cli;
+pub mod http_client;
+pub mod sandbox;
+pub mod worker;
+
+pub use http_client::{Client, ClientError};

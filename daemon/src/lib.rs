@@ -3,3 +3,19 @@
 
 pub mod domain;
 pub mod log;
+pub mod projection;
+pub mod queue;
+pub mod rebuild;
+pub mod config;
+pub mod http;
+pub mod limited_listener;
+pub mod sequencer;
+pub mod server;
+
+/// Stops the process after a broken invariant (failed fsync, unreadable own log). Recovery on the
+/// next start replays the log; continuing could acknowledge writes that are not durable.
+pub fn fatal(message: &str) -> ! {
+    tracing::error!("fatal: {message}");
+    eprintln!("agentd: fatal: {message}");
+    std::process::exit(70)
+}

@@ -1,1 +1,75 @@
-fn main() {}
+//! `agentd`: the daemon binary. Runs the server, or rebuilds projections offline.
+
+use agentd::config::Config;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// agentd: an event-sourced job queue for code-agent training fleets.
+///
+/// With no subcommand it runs the daemon: every change is an event in an append-only log under
+/// the data directory, answered only once it is on disk.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Data directory holding the log and projections [default: ./agentd-data, or the config's server.data_dir]
+    #[arg(long, global = true, env = "AGENTD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7070, or the config's server.listen]
+    #[arg(long, env = "AGENTD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// TOML config file (see configs/agentd.toml); every key is optional
+    #[arg(long, global = true, env = "AGENTD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Replay the log into fresh projections and print a digest of each (same log, same digests)
+    Rebuild {
+        /// Write the rebuilt projections here instead of replacing the data directory's
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the digests as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(data_dir) = cli.data_dir {
+        config.server.data_dir = data_dir;
+    }
+    if let Some(listen) = cli.listen {
+        config.server.listen = listen;
+    }
+    match cli.command {
+        None => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+            runtime.block_on(agentd::server::run(config, None))
+        }
+        Some(Command::Rebuild { out, json }) => {
+            let report = agentd::rebuild::rebuild(&config, &config.server.data_dir, out.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("rebuilt projections up to lsn {}", report.lsn);
+                println!("queue  {}", report.queue);
+                println!("jobs   {}", report.jobs);
+            }
+            Ok(())
+        }
+    }
+}

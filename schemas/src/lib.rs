@@ -11,5 +11,6 @@
 pub mod api;
 pub mod events;
 pub mod ids;
+pub mod projection;
 
 pub use ids::{JobId, LeaseId, Lsn};

@@ -1,0 +1,368 @@
+//! The worker loop behind `agentctl worker`: long-polls for leases into free slots, runs a
+//! handler per job, heartbeats at a fraction of the lease TTL, and reports the outcome.
+//!
+//! A job whose lease is lost (expired, cancelled, superseded) is stopped at once: the handler
+//! sees `lost` turn true and a command handler kills the job's whole process group. On SIGTERM
+//! the worker stops leasing, lets running jobs finish until the drain deadline, then stops the
+//! rest and fails them as retryable so another worker picks them up.
+
+use crate::http_client::{Client, ClientError};
+use agentd_schemas::api::{LeaseGrant, LeaseRequest};
+use agentd_schemas::events::Tags;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{watch, Mutex};
+
+/// Most bytes of stderr kept for a failure message (the tail says the most).
+pub const STDERR_TAIL_BYTES: usize = 4096;
+/// Most bytes of stdout read as a job result.
+pub const STDOUT_BYTES_MAX: usize = 1024 * 1024;
+
+/// One execution slot; on a GPU box, one per GPU.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub index: usize,
+    /// Extra environment for processes run in this slot (e.g. `CUDA_VISIBLE_DEVICES`).
+    pub env: Vec<(String, String)>,
+}
+
+/// What a handler gets for one job.
+pub struct JobContext {
+    pub grant: LeaseGrant,
+    pub client: Client,
+    pub slot: Slot,
+    /// Turns true when the lease is lost or the drain deadline passed: stop now.
+    pub stop: watch::Receiver<StopReason>,
+}
+
+/// Why a running job must stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Running,
+    LeaseLost,
+    Draining,
+}
+
+/// How a job ended, as the handler reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    Complete(Option<serde_json::Value>),
+    Fail { error: String, retryable: bool },
+    /// Stopped because of a lost lease or the drain deadline; the worker reports what fits.
+    Stopped,
+}
+
+/// A job handler: a command to run, or a built-in.
+pub type Handler = Arc<dyn Fn(JobContext) -> Pin<Box<dyn Future<Output = JobOutcome> + Send>> + Send + Sync>;
+
+/// Settings of a worker.
+#[derive(Clone)]
+pub struct WorkerOptions {
+    pub worker_id: String,
+    pub queues: Vec<String>,
+    pub tags: Tags,
+    pub slots: Vec<Slot>,
+    /// Long-poll wait per lease request.
+    pub wait_ms: u64,
+    /// After SIGTERM, how long running jobs may take before they are stopped and failed.
+    pub drain_timeout: Duration,
+    /// Heartbeat every `lease_ttl / heartbeat_divisor`.
+    pub heartbeat_divisor: u32,
+    /// Stop after this many jobs (for tests and batch runs); `None` runs until SIGTERM.
+    pub max_jobs: Option<u64>,
+}
+
+/// Counters printed when the worker stops.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WorkerSummary {
+    pub completed: u64,
+    pub failed: u64,
+    pub lost: u64,
+}
+
+/// Runs until `shutdown` turns true (then drains) or `max_jobs` jobs were handled.
+pub async fn run(client: Client, options: WorkerOptions, handler: Handler, mut shutdown: watch::Receiver<bool>) -> Result<WorkerSummary, ClientError> {
+    let free_slots = Arc::new(Mutex::new(options.slots.clone()));
+    let summary = Arc::new(Mutex::new(WorkerSummary::default()));
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut running = tokio::task::JoinSet::new();
+    let mut leased_total: u64 = 0;
+    let (slot_freed_tx, mut slot_freed_rx) = tokio::sync::mpsc::channel::<()>(options.slots.len().max(1));
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() || options.max_jobs.is_some_and(|max| leased_total >= max) {
+            break;
+        }
+        let free = free_slots.lock().await.len();
+        if free == 0 {
+            tokio::select! {
+                _ = slot_freed_rx.recv() => {}
+                _ = shutdown.changed() => {}
+                Some(_) = running.join_next() => {}
+            }
+            continue;
+        }
+        let want = options.max_jobs.map_or(free as u64, |max| (max - leased_total).min(free as u64)) as u32;
+        let request = LeaseRequest {
+            worker_id: options.worker_id.clone(),
+            queues: options.queues.clone(),
+            tags: Some(options.tags.clone()),
+            max_jobs: Some(want),
+            wait_ms: Some(options.wait_ms),
+        };
+        let response = tokio::select! {
+            response = client.lease(&request) => response,
+            _ = shutdown.changed() => continue,
+        };
+        let leases = match response {
+            Ok(response) => {
+                backoff = Duration::from_millis(100);
+                response.leases
+            }
+            Err(error) if error.is_transient() => {
+                eprintln!("agentctl worker: lease request failed ({error}); retrying in {} ms", backoff.as_millis());
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        for grant in leases {
+            leased_total += 1;
+            let Some(slot) = free_slots.lock().await.pop() else {
+                // The daemon never grants more than asked; answer it honestly if it did.
+                let _ = client.fail(grant.lease_id, "worker had no free slot", true).await;
+                continue;
+            };
+            let context_client = client.clone();
+            let handler = handler.clone();
+            let free_slots = free_slots.clone();
+            let summary = summary.clone();
+            let slot_freed = slot_freed_tx.clone();
+            let drain = drain_rx.clone();
+            let divisor = options.heartbeat_divisor.max(2);
+            running.spawn(async move {
+                let outcome = run_one(context_client, grant, slot.clone(), handler, drain, divisor).await;
+                {
+                    let mut summary = summary.lock().await;
+                    match outcome {
+                        Reported::Completed => summary.completed += 1,
+                        Reported::Failed => summary.failed += 1,
+                        Reported::Lost => summary.lost += 1,
+                    }
+                }
+                free_slots.lock().await.push(slot);
+                let _ = slot_freed.try_send(());
+            });
+        }
+        while running.try_join_next().is_some() {}
+    }
+    // Drain: no new leases; running jobs get until the deadline.
+    if !running.is_empty() {
+        eprintln!("agentctl worker: draining {} running job(s) for up to {} s", running.len(), options.drain_timeout.as_secs());
+        let deadline = tokio::time::sleep(options.drain_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = running.join_next() => if next.is_none() { break },
+                _ = &mut deadline => {
+                    let _ = drain_tx.send(true);
+                    while running.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+    }
+    let summary = *summary.lock().await;
+    Ok(summary)
+}
+
+enum Reported {
+    Completed,
+    Failed,
+    Lost,
+}
+
+async fn run_one(client: Client, grant: LeaseGrant, slot: Slot, handler: Handler, mut drain: watch::Receiver<bool>, divisor: u32) -> Reported {
+    let lease_id = grant.lease_id;
+    let (stop_tx, stop_rx) = watch::channel(StopReason::Running);
+    let interval = Duration::from_millis((grant.job.lease_ttl_ms / divisor as u64).max(50));
+    let heartbeat_client = client.clone();
+    let heartbeat_stop = stop_tx.clone();
+    let heartbeats = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = drain.changed() => {
+                    if *drain.borrow() {
+                        let _ = heartbeat_stop.send(StopReason::Draining);
+                        return;
+                    }
+                }
+            }
+            match heartbeat_client.heartbeat(lease_id).await {
+                Ok(_) => {}
+                Err(error) if matches!(error.code(), Some("lease_lost") | Some("not_found")) => {
+                    let _ = heartbeat_stop.send(StopReason::LeaseLost);
+                    return;
+                }
+                Err(error) => eprintln!("agentctl worker: heartbeat for {lease_id} failed ({error}); will retry"),
+            }
+        }
+    });
+    let context = JobContext { grant, client: client.clone(), slot, stop: stop_rx.clone() };
+    let outcome = handler(context).await;
+    heartbeats.abort();
+    let stop_reason = *stop_rx.borrow();
+    let report = match (outcome, stop_reason) {
+        (_, StopReason::LeaseLost) => return Reported::Lost,
+        (JobOutcome::Stopped, StopReason::Draining) | (JobOutcome::Stopped, StopReason::Running) => {
+            client.fail(lease_id, "worker stopped the job while shutting down", true).await.map(|_| Reported::Failed)
+        }
+        (JobOutcome::Complete(result), _) => client.complete(lease_id, result).await.map(|_| Reported::Completed),
+        (JobOutcome::Fail { error, retryable }, _) => client.fail(lease_id, &error, retryable).await.map(|_| Reported::Failed),
+    };
+    match report {
+        Ok(reported) => reported,
+        Err(error) if error.code() == Some("lease_lost") => Reported::Lost,
+        Err(error) => {
+            eprintln!("agentctl worker: could not report {lease_id}: {error}; the lease will expire and the job run again");
+            Reported::Lost
+        }
+    }
+}
+
+/// A handler that runs `argv` per job: the leased job as JSON on stdin, stdout (JSON, or text
+/// wrapped as a string) becomes the result on exit 0; otherwise the tail of stderr is the error.
+pub fn command_handler(argv: Vec<String>, daemon_url: String) -> Handler {
+    let argv = Arc::new(argv);
+    Arc::new(move |context: JobContext| {
+        let argv = argv.clone();
+        let daemon_url = daemon_url.clone();
+        Box::pin(async move { run_command(&argv, &daemon_url, context).await })
+    })
+}
+
+async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext) -> JobOutcome {
+    let Some((program, args)) = argv.split_first() else {
+        return JobOutcome::Fail { error: "worker has no command to run".into(), retryable: false };
+    };
+    let grant = &context.grant;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("AGENTD_URL", daemon_url)
+        .env("AGENTD_JOB_ID", grant.job_id.to_string())
+        .env("AGENTD_LEASE_ID", grant.lease_id.to_string())
+        .env("AGENTD_ATTEMPT", grant.attempt.to_string())
+        .env("AGENTD_SLOT", context.slot.index.to_string())
+        .envs(context.slot.env.iter().cloned())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(task_id) = &grant.job.task_id {
+        command.env("AGENTD_TASK_ID", task_id);
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => return JobOutcome::Fail { error: format!("cannot start {program}: {error}"), retryable: false },
+    };
+    let job_json = serde_json::to_vec(&grant.job).unwrap_or_default();
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let feed = async move {
+        if let Some(stdin) = stdin.as_mut() {
+            // A command that does not read stdin closes it early; that is fine.
+            let _ = stdin.write_all(&job_json).await;
+        }
+        drop(stdin);
+    };
+    let read_stdout = async move { read_bounded(stdout.as_mut(), STDOUT_BYTES_MAX).await };
+    let read_stderr = async move { read_tail(stderr.as_mut(), STDERR_TAIL_BYTES).await };
+    let pid = child.id();
+    let run = async {
+        let ((), out, err, status) = tokio::join!(feed, read_stdout, read_stderr, child.wait());
+        (out, err, status)
+    };
+    tokio::pin!(run);
+    let stop = async {
+        let _ = context.stop.wait_for(|reason| *reason != StopReason::Running).await;
+    };
+    let (stdout, stderr, status) = tokio::select! {
+        finished = &mut run => finished,
+        _ = stop => {
+            kill_group(pid);
+            return JobOutcome::Stopped;
+        }
+    };
+    match status {
+        Ok(status) if status.success() => {
+            let text = String::from_utf8_lossy(&stdout);
+            let trimmed = text.trim();
+            let result = if trimmed.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_str(trimmed).unwrap_or_else(|_| serde_json::Value::String(trimmed.to_string())))
+            };
+            JobOutcome::Complete(result)
+        }
+        Ok(status) => {
+            let tail = String::from_utf8_lossy(&stderr).trim().to_string();
+            let how = match status.code() {
+                Some(code) => format!("exit status {code}"),
+                None => format!("killed by signal {}", std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)),
+            };
+            JobOutcome::Fail { error: if tail.is_empty() { how } else { format!("{how}: {tail}") }, retryable: true }
+        }
+        Err(error) => JobOutcome::Fail { error: format!("waiting for the command failed: {error}"), retryable: true },
+    }
+}
+
+/// Kills a job's whole process group (the command was started as its leader).
+pub fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(reader: Option<&mut R>, max_bytes: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let Some(reader) = reader else { return kept };
+    let mut buffer = [0u8; 8192];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(read) => {
+                let room = max_bytes.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..read.min(room)]);
+            }
+        }
+    }
+}
+
+async fn read_tail<R: tokio::io::AsyncRead + Unpin>(reader: Option<&mut R>, max_bytes: usize) -> Vec<u8> {
+    let mut kept: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
+    let Some(reader) = reader else { return Vec::new() };
+    let mut buffer = [0u8; 8192];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return kept.into_iter().collect(),
+            Ok(read) => {
+                kept.extend(&buffer[..read]);
+                while kept.len() > max_bytes {
+                    kept.pop_front();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! `GET /v1/events?after=LSN&limit=N[&wait_ms=W]`: the log itself, as JSON, from any LSN.
+
+use super::error::ApiError;
+use super::extract::ApiQuery;
+use super::{ApiResult, AppState};
+use crate::sequencer::{for_each_record, ReplayError};
+use agentd_schemas::api::EventsResponse;
+use agentd_schemas::events::LogRecord;
+use agentd_schemas::Lsn;
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// Most frames one page returns.
+pub const EVENTS_LIMIT_MAX: u64 = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    after: Option<u64>,
+    limit: Option<u64>,
+    /// Wait up to this long for new events when none are there yet (for `events tail --follow`).
+    wait_ms: Option<u64>,
+}
+
+pub async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<EventsQuery>) -> ApiResult<Json<EventsResponse>> {
+    let after = Lsn(query.after.unwrap_or(0));
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > EVENTS_LIMIT_MAX {
+        return Err(ApiError::invalid(format!("limit must be between 1 and {EVENTS_LIMIT_MAX}")));
+    }
+    let wait_ms = query.wait_ms.unwrap_or(0).min(state.lease_wait_ms_max);
+    if wait_ms > 0 && state.writer.durable_lsn() <= after {
+        let mut durable = state.writer.subscribe_durable();
+        let _timed_out_is_fine = tokio::time::timeout(Duration::from_millis(wait_ms), durable.wait_for(|lsn| *lsn > after)).await;
+    }
+    let up_to = Lsn(state.writer.durable_lsn().0.min(after.0.saturating_add(limit)));
+    let log_dir = state.log_dir.clone();
+    let frame_bytes_max = state.frame_bytes_max;
+    let events = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ReplayError> {
+        let mut events = Vec::new();
+        for_each_record(&log_dir, frame_bytes_max, after, up_to, |lsn, record| {
+            events.extend(record_to_json(lsn, &record));
+            Ok(())
+        })?;
+        Ok(events)
+    })
+    .await
+    .map_err(|error| ApiError::internal("reading events", error))?
+    .map_err(|error| ApiError::internal("reading events", error))?;
+    let next_after = if up_to > after { up_to } else { after };
+    Ok(Json(EventsResponse { events, next_after }))
+}
+
+/// One JSON object per event: `lsn`, `index`, `ts_ms`, `type`, `version`, `actor`, then the
+/// event's own fields.
+pub fn record_to_json(lsn: Lsn, record: &LogRecord) -> Vec<Value> {
+    record
+        .events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let mut object = Map::new();
+            object.insert("lsn".into(), lsn.0.into());
+            object.insert("index".into(), index.into());
+            object.insert("ts_ms".into(), record.ts_ms.into());
+            object.insert("type".into(), event.type_name().into());
+            if let Some(actor) = &record.actor {
+                object.insert("actor".into(), actor.clone().into());
+            }
+            // Externally tagged: {"job_submitted.v1": {...fields}}.
+            if let Ok(Value::Object(tagged)) = serde_json::to_value(event) {
+                for (tag, fields) in tagged {
+                    let version = tag.rsplit_once(".v").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(1);
+                    object.insert("version".into(), version.into());
+                    match fields {
+                        Value::Object(fields) => object.extend(fields),
+                        other => {
+                            object.insert("data".into(), other);
+                        }
+                    }
+                }
+            }
+            Value::Object(object)
+        })
+        .collect()
+}

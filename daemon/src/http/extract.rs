@@ -1,0 +1,62 @@
+//! Request extraction with the API's error shape: bounded bodies, and JSON errors that say
+//! whether the text was malformed (400 `invalid_json`) or had the wrong shape (422
+//! `invalid_request`, naming the field).
+
+use super::error::ApiError;
+use super::AppState;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+/// A JSON body parsed with the API's limits and error codes.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.body_bytes_max;
+        let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body is over the limit of {limit} bytes"))
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses JSON text into `T` with the API's error codes.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "request body is empty; expected a JSON object"));
+    }
+    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(format!("request body: {error}")),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("request body is not valid JSON: {error}")),
+    })
+}
+
+/// Query parameters parsed with the API's error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded_query(query).map(ApiQuery)
+    }
+}
+
+fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|_| ApiError::invalid("malformed query string"))?)
+        .map(|axum::extract::Query(value)| value)
+        .map_err(|error| ApiError::invalid(format!("query: {}", error.body_text())))
+}
+
+/// Parses a typed id from a path segment: malformed is 422, so 404 always means "no such id".
+pub fn parse_id<T: std::str::FromStr>(text: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|error: T::Err| ApiError::invalid(error.to_string()))
+}

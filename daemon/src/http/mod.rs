@@ -1,0 +1,120 @@
+//! The HTTP API (JSON). Handlers translate requests into sequencer commands or projection reads
+//! and answer with `agentd_schemas::api` bodies; errors always use [`error::ApiError`].
+//!
+//! Limits are layers: a connection cap in the accept loop (see `server`), a concurrency limit on
+//! requests in flight, a per-request timeout (long-polls are capped below it), and bounded bodies.
+
+pub mod error;
+pub mod extract;
+mod events;
+mod jobs;
+mod leases;
+mod ops;
+mod queues;
+
+use crate::log::LogWriter;
+use crate::projection::{AppliedWatch, ProjectionStore};
+use crate::sequencer::SequencerHandle;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use error::ApiError;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub sequencer: SequencerHandle,
+    pub projections: Arc<ProjectionStore>,
+    pub applied: AppliedWatch,
+    pub writer: LogWriter,
+    pub log_dir: PathBuf,
+    pub frame_bytes_max: u32,
+    pub body_bytes_max: usize,
+    pub lease_wait_ms_max: u64,
+    pub request_timeout: Duration,
+    pub requests_in_flight_max: usize,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// Waits until the projections reflect everything durable now (read-your-writes), bounded.
+    pub async fn settle_reads(&self) {
+        let durable = self.writer.durable_lsn();
+        if !self.applied.wait_for(durable, Duration::from_secs(5)).await {
+            tracing::warn!(%durable, "projection is lagging; answering from a slightly older state");
+        }
+    }
+}
+
+/// The whole API as a router (tested with `oneshot`, served by `server`).
+pub fn app(state: AppState) -> Router {
+    let request_timeout = state.request_timeout;
+    let in_flight_max = state.requests_in_flight_max.max(1);
+    Router::new()
+        .route("/healthz", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/admin/digest", get(ops::digest))
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/batch", post(jobs::submit_batch))
+        .route("/v1/jobs/{job_id}", get(jobs::show))
+        .route("/v1/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{job_id}/retry", post(jobs::retry))
+        .route("/v1/leases", post(leases::lease))
+        .route("/v1/leases/{lease_id}/heartbeat", post(leases::heartbeat))
+        .route("/v1/leases/{lease_id}/complete", post(leases::complete))
+        .route("/v1/leases/{lease_id}/fail", post(leases::fail))
+        .route("/v1/queues", get(queues::list))
+        .route("/v1/queues/{queue}/pause", post(queues::pause))
+        .route("/v1/queues/{queue}/resume", post(queues::resume))
+        .route("/v1/events", get(events::list))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(record_request))
+        .layer(axum::middleware::from_fn(move |request: Request, next: Next| timeout(request, next, request_timeout)))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(in_flight_max))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see GET /openapi.json for the API")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+}
+
+async fn timeout(request: Request, next: Next, limit: Duration) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", format!("the request took longer than {} ms", limit.as_millis()))
+            .into_response(),
+    }
+}
+
+/// Counts requests by route and status, and times them.
+async fn record_request(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("agentd_http_requests_total", "route" => route.clone(), "method" => method, "status" => status).increment(1);
+    metrics::histogram!("agentd_http_request_duration_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Shared by handlers: the current wall-clock time in ms.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Lets a handler use `State(state)` and `?` on sequencer results.
+pub type ApiResult<T> = Result<T, ApiError>;
+pub type AppStateExtract = State<AppState>;

@@ -1,0 +1,32 @@
+//! Operations endpoints: health, Prometheus metrics, projection digests.
+
+use super::error::ApiError;
+use super::{ApiResult, AppState};
+use agentd_schemas::api::HealthResponse;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
+    Json(HealthResponse { status: "ok".into(), durable_lsn: state.writer.durable_lsn(), version: env!("CARGO_PKG_VERSION").into() })
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state.metrics.as_ref().map(|handle| handle.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Digests of the live projections after they caught up with the durable log; equal to what
+/// `agentd rebuild` prints for the same log.
+pub async fn digest(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    state.settle_reads().await;
+    let projections = state.projections.clone();
+    let lsn = state.applied.applied_lsn();
+    let jobs = tokio::task::spawn_blocking(move || projections.digest())
+        .await
+        .map_err(|error| ApiError::internal("computing digests", error))?
+        .map_err(|error| ApiError::internal("computing digests", error))?;
+    Ok(Json(json!({ "lsn": lsn.0, "projections": { "jobs": jobs } })))
+}

@@ -1,0 +1,304 @@
+//! The job projection in redb: one record per job (payload, result, state), its history, and
+//! idempotency keys. Stored with the applied LSN in the same transaction.
+
+use agentd_schemas::api::{HistoryEntry, JobStateName, JobView, LeaseView};
+use agentd_schemas::events::{AfterFailure, Event, LogRecord};
+use agentd_schemas::projection::{decode_versioned, encode_versioned, JobRecord, StoredJobState, JOB_RECORD_VERSION};
+use agentd_schemas::{JobId, Lsn};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use sha2::{Digest, Sha256};
+
+pub const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+/// (job, lsn, index of the event in its record) -> a msgpack [`HistoryEntry`].
+pub const HISTORY: TableDefinition<(u64, u64, u32), &[u8]> = TableDefinition::new("job_history");
+/// (queue, idempotency key) -> job number.
+pub const IDEMPOTENCY: TableDefinition<(&str, &str), u64> = TableDefinition::new("idempotency_keys");
+
+/// Why the job projection could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error("job projection storage: {0}")]
+    Storage(String),
+    #[error("job projection holds an unreadable record for {job_id}: {detail}")]
+    Corrupt { job_id: JobId, detail: String },
+}
+
+pub(crate) fn storage(error: impl std::fmt::Display) -> JobsError {
+    JobsError::Storage(error.to_string())
+}
+
+/// Creates the tables so read transactions never find them missing.
+pub fn create_tables(txn: &WriteTransaction) -> Result<(), JobsError> {
+    txn.open_table(JOBS).map_err(storage)?;
+    txn.open_table(HISTORY).map_err(storage)?;
+    txn.open_table(IDEMPOTENCY).map_err(storage)?;
+    Ok(())
+}
+
+/// Applies one record's job events inside `txn`.
+pub fn apply_record(txn: &WriteTransaction, lsn: Lsn, record: &LogRecord) -> Result<(), JobsError> {
+    let mut jobs = txn.open_table(JOBS).map_err(storage)?;
+    let mut history = txn.open_table(HISTORY).map_err(storage)?;
+    let mut idempotency = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+    for (index, event) in record.events.iter().enumerate() {
+        let Some(job_id) = job_of(event) else { continue };
+        let mut entry = HistoryEntry {
+            lsn,
+            ts_ms: record.ts_ms,
+            event: event.type_name().to_string(),
+            lease_id: None,
+            worker_id: None,
+            attempt: None,
+            expires_at_ms: None,
+            error: None,
+            retryable: None,
+            run_at_ms: None,
+            actor: record.actor.clone(),
+        };
+        let mut job = if let Event::JobSubmitted(submitted) = event {
+            if let Some(key) = &submitted.idempotency_key {
+                idempotency.insert((submitted.queue.as_str(), key.as_str()), job_id.0).map_err(storage)?;
+            }
+            entry.run_at_ms = Some(submitted.run_at_ms);
+            JobRecord {
+                job_id,
+                queue: submitted.queue.clone(),
+                kind: submitted.kind.clone(),
+                payload_json: submitted.payload_json.clone(),
+                priority: submitted.priority,
+                max_attempts: submitted.max_attempts,
+                lease_ttl_ms: submitted.lease_ttl_ms,
+                tags: submitted.tags.clone(),
+                task_id: submitted.task_id.clone(),
+                idempotency_key: submitted.idempotency_key.clone(),
+                submitted_lsn: lsn,
+                submitted_at_ms: record.ts_ms,
+                updated_at_ms: record.ts_ms,
+                attempt: 0,
+                state: StoredJobState::Waiting { run_at_ms: submitted.run_at_ms },
+                result_json: None,
+                last_error: None,
+            }
+        } else {
+            let stored = jobs.get(job_id.0).map_err(storage)?;
+            let Some(stored) = stored else {
+                // Events for a job are only decided after its submission is in the log.
+                return Err(JobsError::Corrupt { job_id, detail: format!("event at lsn {lsn} for a job never submitted") });
+            };
+            decode_versioned::<JobRecord>(JOB_RECORD_VERSION, stored.value()).map_err(|detail| JobsError::Corrupt { job_id, detail })?
+        };
+        job.updated_at_ms = record.ts_ms;
+        update_job(&mut job, &mut entry, event);
+        jobs.insert(job_id.0, encode_versioned(JOB_RECORD_VERSION, &job).as_slice()).map_err(storage)?;
+        let entry_bytes = rmp_serde::to_vec_named(&entry).map_err(storage)?;
+        history.insert((job_id.0, lsn.0, index as u32), entry_bytes.as_slice()).map_err(storage)?;
+    }
+    Ok(())
+}
+
+fn job_of(event: &Event) -> Option<JobId> {
+    match event {
+        Event::JobSubmitted(submitted) => Some(submitted.job_id),
+        Event::JobLeased(leased) => Some(leased.job_id),
+        Event::LeaseHeartbeat { job_id, .. }
+        | Event::JobCompleted { job_id, .. }
+        | Event::JobFailed { job_id, .. }
+        | Event::LeaseExpired { job_id, .. }
+        | Event::JobCancelled { job_id }
+        | Event::JobRetried { job_id, .. } => Some(*job_id),
+        _ => None,
+    }
+}
+
+fn after_failure_state(after: &AfterFailure, entry: &mut HistoryEntry) -> StoredJobState {
+    match after {
+        AfterFailure::Retry { run_at_ms } => {
+            entry.run_at_ms = Some(*run_at_ms);
+            StoredJobState::Waiting { run_at_ms: *run_at_ms }
+        }
+        AfterFailure::Dead => StoredJobState::Dead,
+    }
+}
+
+fn update_job(job: &mut JobRecord, entry: &mut HistoryEntry, event: &Event) {
+    match event {
+        Event::JobLeased(leased) => {
+            job.attempt = leased.attempt;
+            job.state = StoredJobState::Leased {
+                lease_id: leased.lease_id,
+                worker_id: leased.worker_id.clone(),
+                attempt: leased.attempt,
+                expires_at_ms: leased.expires_at_ms,
+            };
+            entry.lease_id = Some(leased.lease_id);
+            entry.worker_id = Some(leased.worker_id.clone());
+            entry.attempt = Some(leased.attempt);
+            entry.expires_at_ms = Some(leased.expires_at_ms);
+        }
+        Event::LeaseHeartbeat { lease_id, expires_at_ms, .. } => {
+            if let StoredJobState::Leased { expires_at_ms: current, .. } = &mut job.state {
+                *current = *expires_at_ms;
+            }
+            entry.lease_id = Some(*lease_id);
+            entry.expires_at_ms = Some(*expires_at_ms);
+        }
+        Event::JobCompleted { lease_id, result_json, .. } => {
+            job.state = StoredJobState::Completed;
+            job.result_json = result_json.clone();
+            entry.lease_id = Some(*lease_id);
+        }
+        Event::JobFailed { lease_id, error, retryable, after, .. } => {
+            job.state = after_failure_state(after, entry);
+            job.last_error = Some(error.clone());
+            entry.lease_id = Some(*lease_id);
+            entry.error = Some(error.clone());
+            entry.retryable = Some(*retryable);
+        }
+        Event::LeaseExpired { lease_id, after, .. } => {
+            let message = format!("lease {lease_id} expired without a heartbeat");
+            job.state = after_failure_state(after, entry);
+            job.last_error = Some(message.clone());
+            entry.lease_id = Some(*lease_id);
+            entry.error = Some(message);
+        }
+        Event::JobCancelled { .. } => job.state = StoredJobState::Cancelled,
+        Event::JobRetried { run_at_ms, .. } => {
+            job.attempt = 0;
+            job.state = StoredJobState::Waiting { run_at_ms: *run_at_ms };
+            entry.run_at_ms = Some(*run_at_ms);
+        }
+        _ => {}
+    }
+}
+
+/// The state name of a stored job at time `now_ms`.
+pub fn state_name(state: &StoredJobState, now_ms: u64) -> JobStateName {
+    match state {
+        StoredJobState::Waiting { run_at_ms } if *run_at_ms > now_ms => JobStateName::Scheduled,
+        StoredJobState::Waiting { .. } => JobStateName::Queued,
+        StoredJobState::Leased { .. } => JobStateName::Leased,
+        StoredJobState::Completed => JobStateName::Completed,
+        StoredJobState::Dead => JobStateName::Dead,
+        StoredJobState::Cancelled => JobStateName::Cancelled,
+    }
+}
+
+/// Turns a stored record into the API view.
+pub fn view(job: JobRecord, history: Option<Vec<HistoryEntry>>, now_ms: u64) -> JobView {
+    let parse = |text: &str| serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()));
+    let (lease, run_at_ms) = match &job.state {
+        StoredJobState::Leased { lease_id, worker_id, attempt, expires_at_ms } => (
+            Some(LeaseView { lease_id: *lease_id, worker_id: worker_id.clone(), attempt: *attempt, expires_at_ms: *expires_at_ms }),
+            0,
+        ),
+        StoredJobState::Waiting { run_at_ms } => (None, *run_at_ms),
+        _ => (None, 0),
+    };
+    JobView {
+        job_id: job.job_id,
+        queue: job.queue,
+        kind: job.kind,
+        state: state_name(&job.state, now_ms),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        priority: job.priority,
+        payload: parse(&job.payload_json),
+        result: job.result_json.as_deref().map(parse),
+        last_error: job.last_error,
+        tags: job.tags,
+        task_id: job.task_id,
+        idempotency_key: job.idempotency_key,
+        lease_ttl_ms: job.lease_ttl_ms,
+        run_at_ms,
+        submitted_at_ms: job.submitted_at_ms,
+        updated_at_ms: job.updated_at_ms,
+        lease,
+        history,
+    }
+}
+
+/// Reads one job record.
+pub fn read_job(db: &redb::Database, job_id: JobId) -> Result<Option<JobRecord>, JobsError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let jobs = txn.open_table(JOBS).map_err(storage)?;
+    let Some(stored) = jobs.get(job_id.0).map_err(storage)? else { return Ok(None) };
+    decode_versioned(JOB_RECORD_VERSION, stored.value()).map(Some).map_err(|detail| JobsError::Corrupt { job_id, detail })
+}
+
+/// Reads a job's history in log order.
+pub fn read_history(db: &redb::Database, job_id: JobId) -> Result<Vec<HistoryEntry>, JobsError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let history = txn.open_table(HISTORY).map_err(storage)?;
+    let mut entries = Vec::new();
+    for row in history.range((job_id.0, 0, 0)..=(job_id.0, u64::MAX, u32::MAX)).map_err(storage)? {
+        let (_, value) = row.map_err(storage)?;
+        entries.push(rmp_serde::from_slice(value.value()).map_err(|error| JobsError::Corrupt { job_id, detail: error.to_string() })?);
+    }
+    Ok(entries)
+}
+
+/// Filters for listing jobs.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub queue: Option<String>,
+    pub state: Option<JobStateName>,
+}
+
+/// Lists jobs after `after` in id order. Examines at most `scan_max` records so a rare filter
+/// cannot make one request scan everything; the returned cursor continues the scan.
+pub fn list(
+    db: &redb::Database,
+    filter: &JobFilter,
+    after: JobId,
+    limit: usize,
+    scan_max: usize,
+    now_ms: u64,
+) -> Result<(Vec<JobRecord>, Option<JobId>), JobsError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let jobs = txn.open_table(JOBS).map_err(storage)?;
+    let mut found = Vec::new();
+    let mut last_seen = None;
+    let mut more = false;
+    for (examined, row) in jobs.range(after.0 + 1..).map_err(storage)?.enumerate() {
+        if examined >= scan_max || found.len() >= limit {
+            more = true;
+            break;
+        }
+        let (key, value) = row.map_err(storage)?;
+        let job_id = JobId(key.value());
+        last_seen = Some(job_id);
+        let job: JobRecord = decode_versioned(JOB_RECORD_VERSION, value.value()).map_err(|detail| JobsError::Corrupt { job_id, detail })?;
+        let queue_matches = filter.queue.as_deref().is_none_or(|queue| queue == job.queue);
+        let state_matches = filter.state.is_none_or(|state| state == state_name(&job.state, now_ms));
+        if queue_matches && state_matches {
+            found.push(job);
+        }
+    }
+    Ok((found, if more { last_seen } else { None }))
+}
+
+/// sha256 over every table in key order.
+pub fn digest(db: &redb::Database) -> Result<String, JobsError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let mut hasher = Sha256::new();
+    let jobs = txn.open_table(JOBS).map_err(storage)?;
+    for row in jobs.iter().map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        hasher.update(key.value().to_le_bytes());
+        hasher.update(value.value());
+    }
+    let history = txn.open_table(HISTORY).map_err(storage)?;
+    for row in history.iter().map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        let (job, lsn, index) = key.value();
+        hasher.update(format!("{job}/{lsn}/{index}"));
+        hasher.update(value.value());
+    }
+    let idempotency = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+    for row in idempotency.iter().map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        let (queue, idem_key) = key.value();
+        hasher.update(format!("{queue}\0{idem_key}\0{}", value.value()));
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

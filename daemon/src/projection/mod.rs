@@ -1,0 +1,271 @@
+//! Projections: state materialised from the durable log, rebuildable at any time.
+//!
+//! The job projection lives in redb (`<data-dir>/projections/jobs.redb`) together with its
+//! applied LSN in the same transaction. One projector thread tails the log: whenever the durable
+//! LSN moves, it reads the new frames from disk, applies them, and publishes its applied LSN so
+//! readers can wait for their own writes. Commits use redb's non-durable mode (the log is the
+//! source of truth; after a crash the projection catches up from its last durable commit), with
+//! a durable commit every [`DURABLE_COMMIT_INTERVAL`] and at shutdown.
+//!
+//! Architecture invariant: a projection only ever reads frames up to the durable LSN, so it
+//! never contains an event that a crash could take back.
+
+pub mod jobs;
+
+use crate::sequencer::{for_each_record, ReplayError};
+use agentd_schemas::events::LogRecord;
+use agentd_schemas::Lsn;
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Bump when the shape or meaning of anything stored in the projection changes: an older file
+/// is then rebuilt from the log at start.
+pub const JOBS_PROJECTION_VERSION: u64 = 1;
+/// How often the projector makes its progress durable (bounds catch-up work after a crash).
+pub const DURABLE_COMMIT_INTERVAL: Duration = Duration::from_secs(2);
+/// Frames applied per redb transaction.
+pub const FRAMES_PER_TRANSACTION_MAX: usize = 4096;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_APPLIED_LSN: &str = "applied_lsn";
+const META_VERSION: &str = "projection_version";
+
+/// Why a projection could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Jobs(#[from] jobs::JobsError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    #[error("cannot prepare projection directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What `open` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenOutcome {
+    Existing { applied_lsn: Lsn },
+    Created,
+    /// The file was unreadable or of another version; it was replaced by an empty one.
+    Recreated { reason: String },
+}
+
+/// The redb file holding the job projection.
+pub struct ProjectionStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl ProjectionStore {
+    /// Opens the projection, replacing it with an empty one when it is corrupt or of an older
+    /// version (the caller then catches it up from the log).
+    pub fn open(dir: &Path) -> Result<(ProjectionStore, OpenOutcome), ProjectionError> {
+        std::fs::create_dir_all(dir).map_err(|source| ProjectionError::Io { path: dir.into(), source })?;
+        let path = dir.join("jobs.redb");
+        let existed = path.exists();
+        let reason = match Database::create(&path) {
+            Ok(db) => match read_meta(&db) {
+                Ok((Some(version), applied_lsn)) if version == JOBS_PROJECTION_VERSION => {
+                    let store = ProjectionStore { db: Arc::new(db), path };
+                    return Ok((store, OpenOutcome::Existing { applied_lsn }));
+                }
+                Ok((Some(version), _)) => Some(format!("projection version {version}, this build uses {JOBS_PROJECTION_VERSION}")),
+                Ok((None, _)) if !existed => None,
+                Ok((None, _)) => Some("no projection version recorded".to_string()),
+                Err(error) => Some(error.to_string()),
+            },
+            Err(error) => Some(format!("unreadable: {error}")),
+        };
+        if reason.is_some() {
+            std::fs::remove_file(&path).map_err(|source| ProjectionError::Io { path: path.clone(), source })?;
+        }
+        let db = Database::create(&path).map_err(jobs::storage)?;
+        let txn = db.begin_write().map_err(jobs::storage)?;
+        {
+            let mut meta = txn.open_table(META).map_err(jobs::storage)?;
+            meta.insert(META_VERSION, JOBS_PROJECTION_VERSION).map_err(jobs::storage)?;
+            meta.insert(META_APPLIED_LSN, 0).map_err(jobs::storage)?;
+        }
+        jobs::create_tables(&txn)?;
+        txn.commit().map_err(jobs::storage)?;
+        let outcome = match reason {
+            Some(reason) => OpenOutcome::Recreated { reason },
+            None => OpenOutcome::Created,
+        };
+        Ok((ProjectionStore { db: Arc::new(db), path }, outcome))
+    }
+
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn applied_lsn(&self) -> Result<Lsn, ProjectionError> {
+        Ok(read_meta(&self.db).map_err(jobs::storage)?.1)
+    }
+
+    /// Applies records (in LSN order, all after the applied LSN) in one transaction.
+    pub fn apply(&self, records: &[(Lsn, LogRecord)], durability: Durability) -> Result<(), ProjectionError> {
+        let Some((last_lsn, _)) = records.last() else { return Ok(()) };
+        let mut txn = self.db.begin_write().map_err(jobs::storage)?;
+        txn.set_durability(durability).map_err(jobs::storage)?;
+        for (lsn, record) in records {
+            jobs::apply_record(&txn, *lsn, record)?;
+        }
+        txn.open_table(META).map_err(jobs::storage)?.insert(META_APPLIED_LSN, last_lsn.0).map_err(jobs::storage)?;
+        txn.commit().map_err(jobs::storage)?;
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable.
+    pub fn persist(&self) -> Result<(), ProjectionError> {
+        let mut txn = self.db.begin_write().map_err(jobs::storage)?;
+        txn.set_durability(Durability::Immediate).map_err(jobs::storage)?;
+        txn.commit().map_err(jobs::storage)?;
+        Ok(())
+    }
+
+    /// Catches up from the applied LSN to `up_to`, calling `progress` after each transaction.
+    pub fn catch_up(&self, log_dir: &Path, frame_bytes_max: u32, up_to: Lsn, mut progress: impl FnMut(Lsn)) -> Result<Lsn, ProjectionError> {
+        let mut applied = self.applied_lsn()?;
+        let mut batch = Vec::with_capacity(FRAMES_PER_TRANSACTION_MAX);
+        let mut failure = None;
+        for_each_record(log_dir, frame_bytes_max, applied, up_to, |lsn, record| {
+            batch.push((lsn, record));
+            if batch.len() >= FRAMES_PER_TRANSACTION_MAX {
+                if let Err(error) = self.apply(&batch, Durability::None) {
+                    failure = Some(error);
+                    return Err(ReplayError::Stopped);
+                }
+                applied = lsn;
+                batch.clear();
+                progress(applied);
+            }
+            Ok(())
+        })
+        .or_else(|error| match (&failure, error) {
+            (Some(_), ReplayError::Stopped) => Ok(()),
+            (_, error) => Err(error),
+        })?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if let Some((lsn, _)) = batch.last() {
+            let lsn = *lsn;
+            self.apply(&batch, Durability::None)?;
+            applied = lsn;
+            progress(applied);
+        }
+        Ok(applied)
+    }
+
+    pub fn digest(&self) -> Result<String, ProjectionError> {
+        Ok(jobs::digest(&self.db)?)
+    }
+}
+
+fn read_meta(db: &Database) -> Result<(Option<u64>, Lsn), redb::Error> {
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((None, Lsn::ZERO)),
+        Err(error) => return Err(error.into()),
+    };
+    let version = meta.get(META_VERSION)?.map(|value| value.value());
+    let applied = meta.get(META_APPLIED_LSN)?.map(|value| value.value()).unwrap_or(0);
+    Ok((version, Lsn(applied)))
+}
+
+/// Lets readers wait until the projection reflects a given LSN.
+#[derive(Clone)]
+pub struct AppliedWatch {
+    rx: watch::Receiver<Lsn>,
+}
+
+impl AppliedWatch {
+    pub fn applied_lsn(&self) -> Lsn {
+        *self.rx.borrow()
+    }
+
+    /// Waits until the projection has applied `lsn`, or `timeout` passes (then returns false).
+    pub async fn wait_for(&self, lsn: Lsn, timeout: Duration) -> bool {
+        let mut rx = self.rx.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= lsn)).await.is_ok_and(|result| result.is_ok())
+    }
+}
+
+/// Starts the projector thread. It stops when `stop` turns true (after the log writer has
+/// drained), with a final catch-up and a durable commit.
+pub fn spawn_projector(
+    store: Arc<ProjectionStore>,
+    log_dir: PathBuf,
+    frame_bytes_max: u32,
+    mut durable_rx: watch::Receiver<Lsn>,
+    mut stop: watch::Receiver<bool>,
+    runtime: tokio::runtime::Handle,
+) -> Result<(AppliedWatch, std::thread::JoinHandle<()>), ProjectionError> {
+    let applied = store.applied_lsn()?;
+    let (applied_tx, applied_rx) = watch::channel(applied);
+    let thread = std::thread::Builder::new()
+        .name("projector".into())
+        .spawn(move || {
+            let mut last_persist = Instant::now();
+            loop {
+                let durable = *durable_rx.borrow_and_update();
+                if durable > *applied_tx.borrow() {
+                    match store.catch_up(&log_dir, frame_bytes_max, durable, |lsn| {
+                        applied_tx.send_replace(lsn);
+                    }) {
+                        Ok(lsn) => {
+                            applied_tx.send_replace(lsn);
+                        }
+                        Err(error) => crate::fatal(&format!("projector cannot apply the log: {error}")),
+                    }
+                    if last_persist.elapsed() >= DURABLE_COMMIT_INTERVAL {
+                        if let Err(error) = store.persist() {
+                            crate::fatal(&format!("projector cannot persist: {error}"));
+                        }
+                        last_persist = Instant::now();
+                    }
+                    continue;
+                }
+                if *stop.borrow() {
+                    break;
+                }
+                let changed = runtime.block_on(async {
+                    tokio::select! {
+                        changed = tokio::time::timeout(DURABLE_COMMIT_INTERVAL, durable_rx.changed()) => changed,
+                        _ = stop.changed() => Ok(Ok(())),
+                    }
+                });
+                match changed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_writer_gone)) => break,
+                    Err(_idle) => {
+                        if let Err(error) = store.persist() {
+                            crate::fatal(&format!("projector cannot persist: {error}"));
+                        }
+                        last_persist = Instant::now();
+                    }
+                }
+            }
+            // Final catch-up so a graceful stop leaves the projection complete and durable.
+            let durable = *durable_rx.borrow();
+            if let Err(error) = store.catch_up(&log_dir, frame_bytes_max, durable, |lsn| {
+                applied_tx.send_replace(lsn);
+            }) {
+                tracing::error!("projector final catch-up failed: {error}");
+            }
+            if let Err(error) = store.persist() {
+                tracing::error!("projector final persist failed: {error}");
+            }
+        })
+        .map_err(|source| ProjectionError::Io { path: "projector thread".into(), source })?;
+    Ok((AppliedWatch { rx: applied_rx }, thread))
+}

@@ -1,0 +1,237 @@
+//! Commands the sequencer accepts and how each is decided, committed and answered.
+
+use super::waiters::Waiter;
+use super::Sequencer;
+use crate::log::AppendError;
+use crate::queue::{decide, DecideError, JobStatus};
+use agentd_schemas::api::{
+    HeartbeatResponse, JobStateName, JobTransitionResponse, LeaseRequest, QueueChangeResponse, QueueView, SubmitJobRequest,
+    SubmitJobResponse,
+};
+use agentd_schemas::events::{AfterFailure, Event};
+use agentd_schemas::{JobId, LeaseId, Lsn};
+use rand::Rng;
+use tokio::sync::oneshot;
+
+/// Why a command did not take effect.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SequencerError {
+    #[error(transparent)]
+    Rejected(#[from] DecideError),
+    #[error("append failed: {0}")]
+    Append(AppendError),
+    #[error("too many workers are waiting for leases ({0}); retry shortly")]
+    TooManyWaiters(usize),
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, SequencerError>>;
+
+/// One granted lease, before the job's payload is read from the job projection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseGrantCore {
+    pub lease_id: LeaseId,
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub expires_at_ms: u64,
+}
+
+/// The answer to a lease request: `lsn` is `None` when nothing was leased.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeaseOutcome {
+    pub lsn: Option<Lsn>,
+    pub grants: Vec<LeaseGrantCore>,
+}
+
+/// Everything that can change state, plus reads of the sequencer's in-memory state.
+pub enum Command {
+    Submit { requests: Vec<SubmitJobRequest>, actor: Option<String>, reply: Reply<Vec<SubmitJobResponse>> },
+    Lease { request: LeaseRequest, wait_ms: u64, actor: Option<String>, reply: Reply<LeaseOutcome> },
+    Heartbeat { lease_id: LeaseId, actor: Option<String>, reply: Reply<HeartbeatResponse> },
+    Complete { lease_id: LeaseId, result: Option<serde_json::Value>, actor: Option<String>, reply: Reply<JobTransitionResponse> },
+    Fail { lease_id: LeaseId, error: String, retryable: bool, actor: Option<String>, reply: Reply<JobTransitionResponse> },
+    Cancel { job_id: JobId, actor: Option<String>, reply: Reply<JobTransitionResponse> },
+    Retry { job_id: JobId, actor: Option<String>, reply: Reply<JobTransitionResponse> },
+    SetPaused { queue: String, paused: bool, actor: Option<String>, reply: Reply<QueueChangeResponse> },
+    Queues { reply: Reply<Vec<QueueView>> },
+    /// Appends already-validated domain events, refused with `lease_lost` when `lease_id` is
+    /// given and no longer held.
+    AppendFenced { lease_id: Option<LeaseId>, events: Vec<Event>, actor: Option<String>, reply: Reply<Lsn> },
+}
+
+/// Extracts the grants from decided `JobLeased` events.
+pub fn grants_of(events: &[Event]) -> Vec<LeaseGrantCore> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::JobLeased(leased) => Some(LeaseGrantCore {
+                lease_id: leased.lease_id,
+                job_id: leased.job_id,
+                attempt: leased.attempt,
+                expires_at_ms: leased.expires_at_ms,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answer<T: Send + 'static>(reply: Reply<T>, make: impl FnOnce(Lsn) -> T + Send + 'static) -> Box<dyn FnOnce(Result<Lsn, AppendError>) + Send> {
+    Box::new(move |outcome| {
+        let _ignored_if_client_left = reply.send(outcome.map(make).map_err(SequencerError::Append));
+    })
+}
+
+fn refuse<T>(reply: Reply<T>, error: impl Into<SequencerError>) {
+    let _ignored_if_client_left = reply.send(Err(error.into()));
+}
+
+/// Decides one command and commits its events (or answers at once when there are none).
+pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
+    match command {
+        Command::Submit { requests, actor, reply } => {
+            let decision = match decide::submit(&sequencer.state, &sequencer.limits, now_ms, &requests) {
+                Ok(decision) => decision,
+                Err(error) => return refuse(reply, error),
+            };
+            let outcomes = decision.reply;
+            let make = move |lsn: Lsn| {
+                outcomes
+                    .iter()
+                    .map(|outcome| SubmitJobResponse {
+                        job_id: outcome.job_id,
+                        lsn: match outcome.deduplicated_lsn {
+                            Some(Lsn::ZERO) | None => lsn,
+                            Some(original) => original,
+                        },
+                        deduplicated: outcome.deduplicated_lsn.is_some(),
+                    })
+                    .collect()
+            };
+            if decision.events.is_empty() {
+                // Every job was a duplicate: nothing to append, answer with the originals.
+                let _ignored_if_client_left = reply.send(Ok(make(Lsn::ZERO)));
+                return;
+            }
+            sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+            sequencer.waiters.wake();
+        }
+        Command::Lease { request, wait_ms, actor, reply } => {
+            let tags = request.tags.clone().unwrap_or_default();
+            let ask = decide::LeaseAsk { worker_id: &request.worker_id, queues: &request.queues, tags: &tags, max_jobs: request.max_jobs.unwrap_or(1) };
+            if let Err(error) = decide::validate_lease_ask(&ask, &sequencer.limits) {
+                return refuse(reply, error);
+            }
+            sequencer.state.promote_due(now_ms);
+            let decision = decide::lease(&sequencer.state, &sequencer.limits, now_ms, &ask);
+            if !decision.events.is_empty() {
+                let grants = grants_of(&decision.events);
+                super::record_lease_latencies(&sequencer.state, now_ms, &decision.events);
+                sequencer.commit(now_ms, actor, decision.events, answer(reply, move |lsn| LeaseOutcome { lsn: Some(lsn), grants })).await;
+                return;
+            }
+            let wait_ms = wait_ms.min(sequencer.lease_wait_ms_max);
+            if wait_ms == 0 {
+                let _ignored_if_client_left = reply.send(Ok(LeaseOutcome::default()));
+                return;
+            }
+            if sequencer.waiters.len() >= sequencer.lease_waiters_max {
+                return refuse(reply, SequencerError::TooManyWaiters(sequencer.waiters.len()));
+            }
+            let max_jobs = ask.max_jobs;
+            sequencer.waiters.park(Waiter {
+                worker_id: request.worker_id,
+                queues: request.queues,
+                tags,
+                max_jobs,
+                deadline_ms: now_ms + wait_ms,
+                actor,
+                reply,
+            });
+        }
+        Command::Heartbeat { lease_id, actor, reply } => match decide::heartbeat(&sequencer.state, now_ms, lease_id) {
+            Ok(decision) => {
+                let expires_at_ms = decision.reply;
+                sequencer.commit(now_ms, actor, decision.events, answer(reply, move |_| HeartbeatResponse { expires_at_ms })).await;
+            }
+            Err(error) => refuse(reply, error),
+        },
+        Command::Complete { lease_id, result, actor, reply } => {
+            match decide::complete(&sequencer.state, &sequencer.limits, now_ms, lease_id, result.as_ref()) {
+                Ok(decision) => {
+                    let job_id = decision.reply;
+                    record_start_to_finish(sequencer, now_ms, job_id);
+                    let make = move |lsn| JobTransitionResponse { job_id, state: JobStateName::Completed, lsn, run_at_ms: None };
+                    sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+                }
+                Err(error) => refuse(reply, error),
+            }
+        }
+        Command::Fail { lease_id, error, retryable, actor, reply } => {
+            let jitter = rand::rng().random::<f64>();
+            match decide::fail(&sequencer.state, &sequencer.limits, now_ms, lease_id, &error, retryable, jitter) {
+                Ok(decision) => {
+                    let (job_id, after) = decision.reply;
+                    record_start_to_finish(sequencer, now_ms, job_id);
+                    let (state, run_at_ms) = match after {
+                        AfterFailure::Retry { run_at_ms } => (JobStateName::Scheduled, Some(run_at_ms)),
+                        AfterFailure::Dead => (JobStateName::Dead, None),
+                    };
+                    let make = move |lsn| JobTransitionResponse { job_id, state, lsn, run_at_ms };
+                    sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+                    sequencer.waiters.wake();
+                }
+                Err(error) => refuse(reply, error),
+            }
+        }
+        Command::Cancel { job_id, actor, reply } => match decide::cancel(&sequencer.state, now_ms, job_id) {
+            Ok(decision) => {
+                let make = move |lsn| JobTransitionResponse { job_id, state: JobStateName::Cancelled, lsn, run_at_ms: None };
+                sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+            }
+            Err(error) => refuse(reply, error),
+        },
+        Command::Retry { job_id, actor, reply } => match decide::retry(&sequencer.state, now_ms, job_id) {
+            Ok(decision) => {
+                let make = move |lsn| JobTransitionResponse { job_id, state: JobStateName::Queued, lsn, run_at_ms: Some(now_ms) };
+                sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+                sequencer.waiters.wake();
+            }
+            Err(error) => refuse(reply, error),
+        },
+        Command::SetPaused { queue, paused, actor, reply } => match decide::set_paused(&sequencer.limits, &queue, paused) {
+            Ok(decision) => {
+                let make = move |lsn| QueueChangeResponse { queue, paused, lsn };
+                sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+                if !paused {
+                    sequencer.waiters.wake();
+                }
+            }
+            Err(error) => refuse(reply, error),
+        },
+        Command::Queues { reply } => {
+            sequencer.state.promote_due(now_ms);
+            let views = sequencer
+                .state
+                .queues
+                .iter()
+                .map(|(name, index)| QueueView { queue: name.to_string(), paused: index.paused, depth: index.depth() })
+                .collect();
+            let _ignored_if_client_left = reply.send(Ok(views));
+        }
+        Command::AppendFenced { lease_id, events, actor, reply } => {
+            if let Some(lease_id) = lease_id {
+                if let Err(error) = decide::held_lease(&sequencer.state, now_ms, lease_id) {
+                    return refuse(reply, error);
+                }
+            }
+            sequencer.commit(now_ms, actor, events, answer(reply, |lsn| lsn)).await;
+        }
+    }
+}
+
+fn record_start_to_finish(sequencer: &Sequencer, now_ms: u64, job_id: JobId) {
+    if let Some(JobStatus::Leased { leased_at_ms, .. }) = sequencer.state.job(job_id).map(|job| &job.status) {
+        metrics::histogram!("agentd_job_start_to_finish_seconds").record(now_ms.saturating_sub(*leased_at_ms) as f64 / 1000.0);
+    }
+}

@@ -1,0 +1,208 @@
+//! Starting and stopping the daemon: recover the log, rebuild in-memory state, catch up the
+//! projections, start the writer, projector, sequencer and HTTP server; on SIGTERM or Ctrl-C stop
+//! accepting, drain in-flight requests, make the log durable and exit 0.
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::log::{self, LogOptions};
+use crate::projection::{self, OpenOutcome, ProjectionStore};
+use crate::sequencer::{replay_queue_state, Command, Sequencer, SequencerOptions};
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Paths inside the data directory.
+pub struct DataPaths {
+    pub log: PathBuf,
+    pub projections: PathBuf,
+}
+
+impl DataPaths {
+    pub fn new(data_dir: &Path) -> Self {
+        DataPaths { log: data_dir.join("log"), projections: data_dir.join("projections") }
+    }
+}
+
+/// Log options from the config.
+pub fn log_options(config: &Config, log_dir: PathBuf) -> LogOptions {
+    let mut options = LogOptions::new(log_dir);
+    options.segment_bytes_max = config.log.segment_bytes_max;
+    options.frame_bytes_max = config.log.frame_bytes_max;
+    options.batch_frames_max = config.log.batch_frames_max;
+    options.batch_bytes_max = config.log.batch_bytes_max;
+    options.queue_capacity = config.log.queue_capacity;
+    options
+}
+
+fn install_metrics() -> Option<PrometheusHandle> {
+    let seconds_buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+    let size_buckets = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds_buckets)
+        .and_then(|builder| builder.set_buckets_for_metric(Matcher::Full("agentd_log_group_commit_frames".into()), &size_buckets));
+    match builder.and_then(|builder| builder.install_recorder()) {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            // Only one recorder per process: a second daemon in one test process has none.
+            tracing::warn!("metrics recorder not installed: {error}");
+            None
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C. `ready` receives the bound address.
+pub async fn run(config: Config, ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let paths = DataPaths::new(&data_dir);
+    let metrics = install_metrics();
+
+    let mut options = log_options(&config, paths.log.clone());
+    options.on_batch = Some(Arc::new(|batch: &log::BatchObservation| {
+        metrics::histogram!("agentd_log_fsync_seconds").record(batch.fsync_duration.as_secs_f64());
+        metrics::histogram!("agentd_log_group_commit_frames").record(batch.frames as f64);
+        metrics::counter!("agentd_log_bytes_written_total").increment(batch.bytes as u64);
+        metrics::counter!("agentd_log_group_commits_total").increment(1);
+    }));
+    let (log, report) = tokio::task::spawn_blocking(move || log::open(options)).await?.context("cannot open the log")?;
+    if let Some(torn) = &report.truncated {
+        tracing::warn!(path = %torn.path.display(), offset = torn.offset, bytes = torn.bytes_removed, reason = %torn.reason, "repaired a torn tail left by a crash");
+    }
+    let last_lsn = log.last_lsn();
+    let frame_bytes_max = config.log.frame_bytes_max;
+
+    let log_dir = paths.log.clone();
+    let state = tokio::task::spawn_blocking(move || replay_queue_state(&log_dir, frame_bytes_max, last_lsn)).await?.context("cannot replay the log")?;
+
+    let projections_dir = paths.projections.clone();
+    let log_dir = paths.log.clone();
+    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<ProjectionStore> {
+        let (mut store, mut outcome) = ProjectionStore::open(&projections_dir)?;
+        if store.applied_lsn()? > last_lsn {
+            // The projection is ahead of the log (the log was replaced): it cannot be trusted.
+            drop(store);
+            std::fs::remove_file(projections_dir.join("jobs.redb"))?;
+            (store, _) = ProjectionStore::open(&projections_dir)?;
+            outcome = OpenOutcome::Recreated { reason: "projection was ahead of the log".into() };
+        }
+        if let OpenOutcome::Recreated { reason } = &outcome {
+            tracing::warn!("rebuilding the job projection from the log: {reason}");
+        }
+        store.catch_up(&log_dir, frame_bytes_max, last_lsn, |_| {})?;
+        Ok(store)
+    })
+    .await??;
+    let store = Arc::new(store);
+    tracing::info!(%last_lsn, segments = report.segments, ms = started.elapsed().as_millis() as u64, "recovered");
+
+    let writer = log.start_writer();
+    let (stop_projector, stop_rx) = watch::channel(false);
+    let (applied, projector) = projection::spawn_projector(
+        store.clone(),
+        paths.log.clone(),
+        frame_bytes_max,
+        writer.subscribe_durable(),
+        stop_rx,
+        tokio::runtime::Handle::current(),
+    )?;
+    let (sequencer, sequencer_task) = Sequencer::spawn(
+        state,
+        writer.clone(),
+        SequencerOptions {
+            limits: config.queue.limits(),
+            log_dir: paths.log.clone(),
+            frame_bytes_max,
+            lease_wait_ms_max: config.server.lease_wait_ms_max,
+            lease_waiters_max: config.server.lease_waiters_max,
+        },
+    );
+
+    let gauges = tokio::spawn(update_gauges(sequencer.clone(), metrics.clone()));
+    let app_state = AppState {
+        sequencer,
+        projections: store.clone(),
+        applied,
+        writer: writer.clone(),
+        log_dir: paths.log.clone(),
+        frame_bytes_max,
+        body_bytes_max: config.server.body_bytes_max,
+        lease_wait_ms_max: config.server.lease_wait_ms_max,
+        request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+        requests_in_flight_max: config.server.requests_in_flight_max,
+        metrics,
+    };
+    let listener = TcpListener::bind(config.server.listen).await.with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data_dir = %data_dir.display(), "agentd listening");
+    eprintln!("agentd {} listening on http://{address} (data dir {})", env!("CARGO_PKG_VERSION"), data_dir.display());
+    if let Some(ready) = ready {
+        let _ignored_if_nobody_waits = ready.send(address);
+    }
+    let listener = crate::limited_listener::LimitedListener::new(listener, config.server.connections_max);
+    let router = http::app(app_state);
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        eprintln!("agentd: shutting down (draining requests for up to {} ms)", grace.as_millis());
+        let _ignored = drain_tx.send(true);
+    });
+    let mut drain_started = drain_rx.clone();
+    tokio::select! {
+        result = server => result.context("HTTP server failed")?,
+        _ = async { let _ = drain_started.wait_for(|started| *started).await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("shutdown grace period over; abandoning in-flight requests");
+        }
+    }
+    gauges.abort();
+    // Handlers are gone: the sequencer drains its in-flight appends and stops.
+    let _sequencer_finished = tokio::time::timeout(grace, sequencer_task).await;
+    writer.shutdown().await;
+    let _ignored = stop_projector.send(true);
+    let _projector_finished = tokio::task::spawn_blocking(move || projector.join()).await;
+    eprintln!("agentd: stopped cleanly");
+    Ok(())
+}
+
+/// Publishes queue depth and active lease gauges every few seconds.
+async fn update_gauges(sequencer: crate::sequencer::SequencerHandle, metrics: Option<PrometheusHandle>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        if let Some(handle) = &metrics {
+            handle.run_upkeep();
+        }
+        let Ok(queues) = sequencer.call(|reply| Command::Queues { reply }).await else { return };
+        let mut leased_total = 0;
+        for queue in queues {
+            for (state, count) in &queue.depth {
+                metrics::gauge!("agentd_queue_depth", "queue" => queue.queue.clone(), "state" => state.clone()).set(*count as f64);
+            }
+            leased_total += queue.depth.get("leased").copied().unwrap_or(0);
+            metrics::gauge!("agentd_queue_paused", "queue" => queue.queue.clone()).set(if queue.paused { 1.0 } else { 0.0 });
+        }
+        metrics::gauge!("agentd_leases_active").set(leased_total as f64);
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
