@@ -1,0 +1,21 @@
+//! End-to-end tests: the real `agentd` and `agentctl` binaries, real sockets, real disks.
+//! One test binary (fast to link); modules group features.
+
+mod crash;
+mod lifecycle;
+mod recovery;
+mod worker;
+
+use agentd_tests::{write_config, Daemon};
+use tempfile::TempDir;
+
+/// A config with fast retries so lifecycle tests finish quickly.
+pub const FAST_RETRY_CONFIG: &str = "[queue]\nretry_backoff_base_ms = 10\nretry_backoff_max_ms = 50\n";
+
+/// A daemon on a fresh temp dir with `FAST_RETRY_CONFIG`.
+pub fn fast_daemon() -> (TempDir, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), FAST_RETRY_CONFIG);
+    let daemon = Daemon::start(&dir.path().join("data"), Some(&config));
+    (dir, daemon)
+}
