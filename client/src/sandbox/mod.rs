@@ -1,0 +1,361 @@
+//! The sandbox runner: applies one ast-grep action to a snapshot of a task's files in a fresh
+//! workspace, optionally runs a test command there, and reports the diff, the output and how
+//! it ended as a `SandboxOutcome`.
+//!
+//! Every process it starts (the apply helper and the test command) runs confined: its own
+//! session and process group, a cgroup with `pids.max` and a memory limit where the host
+//! allows one, `RLIMIT_CPU`/`AS`/`NOFILE`/`FSIZE`/`NPROC`, CPU affinity, a new network
+//! namespace (no interface but a downed loopback), a mount namespace in which the whole host
+//! filesystem is read-only except the workspace, a minimal environment, stdin from
+//! `/dev/null`, bounded output capture, and a wall-clock deadline after which the whole tree
+//! is SIGKILLed. See `docs/sandbox.md` for the threat model and what each limit achieves.
+//!
+//! This module must not talk to the daemon: callers (`agentctl sandbox run`, the
+//! `astgrep.verify` worker) turn a [`SandboxRun`] into events. Binaries that call [`run`] must
+//! call [`maybe_run_internal_helper`] first thing in `main` (see [`helper`]).
+
+mod action;
+mod allowlist;
+mod capture;
+mod cgroup;
+mod confine;
+mod diff;
+mod error;
+mod helper;
+mod limits;
+mod process;
+mod report;
+mod workspace;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use agentd_schemas::events::{Action, SandboxOutcome};
+use serde::Serialize;
+
+pub use action::{apply_action_in_memory, SUPPORTED_LANGUAGES};
+pub use diff::{changed_paths, unified_diff};
+pub use error::SandboxError;
+pub use helper::{maybe_run_internal_helper, HELPER_TEST_NAME};
+pub use limits::{CgroupMode, SandboxLimits};
+pub use workspace::{
+    load_files_from_dir, validate_relative_path, TASK_FILES_BYTES_MAX, TASK_FILES_COUNT_MAX,
+};
+
+use helper::{apply_confined, ApplyResult};
+use process::{run_confined, ConfinedCommand, Launch, ProcessReport};
+use workspace::{validate_task_files, Workspace};
+
+/// One sandbox job: the files to work on, the action to apply, and how to test the result.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Relative path -> content; paths must pass [`validate_relative_path`].
+    pub files: BTreeMap<String, String>,
+    /// The ast-grep action to apply.
+    pub action: Action,
+    /// `argv` of a test command run in the workspace after the action, if any; `argv[0]` must
+    /// be allowlisted.
+    pub test_command: Option<Vec<String>>,
+    /// Keep the workspace on disk afterwards (its path is reported) for debugging.
+    pub keep_workspace: bool,
+}
+
+/// What a sandbox run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxRun {
+    /// How the run ended; see [`run`] for the rules.
+    pub outcome: SandboxOutcome,
+    /// Exit status of the test command; `None` without one, or when it died by a signal.
+    pub exit_code: Option<i32>,
+    /// Unified diff of the action's changes (empty when it matched nothing).
+    pub diff: String,
+    /// Head of the test command's stdout (at most `output_bytes_max` bytes).
+    pub stdout: String,
+    /// Head of its stderr, followed by `[agentd-sandbox]` notes (why it was killed).
+    pub stderr: String,
+    /// Bytes written to stdout in total, including what was cut.
+    pub stdout_bytes: u64,
+    /// Bytes written to stderr in total, including what was cut.
+    pub stderr_bytes: u64,
+    /// Tests passed, when the output held a summary we understand.
+    pub tests_passed: Option<u32>,
+    /// Tests failed (or errored), when the output held a summary we understand.
+    pub tests_failed: Option<u32>,
+    /// Wall time of the whole run, workspace setup to cleanup.
+    pub duration_ms: u64,
+    /// Peak memory of the last confined process tree, where measured.
+    pub peak_rss_bytes: Option<u64>,
+    /// Files the action changed, sorted.
+    pub files_changed: Vec<String>,
+    /// Why the run was `rejected`.
+    pub rejected_reason: Option<String>,
+    /// The kept workspace, when `keep_workspace` was set.
+    pub workspace: Option<PathBuf>,
+}
+
+/// Applies `spec.action` to `spec.files` in a fresh workspace and runs `spec.test_command`
+/// there, everything confined by `limits`.
+///
+/// Outcomes: `rejected` for a bad path, a disallowed binary, an invalid pattern or rule, or an
+/// isolation feature the kernel refused (the sandbox fails closed); `timed_out` when the wall
+/// clock (one budget for the whole run) or the CPU limit ran out; `killed_oom` when a process
+/// ran out of memory (see `report::classify` for the heuristic); `failed` when the test command
+/// exited non-zero or the apply helper crashed; `ok` otherwise. An action that matches
+/// nothing is `ok` with an empty diff: "applied cleanly, changed nothing" is a fact about the
+/// action, and the verifier decides that an empty diff is not worth accepting.
+///
+/// `Err` is kept for failures of the host (no temp dir, cannot spawn threads) and for a binary
+/// that never calls [`maybe_run_internal_helper`].
+pub fn run(spec: &SandboxSpec, limits: &SandboxLimits) -> Result<SandboxRun, SandboxError> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(limits.wall_time_ms);
+    limits.validate().map_err(|message| SandboxError::Config {
+        path: PathBuf::from("<limits>"),
+        message,
+    })?;
+    if let Err(error) = validate_task_files(&spec.files) {
+        return Ok(SandboxRun::rejected(error.to_string(), started));
+    }
+    let test_program = match &spec.test_command {
+        None => None,
+        Some(argv) => {
+            let Some(program) = argv.first() else {
+                return Ok(SandboxRun::rejected(
+                    "empty test command".to_string(),
+                    started,
+                ));
+            };
+            match allowlist::resolve_program(program, limits) {
+                Ok(resolved) => Some((resolved, argv[1..].to_vec())),
+                Err(reason) => return Ok(SandboxRun::rejected(reason, started)),
+            }
+        }
+    };
+
+    let workspace = Workspace::create(limits.workspace_root.as_deref(), "agentd-sandbox-")?;
+    for (path, content) in &spec.files {
+        workspace.write_file(path, content)?;
+    }
+    let mut run = SandboxRun::rejected(String::new(), started);
+    run.rejected_reason = None;
+    match apply_confined(&spec.files, &spec.action, limits, deadline)? {
+        ApplyResult::Applied(changed) => {
+            let mut after = spec.files.clone();
+            for (path, content) in changed {
+                // The helper may only change files it was given.
+                if !spec.files.contains_key(&path) {
+                    return Err(SandboxError::Helper(format!(
+                        "helper invented file {path:?}"
+                    )));
+                }
+                workspace.write_file(&path, &content)?;
+                after.insert(path, content);
+            }
+            run.diff = unified_diff(&spec.files, &after);
+            run.files_changed = changed_paths(&spec.files, &after);
+            run.outcome = SandboxOutcome::Ok;
+        }
+        ApplyResult::Invalid(reason) | ApplyResult::Refused(reason) => {
+            run.rejected_reason = Some(reason);
+        }
+        ApplyResult::Crashed(report) => {
+            run.absorb(&report, limits);
+            if run.outcome == SandboxOutcome::Ok {
+                run.outcome = SandboxOutcome::Failed;
+            }
+        }
+    }
+
+    if run.outcome == SandboxOutcome::Ok {
+        if let Some((program, args)) = test_program {
+            let command = ConfinedCommand {
+                program: &program,
+                args: &args,
+                env: sandbox_env(workspace.path(), limits),
+                workdir: workspace.path(),
+                limits,
+                deadline,
+            };
+            match run_confined(&command)? {
+                Launch::Refused(reason) => {
+                    run.outcome = SandboxOutcome::Rejected;
+                    run.rejected_reason = Some(reason);
+                }
+                Launch::Finished(report) => run.absorb(&report, limits),
+            }
+        }
+    }
+    if spec.keep_workspace {
+        run.workspace = Some(workspace.keep());
+    } else {
+        drop(workspace);
+    }
+    run.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(run)
+}
+
+/// The whole environment of a sandboxed process: nothing is inherited from the worker (no
+/// tokens, no proxies), and what is set makes runs reproducible.
+fn sandbox_env(workdir: &Path, limits: &SandboxLimits) -> Vec<(String, String)> {
+    let workdir = workdir.to_string_lossy().into_owned();
+    [
+        ("PATH", limits.search_path.as_str()),
+        ("HOME", workdir.as_str()),
+        ("TMPDIR", workdir.as_str()),
+        ("LANG", "C.UTF-8"),
+        ("LC_ALL", "C.UTF-8"),
+        ("TZ", "UTC"),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+        ("PYTHONHASHSEED", "0"),
+        // Output written before a kill is not lost in a buffer.
+        ("PYTHONUNBUFFERED", "1"),
+        ("CI", "true"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value.to_string()))
+    .collect()
+}
+
+impl SandboxRun {
+    fn rejected(reason: String, started: Instant) -> SandboxRun {
+        SandboxRun {
+            outcome: SandboxOutcome::Rejected,
+            exit_code: None,
+            diff: String::new(),
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            tests_passed: None,
+            tests_failed: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+            peak_rss_bytes: None,
+            files_changed: Vec::new(),
+            rejected_reason: Some(reason),
+            workspace: None,
+        }
+    }
+
+    /// Takes the outcome, output and measurements of a finished process.
+    fn absorb(&mut self, report: &ProcessReport, limits: &SandboxLimits) {
+        self.outcome = report::classify(report, limits);
+        self.exit_code = match report.termination {
+            process::Termination::Exited(code) => Some(code),
+            process::Termination::Signaled(_) => None,
+        };
+        self.stdout = report.stdout.head_text();
+        self.stderr = report.stderr.head_text();
+        if let process::Termination::Signaled(signal) = report.termination {
+            self.stderr.push_str(&format!(
+                "\n[agentd-sandbox] terminated by signal {signal}\n"
+            ));
+        }
+        for note in &report.notes {
+            self.stderr
+                .push_str(&format!("\n[agentd-sandbox] {note}\n"));
+        }
+        self.stdout_bytes = report.stdout.total_bytes;
+        self.stderr_bytes = report.stderr.total_bytes;
+        let counts =
+            report::parse_test_counts(&report.stdout.tail_text(), &report.stderr.tail_text());
+        self.tests_passed = counts.map(|(passed, _)| passed);
+        self.tests_failed = counts.map(|(_, failed)| failed);
+        self.peak_rss_bytes = report.peak_memory_bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entry point of the apply helper inside this test binary (see `helper`).
+    #[test]
+    fn agentd_sandbox_internal_helper() {
+        maybe_run_internal_helper();
+    }
+
+    fn python_spec(test: Option<&str>) -> SandboxSpec {
+        SandboxSpec {
+            files: [("app.py".to_string(), "print('hi')\n".to_string())].into(),
+            action: Action::Pattern {
+                language: "python".to_string(),
+                pattern: "print($A)".to_string(),
+                rewrite: "logger.info($A)".to_string(),
+            },
+            test_command: test
+                .map(|t| vec!["/bin/sh".to_string(), "-c".to_string(), t.to_string()]),
+            keep_workspace: false,
+        }
+    }
+
+    fn fast_limits() -> SandboxLimits {
+        SandboxLimits {
+            wall_time_ms: 10_000,
+            memory_bytes: 512 * 1024 * 1024,
+            allowed_binaries: vec!["/bin/sh".to_string()],
+            ..SandboxLimits::default()
+        }
+    }
+
+    #[test]
+    fn applies_the_action_and_runs_the_test_in_the_workspace() {
+        let run = run(
+            &python_spec(Some("cat app.py; echo '2 passed, 1 failed'; exit 3")),
+            &fast_limits(),
+        )
+        .unwrap();
+        assert_eq!(run.outcome, SandboxOutcome::Failed, "{run:#?}");
+        assert_eq!(run.exit_code, Some(3));
+        assert!(run.stdout.contains("logger.info('hi')"), "{run:#?}");
+        assert_eq!((run.tests_passed, run.tests_failed), (Some(2), Some(1)));
+        assert_eq!(run.files_changed, ["app.py"]);
+        assert!(run.diff.contains("+logger.info('hi')"), "{}", run.diff);
+    }
+
+    #[test]
+    fn invalid_pattern_is_rejected_with_the_reason() {
+        let mut spec = python_spec(None);
+        spec.action = Action::Pattern {
+            language: "klingon".to_string(),
+            pattern: "x".to_string(),
+            rewrite: "y".to_string(),
+        };
+        let run = run(&spec, &fast_limits()).unwrap();
+        assert_eq!(run.outcome, SandboxOutcome::Rejected);
+        assert!(run.rejected_reason.unwrap().contains("klingon"));
+    }
+
+    #[test]
+    fn kept_workspace_holds_the_rewritten_files() {
+        let mut spec = python_spec(None);
+        spec.keep_workspace = true;
+        let run = run(&spec, &fast_limits()).unwrap();
+        let workspace = run.workspace.expect("kept");
+        let content = std::fs::read_to_string(workspace.join("app.py")).unwrap();
+        std::fs::remove_dir_all(&workspace).unwrap();
+        assert_eq!(content, "logger.info('hi')\n");
+        assert_eq!(run.outcome, SandboxOutcome::Ok);
+        assert_eq!(run.exit_code, None);
+    }
+
+    #[test]
+    fn cpu_limit_ends_as_timed_out() {
+        let limits = SandboxLimits {
+            cpu_time_s: 1,
+            ..fast_limits()
+        };
+        let run = run(&python_spec(Some("while :; do :; done")), &limits).unwrap();
+        assert_eq!(run.outcome, SandboxOutcome::TimedOut, "{run:#?}");
+        assert!(run.duration_ms < 9_000, "{run:#?}");
+    }
+
+    #[test]
+    fn environment_is_minimal() {
+        // The test process has CARGO_* variables; none may reach the sandbox.
+        let run = run(&python_spec(Some("env")), &fast_limits()).unwrap();
+        assert_eq!(run.outcome, SandboxOutcome::Ok, "{run:#?}");
+        assert!(!run.stdout.contains("CARGO"), "{}", run.stdout);
+        assert!(run.stdout.contains("PYTHONHASHSEED=0"), "{}", run.stdout);
+    }
+}
