@@ -1,1 +1,16 @@
-//! placeholder, replaced by the domain module
+//! Pure domain logic: the rules that turn logged data into state, with no clock, no randomness and
+//! no IO (the tokenizer vocabularies are compiled in). The sequencer and projections call these
+//! functions on replay, so every function here must give the same answer on every run and machine.
+//!
+//! - [`tokens`]: token counting with the OpenAI BPE encodings.
+//! - [`agent_state`]: merging and rendering the structured per-task agent state.
+//! - [`dataset`]: the ingestion contract (`_meta.json`, records), languages, dedup keys, splits.
+//! - [`splits`]: the processed-splits projection built from dataset events.
+//!
+//! Architecture invariant: nothing in this module reads the clock, the environment, the file
+//! system or a random source, and nothing iterates a `HashMap` where the order can be observed.
+
+pub mod agent_state;
+pub mod dataset;
+pub mod splits;
+pub mod tokens;
