@@ -32,7 +32,7 @@
 use super::tokens::TokenCounter;
 use agentd_schemas::events::{AgentState, StateLimits};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// The result of [`merge`].
 #[derive(Debug, Clone, PartialEq)]
@@ -143,8 +143,7 @@ pub fn merge(
         &mut trimmed,
     );
 
-    let state = fit_budget(merged, token_budget, tokens, &mut trimmed);
-    let tokens = tokens.count(&render(&state));
+    let (state, tokens) = fit_budget(merged, token_budget, tokens, &mut trimmed);
     MergeOutcome {
         state,
         trimmed,
@@ -309,31 +308,33 @@ fn merge_history(
         .iter()
         .filter_map(|raw| normalize(raw, item_chars_max))
         .collect();
-    // The update's distinct entries, each at its last occurrence, oldest first.
+    // The update's distinct entries, each at its last occurrence, oldest first. Sets and maps
+    // here are only looked up, never iterated, so their order cannot leak into the result.
+    let mut incoming_texts = HashSet::new();
     let mut incoming: Vec<Normalized> = Vec::new();
-    for raw in update {
+    for raw in update.iter().rev() {
         let Some(entry) = normalize(raw, item_chars_max) else {
             continue;
         };
-        incoming.retain(|earlier| earlier.text != entry.text);
-        incoming.push(entry);
+        if incoming_texts.insert(entry.text.clone()) {
+            incoming.push(entry);
+        }
     }
+    incoming.reverse();
     let overflow = incoming.len().saturating_sub(history_max);
     let mut history: Vec<String> = Vec::new();
-    let mut moving: Vec<Normalized> = Vec::new();
+    // Existing entries the update repeats: they move to the update's position.
+    let mut moving: HashMap<String, Normalized> = HashMap::new();
     for entry in existing {
-        if incoming.iter().any(|new| new.text == entry.text) {
-            moving.push(entry);
+        if incoming_texts.contains(&entry.text) {
+            moving.entry(entry.text.clone()).or_insert(entry);
         } else {
             history.push(keep_reporting(StateField::History, entry, trimmed));
         }
     }
     for (position, entry) in incoming.into_iter().enumerate() {
         // An entry already in the history keeps its own (possibly re-capped) report.
-        let entry = match moving.iter().position(|old| old.text == entry.text) {
-            Some(found) => moving.swap_remove(found),
-            None => entry,
-        };
+        let entry = moving.remove(&entry.text).unwrap_or(entry);
         if position < overflow {
             trimmed.push(removed(
                 StateField::History,
@@ -373,16 +374,18 @@ fn merge_focus(
     Some(keep_reporting(StateField::NextFocus, chosen, trimmed))
 }
 
-/// Rule 6.
+/// Rule 6. Returns the state that fits and its token count.
 fn fit_budget(
     state: AgentState,
     token_budget: usize,
     tokens: &TokenCounter,
     trimmed: &mut Vec<Trimmed>,
-) -> AgentState {
-    let fits = |candidate: &AgentState| tokens.count(&render(candidate)) <= token_budget;
-    if fits(&state) {
-        return state;
+) -> (AgentState, usize) {
+    let count = |candidate: &AgentState| tokens.count(&render(candidate));
+    let fits = |candidate: &AgentState| count(candidate) <= token_budget;
+    let whole = count(&state);
+    if whole <= token_budget {
+        return (state, whole);
     }
     let order = drop_order(&state);
     // The smallest prefix of the drop order after which the state fits, by bisection: each probe
@@ -415,7 +418,8 @@ fn fit_budget(
     if !fits(&result) {
         shorten_focus(&mut result, &fits, trimmed);
     }
-    result
+    let result_tokens = count(&result);
+    (result, result_tokens)
 }
 
 /// `state` without the items `drops` names: for each field, as many of its oldest items as the

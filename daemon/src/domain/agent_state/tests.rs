@@ -362,6 +362,29 @@ fn long_states_trim_with_few_token_counts() {
 }
 
 #[test]
+fn long_history_updates_merge_in_linear_time() {
+    // A hundred thousand entries with repeats; a quadratic dedupe would take minutes.
+    let counter = counter();
+    let update = AgentState {
+        history: (0..100_000)
+            .map(|i| format!("step {}", i % 50_000))
+            .collect(),
+        ..AgentState::default()
+    };
+    let outcome = merge(
+        &AgentState::default(),
+        &update,
+        &limits(3, 256, 1_000_000),
+        &counter,
+    );
+    assert_eq!(
+        outcome.state.history,
+        strings(&["step 49997", "step 49998", "step 49999"])
+    );
+    assert_eq!(outcome.trimmed.len(), 50_000 - 3);
+}
+
+#[test]
 #[should_panic(expected = "encoding recorded in its limits")]
 fn counting_with_another_encoding_is_a_bug() {
     let cl100k = TokenCounter::for_encoding("cl100k_base").unwrap();
