@@ -21,7 +21,9 @@ mod digest;
 mod ranges;
 mod stats;
 
-pub use stats::{DatasetRecordCounts, DatasetStats, RecordCounts, SplitCounts};
+pub use stats::{
+    DatasetRecordCounts, DatasetStats, RecordCounts, SplitCounts, UNKNOWN_LANGUAGE_NAMES_MAX,
+};
 
 use super::dataset::{
     assign_split, dedup_key, normalize_language, InvalidSplitWeights, Language, Split, SplitWeights,

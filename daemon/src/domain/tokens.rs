@@ -1,8 +1,8 @@
 //! Token counting with the OpenAI BPE vocabularies (`tiktoken`), shared by the agent-state budget
 //! and the dataset token cap.
 //!
-//! Building a vocabulary takes tens of milliseconds and a few hundred MB of allocations, so each
-//! encoding is built once per process and shared as an `Arc`.
+//! Building a vocabulary takes tens of milliseconds and tens of megabytes, so each encoding is
+//! built once per process and shared as an `Arc`.
 
 use std::sync::{Arc, OnceLock};
 use tiktoken_rs::CoreBPE;
@@ -17,7 +17,7 @@ pub const SUPPORTED_ENCODINGS: [&str; 4] = ["o200k_base", "cl100k_base", "p50k_b
 /// (and `tiktoken-rs` panics) on whitespace runs of about a million bytes, and BPE cost grows
 /// faster than linearly with piece length; a dataset record may hold 2 MiB of text, and a panic
 /// while replaying the log would stop the daemon for good.
-const CHUNK_BYTES_MAX: usize = 256 * 1024;
+pub const CHUNK_BYTES_MAX: usize = 256 * 1024;
 
 /// An encoding name that is not one of [`SUPPORTED_ENCODINGS`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,11 +86,12 @@ impl TokenCounter {
     /// The number of tokens of `text`, with special-token text such as `<|endoftext|>` counted as
     /// plain text (dataset records and agent state are data, never control tokens).
     ///
-    /// Exact for every text in which each stretch of [`CHUNK_BYTES_MAX`] bytes contains a line
-    /// that starts with an ASCII letter or digit after a non-blank line; such line starts are
-    /// token boundaries in all four encodings, and the text is cut there. Text without one (a
-    /// quarter MiB of whitespace or of a single symbol) is cut at a character boundary and may be
-    /// over-counted by a token or two per cut; this keeps counting total and bounded in time.
+    /// Exact for texts up to [`CHUNK_BYTES_MAX`] (256 KiB), and for longer texts in which every
+    /// stretch of that size holds a line that starts with an ASCII letter or digit after a
+    /// non-blank line: such line starts are token boundaries in all four encodings, and the text
+    /// is cut there. Text without one (a quarter MiB of whitespace or of a single symbol) is cut
+    /// at a character boundary and its count may be off by a token or two per cut; this keeps
+    /// counting total (no panic) and bounded in time (about a second for 2 MiB of such text).
     pub fn count(&self, text: &str) -> usize {
         split_for_counting(text, CHUNK_BYTES_MAX)
             .map(|piece| self.bpe.encode_ordinary(piece).len())
