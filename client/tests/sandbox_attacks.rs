@@ -165,11 +165,14 @@ fn fork_bomb_is_contained_by_the_cgroup() {
 }
 
 #[test]
-fn fork_bomb_is_contained_by_the_watchdog_without_a_cgroup() {
+fn fork_bomb_is_contained_without_a_cgroup() {
     let marker = unique("forkbomb-nocg");
     let limits = SandboxLimits {
         wall_time_ms: 3_000,
         cgroup: CgroupMode::Off,
+        // Without a cgroup, RLIMIT_NPROC counts per user: a user of its own keeps the other
+        // tests' processes (running as `nobody`) out of this fork bomb's budget and back.
+        unprivileged_uid: 65_533,
         ..test_limits()
     };
     let run = run_python(FORK_BOMB, &[&marker], &limits);
@@ -385,6 +388,51 @@ fn invalid_rule_is_rejected() {
     let run = sandbox::run(&spec, &test_limits()).unwrap();
     assert_eq!(run.outcome, SandboxOutcome::Rejected, "{run:#?}");
     assert!(run.rejected_reason.unwrap().contains("fix"));
+}
+
+/// Set in the copy of this binary that runs without CAP_SYS_ADMIN.
+const DEPRIVILEGED_ENV: &str = "AGENTD_SANDBOX_TEST_DEPRIVILEGED";
+
+/// When the kernel refuses a namespace, the sandbox refuses to run rather than run exposed.
+/// The test re-runs itself under `setpriv` without CAP_SYS_ADMIN, where `unshare` fails.
+#[test]
+fn refused_namespaces_fail_closed() {
+    if std::env::var_os(DEPRIVILEGED_ENV).is_some() {
+        let run = run_python("print('ran')", &[], &test_limits());
+        assert_eq!(run.outcome, SandboxOutcome::Rejected, "{run:#?}");
+        let reason = run.rejected_reason.unwrap_or_default();
+        assert!(reason.contains("network isolation unavailable"), "{reason}");
+
+        let network_optional = SandboxLimits {
+            require_network_isolation: false,
+            ..test_limits()
+        };
+        let run = run_python("print('ran')", &[], &network_optional);
+        assert_eq!(run.outcome, SandboxOutcome::Rejected, "{run:#?}");
+        let reason = run.rejected_reason.unwrap_or_default();
+        assert!(
+            reason.contains("filesystem isolation unavailable"),
+            "{reason}"
+        );
+
+        let unconfined = SandboxLimits {
+            read_only_host_filesystem: false,
+            ..network_optional
+        };
+        let run = run_python("print('ran')", &[], &unconfined);
+        assert_eq!(run.outcome, SandboxOutcome::Ok, "{run:#?}");
+        assert!(run.stdout.contains("ran"));
+        return;
+    }
+    let this_test = "refused_namespaces_fail_closed";
+    let status = std::process::Command::new("setpriv")
+        .args(["--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin"])
+        .arg(std::env::current_exe().unwrap())
+        .args([this_test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(DEPRIVILEGED_ENV, "1")
+        .status()
+        .expect("setpriv (util-linux) is needed to drop CAP_SYS_ADMIN");
+    assert!(status.success(), "the deprivileged run failed: {status}");
 }
 
 #[test]

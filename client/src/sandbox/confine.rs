@@ -18,7 +18,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sched::{sched_setaffinity, unshare, CloneFlags, CpuSet};
 use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::Signal;
-use nix::unistd::{chdir, setsid, write, Pid};
+use nix::unistd::{chdir, setgroups, setresgid, setresuid, setsid, write, Gid, Pid, Uid};
 
 /// The step the child was taking, reported to the parent through a pipe so that a failed
 /// spawn can say which isolation feature the kernel refused.
@@ -34,6 +34,7 @@ pub(crate) enum Stage {
     ResourceLimits = 7,
     ProcessFlags = 8,
     Exec = 9,
+    DropPrivileges = 10,
 }
 
 impl Stage {
@@ -49,6 +50,7 @@ impl Stage {
             Stage::ResourceLimits,
             Stage::ProcessFlags,
             Stage::Exec,
+            Stage::DropPrivileges,
         ]
         .into_iter()
         .find(|stage| *stage as u8 == byte)
@@ -65,8 +67,10 @@ pub(crate) struct Confinement {
     pub(crate) network: Isolation,
     /// The one writable directory when the host filesystem is made read-only.
     pub(crate) read_only_except: Option<CString>,
-    /// Resource limits, applied last so that setup itself is not starved.
+    /// Resource limits, applied after setup so that setup itself is not starved.
     pub(crate) rlimits: Vec<(Resource, u64, u64)>,
+    /// User and group to switch to after setup (which needs root), dropping all capabilities.
+    pub(crate) run_as: Option<(Uid, Gid)>,
     /// Write end of the stage pipe (close-on-exec, non-blocking).
     pub(crate) stage_pipe: OwnedFd,
 }
@@ -116,8 +120,16 @@ impl Confinement {
         for (resource, soft, hard) in &self.rlimits {
             setrlimit(*resource, *soft, *hard)?;
         }
+        if let Some((uid, gid)) = self.run_as {
+            self.stage(Stage::DropPrivileges);
+            setgroups(&[])?;
+            setresgid(gid, gid, gid)?;
+            // With every uid non-zero the kernel clears all capabilities.
+            setresuid(uid, uid, uid)?;
+        }
         self.stage(Stage::ProcessFlags);
-        // Dies with the supervising thread, so a crashed worker leaves no sandbox behind.
+        // Set after the uid change, which clears it. Dies with the supervising thread, so a
+        // crashed worker leaves no sandbox behind.
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
         nix::sys::prctl::set_no_new_privs()?;
         self.stage(Stage::Exec);

@@ -116,6 +116,9 @@ pub(crate) fn apply_confined(
         workdir: control.path(),
         limits,
         deadline,
+        // The helper runs our own code on data, never task code, and must be able to read
+        // this executable wherever it lives (e.g. under a 0700 home directory).
+        run_as: None,
     };
     let report = match run_confined(&command)? {
         Launch::Refused(reason) => return Ok(ApplyResult::Refused(reason)),

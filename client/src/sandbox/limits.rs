@@ -47,6 +47,12 @@ pub struct SandboxLimits {
     pub workspace_root: Option<PathBuf>,
     /// `PATH` inside the sandbox, also used to resolve bare names of allowed binaries.
     pub search_path: String,
+    /// User the test command runs as when the worker runs as root, so that task code has no
+    /// capabilities (it cannot remount the read-only host, kill the worker, or read root-only
+    /// files). A worker that is not root runs tests as itself.
+    pub unprivileged_uid: u32,
+    /// Group the test command runs as when the worker runs as root.
+    pub unprivileged_gid: u32,
 }
 
 /// Whether the sandbox uses a cgroup for its process trees.
@@ -66,6 +72,8 @@ pub enum CgroupMode {
 const GIB: u64 = 1024 * 1024 * 1024;
 /// 1 MiB, for readable defaults.
 const MIB: u64 = 1024 * 1024;
+/// The conventional `nobody` user and `nogroup` group.
+const NOBODY: u32 = 65_534;
 /// A config file larger than this is not a config file.
 const CONFIG_BYTES_MAX: u64 = MIB;
 
@@ -89,6 +97,8 @@ impl Default for SandboxLimits {
             cgroup: CgroupMode::Auto,
             workspace_root: None,
             search_path: "/usr/local/bin:/usr/bin:/bin".to_string(),
+            unprivileged_uid: NOBODY,
+            unprivileged_gid: NOBODY,
         }
     }
 }
@@ -144,6 +154,9 @@ impl SandboxLimits {
                     "allowed_binaries entry {binary:?} must be an absolute path or a bare name"
                 ));
             }
+        }
+        if self.unprivileged_uid == 0 || self.unprivileged_gid == 0 {
+            return Err("unprivileged_uid and unprivileged_gid must not be 0 (root)".to_string());
         }
         if self.search_path.split(':').any(|dir| !dir.starts_with('/')) {
             return Err("search_path must list absolute directories".to_string());

@@ -70,7 +70,8 @@ pub struct SandboxRun {
     pub exit_code: Option<i32>,
     /// Unified diff of the action's changes (empty when it matched nothing).
     pub diff: String,
-    /// Head of the test command's stdout (at most `output_bytes_max` bytes).
+    /// Head of the test command's stdout (at most `output_bytes_max` bytes); the apply
+    /// helper's when the apply step crashed.
     pub stdout: String,
     /// Head of its stderr, followed by `[agentd-sandbox]` notes (why it was killed).
     pub stderr: String,
@@ -137,9 +138,7 @@ pub fn run(spec: &SandboxSpec, limits: &SandboxLimits) -> Result<SandboxRun, San
     for (path, content) in &spec.files {
         workspace.write_file(path, content)?;
     }
-    let mut run = SandboxRun::rejected(String::new(), started);
-    run.rejected_reason = None;
-    match apply_confined(&spec.files, &spec.action, limits, deadline)? {
+    let mut run = match apply_confined(&spec.files, &spec.action, limits, deadline)? {
         ApplyResult::Applied(changed) => {
             let mut after = spec.files.clone();
             for (path, content) in changed {
@@ -152,23 +151,39 @@ pub fn run(spec: &SandboxSpec, limits: &SandboxLimits) -> Result<SandboxRun, San
                 workspace.write_file(&path, &content)?;
                 after.insert(path, content);
             }
+            let mut run = SandboxRun::empty(SandboxOutcome::Ok, started);
             run.diff = unified_diff(&spec.files, &after);
             run.files_changed = changed_paths(&spec.files, &after);
-            run.outcome = SandboxOutcome::Ok;
+            run
         }
         ApplyResult::Invalid(reason) | ApplyResult::Refused(reason) => {
-            run.rejected_reason = Some(reason);
+            SandboxRun::rejected(reason, started)
         }
         ApplyResult::Crashed(report) => {
+            let mut run = SandboxRun::empty(SandboxOutcome::Failed, started);
             run.absorb(&report, limits);
+            // What ended is the helper, not a test command: its exit status and libtest's
+            // "1 passed" say nothing about the task's tests.
             if run.outcome == SandboxOutcome::Ok {
                 run.outcome = SandboxOutcome::Failed;
             }
+            run.exit_code = None;
+            run.tests_passed = None;
+            run.tests_failed = None;
+            run.stderr
+                .push_str("\n[agentd-sandbox] the ast-grep apply step did not complete\n");
+            run
         }
-    }
+    };
 
     if run.outcome == SandboxOutcome::Ok {
         if let Some((program, args)) = test_program {
+            let run_as = nix::unistd::geteuid()
+                .is_root()
+                .then_some((limits.unprivileged_uid, limits.unprivileged_gid));
+            if let Some((uid, gid)) = run_as {
+                workspace.hand_over(uid, gid)?;
+            }
             let command = ConfinedCommand {
                 program: &program,
                 args: &args,
@@ -176,6 +191,7 @@ pub fn run(spec: &SandboxSpec, limits: &SandboxLimits) -> Result<SandboxRun, San
                 workdir: workspace.path(),
                 limits,
                 deadline,
+                run_as,
             };
             match run_confined(&command)? {
                 Launch::Refused(reason) => {
@@ -219,8 +235,14 @@ fn sandbox_env(workdir: &Path, limits: &SandboxLimits) -> Vec<(String, String)> 
 
 impl SandboxRun {
     fn rejected(reason: String, started: Instant) -> SandboxRun {
+        let mut run = SandboxRun::empty(SandboxOutcome::Rejected, started);
+        run.rejected_reason = Some(reason);
+        run
+    }
+
+    fn empty(outcome: SandboxOutcome, started: Instant) -> SandboxRun {
         SandboxRun {
-            outcome: SandboxOutcome::Rejected,
+            outcome,
             exit_code: None,
             diff: String::new(),
             stdout: String::new(),
@@ -232,7 +254,7 @@ impl SandboxRun {
             duration_ms: started.elapsed().as_millis() as u64,
             peak_rss_bytes: None,
             files_changed: Vec::new(),
-            rejected_reason: Some(reason),
+            rejected_reason: None,
             workspace: None,
         }
     }
@@ -351,9 +373,28 @@ mod tests {
     }
 
     #[test]
+    fn apply_step_out_of_time_is_timed_out() {
+        let limits = SandboxLimits {
+            wall_time_ms: 1,
+            ..fast_limits()
+        };
+        let run = run(&python_spec(Some("exit 0")), &limits).unwrap();
+        assert_eq!(run.outcome, SandboxOutcome::TimedOut, "{run:#?}");
+        assert_eq!(run.diff, "");
+        assert!(
+            run.stderr.contains("apply step did not complete"),
+            "{run:#?}"
+        );
+    }
+
+    #[test]
     fn environment_is_minimal() {
         // The test process has CARGO_* variables; none may reach the sandbox.
-        let run = run(&python_spec(Some("env")), &fast_limits()).unwrap();
+        let run = run(
+            &python_spec(Some("env; echo quiet > /dev/null")),
+            &fast_limits(),
+        )
+        .unwrap();
         assert_eq!(run.outcome, SandboxOutcome::Ok, "{run:#?}");
         assert!(!run.stdout.contains("CARGO"), "{}", run.stdout);
         assert!(run.stdout.contains("PYTHONHASHSEED=0"), "{}", run.stdout);

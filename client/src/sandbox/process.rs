@@ -12,7 +12,7 @@ use nix::fcntl::OFlag;
 use nix::sched::{sched_getaffinity, CpuSet};
 use nix::sys::resource::{getrlimit, Resource};
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::{pipe2, Pid};
+use nix::unistd::{pipe2, Gid, Pid, Uid};
 
 use super::capture::{Capture, CapturedStream};
 use super::cgroup::Cgroup;
@@ -42,6 +42,8 @@ pub(crate) struct ConfinedCommand<'a> {
     pub(crate) limits: &'a SandboxLimits,
     /// When the process tree is killed.
     pub(crate) deadline: Instant,
+    /// `(uid, gid)` to run as instead of ours; `workdir` must be writable by them.
+    pub(crate) run_as: Option<(u32, u32)>,
 }
 
 /// How the main process ended.
@@ -128,7 +130,10 @@ pub(crate) fn run_confined(command: &ConfinedCommand<'_>) -> Result<Launch, Sand
             Isolation::BestEffort
         },
         read_only_except,
-        rlimits: rlimits(limits),
+        rlimits: rlimits(limits, cgroup.is_some()),
+        run_as: command
+            .run_as
+            .map(|(uid, gid)| (Uid::from_raw(uid), Gid::from_raw(gid))),
         stage_pipe: stage_write,
     };
 
@@ -329,8 +334,12 @@ fn cpu_set(cores: u32) -> Result<CpuSet, SandboxError> {
 
 /// `(resource, soft, hard)` for the child, never above our own hard limits (raising them
 /// needs privileges we may not have).
-fn rlimits(limits: &SandboxLimits) -> Vec<(Resource, u64, u64)> {
-    let wanted = [
+///
+/// `RLIMIT_NPROC` counts every process of the user, not of the run: with several runs as the
+/// same unprivileged user, one run's fork bomb would make the others' forks fail. So it is only
+/// set when no cgroup (whose `pids.max` counts exactly this run) is in use.
+fn rlimits(limits: &SandboxLimits, in_pids_cgroup: bool) -> Vec<(Resource, u64, u64)> {
+    let mut wanted = vec![
         // SIGXCPU at the soft limit, SIGKILL one second later if it is caught.
         (
             Resource::RLIMIT_CPU,
@@ -352,14 +361,16 @@ fn rlimits(limits: &SandboxLimits) -> Vec<(Resource, u64, u64)> {
             limits.file_size_bytes_max,
             limits.file_size_bytes_max,
         ),
-        (
-            Resource::RLIMIT_NPROC,
-            limits.processes_max,
-            limits.processes_max,
-        ),
         // No core dumps of task code into the workspace.
         (Resource::RLIMIT_CORE, 0, 0),
     ];
+    if !in_pids_cgroup {
+        wanted.push((
+            Resource::RLIMIT_NPROC,
+            limits.processes_max,
+            limits.processes_max,
+        ));
+    }
     wanted
         .into_iter()
         .map(|(resource, soft, hard)| {
@@ -393,6 +404,9 @@ fn describe_spawn_failure(stage: Option<Stage>, error: &io::Error, program: &Pat
              filesystem (read_only_host_filesystem = true)"
         ),
         Some(Stage::JoinCgroup) => format!("joining the sandbox cgroup failed: {error}"),
+        Some(Stage::DropPrivileges) => {
+            format!("switching to the unprivileged user failed: {error}")
+        }
         Some(Stage::Exec) => format!("cannot execute {}: {error}", program.display()),
         Some(stage) => format!("sandbox setup failed at {stage:?}: {error}"),
         None => format!("cannot start {}: {error}", program.display()),

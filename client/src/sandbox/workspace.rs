@@ -228,6 +228,29 @@ impl Workspace {
         file.write_all(content.as_bytes()).map_err(io_error)
     }
 
+    /// Gives the workspace and everything in it to `uid:gid`, so that a test command running
+    /// as that unprivileged user can write there (and nowhere else).
+    pub(crate) fn hand_over(&self, uid: u32, gid: u32) -> Result<(), SandboxError> {
+        let mut pending = vec![self.dir.path().to_path_buf()];
+        while let Some(path) = pending.pop() {
+            // `lchown`: a symlink is re-owned itself, never the file it points to.
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+                .map_err(|e| SandboxError::io(format!("chown {}", path.display()), e))?;
+            let metadata = fs::symlink_metadata(&path)
+                .map_err(|e| SandboxError::io(format!("inspecting {}", path.display()), e))?;
+            if metadata.file_type().is_dir() {
+                for entry in fs::read_dir(&path)
+                    .map_err(|e| SandboxError::io(format!("listing {}", path.display()), e))?
+                {
+                    let entry = entry
+                        .map_err(|e| SandboxError::io(format!("listing {}", path.display()), e))?;
+                    pending.push(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps the directory on disk (for `keep_workspace`) and returns its path.
     pub(crate) fn keep(self) -> PathBuf {
         self.dir.keep()
