@@ -1,1 +1,305 @@
-//! placeholder, replaced by the log module
+//! The durable append-only log: segment files of CRC-checked frames, a group-committing writer
+//! thread, crash recovery and a reader.
+//!
+//! The log stores opaque payloads (MessagePack written by the caller) and knows nothing about
+//! events. The byte layout is drawn in `docs/log-format.md`.
+//!
+//! Architecture invariants:
+//! - A frame is acknowledged only after the `fdatasync` covering it returned.
+//! - Exactly one thread (`log-writer`) writes segment files; everyone else sends it frames over a
+//!   bounded channel.
+//! - Recovery truncates only a provably torn tail of the last segment; any other damage refuses to
+//!   start with [`LogError::Corrupt`] naming the file and byte offset.
+//! - A failed fsync (or any write error but disk full) stops the process through
+//!   [`LogOptions::on_fatal`]: after a failed fsync the page cache can no longer be trusted.
+
+mod frame;
+mod reader;
+mod recovery;
+mod segment;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use agentd_schemas::Lsn;
+pub use reader::{LogReader, RawFrame};
+pub use writer::{AppendReceiver, BatchObservation, LogWriter, WriterStats};
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Default largest segment file: big enough that rolls (two extra fsyncs) are rare, small enough
+/// that a recovery scan of the active segment takes well under a second.
+pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Default largest payload of one frame: bounds the memory a reader or recovery allocates for a
+/// length read from disk.
+pub const FRAME_BYTES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
+/// Default most frames per group commit: bounds the acknowledgement work done after one fsync.
+pub const BATCH_FRAMES_MAX_DEFAULT: usize = 4096;
+/// Default bytes after which the writer stops adding frames to a batch: bounds the write buffer.
+pub const BATCH_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
+/// Default capacity of the writer's queue: appenders wait (backpressure) once it is full.
+pub const QUEUE_CAPACITY_DEFAULT: usize = 8192;
+
+/// Process exit status used by the default fatal hook (`EX_SOFTWARE`).
+pub const FATAL_EXIT_STATUS: i32 = 70;
+
+/// Called with a description when the log can no longer guarantee durability.
+pub type FatalHook = Arc<dyn Fn(&str) + Send + Sync>;
+/// Called on the writer thread after every batch that became durable; must be cheap.
+pub type BatchObserver = Arc<dyn Fn(&BatchObservation) + Send + Sync>;
+
+/// Where the log lives and the limits it works within.
+#[derive(Clone)]
+pub struct LogOptions {
+    /// Directory holding the segment files; created by [`open`] if missing. Files that do not end
+    /// in `.seg` are ignored, so the directory may hold other things.
+    pub dir: PathBuf,
+    /// A segment is rolled when it plus the next frame would exceed this. A frame larger than this
+    /// still goes alone in its own segment.
+    pub segment_bytes_max: u64,
+    /// Largest payload accepted by [`LogWriter::append`] and trusted by recovery and the reader.
+    /// Lowering it below the size of frames already written makes those frames unreadable.
+    pub frame_bytes_max: u32,
+    /// Most frames one group commit takes from the queue.
+    pub batch_frames_max: usize,
+    /// The writer stops draining the queue once a batch holds this many bytes (so a batch holds
+    /// at most this plus one frame).
+    pub batch_bytes_max: usize,
+    /// Capacity of the bounded queue between appenders and the writer thread.
+    pub queue_capacity: usize,
+    /// Called when a write or fsync fails for a reason other than a full disk. The default prints
+    /// to stderr and exits with [`FATAL_EXIT_STATUS`]; the writer thread stops either way. Tests
+    /// replace it to observe the failure.
+    pub on_fatal: FatalHook,
+    /// Observes each durable batch (size, fsync time) so the daemon can export metrics.
+    pub on_batch: Option<BatchObserver>,
+}
+
+impl LogOptions {
+    /// Options with the default limits for a log in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LogOptions {
+            dir: dir.into(),
+            segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            batch_frames_max: BATCH_FRAMES_MAX_DEFAULT,
+            batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
+            queue_capacity: QUEUE_CAPACITY_DEFAULT,
+            on_fatal: Arc::new(exit_on_fatal),
+            on_batch: None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), LogError> {
+        let segment_bytes_min = (segment::SEGMENT_HEADER_BYTES + frame::FRAME_HEADER_BYTES) as u64;
+        let problem = if self.segment_bytes_max < segment_bytes_min {
+            Some(format!(
+                "segment_bytes_max {} is below {segment_bytes_min} (a header and one frame)",
+                self.segment_bytes_max
+            ))
+        } else if self.frame_bytes_max == 0 {
+            Some("frame_bytes_max must be at least 1".to_string())
+        } else if self.batch_frames_max == 0 || self.batch_bytes_max == 0 {
+            Some("batch_frames_max and batch_bytes_max must be at least 1".to_string())
+        } else if self.queue_capacity == 0 {
+            Some("queue_capacity must be at least 1".to_string())
+        } else {
+            None
+        };
+        match problem {
+            Some(detail) => Err(LogError::InvalidOptions { detail }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("dir", &self.dir)
+            .field("segment_bytes_max", &self.segment_bytes_max)
+            .field("frame_bytes_max", &self.frame_bytes_max)
+            .field("batch_frames_max", &self.batch_frames_max)
+            .field("batch_bytes_max", &self.batch_bytes_max)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("on_batch", &self.on_batch.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn exit_on_fatal(message: &str) {
+    eprintln!("agentd: fatal log error: {message}; exiting so that recovery starts from disk");
+    std::process::exit(FATAL_EXIT_STATUS);
+}
+
+/// What recovery found, for the startup log line and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Last frame in the log after recovery; [`Lsn::ZERO`] for an empty log.
+    pub last_lsn: Lsn,
+    /// Segment files the log holds after recovery.
+    pub segments: usize,
+    /// Valid frames read while scanning.
+    pub frames_scanned: u64,
+    /// The torn tail that was cut off, if there was one. Its frames were never acknowledged.
+    pub truncated: Option<TornTail>,
+}
+
+/// An incomplete write left by a crash, removed by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file that was truncated (or removed, for a partial segment header).
+    pub path: PathBuf,
+    /// Byte offset the file was cut at: the end of the last good frame.
+    pub offset: u64,
+    /// Bytes removed from the end of the file.
+    pub bytes_removed: u64,
+    /// What was found at `offset`.
+    pub reason: String,
+}
+
+/// Errors opening, recovering or reading the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file operation failed.
+    #[error("log I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory operated on.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Damage that is not a torn tail: the daemon must not start on it, because repairing it
+    /// would silently drop acknowledged frames.
+    #[error(
+        "corrupt log: {} at byte {offset}: {detail}; refusing to start (torn tails are repaired \
+         automatically, this is not one)",
+        path.display()
+    )]
+    Corrupt {
+        /// The segment file holding the damage.
+        path: PathBuf,
+        /// Byte offset of the first bad byte run (a frame or segment header start).
+        offset: u64,
+        /// What was found there.
+        detail: String,
+    },
+    /// A reader met a frame it cannot return: damage, or a read beyond the durable lsn.
+    #[error("log frame unreadable: {} at byte {offset}: {detail}", path.display())]
+    Unreadable {
+        /// The segment file being read.
+        path: PathBuf,
+        /// Byte offset of the frame.
+        offset: u64,
+        /// What was found there.
+        detail: String,
+    },
+    /// [`LogOptions`] limits that cannot work.
+    #[error("invalid log options: {detail}")]
+    InvalidOptions {
+        /// Which limit and why.
+        detail: String,
+    },
+}
+
+impl LogError {
+    fn io(path: &Path, source: io::Error) -> LogError {
+        LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Why an append was not made durable. Cloneable so one failure can answer a whole batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The disk (or quota) is full. Nothing of this frame is on disk; the writer expects this
+    /// frame's lsn next, so the sequencer resends from `durable_lsn() + 1` once space returns.
+    #[error("log disk is full; the frame was not written")]
+    DiskFull,
+    /// The frame's lsn is not the one the writer expects; it was not written.
+    #[error("log append out of sequence: expected lsn {expected}, got {got}")]
+    OutOfSequence {
+        /// The lsn the writer will accept next.
+        expected: Lsn,
+        /// The lsn that was sent.
+        got: Lsn,
+    },
+    /// The payload is larger than [`LogOptions::frame_bytes_max`].
+    #[error("log frame payload of {bytes} bytes is over the maximum of {max}")]
+    FrameTooLarge {
+        /// Payload size sent.
+        bytes: usize,
+        /// The configured maximum.
+        max: u32,
+    },
+    /// The writer has shut down or stopped on a fatal error.
+    #[error("log writer is closed")]
+    Closed,
+}
+
+/// A recovered log, ready to start its writer. Recovery happens before this exists, so nothing
+/// can append to a log whose tail has not been checked.
+#[derive(Debug)]
+pub struct Log {
+    options: LogOptions,
+    last_lsn: Lsn,
+    active: writer::ActiveSegment,
+}
+
+/// Opens the log in `options.dir` (creating the directory if missing) and recovers it: checks
+/// every segment, truncates a torn tail of the last one, and refuses to start on corruption.
+pub fn open(options: LogOptions) -> Result<(Log, RecoveryReport), LogError> {
+    options.validate()?;
+    std::fs::create_dir_all(&options.dir).map_err(|source| LogError::io(&options.dir, source))?;
+    let recovered = recovery::recover(&options.dir, options.frame_bytes_max)?;
+    let (active, segments) = match recovered.active {
+        Some(active) => (active, recovered.segments),
+        None => (
+            writer::ActiveSegment::create(&options.dir, recovered.last_lsn + 1)?,
+            recovered.segments + 1,
+        ),
+    };
+    let report = RecoveryReport {
+        last_lsn: Lsn(recovered.last_lsn),
+        segments,
+        frames_scanned: recovered.frames_scanned,
+        truncated: recovered.truncated,
+    };
+    tracing::info!(
+        dir = %options.dir.display(),
+        last_lsn = recovered.last_lsn,
+        segments,
+        frames_scanned = report.frames_scanned,
+        torn_tail = report.truncated.is_some(),
+        "log recovered"
+    );
+    let log = Log {
+        options,
+        last_lsn: Lsn(recovered.last_lsn),
+        active,
+    };
+    Ok((log, report))
+}
+
+impl Log {
+    /// The last frame in the log: the sequencer continues from the next lsn.
+    pub fn last_lsn(&self) -> Lsn {
+        self.last_lsn
+    }
+
+    /// The directory of the log, for opening a [`LogReader`] on it.
+    pub fn dir(&self) -> &Path {
+        &self.options.dir
+    }
+
+    /// Starts the one `log-writer` thread that owns the segment files from now on.
+    pub fn start_writer(self) -> LogWriter {
+        writer::start(self.options, self.active, self.last_lsn)
+    }
+}

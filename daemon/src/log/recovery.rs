@@ -1,0 +1,313 @@
+//! Crash recovery: check every segment, repair a provably torn tail, refuse anything else.
+//!
+//! Sealed segments must be valid to the exact end of file. In the last (active) segment the first
+//! bad frame is a torn tail only if no valid frame with a plausible lsn follows it anywhere in the
+//! file; a valid frame after damage means acknowledged data sits behind the damage, and cutting
+//! there would lose it (Protocol-Aware Recovery, FAST'18), so recovery refuses.
+
+use super::frame::{check_frame, peek_lsn, FrameCheck, FRAME_HEADER_BYTES};
+use super::segment::{
+    decode_segment_header, list_segments, sync_dir, SegmentEntry, SEGMENT_HEADER_BYTES,
+};
+use super::writer::ActiveSegment;
+use super::{LogError, TornTail};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::Path;
+
+/// The state of the log after recovery.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) last_lsn: u64,
+    /// The last segment, opened for appending; `None` when the log holds no segment.
+    pub(crate) active: Option<ActiveSegment>,
+    pub(crate) segments: usize,
+    pub(crate) frames_scanned: u64,
+    pub(crate) truncated: Option<TornTail>,
+}
+
+/// Recovers the log in `dir`, which must exist.
+pub(crate) fn recover(dir: &Path, frame_bytes_max: u32) -> Result<Recovered, LogError> {
+    let mut segments = list_segments(dir)?;
+    let mut truncated = remove_partial_last_segment(dir, &mut segments)?;
+
+    // One buffer for all segments: recovery reads each segment whole, once.
+    let mut bytes = Vec::new();
+    let mut last_lsn = 0;
+    let mut frames_scanned = 0;
+    let mut active_len_bytes = 0;
+    for (index, segment) in segments.iter().enumerate() {
+        let is_last = index + 1 == segments.len();
+        read_whole_file(&segment.path, &mut bytes)?;
+        check_segment_start(segment, &bytes, last_lsn)?;
+        let scan = scan_frames(&bytes, segment.first_lsn, frame_bytes_max);
+        frames_scanned += scan.frames;
+        last_lsn = scan.last_lsn;
+        active_len_bytes = scan.end_offset as u64;
+        let Some(damage) = scan.damage else { continue };
+        if !is_last {
+            return Err(corrupt(
+                segment,
+                damage.offset,
+                damage.detail + " in a sealed segment",
+            ));
+        }
+        if let Some(later_lsn) = damage.valid_frame_lsn.filter(|&lsn| lsn > last_lsn) {
+            return Err(corrupt(
+                segment,
+                damage.offset,
+                format!(
+                    "{} (frames from lsn {} to {} are missing)",
+                    damage.detail,
+                    last_lsn + 1,
+                    later_lsn - 1
+                ),
+            ));
+        }
+        if let Some((position, lsn)) =
+            find_later_valid_frame(&bytes, damage.offset, last_lsn, frame_bytes_max)
+        {
+            return Err(corrupt(
+                segment,
+                damage.offset,
+                format!(
+                    "{}, but a valid frame with lsn {lsn} follows at byte {position}",
+                    damage.detail
+                ),
+            ));
+        }
+        truncated = Some(truncate_torn_tail(segment, &bytes, damage)?);
+    }
+
+    let active = match segments.last() {
+        Some(last) => Some(ActiveSegment::reopen(last, active_len_bytes)?),
+        None => None,
+    };
+    Ok(Recovered {
+        last_lsn,
+        active,
+        segments: segments.len(),
+        frames_scanned,
+        truncated,
+    })
+}
+
+/// A last segment shorter than its header (or a header that never reached the disk: all zeros) is
+/// what a crash while rolling leaves. It holds no frame, so removing it loses nothing.
+fn remove_partial_last_segment(
+    dir: &Path,
+    segments: &mut Vec<SegmentEntry>,
+) -> Result<Option<TornTail>, LogError> {
+    let Some(last) = segments.last() else {
+        return Ok(None);
+    };
+    let len_bytes = std::fs::metadata(&last.path)
+        .map_err(|source| LogError::io(&last.path, source))?
+        .len();
+    if len_bytes > SEGMENT_HEADER_BYTES as u64 {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    read_whole_file(&last.path, &mut bytes)?;
+    let partial = bytes.len() < SEGMENT_HEADER_BYTES || bytes.iter().all(|&b| b == 0);
+    if !partial {
+        return Ok(None);
+    }
+    std::fs::remove_file(&last.path).map_err(|source| LogError::io(&last.path, source))?;
+    sync_dir(dir).map_err(|source| LogError::io(dir, source))?;
+    let torn = TornTail {
+        path: last.path.clone(),
+        offset: 0,
+        bytes_removed: bytes.len() as u64,
+        reason: format!(
+            "partial segment header ({} of {SEGMENT_HEADER_BYTES} bytes; crash while rolling): \
+             file removed",
+            bytes.len()
+        ),
+    };
+    tracing::warn!(path = %torn.path.display(), reason = %torn.reason, "log: removed a torn segment");
+    segments.pop();
+    Ok(Some(torn))
+}
+
+/// Checks that a segment's header is valid and that it starts where the previous one ended.
+fn check_segment_start(
+    segment: &SegmentEntry,
+    bytes: &[u8],
+    previous_last_lsn: u64,
+) -> Result<(), LogError> {
+    let Some(header) = bytes.first_chunk::<SEGMENT_HEADER_BYTES>() else {
+        return Err(corrupt(
+            segment,
+            0,
+            format!(
+                "bad segment header: file is {} bytes, shorter than the {SEGMENT_HEADER_BYTES}-byte header",
+                bytes.len()
+            ),
+        ));
+    };
+    let header_first_lsn =
+        decode_segment_header(header).map_err(|detail| corrupt(segment, 0, detail))?;
+    if header_first_lsn != segment.first_lsn {
+        return Err(corrupt(
+            segment,
+            0,
+            format!(
+                "bad segment header: it records first lsn {header_first_lsn} but the file is named for {}",
+                segment.first_lsn
+            ),
+        ));
+    }
+    let expected_first_lsn = previous_last_lsn + 1;
+    if segment.first_lsn != expected_first_lsn {
+        return Err(corrupt(
+            segment,
+            0,
+            format!(
+                "lsn gap: segment starts at lsn {} but the log continues at lsn {expected_first_lsn} \
+                 (a segment is missing or misnamed)",
+                segment.first_lsn
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The valid prefix of a segment and what stopped the scan.
+#[derive(Debug)]
+struct SegmentScan {
+    /// Byte offset just after the last valid frame.
+    end_offset: usize,
+    /// Lsn of the last valid frame, or `first_lsn - 1` when there is none.
+    last_lsn: u64,
+    frames: u64,
+    damage: Option<Damage>,
+}
+
+#[derive(Debug)]
+struct Damage {
+    offset: usize,
+    detail: String,
+    /// Set when the frame at `offset` is itself valid but carries an unexpected lsn.
+    valid_frame_lsn: Option<u64>,
+}
+
+fn scan_frames(bytes: &[u8], first_lsn: u64, frame_bytes_max: u32) -> SegmentScan {
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut expected_lsn = first_lsn;
+    let mut frames = 0;
+    let damage = loop {
+        if offset == bytes.len() {
+            break None;
+        }
+        let (detail, valid_frame_lsn) = match check_frame(&bytes[offset..], frame_bytes_max) {
+            FrameCheck::Valid(header) if header.lsn == expected_lsn => {
+                // A valid frame lies entirely inside `bytes`, so this cannot pass the end.
+                offset += header.frame_bytes() as usize;
+                expected_lsn += 1;
+                frames += 1;
+                continue;
+            }
+            FrameCheck::Valid(header) => (
+                format!("lsn gap: frame has lsn {}, expected {expected_lsn}", header.lsn),
+                Some(header.lsn),
+            ),
+            FrameCheck::Incomplete {
+                available_bytes,
+                needed_bytes,
+            } => (
+                format!(
+                    "incomplete frame: it needs {needed_bytes} bytes but the file ends after {available_bytes}"
+                ),
+                None,
+            ),
+            FrameCheck::Invalid(defect) => (defect.to_string(), None),
+        };
+        break Some(Damage {
+            offset,
+            detail,
+            valid_frame_lsn,
+        });
+    };
+    SegmentScan {
+        end_offset: offset,
+        last_lsn: expected_lsn - 1,
+        frames,
+        damage,
+    }
+}
+
+/// Scans forward byte by byte from just after `damage_offset` for a valid frame whose lsn could
+/// belong after `last_good_lsn`. Frames between the damage and a position `p` take at least
+/// `FRAME_HEADER_BYTES` each, which bounds the plausible lsn there; that cheap filter on the
+/// header keeps the CRC off almost every position.
+fn find_later_valid_frame(
+    bytes: &[u8],
+    damage_offset: usize,
+    last_good_lsn: u64,
+    frame_bytes_max: u32,
+) -> Option<(usize, u64)> {
+    let mut position = damage_offset + 1;
+    while let Some(header) = bytes
+        .get(position..)
+        .and_then(|rest| rest.first_chunk::<FRAME_HEADER_BYTES>())
+    {
+        let lsn = peek_lsn(header);
+        let frames_between_max = ((position - damage_offset) / FRAME_HEADER_BYTES) as u64;
+        let lsn_max = last_good_lsn
+            .saturating_add(1)
+            .saturating_add(frames_between_max);
+        if lsn > last_good_lsn && lsn <= lsn_max {
+            if let FrameCheck::Valid(frame) = check_frame(&bytes[position..], frame_bytes_max) {
+                return Some((position, frame.lsn));
+            }
+        }
+        position += 1;
+    }
+    None
+}
+
+/// Cuts the last segment at the end of its last good frame and makes the cut durable.
+fn truncate_torn_tail(
+    segment: &SegmentEntry,
+    bytes: &[u8],
+    damage: Damage,
+) -> Result<TornTail, LogError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&segment.path)
+        .map_err(|source| LogError::io(&segment.path, source))?;
+    file.set_len(damage.offset as u64)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| LogError::io(&segment.path, source))?;
+    let torn = TornTail {
+        path: segment.path.clone(),
+        offset: damage.offset as u64,
+        bytes_removed: (bytes.len() - damage.offset) as u64,
+        reason: damage.detail,
+    };
+    tracing::warn!(
+        path = %torn.path.display(),
+        offset = torn.offset,
+        bytes_removed = torn.bytes_removed,
+        reason = %torn.reason,
+        "log: truncated a torn tail (frames that were never acknowledged)"
+    );
+    Ok(torn)
+}
+
+fn read_whole_file(path: &Path, bytes: &mut Vec<u8>) -> Result<(), LogError> {
+    bytes.clear();
+    File::open(path)
+        .and_then(|mut file| file.read_to_end(bytes))
+        .map_err(|source| LogError::io(path, source))?;
+    Ok(())
+}
+
+fn corrupt(segment: &SegmentEntry, offset: usize, detail: String) -> LogError {
+    LogError::Corrupt {
+        path: segment.path.clone(),
+        offset: offset as u64,
+        detail,
+    }
+}
