@@ -194,6 +194,7 @@ fn create_v2(
         fs::write(parent.join("cgroup.subtree_control"), "+pids +memory")
             .map_err(|e| format!("enabling pids and memory controllers: {e}"))?;
     }
+    remove_stale_cgroups(&parent);
     let dir = parent.join(name);
     fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let cgroup = Cgroup {
@@ -213,6 +214,7 @@ fn create_v1(
     limits: &SandboxLimits,
 ) -> Result<Cgroup, String> {
     let pids_parent = v1_parent(mountinfo, own, "pids").ok_or("no pids hierarchy")?;
+    remove_stale_cgroups(&pids_parent);
     let pids = pids_parent.join(name);
     fs::create_dir(&pids).map_err(|e| format!("creating {}: {e}", pids.display()))?;
     let mut cgroup = Cgroup {
@@ -223,6 +225,7 @@ fn create_v1(
     };
     write_limit(&pids, "pids.max", limits.processes_max)?;
     if let Some(memory_parent) = v1_parent(mountinfo, own, "memory") {
+        remove_stale_cgroups(&memory_parent);
         let memory = memory_parent.join(name);
         if fs::create_dir(&memory).is_ok() {
             cgroup.layout = Layout::V1 {
@@ -238,6 +241,30 @@ fn create_v1(
         }
     }
     Ok(cgroup)
+}
+
+/// Removes empty cgroups left behind by a worker that died before its `Drop` ran (their name
+/// carries the pid of a process that no longer exists). Best effort: `rmdir` of a cgroup that
+/// still has members fails and it stays, to be retried next time.
+fn remove_stale_cgroups(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("agentd-sandbox-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let owner_alive = Path::new("/proc").join(owner.to_string()).exists();
+        if !owner_alive {
+            let _retried_next_time = fs::remove_dir(entry.path());
+        }
+    }
 }
 
 /// Our own cgroup directory in the v1 hierarchy that carries `controller`.

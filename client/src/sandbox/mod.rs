@@ -136,7 +136,14 @@ pub fn run(spec: &SandboxSpec, limits: &SandboxLimits) -> Result<SandboxRun, San
 
     let workspace = Workspace::create(limits.workspace_root.as_deref(), "agentd-sandbox-")?;
     for (path, content) in &spec.files {
-        workspace.write_file(path, content)?;
+        match workspace.write_file(path, content) {
+            Ok(()) => {}
+            // E.g. both `a` and `a/b`: valid paths that cannot coexist.
+            Err(error @ SandboxError::InvalidPath { .. }) => {
+                return Ok(SandboxRun::rejected(error.to_string(), started))
+            }
+            Err(error) => return Err(error),
+        }
     }
     let mut run = match apply_confined(&spec.files, &spec.action, limits, deadline)? {
         ApplyResult::Applied(changed) => {
@@ -346,6 +353,15 @@ mod tests {
         let run = run(&spec, &fast_limits()).unwrap();
         assert_eq!(run.outcome, SandboxOutcome::Rejected);
         assert!(run.rejected_reason.unwrap().contains("klingon"));
+    }
+
+    #[test]
+    fn file_and_directory_of_the_same_name_are_rejected() {
+        let mut spec = python_spec(None);
+        spec.files.insert("pkg".to_string(), "x".to_string());
+        spec.files.insert("pkg/mod.py".to_string(), "y".to_string());
+        let run = run(&spec, &fast_limits()).unwrap();
+        assert_eq!(run.outcome, SandboxOutcome::Rejected, "{run:#?}");
     }
 
     #[test]
