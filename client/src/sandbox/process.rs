@@ -162,17 +162,24 @@ pub(crate) fn run_confined(command: &ConfinedCommand<'_>) -> Result<Launch, Sand
             )));
         }
     };
-    // `id()` is the pid, which `setsid` also made the process group and session id.
-    let pid = i32::try_from(child.id())
-        .map_err(|_| SandboxError::io("child pid", io::Error::other("pid out of range")))?;
+    // `id()` is the pid, which `setsid` also made the process group and session id. Linux
+    // pids fit in an i32 (`pid_max` is at most 2^22).
+    let pid = child.id() as i32;
+    // Until the tree is torn down normally, an early return (an error) must not leave it
+    // running; without a cgroup only the group kill catches it.
+    let guard = KillOnDrop { pid, armed: true };
     let stdout = child
         .stdout
         .take()
-        .map(|pipe| Capture::start("stdout", pipe, limits.output_bytes_max));
+        .map(|pipe| Capture::start("stdout", pipe, limits.output_bytes_max))
+        .transpose()
+        .map_err(|e| SandboxError::io("starting output capture thread", e))?;
     let stderr = child
         .stderr
         .take()
-        .map(|pipe| Capture::start("stderr", pipe, limits.output_bytes_max));
+        .map(|pipe| Capture::start("stderr", pipe, limits.output_bytes_max))
+        .transpose()
+        .map_err(|e| SandboxError::io("starting output capture thread", e))?;
 
     let mut wall_time_exceeded = false;
     let mut process_limit_exceeded = false;
@@ -212,8 +219,10 @@ pub(crate) fn run_confined(command: &ConfinedCommand<'_>) -> Result<Launch, Sand
     if !kill_tree(pid, cgroup.as_ref(), teardown_deadline) {
         notes.push("processes of the run survived SIGKILL".to_string());
     }
-    let stdout = finish_capture(stdout, teardown_deadline, &mut notes)?;
-    let stderr = finish_capture(stderr, teardown_deadline, &mut notes)?;
+    // Reaped and torn down: the pid may now be reused, so it must not be signalled again.
+    guard.disarm();
+    let stdout = finish_capture(stdout, teardown_deadline, &mut notes);
+    let stderr = finish_capture(stderr, teardown_deadline, &mut notes);
     let rusage_peak = u64::try_from(usage.ru_maxrss).ok().map(|kib| kib * 1024);
     let report = ProcessReport {
         termination: termination(status),
@@ -233,22 +242,41 @@ pub(crate) fn run_confined(command: &ConfinedCommand<'_>) -> Result<Launch, Sand
     Ok(Launch::Finished(report))
 }
 
+/// SIGKILLs the process group and reaps its leader when dropped while armed.
+struct KillOnDrop {
+    pid: i32,
+    armed: bool,
+}
+
+impl KillOnDrop {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let _maybe_already_gone = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+            // Reaps the leader so it does not stay a zombie of the worker.
+            let _maybe_already_reaped = wait4(self.pid, 0);
+        }
+    }
+}
+
 fn finish_capture(
-    capture: Option<io::Result<Capture>>,
+    capture: Option<Capture>,
     deadline: Instant,
     notes: &mut Vec<String>,
-) -> Result<CapturedStream, SandboxError> {
-    match capture {
-        Some(Ok(capture)) => {
-            let stream = capture.finish(deadline);
-            if !stream.complete {
-                notes.push("output pipe still open after the run; output may be cut".to_string());
-            }
-            Ok(stream)
-        }
-        Some(Err(e)) => Err(SandboxError::io("starting output capture thread", e)),
-        None => Ok(CapturedStream::default()),
+) -> CapturedStream {
+    let Some(capture) = capture else {
+        return CapturedStream::default();
+    };
+    let stream = capture.finish(deadline);
+    if !stream.complete {
+        notes.push("output pipe still open after the run; output may be cut".to_string());
     }
+    stream
 }
 
 /// SIGKILLs the process group and the cgroup, then reaps the main process.
