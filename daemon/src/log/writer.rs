@@ -204,6 +204,15 @@ impl ActiveSegment {
     }
 }
 
+#[cfg(test)]
+impl ActiveSegment {
+    /// Swaps the file for a read-only handle, so the next write fails with `EBADF`: a write
+    /// error that is not a full disk, to test the fatal path.
+    pub(crate) fn make_writes_fail(&mut self) {
+        self.file = File::open(&self.path).unwrap();
+    }
+}
+
 /// Spawns the writer thread. A failure to spawn is fatal: without a writer nothing is durable.
 pub(crate) fn start(options: LogOptions, active: ActiveSegment, last_lsn: Lsn) -> LogWriter {
     let (commands, receiver) = mpsc::channel(options.queue_capacity);

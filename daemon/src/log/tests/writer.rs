@@ -228,3 +228,34 @@ async fn durable_lsn_and_its_watch_follow_every_batch() {
     writer.shutdown().await;
     recover_and_check(test_options(temp.path()), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_error_other_than_disk_full_is_fatal_and_stops_the_writer() {
+    let temp = tempfile::tempdir().unwrap();
+    write_log(test_options(temp.path()), 1..=3).await;
+    let fatal_messages = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut options = test_options(temp.path());
+    let recorded = fatal_messages.clone();
+    options.on_fatal = Arc::new(move |message: &str| {
+        recorded.lock().unwrap().push(message.to_string());
+    });
+    let (mut log, _) = open(options).unwrap();
+    log.active.make_writes_fail();
+    let writer = log.start_writer();
+    assert_eq!(
+        writer.append(Lsn(4), 1, payload_for(4)).await,
+        Err(AppendError::Closed),
+        "a frame whose write failed is never acknowledged"
+    );
+    assert_eq!(writer.durable_lsn(), Lsn(3));
+    assert_eq!(
+        writer.append(Lsn(4), 1, payload_for(4)).await,
+        Err(AppendError::Closed),
+        "nothing is written after a fatal error"
+    );
+    writer.shutdown().await;
+    let messages = fatal_messages.lock().unwrap().clone();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].contains("write to"), "{messages:?}");
+    recover_and_check(test_options(temp.path()), 3);
+}
