@@ -10,3 +10,6 @@ pub mod state;
 pub use decide::{DecideError, Decision};
 pub use limits::QueueLimits;
 pub use state::{Job, JobStatus, QueueState};
+
+#[cfg(test)]
+mod tests;
