@@ -30,6 +30,9 @@ pub(crate) struct Recovered {
 pub(crate) fn recover(dir: &Path, frame_bytes_max: u32) -> Result<Recovered, LogError> {
     let mut segments = list_segments(dir)?;
     let mut truncated = remove_partial_last_segment(dir, &mut segments)?;
+    // A roll fsyncs the old segment before creating the new file, so when a partial new segment
+    // was found, every remaining segment was sealed and must be intact to its end.
+    let last_may_be_torn = truncated.is_none();
 
     // One buffer for all segments: recovery reads each segment whole, once.
     let mut bytes = Vec::new();
@@ -37,7 +40,7 @@ pub(crate) fn recover(dir: &Path, frame_bytes_max: u32) -> Result<Recovered, Log
     let mut frames_scanned = 0;
     let mut active_len_bytes = 0;
     for (index, segment) in segments.iter().enumerate() {
-        let is_last = index + 1 == segments.len();
+        let may_be_torn = last_may_be_torn && index + 1 == segments.len();
         read_whole_file(&segment.path, &mut bytes)?;
         check_segment_start(segment, &bytes, last_lsn)?;
         let scan = scan_frames(&bytes, segment.first_lsn, frame_bytes_max);
@@ -45,7 +48,7 @@ pub(crate) fn recover(dir: &Path, frame_bytes_max: u32) -> Result<Recovered, Log
         last_lsn = scan.last_lsn;
         active_len_bytes = scan.end_offset as u64;
         let Some(damage) = scan.damage else { continue };
-        if !is_last {
+        if !may_be_torn {
             return Err(corrupt(
                 segment,
                 damage.offset,

@@ -189,3 +189,18 @@ async fn an_empty_directory_is_an_empty_log_and_is_created_if_missing() {
     let report = recover_and_check(test_options(&dir), 3);
     assert_eq!(report.frames_scanned, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_followed_by_a_partial_one_was_sealed_and_must_be_intact() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    write_log(test_options(dir), 1..=5).await;
+    let sealed = segment_files(dir).remove(0);
+    let bytes = std::fs::read(&sealed).unwrap();
+    std::fs::write(&sealed, &bytes[..bytes.len() - 1]).unwrap();
+    std::fs::write(dir.join("00000000000000000006.seg"), b"AGTD").unwrap();
+    let error = open(test_options(dir)).unwrap_err().to_string();
+    assert!(error.contains("00000000000000000001.seg"), "{error}");
+    assert!(error.contains("incomplete frame"), "{error}");
+    assert!(error.contains("sealed segment"), "{error}");
+}
