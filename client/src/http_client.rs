@@ -173,6 +173,11 @@ impl Client {
         self.post(&format!("/v1/leases/{lease_id}/complete"), &CompleteRequest { result }).await
     }
 
+    /// Completes many leases in one durable record; each item succeeds or fails on its own.
+    pub async fn complete_many(&self, completions: Vec<agentd_schemas::api::CompleteItem>) -> Result<agentd_schemas::api::CompleteManyResponse, ClientError> {
+        self.post("/v1/leases/complete", &agentd_schemas::api::CompleteManyRequest { completions }).await
+    }
+
     pub async fn fail(&self, lease_id: LeaseId, error: &str, retryable: bool) -> Result<JobTransitionResponse, ClientError> {
         self.post(&format!("/v1/leases/{lease_id}/fail"), &FailRequest { error: error.to_string(), retryable: Some(retryable) }).await
     }

@@ -237,6 +237,40 @@ pub struct FailRequest {
     pub retryable: Option<bool>,
 }
 
+/// One completion inside `POST /v1/leases/complete`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteItem {
+    pub lease_id: LeaseId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+/// `POST /v1/leases/complete`: completes many leases in one durable record. Each lease is fenced
+/// on its own: a lost lease fails only its item.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteManyRequest {
+    pub completions: Vec<CompleteItem>,
+}
+
+/// The outcome of one item of a batch completion: `job_id` on success, `error` otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompleteItemResult {
+    pub lease_id: LeaseId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompleteManyResponse {
+    pub results: Vec<CompleteItemResult>,
+    /// The record holding the successful completions (absent when none succeeded).
+    pub lsn: Option<Lsn>,
+}
+
 /// Answer to complete, fail, cancel and retry: the job's state after the change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobTransitionResponse {

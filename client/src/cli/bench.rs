@@ -2,12 +2,13 @@
 //!
 //! Phase 1 (latency): single submits at a fixed open-loop rate; prints p50/p99 acknowledgement
 //! latency (each acknowledgement means the job is fsynced). Phase 2 (throughput): submits N jobs
-//! in batches while C in-process workers lease (several jobs per lease) and complete them;
+//! in batches while C in-process workers lease (several jobs per lease) and complete each leased
+//! batch with one `POST /v1/leases/complete`;
 //! prints submit throughput, end-to-end jobs/s, and enqueue-to-start latency percentiles.
 
 use super::output::print_json;
 use crate::http_client::Client;
-use agentd_schemas::api::{LeaseRequest, SubmitJobRequest};
+use agentd_schemas::api::{CompleteItem, LeaseRequest, SubmitJobRequest};
 use agentd_schemas::JobId;
 use clap::Args;
 use std::collections::HashMap;
@@ -149,16 +150,13 @@ pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result
                         }
                     }
                 }
-                let mut completes = tokio::task::JoinSet::new();
-                for grant in leases {
-                    let client = client.clone();
-                    completes.spawn(async move { client.complete(grant.lease_id, None).await });
+                if leases.is_empty() {
+                    continue;
                 }
-                while let Some(result) = completes.join_next().await {
-                    if let Ok(Ok(_)) = result {
-                        completed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                let completions = leases.iter().map(|grant| CompleteItem { lease_id: grant.lease_id, result: None }).collect();
+                let answer = client.complete_many(completions).await?;
+                let done = answer.results.iter().filter(|item| item.job_id.is_some()).count();
+                completed.fetch_add(done as u64, Ordering::Relaxed);
             }
             Ok(())
         });
@@ -237,15 +235,9 @@ async fn drain_queue(client: &Client, queue: &str, count: u64) -> anyhow::Result
         if leases.is_empty() {
             break;
         }
-        let mut completes = tokio::task::JoinSet::new();
-        for grant in leases {
-            let client = client.clone();
-            completes.spawn(async move { client.complete(grant.lease_id, None).await });
-        }
-        while let Some(result) = completes.join_next().await {
-            result??;
-            done += 1;
-        }
+        let completions = leases.iter().map(|grant| CompleteItem { lease_id: grant.lease_id, result: None }).collect();
+        let answer = client.complete_many(completions).await?;
+        done += answer.results.iter().filter(|item| item.job_id.is_some()).count() as u64;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use super::{ApiResult, AppState};
 use crate::projection::jobs as job_projection;
 use crate::sequencer::Command;
 use agentd_schemas::api::{
-    CompleteRequest, FailRequest, HeartbeatResponse, JobTransitionResponse, LeaseGrant, LeaseRequest, LeaseResponse, LeasedJob,
+    CompleteItemResult, CompleteManyRequest, CompleteManyResponse, CompleteRequest, ErrorBody, FailRequest, HeartbeatResponse, JobTransitionResponse, LeaseGrant, LeaseRequest, LeaseResponse, LeasedJob,
 };
 use agentd_schemas::LeaseId;
 use axum::extract::{Path, State};
@@ -86,4 +86,28 @@ pub async fn fail(
     let lease_id: LeaseId = parse_id(&lease_id)?;
     let retryable = request.retryable.unwrap_or(true);
     Ok(Json(state.sequencer.call(|reply| Command::Fail { lease_id, error: request.error, retryable, actor: None, reply }).await?))
+}
+
+/// Most completions in one `POST /v1/leases/complete`.
+pub const COMPLETE_MANY_MAX: usize = 10_000;
+
+pub async fn complete_many(State(state): State<AppState>, ApiJson(request): ApiJson<CompleteManyRequest>) -> ApiResult<Json<CompleteManyResponse>> {
+    if request.completions.is_empty() || request.completions.len() > COMPLETE_MANY_MAX {
+        return Err(ApiError::invalid(format!("completions: between 1 and {COMPLETE_MANY_MAX} items are allowed")));
+    }
+    let items: Vec<_> = request.completions.into_iter().map(|item| (item.lease_id, item.result)).collect();
+    let lease_ids: Vec<LeaseId> = items.iter().map(|(lease_id, _)| *lease_id).collect();
+    let (lsn, outcomes) = state.sequencer.call(|reply| Command::CompleteMany { items, actor: None, reply }).await?;
+    let results = lease_ids
+        .into_iter()
+        .zip(outcomes)
+        .map(|(lease_id, outcome)| match outcome {
+            Ok(job_id) => CompleteItemResult { lease_id, job_id: Some(job_id), error: None },
+            Err(error) => {
+                let api_error = ApiError::from(error);
+                CompleteItemResult { lease_id, job_id: None, error: Some(ErrorBody { code: api_error.code.to_string(), message: api_error.message }) }
+            }
+        })
+        .collect();
+    Ok(Json(CompleteManyResponse { results, lsn }))
 }

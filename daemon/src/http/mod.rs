@@ -67,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{job_id}/retry", post(jobs::retry))
         .route("/v1/leases", post(leases::lease))
+        .route("/v1/leases/complete", post(leases::complete_many))
         .route("/v1/leases/{lease_id}/heartbeat", post(leases::heartbeat))
         .route("/v1/leases/{lease_id}/complete", post(leases::complete))
         .route("/v1/leases/{lease_id}/fail", post(leases::fail))

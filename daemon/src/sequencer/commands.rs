@@ -50,6 +50,8 @@ pub enum Command {
     Lease { request: LeaseRequest, wait_ms: u64, actor: Option<String>, reply: Reply<LeaseOutcome> },
     Heartbeat { lease_id: LeaseId, actor: Option<String>, reply: Reply<HeartbeatResponse> },
     Complete { lease_id: LeaseId, result: Option<serde_json::Value>, actor: Option<String>, reply: Reply<JobTransitionResponse> },
+    /// Completes many leases in one record; each item is fenced on its own.
+    CompleteMany { items: Vec<(LeaseId, Option<serde_json::Value>)>, actor: Option<String>, reply: Reply<(Option<Lsn>, Vec<Result<JobId, DecideError>>)> },
     Fail { lease_id: LeaseId, error: String, retryable: bool, actor: Option<String>, reply: Reply<JobTransitionResponse> },
     Cancel { job_id: JobId, actor: Option<String>, reply: Reply<JobTransitionResponse> },
     Retry { job_id: JobId, actor: Option<String>, reply: Reply<JobTransitionResponse> },
@@ -166,6 +168,30 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                 }
                 Err(error) => refuse(reply, error),
             }
+        }
+        Command::CompleteMany { items, actor, reply } => {
+            let mut events = Vec::with_capacity(items.len());
+            let mut outcomes = Vec::with_capacity(items.len());
+            let mut seen = std::collections::HashSet::with_capacity(items.len());
+            for (lease_id, result) in items {
+                if !seen.insert(lease_id) {
+                    outcomes.push(Err(DecideError::LeaseLost { lease_id, reason: "completed earlier in this batch".into() }));
+                    continue;
+                }
+                match decide::complete(&sequencer.state, &sequencer.limits, now_ms, lease_id, result.as_ref()) {
+                    Ok(decision) => {
+                        record_start_to_finish(sequencer, now_ms, decision.reply);
+                        events.extend(decision.events);
+                        outcomes.push(Ok(decision.reply));
+                    }
+                    Err(error) => outcomes.push(Err(error)),
+                }
+            }
+            if events.is_empty() {
+                let _ignored_if_client_left = reply.send(Ok((None, outcomes)));
+                return;
+            }
+            sequencer.commit(now_ms, actor, events, answer(reply, move |lsn| (Some(lsn), outcomes))).await;
         }
         Command::Fail { lease_id, error, retryable, actor, reply } => {
             let jitter = rand::rng().random::<f64>();
