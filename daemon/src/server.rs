@@ -60,6 +60,13 @@ pub async fn run(config: Config, ready: Option<tokio::sync::oneshot::Sender<std:
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let paths = DataPaths::new(&data_dir);
+    // One daemon per data directory: a second writer would interleave frames. The lock is
+    // released by the kernel when the process exits, however it exits.
+    let lock_path = data_dir.join("LOCK");
+    let lock_file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock_file.try_lock().is_err() {
+        anyhow::bail!("another agentd is already using the data directory {} (it holds {})", data_dir.display(), lock_path.display());
+    }
     let metrics = install_metrics();
 
     let mut options = log_options(&config, paths.log.clone());
@@ -166,6 +173,7 @@ pub async fn run(config: Config, ready: Option<tokio::sync::oneshot::Sender<std:
     let _ignored = stop_projector.send(true);
     let _projector_finished = tokio::task::spawn_blocking(move || projector.join()).await;
     eprintln!("agentd: stopped cleanly");
+    drop(lock_file);
     Ok(())
 }
 
