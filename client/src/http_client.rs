@@ -2,9 +2,10 @@
 //! daemon's stable `code` so callers can branch on it (`lease_lost`, `disk_full`, ...).
 
 use agentd_schemas::api::{
-    BatchSubmitRequest, BatchSubmitResponse, CompleteRequest, ErrorBody, EventsResponse, FailRequest, HealthResponse,
-    HeartbeatResponse, JobListResponse, JobTransitionResponse, JobView, LeaseRequest, LeaseResponse, QueueChangeResponse,
-    QueueListResponse, SubmitJobRequest, SubmitJobResponse,
+    BatchSubmitRequest, BatchSubmitResponse, CompleteRequest, ErrorBody, EventsResponse,
+    FailRequest, HealthResponse, HeartbeatResponse, JobListResponse, JobTransitionResponse,
+    JobView, LeaseRequest, LeaseResponse, QueueChangeResponse, QueueListResponse, SubmitJobRequest,
+    SubmitJobResponse,
 };
 use agentd_schemas::{JobId, LeaseId, Lsn};
 use serde::de::DeserializeOwned;
@@ -21,7 +22,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum ClientError {
     /// The daemon answered with an error body.
     #[error("{message} (HTTP {status}, code {code})")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
     #[error("cannot reach agentd at {url}: {source}")]
     Transport { url: String, source: reqwest::Error },
     #[error("unexpected answer from agentd: {0}")]
@@ -75,31 +80,67 @@ impl Client {
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()
-            .map_err(|source| ClientError::Transport { url: base_url.into(), source })?;
-        Ok(Client { base_url: base_url.trim_end_matches('/').to_string(), http, token })
+            .map_err(|source| ClientError::Transport {
+                url: base_url.into(),
+                source,
+            })?;
+        Ok(Client {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            http,
+            token,
+        })
     }
 
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
 
-    fn request(&self, method: reqwest::Method, path: &str, timeout: Duration) -> reqwest::RequestBuilder {
-        let mut builder = self.http.request(method, format!("{}{}", self.base_url, path)).timeout(timeout);
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .http
+            .request(method, format!("{}{}", self.base_url, path))
+            .timeout(timeout);
         if let Some(token) = &self.token {
             builder = builder.bearer_auth(token);
         }
         builder
     }
 
-    async fn send<T: DeserializeOwned>(&self, builder: reqwest::RequestBuilder, path: &str) -> Result<T, ClientError> {
-        let response = builder.send().await.map_err(|source| ClientError::Transport { url: format!("{}{}", self.base_url, path), source })?;
+    async fn send<T: DeserializeOwned>(
+        &self,
+        builder: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let response = builder
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: format!("{}{}", self.base_url, path),
+                source,
+            })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|source| ClientError::Transport { url: format!("{}{}", self.base_url, path), source })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: format!("{}{}", self.base_url, path),
+                source,
+            })?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|error| ClientError::Decode(format!("{path}: {error}")));
+            return serde_json::from_slice(&bytes)
+                .map_err(|error| ClientError::Decode(format!("{path}: {error}")));
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => Err(ClientError::Api { status: status.as_u16(), code: body.code, message: body.message }),
+            Ok(body) => Err(ClientError::Api {
+                status: status.as_u16(),
+                code: body.code,
+                message: body.message,
+            }),
             Err(_) => Err(ClientError::Api {
                 status: status.as_u16(),
                 code: "unknown".into(),
@@ -110,24 +151,51 @@ impl Client {
 
     /// GET a path and decode its JSON answer.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.send(self.request(reqwest::Method::GET, path, REQUEST_TIMEOUT), path).await
+        self.send(
+            self.request(reqwest::Method::GET, path, REQUEST_TIMEOUT),
+            path,
+        )
+        .await
     }
 
     /// GET with query parameters.
-    pub async fn get_query<T: DeserializeOwned, Q: Serialize>(&self, path: &str, query: &Q, timeout: Duration) -> Result<T, ClientError> {
+    pub async fn get_query<T: DeserializeOwned, Q: Serialize>(
+        &self,
+        path: &str,
+        query: &Q,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
         let query_text = serde_urlencode(query)?;
-        let full = if query_text.is_empty() { path.to_string() } else { format!("{path}?{query_text}") };
-        self.send(self.request(reqwest::Method::GET, &full, timeout), path).await
+        let full = if query_text.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{query_text}")
+        };
+        self.send(self.request(reqwest::Method::GET, &full, timeout), path)
+            .await
     }
 
     /// POST a JSON body and decode the JSON answer.
-    pub async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub async fn post<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         self.post_with_timeout(path, body, REQUEST_TIMEOUT).await
     }
 
-    async fn post_with_timeout<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B, timeout: Duration) -> Result<T, ClientError> {
-        let bytes = serde_json::to_vec(body).map_err(|error| ClientError::Decode(error.to_string()))?;
-        let builder = self.request(reqwest::Method::POST, path, timeout).header("content-type", "application/json").body(bytes);
+    async fn post_with_timeout<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let bytes =
+            serde_json::to_vec(body).map_err(|error| ClientError::Decode(error.to_string()))?;
+        let builder = self
+            .request(reqwest::Method::POST, path, timeout)
+            .header("content-type", "application/json")
+            .body(bytes);
         self.send(builder, path).await
     }
 
@@ -135,12 +203,19 @@ impl Client {
         self.get("/healthz").await
     }
 
-    pub async fn submit(&self, request: &SubmitJobRequest) -> Result<SubmitJobResponse, ClientError> {
+    pub async fn submit(
+        &self,
+        request: &SubmitJobRequest,
+    ) -> Result<SubmitJobResponse, ClientError> {
         self.post("/v1/jobs", request).await
     }
 
-    pub async fn submit_batch(&self, jobs: Vec<SubmitJobRequest>) -> Result<BatchSubmitResponse, ClientError> {
-        self.post("/v1/jobs/batch", &BatchSubmitRequest { jobs }).await
+    pub async fn submit_batch(
+        &self,
+        jobs: Vec<SubmitJobRequest>,
+    ) -> Result<BatchSubmitResponse, ClientError> {
+        self.post("/v1/jobs/batch", &BatchSubmitRequest { jobs })
+            .await
     }
 
     pub async fn job(&self, job_id: JobId) -> Result<JobView, ClientError> {
@@ -152,11 +227,13 @@ impl Client {
     }
 
     pub async fn cancel(&self, job_id: JobId) -> Result<JobTransitionResponse, ClientError> {
-        self.post(&format!("/v1/jobs/{job_id}/cancel"), &serde_json::json!({})).await
+        self.post(&format!("/v1/jobs/{job_id}/cancel"), &serde_json::json!({}))
+            .await
     }
 
     pub async fn retry(&self, job_id: JobId) -> Result<JobTransitionResponse, ClientError> {
-        self.post(&format!("/v1/jobs/{job_id}/retry"), &serde_json::json!({})).await
+        self.post(&format!("/v1/jobs/{job_id}/retry"), &serde_json::json!({}))
+            .await
     }
 
     /// Long-polls for up to `wait_ms` (capped by the daemon).
@@ -166,20 +243,51 @@ impl Client {
     }
 
     pub async fn heartbeat(&self, lease_id: LeaseId) -> Result<HeartbeatResponse, ClientError> {
-        self.post(&format!("/v1/leases/{lease_id}/heartbeat"), &serde_json::json!({})).await
+        self.post(
+            &format!("/v1/leases/{lease_id}/heartbeat"),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
-    pub async fn complete(&self, lease_id: LeaseId, result: Option<serde_json::Value>) -> Result<JobTransitionResponse, ClientError> {
-        self.post(&format!("/v1/leases/{lease_id}/complete"), &CompleteRequest { result }).await
+    pub async fn complete(
+        &self,
+        lease_id: LeaseId,
+        result: Option<serde_json::Value>,
+    ) -> Result<JobTransitionResponse, ClientError> {
+        self.post(
+            &format!("/v1/leases/{lease_id}/complete"),
+            &CompleteRequest { result },
+        )
+        .await
     }
 
     /// Completes many leases in one durable record; each item succeeds or fails on its own.
-    pub async fn complete_many(&self, completions: Vec<agentd_schemas::api::CompleteItem>) -> Result<agentd_schemas::api::CompleteManyResponse, ClientError> {
-        self.post("/v1/leases/complete", &agentd_schemas::api::CompleteManyRequest { completions }).await
+    pub async fn complete_many(
+        &self,
+        completions: Vec<agentd_schemas::api::CompleteItem>,
+    ) -> Result<agentd_schemas::api::CompleteManyResponse, ClientError> {
+        self.post(
+            "/v1/leases/complete",
+            &agentd_schemas::api::CompleteManyRequest { completions },
+        )
+        .await
     }
 
-    pub async fn fail(&self, lease_id: LeaseId, error: &str, retryable: bool) -> Result<JobTransitionResponse, ClientError> {
-        self.post(&format!("/v1/leases/{lease_id}/fail"), &FailRequest { error: error.to_string(), retryable: Some(retryable) }).await
+    pub async fn fail(
+        &self,
+        lease_id: LeaseId,
+        error: &str,
+        retryable: bool,
+    ) -> Result<JobTransitionResponse, ClientError> {
+        self.post(
+            &format!("/v1/leases/{lease_id}/fail"),
+            &FailRequest {
+                error: error.to_string(),
+                retryable: Some(retryable),
+            },
+        )
+        .await
     }
 
     pub async fn queues(&self) -> Result<QueueListResponse, ClientError> {
@@ -187,28 +295,50 @@ impl Client {
     }
 
     pub async fn pause(&self, queue: &str) -> Result<QueueChangeResponse, ClientError> {
-        self.post(&format!("/v1/queues/{queue}/pause"), &serde_json::json!({})).await
+        self.post(&format!("/v1/queues/{queue}/pause"), &serde_json::json!({}))
+            .await
     }
 
     pub async fn resume(&self, queue: &str) -> Result<QueueChangeResponse, ClientError> {
-        self.post(&format!("/v1/queues/{queue}/resume"), &serde_json::json!({})).await
+        self.post(
+            &format!("/v1/queues/{queue}/resume"),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     /// Events after `after`; with `wait_ms`, waits for new ones when there are none yet.
-    pub async fn events(&self, after: Lsn, limit: u64, wait_ms: u64) -> Result<EventsResponse, ClientError> {
+    pub async fn events(
+        &self,
+        after: Lsn,
+        limit: u64,
+        wait_ms: u64,
+    ) -> Result<EventsResponse, ClientError> {
         #[derive(Serialize)]
         struct Query {
             after: u64,
             limit: u64,
             wait_ms: u64,
         }
-        self.get_query("/v1/events", &Query { after: after.0, limit, wait_ms }, REQUEST_TIMEOUT + Duration::from_millis(wait_ms)).await
+        self.get_query(
+            "/v1/events",
+            &Query {
+                after: after.0,
+                limit,
+                wait_ms,
+            },
+            REQUEST_TIMEOUT + Duration::from_millis(wait_ms),
+        )
+        .await
     }
 }
 
 fn serde_urlencode<Q: Serialize>(query: &Q) -> Result<String, ClientError> {
-    let value = serde_json::to_value(query).map_err(|error| ClientError::Decode(error.to_string()))?;
-    let serde_json::Value::Object(map) = value else { return Err(ClientError::Decode("query must be an object".into())) };
+    let value =
+        serde_json::to_value(query).map_err(|error| ClientError::Decode(error.to_string()))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(ClientError::Decode("query must be an object".into()));
+    };
     let mut parts = Vec::new();
     for (key, value) in map {
         let text = match value {
@@ -216,7 +346,11 @@ fn serde_urlencode<Q: Serialize>(query: &Q) -> Result<String, ClientError> {
             serde_json::Value::Null => continue,
             other => other.to_string(),
         };
-        parts.push(format!("{}={}", percent_encode(&key), percent_encode(&text)));
+        parts.push(format!(
+            "{}={}",
+            percent_encode(&key),
+            percent_encode(&text)
+        ));
     }
     Ok(parts.join("&"))
 }

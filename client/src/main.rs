@@ -7,7 +7,10 @@ fn main() -> std::process::ExitCode {
     // anything else (no runtime, no argument parsing).
     agentd_client::sandbox::maybe_run_internal_helper();
     let cli = agentd_client::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("agentctl: cannot start the async runtime: {error}");

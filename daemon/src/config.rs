@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -15,18 +15,6 @@ pub struct Config {
     pub queue: QueueConfig,
     pub state: StateConfig,
     pub datasets: DatasetsConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            log: LogConfig::default(),
-            queue: QueueConfig::default(),
-            state: StateConfig::default(),
-            datasets: DatasetsConfig::default(),
-        }
-    }
 }
 
 /// `[server]`: where to listen and the HTTP limits.
@@ -153,7 +141,12 @@ pub struct StateConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { history_max: 3, item_chars_max: 256, token_budget: 800, encoding: "o200k_base".into() }
+        StateConfig {
+            history_max: 3,
+            item_chars_max: 256,
+            token_budget: 800,
+            encoding: "o200k_base".into(),
+        }
     }
 }
 
@@ -187,16 +180,28 @@ impl Default for DatasetsConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
 }
 
 impl Config {
     /// Loads a TOML file; every missing key keeps its default.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Config::parse(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
     }
 
     pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
@@ -213,7 +218,9 @@ mod tests {
         let config = Config::parse("").unwrap();
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:7070");
         assert_eq!(config.queue.max_attempts_default, 3);
-        let error = Config::parse("[server]\nlisten_on = \"x\"\n").unwrap_err().to_string();
+        let error = Config::parse("[server]\nlisten_on = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("listen_on"), "{error}");
     }
 

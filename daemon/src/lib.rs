@@ -1,14 +1,14 @@
 //! agentd: the daemon library. Owns the durable log, the sequencer (the one place state changes),
 //! the projections and the HTTP API. It must not know about worker-side concerns (sandboxes, GPUs).
 
+pub mod config;
 pub mod domain;
+pub mod http;
+pub mod limited_listener;
 pub mod log;
 pub mod projection;
 pub mod queue;
 pub mod rebuild;
-pub mod config;
-pub mod http;
-pub mod limited_listener;
 pub mod sequencer;
 pub mod server;
 

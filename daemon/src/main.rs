@@ -41,7 +41,10 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -57,11 +60,15 @@ fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         None => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
             runtime.block_on(agentd::server::run(config, None))
         }
         Some(Command::Rebuild { out, json }) => {
-            let report = agentd::rebuild::rebuild(&config, &config.server.data_dir, out.as_deref())?;
+            let report =
+                agentd::rebuild::rebuild(&config, &config.server.data_dir, out.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -18,12 +18,20 @@ pub struct RebuildReport {
 }
 
 /// Rebuilds projections from `data_dir`'s log into `out` (or in place when `out` is `None`).
-pub fn rebuild(config: &Config, data_dir: &Path, out: Option<&Path>) -> anyhow::Result<RebuildReport> {
+pub fn rebuild(
+    config: &Config,
+    data_dir: &Path,
+    out: Option<&Path>,
+) -> anyhow::Result<RebuildReport> {
     let paths = DataPaths::new(data_dir);
     if !paths.log.is_dir() {
-        anyhow::bail!("{} has no log directory; is this an agentd data directory?", data_dir.display());
+        anyhow::bail!(
+            "{} has no log directory; is this an agentd data directory?",
+            data_dir.display()
+        );
     }
-    let reader = crate::log::LogReader::open(&paths.log, config.log.frame_bytes_max).context("cannot open the log")?;
+    let reader = crate::log::LogReader::open(&paths.log, config.log.frame_bytes_max)
+        .context("cannot open the log")?;
     drop(reader);
     // Read-only: the daemon may be running; only durable frames are read (the reader stops at
     // the first incomplete frame).
@@ -34,16 +42,26 @@ pub fn rebuild(config: &Config, data_dir: &Path, out: Option<&Path>) -> anyhow::
     };
     let jobs_file = projections_dir.join("jobs.redb");
     if jobs_file.exists() {
-        std::fs::remove_file(&jobs_file).with_context(|| format!("cannot remove {}", jobs_file.display()))?;
+        std::fs::remove_file(&jobs_file)
+            .with_context(|| format!("cannot remove {}", jobs_file.display()))?;
     }
     let progress = ProgressBar::new(last_lsn.0);
-    progress.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let (store, _) = ProjectionStore::open(&projections_dir)?;
-    store.catch_up(&paths.log, config.log.frame_bytes_max, last_lsn, |lsn| progress.set_position(lsn.0))?;
+    store.catch_up(&paths.log, config.log.frame_bytes_max, last_lsn, |lsn| {
+        progress.set_position(lsn.0)
+    })?;
     store.persist()?;
     progress.finish_and_clear();
     let queue = replay_queue_state(&paths.log, config.log.frame_bytes_max, last_lsn)?;
-    Ok(RebuildReport { lsn: last_lsn.0, queue: queue.digest(), jobs: store.digest()? })
+    Ok(RebuildReport {
+        lsn: last_lsn.0,
+        queue: queue.digest(),
+        jobs: store.digest()?,
+    })
 }
 
 /// The last complete frame's LSN, read without modifying anything.

@@ -23,7 +23,10 @@ pub struct DataPaths {
 
 impl DataPaths {
     pub fn new(data_dir: &Path) -> Self {
-        DataPaths { log: data_dir.join("log"), projections: data_dir.join("projections") }
+        DataPaths {
+            log: data_dir.join("log"),
+            projections: data_dir.join("projections"),
+        }
     }
 }
 
@@ -39,11 +42,21 @@ pub fn log_options(config: &Config, log_dir: PathBuf) -> LogOptions {
 }
 
 fn install_metrics() -> Option<PrometheusHandle> {
-    let seconds_buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
-    let size_buckets = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+    let seconds_buckets = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0, 60.0, 300.0,
+    ];
+    let size_buckets = [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+    ];
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds_buckets)
-        .and_then(|builder| builder.set_buckets_for_metric(Matcher::Full("agentd_log_group_commit_frames".into()), &size_buckets));
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full("agentd_log_group_commit_frames".into()),
+                &size_buckets,
+            )
+        });
     match builder.and_then(|builder| builder.install_recorder()) {
         Ok(handle) => Some(handle),
         Err(error) => {
@@ -55,17 +68,30 @@ fn install_metrics() -> Option<PrometheusHandle> {
 }
 
 /// Runs the daemon until SIGTERM or Ctrl-C. `ready` receives the bound address.
-pub async fn run(config: Config, ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let data_dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let paths = DataPaths::new(&data_dir);
     // One daemon per data directory: a second writer would interleave frames. The lock is
     // released by the kernel when the process exits, however it exits.
     let lock_path = data_dir.join("LOCK");
-    let lock_file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
     if lock_file.try_lock().is_err() {
-        anyhow::bail!("another agentd is already using the data directory {} (it holds {})", data_dir.display(), lock_path.display());
+        anyhow::bail!(
+            "another agentd is already using the data directory {} (it holds {})",
+            data_dir.display(),
+            lock_path.display()
+        );
     }
     let metrics = install_metrics();
 
@@ -76,7 +102,9 @@ pub async fn run(config: Config, ready: Option<tokio::sync::oneshot::Sender<std:
         metrics::counter!("agentd_log_bytes_written_total").increment(batch.bytes as u64);
         metrics::counter!("agentd_log_group_commits_total").increment(1);
     }));
-    let (log, report) = tokio::task::spawn_blocking(move || log::open(options)).await?.context("cannot open the log")?;
+    let (log, report) = tokio::task::spawn_blocking(move || log::open(options))
+        .await?
+        .context("cannot open the log")?;
     if let Some(torn) = &report.truncated {
         tracing::warn!(path = %torn.path.display(), offset = torn.offset, bytes = torn.bytes_removed, reason = %torn.reason, "repaired a torn tail left by a crash");
     }
@@ -84,7 +112,11 @@ pub async fn run(config: Config, ready: Option<tokio::sync::oneshot::Sender<std:
     let frame_bytes_max = config.log.frame_bytes_max;
 
     let log_dir = paths.log.clone();
-    let state = tokio::task::spawn_blocking(move || replay_queue_state(&log_dir, frame_bytes_max, last_lsn)).await?.context("cannot replay the log")?;
+    let state = tokio::task::spawn_blocking(move || {
+        replay_queue_state(&log_dir, frame_bytes_max, last_lsn)
+    })
+    .await?
+    .context("cannot replay the log")?;
 
     let projections_dir = paths.projections.clone();
     let log_dir = paths.log.clone();
@@ -95,7 +127,9 @@ pub async fn run(config: Config, ready: Option<tokio::sync::oneshot::Sender<std:
             drop(store);
             std::fs::remove_file(projections_dir.join("jobs.redb"))?;
             (store, _) = ProjectionStore::open(&projections_dir)?;
-            outcome = OpenOutcome::Recreated { reason: "projection was ahead of the log".into() };
+            outcome = OpenOutcome::Recreated {
+                reason: "projection was ahead of the log".into(),
+            };
         }
         if let OpenOutcome::Recreated { reason } = &outcome {
             tracing::warn!("rebuilding the job projection from the log: {reason}");
@@ -143,20 +177,30 @@ pub async fn run(config: Config, ready: Option<tokio::sync::oneshot::Sender<std:
         requests_in_flight_max: config.server.requests_in_flight_max,
         metrics,
     };
-    let listener = TcpListener::bind(config.server.listen).await.with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %data_dir.display(), "agentd listening");
-    eprintln!("agentd {} listening on http://{address} (data dir {})", env!("CARGO_PKG_VERSION"), data_dir.display());
+    eprintln!(
+        "agentd {} listening on http://{address} (data dir {})",
+        env!("CARGO_PKG_VERSION"),
+        data_dir.display()
+    );
     if let Some(ready) = ready {
         let _ignored_if_nobody_waits = ready.send(address);
     }
-    let listener = crate::limited_listener::LimitedListener::new(listener, config.server.connections_max);
+    let listener =
+        crate::limited_listener::LimitedListener::new(listener, config.server.connections_max);
     let router = http::app(app_state);
     let (drain_tx, drain_rx) = watch::channel(false);
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_signal().await;
-        eprintln!("agentd: shutting down (draining requests for up to {} ms)", grace.as_millis());
+        eprintln!(
+            "agentd: shutting down (draining requests for up to {} ms)",
+            grace.as_millis()
+        );
         let _ignored = drain_tx.send(true);
     });
     let mut drain_started = drain_rx.clone();
@@ -178,21 +222,27 @@ pub async fn run(config: Config, ready: Option<tokio::sync::oneshot::Sender<std:
 }
 
 /// Publishes queue depth and active lease gauges every few seconds.
-async fn update_gauges(sequencer: crate::sequencer::SequencerHandle, metrics: Option<PrometheusHandle>) {
+async fn update_gauges(
+    sequencer: crate::sequencer::SequencerHandle,
+    metrics: Option<PrometheusHandle>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
         if let Some(handle) = &metrics {
             handle.run_upkeep();
         }
-        let Ok(queues) = sequencer.call(|reply| Command::Queues { reply }).await else { return };
+        let Ok(queues) = sequencer.call(|reply| Command::Queues { reply }).await else {
+            return;
+        };
         let mut leased_total = 0;
         for queue in queues {
             for (state, count) in &queue.depth {
                 metrics::gauge!("agentd_queue_depth", "queue" => queue.queue.clone(), "state" => state.clone()).set(*count as f64);
             }
             leased_total += queue.depth.get("leased").copied().unwrap_or(0);
-            metrics::gauge!("agentd_queue_paused", "queue" => queue.queue.clone()).set(if queue.paused { 1.0 } else { 0.0 });
+            metrics::gauge!("agentd_queue_paused", "queue" => queue.queue.clone())
+                .set(if queue.paused { 1.0 } else { 0.0 });
         }
         metrics::gauge!("agentd_leases_active").set(leased_total as f64);
     }

@@ -92,7 +92,10 @@ impl JobStateName {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStateName::Completed | JobStateName::Dead | JobStateName::Cancelled)
+        matches!(
+            self,
+            JobStateName::Completed | JobStateName::Dead | JobStateName::Cancelled
+        )
     }
 }
 

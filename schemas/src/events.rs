@@ -49,13 +49,31 @@ pub enum Event {
     #[serde(rename = "job_leased.v1")]
     JobLeased(JobLeased),
     #[serde(rename = "lease_heartbeat.v1")]
-    LeaseHeartbeat { job_id: JobId, lease_id: LeaseId, expires_at_ms: u64 },
+    LeaseHeartbeat {
+        job_id: JobId,
+        lease_id: LeaseId,
+        expires_at_ms: u64,
+    },
     #[serde(rename = "job_completed.v1")]
-    JobCompleted { job_id: JobId, lease_id: LeaseId, result_json: Option<String> },
+    JobCompleted {
+        job_id: JobId,
+        lease_id: LeaseId,
+        result_json: Option<String>,
+    },
     #[serde(rename = "job_failed.v1")]
-    JobFailed { job_id: JobId, lease_id: LeaseId, error: String, retryable: bool, after: AfterFailure },
+    JobFailed {
+        job_id: JobId,
+        lease_id: LeaseId,
+        error: String,
+        retryable: bool,
+        after: AfterFailure,
+    },
     #[serde(rename = "lease_expired.v1")]
-    LeaseExpired { job_id: JobId, lease_id: LeaseId, after: AfterFailure },
+    LeaseExpired {
+        job_id: JobId,
+        lease_id: LeaseId,
+        after: AfterFailure,
+    },
     #[serde(rename = "job_cancelled.v1")]
     JobCancelled { job_id: JobId },
     /// A dead job put back in its queue by an operator; attempts start again from zero.
@@ -209,7 +227,11 @@ pub struct TaskStateUpdated {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// An ast-grep pattern and its rewrite for one language.
-    Pattern { language: String, pattern: String, rewrite: String },
+    Pattern {
+        language: String,
+        pattern: String,
+        rewrite: String,
+    },
     /// An ast-grep YAML rule with a `fix`.
     Rule { yaml: String },
 }

@@ -13,8 +13,15 @@ pub const JOB_RECORD_VERSION: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum StoredJobState {
-    Waiting { run_at_ms: u64 },
-    Leased { lease_id: LeaseId, worker_id: String, attempt: u32, expires_at_ms: u64 },
+    Waiting {
+        run_at_ms: u64,
+    },
+    Leased {
+        lease_id: LeaseId,
+        worker_id: String,
+        attempt: u32,
+        expires_at_ms: u64,
+    },
     Completed,
     Dead,
     Cancelled,
@@ -51,9 +58,14 @@ pub fn encode_versioned<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
 }
 
 /// Decodes a stored value, checking its version byte.
-pub fn decode_versioned<T: for<'de> Deserialize<'de>>(version: u8, bytes: &[u8]) -> Result<T, String> {
+pub fn decode_versioned<T: for<'de> Deserialize<'de>>(
+    version: u8,
+    bytes: &[u8],
+) -> Result<T, String> {
     match bytes.split_first() {
-        Some((&found, rest)) if found == version => rmp_serde::from_slice(rest).map_err(|error| error.to_string()),
+        Some((&found, rest)) if found == version => {
+            rmp_serde::from_slice(rest).map_err(|error| error.to_string())
+        }
         Some((&found, _)) => Err(format!("stored value version {found}, expected {version}")),
         None => Err("empty stored value".into()),
     }

@@ -17,7 +17,11 @@ fn fixtures_dir() -> PathBuf {
 
 /// One record per event variant, as the current version writes it.
 fn current_samples() -> Vec<(&'static str, LogRecord)> {
-    let record = |events: Vec<Event>| LogRecord { ts_ms: 1_767_225_600_000, actor: Some("box-3".into()), events };
+    let record = |events: Vec<Event>| LogRecord {
+        ts_ms: 1_767_225_600_000,
+        actor: Some("box-3".into()),
+        events,
+    };
     let tags: Tags = [("gpu".to_string(), "a100".to_string())].into();
     let state = AgentState {
         goals: vec!["replace print with logging".into()],
@@ -47,10 +51,30 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
         ),
         (
             "job_leased",
-            record(vec![Event::JobLeased(JobLeased { job_id: JobId(1), lease_id: LeaseId(1), worker_id: "box-3-17".into(), attempt: 1, expires_at_ms: 1_767_225_660_000 })]),
+            record(vec![Event::JobLeased(JobLeased {
+                job_id: JobId(1),
+                lease_id: LeaseId(1),
+                worker_id: "box-3-17".into(),
+                attempt: 1,
+                expires_at_ms: 1_767_225_660_000,
+            })]),
         ),
-        ("lease_heartbeat", record(vec![Event::LeaseHeartbeat { job_id: JobId(1), lease_id: LeaseId(1), expires_at_ms: 1_767_225_680_000 }])),
-        ("job_completed", record(vec![Event::JobCompleted { job_id: JobId(1), lease_id: LeaseId(1), result_json: Some(r#"{"ok":true}"#.into()) }])),
+        (
+            "lease_heartbeat",
+            record(vec![Event::LeaseHeartbeat {
+                job_id: JobId(1),
+                lease_id: LeaseId(1),
+                expires_at_ms: 1_767_225_680_000,
+            }]),
+        ),
+        (
+            "job_completed",
+            record(vec![Event::JobCompleted {
+                job_id: JobId(1),
+                lease_id: LeaseId(1),
+                result_json: Some(r#"{"ok":true}"#.into()),
+            }]),
+        ),
         (
             "job_failed",
             record(vec![Event::JobFailed {
@@ -58,14 +82,42 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                 lease_id: LeaseId(2),
                 error: "exit status 1".into(),
                 retryable: true,
-                after: AfterFailure::Retry { run_at_ms: 1_767_225_601_000 },
+                after: AfterFailure::Retry {
+                    run_at_ms: 1_767_225_601_000,
+                },
             }]),
         ),
-        ("lease_expired", record(vec![Event::LeaseExpired { job_id: JobId(3), lease_id: LeaseId(3), after: AfterFailure::Dead }])),
-        ("job_cancelled", record(vec![Event::JobCancelled { job_id: JobId(4) }])),
-        ("job_retried", record(vec![Event::JobRetried { job_id: JobId(3), run_at_ms: 1_767_225_700_000 }])),
-        ("queue_paused", record(vec![Event::QueuePaused { queue: "actors".into() }])),
-        ("queue_resumed", record(vec![Event::QueueResumed { queue: "actors".into() }])),
+        (
+            "lease_expired",
+            record(vec![Event::LeaseExpired {
+                job_id: JobId(3),
+                lease_id: LeaseId(3),
+                after: AfterFailure::Dead,
+            }]),
+        ),
+        (
+            "job_cancelled",
+            record(vec![Event::JobCancelled { job_id: JobId(4) }]),
+        ),
+        (
+            "job_retried",
+            record(vec![Event::JobRetried {
+                job_id: JobId(3),
+                run_at_ms: 1_767_225_700_000,
+            }]),
+        ),
+        (
+            "queue_paused",
+            record(vec![Event::QueuePaused {
+                queue: "actors".into(),
+            }]),
+        ),
+        (
+            "queue_resumed",
+            record(vec![Event::QueueResumed {
+                queue: "actors".into(),
+            }]),
+        ),
         (
             "dataset_registered",
             record(vec![Event::DatasetRegistered(DatasetMeta {
@@ -80,26 +132,33 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
         ),
         (
             "dataset_records_ingested",
-            record(vec![Event::DatasetRecordsIngested(DatasetRecordsIngested {
-                source: "commitpackft".into(),
-                version: "2023-08".into(),
-                first_index: 0,
-                records: vec![DatasetRecord {
-                    instruction: "Use logging".into(),
-                    pre: "print(x)\n".into(),
-                    post: "logger.info(x)\n".into(),
-                    language: "python".into(),
-                    tags: vec!["logging".into()],
-                    metadata_json: r#"{"repo":"a/b","commit":"abc123"}"#.into(),
-                }],
-            })]),
+            record(vec![Event::DatasetRecordsIngested(
+                DatasetRecordsIngested {
+                    source: "commitpackft".into(),
+                    version: "2023-08".into(),
+                    first_index: 0,
+                    records: vec![DatasetRecord {
+                        instruction: "Use logging".into(),
+                        pre: "print(x)\n".into(),
+                        post: "logger.info(x)\n".into(),
+                        language: "python".into(),
+                        tags: vec!["logging".into()],
+                        metadata_json: r#"{"repo":"a/b","commit":"abc123"}"#.into(),
+                    }],
+                },
+            )]),
         ),
         (
             "task_state_updated",
             record(vec![Event::TaskStateUpdated(TaskStateUpdated {
                 task_id: "task-1".into(),
                 update: state.clone(),
-                limits: StateLimits { history_max: 3, item_chars_max: 256, token_budget: 800, encoding: "o200k_base".into() },
+                limits: StateLimits {
+                    history_max: 3,
+                    item_chars_max: 256,
+                    token_budget: 800,
+                    encoding: "o200k_base".into(),
+                },
                 lease_id: Some(LeaseId(1)),
             })]),
         ),
@@ -114,12 +173,21 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                 worker_id: Some("box-3-17".into()),
                 model: "qwen2.5-coder-7b".into(),
                 policy_version: "v12".into(),
-                sampling: Sampling { temperature: Some(0.7), top_p: Some(0.95), max_tokens: Some(1024), seed: Some(7) },
+                sampling: Sampling {
+                    temperature: Some(0.7),
+                    top_p: Some(0.95),
+                    max_tokens: Some(1024),
+                    seed: Some(7),
+                },
                 prompt_tokens: Some(812),
                 completion_tokens: Some(97),
                 prompt: Some("## Goals\n- replace print".into()),
                 think: Some("print calls should become logger calls".into()),
-                action: Action::Pattern { language: "python".into(), pattern: "print($A)".into(), rewrite: "logger.info($A)".into() },
+                action: Action::Pattern {
+                    language: "python".into(),
+                    pattern: "print($A)".into(),
+                    rewrite: "logger.info($A)".into(),
+                },
                 state_update: Some(state),
             })]),
         ),
@@ -148,7 +216,10 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                 lease_id: Some(LeaseId(1)),
                 value: 1.0,
                 verified: true,
-                components: BTreeMap::from([("applied".to_string(), 1.0), ("tests".to_string(), 1.0)]),
+                components: BTreeMap::from([
+                    ("applied".to_string(), 1.0),
+                    ("tests".to_string(), 1.0),
+                ]),
                 source: RewardSource::Rule,
             })]),
         ),
@@ -161,12 +232,20 @@ fn every_current_event_type_has_a_fixture_and_every_fixture_decodes() {
     let version_dir = fixtures_dir().join(format!("v{RECORD_FORMAT_VERSION}"));
     let write = std::env::var_os("AGENTD_WRITE_FIXTURES").is_some();
     for (name, record) in &samples {
-        assert_eq!(record.events[0].type_name(), *name, "sample names match event type names");
+        assert_eq!(
+            record.events[0].type_name(),
+            *name,
+            "sample names match event type names"
+        );
         let bytes_path = version_dir.join(format!("{name}.msgpack"));
         if write && !bytes_path.exists() {
             std::fs::create_dir_all(&version_dir).unwrap();
             std::fs::write(&bytes_path, encode_record(record)).unwrap();
-            std::fs::write(version_dir.join(format!("{name}.json")), serde_json::to_string_pretty(record).unwrap() + "\n").unwrap();
+            std::fs::write(
+                version_dir.join(format!("{name}.json")),
+                serde_json::to_string_pretty(record).unwrap() + "\n",
+            )
+            .unwrap();
         }
         assert!(bytes_path.exists(), "no fixture for {name}: run with AGENTD_WRITE_FIXTURES=1 and commit migrations/fixtures");
     }
@@ -174,15 +253,26 @@ fn every_current_event_type_has_a_fixture_and_every_fixture_decodes() {
     let mut checked = 0;
     for version in std::fs::read_dir(fixtures_dir()).unwrap() {
         let version = version.unwrap().path();
-        let format: u8 = version.file_name().unwrap().to_str().unwrap().trim_start_matches('v').parse().unwrap();
+        let format: u8 = version
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_start_matches('v')
+            .parse()
+            .unwrap();
         for entry in std::fs::read_dir(&version).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_none_or(|ext| ext != "msgpack") {
                 continue;
             }
             let bytes = std::fs::read(&path).unwrap();
-            let decoded = decode_record(format, &bytes).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-            let expected: LogRecord = serde_json::from_str(&std::fs::read_to_string(path.with_extension("json")).unwrap()).unwrap();
+            let decoded = decode_record(format, &bytes)
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            let expected: LogRecord = serde_json::from_str(
+                &std::fs::read_to_string(path.with_extension("json")).unwrap(),
+            )
+            .unwrap();
             assert_eq!(decoded, expected, "{}", path.display());
             checked += 1;
         }
@@ -198,7 +288,11 @@ fn current_encoding_of_the_samples_is_byte_stable() {
     for (name, record) in current_samples() {
         let path = version_dir.join(format!("{name}.msgpack"));
         if let Ok(bytes) = std::fs::read(&path) {
-            assert_eq!(encode_record(&record), bytes, "{name}: the current encoding changed; add a new version instead");
+            assert_eq!(
+                encode_record(&record),
+                bytes,
+                "{name}: the current encoding changed; add a new version instead"
+            );
         }
     }
 }
@@ -206,5 +300,7 @@ fn current_encoding_of_the_samples_is_byte_stable() {
 #[test]
 fn unknown_format_versions_are_refused() {
     let error = decode_record(RECORD_FORMAT_VERSION + 1, &[]).unwrap_err();
-    assert!(error.to_string().contains("unsupported record format version"));
+    assert!(error
+        .to_string()
+        .contains("unsupported record format version"));
 }

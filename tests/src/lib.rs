@@ -13,7 +13,10 @@ pub fn binary(name: &str) -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
     let path = profile_dir.join(name);
     assert!(path.exists(), "{} is missing: build the binaries first (cargo build --workspace --bins, same profile as the tests)", path.display());
     path
@@ -31,17 +34,26 @@ pub struct Daemon {
 impl Daemon {
     /// Starts agentd on an ephemeral port and waits until it listens.
     pub fn start(data_dir: &Path, config: Option<&Path>) -> Daemon {
-        Daemon::try_start(data_dir, config).unwrap_or_else(|lines| panic!("agentd did not start:\n{}", lines.join("\n")))
+        Daemon::try_start(data_dir, config)
+            .unwrap_or_else(|lines| panic!("agentd did not start:\n{}", lines.join("\n")))
     }
 
     /// Like `start`, but returns agentd's stderr when it exits or never listens.
     pub fn try_start(data_dir: &Path, config: Option<&Path>) -> Result<Daemon, Vec<String>> {
         let mut command = Command::new(binary("agentd"));
-        command.arg("--data-dir").arg(data_dir).arg("--listen").arg("127.0.0.1:0");
+        command
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0");
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
-        command.env("AGENTD_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        command
+            .env("AGENTD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn agentd");
         let stderr = child.stderr.take().expect("piped stderr");
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -57,7 +69,13 @@ impl Daemon {
             }
         });
         match url_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => Ok(Daemon { child: Some(child), url, data_dir: data_dir.to_path_buf(), config: config.map(Path::to_path_buf), stderr: lines }),
+            Ok(url) => Ok(Daemon {
+                child: Some(child),
+                url,
+                data_dir: data_dir.to_path_buf(),
+                config: config.map(Path::to_path_buf),
+                stderr: lines,
+            }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -87,7 +105,10 @@ impl Daemon {
     /// SIGTERM and wait for a clean exit; returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -122,12 +143,23 @@ impl Drop for Daemon {
 
 /// Runs `agentctl` against `url` and returns its output.
 pub fn agentctl(url: &str, args: &[&str]) -> Output {
-    Command::new(binary("agentctl")).arg("--url").arg(url).args(args).stdin(Stdio::null()).output().expect("run agentctl")
+    Command::new(binary("agentctl"))
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agentctl")
 }
 
 /// Runs `agentd` with arguments (e.g. `rebuild`) and returns its output.
 pub fn agentd(args: &[&str]) -> Output {
-    Command::new(binary("agentd")).args(args).env("AGENTD_LOG", "warn").stdin(Stdio::null()).output().expect("run agentd")
+    Command::new(binary("agentd"))
+        .args(args)
+        .env("AGENTD_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agentd")
 }
 
 /// Polls `check` until it returns `Some` or the deadline passes.
@@ -141,7 +173,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -73,9 +73,17 @@ fn round3(value: f64) -> f64 {
 
 pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result<()> {
     client.health().await?;
-    let queue = args.queue.clone().unwrap_or_else(|| format!("bench-{}", std::process::id()));
+    let queue = args
+        .queue
+        .clone()
+        .unwrap_or_else(|| format!("bench-{}", std::process::id()));
     let payload = serde_json::json!({ "data": "x".repeat(args.payload_bytes) });
-    let make_job = |queue: &str| SubmitJobRequest { queue: queue.to_string(), kind: "bench".into(), payload: payload.clone(), ..Default::default() };
+    let make_job = |queue: &str| SubmitJobRequest {
+        queue: queue.to_string(),
+        kind: "bench".into(),
+        payload: payload.clone(),
+        ..Default::default()
+    };
 
     // Phase 1: acknowledgement latency at a fixed rate, open loop.
     let mut latency = serde_json::Value::Null;
@@ -112,15 +120,23 @@ pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result
         let samples = std::mem::take(&mut *samples.lock().await);
         latency = serde_json::json!({ "rate_per_s": args.rate, "achieved_per_s": achieved.round(), "errors": errors, "ack": summarize(samples) });
         if !json {
-            println!("latency phase: {} single submits at {}/s (achieved {:.0}/s), {errors} errors", total, args.rate, achieved);
-            println!("  submit ack   p50 {:>8.3} ms   p99 {:>8.3} ms", latency["ack"]["p50_ms"].as_f64().unwrap_or(0.0), latency["ack"]["p99_ms"].as_f64().unwrap_or(0.0));
+            println!(
+                "latency phase: {} single submits at {}/s (achieved {:.0}/s), {errors} errors",
+                total, args.rate, achieved
+            );
+            println!(
+                "  submit ack   p50 {:>8.3} ms   p99 {:>8.3} ms",
+                latency["ack"]["p50_ms"].as_f64().unwrap_or(0.0),
+                latency["ack"]["p99_ms"].as_f64().unwrap_or(0.0)
+            );
         }
         // Leave nothing behind: the throughput workers also drain the latency queue.
         drain_queue(client, &latency_queue, total).await?;
     }
 
     // Phase 2: batched submit while workers lease and complete.
-    let submitted_at: Arc<Mutex<HashMap<JobId, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(args.jobs as usize)));
+    let submitted_at: Arc<Mutex<HashMap<JobId, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(args.jobs as usize)));
     let completed = Arc::new(AtomicU64::new(0));
     let start_latencies = Arc::new(Mutex::new(Vec::with_capacity(args.jobs as usize)));
     let start = Instant::now();
@@ -134,7 +150,13 @@ pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result
         let total = args.jobs;
         let lease_batch = args.lease_batch;
         workers.spawn(async move {
-            let request = LeaseRequest { worker_id: format!("bench-{index}"), queues: vec![queue], tags: None, max_jobs: Some(lease_batch), wait_ms: Some(200) };
+            let request = LeaseRequest {
+                worker_id: format!("bench-{index}"),
+                queues: vec![queue],
+                tags: None,
+                max_jobs: Some(lease_batch),
+                wait_ms: Some(200),
+            };
             while completed.load(Ordering::Relaxed) < total {
                 let leases = match client.lease(&request).await {
                     Ok(response) => response.leases,
@@ -153,9 +175,19 @@ pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result
                 if leases.is_empty() {
                     continue;
                 }
-                let completions = leases.iter().map(|grant| CompleteItem { lease_id: grant.lease_id, result: None }).collect();
+                let completions = leases
+                    .iter()
+                    .map(|grant| CompleteItem {
+                        lease_id: grant.lease_id,
+                        result: None,
+                    })
+                    .collect();
                 let answer = client.complete_many(completions).await?;
-                let done = answer.results.iter().filter(|item| item.job_id.is_some()).count();
+                let done = answer
+                    .results
+                    .iter()
+                    .filter(|item| item.job_id.is_some())
+                    .count();
                 completed.fetch_add(done as u64, Ordering::Relaxed);
             }
             Ok(())
@@ -215,9 +247,19 @@ pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result
         return print_json(&report);
     }
     let phase = &report["throughput_phase"];
-    println!("throughput phase: {} jobs in batches of {}, {} workers leasing {} at a time", args.jobs, args.batch, args.workers, args.lease_batch);
-    println!("  submit        {:>10.0} jobs/s", phase["submit_jobs_per_s"].as_f64().unwrap_or(0.0));
-    println!("  end-to-end    {:>10.0} jobs/s  ({:.2} s)", phase["end_to_end_jobs_per_s"].as_f64().unwrap_or(0.0), total_seconds);
+    println!(
+        "throughput phase: {} jobs in batches of {}, {} workers leasing {} at a time",
+        args.jobs, args.batch, args.workers, args.lease_batch
+    );
+    println!(
+        "  submit        {:>10.0} jobs/s",
+        phase["submit_jobs_per_s"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "  end-to-end    {:>10.0} jobs/s  ({:.2} s)",
+        phase["end_to_end_jobs_per_s"].as_f64().unwrap_or(0.0),
+        total_seconds
+    );
     println!(
         "  enqueue->start p50 {:>8.3} ms   p99 {:>8.3} ms",
         phase["enqueue_to_start"]["p50_ms"].as_f64().unwrap_or(0.0),
@@ -228,16 +270,32 @@ pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result
 
 /// Leases and completes `count` jobs from `queue`.
 async fn drain_queue(client: &Client, queue: &str, count: u64) -> anyhow::Result<()> {
-    let request = LeaseRequest { worker_id: "bench-drain".into(), queues: vec![queue.to_string()], tags: None, max_jobs: Some(1000), wait_ms: Some(500) };
+    let request = LeaseRequest {
+        worker_id: "bench-drain".into(),
+        queues: vec![queue.to_string()],
+        tags: None,
+        max_jobs: Some(1000),
+        wait_ms: Some(500),
+    };
     let mut done = 0;
     while done < count {
         let leases = client.lease(&request).await?.leases;
         if leases.is_empty() {
             break;
         }
-        let completions = leases.iter().map(|grant| CompleteItem { lease_id: grant.lease_id, result: None }).collect();
+        let completions = leases
+            .iter()
+            .map(|grant| CompleteItem {
+                lease_id: grant.lease_id,
+                result: None,
+            })
+            .collect();
         let answer = client.complete_many(completions).await?;
-        done += answer.results.iter().filter(|item| item.job_id.is_some()).count() as u64;
+        done += answer
+            .results
+            .iter()
+            .filter(|item| item.job_id.is_some())
+            .count() as u64;
     }
     Ok(())
 }

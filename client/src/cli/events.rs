@@ -19,7 +19,11 @@ pub enum EventsCommand {
 }
 
 pub async fn run(client: &Client, command: EventsCommand, json: bool) -> anyhow::Result<()> {
-    let EventsCommand::Tail { after, follow, limit } = command;
+    let EventsCommand::Tail {
+        after,
+        follow,
+        limit,
+    } = command;
     let mut after = Lsn(after);
     loop {
         let wait_ms = if follow { 20_000 } else { 0 };

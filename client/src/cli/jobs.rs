@@ -30,12 +30,27 @@ pub enum JobsCommand {
 
 pub async fn run(client: &Client, command: JobsCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        JobsCommand::List { queue, state, limit, after } => {
-            let page = client.jobs(&JobListQuery { queue, state, limit: Some(limit), after }).await?;
+        JobsCommand::List {
+            queue,
+            state,
+            limit,
+            after,
+        } => {
+            let page = client
+                .jobs(&JobListQuery {
+                    queue,
+                    state,
+                    limit: Some(limit),
+                    after,
+                })
+                .await?;
             if json {
                 return print_json(&page);
             }
-            println!("{:<14} {:<16} {:<20} {:<10} {:>7} {:>8}", "JOB", "QUEUE", "KIND", "STATE", "ATTEMPT", "PRIORITY");
+            println!(
+                "{:<14} {:<16} {:<20} {:<10} {:>7} {:>8}",
+                "JOB", "QUEUE", "KIND", "STATE", "ATTEMPT", "PRIORITY"
+            );
             for job in &page.jobs {
                 println!(
                     "{:<14} {:<16} {:<20} {:<10} {:>3}/{:<3} {:>8}",
@@ -58,10 +73,27 @@ pub async fn run(client: &Client, command: JobsCommand, json: bool) -> anyhow::R
             if json {
                 return print_json(&job);
             }
-            println!("{}  {}  queue={} kind={}", job.job_id, job.state.as_str(), job.queue, job.kind);
-            println!("attempt {}/{}  priority {}  submitted {}", job.attempt, job.max_attempts, job.priority, format_ms(job.submitted_at_ms));
+            println!(
+                "{}  {}  queue={} kind={}",
+                job.job_id,
+                job.state.as_str(),
+                job.queue,
+                job.kind
+            );
+            println!(
+                "attempt {}/{}  priority {}  submitted {}",
+                job.attempt,
+                job.max_attempts,
+                job.priority,
+                format_ms(job.submitted_at_ms)
+            );
             if let Some(lease) = &job.lease {
-                println!("leased by {} ({}), expires {}", lease.worker_id, lease.lease_id, format_ms(lease.expires_at_ms));
+                println!(
+                    "leased by {} ({}), expires {}",
+                    lease.worker_id,
+                    lease.lease_id,
+                    format_ms(lease.expires_at_ms)
+                );
             }
             println!("payload: {}", job.payload);
             if let Some(result) = &job.result {
@@ -88,7 +120,13 @@ pub async fn run(client: &Client, command: JobsCommand, json: bool) -> anyhow::R
                 if let Some(run_at) = entry.run_at_ms {
                     detail.push(format!("run_at={}", format_ms(run_at)));
                 }
-                println!("  lsn {:<8} {} {:<16} {}", entry.lsn.0, format_ms(entry.ts_ms), entry.event, detail.join(" "));
+                println!(
+                    "  lsn {:<8} {} {:<16} {}",
+                    entry.lsn.0,
+                    format_ms(entry.ts_ms),
+                    entry.event,
+                    detail.join(" ")
+                );
             }
             Ok(())
         }

@@ -40,7 +40,13 @@ mod tests {
     #[test]
     fn formats_epoch_milliseconds() {
         assert_eq!(super::format_ms(0), "-");
-        assert_eq!(super::format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(super::format_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            super::format_ms(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(
+            super::format_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 }

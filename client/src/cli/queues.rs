@@ -21,7 +21,17 @@ pub async fn run(client: &Client, command: QueuesCommand, json: bool) -> anyhow:
             if json {
                 return print_json(&answer);
             }
-            println!("{:<20} {:>6} {:>9} {:>8} {:>8} {:>9} {:>6} {:>9}", "QUEUE", "PAUSED", "SCHEDULED", "QUEUED", "LEASED", "COMPLETED", "DEAD", "CANCELLED");
+            println!(
+                "{:<20} {:>6} {:>9} {:>8} {:>8} {:>9} {:>6} {:>9}",
+                "QUEUE",
+                "PAUSED",
+                "SCHEDULED",
+                "QUEUED",
+                "LEASED",
+                "COMPLETED",
+                "DEAD",
+                "CANCELLED"
+            );
             for queue in answer.queues {
                 let depth = |state: &str| queue.depth.get(state).copied().unwrap_or(0);
                 println!(

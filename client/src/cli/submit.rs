@@ -61,7 +61,11 @@ impl SubmitArgs {
             run_at_ms: None,
             max_attempts: self.max_attempts,
             lease_ttl_ms: self.lease_ttl,
-            tags: if self.tags.is_empty() { None } else { Some(self.tags.iter().cloned().collect()) },
+            tags: if self.tags.is_empty() {
+                None
+            } else {
+                Some(self.tags.iter().cloned().collect())
+            },
             task_id: self.task_id.clone(),
             idempotency_key: self.idempotency_key.clone(),
         }
@@ -76,7 +80,8 @@ pub async fn run(client: &Client, args: SubmitArgs, json: bool) -> anyhow::Resul
         None => serde_json::Value::Object(Default::default()),
         Some(text) => {
             let text = match text.strip_prefix('@') {
-                Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read payload file {path}"))?,
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read payload file {path}"))?,
                 None => text.to_string(),
             };
             serde_json::from_str(&text).context("--payload is not valid JSON")?
@@ -86,31 +91,45 @@ pub async fn run(client: &Client, args: SubmitArgs, json: bool) -> anyhow::Resul
     if json {
         print_json(&answer)?;
     } else if answer.deduplicated {
-        println!("{} (deduplicated: an earlier submission had this idempotency key)", answer.job_id);
+        println!(
+            "{} (deduplicated: an earlier submission had this idempotency key)",
+            answer.job_id
+        );
     } else {
         println!("{}", answer.job_id);
     }
     Ok(())
 }
 
-async fn submit_file(client: &Client, args: &SubmitArgs, path: &PathBuf, json: bool) -> anyhow::Result<()> {
+async fn submit_file(
+    client: &Client,
+    args: &SubmitArgs,
+    path: &PathBuf,
+    json: bool,
+) -> anyhow::Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let total_bytes = file.metadata().map(|meta| meta.len()).unwrap_or(0);
     let progress = ProgressBar::new(total_bytes);
-    progress.set_style(ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let mut batch = Vec::with_capacity(args.batch_size);
     let mut submitted = Vec::new();
     let mut deduplicated = 0usize;
     for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {} line {}", path.display(), number + 1))?;
+        let line =
+            line.with_context(|| format!("cannot read {} line {}", path.display(), number + 1))?;
         progress.inc(line.len() as u64 + 1);
         if line.trim().is_empty() {
             continue;
         }
-        let payload = serde_json::from_str(&line).with_context(|| format!("{} line {}: not valid JSON", path.display(), number + 1))?;
+        let payload = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not valid JSON", path.display(), number + 1))?;
         batch.push(args.request(payload));
         if batch.len() == args.batch_size {
             let answer = client.submit_batch(std::mem::take(&mut batch)).await?;
@@ -128,9 +147,18 @@ async fn submit_file(client: &Client, args: &SubmitArgs, path: &PathBuf, json: b
     if json {
         print_json(&serde_json::json!({ "jobs": submitted }))?;
     } else {
-        let first = submitted.first().map(|job| job.job_id.to_string()).unwrap_or_default();
-        let last = submitted.last().map(|job| job.job_id.to_string()).unwrap_or_default();
-        println!("submitted {} jobs ({first} .. {last}), {deduplicated} deduplicated", submitted.len());
+        let first = submitted
+            .first()
+            .map(|job| job.job_id.to_string())
+            .unwrap_or_default();
+        let last = submitted
+            .last()
+            .map(|job| job.job_id.to_string())
+            .unwrap_or_default();
+        println!(
+            "submitted {} jobs ({first} .. {last}), {deduplicated} deduplicated",
+            submitted.len()
+        );
     }
     Ok(())
 }

@@ -19,7 +19,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -33,13 +37,24 @@ impl ApiError {
     /// A failure whose details must not reach the client: logged with `context`.
     pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
         tracing::error!("{context}: {error}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{context}; see the daemon log"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context}; see the daemon log"),
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { code: self.code.to_string(), message: self.message })).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                code: self.code.to_string(),
+                message: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -48,10 +63,16 @@ impl From<DecideError> for ApiError {
         let message = error.to_string();
         match error {
             DecideError::Invalid { .. } => ApiError::invalid(message),
-            DecideError::PayloadTooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message),
+            DecideError::PayloadTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            }
             DecideError::NotFound { .. } => ApiError::not_found(message),
-            DecideError::LeaseLost { .. } => ApiError::new(StatusCode::CONFLICT, "lease_lost", message),
-            DecideError::InvalidState { .. } => ApiError::new(StatusCode::CONFLICT, "invalid_state", message),
+            DecideError::LeaseLost { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "lease_lost", message)
+            }
+            DecideError::InvalidState { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_state", message)
+            }
         }
     }
 }

@@ -25,18 +25,31 @@ pub struct EventsQuery {
     wait_ms: Option<u64>,
 }
 
-pub async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<EventsQuery>) -> ApiResult<Json<EventsResponse>> {
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<EventsResponse>> {
     let after = Lsn(query.after.unwrap_or(0));
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > EVENTS_LIMIT_MAX {
-        return Err(ApiError::invalid(format!("limit must be between 1 and {EVENTS_LIMIT_MAX}")));
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {EVENTS_LIMIT_MAX}"
+        )));
     }
     let wait_ms = query.wait_ms.unwrap_or(0).min(state.lease_wait_ms_max);
     if wait_ms > 0 && state.writer.durable_lsn() <= after {
         let mut durable = state.writer.subscribe_durable();
-        let _timed_out_is_fine = tokio::time::timeout(Duration::from_millis(wait_ms), durable.wait_for(|lsn| *lsn > after)).await;
+        let _timed_out_is_fine = tokio::time::timeout(
+            Duration::from_millis(wait_ms),
+            durable.wait_for(|lsn| *lsn > after),
+        )
+        .await;
     }
-    let up_to = Lsn(state.writer.durable_lsn().0.min(after.0.saturating_add(limit)));
+    let up_to = Lsn(state
+        .writer
+        .durable_lsn()
+        .0
+        .min(after.0.saturating_add(limit)));
     let log_dir = state.log_dir.clone();
     let frame_bytes_max = state.frame_bytes_max;
     let events = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ReplayError> {
@@ -73,7 +86,10 @@ pub fn record_to_json(lsn: Lsn, record: &LogRecord) -> Vec<Value> {
             // Externally tagged: {"job_submitted.v1": {...fields}}.
             if let Ok(Value::Object(tagged)) = serde_json::to_value(event) {
                 for (tag, fields) in tagged {
-                    let version = tag.rsplit_once(".v").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(1);
+                    let version = tag
+                        .rsplit_once(".v")
+                        .and_then(|(_, v)| v.parse::<u64>().ok())
+                        .unwrap_or(1);
                     object.insert("version".into(), version.into());
                     match fields {
                         Value::Object(fields) => object.extend(fields),

@@ -17,9 +17,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit = state.body_bytes_max;
-        let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body is over the limit of {limit} bytes"))
-        })?;
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request body is over the limit of {limit} bytes"),
+                )
+            })?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -27,11 +33,19 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 /// Parses JSON text into `T` with the API's error codes.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "request body is empty; expected a JSON object"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "request body is empty; expected a JSON object",
+        ));
     }
     serde_json::from_slice(bytes).map_err(|error| match error.classify() {
         serde_json::error::Category::Data => ApiError::invalid(format!("request body: {error}")),
-        _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("request body is not valid JSON: {error}")),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("request body is not valid JSON: {error}"),
+        ),
     })
 }
 
@@ -48,9 +62,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 }
 
 fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|_| ApiError::invalid("malformed query string"))?)
-        .map(|axum::extract::Query(value)| value)
-        .map_err(|error| ApiError::invalid(format!("query: {}", error.body_text())))
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| ApiError::invalid("malformed query string"))?,
+    )
+    .map(|axum::extract::Query(value)| value)
+    .map_err(|error| ApiError::invalid(format!("query: {}", error.body_text())))
 }
 
 /// Parses a typed id from a path segment: malformed is 422, so 404 always means "no such id".
@@ -58,5 +76,6 @@ pub fn parse_id<T: std::str::FromStr>(text: &str) -> Result<T, ApiError>
 where
     T::Err: std::fmt::Display,
 {
-    text.parse().map_err(|error: T::Err| ApiError::invalid(error.to_string()))
+    text.parse()
+        .map_err(|error: T::Err| ApiError::invalid(error.to_string()))
 }

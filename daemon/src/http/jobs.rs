@@ -6,8 +6,8 @@ use super::{now_ms, ApiResult, AppState};
 use crate::projection::jobs::{self as job_projection, JobFilter};
 use crate::sequencer::Command;
 use agentd_schemas::api::{
-    BatchSubmitRequest, BatchSubmitResponse, JobListResponse, JobStateName, JobTransitionResponse, JobView, SubmitJobRequest,
-    SubmitJobResponse,
+    BatchSubmitRequest, BatchSubmitResponse, JobListResponse, JobStateName, JobTransitionResponse,
+    JobView, SubmitJobRequest, SubmitJobResponse,
 };
 use agentd_schemas::JobId;
 use axum::extract::{Path, State};
@@ -20,28 +20,56 @@ pub const LIST_LIMIT_MAX: usize = 1000;
 /// Most job records one list request examines.
 pub const LIST_SCAN_MAX: usize = 100_000;
 
-pub async fn submit(State(state): State<AppState>, ApiJson(request): ApiJson<SubmitJobRequest>) -> ApiResult<(StatusCode, Json<SubmitJobResponse>)> {
-    let mut answers = state.sequencer.call(|reply| Command::Submit { requests: vec![request], actor: None, reply }).await?;
-    let answer = answers.pop().ok_or_else(|| ApiError::internal("submit", "no answer for the submitted job"))?;
+pub async fn submit(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<SubmitJobRequest>,
+) -> ApiResult<(StatusCode, Json<SubmitJobResponse>)> {
+    let mut answers = state
+        .sequencer
+        .call(|reply| Command::Submit {
+            requests: vec![request],
+            actor: None,
+            reply,
+        })
+        .await?;
+    let answer = answers
+        .pop()
+        .ok_or_else(|| ApiError::internal("submit", "no answer for the submitted job"))?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
-pub async fn submit_batch(State(state): State<AppState>, ApiJson(request): ApiJson<BatchSubmitRequest>) -> ApiResult<(StatusCode, Json<BatchSubmitResponse>)> {
-    let jobs = state.sequencer.call(|reply| Command::Submit { requests: request.jobs, actor: None, reply }).await?;
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<BatchSubmitRequest>,
+) -> ApiResult<(StatusCode, Json<BatchSubmitResponse>)> {
+    let jobs = state
+        .sequencer
+        .call(|reply| Command::Submit {
+            requests: request.jobs,
+            actor: None,
+            reply,
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(BatchSubmitResponse { jobs })))
 }
 
-pub async fn show(State(state): State<AppState>, Path(job_id): Path<String>) -> ApiResult<Json<JobView>> {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> ApiResult<Json<JobView>> {
     let job_id: JobId = parse_id(&job_id)?;
     state.settle_reads().await;
     let db = state.projections.db().clone();
-    let (record, history) = tokio::task::spawn_blocking(move || -> Result<_, job_projection::JobsError> {
-        let Some(record) = job_projection::read_job(&db, job_id)? else { return Ok((None, Vec::new())) };
-        Ok((Some(record), job_projection::read_history(&db, job_id)?))
-    })
-    .await
-    .map_err(|error| ApiError::internal("reading a job", error))?
-    .map_err(|error| ApiError::internal("reading a job", error))?;
+    let (record, history) =
+        tokio::task::spawn_blocking(move || -> Result<_, job_projection::JobsError> {
+            let Some(record) = job_projection::read_job(&db, job_id)? else {
+                return Ok((None, Vec::new()));
+            };
+            Ok((Some(record), job_projection::read_history(&db, job_id)?))
+        })
+        .await
+        .map_err(|error| ApiError::internal("reading a job", error))?
+        .map_err(|error| ApiError::internal("reading a job", error))?;
     let record = record.ok_or_else(|| ApiError::not_found(format!("job {job_id} not found")))?;
     Ok(Json(job_projection::view(record, Some(history), now_ms())))
 }
@@ -56,10 +84,18 @@ pub struct ListQuery {
     after: Option<String>,
 }
 
-pub async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<ListQuery>) -> ApiResult<Json<JobListResponse>> {
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<Json<JobListResponse>> {
     let filter = JobFilter {
         queue: query.queue,
-        state: query.state.as_deref().map(str::parse::<JobStateName>).transpose().map_err(ApiError::invalid)?,
+        state: query
+            .state
+            .as_deref()
+            .map(str::parse::<JobStateName>)
+            .transpose()
+            .map_err(ApiError::invalid)?,
     };
     let after = match query.after.as_deref() {
         Some(text) => parse_id::<JobId>(text)?,
@@ -67,25 +103,56 @@ pub async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<ListQ
     };
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > LIST_LIMIT_MAX {
-        return Err(ApiError::invalid(format!("limit must be between 1 and {LIST_LIMIT_MAX}")));
+        return Err(ApiError::invalid(format!(
+            "limit must be between 1 and {LIST_LIMIT_MAX}"
+        )));
     }
     state.settle_reads().await;
     let db = state.projections.db().clone();
     let now = now_ms();
-    let (records, next_after) = tokio::task::spawn_blocking(move || job_projection::list(&db, &filter, after, limit, LIST_SCAN_MAX, now))
-        .await
-        .map_err(|error| ApiError::internal("listing jobs", error))?
-        .map_err(|error| ApiError::internal("listing jobs", error))?;
-    let jobs = records.into_iter().map(|record| job_projection::view(record, None, now)).collect();
+    let (records, next_after) = tokio::task::spawn_blocking(move || {
+        job_projection::list(&db, &filter, after, limit, LIST_SCAN_MAX, now)
+    })
+    .await
+    .map_err(|error| ApiError::internal("listing jobs", error))?
+    .map_err(|error| ApiError::internal("listing jobs", error))?;
+    let jobs = records
+        .into_iter()
+        .map(|record| job_projection::view(record, None, now))
+        .collect();
     Ok(Json(JobListResponse { jobs, next_after }))
 }
 
-pub async fn cancel(State(state): State<AppState>, Path(job_id): Path<String>) -> ApiResult<Json<JobTransitionResponse>> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> ApiResult<Json<JobTransitionResponse>> {
     let job_id: JobId = parse_id(&job_id)?;
-    Ok(Json(state.sequencer.call(|reply| Command::Cancel { job_id, actor: None, reply }).await?))
+    Ok(Json(
+        state
+            .sequencer
+            .call(|reply| Command::Cancel {
+                job_id,
+                actor: None,
+                reply,
+            })
+            .await?,
+    ))
 }
 
-pub async fn retry(State(state): State<AppState>, Path(job_id): Path<String>) -> ApiResult<Json<JobTransitionResponse>> {
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> ApiResult<Json<JobTransitionResponse>> {
     let job_id: JobId = parse_id(&job_id)?;
-    Ok(Json(state.sequencer.call(|reply| Command::Retry { job_id, actor: None, reply }).await?))
+    Ok(Json(
+        state
+            .sequencer
+            .call(|reply| Command::Retry {
+                job_id,
+                actor: None,
+                reply,
+            })
+            .await?,
+    ))
 }

@@ -6,62 +6,99 @@ use super::{ApiResult, AppState};
 use crate::projection::jobs as job_projection;
 use crate::sequencer::Command;
 use agentd_schemas::api::{
-    CompleteItemResult, CompleteManyRequest, CompleteManyResponse, CompleteRequest, ErrorBody, FailRequest, HeartbeatResponse, JobTransitionResponse, LeaseGrant, LeaseRequest, LeaseResponse, LeasedJob,
+    CompleteItemResult, CompleteManyRequest, CompleteManyResponse, CompleteRequest, ErrorBody,
+    FailRequest, HeartbeatResponse, JobTransitionResponse, LeaseGrant, LeaseRequest, LeaseResponse,
+    LeasedJob,
 };
 use agentd_schemas::LeaseId;
 use axum::extract::{Path, State};
 use axum::Json;
 use std::time::Duration;
 
-pub async fn lease(State(state): State<AppState>, ApiJson(request): ApiJson<LeaseRequest>) -> ApiResult<Json<LeaseResponse>> {
+pub async fn lease(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<LeaseRequest>,
+) -> ApiResult<Json<LeaseResponse>> {
     // Keep the long-poll inside the request timeout, with room to answer.
     let timeout_cap_ms = (state.request_timeout.as_millis() as u64).saturating_sub(1000);
-    let wait_ms = request.wait_ms.unwrap_or(0).min(state.lease_wait_ms_max).min(timeout_cap_ms);
-    let outcome = state.sequencer.call(|reply| Command::Lease { request, wait_ms, actor: None, reply }).await?;
-    let Some(lsn) = outcome.lsn else { return Ok(Json(LeaseResponse { leases: Vec::new() })) };
+    let wait_ms = request
+        .wait_ms
+        .unwrap_or(0)
+        .min(state.lease_wait_ms_max)
+        .min(timeout_cap_ms);
+    let outcome = state
+        .sequencer
+        .call(|reply| Command::Lease {
+            request,
+            wait_ms,
+            actor: None,
+            reply,
+        })
+        .await?;
+    let Some(lsn) = outcome.lsn else {
+        return Ok(Json(LeaseResponse { leases: Vec::new() }));
+    };
     // The grant's payload comes from the job projection; wait until it holds this lease.
     if !state.applied.wait_for(lsn, Duration::from_secs(10)).await {
         tracing::warn!(%lsn, "projection lagging while answering a lease");
     }
     let db = state.projections.db().clone();
     let grants = outcome.grants;
-    let leases = tokio::task::spawn_blocking(move || -> Result<Vec<LeaseGrant>, job_projection::JobsError> {
-        let mut leases = Vec::with_capacity(grants.len());
-        for grant in grants {
-            let Some(job) = job_projection::read_job(&db, grant.job_id)? else {
-                return Err(job_projection::JobsError::Corrupt { job_id: grant.job_id, detail: "leased job missing from projection".into() });
-            };
-            let payload = serde_json::from_str(&job.payload_json).unwrap_or(serde_json::Value::Null);
-            leases.push(LeaseGrant {
-                lease_id: grant.lease_id,
-                job_id: grant.job_id,
-                attempt: grant.attempt,
-                expires_at_ms: grant.expires_at_ms,
-                job: LeasedJob {
-                    job_id: job.job_id,
-                    queue: job.queue,
-                    kind: job.kind,
-                    payload,
-                    priority: job.priority,
+    let leases = tokio::task::spawn_blocking(
+        move || -> Result<Vec<LeaseGrant>, job_projection::JobsError> {
+            let mut leases = Vec::with_capacity(grants.len());
+            for grant in grants {
+                let Some(job) = job_projection::read_job(&db, grant.job_id)? else {
+                    return Err(job_projection::JobsError::Corrupt {
+                        job_id: grant.job_id,
+                        detail: "leased job missing from projection".into(),
+                    });
+                };
+                let payload =
+                    serde_json::from_str(&job.payload_json).unwrap_or(serde_json::Value::Null);
+                leases.push(LeaseGrant {
+                    lease_id: grant.lease_id,
+                    job_id: grant.job_id,
                     attempt: grant.attempt,
-                    max_attempts: job.max_attempts,
-                    lease_ttl_ms: job.lease_ttl_ms,
-                    tags: job.tags,
-                    task_id: job.task_id,
-                },
-            });
-        }
-        Ok(leases)
-    })
+                    expires_at_ms: grant.expires_at_ms,
+                    job: LeasedJob {
+                        job_id: job.job_id,
+                        queue: job.queue,
+                        kind: job.kind,
+                        payload,
+                        priority: job.priority,
+                        attempt: grant.attempt,
+                        max_attempts: job.max_attempts,
+                        lease_ttl_ms: job.lease_ttl_ms,
+                        tags: job.tags,
+                        task_id: job.task_id,
+                    },
+                });
+            }
+            Ok(leases)
+        },
+    )
     .await
     .map_err(|error| ApiError::internal("answering a lease", error))?
     .map_err(|error| ApiError::internal("answering a lease", error))?;
     Ok(Json(LeaseResponse { leases }))
 }
 
-pub async fn heartbeat(State(state): State<AppState>, Path(lease_id): Path<String>) -> ApiResult<Json<HeartbeatResponse>> {
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+) -> ApiResult<Json<HeartbeatResponse>> {
     let lease_id: LeaseId = parse_id(&lease_id)?;
-    Ok(Json(state.sequencer.call(|reply| Command::Heartbeat { lease_id, actor: None, reply }).await?))
+    Ok(Json(
+        state
+            .sequencer
+            .call(|reply| Command::Heartbeat {
+                lease_id,
+                actor: None,
+                reply,
+            })
+            .await?,
+    ))
 }
 
 pub async fn complete(
@@ -71,11 +108,29 @@ pub async fn complete(
 ) -> ApiResult<Json<JobTransitionResponse>> {
     let lease_id: LeaseId = parse_id(&lease_id)?;
     if body.len() > state.body_bytes_max {
-        return Err(ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is over the limit"));
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "request body is over the limit",
+        ));
     }
     // An empty body means "no result".
-    let request: CompleteRequest = if body.is_empty() { CompleteRequest::default() } else { super::extract::parse_json(&body)? };
-    Ok(Json(state.sequencer.call(|reply| Command::Complete { lease_id, result: request.result, actor: None, reply }).await?))
+    let request: CompleteRequest = if body.is_empty() {
+        CompleteRequest::default()
+    } else {
+        super::extract::parse_json(&body)?
+    };
+    Ok(Json(
+        state
+            .sequencer
+            .call(|reply| Command::Complete {
+                lease_id,
+                result: request.result,
+                actor: None,
+                reply,
+            })
+            .await?,
+    ))
 }
 
 pub async fn fail(
@@ -85,27 +140,65 @@ pub async fn fail(
 ) -> ApiResult<Json<JobTransitionResponse>> {
     let lease_id: LeaseId = parse_id(&lease_id)?;
     let retryable = request.retryable.unwrap_or(true);
-    Ok(Json(state.sequencer.call(|reply| Command::Fail { lease_id, error: request.error, retryable, actor: None, reply }).await?))
+    Ok(Json(
+        state
+            .sequencer
+            .call(|reply| Command::Fail {
+                lease_id,
+                error: request.error,
+                retryable,
+                actor: None,
+                reply,
+            })
+            .await?,
+    ))
 }
 
 /// Most completions in one `POST /v1/leases/complete`.
 pub const COMPLETE_MANY_MAX: usize = 10_000;
 
-pub async fn complete_many(State(state): State<AppState>, ApiJson(request): ApiJson<CompleteManyRequest>) -> ApiResult<Json<CompleteManyResponse>> {
+pub async fn complete_many(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CompleteManyRequest>,
+) -> ApiResult<Json<CompleteManyResponse>> {
     if request.completions.is_empty() || request.completions.len() > COMPLETE_MANY_MAX {
-        return Err(ApiError::invalid(format!("completions: between 1 and {COMPLETE_MANY_MAX} items are allowed")));
+        return Err(ApiError::invalid(format!(
+            "completions: between 1 and {COMPLETE_MANY_MAX} items are allowed"
+        )));
     }
-    let items: Vec<_> = request.completions.into_iter().map(|item| (item.lease_id, item.result)).collect();
+    let items: Vec<_> = request
+        .completions
+        .into_iter()
+        .map(|item| (item.lease_id, item.result))
+        .collect();
     let lease_ids: Vec<LeaseId> = items.iter().map(|(lease_id, _)| *lease_id).collect();
-    let (lsn, outcomes) = state.sequencer.call(|reply| Command::CompleteMany { items, actor: None, reply }).await?;
+    let (lsn, outcomes) = state
+        .sequencer
+        .call(|reply| Command::CompleteMany {
+            items,
+            actor: None,
+            reply,
+        })
+        .await?;
     let results = lease_ids
         .into_iter()
         .zip(outcomes)
         .map(|(lease_id, outcome)| match outcome {
-            Ok(job_id) => CompleteItemResult { lease_id, job_id: Some(job_id), error: None },
+            Ok(job_id) => CompleteItemResult {
+                lease_id,
+                job_id: Some(job_id),
+                error: None,
+            },
             Err(error) => {
                 let api_error = ApiError::from(error);
-                CompleteItemResult { lease_id, job_id: None, error: Some(ErrorBody { code: api_error.code.to_string(), message: api_error.message }) }
+                CompleteItemResult {
+                    lease_id,
+                    job_id: None,
+                    error: Some(ErrorBody {
+                        code: api_error.code.to_string(),
+                        message: api_error.message,
+                    }),
+                }
             }
         })
         .collect();

@@ -10,11 +10,19 @@ use axum::Json;
 use serde_json::json;
 
 pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
-    Json(HealthResponse { status: "ok".into(), durable_lsn: state.writer.durable_lsn(), version: env!("CARGO_PKG_VERSION").into() })
+    Json(HealthResponse {
+        status: "ok".into(),
+        durable_lsn: state.writer.durable_lsn(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.as_ref().map(|handle| handle.render()).unwrap_or_default();
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|handle| handle.render())
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -28,5 +36,7 @@ pub async fn digest(State(state): State<AppState>) -> ApiResult<Json<serde_json:
         .await
         .map_err(|error| ApiError::internal("computing digests", error))?
         .map_err(|error| ApiError::internal("computing digests", error))?;
-    Ok(Json(json!({ "lsn": lsn.0, "projections": { "jobs": jobs } })))
+    Ok(Json(
+        json!({ "lsn": lsn.0, "projections": { "jobs": jobs } }),
+    ))
 }

@@ -7,14 +7,43 @@ use axum::extract::{Path, State};
 use axum::Json;
 
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueListResponse>> {
-    let queues = state.sequencer.call(|reply| Command::Queues { reply }).await?;
+    let queues = state
+        .sequencer
+        .call(|reply| Command::Queues { reply })
+        .await?;
     Ok(Json(QueueListResponse { queues }))
 }
 
-pub async fn pause(State(state): State<AppState>, Path(queue): Path<String>) -> ApiResult<Json<QueueChangeResponse>> {
-    Ok(Json(state.sequencer.call(|reply| Command::SetPaused { queue, paused: true, actor: None, reply }).await?))
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<QueueChangeResponse>> {
+    Ok(Json(
+        state
+            .sequencer
+            .call(|reply| Command::SetPaused {
+                queue,
+                paused: true,
+                actor: None,
+                reply,
+            })
+            .await?,
+    ))
 }
 
-pub async fn resume(State(state): State<AppState>, Path(queue): Path<String>) -> ApiResult<Json<QueueChangeResponse>> {
-    Ok(Json(state.sequencer.call(|reply| Command::SetPaused { queue, paused: false, actor: None, reply }).await?))
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<QueueChangeResponse>> {
+    Ok(Json(
+        state
+            .sequencer
+            .call(|reply| Command::SetPaused {
+                queue,
+                paused: false,
+                actor: None,
+                reply,
+            })
+            .await?,
+    ))
 }

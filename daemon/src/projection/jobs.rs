@@ -3,7 +3,9 @@
 
 use agentd_schemas::api::{HistoryEntry, JobStateName, JobView, LeaseView};
 use agentd_schemas::events::{AfterFailure, Event, LogRecord};
-use agentd_schemas::projection::{decode_versioned, encode_versioned, JobRecord, StoredJobState, JOB_RECORD_VERSION};
+use agentd_schemas::projection::{
+    decode_versioned, encode_versioned, JobRecord, StoredJobState, JOB_RECORD_VERSION,
+};
 use agentd_schemas::{JobId, Lsn};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use sha2::{Digest, Sha256};
@@ -12,7 +14,8 @@ pub const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 /// (job, lsn, index of the event in its record) -> a msgpack [`HistoryEntry`].
 pub const HISTORY: TableDefinition<(u64, u64, u32), &[u8]> = TableDefinition::new("job_history");
 /// (queue, idempotency key) -> job number.
-pub const IDEMPOTENCY: TableDefinition<(&str, &str), u64> = TableDefinition::new("idempotency_keys");
+pub const IDEMPOTENCY: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("idempotency_keys");
 
 /// Why the job projection could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +44,9 @@ pub fn apply_record(txn: &WriteTransaction, lsn: Lsn, record: &LogRecord) -> Res
     let mut history = txn.open_table(HISTORY).map_err(storage)?;
     let mut idempotency = txn.open_table(IDEMPOTENCY).map_err(storage)?;
     for (index, event) in record.events.iter().enumerate() {
-        let Some(job_id) = job_of(event) else { continue };
+        let Some(job_id) = job_of(event) else {
+            continue;
+        };
         let mut entry = HistoryEntry {
             lsn,
             ts_ms: record.ts_ms,
@@ -57,7 +62,9 @@ pub fn apply_record(txn: &WriteTransaction, lsn: Lsn, record: &LogRecord) -> Res
         };
         let mut job = if let Event::JobSubmitted(submitted) = event {
             if let Some(key) = &submitted.idempotency_key {
-                idempotency.insert((submitted.queue.as_str(), key.as_str()), job_id.0).map_err(storage)?;
+                idempotency
+                    .insert((submitted.queue.as_str(), key.as_str()), job_id.0)
+                    .map_err(storage)?;
             }
             entry.run_at_ms = Some(submitted.run_at_ms);
             JobRecord {
@@ -75,7 +82,9 @@ pub fn apply_record(txn: &WriteTransaction, lsn: Lsn, record: &LogRecord) -> Res
                 submitted_at_ms: record.ts_ms,
                 updated_at_ms: record.ts_ms,
                 attempt: 0,
-                state: StoredJobState::Waiting { run_at_ms: submitted.run_at_ms },
+                state: StoredJobState::Waiting {
+                    run_at_ms: submitted.run_at_ms,
+                },
                 result_json: None,
                 last_error: None,
             }
@@ -83,15 +92,25 @@ pub fn apply_record(txn: &WriteTransaction, lsn: Lsn, record: &LogRecord) -> Res
             let stored = jobs.get(job_id.0).map_err(storage)?;
             let Some(stored) = stored else {
                 // Events for a job are only decided after its submission is in the log.
-                return Err(JobsError::Corrupt { job_id, detail: format!("event at lsn {lsn} for a job never submitted") });
+                return Err(JobsError::Corrupt {
+                    job_id,
+                    detail: format!("event at lsn {lsn} for a job never submitted"),
+                });
             };
-            decode_versioned::<JobRecord>(JOB_RECORD_VERSION, stored.value()).map_err(|detail| JobsError::Corrupt { job_id, detail })?
+            decode_versioned::<JobRecord>(JOB_RECORD_VERSION, stored.value())
+                .map_err(|detail| JobsError::Corrupt { job_id, detail })?
         };
         job.updated_at_ms = record.ts_ms;
         update_job(&mut job, &mut entry, event);
-        jobs.insert(job_id.0, encode_versioned(JOB_RECORD_VERSION, &job).as_slice()).map_err(storage)?;
+        jobs.insert(
+            job_id.0,
+            encode_versioned(JOB_RECORD_VERSION, &job).as_slice(),
+        )
+        .map_err(storage)?;
         let entry_bytes = rmp_serde::to_vec_named(&entry).map_err(storage)?;
-        history.insert((job_id.0, lsn.0, index as u32), entry_bytes.as_slice()).map_err(storage)?;
+        history
+            .insert((job_id.0, lsn.0, index as u32), entry_bytes.as_slice())
+            .map_err(storage)?;
     }
     Ok(())
 }
@@ -114,7 +133,9 @@ fn after_failure_state(after: &AfterFailure, entry: &mut HistoryEntry) -> Stored
     match after {
         AfterFailure::Retry { run_at_ms } => {
             entry.run_at_ms = Some(*run_at_ms);
-            StoredJobState::Waiting { run_at_ms: *run_at_ms }
+            StoredJobState::Waiting {
+                run_at_ms: *run_at_ms,
+            }
         }
         AfterFailure::Dead => StoredJobState::Dead,
     }
@@ -135,26 +156,46 @@ fn update_job(job: &mut JobRecord, entry: &mut HistoryEntry, event: &Event) {
             entry.attempt = Some(leased.attempt);
             entry.expires_at_ms = Some(leased.expires_at_ms);
         }
-        Event::LeaseHeartbeat { lease_id, expires_at_ms, .. } => {
-            if let StoredJobState::Leased { expires_at_ms: current, .. } = &mut job.state {
+        Event::LeaseHeartbeat {
+            lease_id,
+            expires_at_ms,
+            ..
+        } => {
+            if let StoredJobState::Leased {
+                expires_at_ms: current,
+                ..
+            } = &mut job.state
+            {
                 *current = *expires_at_ms;
             }
             entry.lease_id = Some(*lease_id);
             entry.expires_at_ms = Some(*expires_at_ms);
         }
-        Event::JobCompleted { lease_id, result_json, .. } => {
+        Event::JobCompleted {
+            lease_id,
+            result_json,
+            ..
+        } => {
             job.state = StoredJobState::Completed;
             job.result_json = result_json.clone();
             entry.lease_id = Some(*lease_id);
         }
-        Event::JobFailed { lease_id, error, retryable, after, .. } => {
+        Event::JobFailed {
+            lease_id,
+            error,
+            retryable,
+            after,
+            ..
+        } => {
             job.state = after_failure_state(after, entry);
             job.last_error = Some(error.clone());
             entry.lease_id = Some(*lease_id);
             entry.error = Some(error.clone());
             entry.retryable = Some(*retryable);
         }
-        Event::LeaseExpired { lease_id, after, .. } => {
+        Event::LeaseExpired {
+            lease_id, after, ..
+        } => {
             let message = format!("lease {lease_id} expired without a heartbeat");
             job.state = after_failure_state(after, entry);
             job.last_error = Some(message.clone());
@@ -164,7 +205,9 @@ fn update_job(job: &mut JobRecord, entry: &mut HistoryEntry, event: &Event) {
         Event::JobCancelled { .. } => job.state = StoredJobState::Cancelled,
         Event::JobRetried { run_at_ms, .. } => {
             job.attempt = 0;
-            job.state = StoredJobState::Waiting { run_at_ms: *run_at_ms };
+            job.state = StoredJobState::Waiting {
+                run_at_ms: *run_at_ms,
+            };
             entry.run_at_ms = Some(*run_at_ms);
         }
         _ => {}
@@ -185,10 +228,22 @@ pub fn state_name(state: &StoredJobState, now_ms: u64) -> JobStateName {
 
 /// Turns a stored record into the API view.
 pub fn view(job: JobRecord, history: Option<Vec<HistoryEntry>>, now_ms: u64) -> JobView {
-    let parse = |text: &str| serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()));
+    let parse = |text: &str| {
+        serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()))
+    };
     let (lease, run_at_ms) = match &job.state {
-        StoredJobState::Leased { lease_id, worker_id, attempt, expires_at_ms } => (
-            Some(LeaseView { lease_id: *lease_id, worker_id: worker_id.clone(), attempt: *attempt, expires_at_ms: *expires_at_ms }),
+        StoredJobState::Leased {
+            lease_id,
+            worker_id,
+            attempt,
+            expires_at_ms,
+        } => (
+            Some(LeaseView {
+                lease_id: *lease_id,
+                worker_id: worker_id.clone(),
+                attempt: *attempt,
+                expires_at_ms: *expires_at_ms,
+            }),
             0,
         ),
         StoredJobState::Waiting { run_at_ms } => (None, *run_at_ms),
@@ -221,8 +276,12 @@ pub fn view(job: JobRecord, history: Option<Vec<HistoryEntry>>, now_ms: u64) -> 
 pub fn read_job(db: &redb::Database, job_id: JobId) -> Result<Option<JobRecord>, JobsError> {
     let txn = db.begin_read().map_err(storage)?;
     let jobs = txn.open_table(JOBS).map_err(storage)?;
-    let Some(stored) = jobs.get(job_id.0).map_err(storage)? else { return Ok(None) };
-    decode_versioned(JOB_RECORD_VERSION, stored.value()).map(Some).map_err(|detail| JobsError::Corrupt { job_id, detail })
+    let Some(stored) = jobs.get(job_id.0).map_err(storage)? else {
+        return Ok(None);
+    };
+    decode_versioned(JOB_RECORD_VERSION, stored.value())
+        .map(Some)
+        .map_err(|detail| JobsError::Corrupt { job_id, detail })
 }
 
 /// Reads a job's history in log order.
@@ -230,9 +289,17 @@ pub fn read_history(db: &redb::Database, job_id: JobId) -> Result<Vec<HistoryEnt
     let txn = db.begin_read().map_err(storage)?;
     let history = txn.open_table(HISTORY).map_err(storage)?;
     let mut entries = Vec::new();
-    for row in history.range((job_id.0, 0, 0)..=(job_id.0, u64::MAX, u32::MAX)).map_err(storage)? {
+    for row in history
+        .range((job_id.0, 0, 0)..=(job_id.0, u64::MAX, u32::MAX))
+        .map_err(storage)?
+    {
         let (_, value) = row.map_err(storage)?;
-        entries.push(rmp_serde::from_slice(value.value()).map_err(|error| JobsError::Corrupt { job_id, detail: error.to_string() })?);
+        entries.push(
+            rmp_serde::from_slice(value.value()).map_err(|error| JobsError::Corrupt {
+                job_id,
+                detail: error.to_string(),
+            })?,
+        );
     }
     Ok(entries)
 }
@@ -267,9 +334,15 @@ pub fn list(
         let (key, value) = row.map_err(storage)?;
         let job_id = JobId(key.value());
         last_seen = Some(job_id);
-        let job: JobRecord = decode_versioned(JOB_RECORD_VERSION, value.value()).map_err(|detail| JobsError::Corrupt { job_id, detail })?;
-        let queue_matches = filter.queue.as_deref().is_none_or(|queue| queue == job.queue);
-        let state_matches = filter.state.is_none_or(|state| state == state_name(&job.state, now_ms));
+        let job: JobRecord = decode_versioned(JOB_RECORD_VERSION, value.value())
+            .map_err(|detail| JobsError::Corrupt { job_id, detail })?;
+        let queue_matches = filter
+            .queue
+            .as_deref()
+            .is_none_or(|queue| queue == job.queue);
+        let state_matches = filter
+            .state
+            .is_none_or(|state| state == state_name(&job.state, now_ms));
         if queue_matches && state_matches {
             found.push(job);
         }

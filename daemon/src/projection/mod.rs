@@ -41,16 +41,23 @@ pub enum ProjectionError {
     #[error(transparent)]
     Replay(#[from] ReplayError),
     #[error("cannot prepare projection directory {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What `open` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenOutcome {
-    Existing { applied_lsn: Lsn },
+    Existing {
+        applied_lsn: Lsn,
+    },
     Created,
     /// The file was unreadable or of another version; it was replaced by an empty one.
-    Recreated { reason: String },
+    Recreated {
+        reason: String,
+    },
 }
 
 /// The redb file holding the job projection.
@@ -63,16 +70,24 @@ impl ProjectionStore {
     /// Opens the projection, replacing it with an empty one when it is corrupt or of an older
     /// version (the caller then catches it up from the log).
     pub fn open(dir: &Path) -> Result<(ProjectionStore, OpenOutcome), ProjectionError> {
-        std::fs::create_dir_all(dir).map_err(|source| ProjectionError::Io { path: dir.into(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| ProjectionError::Io {
+            path: dir.into(),
+            source,
+        })?;
         let path = dir.join("jobs.redb");
         let existed = path.exists();
         let reason = match Database::create(&path) {
             Ok(db) => match read_meta(&db) {
                 Ok((Some(version), applied_lsn)) if version == JOBS_PROJECTION_VERSION => {
-                    let store = ProjectionStore { db: Arc::new(db), path };
+                    let store = ProjectionStore {
+                        db: Arc::new(db),
+                        path,
+                    };
                     return Ok((store, OpenOutcome::Existing { applied_lsn }));
                 }
-                Ok((Some(version), _)) => Some(format!("projection version {version}, this build uses {JOBS_PROJECTION_VERSION}")),
+                Ok((Some(version), _)) => Some(format!(
+                    "projection version {version}, this build uses {JOBS_PROJECTION_VERSION}"
+                )),
                 Ok((None, _)) if !existed => None,
                 Ok((None, _)) => Some("no projection version recorded".to_string()),
                 Err(error) => Some(error.to_string()),
@@ -80,13 +95,17 @@ impl ProjectionStore {
             Err(error) => Some(format!("unreadable: {error}")),
         };
         if reason.is_some() {
-            std::fs::remove_file(&path).map_err(|source| ProjectionError::Io { path: path.clone(), source })?;
+            std::fs::remove_file(&path).map_err(|source| ProjectionError::Io {
+                path: path.clone(),
+                source,
+            })?;
         }
         let db = Database::create(&path).map_err(jobs::storage)?;
         let txn = db.begin_write().map_err(jobs::storage)?;
         {
             let mut meta = txn.open_table(META).map_err(jobs::storage)?;
-            meta.insert(META_VERSION, JOBS_PROJECTION_VERSION).map_err(jobs::storage)?;
+            meta.insert(META_VERSION, JOBS_PROJECTION_VERSION)
+                .map_err(jobs::storage)?;
             meta.insert(META_APPLIED_LSN, 0).map_err(jobs::storage)?;
         }
         jobs::create_tables(&txn)?;
@@ -95,7 +114,13 @@ impl ProjectionStore {
             Some(reason) => OpenOutcome::Recreated { reason },
             None => OpenOutcome::Created,
         };
-        Ok((ProjectionStore { db: Arc::new(db), path }, outcome))
+        Ok((
+            ProjectionStore {
+                db: Arc::new(db),
+                path,
+            },
+            outcome,
+        ))
     }
 
     pub fn db(&self) -> &Arc<Database> {
@@ -111,14 +136,23 @@ impl ProjectionStore {
     }
 
     /// Applies records (in LSN order, all after the applied LSN) in one transaction.
-    pub fn apply(&self, records: &[(Lsn, LogRecord)], durability: Durability) -> Result<(), ProjectionError> {
-        let Some((last_lsn, _)) = records.last() else { return Ok(()) };
+    pub fn apply(
+        &self,
+        records: &[(Lsn, LogRecord)],
+        durability: Durability,
+    ) -> Result<(), ProjectionError> {
+        let Some((last_lsn, _)) = records.last() else {
+            return Ok(());
+        };
         let mut txn = self.db.begin_write().map_err(jobs::storage)?;
         txn.set_durability(durability).map_err(jobs::storage)?;
         for (lsn, record) in records {
             jobs::apply_record(&txn, *lsn, record)?;
         }
-        txn.open_table(META).map_err(jobs::storage)?.insert(META_APPLIED_LSN, last_lsn.0).map_err(jobs::storage)?;
+        txn.open_table(META)
+            .map_err(jobs::storage)?
+            .insert(META_APPLIED_LSN, last_lsn.0)
+            .map_err(jobs::storage)?;
         txn.commit().map_err(jobs::storage)?;
         Ok(())
     }
@@ -126,13 +160,20 @@ impl ProjectionStore {
     /// Makes everything committed so far durable.
     pub fn persist(&self) -> Result<(), ProjectionError> {
         let mut txn = self.db.begin_write().map_err(jobs::storage)?;
-        txn.set_durability(Durability::Immediate).map_err(jobs::storage)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(jobs::storage)?;
         txn.commit().map_err(jobs::storage)?;
         Ok(())
     }
 
     /// Catches up from the applied LSN to `up_to`, calling `progress` after each transaction.
-    pub fn catch_up(&self, log_dir: &Path, frame_bytes_max: u32, up_to: Lsn, mut progress: impl FnMut(Lsn)) -> Result<Lsn, ProjectionError> {
+    pub fn catch_up(
+        &self,
+        log_dir: &Path,
+        frame_bytes_max: u32,
+        up_to: Lsn,
+        mut progress: impl FnMut(Lsn),
+    ) -> Result<Lsn, ProjectionError> {
         let mut applied = self.applied_lsn()?;
         let mut batch = Vec::with_capacity(FRAMES_PER_TRANSACTION_MAX);
         let mut failure = None;
@@ -178,7 +219,10 @@ fn read_meta(db: &Database) -> Result<(Option<u64>, Lsn), redb::Error> {
         Err(error) => return Err(error.into()),
     };
     let version = meta.get(META_VERSION)?.map(|value| value.value());
-    let applied = meta.get(META_APPLIED_LSN)?.map(|value| value.value()).unwrap_or(0);
+    let applied = meta
+        .get(META_APPLIED_LSN)?
+        .map(|value| value.value())
+        .unwrap_or(0);
     Ok((version, Lsn(applied)))
 }
 
@@ -196,7 +240,9 @@ impl AppliedWatch {
     /// Waits until the projection has applied `lsn`, or `timeout` passes (then returns false).
     pub async fn wait_for(&self, lsn: Lsn, timeout: Duration) -> bool {
         let mut rx = self.rx.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= lsn)).await.is_ok_and(|result| result.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= lsn))
+            .await
+            .is_ok_and(|result| result.is_ok())
     }
 }
 

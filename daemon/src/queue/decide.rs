@@ -16,17 +16,28 @@ pub enum DecideError {
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     #[error("{field}: {bytes} bytes is over the limit of {max} bytes")]
-    PayloadTooLarge { field: String, bytes: usize, max: usize },
+    PayloadTooLarge {
+        field: String,
+        bytes: usize,
+        max: usize,
+    },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("lease {lease_id} is no longer held: {reason}")]
     LeaseLost { lease_id: LeaseId, reason: String },
     #[error("job {job_id} is {}: {message}", state.as_str())]
-    InvalidState { job_id: JobId, state: JobStateName, message: String },
+    InvalidState {
+        job_id: JobId,
+        state: JobStateName,
+        message: String,
+    },
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> DecideError {
-    DecideError::Invalid { field: field.into(), message: message.into() }
+    DecideError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// Events to append plus the data the caller answers with once they are durable.
@@ -50,10 +61,19 @@ pub fn validate_name(field: &str, value: &str, max_chars: usize) -> Result<(), D
         return Err(invalid(field, "must not be empty"));
     }
     if value.chars().count() > max_chars {
-        return Err(invalid(field, format!("must be at most {max_chars} characters")));
+        return Err(invalid(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
     }
-    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.:/-".contains(*c))) {
-        return Err(invalid(field, format!("contains {bad:?}; allowed are letters, digits and _ . : / -")));
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.:/-".contains(*c)))
+    {
+        return Err(invalid(
+            field,
+            format!("contains {bad:?}; allowed are letters, digits and _ . : / -"),
+        ));
     }
     Ok(())
 }
@@ -63,7 +83,10 @@ fn validate_text(field: &str, value: &str, max_chars: usize) -> Result<(), Decid
         return Err(invalid(field, "must not be empty"));
     }
     if value.chars().count() > max_chars {
-        return Err(invalid(field, format!("must be at most {max_chars} characters")));
+        return Err(invalid(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
     }
     Ok(())
 }
@@ -71,12 +94,22 @@ fn validate_text(field: &str, value: &str, max_chars: usize) -> Result<(), Decid
 /// Validates worker or job tags (`gpu=a100`).
 pub fn validate_tags(field: &str, tags: &Tags, limits: &QueueLimits) -> Result<(), DecideError> {
     if tags.len() > limits.tags_max {
-        return Err(invalid(field, format!("at most {} tags are allowed, got {}", limits.tags_max, tags.len())));
+        return Err(invalid(
+            field,
+            format!(
+                "at most {} tags are allowed, got {}",
+                limits.tags_max,
+                tags.len()
+            ),
+        ));
     }
     for (key, value) in tags {
         validate_name(&format!("{field}.key"), key, limits.tag_chars_max)?;
         if value.chars().count() > limits.tag_chars_max {
-            return Err(invalid(format!("{field}.{key}"), format!("must be at most {} characters", limits.tag_chars_max)));
+            return Err(invalid(
+                format!("{field}.{key}"),
+                format!("must be at most {} characters", limits.tag_chars_max),
+            ));
         }
     }
     Ok(())
@@ -94,23 +127,43 @@ pub fn submit(
         return Err(invalid("jobs", "must contain at least one job"));
     }
     if requests.len() > limits.batch_jobs_max {
-        return Err(invalid("jobs", format!("at most {} jobs per batch, got {}", limits.batch_jobs_max, requests.len())));
+        return Err(invalid(
+            "jobs",
+            format!(
+                "at most {} jobs per batch, got {}",
+                limits.batch_jobs_max,
+                requests.len()
+            ),
+        ));
     }
     let mut events = Vec::with_capacity(requests.len());
     let mut outcomes = Vec::with_capacity(requests.len());
     let mut keys_in_batch: HashMap<(&str, &str), JobId> = HashMap::new();
     let mut next_job_id = state.next_job_id;
     for (position, request) in requests.iter().enumerate() {
-        let prefix = if requests.len() > 1 { format!("jobs[{position}].") } else { String::new() };
+        let prefix = if requests.len() > 1 {
+            format!("jobs[{position}].")
+        } else {
+            String::new()
+        };
         let submitted = validate_submit(&prefix, request, limits, now_ms)?;
         if let Some(key) = request.idempotency_key.as_deref() {
-            if let Some(existing) = state.idempotency.get(&(request.queue.as_str().into(), key.to_string())) {
-                outcomes.push(Submitted { job_id: existing.job_id, deduplicated_lsn: Some(existing.lsn) });
+            if let Some(existing) = state
+                .idempotency
+                .get(&(request.queue.as_str().into(), key.to_string()))
+            {
+                outcomes.push(Submitted {
+                    job_id: existing.job_id,
+                    deduplicated_lsn: Some(existing.lsn),
+                });
                 continue;
             }
             if let Some(&job_id) = keys_in_batch.get(&(request.queue.as_str(), key)) {
                 // Same frame, so the lsn is this record's; the caller fills it in.
-                outcomes.push(Submitted { job_id, deduplicated_lsn: Some(Lsn::ZERO) });
+                outcomes.push(Submitted {
+                    job_id,
+                    deduplicated_lsn: Some(Lsn::ZERO),
+                });
                 continue;
             }
         }
@@ -119,10 +172,19 @@ pub fn submit(
         if let Some(key) = request.idempotency_key.as_deref() {
             keys_in_batch.insert((request.queue.as_str(), key), job_id);
         }
-        events.push(Event::JobSubmitted(JobSubmitted { job_id, ..submitted }));
-        outcomes.push(Submitted { job_id, deduplicated_lsn: None });
+        events.push(Event::JobSubmitted(JobSubmitted {
+            job_id,
+            ..submitted
+        }));
+        outcomes.push(Submitted {
+            job_id,
+            deduplicated_lsn: None,
+        });
     }
-    Ok(Decision { events, reply: outcomes })
+    Ok(Decision {
+        events,
+        reply: outcomes,
+    })
 }
 
 fn validate_submit(
@@ -134,31 +196,53 @@ fn validate_submit(
     let field = |name: &str| format!("{prefix}{name}");
     validate_name(&field("queue"), &request.queue, limits.name_chars_max)?;
     validate_name(&field("kind"), &request.kind, limits.name_chars_max)?;
-    let payload_json = serde_json::to_string(&request.payload).map_err(|error| invalid(field("payload"), error.to_string()))?;
+    let payload_json = serde_json::to_string(&request.payload)
+        .map_err(|error| invalid(field("payload"), error.to_string()))?;
     if payload_json.len() > limits.payload_bytes_max {
-        return Err(DecideError::PayloadTooLarge { field: field("payload"), bytes: payload_json.len(), max: limits.payload_bytes_max });
+        return Err(DecideError::PayloadTooLarge {
+            field: field("payload"),
+            bytes: payload_json.len(),
+            max: limits.payload_bytes_max,
+        });
     }
     let run_at_ms = match (request.delay_ms, request.run_at_ms) {
-        (Some(_), Some(_)) => return Err(invalid(field("delay_ms"), "give either delay_ms or run_at_ms, not both")),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                field("delay_ms"),
+                "give either delay_ms or run_at_ms, not both",
+            ))
+        }
         (Some(delay_ms), None) if delay_ms > limits.delay_ms_max => {
-            return Err(invalid(field("delay_ms"), format!("must be at most {} ms", limits.delay_ms_max)))
+            return Err(invalid(
+                field("delay_ms"),
+                format!("must be at most {} ms", limits.delay_ms_max),
+            ))
         }
         (Some(delay_ms), None) => now_ms + delay_ms,
         (None, Some(run_at_ms)) if run_at_ms > now_ms + limits.delay_ms_max => {
-            return Err(invalid(field("run_at_ms"), format!("must be within {} ms from now", limits.delay_ms_max)))
+            return Err(invalid(
+                field("run_at_ms"),
+                format!("must be within {} ms from now", limits.delay_ms_max),
+            ))
         }
         (None, Some(run_at_ms)) => run_at_ms.max(now_ms),
         (None, None) => now_ms,
     };
     let max_attempts = request.max_attempts.unwrap_or(limits.max_attempts_default);
     if max_attempts == 0 || max_attempts > limits.max_attempts_max {
-        return Err(invalid(field("max_attempts"), format!("must be between 1 and {}", limits.max_attempts_max)));
+        return Err(invalid(
+            field("max_attempts"),
+            format!("must be between 1 and {}", limits.max_attempts_max),
+        ));
     }
     let lease_ttl_ms = request.lease_ttl_ms.unwrap_or(limits.lease_ttl_ms_default);
     if !(limits.lease_ttl_ms_min..=limits.lease_ttl_ms_max).contains(&lease_ttl_ms) {
         return Err(invalid(
             field("lease_ttl_ms"),
-            format!("must be between {} and {}", limits.lease_ttl_ms_min, limits.lease_ttl_ms_max),
+            format!(
+                "must be between {} and {}",
+                limits.lease_ttl_ms_min, limits.lease_ttl_ms_max
+            ),
         ));
     }
     let tags = request.tags.clone().unwrap_or_default();
@@ -200,14 +284,20 @@ pub fn validate_lease_ask(ask: &LeaseAsk<'_>, limits: &QueueLimits) -> Result<()
         return Err(invalid("queues", "must name at least one queue"));
     }
     if ask.queues.len() > limits.tags_max {
-        return Err(invalid("queues", format!("at most {} queues per lease request", limits.tags_max)));
+        return Err(invalid(
+            "queues",
+            format!("at most {} queues per lease request", limits.tags_max),
+        ));
     }
     for (position, queue) in ask.queues.iter().enumerate() {
         validate_name(&format!("queues[{position}]"), queue, limits.name_chars_max)?;
     }
     validate_tags("tags", ask.tags, limits)?;
     if ask.max_jobs == 0 || ask.max_jobs > limits.lease_jobs_max {
-        return Err(invalid("max_jobs", format!("must be between 1 and {}", limits.lease_jobs_max)));
+        return Err(invalid(
+            "max_jobs",
+            format!("must be between 1 and {}", limits.lease_jobs_max),
+        ));
     }
     Ok(())
 }
@@ -215,10 +305,17 @@ pub fn validate_lease_ask(ask: &LeaseAsk<'_>, limits: &QueueLimits) -> Result<()
 /// Decides which ready jobs a worker gets: best first across its (unpaused) queues, by priority,
 /// then eligibility time, then submission order; only jobs whose required tags the worker has.
 /// Call `state.promote_due(now_ms)` first. An empty event list means nothing matched.
-pub fn lease(state: &QueueState, limits: &QueueLimits, now_ms: u64, ask: &LeaseAsk<'_>) -> Decision<()> {
+pub fn lease(
+    state: &QueueState,
+    limits: &QueueLimits,
+    now_ms: u64,
+    ask: &LeaseAsk<'_>,
+) -> Decision<()> {
     let mut candidates: Vec<(super::state::ReadyKey, &Job)> = Vec::new();
     for queue in ask.queues {
-        let Some(index) = state.queue(queue) else { continue };
+        let Some(index) = state.queue(queue) else {
+            continue;
+        };
         if index.paused {
             continue;
         }
@@ -231,7 +328,7 @@ pub fn lease(state: &QueueState, limits: &QueueLimits, now_ms: u64, ask: &LeaseA
             .take(ask.max_jobs as usize);
         candidates.extend(matching);
     }
-    candidates.sort_by(|a, b| a.0.cmp(&b.0));
+    candidates.sort_by_key(|(key, _)| *key);
     candidates.dedup_by_key(|(key, _)| key.2);
     let events = candidates
         .into_iter()
@@ -252,15 +349,30 @@ pub fn lease(state: &QueueState, limits: &QueueLimits, now_ms: u64, ask: &LeaseA
 
 /// Finds the job a lease belongs to, refusing expired or superseded leases (fencing).
 pub fn held_lease(state: &QueueState, now_ms: u64, lease_id: LeaseId) -> Result<&Job, DecideError> {
-    let lost = |reason: &str| DecideError::LeaseLost { lease_id, reason: reason.to_string() };
+    let lost = |reason: &str| DecideError::LeaseLost {
+        lease_id,
+        reason: reason.to_string(),
+    };
     if lease_id.0 == 0 || lease_id.0 >= state.next_lease_id {
-        return Err(DecideError::NotFound { what: format!("lease {lease_id}") });
+        return Err(DecideError::NotFound {
+            what: format!("lease {lease_id}"),
+        });
     }
-    let Some(job) = state.leases.get(&lease_id).and_then(|job_id| state.job(*job_id)) else {
-        return Err(lost("it expired, was cancelled, or the job finished under another lease"));
+    let Some(job) = state
+        .leases
+        .get(&lease_id)
+        .and_then(|job_id| state.job(*job_id))
+    else {
+        return Err(lost(
+            "it expired, was cancelled, or the job finished under another lease",
+        ));
     };
     match &job.status {
-        JobStatus::Leased { lease_id: current, expires_at_ms, .. } if *current == lease_id => {
+        JobStatus::Leased {
+            lease_id: current,
+            expires_at_ms,
+            ..
+        } if *current == lease_id => {
             if *expires_at_ms <= now_ms {
                 Err(lost("it expired"))
             } else {
@@ -272,10 +384,21 @@ pub fn held_lease(state: &QueueState, now_ms: u64, lease_id: LeaseId) -> Result<
 }
 
 /// Extends a held lease by the job's lease TTL from now.
-pub fn heartbeat(state: &QueueState, now_ms: u64, lease_id: LeaseId) -> Result<Decision<u64>, DecideError> {
+pub fn heartbeat(
+    state: &QueueState,
+    now_ms: u64,
+    lease_id: LeaseId,
+) -> Result<Decision<u64>, DecideError> {
     let job = held_lease(state, now_ms, lease_id)?;
     let expires_at_ms = now_ms + job.lease_ttl_ms;
-    Ok(Decision { events: vec![Event::LeaseHeartbeat { job_id: job.id, lease_id, expires_at_ms }], reply: expires_at_ms })
+    Ok(Decision {
+        events: vec![Event::LeaseHeartbeat {
+            job_id: job.id,
+            lease_id,
+            expires_at_ms,
+        }],
+        reply: expires_at_ms,
+    })
 }
 
 /// Ends a held lease successfully with an optional JSON result.
@@ -289,28 +412,51 @@ pub fn complete(
     let job = held_lease(state, now_ms, lease_id)?;
     let result_json = match result {
         Some(value) => {
-            let text = serde_json::to_string(value).map_err(|error| invalid("result", error.to_string()))?;
+            let text = serde_json::to_string(value)
+                .map_err(|error| invalid("result", error.to_string()))?;
             if text.len() > limits.payload_bytes_max {
-                return Err(DecideError::PayloadTooLarge { field: "result".into(), bytes: text.len(), max: limits.payload_bytes_max });
+                return Err(DecideError::PayloadTooLarge {
+                    field: "result".into(),
+                    bytes: text.len(),
+                    max: limits.payload_bytes_max,
+                });
             }
             Some(text)
         }
         None => None,
     };
-    Ok(Decision { events: vec![Event::JobCompleted { job_id: job.id, lease_id, result_json }], reply: job.id })
+    Ok(Decision {
+        events: vec![Event::JobCompleted {
+            job_id: job.id,
+            lease_id,
+            result_json,
+        }],
+        reply: job.id,
+    })
 }
 
 /// What follows a failed attempt: a retry after exponential backoff with jitter, or death when
 /// attempts are used up or the failure is not retryable.
-pub fn after_failure(job: &Job, limits: &QueueLimits, now_ms: u64, retryable: bool, jitter: f64) -> AfterFailure {
+pub fn after_failure(
+    job: &Job,
+    limits: &QueueLimits,
+    now_ms: u64,
+    retryable: bool,
+    jitter: f64,
+) -> AfterFailure {
     if !retryable || job.attempt >= job.max_attempts {
         return AfterFailure::Dead;
     }
     let exponent = job.attempt.saturating_sub(1).min(32);
-    let backoff_ms = limits.retry_backoff_base_ms.saturating_mul(1u64 << exponent).min(limits.retry_backoff_max_ms);
+    let backoff_ms = limits
+        .retry_backoff_base_ms
+        .saturating_mul(1u64 << exponent)
+        .min(limits.retry_backoff_max_ms);
     // Full backoff scaled into [50%, 100%): spreads retries of jobs that failed together.
     let jittered_ms = (backoff_ms as f64 * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))) as u64;
-    AfterFailure::Retry { run_at_ms: now_ms + jittered_ms }
+    AfterFailure::Retry {
+        run_at_ms: now_ms + jittered_ms,
+    }
 }
 
 /// Ends a held lease with a failure.
@@ -333,33 +479,53 @@ pub fn fail(
     };
     let after = after_failure(job, limits, now_ms, retryable, jitter);
     Ok(Decision {
-        events: vec![Event::JobFailed { job_id: job.id, lease_id, error: error_text, retryable, after: after.clone() }],
+        events: vec![Event::JobFailed {
+            job_id: job.id,
+            lease_id,
+            error: error_text,
+            retryable,
+            after: after.clone(),
+        }],
         reply: (job.id, after),
     })
 }
 
 /// Expires every lease whose time is up at `now_ms`. `jitter` is called once per expired lease.
-pub fn expire_leases(state: &QueueState, limits: &QueueLimits, now_ms: u64, mut jitter: impl FnMut() -> f64) -> Vec<Event> {
+pub fn expire_leases(
+    state: &QueueState,
+    limits: &QueueLimits,
+    now_ms: u64,
+    mut jitter: impl FnMut() -> f64,
+) -> Vec<Event> {
     state
         .lease_expiries
         .iter()
         .take_while(|(expires_at_ms, _)| *expires_at_ms <= now_ms)
         .filter_map(|(_, lease_id)| {
             let job = state.job(*state.leases.get(lease_id)?)?;
-            Some(Event::LeaseExpired { job_id: job.id, lease_id: *lease_id, after: after_failure(job, limits, now_ms, true, jitter()) })
+            Some(Event::LeaseExpired {
+                job_id: job.id,
+                lease_id: *lease_id,
+                after: after_failure(job, limits, now_ms, true, jitter()),
+            })
         })
         .collect()
 }
 
 fn existing_job(state: &QueueState, job_id: JobId) -> Result<&Job, DecideError> {
-    state.job(job_id).ok_or_else(|| DecideError::NotFound { what: format!("job {job_id}") })
+    state.job(job_id).ok_or_else(|| DecideError::NotFound {
+        what: format!("job {job_id}"),
+    })
 }
 
 /// Cancels a scheduled, queued or leased job; its worker's next call gets `lease_lost`.
 pub fn cancel(state: &QueueState, now_ms: u64, job_id: JobId) -> Result<Decision<()>, DecideError> {
     let job = existing_job(state, job_id)?;
     match job.status {
-        JobStatus::Waiting { .. } | JobStatus::Leased { .. } => Ok(Decision { events: vec![Event::JobCancelled { job_id }], reply: () }),
+        JobStatus::Waiting { .. } | JobStatus::Leased { .. } => Ok(Decision {
+            events: vec![Event::JobCancelled { job_id }],
+            reply: (),
+        }),
         _ => Err(DecideError::InvalidState {
             job_id,
             state: job.state_name(now_ms),
@@ -372,14 +538,39 @@ pub fn cancel(state: &QueueState, now_ms: u64, job_id: JobId) -> Result<Decision
 pub fn retry(state: &QueueState, now_ms: u64, job_id: JobId) -> Result<Decision<()>, DecideError> {
     let job = existing_job(state, job_id)?;
     match job.status {
-        JobStatus::Dead => Ok(Decision { events: vec![Event::JobRetried { job_id, run_at_ms: now_ms }], reply: () }),
-        _ => Err(DecideError::InvalidState { job_id, state: job.state_name(now_ms), message: "only dead jobs can be retried".into() }),
+        JobStatus::Dead => Ok(Decision {
+            events: vec![Event::JobRetried {
+                job_id,
+                run_at_ms: now_ms,
+            }],
+            reply: (),
+        }),
+        _ => Err(DecideError::InvalidState {
+            job_id,
+            state: job.state_name(now_ms),
+            message: "only dead jobs can be retried".into(),
+        }),
     }
 }
 
 /// Pauses (`paused = true`) or resumes a queue. Leases stop or restart; submits always work.
-pub fn set_paused(limits: &QueueLimits, queue: &str, paused: bool) -> Result<Decision<()>, DecideError> {
+pub fn set_paused(
+    limits: &QueueLimits,
+    queue: &str,
+    paused: bool,
+) -> Result<Decision<()>, DecideError> {
     validate_name("queue", queue, limits.name_chars_max)?;
-    let event = if paused { Event::QueuePaused { queue: queue.to_string() } } else { Event::QueueResumed { queue: queue.to_string() } };
-    Ok(Decision { events: vec![event], reply: () })
+    let event = if paused {
+        Event::QueuePaused {
+            queue: queue.to_string(),
+        }
+    } else {
+        Event::QueueResumed {
+            queue: queue.to_string(),
+        }
+    };
+    Ok(Decision {
+        events: vec![event],
+        reply: (),
+    })
 }

@@ -21,8 +21,15 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobStatus {
     /// Waiting to be leased; eligible from `run_at_ms` (scheduled before, queued after).
-    Waiting { run_at_ms: u64 },
-    Leased { lease_id: LeaseId, worker_id: Arc<str>, expires_at_ms: u64, leased_at_ms: u64 },
+    Waiting {
+        run_at_ms: u64,
+    },
+    Leased {
+        lease_id: LeaseId,
+        worker_id: Arc<str>,
+        expires_at_ms: u64,
+        leased_at_ms: u64,
+    },
     Completed,
     Dead,
     Cancelled,
@@ -59,7 +66,9 @@ impl Job {
 
     /// True when every tag the job requires is advertised by the worker with the same value.
     pub fn tags_satisfied_by(&self, worker_tags: &Tags) -> bool {
-        self.tags.iter().all(|(key, value)| worker_tags.get(key) == Some(value))
+        self.tags
+            .iter()
+            .all(|(key, value)| worker_tags.get(key) == Some(value))
     }
 }
 
@@ -89,7 +98,10 @@ impl QueueIndex {
             (JobStateName::Dead, self.dead_count),
             (JobStateName::Cancelled, self.cancelled_count),
         ];
-        counts.into_iter().map(|(state, count)| (state.as_str().to_string(), count)).collect()
+        counts
+            .into_iter()
+            .map(|(state, count)| (state.as_str().to_string(), count))
+            .collect()
     }
 }
 
@@ -120,7 +132,11 @@ pub struct QueueState {
 
 impl QueueState {
     pub fn new() -> Self {
-        QueueState { next_job_id: 1, next_lease_id: 1, ..Default::default() }
+        QueueState {
+            next_job_id: 1,
+            next_lease_id: 1,
+            ..Default::default()
+        }
     }
 
     pub fn job(&self, job_id: JobId) -> Option<&Job> {
@@ -149,7 +165,9 @@ impl QueueState {
                 break;
             }
             self.delayed.pop_first();
-            let Some(job) = self.jobs.get(&job_id) else { continue };
+            let Some(job) = self.jobs.get(&job_id) else {
+                continue;
+            };
             let key = (Reverse(job.priority), run_at_ms, job_id);
             if let Some(index) = self.queues.get_mut(&job.queue) {
                 index.delayed_count -= 1;
@@ -165,14 +183,18 @@ impl QueueState {
 
     /// The earliest lease expiry, if any lease is active.
     pub fn next_expiry_ms(&self) -> Option<u64> {
-        self.lease_expiries.first().map(|&(expires_at_ms, _)| expires_at_ms)
+        self.lease_expiries
+            .first()
+            .map(|&(expires_at_ms, _)| expires_at_ms)
     }
 
     fn apply_event(&mut self, lsn: Lsn, ts_ms: u64, event: &Event) {
         match event {
             Event::JobSubmitted(submitted) => self.apply_submitted(lsn, ts_ms, submitted),
             Event::JobLeased(leased) => {
-                let Some(job) = self.jobs.get_mut(&leased.job_id) else { return };
+                let Some(job) = self.jobs.get_mut(&leased.job_id) else {
+                    return;
+                };
                 let previous = std::mem::replace(
                     &mut job.status,
                     JobStatus::Leased {
@@ -187,12 +209,24 @@ impl QueueState {
                 self.leave_status(&queue, priority, leased.job_id, &previous);
                 self.queue_mut(&queue).leased_count += 1;
                 self.leases.insert(leased.lease_id, leased.job_id);
-                self.lease_expiries.insert((leased.expires_at_ms, leased.lease_id));
+                self.lease_expiries
+                    .insert((leased.expires_at_ms, leased.lease_id));
                 self.next_lease_id = self.next_lease_id.max(leased.lease_id.0 + 1);
             }
-            Event::LeaseHeartbeat { job_id, lease_id, expires_at_ms: new_expiry } => {
-                let Some(job) = self.jobs.get_mut(job_id) else { return };
-                if let JobStatus::Leased { lease_id: current, expires_at_ms, .. } = &mut job.status {
+            Event::LeaseHeartbeat {
+                job_id,
+                lease_id,
+                expires_at_ms: new_expiry,
+            } => {
+                let Some(job) = self.jobs.get_mut(job_id) else {
+                    return;
+                };
+                if let JobStatus::Leased {
+                    lease_id: current,
+                    expires_at_ms,
+                    ..
+                } = &mut job.status
+                {
                     if current == lease_id {
                         self.lease_expiries.remove(&(*expires_at_ms, *lease_id));
                         *expires_at_ms = *new_expiry;
@@ -200,10 +234,14 @@ impl QueueState {
                     }
                 }
             }
-            Event::JobCompleted { job_id, .. } => self.transition(*job_id, ts_ms, JobStatus::Completed),
+            Event::JobCompleted { job_id, .. } => {
+                self.transition(*job_id, ts_ms, JobStatus::Completed)
+            }
             Event::JobFailed { job_id, after, .. } | Event::LeaseExpired { job_id, after, .. } => {
                 let next = match after {
-                    AfterFailure::Retry { run_at_ms } => JobStatus::Waiting { run_at_ms: *run_at_ms },
+                    AfterFailure::Retry { run_at_ms } => JobStatus::Waiting {
+                        run_at_ms: *run_at_ms,
+                    },
                     AfterFailure::Dead => JobStatus::Dead,
                 };
                 self.transition(*job_id, ts_ms, next);
@@ -213,7 +251,13 @@ impl QueueState {
                 if let Some(job) = self.jobs.get_mut(job_id) {
                     job.attempt = 0;
                 }
-                self.transition(*job_id, ts_ms, JobStatus::Waiting { run_at_ms: *run_at_ms });
+                self.transition(
+                    *job_id,
+                    ts_ms,
+                    JobStatus::Waiting {
+                        run_at_ms: *run_at_ms,
+                    },
+                );
             }
             Event::QueuePaused { queue } => self.queue_mut(queue).paused = true,
             Event::QueueResumed { queue } => self.queue_mut(queue).paused = false,
@@ -240,27 +284,44 @@ impl QueueState {
             lease_ttl_ms: submitted.lease_ttl_ms,
             tags: submitted.tags.clone(),
             attempt: 0,
-            status: JobStatus::Waiting { run_at_ms: submitted.run_at_ms },
+            status: JobStatus::Waiting {
+                run_at_ms: submitted.run_at_ms,
+            },
             submitted_lsn: lsn,
         };
         if let Some(key) = &submitted.idempotency_key {
-            self.idempotency
-                .insert((queue.clone(), key.clone()), IdempotentSubmission { job_id: submitted.job_id, lsn });
+            self.idempotency.insert(
+                (queue.clone(), key.clone()),
+                IdempotentSubmission {
+                    job_id: submitted.job_id,
+                    lsn,
+                },
+            );
         }
         self.next_job_id = self.next_job_id.max(submitted.job_id.0 + 1);
-        self.enter_waiting(&queue, job.priority, submitted.job_id, submitted.run_at_ms, ts_ms);
+        self.enter_waiting(
+            &queue,
+            job.priority,
+            submitted.job_id,
+            submitted.run_at_ms,
+            ts_ms,
+        );
         self.jobs.insert(submitted.job_id, job);
     }
 
     /// Moves a job to `next`, keeping indexes and counters in step.
     fn transition(&mut self, job_id: JobId, ts_ms: u64, next: JobStatus) {
-        let Some(job) = self.jobs.get_mut(&job_id) else { return };
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
         let previous = std::mem::replace(&mut job.status, next.clone());
         let (queue, priority) = (job.queue.clone(), job.priority);
         self.leave_status(&queue, priority, job_id, &previous);
         let index = self.queue_mut(&queue);
         match next {
-            JobStatus::Waiting { run_at_ms } => self.enter_waiting(&queue, priority, job_id, run_at_ms, ts_ms),
+            JobStatus::Waiting { run_at_ms } => {
+                self.enter_waiting(&queue, priority, job_id, run_at_ms, ts_ms)
+            }
             JobStatus::Leased { .. } => index.leased_count += 1,
             JobStatus::Completed => index.completed_count += 1,
             JobStatus::Dead => index.dead_count += 1,
@@ -268,7 +329,14 @@ impl QueueState {
         }
     }
 
-    fn enter_waiting(&mut self, queue: &Arc<str>, priority: i32, job_id: JobId, run_at_ms: u64, ts_ms: u64) {
+    fn enter_waiting(
+        &mut self,
+        queue: &Arc<str>,
+        priority: i32,
+        job_id: JobId,
+        run_at_ms: u64,
+        ts_ms: u64,
+    ) {
         let index = self.queue_mut(queue);
         if run_at_ms > ts_ms {
             index.delayed_count += 1;
@@ -278,17 +346,30 @@ impl QueueState {
         }
     }
 
-    fn leave_status(&mut self, queue: &Arc<str>, priority: i32, job_id: JobId, previous: &JobStatus) {
+    fn leave_status(
+        &mut self,
+        queue: &Arc<str>,
+        priority: i32,
+        job_id: JobId,
+        previous: &JobStatus,
+    ) {
         match previous {
             JobStatus::Waiting { run_at_ms } => {
-                let index = self.queues.get_mut(queue).expect("a job's queue exists once it was submitted");
+                let index = self
+                    .queues
+                    .get_mut(queue)
+                    .expect("a job's queue exists once it was submitted");
                 if !index.ready.remove(&(Reverse(priority), *run_at_ms, job_id)) {
                     let was_delayed = self.delayed.remove(&(*run_at_ms, job_id));
                     debug_assert!(was_delayed, "a waiting job is ready or delayed");
                     index.delayed_count -= 1;
                 }
             }
-            JobStatus::Leased { lease_id, expires_at_ms, .. } => {
+            JobStatus::Leased {
+                lease_id,
+                expires_at_ms,
+                ..
+            } => {
                 self.leases.remove(lease_id);
                 self.lease_expiries.remove(&(*expires_at_ms, *lease_id));
                 self.queue_mut(queue).leased_count -= 1;
@@ -311,14 +392,24 @@ impl QueueState {
     /// replays of the same log can be compared.
     pub fn digest(&self) -> String {
         let mut hasher = Sha256::new();
-        hasher.update(format!("next_job {} next_lease {} last_lsn {}\n", self.next_job_id, self.next_lease_id, self.last_lsn));
+        hasher.update(format!(
+            "next_job {} next_lease {} last_lsn {}\n",
+            self.next_job_id, self.next_lease_id, self.last_lsn
+        ));
         let mut ids: Vec<&JobId> = self.jobs.keys().collect();
         ids.sort();
         for id in ids {
             let job = &self.jobs[id];
             hasher.update(format!(
                 "{} {} {} {} {} {:?} {} {:?}\n",
-                job.id, job.queue, job.priority, job.max_attempts, job.lease_ttl_ms, job.tags, job.attempt, job.status
+                job.id,
+                job.queue,
+                job.priority,
+                job.max_attempts,
+                job.lease_ttl_ms,
+                job.tags,
+                job.attempt,
+                job.status
             ));
         }
         for (name, index) in &self.queues {
@@ -327,7 +418,10 @@ impl QueueState {
         let mut keys: Vec<_> = self.idempotency.iter().collect();
         keys.sort_by(|a, b| a.0.cmp(b.0));
         for ((queue, key), submission) in keys {
-            hasher.update(format!("idem {queue} {key:?} {} {}\n", submission.job_id, submission.lsn));
+            hasher.update(format!(
+                "idem {queue} {key:?} {} {}\n",
+                submission.job_id, submission.lsn
+            ));
         }
         hex::encode(hasher.finalize())
     }

@@ -19,12 +19,24 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        Harness { state: QueueState::new(), limits: QueueLimits { retry_backoff_base_ms: 100, ..QueueLimits::default() }, log: Vec::new(), now_ms: 1_000_000 }
+        Harness {
+            state: QueueState::new(),
+            limits: QueueLimits {
+                retry_backoff_base_ms: 100,
+                ..QueueLimits::default()
+            },
+            log: Vec::new(),
+            now_ms: 1_000_000,
+        }
     }
 
     fn commit(&mut self, events: Vec<Event>) -> Lsn {
         let lsn = Lsn(self.log.len() as u64 + 1);
-        let record = LogRecord { ts_ms: self.now_ms, actor: None, events };
+        let record = LogRecord {
+            ts_ms: self.now_ms,
+            actor: None,
+            events,
+        };
         self.state.apply(lsn, &record);
         self.log.push((lsn, record));
         lsn
@@ -39,11 +51,29 @@ impl Harness {
         job_id
     }
 
-    fn lease(&mut self, queues: &[&str], tags: &[(&str, &str)], max_jobs: u32) -> Vec<(JobId, LeaseId)> {
+    fn lease(
+        &mut self,
+        queues: &[&str],
+        tags: &[(&str, &str)],
+        max_jobs: u32,
+    ) -> Vec<(JobId, LeaseId)> {
         self.state.promote_due(self.now_ms);
         let queues: Vec<String> = queues.iter().map(|queue| queue.to_string()).collect();
-        let tags: Tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let decision = decide::lease(&self.state, &self.limits, self.now_ms, &LeaseAsk { worker_id: "w", queues: &queues, tags: &tags, max_jobs });
+        let tags: Tags = tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let decision = decide::lease(
+            &self.state,
+            &self.limits,
+            self.now_ms,
+            &LeaseAsk {
+                worker_id: "w",
+                queues: &queues,
+                tags: &tags,
+                max_jobs,
+            },
+        );
         let grants = decision
             .events
             .iter()
@@ -59,7 +89,15 @@ impl Harness {
     }
 
     fn fail(&mut self, lease_id: LeaseId, retryable: bool) -> Result<(), DecideError> {
-        let decision = decide::fail(&self.state, &self.limits, self.now_ms, lease_id, "boom", retryable, 0.0)?;
+        let decision = decide::fail(
+            &self.state,
+            &self.limits,
+            self.now_ms,
+            lease_id,
+            "boom",
+            retryable,
+            0.0,
+        )?;
         self.commit(decision.events);
         Ok(())
     }
@@ -93,13 +131,19 @@ impl Harness {
 }
 
 fn job(queue: &str) -> SubmitJobRequest {
-    SubmitJobRequest { queue: queue.into(), kind: "k".into(), ..Default::default() }
+    SubmitJobRequest {
+        queue: queue.into(),
+        kind: "k".into(),
+        ..Default::default()
+    }
 }
 
 #[test]
 fn lease_order_is_priority_then_eligibility_then_submission() {
     // (priority, delay_ms) per submission; expected lease order by submission index.
-    let cases: &[(&[(i32, u64)], &[usize])] = &[
+    // (priority, delay_ms) per submission, then the expected lease order by submission index.
+    type Case = (&'static [(i32, u64)], &'static [usize]);
+    let cases: &[Case] = &[
         (&[(0, 0), (0, 0), (0, 0)], &[0, 1, 2]),
         (&[(0, 0), (5, 0), (1, 0)], &[1, 2, 0]),
         (&[(0, 50), (0, 0)], &[1, 0]),
@@ -110,10 +154,20 @@ fn lease_order_is_priority_then_eligibility_then_submission() {
         let mut harness = Harness::new();
         let ids: Vec<JobId> = submissions
             .iter()
-            .map(|(priority, delay_ms)| harness.submit(SubmitJobRequest { priority: Some(*priority), delay_ms: (*delay_ms > 0).then_some(*delay_ms), ..job("q") }))
+            .map(|(priority, delay_ms)| {
+                harness.submit(SubmitJobRequest {
+                    priority: Some(*priority),
+                    delay_ms: (*delay_ms > 0).then_some(*delay_ms),
+                    ..job("q")
+                })
+            })
             .collect();
         harness.now_ms += 100;
-        let leased: Vec<JobId> = harness.lease(&["q"], &[], 10).into_iter().map(|(job_id, _)| job_id).collect();
+        let leased: Vec<JobId> = harness
+            .lease(&["q"], &[], 10)
+            .into_iter()
+            .map(|(job_id, _)| job_id)
+            .collect();
         let expected: Vec<JobId> = expected.iter().map(|index| ids[*index]).collect();
         assert_eq!(leased, expected, "case {submissions:?}");
     }
@@ -122,7 +176,11 @@ fn lease_order_is_priority_then_eligibility_then_submission() {
 #[test]
 fn failures_back_off_then_die_and_expiry_counts_as_a_failure() {
     let mut harness = Harness::new();
-    let job_id = harness.submit(SubmitJobRequest { max_attempts: Some(3), lease_ttl_ms: Some(1000), ..job("q") });
+    let job_id = harness.submit(SubmitJobRequest {
+        max_attempts: Some(3),
+        lease_ttl_ms: Some(1000),
+        ..job("q")
+    });
     let (_, first) = harness.lease(&["q"], &[], 1)[0];
     harness.fail(first, true).unwrap();
     // Jitter 0 gives half the base backoff: 50 ms after attempt 1.
@@ -132,37 +190,69 @@ fn failures_back_off_then_die_and_expiry_counts_as_a_failure() {
     let (_, second) = harness.lease(&["q"], &[], 1)[0];
     harness.now_ms += 1000;
     assert_eq!(harness.expire(), 1);
-    assert_eq!(harness.complete(second), Err(DecideError::LeaseLost { lease_id: second, reason: "it expired, was cancelled, or the job finished under another lease".into() }));
+    assert_eq!(
+        harness.complete(second),
+        Err(DecideError::LeaseLost {
+            lease_id: second,
+            reason: "it expired, was cancelled, or the job finished under another lease".into()
+        })
+    );
     harness.now_ms += 100;
     let (_, third) = harness.lease(&["q"], &[], 1)[0];
     assert_eq!(harness.state.job(job_id).unwrap().attempt, 3);
     harness.fail(third, true).unwrap();
-    assert_eq!(harness.state_of(job_id), JobStateName::Dead, "no attempts left");
+    assert_eq!(
+        harness.state_of(job_id),
+        JobStateName::Dead,
+        "no attempts left"
+    );
     assert_eq!(harness.state.digest(), harness.replayed_digest());
 }
 
 #[test]
 fn fencing_refuses_expired_superseded_and_unknown_leases() {
     let mut harness = Harness::new();
-    harness.submit(SubmitJobRequest { lease_ttl_ms: Some(1000), ..job("q") });
+    harness.submit(SubmitJobRequest {
+        lease_ttl_ms: Some(1000),
+        ..job("q")
+    });
     let (_, lease) = harness.lease(&["q"], &[], 1)[0];
     harness.now_ms += 1000;
     // Expired but not yet noticed by the timer: still refused.
-    assert!(matches!(decide::heartbeat(&harness.state, harness.now_ms, lease), Err(DecideError::LeaseLost { .. })));
-    assert!(matches!(decide::heartbeat(&harness.state, harness.now_ms, LeaseId(999)), Err(DecideError::NotFound { .. })));
+    assert!(matches!(
+        decide::heartbeat(&harness.state, harness.now_ms, lease),
+        Err(DecideError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        decide::heartbeat(&harness.state, harness.now_ms, LeaseId(999)),
+        Err(DecideError::NotFound { .. })
+    ));
     harness.expire();
     harness.now_ms += 1000;
     let (_, newer) = harness.lease(&["q"], &[], 1)[0];
-    assert!(matches!(harness.complete(lease), Err(DecideError::LeaseLost { .. })));
+    assert!(matches!(
+        harness.complete(lease),
+        Err(DecideError::LeaseLost { .. })
+    ));
     harness.complete(newer).unwrap();
 }
 
 #[test]
 fn tags_paused_queues_and_cancel() {
     let mut harness = Harness::new();
-    let gpu = harness.submit(SubmitJobRequest { tags: Some([("gpu".to_string(), "h100".to_string())].into()), ..job("q") });
+    let gpu = harness.submit(SubmitJobRequest {
+        tags: Some([("gpu".to_string(), "h100".to_string())].into()),
+        ..job("q")
+    });
     let plain = harness.submit(job("q"));
-    assert_eq!(harness.lease(&["q"], &[], 5).into_iter().map(|(id, _)| id).collect::<Vec<_>>(), vec![plain]);
+    assert_eq!(
+        harness
+            .lease(&["q"], &[], 5)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>(),
+        vec![plain]
+    );
     let pause = decide::set_paused(&harness.limits, "q", true).unwrap();
     harness.commit(pause.events);
     assert!(harness.lease(&["q"], &[("gpu", "h100")], 5).is_empty());
@@ -172,7 +262,10 @@ fn tags_paused_queues_and_cancel() {
     harness.commit(cancelled.events);
     assert!(harness.lease(&["q"], &[("gpu", "h100")], 5).is_empty());
     assert_eq!(harness.state_of(gpu), JobStateName::Cancelled);
-    assert!(matches!(decide::retry(&harness.state, harness.now_ms, gpu), Err(DecideError::InvalidState { .. })));
+    assert!(matches!(
+        decide::retry(&harness.state, harness.now_ms, gpu),
+        Err(DecideError::InvalidState { .. })
+    ));
 }
 
 #[test]
@@ -181,15 +274,53 @@ fn validation_names_the_field() {
     let cases: Vec<(SubmitJobRequest, &str)> = vec![
         (job(""), "queue"),
         (job("has space"), "queue"),
-        (SubmitJobRequest { kind: String::new(), ..job("q") }, "kind"),
-        (SubmitJobRequest { max_attempts: Some(0), ..job("q") }, "max_attempts"),
-        (SubmitJobRequest { lease_ttl_ms: Some(1), ..job("q") }, "lease_ttl_ms"),
-        (SubmitJobRequest { delay_ms: Some(1), run_at_ms: Some(1), ..job("q") }, "delay_ms"),
-        (SubmitJobRequest { payload: serde_json::json!("x".repeat(2 << 20)), ..job("q") }, "payload"),
-        (SubmitJobRequest { idempotency_key: Some(String::new()), ..job("q") }, "idempotency_key"),
+        (
+            SubmitJobRequest {
+                kind: String::new(),
+                ..job("q")
+            },
+            "kind",
+        ),
+        (
+            SubmitJobRequest {
+                max_attempts: Some(0),
+                ..job("q")
+            },
+            "max_attempts",
+        ),
+        (
+            SubmitJobRequest {
+                lease_ttl_ms: Some(1),
+                ..job("q")
+            },
+            "lease_ttl_ms",
+        ),
+        (
+            SubmitJobRequest {
+                delay_ms: Some(1),
+                run_at_ms: Some(1),
+                ..job("q")
+            },
+            "delay_ms",
+        ),
+        (
+            SubmitJobRequest {
+                payload: serde_json::json!("x".repeat(2 << 20)),
+                ..job("q")
+            },
+            "payload",
+        ),
+        (
+            SubmitJobRequest {
+                idempotency_key: Some(String::new()),
+                ..job("q")
+            },
+            "idempotency_key",
+        ),
     ];
     for (request, field) in cases {
-        let error = decide::submit(&harness.state, &harness.limits, harness.now_ms, &[request]).unwrap_err();
+        let error = decide::submit(&harness.state, &harness.limits, harness.now_ms, &[request])
+            .unwrap_err();
         assert!(error.to_string().starts_with(field), "{field}: {error}");
     }
 }
@@ -218,17 +349,28 @@ fn random_walks_keep_indexes_consistent_and_replay_to_the_same_digest() {
             match rng.next() % 6 {
                 0 | 1 => {
                     let queue = ["a", "b"][(rng.next() % 2) as usize];
-                    let delay = (rng.next() % 3 == 0).then_some(rng.next() % 500 + 1);
-                    harness.submit(SubmitJobRequest { delay_ms: delay, lease_ttl_ms: Some(300), max_attempts: Some(2), priority: Some((rng.next() % 3) as i32), ..job(queue) });
+                    let delay = rng.next().is_multiple_of(3).then_some(rng.next() % 500 + 1);
+                    harness.submit(SubmitJobRequest {
+                        delay_ms: delay,
+                        lease_ttl_ms: Some(300),
+                        max_attempts: Some(2),
+                        priority: Some((rng.next() % 3) as i32),
+                        ..job(queue)
+                    });
                 }
-                2 => leases.extend(harness.lease(&["a", "b"], &[], (rng.next() % 3 + 1) as u32).into_iter().map(|(_, lease)| lease)),
+                2 => leases.extend(
+                    harness
+                        .lease(&["a", "b"], &[], (rng.next() % 3 + 1) as u32)
+                        .into_iter()
+                        .map(|(_, lease)| lease),
+                ),
                 3 if !leases.is_empty() => {
                     let lease = leases.swap_remove((rng.next() as usize) % leases.len());
                     let _ = harness.complete(lease);
                 }
                 4 if !leases.is_empty() => {
                     let lease = leases.swap_remove((rng.next() as usize) % leases.len());
-                    let _ = harness.fail(lease, rng.next() % 2 == 0);
+                    let _ = harness.fail(lease, rng.next().is_multiple_of(2));
                 }
                 _ => {
                     harness.expire();
@@ -236,7 +378,11 @@ fn random_walks_keep_indexes_consistent_and_replay_to_the_same_digest() {
             }
             check_indexes(&harness.state);
         }
-        assert_eq!(harness.state.digest(), harness.replayed_digest(), "seed {seed}");
+        assert_eq!(
+            harness.state.digest(),
+            harness.replayed_digest(),
+            "seed {seed}"
+        );
     }
 }
 
@@ -246,11 +392,22 @@ fn check_indexes(state: &QueueState) {
         let index = state.queue(&job.queue).unwrap();
         match &job.status {
             JobStatus::Waiting { run_at_ms } => {
-                let ready = index.ready.contains(&(std::cmp::Reverse(job.priority), *run_at_ms, job.id));
+                let ready =
+                    index
+                        .ready
+                        .contains(&(std::cmp::Reverse(job.priority), *run_at_ms, job.id));
                 let delayed = state.delayed.contains(&(*run_at_ms, job.id));
-                assert!(ready ^ delayed, "{} is in exactly one of ready/delayed", job.id);
+                assert!(
+                    ready ^ delayed,
+                    "{} is in exactly one of ready/delayed",
+                    job.id
+                );
             }
-            JobStatus::Leased { lease_id, expires_at_ms, .. } => {
+            JobStatus::Leased {
+                lease_id,
+                expires_at_ms,
+                ..
+            } => {
                 leased += 1;
                 assert_eq!(state.leases.get(lease_id), Some(&job.id));
                 assert!(state.lease_expiries.contains(&(*expires_at_ms, *lease_id)));

@@ -5,8 +5,8 @@ use super::Sequencer;
 use crate::log::AppendError;
 use crate::queue::{decide, DecideError, JobStatus};
 use agentd_schemas::api::{
-    HeartbeatResponse, JobStateName, JobTransitionResponse, LeaseRequest, QueueChangeResponse, QueueView, SubmitJobRequest,
-    SubmitJobResponse,
+    HeartbeatResponse, JobStateName, JobTransitionResponse, LeaseRequest, QueueChangeResponse,
+    QueueView, SubmitJobRequest, SubmitJobResponse,
 };
 use agentd_schemas::events::{AfterFailure, Event};
 use agentd_schemas::{JobId, LeaseId, Lsn};
@@ -44,22 +44,73 @@ pub struct LeaseOutcome {
     pub grants: Vec<LeaseGrantCore>,
 }
 
+/// The record holding a batch completion (if any item succeeded) and each item's outcome.
+pub type CompleteManyOutcome = (Option<Lsn>, Vec<Result<JobId, DecideError>>);
+
 /// Everything that can change state, plus reads of the sequencer's in-memory state.
 pub enum Command {
-    Submit { requests: Vec<SubmitJobRequest>, actor: Option<String>, reply: Reply<Vec<SubmitJobResponse>> },
-    Lease { request: LeaseRequest, wait_ms: u64, actor: Option<String>, reply: Reply<LeaseOutcome> },
-    Heartbeat { lease_id: LeaseId, actor: Option<String>, reply: Reply<HeartbeatResponse> },
-    Complete { lease_id: LeaseId, result: Option<serde_json::Value>, actor: Option<String>, reply: Reply<JobTransitionResponse> },
+    Submit {
+        requests: Vec<SubmitJobRequest>,
+        actor: Option<String>,
+        reply: Reply<Vec<SubmitJobResponse>>,
+    },
+    Lease {
+        request: LeaseRequest,
+        wait_ms: u64,
+        actor: Option<String>,
+        reply: Reply<LeaseOutcome>,
+    },
+    Heartbeat {
+        lease_id: LeaseId,
+        actor: Option<String>,
+        reply: Reply<HeartbeatResponse>,
+    },
+    Complete {
+        lease_id: LeaseId,
+        result: Option<serde_json::Value>,
+        actor: Option<String>,
+        reply: Reply<JobTransitionResponse>,
+    },
     /// Completes many leases in one record; each item is fenced on its own.
-    CompleteMany { items: Vec<(LeaseId, Option<serde_json::Value>)>, actor: Option<String>, reply: Reply<(Option<Lsn>, Vec<Result<JobId, DecideError>>)> },
-    Fail { lease_id: LeaseId, error: String, retryable: bool, actor: Option<String>, reply: Reply<JobTransitionResponse> },
-    Cancel { job_id: JobId, actor: Option<String>, reply: Reply<JobTransitionResponse> },
-    Retry { job_id: JobId, actor: Option<String>, reply: Reply<JobTransitionResponse> },
-    SetPaused { queue: String, paused: bool, actor: Option<String>, reply: Reply<QueueChangeResponse> },
-    Queues { reply: Reply<Vec<QueueView>> },
+    CompleteMany {
+        items: Vec<(LeaseId, Option<serde_json::Value>)>,
+        actor: Option<String>,
+        reply: Reply<CompleteManyOutcome>,
+    },
+    Fail {
+        lease_id: LeaseId,
+        error: String,
+        retryable: bool,
+        actor: Option<String>,
+        reply: Reply<JobTransitionResponse>,
+    },
+    Cancel {
+        job_id: JobId,
+        actor: Option<String>,
+        reply: Reply<JobTransitionResponse>,
+    },
+    Retry {
+        job_id: JobId,
+        actor: Option<String>,
+        reply: Reply<JobTransitionResponse>,
+    },
+    SetPaused {
+        queue: String,
+        paused: bool,
+        actor: Option<String>,
+        reply: Reply<QueueChangeResponse>,
+    },
+    Queues {
+        reply: Reply<Vec<QueueView>>,
+    },
     /// Appends already-validated domain events, refused with `lease_lost` when `lease_id` is
     /// given and no longer held.
-    AppendFenced { lease_id: Option<LeaseId>, events: Vec<Event>, actor: Option<String>, reply: Reply<Lsn> },
+    AppendFenced {
+        lease_id: Option<LeaseId>,
+        events: Vec<Event>,
+        actor: Option<String>,
+        reply: Reply<Lsn>,
+    },
 }
 
 /// Extracts the grants from decided `JobLeased` events.
@@ -78,7 +129,10 @@ pub fn grants_of(events: &[Event]) -> Vec<LeaseGrantCore> {
         .collect()
 }
 
-fn answer<T: Send + 'static>(reply: Reply<T>, make: impl FnOnce(Lsn) -> T + Send + 'static) -> Box<dyn FnOnce(Result<Lsn, AppendError>) + Send> {
+fn answer<T: Send + 'static>(
+    reply: Reply<T>,
+    make: impl FnOnce(Lsn) -> T + Send + 'static,
+) -> Box<dyn FnOnce(Result<Lsn, AppendError>) + Send> {
     Box::new(move |outcome| {
         let _ignored_if_client_left = reply.send(outcome.map(make).map_err(SequencerError::Append));
     })
@@ -91,11 +145,16 @@ fn refuse<T>(reply: Reply<T>, error: impl Into<SequencerError>) {
 /// Decides one command and commits its events (or answers at once when there are none).
 pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
     match command {
-        Command::Submit { requests, actor, reply } => {
-            let decision = match decide::submit(&sequencer.state, &sequencer.limits, now_ms, &requests) {
-                Ok(decision) => decision,
-                Err(error) => return refuse(reply, error),
-            };
+        Command::Submit {
+            requests,
+            actor,
+            reply,
+        } => {
+            let decision =
+                match decide::submit(&sequencer.state, &sequencer.limits, now_ms, &requests) {
+                    Ok(decision) => decision,
+                    Err(error) => return refuse(reply, error),
+                };
             let outcomes = decision.reply;
             let make = move |lsn: Lsn| {
                 outcomes
@@ -115,12 +174,24 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                 let _ignored_if_client_left = reply.send(Ok(make(Lsn::ZERO)));
                 return;
             }
-            sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+            sequencer
+                .commit(now_ms, actor, decision.events, answer(reply, make))
+                .await;
             sequencer.waiters.wake();
         }
-        Command::Lease { request, wait_ms, actor, reply } => {
+        Command::Lease {
+            request,
+            wait_ms,
+            actor,
+            reply,
+        } => {
             let tags = request.tags.clone().unwrap_or_default();
-            let ask = decide::LeaseAsk { worker_id: &request.worker_id, queues: &request.queues, tags: &tags, max_jobs: request.max_jobs.unwrap_or(1) };
+            let ask = decide::LeaseAsk {
+                worker_id: &request.worker_id,
+                queues: &request.queues,
+                tags: &tags,
+                max_jobs: request.max_jobs.unwrap_or(1),
+            };
             if let Err(error) = decide::validate_lease_ask(&ask, &sequencer.limits) {
                 return refuse(reply, error);
             }
@@ -129,7 +200,17 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
             if !decision.events.is_empty() {
                 let grants = grants_of(&decision.events);
                 super::record_lease_latencies(&sequencer.state, now_ms, &decision.events);
-                sequencer.commit(now_ms, actor, decision.events, answer(reply, move |lsn| LeaseOutcome { lsn: Some(lsn), grants })).await;
+                sequencer
+                    .commit(
+                        now_ms,
+                        actor,
+                        decision.events,
+                        answer(reply, move |lsn| LeaseOutcome {
+                            lsn: Some(lsn),
+                            grants,
+                        }),
+                    )
+                    .await;
                 return;
             }
             let wait_ms = wait_ms.min(sequencer.lease_wait_ms_max);
@@ -138,7 +219,10 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                 return;
             }
             if sequencer.waiters.len() >= sequencer.lease_waiters_max {
-                return refuse(reply, SequencerError::TooManyWaiters(sequencer.waiters.len()));
+                return refuse(
+                    reply,
+                    SequencerError::TooManyWaiters(sequencer.waiters.len()),
+                );
             }
             let max_jobs = ask.max_jobs;
             sequencer.waiters.park(Waiter {
@@ -151,34 +235,76 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                 reply,
             });
         }
-        Command::Heartbeat { lease_id, actor, reply } => match decide::heartbeat(&sequencer.state, now_ms, lease_id) {
+        Command::Heartbeat {
+            lease_id,
+            actor,
+            reply,
+        } => match decide::heartbeat(&sequencer.state, now_ms, lease_id) {
             Ok(decision) => {
                 let expires_at_ms = decision.reply;
-                sequencer.commit(now_ms, actor, decision.events, answer(reply, move |_| HeartbeatResponse { expires_at_ms })).await;
+                sequencer
+                    .commit(
+                        now_ms,
+                        actor,
+                        decision.events,
+                        answer(reply, move |_| HeartbeatResponse { expires_at_ms }),
+                    )
+                    .await;
             }
             Err(error) => refuse(reply, error),
         },
-        Command::Complete { lease_id, result, actor, reply } => {
-            match decide::complete(&sequencer.state, &sequencer.limits, now_ms, lease_id, result.as_ref()) {
+        Command::Complete {
+            lease_id,
+            result,
+            actor,
+            reply,
+        } => {
+            match decide::complete(
+                &sequencer.state,
+                &sequencer.limits,
+                now_ms,
+                lease_id,
+                result.as_ref(),
+            ) {
                 Ok(decision) => {
                     let job_id = decision.reply;
                     record_start_to_finish(sequencer, now_ms, job_id);
-                    let make = move |lsn| JobTransitionResponse { job_id, state: JobStateName::Completed, lsn, run_at_ms: None };
-                    sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+                    let make = move |lsn| JobTransitionResponse {
+                        job_id,
+                        state: JobStateName::Completed,
+                        lsn,
+                        run_at_ms: None,
+                    };
+                    sequencer
+                        .commit(now_ms, actor, decision.events, answer(reply, make))
+                        .await;
                 }
                 Err(error) => refuse(reply, error),
             }
         }
-        Command::CompleteMany { items, actor, reply } => {
+        Command::CompleteMany {
+            items,
+            actor,
+            reply,
+        } => {
             let mut events = Vec::with_capacity(items.len());
             let mut outcomes = Vec::with_capacity(items.len());
             let mut seen = std::collections::HashSet::with_capacity(items.len());
             for (lease_id, result) in items {
                 if !seen.insert(lease_id) {
-                    outcomes.push(Err(DecideError::LeaseLost { lease_id, reason: "completed earlier in this batch".into() }));
+                    outcomes.push(Err(DecideError::LeaseLost {
+                        lease_id,
+                        reason: "completed earlier in this batch".into(),
+                    }));
                     continue;
                 }
-                match decide::complete(&sequencer.state, &sequencer.limits, now_ms, lease_id, result.as_ref()) {
+                match decide::complete(
+                    &sequencer.state,
+                    &sequencer.limits,
+                    now_ms,
+                    lease_id,
+                    result.as_ref(),
+                ) {
                     Ok(decision) => {
                         record_start_to_finish(sequencer, now_ms, decision.reply);
                         events.extend(decision.events);
@@ -191,44 +317,103 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                 let _ignored_if_client_left = reply.send(Ok((None, outcomes)));
                 return;
             }
-            sequencer.commit(now_ms, actor, events, answer(reply, move |lsn| (Some(lsn), outcomes))).await;
+            sequencer
+                .commit(
+                    now_ms,
+                    actor,
+                    events,
+                    answer(reply, move |lsn| (Some(lsn), outcomes)),
+                )
+                .await;
         }
-        Command::Fail { lease_id, error, retryable, actor, reply } => {
+        Command::Fail {
+            lease_id,
+            error,
+            retryable,
+            actor,
+            reply,
+        } => {
             let jitter = rand::rng().random::<f64>();
-            match decide::fail(&sequencer.state, &sequencer.limits, now_ms, lease_id, &error, retryable, jitter) {
+            match decide::fail(
+                &sequencer.state,
+                &sequencer.limits,
+                now_ms,
+                lease_id,
+                &error,
+                retryable,
+                jitter,
+            ) {
                 Ok(decision) => {
                     let (job_id, after) = decision.reply;
                     record_start_to_finish(sequencer, now_ms, job_id);
                     let (state, run_at_ms) = match after {
-                        AfterFailure::Retry { run_at_ms } => (JobStateName::Scheduled, Some(run_at_ms)),
+                        AfterFailure::Retry { run_at_ms } => {
+                            (JobStateName::Scheduled, Some(run_at_ms))
+                        }
                         AfterFailure::Dead => (JobStateName::Dead, None),
                     };
-                    let make = move |lsn| JobTransitionResponse { job_id, state, lsn, run_at_ms };
-                    sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+                    let make = move |lsn| JobTransitionResponse {
+                        job_id,
+                        state,
+                        lsn,
+                        run_at_ms,
+                    };
+                    sequencer
+                        .commit(now_ms, actor, decision.events, answer(reply, make))
+                        .await;
                     sequencer.waiters.wake();
                 }
                 Err(error) => refuse(reply, error),
             }
         }
-        Command::Cancel { job_id, actor, reply } => match decide::cancel(&sequencer.state, now_ms, job_id) {
+        Command::Cancel {
+            job_id,
+            actor,
+            reply,
+        } => match decide::cancel(&sequencer.state, now_ms, job_id) {
             Ok(decision) => {
-                let make = move |lsn| JobTransitionResponse { job_id, state: JobStateName::Cancelled, lsn, run_at_ms: None };
-                sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+                let make = move |lsn| JobTransitionResponse {
+                    job_id,
+                    state: JobStateName::Cancelled,
+                    lsn,
+                    run_at_ms: None,
+                };
+                sequencer
+                    .commit(now_ms, actor, decision.events, answer(reply, make))
+                    .await;
             }
             Err(error) => refuse(reply, error),
         },
-        Command::Retry { job_id, actor, reply } => match decide::retry(&sequencer.state, now_ms, job_id) {
+        Command::Retry {
+            job_id,
+            actor,
+            reply,
+        } => match decide::retry(&sequencer.state, now_ms, job_id) {
             Ok(decision) => {
-                let make = move |lsn| JobTransitionResponse { job_id, state: JobStateName::Queued, lsn, run_at_ms: Some(now_ms) };
-                sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+                let make = move |lsn| JobTransitionResponse {
+                    job_id,
+                    state: JobStateName::Queued,
+                    lsn,
+                    run_at_ms: Some(now_ms),
+                };
+                sequencer
+                    .commit(now_ms, actor, decision.events, answer(reply, make))
+                    .await;
                 sequencer.waiters.wake();
             }
             Err(error) => refuse(reply, error),
         },
-        Command::SetPaused { queue, paused, actor, reply } => match decide::set_paused(&sequencer.limits, &queue, paused) {
+        Command::SetPaused {
+            queue,
+            paused,
+            actor,
+            reply,
+        } => match decide::set_paused(&sequencer.limits, &queue, paused) {
             Ok(decision) => {
                 let make = move |lsn| QueueChangeResponse { queue, paused, lsn };
-                sequencer.commit(now_ms, actor, decision.events, answer(reply, make)).await;
+                sequencer
+                    .commit(now_ms, actor, decision.events, answer(reply, make))
+                    .await;
                 if !paused {
                     sequencer.waiters.wake();
                 }
@@ -241,23 +426,37 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                 .state
                 .queues
                 .iter()
-                .map(|(name, index)| QueueView { queue: name.to_string(), paused: index.paused, depth: index.depth() })
+                .map(|(name, index)| QueueView {
+                    queue: name.to_string(),
+                    paused: index.paused,
+                    depth: index.depth(),
+                })
                 .collect();
             let _ignored_if_client_left = reply.send(Ok(views));
         }
-        Command::AppendFenced { lease_id, events, actor, reply } => {
+        Command::AppendFenced {
+            lease_id,
+            events,
+            actor,
+            reply,
+        } => {
             if let Some(lease_id) = lease_id {
                 if let Err(error) = decide::held_lease(&sequencer.state, now_ms, lease_id) {
                     return refuse(reply, error);
                 }
             }
-            sequencer.commit(now_ms, actor, events, answer(reply, |lsn| lsn)).await;
+            sequencer
+                .commit(now_ms, actor, events, answer(reply, |lsn| lsn))
+                .await;
         }
     }
 }
 
 fn record_start_to_finish(sequencer: &Sequencer, now_ms: u64, job_id: JobId) {
-    if let Some(JobStatus::Leased { leased_at_ms, .. }) = sequencer.state.job(job_id).map(|job| &job.status) {
-        metrics::histogram!("agentd_job_start_to_finish_seconds").record(now_ms.saturating_sub(*leased_at_ms) as f64 / 1000.0);
+    if let Some(JobStatus::Leased { leased_at_ms, .. }) =
+        sequencer.state.job(job_id).map(|job| &job.status)
+    {
+        metrics::histogram!("agentd_job_start_to_finish_seconds")
+            .record(now_ms.saturating_sub(*leased_at_ms) as f64 / 1000.0);
     }
 }

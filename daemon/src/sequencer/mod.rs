@@ -18,7 +18,9 @@ pub use commands::{Command, LeaseGrantCore, LeaseOutcome, SequencerError};
 
 use crate::log::{AppendError, LogReader, LogWriter};
 use crate::queue::{decide, QueueLimits, QueueState};
-use agentd_schemas::events::{decode_record, encode_record, Event, LogRecord, RECORD_FORMAT_VERSION};
+use agentd_schemas::events::{
+    decode_record, encode_record, Event, LogRecord, RECORD_FORMAT_VERSION,
+};
 use agentd_schemas::Lsn;
 use rand::Rng;
 use std::collections::VecDeque;
@@ -44,9 +46,15 @@ pub struct SequencerHandle {
 
 impl SequencerHandle {
     /// Sends a command built around a reply channel and waits for the answer.
-    pub async fn call<T>(&self, build: impl FnOnce(oneshot::Sender<Result<T, SequencerError>>) -> Command) -> Result<T, SequencerError> {
+    pub async fn call<T>(
+        &self,
+        build: impl FnOnce(oneshot::Sender<Result<T, SequencerError>>) -> Command,
+    ) -> Result<T, SequencerError> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.tx.send(build(reply_tx)).await.map_err(|_| SequencerError::ShuttingDown)?;
+        self.tx
+            .send(build(reply_tx))
+            .await
+            .map_err(|_| SequencerError::ShuttingDown)?;
         reply_rx.await.map_err(|_| SequencerError::ShuttingDown)?
     }
 }
@@ -79,7 +87,11 @@ pub struct SequencerOptions {
 
 impl Sequencer {
     /// Starts the sequencer task over a state replayed up to the writer's durable LSN.
-    pub fn spawn(state: QueueState, writer: LogWriter, options: SequencerOptions) -> (SequencerHandle, tokio::task::JoinHandle<()>) {
+    pub fn spawn(
+        state: QueueState,
+        writer: LogWriter,
+        options: SequencerOptions,
+    ) -> (SequencerHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
         let next_lsn = state.last_lsn.next();
         let last_ts_ms = state.last_ts_ms;
@@ -105,7 +117,9 @@ impl Sequencer {
         let mut closed = false;
         loop {
             let now_ms = self.now_ms();
-            let wake_at = self.next_wake_ms(now_ms).map(|at_ms| tokio::time::Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms)));
+            let wake_at = self.next_wake_ms(now_ms).map(|at_ms| {
+                tokio::time::Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms))
+            });
             tokio::select! {
                 biased;
                 outcome = async { (&mut self.in_flight.front_mut().expect("guarded by the branch condition").rx).await }, if !self.in_flight.is_empty() => {
@@ -139,7 +153,10 @@ impl Sequencer {
 
     /// Current wall-clock time, never earlier than a time already written to the log.
     fn now_ms(&mut self) -> u64 {
-        let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         self.last_ts_ms = self.last_ts_ms.max(wall_ms);
         self.last_ts_ms
     }
@@ -155,7 +172,9 @@ impl Sequencer {
 
     async fn on_timer(&mut self) {
         let now_ms = self.now_ms();
-        let events = decide::expire_leases(&self.state, &self.limits, now_ms, || rand::rng().random::<f64>());
+        let events = decide::expire_leases(&self.state, &self.limits, now_ms, || {
+            rand::rng().random::<f64>()
+        });
         if !events.is_empty() {
             let count = events.len() as u64;
             metrics::counter!("agentd_lease_expirations_total").increment(count);
@@ -183,11 +202,18 @@ impl Sequencer {
         on_durable: Box<dyn FnOnce(Result<Lsn, AppendError>) + Send>,
     ) -> Lsn {
         let lsn = self.next_lsn;
-        let record = LogRecord { ts_ms: now_ms, actor, events };
+        let record = LogRecord {
+            ts_ms: now_ms,
+            actor,
+            events,
+        };
         let payload = encode_record(&record);
         metrics::counter!("agentd_events_appended_total").increment(record.events.len() as u64);
         if self.careful {
-            let outcome = self.writer.append(lsn, RECORD_FORMAT_VERSION, payload).await;
+            let outcome = self
+                .writer
+                .append(lsn, RECORD_FORMAT_VERSION, payload)
+                .await;
             if outcome.is_ok() {
                 self.careful = false;
                 self.next_lsn = lsn.next();
@@ -196,7 +222,11 @@ impl Sequencer {
             on_durable(outcome);
             return lsn;
         }
-        match self.writer.enqueue(lsn, RECORD_FORMAT_VERSION, payload).await {
+        match self
+            .writer
+            .enqueue(lsn, RECORD_FORMAT_VERSION, payload)
+            .await
+        {
             Ok(rx) => {
                 self.next_lsn = lsn.next();
                 self.state.apply(lsn, &record);
@@ -218,7 +248,10 @@ impl Sequencer {
         tracing::warn!(%durable_lsn, "an append failed; rebuilding queue state from the durable log and appending carefully");
         let log_dir = self.log_dir.clone();
         let frame_bytes_max = self.frame_bytes_max;
-        let rebuilt = tokio::task::spawn_blocking(move || replay_queue_state(&log_dir, frame_bytes_max, durable_lsn)).await;
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            replay_queue_state(&log_dir, frame_bytes_max, durable_lsn)
+        })
+        .await;
         match rebuilt {
             Ok(Ok(state)) => {
                 self.state = state;
@@ -226,7 +259,9 @@ impl Sequencer {
                 self.careful = true;
                 self.waiters.wake();
             }
-            Ok(Err(error)) => crate::fatal(&format!("cannot rebuild queue state after a failed append: {error}")),
+            Ok(Err(error)) => crate::fatal(&format!(
+                "cannot rebuild queue state after a failed append: {error}"
+            )),
             Err(error) => crate::fatal(&format!("queue state rebuild task failed: {error}")),
         }
     }
@@ -239,7 +274,12 @@ impl Sequencer {
             if waiter.reply.is_closed() {
                 continue;
             }
-            let ask = decide::LeaseAsk { worker_id: &waiter.worker_id, queues: &waiter.queues, tags: &waiter.tags, max_jobs: waiter.max_jobs };
+            let ask = decide::LeaseAsk {
+                worker_id: &waiter.worker_id,
+                queues: &waiter.queues,
+                tags: &waiter.tags,
+                max_jobs: waiter.max_jobs,
+            };
             let decision = decide::lease(&self.state, &self.limits, now_ms, &ask);
             if decision.events.is_empty() {
                 self.waiters.park(waiter);
@@ -248,9 +288,21 @@ impl Sequencer {
             let grants = commands::grants_of(&decision.events);
             record_lease_latencies(&self.state, now_ms, &decision.events);
             let reply = waiter.reply;
-            self.commit(now_ms, waiter.actor, decision.events, Box::new(move |outcome| {
-                let _ignored_if_client_left = reply.send(outcome.map(|lsn| LeaseOutcome { lsn: Some(lsn), grants }).map_err(SequencerError::from));
-            }))
+            self.commit(
+                now_ms,
+                waiter.actor,
+                decision.events,
+                Box::new(move |outcome| {
+                    let _ignored_if_client_left = reply.send(
+                        outcome
+                            .map(|lsn| LeaseOutcome {
+                                lsn: Some(lsn),
+                                grants,
+                            })
+                            .map_err(SequencerError::from),
+                    );
+                }),
+            )
             .await;
         }
     }
@@ -260,8 +312,11 @@ impl Sequencer {
 fn record_lease_latencies(state: &QueueState, now_ms: u64, events: &[Event]) {
     for event in events {
         if let Event::JobLeased(leased) = event {
-            if let Some(crate::queue::JobStatus::Waiting { run_at_ms }) = state.job(leased.job_id).map(|job| &job.status) {
-                metrics::histogram!("agentd_job_enqueue_to_start_seconds").record(now_ms.saturating_sub(*run_at_ms) as f64 / 1000.0);
+            if let Some(crate::queue::JobStatus::Waiting { run_at_ms }) =
+                state.job(leased.job_id).map(|job| &job.status)
+            {
+                metrics::histogram!("agentd_job_enqueue_to_start_seconds")
+                    .record(now_ms.saturating_sub(*run_at_ms) as f64 / 1000.0);
             }
         }
     }
@@ -288,14 +343,21 @@ pub enum ReplayError {
     #[error(transparent)]
     Log(#[from] crate::log::LogError),
     #[error("cannot decode the record at lsn {lsn}: {source}")]
-    Decode { lsn: Lsn, source: agentd_schemas::events::DecodeError },
+    Decode {
+        lsn: Lsn,
+        source: agentd_schemas::events::DecodeError,
+    },
     /// The visitor asked to stop early (its own error is reported separately).
     #[error("replay stopped by its consumer")]
     Stopped,
 }
 
 /// Replays the log up to `up_to` into a fresh queue state.
-pub fn replay_queue_state(log_dir: &std::path::Path, frame_bytes_max: u32, up_to: Lsn) -> Result<QueueState, ReplayError> {
+pub fn replay_queue_state(
+    log_dir: &std::path::Path,
+    frame_bytes_max: u32,
+    up_to: Lsn,
+) -> Result<QueueState, ReplayError> {
     let mut state = QueueState::new();
     for_each_record(log_dir, frame_bytes_max, Lsn::ZERO, up_to, |lsn, record| {
         state.apply(lsn, &record);
@@ -315,7 +377,12 @@ pub fn for_each_record(
     let reader = LogReader::open(log_dir, frame_bytes_max)?;
     for frame in reader.frames(after, up_to) {
         let frame = frame?;
-        let record = decode_record(frame.format_version, &frame.payload).map_err(|source| ReplayError::Decode { lsn: frame.lsn, source })?;
+        let record = decode_record(frame.format_version, &frame.payload).map_err(|source| {
+            ReplayError::Decode {
+                lsn: frame.lsn,
+                source,
+            }
+        })?;
         visit(frame.lsn, record)?;
     }
     Ok(())
@@ -326,4 +393,3 @@ impl From<AppendError> for SequencerError {
         SequencerError::Append(error)
     }
 }
-

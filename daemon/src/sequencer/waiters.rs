@@ -50,7 +50,10 @@ impl Waiters {
     }
 
     pub fn park(&mut self, waiter: Waiter) {
-        self.earliest_deadline_ms = Some(self.earliest_deadline_ms.map_or(waiter.deadline_ms, |at| at.min(waiter.deadline_ms)));
+        self.earliest_deadline_ms = Some(
+            self.earliest_deadline_ms
+                .map_or(waiter.deadline_ms, |at| at.min(waiter.deadline_ms)),
+        );
         self.parked.push_back(waiter);
     }
 

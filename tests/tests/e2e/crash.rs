@@ -34,12 +34,19 @@ async fn load(client: Client, acked: Arc<Mutex<Acknowledged>>, seed: u64) {
                     ..Default::default()
                 };
                 let outcome = if n % 5 == 0 {
-                    client.submit_batch(vec![job.clone(), job]).await.map(|answer| answer.jobs)
+                    client
+                        .submit_batch(vec![job.clone(), job])
+                        .await
+                        .map(|answer| answer.jobs)
                 } else {
                     client.submit(&job).await.map(|answer| vec![answer])
                 };
                 match outcome {
-                    Ok(answers) => acked.lock().unwrap().submitted.extend(answers.into_iter().map(|answer| answer.job_id)),
+                    Ok(answers) => acked
+                        .lock()
+                        .unwrap()
+                        .submitted
+                        .extend(answers.into_iter().map(|answer| answer.job_id)),
                     Err(_) => return,
                 }
             }
@@ -49,14 +56,30 @@ async fn load(client: Client, acked: Arc<Mutex<Acknowledged>>, seed: u64) {
         let client = client.clone();
         let acked = acked.clone();
         tasks.spawn(async move {
-            let request = LeaseRequest { worker_id: format!("w{worker}"), queues: vec!["crash".into()], tags: None, max_jobs: Some(10), wait_ms: Some(100) };
+            let request = LeaseRequest {
+                worker_id: format!("w{worker}"),
+                queues: vec!["crash".into()],
+                tags: None,
+                max_jobs: Some(10),
+                wait_ms: Some(100),
+            };
             loop {
-                let Ok(response) = client.lease(&request).await else { return };
+                let Ok(response) = client.lease(&request).await else {
+                    return;
+                };
                 for lease in response.leases {
                     match client.complete(lease.lease_id, None).await {
                         Ok(_) => {
-                            let previous = acked.lock().unwrap().completed.insert(lease.job_id, lease.lease_id);
-                            assert!(previous.is_none(), "{} was acknowledged as completed twice", lease.job_id);
+                            let previous = acked
+                                .lock()
+                                .unwrap()
+                                .completed
+                                .insert(lease.job_id, lease.lease_id);
+                            assert!(
+                                previous.is_none(),
+                                "{} was acknowledged as completed twice",
+                                lease.job_id
+                            );
                         }
                         Err(error) if error.code() == Some("lease_lost") => {}
                         Err(_) => return,
@@ -78,12 +101,19 @@ async fn verify(client: &Client, acked: &Acknowledged) {
         let page = client.events(after, 10_000, 0).await.unwrap();
         for event in &page.events {
             let lsn = event["lsn"].as_u64().unwrap();
-            assert!(lsn == expected_lsn || lsn + 1 == expected_lsn, "lsn gap: {lsn} after {}", expected_lsn - 1);
+            assert!(
+                lsn == expected_lsn || lsn + 1 == expected_lsn,
+                "lsn gap: {lsn} after {}",
+                expected_lsn - 1
+            );
             expected_lsn = lsn + 1;
             let job = event["job_id"].as_str().unwrap_or_default().to_string();
             match event["type"].as_str().unwrap() {
                 "job_submitted" => *submissions.entry(job).or_default() += 1,
-                "job_completed" => completions.entry(job).or_default().push(event["lease_id"].as_str().unwrap().to_string()),
+                "job_completed" => completions
+                    .entry(job)
+                    .or_default()
+                    .push(event["lease_id"].as_str().unwrap().to_string()),
                 _ => {}
             }
         }
@@ -93,22 +123,43 @@ async fn verify(client: &Client, acked: &Acknowledged) {
         after = page.next_after;
     }
     for job_id in &acked.submitted {
-        assert_eq!(submissions.get(&job_id.to_string()), Some(&1), "acknowledged submission {job_id} must be in the log exactly once");
+        assert_eq!(
+            submissions.get(&job_id.to_string()),
+            Some(&1),
+            "acknowledged submission {job_id} must be in the log exactly once"
+        );
     }
     for (job_id, lease_id) in &acked.completed {
-        assert_eq!(completions.get(&job_id.to_string()), Some(&vec![lease_id.to_string()]), "acknowledged completion of {job_id} must be in the log exactly once");
-        assert_eq!(client.job(*job_id).await.unwrap().state, JobStateName::Completed);
+        assert_eq!(
+            completions.get(&job_id.to_string()),
+            Some(&vec![lease_id.to_string()]),
+            "acknowledged completion of {job_id} must be in the log exactly once"
+        );
+        assert_eq!(
+            client.job(*job_id).await.unwrap().state,
+            JobStateName::Completed
+        );
     }
     for (job_id, leases) in &completions {
-        assert_eq!(leases.len(), 1, "{job_id} completed by two leases: {leases:?}");
+        assert_eq!(
+            leases.len(),
+            1,
+            "{job_id} completed by two leases: {leases:?}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_acknowledged() {
-    let cycles: usize = std::env::var("AGENTD_CRASH_CYCLES").ok().and_then(|text| text.parse().ok()).unwrap_or(20);
+    let cycles: usize = std::env::var("AGENTD_CRASH_CYCLES")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "[queue]\nretry_backoff_base_ms = 10\nretry_backoff_max_ms = 100\n");
+    let config = write_config(
+        dir.path(),
+        "[queue]\nretry_backoff_base_ms = 10\nretry_backoff_max_ms = 100\n",
+    );
     let data_dir = dir.path().join("data");
     let mut daemon = Daemon::start(&data_dir, Some(&config));
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
@@ -123,19 +174,40 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         let client = daemon.client();
         let snapshot = {
             let guard = acked.lock().unwrap();
-            Acknowledged { submitted: guard.submitted.clone(), completed: guard.completed.clone() }
+            Acknowledged {
+                submitted: guard.submitted.clone(),
+                completed: guard.completed.clone(),
+            }
         };
         verify(&client, &snapshot).await;
     }
-    let acked = acked.lock().unwrap();
-    eprintln!("crash test: {cycles} SIGKILLs, {} acknowledged submissions, {} acknowledged completions, lost 0", acked.submitted.len(), acked.completed.len());
-    drop(acked);
+    let (submitted, completed) = {
+        let acked = acked.lock().unwrap();
+        (acked.submitted.len(), acked.completed.len())
+    };
+    eprintln!("crash test: {cycles} SIGKILLs, {submitted} acknowledged submissions, {completed} acknowledged completions, lost 0");
     // The live projection (built incrementally across every crash) equals a fresh rebuild.
-    let live: serde_json::Value = reqwest::get(format!("{}/v1/admin/digest", daemon.url)).await.unwrap().json().await.unwrap();
+    let live: serde_json::Value = reqwest::get(format!("{}/v1/admin/digest", daemon.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(daemon.stop(), Some(0));
     let out = dir.path().join("rebuilt");
-    let output = agentd(&["rebuild", "--data-dir", data_dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = agentd(&[
+        "rebuild",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let rebuilt: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(live["projections"]["jobs"], rebuilt["jobs"]);
     assert_eq!(live["lsn"], rebuilt["lsn"]);

@@ -8,7 +8,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 fn segments(data_dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir.join("log")).unwrap().map(|entry| entry.unwrap().path()).filter(|path| path.extension().is_some_and(|ext| ext == "seg")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir.join("log"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
     files.sort();
     files
 }
@@ -17,7 +21,12 @@ async fn submit_some(daemon: &Daemon, count: usize) -> Vec<agentd_schemas::JobId
     let client = daemon.client();
     let mut ids = Vec::new();
     for n in 0..count {
-        let job = SubmitJobRequest { queue: "q".into(), kind: "k".into(), payload: serde_json::json!({"n": n}), ..Default::default() };
+        let job = SubmitJobRequest {
+            queue: "q".into(),
+            kind: "k".into(),
+            payload: serde_json::json!({"n": n}),
+            ..Default::default()
+        };
         ids.push(client.submit(&job).await.unwrap().job_id);
     }
     ids
@@ -32,7 +41,12 @@ async fn a_torn_tail_is_repaired_and_acknowledged_jobs_survive() {
     daemon.kill9();
     // A crash mid-write leaves half a frame at the end.
     let last = segments(&data_dir).pop().unwrap();
-    std::fs::OpenOptions::new().append(true).open(&last).unwrap().write_all(&[0x40, 0, 0, 0, 0xde, 0xad, 0xbe]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap()
+        .write_all(&[0x40, 0, 0, 0, 0xde, 0xad, 0xbe])
+        .unwrap();
     let daemon = Daemon::start(&data_dir, None);
     let client = daemon.client();
     for id in ids {
@@ -61,9 +75,18 @@ async fn corruption_mid_log_refuses_to_start_with_file_and_offset() {
         Err(lines) => lines.join("\n"),
     };
     let name = segment.file_name().unwrap().to_str().unwrap();
-    assert!(lines.contains(name), "message should name the segment file: {lines}");
-    assert!(lines.contains("corrupt"), "message should say corrupt: {lines}");
-    assert!(lines.contains("24"), "message should give the frame's byte offset: {lines}");
+    assert!(
+        lines.contains(name),
+        "message should name the segment file: {lines}"
+    );
+    assert!(
+        lines.contains("corrupt"),
+        "message should say corrupt: {lines}"
+    );
+    assert!(
+        lines.contains("24"),
+        "message should give the frame's byte offset: {lines}"
+    );
 }
 
 #[tokio::test]
@@ -72,7 +95,12 @@ async fn a_missing_or_damaged_projection_is_rebuilt_from_the_log() {
     let data_dir = dir.path().join("data");
     let mut daemon = Daemon::start(&data_dir, None);
     let ids = submit_some(&daemon, 20).await;
-    let digest: serde_json::Value = reqwest::get(format!("{}/v1/admin/digest", daemon.url)).await.unwrap().json().await.unwrap();
+    let digest: serde_json::Value = reqwest::get(format!("{}/v1/admin/digest", daemon.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(daemon.stop(), Some(0));
     let projection = data_dir.join("projections").join("jobs.redb");
     for damage in ["delete", "garbage"] {
@@ -85,14 +113,33 @@ async fn a_missing_or_damaged_projection_is_rebuilt_from_the_log() {
         for id in &ids {
             client.job(*id).await.unwrap();
         }
-        let again: serde_json::Value = reqwest::get(format!("{}/v1/admin/digest", daemon.url)).await.unwrap().json().await.unwrap();
+        let again: serde_json::Value = reqwest::get(format!("{}/v1/admin/digest", daemon.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(again, digest, "after {damage}");
         daemon.stop();
     }
     // Offline rebuilds of the same log print the same digests every time.
-    let first = agentd(&["rebuild", "--data-dir", data_dir.to_str().unwrap(), "--json"]);
-    let second = agentd(&["rebuild", "--data-dir", data_dir.to_str().unwrap(), "--json"]);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first = agentd(&[
+        "rebuild",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    let second = agentd(&[
+        "rebuild",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert_eq!(first.stdout, second.stdout);
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(report["jobs"], digest["projections"]["jobs"]);
