@@ -6,6 +6,7 @@ mod jobs;
 mod output;
 mod queues;
 mod submit;
+mod tokens;
 mod worker;
 
 use crate::http_client::{Client, DEFAULT_URL};
@@ -43,14 +44,18 @@ pub enum Command {
     Events(events::EventsCommand),
     /// Lease jobs and run a command for each (`agentctl worker --queue q -- ./handle.sh`)
     Worker(worker::WorkerArgs),
+    /// Create bearer tokens for the daemon's access control
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Measure submit throughput, end-to-end jobs/s and latencies against a running daemon
     Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.url, cli.token.clone())?;
     let json = cli.json;
+    // Building a client does not connect, so `tokens create` works without a daemon.
+    let client = Client::new(&cli.url, cli.token.clone())?;
     match cli.command {
         Command::Submit(args) => submit::run(&client, args, json).await,
         Command::Jobs(command) => jobs::run(&client, command, json).await,
@@ -58,6 +63,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(command) => events::run(&client, command, json).await,
         Command::Worker(args) => worker::run(client, &cli.url, args, json).await,
         Command::Bench(args) => bench::run(&client, args, json).await,
+        Command::Tokens(command) => tokens::run(command, json),
     }
 }
 
