@@ -75,6 +75,9 @@ fn main() -> anyhow::Result<()> {
                 println!("rebuilt projections up to lsn {}", report.lsn);
                 println!("queue  {}", report.queue);
                 println!("jobs   {}", report.jobs);
+                println!("datasets     {}", report.datasets);
+                println!("agent_state  {}", report.agent_state);
+                println!("trajectories {}", report.trajectories);
             }
             Ok(())
         }

@@ -2,6 +2,7 @@
 //! The same log always prints the same digests.
 
 use crate::config::Config;
+use crate::projection::domain::DomainProjections;
 use crate::projection::ProjectionStore;
 use crate::sequencer::replay_queue_state;
 use crate::server::DataPaths;
@@ -15,6 +16,11 @@ pub struct RebuildReport {
     pub lsn: u64,
     pub queue: String,
     pub jobs: String,
+    /// The in-memory domain projections (processed splits, agent state, trajectories), under
+    /// the names `GET /v1/admin/digest` uses.
+    pub datasets: String,
+    pub agent_state: String,
+    pub trajectories: String,
 }
 
 /// Rebuilds projections from `data_dir`'s log into `out` (or in place when `out` is `None`).
@@ -51,16 +57,25 @@ pub fn rebuild(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let (store, _) = ProjectionStore::open(&projections_dir)?;
-    store.catch_up(&paths.log, config.log.frame_bytes_max, last_lsn, |lsn| {
-        progress.set_position(lsn.0)
-    })?;
+    let domain = DomainProjections::new(&config.datasets)?;
+    store.catch_up_with(
+        &paths.log,
+        config.log.frame_bytes_max,
+        last_lsn,
+        |batch| domain.apply_batch(batch),
+        |lsn| progress.set_position(lsn.0),
+    )?;
     store.persist()?;
     progress.finish_and_clear();
     let queue = replay_queue_state(&paths.log, config.log.frame_bytes_max, last_lsn)?;
+    let domain = domain.digests();
     Ok(RebuildReport {
         lsn: last_lsn.0,
         queue: queue.digest(),
         jobs: store.digest()?,
+        datasets: domain.datasets,
+        agent_state: domain.agent_state,
+        trajectories: domain.trajectories,
     })
 }
 

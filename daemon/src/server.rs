@@ -6,7 +6,9 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::log::{self, LogOptions};
 use crate::projection::{self, OpenOutcome, ProjectionStore};
-use crate::sequencer::{replay_queue_state, Command, Sequencer, SequencerOptions};
+use crate::projection::domain::{self as domain_projection, DomainProjections};
+use crate::queue::QueueState;
+use crate::sequencer::{Command, Sequencer, SequencerOptions};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::path::{Path, PathBuf};
@@ -111,9 +113,20 @@ pub async fn run(
     let last_lsn = log.last_lsn();
     let frame_bytes_max = config.log.frame_bytes_max;
 
+    let domain = Arc::new(DomainProjections::new(&config.datasets)?);
+    let domain_api = http::domain::DomainApi::new(&config, domain.clone())?;
     let log_dir = paths.log.clone();
+    let replayed_domain = domain.clone();
     let state = tokio::task::spawn_blocking(move || {
-        replay_queue_state(&log_dir, frame_bytes_max, last_lsn)
+        let mut state = QueueState::new();
+        domain_projection::replay(
+            &log_dir,
+            frame_bytes_max,
+            last_lsn,
+            &replayed_domain,
+            |lsn, record| state.apply(lsn, record),
+        )
+        .map(|()| state)
     })
     .await?
     .context("cannot replay the log")?;
@@ -145,6 +158,7 @@ pub async fn run(
     let (stop_projector, stop_rx) = watch::channel(false);
     let (applied, projector) = projection::spawn_projector(
         store.clone(),
+        domain.clone(),
         paths.log.clone(),
         frame_bytes_max,
         writer.subscribe_durable(),
@@ -164,6 +178,7 @@ pub async fn run(
     );
 
     let gauges = tokio::spawn(update_gauges(sequencer.clone(), metrics.clone()));
+    let domain_gauges = tokio::spawn(domain_projection::gauges::publish_gauges(domain));
     let app_state = AppState {
         sequencer,
         projections: store.clone(),
@@ -176,6 +191,7 @@ pub async fn run(
         request_timeout: Duration::from_millis(config.server.request_timeout_ms),
         requests_in_flight_max: config.server.requests_in_flight_max,
         metrics,
+        domain: domain_api,
     };
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -211,6 +227,7 @@ pub async fn run(
         }
     }
     gauges.abort();
+    domain_gauges.abort();
     // Handlers are gone: the sequencer drains its in-flight appends and stops.
     let _sequencer_finished = tokio::time::timeout(grace, sequencer_task).await;
     writer.shutdown().await;

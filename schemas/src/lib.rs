@@ -9,6 +9,7 @@
 //! with a fixture of the old bytes under `migrations/`.
 
 pub mod api;
+pub mod domain_api;
 pub mod events;
 pub mod ids;
 pub mod projection;

@@ -4,6 +4,7 @@
 //! Limits are layers: a connection cap in the accept loop (see `server`), a concurrency limit on
 //! requests in flight, a per-request timeout (long-polls are capped below it), and bounded bodies.
 
+pub mod domain;
 pub mod error;
 mod events;
 pub mod extract;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     pub requests_in_flight_max: usize,
     pub metrics: Option<PrometheusHandle>,
+    /// The domain projections and the settings of domain writes.
+    pub domain: domain::DomainApi,
 }
 
 impl AppState {
@@ -75,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/queues/{queue}/pause", post(queues::pause))
         .route("/v1/queues/{queue}/resume", post(queues::resume))
         .route("/v1/events", get(events::list))
+        .merge(domain::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(record_request))

@@ -31,12 +31,21 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn digest(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     state.settle_reads().await;
     let projections = state.projections.clone();
+    let domain = state.domain.projections.clone();
     let lsn = state.applied.applied_lsn();
-    let jobs = tokio::task::spawn_blocking(move || projections.digest())
-        .await
-        .map_err(|error| ApiError::internal("computing digests", error))?
-        .map_err(|error| ApiError::internal("computing digests", error))?;
-    Ok(Json(
-        json!({ "lsn": lsn.0, "projections": { "jobs": jobs } }),
-    ))
+    let (jobs, domain) = tokio::task::spawn_blocking(move || {
+        projections.digest().map(|jobs| (jobs, domain.digests()))
+    })
+    .await
+    .map_err(|error| ApiError::internal("computing digests", error))?
+    .map_err(|error| ApiError::internal("computing digests", error))?;
+    Ok(Json(json!({
+        "lsn": lsn.0,
+        "projections": {
+            "jobs": jobs,
+            "datasets": domain.datasets,
+            "agent_state": domain.agent_state,
+            "trajectories": domain.trajectories,
+        }
+    })))
 }

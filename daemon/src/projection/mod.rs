@@ -10,6 +10,7 @@
 //! Architecture invariant: a projection only ever reads frames up to the durable LSN, so it
 //! never contains an event that a crash could take back.
 
+pub mod domain;
 pub mod jobs;
 
 use crate::sequencer::{for_each_record, ReplayError};
@@ -172,6 +173,19 @@ impl ProjectionStore {
         log_dir: &Path,
         frame_bytes_max: u32,
         up_to: Lsn,
+        progress: impl FnMut(Lsn),
+    ) -> Result<Lsn, ProjectionError> {
+        self.catch_up_with(log_dir, frame_bytes_max, up_to, |_| {}, progress)
+    }
+
+    /// Like [`Self::catch_up`], handing each committed batch to `on_batch` (the in-memory domain
+    /// projections) before `progress` publishes it.
+    pub fn catch_up_with(
+        &self,
+        log_dir: &Path,
+        frame_bytes_max: u32,
+        up_to: Lsn,
+        mut on_batch: impl FnMut(&[(Lsn, LogRecord)]),
         mut progress: impl FnMut(Lsn),
     ) -> Result<Lsn, ProjectionError> {
         let mut applied = self.applied_lsn()?;
@@ -184,6 +198,7 @@ impl ProjectionStore {
                     failure = Some(error);
                     return Err(ReplayError::Stopped);
                 }
+                on_batch(&batch);
                 applied = lsn;
                 batch.clear();
                 progress(applied);
@@ -200,6 +215,7 @@ impl ProjectionStore {
         if let Some((lsn, _)) = batch.last() {
             let lsn = *lsn;
             self.apply(&batch, Durability::None)?;
+            on_batch(&batch);
             applied = lsn;
             progress(applied);
         }
@@ -247,9 +263,11 @@ impl AppliedWatch {
 }
 
 /// Starts the projector thread. It stops when `stop` turns true (after the log writer has
-/// drained), with a final catch-up and a durable commit.
+/// drained), with a final catch-up and a durable commit. `domain` must already reflect the job
+/// projection's applied LSN; each batch is applied to both before the LSN is published.
 pub fn spawn_projector(
     store: Arc<ProjectionStore>,
+    domain: Arc<domain::DomainProjections>,
     log_dir: PathBuf,
     frame_bytes_max: u32,
     mut durable_rx: watch::Receiver<Lsn>,
@@ -265,7 +283,8 @@ pub fn spawn_projector(
             loop {
                 let durable = *durable_rx.borrow_and_update();
                 if durable > *applied_tx.borrow() {
-                    match store.catch_up(&log_dir, frame_bytes_max, durable, |lsn| {
+                    let on_batch = |batch: &[_]| domain.apply_batch(batch);
+                    match store.catch_up_with(&log_dir, frame_bytes_max, durable, on_batch, |lsn| {
                         applied_tx.send_replace(lsn);
                     }) {
                         Ok(lsn) => {
@@ -303,7 +322,8 @@ pub fn spawn_projector(
             }
             // Final catch-up so a graceful stop leaves the projection complete and durable.
             let durable = *durable_rx.borrow();
-            if let Err(error) = store.catch_up(&log_dir, frame_bytes_max, durable, |lsn| {
+            let on_batch = |batch: &[_]| domain.apply_batch(batch);
+            if let Err(error) = store.catch_up_with(&log_dir, frame_bytes_max, durable, on_batch, |lsn| {
                 applied_tx.send_replace(lsn);
             }) {
                 tracing::error!("projector final catch-up failed: {error}");

@@ -1,0 +1,329 @@
+//! `/v1/datasets`: register a dataset, ingest batches of records, list datasets, stats.
+//!
+//! Bad-record policy: a record that fails validation is skipped and reported (its position,
+//! field and message), and the batch's valid records are written as one log record, so a batch
+//! is never half-applied: all its valid records become durable together or none do. Because
+//! records are identified by position, fixing the bad lines and re-ingesting the whole file adds
+//! exactly the missing positions and changes nothing else.
+
+use super::{append_and_apply, conflict, read_blocking, DomainApi};
+use crate::domain::dataset::{validate_meta, validate_record};
+use crate::domain::splits::{DatasetStats, DatasetSummary, RecordCounts, SplitCounts};
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+use crate::http::{ApiResult, AppState};
+use crate::projection::domain::datasets::IngestOutcome;
+use agentd_schemas::domain_api::{
+    DatasetCountsView, DatasetListResponse, DatasetStatsResponse, DatasetView,
+    IngestRecordsRequest, IngestRecordsResponse, RecordCountsView, RegisterDatasetResponse,
+    RejectedRecord, SplitCountsView,
+};
+use agentd_schemas::events::{DatasetMeta, DatasetRecord, DatasetRecordsIngested, Event};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::Value;
+
+/// `POST /v1/datasets`: 201 when registered now, 200 when the same meta was registered before,
+/// 409 `conflict` when the source and version are registered with a different meta.
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<(StatusCode, Json<RegisterDatasetResponse>)> {
+    let meta = validate_meta(&body).map_err(|error| ApiError::invalid(error.to_string()))?;
+    state.settle_reads().await;
+    let existing = dataset_meta(&state.domain, &meta.source, &meta.version).await?;
+    if let Some(existing) = existing {
+        if existing != meta {
+            return Err(conflict(format!(
+                "dataset {} {} is already registered with a different {}; register a new version instead",
+                meta.source,
+                meta.version,
+                differing_fields(&existing, &meta).join(", ")
+            )));
+        }
+        let dataset = dataset_view(&state.domain, &meta.source, &meta.version).await?;
+        let answer = RegisterDatasetResponse {
+            created: false,
+            lsn: None,
+            dataset,
+        };
+        return Ok((StatusCode::OK, Json(answer)));
+    }
+    let (source, version) = (meta.source.clone(), meta.version.clone());
+    let lsn = append_and_apply(&state, None, vec![Event::DatasetRegistered(meta)]).await?;
+    let dataset = dataset_view(&state.domain, &source, &version).await?;
+    let answer = RegisterDatasetResponse {
+        created: true,
+        lsn: Some(lsn),
+        dataset,
+    };
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// `POST /v1/datasets/{source}/{version}/records`: validates every record, writes the valid ones
+/// (one log record), and answers with what happened to each.
+pub async fn ingest(
+    State(state): State<AppState>,
+    Path((source, version)): Path<(String, String)>,
+    ApiJson(request): ApiJson<IngestRecordsRequest>,
+) -> ApiResult<Json<IngestRecordsResponse>> {
+    let batch_max = state.domain.records_per_batch_max;
+    if request.records.len() > batch_max {
+        return Err(ApiError::invalid(format!(
+            "records: {} records is over the limit of {batch_max} per request ([datasets] records_per_batch_max)",
+            request.records.len()
+        )));
+    }
+    let first_index = request.first_index.unwrap_or(0);
+    let received = request.records.len() as u64;
+    if first_index.checked_add(received).is_none() {
+        return Err(ApiError::invalid(
+            "first_index: the batch would end past the largest position",
+        ));
+    }
+    state.settle_reads().await;
+    if dataset_meta(&state.domain, &source, &version)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "dataset {source} {version} is not registered; POST its meta to /v1/datasets first"
+        )));
+    }
+    let (batch_source, batch_version) = (source.clone(), version.clone());
+    let (events, rejected_records) = read_blocking("validating records", move || {
+        validate_batch(&batch_source, &batch_version, first_index, &request.records)
+    })
+    .await?;
+    let (lsn, outcome) = if events.is_empty() {
+        (None, IngestOutcome::default())
+    } else {
+        let lsn = append_and_apply(&state, None, events).await?;
+        let domain = state.domain.projections.clone();
+        let outcome = read_blocking("reading an ingest outcome", move || {
+            domain.datasets().ingest_outcome(lsn)
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiError::internal(
+                "reading an ingest outcome",
+                format!("the outcome of lsn {lsn} is no longer remembered"),
+            )
+        })?;
+        (Some(lsn), outcome)
+    };
+    let dataset = dataset_view(&state.domain, &source, &version).await?;
+    Ok(Json(IngestRecordsResponse {
+        source,
+        version,
+        first_index,
+        received,
+        accepted: outcome.accepted,
+        resent: outcome.resent,
+        duplicate: outcome.duplicates,
+        over_token_cap: outcome.over_token_cap,
+        unknown_language: outcome.unknown_language,
+        kept: outcome.kept,
+        rejected: rejected_records.len() as u64,
+        rejected_records,
+        lsn,
+        dataset,
+    }))
+}
+
+/// `GET /v1/datasets`.
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<DatasetListResponse>> {
+    state.settle_reads().await;
+    let domain = state.domain.projections.clone();
+    let datasets = read_blocking("listing datasets", move || {
+        domain.datasets().splits().datasets()
+    })
+    .await?;
+    Ok(Json(DatasetListResponse {
+        datasets: datasets.into_iter().map(summary_view).collect(),
+    }))
+}
+
+/// `GET /v1/datasets/stats`.
+pub async fn stats(State(state): State<AppState>) -> ApiResult<Json<DatasetStatsResponse>> {
+    state.settle_reads().await;
+    let domain = state.domain.projections.clone();
+    let stats = read_blocking("computing dataset stats", move || {
+        domain.datasets().splits().stats()
+    })
+    .await?;
+    Ok(Json(stats_view(stats)))
+}
+
+/// Validates a batch: the valid records become one `dataset_records_ingested` event per run of
+/// consecutive valid positions, the invalid ones are reported.
+fn validate_batch(
+    source: &str,
+    version: &str,
+    first_index: u64,
+    records: &[Value],
+) -> (Vec<Event>, Vec<RejectedRecord>) {
+    let mut events = Vec::new();
+    let mut rejected = Vec::new();
+    let mut run: Vec<DatasetRecord> = Vec::new();
+    let mut run_start = first_index;
+    for (index, value) in (first_index..).zip(records) {
+        match validate_record(value) {
+            Ok(record) => {
+                if run.is_empty() {
+                    run_start = index;
+                }
+                run.push(record);
+            }
+            Err(error) => {
+                flush_run(source, version, run_start, &mut run, &mut events);
+                rejected.push(RejectedRecord {
+                    index,
+                    field: error.field,
+                    message: error.message,
+                });
+            }
+        }
+    }
+    flush_run(source, version, run_start, &mut run, &mut events);
+    (events, rejected)
+}
+
+fn flush_run(
+    source: &str,
+    version: &str,
+    first_index: u64,
+    run: &mut Vec<DatasetRecord>,
+    events: &mut Vec<Event>,
+) {
+    if run.is_empty() {
+        return;
+    }
+    events.push(Event::DatasetRecordsIngested(DatasetRecordsIngested {
+        source: source.to_owned(),
+        version: version.to_owned(),
+        first_index,
+        records: std::mem::take(run),
+    }));
+}
+
+/// The names of the meta fields that differ, for the conflict message.
+fn differing_fields(old: &DatasetMeta, new: &DatasetMeta) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if old.license != new.license {
+        fields.push("license");
+    }
+    if old.downloaded_at != new.downloaded_at {
+        fields.push("downloaded_at");
+    }
+    if old.sha256 != new.sha256 {
+        fields.push("sha256");
+    }
+    if old.num_records != new.num_records {
+        fields.push("num_records");
+    }
+    if old.url != new.url {
+        fields.push("url");
+    }
+    fields
+}
+
+async fn dataset_meta(
+    api: &DomainApi,
+    source: &str,
+    version: &str,
+) -> Result<Option<DatasetMeta>, ApiError> {
+    let domain = api.projections.clone();
+    let (source, version) = (source.to_owned(), version.to_owned());
+    read_blocking("reading a dataset", move || {
+        domain.datasets().meta(&source, &version)
+    })
+    .await
+}
+
+async fn dataset_view(
+    api: &DomainApi,
+    source: &str,
+    version: &str,
+) -> Result<DatasetView, ApiError> {
+    let domain = api.projections.clone();
+    let (wanted_source, wanted_version) = (source.to_owned(), version.to_owned());
+    let summary = read_blocking("reading a dataset", move || {
+        domain
+            .datasets()
+            .splits()
+            .datasets()
+            .into_iter()
+            .find(|dataset| dataset.source == wanted_source && dataset.version == wanted_version)
+    })
+    .await?;
+    summary.map(summary_view).ok_or_else(|| {
+        ApiError::internal(
+            "reading a dataset",
+            format!("dataset {source} {version} missing after its write was applied"),
+        )
+    })
+}
+
+fn summary_view(summary: DatasetSummary) -> DatasetView {
+    DatasetView {
+        source: summary.source,
+        version: summary.version,
+        meta: summary.meta,
+        records_received: summary.records_received,
+        records_expected: summary.records_expected,
+        complete: summary.complete,
+    }
+}
+
+fn stats_view(stats: DatasetStats) -> DatasetStatsResponse {
+    DatasetStatsResponse {
+        encoding: stats.encoding,
+        token_cap: stats.token_cap as u64,
+        total: counts_view(stats.total),
+        datasets: stats
+            .datasets
+            .into_iter()
+            .map(|dataset| DatasetCountsView {
+                source: dataset.source,
+                version: dataset.version,
+                counts: counts_view(dataset.counts),
+            })
+            .collect(),
+    }
+}
+
+fn counts_view(counts: RecordCounts) -> RecordCountsView {
+    RecordCountsView {
+        records: counts.records,
+        kept: counts.kept,
+        duplicates: counts.duplicates,
+        over_token_cap: counts.over_token_cap,
+        unknown_language: counts.unknown_language,
+        resent: counts.resent,
+        languages: counts
+            .languages
+            .into_iter()
+            .map(|(language, count)| (language.to_owned(), count))
+            .collect(),
+        splits: split_view(counts.splits),
+        language_splits: counts
+            .language_splits
+            .into_iter()
+            .map(|(language, splits)| (language.to_owned(), split_view(splits)))
+            .collect(),
+        total_tokens: counts.total_tokens,
+        avg_tokens: counts.avg_tokens,
+        p95_tokens: counts.p95_tokens.map(|tokens| tokens as u64),
+        unknown_language_names: counts.unknown_language_names,
+    }
+}
+
+fn split_view(splits: SplitCounts) -> SplitCountsView {
+    SplitCountsView {
+        train: splits.train,
+        dev: splits.dev,
+        test: splits.test,
+    }
+}

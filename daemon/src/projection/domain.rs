@@ -1,0 +1,221 @@
+//! The domain projections: datasets and their processed splits, per-task agent state, and
+//! trajectories (steps with their state before, sandbox result and reward).
+//!
+//! **Where they live.** In memory, each behind its own `RwLock`, shared as one
+//! `Arc<DomainProjections>`. They are rebuilt by replaying the whole log at start (in the same
+//! pass that rebuilds the queue state), then the projector thread applies each batch of durable
+//! frames right after the job projection, before it publishes its applied LSN, so a reader that
+//! waited for an LSN (`AppState::settle_reads`, `AppliedWatch::wait_for`) sees it in these
+//! projections too. In memory, because the rules (token counting, merges, dedup across
+//! datasets) are cheap to replay and the answers need whole-state views (stats over every
+//! dataset, teacher precision over every step); a redb copy would add a second source of truth to
+//! keep in step for no gain at the sizes the seed plans (tens of thousands of records, thousands
+//! of trajectories).
+//!
+//! **Memory bound.** Proportional to the domain events in the log: every kept dataset record
+//! (its text; records excluded as duplicates, over the cap or of unknown language cost only
+//! counters), every state update (bounded per request by the API's limits) with its trim report,
+//! every step with its sandbox result and reward (bounded per request), plus one agent state per
+//! step (shared with other steps until the state changes; a state stays within its token budget,
+//! about 3 KiB at the default 800 tokens). Counters and histograms are bounded by the number of
+//! datasets, languages, models and distinct token counts. When that outgrows memory, the
+//! projections move to redb like the job projection; the digests are defined over content, not
+//! storage, so they stay comparable.
+//!
+//! **Purity.** `apply_*` reads no clock, no randomness, no environment: time is the record's
+//! `ts_ms`, limits come from the events (agent state) or from the configuration the projection
+//! was built with (splits), and conflicts are settled by log order. A panic while applying is a
+//! bug in a rule; it stops the process (`crate::fatal`) rather than leave a half-applied state.
+
+pub mod agent_states;
+pub mod datasets;
+mod digest;
+pub mod gauges;
+pub mod trajectories;
+
+#[cfg(test)]
+mod tests;
+
+use crate::config::DatasetsConfig;
+use crate::domain::dataset::SplitWeights;
+use crate::domain::splits::{ProcessedSplits, SplitsConfig, SplitsConfigError};
+use crate::domain::tokens::{TokenCounter, UnknownEncoding};
+use crate::sequencer::{for_each_record, ReplayError};
+use agent_states::AgentStates;
+use agentd_schemas::events::{Event, LogRecord};
+use agentd_schemas::Lsn;
+use datasets::Datasets;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use trajectories::Trajectories;
+
+/// The three domain projections and the LSN they reflect.
+#[derive(Debug)]
+pub struct DomainProjections {
+    datasets: RwLock<Datasets>,
+    agent_states: RwLock<AgentStates>,
+    trajectories: RwLock<Trajectories>,
+    /// The last frame applied; frames at or below it are skipped, so replaying a range twice
+    /// (start-up replay, then the projector's catch-up) applies each frame once.
+    applied: Mutex<Lsn>,
+}
+
+/// The digest of each domain projection, under the names `agentd rebuild` and
+/// `GET /v1/admin/digest` print.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DomainDigests {
+    pub datasets: String,
+    pub agent_state: String,
+    pub trajectories: String,
+}
+
+/// A `[datasets]` configuration the projections cannot be built with.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainConfigError {
+    #[error("[datasets] encoding: {0}")]
+    Encoding(#[from] UnknownEncoding),
+    #[error("[datasets]: {0}")]
+    Splits(#[from] SplitsConfigError),
+}
+
+impl DomainProjections {
+    /// Empty projections; the splits follow `config` (encoding, token cap, split weights).
+    pub fn new(config: &DatasetsConfig) -> Result<Self, DomainConfigError> {
+        let counter = TokenCounter::for_encoding(&config.encoding)?;
+        let splits = ProcessedSplits::new(
+            SplitsConfig {
+                encoding: counter.name().to_owned(),
+                token_cap: config.token_cap,
+                weights: SplitWeights {
+                    train: config.split_train,
+                    dev: config.split_dev,
+                    test: config.split_test,
+                },
+            },
+            counter,
+        )?;
+        Ok(DomainProjections {
+            datasets: RwLock::new(Datasets::new(splits)),
+            agent_states: RwLock::new(AgentStates::default()),
+            trajectories: RwLock::new(Trajectories::default()),
+            applied: Mutex::new(Lsn::ZERO),
+        })
+    }
+
+    /// Applies a batch of frames in LSN order (the projector's hook).
+    pub fn apply_batch(&self, records: &[(Lsn, LogRecord)]) {
+        for (lsn, record) in records {
+            self.apply_record(*lsn, record);
+        }
+    }
+
+    /// Applies the domain events of one frame; a frame at or below the applied LSN is skipped.
+    pub fn apply_record(&self, lsn: Lsn, record: &LogRecord) {
+        let mut applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+        if lsn <= *applied {
+            return;
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for event in &record.events {
+                self.apply_event(lsn, record.ts_ms, event);
+            }
+        }));
+        if outcome.is_err() {
+            crate::fatal(&format!(
+                "a domain projection panicked applying the record at lsn {lsn}"
+            ));
+        }
+        *applied = lsn;
+    }
+
+    /// Events of one record apply in order, so a step sees the state before the state update
+    /// logged with it.
+    fn apply_event(&self, lsn: Lsn, ts_ms: u64, event: &Event) {
+        match event {
+            Event::DatasetRegistered(meta) => write(&self.datasets).apply_registered(meta),
+            Event::DatasetRecordsIngested(batch) => {
+                write(&self.datasets).apply_ingested(lsn, batch)
+            }
+            Event::TaskStateUpdated(update) => write(&self.agent_states).apply(lsn, ts_ms, update),
+            Event::StepRecorded(step) => {
+                // Lock order: agent states before trajectories, everywhere.
+                let state_before = read(&self.agent_states).state_of(&step.task_id);
+                write(&self.trajectories).apply_step(lsn, ts_ms, step, state_before);
+            }
+            Event::SandboxResultRecorded(result) => {
+                write(&self.trajectories).apply_sandbox(lsn, ts_ms, result)
+            }
+            Event::RewardRecorded(reward) => {
+                write(&self.trajectories).apply_reward(lsn, ts_ms, reward)
+            }
+            Event::JobSubmitted(_)
+            | Event::JobLeased(_)
+            | Event::LeaseHeartbeat { .. }
+            | Event::JobCompleted { .. }
+            | Event::JobFailed { .. }
+            | Event::LeaseExpired { .. }
+            | Event::JobCancelled { .. }
+            | Event::JobRetried { .. }
+            | Event::QueuePaused { .. }
+            | Event::QueueResumed { .. } => {}
+        }
+    }
+
+    /// The last frame applied.
+    pub fn applied_lsn(&self) -> Lsn {
+        *self.applied.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Read access to the datasets. Applying an ingest batch holds the write lock while it
+    /// counts tokens, so async callers read from a blocking task.
+    pub fn datasets(&self) -> RwLockReadGuard<'_, Datasets> {
+        read(&self.datasets)
+    }
+
+    /// Read access to the agent states (held briefly by writers: one merge).
+    pub fn agent_states(&self) -> RwLockReadGuard<'_, AgentStates> {
+        read(&self.agent_states)
+    }
+
+    /// Read access to the trajectories (held briefly by writers: one insert).
+    pub fn trajectories(&self) -> RwLockReadGuard<'_, Trajectories> {
+        read(&self.trajectories)
+    }
+
+    /// The digests of the three projections. The caller decides what LSN they reflect (wait for
+    /// the projector, or call after a replay).
+    pub fn digests(&self) -> DomainDigests {
+        DomainDigests {
+            datasets: self.datasets().digest(),
+            agent_state: self.agent_states().digest(),
+            trajectories: self.trajectories().digest(),
+        }
+    }
+}
+
+/// Replays the log up to `up_to` into `domain`, handing every record to `also` as well (the
+/// queue state), so start-up reads the log once for both.
+pub fn replay(
+    log_dir: &Path,
+    frame_bytes_max: u32,
+    up_to: Lsn,
+    domain: &DomainProjections,
+    mut also: impl FnMut(Lsn, &LogRecord),
+) -> Result<(), ReplayError> {
+    for_each_record(log_dir, frame_bytes_max, Lsn::ZERO, up_to, |lsn, record| {
+        also(lsn, &record);
+        domain.apply_record(lsn, &record);
+        Ok(())
+    })
+}
+
+/// A poisoned lock means a panic while applying, which `apply_record` turns into a process
+/// stop; readers racing that stop may still read.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}

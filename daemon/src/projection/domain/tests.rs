@@ -1,0 +1,423 @@
+//! The domain projections applied to hand-made logs: what each keeps, how conflicts settle, and
+//! that digests depend on the log alone (not on batching, not on re-delivery).
+
+use super::*;
+use crate::config::DatasetsConfig;
+use agentd_schemas::events::{
+    Action, AgentState, DatasetMeta, DatasetRecord, DatasetRecordsIngested, RewardRecorded,
+    RewardSource, Sampling, SandboxOutcome, SandboxResultRecorded, StateLimits, StepRecorded,
+    TaskStateUpdated,
+};
+use agentd_schemas::{LeaseId, Lsn};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn projections() -> DomainProjections {
+    DomainProjections::new(&DatasetsConfig::default()).unwrap()
+}
+
+fn record(ts_ms: u64, events: Vec<Event>) -> LogRecord {
+    LogRecord {
+        ts_ms,
+        actor: None,
+        events,
+    }
+}
+
+fn limits(history_max: u32) -> StateLimits {
+    StateLimits {
+        history_max,
+        item_chars_max: 256,
+        token_budget: 800,
+        encoding: "o200k_base".to_owned(),
+    }
+}
+
+fn update(task_id: &str, update: AgentState, history_max: u32) -> Event {
+    Event::TaskStateUpdated(TaskStateUpdated {
+        task_id: task_id.to_owned(),
+        update,
+        limits: limits(history_max),
+        lease_id: Some(LeaseId(1)),
+    })
+}
+
+fn history(items: &[&str]) -> AgentState {
+    AgentState {
+        history: items.iter().map(|item| (*item).to_owned()).collect(),
+        ..AgentState::default()
+    }
+}
+
+fn step(task_id: &str, step: u32, model: &str) -> Event {
+    Event::StepRecorded(StepRecorded {
+        task_id: task_id.to_owned(),
+        step,
+        job_id: None,
+        lease_id: None,
+        attempt: None,
+        worker_id: None,
+        model: model.to_owned(),
+        policy_version: "p1".to_owned(),
+        sampling: Sampling::default(),
+        prompt_tokens: Some(10),
+        completion_tokens: Some(5),
+        prompt: None,
+        think: Some("think".to_owned()),
+        action: Action::Pattern {
+            language: "python".to_owned(),
+            pattern: "print($A)".to_owned(),
+            rewrite: "log($A)".to_owned(),
+        },
+        state_update: None,
+    })
+}
+
+fn sandbox(task_id: &str, step: u32, outcome: SandboxOutcome) -> Event {
+    Event::SandboxResultRecorded(SandboxResultRecorded {
+        task_id: task_id.to_owned(),
+        step,
+        lease_id: None,
+        exit_code: Some(0),
+        outcome,
+        diff: "-a\n+b\n".to_owned(),
+        stdout: String::new(),
+        stderr: String::new(),
+        tests_passed: Some(3),
+        tests_failed: Some(0),
+        duration_ms: Some(12),
+        peak_rss_bytes: None,
+    })
+}
+
+fn reward(task_id: &str, step: u32, value: f64, verified: bool) -> Event {
+    Event::RewardRecorded(RewardRecorded {
+        task_id: task_id.to_owned(),
+        step,
+        lease_id: None,
+        value,
+        verified,
+        components: BTreeMap::from([("tests".to_owned(), value)]),
+        source: RewardSource::Rule,
+    })
+}
+
+fn meta(source: &str, num_records: u64) -> DatasetMeta {
+    DatasetMeta {
+        source: source.to_owned(),
+        version: "v1".to_owned(),
+        license: "MIT".to_owned(),
+        downloaded_at: "2024-05-01T12:00:00Z".to_owned(),
+        sha256: "0".repeat(64),
+        num_records,
+        url: None,
+    }
+}
+
+fn dataset_record(instruction: &str, language: &str) -> DatasetRecord {
+    DatasetRecord {
+        instruction: instruction.to_owned(),
+        pre: "x = 1\n".to_owned(),
+        post: "x = 2\n".to_owned(),
+        language: language.to_owned(),
+        tags: Vec::new(),
+        metadata_json: "{}".to_owned(),
+    }
+}
+
+fn ingest(source: &str, first_index: u64, records: Vec<DatasetRecord>) -> Event {
+    Event::DatasetRecordsIngested(DatasetRecordsIngested {
+        source: source.to_owned(),
+        version: "v1".to_owned(),
+        first_index,
+        records,
+    })
+}
+
+/// A log touching every domain event, with a job event in between (ignored by these
+/// projections).
+fn sample_log() -> Vec<(Lsn, LogRecord)> {
+    let frames = vec![
+        vec![Event::DatasetRegistered(meta("ds", 4))],
+        vec![ingest(
+            "ds",
+            0,
+            vec![
+                dataset_record("rename a", "py"),
+                dataset_record("rename a", "python"),
+                dataset_record("rename b", "cobol"),
+            ],
+        )],
+        vec![Event::QueuePaused {
+            queue: "q".to_owned(),
+        }],
+        vec![update("t1", history(&["read the file"]), 3)],
+        vec![
+            step("t1", 0, "teacher-a"),
+            update("t1", history(&["ran"]), 3),
+        ],
+        vec![sandbox("t1", 0, SandboxOutcome::Ok)],
+        vec![reward("t1", 0, 1.0, true)],
+        vec![step("t2", 0, "teacher-b")],
+        vec![reward("t2", 0, 0.0, false)],
+        vec![ingest(
+            "ds",
+            2,
+            vec![
+                dataset_record("rename b", "cobol"),
+                dataset_record("rename c", "js"),
+            ],
+        )],
+    ];
+    frames
+        .into_iter()
+        .enumerate()
+        .map(|(position, events)| {
+            let lsn = Lsn(position as u64 + 1);
+            (lsn, record(1_000 + lsn.0, events))
+        })
+        .collect()
+}
+
+#[test]
+fn state_updates_merge_in_log_order_with_the_limits_in_each_event() {
+    let domain = projections();
+    domain.apply_record(
+        Lsn(1),
+        &record(10, vec![update("t", history(&["a", "b"]), 3)]),
+    );
+    // A later event with a smaller history cap trims with its own limits.
+    domain.apply_record(Lsn(2), &record(20, vec![update("t", history(&["c"]), 2)]));
+    let states = domain.agent_states();
+    let task = states.task("t").unwrap();
+    assert_eq!(task.state.history, ["b", "c"]);
+    assert_eq!(task.lsn, Lsn(2));
+    let lsns: Vec<Lsn> = task.updates.iter().map(|update| update.lsn).collect();
+    assert_eq!(lsns, [Lsn(1), Lsn(2)]);
+    assert_eq!(task.updates[1].ts_ms, 20);
+    assert_eq!(task.updates[1].limits.history_max, 2);
+    let trimmed: Vec<&str> = task.updates[1]
+        .trimmed
+        .iter()
+        .map(|trimmed| trimmed.item.as_str())
+        .collect();
+    assert_eq!(trimmed, ["a"], "the update that pushed `a` out reports it");
+    assert!(task.tokens > 0);
+    assert!(states.task("other").is_none());
+    assert_eq!(
+        states.state_of("other"),
+        (Arc::new(AgentState::default()), Lsn::ZERO)
+    );
+}
+
+#[test]
+fn an_update_with_an_unknown_encoding_is_counted_not_merged() {
+    let domain = projections();
+    let mut limits = limits(3);
+    limits.encoding = "gpt9_base".to_owned();
+    let event = Event::TaskStateUpdated(TaskStateUpdated {
+        task_id: "t".to_owned(),
+        update: history(&["a"]),
+        limits,
+        lease_id: None,
+    });
+    domain.apply_record(Lsn(1), &record(1, vec![event]));
+    assert!(domain.agent_states().task("t").is_none());
+    assert_eq!(domain.agent_states().unmergeable(), 1);
+}
+
+#[test]
+fn a_step_keeps_the_state_before_it_and_its_own_update_applies_after() {
+    let domain = projections();
+    domain.apply_batch(&sample_log());
+    let trajectories = domain.trajectories();
+    let first = trajectories.step("t1", 0).unwrap();
+    assert_eq!(first.state_before.history, ["read the file"]);
+    assert_eq!(first.state_before_lsn, Lsn(4));
+    assert_eq!(first.lsn, Lsn(5));
+    assert_eq!(first.ts_ms, 1_005);
+    assert_eq!(first.sandbox.as_ref().unwrap().lsn, Lsn(6));
+    assert_eq!(first.reward.as_ref().unwrap().event.value, 1.0);
+    assert_eq!(
+        domain.agent_states().task("t1").unwrap().state.history,
+        ["read the file", "ran"]
+    );
+    let second = trajectories.step("t2", 0).unwrap();
+    assert_eq!(*second.state_before, AgentState::default());
+    assert_eq!(second.state_before_lsn, Lsn::ZERO);
+    assert!(second.sandbox.is_none());
+}
+
+#[test]
+fn conflicting_facts_are_settled_by_log_order_and_counted() {
+    let domain = projections();
+    let frames = vec![
+        vec![step("t", 0, "m")],
+        vec![step("t", 0, "other-model")],
+        vec![sandbox("t", 0, SandboxOutcome::Failed)],
+        vec![sandbox("t", 0, SandboxOutcome::Ok)],
+        vec![reward("t", 0, 0.5, false)],
+        vec![reward("t", 0, 1.0, true)],
+        vec![
+            sandbox("t", 7, SandboxOutcome::Ok),
+            reward("nope", 0, 1.0, true),
+        ],
+    ];
+    for (position, events) in frames.into_iter().enumerate() {
+        domain.apply_record(Lsn(position as u64 + 1), &record(1, events));
+    }
+    let trajectories = domain.trajectories();
+    let entry = trajectories.step("t", 0).unwrap();
+    assert_eq!(entry.step.model, "m");
+    assert_eq!(
+        entry.sandbox.as_ref().unwrap().event.outcome,
+        SandboxOutcome::Failed
+    );
+    assert_eq!(entry.reward.as_ref().unwrap().event.value, 0.5);
+    let stats = trajectories.stats();
+    assert_eq!(stats.steps, 1);
+    assert_eq!(
+        stats.models,
+        [(
+            "m".to_owned(),
+            trajectories::ModelCounters {
+                steps: 1,
+                rewarded: 1,
+                verified: 0
+            }
+        )]
+    );
+    assert_eq!(
+        stats.ignored,
+        trajectories::Ignored {
+            duplicate_steps: 1,
+            duplicate_sandbox_results: 1,
+            duplicate_rewards: 1,
+            sandbox_results_without_step: 1,
+            rewards_without_step: 1,
+        }
+    );
+}
+
+#[test]
+fn teacher_precision_is_verified_steps_over_steps_per_model() {
+    let domain = projections();
+    let frames = vec![
+        vec![
+            step("a", 0, "glm"),
+            step("a", 1, "glm"),
+            step("b", 0, "minimax"),
+        ],
+        vec![reward("a", 0, 1.0, true), reward("a", 1, -2.0, false)],
+        vec![reward("b", 0, 0.05, false)],
+        vec![step("c", 0, "glm")],
+    ];
+    for (position, events) in frames.into_iter().enumerate() {
+        domain.apply_record(Lsn(position as u64 + 1), &record(1, events));
+    }
+    let stats = domain.trajectories().stats();
+    let precision: Vec<(&str, Option<f64>)> = stats
+        .models
+        .iter()
+        .map(|(model, counters)| (model.as_str(), counters.precision()))
+        .collect();
+    assert_eq!(
+        precision,
+        [("glm", Some(1.0 / 3.0)), ("minimax", Some(0.0))]
+    );
+    assert_eq!(stats.tasks, 3);
+    let rewards = &stats.rewards;
+    assert_eq!((rewards.count, rewards.verified), (3, 1));
+    assert_eq!((rewards.min, rewards.max), (Some(-2.0), Some(1.0)));
+    // -2.0 is in (-inf, -1], 0.05 in (0, 0.1], 1.0 in (0.9, 1.0].
+    let mut expected = [0u64; 14];
+    expected[0] = 1;
+    expected[3] = 1;
+    expected[12] = 1;
+    assert_eq!(rewards.buckets, expected);
+    assert_eq!(rewards.by_source.get("rule"), Some(&3));
+}
+
+#[test]
+fn each_ingest_record_remembers_its_own_outcome() {
+    let domain = projections();
+    domain.apply_batch(&sample_log());
+    let datasets = domain.datasets();
+    let first = datasets.ingest_outcome(Lsn(2)).unwrap();
+    assert_eq!(
+        (
+            first.accepted,
+            first.kept,
+            first.duplicates,
+            first.unknown_language,
+            first.resent
+        ),
+        (3, 1, 1, 1, 0)
+    );
+    // Position 2 again (resent) and position 3 (new, JavaScript).
+    let second = datasets.ingest_outcome(Lsn(10)).unwrap();
+    assert_eq!((second.accepted, second.resent, second.kept), (1, 1, 1));
+    assert_eq!(datasets.ingest_outcome(Lsn(3)), None);
+    let summary = &datasets.splits().datasets()[0];
+    assert_eq!((summary.records_received, summary.complete), (4, true));
+}
+
+#[test]
+fn digests_depend_on_the_log_only() {
+    let log = sample_log();
+    let whole = projections();
+    whole.apply_batch(&log);
+    // Re-delivered frames (start-up replay then projector catch-up) are skipped.
+    whole.apply_batch(&log[3..]);
+    let one_by_one = projections();
+    for chunk in log.chunks(3) {
+        one_by_one.apply_batch(chunk);
+    }
+    assert_eq!(whole.digests(), one_by_one.digests());
+    assert_eq!(whole.applied_lsn(), Lsn(10));
+
+    let empty = projections().digests();
+    let digests = whole.digests();
+    assert_ne!(digests.datasets, empty.datasets);
+    assert_ne!(digests.agent_state, empty.agent_state);
+    assert_ne!(digests.trajectories, empty.trajectories);
+
+    // One different fact (the reward of t2 verified) changes only the trajectory digest.
+    let mut changed_log = log.clone();
+    changed_log[8].1.events = vec![reward("t2", 0, 0.0, true)];
+    let changed = projections();
+    changed.apply_batch(&changed_log);
+    let changed = changed.digests();
+    assert_eq!(changed.datasets, digests.datasets);
+    assert_eq!(changed.agent_state, digests.agent_state);
+    assert_ne!(changed.trajectories, digests.trajectories);
+}
+
+#[test]
+fn the_splits_follow_the_datasets_configuration() {
+    let mut config = DatasetsConfig {
+        token_cap: 3,
+        ..DatasetsConfig::default()
+    };
+    let domain = DomainProjections::new(&config).unwrap();
+    domain.apply_batch(&sample_log());
+    let stats = domain.datasets().splits().stats();
+    assert_eq!(stats.token_cap, 3);
+    // Nothing is kept, so the second "rename a" is no duplicate: it is over the cap too.
+    assert_eq!(stats.total.over_token_cap, 3);
+    assert_eq!(stats.total.duplicates, 0);
+    assert_ne!(domain.digests().datasets, {
+        let default = projections();
+        default.apply_batch(&sample_log());
+        default.digests().datasets
+    });
+    config.encoding = "nope".to_owned();
+    assert!(DomainProjections::new(&config).is_err());
+    let mut zero_weights = DatasetsConfig::default();
+    (
+        zero_weights.split_train,
+        zero_weights.split_dev,
+        zero_weights.split_test,
+    ) = (0, 0, 0);
+    assert!(DomainProjections::new(&zero_weights).is_err());
+}

@@ -1,0 +1,609 @@
+//! HTTP bodies of the domain routes: datasets and their processed splits, per-task agent state,
+//! trajectory steps, sandbox results and rewards (`docs/domain.md`, "HTTP API").
+//!
+//! Requests reject unknown fields, like every other request of the API. Where an event type of
+//! [`crate::events`] is also the natural answer shape (a dataset's meta, an agent state, an
+//! action), the answer reuses it, so the log and the API cannot drift apart; requests that carry
+//! such a shape have their own strict copy, because the event types accept unknown fields (they
+//! must keep decoding records written by newer builds).
+
+use crate::events::{Action, AgentState, DatasetMeta, RewardSource, Sampling, SandboxOutcome};
+use crate::ids::{JobId, LeaseId, Lsn};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+// ---------------------------------------------------------------------------------------------
+// Datasets
+
+/// `POST /v1/datasets` answers with the dataset after registration. The request body is the
+/// dataset's `_meta.json` itself (validated field by field by the daemon).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterDatasetResponse {
+    /// False when the same source and version were already registered with identical meta.
+    pub created: bool,
+    /// The frame that recorded the registration; absent when nothing was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<Lsn>,
+    pub dataset: DatasetView,
+}
+
+/// A dataset as `GET /v1/datasets` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetView {
+    pub source: String,
+    pub version: String,
+    /// The registration; `None` only for records that arrived for an unregistered dataset,
+    /// which the API refuses, so in practice always present.
+    pub meta: Option<DatasetMeta>,
+    /// Distinct record positions received so far.
+    pub records_received: u64,
+    /// `num_records` of the meta.
+    pub records_expected: Option<u64>,
+    /// Whether exactly `records_expected` positions were received.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetListResponse {
+    pub datasets: Vec<DatasetView>,
+}
+
+/// `POST /v1/datasets/{source}/{version}/records`: one batch of normalized records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestRecordsRequest {
+    /// The records, each a JSON object `{"instruction","pre","post","language","tags"?,
+    /// "metadata"?}`, validated one by one.
+    pub records: Vec<Value>,
+    /// Position of the first record in the dataset (0-based); default 0. Positions already
+    /// received are skipped and counted as `resent`, so resending a batch is harmless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_index: Option<u64>,
+}
+
+/// What happened to one batch. `received = accepted + resent + rejected` and
+/// `accepted = kept + duplicate + over_token_cap + unknown_language`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestRecordsResponse {
+    pub source: String,
+    pub version: String,
+    pub first_index: u64,
+    /// Records in the request.
+    pub received: u64,
+    /// Valid records at positions not received before: written to the log and processed.
+    pub accepted: u64,
+    /// Valid records at positions already received: ignored (idempotent re-ingest).
+    pub resent: u64,
+    /// Accepted records that duplicate a record kept earlier (same normalized instruction and
+    /// code), in any dataset.
+    pub duplicate: u64,
+    /// Accepted records over the token cap, excluded from the splits.
+    pub over_token_cap: u64,
+    /// Accepted records whose language is not known, excluded from the splits.
+    pub unknown_language: u64,
+    /// Accepted records that made it into a split.
+    pub kept: u64,
+    /// Invalid records: skipped, not written; each is listed in `rejected_records`.
+    pub rejected: u64,
+    pub rejected_records: Vec<RejectedRecord>,
+    /// The frame that recorded the batch; absent when nothing was written (every record was
+    /// rejected, or the batch was empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<Lsn>,
+    /// The dataset's progress after this batch.
+    pub dataset: DatasetView,
+}
+
+/// A record refused by validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedRecord {
+    /// Its position in the dataset (`first_index` + its place in the batch).
+    pub index: u64,
+    /// The offending field (`language`, `tags[3]`, or `$` for the record itself).
+    pub field: String,
+    pub message: String,
+}
+
+/// `GET /v1/datasets/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetStatsResponse {
+    /// The encoding of every token count below.
+    pub encoding: String,
+    /// Records with more tokens than this were excluded.
+    pub token_cap: u64,
+    /// All datasets together.
+    pub total: RecordCountsView,
+    /// One entry per dataset, in source, version order.
+    pub datasets: Vec<DatasetCountsView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetCountsView {
+    pub source: String,
+    pub version: String,
+    #[serde(flatten)]
+    pub counts: RecordCountsView,
+}
+
+/// What happened to received records: `records = kept + duplicates + over_token_cap +
+/// unknown_language`; the per-language and per-split counts are of kept records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordCountsView {
+    /// Distinct record positions received.
+    pub records: u64,
+    pub kept: u64,
+    pub duplicates: u64,
+    pub over_token_cap: u64,
+    pub unknown_language: u64,
+    /// Records received again at a position already received (ignored).
+    pub resent: u64,
+    /// Kept records per canonical language name.
+    pub languages: BTreeMap<String, u64>,
+    /// Kept records per split.
+    pub splits: SplitCountsView,
+    /// Kept records per language and split.
+    pub language_splits: BTreeMap<String, SplitCountsView>,
+    /// Sum of the token counts of kept records.
+    pub total_tokens: u64,
+    /// Mean token count of kept records; `None` when none were kept.
+    pub avg_tokens: Option<f64>,
+    /// Nearest-rank 95th percentile token count of kept records.
+    pub p95_tokens: Option<u64>,
+    /// Unknown language names (trimmed, lower case) and how often each appeared.
+    pub unknown_language_names: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitCountsView {
+    pub train: u64,
+    pub dev: u64,
+    pub test: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent state
+
+/// `POST /v1/tasks/{task_id}/state`: the update's fields at top level, each optional, plus an
+/// optional lease that must still be held.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateUpdateRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub goals: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hypotheses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_issues: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_focus: Option<String>,
+    /// Refused with 409 `lease_lost` when this lease is no longer held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<LeaseId>,
+}
+
+/// The update fields of a step's `state_update` (the same as [`StateUpdateRequest`] without
+/// the lease, which the step carries).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateUpdateFields {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub goals: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hypotheses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_issues: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_focus: Option<String>,
+}
+
+impl StateUpdateRequest {
+    /// The update without the lease.
+    pub fn fields(&self) -> StateUpdateFields {
+        StateUpdateFields {
+            goals: self.goals.clone(),
+            constraints: self.constraints.clone(),
+            decisions: self.decisions.clone(),
+            hypotheses: self.hypotheses.clone(),
+            history: self.history.clone(),
+            open_issues: self.open_issues.clone(),
+            next_focus: self.next_focus.clone(),
+        }
+    }
+}
+
+impl From<StateUpdateFields> for AgentState {
+    fn from(fields: StateUpdateFields) -> Self {
+        AgentState {
+            goals: fields.goals,
+            constraints: fields.constraints,
+            decisions: fields.decisions,
+            hypotheses: fields.hypotheses,
+            history: fields.history,
+            open_issues: fields.open_issues,
+            next_focus: fields.next_focus,
+        }
+    }
+}
+
+/// `GET /v1/tasks/{task_id}/state`. A task with no update yet has the empty state, `lsn` 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStateView {
+    pub task_id: String,
+    pub state: AgentState,
+    /// The text block for prompts (`render(state)`).
+    pub rendered: String,
+    /// Exact token count of `rendered` in `encoding`.
+    pub tokens: u64,
+    pub encoding: String,
+    /// The frame of the last update merged into this state.
+    pub lsn: Lsn,
+    /// Updates merged so far.
+    pub updates: u64,
+}
+
+/// `POST /v1/tasks/{task_id}/state` answers with the merged state and what the merge trimmed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateUpdateResponse {
+    /// The frame that recorded this update.
+    pub update_lsn: Lsn,
+    /// Items this update's merge removed or shortened, in order.
+    pub trimmed: Vec<TrimmedView>,
+    /// The state after the merge. Its `lsn` equals `update_lsn` unless another update of the
+    /// same task was merged right after this one.
+    #[serde(flatten)]
+    pub state: TaskStateView,
+}
+
+/// One item a merge removed or shortened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrimmedView {
+    pub field: StateFieldName,
+    /// For a removal, the removed text; for a shortening, the text kept.
+    pub item: String,
+    pub reason: TrimReasonName,
+    pub action: TrimActionName,
+    /// The item's length in characters before the trim.
+    pub chars_before: u64,
+}
+
+/// A field of the agent state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFieldName {
+    Goals,
+    Constraints,
+    Decisions,
+    Hypotheses,
+    History,
+    OpenIssues,
+    NextFocus,
+}
+
+/// The limit that caused a trim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrimReasonName {
+    ItemCharsCap,
+    HistoryCap,
+    TokenBudget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrimActionName {
+    Removed,
+    Shortened,
+}
+
+/// `GET /v1/tasks/{task_id}/state/history?after=&limit=`: updates in log order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateHistoryResponse {
+    pub task_id: String,
+    pub updates: Vec<StateHistoryEntry>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<Lsn>,
+}
+
+/// One merged update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateHistoryEntry {
+    pub lsn: Lsn,
+    pub ts_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<LeaseId>,
+    /// The update as sent.
+    pub update: AgentState,
+    /// The limits it was merged with (recorded in the event).
+    pub history_max: u32,
+    pub item_chars_max: u32,
+    pub token_budget: u32,
+    pub encoding: String,
+    pub trimmed: Vec<TrimmedView>,
+    /// Tokens of the rendered state after this update.
+    pub tokens: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trajectories
+
+/// `POST /v1/tasks/{task_id}/steps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordStepRequest {
+    /// The step's index within the task; each index is recorded once.
+    pub step: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+    /// Refused with 409 `lease_lost` when this lease is no longer held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<LeaseId>,
+    pub model: String,
+    pub policy_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingRequest>,
+    /// As reported by the model server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    /// The prompt text, when the actor wants it kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub think: Option<String>,
+    pub action: ActionRequest,
+    /// Merged into the task's agent state in the same log record as the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_update: Option<StateUpdateFields>,
+}
+
+/// Sampling parameters of the model call (strict: an unknown parameter is refused).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+}
+
+impl From<SamplingRequest> for Sampling {
+    fn from(request: SamplingRequest) -> Self {
+        Sampling {
+            temperature: request.temperature,
+            top_p: request.top_p,
+            max_tokens: request.max_tokens,
+            seed: request.seed,
+        }
+    }
+}
+
+/// The proposed action: `{"kind":"pattern","language","pattern","rewrite"}` or
+/// `{"kind":"rule","yaml"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ActionRequest {
+    Pattern {
+        language: String,
+        pattern: String,
+        rewrite: String,
+    },
+    Rule {
+        yaml: String,
+    },
+}
+
+impl From<ActionRequest> for Action {
+    fn from(request: ActionRequest) -> Self {
+        match request {
+            ActionRequest::Pattern {
+                language,
+                pattern,
+                rewrite,
+            } => Action::Pattern {
+                language,
+                pattern,
+                rewrite,
+            },
+            ActionRequest::Rule { yaml } => Action::Rule { yaml },
+        }
+    }
+}
+
+/// `POST /v1/tasks/{task_id}/steps` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordStepResponse {
+    pub task_id: String,
+    pub step: u32,
+    pub lsn: Lsn,
+    /// With a `state_update`: the merged state and what was trimmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateUpdateResponse>,
+}
+
+/// `POST /v1/tasks/{task_id}/steps/{step}/sandbox`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxResultRequest {
+    /// `null` when the process did not exit on its own (killed, timed out).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    pub outcome: SandboxOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// Already truncated by the sandbox (the daemon refuses over-long text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_passed: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_failed: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<LeaseId>,
+}
+
+/// `POST /v1/tasks/{task_id}/steps/{step}/reward`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardRequest {
+    pub value: f64,
+    pub verified: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, f64>,
+    pub source: RewardSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<LeaseId>,
+}
+
+/// Answer to a sandbox result or a reward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepFactResponse {
+    pub task_id: String,
+    pub step: u32,
+    pub lsn: Lsn,
+}
+
+/// `GET /v1/tasks/{task_id}/trajectory?after=&limit=`: steps in step order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryResponse {
+    pub task_id: String,
+    pub steps: Vec<TrajectoryStep>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<u32>,
+}
+
+/// One step with the state before it, its sandbox result and its reward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryStep {
+    pub step: u32,
+    pub lsn: Lsn,
+    pub ts_ms: u64,
+    pub job_id: Option<JobId>,
+    pub lease_id: Option<LeaseId>,
+    pub attempt: Option<u32>,
+    pub worker_id: Option<String>,
+    pub model: String,
+    pub policy_version: String,
+    pub sampling: Sampling,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub prompt: Option<String>,
+    pub think: Option<String>,
+    pub action: Action,
+    pub state_update: Option<AgentState>,
+    /// The task's agent state when the step was recorded (before its own `state_update`).
+    pub state_before: AgentState,
+    /// The frame of the last update merged into `state_before` (0: empty state).
+    pub state_before_lsn: Lsn,
+    pub sandbox: Option<SandboxView>,
+    pub reward: Option<RewardView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxView {
+    pub lsn: Lsn,
+    pub ts_ms: u64,
+    pub exit_code: Option<i32>,
+    pub outcome: SandboxOutcome,
+    pub diff: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub tests_passed: Option<u32>,
+    pub tests_failed: Option<u32>,
+    pub duration_ms: Option<u64>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardView {
+    pub lsn: Lsn,
+    pub ts_ms: u64,
+    pub value: f64,
+    pub verified: bool,
+    pub components: BTreeMap<String, f64>,
+    pub source: RewardSource,
+}
+
+/// `GET /v1/trajectories/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryStatsResponse {
+    /// Tasks with at least one step.
+    pub tasks: u64,
+    pub steps: u64,
+    pub sandbox_results: u64,
+    /// Per model, in name order.
+    pub models: Vec<ModelStatsView>,
+    pub rewards: RewardDistributionView,
+    /// Sandbox results per outcome (`ok`, `failed`, `timed_out`, `killed_oom`, `rejected`).
+    pub sandbox_outcomes: BTreeMap<String, u64>,
+    /// Posts that reached the log but did not apply (a race between two writers of the same
+    /// step): the first in log order won.
+    pub ignored: IgnoredView,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelStatsView {
+    pub model: String,
+    pub steps: u64,
+    /// Steps with a reward.
+    pub rewarded: u64,
+    /// Steps with a verified reward.
+    pub verified: u64,
+    /// `verified / steps` (the seed's teacher precision); `None` without steps.
+    pub teacher_precision: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardDistributionView {
+    pub count: u64,
+    pub verified: u64,
+    pub unverified: u64,
+    /// Rewards per source (`rule`, `teacher`, `human`).
+    pub by_source: BTreeMap<String, u64>,
+    pub mean: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Counts of reward values per bucket `(lower, upper]`; `null` is unbounded.
+    pub buckets: Vec<RewardBucketView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardBucketView {
+    /// Exclusive lower bound; `None` for the first bucket.
+    pub lower: Option<f64>,
+    /// Inclusive upper bound; `None` for the last bucket.
+    pub upper: Option<f64>,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IgnoredView {
+    pub duplicate_steps: u64,
+    pub duplicate_sandbox_results: u64,
+    pub duplicate_rewards: u64,
+    pub sandbox_results_without_step: u64,
+    pub rewards_without_step: u64,
+}
