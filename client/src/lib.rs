@@ -3,6 +3,7 @@
 //! daemon comes from `agentd-schemas` and HTTP.
 
 pub mod cli;
+pub mod domain_client;
 pub mod http_client;
 pub mod sandbox;
 pub mod worker;

@@ -1,12 +1,16 @@
 //! `agentctl` command-line definitions and dispatch. Each subcommand lives in its own module.
 
 mod bench;
+mod datasets;
 mod events;
+mod ingest;
 mod jobs;
 mod output;
 mod queues;
+mod state;
 mod submit;
 mod tokens;
+mod trajectories;
 mod worker;
 
 use crate::http_client::{Client, DEFAULT_URL};
@@ -47,6 +51,17 @@ pub enum Command {
     /// Create bearer tokens for the daemon's access control
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Register a dataset and stream its normalized records (`--meta _meta.json --records x.jsonl`)
+    Ingest(ingest::IngestArgs),
+    /// List datasets, or report counts per dataset, language and split
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCommand),
+    /// Show a task's agent state or its update history
+    #[command(subcommand)]
+    State(state::StateCommand),
+    /// Show a task's trajectory, or teacher precision and reward stats
+    #[command(subcommand)]
+    Trajectories(trajectories::TrajectoriesCommand),
     /// Measure submit throughput, end-to-end jobs/s and latencies against a running daemon
     Bench(bench::BenchArgs),
 }
@@ -64,6 +79,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => worker::run(client, &cli.url, args, json).await,
         Command::Bench(args) => bench::run(&client, args, json).await,
         Command::Tokens(command) => tokens::run(command, json),
+        Command::Ingest(args) => ingest::run(&client, args, json).await,
+        Command::Datasets(command) => datasets::run(&client, command, json).await,
+        Command::State(command) => state::run(&client, command, json).await,
+        Command::Trajectories(command) => trajectories::run(&client, command, json).await,
     }
 }
 

@@ -1,0 +1,127 @@
+//! `agentctl datasets list|stats`: registered datasets, and the processed-splits report.
+
+use super::output::print_json;
+use crate::http_client::Client;
+use agentd_schemas::domain_api::{DatasetStatsResponse, RecordCountsView};
+use clap::{Subcommand, ValueEnum};
+
+#[derive(Subcommand, Debug)]
+pub enum DatasetsCommand {
+    /// Registered datasets: license, records expected and received
+    List,
+    /// Counts per dataset, language and split; duplicates, over-cap and unknown-language
+    /// records; average and p95 tokens
+    Stats {
+        /// `json` prints exactly what `GET /v1/datasets/stats` answers (as does `--json`)
+        #[arg(long, value_enum, default_value_t = StatsFormat::Markdown)]
+        format: StatsFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatsFormat {
+    Markdown,
+    Json,
+}
+
+pub async fn run(client: &Client, command: DatasetsCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        DatasetsCommand::List => {
+            let answer = client.datasets().await?;
+            if json {
+                return print_json(&answer);
+            }
+            println!(
+                "{:<32} {:<12} {:<16} {:>10} {:>10} {:>8}",
+                "SOURCE", "VERSION", "LICENSE", "EXPECTED", "RECEIVED", "COMPLETE"
+            );
+            for dataset in answer.datasets {
+                let license = dataset
+                    .meta
+                    .as_ref()
+                    .map_or("-", |meta| meta.license.as_str());
+                let expected = dataset
+                    .records_expected
+                    .map_or_else(|| "-".to_owned(), |count| count.to_string());
+                println!(
+                    "{:<32} {:<12} {:<16} {:>10} {:>10} {:>8}",
+                    dataset.source,
+                    dataset.version,
+                    license,
+                    expected,
+                    dataset.records_received,
+                    if dataset.complete { "yes" } else { "no" }
+                );
+            }
+            Ok(())
+        }
+        DatasetsCommand::Stats { format } => {
+            if json || format == StatsFormat::Json {
+                // The answer as the daemon sent it, so no field is lost in a round trip.
+                let answer: serde_json::Value = client.get("/v1/datasets/stats").await?;
+                return print_json(&answer);
+            }
+            let stats = client.dataset_stats().await?;
+            print!("{}", markdown(&stats));
+            Ok(())
+        }
+    }
+}
+
+/// The stats as Markdown tables: one row per dataset plus the total, then kept records per
+/// language and split.
+pub fn markdown(stats: &DatasetStatsResponse) -> String {
+    let mut out = format!(
+        "## Datasets\n\nToken counts in `{}`; records over {} tokens are excluded.\n\n",
+        stats.encoding, stats.token_cap
+    );
+    out.push_str("| dataset | records | kept | duplicates | over token cap | unknown language | resent | train | dev | test | avg tokens | p95 tokens |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for dataset in &stats.datasets {
+        out.push_str(&row(
+            &format!("{} {}", dataset.source, dataset.version),
+            &dataset.counts,
+        ));
+    }
+    out.push_str(&row("**total**", &stats.total));
+    out.push_str("\n## Kept records per language\n\n");
+    out.push_str("| language | train | dev | test | total |\n|---|---:|---:|---:|---:|\n");
+    for (language, splits) in &stats.total.language_splits {
+        let total = splits.train + splits.dev + splits.test;
+        out.push_str(&format!(
+            "| {language} | {} | {} | {} | {total} |\n",
+            splits.train, splits.dev, splits.test
+        ));
+    }
+    let unknown: Vec<String> = stats
+        .total
+        .unknown_language_names
+        .iter()
+        .map(|(name, count)| format!("`{name}` ({count})"))
+        .collect();
+    if !unknown.is_empty() {
+        out.push_str(&format!("\nUnknown languages: {}\n", unknown.join(", ")));
+    }
+    out
+}
+
+fn row(name: &str, counts: &RecordCountsView) -> String {
+    let avg = counts
+        .avg_tokens
+        .map_or_else(|| "-".to_owned(), |avg| format!("{avg:.1}"));
+    let p95 = counts
+        .p95_tokens
+        .map_or_else(|| "-".to_owned(), |p95| p95.to_string());
+    format!(
+        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {avg} | {p95} |\n",
+        counts.records,
+        counts.kept,
+        counts.duplicates,
+        counts.over_token_cap,
+        counts.unknown_language,
+        counts.resent,
+        counts.splits.train,
+        counts.splits.dev,
+        counts.splits.test
+    )
+}
