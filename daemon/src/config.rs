@@ -15,6 +15,19 @@ pub struct Config {
     pub queue: QueueConfig,
     pub state: StateConfig,
     pub datasets: DatasetsConfig,
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: bearer tokens. Empty (the default) means no authentication, which the daemon only
+/// accepts on a loopback address (or with `--insecure-no-auth`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Inline tokens: `{ name = "box-3", role = "worker", sha256 = "<hex>" }`, as printed by
+    /// `agentctl tokens create`.
+    pub tokens: Vec<crate::auth::TokenEntry>,
+    /// A TOML file with more `[[tokens]]` entries (kept out of the main config, e.g. mode 0600).
+    pub tokens_file: Option<std::path::PathBuf>,
 }
 
 /// `[server]`: where to listen and the HTTP limits.
@@ -36,6 +49,9 @@ pub struct ServerConfig {
     pub lease_waiters_max: usize,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// Allow a non-loopback listen address without any `[auth]` tokens (anyone who can reach
+    /// the port can do anything). Also `agentd --insecure-no-auth`.
+    pub insecure_no_auth: bool,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +66,7 @@ impl Default for ServerConfig {
             lease_wait_ms_max: 30_000,
             lease_waiters_max: 10_000,
             shutdown_grace_ms: 10_000,
+            insecure_no_auth: false,
         }
     }
 }

@@ -22,6 +22,9 @@ struct Cli {
     /// TOML config file (see configs/agentd.toml); every key is optional
     #[arg(long, global = true, env = "AGENTD_CONFIG")]
     config: Option<PathBuf>,
+    /// Serve a non-loopback address without bearer tokens (anyone who can connect may do anything)
+    #[arg(long)]
+    insecure_no_auth: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -57,6 +60,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(listen) = cli.listen {
         config.server.listen = listen;
+    }
+    if cli.insecure_no_auth {
+        config.server.insecure_no_auth = true;
     }
     match cli.command {
         None => {

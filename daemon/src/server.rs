@@ -75,6 +75,7 @@ pub async fn run(
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let authenticator = Arc::new(build_authenticator(&config)?);
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -192,6 +193,7 @@ pub async fn run(
         requests_in_flight_max: config.server.requests_in_flight_max,
         metrics,
         domain: domain_api,
+        authenticator,
     };
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -236,6 +238,23 @@ pub async fn run(
     eprintln!("agentd: stopped cleanly");
     drop(lock_file);
     Ok(())
+}
+
+/// Builds the token checker from `[auth]`, refusing an open address without tokens.
+pub fn build_authenticator(config: &Config) -> anyhow::Result<crate::auth::Authenticator> {
+    let mut entries = config.auth.tokens.clone();
+    if let Some(path) = &config.auth.tokens_file {
+        entries.extend(crate::auth::TokenStore::load_file(path)?);
+    }
+    let store = crate::auth::TokenStore::new(entries)?;
+    let count = store.len();
+    let authenticator = crate::auth::Authenticator::new(store, config.server.listen, config.server.insecure_no_auth)?;
+    if authenticator.enabled() {
+        tracing::info!(tokens = count, "bearer-token authentication enabled");
+    } else if !config.server.listen.ip().is_loopback() {
+        tracing::warn!("authentication is OFF on a non-loopback address (--insecure-no-auth)");
+    }
+    Ok(authenticator)
 }
 
 /// Publishes queue depth and active lease gauges every few seconds.

@@ -47,6 +47,10 @@ pub struct JobRecord {
     pub state: StoredJobState,
     pub result_json: Option<String>,
     pub last_error: Option<String>,
+    /// Name of the token that submitted the job (`None` without authentication); a `submit`
+    /// token may read only the jobs it submitted.
+    #[serde(default)]
+    pub submitted_by: Option<String>,
 }
 
 /// Encodes a stored value with its version byte.

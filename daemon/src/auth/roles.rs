@@ -34,6 +34,8 @@ impl Role {
             (Role::Worker, Permission::Work) => true,
             (Role::Read, Permission::Read) => true,
             (Role::Read | Role::Worker, Permission::ReadTasks) => true,
+            // A submitter may read jobs; the handler then checks the job is its own.
+            (Role::Read | Role::Submit, Permission::ReadOwnJobs) => true,
             _ => false,
         }
     }
@@ -61,6 +63,8 @@ pub enum Permission {
     Submit,
     /// Worker actions: leases and everything an actor posts.
     Work,
+    /// Read one job: readers any, submitters only the jobs they submitted.
+    ReadOwnJobs,
     /// Read per-task state and trajectories (actors read the state they build prompts from).
     ReadTasks,
     /// Operator actions: cancel, retry, pause, resume, datasets, exports, digests.
@@ -74,6 +78,7 @@ impl Permission {
             Permission::Submit => "submit jobs",
             Permission::Work => "perform worker actions",
             Permission::ReadTasks => "read task state",
+            Permission::ReadOwnJobs => "read jobs",
             Permission::Admin => "perform admin actions",
         }
     }

@@ -1,5 +1,7 @@
 //! `/v1/jobs`: submit (single and batch), show, list, cancel, retry.
 
+use crate::auth::Role;
+use crate::http::auth_layer::CallerExt;
 use super::error::ApiError;
 use super::extract::{parse_id, ApiJson, ApiQuery};
 use super::{now_ms, ApiResult, AppState};
@@ -22,13 +24,14 @@ pub const LIST_SCAN_MAX: usize = 100_000;
 
 pub async fn submit(
     State(state): State<AppState>,
+    caller: CallerExt,
     ApiJson(request): ApiJson<SubmitJobRequest>,
 ) -> ApiResult<(StatusCode, Json<SubmitJobResponse>)> {
     let mut answers = state
         .sequencer
         .call(|reply| Command::Submit {
             requests: vec![request],
-            actor: None,
+            actor: caller.actor(),
             reply,
         })
         .await?;
@@ -40,13 +43,14 @@ pub async fn submit(
 
 pub async fn submit_batch(
     State(state): State<AppState>,
+    caller: CallerExt,
     ApiJson(request): ApiJson<BatchSubmitRequest>,
 ) -> ApiResult<(StatusCode, Json<BatchSubmitResponse>)> {
     let jobs = state
         .sequencer
         .call(|reply| Command::Submit {
             requests: request.jobs,
-            actor: None,
+            actor: caller.actor(),
             reply,
         })
         .await?;
@@ -55,6 +59,7 @@ pub async fn submit_batch(
 
 pub async fn show(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<JobView>> {
     let job_id: JobId = parse_id(&job_id)?;
@@ -71,6 +76,13 @@ pub async fn show(
         .map_err(|error| ApiError::internal("reading a job", error))?
         .map_err(|error| ApiError::internal("reading a job", error))?;
     let record = record.ok_or_else(|| ApiError::not_found(format!("job {job_id} not found")))?;
+    if caller.0.role == Role::Submit && record.submitted_by != caller.0.name {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a submit token may read only the jobs it submitted",
+        ));
+    }
     Ok(Json(job_projection::view(record, Some(history), now_ms())))
 }
 
@@ -125,6 +137,7 @@ pub async fn list(
 
 pub async fn cancel(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<JobTransitionResponse>> {
     let job_id: JobId = parse_id(&job_id)?;
@@ -133,7 +146,7 @@ pub async fn cancel(
             .sequencer
             .call(|reply| Command::Cancel {
                 job_id,
-                actor: None,
+                actor: caller.actor(),
                 reply,
             })
             .await?,
@@ -142,6 +155,7 @@ pub async fn cancel(
 
 pub async fn retry(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<JobTransitionResponse>> {
     let job_id: JobId = parse_id(&job_id)?;
@@ -150,7 +164,7 @@ pub async fn retry(
             .sequencer
             .call(|reply| Command::Retry {
                 job_id,
-                actor: None,
+                actor: caller.actor(),
                 reply,
             })
             .await?,

@@ -1,5 +1,6 @@
 //! `/v1/leases`: long-poll for jobs, heartbeat, complete, fail.
 
+use crate::http::auth_layer::CallerExt;
 use super::error::ApiError;
 use super::extract::{parse_id, ApiJson};
 use super::{ApiResult, AppState};
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub async fn lease(
     State(state): State<AppState>,
+    caller: CallerExt,
     ApiJson(request): ApiJson<LeaseRequest>,
 ) -> ApiResult<Json<LeaseResponse>> {
     // Keep the long-poll inside the request timeout, with room to answer.
@@ -31,7 +33,7 @@ pub async fn lease(
         .call(|reply| Command::Lease {
             request,
             wait_ms,
-            actor: None,
+            actor: caller.actor(),
             reply,
         })
         .await?;
@@ -86,6 +88,7 @@ pub async fn lease(
 
 pub async fn heartbeat(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path(lease_id): Path<String>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
     let lease_id: LeaseId = parse_id(&lease_id)?;
@@ -94,7 +97,7 @@ pub async fn heartbeat(
             .sequencer
             .call(|reply| Command::Heartbeat {
                 lease_id,
-                actor: None,
+                actor: caller.actor(),
                 reply,
             })
             .await?,
@@ -103,6 +106,7 @@ pub async fn heartbeat(
 
 pub async fn complete(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path(lease_id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<JobTransitionResponse>> {
@@ -126,7 +130,7 @@ pub async fn complete(
             .call(|reply| Command::Complete {
                 lease_id,
                 result: request.result,
-                actor: None,
+                actor: caller.actor(),
                 reply,
             })
             .await?,
@@ -135,6 +139,7 @@ pub async fn complete(
 
 pub async fn fail(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path(lease_id): Path<String>,
     ApiJson(request): ApiJson<FailRequest>,
 ) -> ApiResult<Json<JobTransitionResponse>> {
@@ -147,7 +152,7 @@ pub async fn fail(
                 lease_id,
                 error: request.error,
                 retryable,
-                actor: None,
+                actor: caller.actor(),
                 reply,
             })
             .await?,
@@ -159,6 +164,7 @@ pub const COMPLETE_MANY_MAX: usize = 10_000;
 
 pub async fn complete_many(
     State(state): State<AppState>,
+    caller: CallerExt,
     ApiJson(request): ApiJson<CompleteManyRequest>,
 ) -> ApiResult<Json<CompleteManyResponse>> {
     if request.completions.is_empty() || request.completions.len() > COMPLETE_MANY_MAX {
@@ -176,7 +182,7 @@ pub async fn complete_many(
         .sequencer
         .call(|reply| Command::CompleteMany {
             items,
-            actor: None,
+            actor: caller.actor(),
             reply,
         })
         .await?;

@@ -5,6 +5,7 @@
 //! requests in flight, a per-request timeout (long-polls are capped below it), and bounded bodies.
 
 pub mod domain;
+pub mod auth_layer;
 pub mod error;
 mod events;
 pub mod extract;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The domain projections and the settings of domain writes.
     pub domain: domain::DomainApi,
+    /// Checks bearer tokens and roles (a no-op when no tokens are configured).
+    pub authenticator: Arc<crate::auth::Authenticator>,
 }
 
 impl AppState {
@@ -59,6 +62,7 @@ impl AppState {
 /// The whole API as a router (tested with `oneshot`, served by `server`).
 pub fn app(state: AppState) -> Router {
     let request_timeout = state.request_timeout;
+    let authenticator = state.authenticator.clone();
     let in_flight_max = state.requests_in_flight_max.max(1);
     Router::new()
         .route("/healthz", get(ops::health))
@@ -81,6 +85,9 @@ pub fn app(state: AppState) -> Router {
         .merge(domain::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+            auth_layer::authenticate(authenticator.clone(), request, next)
+        }))
         .layer(axum::middleware::from_fn(record_request))
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| timeout(request, next, request_timeout),

@@ -1,5 +1,6 @@
 //! `/v1/queues`: depth by state and the paused flag; pause and resume.
 
+use crate::http::auth_layer::CallerExt;
 use super::{ApiResult, AppState};
 use crate::sequencer::Command;
 use agentd_schemas::api::{QueueChangeResponse, QueueListResponse};
@@ -16,6 +17,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueListResp
 
 pub async fn pause(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path(queue): Path<String>,
 ) -> ApiResult<Json<QueueChangeResponse>> {
     Ok(Json(
@@ -24,7 +26,7 @@ pub async fn pause(
             .call(|reply| Command::SetPaused {
                 queue,
                 paused: true,
-                actor: None,
+                actor: caller.actor(),
                 reply,
             })
             .await?,
@@ -33,6 +35,7 @@ pub async fn pause(
 
 pub async fn resume(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path(queue): Path<String>,
 ) -> ApiResult<Json<QueueChangeResponse>> {
     Ok(Json(
@@ -41,7 +44,7 @@ pub async fn resume(
             .call(|reply| Command::SetPaused {
                 queue,
                 paused: false,
-                actor: None,
+                actor: caller.actor(),
                 reply,
             })
             .await?,

@@ -87,6 +87,7 @@ pub fn apply_record(txn: &WriteTransaction, lsn: Lsn, record: &LogRecord) -> Res
                 },
                 result_json: None,
                 last_error: None,
+                submitted_by: record.actor.clone(),
             }
         } else {
             let stored = jobs.get(job_id.0).map_err(storage)?;

@@ -6,6 +6,7 @@
 //! records are identified by position, fixing the bad lines and re-ingesting the whole file adds
 //! exactly the missing positions and changes nothing else.
 
+use crate::http::auth_layer::CallerExt;
 use super::{append_and_apply, conflict, read_blocking, DomainApi};
 use crate::domain::dataset::{validate_meta, validate_record};
 use crate::domain::splits::{DatasetStats, DatasetSummary, RecordCounts, SplitCounts};
@@ -28,6 +29,7 @@ use serde_json::Value;
 /// 409 `conflict` when the source and version are registered with a different meta.
 pub async fn register(
     State(state): State<AppState>,
+    caller: CallerExt,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<RegisterDatasetResponse>)> {
     let meta = validate_meta(&body).map_err(|error| ApiError::invalid(error.to_string()))?;
@@ -51,7 +53,7 @@ pub async fn register(
         return Ok((StatusCode::OK, Json(answer)));
     }
     let (source, version) = (meta.source.clone(), meta.version.clone());
-    let lsn = append_and_apply(&state, None, vec![Event::DatasetRegistered(meta)]).await?;
+    let lsn = append_and_apply(&state, caller.actor(), None, vec![Event::DatasetRegistered(meta)]).await?;
     let dataset = dataset_view(&state.domain, &source, &version).await?;
     let answer = RegisterDatasetResponse {
         created: true,
@@ -65,6 +67,7 @@ pub async fn register(
 /// (one log record), and answers with what happened to each.
 pub async fn ingest(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path((source, version)): Path<(String, String)>,
     ApiJson(request): ApiJson<IngestRecordsRequest>,
 ) -> ApiResult<Json<IngestRecordsResponse>> {
@@ -99,7 +102,7 @@ pub async fn ingest(
     let (lsn, outcome) = if events.is_empty() {
         (None, IngestOutcome::default())
     } else {
-        let lsn = append_and_apply(&state, None, events).await?;
+        let lsn = append_and_apply(&state, caller.actor(), None, events).await?;
         let domain = state.domain.projections.clone();
         let outcome = read_blocking("reading an ingest outcome", move || {
             domain.datasets().ingest_outcome(lsn)

@@ -133,6 +133,7 @@ pub fn routes() -> Router<AppState> {
 /// is no longer held) and waits until the projections applied it.
 async fn append_and_apply(
     state: &AppState,
+    actor: Option<String>,
     lease_id: Option<LeaseId>,
     events: Vec<Event>,
 ) -> Result<Lsn, ApiError> {
@@ -141,7 +142,7 @@ async fn append_and_apply(
         .call(|reply| Command::AppendFenced {
             lease_id,
             events,
-            actor: None,
+            actor,
             reply,
         })
         .await?;

@@ -4,6 +4,7 @@
 //! A task with no update yet has the empty state (`lsn` 0): every task starts from it, so an
 //! actor's first read needs no special case.
 
+use crate::http::auth_layer::CallerExt;
 use super::{
     append_and_apply, check_bytes, check_task_id, DomainApi, STATE_ITEMS_MAX, STATE_ITEM_BYTES_MAX,
 };
@@ -44,6 +45,7 @@ pub async fn show(
 /// `POST /v1/tasks/{task_id}/state`: merges the update and answers with the merged state.
 pub async fn update(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path(task_id): Path<String>,
     ApiJson(request): ApiJson<StateUpdateRequest>,
 ) -> ApiResult<Json<StateUpdateResponse>> {
@@ -52,7 +54,7 @@ pub async fn update(
     check_update("", &fields)?;
     let lease_id = request.lease_id;
     let event = state_event(&state.domain, &task_id, fields.into(), lease_id);
-    let lsn = append_and_apply(&state, lease_id, vec![event]).await?;
+    let lsn = append_and_apply(&state, caller.actor(), lease_id, vec![event]).await?;
     let states = state.domain.projections.agent_states();
     Ok(Json(update_answer(&states, &task_id, lsn, &state.domain)?))
 }

@@ -5,6 +5,7 @@
 //! Each step index of a task is recorded once (409 `conflict` for a second), and so are a step's
 //! sandbox result and reward; a sandbox result or reward for a step not recorded is 404.
 
+use crate::http::auth_layer::CallerExt;
 use super::state::{check_update, state_event, update_answer};
 use super::{
     append_and_apply, check_bytes, check_chars, check_name, check_task_id, conflict,
@@ -38,6 +39,7 @@ pub const TRAJECTORY_PAGE_MAX: usize = 1000;
 /// `POST /v1/tasks/{task_id}/steps`.
 pub async fn record_step(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path(task_id): Path<String>,
     ApiJson(request): ApiJson<RecordStepRequest>,
 ) -> ApiResult<Json<RecordStepResponse>> {
@@ -77,7 +79,7 @@ pub async fn record_step(
     if let Some(update) = state_update.clone() {
         events.push(state_event(&state.domain, &task_id, update, lease_id));
     }
-    let lsn = append_and_apply(&state, lease_id, events).await?;
+    let lsn = append_and_apply(&state, caller.actor(), lease_id, events).await?;
     let merged = match state_update {
         None => None,
         Some(_) => {
@@ -96,6 +98,7 @@ pub async fn record_step(
 /// `POST /v1/tasks/{task_id}/steps/{step}/sandbox`.
 pub async fn record_sandbox(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path((task_id, step)): Path<(String, String)>,
     ApiJson(request): ApiJson<SandboxResultRequest>,
 ) -> ApiResult<Json<StepFactResponse>> {
@@ -134,13 +137,14 @@ pub async fn record_sandbox(
         duration_ms: request.duration_ms,
         peak_rss_bytes: request.peak_rss_bytes,
     });
-    let lsn = append_and_apply(&state, request.lease_id, vec![event]).await?;
+    let lsn = append_and_apply(&state, caller.actor(), request.lease_id, vec![event]).await?;
     Ok(Json(StepFactResponse { task_id, step, lsn }))
 }
 
 /// `POST /v1/tasks/{task_id}/steps/{step}/reward`.
 pub async fn record_reward(
     State(state): State<AppState>,
+    caller: CallerExt,
     Path((task_id, step)): Path<(String, String)>,
     ApiJson(request): ApiJson<RewardRequest>,
 ) -> ApiResult<Json<StepFactResponse>> {
@@ -169,7 +173,7 @@ pub async fn record_reward(
         components: request.components,
         source: request.source,
     });
-    let lsn = append_and_apply(&state, request.lease_id, vec![event]).await?;
+    let lsn = append_and_apply(&state, caller.actor(), request.lease_id, vec![event]).await?;
     Ok(Json(StepFactResponse { task_id, step, lsn }))
 }
 
