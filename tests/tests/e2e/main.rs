@@ -3,6 +3,7 @@
 
 mod auth;
 mod crash;
+mod domain;
 mod lifecycle;
 mod recovery;
 mod worker;
