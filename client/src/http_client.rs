@@ -76,9 +76,7 @@ pub struct Client {
 impl Client {
     /// A client for `base_url` (e.g. `http://127.0.0.1:7070`), with an optional bearer token.
     pub fn new(base_url: &str, token: Option<String>) -> Result<Client, ClientError> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
+        let http = http_builder()
             .build()
             .map_err(|source| ClientError::Transport {
                 url: base_url.into(),
@@ -89,6 +87,16 @@ impl Client {
             http,
             token,
         })
+    }
+
+    /// Trusts only the CA certificate(s) in `pem` for https URLs (a private lab CA).
+    pub fn with_ca_cert(mut self, pem: &[u8]) -> Result<Client, ClientError> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|source| ClientError::Transport { url: self.base_url.clone(), source })?;
+        self.http = http_builder()
+            .tls_certs_only(certs)
+            .build()
+            .map_err(|source| ClientError::Transport { url: self.base_url.clone(), source })?;
+        Ok(self)
     }
 
     pub fn base_url(&self) -> &str {
@@ -331,6 +339,16 @@ impl Client {
         )
         .await
     }
+}
+
+/// The HTTP client settings every `Client` shares; https uses rustls on ring.
+fn http_builder() -> reqwest::ClientBuilder {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        // Fails only if another provider was installed first, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder().pool_max_idle_per_host(64).tcp_nodelay(true)
 }
 
 fn serde_urlencode<Q: Serialize>(query: &Q) -> Result<String, ClientError> {

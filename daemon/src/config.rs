@@ -52,6 +52,8 @@ pub struct ServerConfig {
     /// Allow a non-loopback listen address without any `[auth]` tokens (anyone who can reach
     /// the port can do anything). Also `agentd --insecure-no-auth`.
     pub insecure_no_auth: bool,
+    /// `[server.tls]`: serve HTTPS with this certificate chain and key (PEM).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +69,7 @@ impl Default for ServerConfig {
             lease_waiters_max: 10_000,
             shutdown_grace_ms: 10_000,
             insecure_no_auth: false,
+            tls: None,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod queue;
 pub mod rebuild;
 pub mod sequencer;
 pub mod server;
+pub mod tls;
 
 /// Stops the process after a broken invariant (failed fsync, unreadable own log). Recovery on the
 /// next start replays the log; continuing could acknowledge writes that are not durable.

@@ -76,6 +76,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let authenticator = Arc::new(build_authenticator(&config)?);
+    // Load the certificate before anything else, so a bad path fails fast.
+    let tls = config.server.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -200,8 +202,9 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %data_dir.display(), "agentd listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "agentd {} listening on http://{address} (data dir {})",
+        "agentd {} listening on {scheme}://{address} (data dir {})",
         env!("CARGO_PKG_VERSION"),
         data_dir.display()
     );
@@ -211,22 +214,10 @@ pub async fn run(
     let listener =
         crate::limited_listener::LimitedListener::new(listener, config.server.connections_max);
     let router = http::app(app_state);
-    let (drain_tx, drain_rx) = watch::channel(false);
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        eprintln!(
-            "agentd: shutting down (draining requests for up to {} ms)",
-            grace.as_millis()
-        );
-        let _ignored = drain_tx.send(true);
-    });
-    let mut drain_started = drain_rx.clone();
-    tokio::select! {
-        result = server => result.context("HTTP server failed")?,
-        _ = async { let _ = drain_started.wait_for(|started| *started).await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("shutdown grace period over; abandoning in-flight requests");
-        }
+    match tls {
+        Some(acceptor) => serve_until_shutdown(crate::tls::TlsListener::new(listener, acceptor)?, router, grace).await?,
+        None => serve_until_shutdown(listener, router, grace).await?,
     }
     gauges.abort();
     domain_gauges.abort();
@@ -237,6 +228,28 @@ pub async fn run(
     let _projector_finished = tokio::task::spawn_blocking(move || projector.join()).await;
     eprintln!("agentd: stopped cleanly");
     drop(lock_file);
+    Ok(())
+}
+
+/// Serves until SIGTERM/Ctrl-C, then lets in-flight requests finish for up to `grace`.
+async fn serve_until_shutdown<L>(listener: L, router: axum::Router, grace: Duration) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        eprintln!("agentd: shutting down (draining requests for up to {} ms)", grace.as_millis());
+        let _ignored = drain_tx.send(true);
+    });
+    let mut drain_started = drain_rx.clone();
+    tokio::select! {
+        result = server => result.context("HTTP server failed")?,
+        _ = async { let _ = drain_started.wait_for(|started| *started).await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("shutdown grace period over; abandoning in-flight requests");
+        }
+    }
     Ok(())
 }
 

@@ -26,6 +26,9 @@ pub struct Cli {
     /// Bearer token (when the daemon requires one)
     #[arg(long, global = true, env = "AGENTD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM file of the CA that signed the daemon's TLS certificate (for https:// URLs)
+    #[arg(long, global = true, env = "AGENTD_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
@@ -70,7 +73,11 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     // Building a client does not connect, so `tokens create` works without a daemon.
-    let client = Client::new(&cli.url, cli.token.clone())?;
+    let mut client = Client::new(&cli.url, cli.token.clone())?;
+    if let Some(path) = &cli.ca_cert {
+        let pem = std::fs::read(path).map_err(|error| anyhow::anyhow!("cannot read --ca-cert {}: {error}", path.display()))?;
+        client = client.with_ca_cert(&pem)?;
+    }
     match cli.command {
         Command::Submit(args) => submit::run(&client, args, json).await,
         Command::Jobs(command) => jobs::run(&client, command, json).await,

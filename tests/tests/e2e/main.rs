@@ -7,6 +7,7 @@ mod domain;
 mod lifecycle;
 mod recovery;
 mod worker;
+mod tls;
 
 use agentd_tests::{write_config, Daemon};
 use tempfile::TempDir;
