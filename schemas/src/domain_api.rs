@@ -322,6 +322,9 @@ pub struct StateHistoryResponse {
 pub struct StateHistoryEntry {
     pub lsn: Lsn,
     pub ts_ms: u64,
+    /// The token that wrote the update (absent without access control).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_id: Option<LeaseId>,
     /// The update as sent.

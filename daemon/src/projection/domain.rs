@@ -31,6 +31,7 @@ pub mod agent_states;
 pub mod datasets;
 mod digest;
 pub mod gauges;
+pub mod positions;
 pub mod trajectories;
 
 #[cfg(test)]
@@ -118,7 +119,7 @@ impl DomainProjections {
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for event in &record.events {
-                self.apply_event(lsn, record.ts_ms, event);
+                self.apply_event(lsn, record, event);
             }
         }));
         if outcome.is_err() {
@@ -131,13 +132,16 @@ impl DomainProjections {
 
     /// Events of one record apply in order, so a step sees the state before the state update
     /// logged with it.
-    fn apply_event(&self, lsn: Lsn, ts_ms: u64, event: &Event) {
+    fn apply_event(&self, lsn: Lsn, record: &LogRecord, event: &Event) {
+        let ts_ms = record.ts_ms;
         match event {
             Event::DatasetRegistered(meta) => write(&self.datasets).apply_registered(meta),
             Event::DatasetRecordsIngested(batch) => {
                 write(&self.datasets).apply_ingested(lsn, batch)
             }
-            Event::TaskStateUpdated(update) => write(&self.agent_states).apply(lsn, ts_ms, update),
+            Event::TaskStateUpdated(update) => {
+                write(&self.agent_states).apply(lsn, ts_ms, record.actor.as_deref(), update)
+            }
             Event::StepRecorded(step) => {
                 // Lock order: agent states before trajectories, everywhere.
                 let state_before = read(&self.agent_states).state_of(&step.task_id);

@@ -6,10 +6,10 @@
 //! records are identified by position, fixing the bad lines and re-ingesting the whole file adds
 //! exactly the missing positions and changes nothing else.
 
-use crate::http::auth_layer::CallerExt;
 use super::{append_and_apply, conflict, read_blocking, DomainApi};
 use crate::domain::dataset::{validate_meta, validate_record};
 use crate::domain::splits::{DatasetStats, DatasetSummary, RecordCounts, SplitCounts};
+use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::http::{ApiResult, AppState};
@@ -53,7 +53,13 @@ pub async fn register(
         return Ok((StatusCode::OK, Json(answer)));
     }
     let (source, version) = (meta.source.clone(), meta.version.clone());
-    let lsn = append_and_apply(&state, caller.actor(), None, vec![Event::DatasetRegistered(meta)]).await?;
+    let lsn = append_and_apply(
+        &state,
+        caller.actor(),
+        None,
+        vec![Event::DatasetRegistered(meta)],
+    )
+    .await?;
     let dataset = dataset_view(&state.domain, &source, &version).await?;
     let answer = RegisterDatasetResponse {
         created: true,
@@ -95,10 +101,18 @@ pub async fn ingest(
         )));
     }
     let (batch_source, batch_version) = (source.clone(), version.clone());
-    let (events, rejected_records) = read_blocking("validating records", move || {
-        validate_batch(&batch_source, &batch_version, first_index, &request.records)
-    })
-    .await?;
+    let domain = state.domain.projections.clone();
+    let (events, already_received, rejected_records) =
+        read_blocking("validating records", move || {
+            let (runs, rejected) = validate_batch(first_index, &request.records);
+            let datasets = domain.datasets();
+            let (events, already_received) =
+                unreceived_events(&batch_source, &batch_version, runs, |start, end| {
+                    datasets.not_received(&batch_source, &batch_version, start, end)
+                });
+            (events, already_received, rejected)
+        })
+        .await?;
     let (lsn, outcome) = if events.is_empty() {
         (None, IngestOutcome::default())
     } else {
@@ -123,7 +137,7 @@ pub async fn ingest(
         first_index,
         received,
         accepted: outcome.accepted,
-        resent: outcome.resent,
+        resent: already_received + outcome.resent,
         duplicate: outcome.duplicates,
         over_token_cap: outcome.over_token_cap,
         unknown_language: outcome.unknown_language,
@@ -159,28 +173,25 @@ pub async fn stats(State(state): State<AppState>) -> ApiResult<Json<DatasetStats
     Ok(Json(stats_view(stats)))
 }
 
-/// Validates a batch: the valid records become one `dataset_records_ingested` event per run of
-/// consecutive valid positions, the invalid ones are reported.
-fn validate_batch(
-    source: &str,
-    version: &str,
-    first_index: u64,
-    records: &[Value],
-) -> (Vec<Event>, Vec<RejectedRecord>) {
-    let mut events = Vec::new();
+/// Consecutive valid records: the position of the first, and the records.
+type Run = (u64, Vec<DatasetRecord>);
+
+/// Validates a batch: the valid records as runs of consecutive positions, and the invalid ones.
+fn validate_batch(first_index: u64, records: &[Value]) -> (Vec<Run>, Vec<RejectedRecord>) {
+    let mut runs: Vec<Run> = Vec::new();
     let mut rejected = Vec::new();
-    let mut run: Vec<DatasetRecord> = Vec::new();
-    let mut run_start = first_index;
+    let mut run_open = false;
     for (index, value) in (first_index..).zip(records) {
         match validate_record(value) {
-            Ok(record) => {
-                if run.is_empty() {
-                    run_start = index;
+            Ok(record) => match runs.last_mut() {
+                Some((_, run)) if run_open => run.push(record),
+                _ => {
+                    runs.push((index, vec![record]));
+                    run_open = true;
                 }
-                run.push(record);
-            }
+            },
             Err(error) => {
-                flush_run(source, version, run_start, &mut run, &mut events);
+                run_open = false;
                 rejected.push(RejectedRecord {
                     index,
                     field: error.field,
@@ -189,26 +200,43 @@ fn validate_batch(
             }
         }
     }
-    flush_run(source, version, run_start, &mut run, &mut events);
-    (events, rejected)
+    (runs, rejected)
 }
 
-fn flush_run(
+/// One `dataset_records_ingested` event per stretch of positions the dataset has not received
+/// (`not_received(start, end)` lists them), and how many valid records were already received
+/// and are left out, so resending a batch writes nothing.
+fn unreceived_events(
     source: &str,
     version: &str,
-    first_index: u64,
-    run: &mut Vec<DatasetRecord>,
-    events: &mut Vec<Event>,
-) {
-    if run.is_empty() {
-        return;
+    runs: Vec<Run>,
+    not_received: impl Fn(u64, u64) -> Vec<std::ops::Range<u64>>,
+) -> (Vec<Event>, u64) {
+    let mut events = Vec::new();
+    let mut already_received = 0;
+    for (run_start, records) in runs {
+        let run_end = run_start + records.len() as u64;
+        let mut kept = 0;
+        for range in not_received(run_start, run_end) {
+            // `range` lies inside `run_start..run_end`, so the offsets index `records`.
+            let (from, to) = (
+                (range.start - run_start) as usize,
+                (range.end - run_start) as usize,
+            );
+            let Some(slice) = records.get(from..to) else {
+                continue;
+            };
+            kept += slice.len() as u64;
+            events.push(Event::DatasetRecordsIngested(DatasetRecordsIngested {
+                source: source.to_owned(),
+                version: version.to_owned(),
+                first_index: range.start,
+                records: slice.to_vec(),
+            }));
+        }
+        already_received += records.len() as u64 - kept;
     }
-    events.push(Event::DatasetRecordsIngested(DatasetRecordsIngested {
-        source: source.to_owned(),
-        version: version.to_owned(),
-        first_index,
-        records: std::mem::take(run),
-    }));
+    (events, already_received)
 }
 
 /// The names of the meta fields that differ, for the conflict message.
@@ -328,5 +356,78 @@ fn split_view(splits: SplitCounts) -> SplitCountsView {
         train: splits.train,
         dev: splits.dev,
         test: splits.test,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::domain::positions::Positions;
+    use serde_json::json;
+
+    fn record(instruction: &str) -> Value {
+        json!({"instruction": instruction, "pre": "a", "post": "b", "language": "python"})
+    }
+
+    /// (first_index, instructions) of each event.
+    fn shape(events: &[Event]) -> Vec<(u64, Vec<String>)> {
+        events
+            .iter()
+            .map(|event| match event {
+                Event::DatasetRecordsIngested(batch) => (
+                    batch.first_index,
+                    batch
+                        .records
+                        .iter()
+                        .map(|r| r.instruction.clone())
+                        .collect(),
+                ),
+                other => panic!("unexpected event {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bad_records_split_the_batch_into_runs_and_are_reported_by_position() {
+        let records = [
+            record("a"),
+            record("b"),
+            json!({"instruction": "c", "pre": "a", "post": "b"}),
+            record("d"),
+            json!("not an object"),
+        ];
+        let (runs, rejected) = validate_batch(10, &records);
+        let starts: Vec<(u64, usize)> = runs
+            .iter()
+            .map(|(start, run)| (*start, run.len()))
+            .collect();
+        assert_eq!(starts, [(10, 2), (13, 1)]);
+        let fields: Vec<(u64, &str)> = rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_str()))
+            .collect();
+        assert_eq!(fields, [(12, "language"), (14, "$")]);
+    }
+
+    #[test]
+    fn positions_already_received_are_left_out_before_writing() {
+        let (runs, _) = validate_batch(0, &[record("a"), record("b"), record("c"), record("d")]);
+        let mut received = Positions::default();
+        received.insert(1, 3);
+        let (events, already) =
+            unreceived_events("s", "v", runs, |start, end| received.missing(start, end));
+        assert_eq!(already, 2);
+        assert_eq!(
+            shape(&events),
+            [(0, vec!["a".to_owned()]), (3, vec!["d".to_owned()])]
+        );
+        let (runs, _) = validate_batch(1, &[record("b"), record("c")]);
+        let (events, already) =
+            unreceived_events("s", "v", runs, |start, end| received.missing(start, end));
+        assert_eq!(
+            (events.len(), already),
+            (0, 2),
+            "a resent batch writes nothing"
+        );
     }
 }

@@ -4,11 +4,11 @@
 //! A task with no update yet has the empty state (`lsn` 0): every task starts from it, so an
 //! actor's first read needs no special case.
 
-use crate::http::auth_layer::CallerExt;
 use super::{
     append_and_apply, check_bytes, check_task_id, DomainApi, STATE_ITEMS_MAX, STATE_ITEM_BYTES_MAX,
 };
 use crate::domain::agent_state::{render, StateField, TrimAction, TrimReason, Trimmed};
+use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::{ApiResult, AppState};
@@ -96,6 +96,7 @@ pub async fn history(
         .map(|update| StateHistoryEntry {
             lsn: update.lsn,
             ts_ms: update.ts_ms,
+            actor: update.actor.clone(),
             lease_id: update.lease_id,
             update: update.update.clone(),
             history_max: update.limits.history_max,

@@ -5,13 +5,13 @@
 //! Each step index of a task is recorded once (409 `conflict` for a second), and so are a step's
 //! sandbox result and reward; a sandbox result or reward for a step not recorded is 404.
 
-use crate::http::auth_layer::CallerExt;
 use super::state::{check_update, state_event, update_answer};
 use super::{
     append_and_apply, check_bytes, check_chars, check_name, check_task_id, conflict,
     ACTION_TEXT_BYTES_MAX, COMPONENT_NAME_CHARS_MAX, DIFF_BYTES_MAX, OUTPUT_BYTES_MAX,
     PROMPT_BYTES_MAX, REWARD_COMPONENTS_MAX, THINK_BYTES_MAX,
 };
+use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::{ApiResult, AppState};

@@ -43,6 +43,8 @@ pub struct TaskState {
 pub struct StateUpdateRecord {
     pub lsn: Lsn,
     pub ts_ms: u64,
+    /// The token that wrote it (`None` without access control).
+    pub actor: Option<String>,
     pub lease_id: Option<LeaseId>,
     /// The update as logged.
     pub update: AgentState,
@@ -55,7 +57,7 @@ pub struct StateUpdateRecord {
 
 impl AgentStates {
     /// Merges one update logged at `lsn`.
-    pub fn apply(&mut self, lsn: Lsn, ts_ms: u64, event: &TaskStateUpdated) {
+    pub fn apply(&mut self, lsn: Lsn, ts_ms: u64, actor: Option<&str>, event: &TaskStateUpdated) {
         let Ok(counter) = TokenCounter::for_encoding(&event.limits.encoding) else {
             self.unmergeable += 1;
             return;
@@ -78,6 +80,7 @@ impl AgentStates {
         task.updates.push(StateUpdateRecord {
             lsn,
             ts_ms,
+            actor: actor.map(str::to_owned),
             lease_id: event.lease_id,
             update: event.update.clone(),
             limits: event.limits.clone(),
@@ -125,6 +128,7 @@ impl AgentStates {
             for update in &task.updates {
                 out.number(update.lsn.0);
                 out.number(update.ts_ms);
+                out.optional(update.actor.as_deref(), DigestStream::text);
                 out.optional(update.lease_id, |out, lease| out.number(lease.0));
                 write_state(&mut out, &update.update);
                 out.number(u64::from(update.limits.history_max));

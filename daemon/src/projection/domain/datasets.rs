@@ -2,10 +2,12 @@
 //! rules) plus, for the few most recent ingest records, what happened to their records, so the
 //! ingest route can answer with exact counts for its own batch even while other batches land.
 
+use super::positions::Positions;
 use crate::domain::splits::{ProcessedSplits, RecordCounts};
 use agentd_schemas::events::{DatasetMeta, DatasetRecordsIngested};
 use agentd_schemas::Lsn;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// Ingest outcomes remembered, most recent first out of the window. The ingest route reads its
 /// outcome right after the projector applied it, so a small window is plenty; an answer whose
@@ -19,6 +21,8 @@ pub struct Datasets {
     /// By the LSN of the record that carried the batch (a batch split around rejected records
     /// is several events in one record).
     recent_ingests: BTreeMap<Lsn, IngestOutcome>,
+    /// Positions received per dataset (source, version), for the write path.
+    received: BTreeMap<(String, String), Positions>,
 }
 
 /// What happened to the records of one ingest record (all its events together).
@@ -39,6 +43,7 @@ impl Datasets {
         Datasets {
             splits,
             recent_ingests: BTreeMap::new(),
+            received: BTreeMap::new(),
         }
     }
 
@@ -52,6 +57,13 @@ impl Datasets {
         let before = self.splits.stats().total;
         self.splits.apply_ingested(lsn, batch);
         let after = self.splits.stats().total;
+        let end = batch
+            .first_index
+            .saturating_add(u64::try_from(batch.records.len()).unwrap_or(u64::MAX));
+        self.received
+            .entry((batch.source.clone(), batch.version.clone()))
+            .or_default()
+            .insert(batch.first_index, end);
         let outcome = self.recent_ingests.entry(lsn).or_default();
         outcome.add_difference(&before, &after);
         while self.recent_ingests.len() > INGEST_OUTCOMES_MAX {
@@ -62,6 +74,20 @@ impl Datasets {
     /// The outcome of the ingest record at `lsn`, if it is still remembered.
     pub fn ingest_outcome(&self, lsn: Lsn) -> Option<IngestOutcome> {
         self.recent_ingests.get(&lsn).copied()
+    }
+
+    /// The positions of `start..end` that the dataset has not received, in order.
+    pub fn not_received(
+        &self,
+        source: &str,
+        version: &str,
+        start: u64,
+        end: u64,
+    ) -> Vec<Range<u64>> {
+        match self.received.get(&(source.to_owned(), version.to_owned())) {
+            Some(positions) => positions.missing(start, end),
+            None => Positions::default().missing(start, end),
+        }
     }
 
     pub fn splits(&self) -> &ProcessedSplits {
