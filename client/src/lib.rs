@@ -2,8 +2,10 @@
 //! `agentctl` commands. It must not depend on the daemon crate: everything it knows about the
 //! daemon comes from `agentd-schemas` and HTTP.
 
+pub mod builtin;
 pub mod cli;
 pub mod domain_client;
+pub mod gpu;
 pub mod http_client;
 pub mod sandbox;
 pub mod worker;

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Mutex};
 
@@ -51,13 +51,17 @@ pub enum StopReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
     Complete(Option<serde_json::Value>),
-    Fail { error: String, retryable: bool },
+    Fail {
+        error: String,
+        retryable: bool,
+    },
     /// Stopped because of a lost lease or the drain deadline; the worker reports what fits.
     Stopped,
 }
 
 /// A job handler: a command to run, or a built-in.
-pub type Handler = Arc<dyn Fn(JobContext) -> Pin<Box<dyn Future<Output = JobOutcome> + Send>> + Send + Sync>;
+pub type Handler =
+    Arc<dyn Fn(JobContext) -> Pin<Box<dyn Future<Output = JobOutcome> + Send>> + Send + Sync>;
 
 /// Settings of a worker.
 #[derive(Clone)]
@@ -85,13 +89,19 @@ pub struct WorkerSummary {
 }
 
 /// Runs until `shutdown` turns true (then drains) or `max_jobs` jobs were handled.
-pub async fn run(client: Client, options: WorkerOptions, handler: Handler, mut shutdown: watch::Receiver<bool>) -> Result<WorkerSummary, ClientError> {
+pub async fn run(
+    client: Client,
+    options: WorkerOptions,
+    handler: Handler,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<WorkerSummary, ClientError> {
     let free_slots = Arc::new(Mutex::new(options.slots.clone()));
     let summary = Arc::new(Mutex::new(WorkerSummary::default()));
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut running = tokio::task::JoinSet::new();
     let mut leased_total: u64 = 0;
-    let (slot_freed_tx, mut slot_freed_rx) = tokio::sync::mpsc::channel::<()>(options.slots.len().max(1));
+    let (slot_freed_tx, mut slot_freed_rx) =
+        tokio::sync::mpsc::channel::<()>(options.slots.len().max(1));
     let mut backoff = Duration::from_millis(100);
     loop {
         if *shutdown.borrow() || options.max_jobs.is_some_and(|max| leased_total >= max) {
@@ -106,7 +116,10 @@ pub async fn run(client: Client, options: WorkerOptions, handler: Handler, mut s
             }
             continue;
         }
-        let want = options.max_jobs.map_or(free as u64, |max| (max - leased_total).min(free as u64)) as u32;
+        let want = options
+            .max_jobs
+            .map_or(free as u64, |max| (max - leased_total).min(free as u64))
+            as u32;
         let request = LeaseRequest {
             worker_id: options.worker_id.clone(),
             queues: options.queues.clone(),
@@ -124,7 +137,10 @@ pub async fn run(client: Client, options: WorkerOptions, handler: Handler, mut s
                 response.leases
             }
             Err(error) if error.is_transient() => {
-                eprintln!("agentctl worker: lease request failed ({error}); retrying in {} ms", backoff.as_millis());
+                eprintln!(
+                    "agentctl worker: lease request failed ({error}); retrying in {} ms",
+                    backoff.as_millis()
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => {}
@@ -138,7 +154,9 @@ pub async fn run(client: Client, options: WorkerOptions, handler: Handler, mut s
             leased_total += 1;
             let Some(slot) = free_slots.lock().await.pop() else {
                 // The daemon never grants more than asked; answer it honestly if it did.
-                let _ = client.fail(grant.lease_id, "worker had no free slot", true).await;
+                let _ = client
+                    .fail(grant.lease_id, "worker had no free slot", true)
+                    .await;
                 continue;
             };
             let context_client = client.clone();
@@ -149,7 +167,8 @@ pub async fn run(client: Client, options: WorkerOptions, handler: Handler, mut s
             let drain = drain_rx.clone();
             let divisor = options.heartbeat_divisor.max(2);
             running.spawn(async move {
-                let outcome = run_one(context_client, grant, slot.clone(), handler, drain, divisor).await;
+                let outcome =
+                    run_one(context_client, grant, slot.clone(), handler, drain, divisor).await;
                 {
                     let mut summary = summary.lock().await;
                     match outcome {
@@ -166,7 +185,11 @@ pub async fn run(client: Client, options: WorkerOptions, handler: Handler, mut s
     }
     // Drain: no new leases; running jobs get until the deadline.
     if !running.is_empty() {
-        eprintln!("agentctl worker: draining {} running job(s) for up to {} s", running.len(), options.drain_timeout.as_secs());
+        eprintln!(
+            "agentctl worker: draining {} running job(s) for up to {} s",
+            running.len(),
+            options.drain_timeout.as_secs()
+        );
         let deadline = tokio::time::sleep(options.drain_timeout);
         tokio::pin!(deadline);
         loop {
@@ -190,44 +213,94 @@ enum Reported {
     Lost,
 }
 
-async fn run_one(client: Client, grant: LeaseGrant, slot: Slot, handler: Handler, mut drain: watch::Receiver<bool>, divisor: u32) -> Reported {
+async fn run_one(
+    client: Client,
+    grant: LeaseGrant,
+    slot: Slot,
+    handler: Handler,
+    mut drain: watch::Receiver<bool>,
+    divisor: u32,
+) -> Reported {
     let lease_id = grant.lease_id;
     let (stop_tx, stop_rx) = watch::channel(StopReason::Running);
     let interval = Duration::from_millis((grant.job.lease_ttl_ms / divisor as u64).max(50));
     let heartbeat_client = client.clone();
     let heartbeat_stop = stop_tx.clone();
+    let lease_ttl = Duration::from_millis(grant.job.lease_ttl_ms);
+    let job_id = grant.job_id;
     let heartbeats = tokio::spawn(async move {
+        // The lease was granted a moment ago; each successful heartbeat renews it for a TTL
+        // from when it was sent (a conservative reading of the daemon's clock).
+        let mut held_until = Instant::now() + lease_ttl;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = drain.changed() => {
+                // A closed channel disables this branch instead of firing it in a loop.
+                Ok(()) = drain.changed() => {
                     if *drain.borrow() {
-                        let _ = heartbeat_stop.send(StopReason::Draining);
+                        let _receiver_gone_means_job_done = heartbeat_stop.send(StopReason::Draining);
                         return;
                     }
                 }
             }
-            match heartbeat_client.heartbeat(lease_id).await {
-                Ok(_) => {}
-                Err(error) if matches!(error.code(), Some("lease_lost") | Some("not_found")) => {
-                    let _ = heartbeat_stop.send(StopReason::LeaseLost);
+            let sent_at = Instant::now();
+            // A hung daemon must not hold the heartbeat past the lease's end either.
+            let answer = tokio::time::timeout(
+                held_until.saturating_duration_since(sent_at),
+                heartbeat_client.heartbeat(lease_id),
+            )
+            .await;
+            match answer {
+                Ok(Ok(_)) => held_until = sent_at + lease_ttl,
+                Ok(Err(error))
+                    if matches!(error.code(), Some("lease_lost") | Some("not_found")) =>
+                {
+                    eprintln!("agentctl worker: lease {lease_id} of {job_id} lost ({error}); stopping the job");
+                    let _receiver_gone_means_job_done = heartbeat_stop.send(StopReason::LeaseLost);
                     return;
                 }
-                Err(error) => eprintln!("agentctl worker: heartbeat for {lease_id} failed ({error}); will retry"),
+                // Unreachable daemon: once the lease has surely expired there, someone else may
+                // already run the job; going on would be zombie work.
+                Err(_) => {
+                    eprintln!("agentctl worker: lease {lease_id} of {job_id} expired while the daemon did not answer; stopping the job");
+                    let _receiver_gone_means_job_done = heartbeat_stop.send(StopReason::LeaseLost);
+                    return;
+                }
+                Ok(Err(error)) if Instant::now() >= held_until => {
+                    eprintln!("agentctl worker: lease {lease_id} of {job_id} expired while the daemon was unreachable ({error}); stopping the job");
+                    let _receiver_gone_means_job_done = heartbeat_stop.send(StopReason::LeaseLost);
+                    return;
+                }
+                Ok(Err(error)) => eprintln!(
+                    "agentctl worker: heartbeat for {lease_id} failed ({error}); will retry"
+                ),
             }
         }
     });
-    let context = JobContext { grant, client: client.clone(), slot, stop: stop_rx.clone() };
+    let context = JobContext {
+        grant,
+        client: client.clone(),
+        slot,
+        stop: stop_rx.clone(),
+    };
     let outcome = handler(context).await;
     heartbeats.abort();
     let stop_reason = *stop_rx.borrow();
     let report = match (outcome, stop_reason) {
         (_, StopReason::LeaseLost) => return Reported::Lost,
-        (JobOutcome::Stopped, StopReason::Draining) | (JobOutcome::Stopped, StopReason::Running) => {
-            client.fail(lease_id, "worker stopped the job while shutting down", true).await.map(|_| Reported::Failed)
-        }
-        (JobOutcome::Complete(result), _) => client.complete(lease_id, result).await.map(|_| Reported::Completed),
-        (JobOutcome::Fail { error, retryable }, _) => client.fail(lease_id, &error, retryable).await.map(|_| Reported::Failed),
+        (JobOutcome::Stopped, StopReason::Draining)
+        | (JobOutcome::Stopped, StopReason::Running) => client
+            .fail(lease_id, "worker stopped the job while shutting down", true)
+            .await
+            .map(|_| Reported::Failed),
+        (JobOutcome::Complete(result), _) => client
+            .complete(lease_id, result)
+            .await
+            .map(|_| Reported::Completed),
+        (JobOutcome::Fail { error, retryable }, _) => client
+            .fail(lease_id, &error, retryable)
+            .await
+            .map(|_| Reported::Failed),
     };
     match report {
         Ok(reported) => reported,
@@ -252,7 +325,10 @@ pub fn command_handler(argv: Vec<String>, daemon_url: String) -> Handler {
 
 async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext) -> JobOutcome {
     let Some((program, args)) = argv.split_first() else {
-        return JobOutcome::Fail { error: "worker has no command to run".into(), retryable: false };
+        return JobOutcome::Fail {
+            error: "worker has no command to run".into(),
+            retryable: false,
+        };
     };
     let grant = &context.grant;
     let mut command = tokio::process::Command::new(program);
@@ -274,7 +350,12 @@ async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext)
     }
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(error) => return JobOutcome::Fail { error: format!("cannot start {program}: {error}"), retryable: false },
+        Err(error) => {
+            return JobOutcome::Fail {
+                error: format!("cannot start {program}: {error}"),
+                retryable: false,
+            }
+        }
     };
     let job_json = serde_json::to_vec(&grant.job).unwrap_or_default();
     let mut stdin = child.stdin.take();
@@ -296,7 +377,10 @@ async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext)
     };
     tokio::pin!(run);
     let stop = async {
-        let _ = context.stop.wait_for(|reason| *reason != StopReason::Running).await;
+        let _ = context
+            .stop
+            .wait_for(|reason| *reason != StopReason::Running)
+            .await;
     };
     let (stdout, stderr, status) = tokio::select! {
         finished = &mut run => finished,
@@ -312,7 +396,10 @@ async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext)
             let result = if trimmed.is_empty() {
                 None
             } else {
-                Some(serde_json::from_str(trimmed).unwrap_or_else(|_| serde_json::Value::String(trimmed.to_string())))
+                Some(
+                    serde_json::from_str(trimmed)
+                        .unwrap_or_else(|_| serde_json::Value::String(trimmed.to_string())),
+                )
             };
             JobOutcome::Complete(result)
         }
@@ -320,22 +407,41 @@ async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext)
             let tail = String::from_utf8_lossy(&stderr).trim().to_string();
             let how = match status.code() {
                 Some(code) => format!("exit status {code}"),
-                None => format!("killed by signal {}", std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)),
+                None => format!(
+                    "killed by signal {}",
+                    std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+                ),
             };
-            JobOutcome::Fail { error: if tail.is_empty() { how } else { format!("{how}: {tail}") }, retryable: true }
+            JobOutcome::Fail {
+                error: if tail.is_empty() {
+                    how
+                } else {
+                    format!("{how}: {tail}")
+                },
+                retryable: true,
+            }
         }
-        Err(error) => JobOutcome::Fail { error: format!("waiting for the command failed: {error}"), retryable: true },
+        Err(error) => JobOutcome::Fail {
+            error: format!("waiting for the command failed: {error}"),
+            retryable: true,
+        },
     }
 }
 
 /// Kills a job's whole process group (the command was started as its leader).
 pub fn kill_group(pid: Option<u32>) {
     if let Some(pid) = pid {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
-async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(reader: Option<&mut R>, max_bytes: usize) -> Vec<u8> {
+async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(
+    reader: Option<&mut R>,
+    max_bytes: usize,
+) -> Vec<u8> {
     let mut kept = Vec::new();
     let Some(reader) = reader else { return kept };
     let mut buffer = [0u8; 8192];
@@ -350,9 +456,14 @@ async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(reader: Option<&mut R>, m
     }
 }
 
-async fn read_tail<R: tokio::io::AsyncRead + Unpin>(reader: Option<&mut R>, max_bytes: usize) -> Vec<u8> {
+async fn read_tail<R: tokio::io::AsyncRead + Unpin>(
+    reader: Option<&mut R>,
+    max_bytes: usize,
+) -> Vec<u8> {
     let mut kept: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
-    let Some(reader) = reader else { return Vec::new() };
+    let Some(reader) = reader else {
+        return Vec::new();
+    };
     let mut buffer = [0u8; 8192];
     loop {
         match reader.read(&mut buffer).await {

@@ -7,6 +7,7 @@ mod ingest;
 mod jobs;
 mod output;
 mod queues;
+mod sandbox;
 mod state;
 mod submit;
 mod tokens;
@@ -49,8 +50,12 @@ pub enum Command {
     /// Read the event log
     #[command(subcommand)]
     Events(events::EventsCommand),
-    /// Lease jobs and run a command for each (`agentctl worker --queue q -- ./handle.sh`)
+    /// Lease jobs and run a command (`-- ./handle.sh`) or a built-in (`--builtin astgrep.verify`)
+    /// for each; `--gpus all` runs one slot per GPU
     Worker(worker::WorkerArgs),
+    /// Run one ast-grep action in the sandbox locally and print the result
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCommand),
     /// Create bearer tokens for the daemon's access control
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -84,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queues(command) => queues::run(&client, command, json).await,
         Command::Events(command) => events::run(&client, command, json).await,
         Command::Worker(args) => worker::run(client, &cli.url, args, json).await,
+        Command::Sandbox(command) => sandbox::run(command, json).await,
         Command::Bench(args) => bench::run(&client, args, json).await,
         Command::Tokens(command) => tokens::run(command, json),
         Command::Ingest(args) => ingest::run(&client, args, json).await,

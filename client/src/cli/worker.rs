@@ -1,10 +1,17 @@
-//! `agentctl worker --queue Q [--tag k=v]... [--concurrency N] -- CMD ARGS...`
+//! `agentctl worker --queue Q [--tag k=v]... [--concurrency N | --gpus all|0,1] (-- CMD ARGS... |
+//! --builtin astgrep.verify)`: slots (one per `--concurrency`, or one per GPU), tags (the
+//! user's, over the GPU ones), and the handler (a command, or a built-in job kind).
 
 use super::parse_key_value;
+use crate::builtin::{astgrep_verify, Builtin};
+use crate::gpu::{self, GpuSelection};
 use crate::http_client::Client;
-use crate::worker::{self, Slot, WorkerOptions};
-use anyhow::bail;
+use crate::sandbox::SandboxLimits;
+use crate::worker::{self, Handler, Slot, WorkerOptions};
+use agentd_schemas::events::Tags;
+use anyhow::{bail, Context};
 use clap::Args;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -13,12 +20,31 @@ pub struct WorkerArgs {
     /// Queue to lease from (repeatable)
     #[arg(long = "queue", required = true)]
     queues: Vec<String>,
-    /// Tag this worker advertises, k=v (repeatable); jobs requiring tags only go to workers with them
+    /// Tag this worker advertises, k=v (repeatable); jobs requiring tags only go to workers with
+    /// them. A --tag overrides a tag --gpus derives (e.g. --tag gpu=H100-SXM)
     #[arg(long = "tag", value_parser = parse_key_value)]
     tags: Vec<(String, String)>,
-    /// Jobs run at once
-    #[arg(long, default_value_t = 1)]
+    /// Jobs run at once (without --gpus)
+    #[arg(long, default_value_t = 1, conflicts_with = "gpus")]
     concurrency: usize,
+    /// Run one slot per NVIDIA GPU: `all` or indices like 0,1,2 (as nvidia-smi numbers them).
+    /// Each job's process gets CUDA_VISIBLE_DEVICES=<index> (with CUDA_DEVICE_ORDER=PCI_BUS_ID)
+    /// and AGENTD_GPU_UUID; the worker advertises gpu=<model> (e.g. H100), gpu_mem_gib=<GiB>
+    /// and gpu_count=<n>. Fails when nvidia-smi is missing or lists no GPU
+    #[arg(long, value_parser = parse_gpu_selection)]
+    gpus: Option<GpuSelection>,
+    /// nvidia-smi to run for --gpus
+    #[arg(long, env = "AGENTD_NVIDIA_SMI", default_value = "nvidia-smi")]
+    nvidia_smi: String,
+    /// Handle jobs with a built-in instead of a command: `astgrep.verify` runs the payload's
+    /// ast-grep action in the sandbox and records the sandbox result and a rule-based reward on
+    /// the task's trajectory (docs/astgrep_verify.md)
+    #[arg(long, value_parser = parse_builtin, conflicts_with = "command")]
+    builtin: Option<Builtin>,
+    /// Sandbox limits (TOML) for --builtin astgrep.verify [default: built-in defaults, the same
+    /// as configs/sandbox.toml]
+    #[arg(long, requires = "builtin")]
+    sandbox_config: Option<PathBuf>,
     /// Worker id shown in leases and job history [default: <hostname>-<pid>]
     #[arg(long)]
     worker_id: Option<String>,
@@ -32,8 +58,17 @@ pub struct WorkerArgs {
     #[arg(long)]
     max_jobs: Option<u64>,
     /// Command run per job: the job JSON on stdin, stdout (JSON) is the result on exit 0
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "builtin")]
     command: Vec<String>,
+}
+
+fn parse_gpu_selection(text: &str) -> Result<GpuSelection, String> {
+    text.parse()
+        .map_err(|error: gpu::GpuError| error.to_string())
+}
+
+fn parse_builtin(text: &str) -> Result<Builtin, String> {
+    text.parse()
 }
 
 pub async fn run(client: Client, url: &str, args: WorkerArgs, json: bool) -> anyhow::Result<()> {
@@ -41,38 +76,131 @@ pub async fn run(client: Client, url: &str, args: WorkerArgs, json: bool) -> any
         bail!("--concurrency must be at least 1");
     }
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
-    let slots = (0..args.concurrency).map(|index| Slot { index, env: Vec::new() }).collect();
+    let user_tags: Tags = args.tags.iter().cloned().collect();
+    let (slots, tags) = match &args.gpus {
+        None => {
+            let slots = (0..args.concurrency)
+                .map(|index| Slot {
+                    index,
+                    env: Vec::new(),
+                })
+                .collect();
+            (slots, user_tags)
+        }
+        Some(selection) => gpu_slots(&args.nvidia_smi, selection, &user_tags).await?,
+    };
+    let slot_count = slots.len();
+    let handler = handler(&args, url)?;
     let options = WorkerOptions {
         worker_id: worker_id.clone(),
         queues: args.queues.clone(),
-        tags: args.tags.iter().cloned().collect(),
+        tags: tags.clone(),
         slots,
         wait_ms: args.wait_ms,
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
         heartbeat_divisor: 3,
         max_jobs: args.max_jobs,
     };
-    let handler = worker::command_handler(args.command.clone(), url.to_string());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;
         eprintln!("agentctl worker: stop requested; no new leases, finishing running jobs");
         let _ = shutdown_tx.send(true);
     });
-    eprintln!("agentctl worker {worker_id}: leasing from {} with {} slot(s)", args.queues.join(","), args.concurrency);
+    let tag_text: Vec<String> = tags
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    eprintln!(
+        "agentctl worker {worker_id}: leasing from {} with {slot_count} slot(s), tags [{}]",
+        args.queues.join(","),
+        tag_text.join(" ")
+    );
     let summary = worker::run(client, options, handler, shutdown_rx).await?;
     if json {
-        println!("{}", serde_json::json!({"worker_id": worker_id, "completed": summary.completed, "failed": summary.failed, "lost": summary.lost}));
+        println!(
+            "{}",
+            serde_json::json!({"worker_id": worker_id, "completed": summary.completed, "failed": summary.failed, "lost": summary.lost})
+        );
     } else {
-        eprintln!("agentctl worker {worker_id}: stopped; {} completed, {} failed, {} lost", summary.completed, summary.failed, summary.lost);
+        eprintln!(
+            "agentctl worker {worker_id}: stopped; {} completed, {} failed, {} lost",
+            summary.completed, summary.failed, summary.lost
+        );
     }
     Ok(())
 }
 
+/// One slot per selected GPU and the tags they imply, overlaid with the user's.
+async fn gpu_slots(
+    nvidia_smi: &str,
+    selection: &GpuSelection,
+    user_tags: &Tags,
+) -> anyhow::Result<(Vec<Slot>, Tags)> {
+    let found = gpu::discover(nvidia_smi).await?;
+    let selected = gpu::select(&found, selection)?;
+    // A mix of models has no true `gpu` tag, unless the operator says which one to advertise.
+    let auto = match gpu::auto_tags(&selected) {
+        Ok(tags) => tags,
+        Err(gpu::GpuError::MixedModels { .. }) if user_tags.contains_key(gpu::GPU_TAG) => {
+            let mut tags = Tags::new();
+            tags.insert(gpu::GPU_COUNT_TAG.to_string(), selected.len().to_string());
+            tags
+        }
+        Err(error) => return Err(error.into()),
+    };
+    for gpu in &selected {
+        let memory = gpu
+            .memory_total_mib
+            .map_or_else(|| "memory unknown".to_string(), |mib| format!("{mib} MiB"));
+        eprintln!(
+            "agentctl worker: GPU {} {} ({memory}, {}) -> one slot",
+            gpu.index, gpu.name, gpu.uuid
+        );
+    }
+    Ok((gpu::slots(&selected), gpu::merge_tags(auto, user_tags)))
+}
+
+/// The command handler, or the built-in one.
+fn handler(args: &WorkerArgs, url: &str) -> anyhow::Result<Handler> {
+    match args.builtin {
+        None => Ok(worker::command_handler(
+            args.command.clone(),
+            url.to_string(),
+        )),
+        Some(Builtin::AstgrepVerify) => {
+            let limits = match &args.sandbox_config {
+                Some(path) => SandboxLimits::load(path)?,
+                None => SandboxLimits::default(),
+            };
+            // The sandbox child is this very binary (`agentctl sandbox serve-job`).
+            let executable = std::env::current_exe()
+                .context("cannot find the agentctl executable to run the sandbox")?;
+            Ok(astgrep_verify::handler(astgrep_verify::VerifyConfig {
+                limits,
+                executable,
+            }))
+        }
+    }
+}
+
 /// `<hostname>-<pid>`, unique per process on a box.
 pub fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|name| name.trim().to_string()).ok().filter(|name| !name.is_empty()).unwrap_or_else(|| "worker".into());
-    let host: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     format!("{host}-{}", std::process::id())
 }
 

@@ -1,0 +1,375 @@
+//! The payload of an `astgrep.verify` job, and its validation.
+//!
+//! This is a contract between whoever submits the job and this worker; the daemon stores the
+//! payload as opaque JSON and never reads it, so the type lives here and not in
+//! `agentd-schemas` (which holds what the daemon reads and writes). It is documented in
+//! `docs/astgrep_verify.md`.
+//!
+//! Validation is strict (unknown fields are refused) because a misspelt `gold_action` would
+//! otherwise silently turn a gold comparison off. Everything that makes the payload unusable is
+//! a [`PayloadError`], which fails the job as not retryable: running it again cannot help.
+
+use crate::sandbox::{validate_relative_path, SandboxLimits, SUPPORTED_LANGUAGES};
+use agentd_schemas::events::Action;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Most arguments of a test command.
+pub const TEST_ARGS_MAX: usize = 64;
+/// Longest model name or policy version, in characters (the daemon's limit for both).
+pub const NAME_CHARS_MAX: usize = 128;
+
+/// A validated `astgrep.verify` payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyJob {
+    /// Where results are recorded: the payload's `task_id`, else the job's. `None`: the verdict
+    /// is only the job's result.
+    pub task_id: Option<String>,
+    /// The step the results belong to (default 0).
+    pub step: u32,
+    pub files: BTreeMap<String, String>,
+    /// The action to verify (the model's proposal).
+    pub action: Action,
+    /// The reference action; its diff must equal the action's for a verified reward.
+    pub gold_action: Option<Action>,
+    pub test_command: Option<Vec<String>>,
+    /// The task's language, when given (a pattern action without one uses it).
+    pub language: Option<String>,
+    /// Model and policy version: when both are given the worker records the step itself.
+    pub model: Option<StepModel>,
+}
+
+/// Who proposed the action, for recording the step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepModel {
+    pub model: String,
+    pub policy_version: String,
+}
+
+/// Why a payload cannot be verified.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid astgrep.verify payload: {0}")]
+pub struct PayloadError(pub String);
+
+/// The payload as JSON: the same shape as the step route's action, except that a pattern may
+/// leave out `language` when the payload has one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPayload {
+    #[serde(default)]
+    task_id: Option<String>,
+    #[serde(default)]
+    step: Option<u32>,
+    files: BTreeMap<String, String>,
+    action: RawAction,
+    #[serde(default)]
+    gold_action: Option<RawAction>,
+    #[serde(default)]
+    test_command: Option<Vec<String>>,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    policy_version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawAction {
+    Pattern {
+        #[serde(default)]
+        language: Option<String>,
+        pattern: String,
+        rewrite: String,
+    },
+    Rule {
+        yaml: String,
+    },
+}
+
+/// Parses and checks a payload. `job_task_id` is the job's own `task_id`, used when the
+/// payload has none; `limits` are the sandbox's, to check the test program up front.
+pub fn parse(
+    payload: &serde_json::Value,
+    job_task_id: Option<&str>,
+    limits: &SandboxLimits,
+) -> Result<VerifyJob, PayloadError> {
+    let raw: RawPayload =
+        serde_json::from_value(payload.clone()).map_err(|error| PayloadError(error.to_string()))?;
+    let task_id = match (raw.task_id, job_task_id) {
+        (Some(own), Some(job)) if own != job => {
+            return Err(PayloadError(format!(
+                "task_id {own:?} differs from the job's task_id {job:?}"
+            )))
+        }
+        (Some(own), _) => Some(own),
+        (None, job) => job.map(str::to_string),
+    };
+    if task_id.as_deref().is_some_and(|id| id.trim().is_empty()) {
+        return Err(PayloadError("task_id must not be blank".into()));
+    }
+    if raw.files.is_empty() {
+        return Err(PayloadError("files must hold at least one file".into()));
+    }
+    for path in raw.files.keys() {
+        validate_relative_path(path).map_err(|error| PayloadError(format!("files: {error}")))?;
+    }
+    if let Some(language) = &raw.language {
+        check_language("language", language)?;
+    }
+    let action = action(raw.action, raw.language.as_deref(), "action")?;
+    let gold_action = match raw.gold_action {
+        None => None,
+        Some(gold) => {
+            let gold = action_checked(gold, raw.language.as_deref())?;
+            Some(gold)
+        }
+    };
+    if let Some(argv) = &raw.test_command {
+        check_test_command(argv, limits)?;
+    }
+    let model =
+        match (raw.model, raw.policy_version) {
+            (None, None) => None,
+            (Some(model), Some(policy_version)) => {
+                for (field, value) in [("model", &model), ("policy_version", &policy_version)] {
+                    if value.trim().is_empty() || value.chars().count() > NAME_CHARS_MAX {
+                        return Err(PayloadError(format!(
+                            "{field} must be 1 to {NAME_CHARS_MAX} characters"
+                        )));
+                    }
+                }
+                Some(StepModel {
+                    model,
+                    policy_version,
+                })
+            }
+            _ => return Err(PayloadError(
+                "model and policy_version go together: give both to record the step, or neither"
+                    .into(),
+            )),
+        };
+    if model.is_some() && task_id.is_none() {
+        return Err(PayloadError(
+            "model is given but there is no task_id to record the step under".into(),
+        ));
+    }
+    Ok(VerifyJob {
+        task_id,
+        step: raw.step.unwrap_or(0),
+        files: raw.files,
+        action,
+        gold_action,
+        test_command: raw.test_command,
+        language: raw.language,
+        model,
+    })
+}
+
+/// The model's action: its language may be anything (an unsupported one is the model's
+/// mistake and ends as a `rejected` sandbox run and no reward), but it must be there.
+fn action(
+    raw: RawAction,
+    default_language: Option<&str>,
+    field: &str,
+) -> Result<Action, PayloadError> {
+    match raw {
+        RawAction::Pattern {
+            language,
+            pattern,
+            rewrite,
+        } => {
+            let language = language
+                .or_else(|| default_language.map(str::to_string))
+                .ok_or_else(|| {
+                    PayloadError(format!(
+                        "{field}.language is missing and the payload has no language"
+                    ))
+                })?;
+            Ok(Action::Pattern {
+                language,
+                pattern,
+                rewrite,
+            })
+        }
+        RawAction::Rule { yaml } => Ok(Action::Rule { yaml }),
+    }
+}
+
+/// The gold action is task data, not a model proposal: an unsupported language is the
+/// submitter's mistake.
+fn action_checked(raw: RawAction, default_language: Option<&str>) -> Result<Action, PayloadError> {
+    let gold = action(raw, default_language, "gold_action")?;
+    if let Action::Pattern { language, .. } = &gold {
+        check_language("gold_action.language", language)?;
+    }
+    Ok(gold)
+}
+
+fn check_language(field: &str, language: &str) -> Result<(), PayloadError> {
+    let known = language
+        .parse::<ast_grep_language::SupportLang>()
+        .is_ok_and(|parsed| SUPPORTED_LANGUAGES.contains(&parsed));
+    if known {
+        Ok(())
+    } else {
+        let names: Vec<String> = SUPPORTED_LANGUAGES
+            .iter()
+            .map(|lang| lang.to_string().to_lowercase())
+            .collect();
+        Err(PayloadError(format!(
+            "{field} {language:?} is not supported (supported: {})",
+            names.join(", ")
+        )))
+    }
+}
+
+/// The test command is task data too: a program the sandbox would refuse is the submitter's
+/// mistake, not a failed verification, so a bare name must be on the allowlist. (Absolute
+/// paths are resolved by the sandbox itself, which follows symlinks.)
+fn check_test_command(argv: &[String], limits: &SandboxLimits) -> Result<(), PayloadError> {
+    let Some(program) = argv.first() else {
+        return Err(PayloadError("test_command must not be empty".into()));
+    };
+    if argv.len() > TEST_ARGS_MAX {
+        return Err(PayloadError(format!(
+            "test_command has {} arguments, over the limit of {TEST_ARGS_MAX}",
+            argv.len()
+        )));
+    }
+    if argv.iter().any(|arg| arg.contains('\0')) {
+        return Err(PayloadError(
+            "test_command arguments must not contain NUL".into(),
+        ));
+    }
+    if !program.starts_with('/')
+        && !limits
+            .allowed_binaries
+            .iter()
+            .any(|allowed| allowed == program)
+    {
+        return Err(PayloadError(format!(
+            "test_command program {program:?} is not in the sandbox's allowed_binaries ({})",
+            limits.allowed_binaries.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse_ok(payload: serde_json::Value) -> VerifyJob {
+        parse(&payload, None, &SandboxLimits::default()).unwrap()
+    }
+
+    fn parse_err(payload: serde_json::Value) -> String {
+        parse(&payload, None, &SandboxLimits::default())
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn files() -> serde_json::Value {
+        json!({"app.py": "print(1)\n"})
+    }
+
+    #[test]
+    fn a_full_payload_parses_and_a_pattern_takes_the_payload_language() {
+        let job = parse_ok(json!({
+            "task_id": "t1", "step": 3, "files": files(), "language": "python",
+            "action": {"kind": "pattern", "pattern": "print($A)", "rewrite": "log($A)"},
+            "gold_action": {"kind": "rule", "yaml": "id: x"},
+            "test_command": ["python3", "test_x.py"],
+            "model": "m", "policy_version": "v1"
+        }));
+        assert_eq!(job.task_id.as_deref(), Some("t1"));
+        assert_eq!(job.step, 3);
+        assert_eq!(
+            job.action,
+            Action::Pattern {
+                language: "python".into(),
+                pattern: "print($A)".into(),
+                rewrite: "log($A)".into()
+            }
+        );
+        assert_eq!(
+            job.gold_action,
+            Some(Action::Rule {
+                yaml: "id: x".into()
+            })
+        );
+        assert_eq!(job.model.unwrap().policy_version, "v1");
+    }
+
+    #[test]
+    fn defaults_step_zero_and_the_jobs_task_id() {
+        let payload = json!({"files": files(), "action": {"kind": "rule", "yaml": "id: x"}});
+        let job = parse(&payload, Some("job-task"), &SandboxLimits::default()).unwrap();
+        assert_eq!((job.task_id.as_deref(), job.step), (Some("job-task"), 0));
+        let other =
+            json!({"task_id": "other", "files": files(), "action": {"kind": "rule", "yaml": "y"}});
+        let error = parse(&other, Some("job-task"), &SandboxLimits::default()).unwrap_err();
+        assert!(error.0.contains("differs"), "{error}");
+    }
+
+    #[test]
+    fn unusable_payloads_say_what_is_wrong() {
+        let rule = json!({"kind": "rule", "yaml": "id: x"});
+        for (payload, expected) in [
+            (json!({"files": files()}), "missing field `action`"),
+            (json!({"files": {}, "action": rule}), "at least one file"),
+            (json!({"files": {"../x.py": ""}, "action": rule}), "files:"),
+            (
+                json!({"files": files(), "action": rule, "gold": rule}),
+                "unknown field `gold`",
+            ),
+            (
+                json!({"files": files(), "action": {"kind": "pattern", "pattern": "a", "rewrite": "b"}}),
+                "action.language is missing",
+            ),
+            (
+                json!({"files": files(), "action": rule, "language": "cobol"}),
+                "\"cobol\" is not supported",
+            ),
+            (
+                json!({"files": files(), "action": rule, "gold_action": {"kind": "pattern", "language": "cobol", "pattern": "a", "rewrite": "b"}}),
+                "gold_action.language",
+            ),
+            (
+                json!({"files": files(), "action": rule, "test_command": []}),
+                "must not be empty",
+            ),
+            (
+                json!({"files": files(), "action": rule, "test_command": ["bash", "-c", "x"]}),
+                "allowed_binaries",
+            ),
+            (
+                json!({"files": files(), "action": rule, "model": "m"}),
+                "go together",
+            ),
+            (
+                json!({"files": files(), "action": rule, "model": "m", "policy_version": "v"}),
+                "no task_id",
+            ),
+            (
+                json!({"files": files(), "action": {"kind": "sed", "script": "s/a/b/"}}),
+                "unknown variant `sed`",
+            ),
+            (json!("not an object"), "invalid type"),
+        ] {
+            let error = parse_err(payload.clone());
+            assert!(error.contains(expected), "{payload}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_models_action_in_an_unsupported_language_is_left_to_the_sandbox() {
+        let job = parse_ok(
+            json!({"files": files(), "action": {"kind": "pattern", "language": "cobol", "pattern": "a", "rewrite": "b"}}),
+        );
+        assert!(matches!(job.action, Action::Pattern { ref language, .. } if language == "cobol"));
+    }
+}
