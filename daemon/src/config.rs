@@ -16,6 +16,10 @@ pub struct Config {
     pub state: StateConfig,
     pub datasets: DatasetsConfig,
     pub auth: AuthConfig,
+    /// `[exports]`: where exports go and how they are encoded (docs/exports.md).
+    pub exports: crate::export::ExportsConfig,
+    /// `[[schedules]]`: scheduled exports.
+    pub schedules: Vec<crate::schedule::ScheduleConfig>,
 }
 
 /// `[auth]`: bearer tokens. Empty (the default) means no authentication, which the daemon only

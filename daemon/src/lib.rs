@@ -4,12 +4,14 @@
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod export;
 pub mod http;
 pub mod limited_listener;
 pub mod log;
 pub mod projection;
 pub mod queue;
 pub mod rebuild;
+pub mod schedule;
 pub mod sequencer;
 pub mod server;
 pub mod tls;

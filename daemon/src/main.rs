@@ -39,6 +39,12 @@ enum Command {
         /// Print the digests as JSON
         #[arg(long)]
         json: bool,
+        /// Stop after this LSN (needs --out); the exports under OUT/exports are as of it
+        #[arg(long, conflicts_with = "until_time", requires = "out")]
+        until_lsn: Option<u64>,
+        /// Stop after the last record at or before this RFC 3339 time (needs --out)
+        #[arg(long, requires = "out")]
+        until_time: Option<String>,
     },
 }
 
@@ -72,9 +78,27 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(agentd::server::run(config, None))
         }
-        Some(Command::Rebuild { out, json }) => {
-            let report =
-                agentd::rebuild::rebuild(&config, &config.server.data_dir, out.as_deref())?;
+        Some(Command::Rebuild {
+            out,
+            json,
+            until_lsn,
+            until_time,
+        }) => {
+            let until = match (until_lsn, until_time) {
+                (Some(lsn), _) => agentd::rebuild::RebuildUntil::Lsn(lsn),
+                (None, Some(time)) => {
+                    let time = chrono::DateTime::parse_from_rfc3339(&time)
+                        .with_context(|| format!("--until-time {time:?} is not an RFC 3339 time"))?;
+                    agentd::rebuild::RebuildUntil::TimeMs(u64::try_from(time.timestamp_millis()).unwrap_or(0))
+                }
+                (None, None) => agentd::rebuild::RebuildUntil::End,
+            };
+            let report = agentd::rebuild::rebuild_with(
+                &config,
+                &config.server.data_dir,
+                out.as_deref(),
+                agentd::rebuild::RebuildOptions { until },
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -84,6 +108,19 @@ fn main() -> anyhow::Result<()> {
                 println!("datasets     {}", report.datasets);
                 println!("agent_state  {}", report.agent_state);
                 println!("trajectories {}", report.trajectories);
+                for export in &report.exports {
+                    println!(
+                        "export {} rows {} manifest {}{}",
+                        export.dir,
+                        export.rows,
+                        export.manifest_sha256,
+                        match export.matches_recorded {
+                            Some(true) => " (identical to the recorded export)",
+                            Some(false) => " (DIFFERS from the recorded export)",
+                            None => "",
+                        }
+                    );
+                }
             }
             Ok(())
         }

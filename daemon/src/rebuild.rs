@@ -1,5 +1,7 @@
 //! `agentd rebuild`: replays the log into fresh projections offline and prints a digest of each.
-//! The same log always prints the same digests.
+//! The same log always prints the same digests. With `--out DIR` it also writes the exports as of
+//! the last replayed LSN under `DIR/exports` (see `export::replay`); `--until-lsn` and
+//! `--until-time` stop the replay earlier ("the dataset as it was on the 3rd").
 
 use crate::config::Config;
 use crate::projection::domain::DomainProjections;
@@ -21,6 +23,27 @@ pub struct RebuildReport {
     pub datasets: String,
     pub agent_state: String,
     pub trajectories: String,
+    /// Exports written under `--out DIR/exports` (none when rebuilding in place).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<crate::export::replay::RebuiltExport>,
+}
+
+/// Where a rebuild stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RebuildUntil {
+    /// The last complete frame.
+    #[default]
+    End,
+    /// This LSN (or the last frame, if the log is shorter).
+    Lsn(u64),
+    /// The last frame recorded at or before this time (ms since the Unix epoch).
+    TimeMs(u64),
+}
+
+/// Options of [`rebuild_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RebuildOptions {
+    pub until: RebuildUntil,
 }
 
 /// Rebuilds projections from `data_dir`'s log into `out` (or in place when `out` is `None`).
@@ -29,6 +52,19 @@ pub fn rebuild(
     data_dir: &Path,
     out: Option<&Path>,
 ) -> anyhow::Result<RebuildReport> {
+    rebuild_with(config, data_dir, out, RebuildOptions::default())
+}
+
+/// [`rebuild`], stopping where `options` says; with `out`, also writes the exports.
+pub fn rebuild_with(
+    config: &Config,
+    data_dir: &Path,
+    out: Option<&Path>,
+    options: RebuildOptions,
+) -> anyhow::Result<RebuildReport> {
+    if out.is_none() && options.until != RebuildUntil::End {
+        anyhow::bail!("--until-lsn and --until-time need --out: the data directory's own projections always follow the whole log");
+    }
     let paths = DataPaths::new(data_dir);
     if !paths.log.is_dir() {
         anyhow::bail!(
@@ -41,7 +77,12 @@ pub fn rebuild(
     drop(reader);
     // Read-only: the daemon may be running; only durable frames are read (the reader stops at
     // the first incomplete frame).
-    let last_lsn = last_lsn(&paths.log, config.log.frame_bytes_max)?;
+    let end_lsn = last_lsn(&paths.log, config.log.frame_bytes_max)?;
+    let last_lsn = match options.until {
+        RebuildUntil::End => end_lsn,
+        RebuildUntil::Lsn(lsn) => agentd_schemas::Lsn(lsn.min(end_lsn.0)),
+        RebuildUntil::TimeMs(ms) => last_lsn_at(&paths.log, config.log.frame_bytes_max, end_lsn, ms)?,
+    };
     let projections_dir: PathBuf = match out {
         Some(out) => out.join("projections"),
         None => paths.projections.clone(),
@@ -58,16 +99,29 @@ pub fn rebuild(
     );
     let (store, _) = ProjectionStore::open(&projections_dir)?;
     let domain = DomainProjections::new(&config.datasets)?;
+    let mut ledger = crate::export::ledger::ExportLedger::default();
     store.catch_up_with(
         &paths.log,
         config.log.frame_bytes_max,
         last_lsn,
-        |batch| domain.apply_batch(batch),
+        |batch| {
+            domain.apply_batch(batch);
+            for (lsn, record) in batch {
+                ledger.apply(*lsn, record);
+            }
+        },
         |lsn| progress.set_position(lsn.0),
     )?;
     store.persist()?;
     progress.finish_and_clear();
     let queue = replay_queue_state(&paths.log, config.log.frame_bytes_max, last_lsn)?;
+    let exports = match out {
+        Some(out) => {
+            let settings = crate::export::ExportSettings::new(config, data_dir, Some(out.join("exports")))?;
+            crate::export::replay::rebuild_exports(&domain, &settings, &ledger, last_lsn)?
+        }
+        None => Vec::new(),
+    };
     let domain = domain.digests();
     Ok(RebuildReport {
         lsn: last_lsn.0,
@@ -76,6 +130,7 @@ pub fn rebuild(
         datasets: domain.datasets,
         agent_state: domain.agent_state,
         trajectories: domain.trajectories,
+        exports,
     })
 }
 
@@ -91,4 +146,31 @@ pub fn last_lsn(log_dir: &Path, frame_bytes_max: u32) -> anyhow::Result<agentd_s
         }
     }
     Ok(last)
+}
+
+/// The last frame whose record time is at or before `ms` (record times never decrease).
+fn last_lsn_at(
+    log_dir: &Path,
+    frame_bytes_max: u32,
+    end: agentd_schemas::Lsn,
+    ms: u64,
+) -> anyhow::Result<agentd_schemas::Lsn> {
+    let mut last = agentd_schemas::Lsn::ZERO;
+    let outcome = crate::sequencer::for_each_record(
+        log_dir,
+        frame_bytes_max,
+        agentd_schemas::Lsn::ZERO,
+        end,
+        |lsn, record| {
+            if record.ts_ms > ms {
+                return Err(crate::sequencer::ReplayError::Stopped);
+            }
+            last = lsn;
+            Ok(())
+        },
+    );
+    match outcome {
+        Ok(()) | Err(crate::sequencer::ReplayError::Stopped) => Ok(last),
+        Err(error) => Err(error.into()),
+    }
 }

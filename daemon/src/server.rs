@@ -116,20 +116,28 @@ pub async fn run(
     let last_lsn = log.last_lsn();
     let frame_bytes_max = config.log.frame_bytes_max;
 
+    // Exports and schedules: checked before anything starts, so a bad [[schedules]] entry
+    // fails fast.
+    let schedules = crate::schedule::parse_all(&config.schedules)?;
+    let export_settings = crate::export::ExportSettings::new(&config, &data_dir, None)?;
     let domain = Arc::new(DomainProjections::new(&config.datasets)?);
     let domain_api = http::domain::DomainApi::new(&config, domain.clone())?;
     let log_dir = paths.log.clone();
     let replayed_domain = domain.clone();
-    let state = tokio::task::spawn_blocking(move || {
+    let (state, ledger) = tokio::task::spawn_blocking(move || {
         let mut state = QueueState::new();
+        let mut ledger = crate::export::ledger::ExportLedger::default();
         domain_projection::replay(
             &log_dir,
             frame_bytes_max,
             last_lsn,
             &replayed_domain,
-            |lsn, record| state.apply(lsn, record),
+            |lsn, record| {
+                state.apply(lsn, record);
+                ledger.apply(lsn, record);
+            },
         )
-        .map(|()| state)
+        .map(|()| (state, ledger))
     })
     .await?
     .context("cannot replay the log")?;
@@ -181,6 +189,24 @@ pub async fn run(
     );
 
     let gauges = tokio::spawn(update_gauges(sequencer.clone(), metrics.clone()));
+    let (exports, export_runner) = crate::export::runner::ExportService::spawn(
+        export_settings,
+        schedules.clone(),
+        crate::export::runner::LedgerState {
+            ledger,
+            applied: last_lsn,
+        },
+        crate::export::runner::RunnerParts {
+            sequencer: sequencer.clone(),
+            writer: writer.clone(),
+            applied: applied.clone(),
+            domain: domain.clone(),
+            log_dir: paths.log.clone(),
+            frame_bytes_max,
+        },
+    );
+    let (stop_scheduler, scheduler_stop_rx) = watch::channel(false);
+    let scheduler = tokio::spawn(crate::schedule::run(schedules, exports.clone(), scheduler_stop_rx));
     let domain_gauges = tokio::spawn(domain_projection::gauges::publish_gauges(domain));
     let app_state = AppState {
         sequencer,
@@ -196,6 +222,7 @@ pub async fn run(
         metrics,
         domain: domain_api,
         authenticator,
+        exports,
     };
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -221,6 +248,12 @@ pub async fn run(
     }
     gauges.abort();
     domain_gauges.abort();
+    // The scheduler and the export runner hold sequencer handles: stop them so the sequencer
+    // sees its channel close. An export cut short leaves only temp files and no event; the
+    // next run of it (or the resumed firing) writes it again.
+    let _ignored = stop_scheduler.send(true);
+    scheduler.abort();
+    export_runner.abort();
     // Handlers are gone: the sequencer drains its in-flight appends and stops.
     let _sequencer_finished = tokio::time::timeout(grace, sequencer_task).await;
     writer.shutdown().await;

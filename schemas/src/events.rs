@@ -11,6 +11,9 @@ use crate::ids::{JobId, LeaseId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod exports;
+pub use exports::*;
+
 /// Version of the [`LogRecord`] envelope itself (the frame header carries it as its format byte).
 pub const RECORD_FORMAT_VERSION: u8 = 1;
 
@@ -96,6 +99,13 @@ pub enum Event {
     SandboxResultRecorded(SandboxResultRecorded),
     #[serde(rename = "reward_recorded.v1")]
     RewardRecorded(RewardRecorded),
+
+    #[serde(rename = "export_recorded.v1")]
+    ExportRecorded(ExportRecorded),
+    #[serde(rename = "schedule_fired.v1")]
+    ScheduleFired(ScheduleFired),
+    #[serde(rename = "dataset_built.v1")]
+    DatasetBuilt(DatasetBuilt),
 }
 
 impl Event {
@@ -118,6 +128,9 @@ impl Event {
             Event::StepRecorded(_) => "step_recorded",
             Event::SandboxResultRecorded(_) => "sandbox_result_recorded",
             Event::RewardRecorded(_) => "reward_recorded",
+            Event::ExportRecorded(_) => "export_recorded",
+            Event::ScheduleFired(_) => "schedule_fired",
+            Event::DatasetBuilt(_) => "dataset_built",
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod domain_api;
 pub mod events;
+pub mod export_api;
 pub mod ids;
 pub mod projection;
 

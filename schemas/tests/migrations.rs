@@ -223,6 +223,72 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                 source: RewardSource::Rule,
             })]),
         ),
+        (
+            "export_recorded",
+            record(vec![Event::ExportRecorded(ExportRecorded {
+                export_id: "exp_trajectories_0_120".into(),
+                kind: ExportKind::Trajectories,
+                format: ExportFormat::Parquet,
+                after_lsn: agentd_schemas::Lsn(0),
+                to_lsn: agentd_schemas::Lsn(120),
+                dir: "exp_trajectories_0_120".into(),
+                rows: 42,
+                files: vec![ExportedFile {
+                    path: "trajectories-00000-of-00001.parquet".into(),
+                    rows: 42,
+                    bytes: 18_211,
+                    sha256: "b".repeat(64),
+                }],
+                manifest_sha256: "c".repeat(64),
+                schema_version: 1,
+                schedule: Some(ScheduleSlot {
+                    schedule: "nightly-trajectories".into(),
+                    slot_ms: 1_767_225_600_000,
+                }),
+            })]),
+        ),
+        (
+            "schedule_fired",
+            record(vec![Event::ScheduleFired(ScheduleFired {
+                schedule: "nightly-trajectories".into(),
+                slot_ms: 1_767_225_600_000,
+                kind: ExportKind::Trajectories,
+                format: ExportFormat::Parquet,
+                after_lsn: agentd_schemas::Lsn(0),
+                to_lsn: agentd_schemas::Lsn(120),
+                export_id: "exp_trajectories_0_120".into(),
+            })]),
+        ),
+        (
+            "dataset_built",
+            record(vec![Event::DatasetBuilt(DatasetBuilt {
+                dataset_key: "python-edits-v1".into(),
+                build_id: "bld_0123456789abcdef".into(),
+                spec: DatasetBuildSpec {
+                    name: "python-edits".into(),
+                    version: "v1".into(),
+                    source: BuildSource::Records,
+                    strategy: BuildStrategy::Random,
+                    seed: Some(7),
+                    limit: Some(1000),
+                    filters: BTreeMap::from([(
+                        "language".to_string(),
+                        vec!["python".to_string()],
+                    )]),
+                },
+                to_lsn: agentd_schemas::Lsn(120),
+                dir: "datasets/python-edits-v1/bld_0123456789abcdef".into(),
+                rows: 1000,
+                files: vec![ExportedFile {
+                    path: "data-00000-of-00001.parquet".into(),
+                    rows: 1000,
+                    bytes: 91_002,
+                    sha256: "d".repeat(64),
+                }],
+                manifest_sha256: "e".repeat(64),
+                schema_version: 1,
+            })]),
+        ),
     ]
 }
 

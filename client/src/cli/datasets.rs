@@ -1,4 +1,5 @@
-//! `agentctl datasets list|stats`: registered datasets, and the processed-splits report.
+//! `agentctl datasets list|stats|build`: registered datasets, the processed-splits report, and
+//! dataset builds (in `exports.rs`).
 
 use super::output::print_json;
 use crate::http_client::Client;
@@ -16,6 +17,9 @@ pub enum DatasetsCommand {
         #[arg(long, value_enum, default_value_t = StatsFormat::Markdown)]
         format: StatsFormat,
     },
+    /// Build a dataset: select records (or trajectory steps), write Parquet and a manifest
+    /// under `name-version/build_id` (same request over the same log, same rows in the same order)
+    Build(super::exports::BuildArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,6 +59,7 @@ pub async fn run(client: &Client, command: DatasetsCommand, json: bool) -> anyho
             }
             Ok(())
         }
+        DatasetsCommand::Build(args) => super::exports::build(client, args, json).await,
         DatasetsCommand::Stats { format } => {
             if json || format == StatsFormat::Json {
                 // The answer as the daemon sent it, so no field is lost in a round trip.

@@ -3,10 +3,12 @@
 mod bench;
 mod datasets;
 mod events;
+mod exports;
 mod ingest;
 mod jobs;
 mod output;
 mod queues;
+mod schedules;
 mod sandbox;
 mod state;
 mod submit;
@@ -70,6 +72,12 @@ pub enum Command {
     /// Show a task's trajectory, or teacher precision and reward stats
     #[command(subcommand)]
     Trajectories(trajectories::TrajectoriesCommand),
+    /// List recorded exports, show one, or run one now (Parquet for trainers; docs/exports.md)
+    #[command(subcommand)]
+    Exports(exports::ExportsCommand),
+    /// List scheduled exports with their next and last run
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// Measure submit throughput, end-to-end jobs/s and latencies against a running daemon
     Bench(bench::BenchArgs),
 }
@@ -96,6 +104,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Datasets(command) => datasets::run(&client, command, json).await,
         Command::State(command) => state::run(&client, command, json).await,
         Command::Trajectories(command) => trajectories::run(&client, command, json).await,
+        Command::Exports(command) => exports::run(&client, command, json).await,
+        Command::Schedules(command) => schedules::run(&client, command, json).await,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod auth_layer;
 pub mod error;
 mod events;
 pub mod extract;
+mod exports;
 mod jobs;
 mod leases;
 mod ops;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub domain: domain::DomainApi,
     /// Checks bearer tokens and roles (a no-op when no tokens are configured).
     pub authenticator: Arc<crate::auth::Authenticator>,
+    /// Exports, schedules and dataset builds (the runner's handle and the ledger).
+    pub exports: crate::export::runner::ExportService,
 }
 
 impl AppState {
@@ -83,6 +86,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/queues/{queue}/resume", post(queues::resume))
         .route("/v1/events", get(events::list))
         .merge(domain::routes())
+        .merge(exports::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(move |request: Request, next: Next| {

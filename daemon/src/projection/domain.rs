@@ -162,7 +162,10 @@ impl DomainProjections {
             | Event::JobCancelled { .. }
             | Event::JobRetried { .. }
             | Event::QueuePaused { .. }
-            | Event::QueueResumed { .. } => {}
+            | Event::QueueResumed { .. }
+            | Event::ExportRecorded(_)
+            | Event::ScheduleFired(_)
+            | Event::DatasetBuilt(_) => {}
         }
     }
 

@@ -267,7 +267,10 @@ impl QueueState {
             | Event::TaskStateUpdated(_)
             | Event::StepRecorded(_)
             | Event::SandboxResultRecorded(_)
-            | Event::RewardRecorded(_) => {}
+            | Event::RewardRecorded(_)
+            | Event::ExportRecorded(_)
+            | Event::ScheduleFired(_)
+            | Event::DatasetBuilt(_) => {}
         }
     }
 

@@ -200,6 +200,31 @@ impl Trajectories {
             .flat_map(BTreeMap::values)
     }
 
+    /// Every step in (task id, step) order, starting after `cursor` (from the first step
+    /// without one). Exports read in batches and resume from the last step they read.
+    pub fn steps_after<'a>(
+        &'a self,
+        cursor: Option<(&str, u32)>,
+    ) -> Box<dyn Iterator<Item = &'a StepEntry> + 'a> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        match cursor {
+            None => Box::new(self.tasks.values().flat_map(BTreeMap::values)),
+            Some((task_id, step)) => {
+                let rest_of_task = self
+                    .tasks
+                    .get(task_id)
+                    .into_iter()
+                    .flat_map(move |steps| steps.range((Excluded(step), Unbounded)))
+                    .map(|(_, entry)| entry);
+                let later_tasks = self
+                    .tasks
+                    .range::<str, _>((Excluded(task_id), Unbounded))
+                    .flat_map(|(_, steps)| steps.values());
+                Box::new(rest_of_task.chain(later_tasks))
+            }
+        }
+    }
+
     /// One step of a task.
     pub fn step(&self, task_id: &str, step: u32) -> Option<&StepEntry> {
         self.tasks.get(task_id)?.get(&step)

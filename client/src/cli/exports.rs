@@ -1,0 +1,233 @@
+//! `agentctl exports list|show|run`: recorded exports (Parquet/JSONL files with a manifest),
+//! and running one now. `docs/exports.md` describes the kinds and their columns.
+
+use super::output::{format_ms, print_json};
+use crate::http_client::{percent_encode, Client};
+use agentd_schemas::events::{ExportFormat, ExportKind};
+use agentd_schemas::export_api::{
+    ExportListResponse, ExportShowResponse, ExportView, RunExportRequest, RunExportResponse,
+};
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum ExportsCommand {
+    /// Recorded exports, newest first, and the watermark of each kind
+    List,
+    /// One export: its files (sha256, rows) and manifest
+    Show {
+        /// Export id (`exp_trajectories_0_1200`)
+        export_id: String,
+    },
+    /// Export now: from the last export's watermark of this kind, or everything with --full
+    Run {
+        /// trajectories, trl_sft, trl_grpo, verl_rl or processed
+        #[arg(long)]
+        kind: ExportKind,
+        /// parquet, or jsonl (processed only)
+        #[arg(long, default_value = "parquet")]
+        format: ExportFormat,
+        /// Export everything up to now, not only what is new since the watermark
+        #[arg(long)]
+        full: bool,
+    },
+}
+
+pub async fn run(client: &Client, command: ExportsCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        ExportsCommand::List => {
+            let answer: ExportListResponse = client.get("/v1/exports").await?;
+            if json {
+                return print_json(&answer);
+            }
+            println!("exports root: {}", answer.root);
+            println!(
+                "{:<40} {:<12} {:>10} {:>10} {:>10} {:>6}  {}",
+                "EXPORT", "KIND", "AFTER", "TO", "ROWS", "FILES", "SCHEDULE"
+            );
+            for export in &answer.exports {
+                println!(
+                    "{:<40} {:<12} {:>10} {:>10} {:>10} {:>6}  {}",
+                    export.export_id,
+                    export.kind.as_str(),
+                    export.after_lsn.0,
+                    export.to_lsn.0,
+                    export.rows,
+                    export.files.len(),
+                    export
+                        .schedule
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), |slot| slot.schedule.clone())
+                );
+            }
+            for watermark in &answer.watermarks {
+                println!(
+                    "watermark {} {}: lsn {}",
+                    watermark.kind.as_str(),
+                    watermark.format.as_str(),
+                    watermark.lsn.0
+                );
+            }
+            Ok(())
+        }
+        ExportsCommand::Show { export_id } => {
+            let answer: ExportShowResponse = client
+                .get(&format!("/v1/exports/{}", percent_encode(&export_id)))
+                .await?;
+            if json {
+                return print_json(&answer);
+            }
+            print_export(&answer.export);
+            match &answer.manifest {
+                Some(manifest) => println!(
+                    "manifest: schema version {}, tokenizer {}, agentd {}",
+                    manifest.schema_version, manifest.tokenizer, manifest.agentd_version
+                ),
+                None => println!("manifest: missing on disk (files removed?)"),
+            }
+            Ok(())
+        }
+        ExportsCommand::Run { kind, format, full } => {
+            let request = RunExportRequest { kind, format, full };
+            // 202 `running` is an error body with a success status: read it as JSON first.
+            let answer: serde_json::Value = client.post("/v1/exports", &request).await?;
+            if answer.get("code").and_then(|code| code.as_str()) == Some("running") {
+                if json {
+                    return print_json(&answer);
+                }
+                println!("{}", answer["message"].as_str().unwrap_or("still running"));
+                return Ok(());
+            }
+            let answer: RunExportResponse = serde_json::from_value(answer)?;
+            if json {
+                return print_json(&answer);
+            }
+            match &answer.export {
+                Some(export) => {
+                    if !answer.created {
+                        println!("already recorded:");
+                    }
+                    print_export(export);
+                }
+                None => println!(
+                    "nothing new to export since lsn {} (use --full to export everything)",
+                    answer.watermark.0
+                ),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_export(export: &ExportView) {
+    println!("export   {}", export.export_id);
+    println!("kind     {} ({})", export.kind.as_str(), export.format.as_str());
+    println!(
+        "lsns     ({}, {}]  recorded at lsn {} ({})",
+        export.after_lsn.0,
+        export.to_lsn.0,
+        export.recorded_lsn.0,
+        format_ms(export.recorded_at_ms)
+    );
+    println!("dir      {}", export.dir);
+    println!("rows     {}", export.rows);
+    if let Some(slot) = &export.schedule {
+        println!("schedule {} (slot {})", slot.schedule, format_ms(slot.slot_ms));
+    }
+    for file in &export.files {
+        println!(
+            "  {}  {} rows  {} bytes  sha256 {}",
+            file.path, file.rows, file.bytes, file.sha256
+        );
+    }
+}
+
+/// `agentctl datasets build`.
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// Dataset name (A-Z a-z 0-9 . _ -)
+    #[arg(long)]
+    pub name: String,
+    /// Dataset version; the dataset key is `name-version`
+    #[arg(long)]
+    pub version: String,
+    /// Select kept dataset records or trajectory steps
+    #[arg(long, value_enum, default_value_t = BuildFrom::Records)]
+    pub from: BuildFrom,
+    /// latest (newest first) or random (a seeded shuffle; needs --seed)
+    #[arg(long, value_enum, default_value_t = Strategy::Latest)]
+    pub strategy: Strategy,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep at most this many rows
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// field=value; repeat a field to accept several values. Records: language, split, source,
+    /// version, tag. Steps: verified, model, policy_version, language, task_id, reward_source,
+    /// sandbox_outcome
+    #[arg(long = "filter", value_parser = super::parse_key_value)]
+    pub filters: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuildFrom {
+    Records,
+    Trajectories,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    Latest,
+    Random,
+}
+
+pub async fn build(client: &Client, args: BuildArgs, json: bool) -> anyhow::Result<()> {
+    use agentd_schemas::events::{BuildSource, BuildStrategy};
+    use agentd_schemas::export_api::{DatasetBuildRequest, DatasetBuildResponse};
+    let mut filters: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (field, value) in args.filters {
+        filters.entry(field).or_default().push(value);
+    }
+    let request = DatasetBuildRequest {
+        name: args.name,
+        version: args.version,
+        source: match args.from {
+            BuildFrom::Records => BuildSource::Records,
+            BuildFrom::Trajectories => BuildSource::Trajectories,
+        },
+        strategy: match args.strategy {
+            Strategy::Latest => BuildStrategy::Latest,
+            Strategy::Random => BuildStrategy::Random,
+        },
+        seed: args.seed,
+        limit: args.limit,
+        filters,
+    };
+    let answer: serde_json::Value = client.post("/v1/datasets/builds", &request).await?;
+    if answer.get("code").and_then(|code| code.as_str()) == Some("running") {
+        if json {
+            return print_json(&answer);
+        }
+        println!("{}", answer["message"].as_str().unwrap_or("still running"));
+        return Ok(());
+    }
+    let answer: DatasetBuildResponse = serde_json::from_value(answer)?;
+    if json {
+        return print_json(&answer);
+    }
+    let build = &answer.build;
+    if !answer.created {
+        println!("already built (same request over the same log):");
+    }
+    println!("dataset_key {}", build.dataset_key);
+    println!("build_id    {}", build.build_id);
+    println!("lsn         {}", build.to_lsn.0);
+    println!("rows        {}", build.rows);
+    println!("dir         {}", build.dir);
+    for file in &build.files {
+        println!(
+            "  {}  {} rows  {} bytes  sha256 {}",
+            file.path, file.rows, file.bytes, file.sha256
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! Dataset builds (seed 002): select kept records or trajectory steps with filters, order them
+//! (newest first, or a seeded shuffle), keep the first `limit`, and write them as Parquet with a
+//! manifest under `datasets/{name}-{version}/{build_id}/`.
+//!
+//! The same request over the same log prefix selects the same rows in the same order: the order
+//! is a function of the rows (LSN, position, or SHA-256 of seed and key), never of arrival or a
+//! random generator, and the build id is derived from the request and the LSN it read up to.
+
+use super::files::{self, ParquetShards};
+use super::records::{self, RecordRows};
+use super::steps::{self, StepRows};
+use super::{ExportError, ExportOutcome, ExportSettings, BATCH_ROWS};
+use crate::domain::splits::ProcessedRecord;
+use crate::projection::domain::trajectories::{source_name, StepEntry};
+use crate::projection::domain::DomainProjections;
+use agentd_schemas::events::{
+    Action, BuildSource, BuildStrategy, DatasetBuildSpec, ExportFormat, ExportKind,
+};
+use agentd_schemas::export_api::{DatasetBuildRequest, DatasetManifest, LsnRange};
+use agentd_schemas::Lsn;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Longest dataset name or version, in characters.
+pub const NAME_CHARS_MAX: usize = 64;
+/// Most filter fields, and values per field.
+pub const FILTERS_MAX: usize = 16;
+
+/// Filter fields of a build over records.
+pub const RECORD_FILTERS: [&str; 5] = ["language", "split", "source", "version", "tag"];
+/// Filter fields of a build over trajectory steps.
+pub const STEP_FILTERS: [&str; 7] = [
+    "verified",
+    "model",
+    "policy_version",
+    "language",
+    "task_id",
+    "reward_source",
+    "sandbox_outcome",
+];
+
+/// Checks a request and normalizes it (filter values sorted and unique).
+pub fn normalize(request: DatasetBuildRequest) -> Result<DatasetBuildSpec, ExportError> {
+    let invalid = |message: String| Err(ExportError::Invalid(message));
+    for (field, value) in [("name", &request.name), ("version", &request.version)] {
+        let ok = !value.is_empty()
+            && value.chars().count() <= NAME_CHARS_MAX
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            && !value.starts_with('.');
+        if !ok {
+            return invalid(format!(
+                "{field}: 1 to {NAME_CHARS_MAX} characters of A-Z a-z 0-9 . _ -, not starting with '.'"
+            ));
+        }
+    }
+    if request.strategy == BuildStrategy::Random && request.seed.is_none() {
+        return invalid("strategy random needs a seed".into());
+    }
+    if request.strategy == BuildStrategy::Latest && request.seed.is_some() {
+        return invalid("seed is only used by strategy random".into());
+    }
+    let known: &[&str] = match request.source {
+        BuildSource::Records => &RECORD_FILTERS,
+        BuildSource::Trajectories => &STEP_FILTERS,
+    };
+    if request.filters.len() > FILTERS_MAX {
+        return invalid(format!("at most {FILTERS_MAX} filter fields"));
+    }
+    let mut filters = BTreeMap::new();
+    for (field, mut values) in request.filters {
+        if !known.contains(&field.as_str()) {
+            return invalid(format!(
+                "unknown filter field {field:?} for this source; expected one of {}",
+                known.join(", ")
+            ));
+        }
+        if values.is_empty() || values.len() > FILTERS_MAX {
+            return invalid(format!("filter {field}: 1 to {FILTERS_MAX} values"));
+        }
+        if field == "verified" && values.iter().any(|value| value != "true" && value != "false") {
+            return invalid("filter verified: true or false".into());
+        }
+        values.sort();
+        values.dedup();
+        filters.insert(field, values);
+    }
+    Ok(DatasetBuildSpec {
+        name: request.name,
+        version: request.version,
+        source: request.source,
+        strategy: request.strategy,
+        seed: request.seed,
+        limit: request.limit,
+        filters,
+    })
+}
+
+/// `name-version`.
+pub fn dataset_key(spec: &DatasetBuildSpec) -> String {
+    format!("{}-{}", spec.name, spec.version)
+}
+
+/// `bld_` and the first 16 hex digits of SHA-256 over the normalized request and the LSN.
+pub fn build_id(spec: &DatasetBuildSpec, to: Lsn) -> String {
+    // Plain data: serializing cannot fail; field order is the struct's, maps are sorted.
+    let canonical = serde_json::to_vec(spec).unwrap_or_default();
+    let mut hasher = Sha256::new();
+    hasher.update(b"agentd.dataset_build.v1\0");
+    hasher.update(&canonical);
+    hasher.update(to.0.to_be_bytes());
+    format!("bld_{}", &hex::encode(hasher.finalize())[..16])
+}
+
+/// The build's directory relative to the exports root.
+pub fn build_dir(spec: &DatasetBuildSpec, build_id: &str) -> String {
+    format!("datasets/{}/{build_id}", dataset_key(spec))
+}
+
+fn matches(filters: &BTreeMap<String, Vec<String>>, field: &str, value: Option<&str>) -> bool {
+    match filters.get(field) {
+        None => true,
+        Some(accepted) => value.is_some_and(|value| accepted.iter().any(|a| a == value)),
+    }
+}
+
+fn record_matches(filters: &BTreeMap<String, Vec<String>>, record: &ProcessedRecord) -> bool {
+    matches(filters, "language", Some(record.language.as_str()))
+        && matches(filters, "split", Some(record.split.as_str()))
+        && matches(filters, "source", Some(&record.dataset.source))
+        && matches(filters, "version", Some(&record.dataset.version))
+        && filters.get("tag").is_none_or(|accepted| {
+            record.record.tags.iter().any(|tag| accepted.contains(tag))
+        })
+}
+
+fn step_matches(filters: &BTreeMap<String, Vec<String>>, entry: &StepEntry, to: Lsn) -> bool {
+    let Some(view) = steps::view_at(entry, to) else {
+        return false;
+    };
+    let verified = view.reward.is_some_and(|fact| fact.event.verified);
+    let language = match &entry.step.action {
+        Action::Pattern { language, .. } => Some(language.as_str()),
+        Action::Rule { .. } => None,
+    };
+    matches(filters, "verified", Some(if verified { "true" } else { "false" }))
+        && matches(filters, "model", Some(&entry.step.model))
+        && matches(filters, "policy_version", Some(&entry.step.policy_version))
+        && matches(filters, "language", language)
+        && matches(filters, "task_id", Some(&entry.step.task_id))
+        && matches(
+            filters,
+            "reward_source",
+            view.reward.map(|fact| source_name(fact.event.source)),
+        )
+        && matches(
+            filters,
+            "sandbox_outcome",
+            view.sandbox.map(|fact| fact.event.outcome.as_str()),
+        )
+}
+
+/// The shuffle key of a row: SHA-256 of the seed and the row's key text.
+fn shuffle_key(seed: u64, key: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(seed.to_be_bytes());
+    hasher.update(key.as_bytes());
+    hasher.finalize().into()
+}
+
+/// Orders candidates `(lsn, position, key)` by the strategy and applies the limit.
+fn order<T: Clone>(
+    spec: &DatasetBuildSpec,
+    mut candidates: Vec<(Lsn, T, String)>,
+) -> Vec<T> {
+    match spec.strategy {
+        // Newest first; rows of one log record keep their reverse position order.
+        BuildStrategy::Latest => candidates.reverse(),
+        BuildStrategy::Random => {
+            let seed = spec.seed.unwrap_or(0);
+            candidates.sort_by_cached_key(|(_, _, key)| (shuffle_key(seed, key), key.clone()));
+        }
+    }
+    let limit = spec
+        .limit
+        .map_or(candidates.len(), |limit| usize::try_from(limit).unwrap_or(usize::MAX));
+    candidates.truncate(limit);
+    candidates.into_iter().map(|(_, position, _)| position).collect()
+}
+
+/// Writes the build of `spec` over the log prefix up to `to` (`domain` must have applied it).
+pub fn write_build(
+    domain: &DomainProjections,
+    settings: &ExportSettings,
+    spec: &DatasetBuildSpec,
+    to: Lsn,
+) -> Result<ExportOutcome, ExportError> {
+    let id = build_id(spec, to);
+    let relative = build_dir(spec, &id);
+    let dir = settings.root.join(&relative);
+    if let Some(outcome) = super::read_existing(&dir, &relative, &id)? {
+        return Ok(outcome);
+    }
+    files::prepare_dir(&dir)?;
+    let kind = match spec.source {
+        BuildSource::Records => ExportKind::Processed,
+        BuildSource::Trajectories => ExportKind::Trajectories,
+    };
+    let parquet = super::parquet_settings(settings, &id, kind, Lsn::ZERO, to);
+    let group = match spec.source {
+        BuildSource::Records => {
+            // Candidates in log order: (lsn, position in the kept list, key).
+            let candidates: Vec<(Lsn, usize, String)> = {
+                let datasets = domain.datasets();
+                datasets
+                    .splits()
+                    .kept_records()
+                    .enumerate()
+                    .filter(|(_, record)| record.lsn <= to && record_matches(&spec.filters, record))
+                    .map(|(position, record)| (record.lsn, position, records::record_task_id(record)))
+                    .collect()
+            };
+            let positions = order(spec, candidates);
+            let mut shards = ParquetShards::new(
+                &dir,
+                "data",
+                records::processed_schema(),
+                &parquet,
+                settings.shard_bytes_max,
+            )?;
+            for chunk in positions.chunks(BATCH_ROWS) {
+                let batch = {
+                    let datasets = domain.datasets();
+                    let kept = datasets.splits();
+                    let mut rows = records::ProcessedRows::with_capacity(chunk.len());
+                    for &position in chunk {
+                        if let Some(record) = kept.kept_records().nth(position) {
+                            rows.push(record);
+                        }
+                    }
+                    rows.finish()
+                };
+                shards.write(&batch)?;
+            }
+            shards.finish(true)?
+        }
+        BuildSource::Trajectories => {
+            let candidates: Vec<(Lsn, (String, u32), String)> = {
+                let trajectories = domain.trajectories();
+                let mut candidates: Vec<_> = trajectories
+                    .steps_after(None)
+                    .filter(|entry| step_matches(&spec.filters, entry, to))
+                    .map(|entry| {
+                        let key = format!("{}\u{0}{}", entry.step.task_id, entry.step.step);
+                        (entry.lsn, (entry.step.task_id.clone(), entry.step.step), key)
+                    })
+                    .collect();
+                // Log order first, so "latest" is a plain reversal.
+                candidates.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+                candidates
+            };
+            let keys = order(spec, candidates);
+            let mut shards = ParquetShards::new(
+                &dir,
+                "data",
+                steps::trajectory_schema(),
+                &parquet,
+                settings.shard_bytes_max,
+            )?;
+            for chunk in keys.chunks(BATCH_ROWS) {
+                let batch = {
+                    let states = domain.agent_states();
+                    let trajectories = domain.trajectories();
+                    let mut rows = steps::TrajectoryRows::with_capacity(chunk.len());
+                    for (task_id, step) in chunk {
+                        if let Some(entry) = trajectories.step(task_id, *step) {
+                            rows.push(entry, Lsn::ZERO, to, &states);
+                        }
+                    }
+                    rows.finish()
+                };
+                shards.write(&batch)?;
+            }
+            shards.finish(true)?
+        }
+    };
+    let tokenizer = match spec.source {
+        BuildSource::Records => domain.datasets().splits().config().encoding.clone(),
+        BuildSource::Trajectories => settings.state_encoding.clone(),
+    };
+    let files = files::publish(&dir, vec![group])?;
+    super::finish_manifest(
+        &dir,
+        &relative,
+        &id,
+        kind,
+        ExportFormat::Parquet,
+        LsnRange {
+            after: Lsn::ZERO,
+            to,
+        },
+        tokenizer,
+        files,
+        Some(DatasetManifest {
+            dataset_key: dataset_key(spec),
+            build_id: id.clone(),
+            request: spec.clone(),
+        }),
+    )
+}

@@ -1,0 +1,563 @@
+//! Exports: Parquet (and JSONL) files trainers read without conversion, written from the domain
+//! projections as of an LSN; dataset builds; the ledger of recorded exports; the runner that
+//! serializes them in the daemon. `docs/exports.md` lists every file layout and column.
+//!
+//! **Determinism.** An export is a pure function of the log prefix up to its `to` LSN (plus the
+//! `[datasets]`/`[exports]` settings): rows come in a fixed order (steps by task and step,
+//! records in log order), record batches hold a fixed number of rows, no wall-clock time is
+//! written, and the export id is derived from kind, format and LSN range. Rows are filtered by
+//! LSN, so exporting from a projection that has moved past `to` gives the same bytes as one
+//! stopped at `to`: the daemon exports from its live projections, `agentd rebuild` from a fresh
+//! replay, and both produce byte-identical files.
+//!
+//! **Crash safety.** Files are written under temp names, fsynced, renamed, and the manifest is
+//! written last (see [`files`]). The `export_recorded` event is appended only after that.
+//!
+//! **Locks.** Rows are built under the projections' read locks one batch at a time and encoded
+//! with the locks released, so an export of millions of rows never stalls the projector for
+//! more than one batch.
+
+pub mod build;
+mod columns;
+pub mod fault;
+pub mod files;
+pub mod ledger;
+mod records;
+pub mod replay;
+pub mod runner;
+mod steps;
+
+use crate::projection::domain::DomainProjections;
+use agentd_schemas::events::{ExportFormat, ExportKind, ExportedFile};
+use agentd_schemas::export_api::{
+    ExportManifest, LsnRange, EXPORT_SCHEMA_VERSION, MANIFEST_VERSION,
+};
+use agentd_schemas::Lsn;
+use arrow_schema::SchemaRef;
+use files::{FinishedGroup, JsonlShards, ParquetSettings, ParquetShards};
+use records::RecordRows;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use steps::StepRows;
+
+pub use records::{record_prompt, record_task_id};
+pub use steps::assistant_text;
+
+/// Rows per record batch (and per read-lock hold). Fixed, because batch boundaries shape row
+/// groups and shards, which must not depend on anything but the rows.
+pub const BATCH_ROWS: usize = 4096;
+
+/// `[exports]` in agentd.toml.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportsConfig {
+    /// The exports root; relative to the data directory unless absolute. Default: `exports`.
+    pub dir: PathBuf,
+    /// A shard file is closed once it reaches this size.
+    pub shard_bytes_max: u64,
+    /// A row group is flushed once its estimated encoded size reaches this.
+    pub row_group_bytes_max: usize,
+    /// zstd level of Parquet pages (1 fastest .. 22 smallest).
+    pub zstd_level: i32,
+}
+
+impl Default for ExportsConfig {
+    fn default() -> Self {
+        ExportsConfig {
+            dir: PathBuf::from("exports"),
+            shard_bytes_max: 256 * 1024 * 1024,
+            row_group_bytes_max: 64 * 1024 * 1024,
+            zstd_level: 3,
+        }
+    }
+}
+
+impl ExportSettings {
+    /// The settings of `config` for a data directory (`root` overrides the exports root, as
+    /// `agentd rebuild --out DIR` does with `DIR/exports`).
+    pub fn new(
+        config: &crate::config::Config,
+        data_dir: &Path,
+        root: Option<PathBuf>,
+    ) -> Result<ExportSettings, ExportError> {
+        let exports = &config.exports;
+        if !(1..=22).contains(&exports.zstd_level) {
+            return Err(ExportError::Settings("zstd_level must be 1 to 22".into()));
+        }
+        if exports.shard_bytes_max == 0 || exports.row_group_bytes_max == 0 {
+            return Err(ExportError::Settings(
+                "shard_bytes_max and row_group_bytes_max must be positive".into(),
+            ));
+        }
+        Ok(ExportSettings {
+            root: root.unwrap_or_else(|| data_dir.join(&exports.dir)),
+            shard_bytes_max: exports.shard_bytes_max,
+            row_group_bytes_max: exports.row_group_bytes_max,
+            zstd_level: exports.zstd_level,
+            state_encoding: config.state.encoding.clone(),
+        })
+    }
+}
+
+/// Where and how exports are written (`[exports]`).
+#[derive(Debug, Clone)]
+pub struct ExportSettings {
+    /// The exports root; each export is a directory under it.
+    pub root: PathBuf,
+    /// A shard is closed once it reaches this size (so a shard exceeds it by at most one batch).
+    pub shard_bytes_max: u64,
+    pub row_group_bytes_max: usize,
+    pub zstd_level: i32,
+    /// The tiktoken encoding of agent-state token counts (`[state] encoding`), for manifests
+    /// of step exports.
+    pub state_encoding: String,
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("invalid [exports] setting: {0}")]
+    Settings(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ExportError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        ExportError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// A finished export or build: its manifest as written, and where it is.
+#[derive(Debug, Clone)]
+pub struct ExportOutcome {
+    pub manifest: ExportManifest,
+    pub manifest_sha256: String,
+    /// The directory relative to the exports root.
+    pub dir: String,
+}
+
+/// The id of an export: `exp_{kind}_{after}_{to}`, with `_jsonl` after the kind for JSONL.
+pub fn export_id(kind: ExportKind, format: ExportFormat, after: Lsn, to: Lsn) -> String {
+    match format {
+        ExportFormat::Parquet => format!("exp_{}_{}_{}", kind.as_str(), after.0, to.0),
+        ExportFormat::Jsonl => format!("exp_{}_jsonl_{}_{}", kind.as_str(), after.0, to.0),
+    }
+}
+
+/// Checks that `format` is available for `kind` (JSONL: processed splits only).
+pub fn check_format(kind: ExportKind, format: ExportFormat) -> Result<(), ExportError> {
+    if format == ExportFormat::Jsonl && kind != ExportKind::Processed {
+        return Err(ExportError::Invalid(format!(
+            "format jsonl is available for the processed export only, not {}",
+            kind.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the export of `kind` over `(after, to]` from `domain`, which must have applied at
+/// least up to `to`. An export whose manifest already exists is not written again.
+pub fn write_export(
+    domain: &DomainProjections,
+    settings: &ExportSettings,
+    kind: ExportKind,
+    format: ExportFormat,
+    after: Lsn,
+    to: Lsn,
+) -> Result<ExportOutcome, ExportError> {
+    check_format(kind, format)?;
+    let id = export_id(kind, format, after, to);
+    let dir = settings.root.join(&id);
+    if let Some(outcome) = read_existing(&dir, &id, &id)? {
+        return Ok(outcome);
+    }
+    files::prepare_dir(&dir)?;
+    let parquet = parquet_settings(settings, &id, kind, after, to);
+    let groups = match (kind, format) {
+        (ExportKind::Trajectories, _) => vec![export_steps::<steps::TrajectoryRows>(
+            domain,
+            settings,
+            &dir,
+            "trajectories",
+            steps::trajectory_schema(),
+            &parquet,
+            (after, to),
+        )?],
+        (ExportKind::TrlSft, _) => vec![export_steps::<steps::SftRows>(
+            domain,
+            settings,
+            &dir,
+            "trl_sft/train",
+            steps::sft_schema(),
+            &parquet,
+            (after, to),
+        )?],
+        (ExportKind::Processed, ExportFormat::Parquet) => {
+            export_records::<records::ProcessedRows>(
+                domain,
+                settings,
+                &dir,
+                records::processed_schema(),
+                &parquet,
+                (after, to),
+                |record| {
+                    format!(
+                        "processed/{}/{}",
+                        record.language.as_str(),
+                        record.split.as_str()
+                    )
+                },
+            )?
+        }
+        (ExportKind::Processed, ExportFormat::Jsonl) => {
+            export_processed_jsonl(domain, settings, &dir, (after, to))?
+        }
+        (ExportKind::TrlGrpo, _) => export_records::<records::GrpoRows>(
+            domain,
+            settings,
+            &dir,
+            records::grpo_schema(),
+            &parquet,
+            (after, to),
+            |record| format!("trl_grpo/{}", record.split.as_str()),
+        )?,
+        (ExportKind::VerlRl, _) => export_records::<records::VerlRows>(
+            domain,
+            settings,
+            &dir,
+            records::verl_schema(),
+            &parquet,
+            (after, to),
+            |record| format!("verl_rl/{}", record.split.as_str()),
+        )?,
+    };
+    let tokenizer = match kind {
+        ExportKind::Trajectories | ExportKind::TrlSft => settings.state_encoding.clone(),
+        _ => domain.datasets().splits().config().encoding.clone(),
+    };
+    let files = files::publish(&dir, groups)?;
+    finish_manifest(
+        &dir,
+        &id,
+        &id,
+        kind,
+        format,
+        LsnRange { after, to },
+        tokenizer,
+        files,
+        None,
+    )
+}
+
+/// Key-value metadata of every Parquet file of an export.
+fn parquet_settings(
+    settings: &ExportSettings,
+    id: &str,
+    kind: ExportKind,
+    after: Lsn,
+    to: Lsn,
+) -> ParquetSettings {
+    ParquetSettings {
+        zstd_level: settings.zstd_level,
+        row_group_bytes_max: settings.row_group_bytes_max,
+        metadata: vec![
+            (
+                "agentd.schema_version".into(),
+                EXPORT_SCHEMA_VERSION.to_string(),
+            ),
+            ("agentd.export_id".into(), id.to_owned()),
+            ("agentd.kind".into(), kind.as_str().to_owned()),
+            ("agentd.lsn_after".into(), after.0.to_string()),
+            ("agentd.lsn_to".into(), to.0.to_string()),
+        ],
+    }
+}
+
+/// Reads the manifest of a complete export, if there is one.
+fn read_existing(
+    dir: &Path,
+    relative: &str,
+    id: &str,
+) -> Result<Option<ExportOutcome>, ExportError> {
+    let path = dir.join(files::MANIFEST_NAME);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(ExportError::io(&path, error)),
+    };
+    let manifest: ExportManifest = serde_json::from_slice(&bytes)
+        .map_err(|error| ExportError::Invalid(format!("{}: {error}", path.display())))?;
+    if manifest.export_id != id {
+        return Err(ExportError::Invalid(format!(
+            "{} belongs to {}, not {id}",
+            path.display(),
+            manifest.export_id
+        )));
+    }
+    Ok(Some(ExportOutcome {
+        manifest_sha256: files::sha256_hex(&bytes),
+        manifest,
+        dir: relative.to_owned(),
+    }))
+}
+
+/// Writes `manifest.json` (temp, fsync, rename) and returns the outcome.
+#[allow(clippy::too_many_arguments)] // every argument is a distinct manifest field
+fn finish_manifest(
+    dir: &Path,
+    relative: &str,
+    id: &str,
+    kind: ExportKind,
+    format: ExportFormat,
+    lsn_range: LsnRange,
+    tokenizer: String,
+    files: Vec<files::FinalFile>,
+    dataset: Option<agentd_schemas::export_api::DatasetManifest>,
+) -> Result<ExportOutcome, ExportError> {
+    let files: Vec<ExportedFile> = files
+        .into_iter()
+        .map(|file| ExportedFile {
+            path: file.path,
+            rows: file.rows,
+            bytes: file.bytes,
+            sha256: file.sha256,
+        })
+        .collect();
+    let manifest = ExportManifest {
+        manifest_version: MANIFEST_VERSION,
+        export_id: id.to_owned(),
+        kind,
+        format,
+        lsn_range,
+        schema_version: EXPORT_SCHEMA_VERSION,
+        tokenizer,
+        agentd_version: env!("CARGO_PKG_VERSION").to_owned(),
+        rows: files.iter().map(|file| file.rows).sum(),
+        files,
+        dataset,
+    };
+    // Plain data: serializing cannot fail.
+    let mut bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    bytes.push(b'\n');
+    files::write_atomically(dir, files::MANIFEST_NAME, &bytes)?;
+    Ok(ExportOutcome {
+        manifest_sha256: files::sha256_hex(&bytes),
+        manifest,
+        dir: relative.to_owned(),
+    })
+}
+
+/// Writes every step row of `R` in `(after, to]`, in (task, step) order, as one group.
+fn export_steps<R: StepRows>(
+    domain: &DomainProjections,
+    settings: &ExportSettings,
+    dir: &Path,
+    prefix: &str,
+    schema: SchemaRef,
+    parquet: &ParquetSettings,
+    (after, to): (Lsn, Lsn),
+) -> Result<FinishedGroup, ExportError> {
+    let mut shards = ParquetShards::new(dir, prefix, schema, parquet, settings.shard_bytes_max)?;
+    let mut cursor: Option<(String, u32)> = None;
+    loop {
+        let (batch, next) = {
+            // Lock order: agent states before trajectories, as everywhere.
+            let states = domain.agent_states();
+            let trajectories = domain.trajectories();
+            let mut rows = R::with_capacity(BATCH_ROWS);
+            let mut count = 0;
+            let mut next = None;
+            let resume = cursor.as_ref().map(|(task, step)| (task.as_str(), *step));
+            for entry in trajectories.steps_after(resume) {
+                if rows.push(entry, after, to, &states) {
+                    count += 1;
+                    if count == BATCH_ROWS {
+                        next = Some((entry.step.task_id.clone(), entry.step.step));
+                        break;
+                    }
+                }
+            }
+            (rows.finish(), next)
+        };
+        shards.write(&batch)?;
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    shards.finish(true)
+}
+
+/// Kept records ingested in `(after, to]`, by position in the projection's log-ordered list,
+/// read one batch per lock hold.
+fn for_each_record_batch<S>(
+    domain: &DomainProjections,
+    (after, to): (Lsn, Lsn),
+    state: &mut S,
+    mut visit: impl FnMut(&mut S, &crate::domain::splits::ProcessedRecord),
+    mut between: impl FnMut(&mut S) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    let mut position = 0usize;
+    loop {
+        let scanned = {
+            let datasets = domain.datasets();
+            let mut scanned = 0;
+            for record in datasets.splits().kept_records().skip(position).take(BATCH_ROWS) {
+                scanned += 1;
+                if record.lsn > after && record.lsn <= to {
+                    visit(state, record);
+                }
+            }
+            scanned
+        };
+        between(state)?;
+        if scanned < BATCH_ROWS {
+            return Ok(());
+        }
+        position += scanned;
+    }
+}
+
+/// Writes the records of `(after, to]` as `R` rows, grouped by `group_of` (one shard series
+/// per group), each group in log order with batches of exactly [`BATCH_ROWS`] rows.
+fn export_records<R: RecordRows>(
+    domain: &DomainProjections,
+    settings: &ExportSettings,
+    dir: &Path,
+    schema: SchemaRef,
+    parquet: &ParquetSettings,
+    range: (Lsn, Lsn),
+    group_of: impl Fn(&crate::domain::splits::ProcessedRecord) -> String,
+) -> Result<Vec<FinishedGroup>, ExportError> {
+    struct Group<R> {
+        rows: R,
+        count: usize,
+        shards: ParquetShards,
+    }
+    struct State<R> {
+        groups: BTreeMap<String, Group<R>>,
+        ready: Vec<(String, arrow_array::RecordBatch)>,
+        failed: Option<ExportError>,
+    }
+    let mut state = State {
+        groups: BTreeMap::new(),
+        ready: Vec::new(),
+        failed: None,
+    };
+    for_each_record_batch(
+        domain,
+        range,
+        &mut state,
+        |state, record| {
+            if state.failed.is_some() {
+                return;
+            }
+            let name = group_of(record);
+            if !state.groups.contains_key(&name) {
+                match ParquetShards::new(dir, &name, schema.clone(), parquet, settings.shard_bytes_max) {
+                    Ok(shards) => {
+                        state.groups.insert(
+                            name.clone(),
+                            Group {
+                                rows: R::with_capacity(BATCH_ROWS),
+                                count: 0,
+                                shards,
+                            },
+                        );
+                    }
+                    Err(error) => {
+                        state.failed = Some(error);
+                        return;
+                    }
+                }
+            }
+            let Some(group) = state.groups.get_mut(&name) else {
+                return;
+            };
+            group.rows.push(record);
+            group.count += 1;
+            if group.count == BATCH_ROWS {
+                let full = std::mem::replace(&mut group.rows, R::with_capacity(BATCH_ROWS));
+                group.count = 0;
+                state.ready.push((name, full.finish()));
+            }
+        },
+        |state| {
+            if let Some(error) = state.failed.take() {
+                return Err(error);
+            }
+            for (name, batch) in std::mem::take(&mut state.ready) {
+                if let Some(group) = state.groups.get_mut(&name) {
+                    group.shards.write(&batch)?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let groups = state.groups;
+    let mut finished = Vec::with_capacity(groups.len());
+    for (_, mut group) in groups {
+        let rest = std::mem::replace(&mut group.rows, R::with_capacity(0));
+        group.shards.write(&rest.finish())?;
+        finished.push(group.shards.finish(false)?);
+    }
+    Ok(finished)
+}
+
+/// The processed splits as JSON Lines, grouped like the Parquet files.
+fn export_processed_jsonl(
+    domain: &DomainProjections,
+    settings: &ExportSettings,
+    dir: &Path,
+    range: (Lsn, Lsn),
+) -> Result<Vec<FinishedGroup>, ExportError> {
+    struct State {
+        groups: BTreeMap<String, JsonlShards>,
+        ready: Vec<(String, Vec<u8>)>,
+    }
+    let mut state = State {
+        groups: BTreeMap::new(),
+        ready: Vec::new(),
+    };
+    for_each_record_batch(
+        domain,
+        range,
+        &mut state,
+        |state, record| {
+            let name = format!(
+                "processed/{}/{}",
+                record.language.as_str(),
+                record.split.as_str()
+            );
+            // Plain data: serializing cannot fail.
+            let line = serde_json::to_vec(&records::processed_row(record)).unwrap_or_default();
+            state.ready.push((name, line));
+        },
+        |state| {
+            for (name, line) in std::mem::take(&mut state.ready) {
+                state
+                    .groups
+                    .entry(name.clone())
+                    .or_insert_with(|| JsonlShards::new(dir, &name, settings.shard_bytes_max))
+                    .write_line(&line)?;
+            }
+            Ok(())
+        },
+    )?;
+    let groups = state.groups;
+    groups.into_values().map(JsonlShards::finish).collect()
+}
+
+#[cfg(test)]
+mod tests;

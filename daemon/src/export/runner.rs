@@ -1,0 +1,474 @@
+//! The export runner: one task that runs exports, schedule firings and dataset builds one at a
+//! time (two exports never write the same directory at once, and encoding, which saturates a
+//! core, never competes with itself). Requests arrive over a bounded channel; each decides its
+//! LSN range from what is durable now, waits until the projections applied it, writes the files
+//! on a blocking thread, then appends the event that records it and brings the ledger up to
+//! date by reading the log (so the ledger only ever holds what the log holds).
+
+use super::build::{self, dataset_key};
+use super::ledger::ExportLedger;
+use super::{export_id, ExportError, ExportOutcome, ExportSettings};
+use crate::log::LogWriter;
+use crate::projection::domain::DomainProjections;
+use crate::projection::AppliedWatch;
+use crate::sequencer::{for_each_record, Command, SequencerError, SequencerHandle};
+use agentd_schemas::events::{
+    DatasetBuildSpec, DatasetBuilt, Event, ExportFormat, ExportKind, ExportRecorded,
+    ScheduleFired, ScheduleSlot,
+};
+use agentd_schemas::export_api::EXPORT_SCHEMA_VERSION;
+use agentd_schemas::Lsn;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Requests waiting for the runner; more are refused as busy.
+pub const RUNNER_QUEUE_CAPACITY: usize = 64;
+/// How long a run waits for the projections to apply its range before it gives up.
+const APPLY_WAIT: Duration = Duration::from_secs(60);
+
+/// Why a run did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("export failed: {0}")]
+    Export(ExportError),
+    #[error(transparent)]
+    Sequencer(#[from] SequencerError),
+    #[error("the projections did not reach lsn {0} in time")]
+    Lagging(Lsn),
+    #[error("the export runner has {RUNNER_QUEUE_CAPACITY} requests waiting; retry later")]
+    Busy,
+    #[error("the export runner stopped")]
+    Stopped,
+    #[error("cannot read the log back: {0}")]
+    Replay(String),
+}
+
+impl From<ExportError> for RunError {
+    fn from(error: ExportError) -> Self {
+        match error {
+            ExportError::Invalid(message) => RunError::Invalid(message),
+            error => RunError::Export(error),
+        }
+    }
+}
+
+/// What an export request produced.
+#[derive(Debug, Clone)]
+pub struct ExportRun {
+    /// False when the export was already recorded or there was nothing to export.
+    pub created: bool,
+    /// The recorded export's id (absent when nothing new was there to export).
+    pub export_id: Option<String>,
+    pub watermark: Lsn,
+}
+
+/// What a build request produced.
+#[derive(Debug, Clone)]
+pub struct BuildRun {
+    pub created: bool,
+    pub build_id: String,
+}
+
+/// A schedule as the runner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledExport {
+    pub name: String,
+    pub kind: ExportKind,
+    pub format: ExportFormat,
+    pub full: bool,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, RunError>>;
+
+enum Job {
+    Export {
+        kind: ExportKind,
+        format: ExportFormat,
+        full: bool,
+        actor: Option<String>,
+        reply: Reply<ExportRun>,
+    },
+    Fire {
+        schedule: ScheduledExport,
+        slot_ms: u64,
+        reply: Reply<ExportRun>,
+    },
+    Resume {
+        fired: ScheduleFired,
+        reply: Reply<ExportRun>,
+    },
+    Build {
+        spec: DatasetBuildSpec,
+        actor: Option<String>,
+        reply: Reply<BuildRun>,
+    },
+}
+
+/// The ledger with the last LSN it read.
+#[derive(Debug, Default)]
+pub struct LedgerState {
+    pub ledger: ExportLedger,
+    pub applied: Lsn,
+}
+
+/// The handle HTTP handlers and the scheduler use. Cheap to clone.
+#[derive(Clone)]
+pub struct ExportService {
+    tx: mpsc::Sender<Job>,
+    ledger: Arc<Mutex<LedgerState>>,
+    pub settings: Arc<ExportSettings>,
+    /// The configured schedules, for listing.
+    pub schedules: Arc<Vec<crate::schedule::Schedule>>,
+}
+
+/// What the runner needs from the rest of the daemon.
+pub struct RunnerParts {
+    pub sequencer: SequencerHandle,
+    pub writer: LogWriter,
+    pub applied: AppliedWatch,
+    pub domain: Arc<DomainProjections>,
+    pub log_dir: PathBuf,
+    pub frame_bytes_max: u32,
+}
+
+impl ExportService {
+    /// Starts the runner over a ledger replayed up to `ledger.applied`.
+    pub fn spawn(
+        settings: ExportSettings,
+        schedules: Vec<crate::schedule::Schedule>,
+        ledger: LedgerState,
+        parts: RunnerParts,
+    ) -> (ExportService, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(RUNNER_QUEUE_CAPACITY);
+        let ledger = Arc::new(Mutex::new(ledger));
+        let settings = Arc::new(settings);
+        let runner = Runner {
+            parts,
+            ledger: ledger.clone(),
+            settings: settings.clone(),
+        };
+        let task = tokio::spawn(runner.run(rx));
+        (
+            ExportService {
+                tx,
+                ledger,
+                settings,
+                schedules: Arc::new(schedules),
+            },
+            task,
+        )
+    }
+
+    /// Reads the ledger.
+    pub fn with_ledger<T>(&self, read: impl FnOnce(&ExportLedger) -> T) -> T {
+        let state = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        read(&state.ledger)
+    }
+
+    async fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, RunError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(job(reply)).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => RunError::Busy,
+            mpsc::error::TrySendError::Closed(_) => RunError::Stopped,
+        })?;
+        rx.await.map_err(|_| RunError::Stopped)?
+    }
+
+    /// Exports `kind` from the watermark (or everything, with `full`) up to what is durable now.
+    pub async fn export(
+        &self,
+        kind: ExportKind,
+        format: ExportFormat,
+        full: bool,
+        actor: Option<String>,
+    ) -> Result<ExportRun, RunError> {
+        super::check_format(kind, format)?;
+        self.call(|reply| Job::Export {
+            kind,
+            format,
+            full,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Fires a schedule for `slot_ms` (the scheduler's call).
+    pub async fn fire(&self, schedule: ScheduledExport, slot_ms: u64) -> Result<ExportRun, RunError> {
+        self.call(|reply| Job::Fire {
+            schedule,
+            slot_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Runs the export of a firing that was logged but never recorded (a crash in between).
+    pub async fn resume(&self, fired: ScheduleFired) -> Result<ExportRun, RunError> {
+        self.call(|reply| Job::Resume { fired, reply }).await
+    }
+
+    /// Builds a dataset over what is durable now.
+    pub async fn build(
+        &self,
+        spec: DatasetBuildSpec,
+        actor: Option<String>,
+    ) -> Result<BuildRun, RunError> {
+        self.call(|reply| Job::Build { spec, actor, reply }).await
+    }
+}
+
+struct Runner {
+    parts: RunnerParts,
+    ledger: Arc<Mutex<LedgerState>>,
+    settings: Arc<ExportSettings>,
+}
+
+impl Runner {
+    async fn run(self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(job) = rx.recv().await {
+            match job {
+                Job::Export {
+                    kind,
+                    format,
+                    full,
+                    actor,
+                    reply,
+                } => {
+                    let outcome = self.export(kind, format, full, actor).await;
+                    let _ignored_if_caller_left = reply.send(outcome);
+                }
+                Job::Fire {
+                    schedule,
+                    slot_ms,
+                    reply,
+                } => {
+                    let outcome = self.fire(schedule, slot_ms).await;
+                    let _ignored_if_caller_left = reply.send(outcome);
+                }
+                Job::Resume { fired, reply } => {
+                    let outcome = self.run_fired(fired).await;
+                    let _ignored_if_caller_left = reply.send(outcome);
+                }
+                Job::Build { spec, actor, reply } => {
+                    let outcome = self.build(spec, actor).await;
+                    let _ignored_if_caller_left = reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Everything durable now, once the projections applied it.
+    async fn settled_lsn(&self) -> Result<Lsn, RunError> {
+        let to = self.parts.writer.durable_lsn();
+        if !self.parts.applied.wait_for(to, APPLY_WAIT).await {
+            return Err(RunError::Lagging(to));
+        }
+        Ok(to)
+    }
+
+    async fn export(
+        &self,
+        kind: ExportKind,
+        format: ExportFormat,
+        full: bool,
+        actor: Option<String>,
+    ) -> Result<ExportRun, RunError> {
+        let to = self.settled_lsn().await?;
+        let watermark = self.ledger().ledger.watermark(kind, format);
+        let after = if full { Lsn::ZERO } else { watermark.min(to) };
+        if !full && after == to && after > Lsn::ZERO {
+            return Ok(ExportRun {
+                created: false,
+                export_id: None,
+                watermark,
+            });
+        }
+        self.write_and_record(kind, format, after, to, None, actor).await
+    }
+
+    async fn fire(&self, schedule: ScheduledExport, slot_ms: u64) -> Result<ExportRun, RunError> {
+        let to = self.settled_lsn().await?;
+        let after = if schedule.full {
+            Lsn::ZERO
+        } else {
+            self.ledger()
+                .ledger
+                .watermark(schedule.kind, schedule.format)
+                .min(to)
+        };
+        let fired = ScheduleFired {
+            schedule: schedule.name,
+            slot_ms,
+            kind: schedule.kind,
+            format: schedule.format,
+            after_lsn: after,
+            to_lsn: to,
+            export_id: export_id(schedule.kind, schedule.format, after, to),
+        };
+        self.append(None, vec![Event::ScheduleFired(fired.clone())])
+            .await?;
+        self.run_fired(fired).await
+    }
+
+    async fn run_fired(&self, fired: ScheduleFired) -> Result<ExportRun, RunError> {
+        if !self.parts.applied.wait_for(fired.to_lsn, APPLY_WAIT).await {
+            return Err(RunError::Lagging(fired.to_lsn));
+        }
+        let slot = ScheduleSlot {
+            schedule: fired.schedule.clone(),
+            slot_ms: fired.slot_ms,
+        };
+        self.write_and_record(
+            fired.kind,
+            fired.format,
+            fired.after_lsn,
+            fired.to_lsn,
+            Some(slot),
+            None,
+        )
+        .await
+    }
+
+    async fn write_and_record(
+        &self,
+        kind: ExportKind,
+        format: ExportFormat,
+        after: Lsn,
+        to: Lsn,
+        schedule: Option<ScheduleSlot>,
+        actor: Option<String>,
+    ) -> Result<ExportRun, RunError> {
+        let id = export_id(kind, format, after, to);
+        if self.ledger().ledger.export(&id).is_some() {
+            return Ok(ExportRun {
+                created: false,
+                export_id: Some(id),
+                watermark: self.ledger().ledger.watermark(kind, format),
+            });
+        }
+        let domain = self.parts.domain.clone();
+        let settings = self.settings.clone();
+        let started = std::time::Instant::now();
+        let outcome: ExportOutcome = tokio::task::spawn_blocking(move || {
+            super::write_export(&domain, &settings, kind, format, after, to)
+        })
+        .await
+        .map_err(|error| RunError::Export(ExportError::Invalid(format!("export task: {error}"))))??;
+        metrics::counter!("agentd_export_rows_total", "kind" => kind.as_str())
+            .increment(outcome.manifest.rows);
+        metrics::histogram!("agentd_export_duration_seconds", "kind" => kind.as_str())
+            .record(started.elapsed().as_secs_f64());
+        let event = ExportRecorded {
+            export_id: id.clone(),
+            kind,
+            format,
+            after_lsn: after,
+            to_lsn: to,
+            dir: outcome.dir,
+            rows: outcome.manifest.rows,
+            files: outcome.manifest.files,
+            manifest_sha256: outcome.manifest_sha256,
+            schema_version: EXPORT_SCHEMA_VERSION,
+            schedule,
+        };
+        self.append(actor, vec![Event::ExportRecorded(event)]).await?;
+        tracing::info!(export_id = %id, rows = outcome.manifest.rows, "export recorded");
+        Ok(ExportRun {
+            created: true,
+            export_id: Some(id),
+            watermark: self.ledger().ledger.watermark(kind, format),
+        })
+    }
+
+    async fn build(
+        &self,
+        spec: DatasetBuildSpec,
+        actor: Option<String>,
+    ) -> Result<BuildRun, RunError> {
+        let to = self.settled_lsn().await?;
+        let id = build::build_id(&spec, to);
+        if self.ledger().ledger.build(&id).is_some() {
+            return Ok(BuildRun {
+                created: false,
+                build_id: id,
+            });
+        }
+        let domain = self.parts.domain.clone();
+        let settings = self.settings.clone();
+        let for_build = spec.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            build::write_build(&domain, &settings, &for_build, to)
+        })
+        .await
+        .map_err(|error| RunError::Export(ExportError::Invalid(format!("build task: {error}"))))??;
+        let event = DatasetBuilt {
+            dataset_key: dataset_key(&spec),
+            build_id: id.clone(),
+            spec,
+            to_lsn: to,
+            dir: outcome.dir,
+            rows: outcome.manifest.rows,
+            files: outcome.manifest.files,
+            manifest_sha256: outcome.manifest_sha256,
+            schema_version: EXPORT_SCHEMA_VERSION,
+        };
+        self.append(actor, vec![Event::DatasetBuilt(event)]).await?;
+        Ok(BuildRun {
+            created: true,
+            build_id: id,
+        })
+    }
+
+    /// Appends events as one record, then reads the log up to it into the ledger.
+    async fn append(&self, actor: Option<String>, events: Vec<Event>) -> Result<Lsn, RunError> {
+        let lsn = self
+            .parts
+            .sequencer
+            .call(|reply| Command::AppendFenced {
+                lease_id: None,
+                events,
+                actor,
+                reply,
+            })
+            .await?;
+        let after = self.ledger().applied;
+        let log_dir = self.parts.log_dir.clone();
+        let frame_bytes_max = self.parts.frame_bytes_max;
+        let records = tokio::task::spawn_blocking(move || {
+            let mut records = Vec::new();
+            for_each_record(&log_dir, frame_bytes_max, after, lsn, |lsn, record| {
+                let exports = record.events.iter().any(|event| {
+                    matches!(
+                        event,
+                        Event::ExportRecorded(_) | Event::ScheduleFired(_) | Event::DatasetBuilt(_)
+                    )
+                });
+                if exports {
+                    records.push((lsn, record));
+                }
+                Ok(())
+            })
+            .map(|()| records)
+        })
+        .await
+        .map_err(|error| RunError::Replay(error.to_string()))?
+        .map_err(|error| RunError::Replay(error.to_string()))?;
+        let mut state = self.ledger();
+        for (lsn, record) in &records {
+            if *lsn > state.applied {
+                state.ledger.apply(*lsn, record);
+            }
+        }
+        state.applied = state.applied.max(lsn);
+        Ok(lsn)
+    }
+}

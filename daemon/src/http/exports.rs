@@ -1,0 +1,255 @@
+//! Export, schedule and dataset-build routes (`docs/exports.md`, "HTTP API"):
+//! `GET/POST /v1/exports`, `GET /v1/exports/{export_id}`, `GET /v1/schedules`,
+//! `GET/POST /v1/datasets/builds`. Reads need the read permission, runs the admin one.
+//!
+//! A run is handed to the export runner (one at a time); the handler waits for it up to just
+//! under the request timeout and answers 202 `running` past that (the run goes on and is listed
+//! once recorded).
+
+use super::auth_layer::CallerExt;
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::{ApiResult, AppState};
+use crate::export::ledger::{RecordedBuild, RecordedExport};
+use crate::export::runner::{ExportService, RunError};
+use crate::export::{build, files};
+use agentd_schemas::export_api::{
+    DatasetBuildListResponse, DatasetBuildRequest, DatasetBuildResponse, DatasetBuildView,
+    ExportListResponse, ExportManifest, ExportShowResponse, ExportView, RunExportRequest,
+    RunExportResponse, ScheduleListResponse, ScheduleView, WatermarkView,
+};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use std::time::Duration;
+
+/// The routes, merged into the API router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/exports", get(list).post(run))
+        .route("/v1/exports/{export_id}", get(show))
+        .route("/v1/schedules", get(schedules))
+        .route("/v1/datasets/builds", get(list_builds).post(build_dataset))
+}
+
+fn export_view(service: &ExportService, recorded: &RecordedExport) -> ExportView {
+    let event = &recorded.event;
+    ExportView {
+        export_id: event.export_id.clone(),
+        kind: event.kind,
+        format: event.format,
+        after_lsn: event.after_lsn,
+        to_lsn: event.to_lsn,
+        dir: service.settings.root.join(&event.dir).display().to_string(),
+        rows: event.rows,
+        files: event.files.clone(),
+        manifest_sha256: event.manifest_sha256.clone(),
+        schema_version: event.schema_version,
+        schedule: event.schedule.clone(),
+        recorded_lsn: recorded.lsn,
+        recorded_at_ms: recorded.ts_ms,
+    }
+}
+
+fn build_view(service: &ExportService, recorded: &RecordedBuild) -> DatasetBuildView {
+    let event = &recorded.event;
+    DatasetBuildView {
+        dataset_key: event.dataset_key.clone(),
+        build_id: event.build_id.clone(),
+        spec: event.spec.clone(),
+        to_lsn: event.to_lsn,
+        dir: service.settings.root.join(&event.dir).display().to_string(),
+        rows: event.rows,
+        files: event.files.clone(),
+        manifest_sha256: event.manifest_sha256.clone(),
+        recorded_lsn: recorded.lsn,
+    }
+}
+
+fn run_error(error: RunError) -> ApiError {
+    match error {
+        RunError::Invalid(message) => ApiError::invalid(message),
+        RunError::Busy => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", error.to_string()),
+        RunError::Sequencer(error) => error.into(),
+        RunError::Stopped => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            error.to_string(),
+        ),
+        RunError::Lagging(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", error.to_string())
+        }
+        // An operator's route: the message (a path and an IO error) is what they need to act.
+        RunError::Export(_) | RunError::Replay(_) => {
+            tracing::error!("export failed: {error}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "export_failed",
+                error.to_string(),
+            )
+        }
+    }
+}
+
+/// How long a run request waits before answering 202.
+fn run_wait(state: &AppState) -> Duration {
+    state
+        .request_timeout
+        .saturating_sub(Duration::from_secs(1))
+        .max(Duration::from_millis(100))
+}
+
+fn still_running() -> ApiError {
+    ApiError::new(
+        StatusCode::ACCEPTED,
+        "running",
+        "the run is still going; it is listed by GET /v1/exports (or /v1/datasets/builds) once recorded",
+    )
+}
+
+/// `GET /v1/exports`: recorded exports, newest first, and the watermark of each kind.
+async fn list(State(state): State<AppState>) -> ApiResult<Json<ExportListResponse>> {
+    let service = &state.exports;
+    let answer = service.with_ledger(|ledger| ExportListResponse {
+        root: service.settings.root.display().to_string(),
+        exports: ledger
+            .exports()
+            .iter()
+            .rev()
+            .map(|recorded| export_view(service, recorded))
+            .collect(),
+        watermarks: ledger
+            .watermarks()
+            .map(|((kind, format), lsn)| WatermarkView { kind, format, lsn })
+            .collect(),
+    });
+    Ok(Json(answer))
+}
+
+/// `GET /v1/exports/{export_id}`: the recorded export and its manifest from disk.
+async fn show(
+    State(state): State<AppState>,
+    Path(export_id): Path<String>,
+) -> ApiResult<Json<ExportShowResponse>> {
+    let service = state.exports.clone();
+    let export = service
+        .with_ledger(|ledger| ledger.export(&export_id).map(|recorded| export_view(&service, recorded)))
+        .ok_or_else(|| ApiError::not_found(format!("no export {export_id:?} is recorded")))?;
+    let path = std::path::PathBuf::from(&export.dir).join(files::MANIFEST_NAME);
+    let manifest = tokio::task::spawn_blocking(move || -> Option<ExportManifest> {
+        let bytes = std::fs::read(path).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    })
+    .await
+    .map_err(|error| ApiError::internal("reading a manifest", error))?;
+    Ok(Json(ExportShowResponse { export, manifest }))
+}
+
+/// `POST /v1/exports`: runs an export now (incremental from the watermark unless `full`).
+async fn run(
+    State(state): State<AppState>,
+    caller: CallerExt,
+    ApiJson(request): ApiJson<RunExportRequest>,
+) -> ApiResult<(StatusCode, Json<RunExportResponse>)> {
+    let service = state.exports.clone();
+    let call = service.export(request.kind, request.format, request.full, caller.actor());
+    let outcome = match tokio::time::timeout(run_wait(&state), call).await {
+        Ok(outcome) => outcome.map_err(run_error)?,
+        Err(_) => return Err(still_running()),
+    };
+    let export = outcome.export_id.as_deref().and_then(|id| {
+        service.with_ledger(|ledger| ledger.export(id).map(|recorded| export_view(&service, recorded)))
+    });
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(RunExportResponse {
+            created: outcome.created,
+            export,
+            watermark: outcome.watermark,
+        }),
+    ))
+}
+
+/// `GET /v1/schedules`: each schedule with its next and last run.
+async fn schedules(State(state): State<AppState>) -> ApiResult<Json<ScheduleListResponse>> {
+    let service = &state.exports;
+    let now_ms = super::now_ms();
+    let schedules = service
+        .schedules
+        .iter()
+        .map(|schedule| {
+            let config = &schedule.config;
+            let last = service.with_ledger(|ledger| {
+                ledger.last_fired(&config.name).map(|fired| {
+                    let completed = ledger.export(&fired.event.export_id).is_some();
+                    (fired.event.slot_ms, fired.event.export_id.clone(), completed)
+                })
+            });
+            let next = crate::schedule::next_slot(schedule, last.as_ref().map(|last| last.0), now_ms);
+            ScheduleView {
+                name: config.name.clone(),
+                cron: config.cron.clone(),
+                timezone: config.timezone.clone(),
+                kind: config.kind,
+                format: config.format,
+                full: config.full,
+                run_missed_at_startup: config.run_missed_at_startup,
+                next_run_ms: next,
+                last_run_ms: last.as_ref().map(|last| last.0),
+                last_export_id: last.as_ref().map(|last| last.1.clone()),
+                last_completed: last.as_ref().is_some_and(|last| last.2),
+            }
+        })
+        .collect();
+    Ok(Json(ScheduleListResponse { schedules }))
+}
+
+/// `GET /v1/datasets/builds`: recorded builds in log order.
+async fn list_builds(State(state): State<AppState>) -> ApiResult<Json<DatasetBuildListResponse>> {
+    let service = &state.exports;
+    let builds = service.with_ledger(|ledger| {
+        ledger
+            .builds()
+            .iter()
+            .map(|recorded| build_view(service, recorded))
+            .collect()
+    });
+    Ok(Json(DatasetBuildListResponse { builds }))
+}
+
+/// `POST /v1/datasets/builds`: 201 with the new build, 200 when the same request over the same
+/// log was built before.
+async fn build_dataset(
+    State(state): State<AppState>,
+    caller: CallerExt,
+    ApiJson(request): ApiJson<DatasetBuildRequest>,
+) -> ApiResult<(StatusCode, Json<DatasetBuildResponse>)> {
+    let spec = build::normalize(request).map_err(|error| ApiError::invalid(error.to_string()))?;
+    let service = state.exports.clone();
+    let call = service.build(spec, caller.actor());
+    let outcome = match tokio::time::timeout(run_wait(&state), call).await {
+        Ok(outcome) => outcome.map_err(run_error)?,
+        Err(_) => return Err(still_running()),
+    };
+    let build = service
+        .with_ledger(|ledger| ledger.build(&outcome.build_id).map(|recorded| build_view(&service, recorded)))
+        .ok_or_else(|| ApiError::internal("a finished build is not in the ledger", &outcome.build_id))?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(DatasetBuildResponse {
+            created: outcome.created,
+            build,
+        }),
+    ))
+}

@@ -1,0 +1,370 @@
+//! Scheduled exports (`[[schedules]]` in agentd.toml): cron expressions (5 fields, 6 with
+//! seconds, or `@daily` and the other nicknames) in an IANA time zone, evaluated with croner,
+//! which follows POSIX/Vixie cron and handles daylight-saving changes (a 02:30 job on the
+//! spring-forward day runs once, at the next valid time; a 01:30 job on the fall-back day runs
+//! once).
+//!
+//! A firing is an event (`schedule_fired`) that decides the export it runs, so:
+//! - a restart never repeats a slot: the next slot is computed after the last fired one, read
+//!   from the log;
+//! - a firing whose export was not recorded (a crash in between) is resumed at start-up with the
+//!   range it decided;
+//! - slots missed while the daemon was down run once at start-up (the latest of them), when
+//!   `run_missed_at_startup` is true; a schedule that never fired has nothing to catch up.
+//!
+//! The scheduler reads the wall clock (it decides, like the sequencer); the planning functions
+//! ([`Schedule::next_after`], [`missed_slot`]) take the time as an argument and are tested
+//! without a clock.
+
+use crate::export::runner::{ExportService, ScheduledExport};
+use agentd_schemas::events::{ExportFormat, ExportKind};
+use chrono::TimeZone;
+use chrono_tz::Tz;
+use croner::Cron;
+use serde::Deserialize;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// Longest the scheduler sleeps before looking at the clock again (so a clock step is noticed).
+const RECHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// Most schedules in one configuration.
+pub const SCHEDULES_MAX: usize = 64;
+
+/// One `[[schedules]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Unique name, recorded in every firing (`nightly-trajectories`).
+    pub name: String,
+    /// `0 3 * * *`, `@daily`, or 6 fields with seconds first.
+    pub cron: String,
+    /// IANA time zone the expression is read in.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// The export to run.
+    pub kind: ExportKind,
+    #[serde(default)]
+    pub format: ExportFormat,
+    /// Export everything each time instead of only what is new since the last export.
+    #[serde(default)]
+    pub full: bool,
+    /// Run once at start-up when slots were missed while the daemon was down.
+    #[serde(default = "default_true")]
+    pub run_missed_at_startup: bool,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A `[[schedules]]` entry that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("schedule {name:?}: invalid cron expression {cron:?}: {message}")]
+    Cron {
+        name: String,
+        cron: String,
+        message: String,
+    },
+    #[error("schedule {name:?}: unknown time zone {timezone:?} (expected an IANA name such as UTC or Europe/Paris)")]
+    TimeZone { name: String, timezone: String },
+    #[error("schedule name {0:?} is used twice")]
+    Duplicate(String),
+    #[error("schedule name {0:?}: 1 to 64 characters of A-Z a-z 0-9 . _ -")]
+    Name(String),
+    #[error("schedule {name:?}: {message}")]
+    Export { name: String, message: String },
+    #[error("at most {SCHEDULES_MAX} schedules")]
+    TooMany,
+}
+
+/// A parsed schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub config: ScheduleConfig,
+    cron: Cron,
+    timezone: Tz,
+}
+
+impl Schedule {
+    pub fn parse(config: &ScheduleConfig) -> Result<Schedule, ScheduleError> {
+        let name_ok = !config.name.is_empty()
+            && config.name.len() <= 64
+            && config
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !name_ok {
+            return Err(ScheduleError::Name(config.name.clone()));
+        }
+        let cron = Cron::from_str(&config.cron).map_err(|error| ScheduleError::Cron {
+            name: config.name.clone(),
+            cron: config.cron.clone(),
+            message: error.to_string(),
+        })?;
+        let timezone = Tz::from_str(&config.timezone).map_err(|_| ScheduleError::TimeZone {
+            name: config.name.clone(),
+            timezone: config.timezone.clone(),
+        })?;
+        crate::export::check_format(config.kind, config.format).map_err(|error| {
+            ScheduleError::Export {
+                name: config.name.clone(),
+                message: error.to_string(),
+            }
+        })?;
+        Ok(Schedule {
+            config: config.clone(),
+            cron,
+            timezone,
+        })
+    }
+
+    /// The first slot strictly after `ms` (ms since the Unix epoch), if the expression matches
+    /// again.
+    pub fn next_after(&self, ms: u64) -> Option<u64> {
+        let start = self.at(ms)?;
+        let next = self.cron.find_next_occurrence(&start, false).ok()?;
+        u64::try_from(next.timestamp_millis()).ok()
+    }
+
+    /// The last slot at or before `ms`.
+    pub fn latest_at_or_before(&self, ms: u64) -> Option<u64> {
+        let start = self.at(ms)?;
+        let previous = self.cron.find_previous_occurrence(&start, true).ok()?;
+        u64::try_from(previous.timestamp_millis()).ok()
+    }
+
+    fn at(&self, ms: u64) -> Option<chrono::DateTime<Tz>> {
+        self.timezone
+            .timestamp_millis_opt(i64::try_from(ms).ok()?)
+            .single()
+    }
+
+    pub fn export(&self) -> ScheduledExport {
+        ScheduledExport {
+            name: self.config.name.clone(),
+            kind: self.config.kind,
+            format: self.config.format,
+            full: self.config.full,
+        }
+    }
+}
+
+/// Parses every schedule; names must be unique.
+pub fn parse_all(configs: &[ScheduleConfig]) -> Result<Vec<Schedule>, ScheduleError> {
+    if configs.len() > SCHEDULES_MAX {
+        return Err(ScheduleError::TooMany);
+    }
+    let mut names = std::collections::BTreeSet::new();
+    configs
+        .iter()
+        .map(|config| {
+            if !names.insert(config.name.clone()) {
+                return Err(ScheduleError::Duplicate(config.name.clone()));
+            }
+            Schedule::parse(config)
+        })
+        .collect()
+}
+
+/// The slot to run at start-up for slots missed while down: the latest slot in
+/// `(last_fired, now]`, once, if the schedule fired before and catches up.
+pub fn missed_slot(schedule: &Schedule, last_fired_ms: Option<u64>, now_ms: u64) -> Option<u64> {
+    let last = last_fired_ms?;
+    if !schedule.config.run_missed_at_startup {
+        return None;
+    }
+    schedule
+        .latest_at_or_before(now_ms)
+        .filter(|slot| *slot > last)
+}
+
+/// The next slot to wait for: after the last fired one, and never one already due before
+/// `started_ms` (those are the missed slots, handled at start-up).
+pub fn next_slot(schedule: &Schedule, last_fired_ms: Option<u64>, started_ms: u64) -> Option<u64> {
+    let from = last_fired_ms.map_or(started_ms, |last| last.max(started_ms));
+    schedule.next_after(from)
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the schedules until `stop` turns true: resumes interrupted firings, runs missed slots
+/// once, then fires each slot as it comes.
+pub async fn run(schedules: Vec<Schedule>, service: ExportService, mut stop: watch::Receiver<bool>) {
+    for fired in service.with_ledger(|ledger| ledger.pending_fired()) {
+        let name = fired.schedule.clone();
+        match service.resume(fired).await {
+            Ok(run) => tracing::info!(schedule = %name, export_id = ?run.export_id, "resumed an interrupted scheduled export"),
+            Err(error) => tracing::error!(schedule = %name, "cannot resume the scheduled export: {error}"),
+        }
+    }
+    if schedules.is_empty() {
+        return;
+    }
+    let started_ms = wall_ms();
+    let last_fired = |name: &str| {
+        service.with_ledger(|ledger| ledger.last_fired(name).map(|fired| fired.event.slot_ms))
+    };
+    for schedule in &schedules {
+        if let Some(slot) = missed_slot(schedule, last_fired(&schedule.config.name), started_ms) {
+            fire(&service, schedule, slot).await;
+        }
+    }
+    loop {
+        let now_ms = wall_ms();
+        let mut due: Vec<(u64, &Schedule)> = Vec::new();
+        let mut next_wake: Option<u64> = None;
+        for schedule in &schedules {
+            let Some(slot) = next_slot(schedule, last_fired(&schedule.config.name), started_ms)
+            else {
+                continue;
+            };
+            if slot <= now_ms {
+                due.push((slot, schedule));
+            } else {
+                next_wake = Some(next_wake.map_or(slot, |wake: u64| wake.min(slot)));
+            }
+        }
+        due.sort_by_key(|(slot, schedule)| (*slot, schedule.config.name.clone()));
+        for (slot, schedule) in due.iter() {
+            // A slot that is due is fired once, even if more slots of it passed meanwhile (an
+            // export slower than the schedule's period): the next wait starts after the latest.
+            let latest = schedule.latest_at_or_before(wall_ms()).unwrap_or(*slot).max(*slot);
+            fire(&service, schedule, latest).await;
+        }
+        if !due.is_empty() {
+            continue;
+        }
+        let wait = next_wake
+            .map(|wake| Duration::from_millis(wake.saturating_sub(wall_ms())))
+            .unwrap_or(RECHECK_INTERVAL)
+            .min(RECHECK_INTERVAL);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+async fn fire(service: &ExportService, schedule: &Schedule, slot_ms: u64) {
+    let name = &schedule.config.name;
+    match service.fire(schedule.export(), slot_ms).await {
+        Ok(run) => tracing::info!(schedule = %name, slot_ms, export_id = ?run.export_id, "schedule fired"),
+        Err(error) => {
+            // The firing may not be logged (e.g. disk full): wait for the next slot rather than
+            // retry in a tight loop. A logged firing whose export failed resumes at the next start.
+            tracing::error!(schedule = %name, slot_ms, "scheduled export failed: {error}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(cron: &str, timezone: &str) -> Schedule {
+        Schedule::parse(&ScheduleConfig {
+            name: "nightly".into(),
+            cron: cron.into(),
+            timezone: timezone.into(),
+            kind: ExportKind::Trajectories,
+            format: ExportFormat::Parquet,
+            full: false,
+            run_missed_at_startup: true,
+        })
+        .unwrap()
+    }
+
+    fn ms(rfc3339: &str) -> u64 {
+        chrono::DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .timestamp_millis() as u64
+    }
+
+    #[test]
+    fn five_fields_nicknames_and_time_zones() {
+        let daily = schedule("@daily", "UTC");
+        assert_eq!(
+            daily.next_after(ms("2026-03-01T10:00:00Z")),
+            Some(ms("2026-03-02T00:00:00Z"))
+        );
+        let paris = schedule("0 3 * * *", "Europe/Paris");
+        assert_eq!(
+            paris.next_after(ms("2026-01-10T12:00:00Z")),
+            Some(ms("2026-01-11T02:00:00Z"))
+        );
+        // Weekday 1 is Monday (POSIX), not Sunday: 2026-03-02 is a Monday.
+        let monday = schedule("0 0 * * 1", "UTC");
+        assert_eq!(
+            monday.next_after(ms("2026-02-28T00:00:00Z")),
+            Some(ms("2026-03-02T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn spring_forward_runs_once_and_fall_back_once() {
+        // Europe/Paris skips 02:00-03:00 on 2026-03-29 and repeats 02:00-03:00 on 2026-10-25.
+        let at_0230 = schedule("30 2 * * *", "Europe/Paris");
+        let spring = at_0230.next_after(ms("2026-03-28T12:00:00Z")).unwrap();
+        let after_spring = at_0230.next_after(spring).unwrap();
+        assert!(spring > ms("2026-03-28T12:00:00Z") && spring < ms("2026-03-30T00:00:00Z"));
+        assert_eq!(after_spring, ms("2026-03-30T00:30:00Z"));
+        let fall = at_0230.next_after(ms("2026-10-24T12:00:00Z")).unwrap();
+        let after_fall = at_0230.next_after(fall).unwrap();
+        assert!(fall < ms("2026-10-25T02:00:00Z"));
+        assert_eq!(after_fall, ms("2026-10-26T01:30:00Z"));
+    }
+
+    #[test]
+    fn missed_slots_run_once_and_only_after_a_first_firing() {
+        let hourly = schedule("0 * * * *", "UTC");
+        let now = ms("2026-05-01T10:20:00Z");
+        // Never fired: nothing to catch up.
+        assert_eq!(missed_slot(&hourly, None, now), None);
+        // Fired at 06:00, down until 10:20: one catch-up run, for 10:00.
+        assert_eq!(
+            missed_slot(&hourly, Some(ms("2026-05-01T06:00:00Z")), now),
+            Some(ms("2026-05-01T10:00:00Z"))
+        );
+        // Fired at 10:00 already: nothing missed, the next is 11:00, not 10:00 again.
+        let last = Some(ms("2026-05-01T10:00:00Z"));
+        assert_eq!(missed_slot(&hourly, last, now), None);
+        assert_eq!(next_slot(&hourly, last, now), Some(ms("2026-05-01T11:00:00Z")));
+        let mut off = hourly.clone();
+        off.config.run_missed_at_startup = false;
+        assert_eq!(missed_slot(&off, Some(ms("2026-05-01T06:00:00Z")), now), None);
+        assert_eq!(
+            next_slot(&off, Some(ms("2026-05-01T06:00:00Z")), now),
+            Some(ms("2026-05-01T11:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn bad_schedules_are_refused_with_their_name() {
+        let mut config = schedule("@daily", "UTC").config;
+        config.cron = "61 * * * *".into();
+        assert!(Schedule::parse(&config).unwrap_err().to_string().contains("nightly"));
+        config.cron = "@daily".into();
+        config.timezone = "Mars/Olympus".into();
+        assert!(Schedule::parse(&config).is_err());
+        config.timezone = "UTC".into();
+        config.format = ExportFormat::Jsonl;
+        assert!(Schedule::parse(&config).is_err());
+        config.format = ExportFormat::Parquet;
+        assert!(parse_all(&[config.clone(), config]).is_err());
+    }
+}

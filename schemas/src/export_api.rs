@@ -1,0 +1,233 @@
+//! Export files and HTTP bodies of exports, schedules and dataset builds (`docs/exports.md`).
+//!
+//! [`ExportManifest`] is the `manifest.json` written next to every export's files: everything a
+//! reader needs to check the files (sha256, row counts) and to say where they came from (LSN
+//! range, schema version, tokenizer, agentd version). It holds no wall-clock time, so the same log
+//! gives a byte-identical manifest.
+
+use crate::events::{
+    BuildSource, BuildStrategy, DatasetBuildSpec, ExportFormat, ExportKind, ExportedFile,
+    ScheduleSlot,
+};
+use crate::ids::Lsn;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of the columns of every export kind (also in each Parquet file's key-value metadata
+/// as `agentd.schema_version`). A column's meaning never changes in place: a change bumps this.
+pub const EXPORT_SCHEMA_VERSION: u32 = 1;
+/// Version of the [`ExportManifest`] layout.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// An LSN range: `after` exclusive, `to` inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LsnRange {
+    pub after: Lsn,
+    pub to: Lsn,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportManifest {
+    pub manifest_version: u32,
+    /// The export id, or the build id of a dataset build.
+    pub export_id: String,
+    /// The row shape (a dataset build of records has the `processed` shape, of trajectories the
+    /// `trajectories` shape).
+    pub kind: ExportKind,
+    pub format: ExportFormat,
+    pub lsn_range: LsnRange,
+    pub schema_version: u32,
+    /// The tokenizer (tiktoken encoding) behind the token counts in the files.
+    pub tokenizer: String,
+    pub agentd_version: String,
+    pub rows: u64,
+    pub files: Vec<ExportedFile>,
+    /// Present for dataset builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetManifest>,
+}
+
+/// The dataset part of a build's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetManifest {
+    pub dataset_key: String,
+    pub build_id: String,
+    pub request: DatasetBuildSpec,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exports
+
+/// `POST /v1/exports`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunExportRequest {
+    pub kind: ExportKind,
+    #[serde(default)]
+    pub format: ExportFormat,
+    /// Export everything up to now instead of only what came after the last export of this
+    /// kind and format (the watermark).
+    #[serde(default)]
+    pub full: bool,
+}
+
+/// A recorded export, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportView {
+    pub export_id: String,
+    pub kind: ExportKind,
+    pub format: ExportFormat,
+    pub after_lsn: Lsn,
+    pub to_lsn: Lsn,
+    /// Absolute directory of the export on the daemon's machine.
+    pub dir: String,
+    pub rows: u64,
+    pub files: Vec<ExportedFile>,
+    pub manifest_sha256: String,
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSlot>,
+    /// The frame that recorded the export, and its time.
+    pub recorded_lsn: Lsn,
+    pub recorded_at_ms: u64,
+}
+
+/// `POST /v1/exports` answers with the export, or says there was nothing new to export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunExportResponse {
+    /// False when this export (same kind, format and range) was already recorded, or when
+    /// nothing happened since the watermark (`export` is then absent).
+    pub created: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportView>,
+    /// The watermark after the call.
+    pub watermark: Lsn,
+}
+
+/// The last exported LSN of one kind and format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatermarkView {
+    pub kind: ExportKind,
+    pub format: ExportFormat,
+    pub lsn: Lsn,
+}
+
+/// `GET /v1/exports`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportListResponse {
+    /// Absolute path of the exports root on the daemon's machine.
+    pub root: String,
+    pub exports: Vec<ExportView>,
+    pub watermarks: Vec<WatermarkView>,
+}
+
+/// `GET /v1/exports/{export_id}`: the recorded export and its manifest as read from disk
+/// (absent if the files were removed since).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportShowResponse {
+    pub export: ExportView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ExportManifest>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedules
+
+/// One configured schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleView {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub kind: ExportKind,
+    pub format: ExportFormat,
+    pub full: bool,
+    pub run_missed_at_startup: bool,
+    /// The next slot, ms since the Unix epoch (`None` if the expression never matches again).
+    pub next_run_ms: Option<u64>,
+    /// The last slot that fired, from the log.
+    pub last_run_ms: Option<u64>,
+    pub last_export_id: Option<String>,
+    /// Whether the last fired export has been recorded (false while it runs, or after a crash
+    /// until the daemon resumes it).
+    pub last_completed: bool,
+}
+
+/// `GET /v1/schedules`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleListResponse {
+    pub schedules: Vec<ScheduleView>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dataset builds
+
+/// `POST /v1/datasets/builds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetBuildRequest {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub source: BuildSource,
+    #[serde(default)]
+    pub strategy: BuildStrategy,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// `field -> accepted values`; see `docs/exports.md` for the fields of each source.
+    #[serde(default)]
+    pub filters: BTreeMap<String, Vec<String>>,
+}
+
+/// A recorded dataset build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetBuildView {
+    pub dataset_key: String,
+    pub build_id: String,
+    pub spec: DatasetBuildSpec,
+    pub to_lsn: Lsn,
+    /// Absolute directory of the build on the daemon's machine.
+    pub dir: String,
+    pub rows: u64,
+    pub files: Vec<ExportedFile>,
+    pub manifest_sha256: String,
+    pub recorded_lsn: Lsn,
+}
+
+/// `POST /v1/datasets/builds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetBuildResponse {
+    /// False when the same request over the same log was already built.
+    pub created: bool,
+    pub build: DatasetBuildView,
+}
+
+/// `GET /v1/datasets/builds`: in log order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetBuildListResponse {
+    pub builds: Vec<DatasetBuildView>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows
+
+/// One line of a processed-splits JSONL export (the same columns as the Parquet files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessedRecordRow {
+    pub source: String,
+    pub version: String,
+    pub index: u64,
+    pub language: String,
+    pub split: String,
+    pub instruction: String,
+    pub pre: String,
+    pub post: String,
+    pub tags: Vec<String>,
+    pub metadata_json: String,
+    pub tokens: u64,
+    pub dedup_key: String,
+    pub lsn: Lsn,
+}
