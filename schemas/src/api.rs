@@ -8,13 +8,13 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Every error answer: a stable machine-readable `code` and a human `message`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJobRequest {
     pub queue: String,
@@ -39,7 +39,7 @@ pub struct SubmitJobRequest {
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitJobResponse {
     pub job_id: JobId,
     /// The frame that recorded the submission (the original one when deduplicated).
@@ -47,19 +47,19 @@ pub struct SubmitJobResponse {
     pub deduplicated: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSubmitRequest {
     pub jobs: Vec<SubmitJobRequest>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchSubmitResponse {
     pub jobs: Vec<SubmitJobResponse>,
 }
 
 /// Job states as users see them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStateName {
     Scheduled,
@@ -110,7 +110,7 @@ impl std::str::FromStr for JobStateName {
 }
 
 /// The current lease of a leased job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseView {
     pub lease_id: LeaseId,
     pub worker_id: String,
@@ -119,7 +119,7 @@ pub struct LeaseView {
 }
 
 /// One line of a job's history, taken from its events in log order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub lsn: Lsn,
     pub ts_ms: u64,
@@ -145,7 +145,7 @@ pub struct HistoryEntry {
 }
 
 /// A job as `GET /v1/jobs/{id}` returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     pub job_id: JobId,
     pub queue: String,
@@ -171,14 +171,14 @@ pub struct JobView {
     pub history: Option<Vec<HistoryEntry>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobListResponse {
     pub jobs: Vec<JobView>,
     /// Pass as `after` to get the next page; absent on the last page.
     pub next_after: Option<JobId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
     pub worker_id: String,
@@ -192,7 +192,7 @@ pub struct LeaseRequest {
 }
 
 /// What a worker needs to run a leased job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeasedJob {
     pub job_id: JobId,
     pub queue: String,
@@ -206,7 +206,7 @@ pub struct LeasedJob {
     pub task_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseGrant {
     pub lease_id: LeaseId,
     pub job_id: JobId,
@@ -215,24 +215,24 @@ pub struct LeaseGrant {
     pub job: LeasedJob,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseResponse {
     pub leases: Vec<LeaseGrant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatResponse {
     pub expires_at_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
     pub error: String,
@@ -241,7 +241,7 @@ pub struct FailRequest {
 }
 
 /// One completion inside `POST /v1/leases/complete`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteItem {
     pub lease_id: LeaseId,
@@ -251,14 +251,14 @@ pub struct CompleteItem {
 
 /// `POST /v1/leases/complete`: completes many leases in one durable record. Each lease is fenced
 /// on its own: a lost lease fails only its item.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteManyRequest {
     pub completions: Vec<CompleteItem>,
 }
 
 /// The outcome of one item of a batch completion: `job_id` on success, `error` otherwise.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompleteItemResult {
     pub lease_id: LeaseId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,7 +267,7 @@ pub struct CompleteItemResult {
     pub error: Option<ErrorBody>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompleteManyResponse {
     pub results: Vec<CompleteItemResult>,
     /// The record holding the successful completions (absent when none succeeded).
@@ -275,7 +275,7 @@ pub struct CompleteManyResponse {
 }
 
 /// Answer to complete, fail, cancel and retry: the job's state after the change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobTransitionResponse {
     pub job_id: JobId,
     pub state: JobStateName,
@@ -285,7 +285,7 @@ pub struct JobTransitionResponse {
     pub run_at_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueView {
     pub queue: String,
     pub paused: bool,
@@ -293,12 +293,12 @@ pub struct QueueView {
     pub depth: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueListResponse {
     pub queues: Vec<QueueView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueChangeResponse {
     pub queue: String,
     pub paused: bool,
@@ -307,14 +307,14 @@ pub struct QueueChangeResponse {
 
 /// `GET /v1/events`: each event is an object with `lsn`, `index` (position inside its frame),
 /// `ts_ms`, `type`, `version`, `actor` and the event's own fields.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventsResponse {
     pub events: Vec<Value>,
     /// Pass as `after` to continue; equals the request's `after` when nothing new was found.
     pub next_after: Lsn,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthResponse {
     pub status: String,
     pub durable_lsn: Lsn,

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 /// `POST /v1/datasets` answers with the dataset after registration. The request body is the
 /// dataset's `_meta.json` itself (validated field by field by the daemon).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegisterDatasetResponse {
     /// False when the same source and version were already registered with identical meta.
     pub created: bool,
@@ -29,7 +29,7 @@ pub struct RegisterDatasetResponse {
 }
 
 /// A dataset as `GET /v1/datasets` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetView {
     pub source: String,
     pub version: String,
@@ -44,13 +44,13 @@ pub struct DatasetView {
     pub complete: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetListResponse {
     pub datasets: Vec<DatasetView>,
 }
 
 /// `POST /v1/datasets/{source}/{version}/records`: one batch of normalized records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IngestRecordsRequest {
     /// The records, each a JSON object `{"instruction","pre","post","language","tags"?,
@@ -64,7 +64,7 @@ pub struct IngestRecordsRequest {
 
 /// What happened to one batch. `received = accepted + resent + rejected` and
 /// `accepted = kept + duplicate + over_token_cap + unknown_language`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IngestRecordsResponse {
     pub source: String,
     pub version: String,
@@ -96,7 +96,7 @@ pub struct IngestRecordsResponse {
 }
 
 /// A record refused by validation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RejectedRecord {
     /// Its position in the dataset (`first_index` + its place in the batch).
     pub index: u64,
@@ -106,7 +106,7 @@ pub struct RejectedRecord {
 }
 
 /// `GET /v1/datasets/stats`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetStatsResponse {
     /// The encoding of every token count below.
     pub encoding: String,
@@ -118,7 +118,7 @@ pub struct DatasetStatsResponse {
     pub datasets: Vec<DatasetCountsView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetCountsView {
     pub source: String,
     pub version: String,
@@ -128,7 +128,7 @@ pub struct DatasetCountsView {
 
 /// What happened to received records: `records = kept + duplicates + over_token_cap +
 /// unknown_language`; the per-language and per-split counts are of kept records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordCountsView {
     /// Distinct record positions received.
     pub records: u64,
@@ -154,7 +154,7 @@ pub struct RecordCountsView {
     pub unknown_language_names: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SplitCountsView {
     pub train: u64,
     pub dev: u64,
@@ -166,7 +166,7 @@ pub struct SplitCountsView {
 
 /// `POST /v1/tasks/{task_id}/state`: the update's fields at top level, each optional, plus an
 /// optional lease that must still be held.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateUpdateRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -190,7 +190,7 @@ pub struct StateUpdateRequest {
 
 /// The update fields of a step's `state_update` (the same as [`StateUpdateRequest`] without
 /// the lease, which the step carries).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateUpdateFields {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -239,7 +239,7 @@ impl From<StateUpdateFields> for AgentState {
 }
 
 /// `GET /v1/tasks/{task_id}/state`. A task with no update yet has the empty state, `lsn` 0.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskStateView {
     pub task_id: String,
     pub state: AgentState,
@@ -255,7 +255,7 @@ pub struct TaskStateView {
 }
 
 /// `POST /v1/tasks/{task_id}/state` answers with the merged state and what the merge trimmed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateUpdateResponse {
     /// The frame that recorded this update.
     pub update_lsn: Lsn,
@@ -268,7 +268,7 @@ pub struct StateUpdateResponse {
 }
 
 /// One item a merge removed or shortened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrimmedView {
     pub field: StateFieldName,
     /// For a removal, the removed text; for a shortening, the text kept.
@@ -280,7 +280,7 @@ pub struct TrimmedView {
 }
 
 /// A field of the agent state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StateFieldName {
     Goals,
@@ -293,7 +293,7 @@ pub enum StateFieldName {
 }
 
 /// The limit that caused a trim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TrimReasonName {
     ItemCharsCap,
@@ -301,7 +301,7 @@ pub enum TrimReasonName {
     TokenBudget,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TrimActionName {
     Removed,
@@ -309,7 +309,7 @@ pub enum TrimActionName {
 }
 
 /// `GET /v1/tasks/{task_id}/state/history?after=&limit=`: updates in log order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateHistoryResponse {
     pub task_id: String,
     pub updates: Vec<StateHistoryEntry>,
@@ -318,7 +318,7 @@ pub struct StateHistoryResponse {
 }
 
 /// One merged update.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateHistoryEntry {
     pub lsn: Lsn,
     pub ts_ms: u64,
@@ -343,7 +343,7 @@ pub struct StateHistoryEntry {
 // Trajectories
 
 /// `POST /v1/tasks/{task_id}/steps`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordStepRequest {
     /// The step's index within the task; each index is recorded once.
@@ -374,7 +374,7 @@ pub struct RecordStepRequest {
 }
 
 /// Sampling parameters of the model call (strict: an unknown parameter is refused).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SamplingRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -400,7 +400,7 @@ impl From<SamplingRequest> for Sampling {
 
 /// The proposed action: `{"kind":"pattern","language","pattern","rewrite"}` or
 /// `{"kind":"rule","yaml"}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ActionRequest {
     Pattern {
@@ -431,7 +431,7 @@ impl From<ActionRequest> for Action {
 }
 
 /// `POST /v1/tasks/{task_id}/steps` answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordStepResponse {
     pub task_id: String,
     pub step: u32,
@@ -442,7 +442,7 @@ pub struct RecordStepResponse {
 }
 
 /// `POST /v1/tasks/{task_id}/steps/{step}/sandbox`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxResultRequest {
     /// `null` when the process did not exit on its own (killed, timed out).
@@ -469,7 +469,7 @@ pub struct SandboxResultRequest {
 }
 
 /// `POST /v1/tasks/{task_id}/steps/{step}/reward`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewardRequest {
     pub value: f64,
@@ -482,7 +482,7 @@ pub struct RewardRequest {
 }
 
 /// Answer to a sandbox result or a reward.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepFactResponse {
     pub task_id: String,
     pub step: u32,
@@ -490,7 +490,7 @@ pub struct StepFactResponse {
 }
 
 /// `GET /v1/tasks/{task_id}/trajectory?after=&limit=`: steps in step order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrajectoryResponse {
     pub task_id: String,
     pub steps: Vec<TrajectoryStep>,
@@ -499,7 +499,7 @@ pub struct TrajectoryResponse {
 }
 
 /// One step with the state before it, its sandbox result and its reward.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrajectoryStep {
     pub step: u32,
     pub lsn: Lsn,
@@ -525,7 +525,7 @@ pub struct TrajectoryStep {
     pub reward: Option<RewardView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SandboxView {
     pub lsn: Lsn,
     pub ts_ms: u64,
@@ -540,7 +540,7 @@ pub struct SandboxView {
     pub peak_rss_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RewardView {
     pub lsn: Lsn,
     pub ts_ms: u64,
@@ -551,7 +551,7 @@ pub struct RewardView {
 }
 
 /// `GET /v1/trajectories/stats`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrajectoryStatsResponse {
     /// Tasks with at least one step.
     pub tasks: u64,
@@ -567,7 +567,7 @@ pub struct TrajectoryStatsResponse {
     pub ignored: IgnoredView,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelStatsView {
     pub model: String,
     pub steps: u64,
@@ -579,7 +579,7 @@ pub struct ModelStatsView {
     pub teacher_precision: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RewardDistributionView {
     pub count: u64,
     pub verified: u64,
@@ -593,7 +593,7 @@ pub struct RewardDistributionView {
     pub buckets: Vec<RewardBucketView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RewardBucketView {
     /// Exclusive lower bound; `None` for the first bucket.
     pub lower: Option<f64>,
@@ -602,7 +602,7 @@ pub struct RewardBucketView {
     pub count: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IgnoredView {
     pub duplicate_steps: u64,
     pub duplicate_sandbox_results: u64,

@@ -163,7 +163,7 @@ pub struct JobLeased {
 }
 
 /// The metadata contract of a dataset (`_meta.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetMeta {
     pub source: String,
     pub version: String,
@@ -199,7 +199,7 @@ pub struct DatasetRecordsIngested {
 }
 
 /// The structured per-task agent state (seed 001, section 5). Also the shape of an update.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentState {
     #[serde(default)]
     pub goals: Vec<String>,
@@ -236,7 +236,7 @@ pub struct TaskStateUpdated {
 }
 
 /// What the actor proposed to do.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// An ast-grep pattern and its rewrite for one language.
@@ -250,7 +250,7 @@ pub enum Action {
 }
 
 /// Sampling parameters of the model call; unknown extra parameters are kept in `extra_json`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sampling {
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
@@ -278,7 +278,7 @@ pub struct StepRecorded {
 }
 
 /// How a sandbox run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxOutcome {
     Ok,
@@ -317,7 +317,7 @@ pub struct SandboxResultRecorded {
 }
 
 /// Who assigned a reward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RewardSource {
     Rule,

@@ -20,14 +20,14 @@ pub const EXPORT_SCHEMA_VERSION: u32 = 1;
 pub const MANIFEST_VERSION: u32 = 1;
 
 /// An LSN range: `after` exclusive, `to` inclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LsnRange {
     pub after: Lsn,
     pub to: Lsn,
 }
 
 /// `manifest.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExportManifest {
     pub manifest_version: u32,
     /// The export id, or the build id of a dataset build.
@@ -49,7 +49,7 @@ pub struct ExportManifest {
 }
 
 /// The dataset part of a build's manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetManifest {
     pub dataset_key: String,
     pub build_id: String,
@@ -60,7 +60,7 @@ pub struct DatasetManifest {
 // Exports
 
 /// `POST /v1/exports`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunExportRequest {
     pub kind: ExportKind,
@@ -73,7 +73,7 @@ pub struct RunExportRequest {
 }
 
 /// A recorded export, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExportView {
     pub export_id: String,
     pub kind: ExportKind,
@@ -94,7 +94,7 @@ pub struct ExportView {
 }
 
 /// `POST /v1/exports` answers with the export, or says there was nothing new to export.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunExportResponse {
     /// False when this export (same kind, format and range) was already recorded, or when
     /// nothing happened since the watermark (`export` is then absent).
@@ -106,7 +106,7 @@ pub struct RunExportResponse {
 }
 
 /// The last exported LSN of one kind and format.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WatermarkView {
     pub kind: ExportKind,
     pub format: ExportFormat,
@@ -114,7 +114,7 @@ pub struct WatermarkView {
 }
 
 /// `GET /v1/exports`: newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExportListResponse {
     /// Absolute path of the exports root on the daemon's machine.
     pub root: String,
@@ -124,7 +124,7 @@ pub struct ExportListResponse {
 
 /// `GET /v1/exports/{export_id}`: the recorded export and its manifest as read from disk
 /// (absent if the files were removed since).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExportShowResponse {
     pub export: ExportView,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,7 +135,7 @@ pub struct ExportShowResponse {
 // Schedules
 
 /// One configured schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleView {
     pub name: String,
     pub cron: String,
@@ -155,7 +155,7 @@ pub struct ScheduleView {
 }
 
 /// `GET /v1/schedules`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleListResponse {
     pub schedules: Vec<ScheduleView>,
 }
@@ -164,7 +164,7 @@ pub struct ScheduleListResponse {
 // Dataset builds
 
 /// `POST /v1/datasets/builds`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetBuildRequest {
     pub name: String,
@@ -183,7 +183,7 @@ pub struct DatasetBuildRequest {
 }
 
 /// A recorded dataset build.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetBuildView {
     pub dataset_key: String,
     pub build_id: String,
@@ -198,7 +198,7 @@ pub struct DatasetBuildView {
 }
 
 /// `POST /v1/datasets/builds`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetBuildResponse {
     /// False when the same request over the same log was already built.
     pub created: bool,
@@ -206,7 +206,7 @@ pub struct DatasetBuildResponse {
 }
 
 /// `GET /v1/datasets/builds`: in log order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetBuildListResponse {
     pub builds: Vec<DatasetBuildView>,
 }
@@ -215,7 +215,7 @@ pub struct DatasetBuildListResponse {
 // Rows
 
 /// One line of a processed-splits JSONL export (the same columns as the Parquet files).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProcessedRecordRow {
     pub source: String,
     pub version: String,

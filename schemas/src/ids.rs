@@ -9,7 +9,18 @@ use std::str::FromStr;
 
 /// Log sequence number: the position of a frame in the log. Contiguous, starting at 1.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(transparent)]
 pub struct Lsn(pub u64);
@@ -68,6 +79,21 @@ macro_rules! prefixed_id {
                 serializer.collect_str(self)
             }
         }
+
+        /// A string schema with the id's pattern, so API clients and schema-driven test tools
+        /// know the text form (`job_42`).
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some(concat!("^", $prefix, "[0-9]{1,18}$")))
+                    .examples([concat!($prefix, "1")])
+                    .description(Some(concat!("A ", $kind, " id: `", $prefix, "` and a decimal number.")))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -16,15 +16,26 @@ use std::time::Duration;
 /// Most frames one page returns.
 pub const EVENTS_LIMIT_MAX: u64 = 10_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only events of frames after this LSN (default 0: from the start).
     after: Option<u64>,
+    /// Most frames to read (default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u64>,
     /// Wait up to this long for new events when none are there yet (for `events tail --follow`).
     wait_ms: Option<u64>,
 }
 
+#[utoipa::path(
+    get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses(
+        (status = 200, description = "Events after `after`, in log order", body = agentd_schemas::api::EventsResponse),
+        (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<EventsQuery>,

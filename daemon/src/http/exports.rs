@@ -20,17 +20,19 @@ use agentd_schemas::export_api::{
 };
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use std::time::Duration;
 
-/// The routes, merged into the API router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/exports", get(list).post(run))
-        .route("/v1/exports/{export_id}", get(show))
-        .route("/v1/schedules", get(schedules))
-        .route("/v1/datasets/builds", get(list_builds).post(build_dataset))
+/// The routes, merged into the API router; each handler's `#[utoipa::path]` gives its path and
+/// method and documents it in `/openapi.json`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, run))
+        .routes(routes!(show))
+        .routes(routes!(schedules))
+        .routes(routes!(list_builds, build_dataset))
 }
 
 fn export_view(service: &ExportService, recorded: &RecordedExport) -> ExportView {
@@ -109,6 +111,10 @@ fn still_running() -> ApiError {
 }
 
 /// `GET /v1/exports`: recorded exports, newest first, and the watermark of each kind.
+#[utoipa::path(
+    get, path = "/v1/exports", tag = "exports",
+    responses((status = 200, description = "Recorded exports, newest first, and the watermarks", body = agentd_schemas::export_api::ExportListResponse))
+)]
 async fn list(State(state): State<AppState>) -> ApiResult<Json<ExportListResponse>> {
     let service = &state.exports;
     let answer = service.with_ledger(|ledger| ExportListResponse {
@@ -128,6 +134,14 @@ async fn list(State(state): State<AppState>) -> ApiResult<Json<ExportListRespons
 }
 
 /// `GET /v1/exports/{export_id}`: the recorded export and its manifest from disk.
+#[utoipa::path(
+    get, path = "/v1/exports/{export_id}", tag = "exports",
+    params(("export_id" = String, Path, description = "The export id")),
+    responses(
+        (status = 200, description = "The export and its manifest", body = agentd_schemas::export_api::ExportShowResponse),
+        (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Path(export_id): Path<String>,
@@ -147,6 +161,16 @@ async fn show(
 }
 
 /// `POST /v1/exports`: runs an export now (incremental from the watermark unless `full`).
+#[utoipa::path(
+    post, path = "/v1/exports", tag = "exports", request_body = agentd_schemas::export_api::RunExportRequest,
+    responses(
+        (status = 201, description = "Exported now", body = agentd_schemas::export_api::RunExportResponse),
+        (status = 200, description = "Nothing new, or already exported", body = agentd_schemas::export_api::RunExportResponse),
+        (status = 202, description = "`running`: still going after the request timeout; listed once recorded", body = agentd_schemas::api::ErrorBody),
+        (status = 429, description = "`busy`: another run is in progress", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 async fn run(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -177,6 +201,10 @@ async fn run(
 }
 
 /// `GET /v1/schedules`: each schedule with its next and last run.
+#[utoipa::path(
+    get, path = "/v1/schedules", tag = "exports",
+    responses((status = 200, description = "Each schedule with its next and last run", body = agentd_schemas::export_api::ScheduleListResponse))
+)]
 async fn schedules(State(state): State<AppState>) -> ApiResult<Json<ScheduleListResponse>> {
     let service = &state.exports;
     let now_ms = super::now_ms();
@@ -211,6 +239,10 @@ async fn schedules(State(state): State<AppState>) -> ApiResult<Json<ScheduleList
 }
 
 /// `GET /v1/datasets/builds`: recorded builds in log order.
+#[utoipa::path(
+    get, path = "/v1/datasets/builds", tag = "exports",
+    responses((status = 200, description = "Recorded dataset builds in log order", body = agentd_schemas::export_api::DatasetBuildListResponse))
+)]
 async fn list_builds(State(state): State<AppState>) -> ApiResult<Json<DatasetBuildListResponse>> {
     let service = &state.exports;
     let builds = service.with_ledger(|ledger| {
@@ -225,6 +257,16 @@ async fn list_builds(State(state): State<AppState>) -> ApiResult<Json<DatasetBui
 
 /// `POST /v1/datasets/builds`: 201 with the new build, 200 when the same request over the same
 /// log was built before.
+#[utoipa::path(
+    post, path = "/v1/datasets/builds", tag = "exports", request_body = agentd_schemas::export_api::DatasetBuildRequest,
+    responses(
+        (status = 201, description = "Built now", body = agentd_schemas::export_api::DatasetBuildResponse),
+        (status = 200, description = "The same request over the same log was built before", body = agentd_schemas::export_api::DatasetBuildResponse),
+        (status = 202, description = "`running`: still going after the request timeout", body = agentd_schemas::api::ErrorBody),
+        (status = 429, description = "`busy`: another run is in progress", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 async fn build_dataset(
     State(state): State<AppState>,
     caller: CallerExt,

@@ -22,6 +22,14 @@ pub const LIST_LIMIT_MAX: usize = 1000;
 /// Most job records one list request examines.
 pub const LIST_SCAN_MAX: usize = 100_000;
 
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs", request_body = agentd_schemas::api::SubmitJobRequest,
+    responses(
+        (status = 201, description = "Submitted (or deduplicated by `idempotency_key`)", body = agentd_schemas::api::SubmitJobResponse),
+        (status = 413, description = "`body_too_large` or `payload_too_large` (`[queue] payload_bytes_max`)", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`, `too_many_tags` or `string_too_long`, naming the field", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -41,6 +49,14 @@ pub async fn submit(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
+#[utoipa::path(
+    post, path = "/v1/jobs/batch", tag = "jobs", request_body = agentd_schemas::api::BatchSubmitRequest,
+    responses(
+        (status = 201, description = "All jobs submitted in one log record", body = agentd_schemas::api::BatchSubmitResponse),
+        (status = 413, description = "`body_too_large` or `payload_too_large`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`batch_too_large` (`[queue] batch_jobs_max`), `invalid_request`, `too_many_tags` or `string_too_long`; nothing is submitted", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn submit_batch(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -57,6 +73,15 @@ pub async fn submit_batch(
     Ok((StatusCode::CREATED, Json(BatchSubmitResponse { jobs })))
 }
 
+#[utoipa::path(
+    get, path = "/v1/jobs/{job_id}", tag = "jobs",
+    params(("job_id" = agentd_schemas::JobId, Path, description = "The job, `job_<n>`")),
+    responses(
+        (status = 200, description = "The job with its history", body = agentd_schemas::api::JobView),
+        (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`: malformed id", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -87,15 +112,30 @@ pub async fn show(
 }
 
 /// Query of `GET /v1/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only jobs of this queue.
     queue: Option<String>,
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobStateName>)]
     state: Option<String>,
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Only jobs after this one (the previous page's `next_after`).
+    #[param(value_type = Option<JobId>)]
     after: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "One page of jobs in id order", body = agentd_schemas::api::JobListResponse),
+        (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -135,6 +175,16 @@ pub async fn list(
     Ok(Json(JobListResponse { jobs, next_after }))
 }
 
+#[utoipa::path(
+    post, path = "/v1/jobs/{job_id}/cancel", tag = "jobs",
+    params(("job_id" = agentd_schemas::JobId, Path, description = "The job, `job_<n>`")),
+    responses(
+        (status = 200, description = "Cancelled", body = agentd_schemas::api::JobTransitionResponse),
+        (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`invalid_state`: the job already finished", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`: malformed id", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -153,6 +203,16 @@ pub async fn cancel(
     ))
 }
 
+#[utoipa::path(
+    post, path = "/v1/jobs/{job_id}/retry", tag = "jobs",
+    params(("job_id" = agentd_schemas::JobId, Path, description = "The job, `job_<n>`")),
+    responses(
+        (status = 200, description = "Queued again", body = agentd_schemas::api::JobTransitionResponse),
+        (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`invalid_state`: only dead or cancelled jobs can be retried", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`: malformed id", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn retry(
     State(state): State<AppState>,
     caller: CallerExt,

@@ -16,6 +16,14 @@ use axum::extract::{Path, State};
 use axum::Json;
 use std::time::Duration;
 
+#[utoipa::path(
+    post, path = "/v1/leases", tag = "leases", request_body = agentd_schemas::api::LeaseRequest,
+    responses(
+        (status = 200, description = "Granted leases; empty when nothing was ready within `wait_ms` (capped by `[server] lease_wait_ms_max` and the request timeout)", body = agentd_schemas::api::LeaseResponse),
+        (status = 422, description = "`invalid_request`, `too_many_tags` or `string_too_long`", body = agentd_schemas::api::ErrorBody),
+        (status = 429, description = "`too_many_waiters` (`[server] lease_waiters_max`)", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn lease(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -86,6 +94,16 @@ pub async fn lease(
     Ok(Json(LeaseResponse { leases }))
 }
 
+#[utoipa::path(
+    post, path = "/v1/leases/{lease_id}/heartbeat", tag = "leases",
+    params(("lease_id" = agentd_schemas::LeaseId, Path, description = "The lease, `lease_<n>`")),
+    responses(
+        (status = 200, description = "Extended", body = agentd_schemas::api::HeartbeatResponse),
+        (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`lease_lost`: expired or superseded", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`: malformed id", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -104,6 +122,18 @@ pub async fn heartbeat(
     ))
 }
 
+#[utoipa::path(
+    post, path = "/v1/leases/{lease_id}/complete", tag = "leases",
+    params(("lease_id" = agentd_schemas::LeaseId, Path, description = "The lease, `lease_<n>`")),
+    request_body(content = Option<agentd_schemas::api::CompleteRequest>, description = "Optional: an empty body completes without a result"),
+    responses(
+        (status = 200, description = "Completed", body = agentd_schemas::api::JobTransitionResponse),
+        (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`lease_lost`", body = agentd_schemas::api::ErrorBody),
+        (status = 413, description = "`body_too_large` or `payload_too_large`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn complete(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -137,6 +167,17 @@ pub async fn complete(
     ))
 }
 
+#[utoipa::path(
+    post, path = "/v1/leases/{lease_id}/fail", tag = "leases",
+    params(("lease_id" = agentd_schemas::LeaseId, Path, description = "The lease, `lease_<n>`")),
+    request_body = agentd_schemas::api::FailRequest,
+    responses(
+        (status = 200, description = "Failed: queued for a retry, scheduled, or dead", body = agentd_schemas::api::JobTransitionResponse),
+        (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`lease_lost`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn fail(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -162,6 +203,14 @@ pub async fn fail(
 /// Most completions in one `POST /v1/leases/complete`.
 pub const COMPLETE_MANY_MAX: usize = 10_000;
 
+#[utoipa::path(
+    post, path = "/v1/leases/complete", tag = "leases", request_body = agentd_schemas::api::CompleteManyRequest,
+    responses(
+        (status = 200, description = "One result per completion, in order; each lease is fenced on its own", body = agentd_schemas::api::CompleteManyResponse),
+        (status = 413, description = "`body_too_large` or `payload_too_large`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`batch_too_large` or `invalid_request`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn complete_many(
     State(state): State<AppState>,
     caller: CallerExt,

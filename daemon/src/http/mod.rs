@@ -12,6 +12,7 @@ pub mod extract;
 mod exports;
 mod jobs;
 mod leases;
+pub mod openapi;
 mod ops;
 mod queues;
 
@@ -22,8 +23,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use error::ApiError;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::path::PathBuf;
@@ -62,31 +64,41 @@ impl AppState {
     }
 }
 
+/// Every route with its OpenAPI description. Routes are added only with `routes!(handler)`,
+/// which reads the path and method from the handler's `#[utoipa::path]`, so a route cannot be
+/// served without being documented (`openapi` holds the test).
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    use utoipa::OpenApi as _;
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::digest))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::submit_batch))
+        .routes(routes!(jobs::show))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(leases::lease))
+        .routes(routes!(leases::complete_many))
+        .routes(routes!(leases::heartbeat))
+        .routes(routes!(leases::complete))
+        .routes(routes!(leases::fail))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(events::list))
+        .merge(domain::routes())
+        .merge(exports::routes())
+}
+
 /// The whole API as a router (tested with `oneshot`, served by `server`).
 pub fn app(state: AppState) -> Router {
     let request_timeout = state.request_timeout;
     let authenticator = state.authenticator.clone();
     let in_flight_max = state.requests_in_flight_max.max(1);
-    Router::new()
-        .route("/healthz", get(ops::health))
-        .route("/metrics", get(ops::metrics))
-        .route("/v1/admin/digest", get(ops::digest))
-        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/v1/jobs/batch", post(jobs::submit_batch))
-        .route("/v1/jobs/{job_id}", get(jobs::show))
-        .route("/v1/jobs/{job_id}/cancel", post(jobs::cancel))
-        .route("/v1/jobs/{job_id}/retry", post(jobs::retry))
-        .route("/v1/leases", post(leases::lease))
-        .route("/v1/leases/complete", post(leases::complete_many))
-        .route("/v1/leases/{lease_id}/heartbeat", post(leases::heartbeat))
-        .route("/v1/leases/{lease_id}/complete", post(leases::complete))
-        .route("/v1/leases/{lease_id}/fail", post(leases::fail))
-        .route("/v1/queues", get(queues::list))
-        .route("/v1/queues/{queue}/pause", post(queues::pause))
-        .route("/v1/queues/{queue}/resume", post(queues::resume))
-        .route("/v1/events", get(events::list))
-        .merge(domain::routes())
-        .merge(exports::routes())
+    let (routes, _openapi) = api_routes().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(move |request: Request, next: Next| {

@@ -9,6 +9,10 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "ops", security(()),
+    responses((status = 200, description = "The daemon is up", body = agentd_schemas::api::HealthResponse))
+)]
 pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok".into(),
@@ -17,6 +21,10 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     })
 }
 
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = state
         .metrics
@@ -28,6 +36,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Digests of the live projections after they caught up with the durable log; equal to what
 /// `agentd rebuild` prints for the same log.
+#[utoipa::path(
+    get, path = "/v1/admin/digest", tag = "ops",
+    responses((status = 200, description = "`{lsn, projections: {jobs, datasets, agent_state, trajectories}}`: digests of the projections, equal to `agentd rebuild`'s", body = Object))
+)]
 pub async fn digest(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     state.settle_reads().await;
     let projections = state.projections.clone();

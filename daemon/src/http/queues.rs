@@ -7,6 +7,10 @@ use agentd_schemas::api::{QueueChangeResponse, QueueListResponse};
 use axum::extract::{Path, State};
 use axum::Json;
 
+#[utoipa::path(
+    get, path = "/v1/queues", tag = "queues",
+    responses((status = 200, description = "Every queue with its depth per state", body = agentd_schemas::api::QueueListResponse))
+)]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueListResponse>> {
     let queues = state
         .sequencer
@@ -15,6 +19,14 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueListResp
     Ok(Json(QueueListResponse { queues }))
 }
 
+#[utoipa::path(
+    post, path = "/v1/queues/{queue}/pause", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, description = "Paused: no new leases from it", body = agentd_schemas::api::QueueChangeResponse),
+        (status = 422, description = "`invalid_request` or `string_too_long`: bad queue name", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn pause(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -33,6 +45,14 @@ pub async fn pause(
     ))
 }
 
+#[utoipa::path(
+    post, path = "/v1/queues/{queue}/resume", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, description = "Resumed", body = agentd_schemas::api::QueueChangeResponse),
+        (status = 422, description = "`invalid_request` or `string_too_long`: bad queue name", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn resume(
     State(state): State<AppState>,
     caller: CallerExt,

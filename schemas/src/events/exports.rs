@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What an export contains (its row shape and its layout on disk).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportKind {
     /// The full per-step trajectory log, one row per step.
@@ -59,7 +59,7 @@ impl std::str::FromStr for ExportKind {
 }
 
 /// The file format of an export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportFormat {
     /// Apache Parquet, zstd-compressed.
@@ -90,7 +90,7 @@ impl std::str::FromStr for ExportFormat {
 }
 
 /// One file of an export, relative to the export's directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExportedFile {
     pub path: String,
     pub rows: u64,
@@ -100,7 +100,7 @@ pub struct ExportedFile {
 }
 
 /// The schedule slot that caused an export.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleSlot {
     pub schedule: String,
     /// The cron occurrence, ms since the Unix epoch.
@@ -144,7 +144,7 @@ pub struct ScheduleFired {
 }
 
 /// Which rows a dataset build selects from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BuildSource {
     /// Kept processed records.
@@ -155,7 +155,7 @@ pub enum BuildSource {
 }
 
 /// How a dataset build orders rows before `limit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BuildStrategy {
     /// Newest first (highest LSN first).
@@ -166,7 +166,7 @@ pub enum BuildStrategy {
 }
 
 /// A dataset build request, as recorded (normalized: filter values sorted and unique).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetBuildSpec {
     pub name: String,
     pub version: String,

@@ -27,6 +27,16 @@ use serde_json::Value;
 
 /// `POST /v1/datasets`: 201 when registered now, 200 when the same meta was registered before,
 /// 409 `conflict` when the source and version are registered with a different meta.
+#[utoipa::path(
+    post, path = "/v1/datasets", tag = "datasets",
+    request_body(content = agentd_schemas::events::DatasetMeta, description = "The dataset's `_meta.json`"),
+    responses(
+        (status = 201, description = "Registered now", body = agentd_schemas::domain_api::RegisterDatasetResponse),
+        (status = 200, description = "Already registered with the same meta", body = agentd_schemas::domain_api::RegisterDatasetResponse),
+        (status = 409, description = "`conflict`: registered with a different meta", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`, naming the field", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn register(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -71,6 +81,17 @@ pub async fn register(
 
 /// `POST /v1/datasets/{source}/{version}/records`: validates every record, writes the valid ones
 /// (one log record), and answers with what happened to each.
+#[utoipa::path(
+    post, path = "/v1/datasets/{source}/{version}/records", tag = "datasets",
+    params(("source" = String, Path, description = "Dataset source"), ("version" = String, Path, description = "Dataset version")),
+    request_body = agentd_schemas::domain_api::IngestRecordsRequest,
+    responses(
+        (status = 200, description = "What happened to each record", body = agentd_schemas::domain_api::IngestRecordsResponse),
+        (status = 404, description = "`not_found`: the dataset is not registered", body = agentd_schemas::api::ErrorBody),
+        (status = 413, description = "`body_too_large` or `payload_too_large`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`batch_too_large` (`[datasets] records_per_batch_max`) or `invalid_request`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn ingest(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -150,6 +171,10 @@ pub async fn ingest(
 }
 
 /// `GET /v1/datasets`.
+#[utoipa::path(
+    get, path = "/v1/datasets", tag = "datasets",
+    responses((status = 200, description = "Every dataset with its progress", body = agentd_schemas::domain_api::DatasetListResponse))
+)]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<DatasetListResponse>> {
     state.settle_reads().await;
     let domain = state.domain.projections.clone();
@@ -163,6 +188,10 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<DatasetListRe
 }
 
 /// `GET /v1/datasets/stats`.
+#[utoipa::path(
+    get, path = "/v1/datasets/stats", tag = "datasets",
+    responses((status = 200, description = "Counts of the processed splits", body = agentd_schemas::domain_api::DatasetStatsResponse))
+)]
 pub async fn stats(State(state): State<AppState>) -> ApiResult<Json<DatasetStatsResponse>> {
     state.settle_reads().await;
     let domain = state.domain.projections.clone();

@@ -23,8 +23,8 @@ use crate::sequencer::Command;
 use agentd_schemas::events::{Event, StateLimits};
 use agentd_schemas::{LeaseId, Lsn};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,31 +102,20 @@ impl DomainApi {
     }
 }
 
-/// The domain routes, merged into the API router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/datasets", post(datasets::register).get(datasets::list))
-        .route("/v1/datasets/stats", get(datasets::stats))
-        .route(
-            "/v1/datasets/{source}/{version}/records",
-            post(datasets::ingest),
-        )
-        .route(
-            "/v1/tasks/{task_id}/state",
-            get(state::show).post(state::update),
-        )
-        .route("/v1/tasks/{task_id}/state/history", get(state::history))
-        .route("/v1/tasks/{task_id}/steps", post(trajectories::record_step))
-        .route(
-            "/v1/tasks/{task_id}/steps/{step}/sandbox",
-            post(trajectories::record_sandbox),
-        )
-        .route(
-            "/v1/tasks/{task_id}/steps/{step}/reward",
-            post(trajectories::record_reward),
-        )
-        .route("/v1/tasks/{task_id}/trajectory", get(trajectories::show))
-        .route("/v1/trajectories/stats", get(trajectories::stats))
+/// The domain routes, merged into the API router. Each handler's `#[utoipa::path]` gives its
+/// path and method, and documents it in `/openapi.json`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(datasets::register, datasets::list))
+        .routes(routes!(datasets::stats))
+        .routes(routes!(datasets::ingest))
+        .routes(routes!(state::show, state::update))
+        .routes(routes!(state::history))
+        .routes(routes!(trajectories::record_step))
+        .routes(routes!(trajectories::record_sandbox))
+        .routes(routes!(trajectories::record_reward))
+        .routes(routes!(trajectories::show))
+        .routes(routes!(trajectories::stats))
 }
 
 /// Appends already-validated events as one record (refused with `lease_lost` when `lease_id`

@@ -27,6 +27,14 @@ use serde::Deserialize;
 pub const HISTORY_PAGE_MAX: usize = 1000;
 
 /// `GET /v1/tasks/{task_id}/state`.
+#[utoipa::path(
+    get, path = "/v1/tasks/{task_id}/state", tag = "tasks",
+    params(("task_id" = String, Path, description = "Task id (1 to 256 characters, no control characters)")),
+    responses(
+        (status = 200, description = "The merged state (empty, `lsn` 0, for a task without updates)", body = agentd_schemas::domain_api::TaskStateView),
+        (status = 422, description = "`invalid_request` or `string_too_long`: bad task id", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -43,6 +51,16 @@ pub async fn show(
 }
 
 /// `POST /v1/tasks/{task_id}/state`: merges the update and answers with the merged state.
+#[utoipa::path(
+    post, path = "/v1/tasks/{task_id}/state", tag = "tasks",
+    params(("task_id" = String, Path, description = "Task id")),
+    request_body = agentd_schemas::domain_api::StateUpdateRequest,
+    responses(
+        (status = 200, description = "The merged state and what the merge trimmed", body = agentd_schemas::domain_api::StateUpdateResponse),
+        (status = 409, description = "`lease_lost`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`, `too_many_items` or `string_too_long`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -60,18 +78,28 @@ pub async fn update(
 }
 
 /// Query of `GET /v1/tasks/{task_id}/state/history`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only updates after this LSN.
     #[serde(default)]
     after: Option<u64>,
     /// At most this many (default and maximum [`HISTORY_PAGE_MAX`]).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// `GET /v1/tasks/{task_id}/state/history`: every update in log order, with its LSN.
+#[utoipa::path(
+    get, path = "/v1/tasks/{task_id}/state/history", tag = "tasks",
+    params(("task_id" = String, Path, description = "Task id"), HistoryQuery),
+    responses(
+        (status = 200, description = "Updates in log order", body = agentd_schemas::domain_api::StateHistoryResponse),
+        (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     Path(task_id): Path<String>,

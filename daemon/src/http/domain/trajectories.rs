@@ -37,6 +37,17 @@ pub const TRAJECTORY_PAGE_DEFAULT: usize = 100;
 pub const TRAJECTORY_PAGE_MAX: usize = 1000;
 
 /// `POST /v1/tasks/{task_id}/steps`.
+#[utoipa::path(
+    post, path = "/v1/tasks/{task_id}/steps", tag = "trajectories",
+    params(("task_id" = String, Path, description = "Task id")),
+    request_body = agentd_schemas::domain_api::RecordStepRequest,
+    responses(
+        (status = 200, description = "Recorded", body = agentd_schemas::domain_api::RecordStepResponse),
+        (status = 404, description = "`not_found`: the job or lease does not exist", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`conflict` (step already recorded) or `lease_lost`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request` or `string_too_long`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn record_step(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -96,6 +107,17 @@ pub async fn record_step(
 }
 
 /// `POST /v1/tasks/{task_id}/steps/{step}/sandbox`.
+#[utoipa::path(
+    post, path = "/v1/tasks/{task_id}/steps/{step}/sandbox", tag = "trajectories",
+    params(("task_id" = String, Path, description = "Task id"), ("step" = u32, Path, description = "Step index")),
+    request_body = agentd_schemas::domain_api::SandboxResultRequest,
+    responses(
+        (status = 200, description = "Recorded", body = agentd_schemas::domain_api::StepFactResponse),
+        (status = 404, description = "`not_found`: no such step", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`conflict` (already recorded) or `lease_lost`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request` or `string_too_long`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn record_sandbox(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -142,6 +164,17 @@ pub async fn record_sandbox(
 }
 
 /// `POST /v1/tasks/{task_id}/steps/{step}/reward`.
+#[utoipa::path(
+    post, path = "/v1/tasks/{task_id}/steps/{step}/reward", tag = "trajectories",
+    params(("task_id" = String, Path, description = "Task id"), ("step" = u32, Path, description = "Step index")),
+    request_body = agentd_schemas::domain_api::RewardRequest,
+    responses(
+        (status = 200, description = "Recorded", body = agentd_schemas::domain_api::StepFactResponse),
+        (status = 404, description = "`not_found`: no such step", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`conflict` (already recorded) or `lease_lost`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request` or `string_too_long`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn record_reward(
     State(state): State<AppState>,
     caller: CallerExt,
@@ -178,8 +211,9 @@ pub async fn record_reward(
 }
 
 /// Query of `GET /v1/tasks/{task_id}/trajectory`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TrajectoryQuery {
     /// Only steps with a larger index.
     #[serde(default)]
@@ -187,10 +221,19 @@ pub struct TrajectoryQuery {
     /// At most this many steps (default [`TRAJECTORY_PAGE_DEFAULT`], at most
     /// [`TRAJECTORY_PAGE_MAX`]).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// `GET /v1/tasks/{task_id}/trajectory`: steps in step order (empty for a task without steps).
+#[utoipa::path(
+    get, path = "/v1/tasks/{task_id}/trajectory", tag = "trajectories",
+    params(("task_id" = String, Path, description = "Task id"), TrajectoryQuery),
+    responses(
+        (status = 200, description = "Steps in step order", body = agentd_schemas::domain_api::TrajectoryResponse),
+        (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(task_id): Path<String>,
@@ -225,6 +268,10 @@ pub async fn show(
 }
 
 /// `GET /v1/trajectories/stats`.
+#[utoipa::path(
+    get, path = "/v1/trajectories/stats", tag = "trajectories",
+    responses((status = 200, description = "Counts, per-model teacher precision, reward distribution", body = agentd_schemas::domain_api::TrajectoryStatsResponse))
+)]
 pub async fn stats(State(state): State<AppState>) -> ApiResult<Json<TrajectoryStatsResponse>> {
     state.settle_reads().await;
     let stats = state.domain.projections.trajectories().stats();

@@ -1,0 +1,205 @@
+//! The OpenAPI 3.1 description of the HTTP API, served at `GET /openapi.json`.
+//!
+//! It is generated from the code: each handler's `#[utoipa::path]` attribute gives its path,
+//! method, parameters and answers, and the `schemas` crate's `ToSchema` derives give the bodies.
+//! Routes are registered only through utoipa-axum's `routes!` (see [`super::api_routes`]), which
+//! takes the path and method from that attribute, so registering a route and documenting it are
+//! one act.
+//!
+//! Architecture invariant: every route the daemon serves is in this document. Two tests hold
+//! it: `every_registered_route_is_documented` below (no `.route(` call in `daemon/src/http`
+//! bypasses `routes!`) and the end-to-end `openapi` test, which lists every route explicitly.
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use std::sync::OnceLock;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+
+/// The fixed parts of the document; the paths come from the router.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "agentd",
+        description = "Event-sourced job queue daemon. Every error answer is `ErrorBody` \
+            (`{code, message}`) with a stable `code`; see the README's API section for the codes \
+            and the limits. Authentication is a bearer token when `[auth]` tokens are \
+            configured; without tokens (loopback only) every route is open.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    components(schemas(agentd_schemas::api::ErrorBody)),
+    tags(
+        (name = "jobs", description = "Submit, read, cancel and retry jobs"),
+        (name = "leases", description = "Workers: lease jobs (long-poll), heartbeat, complete, fail"),
+        (name = "queues", description = "Queue depth; pause and resume"),
+        (name = "events", description = "The log itself, as JSON"),
+        (name = "datasets", description = "Dataset registration, record ingest, processed splits"),
+        (name = "tasks", description = "Per-task agent state"),
+        (name = "trajectories", description = "Steps, sandbox results, rewards"),
+        (name = "exports", description = "Exports, schedules, dataset builds"),
+        (name = "ops", description = "Health, metrics, digests, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Name of the bearer security scheme in the document.
+pub const BEARER_SCHEME: &str = "bearer";
+
+/// The document as JSON text, built once (it depends on the code only, not on the config).
+pub fn document_json() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        // Serializing a tree of plain structs and maps cannot fail.
+        document().to_json().unwrap_or_else(|error| {
+            tracing::error!("cannot serialize the OpenAPI document: {error}");
+            "{}".to_owned()
+        })
+    })
+}
+
+/// The whole document: the router's paths plus the security scheme and error answers.
+pub fn document() -> OpenApi {
+    let (_router, mut openapi) = super::api_routes().split_for_parts();
+    finish(&mut openapi);
+    openapi
+}
+
+/// The API description (OpenAPI 3.1, JSON), generated from the code.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "ops", security(()),
+    responses((status = 200, description = "This document", body = Object))
+)]
+pub async fn serve() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document_json())
+}
+
+/// Adds what every operation shares: optional bearer authentication, and a `default` answer
+/// with [`agentd_schemas::api::ErrorBody`] for every error status not listed on the route
+/// (401, 403, 400, 405, 413, 429, 500, 503, 507 can come from the layers of any route).
+fn finish(openapi: &mut OpenApi) {
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        BEARER_SCHEME,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A token from `agentctl tokens create`; required only when `[auth]` tokens are configured",
+                ))
+                .build(),
+        ),
+    );
+    let optional_bearer = vec![
+        SecurityRequirement::default(),
+        SecurityRequirement::new(BEARER_SCHEME, Vec::<String>::new()),
+    ];
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            finish_operation(operation, &optional_bearer);
+        }
+    }
+}
+
+fn finish_operation(operation: &mut Operation, optional_bearer: &[SecurityRequirement]) {
+    // Routes marked `security(())` are public: they keep their single empty requirement.
+    if operation.security.is_none() {
+        operation.security = Some(optional_bearer.to_vec());
+    }
+    let error = ResponseBuilder::new()
+        .description(
+            "An error. `code` is stable: `invalid_json` (400), `unauthorized` (401), \
+             `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `lease_lost`, \
+             `invalid_state`, `conflict` (409), `body_too_large`, `payload_too_large` (413), \
+             `invalid_request`, `batch_too_large`, `too_many_tags`, `too_many_items`, \
+             `string_too_long` (422), `too_many_waiters` (429), `internal` (500), `timeout`, \
+             `unavailable`, `shutting_down` (503), `disk_full` (507)",
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    operation
+        .responses
+        .responses
+        .entry("default".to_owned())
+        .or_insert(error.into());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `.route(` call in `daemon/src/http` would register a route without documenting it
+    /// (`routes!` registers through the handler's `#[utoipa::path]`), so there must be none, and
+    /// the document must hold the paths that appear as route literals anywhere in the module.
+    #[test]
+    fn every_registered_route_is_documented() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+        // Built here so this file does not match itself.
+        let needles = ["route", "route_service", "nest", "nest_service"].map(|name| format!(".{name}("));
+        let mut offenders = Vec::new();
+        let mut stack = vec![root];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (number, line) in text.lines().enumerate() {
+                    let code = line.trim_start();
+                    if code.starts_with("//") {
+                        continue;
+                    }
+                    if needles.iter().any(|needle| code.contains(needle.as_str())) {
+                        offenders.push(format!("{}:{}: {}", path.display(), number + 1, code));
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "register routes with utoipa-axum's routes!(handler) and a #[utoipa::path] on the \
+             handler, so /openapi.json documents them:\n{}",
+            offenders.join("\n")
+        );
+    }
+
+    #[test]
+    fn document_has_every_operation_with_error_answers_and_security() {
+        let document: serde_json::Value = serde_json::from_str(document_json()).unwrap();
+        let paths = document["paths"].as_object().unwrap();
+        assert!(paths.contains_key("/openapi.json"), "the document describes itself");
+        assert!(paths.contains_key("/v1/jobs/{job_id}"));
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = operation["responses"].as_object().unwrap();
+                assert!(responses.contains_key("default"), "{method} {path} lacks error answers");
+                assert!(operation.get("security").is_some(), "{method} {path} lacks security");
+            }
+        }
+        assert_eq!(
+            document["components"]["securitySchemes"][BEARER_SCHEME]["scheme"],
+            "bearer"
+        );
+        assert_eq!(
+            document["components"]["schemas"]["JobId"]["pattern"],
+            "^job_[0-9]{1,18}$"
+        );
+    }
+}
