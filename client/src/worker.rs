@@ -153,8 +153,9 @@ pub async fn run(
         for grant in leases {
             leased_total += 1;
             let Some(slot) = free_slots.lock().await.pop() else {
-                // The daemon never grants more than asked; answer it honestly if it did.
-                let _ = client
+                // The daemon never grants more than asked; answer it honestly if it did. If
+                // that fails too, the lease expires and the job runs again.
+                let _expires_if_unanswered = client
                     .fail(grant.lease_id, "worker had no free slot", true)
                     .await;
                 continue;
@@ -178,12 +179,27 @@ pub async fn run(
                     }
                 }
                 free_slots.lock().await.push(slot);
-                let _ = slot_freed.try_send(());
+                // Full means the loop already has a wake-up pending; one is enough.
+                let _wake_up_pending = slot_freed.try_send(());
             });
         }
         while running.try_join_next().is_some() {}
     }
-    // Drain: no new leases; running jobs get until the deadline.
+    // After `max_jobs`, running jobs finish in their own time, unless a stop is requested.
+    if !running.is_empty() && !*shutdown.borrow() {
+        eprintln!(
+            "agentctl worker: max jobs leased; waiting for {} running job(s)",
+            running.len()
+        );
+        loop {
+            tokio::select! {
+                next = running.join_next() => if next.is_none() { break },
+                // A closed channel disables this branch instead of firing it in a loop.
+                Ok(()) = shutdown.changed() => if *shutdown.borrow() { break },
+            }
+        }
+    }
+    // Drain: no new leases; running jobs get until the deadline, then are stopped.
     if !running.is_empty() {
         eprintln!(
             "agentctl worker: draining {} running job(s) for up to {} s",
@@ -196,7 +212,8 @@ pub async fn run(
             tokio::select! {
                 next = running.join_next() => if next.is_none() { break },
                 _ = &mut deadline => {
-                    let _ = drain_tx.send(true);
+                    // Every job's heartbeat task holds a receiver until its job ends.
+                    let _no_receivers_means_no_jobs = drain_tx.send(true);
                     while running.join_next().await.is_some() {}
                     break;
                 }
@@ -364,7 +381,7 @@ async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext)
     let feed = async move {
         if let Some(stdin) = stdin.as_mut() {
             // A command that does not read stdin closes it early; that is fine.
-            let _ = stdin.write_all(&job_json).await;
+            let _command_may_ignore_stdin = stdin.write_all(&job_json).await;
         }
         drop(stdin);
     };
@@ -377,7 +394,8 @@ async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext)
     };
     tokio::pin!(run);
     let stop = async {
-        let _ = context
+        // A dropped sender means the job is over either way.
+        let _sender_gone = context
             .stop
             .wait_for(|reason| *reason != StopReason::Running)
             .await;
@@ -431,7 +449,8 @@ async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext)
 /// Kills a job's whole process group (the command was started as its leader).
 pub fn kill_group(pid: Option<u32>) {
     if let Some(pid) = pid {
-        let _ = nix::sys::signal::killpg(
+        // ESRCH: the group is already gone, which is what we want.
+        let _already_gone = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );

@@ -105,7 +105,8 @@ pub async fn run(client: Client, url: &str, args: WorkerArgs, json: bool) -> any
     tokio::spawn(async move {
         wait_for_stop_signal().await;
         eprintln!("agentctl worker: stop requested; no new leases, finishing running jobs");
-        let _ = shutdown_tx.send(true);
+        // The worker loop holds the receiver until it returns; after that nobody cares.
+        let _loop_already_done = shutdown_tx.send(true);
     });
     let tag_text: Vec<String> = tags
         .iter()

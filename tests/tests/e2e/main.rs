@@ -8,6 +8,9 @@ mod lifecycle;
 mod recovery;
 mod worker;
 mod tls;
+mod worker_stop;
+mod worker_gpus;
+mod astgrep_verify;
 
 use agentd_tests::{write_config, Daemon};
 use tempfile::TempDir;

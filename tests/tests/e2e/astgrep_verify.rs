@@ -1,0 +1,397 @@
+//! `agentctl worker --builtin astgrep.verify` through the real daemon: verified and unverified
+//! actions (gold mismatch, failing tests, a change of nothing), a step the actor recorded
+//! itself, an unusable payload, and a lease lost while the sandboxed test runs. Results are
+//! read back over HTTP: the job's summary and the task's trajectory (step, sandbox, reward).
+//!
+//! The worker runs as a subprocess, so this binary never calls `sandbox::run` itself (the gold
+//! diffs below are computed in memory) and needs no sandbox helper test.
+
+use super::fast_daemon;
+use agentd_client::sandbox::{apply_action_in_memory, unified_diff};
+use agentd_client::Client;
+use agentd_schemas::api::{JobStateName, SubmitJobRequest};
+use agentd_schemas::domain_api::{ActionRequest, RecordStepRequest, TrajectoryStep};
+use agentd_schemas::events::{Action, RewardSource, SandboxOutcome};
+use agentd_schemas::JobId;
+use agentd_tests::{binary, eventually};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const QUEUE: &str = "verify";
+const APP: &str = "import logging\nlogger = logging.getLogger(__name__)\n\ndef greet(name):\n    print(name)\n    return name\n";
+/// Passes on the original and on any rewrite that keeps `greet` working; prints the generic
+/// summary line the sandbox parses. It writes with `sys.stdout.write` so the pattern under
+/// test (`print($A)`) does not rewrite the test itself.
+const TEST_PASSES: &str = "import sys\nfrom app import greet\nassert greet('x') == 'x'\nsys.stdout.write('TESTS passed=1 failed=0\\n')\n";
+/// Fails once `print` is gone from app.py.
+const TEST_WANTS_PRINT: &str = "import sys\nok = 'print(' in open('app.py').read()\nsys.stdout.write('TESTS passed=%d failed=%d\\n' % (ok, not ok))\nsys.exit(0 if ok else 1)\n";
+
+fn files(test: &str) -> BTreeMap<String, String> {
+    [("app.py", APP), ("test_app.py", test)]
+        .into_iter()
+        .map(|(path, text)| (path.to_string(), text.to_string()))
+        .collect()
+}
+
+fn pattern(rewrite: &str) -> Value {
+    json!({"kind": "pattern", "language": "python", "pattern": "print($A)", "rewrite": rewrite})
+}
+
+fn submit_request(payload: Value) -> SubmitJobRequest {
+    SubmitJobRequest {
+        queue: QUEUE.into(),
+        kind: "astgrep.verify".into(),
+        payload,
+        max_attempts: Some(3),
+        ..Default::default()
+    }
+}
+
+/// Runs a worker until it handled `jobs` jobs; returns its stderr.
+fn run_worker(url: &str, jobs: u32) -> String {
+    let output = Command::new(binary("agentctl"))
+        .args([
+            "--url",
+            url,
+            "worker",
+            "--queue",
+            QUEUE,
+            "--builtin",
+            "astgrep.verify",
+            "--concurrency",
+            "2",
+            "--max-jobs",
+            &jobs.to_string(),
+            "--wait-ms",
+            "1000",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agentctl worker");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "worker failed:\n{stderr}");
+    stderr
+}
+
+async fn step(client: &Client, task_id: &str, step: u32) -> TrajectoryStep {
+    let trajectory = client.trajectory(task_id, None).await.unwrap();
+    trajectory
+        .steps
+        .into_iter()
+        .find(|entry| entry.step == step)
+        .unwrap_or_else(|| panic!("task {task_id} has no step {step}"))
+}
+
+async fn result(client: &Client, job_id: JobId) -> Value {
+    let view = client.job(job_id).await.unwrap();
+    assert_eq!(
+        view.state,
+        JobStateName::Completed,
+        "{job_id}: {:?}",
+        view.last_error
+    );
+    view.result.expect("a summary")
+}
+
+#[tokio::test]
+async fn verification_jobs_record_sandbox_results_and_rule_rewards() {
+    let (_dir, daemon) = fast_daemon();
+    let client = daemon.client();
+    let model = json!({"model": "stub-model", "policy_version": "p1"});
+    let with_model = |mut payload: Value| {
+        payload["model"] = model["model"].clone();
+        payload["policy_version"] = model["policy_version"].clone();
+        payload
+    };
+    let verified = client
+        .submit(&submit_request(with_model(json!({
+            "task_id": "verified", "files": files(TEST_PASSES),
+            "action": pattern("logger.info($A)"), "gold_action": pattern("logger.info($A)"),
+            "test_command": ["python3", "test_app.py"],
+        }))))
+        .await
+        .unwrap()
+        .job_id;
+    let gold_differs = client
+        .submit(&submit_request(with_model(json!({
+            "task_id": "gold-differs", "files": files(TEST_PASSES),
+            "action": pattern("logger.info($A)"), "gold_action": pattern("logger.debug($A)"),
+            "test_command": ["python3", "test_app.py"],
+        }))))
+        .await
+        .unwrap()
+        .job_id;
+    let tests_fail = client
+        .submit(&submit_request(with_model(json!({
+            "task_id": "tests-fail", "files": files(TEST_WANTS_PRINT),
+            "action": pattern("logger.info($A)"),
+            "test_command": ["python3", "test_app.py"],
+        }))))
+        .await
+        .unwrap()
+        .job_id;
+    // The actor's flow: it records the step (with its state), then asks for verification of
+    // that step; the payload has no model, and the job's own task id is used.
+    let action = ActionRequest::Pattern {
+        language: "python".into(),
+        pattern: "print($A)".into(),
+        rewrite: "logger.info($A)".into(),
+    };
+    client
+        .record_step(
+            "actor-task",
+            &RecordStepRequest {
+                step: 4,
+                job_id: None,
+                lease_id: None,
+                model: "actor-model".into(),
+                policy_version: "p2".into(),
+                sampling: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+                prompt: None,
+                think: None,
+                action,
+                state_update: None,
+            },
+        )
+        .await
+        .unwrap();
+    let actor_step = client
+        .submit(&SubmitJobRequest {
+            task_id: Some("actor-task".into()),
+            ..submit_request(json!({"step": 4, "files": {"app.py": APP}, "language": "python",
+                "action": {"kind": "pattern", "pattern": "print($A)", "rewrite": "logger.info($A)"}}))
+        })
+        .await
+        .unwrap()
+        .job_id;
+    let matches_nothing = client
+        .submit(&submit_request(with_model(json!({
+            "task_id": "no-change", "files": {"app.py": APP},
+            "action": {"kind": "rule", "yaml": "id: none\nlanguage: python\nrule:\n  pattern: frobnicate($A)\nfix: x($A)\n"},
+        }))))
+        .await
+        .unwrap()
+        .job_id;
+    let unusable = client
+        .submit(&submit_request(
+            json!({"task_id": "bad", "files": {"../escape.py": "x"},
+            "action": pattern("x")}),
+        ))
+        .await
+        .unwrap()
+        .job_id;
+
+    let stderr = run_worker(&daemon.url, 6);
+    assert!(stderr.contains("5 completed, 1 failed, 0 lost"), "{stderr}");
+
+    // Verified: applied, tests pass, diff equals the gold diff computed here in memory.
+    let summary = result(&client, verified).await;
+    let gold_after = apply_action_in_memory(
+        &files(TEST_PASSES),
+        &Action::Pattern {
+            language: "python".into(),
+            pattern: "print($A)".into(),
+            rewrite: "logger.info($A)".into(),
+        },
+    )
+    .unwrap();
+    let gold_diff = unified_diff(&files(TEST_PASSES), &gold_after);
+    assert!(gold_diff.contains("+    logger.info(name)"), "{gold_diff}");
+    assert_eq!(summary["verified"], true, "{summary:#}");
+    assert_eq!(summary["reward"], 1.0);
+    assert_eq!(
+        summary["components"],
+        json!({"applied": 1.0, "gold_match": 1.0, "tests": 1.0})
+    );
+    assert_eq!(summary["diff"], gold_diff);
+    assert_eq!(summary["files_changed"], json!(["app.py"]));
+    assert_eq!(
+        summary["recorded"],
+        json!({"step": "recorded", "sandbox": "recorded", "reward": "recorded"})
+    );
+    let entry = step(&client, "verified", 0).await;
+    assert_eq!(entry.model, "stub-model");
+    assert_eq!(entry.job_id, Some(verified));
+    assert_eq!(entry.attempt, Some(1));
+    let sandbox = entry.sandbox.expect("sandbox result recorded");
+    assert_eq!(sandbox.outcome, SandboxOutcome::Ok);
+    assert_eq!(sandbox.exit_code, Some(0));
+    assert_eq!(
+        (sandbox.tests_passed, sandbox.tests_failed),
+        (Some(1), Some(0))
+    );
+    assert_eq!(sandbox.diff, gold_diff);
+    let reward = entry.reward.expect("reward recorded");
+    assert!(reward.verified);
+    assert_eq!(reward.value, 1.0);
+    assert_eq!(reward.source, RewardSource::Rule);
+    assert_eq!(reward.components["gold_match"], 1.0);
+
+    // Gold differs: applied and tested fine, but not the reference change.
+    let summary = result(&client, gold_differs).await;
+    assert_eq!(summary["verified"], false, "{summary:#}");
+    assert_eq!(summary["gold_match"], false);
+    assert_eq!(
+        summary["components"],
+        json!({"applied": 1.0, "gold_match": 0.0, "tests": 1.0})
+    );
+    let entry = step(&client, "gold-differs", 0).await;
+    assert_eq!(entry.sandbox.unwrap().outcome, SandboxOutcome::Ok);
+    let reward = entry.reward.unwrap();
+    assert!(!reward.verified);
+    assert_eq!(reward.value, 0.0);
+
+    // Tests fail after the change.
+    let summary = result(&client, tests_fail).await;
+    assert_eq!(summary["verified"], false, "{summary:#}");
+    assert_eq!(summary["components"], json!({"applied": 1.0, "tests": 0.0}));
+    let sandbox = step(&client, "tests-fail", 0).await.sandbox.unwrap();
+    assert_eq!(sandbox.outcome, SandboxOutcome::Failed);
+    assert_eq!(sandbox.exit_code, Some(1));
+    assert_eq!(
+        (sandbox.tests_passed, sandbox.tests_failed),
+        (Some(0), Some(1))
+    );
+
+    // The actor's own step got the facts; the worker did not record a step.
+    let summary = result(&client, actor_step).await;
+    assert_eq!(summary["verified"], true, "{summary:#}");
+    assert_eq!(summary["recorded"]["step"], "not_posted");
+    let entry = step(&client, "actor-task", 4).await;
+    assert_eq!(entry.model, "actor-model");
+    assert!(entry.reward.unwrap().verified);
+
+    // A rule that matches nothing applied cleanly, changed nothing: not verified.
+    let summary = result(&client, matches_nothing).await;
+    assert_eq!(summary["verified"], false, "{summary:#}");
+    assert_eq!(summary["outcome"], "ok");
+    assert_eq!(summary["components"], json!({"applied": 0.0}));
+    assert_eq!(
+        step(&client, "no-change", 0).await.sandbox.unwrap().diff,
+        ""
+    );
+
+    // An unusable payload fails at once, without retries, and says why.
+    let view = client.job(unusable).await.unwrap();
+    assert_eq!(view.state, JobStateName::Dead);
+    assert_eq!(view.attempt, 1);
+    let error = view.last_error.unwrap();
+    assert!(
+        error.contains("invalid astgrep.verify payload") && error.contains("../escape.py"),
+        "{error}"
+    );
+    assert!(client
+        .trajectory("bad", None)
+        .await
+        .unwrap()
+        .steps
+        .is_empty());
+}
+
+/// Pids of live (not zombie) processes whose command line contains `marker`.
+fn live_processes_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(marker) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next());
+        if matches!(state, Some(state) if state != "Z" && state != "X") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_lost_lease_kills_the_sandboxed_test_at_once() {
+    let (_dir, daemon) = fast_daemon();
+    let client = daemon.client();
+    let marker = format!("agentd-e2e-marker-{}", rand::random::<u64>());
+    let job_id = client
+        .submit(&SubmitJobRequest {
+            lease_ttl_ms: Some(1500),
+            ..submit_request(json!({
+                "task_id": "lost", "model": "m", "policy_version": "p",
+                "files": {"app.py": APP}, "action": pattern("logger.info($A)"),
+                "test_command": ["python3", "-c", format!("import time\ntime.sleep(600)  # {marker}")],
+            }))
+        })
+        .await
+        .unwrap()
+        .job_id;
+    let worker = Command::new(binary("agentctl"))
+        .args([
+            "--url",
+            &daemon.url,
+            "--json",
+            "worker",
+            "--queue",
+            QUEUE,
+            "--builtin",
+            "astgrep.verify",
+            "--max-jobs",
+            "1",
+            "--wait-ms",
+            "1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the sandboxed test to start",
+        || async { (!live_processes_with(&marker).is_empty()).then_some(()) },
+    )
+    .await;
+    client.cancel(job_id).await.unwrap();
+    let cancelled_at = Instant::now();
+    // Well inside the sandbox's own 30 s wall budget: the worker killed it.
+    eventually(
+        Duration::from_secs(10),
+        "the sandboxed test to be killed",
+        || async { live_processes_with(&marker).is_empty().then_some(()) },
+    )
+    .await;
+    let output = worker.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["lost"], 1, "{summary} {stderr}");
+    assert!(stderr.contains("lost"), "{stderr}");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(15),
+        "the worker took {:?} to let go",
+        cancelled_at.elapsed()
+    );
+    assert_eq!(
+        client.job(job_id).await.unwrap().state,
+        JobStateName::Cancelled
+    );
+    // The step was recorded before the run; nothing after the lease was lost.
+    let entry = step(&client, "lost", 0).await;
+    assert!(
+        entry.sandbox.is_none() && entry.reward.is_none(),
+        "{entry:?}"
+    );
+}
