@@ -43,11 +43,22 @@ pub struct ExportLedger {
     fired: BTreeMap<String, LastFired>,
     builds: Vec<RecordedBuild>,
     builds_by_id: BTreeMap<String, usize>,
+    /// LSNs of the records holding export events (see [`ExportLedger::last_content_lsn`]).
+    export_records: std::collections::BTreeSet<Lsn>,
 }
 
 impl ExportLedger {
     /// Applies the export events of one record (others are ignored).
     pub fn apply(&mut self, lsn: Lsn, record: &LogRecord) {
+        let ours = record.events.iter().any(|event| {
+            matches!(
+                event,
+                Event::ExportRecorded(_) | Event::ScheduleFired(_) | Event::DatasetBuilt(_)
+            )
+        });
+        if ours {
+            self.export_records.insert(lsn);
+        }
         for event in &record.events {
             match event {
                 Event::ExportRecorded(export) => self.apply_export(lsn, record.ts_ms, export),
@@ -104,6 +115,17 @@ impl ExportLedger {
 
     pub fn watermarks(&self) -> impl Iterator<Item = ((ExportKind, ExportFormat), Lsn)> + '_ {
         self.watermarks.iter().map(|(key, lsn)| (*key, *lsn))
+    }
+
+    /// The last LSN at or before `to` that is not an export record: exports and builds read up
+    /// to it, so recording an export does not by itself make the next run see something new
+    /// (the same request over the same content gets the same id).
+    pub fn last_content_lsn(&self, to: Lsn) -> Lsn {
+        let mut lsn = to;
+        while lsn > Lsn::ZERO && self.export_records.contains(&lsn) {
+            lsn = Lsn(lsn.0 - 1);
+        }
+        lsn
     }
 
     /// Recorded exports in log order.

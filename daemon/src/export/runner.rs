@@ -266,13 +266,13 @@ impl Runner {
         self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Everything durable now, once the projections applied it.
+    /// Everything durable now, once the projections applied it, less trailing export records.
     async fn settled_lsn(&self) -> Result<Lsn, RunError> {
-        let to = self.parts.writer.durable_lsn();
-        if !self.parts.applied.wait_for(to, APPLY_WAIT).await {
-            return Err(RunError::Lagging(to));
+        let durable = self.parts.writer.durable_lsn();
+        if !self.parts.applied.wait_for(durable, APPLY_WAIT).await {
+            return Err(RunError::Lagging(durable));
         }
-        Ok(to)
+        Ok(self.ledger().ledger.last_content_lsn(durable))
     }
 
     async fn export(
@@ -285,7 +285,7 @@ impl Runner {
         let to = self.settled_lsn().await?;
         let watermark = self.ledger().ledger.watermark(kind, format);
         let after = if full { Lsn::ZERO } else { watermark.min(to) };
-        if !full && after == to && after > Lsn::ZERO {
+        if !full && after == to {
             return Ok(ExportRun {
                 created: false,
                 export_id: None,

@@ -4,6 +4,7 @@
 mod auth;
 mod crash;
 mod domain;
+mod exports;
 mod lifecycle;
 mod recovery;
 mod worker;
