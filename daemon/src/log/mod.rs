@@ -252,6 +252,32 @@ pub struct Log {
     active: writer::ActiveSegment,
 }
 
+/// Checks the frame that starts at `bytes[0]` exactly as recovery does, without any IO, so the
+/// frame decoder can be fuzzed from outside the crate (`daemon/tests/fuzz_decoders.rs`).
+///
+/// `Ok(Some(frame))` for a valid frame (its lsn is not judged), `Ok(None)` when `bytes` end
+/// before the frame does, `Err(detail)` when the bytes are all there but are not a frame. The
+/// length field is checked against `frame_bytes_max` before it is used for anything.
+#[doc(hidden)]
+pub fn decode_frame_for_fuzzing(
+    bytes: &[u8],
+    frame_bytes_max: u32,
+) -> Result<Option<RawFrame>, String> {
+    match frame::check_frame(bytes, frame_bytes_max) {
+        frame::FrameCheck::Valid(header) => {
+            // A valid frame lies entirely inside `bytes`, so this range is in bounds.
+            let payload_end = frame::FRAME_HEADER_BYTES + header.payload_len as usize;
+            Ok(Some(RawFrame {
+                lsn: Lsn(header.lsn),
+                format_version: header.format_version,
+                payload: bytes[frame::FRAME_HEADER_BYTES..payload_end].to_vec(),
+            }))
+        }
+        frame::FrameCheck::Incomplete { .. } => Ok(None),
+        frame::FrameCheck::Invalid(defect) => Err(defect.to_string()),
+    }
+}
+
 /// Opens the log in `options.dir` (creating the directory if missing) and recovers it: checks
 /// every segment, truncates a torn tail of the last one, and refuses to start on corruption.
 pub fn open(options: LogOptions) -> Result<(Log, RecoveryReport), LogError> {
