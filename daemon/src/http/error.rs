@@ -30,6 +30,13 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
     }
 
+    /// 422 for a count or length over a limit; `code` names which (`batch_too_large`,
+    /// `too_many_tags`, `too_many_items`, `string_too_long`) and the message names the field
+    /// and the limit.
+    pub fn over_limit(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -63,6 +70,7 @@ impl From<DecideError> for ApiError {
         let message = error.to_string();
         match error {
             DecideError::Invalid { .. } => ApiError::invalid(message),
+            DecideError::OverLimit { limit, .. } => ApiError::over_limit(limit.code(), message),
             DecideError::PayloadTooLarge { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
             }

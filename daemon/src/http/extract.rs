@@ -16,17 +16,31 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ApiBody(bytes) = ApiBody::from_request(request, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// The raw body, at most `[server] body_bytes_max` bytes (413 `body_too_large` above it, as
+/// JSON like every other error; axum's own `Bytes` extractor would answer its 2 MiB default
+/// limit in plain text).
+pub struct ApiBody(pub axum::body::Bytes);
+
+impl FromRequest<AppState> for ApiBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit = state.body_bytes_max;
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
+        axum::body::to_bytes(request.into_body(), limit)
             .await
+            .map(ApiBody)
             .map_err(|_| {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
-                    format!("request body is over the limit of {limit} bytes"),
+                    format!("request body is over the limit of {limit} bytes ([server] body_bytes_max)"),
                 )
-            })?;
-        parse_json(&bytes).map(ApiJson)
+            })
     }
 }
 

@@ -138,16 +138,9 @@ pub async fn complete(
     State(state): State<AppState>,
     caller: CallerExt,
     Path(lease_id): Path<String>,
-    body: axum::body::Bytes,
+    super::extract::ApiBody(body): super::extract::ApiBody,
 ) -> ApiResult<Json<JobTransitionResponse>> {
     let lease_id: LeaseId = parse_id(&lease_id)?;
-    if body.len() > state.body_bytes_max {
-        return Err(ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "request body is over the limit",
-        ));
-    }
     // An empty body means "no result".
     let request: CompleteRequest = if body.is_empty() {
         CompleteRequest::default()
@@ -216,10 +209,17 @@ pub async fn complete_many(
     caller: CallerExt,
     ApiJson(request): ApiJson<CompleteManyRequest>,
 ) -> ApiResult<Json<CompleteManyResponse>> {
-    if request.completions.is_empty() || request.completions.len() > COMPLETE_MANY_MAX {
-        return Err(ApiError::invalid(format!(
-            "completions: between 1 and {COMPLETE_MANY_MAX} items are allowed"
-        )));
+    if request.completions.is_empty() {
+        return Err(ApiError::invalid("completions: must contain at least one item"));
+    }
+    if request.completions.len() > COMPLETE_MANY_MAX {
+        return Err(ApiError::over_limit(
+            "batch_too_large",
+            format!(
+                "completions: {} items is over the limit of {COMPLETE_MANY_MAX} per request",
+                request.completions.len()
+            ),
+        ));
     }
     let items: Vec<_> = request
         .completions

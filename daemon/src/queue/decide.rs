@@ -21,6 +21,13 @@ pub enum DecideError {
         bytes: usize,
         max: usize,
     },
+    /// A count or length over one of the [`QueueLimits`]; each kind has its own API code.
+    #[error("{field}: {message}")]
+    OverLimit {
+        limit: Limit,
+        field: String,
+        message: String,
+    },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("lease {lease_id} is no longer held: {reason}")]
@@ -31,6 +38,39 @@ pub enum DecideError {
         state: JobStateName,
         message: String,
     },
+}
+
+/// Which limit a request went over (see [`DecideError::OverLimit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// More items in one batch request than allowed (`batch_jobs_max`).
+    BatchSize,
+    /// More tags than `tags_max`.
+    Tags,
+    /// More items in a list field than allowed (queues of a lease request).
+    Items,
+    /// A text field longer than its limit.
+    StringLength,
+}
+
+impl Limit {
+    /// The stable API error code of this refusal.
+    pub fn code(self) -> &'static str {
+        match self {
+            Limit::BatchSize => "batch_too_large",
+            Limit::Tags => "too_many_tags",
+            Limit::Items => "too_many_items",
+            Limit::StringLength => "string_too_long",
+        }
+    }
+}
+
+fn over_limit(limit: Limit, field: impl Into<String>, message: impl Into<String>) -> DecideError {
+    DecideError::OverLimit {
+        limit,
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> DecideError {
@@ -61,7 +101,8 @@ pub fn validate_name(field: &str, value: &str, max_chars: usize) -> Result<(), D
         return Err(invalid(field, "must not be empty"));
     }
     if value.chars().count() > max_chars {
-        return Err(invalid(
+        return Err(over_limit(
+            Limit::StringLength,
             field,
             format!("must be at most {max_chars} characters"),
         ));
@@ -83,7 +124,8 @@ fn validate_text(field: &str, value: &str, max_chars: usize) -> Result<(), Decid
         return Err(invalid(field, "must not be empty"));
     }
     if value.chars().count() > max_chars {
-        return Err(invalid(
+        return Err(over_limit(
+            Limit::StringLength,
             field,
             format!("must be at most {max_chars} characters"),
         ));
@@ -94,7 +136,8 @@ fn validate_text(field: &str, value: &str, max_chars: usize) -> Result<(), Decid
 /// Validates worker or job tags (`gpu=a100`).
 pub fn validate_tags(field: &str, tags: &Tags, limits: &QueueLimits) -> Result<(), DecideError> {
     if tags.len() > limits.tags_max {
-        return Err(invalid(
+        return Err(over_limit(
+            Limit::Tags,
             field,
             format!(
                 "at most {} tags are allowed, got {}",
@@ -106,7 +149,8 @@ pub fn validate_tags(field: &str, tags: &Tags, limits: &QueueLimits) -> Result<(
     for (key, value) in tags {
         validate_name(&format!("{field}.key"), key, limits.tag_chars_max)?;
         if value.chars().count() > limits.tag_chars_max {
-            return Err(invalid(
+            return Err(over_limit(
+                Limit::StringLength,
                 format!("{field}.{key}"),
                 format!("must be at most {} characters", limits.tag_chars_max),
             ));
@@ -127,7 +171,8 @@ pub fn submit(
         return Err(invalid("jobs", "must contain at least one job"));
     }
     if requests.len() > limits.batch_jobs_max {
-        return Err(invalid(
+        return Err(over_limit(
+            Limit::BatchSize,
             "jobs",
             format!(
                 "at most {} jobs per batch, got {}",
@@ -284,7 +329,8 @@ pub fn validate_lease_ask(ask: &LeaseAsk<'_>, limits: &QueueLimits) -> Result<()
         return Err(invalid("queues", "must name at least one queue"));
     }
     if ask.queues.len() > limits.tags_max {
-        return Err(invalid(
+        return Err(over_limit(
+            Limit::Items,
             "queues",
             format!("at most {} queues per lease request", limits.tags_max),
         ));

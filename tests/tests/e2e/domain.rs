@@ -404,7 +404,7 @@ async fn ingest_episodes_crash_and_rebuild_keep_every_domain_projection() {
     .await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (422, Some("invalid_request")),
+        (422, Some("string_too_long")),
         "{body}"
     );
     assert!(

@@ -100,10 +100,13 @@ pub async fn ingest(
 ) -> ApiResult<Json<IngestRecordsResponse>> {
     let batch_max = state.domain.records_per_batch_max;
     if request.records.len() > batch_max {
-        return Err(ApiError::invalid(format!(
-            "records: {} records is over the limit of {batch_max} per request ([datasets] records_per_batch_max)",
-            request.records.len()
-        )));
+        return Err(ApiError::over_limit(
+            "batch_too_large",
+            format!(
+                "records: {} records is over the limit of {batch_max} per request ([datasets] records_per_batch_max)",
+                request.records.len()
+            ),
+        ));
     }
     let first_index = request.first_index.unwrap_or(0);
     let received = request.records.len() as u64;

@@ -173,19 +173,23 @@ fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
 
 fn check_chars(field: &str, value: &str, chars_max: usize) -> Result<(), ApiError> {
     if value.chars().count() > chars_max {
-        return Err(ApiError::invalid(format!(
-            "{field}: must be at most {chars_max} characters"
-        )));
+        return Err(ApiError::over_limit(
+            "string_too_long",
+            format!("{field}: must be at most {chars_max} characters"),
+        ));
     }
     Ok(())
 }
 
 fn check_bytes(field: &str, value: &str, bytes_max: usize) -> Result<(), ApiError> {
     if value.len() > bytes_max {
-        return Err(ApiError::invalid(format!(
-            "{field}: {} bytes is over the limit of {bytes_max} bytes",
-            value.len()
-        )));
+        return Err(ApiError::over_limit(
+            "string_too_long",
+            format!(
+                "{field}: {} bytes is over the limit of {bytes_max} bytes",
+                value.len()
+            ),
+        ));
     }
     Ok(())
 }

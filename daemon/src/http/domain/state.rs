@@ -159,10 +159,13 @@ pub(super) fn check_update(prefix: &str, update: &StateUpdateFields) -> Result<(
         ("open_issues", &update.open_issues),
     ] {
         if items.len() > STATE_ITEMS_MAX {
-            return Err(ApiError::invalid(format!(
-                "{prefix}{name}: {} items is over the limit of {STATE_ITEMS_MAX}",
-                items.len()
-            )));
+            return Err(ApiError::over_limit(
+                "too_many_items",
+                format!(
+                    "{prefix}{name}: {} items is over the limit of {STATE_ITEMS_MAX}",
+                    items.len()
+                ),
+            ));
         }
         for (position, item) in items.iter().enumerate() {
             check_bytes(

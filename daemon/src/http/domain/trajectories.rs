@@ -330,10 +330,13 @@ fn check_reward(request: &RewardRequest) -> Result<(), ApiError> {
         return Err(ApiError::invalid("value: must be a finite number"));
     }
     if request.components.len() > REWARD_COMPONENTS_MAX {
-        return Err(ApiError::invalid(format!(
-            "components: {} entries is over the limit of {REWARD_COMPONENTS_MAX}",
-            request.components.len()
-        )));
+        return Err(ApiError::over_limit(
+            "too_many_items",
+            format!(
+                "components: {} entries is over the limit of {REWARD_COMPONENTS_MAX}",
+                request.components.len()
+            ),
+        ));
     }
     for (name, value) in &request.components {
         if name.trim().is_empty() {

@@ -1,0 +1,155 @@
+//! `GET /openapi.json`: the API description covers every route the daemon serves, with its
+//! methods, error answers and the optional bearer scheme; and every documented operation is
+//! really routed.
+
+use agentd_tests::Daemon;
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// Every route of the API, listed by hand as a second safeguard next to the code-level test in
+/// `daemon/src/http/openapi.rs`: a route added or removed must be added or removed here too.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("get", "/v1/admin/digest"),
+    ("get", "/v1/jobs"),
+    ("post", "/v1/jobs"),
+    ("post", "/v1/jobs/batch"),
+    ("get", "/v1/jobs/{job_id}"),
+    ("post", "/v1/jobs/{job_id}/cancel"),
+    ("post", "/v1/jobs/{job_id}/retry"),
+    ("post", "/v1/leases"),
+    ("post", "/v1/leases/complete"),
+    ("post", "/v1/leases/{lease_id}/heartbeat"),
+    ("post", "/v1/leases/{lease_id}/complete"),
+    ("post", "/v1/leases/{lease_id}/fail"),
+    ("get", "/v1/queues"),
+    ("post", "/v1/queues/{queue}/pause"),
+    ("post", "/v1/queues/{queue}/resume"),
+    ("get", "/v1/events"),
+    ("get", "/v1/datasets"),
+    ("post", "/v1/datasets"),
+    ("get", "/v1/datasets/stats"),
+    ("post", "/v1/datasets/{source}/{version}/records"),
+    ("get", "/v1/datasets/builds"),
+    ("post", "/v1/datasets/builds"),
+    ("get", "/v1/tasks/{task_id}/state"),
+    ("post", "/v1/tasks/{task_id}/state"),
+    ("get", "/v1/tasks/{task_id}/state/history"),
+    ("post", "/v1/tasks/{task_id}/steps"),
+    ("post", "/v1/tasks/{task_id}/steps/{step}/sandbox"),
+    ("post", "/v1/tasks/{task_id}/steps/{step}/reward"),
+    ("get", "/v1/tasks/{task_id}/trajectory"),
+    ("get", "/v1/trajectories/stats"),
+    ("get", "/v1/exports"),
+    ("post", "/v1/exports"),
+    ("get", "/v1/exports/{export_id}"),
+    ("get", "/v1/schedules"),
+];
+
+const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+async fn document(daemon: &Daemon) -> Value {
+    // Building the agentd client installs reqwest's TLS provider.
+    let _client = daemon.client();
+    let response = reqwest::get(format!("{}/openapi.json", daemon.url)).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    response.json().await.unwrap()
+}
+
+fn documented_operations(document: &Value) -> BTreeSet<(String, String)> {
+    let mut operations = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            if item.get(*method).is_some() {
+                operations.insert((method.to_string(), path.clone()));
+            }
+        }
+    }
+    operations
+}
+
+#[tokio::test]
+async fn openapi_document_lists_exactly_the_served_routes_with_error_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&dir.path().join("data"), None);
+    let document = document(&daemon).await;
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+
+    let documented = documented_operations(&document);
+    let expected: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(method, path)| (method.to_string(), path.to_string()))
+        .collect();
+    let undocumented: Vec<_> = expected.difference(&documented).collect();
+    let unlisted: Vec<_> = documented.difference(&expected).collect();
+    assert!(undocumented.is_empty(), "routes missing from /openapi.json: {undocumented:?}");
+    assert!(unlisted.is_empty(), "documented routes missing from this test's list: {unlisted:?}");
+
+    let schemas = &document["components"]["schemas"];
+    assert!(schemas["ErrorBody"]["properties"]["code"].is_object());
+    assert_eq!(schemas["JobId"]["pattern"], "^job_[0-9]{1,18}$");
+    assert_eq!(schemas["LeaseId"]["pattern"], "^lease_[0-9]{1,18}$");
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for (method, path) in &documented {
+        let operation = &document["paths"][path][method];
+        let error = &operation["responses"]["default"]["content"]["application/json"]["schema"];
+        assert_eq!(error["$ref"], "#/components/schemas/ErrorBody", "{method} {path}");
+        assert!(
+            operation["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|status| status.starts_with('2')),
+            "{method} {path} documents no success answer"
+        );
+        assert!(operation["security"].is_array(), "{method} {path}");
+    }
+    // Request bodies reject unknown fields, and the document says so.
+    assert_eq!(schemas["SubmitJobRequest"]["additionalProperties"], false);
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&dir.path().join("data"), None);
+    let document = document(&daemon).await;
+    let http = reqwest::Client::new();
+    for (method, path) in documented_operations(&document) {
+        let concrete = path
+            .replace("{job_id}", "job_1")
+            .replace("{lease_id}", "lease_1")
+            .replace("{queue}", "openapi-probe")
+            .replace("{source}", "src")
+            .replace("{version}", "v1")
+            .replace("{task_id}", "task-1")
+            .replace("{step}", "0")
+            .replace("{export_id}", "none");
+        let url = format!("{}{concrete}", daemon.url);
+        let request = match method.as_str() {
+            "get" => http.get(&url),
+            "post" => http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("{\"openapi_probe\":true}"),
+            other => panic!("unexpected method {other} for {path}"),
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        assert_ne!(status, 405, "{method} {path} is documented but not routed: {text}");
+        assert!(
+            !text.contains("no such route"),
+            "{method} {path} is documented but not routed: {text}"
+        );
+        assert!(status < 500, "{method} {path} answered {status}: {text}");
+    }
+}
