@@ -31,6 +31,19 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Benchmark replay (events/s) and a trajectory export (rows/s, MB/s) on a synthetic log,
+    /// with pyarrow's JSONL-to-Parquet path side by side when --python is given
+    BenchExport {
+        /// Trajectory steps in the synthetic log (3 records each)
+        #[arg(long, default_value_t = 1_000_000)]
+        steps: u64,
+        /// Directory for the temporary log and files
+        #[arg(long, default_value = "target")]
+        dir: PathBuf,
+        /// A Python with pyarrow installed (e.g. target/py-exports/bin/python)
+        #[arg(long)]
+        python: Option<String>,
+    },
     /// Replay the log into fresh projections and print a digest of each (same log, same digests)
     Rebuild {
         /// Write the rebuilt projections here instead of replacing the data directory's
@@ -71,6 +84,9 @@ fn main() -> anyhow::Result<()> {
         config.server.insecure_no_auth = true;
     }
     match cli.command {
+        Some(Command::BenchExport { steps, dir, python }) => {
+            agentd::export::bench::run(agentd::export::bench::BenchOptions { steps, dir, python })
+        }
         None => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -17,6 +17,7 @@
 //! with the locks released, so an export of millions of rows never stalls the projector for
 //! more than one batch.
 
+pub mod bench;
 pub mod build;
 mod columns;
 pub mod fault;
@@ -25,7 +26,7 @@ pub mod ledger;
 mod records;
 pub mod replay;
 pub mod runner;
-mod steps;
+pub(crate) mod steps;
 
 use crate::projection::domain::DomainProjections;
 use agentd_schemas::events::{ExportFormat, ExportKind, ExportedFile};
