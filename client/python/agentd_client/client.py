@@ -1,0 +1,228 @@
+"""A thin HTTP client for agentd: one method per route, JSON in and out, standard library only.
+
+Why no `requests`/`httpx`: actor loops run next to vLLM in environments whose dependency set is
+fixed by the model stack; a client that needs nothing cannot conflict with it.
+
+Every method returns the daemon's JSON answer as plain dicts and lists (the shapes are the ones
+in README.md and docs/domain.md). Every failure raises `AgentdError` with the daemon's stable
+`code` (`lease_lost`, `not_found`, `conflict`, `invalid_request`, ...), so callers branch on the
+code, never on message text.
+"""
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+DEFAULT_URL = "http://127.0.0.1:7070"
+#: Seconds allowed for an ordinary request; a long-poll adds its wait to this.
+REQUEST_TIMEOUT_S = 30.0
+#: Most bytes of an error body kept in a message.
+ERROR_BODY_CHARS_MAX = 500
+
+
+class AgentdError(Exception):
+    """The daemon refused a request, or could not be reached.
+
+    `status` is the HTTP status (0 when no answer came back), `code` the daemon's stable error
+    code (`transport` when no answer came back), `message` the human explanation.
+    """
+
+    def __init__(self, status, code, message):
+        super().__init__("{} (HTTP {}, code {})".format(message, status, code))
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @property
+    def transient(self):
+        """True when retrying later may help (no answer, overload, disk full)."""
+        return self.status in (0, 429, 503, 507)
+
+
+def _quote(segment):
+    """Percent-encodes one path segment (every byte outside RFC 3986's unreserved set), the same
+    way the Rust client does, so a task id like `a/b c` round-trips."""
+    return urllib.parse.quote(str(segment), safe="")
+
+
+def _drop_none(fields):
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+class Client:
+    """A handle to one daemon. Safe to share between threads (each call opens its own request)."""
+
+    def __init__(self, url=DEFAULT_URL, token=None, timeout=REQUEST_TIMEOUT_S):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def request(self, method, path, body=None, query=None, timeout=None):
+        """Sends one request and returns the decoded JSON answer; raises `AgentdError`."""
+        url = self.url + path
+        encoded = urllib.parse.urlencode(_drop_none(query or {}))
+        if encoded:
+            url += "?" + encoded
+        data = None
+        headers = {"accept": "application/json"}
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["content-type"] = "application/json"
+        if self.token:
+            headers["authorization"] = "Bearer " + self.token
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as error:
+            raise _api_error(error) from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise AgentdError(0, "transport", "cannot reach agentd at {}: {}".format(url, reason)) from None
+        if not raw:
+            return None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except ValueError as error:
+            raise AgentdError(0, "decode", "unexpected answer from {}: {}".format(path, error)) from None
+
+    def get(self, path, query=None, timeout=None):
+        return self.request("GET", path, query=query, timeout=timeout)
+
+    def post(self, path, body, timeout=None):
+        return self.request("POST", path, body=body if body is not None else {}, timeout=timeout)
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def health(self):
+        return self.get("/healthz")
+
+    def submit(self, queue, kind, payload=None, priority=None, delay_ms=None, run_at_ms=None,
+               max_attempts=None, lease_ttl_ms=None, tags=None, task_id=None, idempotency_key=None):
+        """Submits one job; returns `{"job_id", "lsn", "deduplicated"}`."""
+        return self.post("/v1/jobs", _job(queue, kind, payload, priority, delay_ms, run_at_ms,
+                                          max_attempts, lease_ttl_ms, tags, task_id, idempotency_key))
+
+    def submit_batch(self, jobs):
+        """Submits many jobs in one durable record. Each item is a dict with the keyword
+        arguments of `submit` (`queue`, `kind`, `payload`, ...); returns `{"jobs": [...]}`."""
+        return self.post("/v1/jobs/batch", {"jobs": [_job(**job) for job in jobs]})
+
+    def get_job(self, job_id):
+        """The job with its full history."""
+        return self.get("/v1/jobs/" + _quote(job_id))
+
+    def cancel(self, job_id):
+        return self.post("/v1/jobs/{}/cancel".format(_quote(job_id)), {})
+
+    def lease(self, worker_id, queues, tags=None, max_jobs=1, wait_ms=0):
+        """Long-polls up to `wait_ms` for up to `max_jobs` jobs; returns the list of grants
+        (`{"lease_id", "job_id", "attempt", "expires_at_ms", "job": {...}}`), maybe empty."""
+        body = _drop_none({"worker_id": worker_id, "queues": list(queues), "tags": tags,
+                           "max_jobs": max_jobs, "wait_ms": wait_ms})
+        answer = self.post("/v1/leases", body, timeout=self.timeout + wait_ms / 1000.0)
+        return answer["leases"]
+
+    def heartbeat(self, lease_id):
+        """Extends the lease by its TTL; raises `AgentdError` with code `lease_lost` once the
+        lease is gone (expired, cancelled, superseded)."""
+        return self.post("/v1/leases/{}/heartbeat".format(_quote(lease_id)), {})
+
+    def complete(self, lease_id, result=None):
+        return self.post("/v1/leases/{}/complete".format(_quote(lease_id)), _drop_none({"result": result}))
+
+    def fail(self, lease_id, error, retryable=True):
+        return self.post("/v1/leases/{}/fail".format(_quote(lease_id)),
+                         {"error": str(error), "retryable": bool(retryable)})
+
+    # -- agent state ------------------------------------------------------------------------
+
+    def get_task_state(self, task_id):
+        """`{"task_id", "state", "rendered", "tokens", "encoding", "lsn", "updates"}`; the empty
+        state (lsn 0) before any update."""
+        return self.get("/v1/tasks/{}/state".format(_quote(task_id)))
+
+    def post_task_state(self, task_id, update=None, lease_id=None, **fields):
+        """Merges an update (`goals`, `constraints`, `decisions`, `hypotheses`, `history`,
+        `open_issues` lists and `next_focus`), given as a dict and/or keyword arguments. With
+        `lease_id`, refused with `lease_lost` unless that lease is still held."""
+        body = dict(update or {})
+        body.update(fields)
+        if lease_id is not None:
+            body["lease_id"] = lease_id
+        return self.post("/v1/tasks/{}/state".format(_quote(task_id)), body)
+
+    # -- trajectories -----------------------------------------------------------------------
+
+    def post_step(self, task_id, step, model, policy_version, action, job_id=None, lease_id=None,
+                  sampling=None, prompt_tokens=None, completion_tokens=None, prompt=None,
+                  think=None, state_update=None):
+        """Records step `step` of a task: the model's action (`{"kind": "pattern", "language",
+        "pattern", "rewrite"}` or `{"kind": "rule", "yaml"}`), and optionally the state update
+        merged in the same record."""
+        body = _drop_none({
+            "step": step, "job_id": job_id, "lease_id": lease_id, "model": model,
+            "policy_version": policy_version, "sampling": sampling,
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "prompt": prompt, "think": think, "action": action, "state_update": state_update,
+        })
+        return self.post("/v1/tasks/{}/steps".format(_quote(task_id)), body)
+
+    def post_sandbox(self, task_id, step, outcome, exit_code=None, diff=None, stdout=None,
+                     stderr=None, tests_passed=None, tests_failed=None, duration_ms=None,
+                     peak_rss_bytes=None, lease_id=None):
+        """Records a step's sandbox result; `outcome` is `ok`, `failed`, `timed_out`,
+        `killed_oom` or `rejected`."""
+        body = _drop_none({
+            "outcome": outcome, "diff": diff, "stdout": stdout, "stderr": stderr,
+            "tests_passed": tests_passed, "tests_failed": tests_failed,
+            "duration_ms": duration_ms, "peak_rss_bytes": peak_rss_bytes, "lease_id": lease_id,
+        })
+        body["exit_code"] = exit_code
+        return self.post("/v1/tasks/{}/steps/{}/sandbox".format(_quote(task_id), int(step)), body)
+
+    def post_reward(self, task_id, step, value, verified, source="rule", components=None, lease_id=None):
+        """Records a step's reward; `source` is `rule`, `teacher` or `human`."""
+        body = _drop_none({"value": float(value), "verified": bool(verified), "source": source,
+                           "components": components, "lease_id": lease_id})
+        return self.post("/v1/tasks/{}/steps/{}/reward".format(_quote(task_id), int(step)), body)
+
+    def get_trajectory(self, task_id, pages_max=1000):
+        """Every step of a task in step order (following `next_after` across pages):
+        `{"task_id", "steps": [...]}`."""
+        steps = []
+        after = None
+        for _ in range(pages_max):
+            page = self.get("/v1/tasks/{}/trajectory".format(_quote(task_id)), query={"after": after})
+            steps.extend(page["steps"])
+            after = page.get("next_after")
+            if after is None:
+                break
+        return {"task_id": task_id, "steps": steps}
+
+
+def _job(queue, kind, payload=None, priority=None, delay_ms=None, run_at_ms=None, max_attempts=None,
+         lease_ttl_ms=None, tags=None, task_id=None, idempotency_key=None):
+    return _drop_none({
+        "queue": queue, "kind": kind, "payload": payload if payload is not None else {},
+        "priority": priority, "delay_ms": delay_ms, "run_at_ms": run_at_ms,
+        "max_attempts": max_attempts, "lease_ttl_ms": lease_ttl_ms, "tags": tags,
+        "task_id": task_id, "idempotency_key": idempotency_key,
+    })
+
+
+def _api_error(error):
+    raw = b""
+    try:
+        raw = error.read()
+    except OSError:
+        pass
+    try:
+        body = json.loads(raw.decode("utf-8"))
+        return AgentdError(error.code, body.get("code", "unknown"), body.get("message", ""))
+    except (ValueError, AttributeError):
+        text = raw.decode("utf-8", "replace")[:ERROR_BODY_CHARS_MAX]
+        return AgentdError(error.code, "unknown", text or str(error))

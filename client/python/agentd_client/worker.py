@@ -1,0 +1,159 @@
+"""A worker loop for Python job handlers: lease, heartbeat, run, report.
+
+The handler is any callable taking a `JobContext`. Its return value (JSON-serializable) completes
+the job; raising `JobFailed(message, retryable=False)` fails it for good; any other exception
+fails it as retryable (another attempt may succeed). While it runs, a heartbeat thread renews
+the lease every TTL/3; when the lease is lost (cancelled, expired, or the daemon unreachable
+until the lease surely expired) it sets `context.lost`, and the worker reports nothing for that
+job: someone else may already hold it. Long handlers should check `context.lost` between
+steps and stop early, and pass `context.lease_id` to the state/step routes so that a stale
+worker's writes are refused.
+
+One job at a time per `Worker`; run several `Worker`s in threads for more.
+"""
+
+import os
+import socket
+import threading
+import time
+import traceback
+
+from .client import AgentdError
+
+#: Heartbeat every lease TTL divided by this.
+HEARTBEAT_DIVISOR = 3
+#: Shortest pause between two heartbeats, in seconds.
+HEARTBEAT_INTERVAL_MIN_S = 0.05
+#: Longest failure message sent to the daemon (it refuses longer ones).
+ERROR_CHARS_MAX = 8000
+
+
+class JobFailed(Exception):
+    """Raise from a handler to fail the job with this message; `retryable=False` makes it dead
+    at once (bad input: another attempt cannot help)."""
+
+    def __init__(self, message, retryable=True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class JobContext:
+    """What a handler gets for one leased job."""
+
+    def __init__(self, client, grant):
+        self.client = client
+        #: The lease grant as the daemon sent it.
+        self.grant = grant
+        self.job = grant["job"]
+        self.job_id = grant["job_id"]
+        self.lease_id = grant["lease_id"]
+        self.attempt = grant["attempt"]
+        self.payload = self.job.get("payload")
+        self.task_id = self.job.get("task_id")
+        #: Set when the lease is lost: stop, and do not write anything more for this job.
+        self.lost = threading.Event()
+
+
+class _Heartbeat(threading.Thread):
+    """Renews one lease until stopped; sets `context.lost` when the lease is gone."""
+
+    def __init__(self, context, divisor):
+        super().__init__(daemon=True, name="agentd-heartbeat-" + str(context.lease_id))
+        self.context = context
+        self.ttl_s = context.job["lease_ttl_ms"] / 1000.0
+        self.interval_s = max(self.ttl_s / divisor, HEARTBEAT_INTERVAL_MIN_S)
+        self.done = threading.Event()
+        self.beats = 0
+
+    def run(self):
+        # The lease was granted just now; each answered heartbeat renews it for a TTL from when
+        # it was sent (a conservative reading of the daemon's clock).
+        held_until = time.monotonic() + self.ttl_s
+        while not self.done.wait(self.interval_s):
+            sent_at = time.monotonic()
+            try:
+                self.context.client.heartbeat(self.context.lease_id)
+                held_until = sent_at + self.ttl_s
+                self.beats += 1
+            except AgentdError as error:
+                if error.code in ("lease_lost", "not_found") or time.monotonic() >= held_until:
+                    self.context.lost.set()
+                    return
+
+    def stop(self):
+        self.done.set()
+        self.join()
+
+
+class Worker:
+    """Leases jobs from `queues` and runs `handler(context)` for each.
+
+    `counts` tracks `completed`, `failed` and `lost` jobs.
+    """
+
+    def __init__(self, client, queues, handler, worker_id=None, tags=None, wait_ms=20000,
+                 heartbeat_divisor=HEARTBEAT_DIVISOR):
+        self.client = client
+        self.queues = list(queues)
+        self.handler = handler
+        self.worker_id = worker_id or "{}-py-{}".format(socket.gethostname(), os.getpid())
+        self.tags = tags
+        self.wait_ms = wait_ms
+        self.heartbeat_divisor = max(2, heartbeat_divisor)
+        self.counts = {"completed": 0, "failed": 0, "lost": 0}
+
+    def run_once(self, wait_ms=None):
+        """Leases one job and handles it. Returns False when no job came within the wait."""
+        grants = self.client.lease(self.worker_id, self.queues, tags=self.tags, max_jobs=1,
+                                   wait_ms=self.wait_ms if wait_ms is None else wait_ms)
+        if not grants:
+            return False
+        self.handle(grants[0])
+        return True
+
+    def run(self, max_jobs=None, stop=None):
+        """Handles jobs until `max_jobs` were handled or `stop` (a `threading.Event`) is set.
+        Transient daemon errors are retried with backoff."""
+        handled = 0
+        backoff_s = 0.1
+        while (max_jobs is None or handled < max_jobs) and not (stop is not None and stop.is_set()):
+            try:
+                if self.run_once():
+                    handled += 1
+                backoff_s = 0.1
+            except AgentdError as error:
+                if not error.transient:
+                    raise
+                time.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+        return dict(self.counts)
+
+    def handle(self, grant):
+        """Runs the handler for one grant under heartbeats and reports how it ended."""
+        context = JobContext(self.client, grant)
+        heartbeat = _Heartbeat(context, self.heartbeat_divisor)
+        heartbeat.start()
+        outcome = None
+        try:
+            result = self.handler(context)
+            outcome = ("complete", result)
+        except JobFailed as failure:
+            outcome = ("fail", str(failure), failure.retryable)
+        except Exception:  # noqa: BLE001 - any handler bug fails this job, not the worker
+            outcome = ("fail", traceback.format_exc()[-ERROR_CHARS_MAX:], True)
+        finally:
+            heartbeat.stop()
+        if context.lost.is_set():
+            self.counts["lost"] += 1
+            return
+        try:
+            if outcome[0] == "complete":
+                self.client.complete(context.lease_id, outcome[1])
+                self.counts["completed"] += 1
+            else:
+                self.client.fail(context.lease_id, outcome[1][:ERROR_CHARS_MAX], outcome[2])
+                self.counts["failed"] += 1
+        except AgentdError as error:
+            if error.code != "lease_lost":
+                raise
+            self.counts["lost"] += 1
