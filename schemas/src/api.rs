@@ -17,25 +17,35 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJobRequest {
+    /// 1 to 128 of `A-Za-z0-9_.:/-` (`[queue]` name limit).
+    #[schema(pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
     pub queue: String,
+    #[schema(pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
     pub kind: String,
     #[serde(default)]
     pub payload: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 31_622_400_000_u64)]
     pub delay_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 86_400_000)]
     pub lease_ttl_ms: Option<u64>,
+    /// At most `[queue] tags_max` (default 32) tags; keys like queue names, values at most 128
+    /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub task_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub idempotency_key: Option<String>,
 }
 
@@ -50,6 +60,8 @@ pub struct SubmitJobResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSubmitRequest {
+    /// 1 to `[queue] batch_jobs_max` (default 10000) jobs, submitted in one log record.
+    #[schema(min_items = 1, max_items = 10000)]
     pub jobs: Vec<SubmitJobRequest>,
 }
 
@@ -181,12 +193,18 @@ pub struct JobListResponse {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
+    #[schema(pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
     pub worker_id: String,
+    /// 1 to 32 queue names.
+    #[schema(min_items = 1, max_items = 32)]
     pub queues: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_jobs: Option<u32>,
+    /// Long-poll: wait up to this long for a job (capped by `[server] lease_wait_ms_max` and
+    /// kept inside the request timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
 }
@@ -254,6 +272,8 @@ pub struct CompleteItem {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteManyRequest {
+    /// 1 to 10000 completions.
+    #[schema(min_items = 1, max_items = 10000)]
     pub completions: Vec<CompleteItem>,
 }
 

@@ -18,7 +18,9 @@ use agentd_schemas::export_api::{
     ExportListResponse, ExportManifest, ExportShowResponse, ExportView, RunExportRequest,
     RunExportResponse, ScheduleListResponse, ScheduleView, WatermarkView,
 };
-use axum::extract::{Path, State};
+use axum::extract::State;
+// Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
+use crate::http::extract::ApiPath as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use utoipa_axum::router::OpenApiRouter;

@@ -85,6 +85,25 @@ fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiErro
     .map_err(|error| ApiError::invalid(format!("query: {}", error.body_text())))
 }
 
+/// Path parameters parsed with the API's error shape: a segment that is not valid UTF-8 after
+/// percent-decoding is 422 `invalid_request` (axum's own rejection is plain text).
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|rejection| ApiError::invalid(format!("path: {}", rejection.body_text())))
+    }
+}
+
 /// Parses a typed id from a path segment: malformed is 422, so 404 always means "no such id".
 pub fn parse_id<T: std::str::FromStr>(text: &str) -> Result<T, ApiError>
 where

@@ -12,7 +12,9 @@ use agentd_schemas::api::{
     JobView, SubmitJobRequest, SubmitJobResponse,
 };
 use agentd_schemas::JobId;
-use axum::extract::{Path, State};
+use axum::extract::State;
+// Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
+use crate::http::extract::ApiPath as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;

@@ -12,7 +12,9 @@ use agentd_schemas::api::{
     LeasedJob,
 };
 use agentd_schemas::LeaseId;
-use axum::extract::{Path, State};
+use axum::extract::State;
+// Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
+use crate::http::extract::ApiPath as Path;
 use axum::Json;
 use std::time::Duration;
 

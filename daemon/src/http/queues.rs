@@ -4,7 +4,9 @@ use crate::http::auth_layer::CallerExt;
 use super::{ApiResult, AppState};
 use crate::sequencer::Command;
 use agentd_schemas::api::{QueueChangeResponse, QueueListResponse};
-use axum::extract::{Path, State};
+use axum::extract::State;
+// Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
+use crate::http::extract::ApiPath as Path;
 use axum::Json;
 
 #[utoipa::path(

@@ -327,7 +327,11 @@ pub fn list(
     let mut found = Vec::new();
     let mut last_seen = None;
     let mut more = false;
-    for (examined, row) in jobs.range(after.0 + 1..).map_err(storage)?.enumerate() {
+    // `after` comes from a client: the largest id has nothing after it (no overflow).
+    let Some(first) = after.0.checked_add(1) else {
+        return Ok((Vec::new(), None));
+    };
+    for (examined, row) in jobs.range(first..).map_err(storage)?.enumerate() {
         if examined >= scan_max || found.len() >= limit {
             more = true;
             break;

@@ -269,3 +269,40 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     let (status, _) = get(&daemon, "/healthz").await;
     assert_eq!(status, 200);
 }
+
+/// Regressions found by hand and by schemathesis: values at the edge of their type and bytes
+/// that are not UTF-8 get JSON errors, never a 500 or a plain-text answer.
+#[tokio::test]
+async fn edge_values_and_bad_encodings_get_json_errors() {
+    let (_dir, daemon) = small_daemon();
+    // The largest job id has nothing after it (this overflowed into a 500).
+    let (status, body) = get(&daemon, "/v1/jobs?after=job_18446744073709551615").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jobs"], json!([]));
+    // A path segment that is not UTF-8 after percent-decoding (axum answered plain text).
+    let answer = get(&daemon, "/v1/tasks/%FF/state").await;
+    assert_refused(&answer, 422, "invalid_request", &["UTF-8"]);
+    let answer = post(&daemon, "/v1/queues/%FF%FE/pause", "").await;
+    assert_refused(&answer, 422, "invalid_request", &["UTF-8"]);
+    // Numbers past their range are refused, not wrapped.
+    let answer = post(
+        &daemon,
+        "/v1/jobs",
+        json!({"queue": "q", "kind": "k", "delay_ms": u64::MAX}).to_string(),
+    )
+    .await;
+    assert_refused(&answer, 422, "invalid_request", &["delay_ms"]);
+    let answer = post(
+        &daemon,
+        "/v1/jobs",
+        json!({"queue": "q", "kind": "k", "run_at_ms": u64::MAX}).to_string(),
+    )
+    .await;
+    assert_refused(&answer, 422, "invalid_request", &["run_at_ms"]);
+    let (status, body) = get(
+        &daemon,
+        &format!("/v1/events?after={}&wait_ms={}", u64::MAX, u64::MAX),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -20,7 +20,9 @@ use agentd_schemas::domain_api::{
     RejectedRecord, SplitCountsView,
 };
 use agentd_schemas::events::{DatasetMeta, DatasetRecord, DatasetRecordsIngested, Event};
-use axum::extract::{Path, State};
+use axum::extract::State;
+// Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
+use crate::http::extract::ApiPath as Path;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::Value;

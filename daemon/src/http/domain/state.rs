@@ -19,7 +19,9 @@ use agentd_schemas::domain_api::{
 };
 use agentd_schemas::events::{AgentState, Event, TaskStateUpdated};
 use agentd_schemas::{LeaseId, Lsn};
-use axum::extract::{Path, State};
+use axum::extract::State;
+// Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
+use crate::http::extract::ApiPath as Path;
 use axum::Json;
 use serde::Deserialize;
 
