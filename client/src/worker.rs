@@ -185,6 +185,8 @@ pub async fn run(
         }
         while running.try_join_next().is_some() {}
     }
+    // Finished jobs stay in the set until joined; only count the ones still running.
+    while running.try_join_next().is_some() {}
     // After `max_jobs`, running jobs finish in their own time, unless a stop is requested.
     if !running.is_empty() && !*shutdown.borrow() {
         eprintln!(

@@ -4,7 +4,8 @@
 //!
 //! Order of work for one job (see `docs/astgrep_verify.md`):
 //! 1. validate the payload (an unusable one fails the job, not retryable);
-//! 2. record the step, when the payload names the model (`model` + `policy_version`);
+//! 2. record the step, when the payload names the model (`model` + `policy_version`), and
+//!    check that the step exists with the action being verified;
 //! 3. run the sandbox (and the gold action) in a child process the worker can kill;
 //! 4. record the sandbox result and the reward on the step, fenced by the lease;
 //! 5. complete the job with the verdict.
@@ -158,6 +159,12 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
         }
         _ => Recorded::NotPosted,
     };
+    if let Some(task_id) = &job.task_id {
+        if let Err(abort) = check_step_action(&context.client, task_id, job.step, &job.action).await
+        {
+            return abort.into();
+        }
+    }
     let request = ChildRequest {
         files: job.files.clone(),
         action: job.action.clone(),
@@ -277,6 +284,52 @@ async fn record_facts(
         sandbox,
         reward,
     })
+}
+
+/// Checks, before any sandbox work, that the step exists and holds the action being verified:
+/// a verdict recorded on a step whose action is another one would teach the wrong thing.
+async fn check_step_action(
+    client: &Client,
+    task_id: &str,
+    step: u32,
+    action: &Action,
+) -> Result<(), Abort> {
+    let page = client
+        .trajectory(task_id, step.checked_sub(1))
+        .await
+        .map_err(|error| Abort::Fail {
+            retryable: error.is_transient()
+                || matches!(error, ClientError::Api { status, .. } if status >= 500),
+            error: format!("cannot read step {step} of task {task_id}: {error}"),
+        })?;
+    match page.steps.iter().find(|entry| entry.step == step) {
+        None => Err(Abort::Fail {
+            error: format!(
+                "step {step} of task {task_id} is not recorded; post the step first, or put model and policy_version in the payload so the worker records it"
+            ),
+            retryable: false,
+        }),
+        Some(entry) if entry.action != *action => Err(Abort::Fail {
+            error: format!(
+                "step {step} of task {task_id} was recorded with another action ({}) than the one to verify ({}); the verdict would be recorded against the wrong action",
+                describe_action(&entry.action),
+                describe_action(action)
+            ),
+            retryable: false,
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+fn describe_action(action: &Action) -> String {
+    match action {
+        Action::Pattern {
+            language,
+            pattern,
+            rewrite,
+        } => format!("{language} pattern {pattern:?} -> {rewrite:?}"),
+        Action::Rule { yaml } => format!("rule of {} bytes", yaml.len()),
+    }
 }
 
 /// Maps a write's answer: `conflict` means an earlier attempt (or the actor) wrote it;

@@ -1,6 +1,7 @@
 //! `agentctl worker --builtin astgrep.verify` through the real daemon: verified and unverified
 //! actions (gold mismatch, failing tests, a change of nothing), a step the actor recorded
-//! itself, an unusable payload, and a lease lost while the sandboxed test runs. Results are
+//! itself, a step recorded with another action, an unusable payload, and a lease lost while the
+//! sandboxed test runs. Results are
 //! read back over HTTP: the job's summary and the task's trajectory (step, sandbox, reward).
 //!
 //! The worker runs as a subprocess, so this binary never calls `sandbox::run` itself (the gold
@@ -168,6 +169,38 @@ async fn verification_jobs_record_sandbox_results_and_rule_rewards() {
         .await
         .unwrap()
         .job_id;
+    // A verification of an action other than the recorded one is refused.
+    client
+        .record_step(
+            "actor-task",
+            &RecordStepRequest {
+                step: 5,
+                job_id: None,
+                lease_id: None,
+                model: "actor-model".into(),
+                policy_version: "p2".into(),
+                sampling: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+                prompt: None,
+                think: None,
+                action: ActionRequest::Rule {
+                    yaml: "id: r\nlanguage: python\nrule:\n  pattern: a\nfix: b\n".into(),
+                },
+                state_update: None,
+            },
+        )
+        .await
+        .unwrap();
+    let other_action = client
+        .submit(&SubmitJobRequest {
+            task_id: Some("actor-task".into()),
+            ..submit_request(json!({"step": 5, "files": {"app.py": APP},
+                "action": pattern("logger.info($A)")}))
+        })
+        .await
+        .unwrap()
+        .job_id;
     let matches_nothing = client
         .submit(&submit_request(with_model(json!({
             "task_id": "no-change", "files": {"app.py": APP},
@@ -185,8 +218,8 @@ async fn verification_jobs_record_sandbox_results_and_rule_rewards() {
         .unwrap()
         .job_id;
 
-    let stderr = run_worker(&daemon.url, 6);
-    assert!(stderr.contains("5 completed, 1 failed, 0 lost"), "{stderr}");
+    let stderr = run_worker(&daemon.url, 7);
+    assert!(stderr.contains("5 completed, 2 failed, 0 lost"), "{stderr}");
 
     // Verified: applied, tests pass, diff equals the gold diff computed here in memory.
     let summary = result(&client, verified).await;
@@ -290,6 +323,13 @@ async fn verification_jobs_record_sandbox_results_and_rule_rewards() {
         .unwrap()
         .steps
         .is_empty());
+
+    let view = client.job(other_action).await.unwrap();
+    assert_eq!((view.state, view.attempt), (JobStateName::Dead, 1));
+    let error = view.last_error.unwrap();
+    assert!(error.contains("recorded with another action"), "{error}");
+    let entry = step(&client, "actor-task", 5).await;
+    assert!(entry.sandbox.is_none() && entry.reward.is_none());
 }
 
 /// Pids of live (not zombie) processes whose command line contains `marker`.
