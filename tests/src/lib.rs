@@ -2,6 +2,7 @@
 //! run the real `agentctl`, kill with SIGKILL, and poll with deadlines (never sleep-and-hope).
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -40,12 +41,49 @@ impl Daemon {
 
     /// Like `start`, but returns agentd's stderr when it exits or never listens.
     pub fn try_start(data_dir: &Path, config: Option<&Path>) -> Result<Daemon, Vec<String>> {
+        Daemon::try_start_listening(data_dir, config, "127.0.0.1:0")
+    }
+
+    /// Starts agentd on a fixed address (e.g. from [`free_port`]), so that processes holding its
+    /// URL (workers) reach it again after a restart.
+    pub fn start_on(data_dir: &Path, config: Option<&Path>, listen: SocketAddr) -> Daemon {
+        Daemon::try_start_listening(data_dir, config, &listen.to_string()).unwrap_or_else(|lines| {
+            panic!("agentd did not start on {listen}:\n{}", lines.join("\n"))
+        })
+    }
+
+    /// SIGKILL, then start again on the same address with the same data dir and config.
+    pub fn restart_on_same_port(&mut self) {
+        let listen = self.listen_addr();
+        self.kill9();
+        let next = Daemon::start_on(
+            &self.data_dir.clone(),
+            self.config.clone().as_deref(),
+            listen,
+        );
+        *self = next;
+    }
+
+    /// The address the daemon listens on, from its URL.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+            .unwrap_or_else(|| panic!("cannot read an address from {}", self.url))
+    }
+
+    fn try_start_listening(
+        data_dir: &Path,
+        config: Option<&Path>,
+        listen: &str,
+    ) -> Result<Daemon, Vec<String>> {
         let mut command = Command::new(binary("agentd"));
         command
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
-            .arg("127.0.0.1:0");
+            .arg(listen);
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
@@ -139,6 +177,14 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A loopback address with a port that was free a moment ago (the OS picked it for a socket that
+/// is closed again), for a daemon that must come back on the same port after a restart. Another
+/// process could take it in between; on a test machine that is rare enough.
+pub fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address")
 }
 
 /// Runs `agentctl` against `url` and returns its output.

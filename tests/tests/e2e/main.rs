@@ -2,6 +2,7 @@
 //! One test binary (fast to link); modules group features.
 
 mod auth;
+mod chaos;
 mod crash;
 mod domain;
 mod exports;
