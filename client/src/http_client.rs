@@ -91,11 +91,19 @@ impl Client {
 
     /// Trusts only the CA certificate(s) in `pem` for https URLs (a private lab CA).
     pub fn with_ca_cert(mut self, pem: &[u8]) -> Result<Client, ClientError> {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|source| ClientError::Transport { url: self.base_url.clone(), source })?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|source| {
+            ClientError::Transport {
+                url: self.base_url.clone(),
+                source,
+            }
+        })?;
         self.http = http_builder()
             .tls_certs_only(certs)
             .build()
-            .map_err(|source| ClientError::Transport { url: self.base_url.clone(), source })?;
+            .map_err(|source| ClientError::Transport {
+                url: self.base_url.clone(),
+                source,
+            })?;
         Ok(self)
     }
 
@@ -348,7 +356,9 @@ fn http_builder() -> reqwest::ClientBuilder {
         // Fails only if another provider was installed first, which is just as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-    reqwest::Client::builder().pool_max_idle_per_host(64).tcp_nodelay(true)
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
 }
 
 fn serde_urlencode<Q: Serialize>(query: &Q) -> Result<String, ClientError> {

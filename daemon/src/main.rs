@@ -103,9 +103,12 @@ fn main() -> anyhow::Result<()> {
             let until = match (until_lsn, until_time) {
                 (Some(lsn), _) => agentd::rebuild::RebuildUntil::Lsn(lsn),
                 (None, Some(time)) => {
-                    let time = chrono::DateTime::parse_from_rfc3339(&time)
-                        .with_context(|| format!("--until-time {time:?} is not an RFC 3339 time"))?;
-                    agentd::rebuild::RebuildUntil::TimeMs(u64::try_from(time.timestamp_millis()).unwrap_or(0))
+                    let time = chrono::DateTime::parse_from_rfc3339(&time).with_context(|| {
+                        format!("--until-time {time:?} is not an RFC 3339 time")
+                    })?;
+                    agentd::rebuild::RebuildUntil::TimeMs(
+                        u64::try_from(time.timestamp_millis()).unwrap_or(0),
+                    )
                 }
                 (None, None) => agentd::rebuild::RebuildUntil::End,
             };

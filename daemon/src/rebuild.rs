@@ -81,7 +81,9 @@ pub fn rebuild_with(
     let last_lsn = match options.until {
         RebuildUntil::End => end_lsn,
         RebuildUntil::Lsn(lsn) => agentd_schemas::Lsn(lsn.min(end_lsn.0)),
-        RebuildUntil::TimeMs(ms) => last_lsn_at(&paths.log, config.log.frame_bytes_max, end_lsn, ms)?,
+        RebuildUntil::TimeMs(ms) => {
+            last_lsn_at(&paths.log, config.log.frame_bytes_max, end_lsn, ms)?
+        }
     };
     let projections_dir: PathBuf = match out {
         Some(out) => out.join("projections"),
@@ -117,7 +119,8 @@ pub fn rebuild_with(
     let queue = replay_queue_state(&paths.log, config.log.frame_bytes_max, last_lsn)?;
     let exports = match out {
         Some(out) => {
-            let settings = crate::export::ExportSettings::new(config, data_dir, Some(out.join("exports")))?;
+            let settings =
+                crate::export::ExportSettings::new(config, data_dir, Some(out.join("exports")))?;
             crate::export::replay::rebuild_exports(&domain, &settings, &ledger, last_lsn)?
         }
         None => Vec::new(),

@@ -5,8 +5,8 @@
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::log::{self, LogOptions};
-use crate::projection::{self, OpenOutcome, ProjectionStore};
 use crate::projection::domain::{self as domain_projection, DomainProjections};
+use crate::projection::{self, OpenOutcome, ProjectionStore};
 use crate::queue::QueueState;
 use crate::sequencer::{Command, Sequencer, SequencerOptions};
 use anyhow::Context;
@@ -77,7 +77,12 @@ pub async fn run(
     let started = Instant::now();
     let authenticator = Arc::new(build_authenticator(&config)?);
     // Load the certificate before anything else, so a bad path fails fast.
-    let tls = config.server.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptor)
+        .transpose()?;
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -206,7 +211,11 @@ pub async fn run(
         },
     );
     let (stop_scheduler, scheduler_stop_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(crate::schedule::run(schedules, exports.clone(), scheduler_stop_rx));
+    let scheduler = tokio::spawn(crate::schedule::run(
+        schedules,
+        exports.clone(),
+        scheduler_stop_rx,
+    ));
     let domain_gauges = tokio::spawn(domain_projection::gauges::publish_gauges(domain));
     let app_state = AppState {
         sequencer,
@@ -243,7 +252,14 @@ pub async fn run(
     let router = http::app(app_state);
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     match tls {
-        Some(acceptor) => serve_until_shutdown(crate::tls::TlsListener::new(listener, acceptor)?, router, grace).await?,
+        Some(acceptor) => {
+            serve_until_shutdown(
+                crate::tls::TlsListener::new(listener, acceptor)?,
+                router,
+                grace,
+            )
+            .await?
+        }
         None => serve_until_shutdown(listener, router, grace).await?,
     }
     gauges.abort();
@@ -265,7 +281,11 @@ pub async fn run(
 }
 
 /// Serves until SIGTERM/Ctrl-C, then lets in-flight requests finish for up to `grace`.
-async fn serve_until_shutdown<L>(listener: L, router: axum::Router, grace: Duration) -> anyhow::Result<()>
+async fn serve_until_shutdown<L>(
+    listener: L,
+    router: axum::Router,
+    grace: Duration,
+) -> anyhow::Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
@@ -273,7 +293,10 @@ where
     let (drain_tx, drain_rx) = watch::channel(false);
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_signal().await;
-        eprintln!("agentd: shutting down (draining requests for up to {} ms)", grace.as_millis());
+        eprintln!(
+            "agentd: shutting down (draining requests for up to {} ms)",
+            grace.as_millis()
+        );
         let _ignored = drain_tx.send(true);
     });
     let mut drain_started = drain_rx.clone();
@@ -294,7 +317,11 @@ pub fn build_authenticator(config: &Config) -> anyhow::Result<crate::auth::Authe
     }
     let store = crate::auth::TokenStore::new(entries)?;
     let count = store.len();
-    let authenticator = crate::auth::Authenticator::new(store, config.server.listen, config.server.insecure_no_auth)?;
+    let authenticator = crate::auth::Authenticator::new(
+        store,
+        config.server.listen,
+        config.server.insecure_no_auth,
+    )?;
     if authenticator.enabled() {
         tracing::info!(tokens = count, "bearer-token authentication enabled");
     } else if !config.server.listen.ip().is_loopback() {

@@ -38,7 +38,8 @@ pub fn acceptor(config: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
     if certs.is_empty() {
         anyhow::bail!("{} holds no certificate", config.cert_path.display());
     }
-    let key = PrivateKeyDer::from_pem_file(&config.key_path).with_context(|| format!("cannot read TLS private key {}", config.key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&config.key_path)
+        .with_context(|| format!("cannot read TLS private key {}", config.key_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -83,7 +84,11 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener { ready, local_addr, accept_task })
+        Ok(TlsListener {
+            ready,
+            local_addr,
+            accept_task,
+        })
     }
 }
 

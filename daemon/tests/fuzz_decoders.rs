@@ -1218,8 +1218,8 @@ fn record_seeds() -> Vec<(String, Vec<u8>)> {
             },
         ),
         ("err.deep_nesting_in_unknown_field.msgpack".to_string(), {
-            // {"ts_ms": 1, "zz": [[[[...]]]] (5 000 deep), ...}: the depth limit (1024) must stop
-            // it before the stack does.
+            // {"ts_ms": 1, "zz": [[[[...]]]] (5 000 deep), ...}: the depth limit must stop
+            // it (at 32 levels) before the stack does.
             let mut bytes = vec![0x83, 0xa5];
             bytes.extend_from_slice(b"ts_ms");
             bytes.push(0x01);
@@ -1254,17 +1254,11 @@ fn record_seeds() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
-/// Stack of the thread the record corpus is decoded on. The daemon decodes on tokio blocking
-/// threads (2 MiB), and a release build decodes the deepest record rmp-serde lets through (1024
-/// levels, its default depth limit) in under 1 MiB, so a release run checks that budget. A debug
-/// build needs 4-8 MiB for the same record (measured: nesting inside the internally tagged
-/// `after` of `job_failed` overflows 4 MiB), so a debug run gets 16 MiB. A smaller depth limit
-/// in `decode_record` would make this independent of the build (see fuzz/README.md).
-const DECODE_STACK_BYTES: usize = if cfg!(debug_assertions) {
-    16 * 1024 * 1024
-} else {
-    2 * 1024 * 1024
-};
+/// Stack of the thread the record corpus is decoded on: that of the tokio blocking threads the
+/// daemon decodes on (2 MiB). `decode_record` stops nesting at `MAX_RECORD_DEPTH` (32 levels), so
+/// even a debug build stays far inside it (at rmp-serde's default of 1024 a debug build needed
+/// 4-8 MiB; see fuzz/README.md).
+const DECODE_STACK_BYTES: usize = 2 * 1024 * 1024;
 
 /// Replays `fuzz/corpus/record/` (payloads of format version 1): `ok.` must decode, `err.`
 /// must not, without overflowing the stack of the thread the daemon decodes on.
@@ -1450,14 +1444,16 @@ fn check_record_value(value: &Value) -> Result<(), FieldError> {
             );
             let metadata: Value =
                 serde_json::from_str(&record.metadata_json).expect("metadata_json is JSON");
+            // Exact, floats included: the workspace enables `serde_json/float_roundtrip`
+            // (without it some floats came back a few ulps off; see fuzz/README.md).
             let given = object
                 .get("metadata")
                 .filter(|m| !m.is_null())
                 .cloned()
                 .unwrap_or(json!({}));
-            assert!(
-                json_equivalent(&given, &metadata),
-                "metadata_json {} does not hold the metadata given, {given}",
+            assert_eq!(
+                given, metadata,
+                "metadata_json {} does not hold the metadata given",
                 record.metadata_json
             );
             Ok(())
@@ -1466,31 +1462,6 @@ fn check_record_value(value: &Value) -> Result<(), FieldError> {
             check_field_error(value, &error, RECORD_FIELDS);
             Err(error)
         }
-    }
-}
-
-/// Equal JSON, except that floats may differ in the last bits: serde_json (without its
-/// `float_roundtrip` feature) parses some extreme floats one ulp off, so text written from a
-/// float does not always parse back to the same float.
-fn json_equivalent(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (
-                x.as_f64().unwrap_or(f64::NAN),
-                y.as_f64().unwrap_or(f64::NAN),
-            );
-            x == y || (x - y).abs() <= 4.0 * f64::EPSILON * x.abs().max(y.abs())
-        }
-        (Value::Array(xs), Value::Array(ys)) => {
-            xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| json_equivalent(x, y))
-        }
-        (Value::Object(xs), Value::Object(ys)) => {
-            xs.len() == ys.len()
-                && xs
-                    .iter()
-                    .all(|(key, x)| ys.get(key).is_some_and(|y| json_equivalent(x, y)))
-        }
-        _ => a == b,
     }
 }
 

@@ -353,12 +353,19 @@ pub fn encode_record(record: &LogRecord) -> Vec<u8> {
     rmp_serde::to_vec_named(record).expect("log records always serialize")
 }
 
+/// How deeply a log record may nest when decoded (rmp-serde's own default is 1024).
+pub const MAX_RECORD_DEPTH: usize = 32;
+
 /// Decodes a frame payload written with `format_version`, upcasting old event versions.
 pub fn decode_record(format_version: u8, payload: &[u8]) -> Result<LogRecord, DecodeError> {
     if format_version != RECORD_FORMAT_VERSION {
         return Err(DecodeError::UnsupportedVersion(format_version));
     }
-    let record: LogRecord = rmp_serde::from_slice(payload)?;
+    // A legitimate record is under 10 levels deep (client JSON is stored as text, not as nested
+    // MessagePack), so a tight depth limit keeps a hostile frame from using megabytes of stack.
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(payload);
+    deserializer.set_max_depth(MAX_RECORD_DEPTH);
+    let record = LogRecord::deserialize(&mut deserializer)?;
     Ok(upcast(record))
 }
 

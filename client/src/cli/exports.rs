@@ -41,8 +41,8 @@ pub async fn run(client: &Client, command: ExportsCommand, json: bool) -> anyhow
             }
             println!("exports root: {}", answer.root);
             println!(
-                "{:<40} {:<12} {:>10} {:>10} {:>10} {:>6}  {}",
-                "EXPORT", "KIND", "AFTER", "TO", "ROWS", "FILES", "SCHEDULE"
+                "{:<40} {:<12} {:>10} {:>10} {:>10} {:>6}  SCHEDULE",
+                "EXPORT", "KIND", "AFTER", "TO", "ROWS", "FILES"
             );
             for export in &answer.exports {
                 println!(
@@ -120,7 +120,11 @@ pub async fn run(client: &Client, command: ExportsCommand, json: bool) -> anyhow
 
 fn print_export(export: &ExportView) {
     println!("export   {}", export.export_id);
-    println!("kind     {} ({})", export.kind.as_str(), export.format.as_str());
+    println!(
+        "kind     {} ({})",
+        export.kind.as_str(),
+        export.format.as_str()
+    );
     println!(
         "lsns     ({}, {}]  recorded at lsn {} ({})",
         export.after_lsn.0,
@@ -131,7 +135,11 @@ fn print_export(export: &ExportView) {
     println!("dir      {}", export.dir);
     println!("rows     {}", export.rows);
     if let Some(slot) = &export.schedule {
-        println!("schedule {} (slot {})", slot.schedule, format_ms(slot.slot_ms));
+        println!(
+            "schedule {} (slot {})",
+            slot.schedule,
+            format_ms(slot.slot_ms)
+        );
     }
     for file in &export.files {
         println!(

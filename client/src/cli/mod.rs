@@ -8,8 +8,8 @@ mod ingest;
 mod jobs;
 mod output;
 mod queues;
-mod schedules;
 mod sandbox;
+mod schedules;
 mod state;
 mod submit;
 mod tokens;
@@ -88,7 +88,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Building a client does not connect, so `tokens create` works without a daemon.
     let mut client = Client::new(&cli.url, cli.token.clone())?;
     if let Some(path) = &cli.ca_cert {
-        let pem = std::fs::read(path).map_err(|error| anyhow::anyhow!("cannot read --ca-cert {}: {error}", path.display()))?;
+        let pem = std::fs::read(path).map_err(|error| {
+            anyhow::anyhow!("cannot read --ca-cert {}: {error}", path.display())
+        })?;
         client = client.with_ca_cert(&pem)?;
     }
     match cli.command {
@@ -131,7 +133,11 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     } else {
         (text, 1)
     };
-    number.trim().parse::<u64>().map(|value| value * unit_ms).map_err(|_| format!("expected a duration like 500ms, 30s, 5m or 2h, got {text:?}"))
+    number
+        .trim()
+        .parse::<u64>()
+        .map(|value| value * unit_ms)
+        .map_err(|_| format!("expected a duration like 500ms, 30s, 5m or 2h, got {text:?}"))
 }
 
 #[cfg(test)]
@@ -140,11 +146,20 @@ mod tests {
 
     #[test]
     fn durations_and_tags_parse() {
-        for (text, ms) in [("500ms", 500), ("30s", 30_000), ("5m", 300_000), ("2h", 7_200_000), ("250", 250)] {
+        for (text, ms) in [
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("2h", 7_200_000),
+            ("250", 250),
+        ] {
             assert_eq!(parse_duration_ms(text), Ok(ms), "{text}");
         }
         assert!(parse_duration_ms("soon").is_err());
-        assert_eq!(parse_key_value("gpu=a100"), Ok(("gpu".into(), "a100".into())));
+        assert_eq!(
+            parse_key_value("gpu=a100"),
+            Ok(("gpu".into(), "a100".into()))
+        );
         assert!(parse_key_value("=x").is_err());
         assert!(parse_key_value("novalue").is_err());
     }

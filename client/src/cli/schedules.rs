@@ -23,8 +23,8 @@ pub async fn run(client: &Client, command: SchedulesCommand, json: bool) -> anyh
                 return Ok(());
             }
             println!(
-                "{:<24} {:<16} {:<16} {:<14} {:<26} {:<26} {}",
-                "NAME", "CRON", "TIMEZONE", "KIND", "NEXT RUN", "LAST RUN", "LAST EXPORT"
+                "{:<24} {:<16} {:<16} {:<14} {:<26} {:<26} LAST EXPORT",
+                "NAME", "CRON", "TIMEZONE", "KIND", "NEXT RUN", "LAST RUN"
             );
             for schedule in &answer.schedules {
                 let last_export = match (&schedule.last_export_id, schedule.last_completed) {

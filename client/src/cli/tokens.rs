@@ -29,7 +29,12 @@ pub fn run(command: TokensCommand, json: bool) -> anyhow::Result<()> {
     if !["admin", "submit", "worker", "read"].contains(&role.as_str()) {
         bail!("unknown role {role:?}; expected admin, submit, worker or read");
     }
-    if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         bail!("--name must be 1-128 letters, digits, '-', '_' or '.'");
     }
     let mut secret = [0u8; 32];
@@ -39,7 +44,9 @@ pub fn run(command: TokensCommand, json: bool) -> anyhow::Result<()> {
     let sha256 = hex::encode(Sha256::digest(token.as_bytes()));
     let line = format!("{{ name = \"{name}\", role = \"{role}\", sha256 = \"{sha256}\" }},");
     if json {
-        return print_json(&serde_json::json!({ "name": name, "role": role, "token": token, "sha256": sha256, "config_line": line }));
+        return print_json(
+            &serde_json::json!({ "name": name, "role": role, "token": token, "sha256": sha256, "config_line": line }),
+        );
     }
     println!("token (shown once; give it to the client, e.g. AGENTD_TOKEN=...):");
     println!("  {token}");

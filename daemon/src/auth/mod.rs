@@ -41,7 +41,10 @@ pub struct Caller {
 impl Caller {
     /// The caller when authentication is off: may do everything, recorded as no one.
     pub fn anonymous_admin() -> Caller {
-        Caller { name: None, role: Role::Admin }
+        Caller {
+            name: None,
+            role: Role::Admin,
+        }
     }
 }
 
@@ -53,7 +56,10 @@ pub enum AuthError {
     #[error("invalid bearer token")]
     InvalidToken,
     #[error("role {role} may not {action}")]
-    Forbidden { role: &'static str, action: &'static str },
+    Forbidden {
+        role: &'static str,
+        action: &'static str,
+    },
 }
 
 /// Why the token configuration is unusable.
@@ -64,9 +70,15 @@ pub enum AuthConfigError {
     #[error("token name {0:?} is used twice")]
     DuplicateName(String),
     #[error("cannot read tokens file {path}: {source}")]
-    Read { path: std::path::PathBuf, source: std::io::Error },
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid tokens file {path}: {source}")]
-    Parse { path: std::path::PathBuf, source: toml::de::Error },
+    Parse {
+        path: std::path::PathBuf,
+        source: toml::de::Error,
+    },
     #[error(
         "refusing to listen on {addr} without authentication: anyone who can reach it could read \
          trajectories and change jobs. Create a token with `agentctl tokens create --role admin --name me` \
@@ -90,7 +102,9 @@ impl TokenStore {
             if !seen.insert(entry.name.clone()) {
                 return Err(AuthConfigError::DuplicateName(entry.name));
             }
-            let digest = parse_hash(&entry.sha256).ok_or_else(|| AuthConfigError::BadHash { name: entry.name.clone() })?;
+            let digest = parse_hash(&entry.sha256).ok_or_else(|| AuthConfigError::BadHash {
+                name: entry.name.clone(),
+            })?;
             parsed.push((digest, entry));
         }
         Ok(TokenStore { entries: parsed })
@@ -104,8 +118,14 @@ impl TokenStore {
             #[serde(default)]
             tokens: Vec<TokenEntry>,
         }
-        let text = std::fs::read_to_string(path).map_err(|source| AuthConfigError::Read { path: path.into(), source })?;
-        let file: TokensFile = toml::from_str(&text).map_err(|source| AuthConfigError::Parse { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| AuthConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let file: TokensFile = toml::from_str(&text).map_err(|source| AuthConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
         Ok(file.tokens)
     }
 
@@ -127,7 +147,12 @@ impl TokenStore {
                 found = Some(entry);
             }
         }
-        found.map(|entry| Caller { name: Some(entry.name.clone()), role: entry.role }).ok_or(AuthError::InvalidToken)
+        found
+            .map(|entry| Caller {
+                name: Some(entry.name.clone()),
+                role: entry.role,
+            })
+            .ok_or(AuthError::InvalidToken)
     }
 }
 
@@ -139,7 +164,11 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// `insecure_no_auth` allows an empty token store on a non-loopback address.
-    pub fn new(tokens: TokenStore, listen: SocketAddr, insecure_no_auth: bool) -> Result<Authenticator, AuthConfigError> {
+    pub fn new(
+        tokens: TokenStore,
+        listen: SocketAddr,
+        insecure_no_auth: bool,
+    ) -> Result<Authenticator, AuthConfigError> {
         if tokens.is_empty() && !listen.ip().is_loopback() && !insecure_no_auth {
             return Err(AuthConfigError::OpenWithoutTokens { addr: listen });
         }
@@ -151,17 +180,27 @@ impl Authenticator {
     }
 
     /// Authenticates a request and checks that its role has `permission`.
-    pub fn authorize(&self, authorization: Option<&str>, permission: Permission) -> Result<Caller, AuthError> {
+    pub fn authorize(
+        &self,
+        authorization: Option<&str>,
+        permission: Permission,
+    ) -> Result<Caller, AuthError> {
         if !self.enabled() {
             return Ok(Caller::anonymous_admin());
         }
         let header = authorization.ok_or(AuthError::MissingToken)?;
-        let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).ok_or(AuthError::MissingToken)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(AuthError::MissingToken)?;
         let caller = self.tokens.authenticate(token.trim())?;
         if caller.role.allows(permission) {
             Ok(caller)
         } else {
-            Err(AuthError::Forbidden { role: caller.role.as_str(), action: permission.describe() })
+            Err(AuthError::Forbidden {
+                role: caller.role.as_str(),
+                action: permission.describe(),
+            })
         }
     }
 }
@@ -172,7 +211,11 @@ pub fn token_hash(token: &str) -> String {
 }
 
 fn parse_hash(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if text.len() != 64
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let bytes = hex::decode(text).ok()?;
@@ -193,7 +236,12 @@ mod tests {
 
     fn store_with(role: Role) -> (TokenStore, String) {
         let token = format!("{TOKEN_PREFIX}{}", "ab".repeat(32));
-        let store = TokenStore::new(vec![TokenEntry { name: "box-3".into(), role, sha256: token_hash(&token) }]).unwrap();
+        let store = TokenStore::new(vec![TokenEntry {
+            name: "box-3".into(),
+            role,
+            sha256: token_hash(&token),
+        }])
+        .unwrap();
         (store, token)
     }
 
@@ -204,20 +252,52 @@ mod tests {
         let bearer = format!("Bearer {token}");
         let caller = auth.authorize(Some(&bearer), Permission::Work).unwrap();
         assert_eq!(caller.name.as_deref(), Some("box-3"));
-        assert_eq!(auth.authorize(Some(&bearer), Permission::Admin), Err(AuthError::Forbidden { role: "worker", action: Permission::Admin.describe() }));
-        assert_eq!(auth.authorize(None, Permission::Read), Err(AuthError::MissingToken));
-        assert_eq!(auth.authorize(Some("Bearer agtk_nope"), Permission::Read), Err(AuthError::InvalidToken));
-        assert_eq!(auth.authorize(Some(&token), Permission::Read), Err(AuthError::MissingToken), "the Bearer scheme is required");
+        assert_eq!(
+            auth.authorize(Some(&bearer), Permission::Admin),
+            Err(AuthError::Forbidden {
+                role: "worker",
+                action: Permission::Admin.describe()
+            })
+        );
+        assert_eq!(
+            auth.authorize(None, Permission::Read),
+            Err(AuthError::MissingToken)
+        );
+        assert_eq!(
+            auth.authorize(Some("Bearer agtk_nope"), Permission::Read),
+            Err(AuthError::InvalidToken)
+        );
+        assert_eq!(
+            auth.authorize(Some(&token), Permission::Read),
+            Err(AuthError::MissingToken),
+            "the Bearer scheme is required"
+        );
     }
 
     #[test]
     fn role_matrix() {
         use Permission::*;
         let cases = [
-            (Role::Admin, [Read, Submit, Work, Admin], [true, true, true, true]),
-            (Role::Submit, [Read, Submit, Work, Admin], [false, true, false, false]),
-            (Role::Worker, [Read, Submit, Work, Admin], [false, false, true, false]),
-            (Role::Read, [Read, Submit, Work, Admin], [true, false, false, false]),
+            (
+                Role::Admin,
+                [Read, Submit, Work, Admin],
+                [true, true, true, true],
+            ),
+            (
+                Role::Submit,
+                [Read, Submit, Work, Admin],
+                [false, true, false, false],
+            ),
+            (
+                Role::Worker,
+                [Read, Submit, Work, Admin],
+                [false, false, true, false],
+            ),
+            (
+                Role::Read,
+                [Read, Submit, Work, Admin],
+                [true, false, false, false],
+            ),
         ];
         for (role, permissions, expected) in cases {
             for (permission, allowed) in permissions.into_iter().zip(expected) {
@@ -231,20 +311,40 @@ mod tests {
         let loopback = "127.0.0.1:7070".parse().unwrap();
         let open = "0.0.0.0:7070".parse().unwrap();
         assert!(Authenticator::new(TokenStore::default(), loopback, false).is_ok());
-        let error = Authenticator::new(TokenStore::default(), open, false).unwrap_err().to_string();
+        let error = Authenticator::new(TokenStore::default(), open, false)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("agentctl tokens create"), "{error}");
         assert!(Authenticator::new(TokenStore::default(), open, true).is_ok());
     }
 
     #[test]
     fn bad_entries_are_refused() {
-        let bad = TokenEntry { name: "x".into(), role: Role::Read, sha256: "ABC".into() };
-        assert!(matches!(TokenStore::new(vec![bad]), Err(AuthConfigError::BadHash { .. })));
+        let bad = TokenEntry {
+            name: "x".into(),
+            role: Role::Read,
+            sha256: "ABC".into(),
+        };
+        assert!(matches!(
+            TokenStore::new(vec![bad]),
+            Err(AuthConfigError::BadHash { .. })
+        ));
         let hash = token_hash("agtk_x");
         let twice = vec![
-            TokenEntry { name: "x".into(), role: Role::Read, sha256: hash.clone() },
-            TokenEntry { name: "x".into(), role: Role::Admin, sha256: hash },
+            TokenEntry {
+                name: "x".into(),
+                role: Role::Read,
+                sha256: hash.clone(),
+            },
+            TokenEntry {
+                name: "x".into(),
+                role: Role::Admin,
+                sha256: hash,
+            },
         ];
-        assert!(matches!(TokenStore::new(twice), Err(AuthConfigError::DuplicateName(_))));
+        assert!(matches!(
+            TokenStore::new(twice),
+            Err(AuthConfigError::DuplicateName(_))
+        ));
     }
 }

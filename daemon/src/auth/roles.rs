@@ -49,7 +49,9 @@ impl std::str::FromStr for Role {
             "submit" => Ok(Role::Submit),
             "worker" => Ok(Role::Worker),
             "read" => Ok(Role::Read),
-            other => Err(format!("unknown role {other:?}; expected admin, submit, worker or read")),
+            other => Err(format!(
+                "unknown role {other:?}; expected admin, submit, worker or read"
+            )),
         }
     }
 }

@@ -45,7 +45,7 @@ fn step_records(index: u64) -> Vec<LogRecord> {
         events,
     };
     let mut first = Vec::new();
-    if index % 10 == 0 {
+    if index.is_multiple_of(10) {
         first.push(Event::TaskStateUpdated(TaskStateUpdated {
             task_id: task_id.clone(),
             update: AgentState {
@@ -101,7 +101,9 @@ fn step_records(index: u64) -> Vec<LogRecord> {
                 lease_id: None,
                 exit_code: Some(0),
                 outcome: SandboxOutcome::Ok,
-                diff: format!("--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-print({index})\n+logger.info({index})\n"),
+                diff: format!(
+                    "--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-print({index})\n+logger.info({index})\n"
+                ),
                 stdout: "3 passed in 0.41s\n".into(),
                 stderr: String::new(),
                 tests_passed: Some(3),
@@ -116,9 +118,12 @@ fn step_records(index: u64) -> Vec<LogRecord> {
                 task_id,
                 step,
                 lease_id: None,
-                value: if index % 3 == 0 { 1.0 } else { 0.5 },
-                verified: index % 3 == 0,
-                components: BTreeMap::from([("applied".to_string(), 1.0), ("tests".to_string(), 1.0)]),
+                value: if index.is_multiple_of(3) { 1.0 } else { 0.5 },
+                verified: index.is_multiple_of(3),
+                components: BTreeMap::from([
+                    ("applied".to_string(), 1.0),
+                    ("tests".to_string(), 1.0),
+                ]),
                 source: RewardSource::Rule,
             })],
         ),
@@ -129,7 +134,9 @@ fn step_records(index: u64) -> Vec<LogRecord> {
 fn write_log(config: &Config, log_dir: &Path, steps: u64) -> anyhow::Result<(Lsn, u64)> {
     let options = crate::server::log_options(config, log_dir.to_path_buf());
     let (log, _) = crate::log::open(options)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let writer = log.start_writer();
         let mut lsn = Lsn::ZERO;
@@ -146,13 +153,15 @@ fn write_log(config: &Config, log_dir: &Path, steps: u64) -> anyhow::Result<(Lsn
                 pending.push_back(rx);
                 while pending.len() > 4096 {
                     if let Some(rx) = pending.pop_front() {
-                        rx.await?.map_err(|error| anyhow::anyhow!("append: {error}"))?;
+                        rx.await?
+                            .map_err(|error| anyhow::anyhow!("append: {error}"))?;
                     }
                 }
             }
         }
         for rx in pending {
-            rx.await?.map_err(|error| anyhow::anyhow!("append: {error}"))?;
+            rx.await?
+                .map_err(|error| anyhow::anyhow!("append: {error}"))?;
         }
         writer.shutdown().await;
         Ok((lsn, events))
@@ -168,17 +177,29 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     let work = tempfile_dir(&options.dir)?;
     let config = Config::default();
     let log_dir = work.join("log");
-    println!("bench-export: {} steps, {} cores", options.steps, std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "bench-export: {} steps, {} cores",
+        options.steps,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     let started = Instant::now();
     let (to, events) = write_log(&config, &log_dir, options.steps)?;
-    println!("log written: {} records, {events} events in {:.1} s", to.0, started.elapsed().as_secs_f64());
+    println!(
+        "log written: {} records, {events} events in {:.1} s",
+        to.0,
+        started.elapsed().as_secs_f64()
+    );
 
     let domain = DomainProjections::new(&config.datasets)?;
     let mut queue = QueueState::new();
     let started = Instant::now();
-    crate::projection::domain::replay(&log_dir, config.log.frame_bytes_max, to, &domain, |lsn, record| {
-        queue.apply(lsn, record)
-    })?;
+    crate::projection::domain::replay(
+        &log_dir,
+        config.log.frame_bytes_max,
+        to,
+        &domain,
+        |lsn, record| queue.apply(lsn, record),
+    )?;
     let replay_s = started.elapsed().as_secs_f64();
     println!(
         "replay (queue state + domain projections): {events} events in {replay_s:.2} s = {:.0} events/s",
@@ -187,7 +208,14 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
 
     let settings = ExportSettings::new(&config, &work, Some(work.join("exports")))?;
     let started = Instant::now();
-    let outcome = write_export(&domain, &settings, ExportKind::Trajectories, ExportFormat::Parquet, Lsn::ZERO, to)?;
+    let outcome = write_export(
+        &domain,
+        &settings,
+        ExportKind::Trajectories,
+        ExportFormat::Parquet,
+        Lsn::ZERO,
+        to,
+    )?;
     let export_s = started.elapsed().as_secs_f64();
     let bytes: u64 = outcome.manifest.files.iter().map(|file| file.bytes).sum();
     let rows = outcome.manifest.rows;
@@ -239,7 +267,11 @@ fn write_jsonl(domain: &DomainProjections, path: &Path, to: Lsn) -> anyhow::Resu
         };
         let step = &entry.step;
         let (kind, language, pattern, rewrite) = match &step.action {
-            Action::Pattern { language, pattern, rewrite } => ("pattern", Some(language), Some(pattern), Some(rewrite)),
+            Action::Pattern {
+                language,
+                pattern,
+                rewrite,
+            } => ("pattern", Some(language), Some(pattern), Some(rewrite)),
             Action::Rule { .. } => ("rule", None, None, None),
         };
         let sandbox = view.sandbox.map(|fact| &fact.event);
@@ -291,7 +323,13 @@ print(time.perf_counter() - t)
         .arg(level.to_string())
         .output()?;
     if !output.status.success() {
-        anyhow::bail!("{python}: {}", String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or(""));
+        anyhow::bail!(
+            "{python}: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().parse()?)
 }

@@ -79,7 +79,11 @@ pub fn normalize(request: DatasetBuildRequest) -> Result<DatasetBuildSpec, Expor
         if values.is_empty() || values.len() > FILTERS_MAX {
             return invalid(format!("filter {field}: 1 to {FILTERS_MAX} values"));
         }
-        if field == "verified" && values.iter().any(|value| value != "true" && value != "false") {
+        if field == "verified"
+            && values
+                .iter()
+                .any(|value| value != "true" && value != "false")
+        {
             return invalid("filter verified: true or false".into());
         }
         values.sort();
@@ -130,9 +134,9 @@ fn record_matches(filters: &BTreeMap<String, Vec<String>>, record: &ProcessedRec
         && matches(filters, "split", Some(record.split.as_str()))
         && matches(filters, "source", Some(&record.dataset.source))
         && matches(filters, "version", Some(&record.dataset.version))
-        && filters.get("tag").is_none_or(|accepted| {
-            record.record.tags.iter().any(|tag| accepted.contains(tag))
-        })
+        && filters
+            .get("tag")
+            .is_none_or(|accepted| record.record.tags.iter().any(|tag| accepted.contains(tag)))
 }
 
 fn step_matches(filters: &BTreeMap<String, Vec<String>>, entry: &StepEntry, to: Lsn) -> bool {
@@ -144,8 +148,11 @@ fn step_matches(filters: &BTreeMap<String, Vec<String>>, entry: &StepEntry, to: 
         Action::Pattern { language, .. } => Some(language.as_str()),
         Action::Rule { .. } => None,
     };
-    matches(filters, "verified", Some(if verified { "true" } else { "false" }))
-        && matches(filters, "model", Some(&entry.step.model))
+    matches(
+        filters,
+        "verified",
+        Some(if verified { "true" } else { "false" }),
+    ) && matches(filters, "model", Some(&entry.step.model))
         && matches(filters, "policy_version", Some(&entry.step.policy_version))
         && matches(filters, "language", language)
         && matches(filters, "task_id", Some(&entry.step.task_id))
@@ -170,10 +177,7 @@ fn shuffle_key(seed: u64, key: &str) -> [u8; 32] {
 }
 
 /// Orders candidates `(lsn, position, key)` by the strategy and applies the limit.
-fn order<T: Clone>(
-    spec: &DatasetBuildSpec,
-    mut candidates: Vec<(Lsn, T, String)>,
-) -> Vec<T> {
+fn order<T: Clone>(spec: &DatasetBuildSpec, mut candidates: Vec<(Lsn, T, String)>) -> Vec<T> {
     match spec.strategy {
         // Newest first; rows of one log record keep their reverse position order.
         BuildStrategy::Latest => candidates.reverse(),
@@ -182,11 +186,14 @@ fn order<T: Clone>(
             candidates.sort_by_cached_key(|(_, _, key)| (shuffle_key(seed, key), key.clone()));
         }
     }
-    let limit = spec
-        .limit
-        .map_or(candidates.len(), |limit| usize::try_from(limit).unwrap_or(usize::MAX));
+    let limit = spec.limit.map_or(candidates.len(), |limit| {
+        usize::try_from(limit).unwrap_or(usize::MAX)
+    });
     candidates.truncate(limit);
-    candidates.into_iter().map(|(_, position, _)| position).collect()
+    candidates
+        .into_iter()
+        .map(|(_, position, _)| position)
+        .collect()
 }
 
 /// Writes the build of `spec` over the log prefix up to `to` (`domain` must have applied it).
@@ -218,7 +225,9 @@ pub fn write_build(
                     .kept_records()
                     .enumerate()
                     .filter(|(_, record)| record.lsn <= to && record_matches(&spec.filters, record))
-                    .map(|(position, record)| (record.lsn, position, records::record_task_id(record)))
+                    .map(|(position, record)| {
+                        (record.lsn, position, records::record_task_id(record))
+                    })
                     .collect()
             };
             let positions = order(spec, candidates);
@@ -253,7 +262,11 @@ pub fn write_build(
                     .filter(|entry| step_matches(&spec.filters, entry, to))
                     .map(|entry| {
                         let key = format!("{}\u{0}{}", entry.step.task_id, entry.step.step);
-                        (entry.lsn, (entry.step.task_id.clone(), entry.step.step), key)
+                        (
+                            entry.lsn,
+                            (entry.step.task_id.clone(), entry.step.step),
+                            key,
+                        )
                     })
                     .collect();
                 // Log order first, so "latest" is a plain reversal.

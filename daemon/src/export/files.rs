@@ -80,7 +80,8 @@ impl HashingFile {
             .file
             .into_inner()
             .map_err(|error| ExportError::io(path, error.into_error()))?;
-        file.sync_all().map_err(|error| ExportError::io(path, error))?;
+        file.sync_all()
+            .map_err(|error| ExportError::io(path, error))?;
         Ok((self.bytes, hex::encode(self.hasher.finalize())))
     }
 }

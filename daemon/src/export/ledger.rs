@@ -71,15 +71,13 @@ impl ExportLedger {
                         },
                     );
                 }
-                Event::DatasetBuilt(built) => {
-                    if !self.builds_by_id.contains_key(&built.build_id) {
-                        self.builds_by_id
-                            .insert(built.build_id.clone(), self.builds.len());
-                        self.builds.push(RecordedBuild {
-                            event: built.clone(),
-                            lsn,
-                        });
-                    }
+                Event::DatasetBuilt(built) if !self.builds_by_id.contains_key(&built.build_id) => {
+                    self.builds_by_id
+                        .insert(built.build_id.clone(), self.builds.len());
+                    self.builds.push(RecordedBuild {
+                        event: built.clone(),
+                        lsn,
+                    });
                 }
                 _ => {}
             }
@@ -158,6 +156,8 @@ impl ExportLedger {
     }
 
     pub fn build(&self, build_id: &str) -> Option<&RecordedBuild> {
-        self.builds_by_id.get(build_id).map(|index| &self.builds[*index])
+        self.builds_by_id
+            .get(build_id)
+            .map(|index| &self.builds[*index])
     }
 }

@@ -204,23 +204,21 @@ pub fn write_export(
             &parquet,
             (after, to),
         )?],
-        (ExportKind::Processed, ExportFormat::Parquet) => {
-            export_records::<records::ProcessedRows>(
-                domain,
-                settings,
-                &dir,
-                records::processed_schema(),
-                &parquet,
-                (after, to),
-                |record| {
-                    format!(
-                        "processed/{}/{}",
-                        record.language.as_str(),
-                        record.split.as_str()
-                    )
-                },
-            )?
-        }
+        (ExportKind::Processed, ExportFormat::Parquet) => export_records::<records::ProcessedRows>(
+            domain,
+            settings,
+            &dir,
+            records::processed_schema(),
+            &parquet,
+            (after, to),
+            |record| {
+                format!(
+                    "processed/{}/{}",
+                    record.language.as_str(),
+                    record.split.as_str()
+                )
+            },
+        )?,
         (ExportKind::Processed, ExportFormat::Jsonl) => {
             export_processed_jsonl(domain, settings, &dir, (after, to))?
         }
@@ -414,7 +412,12 @@ fn for_each_record_batch<S>(
         let scanned = {
             let datasets = domain.datasets();
             let mut scanned = 0;
-            for record in datasets.splits().kept_records().skip(position).take(BATCH_ROWS) {
+            for record in datasets
+                .splits()
+                .kept_records()
+                .skip(position)
+                .take(BATCH_ROWS)
+            {
                 scanned += 1;
                 if record.lsn > after && record.lsn <= to {
                     visit(state, record);
@@ -466,7 +469,13 @@ fn export_records<R: RecordRows>(
             }
             let name = group_of(record);
             if !state.groups.contains_key(&name) {
-                match ParquetShards::new(dir, &name, schema.clone(), parquet, settings.shard_bytes_max) {
+                match ParquetShards::new(
+                    dir,
+                    &name,
+                    schema.clone(),
+                    parquet,
+                    settings.shard_bytes_max,
+                ) {
                     Ok(shards) => {
                         state.groups.insert(
                             name.clone(),

@@ -277,7 +277,11 @@ pub fn verl_schema() -> SchemaRef {
         Field::new("data_source", DataType::Utf8, false),
         messages_field("prompt"),
         Field::new("ability", DataType::Utf8, false),
-        Field::new("reward_model", DataType::Struct(reward_model_fields()), false),
+        Field::new(
+            "reward_model",
+            DataType::Struct(reward_model_fields()),
+            false,
+        ),
         Field::new("extra_info", DataType::Struct(extra_info_fields()), false),
     ]))
 }

@@ -13,8 +13,8 @@ use crate::projection::domain::DomainProjections;
 use crate::projection::AppliedWatch;
 use crate::sequencer::{for_each_record, Command, SequencerError, SequencerHandle};
 use agentd_schemas::events::{
-    DatasetBuildSpec, DatasetBuilt, Event, ExportFormat, ExportKind, ExportRecorded,
-    ScheduleFired, ScheduleSlot,
+    DatasetBuildSpec, DatasetBuilt, Event, ExportFormat, ExportKind, ExportRecorded, ScheduleFired,
+    ScheduleSlot,
 };
 use agentd_schemas::export_api::EXPORT_SCHEMA_VERSION;
 use agentd_schemas::Lsn;
@@ -198,7 +198,11 @@ impl ExportService {
     }
 
     /// Fires a schedule for `slot_ms` (the scheduler's call).
-    pub async fn fire(&self, schedule: ScheduledExport, slot_ms: u64) -> Result<ExportRun, RunError> {
+    pub async fn fire(
+        &self,
+        schedule: ScheduledExport,
+        slot_ms: u64,
+    ) -> Result<ExportRun, RunError> {
         self.call(|reply| Job::Fire {
             schedule,
             slot_ms,
@@ -292,7 +296,8 @@ impl Runner {
                 watermark,
             });
         }
-        self.write_and_record(kind, format, after, to, None, actor).await
+        self.write_and_record(kind, format, after, to, None, actor)
+            .await
     }
 
     async fn fire(&self, schedule: ScheduledExport, slot_ms: u64) -> Result<ExportRun, RunError> {
@@ -362,7 +367,9 @@ impl Runner {
             super::write_export(&domain, &settings, kind, format, after, to)
         })
         .await
-        .map_err(|error| RunError::Export(ExportError::Invalid(format!("export task: {error}"))))??;
+        .map_err(|error| {
+            RunError::Export(ExportError::Invalid(format!("export task: {error}")))
+        })??;
         metrics::counter!("agentd_export_rows_total", "kind" => kind.as_str())
             .increment(outcome.manifest.rows);
         metrics::histogram!("agentd_export_duration_seconds", "kind" => kind.as_str())
@@ -380,7 +387,8 @@ impl Runner {
             schema_version: EXPORT_SCHEMA_VERSION,
             schedule,
         };
-        self.append(actor, vec![Event::ExportRecorded(event)]).await?;
+        self.append(actor, vec![Event::ExportRecorded(event)])
+            .await?;
         tracing::info!(export_id = %id, rows = outcome.manifest.rows, "export recorded");
         Ok(ExportRun {
             created: true,
@@ -409,7 +417,9 @@ impl Runner {
             build::write_build(&domain, &settings, &for_build, to)
         })
         .await
-        .map_err(|error| RunError::Export(ExportError::Invalid(format!("build task: {error}"))))??;
+        .map_err(|error| {
+            RunError::Export(ExportError::Invalid(format!("build task: {error}")))
+        })??;
         let event = DatasetBuilt {
             dataset_key: dataset_key(&spec),
             build_id: id.clone(),

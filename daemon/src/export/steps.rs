@@ -543,7 +543,10 @@ impl StepRows for SftRows {
             None => render(&entry.state_before),
         };
         let answer = assistant_text(step.think.as_deref(), &step.action);
-        push_message(&mut self.messages, &[("user", &prompt), ("assistant", &answer)]);
+        push_message(
+            &mut self.messages,
+            &[("user", &prompt), ("assistant", &answer)],
+        );
         self.task_id.append_value(&step.task_id);
         self.step.append_value(step.step);
         self.model.append_value(&step.model);

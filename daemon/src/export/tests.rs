@@ -232,7 +232,10 @@ fn trajectories_round_trip_with_every_column_and_lineage() {
         files::sha256_hex(&std::fs::read(&path).unwrap()),
         file.sha256
     );
-    assert_eq!(key_value(&path, "agentd.schema_version").as_deref(), Some("1"));
+    assert_eq!(
+        key_value(&path, "agentd.schema_version").as_deref(),
+        Some("1")
+    );
     assert_eq!(key_value(&path, "agentd.lsn_to"), Some(to.0.to_string()));
     assert_eq!(key_value(&path, "agentd.lsn_after").as_deref(), Some("0"));
     let batches = read_batches(&path);
@@ -241,10 +244,28 @@ fn trajectories_round_trip_with_every_column_and_lineage() {
     let schema = batch.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     for column in [
-        "task_id", "step", "model", "policy_version", "temperature", "prompt", "think",
-        "action_kind", "state_before", "state_before_tokens", "state_tokenizer", "exit_code",
-        "timed_out", "diff", "reward", "verified", "reward_components", "step_lsn",
-        "reward_lsn", "first_lsn", "last_lsn", "schema_version",
+        "task_id",
+        "step",
+        "model",
+        "policy_version",
+        "temperature",
+        "prompt",
+        "think",
+        "action_kind",
+        "state_before",
+        "state_before_tokens",
+        "state_tokenizer",
+        "exit_code",
+        "timed_out",
+        "diff",
+        "reward",
+        "verified",
+        "reward_components",
+        "step_lsn",
+        "reward_lsn",
+        "first_lsn",
+        "last_lsn",
+        "schema_version",
     ] {
         assert!(names.contains(&column), "missing {column}: {names:?}");
     }
@@ -259,8 +280,16 @@ fn trajectories_round_trip_with_every_column_and_lineage() {
     let state = column("state_before");
     let state: AgentState = serde_json::from_str(state.as_string::<i32>().value(0)).unwrap();
     assert_eq!(state.goals, vec!["goal of task-000".to_string()]);
-    assert!(column("state_before_tokens").as_primitive::<UInt64Type>().value(0) > 0);
-    assert_eq!(column("state_tokenizer").as_string::<i32>().value(0), "o200k_base");
+    assert!(
+        column("state_before_tokens")
+            .as_primitive::<UInt64Type>()
+            .value(0)
+            > 0
+    );
+    assert_eq!(
+        column("state_tokenizer").as_string::<i32>().value(0),
+        "o200k_base"
+    );
     let first = column("first_lsn").as_primitive::<UInt64Type>().value(0);
     let last = column("last_lsn").as_primitive::<UInt64Type>().value(0);
     assert_eq!(last, first + 2, "step, sandbox, reward in three records");
@@ -269,7 +298,8 @@ fn trajectories_round_trip_with_every_column_and_lineage() {
     let components = components.as_struct();
     assert_eq!(components.column(0).as_string::<i32>().value(0), "tests");
     // The manifest on disk is the one returned, byte for byte.
-    let manifest_bytes = std::fs::read(dir.path().join(&outcome.dir).join("manifest.json")).unwrap();
+    let manifest_bytes =
+        std::fs::read(dir.path().join(&outcome.dir).join("manifest.json")).unwrap();
     assert_eq!(files::sha256_hex(&manifest_bytes), outcome.manifest_sha256);
 }
 
@@ -280,23 +310,41 @@ fn trainer_views_have_the_columns_trainers_read() {
     let dir = tempfile::tempdir().unwrap();
     let to = Lsn(log.len() as u64);
     let export = |kind| {
-        write_export(&domain, &settings(dir.path()), kind, ExportFormat::Parquet, Lsn::ZERO, to)
-            .unwrap()
+        write_export(
+            &domain,
+            &settings(dir.path()),
+            kind,
+            ExportFormat::Parquet,
+            Lsn::ZERO,
+            to,
+        )
+        .unwrap()
     };
     // TRL SFT: the verified steps only (one per task), as a user/assistant conversation.
     let sft = export(ExportKind::TrlSft);
     assert_eq!(sft.manifest.rows, 2);
     let batch = &read_batches(&dir.path().join(&sft.dir).join(&sft.manifest.files[0].path))[0];
-    let messages = batch.column_by_name("messages").unwrap().as_list::<i32>().value(0);
+    let messages = batch
+        .column_by_name("messages")
+        .unwrap()
+        .as_list::<i32>()
+        .value(0);
     let messages = messages.as_struct();
     assert_eq!(messages.column(0).as_string::<i32>().value(0), "user");
     assert_eq!(messages.column(0).as_string::<i32>().value(1), "assistant");
     let answer = messages.column(1).as_string::<i32>().value(1);
-    assert!(answer.starts_with("<think>\nprint should be logging\n</think>\n{\"kind\":\"rule\""), "{answer}");
+    assert!(
+        answer.starts_with("<think>\nprint should be logging\n</think>\n{\"kind\":\"rule\""),
+        "{answer}"
+    );
     // TRL GRPO and verl: every kept record once, split into train/dev/test files.
     let grpo = export(ExportKind::TrlGrpo);
     assert_eq!(grpo.manifest.rows, 30);
-    assert!(grpo.manifest.files.iter().all(|file| file.path.starts_with("trl_grpo/")));
+    assert!(grpo
+        .manifest
+        .files
+        .iter()
+        .all(|file| file.path.starts_with("trl_grpo/")));
     let first = &grpo.manifest.files[0];
     let batch = &read_batches(&dir.path().join(&grpo.dir).join(&first.path))[0];
     for column in ["prompt", "ground_truth", "task_id", "language", "split"] {
@@ -304,14 +352,36 @@ fn trainer_views_have_the_columns_trainers_read() {
     }
     let verl = export(ExportKind::VerlRl);
     assert_eq!(verl.manifest.rows, 30);
-    let batch = &read_batches(&dir.path().join(&verl.dir).join(&verl.manifest.files[0].path))[0];
+    let batch = &read_batches(
+        &dir.path()
+            .join(&verl.dir)
+            .join(&verl.manifest.files[0].path),
+    )[0];
     let reward_model = batch.column_by_name("reward_model").unwrap().as_struct();
-    assert_eq!(reward_model.column_by_name("style").unwrap().as_string::<i32>().value(0), "rule");
-    let truth = reward_model.column_by_name("ground_truth").unwrap().as_string::<i32>().value(0);
+    assert_eq!(
+        reward_model
+            .column_by_name("style")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0),
+        "rule"
+    );
+    let truth = reward_model
+        .column_by_name("ground_truth")
+        .unwrap()
+        .as_string::<i32>()
+        .value(0);
     assert!(truth.starts_with("logger.info("), "{truth}");
     let extra = batch.column_by_name("extra_info").unwrap().as_struct();
     assert!(extra.column_by_name("split").is_some() && extra.column_by_name("index").is_some());
-    assert_eq!(batch.column_by_name("ability").unwrap().as_string::<i32>().value(0), "code_edit");
+    assert_eq!(
+        batch
+            .column_by_name("ability")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0),
+        "code_edit"
+    );
     // Processed splits: processed/{language}/{split}-i-of-n, rows per language as ingested.
     let processed = export(ExportKind::Processed);
     let java: u64 = processed
@@ -324,17 +394,40 @@ fn trainer_views_have_the_columns_trainers_read() {
     assert_eq!(java, 10);
     assert!(processed.manifest.files.iter().all(|file| {
         let name = file.path.rsplit('/').next().unwrap();
-        ["train-", "dev-", "test-"].iter().any(|split| name.starts_with(split))
+        ["train-", "dev-", "test-"]
+            .iter()
+            .any(|split| name.starts_with(split))
             && name.ends_with("-of-00001.parquet")
     }));
     // JSONL on request, same grouping.
-    let jsonl = write_export(&domain, &settings(dir.path()), ExportKind::Processed, ExportFormat::Jsonl, Lsn::ZERO, to).unwrap();
+    let jsonl = write_export(
+        &domain,
+        &settings(dir.path()),
+        ExportKind::Processed,
+        ExportFormat::Jsonl,
+        Lsn::ZERO,
+        to,
+    )
+    .unwrap();
     assert_eq!(jsonl.manifest.rows, 30);
-    let text = std::fs::read_to_string(dir.path().join(&jsonl.dir).join(&jsonl.manifest.files[0].path)).unwrap();
+    let text = std::fs::read_to_string(
+        dir.path()
+            .join(&jsonl.dir)
+            .join(&jsonl.manifest.files[0].path),
+    )
+    .unwrap();
     let row: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(row["source"], "fixture/mini");
     // JSONL of another kind is refused.
-    assert!(write_export(&domain, &settings(dir.path()), ExportKind::VerlRl, ExportFormat::Jsonl, Lsn::ZERO, to).is_err());
+    assert!(write_export(
+        &domain,
+        &settings(dir.path()),
+        ExportKind::VerlRl,
+        ExportFormat::Jsonl,
+        Lsn::ZERO,
+        to
+    )
+    .is_err());
 }
 
 #[test]
@@ -347,8 +440,24 @@ fn a_projection_past_to_exports_the_same_bytes_as_one_stopped_at_to() {
     let b = tempfile::tempdir().unwrap();
     for kind in ExportKind::ALL {
         let to = Lsn(cut as u64);
-        let one = write_export(&stopped, &settings(a.path()), kind, ExportFormat::Parquet, Lsn::ZERO, to).unwrap();
-        let two = write_export(&moved_on, &settings(b.path()), kind, ExportFormat::Parquet, Lsn::ZERO, to).unwrap();
+        let one = write_export(
+            &stopped,
+            &settings(a.path()),
+            kind,
+            ExportFormat::Parquet,
+            Lsn::ZERO,
+            to,
+        )
+        .unwrap();
+        let two = write_export(
+            &moved_on,
+            &settings(b.path()),
+            kind,
+            ExportFormat::Parquet,
+            Lsn::ZERO,
+            to,
+        )
+        .unwrap();
         assert_eq!(one.manifest, two.manifest, "{kind:?}");
         assert_eq!(one.manifest_sha256, two.manifest_sha256, "{kind:?}");
     }
@@ -364,20 +473,56 @@ fn incremental_exports_cover_what_a_full_export_does() {
     let cuts = [Lsn(0), Lsn(3), Lsn(9), Lsn(log.len() as u64)];
     let mut incremental_rows = 0;
     for window in cuts.windows(2) {
-        let outcome = write_export(&domain, &settings, ExportKind::Processed, ExportFormat::Parquet, window[0], window[1]).unwrap();
+        let outcome = write_export(
+            &domain,
+            &settings,
+            ExportKind::Processed,
+            ExportFormat::Parquet,
+            window[0],
+            window[1],
+        )
+        .unwrap();
         incremental_rows += outcome.manifest.rows;
     }
-    let full = write_export(&domain, &settings, ExportKind::Processed, ExportFormat::Parquet, Lsn::ZERO, *cuts.last().unwrap()).unwrap();
+    let full = write_export(
+        &domain,
+        &settings,
+        ExportKind::Processed,
+        ExportFormat::Parquet,
+        Lsn::ZERO,
+        *cuts.last().unwrap(),
+    )
+    .unwrap();
     assert_eq!(incremental_rows, full.manifest.rows);
     assert_eq!(full.manifest.rows, 50);
     // Steps: a step whose reward came after the first window shows again, with its reward.
     let to = Lsn(log.len() as u64);
     let mid = Lsn(log.len() as u64 - 1); // the last reward is in the last record
-    let first = write_export(&domain, &settings, ExportKind::Trajectories, ExportFormat::Parquet, Lsn::ZERO, mid).unwrap();
-    let second = write_export(&domain, &settings, ExportKind::Trajectories, ExportFormat::Parquet, mid, to).unwrap();
+    let first = write_export(
+        &domain,
+        &settings,
+        ExportKind::Trajectories,
+        ExportFormat::Parquet,
+        Lsn::ZERO,
+        mid,
+    )
+    .unwrap();
+    let second = write_export(
+        &domain,
+        &settings,
+        ExportKind::Trajectories,
+        ExportFormat::Parquet,
+        mid,
+        to,
+    )
+    .unwrap();
     assert_eq!(first.manifest.rows, 6);
     assert_eq!(second.manifest.rows, 1);
-    let batch = &read_batches(&dir.path().join(&second.dir).join(&second.manifest.files[0].path))[0];
+    let batch = &read_batches(
+        &dir.path()
+            .join(&second.dir)
+            .join(&second.manifest.files[0].path),
+    )[0];
     assert!(!batch.column_by_name("reward").unwrap().is_null(0));
 }
 
@@ -390,19 +535,58 @@ fn shards_follow_the_size_cap_and_crash_leftovers_are_removed() {
     small.shard_bytes_max = 1; // one batch per shard
     let to = Lsn(log.len() as u64);
     // A crashed earlier run left a temp file in the export's directory.
-    let export_dir = dir.path().join(export_id(ExportKind::Trajectories, ExportFormat::Parquet, Lsn::ZERO, to));
+    let export_dir = dir.path().join(export_id(
+        ExportKind::Trajectories,
+        ExportFormat::Parquet,
+        Lsn::ZERO,
+        to,
+    ));
     std::fs::create_dir_all(&export_dir).unwrap();
-    std::fs::write(export_dir.join(".tmp-trajectories-00000.parquet"), b"half a file").unwrap();
-    let outcome = write_export(&domain, &small, ExportKind::Trajectories, ExportFormat::Parquet, Lsn::ZERO, to).unwrap();
+    std::fs::write(
+        export_dir.join(".tmp-trajectories-00000.parquet"),
+        b"half a file",
+    )
+    .unwrap();
+    let outcome = write_export(
+        &domain,
+        &small,
+        ExportKind::Trajectories,
+        ExportFormat::Parquet,
+        Lsn::ZERO,
+        to,
+    )
+    .unwrap();
     assert_eq!(outcome.manifest.rows, 0);
-    assert_eq!(outcome.manifest.files.len(), 1, "an empty export keeps one file with the columns");
-    assert!(!files_of(&export_dir).keys().any(|name| name.starts_with(".tmp-")));
-    let records = write_export(&domain, &small, ExportKind::TrlGrpo, ExportFormat::Parquet, Lsn::ZERO, to).unwrap();
-    let train: Vec<_> = records.manifest.files.iter().filter(|f| f.path.starts_with("trl_grpo/train-")).collect();
+    assert_eq!(
+        outcome.manifest.files.len(),
+        1,
+        "an empty export keeps one file with the columns"
+    );
+    assert!(!files_of(&export_dir)
+        .keys()
+        .any(|name| name.starts_with(".tmp-")));
+    let records = write_export(
+        &domain,
+        &small,
+        ExportKind::TrlGrpo,
+        ExportFormat::Parquet,
+        Lsn::ZERO,
+        to,
+    )
+    .unwrap();
+    let train: Vec<_> = records
+        .manifest
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("trl_grpo/train-"))
+        .collect();
     assert!(train.len() >= 2, "{train:?}");
     let count = train.len();
     for (index, file) in train.iter().enumerate() {
-        assert_eq!(file.path, format!("trl_grpo/train-{index:05}-of-{count:05}.parquet"));
+        assert_eq!(
+            file.path,
+            format!("trl_grpo/train-{index:05}-of-{count:05}.parquet")
+        );
     }
     assert_eq!(records.manifest.rows, 9000);
 }
@@ -438,9 +622,19 @@ fn dataset_builds_are_reproducible_and_filtered() {
     assert_ne!(build::build_id(&spec, to), build::build_id(&other, to));
     let latest = build::normalize(request(BuildStrategy::Latest, None, Some(3))).unwrap();
     let latest = build::write_build(&domain, &settings(a.path()), &latest, to).unwrap();
-    let batch = &read_batches(&a.path().join(&latest.dir).join(&latest.manifest.files[0].path))[0];
-    let index = batch.column_by_name("index").unwrap().as_primitive::<UInt64Type>();
-    assert_eq!((index.value(0), index.value(1), index.value(2)), (59, 58, 56));
+    let batch = &read_batches(
+        &a.path()
+            .join(&latest.dir)
+            .join(&latest.manifest.files[0].path),
+    )[0];
+    let index = batch
+        .column_by_name("index")
+        .unwrap()
+        .as_primitive::<UInt64Type>();
+    assert_eq!(
+        (index.value(0), index.value(1), index.value(2)),
+        (59, 58, 56)
+    );
     // Steps: verified only.
     let steps = build::normalize(DatasetBuildRequest {
         source: BuildSource::Trajectories,

@@ -27,8 +27,15 @@ pub fn required_permission(method: &Method, route: &str) -> Option<Permission> {
 }
 
 /// Authenticates every request whose route needs a permission.
-pub async fn authenticate(authenticator: Arc<Authenticator>, mut request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string());
+pub async fn authenticate(
+    authenticator: Arc<Authenticator>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string());
     let permission = match &route {
         Some(route) => required_permission(request.method(), route),
         // Unknown routes still need a valid token, so they reveal nothing to strangers.
@@ -37,7 +44,10 @@ pub async fn authenticate(authenticator: Arc<Authenticator>, mut request: Reques
     let caller = match permission {
         None => Caller::anonymous_admin(),
         Some(permission) => {
-            let header = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+            let header = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok());
             match authenticator.authorize(header, permission) {
                 Ok(caller) => caller,
                 Err(error) => return auth_error(error).into_response(),
@@ -51,7 +61,8 @@ pub async fn authenticate(authenticator: Arc<Authenticator>, mut request: Reques
 fn auth_error(error: AuthError) -> ApiError {
     match error {
         AuthError::MissingToken | AuthError::InvalidToken => {
-            metrics::counter!("agentd_auth_failures_total", "reason" => "unauthorized").increment(1);
+            metrics::counter!("agentd_auth_failures_total", "reason" => "unauthorized")
+                .increment(1);
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string())
         }
         AuthError::Forbidden { .. } => {
@@ -76,7 +87,13 @@ impl<S: Send + Sync> FromRequestParts<S> for CallerExt {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(CallerExt(parts.extensions.get::<Caller>().cloned().unwrap_or_else(Caller::anonymous_admin)))
+        Ok(CallerExt(
+            parts
+                .extensions
+                .get::<Caller>()
+                .cloned()
+                .unwrap_or_else(Caller::anonymous_admin),
+        ))
     }
 }
 
@@ -93,19 +110,47 @@ mod tests {
             (Method::POST, "/v1/jobs", Some(Permission::Submit)),
             (Method::POST, "/v1/jobs/batch", Some(Permission::Submit)),
             (Method::GET, "/v1/jobs", Some(Permission::Read)),
-            (Method::GET, "/v1/jobs/{job_id}", Some(Permission::ReadOwnJobs)),
-            (Method::POST, "/v1/jobs/{job_id}/cancel", Some(Permission::Admin)),
+            (
+                Method::GET,
+                "/v1/jobs/{job_id}",
+                Some(Permission::ReadOwnJobs),
+            ),
+            (
+                Method::POST,
+                "/v1/jobs/{job_id}/cancel",
+                Some(Permission::Admin),
+            ),
             (Method::POST, "/v1/leases", Some(Permission::Work)),
-            (Method::POST, "/v1/leases/{lease_id}/complete", Some(Permission::Work)),
-            (Method::POST, "/v1/queues/{queue}/pause", Some(Permission::Admin)),
+            (
+                Method::POST,
+                "/v1/leases/{lease_id}/complete",
+                Some(Permission::Work),
+            ),
+            (
+                Method::POST,
+                "/v1/queues/{queue}/pause",
+                Some(Permission::Admin),
+            ),
             (Method::GET, "/v1/events", Some(Permission::Read)),
-            (Method::POST, "/v1/tasks/{task_id}/steps", Some(Permission::Work)),
-            (Method::GET, "/v1/tasks/{task_id}/state", Some(Permission::ReadTasks)),
+            (
+                Method::POST,
+                "/v1/tasks/{task_id}/steps",
+                Some(Permission::Work),
+            ),
+            (
+                Method::GET,
+                "/v1/tasks/{task_id}/state",
+                Some(Permission::ReadTasks),
+            ),
             (Method::POST, "/v1/datasets", Some(Permission::Admin)),
             (Method::GET, "/v1/datasets/stats", Some(Permission::Read)),
         ];
         for (method, route, expected) in cases {
-            assert_eq!(required_permission(&method, route), expected, "{method} {route}");
+            assert_eq!(
+                required_permission(&method, route),
+                expected,
+                "{method} {route}"
+            );
         }
     }
 }

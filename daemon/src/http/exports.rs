@@ -23,9 +23,9 @@ use axum::extract::State;
 use crate::http::extract::ApiPath as Path;
 use axum::http::StatusCode;
 use axum::Json;
+use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use std::time::Duration;
 
 /// The routes, merged into the API router; each handler's `#[utoipa::path]` gives its path and
 /// method and documents it in `/openapi.json`.
@@ -81,9 +81,11 @@ fn run_error(error: RunError) -> ApiError {
             "shutting_down",
             error.to_string(),
         ),
-        RunError::Lagging(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", error.to_string())
-        }
+        RunError::Lagging(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            error.to_string(),
+        ),
         // An operator's route: the message (a path and an IO error) is what they need to act.
         RunError::Export(_) | RunError::Replay(_) => {
             tracing::error!("export failed: {error}");
@@ -150,7 +152,11 @@ async fn show(
 ) -> ApiResult<Json<ExportShowResponse>> {
     let service = state.exports.clone();
     let export = service
-        .with_ledger(|ledger| ledger.export(&export_id).map(|recorded| export_view(&service, recorded)))
+        .with_ledger(|ledger| {
+            ledger
+                .export(&export_id)
+                .map(|recorded| export_view(&service, recorded))
+        })
         .ok_or_else(|| ApiError::not_found(format!("no export {export_id:?} is recorded")))?;
     let path = std::path::PathBuf::from(&export.dir).join(files::MANIFEST_NAME);
     let manifest = tokio::task::spawn_blocking(move || -> Option<ExportManifest> {
@@ -185,7 +191,11 @@ async fn run(
         Err(_) => return Err(still_running()),
     };
     let export = outcome.export_id.as_deref().and_then(|id| {
-        service.with_ledger(|ledger| ledger.export(id).map(|recorded| export_view(&service, recorded)))
+        service.with_ledger(|ledger| {
+            ledger
+                .export(id)
+                .map(|recorded| export_view(&service, recorded))
+        })
     });
     let status = if outcome.created {
         StatusCode::CREATED
@@ -218,10 +228,15 @@ async fn schedules(State(state): State<AppState>) -> ApiResult<Json<ScheduleList
             let last = service.with_ledger(|ledger| {
                 ledger.last_fired(&config.name).map(|fired| {
                     let completed = ledger.export(&fired.event.export_id).is_some();
-                    (fired.event.slot_ms, fired.event.export_id.clone(), completed)
+                    (
+                        fired.event.slot_ms,
+                        fired.event.export_id.clone(),
+                        completed,
+                    )
                 })
             });
-            let next = crate::schedule::next_slot(schedule, last.as_ref().map(|last| last.0), now_ms);
+            let next =
+                crate::schedule::next_slot(schedule, last.as_ref().map(|last| last.0), now_ms);
             ScheduleView {
                 name: config.name.clone(),
                 cron: config.cron.clone(),
@@ -282,8 +297,14 @@ async fn build_dataset(
         Err(_) => return Err(still_running()),
     };
     let build = service
-        .with_ledger(|ledger| ledger.build(&outcome.build_id).map(|recorded| build_view(&service, recorded)))
-        .ok_or_else(|| ApiError::internal("a finished build is not in the ledger", &outcome.build_id))?;
+        .with_ledger(|ledger| {
+            ledger
+                .build(&outcome.build_id)
+                .map(|recorded| build_view(&service, recorded))
+        })
+        .ok_or_else(|| {
+            ApiError::internal("a finished build is not in the ledger", &outcome.build_id)
+        })?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {

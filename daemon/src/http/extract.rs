@@ -38,7 +38,9 @@ impl FromRequest<AppState> for ApiBody {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
-                    format!("request body is over the limit of {limit} bytes ([server] body_bytes_max)"),
+                    format!(
+                        "request body is over the limit of {limit} bytes ([server] body_bytes_max)"
+                    ),
                 )
             })
     }
@@ -53,14 +55,31 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty; expected a JSON object",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
-        serde_json::error::Category::Data => ApiError::invalid(format!("request body: {error}")),
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        body_error(&path, error.into_inner())
+    })?;
+    deserializer.end().map_err(|error| body_error(".", error))?;
+    Ok(value)
+}
+
+/// Maps a JSON error to the API's shape; `path` names the field at fault (`jobs[0].kind`), "."
+/// the body itself.
+fn body_error(path: &str, error: serde_json::Error) -> ApiError {
+    match error.classify() {
+        serde_json::error::Category::Data if path == "." => {
+            ApiError::invalid(format!("request body: {error}"))
+        }
+        serde_json::error::Category::Data => {
+            ApiError::invalid(format!("request body: {path}: {error}"))
+        }
         _ => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("request body is not valid JSON: {error}"),
         ),
-    })
+    }
 }
 
 /// Query parameters parsed with the API's error shape.

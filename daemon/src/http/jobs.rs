@@ -1,10 +1,10 @@
 //! `/v1/jobs`: submit (single and batch), show, list, cancel, retry.
 
-use crate::auth::Role;
-use crate::http::auth_layer::CallerExt;
 use super::error::ApiError;
 use super::extract::{parse_id, ApiJson, ApiQuery};
 use super::{now_ms, ApiResult, AppState};
+use crate::auth::Role;
+use crate::http::auth_layer::CallerExt;
 use crate::projection::jobs::{self as job_projection, JobFilter};
 use crate::sequencer::Command;
 use agentd_schemas::api::{

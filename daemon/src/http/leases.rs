@@ -1,9 +1,9 @@
 //! `/v1/leases`: long-poll for jobs, heartbeat, complete, fail.
 
-use crate::http::auth_layer::CallerExt;
 use super::error::ApiError;
 use super::extract::{parse_id, ApiJson};
 use super::{ApiResult, AppState};
+use crate::http::auth_layer::CallerExt;
 use crate::projection::jobs as job_projection;
 use crate::sequencer::Command;
 use agentd_schemas::api::{
@@ -212,7 +212,9 @@ pub async fn complete_many(
     ApiJson(request): ApiJson<CompleteManyRequest>,
 ) -> ApiResult<Json<CompleteManyResponse>> {
     if request.completions.is_empty() {
-        return Err(ApiError::invalid("completions: must contain at least one item"));
+        return Err(ApiError::invalid(
+            "completions: must contain at least one item",
+        ));
     }
     if request.completions.len() > COMPLETE_MANY_MAX {
         return Err(ApiError::over_limit(

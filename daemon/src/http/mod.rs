@@ -4,12 +4,12 @@
 //! Limits are layers: a connection cap in the accept loop (see `server`), a concurrency limit on
 //! requests in flight, a per-request timeout (long-polls are capped below it), and bounded bodies.
 
-pub mod domain;
 pub mod auth_layer;
+pub mod domain;
 pub mod error;
 mod events;
-pub mod extract;
 mod exports;
+pub mod extract;
 mod jobs;
 mod leases;
 pub mod openapi;
@@ -24,13 +24,13 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use error::ApiError;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -101,9 +101,11 @@ pub fn app(state: AppState) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
-            auth_layer::authenticate(authenticator.clone(), request, next)
-        }))
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                auth_layer::authenticate(authenticator.clone(), request, next)
+            },
+        ))
         .layer(axum::middleware::from_fn(record_request))
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| timeout(request, next, request_timeout),

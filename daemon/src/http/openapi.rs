@@ -71,7 +71,10 @@ pub fn document() -> OpenApi {
     responses((status = 200, description = "This document", body = Object))
 )]
 pub async fn serve() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], document_json())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document_json(),
+    )
 }
 
 /// Adds what every operation shares: optional bearer authentication, and a `default` answer
@@ -150,7 +153,8 @@ mod tests {
     fn every_registered_route_is_documented() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
         // Built here so this file does not match itself.
-        let needles = ["route", "route_service", "nest", "nest_service"].map(|name| format!(".{name}("));
+        let needles =
+            ["route", "route_service", "nest", "nest_service"].map(|name| format!(".{name}("));
         let mut offenders = Vec::new();
         let mut stack = vec![root];
         while let Some(dir) = stack.pop() {
@@ -184,13 +188,22 @@ mod tests {
     fn document_has_every_operation_with_error_answers_and_security() {
         let document: serde_json::Value = serde_json::from_str(document_json()).unwrap();
         let paths = document["paths"].as_object().unwrap();
-        assert!(paths.contains_key("/openapi.json"), "the document describes itself");
+        assert!(
+            paths.contains_key("/openapi.json"),
+            "the document describes itself"
+        );
         assert!(paths.contains_key("/v1/jobs/{job_id}"));
         for (path, item) in paths {
             for (method, operation) in item.as_object().unwrap() {
                 let responses = operation["responses"].as_object().unwrap();
-                assert!(responses.contains_key("default"), "{method} {path} lacks error answers");
-                assert!(operation.get("security").is_some(), "{method} {path} lacks security");
+                assert!(
+                    responses.contains_key("default"),
+                    "{method} {path} lacks error answers"
+                );
+                assert!(
+                    operation.get("security").is_some(),
+                    "{method} {path} lacks security"
+                );
             }
         }
         assert_eq!(

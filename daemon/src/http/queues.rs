@@ -1,7 +1,7 @@
 //! `/v1/queues`: depth by state and the paused flag; pause and resume.
 
-use crate::http::auth_layer::CallerExt;
 use super::{ApiResult, AppState};
+use crate::http::auth_layer::CallerExt;
 use crate::sequencer::Command;
 use agentd_schemas::api::{QueueChangeResponse, QueueListResponse};
 use axum::extract::State;

@@ -200,12 +200,20 @@ fn wall_ms() -> u64 {
 
 /// Runs the schedules until `stop` turns true: resumes interrupted firings, runs missed slots
 /// once, then fires each slot as it comes.
-pub async fn run(schedules: Vec<Schedule>, service: ExportService, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    schedules: Vec<Schedule>,
+    service: ExportService,
+    mut stop: watch::Receiver<bool>,
+) {
     for fired in service.with_ledger(|ledger| ledger.pending_fired()) {
         let name = fired.schedule.clone();
         match service.resume(fired).await {
-            Ok(run) => tracing::info!(schedule = %name, export_id = ?run.export_id, "resumed an interrupted scheduled export"),
-            Err(error) => tracing::error!(schedule = %name, "cannot resume the scheduled export: {error}"),
+            Ok(run) => {
+                tracing::info!(schedule = %name, export_id = ?run.export_id, "resumed an interrupted scheduled export")
+            }
+            Err(error) => {
+                tracing::error!(schedule = %name, "cannot resume the scheduled export: {error}")
+            }
         }
     }
     if schedules.is_empty() {
@@ -239,7 +247,10 @@ pub async fn run(schedules: Vec<Schedule>, service: ExportService, mut stop: wat
         for (slot, schedule) in due.iter() {
             // A slot that is due is fired once, even if more slots of it passed meanwhile (an
             // export slower than the schedule's period): the next wait starts after the latest.
-            let latest = schedule.latest_at_or_before(wall_ms()).unwrap_or(*slot).max(*slot);
+            let latest = schedule
+                .latest_at_or_before(wall_ms())
+                .unwrap_or(*slot)
+                .max(*slot);
             fire(&service, schedule, latest).await;
         }
         if !due.is_empty() {
@@ -262,7 +273,9 @@ pub async fn run(schedules: Vec<Schedule>, service: ExportService, mut stop: wat
 async fn fire(service: &ExportService, schedule: &Schedule, slot_ms: u64) {
     let name = &schedule.config.name;
     match service.fire(schedule.export(), slot_ms).await {
-        Ok(run) => tracing::info!(schedule = %name, slot_ms, export_id = ?run.export_id, "schedule fired"),
+        Ok(run) => {
+            tracing::info!(schedule = %name, slot_ms, export_id = ?run.export_id, "schedule fired")
+        }
         Err(error) => {
             // The firing may not be logged (e.g. disk full): wait for the next slot rather than
             // retry in a tight loop. A logged firing whose export failed resumes at the next start.
@@ -343,10 +356,16 @@ mod tests {
         // Fired at 10:00 already: nothing missed, the next is 11:00, not 10:00 again.
         let last = Some(ms("2026-05-01T10:00:00Z"));
         assert_eq!(missed_slot(&hourly, last, now), None);
-        assert_eq!(next_slot(&hourly, last, now), Some(ms("2026-05-01T11:00:00Z")));
+        assert_eq!(
+            next_slot(&hourly, last, now),
+            Some(ms("2026-05-01T11:00:00Z"))
+        );
         let mut off = hourly.clone();
         off.config.run_missed_at_startup = false;
-        assert_eq!(missed_slot(&off, Some(ms("2026-05-01T06:00:00Z")), now), None);
+        assert_eq!(
+            missed_slot(&off, Some(ms("2026-05-01T06:00:00Z")), now),
+            None
+        );
         assert_eq!(
             next_slot(&off, Some(ms("2026-05-01T06:00:00Z")), now),
             Some(ms("2026-05-01T11:00:00Z"))
@@ -357,7 +376,10 @@ mod tests {
     fn bad_schedules_are_refused_with_their_name() {
         let mut config = schedule("@daily", "UTC").config;
         config.cron = "61 * * * *".into();
-        assert!(Schedule::parse(&config).unwrap_err().to_string().contains("nightly"));
+        assert!(Schedule::parse(&config)
+            .unwrap_err()
+            .to_string()
+            .contains("nightly"));
         config.cron = "@daily".into();
         config.timezone = "Mars/Olympus".into();
         assert!(Schedule::parse(&config).is_err());

@@ -10,7 +10,19 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What an export contains (its row shape and its layout on disk).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportKind {
     /// The full per-step trajectory log, one row per step.
@@ -59,7 +71,20 @@ impl std::str::FromStr for ExportKind {
 }
 
 /// The file format of an export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportFormat {
     /// Apache Parquet, zstd-compressed.
@@ -84,7 +109,9 @@ impl std::str::FromStr for ExportFormat {
         match text {
             "parquet" => Ok(ExportFormat::Parquet),
             "jsonl" => Ok(ExportFormat::Jsonl),
-            _ => Err(format!("unknown export format {text:?}; expected parquet or jsonl")),
+            _ => Err(format!(
+                "unknown export format {text:?}; expected parquet or jsonl"
+            )),
         }
     }
 }
@@ -144,7 +171,9 @@ pub struct ScheduleFired {
 }
 
 /// Which rows a dataset build selects from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BuildSource {
     /// Kept processed records.
@@ -155,7 +184,9 @@ pub enum BuildSource {
 }
 
 /// How a dataset build orders rows before `limit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BuildStrategy {
     /// Newest first (highest LSN first).

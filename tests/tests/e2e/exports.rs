@@ -5,7 +5,9 @@
 //! and renaming leaves no file under a final name and the next run completes the export. A
 //! schedule fires, survives a SIGKILL, and never fires a slot twice.
 
-use agentd_schemas::domain_api::{ActionRequest, RecordStepRequest, RewardRequest, SandboxResultRequest};
+use agentd_schemas::domain_api::{
+    ActionRequest, RecordStepRequest, RewardRequest, SandboxResultRequest,
+};
 use agentd_schemas::events::{RewardSource, SandboxOutcome};
 use agentd_tests::{agentctl, agentd, binary, eventually, write_config, Daemon};
 use serde_json::Value;
@@ -16,7 +18,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/domain").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/domain")
+        .join(name)
 }
 
 fn text(path: &Path) -> &str {
@@ -48,7 +52,11 @@ fn ingest(url: &str) {
             text(&fixture("normalized.jsonl")),
         ],
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 async fn record_steps(daemon: &Daemon, task: &str, steps: std::ops::Range<u32>) {
@@ -85,7 +93,10 @@ async fn record_steps(daemon: &Daemon, task: &str, steps: std::ops::Range<u32>) 
             peak_rss_bytes: None,
             lease_id: None,
         };
-        client.record_sandbox_result(task, step, &sandbox).await.unwrap();
+        client
+            .record_sandbox_result(task, step, &sandbox)
+            .await
+            .unwrap();
         let reward = RewardRequest {
             value: 1.0,
             verified: step % 2 == 0,
@@ -119,10 +130,21 @@ fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn rebuild(data_dir: &Path, out: &Path, extra: &[&str]) -> Value {
-    let mut args = vec!["rebuild", "--data-dir", text(data_dir), "--out", text(out), "--json"];
+    let mut args = vec![
+        "rebuild",
+        "--data-dir",
+        text(data_dir),
+        "--out",
+        text(out),
+        "--json",
+    ];
     args.extend_from_slice(extra);
     let output = agentd(&args);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -147,35 +169,80 @@ async fn incremental_exports_and_builds_are_rebuilt_byte_for_byte() {
     record_steps(&daemon, "task-b", 0..2).await;
     let second = ctl_json(&url, &["exports", "run", "--kind", "trajectories"]);
     let second = second["export"].clone();
-    assert_eq!(second["after_lsn"], first["to_lsn"], "incremental from the watermark");
+    assert_eq!(
+        second["after_lsn"], first["to_lsn"],
+        "incremental from the watermark"
+    );
     assert_eq!(second["rows"], 2);
     for kind in ["processed", "trl_sft", "trl_grpo", "verl_rl"] {
         let run = ctl_json(&url, &["exports", "run", "--kind", kind]);
         assert_eq!(run["created"], true, "{kind}: {run}");
     }
-    let jsonl = ctl_json(&url, &["exports", "run", "--kind", "processed", "--format", "jsonl"]);
-    assert!(jsonl["export"]["files"][0]["path"].as_str().unwrap().ends_with(".jsonl"));
+    let jsonl = ctl_json(
+        &url,
+        &["exports", "run", "--kind", "processed", "--format", "jsonl"],
+    );
+    assert!(jsonl["export"]["files"][0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with(".jsonl"));
     let build = ctl_json(
         &url,
-        &["datasets", "build", "--name", "py-edits", "--version", "v1", "--strategy", "random", "--seed", "7", "--filter", "language=python"],
+        &[
+            "datasets",
+            "build",
+            "--name",
+            "py-edits",
+            "--version",
+            "v1",
+            "--strategy",
+            "random",
+            "--seed",
+            "7",
+            "--filter",
+            "language=python",
+        ],
     );
     assert_eq!(build["created"], true, "{build}");
     assert_eq!(build["build"]["dataset_key"], "py-edits-v1");
     let same = ctl_json(
         &url,
-        &["datasets", "build", "--name", "py-edits", "--version", "v1", "--strategy", "random", "--seed", "7", "--filter", "language=python"],
+        &[
+            "datasets",
+            "build",
+            "--name",
+            "py-edits",
+            "--version",
+            "v1",
+            "--strategy",
+            "random",
+            "--seed",
+            "7",
+            "--filter",
+            "language=python",
+        ],
     );
-    assert_eq!(same["build"]["build_id"], build["build"]["build_id"], "same request, same log");
+    assert_eq!(
+        same["build"]["build_id"], build["build"]["build_id"],
+        "same request, same log"
+    );
 
     let list = ctl_json(&url, &["exports", "list"]);
     assert_eq!(list["exports"].as_array().unwrap().len(), 7);
-    let show = ctl_json(&url, &["exports", "show", first["export_id"].as_str().unwrap()]);
+    let show = ctl_json(
+        &url,
+        &["exports", "show", first["export_id"].as_str().unwrap()],
+    );
     assert_eq!(show["manifest"]["schema_version"], 1);
     assert_eq!(show["manifest"]["lsn_range"]["to"], first["to_lsn"]);
     // No temp file anywhere, and every listed file is there with its recorded hash.
     let exports_root = data_dir.join("exports");
     let live = files_of(&exports_root);
-    assert!(!live.keys().any(|name| name.contains(".tmp-")), "{:?}", live.keys());
+    assert!(
+        !live.keys().any(|name| name.contains(".tmp-")),
+        "{:?}",
+        live.keys()
+    );
     assert_eq!(daemon.stop(), Some(0));
 
     // Two rebuilds: every recorded export and build re-created byte for byte.
@@ -185,17 +252,30 @@ async fn incremental_exports_and_builds_are_rebuilt_byte_for_byte() {
     let report2 = rebuild(&data_dir, &out2, &[]);
     assert_eq!(report1, report2);
     let rebuilt = report1["exports"].as_array().unwrap();
-    let recorded: Vec<&Value> = rebuilt.iter().filter(|e| !e["matches_recorded"].is_null()).collect();
+    let recorded: Vec<&Value> = rebuilt
+        .iter()
+        .filter(|e| !e["matches_recorded"].is_null())
+        .collect();
     assert_eq!(recorded.len(), 8, "7 exports and 1 build: {report1}");
-    assert!(recorded.iter().all(|e| e["matches_recorded"] == true), "{report1}");
+    assert!(
+        recorded.iter().all(|e| e["matches_recorded"] == true),
+        "{report1}"
+    );
     let files1 = files_of(&out1.join("exports"));
     assert_eq!(files1, files_of(&out2.join("exports")));
     for (name, bytes) in &live {
-        assert_eq!(files1.get(name), Some(bytes), "{name} differs between the live export and the rebuild");
+        assert_eq!(
+            files1.get(name),
+            Some(bytes),
+            "{name} differs between the live export and the rebuild"
+        );
     }
     // Incremental live exports versus the rebuild's full export: same trajectory rows.
     let full_dir = format!("exp_trajectories_0_{}", report1["lsn"]);
-    assert!(files1.keys().any(|name| name.starts_with(&full_dir)), "{full_dir}");
+    assert!(
+        files1.keys().any(|name| name.starts_with(&full_dir)),
+        "{full_dir}"
+    );
 
     // As of the first export: the rebuild's full trajectory export is the first export itself.
     let out3 = dir.path().join("as-of-first");
@@ -228,7 +308,9 @@ fn start_with_fault(data_dir: &Path, fault: &str) -> (std::process::Child, Strin
             }
         }
     });
-    let url = rx.recv_timeout(Duration::from_secs(60)).expect("agentd listens");
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("agentd listens");
     (child, url)
 }
 
@@ -240,18 +322,28 @@ async fn a_crash_between_write_and_rename_leaves_no_partial_file_and_the_next_ru
         let (mut child, url) = start_with_fault(&data_dir, fault);
         ingest(&url);
         let output = agentctl(&url, &["exports", "run", "--kind", "processed"]);
-        assert!(!output.status.success(), "{fault}: the daemon should have aborted");
+        assert!(
+            !output.status.success(),
+            "{fault}: the daemon should have aborted"
+        );
         let status = child.wait().unwrap();
         assert!(!status.success(), "{fault}: {status:?}");
         let exports = data_dir.join("exports");
         let left = files_of(&exports);
         assert!(!left.is_empty(), "{fault}: temp files were written");
-        assert!(!left.keys().any(|name| name.ends_with("manifest.json")), "{fault}: {left:?}");
+        assert!(
+            !left.keys().any(|name| name.ends_with("manifest.json")),
+            "{fault}: {left:?}"
+        );
         for (name, bytes) in &left {
             if !name.contains(".tmp-") {
                 // Only `after_first_rename` leaves a final name, and that file is complete.
                 assert_eq!(fault, "after_first_rename", "{name}");
-                assert_eq!(&bytes[bytes.len() - 4..], b"PAR1", "{name} is a whole Parquet file");
+                assert_eq!(
+                    &bytes[bytes.len() - 4..],
+                    b"PAR1",
+                    "{name} is a whole Parquet file"
+                );
             }
         }
         // The next run (a plain daemon) completes the same export.
@@ -259,7 +351,11 @@ async fn a_crash_between_write_and_rename_leaves_no_partial_file_and_the_next_ru
         let run = ctl_json(&daemon.url, &["exports", "run", "--kind", "processed"]);
         assert_eq!(run["created"], true, "{run}");
         let files = files_of(&exports);
-        assert!(!files.keys().any(|name| name.contains(".tmp-")), "{fault}: {:?}", files.keys());
+        assert!(
+            !files.keys().any(|name| name.contains(".tmp-")),
+            "{fault}: {:?}",
+            files.keys()
+        );
         let export = &run["export"];
         let dir_name = export["export_id"].as_str().unwrap();
         for file in export["files"].as_array().unwrap() {
@@ -293,30 +389,49 @@ async fn a_schedule_fires_survives_a_kill_and_never_repeats_a_slot() {
     daemon.kill9();
     let mut daemon = Daemon::start(&data_dir, Some(&config));
     let url = daemon.url.clone();
-    let before = ctl_json(&url, &["exports", "list"])["exports"].as_array().unwrap().len();
+    let before = ctl_json(&url, &["exports", "list"])["exports"]
+        .as_array()
+        .unwrap()
+        .len();
     // Nothing new: the schedule keeps firing but exports nothing new.
     record_steps(&daemon, "task-b", 0..2).await;
-    eventually(Duration::from_secs(30), "a scheduled export of the new steps", || {
-        let url = url.clone();
-        async move {
-            let exports = ctl_json(&url, &["exports", "list"])["exports"].clone();
-            let exports = exports.as_array().unwrap();
-            (exports.len() > before && exports.iter().map(|e| e["rows"].as_u64().unwrap()).sum::<u64>() >= 3)
-                .then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "a scheduled export of the new steps",
+        || {
+            let url = url.clone();
+            async move {
+                let exports = ctl_json(&url, &["exports", "list"])["exports"].clone();
+                let exports = exports.as_array().unwrap();
+                (exports.len() > before
+                    && exports
+                        .iter()
+                        .map(|e| e["rows"].as_u64().unwrap())
+                        .sum::<u64>()
+                        >= 3)
+                    .then_some(())
+            }
+        },
+    )
     .await;
     assert_eq!(daemon.stop(), Some(0));
     // Every scheduled export has its own slot, and consecutive ranges chain.
     let report = rebuild(&data_dir, &dir.path().join("out"), &[]);
-    assert!(report["exports"].as_array().unwrap().iter().all(|e| e["matches_recorded"] != false));
+    assert!(report["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["matches_recorded"] != false));
     let daemon = Daemon::start(&data_dir, None);
     let list = ctl_json(&daemon.url, &["exports", "list"]);
     let mut slots = Vec::new();
     let mut ranges = Vec::new();
     for export in list["exports"].as_array().unwrap() {
         slots.push(export["schedule"]["slot_ms"].as_u64().unwrap());
-        ranges.push((export["after_lsn"].as_u64().unwrap(), export["to_lsn"].as_u64().unwrap()));
+        ranges.push((
+            export["after_lsn"].as_u64().unwrap(),
+            export["to_lsn"].as_u64().unwrap(),
+        ));
     }
     let unique: std::collections::BTreeSet<_> = slots.iter().collect();
     assert_eq!(unique.len(), slots.len(), "a slot fired twice: {slots:?}");

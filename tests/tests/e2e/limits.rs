@@ -54,10 +54,17 @@ async fn get(daemon: &Daemon, path: &str) -> (u16, Value) {
 /// Asserts the status and code, and that the message mentions each of `mentions`.
 fn assert_refused(answer: &(u16, Value), status: u16, code: &str, mentions: &[&str]) {
     let (got, body) = answer;
-    assert_eq!((*got, body["code"].as_str()), (status, Some(code)), "{body}");
+    assert_eq!(
+        (*got, body["code"].as_str()),
+        (status, Some(code)),
+        "{body}"
+    );
     let message = body["message"].as_str().unwrap();
     for mention in mentions {
-        assert!(message.contains(mention), "{code}: {message:?} should mention {mention:?}");
+        assert!(
+            message.contains(mention),
+            "{code}: {message:?} should mention {mention:?}"
+        );
     }
 }
 
@@ -72,7 +79,10 @@ async fn sizes_counts_and_lengths_are_refused_with_their_own_codes() {
     let (_dir, daemon) = small_daemon();
 
     // Body size: 413 body_too_large, as JSON, on JSON routes and on the raw-body completion.
-    let huge = format!(r#"{{"queue":"q","kind":"k","payload":"{}"}}"#, "x".repeat(9000));
+    let huge = format!(
+        r#"{{"queue":"q","kind":"k","payload":"{}"}}"#,
+        "x".repeat(9000)
+    );
     let answer = post(&daemon, "/v1/jobs", huge.clone()).await;
     assert_refused(&answer, 413, "body_too_large", &["8192"]);
     let answer = post(&daemon, "/v1/leases/lease_1/complete", huge).await;
@@ -85,7 +95,12 @@ async fn sizes_counts_and_lengths_are_refused_with_their_own_codes() {
 
     // Batch size: refused whole.
     let jobs: Vec<Value> = (0..4).map(|_| json!({"queue": "q", "kind": "k"})).collect();
-    let answer = post(&daemon, "/v1/jobs/batch", json!({ "jobs": jobs }).to_string()).await;
+    let answer = post(
+        &daemon,
+        "/v1/jobs/batch",
+        json!({ "jobs": jobs }).to_string(),
+    )
+    .await;
     assert_refused(&answer, 422, "batch_too_large", &["jobs", "3"]);
 
     // Number of tags, on a job and on a worker's lease request.
@@ -150,7 +165,12 @@ async fn sizes_counts_and_lengths_are_refused_with_their_own_codes() {
 
     // Within every limit, the same requests succeed.
     let jobs: Vec<Value> = (0..3).map(|_| json!({"queue": "q", "kind": "k"})).collect();
-    let (status, _) = post(&daemon, "/v1/jobs/batch", json!({ "jobs": jobs }).to_string()).await;
+    let (status, _) = post(
+        &daemon,
+        "/v1/jobs/batch",
+        json!({ "jobs": jobs }).to_string(),
+    )
+    .await;
     assert_eq!(status, 201);
     assert_eq!(job_count(&daemon).await, 3);
 }
@@ -168,13 +188,21 @@ async fn long_polls_are_capped_below_the_request_timeout() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["leases"], json!([]));
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 
     let started = Instant::now();
     let (status, body) = get(&daemon, "/v1/events?after=1000000&wait_ms=600000").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["events"], json!([]));
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// Reads one HTTP response head and body from `stream` (enough for the small JSON answers).
@@ -230,8 +258,15 @@ async fn a_request_slower_than_the_timeout_gets_503_timeout() {
         .expect("an answer before the client gives up");
     assert!(response.starts_with("HTTP/1.1 503"), "{response}");
     assert!(response.contains("\"code\":\"timeout\""), "{response}");
-    assert!(response.contains("2000 ms"), "the limit is named: {response}");
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        response.contains("2000 ms"),
+        "the limit is named: {response}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     // The daemon is fine afterwards.
     let (status, _) = get(&daemon, "/healthz").await;
     assert_eq!(status, 200);
@@ -246,7 +281,9 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     for _ in 0..2 {
         let mut stream = TcpStream::connect(address(&daemon)).await.unwrap();
         stream.write_all(request).await.unwrap();
-        let response = read_response(&mut stream, Duration::from_secs(10)).await.unwrap();
+        let response = read_response(&mut stream, Duration::from_secs(10))
+            .await
+            .unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         held.push(stream);
     }

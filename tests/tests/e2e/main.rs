@@ -1,26 +1,27 @@
 //! End-to-end tests: the real `agentd` and `agentctl` binaries, real sockets, real disks.
 //! One test binary (fast to link); modules group features.
 
+mod astgrep_verify;
 mod auth;
 mod chaos;
 mod crash;
 mod domain;
 mod exports;
-mod openapi;
 mod lifecycle;
 mod limits;
+mod openapi;
 mod recovery;
-mod worker;
 mod tls;
-mod worker_stop;
+mod worker;
 mod worker_gpus;
-mod astgrep_verify;
+mod worker_stop;
 
 use agentd_tests::{write_config, Daemon};
 use tempfile::TempDir;
 
 /// A config with fast retries so lifecycle tests finish quickly.
-pub const FAST_RETRY_CONFIG: &str = "[queue]\nretry_backoff_base_ms = 10\nretry_backoff_max_ms = 50\n";
+pub const FAST_RETRY_CONFIG: &str =
+    "[queue]\nretry_backoff_base_ms = 10\nretry_backoff_max_ms = 50\n";
 
 /// A daemon on a fresh temp dir with `FAST_RETRY_CONFIG`.
 pub fn fast_daemon() -> (TempDir, Daemon) {

@@ -48,12 +48,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/schedules"),
 ];
 
-const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+const METHODS: &[&str] = &[
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
 async fn document(daemon: &Daemon) -> Value {
     // Building the agentd client installs reqwest's TLS provider.
     let _client = daemon.client();
-    let response = reqwest::get(format!("{}/openapi.json", daemon.url)).await.unwrap();
+    let response = reqwest::get(format!("{}/openapi.json", daemon.url))
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(
         response.headers()["content-type"].to_str().unwrap(),
@@ -88,8 +92,14 @@ async fn openapi_document_lists_exactly_the_served_routes_with_error_answers() {
         .collect();
     let undocumented: Vec<_> = expected.difference(&documented).collect();
     let unlisted: Vec<_> = documented.difference(&expected).collect();
-    assert!(undocumented.is_empty(), "routes missing from /openapi.json: {undocumented:?}");
-    assert!(unlisted.is_empty(), "documented routes missing from this test's list: {unlisted:?}");
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from /openapi.json: {undocumented:?}"
+    );
+    assert!(
+        unlisted.is_empty(),
+        "documented routes missing from this test's list: {unlisted:?}"
+    );
 
     let schemas = &document["components"]["schemas"];
     assert!(schemas["ErrorBody"]["properties"]["code"].is_object());
@@ -102,7 +112,10 @@ async fn openapi_document_lists_exactly_the_served_routes_with_error_answers() {
     for (method, path) in &documented {
         let operation = &document["paths"][path][method];
         let error = &operation["responses"]["default"]["content"]["application/json"]["schema"];
-        assert_eq!(error["$ref"], "#/components/schemas/ErrorBody", "{method} {path}");
+        assert_eq!(
+            error["$ref"], "#/components/schemas/ErrorBody",
+            "{method} {path}"
+        );
         assert!(
             operation["responses"]
                 .as_object()
@@ -145,7 +158,10 @@ async fn every_documented_operation_is_routed() {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        assert_ne!(status, 405, "{method} {path} is documented but not routed: {text}");
+        assert_ne!(
+            status, 405,
+            "{method} {path} is documented but not routed: {text}"
+        );
         assert!(
             !text.contains("no such route"),
             "{method} {path} is documented but not routed: {text}"

@@ -23,10 +23,10 @@ use crate::sequencer::Command;
 use agentd_schemas::events::{Event, StateLimits};
 use agentd_schemas::{LeaseId, Lsn};
 use axum::http::StatusCode;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Longest task id, in characters (the same limit as a job's `task_id`).
 pub const TASK_ID_CHARS_MAX: usize = 256;
