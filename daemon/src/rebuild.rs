@@ -107,10 +107,10 @@ pub fn rebuild_with(
         config.log.frame_bytes_max,
         last_lsn,
         |batch| {
-            domain.apply_batch(batch);
-            for (lsn, record) in batch {
+            for (lsn, record) in &batch {
                 ledger.apply(*lsn, record);
             }
+            domain.apply_batch(batch);
         },
         |lsn| progress.set_position(lsn.0),
     )?;

@@ -190,6 +190,38 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    // The parts of a replay, so a regression shows where it is: reading and checking frames,
+    // then decoding them, then applying (the full replay below).
+    let started = Instant::now();
+    let reader = crate::log::LogReader::open(&log_dir, config.log.frame_bytes_max)?;
+    let mut frame_bytes = 0u64;
+    for frame in reader.frames(Lsn::ZERO, to) {
+        frame_bytes += frame?.payload.len() as u64;
+    }
+    let read_s = started.elapsed().as_secs_f64();
+    println!(
+        "read frames (CRC checked): {} frames, {:.0} MB in {read_s:.2} s = {:.0} frames/s",
+        to.0,
+        mb(frame_bytes),
+        to.0 as f64 / read_s
+    );
+    let started = Instant::now();
+    crate::sequencer::for_each_record(
+        &log_dir,
+        config.log.frame_bytes_max,
+        Lsn::ZERO,
+        to,
+        |_, record| {
+            std::hint::black_box(record);
+            Ok(())
+        },
+    )?;
+    let decode_s = started.elapsed().as_secs_f64();
+    println!(
+        "read + decode: {events} events in {decode_s:.2} s = {:.0} events/s",
+        events as f64 / decode_s
+    );
+
     let domain = DomainProjections::new(&config.datasets)?;
     let mut queue = QueueState::new();
     let started = Instant::now();

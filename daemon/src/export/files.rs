@@ -205,6 +205,84 @@ impl ParquetShards {
     }
 }
 
+/// Batches waiting for the writer thread of a [`PipelinedShards`].
+const PIPELINED_BATCHES_IN_FLIGHT: usize = 2;
+
+/// A [`ParquetShards`] on its own thread: the caller builds the next batch from the projections
+/// while the previous one is encoded and zstd-compressed (about half of an export's time each,
+/// measured on a 1M-step trajectory export). Batches are written in the order given, so the
+/// files are byte for byte those of [`ParquetShards`] alone.
+pub struct PipelinedShards {
+    tx: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    thread: Option<std::thread::JoinHandle<Result<ParquetShards, ExportError>>>,
+}
+
+impl PipelinedShards {
+    pub fn spawn(mut shards: ParquetShards) -> Result<Self, ExportError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(PIPELINED_BATCHES_IN_FLIGHT);
+        let thread = std::thread::Builder::new()
+            .name("export-writer".into())
+            .spawn(move || {
+                for batch in rx {
+                    shards.write(&batch)?;
+                }
+                Ok(shards)
+            })
+            .map_err(|source| ExportError::io(Path::new("export writer thread"), source))?;
+        Ok(PipelinedShards {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a batch to the writer thread; reports the thread's error once it has stopped.
+    pub fn write(&mut self, batch: RecordBatch) -> Result<(), ExportError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(batch).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The writer stopped, which it does only on an error.
+        match self.join() {
+            Ok(_) => Err(ExportError::Invalid(
+                "the export writer stopped early".into(),
+            )),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Waits for every batch to be written, then closes the last shard.
+    pub fn finish(mut self, keep_empty: bool) -> Result<FinishedGroup, ExportError> {
+        self.join()?.finish(keep_empty)
+    }
+
+    fn join(&mut self) -> Result<ParquetShards, ExportError> {
+        self.tx = None;
+        let Some(thread) = self.thread.take() else {
+            return Err(ExportError::Invalid(
+                "the export writer was already joined".into(),
+            ));
+        };
+        match thread.join() {
+            Ok(outcome) => outcome,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for PipelinedShards {
+    /// An export abandoned on an error still waits for its writer, so no thread writes into the
+    /// export directory after the export returned.
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Writes one group of JSON Lines shards.
 pub struct JsonlShards {
     dir: PathBuf,

@@ -35,7 +35,7 @@ use agentd_schemas::export_api::{
 };
 use agentd_schemas::Lsn;
 use arrow_schema::SchemaRef;
-use files::{FinishedGroup, JsonlShards, ParquetSettings, ParquetShards};
+use files::{FinishedGroup, JsonlShards, ParquetSettings, ParquetShards, PipelinedShards};
 use records::RecordRows;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -367,7 +367,13 @@ fn export_steps<R: StepRows>(
     parquet: &ParquetSettings,
     (after, to): (Lsn, Lsn),
 ) -> Result<FinishedGroup, ExportError> {
-    let mut shards = ParquetShards::new(dir, prefix, schema, parquet, settings.shard_bytes_max)?;
+    let mut shards = PipelinedShards::spawn(ParquetShards::new(
+        dir,
+        prefix,
+        schema,
+        parquet,
+        settings.shard_bytes_max,
+    )?)?;
     let mut cursor: Option<(String, u32)> = None;
     loop {
         let (batch, next) = {
@@ -389,7 +395,7 @@ fn export_steps<R: StepRows>(
             }
             (rows.finish(), next)
         };
-        shards.write(&batch)?;
+        shards.write(batch)?;
         match next {
             Some(next) => cursor = Some(next),
             None => break,

@@ -161,7 +161,7 @@ fn sample_log(records: usize, tasks: usize) -> Vec<LogRecord> {
 fn projections_up_to(log: &[LogRecord], up_to: usize) -> DomainProjections {
     let domain = DomainProjections::new(&DatasetsConfig::default()).unwrap();
     for (index, record) in log.iter().take(up_to).enumerate() {
-        domain.apply_record(Lsn(index as u64 + 1), record);
+        domain.apply_record(Lsn(index as u64 + 1), record.clone());
     }
     domain
 }

@@ -105,21 +105,28 @@ impl DomainProjections {
     }
 
     /// Applies a batch of frames in LSN order (the projector's hook).
-    pub fn apply_batch(&self, records: &[(Lsn, LogRecord)]) {
+    pub fn apply_batch(&self, records: Vec<(Lsn, LogRecord)>) {
         for (lsn, record) in records {
-            self.apply_record(*lsn, record);
+            self.apply_record(lsn, record);
         }
     }
 
     /// Applies the domain events of one frame; a frame at or below the applied LSN is skipped.
-    pub fn apply_record(&self, lsn: Lsn, record: &LogRecord) {
+    /// The record is taken by value: its steps, results and rewards move into the projections
+    /// instead of being copied (replays apply millions of them).
+    pub fn apply_record(&self, lsn: Lsn, record: LogRecord) {
         let mut applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
         if lsn <= *applied {
             return;
         }
+        let LogRecord {
+            ts_ms,
+            actor,
+            events,
+        } = record;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            for event in &record.events {
-                self.apply_event(lsn, record, event);
+            for event in events {
+                self.apply_event(lsn, ts_ms, actor.as_deref(), event);
             }
         }));
         if outcome.is_err() {
@@ -132,15 +139,14 @@ impl DomainProjections {
 
     /// Events of one record apply in order, so a step sees the state before the state update
     /// logged with it.
-    fn apply_event(&self, lsn: Lsn, record: &LogRecord, event: &Event) {
-        let ts_ms = record.ts_ms;
+    fn apply_event(&self, lsn: Lsn, ts_ms: u64, actor: Option<&str>, event: Event) {
         match event {
-            Event::DatasetRegistered(meta) => write(&self.datasets).apply_registered(meta),
+            Event::DatasetRegistered(meta) => write(&self.datasets).apply_registered(&meta),
             Event::DatasetRecordsIngested(batch) => {
-                write(&self.datasets).apply_ingested(lsn, batch)
+                write(&self.datasets).apply_ingested(lsn, &batch)
             }
             Event::TaskStateUpdated(update) => {
-                write(&self.agent_states).apply(lsn, ts_ms, record.actor.as_deref(), update)
+                write(&self.agent_states).apply(lsn, ts_ms, actor, &update)
             }
             Event::StepRecorded(step) => {
                 // Lock order: agent states before trajectories, everywhere.
@@ -212,7 +218,7 @@ pub fn replay(
 ) -> Result<(), ReplayError> {
     for_each_record(log_dir, frame_bytes_max, Lsn::ZERO, up_to, |lsn, record| {
         also(lsn, &record);
-        domain.apply_record(lsn, &record);
+        domain.apply_record(lsn, record);
         Ok(())
     })
 }

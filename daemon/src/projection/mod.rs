@@ -185,7 +185,7 @@ impl ProjectionStore {
         log_dir: &Path,
         frame_bytes_max: u32,
         up_to: Lsn,
-        mut on_batch: impl FnMut(&[(Lsn, LogRecord)]),
+        mut on_batch: impl FnMut(Vec<(Lsn, LogRecord)>),
         mut progress: impl FnMut(Lsn),
     ) -> Result<Lsn, ProjectionError> {
         let mut applied = self.applied_lsn()?;
@@ -198,9 +198,11 @@ impl ProjectionStore {
                     failure = Some(error);
                     return Err(ReplayError::Stopped);
                 }
-                on_batch(&batch);
+                on_batch(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(FRAMES_PER_TRANSACTION_MAX),
+                ));
                 applied = lsn;
-                batch.clear();
                 progress(applied);
             }
             Ok(())
@@ -215,7 +217,7 @@ impl ProjectionStore {
         if let Some((lsn, _)) = batch.last() {
             let lsn = *lsn;
             self.apply(&batch, Durability::None)?;
-            on_batch(&batch);
+            on_batch(batch);
             applied = lsn;
             progress(applied);
         }
@@ -283,7 +285,7 @@ pub fn spawn_projector(
             loop {
                 let durable = *durable_rx.borrow_and_update();
                 if durable > *applied_tx.borrow() {
-                    let on_batch = |batch: &[_]| domain.apply_batch(batch);
+                    let on_batch = |batch| domain.apply_batch(batch);
                     match store.catch_up_with(&log_dir, frame_bytes_max, durable, on_batch, |lsn| {
                         applied_tx.send_replace(lsn);
                     }) {
@@ -322,7 +324,7 @@ pub fn spawn_projector(
             }
             // Final catch-up so a graceful stop leaves the projection complete and durable.
             let durable = *durable_rx.borrow();
-            let on_batch = |batch: &[_]| domain.apply_batch(batch);
+            let on_batch = |batch| domain.apply_batch(batch);
             if let Err(error) = store.catch_up_with(&log_dir, frame_bytes_max, durable, on_batch, |lsn| {
                 applied_tx.send_replace(lsn);
             }) {

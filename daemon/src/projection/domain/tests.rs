@@ -184,10 +184,10 @@ fn state_updates_merge_in_log_order_with_the_limits_in_each_event() {
     let domain = projections();
     domain.apply_record(
         Lsn(1),
-        &record(10, vec![update("t", history(&["a", "b"]), 3)]),
+        record(10, vec![update("t", history(&["a", "b"]), 3)]),
     );
     // A later event with a smaller history cap trims with its own limits.
-    domain.apply_record(Lsn(2), &record(20, vec![update("t", history(&["c"]), 2)]));
+    domain.apply_record(Lsn(2), record(20, vec![update("t", history(&["c"]), 2)]));
     let states = domain.agent_states();
     let task = states.task("t").unwrap();
     assert_eq!(task.state.history, ["b", "c"]);
@@ -221,7 +221,7 @@ fn an_update_with_an_unknown_encoding_is_counted_not_merged() {
         limits,
         lease_id: None,
     });
-    domain.apply_record(Lsn(1), &record(1, vec![event]));
+    domain.apply_record(Lsn(1), record(1, vec![event]));
     assert!(domain.agent_states().task("t").is_none());
     assert_eq!(domain.agent_states().unmergeable(), 1);
 }
@@ -229,7 +229,7 @@ fn an_update_with_an_unknown_encoding_is_counted_not_merged() {
 #[test]
 fn a_step_keeps_the_state_before_it_and_its_own_update_applies_after() {
     let domain = projections();
-    domain.apply_batch(&sample_log());
+    domain.apply_batch(sample_log());
     let trajectories = domain.trajectories();
     let first = trajectories.step("t1", 0).unwrap();
     assert_eq!(first.state_before.history, ["read the file"]);
@@ -264,7 +264,7 @@ fn conflicting_facts_are_settled_by_log_order_and_counted() {
         ],
     ];
     for (position, events) in frames.into_iter().enumerate() {
-        domain.apply_record(Lsn(position as u64 + 1), &record(1, events));
+        domain.apply_record(Lsn(position as u64 + 1), record(1, events));
     }
     let trajectories = domain.trajectories();
     let entry = trajectories.step("t", 0).unwrap();
@@ -313,7 +313,7 @@ fn teacher_precision_is_verified_steps_over_steps_per_model() {
         vec![step("c", 0, "glm")],
     ];
     for (position, events) in frames.into_iter().enumerate() {
-        domain.apply_record(Lsn(position as u64 + 1), &record(1, events));
+        domain.apply_record(Lsn(position as u64 + 1), record(1, events));
     }
     let stats = domain.trajectories().stats();
     let precision: Vec<(&str, Option<f64>)> = stats
@@ -341,7 +341,7 @@ fn teacher_precision_is_verified_steps_over_steps_per_model() {
 #[test]
 fn each_ingest_record_remembers_its_own_outcome() {
     let domain = projections();
-    domain.apply_batch(&sample_log());
+    domain.apply_batch(sample_log());
     let datasets = domain.datasets();
     let first = datasets.ingest_outcome(Lsn(2)).unwrap();
     assert_eq!(
@@ -366,12 +366,12 @@ fn each_ingest_record_remembers_its_own_outcome() {
 fn digests_depend_on_the_log_only() {
     let log = sample_log();
     let whole = projections();
-    whole.apply_batch(&log);
+    whole.apply_batch(log.clone());
     // Re-delivered frames (start-up replay then projector catch-up) are skipped.
-    whole.apply_batch(&log[3..]);
+    whole.apply_batch(log[3..].to_vec());
     let one_by_one = projections();
     for chunk in log.chunks(3) {
-        one_by_one.apply_batch(chunk);
+        one_by_one.apply_batch(chunk.to_vec());
     }
     assert_eq!(whole.digests(), one_by_one.digests());
     assert_eq!(whole.applied_lsn(), Lsn(10));
@@ -386,7 +386,7 @@ fn digests_depend_on_the_log_only() {
     let mut changed_log = log.clone();
     changed_log[8].1.events = vec![reward("t2", 0, 0.0, true)];
     let changed = projections();
-    changed.apply_batch(&changed_log);
+    changed.apply_batch(changed_log);
     let changed = changed.digests();
     assert_eq!(changed.datasets, digests.datasets);
     assert_eq!(changed.agent_state, digests.agent_state);
@@ -400,7 +400,7 @@ fn the_splits_follow_the_datasets_configuration() {
         ..DatasetsConfig::default()
     };
     let domain = DomainProjections::new(&config).unwrap();
-    domain.apply_batch(&sample_log());
+    domain.apply_batch(sample_log());
     let stats = domain.datasets().splits().stats();
     assert_eq!(stats.token_cap, 3);
     // Nothing is kept, so the second "rename a" is no duplicate: it is over the cap too.
@@ -408,7 +408,7 @@ fn the_splits_follow_the_datasets_configuration() {
     assert_eq!(stats.total.duplicates, 0);
     assert_ne!(domain.digests().datasets, {
         let default = projections();
-        default.apply_batch(&sample_log());
+        default.apply_batch(sample_log());
         default.digests().datasets
     });
     config.encoding = "nope".to_owned();
