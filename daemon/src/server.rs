@@ -247,8 +247,11 @@ pub async fn run(
     if let Some(ready) = ready {
         let _ignored_if_nobody_waits = ready.send(address);
     }
-    let listener =
-        crate::limited_listener::LimitedListener::new(listener, config.server.connections_max);
+    let listener = crate::limited_listener::LimitedListener::new(
+        listener,
+        config.server.connections_max,
+        connection_idle_timeout(&config),
+    );
     let router = http::app(app_state);
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     match tls {
@@ -281,6 +284,17 @@ pub async fn run(
 }
 
 /// Serves until SIGTERM/Ctrl-C, then lets in-flight requests finish for up to `grace`.
+/// How long a connection may go without a byte either way before it is closed: twice the
+/// longer of the request timeout and the long-poll cap (60 s by default), so a connection that
+/// idle cannot have a request in flight.
+pub fn connection_idle_timeout(config: &Config) -> Duration {
+    let longest_request_ms = config
+        .server
+        .request_timeout_ms
+        .max(config.server.lease_wait_ms_max);
+    Duration::from_millis(longest_request_ms.saturating_mul(2).max(1000))
+}
+
 async fn serve_until_shutdown<L>(
     listener: L,
     router: axum::Router,
