@@ -163,6 +163,15 @@ impl Drop for Cgroup {
     }
 }
 
+/// The leaf cgroup this process moves itself into on cgroup v2 when its own cgroup holds
+/// processes: v2's "no internal processes" rule forbids enabling controllers for children of a
+/// cgroup that has members, so the worker steps aside into `agentd-worker` and the sandboxes
+/// are created beside it.
+const WORKER_LEAF: &str = "agentd-worker";
+
+/// Serializes the one-time move into [`WORKER_LEAF`] between concurrent sandboxes.
+static V2_SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn create_v2(
     mountinfo: &str,
     own: &str,
@@ -176,24 +185,22 @@ fn create_v2(
         .lines()
         .find_map(|line| line.strip_prefix("0::"))
         .ok_or("no cgroup2 entry in /proc/self/cgroup")?;
-    let parent = mount.join(own_path);
+    // Once moved into the leaf, sandboxes still go beside it, under the delegated cgroup.
+    let delegated = delegated_path(own_path);
+    let parent = mount.join(delegated);
     let available = fs::read_to_string(parent.join("cgroup.controllers"))
         .map_err(|e| format!("reading cgroup.controllers: {e}"))?;
     for controller in ["pids", "memory"] {
         if !available.split_whitespace().any(|c| c == controller) {
-            return Err(format!("controller {controller} not available"));
+            return Err(format!(
+                "controller {controller} not available in {} (its parent does not delegate it: \
+                 run the worker in a delegated cgroup, e.g. systemd Delegate=yes or \
+                 `systemd-run --scope -p Delegate=yes agentctl worker ...`)",
+                parent.display()
+            ));
         }
     }
-    let enabled = fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
-    if !["pids", "memory"]
-        .iter()
-        .all(|c| enabled.split_whitespace().any(|e| e == *c))
-    {
-        // Fails with EBUSY when our own cgroup holds processes ("no internal processes");
-        // a deployment then delegates a dedicated subtree to the worker.
-        fs::write(parent.join("cgroup.subtree_control"), "+pids +memory")
-            .map_err(|e| format!("enabling pids and memory controllers: {e}"))?;
-    }
+    enable_controllers(&parent)?;
     remove_stale_cgroups(&parent);
     let dir = parent.join(name);
     fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -205,6 +212,57 @@ fn create_v2(
     // Without this the tree could swap instead of hitting the limit; absent without swap.
     let _no_swap_accounting = fs::write(dir.join("memory.swap.max"), "0");
     Ok(cgroup)
+}
+
+/// The cgroup (as in /proc/self/cgroup) under which sandboxes are created: this process's own,
+/// or the one above [`WORKER_LEAF`] once the process moved itself there.
+fn delegated_path(own_path: &str) -> &str {
+    match own_path.strip_suffix(WORKER_LEAF) {
+        Some(rest) if rest.ends_with('/') => match rest.trim_end_matches('/') {
+            "" => "/",
+            above => above,
+        },
+        _ => own_path,
+    }
+}
+
+/// Enables `pids` and `memory` for the children of `parent`. When `parent` holds this process
+/// (EBUSY: "no internal processes"), moves the process into the `agentd-worker` leaf first.
+fn enable_controllers(parent: &Path) -> Result<(), String> {
+    let enabled = || {
+        let control = fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+        ["pids", "memory"]
+            .iter()
+            .all(|c| control.split_whitespace().any(|e| e == *c))
+    };
+    if enabled() {
+        return Ok(());
+    }
+    let _setup = V2_SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if enabled() {
+        return Ok(());
+    }
+    let control = parent.join("cgroup.subtree_control");
+    match fs::write(&control, "+pids +memory") {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+        Err(e) => return Err(format!("enabling pids and memory in {}: {e}", control.display())),
+    }
+    let leaf = parent.join(WORKER_LEAF);
+    if let Err(e) = fs::create_dir(&leaf) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(format!("creating {}: {e}", leaf.display()));
+        }
+    }
+    fs::write(leaf.join("cgroup.procs"), std::process::id().to_string())
+        .map_err(|e| format!("moving the worker into {}: {e}", leaf.display()))?;
+    fs::write(&control, "+pids +memory").map_err(|e| {
+        format!(
+            "enabling pids and memory in {}: {e} (other processes share the worker's cgroup; \
+             give the worker a cgroup of its own, e.g. systemd Delegate=yes)",
+            control.display()
+        )
+    })
 }
 
 fn create_v1(
@@ -367,5 +425,14 @@ mod tests {
         assert_eq!(keyed_value(v1, "oom_kill"), Some(2));
         let v2 = "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n";
         assert_eq!(keyed_value(v2, "oom_kill"), Some(1));
+    }
+
+    #[test]
+    fn sandboxes_go_beside_the_worker_leaf() {
+        assert_eq!(delegated_path("/process_api/x"), "/process_api/x");
+        assert_eq!(delegated_path("/process_api/x/agentd-worker"), "/process_api/x");
+        assert_eq!(delegated_path("/agentd-worker"), "/");
+        assert_eq!(delegated_path("/"), "/");
+        assert_eq!(delegated_path("/foo-agentd-worker"), "/foo-agentd-worker");
     }
 }
