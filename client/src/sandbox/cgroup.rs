@@ -238,7 +238,9 @@ fn enable_controllers(parent: &Path) -> Result<(), String> {
     if enabled() {
         return Ok(());
     }
-    let _setup = V2_SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _setup = V2_SETUP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if enabled() {
         return Ok(());
     }
@@ -246,7 +248,12 @@ fn enable_controllers(parent: &Path) -> Result<(), String> {
     match fs::write(&control, "+pids +memory") {
         Ok(()) => return Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-        Err(e) => return Err(format!("enabling pids and memory in {}: {e}", control.display())),
+        Err(e) => {
+            return Err(format!(
+                "enabling pids and memory in {}: {e}",
+                control.display()
+            ))
+        }
     }
     let leaf = parent.join(WORKER_LEAF);
     if let Err(e) = fs::create_dir(&leaf) {
@@ -430,7 +437,10 @@ mod tests {
     #[test]
     fn sandboxes_go_beside_the_worker_leaf() {
         assert_eq!(delegated_path("/process_api/x"), "/process_api/x");
-        assert_eq!(delegated_path("/process_api/x/agentd-worker"), "/process_api/x");
+        assert_eq!(
+            delegated_path("/process_api/x/agentd-worker"),
+            "/process_api/x"
+        );
         assert_eq!(delegated_path("/agentd-worker"), "/");
         assert_eq!(delegated_path("/"), "/");
         assert_eq!(delegated_path("/foo-agentd-worker"), "/foo-agentd-worker");
