@@ -3,8 +3,9 @@
 
     python3 examples/actor_loop.py [URL] [--agentctl PATH] [--json]
 
-URL defaults to $AGENTD_URL, then http://127.0.0.1:7070. What it does, in the order of the
-seed's actor loop (section 6.2):
+URL defaults to $AGENTD_URL, then http://127.0.0.1:7070. $AGENTD_TOKEN and $AGENTD_CA_CERT (a
+token, a private CA for https) are read from the environment by `Client` and by the verifier's
+`agentctl` alike. What it does, in the order of the seed's actor loop (section 6.2):
 
 1. starts a verifier, `agentctl worker --builtin astgrep.verify`, on a queue of its own;
 2. submits an `episode` job for a new task and leases it with `agentd_client.Worker` (which
@@ -164,7 +165,7 @@ def main():
     parser.add_argument("--agentctl", help="agentctl binary for the astgrep.verify worker")
     parser.add_argument("--json", action="store_true", help="print the trajectory as JSON")
     args = parser.parse_args()
-    client = Client(args.url, token=os.environ.get("AGENTD_TOKEN"))
+    client = Client(args.url)  # token and CA from $AGENTD_TOKEN and $AGENTD_CA_CERT
     client.health()
     run = uuid.uuid4().hex[:8]
     actor_queue, verify_queue, task_id = "actor-" + run, "astgrep-verify-" + run, "demo-task-" + run

@@ -27,10 +27,33 @@ pub enum ClientError {
         code: String,
         message: String,
     },
-    #[error("cannot reach agentd at {url}: {source}")]
-    Transport { url: String, source: reqwest::Error },
+    /// No answer came back: connection refused, TLS failure, timeout, a non-HTTP answer.
+    ///
+    /// The message already lists every distinct cause of `error` once, so `error` is not
+    /// exposed as the `source()` too: `{:#}` (anyhow) would print the whole chain twice.
+    #[error("cannot reach agentd at {url}: {}", distinct_causes(.error))]
+    Transport {
+        /// The request URL (with its query).
+        url: String,
+        /// reqwest's error, its URL removed (it is in `url`).
+        error: reqwest::Error,
+        /// Which certificates the client trusts, for the hint on a certificate failure.
+        trust: TrustRoots,
+    },
+    /// The client could not be set up (an unreadable CA bundle, a TLS backend failure).
+    #[error("{0}")]
+    Setup(String),
     #[error("unexpected answer from agentd: {0}")]
     Decode(String),
+}
+
+/// Which certificate authorities a `Client` trusts for https URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustRoots {
+    /// The platform's trust store.
+    Platform,
+    /// Only the CA bundle given to `Client::with_ca_cert` (`--ca-cert`).
+    CaCert,
 }
 
 impl ClientError {
@@ -47,9 +70,142 @@ impl ClientError {
         match self {
             ClientError::Transport { .. } => true,
             ClientError::Api { status, .. } => *status == 503 || *status == 429 || *status == 507,
-            ClientError::Decode(_) => false,
+            ClientError::Setup(_) | ClientError::Decode(_) => false,
         }
     }
+
+    /// What to try, for the failures with a usual cause: nothing listening at the URL, a
+    /// certificate that is not trusted, plain HTTP against a TLS port and the reverse. Phrased
+    /// for agentctl: it names its options (`--ca-cert`, `--url`).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ClientError::Transport { url, error, trust } => transport_hint(url, error, *trust),
+            _ => None,
+        }
+    }
+
+    fn transport(url: String, error: reqwest::Error, trust: TrustRoots) -> ClientError {
+        // reqwest's URL is the one requested, query included; prefer it.
+        let url = error.url().map_or(url, |full| full.to_string());
+        ClientError::Transport {
+            url,
+            error: error.without_url(),
+            trust,
+        }
+    }
+}
+
+/// `error` and its sources joined with ": ", each text once: layers often repeat the text of
+/// the layer below (or above), which made messages say the same thing twice.
+pub fn distinct_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut kept: Vec<String> = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        let text = current.to_string();
+        let text = text.trim();
+        if !text.is_empty() && !kept.iter().any(|earlier| earlier.contains(text)) {
+            kept.push(text.to_string());
+        }
+        cause = current.source();
+    }
+    kept.join(": ")
+}
+
+fn transport_hint(url: &str, error: &reqwest::Error, trust: TrustRoots) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok();
+    let origin = parsed.as_ref().map_or_else(
+        || url.to_string(),
+        |parsed| parsed.origin().ascii_serialization(),
+    );
+    let with_scheme = |scheme: &str| {
+        origin.split_once("://").map_or_else(
+            || format!("{scheme}://"),
+            |(_, rest)| format!("{scheme}://{rest}"),
+        )
+    };
+    let scheme = parsed.as_ref().map_or("", |parsed| parsed.scheme());
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(tls) = rustls_error(current) {
+            use rustls::CertificateError as Cert;
+            match tls {
+                rustls::Error::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => {
+                    return Some(match trust {
+                        TrustRoots::Platform => "the server's certificate is not trusted; pass \
+                            --ca-cert FILE (the CA that signed it)"
+                            .to_string(),
+                        TrustRoots::CaCert => "the server's certificate is not signed by the \
+                            --ca-cert CA; pass the CA that signed it"
+                            .to_string(),
+                    });
+                }
+                rustls::Error::InvalidCertificate(
+                    Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+                ) => {
+                    return Some(format!(
+                        "the server's certificate does not name the host of {origin}; use a \
+                         host name or IP address that its subjectAltName lists"
+                    ));
+                }
+                rustls::Error::InvalidCertificate(
+                    Cert::Expired | Cert::ExpiredContext { .. } | Cert::NotValidYet,
+                ) => {
+                    return Some(
+                        "the server's certificate is expired or not valid yet (or one of the \
+                         clocks is wrong)"
+                            .to_string(),
+                    );
+                }
+                rustls::Error::InvalidCertificate(_) => {
+                    return Some(
+                        "the server's certificate was refused; pass --ca-cert FILE (the CA that \
+                         signed it) if it is a private CA"
+                            .to_string(),
+                    );
+                }
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                    return Some(format!(
+                        "is the daemon serving plain HTTP? use {}",
+                        with_scheme("http")
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return Some(format!(
+                    "agentd may not be running at {origin} (nothing accepts connections there); \
+                     start it, or point --url (or AGENTD_URL) at it"
+                ));
+            }
+        }
+        // hyper's parse errors are not a public type; their text is stable.
+        if scheme == "http" && current.to_string().contains("invalid HTTP version") {
+            return Some(format!(
+                "is the daemon serving TLS? use {}",
+                with_scheme("https")
+            ));
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// The rustls error in a cause, directly or inside `io::Error`s (tokio-rustls wraps it in one,
+/// hyper-rustls wraps that in another; `io::Error::source` skips the wrapped error itself, so
+/// the source chain alone never shows it).
+fn rustls_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    /// More wrapping than any TLS stack does; bounds the walk.
+    const IO_WRAPPINGS_MAX: usize = 8;
+    let mut current = cause;
+    for _ in 0..IO_WRAPPINGS_MAX {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        current = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
+    None
 }
 
 /// Query of `GET /v1/jobs`.
@@ -71,39 +227,59 @@ pub struct Client {
     base_url: String,
     http: reqwest::Client,
     token: Option<String>,
+    trust: TrustRoots,
 }
 
 impl Client {
     /// A client for `base_url` (e.g. `http://127.0.0.1:7070`), with an optional bearer token.
     pub fn new(base_url: &str, token: Option<String>) -> Result<Client, ClientError> {
-        let http = http_builder()
-            .build()
-            .map_err(|source| ClientError::Transport {
-                url: base_url.into(),
-                source,
-            })?;
+        // Caught here, it names the URL; caught by reqwest, it is a "builder error" per request.
+        let valid = reqwest::Url::parse(base_url)
+            .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host());
+        if !valid {
+            return Err(ClientError::Setup(format!(
+                "invalid daemon URL {base_url:?}: expected http://HOST:PORT or https://HOST:PORT"
+            )));
+        }
+        let http = http_builder().build().map_err(|error| {
+            ClientError::Setup(format!(
+                "cannot set up the HTTP client: {}",
+                distinct_causes(&error)
+            ))
+        })?;
         Ok(Client {
             base_url: base_url.trim_end_matches('/').to_string(),
             http,
             token,
+            trust: TrustRoots::Platform,
         })
     }
 
-    /// Trusts only the CA certificate(s) in `pem` for https URLs (a private lab CA).
+    /// Trusts only the CA certificate(s) in `pem` for https URLs (a private lab CA). Refuses a
+    /// bundle without a certificate: trusting nothing would fail every https request later with
+    /// a misleading "not trusted".
     pub fn with_ca_cert(mut self, pem: &[u8]) -> Result<Client, ClientError> {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|source| {
-            ClientError::Transport {
-                url: self.base_url.clone(),
-                source,
-            }
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
+            ClientError::Setup(format!(
+                "not a PEM certificate bundle: {}",
+                distinct_causes(&error)
+            ))
         })?;
+        if certs.is_empty() {
+            return Err(ClientError::Setup(
+                "the CA bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+            ));
+        }
         self.http = http_builder()
             .tls_certs_only(certs)
             .build()
-            .map_err(|source| ClientError::Transport {
-                url: self.base_url.clone(),
-                source,
+            .map_err(|error| {
+                ClientError::Setup(format!(
+                    "cannot set up TLS with this CA: {}",
+                    distinct_causes(&error)
+                ))
             })?;
+        self.trust = TrustRoots::CaCert;
         Ok(self)
     }
 
@@ -132,21 +308,11 @@ impl Client {
         builder: reqwest::RequestBuilder,
         path: &str,
     ) -> Result<T, ClientError> {
-        let response = builder
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: format!("{}{}", self.base_url, path),
-                source,
-            })?;
+        let transport_error =
+            |error| ClientError::transport(format!("{}{}", self.base_url, path), error, self.trust);
+        let response = builder.send().await.map_err(transport_error)?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: format!("{}{}", self.base_url, path),
-                source,
-            })?;
+        let bytes = response.bytes().await.map_err(transport_error)?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|error| ClientError::Decode(format!("{path}: {error}")));
@@ -394,4 +560,72 @@ pub fn percent_encode(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error whose text repeats its source's, as reqwest's did with its URL.
+    #[derive(Debug)]
+    struct Layer {
+        text: &'static str,
+        source: Option<Box<Layer>>,
+    }
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str(self.text)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source
+                .as_deref()
+                .map(|layer| layer as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn each_cause_is_named_once() {
+        let chain = Layer {
+            text: "error sending request for url (http://h/x)",
+            source: Some(Box::new(Layer {
+                text: "error sending request for url (http://h/x)",
+                source: Some(Box::new(Layer {
+                    text: "client error (Connect)",
+                    source: Some(Box::new(Layer {
+                        text: "Connection refused",
+                        source: None,
+                    })),
+                })),
+            })),
+        };
+        assert_eq!(
+            distinct_causes(&chain),
+            "error sending request for url (http://h/x): client error (Connect): Connection refused"
+        );
+    }
+
+    #[test]
+    fn a_url_without_scheme_or_host_is_refused_up_front() {
+        for url in [
+            "",
+            "127.0.0.1:7070",
+            "localhost:7070",
+            "ftp://h:1",
+            "http://",
+        ] {
+            let error = Client::new(url, None).err().unwrap();
+            assert!(
+                error.to_string().contains("expected http://HOST:PORT"),
+                "{url}: {error}"
+            );
+        }
+        for url in ["http://127.0.0.1:7070", "https://agentd.lab:7443/"] {
+            let client = Client::new(url, None).unwrap();
+            assert_eq!(client.base_url(), url.trim_end_matches('/'));
+        }
+    }
 }

@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(agentd_client::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("agentctl: {error:#}");
+            eprintln!("agentctl: {}", agentd_client::cli::error_report(&error));
             std::process::ExitCode::FAILURE
         }
     }

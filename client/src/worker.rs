@@ -10,6 +10,7 @@ use crate::http_client::{Client, ClientError};
 use agentd_schemas::api::{LeaseGrant, LeaseRequest};
 use agentd_schemas::events::Tags;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -103,6 +104,7 @@ pub async fn run(
     let (slot_freed_tx, mut slot_freed_rx) =
         tokio::sync::mpsc::channel::<()>(options.slots.len().max(1));
     let mut backoff = Duration::from_millis(100);
+    let mut lease_failures_in_a_row: u64 = 0;
     loop {
         if *shutdown.borrow() || options.max_jobs.is_some_and(|max| leased_total >= max) {
             break;
@@ -134,6 +136,7 @@ pub async fn run(
         let leases = match response {
             Ok(response) => {
                 backoff = Duration::from_millis(100);
+                lease_failures_in_a_row = 0;
                 response.leases
             }
             Err(error) if error.is_transient() => {
@@ -141,6 +144,13 @@ pub async fn run(
                     "agentctl worker: lease request failed ({error}); retrying in {} ms",
                     backoff.as_millis()
                 );
+                // Once per streak: the retries say the same thing again.
+                if lease_failures_in_a_row == 0 {
+                    if let Some(hint) = error.hint() {
+                        eprintln!("hint: {hint}");
+                    }
+                }
+                lease_failures_in_a_row += 1;
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => {}
@@ -331,18 +341,34 @@ async fn run_one(
     }
 }
 
+/// How the worker reaches the daemon; a command handler passes it on to each job's process
+/// (`AGENTD_URL`, `AGENTD_TOKEN`, `AGENTD_CA_CERT`) so the job can call the daemon the same way.
+#[derive(Debug, Clone)]
+pub struct DaemonAccess {
+    pub url: String,
+    /// Bearer token, when the daemon requires one.
+    pub token: Option<String>,
+    /// Absolute path of the PEM file of the CA to trust for https URLs.
+    pub ca_cert: Option<PathBuf>,
+}
+
 /// A handler that runs `argv` per job: the leased job as JSON on stdin, stdout (JSON, or text
 /// wrapped as a string) becomes the result on exit 0; otherwise the tail of stderr is the error.
-pub fn command_handler(argv: Vec<String>, daemon_url: String) -> Handler {
+pub fn command_handler(argv: Vec<String>, daemon: DaemonAccess) -> Handler {
     let argv = Arc::new(argv);
+    let daemon = Arc::new(daemon);
     Arc::new(move |context: JobContext| {
         let argv = argv.clone();
-        let daemon_url = daemon_url.clone();
-        Box::pin(async move { run_command(&argv, &daemon_url, context).await })
+        let daemon = daemon.clone();
+        Box::pin(async move { run_command(&argv, &daemon, context).await })
     })
 }
 
-async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext) -> JobOutcome {
+async fn run_command(
+    argv: &[String],
+    daemon: &DaemonAccess,
+    mut context: JobContext,
+) -> JobOutcome {
     let Some((program, args)) = argv.split_first() else {
         return JobOutcome::Fail {
             error: "worker has no command to run".into(),
@@ -356,7 +382,7 @@ async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("AGENTD_URL", daemon_url)
+        .env("AGENTD_URL", &daemon.url)
         .env("AGENTD_JOB_ID", grant.job_id.to_string())
         .env("AGENTD_LEASE_ID", grant.lease_id.to_string())
         .env("AGENTD_ATTEMPT", grant.attempt.to_string())
@@ -367,6 +393,16 @@ async fn run_command(argv: &[String], daemon_url: &str, mut context: JobContext)
     if let Some(task_id) = &grant.job.task_id {
         command.env("AGENTD_TASK_ID", task_id);
     }
+    // Set or removed, never inherited: the job must see what this worker uses, not a stale
+    // value from the worker's own environment.
+    match &daemon.token {
+        Some(token) => command.env("AGENTD_TOKEN", token),
+        None => command.env_remove("AGENTD_TOKEN"),
+    };
+    match &daemon.ca_cert {
+        Some(path) => command.env("AGENTD_CA_CERT", path),
+        None => command.env_remove("AGENTD_CA_CERT"),
+    };
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {

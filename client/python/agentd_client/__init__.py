@@ -2,7 +2,7 @@
 
     from agentd_client import Client, Worker, JobFailed, AgentdError
 
-    client = Client("http://127.0.0.1:7070")
+    client = Client("http://127.0.0.1:7070")   # or Client(): $AGENTD_URL, $AGENTD_TOKEN, $AGENTD_CA_CERT
     job = client.submit("actor", "episode", {"prompt": "..."}, task_id="task-1")
     Worker(client, ["actor"], handle).run(max_jobs=1)
 

@@ -7,14 +7,22 @@ Every method returns the daemon's JSON answer as plain dicts and lists (the shap
 in README.md and docs/domain.md). Every failure raises `AgentdError` with the daemon's stable
 `code` (`lease_lost`, `not_found`, `conflict`, `invalid_request`, ...), so callers branch on the
 code, never on message text.
+
+`Client()` with no arguments reads the daemon's address, token and CA from the environment
+(`AGENTD_URL`, `AGENTD_TOKEN`, `AGENTD_CA_CERT`), the same variables `agentctl` reads and
+`agentctl worker` gives each job's process, so a job script reaches the daemon its worker uses.
 """
 
 import json
+import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 
 DEFAULT_URL = "http://127.0.0.1:7070"
+#: Environment variables read when the matching argument of `Client` is not given.
+URL_ENV, TOKEN_ENV, CA_CERT_ENV = "AGENTD_URL", "AGENTD_TOKEN", "AGENTD_CA_CERT"
 #: Seconds allowed for an ordinary request; a long-poll adds its wait to this.
 REQUEST_TIMEOUT_S = 30.0
 #: Most bytes of an error body kept in a message.
@@ -50,13 +58,33 @@ def _drop_none(fields):
     return {key: value for key, value in fields.items() if value is not None}
 
 
-class Client:
-    """A handle to one daemon. Safe to share between threads (each call opens its own request)."""
+def _from_env(value, name):
+    """`value` when given, else the environment variable `name`; empty counts as unset."""
+    if value is not None:
+        return value
+    return os.environ.get(name) or None
 
-    def __init__(self, url=DEFAULT_URL, token=None, timeout=REQUEST_TIMEOUT_S):
-        self.url = url.rstrip("/")
-        self.token = token
+
+class Client:
+    """A handle to one daemon. Safe to share between threads (each call opens its own request).
+
+    `url` (http:// or https://) defaults to `$AGENTD_URL`, then `DEFAULT_URL`; `token` (the
+    bearer token, when the daemon requires one) to `$AGENTD_TOKEN`; `ca_cert` (the path of a PEM
+    file of the CA that signed the daemon's certificate, for https with a private CA) to
+    `$AGENTD_CA_CERT`. With `ca_cert`, only that CA is trusted, as with `agentctl --ca-cert`.
+    """
+
+    def __init__(self, url=None, token=None, timeout=REQUEST_TIMEOUT_S, ca_cert=None):
+        self.url = (_from_env(url, URL_ENV) or DEFAULT_URL).rstrip("/")
+        self.token = _from_env(token, TOKEN_ENV)
         self.timeout = timeout
+        self.ca_cert = _from_env(ca_cert, CA_CERT_ENV)
+        self._ssl_context = None
+        if self.ca_cert:
+            try:
+                self._ssl_context = ssl.create_default_context(cafile=self.ca_cert)
+            except (OSError, ssl.SSLError) as error:
+                raise ValueError("cannot load ca_cert {}: {}".format(self.ca_cert, error)) from None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -75,19 +103,35 @@ class Client:
             headers["authorization"] = "Bearer " + self.token
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as response:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout,
+                                        context=self._ssl_context) as response:
                 raw = response.read()
         except urllib.error.HTTPError as error:
             raise _api_error(error) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
-            raise AgentdError(0, "transport", "cannot reach agentd at {}: {}".format(url, reason)) from None
+            message = "cannot reach agentd at {}: {}".format(url, reason)
+            hint = self._transport_hint(reason)
+            if hint:
+                message += " (hint: {})".format(hint)
+            raise AgentdError(0, "transport", message) from None
         if not raw:
             return None
         try:
             return json.loads(raw.decode("utf-8"))
         except ValueError as error:
             raise AgentdError(0, "decode", "unexpected answer from {}: {}".format(path, error)) from None
+
+    def _transport_hint(self, reason):
+        """What to try for the usual causes: an untrusted certificate, nothing listening."""
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            if self.ca_cert:
+                return "the server's certificate is not signed by the CA in {}".format(self.ca_cert)
+            return ("the server's certificate is not trusted; pass ca_cert=FILE (or set {}) with "
+                    "the CA that signed it".format(CA_CERT_ENV))
+        if isinstance(reason, ConnectionRefusedError):
+            return "agentd may not be running at {} (set {} or pass url=)".format(self.url, URL_ENV)
+        return None
 
     def get(self, path, query=None, timeout=None):
         return self.request("GET", path, query=query, timeout=timeout)

@@ -1,13 +1,25 @@
 """Tests of the Python client against a real agentd (scripts/test-python starts one and sets
-AGENTD_URL). Each test uses its own queue and task ids, so they share one daemon safely."""
+AGENTD_URL). Each test uses its own queue and task ids, so they share one daemon safely.
 
+`EnvironmentTest` and `TlsTest` need no daemon: they check which settings a `Client` picks up,
+and https with a private CA against a small TLS server started here (certificates made with the
+`openssl` command line, which scripts/test needs anyway)."""
+
+import http.server
+import json
 import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
 import threading
 import time
 import unittest
 import uuid
+from unittest import mock
 
-from agentd_client import AgentdError, Client, JobFailed, Worker
+from agentd_client import DEFAULT_URL, AgentdError, Client, JobFailed, Worker
 
 URL = os.environ.get("AGENTD_URL")
 
@@ -190,6 +202,129 @@ class WorkerTest(unittest.TestCase):
         job = self.client.get_job(job_id)
         self.assertEqual(job["state"], "cancelled")
         self.assertIsNone(job["result"])
+
+
+def without_agentd_env(**variables):
+    """An environment with the three AGENTD_ variables removed, then `variables` set."""
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("AGENTD_URL", "AGENTD_TOKEN", "AGENTD_CA_CERT")}
+    environment.update(variables)
+    return mock.patch.dict(os.environ, environment, clear=True)
+
+
+class EnvironmentTest(unittest.TestCase):
+    """`agentctl worker` gives a job AGENTD_URL, AGENTD_TOKEN and AGENTD_CA_CERT: `Client()`
+    in the job must reach the daemon with them, without arguments."""
+
+    def test_settings_come_from_the_environment_when_not_given(self):
+        with without_agentd_env(AGENTD_URL="https://agentd.lab:7443/", AGENTD_TOKEN="agtk_env"):
+            client = Client()
+            self.assertEqual((client.url, client.token, client.ca_cert),
+                             ("https://agentd.lab:7443", "agtk_env", None))
+
+    def test_arguments_win_over_the_environment(self):
+        with without_agentd_env(AGENTD_URL="http://from-env:1", AGENTD_TOKEN="agtk_env"):
+            client = Client("http://given:2", token="agtk_given")
+            self.assertEqual((client.url, client.token), ("http://given:2", "agtk_given"))
+
+    def test_unset_or_empty_variables_mean_the_defaults(self):
+        with without_agentd_env():
+            client = Client()
+            self.assertEqual((client.url, client.token, client.ca_cert), (DEFAULT_URL, None, None))
+        with without_agentd_env(AGENTD_URL="", AGENTD_TOKEN="", AGENTD_CA_CERT=""):
+            client = Client()
+            self.assertEqual((client.url, client.token, client.ca_cert), (DEFAULT_URL, None, None))
+
+    def test_a_ca_cert_that_is_not_a_certificate_is_refused_at_once(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".pem") as not_pem:
+            not_pem.write("not a certificate\n")
+            not_pem.flush()
+            with self.assertRaises(ValueError) as caught:
+                Client("https://127.0.0.1:9", ca_cert=not_pem.name)
+            self.assertIn(not_pem.name, str(caught.exception))
+
+    def test_connection_refused_hints_that_the_daemon_is_not_running(self):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        client = Client("http://127.0.0.1:{}".format(port), timeout=5)
+        with self.assertRaises(AgentdError) as caught:
+            client.health()
+        self.assertEqual((caught.exception.status, caught.exception.code), (0, "transport"))
+        self.assertIn("may not be running", caught.exception.message)
+
+
+def openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+
+
+class TlsTest(unittest.TestCase):
+    """https with a private CA: trusted through `ca_cert=` or AGENTD_CA_CERT, refused (with a
+    hint) without it."""
+
+    @classmethod
+    def setUpClass(cls):
+        if shutil.which("openssl") is None:
+            raise AssertionError("these tests need the openssl command line")
+        cls.dir = tempfile.mkdtemp()
+        path = lambda name: os.path.join(cls.dir, name)  # noqa: E731
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        with open(path("ext.cnf"), "w") as ext:
+            ext.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
+        openssl("req", "-x509", *ec, "-days", "1", "-subj", "/CN=python test CA",
+                "-keyout", path("ca.key"), "-out", path("ca.pem"))
+        openssl("req", *ec, "-subj", "/CN=localhost", "-keyout", path("key.pem"), "-out", path("server.csr"))
+        openssl("x509", "-req", "-in", path("server.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
+                "-CAcreateserial", "-days", "1", "-extfile", path("ext.cnf"), "-out", path("cert.pem"))
+        cls.ca_cert = path("ca.pem")
+        cls.seen_authorization = []
+
+        seen = cls.seen_authorization
+
+        class Health(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append(self.headers.get("authorization"))
+                body = json.dumps({"status": "ok", "durable_lsn": 0, "version": "test"}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        cls.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(path("cert.pem"), path("key.pem"))
+        cls.server.socket = context.wrap_socket(cls.server.socket, server_side=True)
+        cls.url = "https://127.0.0.1:{}".format(cls.server.server_address[1])
+        cls.thread = threading.Thread(target=cls.server.serve_forever, daemon=True)
+        cls.thread.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.shutdown()
+        cls.server.server_close()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def test_ca_cert_makes_the_private_ca_trusted(self):
+        with without_agentd_env():
+            self.assertEqual(Client(self.url, ca_cert=self.ca_cert, timeout=5).health()["status"], "ok")
+
+    def test_without_the_ca_the_certificate_is_refused_with_a_hint(self):
+        with without_agentd_env():
+            with self.assertRaises(AgentdError) as caught:
+                Client(self.url, timeout=5).health()
+        self.assertEqual((caught.exception.status, caught.exception.code), (0, "transport"))
+        self.assertIn("pass ca_cert=FILE (or set AGENTD_CA_CERT)", caught.exception.message)
+
+    def test_a_job_environment_is_enough(self):
+        # What `agentctl --url ... --token ... --ca-cert ... worker -- python3 job.py` sets.
+        with without_agentd_env(AGENTD_URL=self.url, AGENTD_TOKEN="agtk_job", AGENTD_CA_CERT=self.ca_cert):
+            self.assertEqual(Client(timeout=5).health()["status"], "ok")
+        self.assertEqual(self.seen_authorization[-1], "Bearer agtk_job")
 
 
 if __name__ == "__main__":

@@ -164,6 +164,8 @@ pub struct BuildArgs {
     /// latest (newest first) or random (a seeded shuffle; needs --seed)
     #[arg(long, value_enum, default_value_t = Strategy::Latest)]
     pub strategy: Strategy,
+    /// Seed of the random strategy's order (required with --strategy random, refused with
+    /// latest); the same seed over the same log gives the same rows in the same order
     #[arg(long)]
     pub seed: Option<u64>,
     /// Keep at most this many rows

@@ -9,11 +9,13 @@ use clap::Subcommand;
 pub enum JobsCommand {
     /// List jobs, oldest first
     List {
+        /// Only jobs of this queue [default: every queue]
         #[arg(long)]
         queue: Option<String>,
         /// scheduled, queued, leased, completed, dead or cancelled
         #[arg(long)]
         state: Option<String>,
+        /// Jobs per page (1 to 1000); the last line names the next page when there is one
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// Continue after this job id (the cursor printed by the previous page)
@@ -21,11 +23,20 @@ pub enum JobsCommand {
         after: Option<JobId>,
     },
     /// Show one job with its full history
-    Show { job_id: JobId },
+    Show {
+        /// Job id, as submit prints it (job_42)
+        job_id: JobId,
+    },
     /// Cancel a scheduled, queued or leased job
-    Cancel { job_id: JobId },
+    Cancel {
+        /// Job id, as submit prints it (job_42)
+        job_id: JobId,
+    },
     /// Put a dead job back in its queue
-    Retry { job_id: JobId },
+    Retry {
+        /// Job id, as submit prints it (job_42)
+        job_id: JobId,
+    },
 }
 
 pub async fn run(client: &Client, command: JobsCommand, json: bool) -> anyhow::Result<()> {

@@ -16,20 +16,21 @@ mod tokens;
 mod trajectories;
 mod worker;
 
-use crate::http_client::{Client, DEFAULT_URL};
+use crate::http_client::{distinct_causes, Client, ClientError, DEFAULT_URL};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// agentctl: drive an agentd daemon (submit jobs, run workers, inspect queues and events).
 #[derive(Parser, Debug)]
 #[command(name = "agentctl", version, about, long_about = None)]
 pub struct Cli {
-    /// Daemon URL
+    /// Daemon URL, http:// or https://
     #[arg(long, global = true, env = "AGENTD_URL", default_value = DEFAULT_URL)]
     pub url: String,
-    /// Bearer token (when the daemon requires one)
+    /// Bearer token, when the daemon requires one
     #[arg(long, global = true, env = "AGENTD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// PEM file of the CA that signed the daemon's TLS certificate (for https:// URLs)
+    /// PEM file of the CA that signed the daemon's TLS certificate, for https:// URLs
     #[arg(long, global = true, env = "AGENTD_CA_CERT")]
     pub ca_cert: Option<std::path::PathBuf>,
     /// Print machine-readable JSON instead of text
@@ -54,6 +55,7 @@ pub enum Command {
     Events(events::EventsCommand),
     /// Lease jobs and run a command (`-- ./handle.sh`) or a built-in (`--builtin astgrep.verify`)
     /// for each; `--gpus all` runs one slot per GPU
+    #[command(after_help = worker::JOB_ENVIRONMENT_HELP)]
     Worker(worker::WorkerArgs),
     /// Run one ast-grep action in the sandbox locally and print the result
     #[command(subcommand)]
@@ -85,30 +87,63 @@ pub enum Command {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
-    // Building a client does not connect, so `tokens create` works without a daemon.
-    let mut client = Client::new(&cli.url, cli.token.clone())?;
+    // The local commands: no daemon, so no client either (not even reading --ca-cert).
+    let command = match cli.command {
+        Command::Sandbox(command) => return sandbox::run(command, json).await,
+        Command::Tokens(command) => return tokens::run(command, json),
+        command => command,
+    };
+    // `AGENTD_TOKEN=` (set but empty) means no token, not an empty bearer token.
+    let token = cli.token.filter(|token| !token.is_empty());
+    let mut client = Client::new(&cli.url, token.clone())?;
+    let mut ca_cert = None;
     if let Some(path) = &cli.ca_cert {
-        let pem = std::fs::read(path).map_err(|error| {
-            anyhow::anyhow!("cannot read --ca-cert {}: {error}", path.display())
-        })?;
-        client = client.with_ca_cert(&pem)?;
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+        client = client
+            .with_ca_cert(&pem)
+            .with_context(|| format!("--ca-cert {}", path.display()))?;
+        // Absolute, so a job's process that changes directory can still open it.
+        ca_cert = Some(std::path::absolute(path)?);
     }
-    match cli.command {
+    match command {
         Command::Submit(args) => submit::run(&client, args, json).await,
         Command::Jobs(command) => jobs::run(&client, command, json).await,
         Command::Queues(command) => queues::run(&client, command, json).await,
         Command::Events(command) => events::run(&client, command, json).await,
-        Command::Worker(args) => worker::run(client, &cli.url, args, json).await,
-        Command::Sandbox(command) => sandbox::run(command, json).await,
+        Command::Worker(args) => {
+            let daemon = crate::worker::DaemonAccess {
+                url: cli.url,
+                token,
+                ca_cert,
+            };
+            worker::run(client, daemon, args, json).await
+        }
         Command::Bench(args) => bench::run(&client, args, json).await,
-        Command::Tokens(command) => tokens::run(command, json),
         Command::Ingest(args) => ingest::run(&client, args, json).await,
         Command::Datasets(command) => datasets::run(&client, command, json).await,
         Command::State(command) => state::run(&client, command, json).await,
         Command::Trajectories(command) => trajectories::run(&client, command, json).await,
         Command::Exports(command) => exports::run(&client, command, json).await,
         Command::Schedules(command) => schedules::run(&client, command, json).await,
+        // The first match returned for both.
+        Command::Sandbox(_) | Command::Tokens(_) => unreachable!("local commands run above"),
     }
+}
+
+/// The text `agentctl` prints for a failed command: each distinct cause once, then a hint when
+/// the failure has a usual cause (a daemon not running, an untrusted certificate, ...).
+pub fn error_report(error: &anyhow::Error) -> String {
+    let mut report = distinct_causes(error.as_ref());
+    let hint = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<ClientError>())
+        .and_then(ClientError::hint);
+    if let Some(hint) = hint {
+        report.push_str("\nhint: ");
+        report.push_str(&hint);
+    }
+    report
 }
 
 /// Parses `k=v` into a pair (for `--tag`).
@@ -143,6 +178,124 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    /// Every command below `agentctl`, with its full name (`jobs list`).
+    fn all_commands() -> Vec<(String, clap::Command)> {
+        let mut root = Cli::command();
+        root.build();
+        let mut found = Vec::new();
+        let mut pending = vec![(String::new(), root)];
+        while let Some((name, command)) = pending.pop() {
+            for sub in command.get_subcommands() {
+                if sub.get_name() == "help" || sub.is_hide_set() {
+                    continue;
+                }
+                let full = format!("{name} {}", sub.get_name()).trim().to_string();
+                pending.push((full.clone(), sub.clone()));
+                found.push((full, sub.clone()));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// `--queue`, `<JOB_ID>`, `--after`...: an argument without help leaves the reader guessing.
+    #[test]
+    fn every_argument_of_every_command_has_help() {
+        let mut missing = Vec::new();
+        for (name, command) in all_commands() {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                let help = arg
+                    .get_help()
+                    .map(|help| help.to_string())
+                    .unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("agentctl {name}: {id}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    /// `--url` has a default (and AGENTD_URL), so no usage line may show it as required.
+    #[test]
+    fn usage_lines_show_the_daemon_options_as_optional() {
+        let mut root = Cli::command();
+        let usage = root.render_usage().to_string();
+        assert!(!usage.contains("--url"), "{usage}");
+        for (name, mut command) in all_commands() {
+            let usage = command.render_usage().to_string();
+            for global in ["--url", "--token", "--ca-cert"] {
+                assert!(!usage.contains(global), "agentctl {name}: {usage}");
+            }
+        }
+    }
+
+    /// `sandbox run` is local: it must not advertise the daemon's URL, token or CA.
+    #[test]
+    fn sandbox_run_help_does_not_offer_daemon_options() {
+        let mut root = Cli::command();
+        root.build();
+        let mut run = root
+            .find_subcommand("sandbox")
+            .and_then(|sandbox| sandbox.find_subcommand("run"))
+            .unwrap()
+            .clone();
+        let help = run.render_long_help().to_string();
+        for global in ["--url", "--token", "--ca-cert", "AGENTD_URL"] {
+            assert!(!help.contains(global), "{global} in:\n{help}");
+        }
+        assert!(help.contains("--json"), "{help}");
+        // Still accepted (and ignored), so AGENTD_URL or a shared alias does not break it.
+        let parsed = Cli::try_parse_from([
+            "agentctl",
+            "sandbox",
+            "run",
+            "--url",
+            "http://x:1",
+            "--token",
+            "t",
+            "--files",
+            "d",
+            "--rule",
+            "r.yml",
+        ]);
+        assert!(parsed.is_ok(), "{parsed:?}");
+        // Elsewhere they are offered as before.
+        let mut list = root
+            .find_subcommand("jobs")
+            .and_then(|jobs| jobs.find_subcommand("list"))
+            .unwrap()
+            .clone();
+        assert!(list.render_help().to_string().contains("--url"));
+    }
+
+    #[test]
+    fn worker_help_lists_the_job_environment() {
+        let mut root = Cli::command();
+        root.build();
+        let mut worker = root.find_subcommand("worker").unwrap().clone();
+        for help in [worker.render_help(), worker.render_long_help()] {
+            let help = help.to_string();
+            for variable in [
+                "AGENTD_URL",
+                "AGENTD_TOKEN",
+                "AGENTD_CA_CERT",
+                "AGENTD_LEASE_ID",
+            ] {
+                assert!(help.contains(variable), "{variable} missing in:\n{help}");
+            }
+        }
+    }
 
     #[test]
     fn durations_and_tags_parse() {

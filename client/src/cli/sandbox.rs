@@ -51,6 +51,23 @@ pub struct RunArgs {
     /// Sandbox limits and policy (TOML) [default: built-in defaults, the same as configs/sandbox.toml]
     #[arg(long)]
     limits: Option<PathBuf>,
+    #[command(flatten)]
+    daemon_access: UnusedDaemonAccess,
+}
+
+/// `sandbox run` is local: the global `--url`, `--token` and `--ca-cert` mean nothing to it.
+/// clap does not copy a global argument into a command that has one with the same id, so these
+/// hidden twins keep the global ones out of `sandbox run --help`. They are still accepted (and
+/// ignored), so a shared alias or AGENTD_URL in the environment does not break the command.
+#[derive(Args, Debug)]
+#[allow(dead_code, reason = "parsed only to be ignored; see the doc comment")]
+struct UnusedDaemonAccess {
+    #[arg(long, hide = true)]
+    url: Option<String>,
+    #[arg(long, hide = true)]
+    token: Option<String>,
+    #[arg(long, hide = true)]
+    ca_cert: Option<PathBuf>,
 }
 
 pub async fn run(command: SandboxCommand, json: bool) -> anyhow::Result<()> {

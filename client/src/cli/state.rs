@@ -13,9 +13,15 @@ const HISTORY_PAGES_MAX: usize = 1000;
 #[derive(Subcommand, Debug)]
 pub enum StateCommand {
     /// The current state: rendered text, token count and the LSN of the last update
-    Show { task_id: String },
+    Show {
+        /// Task id, as given to submit --task-id or the task routes
+        task_id: String,
+    },
     /// Every update in log order, with its LSN and what its merge trimmed
-    History { task_id: String },
+    History {
+        /// Task id, as given to submit --task-id or the task routes
+        task_id: String,
+    },
 }
 
 pub async fn run(client: &Client, command: StateCommand, json: bool) -> anyhow::Result<()> {

@@ -13,7 +13,10 @@ const TRAJECTORY_PAGES_MAX: usize = 1000;
 #[derive(Subcommand, Debug)]
 pub enum TrajectoriesCommand {
     /// A task's steps in order, each with the state before it, its sandbox result and reward
-    Show { task_id: String },
+    Show {
+        /// Task id, as given to submit --task-id or the task routes
+        task_id: String,
+    },
     /// Teacher precision (verified / steps) per model, reward distribution, sandbox outcomes
     Stats,
 }

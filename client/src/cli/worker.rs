@@ -7,13 +7,29 @@ use crate::builtin::{astgrep_verify, Builtin};
 use crate::gpu::{self, GpuSelection};
 use crate::http_client::Client;
 use crate::sandbox::SandboxLimits;
-use crate::worker::{self, Handler, Slot, WorkerOptions};
+use crate::worker::{self, DaemonAccess, Handler, Slot, WorkerOptions};
 use agentd_schemas::events::Tags;
 use anyhow::{bail, Context};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// The end of `agentctl worker --help`: what a job's command gets.
+pub const JOB_ENVIRONMENT_HELP: &str = "\
+Job environment: CMD gets the leased job as JSON on stdin, and these variables:
+  AGENTD_URL          the daemon URL (--url)
+  AGENTD_TOKEN        the bearer token (--token / AGENTD_TOKEN), when there is one
+  AGENTD_CA_CERT      absolute path of --ca-cert (or AGENTD_CA_CERT), when one is given
+  AGENTD_JOB_ID       the job id (job_N)
+  AGENTD_LEASE_ID     the lease id; pass it to writes so a stale job is refused
+  AGENTD_ATTEMPT      the attempt number, from 1
+  AGENTD_SLOT         the slot index, from 0
+  AGENTD_TASK_ID      the job's task id, when it has one
+  with --gpus: CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER=PCI_BUS_ID, AGENTD_GPU_INDEX,
+               AGENTD_GPU_UUID, AGENTD_GPU_NAME
+On exit 0, stdout (JSON, or text taken as a JSON string) is the job's result; otherwise the
+job fails with the tail of stderr. A lost lease kills the job's whole process group.";
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -57,7 +73,8 @@ pub struct WorkerArgs {
     /// Exit after this many jobs
     #[arg(long)]
     max_jobs: Option<u64>,
-    /// Command run per job: the job JSON on stdin, stdout (JSON) is the result on exit 0
+    /// Command run per job: the job JSON on stdin, stdout (JSON) is the result on exit 0 (its
+    /// environment is listed below)
     #[arg(last = true, required_unless_present = "builtin")]
     command: Vec<String>,
 }
@@ -71,7 +88,12 @@ fn parse_builtin(text: &str) -> Result<Builtin, String> {
     text.parse()
 }
 
-pub async fn run(client: Client, url: &str, args: WorkerArgs, json: bool) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    daemon: DaemonAccess,
+    args: WorkerArgs,
+    json: bool,
+) -> anyhow::Result<()> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
@@ -90,7 +112,7 @@ pub async fn run(client: Client, url: &str, args: WorkerArgs, json: bool) -> any
         Some(selection) => gpu_slots(&args.nvidia_smi, selection, &user_tags).await?,
     };
     let slot_count = slots.len();
-    let handler = handler(&args, url)?;
+    let handler = handler(&args, daemon)?;
     let options = WorkerOptions {
         worker_id: worker_id.clone(),
         queues: args.queues.clone(),
@@ -163,12 +185,9 @@ async fn gpu_slots(
 }
 
 /// The command handler, or the built-in one.
-fn handler(args: &WorkerArgs, url: &str) -> anyhow::Result<Handler> {
+fn handler(args: &WorkerArgs, daemon: DaemonAccess) -> anyhow::Result<Handler> {
     match args.builtin {
-        None => Ok(worker::command_handler(
-            args.command.clone(),
-            url.to_string(),
-        )),
+        None => Ok(worker::command_handler(args.command.clone(), daemon)),
         Some(Builtin::AstgrepVerify) => {
             let limits = match &args.sandbox_config {
                 Some(path) => SandboxLimits::load(path)?,
