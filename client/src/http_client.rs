@@ -524,6 +524,9 @@ fn http_builder() -> reqwest::ClientBuilder {
     });
     reqwest::Client::builder()
         .pool_max_idle_per_host(64)
+        // Below the daemon's idle-connection timeout (60 s by default), so a pooled connection
+        // is dropped here before the daemon closes it under a request.
+        .pool_idle_timeout(std::time::Duration::from_secs(20))
         .tcp_nodelay(true)
 }
 
