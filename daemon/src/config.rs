@@ -49,7 +49,7 @@ pub struct ServerConfig {
     pub body_bytes_max: usize,
     /// Cap on a lease long-poll's `wait_ms`.
     pub lease_wait_ms_max: u64,
-    /// Workers parked in long-polls at once; more get an immediate empty answer.
+    /// Workers parked in long-polls at once; more are answered 429 `too_many_waiters`.
     pub lease_waiters_max: usize,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
@@ -203,12 +203,14 @@ impl Default for DatasetsConfig {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    /// The IO error is the `source`, not part of the message, so a cause chain prints it once.
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid config file {path}: {source}")]
+    /// The TOML error (line, column, snippet) is the `source`, printed once by a cause chain.
+    #[error("invalid config file {path}")]
     Parse {
         path: PathBuf,
         source: toml::de::Error,

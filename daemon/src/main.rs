@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// mimalloc instead of glibc malloc: replays decode records on one thread and free them on
 /// another, where glibc's arenas contend (measured: a 1M-step replay took 3x longer). Built
@@ -67,7 +68,38 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs [`run`] and turns its error into one `error: ...` line (the cause chain) on stderr and
+/// exit status 1. Returning `anyhow::Result` from `main` would print `Error: {:?}`, which adds a
+/// full stack backtrace under `RUST_BACKTRACE=1`: noise for a config refusal.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", cause_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes joined by `: ` (anyhow's `{:#}`), skipping a cause whose text is
+/// already printed: some library errors quote their source in their own message, because HTTP
+/// answers show only that message, and it should still appear once here.
+fn cause_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG")
@@ -149,5 +181,38 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot decode the record at lsn 7: {source}")]
+    struct QuotesItsSource {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn the_cause_chain_prints_each_cause_once() {
+        let toml_error = Config::parse("[server]\nlisten = 5\n").unwrap_err();
+        let toml_text = toml_error.to_string();
+        let error = anyhow::Error::new(agentd::config::ConfigError::Parse {
+            path: "/etc/agentd.toml".into(),
+            source: toml_error,
+        });
+        assert_eq!(
+            cause_chain(&error),
+            format!("invalid config file /etc/agentd.toml: {toml_text}")
+        );
+        let quoting = anyhow::Error::new(QuotesItsSource {
+            source: std::io::Error::other("disk on fire"),
+        })
+        .context("cannot start");
+        assert_eq!(
+            cause_chain(&quoting),
+            "cannot start: cannot decode the record at lsn 7: disk on fire"
+        );
     }
 }

@@ -186,7 +186,9 @@ pub struct JobView {
     pub task_id: Option<String>,
     pub idempotency_key: Option<String>,
     pub lease_ttl_ms: u64,
-    pub run_at_ms: u64,
+    /// When the job may next be leased, while it waits (`scheduled` or `queued`); null once it
+    /// is leased or finished.
+    pub run_at_ms: Option<u64>,
     pub submitted_at_ms: u64,
     pub updated_at_ms: u64,
     pub lease: Option<LeaseView>,
@@ -351,4 +353,29 @@ pub struct HealthResponse {
     pub status: String,
     pub durable_lsn: Lsn,
     pub version: String,
+}
+
+/// `GET /v1/admin/digest`: a sha256 of every projection, all taken at the same LSN, so they can
+/// be compared with what `agentd rebuild` prints for the same log (equal when nothing diverged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DigestResponse {
+    /// The last log record every digest reflects (`agentd rebuild`'s `lsn`).
+    pub lsn: Lsn,
+    pub projections: ProjectionDigests,
+}
+
+/// One hex sha256 per projection, named as `agentd rebuild` names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProjectionDigests {
+    /// The sequencer's in-memory queue state (jobs, their states and attempts, paused queues,
+    /// idempotency keys): what leases and transitions are decided from.
+    pub queue: String,
+    /// The redb job projection (job records, histories, idempotency keys): what reads answer.
+    pub jobs: String,
+    /// Registered datasets and their processed splits.
+    pub datasets: String,
+    /// Per-task agent state.
+    pub agent_state: String,
+    /// Steps, sandbox results and rewards.
+    pub trajectories: String,
 }

@@ -69,12 +69,14 @@ pub enum AuthConfigError {
     BadHash { name: String },
     #[error("token name {0:?} is used twice")]
     DuplicateName(String),
-    #[error("cannot read tokens file {path}: {source}")]
+    /// The IO error is the `source`, not part of the message, so a cause chain prints it once.
+    #[error("cannot read tokens file {path}")]
     Read {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid tokens file {path}: {source}")]
+    /// The TOML error (line, column, snippet) is the `source`, printed once by a cause chain.
+    #[error("invalid tokens file {path}")]
     Parse {
         path: std::path::PathBuf,
         source: toml::de::Error,

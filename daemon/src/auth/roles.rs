@@ -59,7 +59,8 @@ impl std::str::FromStr for Role {
 /// The kinds of action routes need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
-    /// Read jobs, events, queues, stats, trajectories, exports, metrics.
+    /// Read jobs, events, queues, stats, trajectories, exports, metrics (not digests: those
+    /// are under `/v1/admin/`, which needs `Admin`).
     Read,
     /// Submit jobs (and read the ones submitted, checked per job).
     Submit,
@@ -69,7 +70,8 @@ pub enum Permission {
     ReadOwnJobs,
     /// Read per-task state and trajectories (actors read the state they build prompts from).
     ReadTasks,
-    /// Operator actions: cancel, retry, pause, resume, datasets, exports, digests.
+    /// Operator actions: cancel, retry, pause, resume, datasets, exports, and every route under
+    /// `/v1/admin/` (projection digests), reads included.
     Admin,
 }
 

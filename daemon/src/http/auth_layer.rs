@@ -21,6 +21,9 @@ pub fn required_permission(method: &Method, route: &str) -> Option<Permission> {
         route if route.starts_with("/v1/leases") => Permission::Work,
         route if route.starts_with("/v1/tasks/") && read => Permission::ReadTasks,
         route if route.starts_with("/v1/tasks/") => Permission::Work,
+        // Operator routes, reads included: the digest holds every write while it is computed,
+        // which a dashboard polling with a read token must not be able to do.
+        route if route.starts_with("/v1/admin/") => Permission::Admin,
         _ if read => Permission::Read,
         _ => Permission::Admin,
     })
@@ -132,6 +135,7 @@ mod tests {
                 Some(Permission::Admin),
             ),
             (Method::GET, "/v1/events", Some(Permission::Read)),
+            (Method::GET, "/v1/admin/digest", Some(Permission::Admin)),
             (
                 Method::POST,
                 "/v1/tasks/{task_id}/steps",

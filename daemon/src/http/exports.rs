@@ -175,7 +175,7 @@ async fn show(
         (status = 201, description = "Exported now", body = agentd_schemas::export_api::RunExportResponse),
         (status = 200, description = "Nothing new, or already exported", body = agentd_schemas::export_api::RunExportResponse),
         (status = 202, description = "`running`: still going after the request timeout; listed once recorded", body = agentd_schemas::api::ErrorBody),
-        (status = 429, description = "`busy`: another run is in progress", body = agentd_schemas::api::ErrorBody),
+        (status = 429, description = "`busy`: the run queue is full (64 export and build runs already waiting; runs go one at a time); retry later", body = agentd_schemas::api::ErrorBody),
         (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
     )
 )]
@@ -280,7 +280,7 @@ async fn list_builds(State(state): State<AppState>) -> ApiResult<Json<DatasetBui
         (status = 201, description = "Built now", body = agentd_schemas::export_api::DatasetBuildResponse),
         (status = 200, description = "The same request over the same log was built before", body = agentd_schemas::export_api::DatasetBuildResponse),
         (status = 202, description = "`running`: still going after the request timeout", body = agentd_schemas::api::ErrorBody),
-        (status = 429, description = "`busy`: another run is in progress", body = agentd_schemas::api::ErrorBody),
+        (status = 429, description = "`busy`: the run queue is full (64 export and build runs already waiting; runs go one at a time); retry later", body = agentd_schemas::api::ErrorBody),
         (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
     )
 )]

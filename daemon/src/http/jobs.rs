@@ -211,7 +211,7 @@ pub async fn cancel(
     responses(
         (status = 200, description = "Queued again", body = agentd_schemas::api::JobTransitionResponse),
         (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
-        (status = 409, description = "`invalid_state`: only dead or cancelled jobs can be retried", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`invalid_state`: only dead jobs can be retried", body = agentd_schemas::api::ErrorBody),
         (status = 422, description = "`invalid_request`: malformed id", body = agentd_schemas::api::ErrorBody),
     )
 )]

@@ -110,7 +110,12 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| timeout(request, next, request_timeout),
         ))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(in_flight_max))
+        // `Router::layer` layers each route on its own, and `ConcurrencyLimitLayer` makes a
+        // semaphore per service it wraps, which made the cap per route; the global layer shares
+        // one semaphore across every route.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            in_flight_max,
+        ))
         .with_state(state)
 }
 

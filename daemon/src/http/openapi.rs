@@ -125,8 +125,9 @@ fn finish_operation(operation: &mut Operation, optional_bearer: &[SecurityRequir
              `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `lease_lost`, \
              `invalid_state`, `conflict` (409), `body_too_large`, `payload_too_large` (413), \
              `invalid_request`, `batch_too_large`, `too_many_tags`, `too_many_items`, \
-             `string_too_long` (422), `too_many_waiters` (429), `internal` (500), `timeout`, \
-             `unavailable`, `shutting_down` (503), `disk_full` (507)",
+             `string_too_long` (422), `too_many_waiters`, `busy` (429), `internal`, \
+             `export_failed` (500), `timeout`, `unavailable`, `shutting_down` (503), \
+             `disk_full` (507)",
         )
         .content(
             "application/json",

@@ -2,12 +2,19 @@
 
 use super::error::ApiError;
 use super::{ApiResult, AppState};
-use agentd_schemas::api::HealthResponse;
+use crate::sequencer::{Command, DIGEST_HOLD_MAX};
+use agentd_schemas::api::{DigestResponse, HealthResponse, ProjectionDigests};
+use agentd_schemas::Lsn;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::json;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long `GET /v1/admin/digest` waits for the projector to reach the queue state's LSN
+/// (well inside [`DIGEST_HOLD_MAX`], which also has to cover the digests).
+const DIGEST_APPLY_WAIT: Duration = Duration::from_secs(5);
 
 #[utoipa::path(
     get, path = "/healthz", tag = "ops", security(()),
@@ -34,30 +41,69 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-/// Digests of the live projections after they caught up with the durable log; equal to what
-/// `agentd rebuild` prints for the same log.
+/// Digests of the live queue state and projections, all at one LSN; equal to what
+/// `agentd rebuild` prints for the same log. The sequencer answers its queue digest and LSN and
+/// then holds every write while the projector reaches exactly that LSN and the projections are
+/// digested, so the answer is a consistent snapshot even under load (writes pause for it).
 #[utoipa::path(
     get, path = "/v1/admin/digest", tag = "ops",
-    responses((status = 200, description = "`{lsn, projections: {jobs, datasets, agent_state, trajectories}}`: digests of the projections, equal to `agentd rebuild`'s", body = Object))
+    responses(
+        (status = 200, description = "Digests of every projection at one LSN, equal to `agentd rebuild`'s for the same log. Writes pause while they are computed (a fraction of a second per 100,000 jobs), so only admins may ask", body = agentd_schemas::api::DigestResponse),
+        (status = 503, description = "`timeout`: the projections did not catch up with the log in time; retry", body = agentd_schemas::api::ErrorBody),
+    )
 )]
-pub async fn digest(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    state.settle_reads().await;
+pub async fn digest(State(state): State<AppState>) -> ApiResult<Json<DigestResponse>> {
+    let (release, released) = oneshot::channel::<()>();
+    let queue = state
+        .sequencer
+        .call(|reply| Command::HoldForDigest {
+            reply,
+            release: released,
+        })
+        .await?;
+    // Nothing is appended past `queue.lsn` until `release` is sent or dropped.
+    if !state.applied.wait_for(queue.lsn, DIGEST_APPLY_WAIT).await {
+        return Err(lagging(queue.lsn));
+    }
     let projections = state.projections.clone();
     let domain = state.domain.projections.clone();
-    let lsn = state.applied.applied_lsn();
-    let (jobs, domain) = tokio::task::spawn_blocking(move || {
-        projections.digest().map(|jobs| (jobs, domain.digests()))
+    let (jobs_lsn, jobs, domain, settled_lsn) = tokio::task::spawn_blocking(move || {
+        let (jobs_lsn, jobs) = projections.digest_with_applied_lsn()?;
+        let domain = domain.digests();
+        // The projector commits a batch to redb before it applies the batch to the domain
+        // projections, so a redb LSN unchanged after the domain digests proves that they
+        // reflect that LSN too (in case the hold ran out).
+        let settled_lsn = projections.applied_lsn()?;
+        Ok::<_, crate::projection::ProjectionError>((jobs_lsn, jobs, domain, settled_lsn))
     })
     .await
     .map_err(|error| ApiError::internal("computing digests", error))?
     .map_err(|error| ApiError::internal("computing digests", error))?;
-    Ok(Json(json!({
-        "lsn": lsn.0,
-        "projections": {
-            "jobs": jobs,
-            "datasets": domain.datasets,
-            "agent_state": domain.agent_state,
-            "trajectories": domain.trajectories,
-        }
-    })))
+    let _ignored_if_the_hold_ran_out = release.send(());
+    if jobs_lsn != queue.lsn || settled_lsn != queue.lsn {
+        return Err(lagging(queue.lsn));
+    }
+    Ok(Json(DigestResponse {
+        lsn: queue.lsn,
+        projections: ProjectionDigests {
+            queue: queue.digest,
+            jobs,
+            datasets: domain.datasets,
+            agent_state: domain.agent_state,
+            trajectories: domain.trajectories,
+        },
+    }))
+}
+
+fn lagging(lsn: Lsn) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        format!(
+            "the projections were not at lsn {lsn} within {} ms (writes are held for at most {} \
+             ms); retry",
+            DIGEST_APPLY_WAIT.as_millis(),
+            DIGEST_HOLD_MAX.as_millis()
+        ),
+    )
 }

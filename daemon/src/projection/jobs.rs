@@ -245,10 +245,12 @@ pub fn view(job: JobRecord, history: Option<Vec<HistoryEntry>>, now_ms: u64) -> 
                 attempt: *attempt,
                 expires_at_ms: *expires_at_ms,
             }),
-            0,
+            None,
         ),
-        StoredJobState::Waiting { run_at_ms } => (None, *run_at_ms),
-        _ => (None, 0),
+        StoredJobState::Waiting { run_at_ms } => (None, Some(*run_at_ms)),
+        StoredJobState::Completed | StoredJobState::Dead | StoredJobState::Cancelled => {
+            (None, None)
+        }
     };
     JobView {
         job_id: job.job_id,
@@ -357,7 +359,12 @@ pub fn list(
 
 /// sha256 over every table in key order.
 pub fn digest(db: &redb::Database) -> Result<String, JobsError> {
-    let txn = db.begin_read().map_err(storage)?;
+    digest_in(&db.begin_read().map_err(storage)?)
+}
+
+/// [`digest`] inside a read transaction the caller holds (to read other tables at the same
+/// point).
+pub fn digest_in(txn: &redb::ReadTransaction) -> Result<String, JobsError> {
     let mut hasher = Sha256::new();
     let jobs = txn.open_table(JOBS).map_err(storage)?;
     for row in jobs.iter().map_err(storage)? {

@@ -227,6 +227,20 @@ impl ProjectionStore {
     pub fn digest(&self) -> Result<String, ProjectionError> {
         Ok(jobs::digest(&self.db)?)
     }
+
+    /// [`Self::digest`] and the applied LSN, read in one transaction: the digest covers
+    /// exactly the records up to that LSN, even while the projector commits more.
+    pub fn digest_with_applied_lsn(&self) -> Result<(Lsn, String), ProjectionError> {
+        let txn = self.db.begin_read().map_err(jobs::storage)?;
+        let applied = txn
+            .open_table(META)
+            .map_err(jobs::storage)?
+            .get(META_APPLIED_LSN)
+            .map_err(jobs::storage)?
+            .map(|value| value.value())
+            .unwrap_or(0);
+        Ok((Lsn(applied), jobs::digest_in(&txn)?))
+    }
 }
 
 fn read_meta(db: &Database) -> Result<(Option<u64>, Lsn), redb::Error> {

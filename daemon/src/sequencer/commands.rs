@@ -11,6 +11,7 @@ use agentd_schemas::api::{
 use agentd_schemas::events::{AfterFailure, Event};
 use agentd_schemas::{JobId, LeaseId, Lsn};
 use rand::Rng;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Why a command did not take effect.
@@ -42,6 +43,17 @@ pub struct LeaseGrantCore {
 pub struct LeaseOutcome {
     pub lsn: Option<Lsn>,
     pub grants: Vec<LeaseGrantCore>,
+}
+
+/// Longest a [`Command::HoldForDigest`] keeps the sequencer from appending.
+pub const DIGEST_HOLD_MAX: Duration = Duration::from_secs(10);
+
+/// The queue state's digest ([`crate::queue::QueueState::digest`], what `agentd rebuild`
+/// prints as `queue`) and the last record applied to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDigest {
+    pub lsn: Lsn,
+    pub digest: String,
 }
 
 /// The record holding a batch completion (if any item succeeded) and each item's outcome.
@@ -102,6 +114,14 @@ pub enum Command {
     },
     Queues {
         reply: Reply<Vec<QueueView>>,
+    },
+    /// Answers the queue state's digest, then appends nothing until `release` fires or is
+    /// dropped (at most [`DIGEST_HOLD_MAX`]), so the caller can digest the projections at
+    /// exactly that LSN (`GET /v1/admin/digest`). Every write waits meanwhile, which is why only
+    /// admins may ask.
+    HoldForDigest {
+        reply: Reply<QueueDigest>,
+        release: oneshot::Receiver<()>,
     },
     /// Appends already-validated domain events, refused with `lease_lost` when `lease_id` is
     /// given and no longer held.
@@ -433,6 +453,17 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                 })
                 .collect();
             let _ignored_if_client_left = reply.send(Ok(views));
+        }
+        Command::HoldForDigest { reply, release } => {
+            let digest = QueueDigest {
+                lsn: sequencer.state.last_lsn,
+                digest: sequencer.state.digest(),
+            };
+            if reply.send(Ok(digest)).is_ok() {
+                // Released or dropped: either way the hold is over; the bound keeps a stuck
+                // caller from stopping every write.
+                let _released_or_timed_out = tokio::time::timeout(DIGEST_HOLD_MAX, release).await;
+            }
         }
         Command::AppendFenced {
             lease_id,

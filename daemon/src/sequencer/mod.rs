@@ -16,7 +16,9 @@ mod commands;
 mod replay_tests;
 mod waiters;
 
-pub use commands::{Command, LeaseGrantCore, LeaseOutcome, SequencerError};
+pub use commands::{
+    Command, LeaseGrantCore, LeaseOutcome, QueueDigest, SequencerError, DIGEST_HOLD_MAX,
+};
 
 use crate::log::{AppendError, LogReader, LogWriter};
 use crate::queue::{decide, QueueLimits, QueueState};

@@ -3,7 +3,8 @@
 //! the refusal to serve an open address without tokens.
 
 use agentd_client::Client;
-use agentd_schemas::api::{LeaseRequest, SubmitJobRequest};
+use agentd_schemas::api::{DigestResponse, LeaseRequest, SubmitJobRequest};
+use agentd_schemas::Lsn;
 use agentd_tests::{agentctl, binary, write_config, Daemon};
 use std::process::{Command, Stdio};
 
@@ -55,6 +56,8 @@ async fn roles_gate_routes_and_the_token_name_is_audited() {
     let daemon = Daemon::start(&dir.path().join("data"), Some(&config));
     let token = |index: usize| tokens[index].0.clone();
     let as_role = |index: usize| Client::new(&daemon.url, Some(token(index))).unwrap();
+    // Building an agentd client installs reqwest's TLS provider for the plain client below.
+    let _client = as_role(0);
     let http = reqwest::Client::new();
 
     // Health is public; everything else needs a valid token.
@@ -172,6 +175,31 @@ async fn roles_gate_routes_and_the_token_name_is_audited() {
         .history
         .unwrap();
     assert_eq!(history[0].actor.as_deref(), Some("trainer"));
+
+    // Digests are an operator's tool under /v1/admin/: only an admin token may take them.
+    let digest = |index: usize| {
+        http.get(format!("{}/v1/admin/digest", daemon.url))
+            .bearer_auth(token(index))
+            .send()
+    };
+    for (index, role) in [(4, "read"), (3, "worker"), (1, "submit")] {
+        assert_eq!(
+            status_and_code(digest(index).await.unwrap()).await,
+            (403, "forbidden".to_string()),
+            "a {role} token may not take digests"
+        );
+    }
+    let response = digest(0).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let digests: DigestResponse = response.json().await.unwrap();
+    assert_eq!(
+        digests.lsn,
+        events
+            .last()
+            .map(|event| Lsn(event["lsn"].as_u64().unwrap()))
+            .unwrap()
+    );
+    assert_eq!(digests.projections.queue.len(), 64, "a hex sha256");
 
     // agentctl passes the token from --token or AGENTD_TOKEN.
     let output = Command::new(binary("agentctl"))

@@ -564,7 +564,7 @@ async fn chaos_loses_nothing_and_completes_nothing_twice() {
     );
     let rebuilt: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(live["lsn"], rebuilt["lsn"]);
-    for projection in ["jobs", "datasets", "agent_state", "trajectories"] {
+    for projection in ["queue", "jobs", "datasets", "agent_state", "trajectories"] {
         assert_eq!(
             live["projections"][projection], rebuilt[projection],
             "{projection} digest: live vs rebuild"

@@ -210,5 +210,6 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
     );
     let rebuilt: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(live["projections"]["jobs"], rebuilt["jobs"]);
+    assert_eq!(live["projections"]["queue"], rebuilt["queue"]);
     assert_eq!(live["lsn"], rebuilt["lsn"]);
 }

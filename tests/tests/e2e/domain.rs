@@ -524,7 +524,7 @@ async fn ingest_episodes_crash_and_rebuild_keep_every_domain_projection() {
     // SIGKILL and restart: every answer and digest is unchanged.
     let answers = domain_answers(&url).await;
     let digest = get_json(&url, "/v1/admin/digest").await;
-    for name in ["datasets", "agent_state", "trajectories", "jobs"] {
+    for name in ["datasets", "agent_state", "trajectories", "jobs", "queue"] {
         assert!(
             digest["projections"][name].is_string(),
             "{name} missing from {digest}"
@@ -555,7 +555,7 @@ async fn ingest_episodes_crash_and_rebuild_keep_every_domain_projection() {
     );
     let rebuilt: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(rebuilt["lsn"], digest["lsn"]);
-    for name in ["datasets", "agent_state", "trajectories", "jobs"] {
+    for name in ["datasets", "agent_state", "trajectories", "jobs", "queue"] {
         assert_eq!(rebuilt[name], digest["projections"][name], "{name}");
     }
 }

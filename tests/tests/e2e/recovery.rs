@@ -143,4 +143,5 @@ async fn a_missing_or_damaged_projection_is_rebuilt_from_the_log() {
     assert_eq!(first.stdout, second.stdout);
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(report["jobs"], digest["projections"]["jobs"]);
+    assert_eq!(report["queue"], digest["projections"]["queue"]);
 }
