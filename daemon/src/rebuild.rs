@@ -6,8 +6,8 @@
 use crate::config::Config;
 use crate::projection::domain::DomainProjections;
 use crate::projection::ProjectionStore;
-use crate::sequencer::replay_queue_state;
-use crate::server::DataPaths;
+use crate::queue::QueueState;
+use crate::server::{lock_data_dir, DataPaths};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -85,6 +85,18 @@ pub fn rebuild_with(
             last_lsn_at(&paths.log, config.log.frame_bytes_max, end_lsn, ms)?
         }
     };
+    // In place, the projection files are the daemon's own: refuse while one runs. The lock is
+    // the daemon's (`LOCK`, held for its lifetime) and is released when this process exits.
+    let _data_dir_lock = match out {
+        Some(_) => None,
+        None => Some(lock_data_dir(data_dir)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "an agentd is running on {} (it holds {}); stop it before rebuilding in place, or rebuild into another directory with --out DIR",
+                data_dir.display(),
+                data_dir.join(crate::server::DATA_DIR_LOCK).display()
+            )
+        })?),
+    };
     let projections_dir: PathBuf = match out {
         Some(out) => out.join("projections"),
         None => paths.projections.clone(),
@@ -102,6 +114,8 @@ pub fn rebuild_with(
     let (store, _) = ProjectionStore::open(&projections_dir)?;
     let domain = DomainProjections::new(&config.datasets)?;
     let mut ledger = crate::export::ledger::ExportLedger::default();
+    let mut queue = QueueState::new();
+    // One pass over the log feeds every projection, as start-up does.
     store.catch_up_with(
         &paths.log,
         config.log.frame_bytes_max,
@@ -109,6 +123,7 @@ pub fn rebuild_with(
         |batch| {
             for (lsn, record) in &batch {
                 ledger.apply(*lsn, record);
+                queue.apply(*lsn, record);
             }
             domain.apply_batch(batch);
         },
@@ -116,7 +131,6 @@ pub fn rebuild_with(
     )?;
     store.persist()?;
     progress.finish_and_clear();
-    let queue = replay_queue_state(&paths.log, config.log.frame_bytes_max, last_lsn)?;
     let exports = match out {
         Some(out) => {
             let settings =

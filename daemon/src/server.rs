@@ -87,22 +87,14 @@ pub async fn run(
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let paths = DataPaths::new(&data_dir);
-    // One daemon per data directory: a second writer would interleave frames. The lock is
-    // released by the kernel when the process exits, however it exits.
-    let lock_path = data_dir.join("LOCK");
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    if lock_file.try_lock().is_err() {
+    // One daemon per data directory: a second writer would interleave frames.
+    let Some(lock_file) = lock_data_dir(&data_dir)? else {
         anyhow::bail!(
             "another agentd is already using the data directory {} (it holds {})",
             data_dir.display(),
-            lock_path.display()
+            data_dir.join(DATA_DIR_LOCK).display()
         );
-    }
+    };
     let metrics = install_metrics();
 
     let mut options = log_options(&config, paths.log.clone());
@@ -129,9 +121,10 @@ pub async fn run(
     let domain_api = http::domain::DomainApi::new(&config, domain.clone())?;
     let log_dir = paths.log.clone();
     let replayed_domain = domain.clone();
-    let (state, ledger) = tokio::task::spawn_blocking(move || {
+    let (state, ledger, last_record_ms) = tokio::task::spawn_blocking(move || {
         let mut state = QueueState::new();
         let mut ledger = crate::export::ledger::ExportLedger::default();
+        let mut last_record_ms = None;
         domain_projection::replay(
             &log_dir,
             frame_bytes_max,
@@ -140,9 +133,10 @@ pub async fn run(
             |lsn, record| {
                 state.apply(lsn, record);
                 ledger.apply(lsn, record);
+                last_record_ms = Some(record.ts_ms);
             },
         )
-        .map(|()| (state, ledger))
+        .map(|()| (state, ledger, last_record_ms))
     })
     .await?
     .context("cannot replay the log")?;
@@ -214,6 +208,7 @@ pub async fn run(
     let scheduler = tokio::spawn(crate::schedule::run(
         schedules,
         exports.clone(),
+        last_record_ms,
         scheduler_stop_rx,
     ));
     let domain_gauges = tokio::spawn(domain_projection::gauges::publish_gauges(domain));
@@ -386,4 +381,21 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = terminate => {}
     }
+}
+
+/// The lock file a daemon holds in its data directory for its whole life.
+pub const DATA_DIR_LOCK: &str = "LOCK";
+
+/// Takes the data directory's [`DATA_DIR_LOCK`]; `None` when another process holds it. The
+/// kernel releases the lock when the returned file is dropped or the process exits, however it
+/// exits.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    let lock_path = data_dir.join(DATA_DIR_LOCK);
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    Ok(lock_file.try_lock().is_ok().then_some(lock_file))
 }

@@ -145,7 +145,6 @@ pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result
         let client = client.clone();
         let queue = queue.clone();
         let completed = completed.clone();
-        let submitted_at = submitted_at.clone();
         let start_latencies = start_latencies.clone();
         let total = args.jobs;
         let lease_batch = args.lease_batch;
@@ -163,15 +162,13 @@ pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result
                     Err(error) => return Err(error),
                 };
                 let now = Instant::now();
-                {
-                    let known = submitted_at.lock().await;
-                    let mut latencies = start_latencies.lock().await;
-                    for grant in &leases {
-                        if let Some(at) = known.get(&grant.job_id) {
-                            latencies.push(now.duration_since(*at).as_secs_f64() * 1000.0);
-                        }
-                    }
-                }
+                // Matched with the submit acknowledgements at the end: a job can be leased
+                // before its submitter has recorded the ack, and dropping those (the fastest
+                // starts) would bias the figures upward.
+                start_latencies
+                    .lock()
+                    .await
+                    .extend(leases.iter().map(|grant| (grant.job_id, now)));
                 if leases.is_empty() {
                     continue;
                 }
@@ -228,7 +225,18 @@ pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result
         result??;
     }
     let total_seconds = start.elapsed().as_secs_f64();
-    let start_samples = std::mem::take(&mut *start_latencies.lock().await);
+    // Enqueue-to-start from the submit ack (the moment the job was durable and leasable); a
+    // lease that arrived before the submitter saw its ack counts as 0.
+    let start_samples: Vec<f64> = {
+        let known = submitted_at.lock().await;
+        std::mem::take(&mut *start_latencies.lock().await)
+            .into_iter()
+            .filter_map(|(job_id, leased)| {
+                let acked = known.get(&job_id)?;
+                Some(leased.saturating_duration_since(*acked).as_secs_f64() * 1000.0)
+            })
+            .collect()
+    };
     let report = serde_json::json!({
         "queue": queue,
         "latency_phase": latency,

@@ -173,7 +173,8 @@ pub struct BuildArgs {
     pub limit: Option<u64>,
     /// field=value; repeat a field to accept several values. Records: language, split, source,
     /// version, tag. Steps: verified, model, policy_version, language, task_id, reward_source,
-    /// sandbox_outcome
+    /// sandbox_outcome, and split, source, version of the dataset record the step's task came
+    /// from (task id `{source}/{version}/{index}`)
     #[arg(long = "filter", value_parser = super::parse_key_value)]
     pub filters: Vec<(String, String)>,
 }

@@ -167,14 +167,18 @@ impl ProcessedSplits {
         &self.config
     }
 
-    /// Applies a `dataset_registered` event. A later registration of the same source and version
-    /// replaces the meta (the sequencer decides whether that is allowed); records stay.
+    /// Applies a `dataset_registered` event. The first registration of a source and version
+    /// stands: a later one (the API refuses those with a different meta, so only a repeat or a
+    /// lost race is ever logged) changes nothing.
     pub fn apply_registered(&mut self, meta: &DatasetMeta) {
         let id = DatasetId {
             source: meta.source.clone(),
             version: meta.version.clone(),
         };
-        self.datasets.entry(Arc::new(id)).or_default().meta = Some(meta.clone());
+        let dataset = self.datasets.entry(Arc::new(id)).or_default();
+        if dataset.meta.is_none() {
+            dataset.meta = Some(meta.clone());
+        }
     }
 
     /// Applies a `dataset_records_ingested` event logged at `lsn` (rules in the module

@@ -1,8 +1,12 @@
 //! `agentd bench-export`: writes a synthetic log of N trajectory steps (each a step, a sandbox
-//! result and a reward record, with a state update every tenth step), then measures
+//! result and a reward record, with a state update every tenth step; every task of eight steps
+//! is one job, submitted and leased with its first step and completed with its last), then
+//! measures
 //!
-//! - a full replay into fresh queue state and domain projections (what start-up and
-//!   `agentd rebuild` do): events/s;
+//! - a full replay into fresh queue state and domain projections (what start-up does when the
+//!   redb job projection is current): events/s;
+//! - `agentd rebuild` of the same data directory: the same replay plus the redb job projection
+//!   written from scratch: events/s;
 //! - a trajectory export of every step to zstd Parquet: rows/s and MB/s;
 //! - the equivalent Python path, side by side on the same rows: pyarrow reading the trajectories
 //!   as JSONL and writing zstd Parquet at the same level, timed inside Python (interpreter start
@@ -15,11 +19,11 @@ use crate::config::Config;
 use crate::projection::domain::DomainProjections;
 use crate::queue::QueueState;
 use agentd_schemas::events::{
-    encode_record, Action, AgentState, Event, ExportFormat, ExportKind, LogRecord, RewardRecorded,
-    RewardSource, Sampling, SandboxOutcome, SandboxResultRecorded, StateLimits, StepRecorded,
-    TaskStateUpdated, RECORD_FORMAT_VERSION,
+    encode_record, Action, AgentState, Event, ExportFormat, ExportKind, JobLeased, JobSubmitted,
+    LogRecord, RewardRecorded, RewardSource, Sampling, SandboxOutcome, SandboxResultRecorded,
+    StateLimits, StepRecorded, TaskStateUpdated, RECORD_FORMAT_VERSION,
 };
-use agentd_schemas::Lsn;
+use agentd_schemas::{JobId, LeaseId, Lsn};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -45,6 +49,31 @@ fn step_records(index: u64) -> Vec<LogRecord> {
         events,
     };
     let mut first = Vec::new();
+    // One job per task: submitted and leased with its first step, completed with its last.
+    let job_id = JobId(index / 8 + 1);
+    let lease_id = LeaseId(index / 8 + 1);
+    if step == 0 {
+        first.push(Event::JobSubmitted(JobSubmitted {
+            job_id,
+            queue: "rollouts".into(),
+            kind: "episode".into(),
+            payload_json: format!(r#"{{"task_id":"{task_id}"}}"#),
+            priority: 0,
+            run_at_ms: ts_ms,
+            max_attempts: 3,
+            lease_ttl_ms: 60_000,
+            tags: BTreeMap::new(),
+            task_id: Some(task_id.clone()),
+            idempotency_key: None,
+        }));
+        first.push(Event::JobLeased(JobLeased {
+            job_id,
+            lease_id,
+            worker_id: format!("box-{}", index % 16),
+            attempt: 1,
+            expires_at_ms: ts_ms + 60_000,
+        }));
+    }
     if index.is_multiple_of(10) {
         first.push(Event::TaskStateUpdated(TaskStateUpdated {
             task_id: task_id.clone(),
@@ -65,8 +94,8 @@ fn step_records(index: u64) -> Vec<LogRecord> {
     first.push(Event::StepRecorded(StepRecorded {
         task_id: task_id.clone(),
         step,
-        job_id: None,
-        lease_id: None,
+        job_id: Some(job_id),
+        lease_id: Some(lease_id),
         attempt: Some(1),
         worker_id: Some(format!("box-{}", index % 16)),
         model: "qwen2.5-coder-7b".into(),
@@ -91,6 +120,22 @@ fn step_records(index: u64) -> Vec<LogRecord> {
         },
         state_update: None,
     }));
+    let mut last = vec![Event::RewardRecorded(RewardRecorded {
+        task_id: task_id.clone(),
+        step,
+        lease_id: None,
+        value: if index.is_multiple_of(3) { 1.0 } else { 0.5 },
+        verified: index.is_multiple_of(3),
+        components: BTreeMap::from([("applied".to_string(), 1.0), ("tests".to_string(), 1.0)]),
+        source: RewardSource::Rule,
+    })];
+    if step == 7 {
+        last.push(Event::JobCompleted {
+            job_id,
+            lease_id,
+            result_json: Some(r#"{"steps":8}"#.into()),
+        });
+    }
     vec![
         record(0, first),
         record(
@@ -112,21 +157,7 @@ fn step_records(index: u64) -> Vec<LogRecord> {
                 peak_rss_bytes: Some(31_457_280),
             })],
         ),
-        record(
-            2,
-            vec![Event::RewardRecorded(RewardRecorded {
-                task_id,
-                step,
-                lease_id: None,
-                value: if index.is_multiple_of(3) { 1.0 } else { 0.5 },
-                verified: index.is_multiple_of(3),
-                components: BTreeMap::from([
-                    ("applied".to_string(), 1.0),
-                    ("tests".to_string(), 1.0),
-                ]),
-                source: RewardSource::Rule,
-            })],
-        ),
+        record(2, last),
     ]
 }
 
@@ -236,6 +267,18 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     println!(
         "replay (queue state + domain projections): {events} events in {replay_s:.2} s = {:.0} events/s",
         events as f64 / replay_s
+    );
+
+    let started = Instant::now();
+    let report = crate::rebuild::rebuild(&config, &work, None)?;
+    let rebuild_s = started.elapsed().as_secs_f64();
+    println!(
+        "agentd rebuild (redb job projection + queue state + domain projections): {events} events in {rebuild_s:.2} s = {:.0} events/s",
+        events as f64 / rebuild_s
+    );
+    anyhow::ensure!(
+        report.queue == queue.digest() && report.trajectories == domain.digests().trajectories,
+        "the rebuild and the replay disagree"
     );
 
     let settings = ExportSettings::new(&config, &work, Some(work.join("exports")))?;

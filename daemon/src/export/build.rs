@@ -19,7 +19,7 @@ use agentd_schemas::events::{
 use agentd_schemas::export_api::{DatasetBuildRequest, DatasetManifest, LsnRange};
 use agentd_schemas::Lsn;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Longest dataset name or version, in characters.
 pub const NAME_CHARS_MAX: usize = 64;
@@ -28,8 +28,11 @@ pub const FILTERS_MAX: usize = 16;
 
 /// Filter fields of a build over records.
 pub const RECORD_FILTERS: [&str; 5] = ["language", "split", "source", "version", "tag"];
-/// Filter fields of a build over trajectory steps.
-pub const STEP_FILTERS: [&str; 7] = [
+/// Filter fields of a build over trajectory steps. `split`, `source` and `version` are those of
+/// the dataset record the step's task was made from (its task id is the record's
+/// `{source}/{version}/{index}`, as the processed and trainer exports name it); a step of a task
+/// that is no kept record matches none of them.
+pub const STEP_FILTERS: [&str; 10] = [
     "verified",
     "model",
     "policy_version",
@@ -37,7 +40,16 @@ pub const STEP_FILTERS: [&str; 7] = [
     "task_id",
     "reward_source",
     "sandbox_outcome",
+    "split",
+    "source",
+    "version",
 ];
+
+/// The step filters answered by the task's dataset record.
+const STEP_RECORD_FILTERS: [&str; 3] = ["split", "source", "version"];
+
+/// Split, source and version of the kept record behind each record task id.
+type RecordsByTask<'a> = HashMap<String, (&'a str, &'a str, &'a str)>;
 
 /// Checks a request and normalizes it (filter values sorted and unique).
 pub fn normalize(request: DatasetBuildRequest) -> Result<DatasetBuildSpec, ExportError> {
@@ -139,10 +151,22 @@ fn record_matches(filters: &BTreeMap<String, Vec<String>>, record: &ProcessedRec
             .is_none_or(|accepted| record.record.tags.iter().any(|tag| accepted.contains(tag)))
 }
 
-fn step_matches(filters: &BTreeMap<String, Vec<String>>, entry: &StepEntry, to: Lsn) -> bool {
+fn step_matches(
+    filters: &BTreeMap<String, Vec<String>>,
+    records: &RecordsByTask<'_>,
+    entry: &StepEntry,
+    to: Lsn,
+) -> bool {
     let Some(view) = steps::view_at(entry, to) else {
         return false;
     };
+    let record = records.get(&entry.step.task_id);
+    let record_ok = matches(filters, "split", record.map(|r| r.0))
+        && matches(filters, "source", record.map(|r| r.1))
+        && matches(filters, "version", record.map(|r| r.2));
+    if !record_ok {
+        return false;
+    }
     let verified = view.reward.is_some_and(|fact| fact.event.verified);
     let language = match &entry.step.action {
         Action::Pattern { language, .. } => Some(language.as_str()),
@@ -214,7 +238,8 @@ pub fn write_build(
         BuildSource::Records => ExportKind::Processed,
         BuildSource::Trajectories => ExportKind::Trajectories,
     };
-    let parquet = super::parquet_settings(settings, &id, kind, Lsn::ZERO, to);
+    let tokenizer = super::tokenizer_of(domain, settings, kind);
+    let parquet = super::parquet_settings(settings, &id, kind, Lsn::ZERO, to, &tokenizer);
     let group = match spec.source {
         BuildSource::Records => {
             // Candidates in log order: (lsn, position in the kept list, key).
@@ -256,10 +281,32 @@ pub fn write_build(
         }
         BuildSource::Trajectories => {
             let candidates: Vec<(Lsn, (String, u32), String)> = {
+                let datasets = domain.datasets();
+                // Built only when a filter needs it (a map over every kept record).
+                let records: RecordsByTask<'_> = if STEP_RECORD_FILTERS
+                    .iter()
+                    .any(|f| spec.filters.contains_key(*f))
+                {
+                    datasets
+                        .splits()
+                        .kept_records()
+                        .filter(|record| record.lsn <= to)
+                        .map(|record| {
+                            let row = (
+                                record.split.as_str(),
+                                record.dataset.source.as_str(),
+                                record.dataset.version.as_str(),
+                            );
+                            (records::record_task_id(record), row)
+                        })
+                        .collect()
+                } else {
+                    HashMap::new()
+                };
                 let trajectories = domain.trajectories();
                 let mut candidates: Vec<_> = trajectories
                     .steps_after(None)
-                    .filter(|entry| step_matches(&spec.filters, entry, to))
+                    .filter(|entry| step_matches(&spec.filters, &records, entry, to))
                     .map(|entry| {
                         let key = format!("{}\u{0}{}", entry.step.task_id, entry.step.step);
                         (
@@ -297,10 +344,6 @@ pub fn write_build(
             }
             shards.finish(true)?
         }
-    };
-    let tokenizer = match spec.source {
-        BuildSource::Records => domain.datasets().splits().config().encoding.clone(),
-        BuildSource::Trajectories => settings.state_encoding.clone(),
     };
     let files = files::publish(&dir, vec![group])?;
     super::finish_manifest(

@@ -184,7 +184,8 @@ pub fn write_export(
         return Ok(outcome);
     }
     files::prepare_dir(&dir)?;
-    let parquet = parquet_settings(settings, &id, kind, after, to);
+    let tokenizer = tokenizer_of(domain, settings, kind);
+    let parquet = parquet_settings(settings, &id, kind, after, to, &tokenizer);
     let groups = match (kind, format) {
         (ExportKind::Trajectories, _) => vec![export_steps::<steps::TrajectoryRows>(
             domain,
@@ -241,10 +242,6 @@ pub fn write_export(
             |record| format!("verl_rl/{}", record.split.as_str()),
         )?,
     };
-    let tokenizer = match kind {
-        ExportKind::Trajectories | ExportKind::TrlSft => settings.state_encoding.clone(),
-        _ => domain.datasets().splits().config().encoding.clone(),
-    };
     let files = files::publish(&dir, groups)?;
     finish_manifest(
         &dir,
@@ -260,12 +257,25 @@ pub fn write_export(
 }
 
 /// Key-value metadata of every Parquet file of an export.
+/// The tiktoken encoding of the token counts in an export of `kind`: the agent-state encoding
+/// for step rows, the datasets encoding for record rows.
+fn tokenizer_of(domain: &DomainProjections, settings: &ExportSettings, kind: ExportKind) -> String {
+    match kind {
+        ExportKind::Trajectories | ExportKind::TrlSft => settings.state_encoding.clone(),
+        _ => domain.datasets().splits().config().encoding.clone(),
+    }
+}
+
+/// Key-value metadata of every Parquet file of an export; `agentd.tokenizer` names the
+/// encoding of the file's token counts, so a file read on its own still says how they were
+/// counted.
 fn parquet_settings(
     settings: &ExportSettings,
     id: &str,
     kind: ExportKind,
     after: Lsn,
     to: Lsn,
+    tokenizer: &str,
 ) -> ParquetSettings {
     ParquetSettings {
         zstd_level: settings.zstd_level,
@@ -279,6 +289,7 @@ fn parquet_settings(
             ("agentd.kind".into(), kind.as_str().to_owned()),
             ("agentd.lsn_after".into(), after.0.to_string()),
             ("agentd.lsn_to".into(), to.0.to_string()),
+            ("agentd.tokenizer".into(), tokenizer.to_owned()),
         ],
     }
 }

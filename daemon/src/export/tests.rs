@@ -238,6 +238,10 @@ fn trajectories_round_trip_with_every_column_and_lineage() {
     );
     assert_eq!(key_value(&path, "agentd.lsn_to"), Some(to.0.to_string()));
     assert_eq!(key_value(&path, "agentd.lsn_after").as_deref(), Some("0"));
+    assert_eq!(
+        key_value(&path, "agentd.tokenizer").as_deref(),
+        Some("o200k_base")
+    );
     let batches = read_batches(&path);
     let batch = &batches[0];
     assert_eq!(batch.num_rows(), 6);
@@ -651,4 +655,111 @@ fn dataset_builds_are_reproducible_and_filtered() {
     })
     .is_err());
     assert!(build::normalize(request(BuildStrategy::Random, None, None)).is_err());
+}
+
+#[test]
+fn step_builds_filter_by_the_split_source_and_version_of_the_task_record() {
+    let mut log = sample_log(60, 0);
+    // One verified step for each of the first 40 records (task id = the record's id), and one
+    // for a task that is no record.
+    let mut task_ids: Vec<String> = (0..40).map(|i| format!("fixture/mini/v1/{i}")).collect();
+    task_ids.push("free-task".into());
+    for (n, task_id) in task_ids.iter().enumerate() {
+        log.push(record(
+            20_000 + n as u64,
+            vec![
+                Event::StepRecorded(StepRecorded {
+                    task_id: task_id.clone(),
+                    step: 0,
+                    job_id: None,
+                    lease_id: None,
+                    attempt: None,
+                    worker_id: None,
+                    model: "qwen".into(),
+                    policy_version: "v3".into(),
+                    sampling: Sampling::default(),
+                    prompt_tokens: None,
+                    completion_tokens: None,
+                    prompt: None,
+                    think: None,
+                    action: Action::Pattern {
+                        language: "python".into(),
+                        pattern: "print($A)".into(),
+                        rewrite: "logger.info($A)".into(),
+                    },
+                    state_update: None,
+                }),
+                Event::RewardRecorded(RewardRecorded {
+                    task_id: task_id.clone(),
+                    step: 0,
+                    lease_id: None,
+                    value: 1.0,
+                    verified: true,
+                    components: BTreeMap::new(),
+                    source: RewardSource::Rule,
+                }),
+            ],
+        ));
+    }
+    let domain = projections_up_to(&log, log.len());
+    let to = Lsn(log.len() as u64);
+    let train: Vec<String> = domain
+        .datasets()
+        .splits()
+        .kept_records()
+        .filter(|record| record.index < 40 && record.split.as_str() == "train")
+        .map(|record| format!("fixture/mini/v1/{}", record.index))
+        .collect();
+    assert!(!train.is_empty() && train.len() < 40, "{train:?}");
+    let build = |filters: &[(&str, &str)]| {
+        let mut by_field: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (field, value) in filters {
+            by_field
+                .entry((*field).to_string())
+                .or_default()
+                .push((*value).to_string());
+        }
+        let spec = build::normalize(DatasetBuildRequest {
+            name: "steps".into(),
+            version: "v1".into(),
+            source: BuildSource::Trajectories,
+            strategy: BuildStrategy::Latest,
+            seed: None,
+            limit: None,
+            filters: by_field,
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let outcome = build::write_build(&domain, &settings(dir.path()), &spec, to).unwrap();
+        let mut tasks = Vec::new();
+        for file in &outcome.manifest.files {
+            for batch in read_batches(&dir.path().join(&outcome.dir).join(&file.path)) {
+                let column = batch.column_by_name("task_id").unwrap().as_string::<i32>();
+                tasks.extend((0..batch.num_rows()).map(|row| column.value(row).to_owned()));
+            }
+        }
+        tasks.sort();
+        tasks
+    };
+    // The issue's own example: language, split and verified together.
+    let mut expected = train.clone();
+    expected.sort();
+    assert_eq!(
+        build(&[
+            ("language", "python"),
+            ("split", "train"),
+            ("verified", "true")
+        ]),
+        expected
+    );
+    assert_eq!(
+        build(&[("source", "fixture/mini"), ("version", "v1")]).len(),
+        40
+    );
+    assert!(build(&[("version", "v2")]).is_empty());
+    assert_eq!(
+        build(&[]).len(),
+        41,
+        "without those filters, the free task is in"
+    );
 }

@@ -15,6 +15,12 @@ use std::time::Duration;
 
 /// Most frames one page returns.
 pub const EVENTS_LIMIT_MAX: u64 = 10_000;
+/// A page also ends before a frame that would take it past this many events or this many bytes
+/// of JSON: one frame can hold thousands of events (a batch submit, an ingest batch), so a
+/// frame count alone does not bound the answer. A single frame over either cap is still
+/// returned, alone, so a reader always makes progress.
+pub const EVENTS_PAGE_EVENTS_MAX: usize = 10_000;
+pub const EVENTS_PAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -70,19 +76,72 @@ pub async fn list(
         .min(after.0.saturating_add(limit)));
     let log_dir = state.log_dir.clone();
     let frame_bytes_max = state.frame_bytes_max;
-    let events = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ReplayError> {
-        let mut events = Vec::new();
-        for_each_record(&log_dir, frame_bytes_max, after, up_to, |lsn, record| {
-            events.extend(record_to_json(lsn, &record));
+    let page =
+        tokio::task::spawn_blocking(move || read_page(&log_dir, frame_bytes_max, after, up_to))
+            .await
+            .map_err(|error| ApiError::internal("reading events", error))?
+            .map_err(|error| ApiError::internal("reading events", error))?;
+    Ok(Json(EventsResponse {
+        events: page.events,
+        next_after: page.next_after,
+    }))
+}
+
+/// One page of events and the LSN to continue after.
+struct Page {
+    events: Vec<Value>,
+    next_after: Lsn,
+}
+
+/// Reads the frames in `(after, up_to]`, ending early before a frame that would take the page
+/// past [`EVENTS_PAGE_EVENTS_MAX`] events or [`EVENTS_PAGE_BYTES_MAX`] bytes.
+fn read_page(
+    log_dir: &std::path::Path,
+    frame_bytes_max: u32,
+    after: Lsn,
+    up_to: Lsn,
+) -> Result<Page, ReplayError> {
+    let mut page = Page {
+        events: Vec::new(),
+        next_after: after,
+    };
+    let mut bytes = 0usize;
+    let read = for_each_record(log_dir, frame_bytes_max, after, up_to, |lsn, record| {
+        let frame = record_to_json(lsn, &record);
+        let frame_bytes: usize = frame.iter().map(json_len).sum();
+        let full = page.events.len() + frame.len() > EVENTS_PAGE_EVENTS_MAX
+            || bytes + frame_bytes > EVENTS_PAGE_BYTES_MAX;
+        if full && !page.events.is_empty() {
+            return Err(ReplayError::Stopped);
+        }
+        bytes += frame_bytes;
+        page.events.extend(frame);
+        page.next_after = lsn;
+        Ok(())
+    });
+    match read {
+        Ok(()) => page.next_after = page.next_after.max(up_to),
+        Err(ReplayError::Stopped) => {}
+        Err(error) => return Err(error),
+    }
+    Ok(page)
+}
+
+/// The length of a value as compact JSON.
+fn json_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
-        })?;
-        Ok(events)
-    })
-    .await
-    .map_err(|error| ApiError::internal("reading events", error))?
-    .map_err(|error| ApiError::internal("reading events", error))?;
-    let next_after = if up_to > after { up_to } else { after };
-    Ok(Json(EventsResponse { events, next_after }))
+        }
+    }
+    let mut counter = Counter(0);
+    let _never_fails = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 /// One JSON object per event: `lsn`, `index`, `ts_ms`, `type`, `version`, `actor`, then the

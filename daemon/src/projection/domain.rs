@@ -125,8 +125,15 @@ impl DomainProjections {
             events,
         } = record;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // A step's state update is the event after it in the same record; when the step is
+            // a duplicate (ignored), its update must not reach the task's state either.
+            let mut skip_state_update = false;
             for event in events {
-                self.apply_event(lsn, ts_ms, actor.as_deref(), event);
+                if skip_state_update && matches!(event, Event::TaskStateUpdated(_)) {
+                    skip_state_update = false;
+                    continue;
+                }
+                skip_state_update = !self.apply_event(lsn, ts_ms, actor.as_deref(), event);
             }
         }));
         if outcome.is_err() {
@@ -138,8 +145,8 @@ impl DomainProjections {
     }
 
     /// Events of one record apply in order, so a step sees the state before the state update
-    /// logged with it.
-    fn apply_event(&self, lsn: Lsn, ts_ms: u64, actor: Option<&str>, event: Event) {
+    /// logged with it. Returns false only for a step the trajectories ignored (a duplicate).
+    fn apply_event(&self, lsn: Lsn, ts_ms: u64, actor: Option<&str>, event: Event) -> bool {
         match event {
             Event::DatasetRegistered(meta) => write(&self.datasets).apply_registered(&meta),
             Event::DatasetRecordsIngested(batch) => {
@@ -151,7 +158,7 @@ impl DomainProjections {
             Event::StepRecorded(step) => {
                 // Lock order: agent states before trajectories, everywhere.
                 let state_before = read(&self.agent_states).state_of(&step.task_id);
-                write(&self.trajectories).apply_step(lsn, ts_ms, step, state_before);
+                return write(&self.trajectories).apply_step(lsn, ts_ms, step, state_before);
             }
             Event::SandboxResultRecorded(result) => {
                 write(&self.trajectories).apply_sandbox(lsn, ts_ms, result)
@@ -173,6 +180,7 @@ impl DomainProjections {
             | Event::ScheduleFired(_)
             | Event::DatasetBuilt(_) => {}
         }
+        true
     }
 
     /// The last frame applied.

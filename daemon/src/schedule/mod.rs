@@ -173,15 +173,23 @@ pub fn parse_all(configs: &[ScheduleConfig]) -> Result<Vec<Schedule>, ScheduleEr
 }
 
 /// The slot to run at start-up for slots missed while down: the latest slot in
-/// `(last_fired, now]`, once, if the schedule fired before and catches up.
-pub fn missed_slot(schedule: &Schedule, last_fired_ms: Option<u64>, now_ms: u64) -> Option<u64> {
-    let last = last_fired_ms?;
+/// `(since, now]`, once, when the schedule catches up. `since` is the last slot it fired, or,
+/// for a schedule that never fired, `last_up_ms`: the time of the log's last record before this
+/// start, the last moment the daemon is known to have been up (a slot before it would have
+/// fired then). An empty log has nothing to catch up.
+pub fn missed_slot(
+    schedule: &Schedule,
+    last_fired_ms: Option<u64>,
+    last_up_ms: Option<u64>,
+    now_ms: u64,
+) -> Option<u64> {
+    let since = last_fired_ms.or(last_up_ms)?;
     if !schedule.config.run_missed_at_startup {
         return None;
     }
     schedule
         .latest_at_or_before(now_ms)
-        .filter(|slot| *slot > last)
+        .filter(|slot| *slot > since)
 }
 
 /// The next slot to wait for: after the last fired one, and never one already due before
@@ -200,9 +208,12 @@ fn wall_ms() -> u64 {
 
 /// Runs the schedules until `stop` turns true: resumes interrupted firings, runs missed slots
 /// once, then fires each slot as it comes.
+///
+/// `last_up_ms` is the time of the last record in the log before this start ([`missed_slot`]).
 pub async fn run(
     schedules: Vec<Schedule>,
     service: ExportService,
+    last_up_ms: Option<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
     for fired in service.with_ledger(|ledger| ledger.pending_fired()) {
@@ -224,7 +235,8 @@ pub async fn run(
         service.with_ledger(|ledger| ledger.last_fired(name).map(|fired| fired.event.slot_ms))
     };
     for schedule in &schedules {
-        if let Some(slot) = missed_slot(schedule, last_fired(&schedule.config.name), started_ms) {
+        let last = last_fired(&schedule.config.name);
+        if let Some(slot) = missed_slot(schedule, last, last_up_ms, started_ms) {
             fire(&service, schedule, slot).await;
         }
     }
@@ -343,19 +355,32 @@ mod tests {
     }
 
     #[test]
-    fn missed_slots_run_once_and_only_after_a_first_firing() {
+    fn missed_slots_run_once_since_the_last_firing_or_the_last_record() {
         let hourly = schedule("0 * * * *", "UTC");
         let now = ms("2026-05-01T10:20:00Z");
-        // Never fired: nothing to catch up.
-        assert_eq!(missed_slot(&hourly, None, now), None);
-        // Fired at 06:00, down until 10:20: one catch-up run, for 10:00.
+        // Never fired and an empty log: nothing to catch up.
+        assert_eq!(missed_slot(&hourly, None, None, now), None);
+        // Never fired, the daemon last wrote at 09:50 and was down through 10:00: its first
+        // slot was missed, and runs once.
+        let up_at_0950 = Some(ms("2026-05-01T09:50:00Z"));
         assert_eq!(
-            missed_slot(&hourly, Some(ms("2026-05-01T06:00:00Z")), now),
+            missed_slot(&hourly, None, up_at_0950, now),
+            Some(ms("2026-05-01T10:00:00Z"))
+        );
+        // Never fired, last record at 10:05: no slot passed while down.
+        assert_eq!(
+            missed_slot(&hourly, None, Some(ms("2026-05-01T10:05:00Z")), now),
+            None
+        );
+        // Fired at 06:00, down until 10:20: one catch-up run, for 10:00 (the last firing wins
+        // over the last record).
+        assert_eq!(
+            missed_slot(&hourly, Some(ms("2026-05-01T06:00:00Z")), up_at_0950, now),
             Some(ms("2026-05-01T10:00:00Z"))
         );
         // Fired at 10:00 already: nothing missed, the next is 11:00, not 10:00 again.
         let last = Some(ms("2026-05-01T10:00:00Z"));
-        assert_eq!(missed_slot(&hourly, last, now), None);
+        assert_eq!(missed_slot(&hourly, last, up_at_0950, now), None);
         assert_eq!(
             next_slot(&hourly, last, now),
             Some(ms("2026-05-01T11:00:00Z"))
@@ -363,7 +388,7 @@ mod tests {
         let mut off = hourly.clone();
         off.config.run_missed_at_startup = false;
         assert_eq!(
-            missed_slot(&off, Some(ms("2026-05-01T06:00:00Z")), now),
+            missed_slot(&off, Some(ms("2026-05-01T06:00:00Z")), None, now),
             None
         );
         assert_eq!(

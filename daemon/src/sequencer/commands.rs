@@ -467,18 +467,36 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
         }
         Command::AppendFenced {
             lease_id,
-            events,
+            mut events,
             actor,
             reply,
         } => {
             if let Some(lease_id) = lease_id {
-                if let Err(error) = decide::held_lease(&sequencer.state, now_ms, lease_id) {
-                    return refuse(reply, error);
+                match decide::held_lease(&sequencer.state, now_ms, lease_id) {
+                    Ok(job) => fill_in_lease(&mut events, job),
+                    Err(error) => return refuse(reply, error),
                 }
             }
             sequencer
                 .commit(now_ms, actor, events, answer(reply, |lsn| lsn))
                 .await;
+        }
+    }
+}
+
+/// A step posted with a lease but without its job: the sequencer knows the lease's job, so it
+/// writes the job, attempt and worker into the event, as if the client had named them.
+fn fill_in_lease(events: &mut [Event], job: &crate::queue::Job) {
+    let JobStatus::Leased { worker_id, .. } = &job.status else {
+        return;
+    };
+    for event in events {
+        if let Event::StepRecorded(step) = event {
+            if step.job_id.is_none() {
+                step.job_id = Some(job.id);
+                step.attempt = Some(job.attempt);
+                step.worker_id = Some(worker_id.to_string());
+            }
         }
     }
 }

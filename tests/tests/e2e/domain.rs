@@ -627,3 +627,123 @@ async fn ingest_reports_bad_lines_and_the_count_mismatch_then_a_fixed_file_compl
     assert_eq!(body["rejected_records"][0]["index"], 11);
     assert_eq!(body["rejected_records"][0]["field"], "tags[1]");
 }
+
+/// Many clients racing to record the same step, its sandbox result, its reward and a dataset's
+/// meta: exactly one of each is answered 2xx, the rest 409 `conflict`, and the log holds only
+/// what was acknowledged (no ignored duplicates in the projection's counters).
+#[tokio::test]
+async fn racing_writers_of_one_fact_get_one_success_and_conflicts() {
+    const RACERS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&dir.path().join("data"), None);
+    let url = daemon.url.clone();
+
+    async fn race(url: &str, path: &str, bodies: Vec<Value>) -> Vec<(u16, Value)> {
+        let calls = bodies.into_iter().map(|body| {
+            let (url, path) = (url.to_owned(), path.to_owned());
+            tokio::spawn(async move { post_json(&url, &path, body).await })
+        });
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap());
+        }
+        answers
+    }
+    fn one_winner(what: &str, answers: &[(u16, Value)]) {
+        let won = answers.iter().filter(|(status, _)| *status < 300).count();
+        assert_eq!(won, 1, "{what}: exactly one 2xx expected: {answers:?}");
+        for (status, body) in answers.iter().filter(|(status, _)| *status >= 300) {
+            assert_eq!(*status, 409, "{what}: {body}");
+            assert_eq!(body["code"], "conflict", "{what}: {body}");
+        }
+    }
+
+    // Each racer's step carries its own state update: only the winner's may reach the state.
+    let steps = (0..RACERS)
+        .map(|racer| {
+            json!({
+                "step": 0, "model": format!("model-{racer}"), "policy_version": "p1",
+                "action": {"kind": "pattern", "language": "python", "pattern": "x", "rewrite": "y"},
+                "state_update": {"history": [format!("racer {racer}")]},
+            })
+        })
+        .collect();
+    let answers = race(&url, "/v1/tasks/race/steps", steps).await;
+    one_winner("step", &answers);
+    let sandboxes = (0..RACERS)
+        .map(|racer| json!({"exit_code": racer, "outcome": "ok"}))
+        .collect();
+    one_winner(
+        "sandbox",
+        &race(&url, "/v1/tasks/race/steps/0/sandbox", sandboxes).await,
+    );
+    let rewards = (0..RACERS)
+        .map(|racer| json!({"value": racer as f64 / 100.0, "verified": false, "source": "rule"}))
+        .collect();
+    one_winner(
+        "reward",
+        &race(&url, "/v1/tasks/race/steps/0/reward", rewards).await,
+    );
+    let metas = (0..RACERS)
+        .map(|racer| {
+            json!({
+                "source": "race/ds", "version": "v1", "license": "MIT",
+                "downloaded_at": "2024-05-01T12:00:00Z", "sha256": "0".repeat(64),
+                "num_records": racer,
+            })
+        })
+        .collect();
+    one_winner("dataset", &race(&url, "/v1/datasets", metas).await);
+
+    let trajectory = get_json(&url, "/v1/tasks/race/trajectory").await;
+    let model = trajectory["steps"][0]["model"].as_str().unwrap().to_owned();
+    let racer = model.strip_prefix("model-").unwrap();
+    let state = get_json(&url, "/v1/tasks/race/state").await;
+    assert_eq!(
+        state["state"]["history"],
+        json!([format!("racer {racer}")]),
+        "only the recorded step's update is merged: {state}"
+    );
+    let stats = get_json(&url, "/v1/trajectories/stats").await;
+    for (counter, value) in stats["ignored"].as_object().unwrap() {
+        assert_eq!(
+            value, 0,
+            "{counter}: nothing duplicate reached the log: {stats}"
+        );
+    }
+}
+
+/// A step posted with only its `lease_id` is recorded with the lease's job, attempt and worker,
+/// which the sequencer fills in from the lease it checks.
+#[tokio::test]
+async fn a_step_under_a_lease_alone_records_the_leases_job_attempt_and_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&dir.path().join("data"), None);
+    let client = daemon.client();
+    let job = SubmitJobRequest {
+        queue: "actors".into(),
+        kind: "episode".into(),
+        task_id: Some("task-l".into()),
+        ..SubmitJobRequest::default()
+    };
+    let job_id = client.submit(&job).await.unwrap().job_id;
+    let ask = LeaseRequest {
+        worker_id: "box-7".into(),
+        queues: vec!["actors".into()],
+        tags: None,
+        max_jobs: Some(1),
+        wait_ms: Some(0),
+    };
+    let grant = client.lease(&ask).await.unwrap().leases.pop().unwrap();
+    let body = json!({
+        "step": 0, "lease_id": grant.lease_id, "model": "m", "policy_version": "p1",
+        "action": {"kind": "rule", "yaml": "rule: {pattern: x}"},
+    });
+    let (status, answer) = post_json(&daemon.url, "/v1/tasks/task-l/steps", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let trajectory = get_json(&daemon.url, "/v1/tasks/task-l/trajectory").await;
+    let step = &trajectory["steps"][0];
+    assert_eq!(step["job_id"], json!(job_id), "{step}");
+    assert_eq!(step["attempt"], json!(grant.attempt), "{step}");
+    assert_eq!(step["worker_id"], "box-7", "{step}");
+}

@@ -717,3 +717,48 @@ async fn requests_over_the_in_flight_cap_wait_for_a_free_slot() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#""queue":"q""#), "{response}");
 }
+
+/// `GET /v1/events` bounds a page by events and bytes as well as frames: three batch frames of
+/// 6,000 jobs each come back one frame per page even with `limit=10000` (two would pass the
+/// 10,000-event cap), and reading on from `next_after` returns every event exactly once.
+#[tokio::test]
+async fn an_events_page_ends_before_a_frame_that_would_pass_its_event_cap() {
+    let (_dir, daemon) = daemon_with("");
+    let mut expected = 0;
+    for _ in 0..3 {
+        let jobs: Vec<Value> = (0..6000)
+            .map(|_| json!({"queue": "pages", "kind": "k"}))
+            .collect();
+        let (status, body) = post(
+            &daemon,
+            "/v1/jobs/batch",
+            json!({ "jobs": jobs }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        expected += 6000;
+    }
+    let mut after = 0;
+    let mut pages = Vec::new();
+    loop {
+        let (status, page) = get(&daemon, &format!("/v1/events?after={after}&limit=10000")).await;
+        assert_eq!(status, 200, "{page}");
+        let events = page["events"].as_array().unwrap();
+        let next = page["next_after"].as_u64().unwrap();
+        if events.is_empty() {
+            assert_eq!(next, after, "an empty page stays put");
+            break;
+        }
+        assert!(
+            events.len() <= 10_000,
+            "{} events in one page",
+            events.len()
+        );
+        assert_eq!(events.first().unwrap()["lsn"].as_u64().unwrap(), after + 1);
+        assert_eq!(events.last().unwrap()["lsn"].as_u64().unwrap(), next);
+        pages.push(events.len());
+        after = next;
+    }
+    assert_eq!(pages, [6000, 6000, 6000], "one batch frame per page");
+    assert_eq!(pages.iter().sum::<usize>(), expected);
+}

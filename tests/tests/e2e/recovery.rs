@@ -120,6 +120,12 @@ async fn a_missing_or_damaged_projection_is_rebuilt_from_the_log() {
             .await
             .unwrap();
         assert_eq!(again, digest, "after {damage}");
+        // In place, a rebuild would replace the running daemon's projection files: refused.
+        let refused = agentd(&["rebuild", "--data-dir", data_dir.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{stderr}");
+        assert!(stderr.contains("an agentd is running on"), "{stderr}");
+        assert!(stderr.contains("--out DIR"), "{stderr}");
         daemon.stop();
     }
     // Offline rebuilds of the same log print the same digests every time.

@@ -409,9 +409,10 @@ fn dataset_summaries_compare_received_with_registered() {
             ("c".to_owned(), 1, None, false, false),
         ]
     );
-    // A later registration replaces the meta and keeps the records.
+    // A later registration (only a lost race logs one) changes nothing: the first meta stands.
     splits.apply_registered(&meta("a", "1", 2));
-    assert!(splits.datasets()[0].complete);
+    assert!(!splits.datasets()[0].complete);
+    assert_eq!(splits.datasets()[0].records_expected, Some(3));
     assert_eq!(splits.stats().total.records, 4);
 }
 

@@ -6,6 +6,7 @@
 //! records are identified by position, fixing the bad lines and re-ingesting the whole file adds
 //! exactly the missing positions and changes nothing else.
 
+use super::write_locks::WriteKey;
 use super::{append_and_apply, conflict, read_blocking, DomainApi};
 use crate::domain::dataset::{validate_meta, validate_record};
 use crate::domain::splits::{DatasetStats, DatasetSummary, RecordCounts, SplitCounts};
@@ -45,6 +46,14 @@ pub async fn register(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<RegisterDatasetResponse>)> {
     let meta = validate_meta(&body).map_err(|error| ApiError::invalid(error.to_string()))?;
+    let _dataset_writes = state
+        .domain
+        .write_locks
+        .lock(WriteKey::Dataset {
+            source: &meta.source,
+            version: &meta.version,
+        })
+        .await;
     state.settle_reads().await;
     let existing = dataset_meta(&state.domain, &meta.source, &meta.version).await?;
     if let Some(existing) = existing {
@@ -69,9 +78,18 @@ pub async fn register(
         &state,
         caller.actor(),
         None,
-        vec![Event::DatasetRegistered(meta)],
+        vec![Event::DatasetRegistered(meta.clone())],
     )
     .await?;
+    // The projection keeps the first registration; only a timed-out earlier write can be it.
+    if let Some(kept) = dataset_meta(&state.domain, &source, &version).await? {
+        if kept != meta {
+            return Err(conflict(format!(
+                "dataset {source} {version} was registered with a different {} just before this write (lsn {lsn}); the earlier one stands",
+                differing_fields(&kept, &meta).join(", ")
+            )));
+        }
+    }
     let dataset = dataset_view(&state.domain, &source, &version).await?;
     let answer = RegisterDatasetResponse {
         created: true,
@@ -117,6 +135,14 @@ pub async fn ingest(
             "first_index: the batch would end past the largest position",
         ));
     }
+    let _dataset_writes = state
+        .domain
+        .write_locks
+        .lock(WriteKey::Dataset {
+            source: &source,
+            version: &version,
+        })
+        .await;
     state.settle_reads().await;
     if dataset_meta(&state.domain, &source, &version)
         .await?

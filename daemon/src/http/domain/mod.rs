@@ -3,16 +3,18 @@
 //! `/v1/tasks/{task_id}/trajectory`, `/v1/trajectories/stats`). `docs/domain.md` ("HTTP API")
 //! lists them with their bodies and error codes.
 //!
-//! Writes validate against the domain projections (after `settle_reads`), append through the
-//! sequencer's `AppendFenced` (so a stale lease is refused with `lease_lost`), then wait until
-//! the projector applied their LSN and answer from the projection: the answer is what replay
-//! computes, never a second computation in the handler. Two writers racing on the same step or
-//! dataset can both pass validation; the projections settle that by log order (first wins) and
-//! count what they ignored.
+//! Writes take the lock of their task or dataset ([`write_locks`]), validate against the domain
+//! projections (after `settle_reads`), append through the sequencer's `AppendFenced` (so a stale
+//! lease is refused with `lease_lost`), then wait until the projector applied their LSN and
+//! answer from the projection: the answer is what replay computes, never a second computation
+//! in the handler. The lock makes check and write one step per key, so two writers of the same
+//! step or dataset cannot both be told they recorded it; as a second line, a write whose record
+//! the projection did not keep (first in log order wins) is answered 409 `conflict`, never 2xx.
 
 mod datasets;
 mod state;
 mod trajectories;
+pub mod write_locks;
 
 use super::error::ApiError;
 use super::AppState;
@@ -62,6 +64,8 @@ pub struct DomainApi {
     pub state_limits: StateLimits,
     /// Most records in one ingest request (`[datasets] records_per_batch_max`).
     pub records_per_batch_max: usize,
+    /// Serialises check-then-append per task and per dataset.
+    pub write_locks: Arc<write_locks::WriteLocks>,
 }
 
 /// A `[state]` or `[datasets]` setting the domain writes cannot work with.
@@ -98,6 +102,7 @@ impl DomainApi {
                 encoding: counter.name().to_owned(),
             },
             records_per_batch_max: config.datasets.records_per_batch_max,
+            write_locks: Arc::default(),
         })
     }
 }

@@ -6,6 +6,7 @@
 //! sandbox result and reward; a sandbox result or reward for a step not recorded is 404.
 
 use super::state::{check_update, state_event, update_answer};
+use super::write_locks::WriteKey;
 use super::{
     append_and_apply, check_bytes, check_chars, check_name, check_task_id, conflict,
     ACTION_TEXT_BYTES_MAX, COMPONENT_NAME_CHARS_MAX, DIFF_BYTES_MAX, OUTPUT_BYTES_MAX,
@@ -58,6 +59,11 @@ pub async fn record_step(
 ) -> ApiResult<Json<RecordStepResponse>> {
     check_task_id(&task_id)?;
     check_step(&request)?;
+    let _task_writes = state
+        .domain
+        .write_locks
+        .lock(WriteKey::Task(&task_id))
+        .await;
     state.settle_reads().await;
     if let Some(existing) = existing_step_lsn(&state, &task_id, request.step) {
         return Err(conflict(format!(
@@ -93,6 +99,13 @@ pub async fn record_step(
         events.push(state_event(&state.domain, &task_id, update, lease_id));
     }
     let lsn = append_and_apply(&state, caller.actor(), lease_id, events).await?;
+    if let Some(kept) = existing_step_lsn(&state, &task_id, step).filter(|kept| *kept != lsn) {
+        return Err(not_kept(
+            format!("step {step} of task {task_id}"),
+            kept,
+            lsn,
+        ));
+    }
     let merged = match state_update {
         None => None,
         Some(_) => {
@@ -134,6 +147,11 @@ pub async fn record_sandbox(
     check_bytes("diff", &diff, DIFF_BYTES_MAX)?;
     check_bytes("stdout", &stdout, OUTPUT_BYTES_MAX)?;
     check_bytes("stderr", &stderr, OUTPUT_BYTES_MAX)?;
+    let _task_writes = state
+        .domain
+        .write_locks
+        .lock(WriteKey::Task(&task_id))
+        .await;
     state.settle_reads().await;
     let existing = {
         let trajectories = state.domain.projections.trajectories();
@@ -162,6 +180,13 @@ pub async fn record_sandbox(
         peak_rss_bytes: request.peak_rss_bytes,
     });
     let lsn = append_and_apply(&state, caller.actor(), request.lease_id, vec![event]).await?;
+    let kept = fact_lsn(&state, &task_id, step, |entry| {
+        entry.sandbox.as_ref().map(|f| f.lsn)
+    });
+    if let Some(kept) = kept.filter(|kept| *kept != lsn) {
+        let what = format!("the sandbox result of step {step} of task {task_id}");
+        return Err(not_kept(what, kept, lsn));
+    }
     Ok(Json(StepFactResponse { task_id, step, lsn }))
 }
 
@@ -186,6 +211,11 @@ pub async fn record_reward(
     check_task_id(&task_id)?;
     let step = parse_step(&step)?;
     check_reward(&request)?;
+    let _task_writes = state
+        .domain
+        .write_locks
+        .lock(WriteKey::Task(&task_id))
+        .await;
     state.settle_reads().await;
     let existing = {
         let trajectories = state.domain.projections.trajectories();
@@ -209,6 +239,13 @@ pub async fn record_reward(
         source: request.source,
     });
     let lsn = append_and_apply(&state, caller.actor(), request.lease_id, vec![event]).await?;
+    let kept = fact_lsn(&state, &task_id, step, |entry| {
+        entry.reward.as_ref().map(|f| f.lsn)
+    });
+    if let Some(kept) = kept.filter(|kept| *kept != lsn) {
+        let what = format!("the reward of step {step} of task {task_id}");
+        return Err(not_kept(what, kept, lsn));
+    }
     Ok(Json(StepFactResponse { task_id, step, lsn }))
 }
 
@@ -380,6 +417,30 @@ fn existing_step_lsn(state: &AppState, task_id: &str, step: u32) -> Option<agent
         .trajectories()
         .step(task_id, step)
         .map(|entry| entry.lsn)
+}
+
+/// The LSN of a step's sandbox result or reward as the projection holds it.
+fn fact_lsn(
+    state: &AppState,
+    task_id: &str,
+    step: u32,
+    fact: impl FnOnce(&StepEntry) -> Option<agentd_schemas::Lsn>,
+) -> Option<agentd_schemas::Lsn> {
+    fact(
+        state
+            .domain
+            .projections
+            .trajectories()
+            .step(task_id, step)?,
+    )
+}
+
+/// 409 for a write that is in the log but that the projection did not keep, because an earlier
+/// record of the same fact won (only possible when a write's apply timed out under the lock).
+fn not_kept(what: String, kept: agentd_schemas::Lsn, lsn: agentd_schemas::Lsn) -> ApiError {
+    conflict(format!(
+        "{what} was recorded at lsn {kept}, before this write (lsn {lsn}); the earlier one stands"
+    ))
 }
 
 /// The attempt and worker of the lease a step is recorded under, from the job projection. The

@@ -421,3 +421,44 @@ fn the_splits_follow_the_datasets_configuration() {
     ) = (0, 0, 0);
     assert!(DomainProjections::new(&zero_weights).is_err());
 }
+
+#[test]
+fn the_state_update_of_an_ignored_step_is_ignored_with_it() {
+    let domain = projections();
+    domain.apply_record(
+        Lsn(1),
+        record(
+            1,
+            vec![step("t", 0, "m"), update("t", history(&["kept"]), 3)],
+        ),
+    );
+    // A second record of step 0 (a lost race in an older log) with its own update; then an
+    // update on its own, which applies as usual.
+    domain.apply_record(
+        Lsn(2),
+        record(
+            2,
+            vec![step("t", 0, "m"), update("t", history(&["dropped"]), 3)],
+        ),
+    );
+    domain.apply_record(Lsn(3), record(3, vec![update("t", history(&["later"]), 3)]));
+    let states = domain.agent_states();
+    let task = states.task("t").unwrap();
+    assert_eq!(task.state.history, ["kept", "later"]);
+    assert_eq!(domain.trajectories().stats().ignored.duplicate_steps, 1);
+}
+
+#[test]
+fn the_first_registration_of_a_dataset_version_stands() {
+    let domain = projections();
+    let first = meta("src", 2);
+    let mut second = meta("src", 2);
+    second.license = "Apache-2.0".to_owned();
+    assert_ne!(first, second);
+    domain.apply_record(
+        Lsn(1),
+        record(1, vec![Event::DatasetRegistered(first.clone())]),
+    );
+    domain.apply_record(Lsn(2), record(2, vec![Event::DatasetRegistered(second)]));
+    assert_eq!(domain.datasets().meta("src", "v1"), Some(first));
+}

@@ -5,8 +5,10 @@
 //! Conflicts are settled by log order, never by arrival at the API: the first `step_recorded` of
 //! a (task, step) wins, as do the first sandbox result and the first reward of a step, and a
 //! sandbox result or reward for a step not recorded yet is ignored. The API refuses all of these
-//! before writing (409 `conflict`, 404), so they reach the log only when two writers race on the
-//! same step; each is counted in [`Ignored`] so a race is visible, and replays decide the same.
+//! before writing (409 `conflict`, 404, under a per-task write lock), so they reach the log only
+//! from older logs or a write whose apply timed out; each is counted in [`Ignored`], and replays
+//! decide the same. The state update logged with an ignored step is ignored with it (see
+//! `DomainProjections::apply_record`): a task's state only holds updates of steps it kept.
 
 use super::agent_states::write_state;
 use super::digest::DigestStream;
@@ -124,13 +126,14 @@ pub struct TrajectoryStats {
 
 impl Trajectories {
     /// Records a step logged at `lsn`; `state_before` is the task's state at that moment.
+    /// Returns false when the step was already recorded (the later record is ignored).
     pub fn apply_step(
         &mut self,
         lsn: Lsn,
         ts_ms: u64,
         event: StepRecorded,
         state_before: (Arc<AgentState>, Lsn),
-    ) {
+    ) -> bool {
         // Look up before `entry`, which needs an owned key: most steps belong to a known task.
         let steps = match self.tasks.get_mut(&event.task_id) {
             Some(steps) => steps,
@@ -138,7 +141,7 @@ impl Trajectories {
         };
         if steps.contains_key(&event.step) {
             self.ignored.duplicate_steps += 1;
-            return;
+            return false;
         }
         let (state_before, state_before_lsn) = state_before;
         count_model(&mut self.models, &event.model).steps += 1;
@@ -155,6 +158,7 @@ impl Trajectories {
             }),
         );
         self.steps += 1;
+        true
     }
 
     /// Attaches a sandbox result to its step.
