@@ -72,19 +72,14 @@ pub fn rebuild_with(
             data_dir.display()
         );
     }
-    let reader = crate::log::LogReader::open(&paths.log, config.log.frame_bytes_max)
-        .context("cannot open the log")?;
-    drop(reader);
-    // Read-only: the daemon may be running; only durable frames are read (the reader stops at
-    // the first incomplete frame).
-    let end_lsn = last_lsn(&paths.log, config.log.frame_bytes_max)?;
-    let last_lsn = match options.until {
-        RebuildUntil::End => end_lsn,
-        RebuildUntil::Lsn(lsn) => agentd_schemas::Lsn(lsn.min(end_lsn.0)),
-        RebuildUntil::TimeMs(ms) => {
-            last_lsn_at(&paths.log, config.log.frame_bytes_max, end_lsn, ms)?
+    if let Some(out) = out {
+        if same_dir(out, data_dir) {
+            anyhow::bail!(
+                "--out {} is the data directory itself; leave --out off to rebuild in place, or give another directory",
+                out.display()
+            );
         }
-    };
+    }
     // In place, the projection files are the daemon's own: refuse while one runs. The lock is
     // the daemon's (`LOCK`, held for its lifetime) and is released when this process exits.
     let _data_dir_lock = match out {
@@ -96,6 +91,19 @@ pub fn rebuild_with(
                 data_dir.join(crate::server::DATA_DIR_LOCK).display()
             )
         })?),
+    };
+    let reader = crate::log::LogReader::open(&paths.log, config.log.frame_bytes_max)
+        .context("cannot open the log")?;
+    drop(reader);
+    // Read-only: with --out the daemon may be running; only durable frames are read (the reader
+    // stops at the first incomplete frame).
+    let end_lsn = last_lsn(&paths.log, config.log.frame_bytes_max)?;
+    let last_lsn = match options.until {
+        RebuildUntil::End => end_lsn,
+        RebuildUntil::Lsn(lsn) => agentd_schemas::Lsn(lsn.min(end_lsn.0)),
+        RebuildUntil::TimeMs(ms) => {
+            last_lsn_at(&paths.log, config.log.frame_bytes_max, end_lsn, ms)?
+        }
     };
     let projections_dir: PathBuf = match out {
         Some(out) => out.join("projections"),
@@ -149,6 +157,15 @@ pub fn rebuild_with(
         trajectories: domain.trajectories,
         exports,
     })
+}
+
+/// Whether two paths name the same directory (an `--out` that does not exist yet is not the
+/// data directory).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// The last complete frame's LSN, read without modifying anything.

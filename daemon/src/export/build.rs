@@ -10,7 +10,7 @@ use super::files::{self, ParquetShards};
 use super::records::{self, RecordRows};
 use super::steps::{self, StepRows};
 use super::{ExportError, ExportOutcome, ExportSettings, BATCH_ROWS};
-use crate::domain::splits::ProcessedRecord;
+use crate::domain::splits::{DatasetId, ProcessedRecord};
 use crate::projection::domain::trajectories::{source_name, StepEntry};
 use crate::projection::domain::DomainProjections;
 use agentd_schemas::events::{
@@ -20,6 +20,7 @@ use agentd_schemas::export_api::{DatasetBuildRequest, DatasetManifest, LsnRange}
 use agentd_schemas::Lsn;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Longest dataset name or version, in characters.
 pub const NAME_CHARS_MAX: usize = 64;
@@ -48,8 +49,9 @@ pub const STEP_FILTERS: [&str; 10] = [
 /// The step filters answered by the task's dataset record.
 const STEP_RECORD_FILTERS: [&str; 3] = ["split", "source", "version"];
 
-/// Split, source and version of the kept record behind each record task id.
-type RecordsByTask<'a> = HashMap<String, (&'a str, &'a str, &'a str)>;
+/// Split and dataset of the kept record behind each record task id (owned, so the datasets
+/// lock is not held while the steps are scanned).
+type RecordsByTask = HashMap<String, (&'static str, Arc<DatasetId>)>;
 
 /// Checks a request and normalizes it (filter values sorted and unique).
 pub fn normalize(request: DatasetBuildRequest) -> Result<DatasetBuildSpec, ExportError> {
@@ -153,7 +155,7 @@ fn record_matches(filters: &BTreeMap<String, Vec<String>>, record: &ProcessedRec
 
 fn step_matches(
     filters: &BTreeMap<String, Vec<String>>,
-    records: &RecordsByTask<'_>,
+    records: &RecordsByTask,
     entry: &StepEntry,
     to: Lsn,
 ) -> bool {
@@ -162,8 +164,8 @@ fn step_matches(
     };
     let record = records.get(&entry.step.task_id);
     let record_ok = matches(filters, "split", record.map(|r| r.0))
-        && matches(filters, "source", record.map(|r| r.1))
-        && matches(filters, "version", record.map(|r| r.2));
+        && matches(filters, "source", record.map(|r| r.1.source.as_str()))
+        && matches(filters, "version", record.map(|r| r.1.version.as_str()));
     if !record_ok {
         return false;
     }
@@ -281,22 +283,18 @@ pub fn write_build(
         }
         BuildSource::Trajectories => {
             let candidates: Vec<(Lsn, (String, u32), String)> = {
-                let datasets = domain.datasets();
                 // Built only when a filter needs it (a map over every kept record).
-                let records: RecordsByTask<'_> = if STEP_RECORD_FILTERS
+                let needs_records = STEP_RECORD_FILTERS
                     .iter()
-                    .any(|f| spec.filters.contains_key(*f))
-                {
-                    datasets
+                    .any(|f| spec.filters.contains_key(*f));
+                let records: RecordsByTask = if needs_records {
+                    domain
+                        .datasets()
                         .splits()
                         .kept_records()
                         .filter(|record| record.lsn <= to)
                         .map(|record| {
-                            let row = (
-                                record.split.as_str(),
-                                record.dataset.source.as_str(),
-                                record.dataset.version.as_str(),
-                            );
+                            let row = (record.split.as_str(), Arc::clone(&record.dataset));
                             (records::record_task_id(record), row)
                         })
                         .collect()

@@ -256,7 +256,6 @@ pub fn write_export(
     )
 }
 
-/// Key-value metadata of every Parquet file of an export.
 /// The tiktoken encoding of the token counts in an export of `kind`: the agent-state encoding
 /// for step rows, the datasets encoding for record rows.
 fn tokenizer_of(domain: &DomainProjections, settings: &ExportSettings, kind: ExportKind) -> String {

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 /// Most frames one page returns.
 pub const EVENTS_LIMIT_MAX: u64 = 10_000;
-/// A page also ends before a frame that would take it past this many events or this many bytes
-/// of JSON: one frame can hold thousands of events (a batch submit, an ingest batch), so a
-/// frame count alone does not bound the answer. A single frame over either cap is still
-/// returned, alone, so a reader always makes progress.
+/// A page also ends before a frame that would take it past this many events or
+/// [`EVENTS_PAGE_BYTES_MAX`] bytes of JSON: one frame can hold thousands of events (a batch
+/// submit, an ingest batch), so a frame count alone does not bound the answer. A single frame
+/// over either cap is still returned, alone, so a reader always makes progress.
 pub const EVENTS_PAGE_EVENTS_MAX: usize = 10_000;
+/// Most bytes of event JSON in one page (see [`EVENTS_PAGE_EVENTS_MAX`]).
 pub const EVENTS_PAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -125,15 +125,27 @@ impl DomainProjections {
             events,
         } = record;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // A step's state update is the event after it in the same record; when the step is
-            // a duplicate (ignored), its update must not reach the task's state either.
-            let mut skip_state_update = false;
+            // A step's state update is the event right after it in the same record, for the
+            // same task; when the step is a duplicate (ignored), that update must not reach the
+            // task's state either.
+            let mut skip_update_of: Option<String> = None;
             for event in events {
-                if skip_state_update && matches!(event, Event::TaskStateUpdated(_)) {
-                    skip_state_update = false;
-                    continue;
+                if let (Some(task_id), Event::TaskStateUpdated(update)) = (&skip_update_of, &event)
+                {
+                    if update.task_id == *task_id {
+                        skip_update_of = None;
+                        continue;
+                    }
                 }
-                skip_state_update = !self.apply_event(lsn, ts_ms, actor.as_deref(), event);
+                skip_update_of = match &event {
+                    Event::StepRecorded(step) if step.state_update.is_some() => {
+                        Some(step.task_id.clone())
+                    }
+                    _ => None,
+                };
+                if self.apply_event(lsn, ts_ms, actor.as_deref(), event) {
+                    skip_update_of = None;
+                }
             }
         }));
         if outcome.is_err() {

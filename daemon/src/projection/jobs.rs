@@ -38,11 +38,77 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), JobsError> {
     Ok(())
 }
 
-/// Applies one record's job events inside `txn`.
-pub fn apply_record(txn: &WriteTransaction, lsn: Lsn, record: &LogRecord) -> Result<(), JobsError> {
-    let mut jobs = txn.open_table(JOBS).map_err(storage)?;
-    let mut history = txn.open_table(HISTORY).map_err(storage)?;
-    let mut idempotency = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+/// Whether a record holds any job event (most records of a trajectory-heavy log do not).
+pub fn has_job_events(record: &LogRecord) -> bool {
+    record.events.iter().any(|event| job_of(event).is_some())
+}
+
+/// The job tables of one write transaction, opened once for all the records it applies
+/// (opening three tables per record cost more than applying the record). Job records touched
+/// in the transaction stay decoded in `touched` and are encoded and written once, by
+/// [`JobTables::finish`] (a job is usually submitted, leased and completed within one batch).
+pub struct JobTables<'txn> {
+    jobs: redb::Table<'txn, u64, &'static [u8]>,
+    history: redb::Table<'txn, (u64, u64, u32), &'static [u8]>,
+    idempotency: redb::Table<'txn, (&'static str, &'static str), u64>,
+    touched: std::collections::HashMap<u64, JobRecord>,
+}
+
+impl<'txn> JobTables<'txn> {
+    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, JobsError> {
+        Ok(JobTables {
+            jobs: txn.open_table(JOBS).map_err(storage)?,
+            history: txn.open_table(HISTORY).map_err(storage)?,
+            idempotency: txn.open_table(IDEMPOTENCY).map_err(storage)?,
+            touched: std::collections::HashMap::new(),
+        })
+    }
+
+    /// Applies the job events of one record.
+    pub fn apply_record(&mut self, lsn: Lsn, record: &LogRecord) -> Result<(), JobsError> {
+        apply_job_events(self, lsn, record)
+    }
+
+    /// Writes the job records touched since [`JobTables::open`]; call before committing.
+    pub fn finish(mut self) -> Result<(), JobsError> {
+        for (job_id, job) in self.touched.drain() {
+            self.jobs
+                .insert(
+                    job_id,
+                    encode_versioned(JOB_RECORD_VERSION, &job).as_slice(),
+                )
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// The job as of the events applied so far in this transaction.
+    fn job(&mut self, job_id: JobId, lsn: Lsn) -> Result<&mut JobRecord, JobsError> {
+        use std::collections::hash_map::Entry;
+        match self.touched.entry(job_id.0) {
+            Entry::Occupied(entry) => Ok(entry.into_mut()),
+            Entry::Vacant(vacant) => {
+                let stored = self.jobs.get(job_id.0).map_err(storage)?;
+                let Some(stored) = stored else {
+                    // Events for a job are only decided after its submission is in the log.
+                    return Err(JobsError::Corrupt {
+                        job_id,
+                        detail: format!("event at lsn {lsn} for a job never submitted"),
+                    });
+                };
+                let job = decode_versioned::<JobRecord>(JOB_RECORD_VERSION, stored.value())
+                    .map_err(|detail| JobsError::Corrupt { job_id, detail })?;
+                Ok(vacant.insert(job))
+            }
+        }
+    }
+}
+
+fn apply_job_events(
+    tables: &mut JobTables<'_>,
+    lsn: Lsn,
+    record: &LogRecord,
+) -> Result<(), JobsError> {
     for (index, event) in record.events.iter().enumerate() {
         let Some(job_id) = job_of(event) else {
             continue;
@@ -60,14 +126,15 @@ pub fn apply_record(txn: &WriteTransaction, lsn: Lsn, record: &LogRecord) -> Res
             run_at_ms: None,
             actor: record.actor.clone(),
         };
-        let mut job = if let Event::JobSubmitted(submitted) = event {
+        let job = if let Event::JobSubmitted(submitted) = event {
             if let Some(key) = &submitted.idempotency_key {
-                idempotency
+                tables
+                    .idempotency
                     .insert((submitted.queue.as_str(), key.as_str()), job_id.0)
                     .map_err(storage)?;
             }
             entry.run_at_ms = Some(submitted.run_at_ms);
-            JobRecord {
+            let job = JobRecord {
                 job_id,
                 queue: submitted.queue.clone(),
                 kind: submitted.kind.clone(),
@@ -88,28 +155,16 @@ pub fn apply_record(txn: &WriteTransaction, lsn: Lsn, record: &LogRecord) -> Res
                 result_json: None,
                 last_error: None,
                 submitted_by: record.actor.clone(),
-            }
-        } else {
-            let stored = jobs.get(job_id.0).map_err(storage)?;
-            let Some(stored) = stored else {
-                // Events for a job are only decided after its submission is in the log.
-                return Err(JobsError::Corrupt {
-                    job_id,
-                    detail: format!("event at lsn {lsn} for a job never submitted"),
-                });
             };
-            decode_versioned::<JobRecord>(JOB_RECORD_VERSION, stored.value())
-                .map_err(|detail| JobsError::Corrupt { job_id, detail })?
+            tables.touched.entry(job_id.0).insert_entry(job).into_mut()
+        } else {
+            tables.job(job_id, lsn)?
         };
         job.updated_at_ms = record.ts_ms;
-        update_job(&mut job, &mut entry, event);
-        jobs.insert(
-            job_id.0,
-            encode_versioned(JOB_RECORD_VERSION, &job).as_slice(),
-        )
-        .map_err(storage)?;
+        update_job(job, &mut entry, event);
         let entry_bytes = rmp_serde::to_vec_named(&entry).map_err(storage)?;
-        history
+        tables
+            .history
             .insert((job_id.0, lsn.0, index as u32), entry_bytes.as_slice())
             .map_err(storage)?;
     }

@@ -147,8 +147,15 @@ impl ProjectionStore {
         };
         let mut txn = self.db.begin_write().map_err(jobs::storage)?;
         txn.set_durability(durability).map_err(jobs::storage)?;
-        for (lsn, record) in records {
-            jobs::apply_record(&txn, *lsn, record)?;
+        if records
+            .iter()
+            .any(|(_, record)| jobs::has_job_events(record))
+        {
+            let mut tables = jobs::JobTables::open(&txn)?;
+            for (lsn, record) in records {
+                tables.apply_record(*lsn, record)?;
+            }
+            tables.finish()?;
         }
         txn.open_table(META)
             .map_err(jobs::storage)?

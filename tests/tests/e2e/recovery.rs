@@ -128,6 +128,17 @@ async fn a_missing_or_damaged_projection_is_rebuilt_from_the_log() {
         assert!(stderr.contains("--out DIR"), "{stderr}");
         daemon.stop();
     }
+    // --out naming the data directory itself would replace its projection: refused.
+    let refused = agentd(&[
+        "rebuild",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--out",
+        data_dir.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("is the data directory itself"), "{stderr}");
     // Offline rebuilds of the same log print the same digests every time.
     let first = agentd(&[
         "rebuild",

@@ -81,7 +81,8 @@ pub async fn register(
         vec![Event::DatasetRegistered(meta.clone())],
     )
     .await?;
-    // The projection keeps the first registration; only a timed-out earlier write can be it.
+    // The projection keeps the first registration; an earlier writer that left the lock before
+    // its record was applied (apply timed out, request cancelled) can be it.
     if let Some(kept) = dataset_meta(&state.domain, &source, &version).await? {
         if kept != meta {
             return Err(conflict(format!(

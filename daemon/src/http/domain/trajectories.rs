@@ -436,7 +436,8 @@ fn fact_lsn(
 }
 
 /// 409 for a write that is in the log but that the projection did not keep, because an earlier
-/// record of the same fact won (only possible when a write's apply timed out under the lock).
+/// record of the same fact won (possible only when an earlier writer left the lock before its
+/// record was applied: its apply timed out, or its request was cancelled after the append).
 fn not_kept(what: String, kept: agentd_schemas::Lsn, lsn: agentd_schemas::Lsn) -> ApiError {
     conflict(format!(
         "{what} was recorded at lsn {kept}, before this write (lsn {lsn}); the earlier one stands"

@@ -424,28 +424,43 @@ fn the_splits_follow_the_datasets_configuration() {
 
 #[test]
 fn the_state_update_of_an_ignored_step_is_ignored_with_it() {
+    // A step recorded with a state update, as `POST /steps` writes it: the step, then the
+    // update of the same task in the same record.
+    let step_with = |task_id: &str, item: &str| {
+        let mut event = step(task_id, 0, "m");
+        if let Event::StepRecorded(step) = &mut event {
+            step.state_update = Some(history(&[item]));
+        }
+        vec![event, update(task_id, history(&[item]), 3)]
+    };
     let domain = projections();
+    domain.apply_record(Lsn(1), record(1, step_with("t", "kept")));
+    // A second record of step 0 (a lost race) with its own update: both ignored.
+    domain.apply_record(Lsn(2), record(2, step_with("t", "dropped")));
+    // A duplicate step without an update of its own does not swallow the update after it,
+    // and neither does one whose next update is another task's.
     domain.apply_record(
-        Lsn(1),
+        Lsn(3),
         record(
-            1,
-            vec![step("t", 0, "m"), update("t", history(&["kept"]), 3)],
+            3,
+            vec![
+                step("t", 0, "m"),
+                update("t", history(&["after plain step"]), 3),
+            ],
         ),
     );
-    // A second record of step 0 (a lost race in an older log) with its own update; then an
-    // update on its own, which applies as usual.
-    domain.apply_record(
-        Lsn(2),
-        record(
-            2,
-            vec![step("t", 0, "m"), update("t", history(&["dropped"]), 3)],
-        ),
-    );
-    domain.apply_record(Lsn(3), record(3, vec![update("t", history(&["later"]), 3)]));
+    let mut other_task = step_with("t", "dropped too");
+    other_task.push(update("u", history(&["other task"]), 3));
+    other_task.remove(1);
+    domain.apply_record(Lsn(4), record(4, other_task));
+    domain.apply_record(Lsn(5), record(5, vec![update("t", history(&["later"]), 3)]));
     let states = domain.agent_states();
-    let task = states.task("t").unwrap();
-    assert_eq!(task.state.history, ["kept", "later"]);
-    assert_eq!(domain.trajectories().stats().ignored.duplicate_steps, 1);
+    assert_eq!(
+        states.task("t").unwrap().state.history,
+        ["kept", "after plain step", "later"]
+    );
+    assert_eq!(states.task("u").unwrap().state.history, ["other task"]);
+    assert_eq!(domain.trajectories().stats().ignored.duplicate_steps, 3);
 }
 
 #[test]
