@@ -15,7 +15,8 @@ use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -27,6 +28,26 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 pub const MANIFEST_NAME: &str = "manifest.json";
 /// Write buffer of a file being exported.
 const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Top-level text columns of the export schemas written without statistics (a name that a
+/// schema does not have is ignored).
+const FREE_TEXT_COLUMNS: &[&str] = &[
+    "prompt",
+    "think",
+    "diff",
+    "stdout",
+    "stderr",
+    "state_before",
+    "state_update",
+    "action_pattern",
+    "action_rewrite",
+    "action_rule_yaml",
+    "instruction",
+    "pre",
+    "post",
+    "metadata_json",
+    "ground_truth",
+];
 
 /// How Parquet files are encoded.
 #[derive(Debug, Clone)]
@@ -46,7 +67,14 @@ impl ParquetSettings {
             .iter()
             .map(|(key, value)| KeyValue::new(key.clone(), value.clone()))
             .collect();
-        Ok(WriterProperties::builder()
+        let mut builder = WriterProperties::builder();
+        // Min/max statistics of free text (prompts, diffs, code) help no reader's filter and
+        // cost a comparison per value; ids, numbers and short names keep theirs.
+        for column in FREE_TEXT_COLUMNS {
+            builder = builder
+                .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::None);
+        }
+        Ok(builder
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_bytes(Some(self.row_group_bytes_max.max(1)))
             // The writer's name without its version: the manifest carries agentd's version, and

@@ -10,7 +10,9 @@ use super::columns::{message_list_builder, push_message, MessageListBuilder};
 use crate::domain::agent_state::render;
 use crate::projection::domain::agent_states::AgentStates;
 use crate::projection::domain::trajectories::{source_name, Fact, StepEntry};
-use agentd_schemas::events::{Action, RewardRecorded, SandboxOutcome, SandboxResultRecorded};
+use agentd_schemas::events::{
+    Action, AgentState, RewardRecorded, SandboxOutcome, SandboxResultRecorded,
+};
 use agentd_schemas::export_api::EXPORT_SCHEMA_VERSION;
 use agentd_schemas::Lsn;
 use arrow_array::builder::{
@@ -183,6 +185,11 @@ pub struct TrajectoryRows {
     first_lsn: UInt64Builder,
     last_lsn: UInt64Builder,
     schema_version: UInt32Builder,
+    /// The last `state_before` written and its JSON: consecutive steps of a task usually saw
+    /// the same state (one `Arc`), so it is serialized once, not once per row.
+    last_state: Option<(Arc<AgentState>, String)>,
+    /// Scratch space for the `job_N` / `lease_N` ids.
+    id_text: String,
 }
 
 /// The token count and tokenizer of the state a step saw (the merge that produced it).
@@ -197,6 +204,23 @@ fn state_tokens(states: &AgentStates, entry: &StepEntry) -> Option<(u64, String)
         .ok()?;
     let update = &task.updates[index];
     Some((update.tokens as u64, update.limits.encoding.clone()))
+}
+
+/// Appends an id in its display form (`job_7`) without allocating a string per row.
+fn append_id<T: std::fmt::Display>(
+    column: &mut StringBuilder,
+    scratch: &mut String,
+    id: Option<T>,
+) {
+    use std::fmt::Write;
+    match id {
+        Some(id) => {
+            scratch.clear();
+            let _infallible = write!(scratch, "{id}");
+            column.append_value(scratch.as_str());
+        }
+        None => column.append_null(),
+    }
 }
 
 fn json_text<T: serde::Serialize>(value: &T) -> String {
@@ -262,6 +286,8 @@ impl StepRows for TrajectoryRows {
             first_lsn: u64b(),
             last_lsn: u64b(),
             schema_version: u32b(),
+            last_state: None,
+            id_text: String::new(),
         }
     }
 
@@ -285,10 +311,8 @@ impl StepRows for TrajectoryRows {
         let step = &entry.step;
         self.task_id.append_value(&step.task_id);
         self.step.append_value(step.step);
-        self.job_id
-            .append_option(step.job_id.map(|job| job.to_string()));
-        self.lease_id
-            .append_option(step.lease_id.map(|lease| lease.to_string()));
+        append_id(&mut self.job_id, &mut self.id_text, step.job_id);
+        append_id(&mut self.lease_id, &mut self.id_text, step.lease_id);
         self.attempt.append_option(step.attempt);
         self.worker_id.append_option(step.worker_id.as_deref());
         self.model.append_value(&step.model);
@@ -321,8 +345,17 @@ impl StepRows for TrajectoryRows {
                 self.action_rule_yaml.append_value(yaml);
             }
         }
-        self.state_before
-            .append_value(json_text(entry.state_before.as_ref()));
+        let state_json = match &self.last_state {
+            Some((state, json)) if Arc::ptr_eq(state, &entry.state_before) => json,
+            _ => {
+                let json = json_text(entry.state_before.as_ref());
+                &self
+                    .last_state
+                    .insert((Arc::clone(&entry.state_before), json))
+                    .1
+            }
+        };
+        self.state_before.append_value(state_json);
         self.state_before_lsn.append_value(entry.state_before_lsn.0);
         match state_tokens(states, entry) {
             Some((tokens, tokenizer)) => {
