@@ -9,6 +9,7 @@ use crate::projection::domain::{self as domain_projection, DomainProjections};
 use crate::projection::{self, OpenOutcome, ProjectionStore};
 use crate::queue::QueueState;
 use crate::sequencer::{Command, Sequencer, SequencerOptions};
+use agentd_schemas::events::Event;
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::path::{Path, PathBuf};
@@ -140,6 +141,12 @@ pub async fn run(
     })
     .await?
     .context("cannot replay the log")?;
+    // The processed splits follow the [datasets] settings recorded in the log, so that any
+    // replay decides the same splits whatever config it runs with; a config that would change
+    // them under existing records is refused here, before anything is served.
+    let datasets_settings = domain
+        .settings_to_record(&config.datasets)
+        .map_err(|message| anyhow::anyhow!(message))?;
 
     let projections_dir = paths.projections.clone();
     let log_dir = paths.log.clone();
@@ -187,6 +194,17 @@ pub async fn run(
         },
     );
 
+    if let Some(settings) = datasets_settings {
+        sequencer
+            .call(|reply| Command::AppendFenced {
+                lease_id: None,
+                events: vec![Event::DatasetSettingsRecorded(settings)],
+                actor: Some("agentd".to_owned()),
+                reply,
+            })
+            .await
+            .context("cannot record the [datasets] settings in the log")?;
+    }
     let gauges = tokio::spawn(update_gauges(sequencer.clone(), metrics.clone()));
     let (exports, export_runner) = crate::export::runner::ExportService::spawn(
         export_settings,

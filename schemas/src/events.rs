@@ -106,6 +106,11 @@ pub enum Event {
     ScheduleFired(ScheduleFired),
     #[serde(rename = "dataset_built.v1")]
     DatasetBuilt(DatasetBuilt),
+    /// The `[datasets]` settings the processed splits follow, recorded at start-up so that a
+    /// replay decides splits and token counts from the log, not from whatever config it runs
+    /// with.
+    #[serde(rename = "dataset_settings_recorded.v1")]
+    DatasetSettingsRecorded(DatasetSettings),
 }
 
 impl Event {
@@ -131,6 +136,7 @@ impl Event {
             Event::ExportRecorded(_) => "export_recorded",
             Event::ScheduleFired(_) => "schedule_fired",
             Event::DatasetBuilt(_) => "dataset_built",
+            Event::DatasetSettingsRecorded(_) => "dataset_settings_recorded",
         }
     }
 }
@@ -160,6 +166,19 @@ pub struct JobLeased {
     /// 1 for the first attempt.
     pub attempt: u32,
     pub expires_at_ms: u64,
+}
+
+/// The settings of the processed splits (`[datasets]` in agentd.toml).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetSettings {
+    /// tiktoken encoding of token counts and the cap.
+    pub encoding: String,
+    /// Records over this many tokens are excluded.
+    pub token_cap: u64,
+    /// Relative split sizes.
+    pub split_train: u32,
+    pub split_dev: u32,
+    pub split_test: u32,
 }
 
 /// The metadata contract of a dataset (`_meta.json`).

@@ -286,6 +286,16 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                 schema_version: 1,
             })]),
         ),
+        (
+            "dataset_settings_recorded",
+            record(vec![Event::DatasetSettingsRecorded(DatasetSettings {
+                encoding: "o200k_base".into(),
+                token_cap: 2000,
+                split_train: 90,
+                split_dev: 5,
+                split_test: 5,
+            })]),
+        ),
     ]
 }
 

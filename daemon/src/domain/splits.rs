@@ -29,7 +29,7 @@ use super::dataset::{
     assign_split, dedup_key, normalize_language, InvalidSplitWeights, Language, Split, SplitWeights,
 };
 use super::tokens::{TokenCounter, DEFAULT_ENCODING};
-use agentd_schemas::events::{DatasetMeta, DatasetRecord, DatasetRecordsIngested};
+use agentd_schemas::events::{DatasetMeta, DatasetRecord, DatasetRecordsIngested, DatasetSettings};
 use agentd_schemas::Lsn;
 use ranges::IndexRanges;
 use serde::Serialize;
@@ -162,9 +162,46 @@ impl ProcessedSplits {
         })
     }
 
-    /// The configuration this projection was built with.
+    /// The configuration the splits follow: the one built with, or the last recorded one
+    /// applied ([`ProcessedSplits::apply_settings`]).
     pub fn config(&self) -> &SplitsConfig {
         &self.config
+    }
+
+    /// Whether any record position was received (settings can no longer change).
+    pub fn has_records(&self) -> bool {
+        self.datasets
+            .values()
+            .any(|state| !state.received.is_empty())
+    }
+
+    /// Applies a `dataset_settings_recorded` event: the splits follow the recorded settings
+    /// from here on, provided no record was received yet (a record's split, tokens and
+    /// exclusion never change once decided). Returns whether the settings are now in force:
+    /// false for settings that arrive after records and differ, or that this build cannot use
+    /// (an unknown encoding, invalid weights); those change nothing.
+    pub fn apply_settings(&mut self, settings: &DatasetSettings) -> bool {
+        let Ok(counter) = TokenCounter::for_encoding(&settings.encoding) else {
+            return false;
+        };
+        let config = SplitsConfig {
+            encoding: counter.name().to_owned(),
+            token_cap: usize::try_from(settings.token_cap).unwrap_or(usize::MAX),
+            weights: SplitWeights {
+                train: settings.split_train,
+                dev: settings.split_dev,
+                test: settings.split_test,
+            },
+        };
+        if config == self.config {
+            return true;
+        }
+        if self.has_records() || config.weights.validate().is_err() {
+            return false;
+        }
+        self.config = config;
+        self.counter = counter;
+        true
     }
 
     /// Applies a `dataset_registered` event. The first registration of a source and version

@@ -43,7 +43,7 @@ use crate::domain::splits::{ProcessedSplits, SplitsConfig, SplitsConfigError};
 use crate::domain::tokens::{TokenCounter, UnknownEncoding};
 use crate::sequencer::{for_each_record, ReplayError};
 use agent_states::AgentStates;
-use agentd_schemas::events::{Event, LogRecord};
+use agentd_schemas::events::{DatasetSettings, Event, LogRecord};
 use agentd_schemas::Lsn;
 use datasets::Datasets;
 use serde::Serialize;
@@ -161,6 +161,9 @@ impl DomainProjections {
     fn apply_event(&self, lsn: Lsn, ts_ms: u64, actor: Option<&str>, event: Event) -> bool {
         match event {
             Event::DatasetRegistered(meta) => write(&self.datasets).apply_registered(&meta),
+            Event::DatasetSettingsRecorded(settings) => {
+                write(&self.datasets).apply_settings(&settings)
+            }
             Event::DatasetRecordsIngested(batch) => {
                 write(&self.datasets).apply_ingested(lsn, &batch)
             }
@@ -193,6 +196,46 @@ impl DomainProjections {
             | Event::DatasetBuilt(_) => {}
         }
         true
+    }
+
+    /// The `[datasets]` settings to record at start-up, after the log was replayed into these
+    /// projections: `None` when the log already holds settings equal to `config`'s; the
+    /// config's settings when the log holds none or other ones and no record was received
+    /// yet; an error (the message for the operator) when the config would change the settings
+    /// that records were already processed with.
+    pub fn settings_to_record(
+        &self,
+        config: &DatasetsConfig,
+    ) -> Result<Option<DatasetSettings>, String> {
+        let counter = TokenCounter::for_encoding(&config.encoding).map_err(|e| e.to_string())?;
+        let wanted = DatasetSettings {
+            encoding: counter.name().to_owned(),
+            token_cap: config.token_cap as u64,
+            split_train: config.split_train,
+            split_dev: config.split_dev,
+            split_test: config.split_test,
+        };
+        let datasets = self.datasets();
+        let splits = datasets.splits();
+        let current = splits.config();
+        let in_force = DatasetSettings {
+            encoding: current.encoding.clone(),
+            token_cap: current.token_cap as u64,
+            split_train: current.weights.train,
+            split_dev: current.weights.dev,
+            split_test: current.weights.test,
+        };
+        if in_force == wanted {
+            return Ok((!datasets.settings_recorded()).then_some(wanted));
+        }
+        if splits.has_records() {
+            return Err(format!(
+                "[datasets] in the config (encoding {}, token_cap {}, splits {}/{}/{}) differs from the settings the log's dataset records were processed with (encoding {}, token_cap {}, splits {}/{}/{}); changing them would move records between splits and change token counts. Put the recorded values back in [datasets], or ingest into a new data directory",
+                wanted.encoding, wanted.token_cap, wanted.split_train, wanted.split_dev, wanted.split_test,
+                in_force.encoding, in_force.token_cap, in_force.split_train, in_force.split_dev, in_force.split_test,
+            ));
+        }
+        Ok(Some(wanted))
     }
 
     /// The last frame applied.

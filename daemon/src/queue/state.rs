@@ -270,7 +270,8 @@ impl QueueState {
             | Event::RewardRecorded(_)
             | Event::ExportRecorded(_)
             | Event::ScheduleFired(_)
-            | Event::DatasetBuilt(_) => {}
+            | Event::DatasetBuilt(_)
+            | Event::DatasetSettingsRecorded(_) => {}
         }
     }
 

@@ -558,6 +558,43 @@ async fn ingest_episodes_crash_and_rebuild_keep_every_domain_projection() {
     for name in ["datasets", "agent_state", "trajectories", "jobs", "queue"] {
         assert_eq!(rebuilt[name], digest["projections"][name], "{name}");
     }
+
+    // The splits follow the [datasets] settings recorded in the log, not the config a replay
+    // runs with: a rebuild with the default config (token_cap 2000, not 64) gives the same
+    // digests...
+    let output = agentd(&[
+        "rebuild",
+        "--data-dir",
+        text(&data_dir),
+        "--out",
+        text(&dir.path().join("rebuilt-default")),
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rebuilt: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rebuilt["datasets"], digest["projections"]["datasets"]);
+    // ...and a daemon whose config would change them under existing records refuses to start.
+    let refused = Daemon::try_start(&data_dir, None)
+        .err()
+        .expect("must refuse to start");
+    let text_of_refusal = refused.join("\n");
+    assert!(
+        text_of_refusal
+            .contains("differs from the settings the log's dataset records were processed with"),
+        "{text_of_refusal}"
+    );
+    assert!(
+        text_of_refusal.contains("token_cap 2000"),
+        "{text_of_refusal}"
+    );
+    assert!(
+        text_of_refusal.contains("token_cap 64"),
+        "{text_of_refusal}"
+    );
 }
 
 #[tokio::test]

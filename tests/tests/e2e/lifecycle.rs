@@ -6,7 +6,7 @@ use super::fast_daemon;
 use agentd_client::Client;
 use agentd_schemas::api::{JobStateName, LeaseRequest, SubmitJobRequest};
 use agentd_tests::eventually;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 fn job(queue: &str) -> SubmitJobRequest {
@@ -571,8 +571,10 @@ async fn bad_input_gets_specific_errors_and_changes_nothing() {
         client.queues().await.unwrap().queues.is_empty(),
         "nothing was written by refused requests"
     );
+    // Only what the daemon recorded at its first start: its [datasets] settings.
     let events = client.events(agentd_schemas::Lsn(0), 100, 0).await.unwrap();
-    assert!(events.events.is_empty());
+    let types: Vec<&Value> = events.events.iter().map(|event| &event["type"]).collect();
+    assert_eq!(types, [&Value::from("dataset_settings_recorded")]);
 }
 
 #[tokio::test]
@@ -582,12 +584,14 @@ async fn events_are_listed_from_any_lsn() {
     for _ in 0..3 {
         client.submit(&job("q")).await.unwrap();
     }
+    // LSN 1 is the [datasets] settings the daemon records at its first start.
     let all = client.events(agentd_schemas::Lsn(0), 100, 0).await.unwrap();
-    assert_eq!(all.events.len(), 3);
-    assert_eq!(all.events[0]["type"], "job_submitted");
-    assert_eq!(all.events[0]["queue"], "q");
-    let later = client.events(agentd_schemas::Lsn(2), 100, 0).await.unwrap();
+    assert_eq!(all.events.len(), 4);
+    assert_eq!(all.events[0]["type"], "dataset_settings_recorded");
+    assert_eq!(all.events[1]["type"], "job_submitted");
+    assert_eq!(all.events[1]["queue"], "q");
+    let later = client.events(agentd_schemas::Lsn(3), 100, 0).await.unwrap();
     assert_eq!(later.events.len(), 1);
-    assert_eq!(later.events[0]["lsn"], 3);
-    assert_eq!(later.next_after.0, 3);
+    assert_eq!(later.events[0]["lsn"], 4);
+    assert_eq!(later.next_after.0, 4);
 }

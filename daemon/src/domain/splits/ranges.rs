@@ -12,6 +12,11 @@ pub(super) struct IndexRanges {
 }
 
 impl IndexRanges {
+    /// Whether no position was received.
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_start.is_empty()
+    }
+
     /// Adds `start..end` and returns the parts of it that were not yet present, in order.
     pub(super) fn insert(&mut self, start: u64, end: u64) -> Vec<Range<u64>> {
         if start >= end {

@@ -4,7 +4,7 @@
 
 use super::positions::Positions;
 use crate::domain::splits::{ProcessedSplits, RecordCounts};
-use agentd_schemas::events::{DatasetMeta, DatasetRecordsIngested};
+use agentd_schemas::events::{DatasetMeta, DatasetRecordsIngested, DatasetSettings};
 use agentd_schemas::Lsn;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -23,6 +23,8 @@ pub struct Datasets {
     recent_ingests: BTreeMap<Lsn, IngestOutcome>,
     /// Positions received per dataset (source, version), for the write path.
     received: BTreeMap<(String, String), Positions>,
+    /// Whether a `dataset_settings_recorded` event was applied.
+    settings_recorded: bool,
 }
 
 /// What happened to the records of one ingest record (all its events together).
@@ -44,11 +46,23 @@ impl Datasets {
             splits,
             recent_ingests: BTreeMap::new(),
             received: BTreeMap::new(),
+            settings_recorded: false,
         }
     }
 
     pub fn apply_registered(&mut self, meta: &DatasetMeta) {
         self.splits.apply_registered(meta);
+    }
+
+    /// Applies recorded `[datasets]` settings (see `ProcessedSplits::apply_settings`).
+    pub fn apply_settings(&mut self, settings: &DatasetSettings) {
+        self.settings_recorded = true;
+        self.splits.apply_settings(settings);
+    }
+
+    /// Whether the log recorded `[datasets]` settings so far.
+    pub fn settings_recorded(&self) -> bool {
+        self.settings_recorded
     }
 
     /// Applies one batch logged at `lsn` and remembers its outcome (the difference of the
