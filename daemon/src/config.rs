@@ -187,6 +187,19 @@ pub struct DatasetsConfig {
     pub records_per_batch_max: usize,
 }
 
+impl DatasetsConfig {
+    /// The settings the processed splits follow, as `dataset_settings_recorded` records them.
+    pub fn settings(&self) -> agentd_schemas::events::DatasetSettings {
+        agentd_schemas::events::DatasetSettings {
+            encoding: self.encoding.clone(),
+            token_cap: self.token_cap as u64,
+            split_train: self.split_train,
+            split_dev: self.split_dev,
+            split_test: self.split_test,
+        }
+    }
+}
+
 impl Default for DatasetsConfig {
     fn default() -> Self {
         DatasetsConfig {

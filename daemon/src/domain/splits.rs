@@ -28,7 +28,7 @@ pub use stats::{
 use super::dataset::{
     assign_split, dedup_key, normalize_language, InvalidSplitWeights, Language, Split, SplitWeights,
 };
-use super::tokens::{TokenCounter, DEFAULT_ENCODING};
+use super::tokens::{TokenCounter, UnknownEncoding, DEFAULT_ENCODING};
 use agentd_schemas::events::{DatasetMeta, DatasetRecord, DatasetRecordsIngested, DatasetSettings};
 use agentd_schemas::Lsn;
 use ranges::IndexRanges;
@@ -50,6 +50,37 @@ pub struct SplitsConfig {
     pub token_cap: usize,
     /// Relative sizes of train, dev and test.
     pub weights: SplitWeights,
+}
+
+impl SplitsConfig {
+    /// The configuration of recorded (or configured) settings, with the counter of its
+    /// encoding; the encoding name is the counter's canonical one.
+    pub fn from_settings(
+        settings: &DatasetSettings,
+    ) -> Result<(SplitsConfig, Arc<TokenCounter>), UnknownEncoding> {
+        let counter = TokenCounter::for_encoding(&settings.encoding)?;
+        let config = SplitsConfig {
+            encoding: counter.name().to_owned(),
+            token_cap: usize::try_from(settings.token_cap).unwrap_or(usize::MAX),
+            weights: SplitWeights {
+                train: settings.split_train,
+                dev: settings.split_dev,
+                test: settings.split_test,
+            },
+        };
+        Ok((config, counter))
+    }
+
+    /// These settings as the event records them.
+    pub fn settings(&self) -> DatasetSettings {
+        DatasetSettings {
+            encoding: self.encoding.clone(),
+            token_cap: self.token_cap as u64,
+            split_train: self.weights.train,
+            split_dev: self.weights.dev,
+            split_test: self.weights.test,
+        }
+    }
 }
 
 impl Default for SplitsConfig {
@@ -181,17 +212,8 @@ impl ProcessedSplits {
     /// false for settings that arrive after records and differ, or that this build cannot use
     /// (an unknown encoding, invalid weights); those change nothing.
     pub fn apply_settings(&mut self, settings: &DatasetSettings) -> bool {
-        let Ok(counter) = TokenCounter::for_encoding(&settings.encoding) else {
+        let Ok((config, counter)) = SplitsConfig::from_settings(settings) else {
             return false;
-        };
-        let config = SplitsConfig {
-            encoding: counter.name().to_owned(),
-            token_cap: usize::try_from(settings.token_cap).unwrap_or(usize::MAX),
-            weights: SplitWeights {
-                train: settings.split_train,
-                dev: settings.split_dev,
-                test: settings.split_test,
-            },
         };
         if config == self.config {
             return true;

@@ -38,9 +38,8 @@ pub mod trajectories;
 mod tests;
 
 use crate::config::DatasetsConfig;
-use crate::domain::dataset::SplitWeights;
 use crate::domain::splits::{ProcessedSplits, SplitsConfig, SplitsConfigError};
-use crate::domain::tokens::{TokenCounter, UnknownEncoding};
+use crate::domain::tokens::UnknownEncoding;
 use crate::sequencer::{for_each_record, ReplayError};
 use agent_states::AgentStates;
 use agentd_schemas::events::{DatasetSettings, Event, LogRecord};
@@ -83,19 +82,8 @@ pub enum DomainConfigError {
 impl DomainProjections {
     /// Empty projections; the splits follow `config` (encoding, token cap, split weights).
     pub fn new(config: &DatasetsConfig) -> Result<Self, DomainConfigError> {
-        let counter = TokenCounter::for_encoding(&config.encoding)?;
-        let splits = ProcessedSplits::new(
-            SplitsConfig {
-                encoding: counter.name().to_owned(),
-                token_cap: config.token_cap,
-                weights: SplitWeights {
-                    train: config.split_train,
-                    dev: config.split_dev,
-                    test: config.split_test,
-                },
-            },
-            counter,
-        )?;
+        let (splits_config, counter) = SplitsConfig::from_settings(&config.settings())?;
+        let splits = ProcessedSplits::new(splits_config, counter)?;
         Ok(DomainProjections {
             datasets: RwLock::new(Datasets::new(splits)),
             agent_states: RwLock::new(AgentStates::default()),
@@ -130,22 +118,19 @@ impl DomainProjections {
             // task's state either.
             let mut skip_update_of: Option<String> = None;
             for event in events {
-                if let (Some(task_id), Event::TaskStateUpdated(update)) = (&skip_update_of, &event)
-                {
-                    if update.task_id == *task_id {
-                        skip_update_of = None;
+                if let Event::TaskStateUpdated(update) = &event {
+                    if skip_update_of.take().as_ref() == Some(&update.task_id) {
                         continue;
                     }
                 }
-                skip_update_of = match &event {
+                let step_update_of = match &event {
                     Event::StepRecorded(step) if step.state_update.is_some() => {
                         Some(step.task_id.clone())
                     }
                     _ => None,
                 };
-                if self.apply_event(lsn, ts_ms, actor.as_deref(), event) {
-                    skip_update_of = None;
-                }
+                let kept = self.apply_event(lsn, ts_ms, actor.as_deref(), event);
+                skip_update_of = if kept { None } else { step_update_of };
             }
         }));
         if outcome.is_err() {
@@ -207,24 +192,12 @@ impl DomainProjections {
         &self,
         config: &DatasetsConfig,
     ) -> Result<Option<DatasetSettings>, String> {
-        let counter = TokenCounter::for_encoding(&config.encoding).map_err(|e| e.to_string())?;
-        let wanted = DatasetSettings {
-            encoding: counter.name().to_owned(),
-            token_cap: config.token_cap as u64,
-            split_train: config.split_train,
-            split_dev: config.split_dev,
-            split_test: config.split_test,
-        };
+        let (wanted, _) = SplitsConfig::from_settings(&config.settings())
+            .map_err(|error| format!("[datasets] encoding: {error}"))?;
+        let wanted = wanted.settings();
         let datasets = self.datasets();
         let splits = datasets.splits();
-        let current = splits.config();
-        let in_force = DatasetSettings {
-            encoding: current.encoding.clone(),
-            token_cap: current.token_cap as u64,
-            split_train: current.weights.train,
-            split_dev: current.weights.dev,
-            split_test: current.weights.test,
-        };
+        let in_force = splits.config().settings();
         if in_force == wanted {
             return Ok((!datasets.settings_recorded()).then_some(wanted));
         }

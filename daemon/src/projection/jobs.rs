@@ -66,7 +66,64 @@ impl<'txn> JobTables<'txn> {
 
     /// Applies the job events of one record.
     pub fn apply_record(&mut self, lsn: Lsn, record: &LogRecord) -> Result<(), JobsError> {
-        apply_job_events(self, lsn, record)
+        for (index, event) in record.events.iter().enumerate() {
+            let Some(job_id) = job_of(event) else {
+                continue;
+            };
+            let mut entry = HistoryEntry {
+                lsn,
+                ts_ms: record.ts_ms,
+                event: event.type_name().to_string(),
+                lease_id: None,
+                worker_id: None,
+                attempt: None,
+                expires_at_ms: None,
+                error: None,
+                retryable: None,
+                run_at_ms: None,
+                actor: record.actor.clone(),
+            };
+            let job = if let Event::JobSubmitted(submitted) = event {
+                if let Some(key) = &submitted.idempotency_key {
+                    self.idempotency
+                        .insert((submitted.queue.as_str(), key.as_str()), job_id.0)
+                        .map_err(storage)?;
+                }
+                entry.run_at_ms = Some(submitted.run_at_ms);
+                let job = JobRecord {
+                    job_id,
+                    queue: submitted.queue.clone(),
+                    kind: submitted.kind.clone(),
+                    payload_json: submitted.payload_json.clone(),
+                    priority: submitted.priority,
+                    max_attempts: submitted.max_attempts,
+                    lease_ttl_ms: submitted.lease_ttl_ms,
+                    tags: submitted.tags.clone(),
+                    task_id: submitted.task_id.clone(),
+                    idempotency_key: submitted.idempotency_key.clone(),
+                    submitted_lsn: lsn,
+                    submitted_at_ms: record.ts_ms,
+                    updated_at_ms: record.ts_ms,
+                    attempt: 0,
+                    state: StoredJobState::Waiting {
+                        run_at_ms: submitted.run_at_ms,
+                    },
+                    result_json: None,
+                    last_error: None,
+                    submitted_by: record.actor.clone(),
+                };
+                self.touched.entry(job_id.0).insert_entry(job).into_mut()
+            } else {
+                self.job(job_id, lsn)?
+            };
+            job.updated_at_ms = record.ts_ms;
+            update_job(job, &mut entry, event);
+            let entry_bytes = rmp_serde::to_vec_named(&entry).map_err(storage)?;
+            self.history
+                .insert((job_id.0, lsn.0, index as u32), entry_bytes.as_slice())
+                .map_err(storage)?;
+        }
+        Ok(())
     }
 
     /// Writes the job records touched since [`JobTables::open`]; call before committing.
@@ -102,73 +159,6 @@ impl<'txn> JobTables<'txn> {
             }
         }
     }
-}
-
-fn apply_job_events(
-    tables: &mut JobTables<'_>,
-    lsn: Lsn,
-    record: &LogRecord,
-) -> Result<(), JobsError> {
-    for (index, event) in record.events.iter().enumerate() {
-        let Some(job_id) = job_of(event) else {
-            continue;
-        };
-        let mut entry = HistoryEntry {
-            lsn,
-            ts_ms: record.ts_ms,
-            event: event.type_name().to_string(),
-            lease_id: None,
-            worker_id: None,
-            attempt: None,
-            expires_at_ms: None,
-            error: None,
-            retryable: None,
-            run_at_ms: None,
-            actor: record.actor.clone(),
-        };
-        let job = if let Event::JobSubmitted(submitted) = event {
-            if let Some(key) = &submitted.idempotency_key {
-                tables
-                    .idempotency
-                    .insert((submitted.queue.as_str(), key.as_str()), job_id.0)
-                    .map_err(storage)?;
-            }
-            entry.run_at_ms = Some(submitted.run_at_ms);
-            let job = JobRecord {
-                job_id,
-                queue: submitted.queue.clone(),
-                kind: submitted.kind.clone(),
-                payload_json: submitted.payload_json.clone(),
-                priority: submitted.priority,
-                max_attempts: submitted.max_attempts,
-                lease_ttl_ms: submitted.lease_ttl_ms,
-                tags: submitted.tags.clone(),
-                task_id: submitted.task_id.clone(),
-                idempotency_key: submitted.idempotency_key.clone(),
-                submitted_lsn: lsn,
-                submitted_at_ms: record.ts_ms,
-                updated_at_ms: record.ts_ms,
-                attempt: 0,
-                state: StoredJobState::Waiting {
-                    run_at_ms: submitted.run_at_ms,
-                },
-                result_json: None,
-                last_error: None,
-                submitted_by: record.actor.clone(),
-            };
-            tables.touched.entry(job_id.0).insert_entry(job).into_mut()
-        } else {
-            tables.job(job_id, lsn)?
-        };
-        job.updated_at_ms = record.ts_ms;
-        update_job(job, &mut entry, event);
-        let entry_bytes = rmp_serde::to_vec_named(&entry).map_err(storage)?;
-        tables
-            .history
-            .insert((job_id.0, lsn.0, index as u32), entry_bytes.as_slice())
-            .map_err(storage)?;
-    }
-    Ok(())
 }
 
 fn job_of(event: &Event) -> Option<JobId> {

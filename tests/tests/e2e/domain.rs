@@ -141,6 +141,30 @@ fn step_request(step: u32, job_id: JobId, lease_id: LeaseId, model: &str) -> Rec
     }
 }
 
+/// Submits an `episode` job for `task` to the `actors` queue and leases it as `worker_id`.
+async fn submit_and_lease(
+    client: &Client,
+    task: &str,
+    worker_id: &str,
+) -> (JobId, agentd_schemas::api::LeaseGrant) {
+    let job = SubmitJobRequest {
+        queue: "actors".into(),
+        kind: "episode".into(),
+        task_id: Some(task.into()),
+        ..SubmitJobRequest::default()
+    };
+    let job_id = client.submit(&job).await.unwrap().job_id;
+    let ask = LeaseRequest {
+        worker_id: worker_id.into(),
+        queues: vec!["actors".into()],
+        tags: None,
+        max_jobs: Some(1),
+        wait_ms: Some(0),
+    };
+    let grant = client.lease(&ask).await.unwrap().leases.pop().unwrap();
+    (job_id, grant)
+}
+
 /// One episode: a state update, two steps (the first verified in the sandbox, the second not),
 /// with their sandbox results and rewards, all under the episode's lease.
 async fn episode(
@@ -337,21 +361,7 @@ async fn ingest_episodes_crash_and_rebuild_keep_every_domain_projection() {
     let client = daemon.client();
     let mut leases = Vec::new();
     for task in ["task-a", "task-b"] {
-        let job = SubmitJobRequest {
-            queue: "actors".into(),
-            kind: "episode".into(),
-            task_id: Some(task.into()),
-            ..SubmitJobRequest::default()
-        };
-        let job_id = client.submit(&job).await.unwrap().job_id;
-        let ask = LeaseRequest {
-            worker_id: "actor-1".into(),
-            queues: vec!["actors".into()],
-            tags: None,
-            max_jobs: Some(1),
-            wait_ms: Some(0),
-        };
-        let grant = client.lease(&ask).await.unwrap().leases.pop().unwrap();
+        let (job_id, grant) = submit_and_lease(&client, task, "actor-1").await;
         assert_eq!(grant.job_id, job_id);
         leases.push((task, job_id, grant.lease_id));
     }
@@ -757,21 +767,7 @@ async fn a_step_under_a_lease_alone_records_the_leases_job_attempt_and_worker() 
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&dir.path().join("data"), None);
     let client = daemon.client();
-    let job = SubmitJobRequest {
-        queue: "actors".into(),
-        kind: "episode".into(),
-        task_id: Some("task-l".into()),
-        ..SubmitJobRequest::default()
-    };
-    let job_id = client.submit(&job).await.unwrap().job_id;
-    let ask = LeaseRequest {
-        worker_id: "box-7".into(),
-        queues: vec!["actors".into()],
-        tags: None,
-        max_jobs: Some(1),
-        wait_ms: Some(0),
-    };
-    let grant = client.lease(&ask).await.unwrap().leases.pop().unwrap();
+    let (job_id, grant) = submit_and_lease(&client, "task-l", "box-7").await;
     let body = json!({
         "step": 0, "lease_id": grant.lease_id, "model": "m", "policy_version": "p1",
         "action": {"kind": "rule", "yaml": "rule: {pattern: x}"},

@@ -48,7 +48,6 @@ pub async fn register(
     let meta = validate_meta(&body).map_err(|error| ApiError::invalid(error.to_string()))?;
     let _dataset_writes = state
         .domain
-        .write_locks
         .lock(WriteKey::Dataset {
             source: &meta.source,
             version: &meta.version,
@@ -138,7 +137,6 @@ pub async fn ingest(
     }
     let _dataset_writes = state
         .domain
-        .write_locks
         .lock(WriteKey::Dataset {
             source: &source,
             version: &version,

@@ -80,6 +80,12 @@ pub enum DomainSettingsError {
 }
 
 impl DomainApi {
+    /// Takes the write lock of a task or dataset ([`write_locks`]); hold it from the conflict
+    /// check until the write is applied.
+    async fn lock(&self, key: write_locks::WriteKey<'_>) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_locks.lock(key).await
+    }
+
     /// Checks the settings once at start, so no request (and no replay) meets a bad one.
     pub fn new(
         config: &Config,

@@ -59,11 +59,7 @@ pub async fn record_step(
 ) -> ApiResult<Json<RecordStepResponse>> {
     check_task_id(&task_id)?;
     check_step(&request)?;
-    let _task_writes = state
-        .domain
-        .write_locks
-        .lock(WriteKey::Task(&task_id))
-        .await;
+    let _task_writes = state.domain.lock(WriteKey::Task(&task_id)).await;
     state.settle_reads().await;
     if let Some(existing) = existing_step_lsn(&state, &task_id, request.step) {
         return Err(conflict(format!(
@@ -147,11 +143,7 @@ pub async fn record_sandbox(
     check_bytes("diff", &diff, DIFF_BYTES_MAX)?;
     check_bytes("stdout", &stdout, OUTPUT_BYTES_MAX)?;
     check_bytes("stderr", &stderr, OUTPUT_BYTES_MAX)?;
-    let _task_writes = state
-        .domain
-        .write_locks
-        .lock(WriteKey::Task(&task_id))
-        .await;
+    let _task_writes = state.domain.lock(WriteKey::Task(&task_id)).await;
     state.settle_reads().await;
     let existing = {
         let trajectories = state.domain.projections.trajectories();
@@ -211,11 +203,7 @@ pub async fn record_reward(
     check_task_id(&task_id)?;
     let step = parse_step(&step)?;
     check_reward(&request)?;
-    let _task_writes = state
-        .domain
-        .write_locks
-        .lock(WriteKey::Task(&task_id))
-        .await;
+    let _task_writes = state.domain.lock(WriteKey::Task(&task_id)).await;
     state.settle_reads().await;
     let existing = {
         let trajectories = state.domain.projections.trajectories();
@@ -411,15 +399,11 @@ fn step_not_found(task_id: &str, step: u32) -> ApiError {
 }
 
 fn existing_step_lsn(state: &AppState, task_id: &str, step: u32) -> Option<agentd_schemas::Lsn> {
-    state
-        .domain
-        .projections
-        .trajectories()
-        .step(task_id, step)
-        .map(|entry| entry.lsn)
+    fact_lsn(state, task_id, step, |entry| Some(entry.lsn))
 }
 
-/// The LSN of a step's sandbox result or reward as the projection holds it.
+/// An LSN of a recorded step (its own, its sandbox result's, its reward's) as the projection
+/// holds it.
 fn fact_lsn(
     state: &AppState,
     task_id: &str,
