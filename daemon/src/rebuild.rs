@@ -94,16 +94,13 @@ pub fn rebuild_with(
     };
     let reader = crate::log::LogReader::open(&paths.log, config.log.frame_bytes_max)
         .context("cannot open the log")?;
-    drop(reader);
     // Read-only: with --out the daemon may be running; only durable frames are read (the reader
     // stops at the first incomplete frame).
-    let end_lsn = last_lsn(&paths.log, config.log.frame_bytes_max)?;
+    let end_lsn = last_lsn(&reader);
     let last_lsn = match options.until {
         RebuildUntil::End => end_lsn,
         RebuildUntil::Lsn(lsn) => agentd_schemas::Lsn(lsn.min(end_lsn.0)),
-        RebuildUntil::TimeMs(ms) => {
-            last_lsn_at(&paths.log, config.log.frame_bytes_max, end_lsn, ms)?
-        }
+        RebuildUntil::TimeMs(ms) => last_lsn_at(&reader, end_lsn, ms)?,
     };
     let projections_dir: PathBuf = match out {
         Some(out) => out.join("projections"),
@@ -125,8 +122,7 @@ pub fn rebuild_with(
     let mut queue = QueueState::new();
     // One pass over the log feeds every projection, as start-up does.
     store.catch_up_with(
-        &paths.log,
-        config.log.frame_bytes_max,
+        &reader,
         last_lsn,
         |batch| {
             for (lsn, record) in &batch {
@@ -169,8 +165,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 }
 
 /// The last complete frame's LSN, read without modifying anything.
-pub fn last_lsn(log_dir: &Path, frame_bytes_max: u32) -> anyhow::Result<agentd_schemas::Lsn> {
-    let reader = crate::log::LogReader::open(log_dir, frame_bytes_max)?;
+fn last_lsn(reader: &crate::log::LogReader) -> agentd_schemas::Lsn {
     let mut last = agentd_schemas::Lsn::ZERO;
     for frame in reader.frames(agentd_schemas::Lsn::ZERO, agentd_schemas::Lsn(u64::MAX)) {
         match frame {
@@ -179,30 +174,24 @@ pub fn last_lsn(log_dir: &Path, frame_bytes_max: u32) -> anyhow::Result<agentd_s
             Err(_) => break,
         }
     }
-    Ok(last)
+    last
 }
 
 /// The last frame whose record time is at or before `ms` (record times never decrease).
 fn last_lsn_at(
-    log_dir: &Path,
-    frame_bytes_max: u32,
+    reader: &crate::log::LogReader,
     end: agentd_schemas::Lsn,
     ms: u64,
 ) -> anyhow::Result<agentd_schemas::Lsn> {
     let mut last = agentd_schemas::Lsn::ZERO;
-    let outcome = crate::sequencer::for_each_record(
-        log_dir,
-        frame_bytes_max,
-        agentd_schemas::Lsn::ZERO,
-        end,
-        |lsn, record| {
+    let outcome =
+        crate::sequencer::for_each_record(reader, agentd_schemas::Lsn::ZERO, end, |lsn, record| {
             if record.ts_ms > ms {
                 return Err(crate::sequencer::ReplayError::Stopped);
             }
             last = lsn;
             Ok(())
-        },
-    );
+        });
     match outcome {
         Ok(()) | Err(crate::sequencer::ReplayError::Stopped) => Ok(last),
         Err(error) => Err(error.into()),

@@ -112,7 +112,9 @@ pub async fn run(
         tracing::warn!(path = %torn.path.display(), offset = torn.offset, bytes = torn.bytes_removed, reason = %torn.reason, "repaired a torn tail left by a crash");
     }
     let last_lsn = log.last_lsn();
-    let frame_bytes_max = config.log.frame_bytes_max;
+    // Every reader of the running daemon shares this one's offset index (filled by recovery,
+    // kept current by the writer), so no read scans a segment to find where it starts.
+    let log_reader = log.reader();
 
     // Exports and schedules: checked before anything starts, so a bad [[schedules]] entry
     // fails fast.
@@ -120,23 +122,17 @@ pub async fn run(
     let export_settings = crate::export::ExportSettings::new(&config, &data_dir, None)?;
     let domain = Arc::new(DomainProjections::new(&config.datasets)?);
     let domain_api = http::domain::DomainApi::new(&config, domain.clone())?;
-    let log_dir = paths.log.clone();
+    let replay_reader = log_reader.clone();
     let replayed_domain = domain.clone();
     let (state, ledger, last_record_ms) = tokio::task::spawn_blocking(move || {
         let mut state = QueueState::new();
         let mut ledger = crate::export::ledger::ExportLedger::default();
         let mut last_record_ms = None;
-        domain_projection::replay(
-            &log_dir,
-            frame_bytes_max,
-            last_lsn,
-            &replayed_domain,
-            |lsn, record| {
-                state.apply(lsn, record);
-                ledger.apply(lsn, record);
-                last_record_ms = Some(record.ts_ms);
-            },
-        )
+        domain_projection::replay(&replay_reader, last_lsn, &replayed_domain, |lsn, record| {
+            state.apply(lsn, record);
+            ledger.apply(lsn, record);
+            last_record_ms = Some(record.ts_ms);
+        })
         .map(|()| (state, ledger, last_record_ms))
     })
     .await?
@@ -149,7 +145,7 @@ pub async fn run(
         .map_err(|message| anyhow::anyhow!(message))?;
 
     let projections_dir = paths.projections.clone();
-    let log_dir = paths.log.clone();
+    let catch_up_reader = log_reader.clone();
     let store = tokio::task::spawn_blocking(move || -> anyhow::Result<ProjectionStore> {
         let (mut store, mut outcome) = ProjectionStore::open(&projections_dir)?;
         if store.applied_lsn()? > last_lsn {
@@ -164,7 +160,7 @@ pub async fn run(
         if let OpenOutcome::Recreated { reason } = &outcome {
             tracing::warn!("rebuilding the job projection from the log: {reason}");
         }
-        store.catch_up(&log_dir, frame_bytes_max, last_lsn, |_| {})?;
+        store.catch_up(&catch_up_reader, last_lsn, |_| {})?;
         Ok(store)
     })
     .await??;
@@ -176,8 +172,7 @@ pub async fn run(
     let (applied, projector) = projection::spawn_projector(
         store.clone(),
         domain.clone(),
-        paths.log.clone(),
-        frame_bytes_max,
+        log_reader.clone(),
         writer.subscribe_durable(),
         stop_rx,
         tokio::runtime::Handle::current(),
@@ -187,8 +182,7 @@ pub async fn run(
         writer.clone(),
         SequencerOptions {
             limits: config.queue.limits(),
-            log_dir: paths.log.clone(),
-            frame_bytes_max,
+            log: log_reader.clone(),
             lease_wait_ms_max: config.server.lease_wait_ms_max,
             lease_waiters_max: config.server.lease_waiters_max,
         },
@@ -218,8 +212,7 @@ pub async fn run(
             writer: writer.clone(),
             applied: applied.clone(),
             domain: domain.clone(),
-            log_dir: paths.log.clone(),
-            frame_bytes_max,
+            log: log_reader.clone(),
         },
     );
     let (stop_scheduler, scheduler_stop_rx) = watch::channel(false);
@@ -235,8 +228,7 @@ pub async fn run(
         projections: store.clone(),
         applied,
         writer: writer.clone(),
-        log_dir: paths.log.clone(),
-        frame_bytes_max,
+        log: log_reader.clone(),
         body_bytes_max: config.server.body_bytes_max,
         lease_wait_ms_max: config.server.lease_wait_ms_max,
         request_timeout: Duration::from_millis(config.server.request_timeout_ms),

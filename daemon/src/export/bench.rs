@@ -237,16 +237,10 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
         to.0 as f64 / read_s
     );
     let started = Instant::now();
-    crate::sequencer::for_each_record(
-        &log_dir,
-        config.log.frame_bytes_max,
-        Lsn::ZERO,
-        to,
-        |_, record| {
-            std::hint::black_box(record);
-            Ok(())
-        },
-    )?;
+    crate::sequencer::for_each_record(&reader, Lsn::ZERO, to, |_, record| {
+        std::hint::black_box(record);
+        Ok(())
+    })?;
     let decode_s = started.elapsed().as_secs_f64();
     println!(
         "read + decode: {events} events in {decode_s:.2} s = {:.0} events/s",
@@ -256,13 +250,9 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     let domain = DomainProjections::new(&config.datasets)?;
     let mut queue = QueueState::new();
     let started = Instant::now();
-    crate::projection::domain::replay(
-        &log_dir,
-        config.log.frame_bytes_max,
-        to,
-        &domain,
-        |lsn, record| queue.apply(lsn, record),
-    )?;
+    crate::projection::domain::replay(&reader, to, &domain, |lsn, record| {
+        queue.apply(lsn, record)
+    })?;
     let replay_s = started.elapsed().as_secs_f64();
     println!(
         "replay (queue state + domain projections): {events} events in {replay_s:.2} s = {:.0} events/s",

@@ -18,7 +18,6 @@ use agentd_schemas::events::{
 };
 use agentd_schemas::export_api::EXPORT_SCHEMA_VERSION;
 use agentd_schemas::Lsn;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -131,8 +130,7 @@ pub struct RunnerParts {
     pub writer: LogWriter,
     pub applied: AppliedWatch,
     pub domain: Arc<DomainProjections>,
-    pub log_dir: PathBuf,
-    pub frame_bytes_max: u32,
+    pub log: crate::log::LogReader,
 }
 
 impl ExportService {
@@ -451,11 +449,10 @@ impl Runner {
             })
             .await?;
         let after = self.ledger().applied;
-        let log_dir = self.parts.log_dir.clone();
-        let frame_bytes_max = self.parts.frame_bytes_max;
+        let log = self.parts.log.clone();
         let records = tokio::task::spawn_blocking(move || {
             let mut records = Vec::new();
-            for_each_record(&log_dir, frame_bytes_max, after, lsn, |lsn, record| {
+            for_each_record(&log, after, lsn, |lsn, record| {
                 let exports = record.events.iter().any(|event| {
                     matches!(
                         event,

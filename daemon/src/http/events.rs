@@ -75,13 +75,11 @@ pub async fn list(
         .durable_lsn()
         .0
         .min(after.0.saturating_add(limit)));
-    let log_dir = state.log_dir.clone();
-    let frame_bytes_max = state.frame_bytes_max;
-    let page =
-        tokio::task::spawn_blocking(move || read_page(&log_dir, frame_bytes_max, after, up_to))
-            .await
-            .map_err(|error| ApiError::internal("reading events", error))?
-            .map_err(|error| ApiError::internal("reading events", error))?;
+    let log = state.log.clone();
+    let page = tokio::task::spawn_blocking(move || read_page(&log, after, up_to))
+        .await
+        .map_err(|error| ApiError::internal("reading events", error))?
+        .map_err(|error| ApiError::internal("reading events", error))?;
     Ok(Json(EventsResponse {
         events: page.events,
         next_after: page.next_after,
@@ -96,18 +94,13 @@ struct Page {
 
 /// Reads the frames in `(after, up_to]`, ending early before a frame that would take the page
 /// past [`EVENTS_PAGE_EVENTS_MAX`] events or [`EVENTS_PAGE_BYTES_MAX`] bytes.
-fn read_page(
-    log_dir: &std::path::Path,
-    frame_bytes_max: u32,
-    after: Lsn,
-    up_to: Lsn,
-) -> Result<Page, ReplayError> {
+fn read_page(log: &crate::log::LogReader, after: Lsn, up_to: Lsn) -> Result<Page, ReplayError> {
     let mut page = Page {
         events: Vec::new(),
         next_after: after,
     };
     let mut bytes = 0usize;
-    let read = for_each_record(log_dir, frame_bytes_max, after, up_to, |lsn, record| {
+    let read = for_each_record(log, after, up_to, |lsn, record| {
         let frame = record_to_json(lsn, &record);
         let frame_bytes: usize = frame.iter().map(json_len).sum();
         let full = page.events.len() + frame.len() > EVENTS_PAGE_EVENTS_MAX

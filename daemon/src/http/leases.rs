@@ -47,20 +47,33 @@ pub async fn lease(
             reply,
         })
         .await?;
-    let Some(lsn) = outcome.lsn else {
+    if outcome.lsn.is_none() {
         return Ok(Json(LeaseResponse { leases: Vec::new() }));
-    };
-    // The grant's payload comes from the job projection; wait until it holds this lease.
-    if !state.applied.wait_for(lsn, Duration::from_secs(10)).await {
-        tracing::warn!(%lsn, "projection lagging while answering a lease");
+    }
+    // The lease itself is durable; what the answer adds from the job projection (payload, kind,
+    // tags...) never changes after submission, so only the submissions need to be applied, not
+    // the lease record: the answer does not wait for the projector to catch up.
+    let submitted = outcome
+        .grants
+        .iter()
+        .map(|grant| grant.submitted_lsn)
+        .max()
+        .unwrap_or_default();
+    if !state
+        .applied
+        .wait_for(submitted, Duration::from_secs(10))
+        .await
+    {
+        tracing::warn!(%submitted, "projection lagging while answering a lease");
     }
     let db = state.projections.db().clone();
     let grants = outcome.grants;
     let leases = tokio::task::spawn_blocking(
         move || -> Result<Vec<LeaseGrant>, job_projection::JobsError> {
             let mut leases = Vec::with_capacity(grants.len());
+            let txn = redb::ReadableDatabase::begin_read(&*db).map_err(job_projection::storage)?;
             for grant in grants {
-                let Some(job) = job_projection::read_job(&db, grant.job_id)? else {
+                let Some(job) = job_projection::read_job_in(&txn, grant.job_id)? else {
                     return Err(job_projection::JobsError::Corrupt {
                         job_id: grant.job_id,
                         detail: "leased job missing from projection".into(),

@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use error::ApiError;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use utoipa_axum::router::OpenApiRouter;
@@ -39,8 +38,8 @@ pub struct AppState {
     pub projections: Arc<ProjectionStore>,
     pub applied: AppliedWatch,
     pub writer: LogWriter,
-    pub log_dir: PathBuf,
-    pub frame_bytes_max: u32,
+    /// Reads the durable log (the events route); shares the daemon's offset index.
+    pub log: crate::log::LogReader,
     pub body_bytes_max: usize,
     pub lease_wait_ms_max: u64,
     pub request_timeout: Duration,

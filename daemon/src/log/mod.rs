@@ -14,6 +14,7 @@
 //!   [`LogOptions::on_fatal`]: after a failed fsync the page cache can no longer be trusted.
 
 mod frame;
+mod index;
 mod reader;
 mod recovery;
 mod segment;
@@ -250,6 +251,8 @@ pub struct Log {
     options: LogOptions,
     last_lsn: Lsn,
     active: writer::ActiveSegment,
+    /// Frame positions learned by recovery, kept up to date by the writer, shared by readers.
+    index: Arc<index::OffsetIndex>,
 }
 
 /// Checks the frame that starts at `bytes[0]` exactly as recovery does, without any IO, so the
@@ -283,13 +286,16 @@ pub fn decode_frame_for_fuzzing(
 pub fn open(options: LogOptions) -> Result<(Log, RecoveryReport), LogError> {
     options.validate()?;
     std::fs::create_dir_all(&options.dir).map_err(|source| LogError::io(&options.dir, source))?;
-    let recovered = recovery::recover(&options.dir, options.frame_bytes_max)?;
+    let index = Arc::new(index::OffsetIndex::default());
+    let recovered = recovery::recover(&options.dir, options.frame_bytes_max, &index)?;
     let (active, segments) = match recovered.active {
         Some(active) => (active, recovered.segments),
-        None => (
-            writer::ActiveSegment::create(&options.dir, recovered.last_lsn + 1)?,
-            recovered.segments + 1,
-        ),
+        None => {
+            let first_lsn = recovered.last_lsn + 1;
+            let active = writer::ActiveSegment::create(&options.dir, first_lsn)?;
+            index.add_segment(first_lsn);
+            (active, recovered.segments + 1)
+        }
     };
     let report = RecoveryReport {
         last_lsn: Lsn(recovered.last_lsn),
@@ -309,6 +315,7 @@ pub fn open(options: LogOptions) -> Result<(Log, RecoveryReport), LogError> {
         options,
         last_lsn: Lsn(recovered.last_lsn),
         active,
+        index,
     };
     Ok((log, report))
 }
@@ -319,13 +326,24 @@ impl Log {
         self.last_lsn
     }
 
-    /// The directory of the log, for opening a [`LogReader`] on it.
+    /// The directory of the log.
     pub fn dir(&self) -> &Path {
         &self.options.dir
     }
 
+    /// A reader sharing this log's offset index, which recovery filled and the writer keeps
+    /// current: reads starting at any lsn seek close to it instead of scanning a segment. Every
+    /// reader of a running daemon should be a clone of this one.
+    pub fn reader(&self) -> LogReader {
+        LogReader::with_index(
+            &self.options.dir,
+            self.options.frame_bytes_max,
+            self.index.clone(),
+        )
+    }
+
     /// Starts the one `log-writer` thread that owns the segment files from now on.
     pub fn start_writer(self) -> LogWriter {
-        writer::start(self.options, self.active, self.last_lsn)
+        writer::start(self.options, self.active, self.last_lsn, self.index)
     }
 }

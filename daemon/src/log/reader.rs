@@ -1,16 +1,23 @@
-//! Reading frames back: find the segment by binary search on segment names, skip earlier frames by
-//! their header, verify the CRC of every frame returned.
+//! Reading frames back: find the segment holding the first wanted lsn, seek to the nearest
+//! frame start the offset index knows (see `index.rs`), skip the few earlier frames by their
+//! header, verify the CRC of every frame returned.
 //!
 //! A reader never writes and may run while the writer appends; it must be asked only for lsns up
 //! to the writer's durable lsn, because beyond it a frame may be half written.
+//!
+//! Architecture invariant: a read of frames `after < lsn <= up_to` costs the bytes of those
+//! frames plus at most one mark spacing (or one group-commit batch) of skipped frames, whatever
+//! the size of the segment or the log; `LogReader::bytes_read` counts it, and a test holds it.
 
 use super::frame::{check_frame_parts, FrameHeader, FRAME_HEADER_BYTES};
+use super::index::{Mark, OffsetIndex, MARK_SPACING_BYTES};
 use super::segment::{decode_segment_header, list_segments, segment_path, SEGMENT_HEADER_BYTES};
 use super::{LogError, Lsn};
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Read buffer per open segment: large enough that skipping small frames costs no syscalls.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
@@ -26,26 +33,60 @@ pub struct RawFrame {
     pub payload: Vec<u8>,
 }
 
-/// Reads ranges of frames from a log directory.
-#[derive(Debug)]
+/// Reads ranges of frames from a log directory. Clones share one offset index and one byte
+/// counter, so every reader of a running daemon seeks with what the writer and recovery learned.
+#[derive(Debug, Clone)]
 pub struct LogReader {
+    shared: Arc<ReaderShared>,
+}
+
+#[derive(Debug)]
+struct ReaderShared {
     dir: PathBuf,
     frame_bytes_max: u32,
-    /// First lsns of the known segments, sorted. Refreshed from the directory when a read starts
-    /// in the last known segment, since the writer may have rolled since.
-    segment_first_lsns: Mutex<Vec<u64>>,
+    index: Arc<OffsetIndex>,
+    /// Bytes read from segment files by every iterator of this reader and its clones.
+    bytes_read: Arc<AtomicU64>,
 }
 
 impl LogReader {
-    /// Opens a reader on `dir`. `frame_bytes_max` must be at least the writer's, since frames
-    /// longer than it are reported as damage rather than read.
+    /// Opens a reader on `dir` with an index of its own (filled as it reads). `frame_bytes_max`
+    /// must be at least the writer's, since frames longer than it are reported as damage rather
+    /// than read. A running daemon reads through [`super::Log::reader`] instead, whose index
+    /// recovery and the writer keep complete.
     pub fn open(dir: &Path, frame_bytes_max: u32) -> Result<Self, LogError> {
-        let segment_first_lsns = list_segment_first_lsns(dir)?;
-        Ok(LogReader {
-            dir: dir.to_path_buf(),
-            frame_bytes_max,
-            segment_first_lsns: Mutex::new(segment_first_lsns),
-        })
+        let index = Arc::new(OffsetIndex::default());
+        for segment in list_segments(dir)? {
+            index.add_segment(segment.first_lsn);
+        }
+        Ok(Self::with_index(dir, frame_bytes_max, index))
+    }
+
+    pub(crate) fn with_index(dir: &Path, frame_bytes_max: u32, index: Arc<OffsetIndex>) -> Self {
+        LogReader {
+            shared: Arc::new(ReaderShared {
+                dir: dir.to_path_buf(),
+                frame_bytes_max,
+                index,
+                bytes_read: Arc::new(AtomicU64::new(0)),
+            }),
+        }
+    }
+
+    /// The directory this reader reads.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The largest payload this reader trusts.
+    pub fn frame_bytes_max(&self) -> u32 {
+        self.shared.frame_bytes_max
+    }
+
+    /// Bytes read from segment files so far by this reader and its clones (headers, skipped
+    /// frames and read-ahead included): what reading has cost, for metrics and tests.
+    pub fn bytes_read(&self) -> u64 {
+        self.shared.bytes_read.load(Ordering::Relaxed)
     }
 
     /// Frames with `after < lsn <= up_to`, in order, each CRC-checked. The iteration ends early,
@@ -55,20 +96,24 @@ impl LogReader {
         &self,
         after: Lsn,
         up_to: Lsn,
-    ) -> impl Iterator<Item = Result<RawFrame, LogError>> {
+    ) -> impl Iterator<Item = Result<RawFrame, LogError>> + Send + 'static {
         let mut frames = Frames {
-            dir: self.dir.clone(),
-            frame_bytes_max: self.frame_bytes_max,
+            shared: self.shared.clone(),
             after: after.0,
             up_to: up_to.0,
             next_lsn: 0,
+            start: None,
             segment: None,
             pending_error: None,
             done: after >= up_to,
         };
         if !frames.done {
             match self.start_segment(after.0.saturating_add(1)) {
-                Ok(Some(first_lsn)) => frames.next_lsn = first_lsn,
+                Ok(Some(first_lsn)) => {
+                    let start = self.shared.index.start_for(first_lsn, after.0 + 1);
+                    frames.next_lsn = start.lsn;
+                    frames.start = Some((first_lsn, start.offset));
+                }
                 Ok(None) => frames.done = true,
                 Err(error) => frames.pending_error = Some(error),
             }
@@ -77,37 +122,30 @@ impl LogReader {
     }
 
     /// The first lsn of the segment holding `lsn` (or the last segment, if `lsn` is past it).
+    /// Segments created after the index last heard of one are found by name while reading.
     fn start_segment(&self, lsn: u64) -> Result<Option<u64>, LogError> {
-        let mut known = self
-            .segment_first_lsns
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut index = known.partition_point(|&first_lsn| first_lsn <= lsn);
-        if index >= known.len() {
-            // `lsn` may be in a segment created after the last listing.
-            *known = list_segment_first_lsns(&self.dir)?;
-            index = known.partition_point(|&first_lsn| first_lsn <= lsn);
+        let index = &self.shared.index;
+        if let Some(first_lsn) = index.segment_holding(lsn) {
+            return Ok(Some(first_lsn));
         }
-        Ok(index.checked_sub(1).map(|found| known[found]))
+        // Nothing known at or before `lsn`: the log may have been empty when this reader opened.
+        for segment in list_segments(&self.shared.dir)? {
+            index.add_segment(segment.first_lsn);
+        }
+        Ok(index.segment_holding(lsn))
     }
-}
-
-fn list_segment_first_lsns(dir: &Path) -> Result<Vec<u64>, LogError> {
-    Ok(list_segments(dir)?
-        .into_iter()
-        .map(|segment| segment.first_lsn)
-        .collect())
 }
 
 /// The iterator behind [`LogReader::frames`]. It walks segments by name: the segment after the one
 /// ending at lsn `n` is named `n + 1`.
 struct Frames {
-    dir: PathBuf,
-    frame_bytes_max: u32,
+    shared: Arc<ReaderShared>,
     after: u64,
     up_to: u64,
     /// The lsn the next frame in the file must carry.
     next_lsn: u64,
+    /// Segment and byte offset of the first frame to read, taken from the index; used once.
+    start: Option<(u64, u64)>,
     segment: Option<OpenSegment>,
     pending_error: Option<LogError>,
     done: bool,
@@ -116,10 +154,13 @@ struct Frames {
 struct OpenSegment {
     first_lsn: u64,
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: BufReader<CountedFile>,
     offset: u64,
     /// Length when opened: frames up to the durable lsn were all inside it by then.
     len_bytes: u64,
+    /// Offset of the last mark this iterator knows in this segment, so it records a new one
+    /// only every [`MARK_SPACING_BYTES`].
+    last_mark_offset: u64,
 }
 
 impl Iterator for Frames {
@@ -141,8 +182,25 @@ impl Iterator for Frames {
             }
             Err(error) => {
                 self.done = true;
+                self.segment = None; // Not at a frame boundary: nothing to record on drop.
                 Some(Err(error))
             }
+        }
+    }
+}
+
+impl Drop for Frames {
+    /// Leaves where this read ended in the index, so the next read from here seeks straight to it
+    /// (the writer records the same for a running daemon; this serves readers of a closed log).
+    fn drop(&mut self) {
+        if let Some(segment) = &self.segment {
+            self.shared.index.record(
+                segment.first_lsn,
+                Mark {
+                    lsn: self.next_lsn,
+                    offset: segment.offset,
+                },
+            );
         }
     }
 }
@@ -151,8 +209,18 @@ impl Frames {
     fn read_next(&mut self) -> Result<Option<RawFrame>, LogError> {
         while self.next_lsn <= self.up_to {
             if self.segment.is_none() {
-                // The segment after the one that ended at lsn `n` is named `n + 1`.
-                self.segment = open_segment(&self.dir, self.next_lsn)?;
+                self.segment = match self.start.take() {
+                    Some((first_lsn, offset)) => {
+                        open_segment(&self.shared, first_lsn, offset, self.next_lsn)?
+                    }
+                    // The segment after the one that ended at lsn `n` is named `n + 1`.
+                    None => open_segment(
+                        &self.shared,
+                        self.next_lsn,
+                        SEGMENT_HEADER_BYTES as u64,
+                        self.next_lsn,
+                    )?,
+                };
             }
             let Some(segment) = self.segment.as_mut() else {
                 return Ok(None); // No such segment: the log ends here.
@@ -166,7 +234,7 @@ impl Frames {
                 continue;
             }
             let frame_offset = segment.offset;
-            let (header_bytes, header) = read_frame_header(segment, self.frame_bytes_max)?;
+            let (header_bytes, header) = read_frame_header(segment, self.shared.frame_bytes_max)?;
             if header.lsn != self.next_lsn {
                 return Err(unreadable(
                     segment,
@@ -176,6 +244,16 @@ impl Frames {
                         header.lsn, self.next_lsn
                     ),
                 ));
+            }
+            if frame_offset - segment.last_mark_offset >= MARK_SPACING_BYTES {
+                segment.last_mark_offset = frame_offset;
+                self.shared.index.record(
+                    segment.first_lsn,
+                    Mark {
+                        lsn: header.lsn,
+                        offset: frame_offset,
+                    },
+                );
             }
             self.next_lsn += 1;
             if header.lsn <= self.after {
@@ -188,8 +266,35 @@ impl Frames {
     }
 }
 
-fn open_segment(dir: &Path, first_lsn: u64) -> Result<Option<OpenSegment>, LogError> {
-    let path = segment_path(dir, first_lsn);
+/// A segment file whose reads add to the reader's byte counter.
+struct CountedFile {
+    file: File,
+    bytes_read: Arc<AtomicU64>,
+}
+
+impl Read for CountedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.file.read(buf)?;
+        self.bytes_read.fetch_add(read as u64, Ordering::Relaxed);
+        Ok(read)
+    }
+}
+
+impl Seek for CountedFile {
+    fn seek(&mut self, position: SeekFrom) -> io::Result<u64> {
+        self.file.seek(position)
+    }
+}
+
+/// Opens the segment named `first_lsn`, checks its header and positions it at `offset`, where the
+/// frame `lsn_at_offset` starts. `Ok(None)` when there is no such segment.
+fn open_segment(
+    shared: &ReaderShared,
+    first_lsn: u64,
+    offset: u64,
+    lsn_at_offset: u64,
+) -> Result<Option<OpenSegment>, LogError> {
+    let path = segment_path(&shared.dir, first_lsn);
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -199,15 +304,20 @@ fn open_segment(dir: &Path, first_lsn: u64) -> Result<Option<OpenSegment>, LogEr
         Ok(metadata) => metadata.len(),
         Err(source) => return Err(LogError::Io { path, source }),
     };
+    shared.index.add_segment(first_lsn);
+    let file = CountedFile {
+        file,
+        bytes_read: shared.bytes_read.clone(),
+    };
     let mut segment = OpenSegment {
         first_lsn,
         path,
         reader: BufReader::with_capacity(READ_BUFFER_BYTES, file),
         offset: 0,
         len_bytes,
+        last_mark_offset: offset,
     };
-    let mut header = [0; SEGMENT_HEADER_BYTES];
-    read_exact(&mut segment, &mut header, 0, "segment header")?;
+    let header = read_segment_header(&mut segment)?;
     let header_first_lsn =
         decode_segment_header(&header).map_err(|detail| unreadable(&segment, 0, detail))?;
     if header_first_lsn != first_lsn {
@@ -217,7 +327,56 @@ fn open_segment(dir: &Path, first_lsn: u64) -> Result<Option<OpenSegment>, LogEr
             format!("segment header records first lsn {header_first_lsn}, expected {first_lsn}"),
         ));
     }
+    if offset > segment.len_bytes {
+        return Err(unreadable(
+            &segment,
+            offset,
+            format!(
+                "the offset index places lsn {lsn_at_offset} at byte {offset}, past the end of                  the file ({} bytes)",
+                segment.len_bytes
+            ),
+        ));
+    }
+    if offset != segment.offset {
+        segment
+            .reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|source| LogError::Io {
+                path: segment.path.clone(),
+                source,
+            })?;
+        segment.offset = offset;
+    }
     Ok(Some(segment))
+}
+
+/// Reads the segment header with one small `pread`-sized read, so a reader that then seeks deep
+/// into the file does not first fill its buffer from the start.
+fn read_segment_header(segment: &mut OpenSegment) -> Result<[u8; SEGMENT_HEADER_BYTES], LogError> {
+    let mut header = [0; SEGMENT_HEADER_BYTES];
+    let mut filled = 0;
+    while filled < header.len() {
+        let outcome = segment.reader.get_mut().read(&mut header[filled..]);
+        match outcome {
+            Ok(0) => {
+                return Err(unreadable(
+                    segment,
+                    0,
+                    "incomplete segment header: the file ends first".to_string(),
+                ))
+            }
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(LogError::Io {
+                    path: segment.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    segment.offset = SEGMENT_HEADER_BYTES as u64;
+    Ok(header)
 }
 
 fn read_frame_header(

@@ -6,6 +6,7 @@
 //! there would lose it (Protocol-Aware Recovery, FAST'18), so recovery refuses.
 
 use super::frame::{check_frame, peek_lsn, FrameCheck, FRAME_HEADER_BYTES};
+use super::index::{Mark, OffsetIndex, MARK_SPACING_BYTES};
 use super::segment::{
     decode_segment_header, list_segments, sync_dir, SegmentEntry, SEGMENT_HEADER_BYTES,
 };
@@ -26,8 +27,13 @@ pub(crate) struct Recovered {
     pub(crate) truncated: Option<TornTail>,
 }
 
-/// Recovers the log in `dir`, which must exist.
-pub(crate) fn recover(dir: &Path, frame_bytes_max: u32) -> Result<Recovered, LogError> {
+/// Recovers the log in `dir`, which must exist, recording in `index` where frames start (every
+/// [`MARK_SPACING_BYTES`] and at the end of each segment) as it scans.
+pub(crate) fn recover(
+    dir: &Path,
+    frame_bytes_max: u32,
+    index: &OffsetIndex,
+) -> Result<Recovered, LogError> {
     let mut segments = list_segments(dir)?;
     let mut truncated = remove_partial_last_segment(dir, &mut segments)?;
     // A roll fsyncs the old segment before creating the new file, so when a partial new segment
@@ -39,11 +45,15 @@ pub(crate) fn recover(dir: &Path, frame_bytes_max: u32) -> Result<Recovered, Log
     let mut last_lsn = 0;
     let mut frames_scanned = 0;
     let mut active_len_bytes = 0;
-    for (index, segment) in segments.iter().enumerate() {
-        let may_be_torn = last_may_be_torn && index + 1 == segments.len();
+    for (position, segment) in segments.iter().enumerate() {
+        let may_be_torn = last_may_be_torn && position + 1 == segments.len();
         read_whole_file(&segment.path, &mut bytes)?;
         check_segment_start(segment, &bytes, last_lsn)?;
         let scan = scan_frames(&bytes, segment.first_lsn, frame_bytes_max);
+        index.add_segment(segment.first_lsn);
+        for &mark in &scan.marks {
+            index.record(segment.first_lsn, mark);
+        }
         frames_scanned += scan.frames;
         last_lsn = scan.last_lsn;
         active_len_bytes = scan.end_offset as u64;
@@ -185,6 +195,8 @@ struct SegmentScan {
     last_lsn: u64,
     frames: u64,
     damage: Option<Damage>,
+    /// Frame starts every [`MARK_SPACING_BYTES`], then the end of the valid prefix.
+    marks: Vec<Mark>,
 }
 
 #[derive(Debug)]
@@ -199,12 +211,21 @@ fn scan_frames(bytes: &[u8], first_lsn: u64, frame_bytes_max: u32) -> SegmentSca
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut expected_lsn = first_lsn;
     let mut frames = 0;
+    let mut marks = Vec::new();
+    let mut last_mark_offset = offset;
     let damage = loop {
         if offset == bytes.len() {
             break None;
         }
         let (detail, valid_frame_lsn) = match check_frame(&bytes[offset..], frame_bytes_max) {
             FrameCheck::Valid(header) if header.lsn == expected_lsn => {
+                if offset - last_mark_offset >= MARK_SPACING_BYTES as usize {
+                    last_mark_offset = offset;
+                    marks.push(Mark {
+                        lsn: expected_lsn,
+                        offset: offset as u64,
+                    });
+                }
                 // A valid frame lies entirely inside `bytes`, so this cannot pass the end.
                 offset += header.frame_bytes() as usize;
                 expected_lsn += 1;
@@ -232,11 +253,16 @@ fn scan_frames(bytes: &[u8], first_lsn: u64, frame_bytes_max: u32) -> SegmentSca
             valid_frame_lsn,
         });
     };
+    marks.push(Mark {
+        lsn: expected_lsn,
+        offset: offset as u64,
+    });
     SegmentScan {
         end_offset: offset,
         last_lsn: expected_lsn - 1,
         frames,
         damage,
+        marks,
     }
 }
 

@@ -5,6 +5,7 @@
 //! keeping many frames per fsync and little work per frame (the encode buffer is reused).
 
 use super::frame::{encode_frame, FRAME_HEADER_BYTES};
+use super::index::{Mark, OffsetIndex};
 use super::segment::{
     create_segment, is_disk_full, sync_dir, CreateSegmentError, SegmentEntry, SEGMENT_HEADER_BYTES,
 };
@@ -150,6 +151,8 @@ pub(crate) struct ActiveSegment {
     /// Opened with `O_APPEND`, so after a disk-full truncation the next write lands at the new end.
     file: File,
     path: PathBuf,
+    /// The lsn the segment is named for.
+    first_lsn: u64,
     /// Current file length, tracked here so the hot path makes no `stat` call.
     len_bytes: u64,
 }
@@ -161,6 +164,7 @@ impl ActiveSegment {
             Ok((file, path)) => Ok(ActiveSegment {
                 file,
                 path,
+                first_lsn,
                 len_bytes: SEGMENT_HEADER_BYTES as u64,
             }),
             Err(CreateSegmentError::DiskFull) => Err(LogError::Io {
@@ -199,6 +203,7 @@ impl ActiveSegment {
         Ok(ActiveSegment {
             file,
             path: segment.path.clone(),
+            first_lsn: segment.first_lsn,
             len_bytes,
         })
     }
@@ -214,7 +219,12 @@ impl ActiveSegment {
 }
 
 /// Spawns the writer thread. A failure to spawn is fatal: without a writer nothing is durable.
-pub(crate) fn start(options: LogOptions, active: ActiveSegment, last_lsn: Lsn) -> LogWriter {
+pub(crate) fn start(
+    options: LogOptions,
+    active: ActiveSegment,
+    last_lsn: Lsn,
+    index: Arc<OffsetIndex>,
+) -> LogWriter {
     let (commands, receiver) = mpsc::channel(options.queue_capacity);
     let (durable_watch, _) = watch::channel(last_lsn);
     let (exited, _) = watch::channel(false);
@@ -239,6 +249,7 @@ pub(crate) fn start(options: LogOptions, active: ActiveSegment, last_lsn: Lsn) -
         replies: Vec::with_capacity(options.batch_frames_max.min(4096)),
         runs: Vec::new(),
         planned_len_bytes: 0,
+        index,
     };
     let spawned = std::thread::Builder::new()
         .name("log-writer".to_string())
@@ -326,6 +337,8 @@ struct WriterThread {
     runs: Vec<Run>,
     /// Length the segment written last in this batch will have once the batch is written.
     planned_len_bytes: u64,
+    /// Told where each durable run ends, so readers seek there instead of scanning.
+    index: Arc<OffsetIndex>,
 }
 
 impl WriterThread {
@@ -435,6 +448,15 @@ impl WriterThread {
                 Ok(duration) => {
                     fsyncs += 1;
                     fsync_duration += duration;
+                    // Recorded before `publish`, so a reader woken by the new durable lsn
+                    // already finds where the frames before it end.
+                    self.index.record(
+                        self.active.first_lsn,
+                        Mark {
+                            lsn: first_lsn + run.replies_end as u64,
+                            offset: self.active.len_bytes,
+                        },
+                    );
                     durable_frames = run.replies_end;
                     durable_bytes += run.buffer_end - run.buffer_start;
                 }
@@ -508,6 +530,7 @@ fn roll(dir: &Path, active: &mut ActiveSegment, first_lsn: u64) -> Result<(), Wr
     *active = ActiveSegment {
         file,
         path,
+        first_lsn,
         len_bytes: SEGMENT_HEADER_BYTES as u64,
     };
     Ok(())

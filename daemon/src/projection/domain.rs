@@ -40,13 +40,13 @@ mod tests;
 use crate::config::DatasetsConfig;
 use crate::domain::splits::{ProcessedSplits, SplitsConfig, SplitsConfigError};
 use crate::domain::tokens::UnknownEncoding;
+use crate::log::LogReader;
 use crate::sequencer::{for_each_record, ReplayError};
 use agent_states::AgentStates;
 use agentd_schemas::events::{DatasetSettings, Event, LogRecord};
 use agentd_schemas::Lsn;
 use datasets::Datasets;
 use serde::Serialize;
-use std::path::Path;
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use trajectories::Trajectories;
 
@@ -246,13 +246,12 @@ impl DomainProjections {
 /// Replays the log up to `up_to` into `domain`, handing every record to `also` as well (the
 /// queue state), so start-up reads the log once for both.
 pub fn replay(
-    log_dir: &Path,
-    frame_bytes_max: u32,
+    log: &LogReader,
     up_to: Lsn,
     domain: &DomainProjections,
     mut also: impl FnMut(Lsn, &LogRecord),
 ) -> Result<(), ReplayError> {
-    for_each_record(log_dir, frame_bytes_max, Lsn::ZERO, up_to, |lsn, record| {
+    for_each_record(log, Lsn::ZERO, up_to, |lsn, record| {
         also(lsn, &record);
         domain.apply_record(lsn, record);
         Ok(())

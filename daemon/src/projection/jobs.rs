@@ -26,7 +26,7 @@ pub enum JobsError {
     Corrupt { job_id: JobId, detail: String },
 }
 
-pub(crate) fn storage(error: impl std::fmt::Display) -> JobsError {
+pub fn storage(error: impl std::fmt::Display) -> JobsError {
     JobsError::Storage(error.to_string())
 }
 
@@ -322,7 +322,14 @@ pub fn view(job: JobRecord, history: Option<Vec<HistoryEntry>>, now_ms: u64) -> 
 
 /// Reads one job record.
 pub fn read_job(db: &redb::Database, job_id: JobId) -> Result<Option<JobRecord>, JobsError> {
-    let txn = db.begin_read().map_err(storage)?;
+    read_job_in(&db.begin_read().map_err(storage)?, job_id)
+}
+
+/// [`read_job`] inside a read transaction, so several reads see one consistent state.
+pub fn read_job_in(
+    txn: &redb::ReadTransaction,
+    job_id: JobId,
+) -> Result<Option<JobRecord>, JobsError> {
     let jobs = txn.open_table(JOBS).map_err(storage)?;
     let Some(stored) = jobs.get(job_id.0).map_err(storage)? else {
         return Ok(None);

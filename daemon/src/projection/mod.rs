@@ -13,6 +13,7 @@
 pub mod domain;
 pub mod jobs;
 
+use crate::log::LogReader;
 use crate::sequencer::{for_each_record, ReplayError};
 use agentd_schemas::events::LogRecord;
 use agentd_schemas::Lsn;
@@ -177,20 +178,18 @@ impl ProjectionStore {
     /// Catches up from the applied LSN to `up_to`, calling `progress` after each transaction.
     pub fn catch_up(
         &self,
-        log_dir: &Path,
-        frame_bytes_max: u32,
+        log: &LogReader,
         up_to: Lsn,
         progress: impl FnMut(Lsn),
     ) -> Result<Lsn, ProjectionError> {
-        self.catch_up_with(log_dir, frame_bytes_max, up_to, |_| {}, progress)
+        self.catch_up_with(log, up_to, |_| {}, progress)
     }
 
     /// Like [`Self::catch_up`], handing each committed batch to `on_batch` (the in-memory domain
     /// projections) before `progress` publishes it.
     pub fn catch_up_with(
         &self,
-        log_dir: &Path,
-        frame_bytes_max: u32,
+        log: &LogReader,
         up_to: Lsn,
         mut on_batch: impl FnMut(Vec<(Lsn, LogRecord)>),
         mut progress: impl FnMut(Lsn),
@@ -198,7 +197,7 @@ impl ProjectionStore {
         let mut applied = self.applied_lsn()?;
         let mut batch = Vec::with_capacity(FRAMES_PER_TRANSACTION_MAX);
         let mut failure = None;
-        for_each_record(log_dir, frame_bytes_max, applied, up_to, |lsn, record| {
+        for_each_record(log, applied, up_to, |lsn, record| {
             batch.push((lsn, record));
             if batch.len() >= FRAMES_PER_TRANSACTION_MAX {
                 if let Err(error) = self.apply(&batch, Durability::None) {
@@ -291,8 +290,7 @@ impl AppliedWatch {
 pub fn spawn_projector(
     store: Arc<ProjectionStore>,
     domain: Arc<domain::DomainProjections>,
-    log_dir: PathBuf,
-    frame_bytes_max: u32,
+    log: LogReader,
     mut durable_rx: watch::Receiver<Lsn>,
     mut stop: watch::Receiver<bool>,
     runtime: tokio::runtime::Handle,
@@ -307,7 +305,7 @@ pub fn spawn_projector(
                 let durable = *durable_rx.borrow_and_update();
                 if durable > *applied_tx.borrow() {
                     let on_batch = |batch| domain.apply_batch(batch);
-                    match store.catch_up_with(&log_dir, frame_bytes_max, durable, on_batch, |lsn| {
+                    match store.catch_up_with(&log, durable, on_batch, |lsn| {
                         applied_tx.send_replace(lsn);
                     }) {
                         Ok(lsn) => {
@@ -346,7 +344,7 @@ pub fn spawn_projector(
             // Final catch-up so a graceful stop leaves the projection complete and durable.
             let durable = *durable_rx.borrow();
             let on_batch = |batch| domain.apply_batch(batch);
-            if let Err(error) = store.catch_up_with(&log_dir, frame_bytes_max, durable, on_batch, |lsn| {
+            if let Err(error) = store.catch_up_with(&log, durable, on_batch, |lsn| {
                 applied_tx.send_replace(lsn);
             }) {
                 tracing::error!("projector final catch-up failed: {error}");
@@ -358,3 +356,6 @@ pub fn spawn_projector(
         .map_err(|source| ProjectionError::Io { path: "projector thread".into(), source })?;
     Ok((AppliedWatch { rx: applied_rx }, thread))
 }
+
+#[cfg(test)]
+mod catch_up_tests;

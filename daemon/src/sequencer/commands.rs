@@ -36,6 +36,9 @@ pub struct LeaseGrantCore {
     pub job_id: JobId,
     pub attempt: u32,
     pub expires_at_ms: u64,
+    /// The record that submitted the job: the grant's payload is in the job projection once the
+    /// projector has applied it (usually long before the lease).
+    pub submitted_lsn: Lsn,
 }
 
 /// The answer to a lease request: `lsn` is `None` when nothing was leased.
@@ -133,8 +136,8 @@ pub enum Command {
     },
 }
 
-/// Extracts the grants from decided `JobLeased` events.
-pub fn grants_of(events: &[Event]) -> Vec<LeaseGrantCore> {
+/// Extracts the grants from decided `JobLeased` events, before they are applied to `state`.
+pub fn grants_of(state: &crate::queue::QueueState, events: &[Event]) -> Vec<LeaseGrantCore> {
     events
         .iter()
         .filter_map(|event| match event {
@@ -143,6 +146,10 @@ pub fn grants_of(events: &[Event]) -> Vec<LeaseGrantCore> {
                 job_id: leased.job_id,
                 attempt: leased.attempt,
                 expires_at_ms: leased.expires_at_ms,
+                // A lease is decided only for a job in the state.
+                submitted_lsn: state
+                    .job(leased.job_id)
+                    .map_or(Lsn::ZERO, |job| job.submitted_lsn),
             }),
             _ => None,
         })
@@ -218,7 +225,7 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
             sequencer.state.promote_due(now_ms);
             let decision = decide::lease(&sequencer.state, &sequencer.limits, now_ms, &ask);
             if !decision.events.is_empty() {
-                let grants = grants_of(&decision.events);
+                let grants = grants_of(&sequencer.state, &decision.events);
                 super::record_lease_latencies(&sequencer.state, now_ms, &decision.events);
                 sequencer
                     .commit(

@@ -28,7 +28,6 @@ use agentd_schemas::events::{
 use agentd_schemas::Lsn;
 use rand::Rng;
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use waiters::Waiters;
@@ -68,8 +67,8 @@ pub struct Sequencer {
     state: QueueState,
     limits: QueueLimits,
     writer: LogWriter,
-    log_dir: PathBuf,
-    frame_bytes_max: u32,
+    /// Reads the durable log back when state must be rebuilt after a failed append.
+    log: LogReader,
     next_lsn: Lsn,
     in_flight: VecDeque<InFlight>,
     waiters: Waiters,
@@ -83,8 +82,7 @@ pub struct Sequencer {
 /// Settings the sequencer needs besides the state and the writer.
 pub struct SequencerOptions {
     pub limits: QueueLimits,
-    pub log_dir: PathBuf,
-    pub frame_bytes_max: u32,
+    pub log: LogReader,
     pub lease_wait_ms_max: u64,
     pub lease_waiters_max: usize,
 }
@@ -103,8 +101,7 @@ impl Sequencer {
             state,
             limits: options.limits,
             writer,
-            log_dir: options.log_dir,
-            frame_bytes_max: options.frame_bytes_max,
+            log: options.log,
             next_lsn,
             in_flight: VecDeque::new(),
             waiters: Waiters::default(),
@@ -250,12 +247,9 @@ impl Sequencer {
         }
         let durable_lsn = self.writer.durable_lsn();
         tracing::warn!(%durable_lsn, "an append failed; rebuilding queue state from the durable log and appending carefully");
-        let log_dir = self.log_dir.clone();
-        let frame_bytes_max = self.frame_bytes_max;
-        let rebuilt = tokio::task::spawn_blocking(move || {
-            replay_queue_state(&log_dir, frame_bytes_max, durable_lsn)
-        })
-        .await;
+        let log = self.log.clone();
+        let rebuilt =
+            tokio::task::spawn_blocking(move || replay_queue_state(&log, durable_lsn)).await;
         match rebuilt {
             Ok(Ok(state)) => {
                 self.state = state;
@@ -289,7 +283,7 @@ impl Sequencer {
                 self.waiters.park(waiter);
                 continue;
             }
-            let grants = commands::grants_of(&decision.events);
+            let grants = commands::grants_of(&self.state, &decision.events);
             record_lease_latencies(&self.state, now_ms, &decision.events);
             let reply = waiter.reply;
             self.commit(
@@ -357,13 +351,9 @@ pub enum ReplayError {
 }
 
 /// Replays the log up to `up_to` into a fresh queue state.
-pub fn replay_queue_state(
-    log_dir: &std::path::Path,
-    frame_bytes_max: u32,
-    up_to: Lsn,
-) -> Result<QueueState, ReplayError> {
+pub fn replay_queue_state(log: &LogReader, up_to: Lsn) -> Result<QueueState, ReplayError> {
     let mut state = QueueState::new();
-    for_each_record(log_dir, frame_bytes_max, Lsn::ZERO, up_to, |lsn, record| {
+    for_each_record(log, Lsn::ZERO, up_to, |lsn, record| {
         state.apply(lsn, &record);
         Ok(())
     })?;
@@ -381,15 +371,13 @@ const PIPELINE_BATCHES_IN_FLIGHT: usize = 8;
 
 /// Decodes every record with `after < lsn <= up_to` in order.
 pub fn for_each_record(
-    log_dir: &std::path::Path,
-    frame_bytes_max: u32,
+    reader: &LogReader,
     after: Lsn,
     up_to: Lsn,
     mut visit: impl FnMut(Lsn, LogRecord) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
-    let reader = LogReader::open(log_dir, frame_bytes_max)?;
     if up_to.0.saturating_sub(after.0) < PIPELINE_MIN_FRAMES {
-        for decoded in decoded_records(&reader, after, up_to) {
+        for decoded in decoded_records(reader, after, up_to) {
             let (lsn, record) = decoded?;
             visit(lsn, record)?;
         }
@@ -401,7 +389,6 @@ pub fn for_each_record(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<(Lsn, LogRecord), ReplayError>>>(
             PIPELINE_BATCHES_IN_FLIGHT,
         );
-        let reader = &reader;
         scope.spawn(move || {
             let mut batch = Vec::with_capacity(PIPELINE_BATCH_RECORDS);
             for decoded in decoded_records(reader, after, up_to) {

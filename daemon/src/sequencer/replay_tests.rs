@@ -47,11 +47,16 @@ fn write_log(dir: &std::path::Path, garbage_at: Option<u64>) {
 
 fn visited(dir: &std::path::Path, after: u64, up_to: u64) -> Vec<u64> {
     let mut seen = Vec::new();
-    for_each_record(dir, 1 << 20, Lsn(after), Lsn(up_to), |lsn, record| {
-        assert_eq!(record.ts_ms, lsn.0, "record of another frame");
-        seen.push(lsn.0);
-        Ok(())
-    })
+    for_each_record(
+        &LogReader::open(dir, 1 << 20).unwrap(),
+        Lsn(after),
+        Lsn(up_to),
+        |lsn, record| {
+            assert_eq!(record.ts_ms, lsn.0, "record of another frame");
+            seen.push(lsn.0);
+            Ok(())
+        },
+    )
     .unwrap();
     seen
 }
@@ -81,13 +86,18 @@ fn a_consumer_that_stops_ends_the_replay() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), None);
     let mut seen = 0;
-    let outcome = for_each_record(dir.path(), 1 << 20, Lsn::ZERO, Lsn(RECORDS), |lsn, _| {
-        seen += 1;
-        if lsn.0 == 1000 {
-            return Err(ReplayError::Stopped);
-        }
-        Ok(())
-    });
+    let outcome = for_each_record(
+        &LogReader::open(dir.path(), 1 << 20).unwrap(),
+        Lsn::ZERO,
+        Lsn(RECORDS),
+        |lsn, _| {
+            seen += 1;
+            if lsn.0 == 1000 {
+                return Err(ReplayError::Stopped);
+            }
+            Ok(())
+        },
+    );
     assert!(matches!(outcome, Err(ReplayError::Stopped)));
     assert_eq!(seen, 1000);
 }
@@ -99,10 +109,15 @@ fn an_undecodable_record_stops_the_replay_at_its_lsn() {
     write_log(dir.path(), Some(garbage_at));
     for after in [0, garbage_at - 20] {
         let mut seen = Vec::new();
-        let outcome = for_each_record(dir.path(), 1 << 20, Lsn(after), Lsn(RECORDS), |lsn, _| {
-            seen.push(lsn.0);
-            Ok(())
-        });
+        let outcome = for_each_record(
+            &LogReader::open(dir.path(), 1 << 20).unwrap(),
+            Lsn(after),
+            Lsn(RECORDS),
+            |lsn, _| {
+                seen.push(lsn.0);
+                Ok(())
+            },
+        );
         match outcome {
             Err(ReplayError::Decode { lsn, .. }) => assert_eq!(lsn, Lsn(garbage_at)),
             other => panic!("expected a decode error, got {other:?}"),

@@ -2,6 +2,7 @@
 
 mod corruption;
 mod disk_full;
+mod reader_index;
 mod segments;
 mod torn_tail;
 mod writer;
