@@ -136,6 +136,35 @@ pub enum Command {
     },
 }
 
+/// Queues in which `events` may make a job leasable (a submission, a retry, a resumed queue), so
+/// that only the waiters listening there are tried. A delayed job counts too: trying its
+/// waiters early only parks them again; the due-job timer wakes them when it is leasable.
+pub fn queues_made_ready(
+    state: &crate::queue::QueueState,
+    events: &[Event],
+) -> Vec<std::sync::Arc<str>> {
+    let queue_of = |job_id: &JobId| state.job(*job_id).map(|job| job.queue.clone());
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::JobSubmitted(submitted) => Some(submitted.queue.as_str().into()),
+            Event::JobFailed {
+                job_id,
+                after: AfterFailure::Retry { .. },
+                ..
+            }
+            | Event::LeaseExpired {
+                job_id,
+                after: AfterFailure::Retry { .. },
+                ..
+            }
+            | Event::JobRetried { job_id, .. } => queue_of(job_id),
+            Event::QueueResumed { queue } => Some(queue.as_str().into()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Extracts the grants from decided `JobLeased` events, before they are applied to `state`.
 pub fn grants_of(state: &crate::queue::QueueState, events: &[Event]) -> Vec<LeaseGrantCore> {
     events
@@ -201,10 +230,11 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                 let _ignored_if_client_left = reply.send(Ok(make(Lsn::ZERO)));
                 return;
             }
+            let ready = queues_made_ready(&sequencer.state, &decision.events);
             sequencer
                 .commit(now_ms, actor, decision.events, answer(reply, make))
                 .await;
-            sequencer.waiters.wake();
+            sequencer.wake_waiters_of(&ready);
         }
         Command::Lease {
             request,
@@ -385,10 +415,11 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                         lsn,
                         run_at_ms,
                     };
+                    let ready = queues_made_ready(&sequencer.state, &decision.events);
                     sequencer
                         .commit(now_ms, actor, decision.events, answer(reply, make))
                         .await;
-                    sequencer.waiters.wake();
+                    sequencer.wake_waiters_of(&ready);
                 }
                 Err(error) => refuse(reply, error),
             }
@@ -423,10 +454,11 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                     lsn,
                     run_at_ms: Some(now_ms),
                 };
+                let ready = queues_made_ready(&sequencer.state, &decision.events);
                 sequencer
                     .commit(now_ms, actor, decision.events, answer(reply, make))
                     .await;
-                sequencer.waiters.wake();
+                sequencer.wake_waiters_of(&ready);
             }
             Err(error) => refuse(reply, error),
         },
@@ -437,13 +469,12 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
             reply,
         } => match decide::set_paused(&sequencer.limits, &queue, paused) {
             Ok(decision) => {
+                let ready = queues_made_ready(&sequencer.state, &decision.events);
                 let make = move |lsn| QueueChangeResponse { queue, paused, lsn };
                 sequencer
                     .commit(now_ms, actor, decision.events, answer(reply, make))
                     .await;
-                if !paused {
-                    sequencer.waiters.wake();
-                }
+                sequencer.wake_waiters_of(&ready);
             }
             Err(error) => refuse(reply, error),
         },

@@ -179,12 +179,13 @@ impl Sequencer {
         if !events.is_empty() {
             let count = events.len() as u64;
             metrics::counter!("agentd_lease_expirations_total").increment(count);
+            let ready = commands::queues_made_ready(&self.state, &events);
             self.commit(now_ms, None, events, Box::new(|_| {})).await;
-            self.waiters.wake();
+            self.wake_waiters_of(&ready);
         }
         self.waiters.expire(now_ms);
         if self.state.next_due_ms().is_some_and(|due| due <= now_ms) {
-            self.waiters.wake();
+            self.waiters.wake_all();
         }
     }
 
@@ -255,7 +256,7 @@ impl Sequencer {
                 self.state = state;
                 self.next_lsn = durable_lsn.next();
                 self.careful = true;
-                self.waiters.wake();
+                self.waiters.wake_all();
             }
             Ok(Err(error)) => crate::fatal(&format!(
                 "cannot rebuild queue state after a failed append: {error}"
@@ -264,11 +265,18 @@ impl Sequencer {
         }
     }
 
-    /// Tries to satisfy parked long-polls in arrival order.
+    /// Notes that jobs may have become leasable in `queues`.
+    pub(super) fn wake_waiters_of(&mut self, queues: &[std::sync::Arc<str>]) {
+        for queue in queues {
+            self.waiters.wake_queue(queue);
+        }
+    }
+
+    /// Tries to satisfy the woken parked long-polls in arrival order.
     async fn serve_waiters(&mut self) {
         let now_ms = self.now_ms();
         self.state.promote_due(now_ms);
-        for waiter in self.waiters.take_all() {
+        for (arrival, waiter) in self.waiters.take_woken() {
             if waiter.reply.is_closed() {
                 continue;
             }
@@ -280,7 +288,7 @@ impl Sequencer {
             };
             let decision = decide::lease(&self.state, &self.limits, now_ms, &ask);
             if decision.events.is_empty() {
-                self.waiters.park(waiter);
+                self.waiters.park_back(arrival, waiter);
                 continue;
             }
             let grants = commands::grants_of(&self.state, &decision.events);
