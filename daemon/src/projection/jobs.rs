@@ -16,6 +16,57 @@ pub const HISTORY: TableDefinition<(u64, u64, u32), &[u8]> = TableDefinition::ne
 /// (queue, idempotency key) -> job number.
 pub const IDEMPOTENCY: TableDefinition<(&str, &str), u64> =
     TableDefinition::new("idempotency_keys");
+/// Secondary indexes for filtered lists, so a page costs the jobs it examines in the wanted
+/// queue or state, not a scan of every job: (queue, job), (state class, job) and
+/// (queue, state class, job). The state class is [`StateClass::as_str`].
+pub const JOBS_BY_QUEUE: TableDefinition<(&str, u64), ()> = TableDefinition::new("jobs_by_queue");
+pub const JOBS_BY_STATE: TableDefinition<(&str, u64), ()> = TableDefinition::new("jobs_by_state");
+pub const JOBS_BY_QUEUE_STATE: TableDefinition<(&str, &str, u64), ()> =
+    TableDefinition::new("jobs_by_queue_state");
+
+/// The stored state of a job without its data: what the list indexes key on. Queued and
+/// scheduled jobs share `Waiting` (which one a job is depends on the time of the read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateClass {
+    Waiting,
+    Leased,
+    Completed,
+    Dead,
+    Cancelled,
+}
+
+impl StateClass {
+    pub fn of(state: &StoredJobState) -> StateClass {
+        match state {
+            StoredJobState::Waiting { .. } => StateClass::Waiting,
+            StoredJobState::Leased { .. } => StateClass::Leased,
+            StoredJobState::Completed => StateClass::Completed,
+            StoredJobState::Dead => StateClass::Dead,
+            StoredJobState::Cancelled => StateClass::Cancelled,
+        }
+    }
+
+    /// The class holding jobs a user asks for by state name.
+    pub fn holding(state: JobStateName) -> StateClass {
+        match state {
+            JobStateName::Queued | JobStateName::Scheduled => StateClass::Waiting,
+            JobStateName::Leased => StateClass::Leased,
+            JobStateName::Completed => StateClass::Completed,
+            JobStateName::Dead => StateClass::Dead,
+            JobStateName::Cancelled => StateClass::Cancelled,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateClass::Waiting => "waiting",
+            StateClass::Leased => "leased",
+            StateClass::Completed => "completed",
+            StateClass::Dead => "dead",
+            StateClass::Cancelled => "cancelled",
+        }
+    }
+}
 
 /// Why the job projection could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +86,9 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), JobsError> {
     txn.open_table(JOBS).map_err(storage)?;
     txn.open_table(HISTORY).map_err(storage)?;
     txn.open_table(IDEMPOTENCY).map_err(storage)?;
+    txn.open_table(JOBS_BY_QUEUE).map_err(storage)?;
+    txn.open_table(JOBS_BY_STATE).map_err(storage)?;
+    txn.open_table(JOBS_BY_QUEUE_STATE).map_err(storage)?;
     Ok(())
 }
 
@@ -51,7 +105,12 @@ pub struct JobTables<'txn> {
     jobs: redb::Table<'txn, u64, &'static [u8]>,
     history: redb::Table<'txn, (u64, u64, u32), &'static [u8]>,
     idempotency: redb::Table<'txn, (&'static str, &'static str), u64>,
-    touched: std::collections::HashMap<u64, JobRecord>,
+    by_queue: redb::Table<'txn, (&'static str, u64), ()>,
+    by_state: redb::Table<'txn, (&'static str, u64), ()>,
+    by_queue_state: redb::Table<'txn, (&'static str, &'static str, u64), ()>,
+    /// Each touched job and its state class as stored before this transaction (`None` for a
+    /// job submitted in it), so the indexes are updated once per job, not per event.
+    touched: std::collections::HashMap<u64, (JobRecord, Option<StateClass>)>,
 }
 
 impl<'txn> JobTables<'txn> {
@@ -60,6 +119,9 @@ impl<'txn> JobTables<'txn> {
             jobs: txn.open_table(JOBS).map_err(storage)?,
             history: txn.open_table(HISTORY).map_err(storage)?,
             idempotency: txn.open_table(IDEMPOTENCY).map_err(storage)?,
+            by_queue: txn.open_table(JOBS_BY_QUEUE).map_err(storage)?,
+            by_state: txn.open_table(JOBS_BY_STATE).map_err(storage)?,
+            by_queue_state: txn.open_table(JOBS_BY_QUEUE_STATE).map_err(storage)?,
             touched: std::collections::HashMap::new(),
         })
     }
@@ -112,7 +174,12 @@ impl<'txn> JobTables<'txn> {
                     last_error: None,
                     submitted_by: record.actor.clone(),
                 };
-                self.touched.entry(job_id.0).insert_entry(job).into_mut()
+                &mut self
+                    .touched
+                    .entry(job_id.0)
+                    .insert_entry((job, None))
+                    .into_mut()
+                    .0
             } else {
                 self.job(job_id, lsn)?
             };
@@ -128,7 +195,30 @@ impl<'txn> JobTables<'txn> {
 
     /// Writes the job records touched since [`JobTables::open`]; call before committing.
     pub fn finish(mut self) -> Result<(), JobsError> {
-        for (job_id, job) in self.touched.drain() {
+        for (job_id, (job, stored_class)) in self.touched.drain() {
+            let class = StateClass::of(&job.state);
+            if stored_class != Some(class) {
+                let queue = job.queue.as_str();
+                match stored_class {
+                    Some(old) => {
+                        self.by_state
+                            .remove((old.as_str(), job_id))
+                            .map_err(storage)?;
+                        self.by_queue_state
+                            .remove((queue, old.as_str(), job_id))
+                            .map_err(storage)?;
+                    }
+                    None => {
+                        self.by_queue.insert((queue, job_id), ()).map_err(storage)?;
+                    }
+                }
+                self.by_state
+                    .insert((class.as_str(), job_id), ())
+                    .map_err(storage)?;
+                self.by_queue_state
+                    .insert((queue, class.as_str(), job_id), ())
+                    .map_err(storage)?;
+            }
             self.jobs
                 .insert(
                     job_id,
@@ -143,7 +233,7 @@ impl<'txn> JobTables<'txn> {
     fn job(&mut self, job_id: JobId, lsn: Lsn) -> Result<&mut JobRecord, JobsError> {
         use std::collections::hash_map::Entry;
         match self.touched.entry(job_id.0) {
-            Entry::Occupied(entry) => Ok(entry.into_mut()),
+            Entry::Occupied(entry) => Ok(&mut entry.into_mut().0),
             Entry::Vacant(vacant) => {
                 let stored = self.jobs.get(job_id.0).map_err(storage)?;
                 let Some(stored) = stored else {
@@ -155,7 +245,8 @@ impl<'txn> JobTables<'txn> {
                 };
                 let job = decode_versioned::<JobRecord>(JOB_RECORD_VERSION, stored.value())
                     .map_err(|detail| JobsError::Corrupt { job_id, detail })?;
-                Ok(vacant.insert(job))
+                let class = StateClass::of(&job.state);
+                Ok(&mut vacant.insert((job, Some(class))).0)
             }
         }
     }
@@ -366,8 +457,10 @@ pub struct JobFilter {
     pub state: Option<JobStateName>,
 }
 
-/// Lists jobs after `after` in id order. Examines at most `scan_max` records so a rare filter
-/// cannot make one request scan everything; the returned cursor continues the scan.
+/// Lists jobs after `after` in id order. A filter reads the matching secondary index, so a page
+/// examines only jobs of the wanted queue and state class; at most `scan_max` are examined
+/// (queued and scheduled jobs share a class, so a page of one may pass over the other) and the
+/// returned cursor continues the scan.
 pub fn list(
     db: &redb::Database,
     filter: &JobFilter,
@@ -378,35 +471,79 @@ pub fn list(
 ) -> Result<(Vec<JobRecord>, Option<JobId>), JobsError> {
     let txn = db.begin_read().map_err(storage)?;
     let jobs = txn.open_table(JOBS).map_err(storage)?;
-    let mut found = Vec::new();
-    let mut last_seen = None;
-    let mut more = false;
     // `after` comes from a client: the largest id has nothing after it (no overflow).
     let Some(first) = after.0.checked_add(1) else {
         return Ok((Vec::new(), None));
     };
-    for (examined, row) in jobs.range(first..).map_err(storage)?.enumerate() {
+    let candidates = filtered_job_ids(&txn, filter, first)?;
+    let mut found = Vec::new();
+    let mut last_seen = None;
+    let mut more = false;
+    for (examined, job_number) in candidates.enumerate() {
         if examined >= scan_max || found.len() >= limit {
             more = true;
             break;
         }
-        let (key, value) = row.map_err(storage)?;
-        let job_id = JobId(key.value());
+        let job_id = JobId(job_number?);
         last_seen = Some(job_id);
-        let job: JobRecord = decode_versioned(JOB_RECORD_VERSION, value.value())
+        let Some(stored) = jobs.get(job_id.0).map_err(storage)? else {
+            return Err(JobsError::Corrupt {
+                job_id,
+                detail: "listed by an index but missing from the jobs table".into(),
+            });
+        };
+        let job: JobRecord = decode_versioned(JOB_RECORD_VERSION, stored.value())
             .map_err(|detail| JobsError::Corrupt { job_id, detail })?;
-        let queue_matches = filter
-            .queue
-            .as_deref()
-            .is_none_or(|queue| queue == job.queue);
+        // The indexes narrow by queue and class; queued versus scheduled is decided here.
         let state_matches = filter
             .state
             .is_none_or(|state| state == state_name(&job.state, now_ms));
-        if queue_matches && state_matches {
+        if state_matches {
             found.push(job);
         }
     }
     Ok((found, if more { last_seen } else { None }))
+}
+
+type JobIds<'a> = Box<dyn Iterator<Item = Result<u64, JobsError>> + 'a>;
+
+/// Job numbers from `first` on, in order, from the table that serves `filter`.
+fn filtered_job_ids<'a>(
+    txn: &'a redb::ReadTransaction,
+    filter: &JobFilter,
+    first: u64,
+) -> Result<JobIds<'a>, JobsError> {
+    let class = filter
+        .state
+        .map(|state| StateClass::holding(state).as_str());
+    Ok(match (filter.queue.as_deref(), class) {
+        (None, None) => {
+            let table = txn.open_table(JOBS).map_err(storage)?;
+            let rows = table.range(first..).map_err(storage)?;
+            Box::new(rows.map(|row| Ok(row.map_err(storage)?.0.value())))
+        }
+        (Some(queue), None) => {
+            let table = txn.open_table(JOBS_BY_QUEUE).map_err(storage)?;
+            let rows = table
+                .range((queue, first)..=(queue, u64::MAX))
+                .map_err(storage)?;
+            Box::new(rows.map(|row| Ok(row.map_err(storage)?.0.value().1)))
+        }
+        (None, Some(class)) => {
+            let table = txn.open_table(JOBS_BY_STATE).map_err(storage)?;
+            let rows = table
+                .range((class, first)..=(class, u64::MAX))
+                .map_err(storage)?;
+            Box::new(rows.map(|row| Ok(row.map_err(storage)?.0.value().1)))
+        }
+        (Some(queue), Some(class)) => {
+            let table = txn.open_table(JOBS_BY_QUEUE_STATE).map_err(storage)?;
+            let rows = table
+                .range((queue, class, first)..=(queue, class, u64::MAX))
+                .map_err(storage)?;
+            Box::new(rows.map(|row| Ok(row.map_err(storage)?.0.value().2)))
+        }
+    })
 }
 
 /// sha256 over every table in key order.
@@ -436,6 +573,34 @@ pub fn digest_in(txn: &redb::ReadTransaction) -> Result<String, JobsError> {
         let (key, value) = row.map_err(storage)?;
         let (queue, idem_key) = key.value();
         hasher.update(format!("{queue}\0{idem_key}\0{}", value.value()));
+    }
+    // The list indexes are derived from the jobs table; hashing them catches an index that
+    // drifted from it.
+    for row in txn
+        .open_table(JOBS_BY_QUEUE)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
+        let (key, _unit) = row.map_err(storage)?;
+        let (queue, job) = key.value();
+        hasher.update(format!("q\0{queue}\0{job}\0"));
+    }
+    for row in txn
+        .open_table(JOBS_BY_STATE)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
+        let (key, _unit) = row.map_err(storage)?;
+        let (class, job) = key.value();
+        hasher.update(format!("s\0{class}\0{job}\0"));
+    }
+    let by_queue_state = txn.open_table(JOBS_BY_QUEUE_STATE).map_err(storage)?;
+    for row in by_queue_state.iter().map_err(storage)? {
+        let (key, _unit) = row.map_err(storage)?;
+        let (queue, class, job) = key.value();
+        hasher.update(format!("qs\0{queue}\0{class}\0{job}\0"));
     }
     Ok(hex::encode(hasher.finalize()))
 }

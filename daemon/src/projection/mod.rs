@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 /// Bump when the shape or meaning of anything stored in the projection changes: an older file
 /// is then rebuilt from the log at start.
-pub const JOBS_PROJECTION_VERSION: u64 = 1;
+pub const JOBS_PROJECTION_VERSION: u64 = 2;
 /// How often the projector makes its progress durable (bounds catch-up work after a crash).
 pub const DURABLE_COMMIT_INTERVAL: Duration = Duration::from_secs(2);
 /// Frames applied per redb transaction.
@@ -359,3 +359,6 @@ pub fn spawn_projector(
 
 #[cfg(test)]
 mod catch_up_tests;
+
+#[cfg(test)]
+mod list_tests;
