@@ -88,6 +88,8 @@ fn run_python(script: &str, extra_args: &[&str], limits: &SandboxLimits) -> Sand
         action: matches_nothing(),
         test_command: Some(argv),
         keep_workspace: false,
+        protected_paths: Default::default(),
+        test_env: Vec::new(),
     };
     let started = Instant::now();
     let run = sandbox::run(&spec, limits).unwrap();
@@ -239,6 +241,8 @@ fn task_path_escaping_the_workspace_is_rejected() {
             action: print_to_logger(),
             test_command: None,
             keep_workspace: false,
+            protected_paths: Default::default(),
+            test_env: Vec::new(),
         };
         let run = sandbox::run(&spec, &test_limits()).unwrap();
         assert_eq!(run.outcome, SandboxOutcome::Rejected, "{path}: {run:#?}");
@@ -278,6 +282,86 @@ print(open('out.txt').read())
     let run = run_python(script, &[], &test_limits());
     assert_eq!(run.outcome, SandboxOutcome::Ok, "{run:#?}");
     assert!(run.stdout.contains("fine"));
+}
+
+/// What the verifier relies on: the task's test files are out of the test command's reach,
+/// and an action's change to one is reported but never written.
+#[test]
+fn protected_files_cannot_be_written_replaced_or_chmodded_by_the_test_command() {
+    let script = r##"
+import os
+def attempt(name, action):
+    try:
+        action()
+        print(name, "ALLOWED")
+    except OSError as error:
+        print(name, "DENIED", error.errno)
+attempt("write", lambda: open("test_app.py", "a").write("x = 1\n"))
+attempt("chmod", lambda: os.chmod("test_app.py", 0o666))
+attempt("unlink", lambda: os.unlink("test_app.py"))
+attempt("rename", lambda: os.rename("test_app.py", "moved.py"))
+attempt("rename-dir", lambda: os.rename("tests", "tests-moved"))
+attempt("write-nested", lambda: open("tests/t.py", "w").write("pass\n"))
+attempt("scratch", lambda: open("scratch.txt", "w").write("ok"))
+attempt("scratch-nested", lambda: open("tests/scratch.txt", "w").write("ok"))
+attempt("own-file", lambda: open("app.py", "a").write("# mine\n"))
+print("TEST_APP", open("test_app.py").read().strip())
+"##;
+    let mut argv = vec![python().to_string_lossy().into_owned(), "-c".to_string()];
+    argv.push(script.to_string());
+    let spec = SandboxSpec {
+        files: files(&[
+            ("app.py", "print('app')\n"),
+            ("test_app.py", "print('original test')\n"),
+            ("tests/t.py", "x = 1\n"),
+        ]),
+        action: print_to_logger(),
+        test_command: Some(argv),
+        keep_workspace: false,
+        protected_paths: ["test_app.py", "tests/t.py"].map(String::from).into(),
+        test_env: Vec::new(),
+    };
+    let run = sandbox::run(&spec, &test_limits()).unwrap();
+    if !nix::unistd::geteuid().is_root() {
+        // Without the switch to an unprivileged user nothing keeps the files out of reach.
+        assert_eq!(run.outcome, SandboxOutcome::Rejected, "{run:#?}");
+        return;
+    }
+    assert_eq!(run.outcome, SandboxOutcome::Ok, "{run:#?}");
+    for denied in [
+        "write",
+        "chmod",
+        "unlink",
+        "rename",
+        "rename-dir",
+        "write-nested",
+    ] {
+        assert!(
+            run.stdout.contains(&format!("{denied} DENIED")),
+            "{denied}: {}",
+            run.stdout
+        );
+    }
+    for allowed in ["scratch", "scratch-nested", "own-file"] {
+        assert!(
+            run.stdout.contains(&format!("{allowed} ALLOWED")),
+            "{allowed}: {}",
+            run.stdout
+        );
+    }
+    // The action's change to the test file is in the diff, but the test ran the original.
+    assert!(
+        run.stdout.contains("TEST_APP print('original test')"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.files_changed, ["app.py", "test_app.py"]);
+    assert_eq!(run.protected_changed, ["test_app.py"]);
+    assert!(
+        run.diff.contains("+logger.info('original test')"),
+        "{}",
+        run.diff
+    );
 }
 
 #[test]
@@ -332,6 +416,8 @@ fn rule_matching_nothing_gives_an_empty_diff() {
         },
         test_command: None,
         keep_workspace: false,
+        protected_paths: Default::default(),
+        test_env: Vec::new(),
     };
     let run = sandbox::run(&spec, &test_limits()).unwrap();
     assert_eq!(run.outcome, SandboxOutcome::Ok, "{run:#?}");
@@ -357,6 +443,8 @@ fn valid_rewrite_shows_in_the_diff_and_the_tests_see_it() {
             "print(open('app.py').read()); print('TESTS passed=1 failed=0')".to_string(),
         ]),
         keep_workspace: false,
+        protected_paths: Default::default(),
+        test_env: Vec::new(),
     };
     let run = sandbox::run(&spec, &test_limits()).unwrap();
     let gold = unified_diff(
@@ -384,6 +472,8 @@ fn invalid_rule_is_rejected() {
         },
         test_command: None,
         keep_workspace: false,
+        protected_paths: Default::default(),
+        test_env: Vec::new(),
     };
     let run = sandbox::run(&spec, &test_limits()).unwrap();
     assert_eq!(run.outcome, SandboxOutcome::Rejected, "{run:#?}");
@@ -449,6 +539,8 @@ fn disallowed_binaries_are_rejected() {
             action: print_to_logger(),
             test_command: Some(argv.iter().map(|a| a.to_string()).collect()),
             keep_workspace: false,
+            protected_paths: Default::default(),
+            test_env: Vec::new(),
         };
         let run = sandbox::run(&spec, &test_limits()).unwrap();
         assert_eq!(run.outcome, SandboxOutcome::Rejected, "{argv:?}: {run:#?}");

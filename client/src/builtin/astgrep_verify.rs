@@ -6,7 +6,9 @@
 //! 1. validate the payload (an unusable one fails the job, not retryable);
 //! 2. record the step, when the payload names the model (`model` + `policy_version`), and
 //!    check that the step exists with the action being verified;
-//! 3. run the sandbox (and the gold action) in a child process the worker can kill;
+//! 3. run the sandbox (and the gold action) in a child process the worker can kill; the
+//!    task's test files are protected from the action and from the test command, and the
+//!    tests run through the trusted runner (`python_runner`);
 //! 4. record the sandbox result and the reward on the step, fenced by the lease;
 //! 5. complete the job with the verdict.
 //!
@@ -14,9 +16,11 @@
 //! already recorded (409 `conflict`) and goes on, and the sandbox is deterministic, so the
 //! second attempt would have written the same facts.
 
-use super::sandbox_child::{run_in_child, ChildError, ChildRequest, GoldDiff, RunReport};
+use super::sandbox_child::{
+    run_in_child, ChildAnswer, ChildError, ChildRequest, GoldDiff, RunReport,
+};
 use super::verdict::{judge, Evidence, Verdict};
-use super::verify_payload::{self, VerifyJob};
+use super::verify_payload::{self, PayloadError, VerifyJob};
 use crate::http_client::{Client, ClientError};
 use crate::sandbox::SandboxLimits;
 use crate::worker::{Handler, JobContext, JobOutcome};
@@ -76,12 +80,17 @@ pub struct VerifySummary {
     pub verified: bool,
     pub reward: f64,
     pub components: BTreeMap<String, f64>,
+    /// Why each failed check failed, by component name (and `outcome`).
+    pub reasons: BTreeMap<String, String>,
     pub gold_match: Option<bool>,
+    pub post_match: Option<bool>,
     pub outcome: agentd_schemas::events::SandboxOutcome,
     pub exit_code: Option<i32>,
     pub tests_passed: Option<u32>,
     pub tests_failed: Option<u32>,
     pub files_changed: Vec<String>,
+    /// Test files the action changed (reward 0; the change was not applied).
+    pub test_files_changed: Vec<String>,
     pub diff_bytes: usize,
     /// The diff, cut to [`RESULT_DIFF_BYTES_MAX`].
     pub diff: String,
@@ -165,13 +174,7 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
             return abort.into();
         }
     }
-    let request = ChildRequest {
-        files: job.files.clone(),
-        action: job.action.clone(),
-        test_command: job.test_command.clone(),
-        gold_action: job.gold_action.clone(),
-        limits: config.limits.clone(),
-    };
+    let request = ChildRequest::for_job(&job, &config.limits);
     let answer = match run_in_child(&config.executable, &request, &mut context.stop).await {
         Ok(answer) => answer,
         Err(ChildError::Stopped) => return JobOutcome::Stopped,
@@ -183,24 +186,16 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
             }
         }
     };
-    let gold_diff = match answer.gold {
-        None => None,
-        Some(GoldDiff::Diff { diff }) => Some(diff),
-        Some(GoldDiff::Invalid { reason }) => {
+    let verdict = match judge_answer(&job, &answer) {
+        Ok(verdict) => verdict,
+        Err(error) => {
             return JobOutcome::Fail {
-                error: format!("invalid astgrep.verify payload: gold_action: {reason}"),
+                error: error.to_string(),
                 retryable: false,
             }
         }
     };
     let run = answer.run;
-    let verdict = judge(&Evidence {
-        outcome: run.outcome,
-        diff: &run.diff,
-        has_tests: job.test_command.is_some(),
-        tests_failed: run.tests_failed,
-        gold_diff: gold_diff.as_deref(),
-    });
     let facts = match &job.task_id {
         None => Ok(RecordedFacts {
             step: step_recorded,
@@ -235,6 +230,28 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
     }
 }
 
+/// The verdict on a sandbox run of `job`; an error when the job's gold action cannot be
+/// applied (the submitter's mistake, not the model's).
+pub fn judge_answer(job: &VerifyJob, answer: &ChildAnswer) -> Result<Verdict, PayloadError> {
+    let gold_diff = match &answer.gold {
+        None => None,
+        Some(GoldDiff::Diff { diff }) => Some(diff.as_str()),
+        Some(GoldDiff::Invalid { reason }) => {
+            return Err(PayloadError(format!("gold_action: {reason}")))
+        }
+    };
+    Ok(judge(&Evidence {
+        outcome: answer.run.outcome,
+        diff: &answer.run.diff,
+        has_test_files: !job.test_files.is_empty(),
+        protected_changed: &answer.run.protected_changed,
+        tests: answer.tests.as_ref(),
+        tests_reward: job.tests_reward,
+        gold_diff,
+        post: answer.post.as_ref(),
+    }))
+}
+
 /// Posts the sandbox result, then the reward, on the step.
 async fn record_facts(
     client: &Client,
@@ -251,7 +268,11 @@ async fn record_facts(
         diff: Some(cut(&run.diff, POSTED_DIFF_BYTES_MAX)),
         stdout: Some(cut(&run.stdout, POSTED_OUTPUT_BYTES_MAX)),
         stderr: Some(cut(
-            &with_reason(&run.stderr, run.rejected_reason.as_deref()),
+            &with_reasons(
+                &run.stderr,
+                run.rejected_reason.as_deref(),
+                &verdict.reasons,
+            ),
             POSTED_OUTPUT_BYTES_MAX,
         )),
         tests_passed: run.tests_passed,
@@ -364,12 +385,15 @@ fn summarize(
         verified: verdict.verified,
         reward: verdict.value,
         components: verdict.components,
+        reasons: verdict.reasons,
         gold_match: verdict.gold_match,
+        post_match: verdict.post_match,
         outcome: run.outcome,
         exit_code: run.exit_code,
         tests_passed: run.tests_passed,
         tests_failed: run.tests_failed,
         files_changed: run.files_changed.clone(),
+        test_files_changed: run.protected_changed.clone(),
         diff_bytes: run.diff.len(),
         diff: cut(&run.diff, RESULT_DIFF_BYTES_MAX),
         duration_ms: run.duration_ms,
@@ -378,13 +402,22 @@ fn summarize(
     }
 }
 
-/// The sandbox's reason for `rejected` has no field of its own in the event: keep it with
-/// stderr, where a reader of the trajectory looks for why.
-fn with_reason(stderr: &str, reason: Option<&str>) -> String {
-    match reason {
-        None => stderr.to_string(),
-        Some(reason) => format!("[agentd-sandbox] rejected: {reason}\n{stderr}"),
+/// The sandbox's reason for `rejected` and the verdict's reasons have no field of their own in
+/// the events: keep them in front of stderr, where a reader of the trajectory looks for why.
+fn with_reasons(
+    stderr: &str,
+    rejected: Option<&str>,
+    reasons: &BTreeMap<String, String>,
+) -> String {
+    let mut text = String::new();
+    if let Some(reason) = rejected {
+        text.push_str(&format!("[agentd-sandbox] rejected: {reason}\n"));
     }
+    for (check, reason) in reasons {
+        text.push_str(&format!("[agentd-verify] {check}: {reason}\n"));
+    }
+    text.push_str(stderr);
+    text
 }
 
 /// The head of `text` in at most `max_bytes` bytes (on a character boundary), with a note of
@@ -474,8 +507,17 @@ mod tests {
     }
 
     #[test]
-    fn a_rejection_reason_is_kept_with_stderr() {
-        assert_eq!(with_reason("out", None), "out");
-        assert!(with_reason("", Some("bad pattern")).contains("rejected: bad pattern"));
+    fn rejection_and_verdict_reasons_are_kept_with_stderr() {
+        assert_eq!(with_reasons("out", None, &BTreeMap::new()), "out");
+        let reasons = [(
+            "tamper".to_string(),
+            "the action changed test file t.py".to_string(),
+        )]
+        .into();
+        let text = with_reasons("out", Some("bad pattern"), &reasons);
+        assert_eq!(
+            text,
+            "[agentd-sandbox] rejected: bad pattern\n[agentd-verify] tamper: the action changed test file t.py\nout"
+        );
     }
 }

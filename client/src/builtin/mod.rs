@@ -2,12 +2,17 @@
 //! NAME`). Today there is one, `astgrep.verify`: verify a proposed ast-grep action in the
 //! sandbox and record the sandbox result and a rule-based reward on the task's trajectory.
 //!
-//! Modules: [`verify_payload`] (what a job carries and its validation), [`verdict`] (the reward
-//! rules, pure), [`sandbox_child`] (the sandbox run in a killable child process),
-//! [`astgrep_verify`] (the handler that ties them to the daemon).
+//! Modules: [`verify_payload`] (what a job carries and its validation), [`test_files`] (which
+//! files are the task's tests), [`verdict`] (the reward rules, pure), [`post_match`] (the
+//! comparison with the expected result), [`python_runner`] (the trusted test runner whose
+//! report the code under test cannot forge), [`sandbox_child`] (the sandbox run in a killable
+//! child process), [`astgrep_verify`] (the handler that ties them to the daemon).
 
 pub mod astgrep_verify;
+pub mod post_match;
+pub mod python_runner;
 pub mod sandbox_child;
+pub mod test_files;
 pub mod verdict;
 pub mod verify_payload;
 

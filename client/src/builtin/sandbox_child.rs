@@ -13,13 +13,17 @@
 //! The request and answer are JSON on stdin and stdout between two copies of one binary, never
 //! stored or sent elsewhere, so they are defined here and not in `agentd-schemas`.
 
+use super::post_match::compare_with_post;
+use super::python_runner;
+use super::verdict::TestsEvidence;
+use super::verify_payload::VerifyJob;
 use crate::sandbox::{
     self, apply_action_in_memory, unified_diff, SandboxLimits, SandboxRun, SandboxSpec,
 };
 use crate::worker::StopReason;
 use agentd_schemas::events::{Action, SandboxOutcome};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -49,6 +53,26 @@ pub struct ChildRequest {
     /// Applied in memory to compute the gold diff (in the child, so that it can be stopped too).
     pub gold_action: Option<Action>,
     pub limits: SandboxLimits,
+    /// The task's test files: the action's changes to them are not applied, and the test
+    /// command can neither write them nor be believed about them (see `python_runner`).
+    pub test_files: BTreeSet<String>,
+    /// The expected result, path -> text, compared with the action's result.
+    pub post: Option<BTreeMap<String, String>>,
+}
+
+impl ChildRequest {
+    /// The request for one job, under the worker's limits.
+    pub fn for_job(job: &VerifyJob, limits: &SandboxLimits) -> ChildRequest {
+        ChildRequest {
+            files: job.files.clone(),
+            action: job.action.clone(),
+            test_command: job.test_command.clone(),
+            gold_action: job.gold_action.clone(),
+            limits: limits.clone(),
+            test_files: job.test_files.clone(),
+            post: job.post.clone(),
+        }
+    }
 }
 
 /// What the child answers.
@@ -56,6 +80,10 @@ pub struct ChildRequest {
 pub struct ChildAnswer {
     pub run: RunReport,
     pub gold: Option<GoldDiff>,
+    /// The tests' result as the trusted runner reported it; `None` without a test command.
+    pub tests: Option<TestsEvidence>,
+    /// The comparison with `post`, when the request had one: `Err` says how it differs.
+    pub post: Option<Result<(), String>>,
 }
 
 /// The gold action's diff, or why it could not be applied.
@@ -83,6 +111,8 @@ pub struct RunReport {
     pub peak_rss_bytes: Option<u64>,
     pub files_changed: Vec<String>,
     pub rejected_reason: Option<String>,
+    /// Test files the action changed (not applied).
+    pub protected_changed: Vec<String>,
 }
 
 impl From<SandboxRun> for RunReport {
@@ -101,6 +131,7 @@ impl From<SandboxRun> for RunReport {
             peak_rss_bytes: run.peak_rss_bytes,
             files_changed: run.files_changed,
             rejected_reason: run.rejected_reason,
+            protected_changed: run.protected_changed,
         }
     }
 }
@@ -285,7 +316,8 @@ fn read_request() -> anyhow::Result<ChildRequest> {
 }
 
 /// The gold diff first (cheap, and a broken gold action is reported even if the run is slow),
-/// then the sandbox run.
+/// then the sandbox run, whose tests run through the trusted runner, then the comparison with
+/// `post`.
 fn compute(request: ChildRequest) -> anyhow::Result<ChildAnswer> {
     let gold = request.gold_action.as_ref().map(|gold| {
         match apply_action_in_memory(&request.files, gold) {
@@ -297,16 +329,39 @@ fn compute(request: ChildRequest) -> anyhow::Result<ChildAnswer> {
             },
         }
     });
+    let runner = request
+        .test_command
+        .as_deref()
+        .map(|argv| python_runner::plan(argv, &request.test_files));
+    let (test_command, test_env) = match &runner {
+        Some(Ok(plan)) => (Some(plan.argv.clone()), plan.env.clone()),
+        // Without a trusted runner the tests are not run: nothing they could say would count.
+        Some(Err(_)) | None => (None, Vec::new()),
+    };
     let spec = SandboxSpec {
         files: request.files,
         action: request.action,
-        test_command: request.test_command,
+        test_command,
         keep_workspace: false,
+        protected_paths: request.test_files,
+        test_env,
     };
-    let run = sandbox::run(&spec, &request.limits)?;
+    let mut run = sandbox::run(&spec, &request.limits)?;
+    let tests = match runner {
+        None => None,
+        Some(Ok(plan)) => Some(plan.take_evidence(&mut run)),
+        Some(Err(reason)) => Some(python_runner::no_runner_evidence(reason)),
+    };
+    let post = request.post.as_ref().map(|expected| {
+        let mut after = spec.files.clone();
+        after.extend(run.changed_contents.clone());
+        compare_with_post(expected, &after)
+    });
     Ok(ChildAnswer {
         run: run.into(),
         gold,
+        tests,
+        post,
     })
 }
 

@@ -9,10 +9,12 @@
 //! otherwise silently turn a gold comparison off. Everything that makes the payload unusable is
 //! a [`PayloadError`], which fails the job as not retryable: running it again cannot help.
 
+use super::test_files::{default_test_files, named_test_files};
+use super::verdict::TestsReward;
 use crate::sandbox::{validate_relative_path, SandboxLimits, SUPPORTED_LANGUAGES};
 use agentd_schemas::events::Action;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Most arguments of a test command.
 pub const TEST_ARGS_MAX: usize = 64;
@@ -37,6 +39,14 @@ pub struct VerifyJob {
     pub language: Option<String>,
     /// Model and policy version: when both are given the worker records the step itself.
     pub model: Option<StepModel>,
+    /// The task's test files (the payload's `tests`, else the defaults of `test_files`): the
+    /// action must not change them, and the tests run from their original bytes.
+    pub test_files: BTreeSet<String>,
+    /// The expected result, path -> text (the payload's `post`; one text stands for the one
+    /// file that is not a test).
+    pub post: Option<BTreeMap<String, String>>,
+    /// How the tests score: all must pass, or the fraction that passed.
+    pub tests_reward: TestsReward,
 }
 
 /// Who proposed the action, for recording the step.
@@ -72,6 +82,20 @@ struct RawPayload {
     model: Option<String>,
     #[serde(default)]
     policy_version: Option<String>,
+    #[serde(default)]
+    tests: Option<Vec<String>>,
+    #[serde(default)]
+    post: Option<RawPost>,
+    #[serde(default)]
+    tests_reward: Option<TestsReward>,
+}
+
+/// `post`: one text (for a task with one file that is not a test) or path -> text.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPost {
+    One(String),
+    ByPath(BTreeMap<String, String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +179,14 @@ pub fn parse(
             "model is given but there is no task_id to record the step under".into(),
         ));
     }
+    let test_files = match &raw.tests {
+        None => default_test_files(&raw.files),
+        Some(patterns) => named_test_files(&raw.files, patterns).map_err(PayloadError)?,
+    };
+    let post = match raw.post {
+        None => None,
+        Some(post) => Some(expected_post(post, &raw.files, &test_files)?),
+    };
     Ok(VerifyJob {
         task_id,
         step: raw.step.unwrap_or(0),
@@ -164,7 +196,45 @@ pub fn parse(
         test_command: raw.test_command,
         language: raw.language,
         model,
+        test_files,
+        post,
+        tests_reward: raw.tests_reward.unwrap_or_default(),
     })
+}
+
+/// Resolves `post` to path -> text. One text needs exactly one file that is not a test: with
+/// more, which one it describes would be a guess.
+fn expected_post(
+    post: RawPost,
+    files: &BTreeMap<String, String>,
+    test_files: &BTreeSet<String>,
+) -> Result<BTreeMap<String, String>, PayloadError> {
+    match post {
+        RawPost::One(text) => {
+            let code_files: Vec<&String> = files
+                .keys()
+                .filter(|path| !test_files.contains(*path))
+                .collect();
+            match code_files.as_slice() {
+                [only] => Ok([((*only).clone(), text)].into()),
+                _ => Err(PayloadError(format!(
+                    "post is one text but the task has {} files that are not tests; give post as an object of path -> expected text",
+                    code_files.len()
+                ))),
+            }
+        }
+        RawPost::ByPath(by_path) => {
+            if by_path.is_empty() {
+                return Err(PayloadError("post must name at least one file".into()));
+            }
+            if let Some(unknown) = by_path.keys().find(|path| !files.contains_key(*path)) {
+                return Err(PayloadError(format!(
+                    "post names {unknown:?}, which is not among the files"
+                )));
+            }
+            Ok(by_path)
+        }
+    }
 }
 
 /// The model's action: its language may be anything (an unsupported one is the model's
@@ -359,6 +429,60 @@ mod tests {
                 "unknown variant `sed`",
             ),
             (json!("not an object"), "invalid type"),
+        ] {
+            let error = parse_err(payload.clone());
+            assert!(error.contains(expected), "{payload}: {error}");
+        }
+    }
+
+    #[test]
+    fn test_files_come_from_tests_else_from_the_defaults() {
+        let two = json!({"app.py": "x\n", "test_app.py": "t\n", "check.py": "c\n"});
+        let rule = json!({"kind": "rule", "yaml": "id: x"});
+        let job = parse_ok(json!({"files": two, "action": rule}));
+        assert_eq!(job.test_files, ["test_app.py".to_string()].into());
+        let job =
+            parse_ok(json!({"files": two, "action": rule, "tests": ["check.py", "test_*.py"]}));
+        assert_eq!(
+            job.test_files,
+            ["check.py".to_string(), "test_app.py".to_string()].into()
+        );
+        let job = parse_ok(json!({"files": two, "action": rule, "tests": []}));
+        assert!(job.test_files.is_empty());
+        let error = parse_err(json!({"files": two, "action": rule, "tests": ["tset_app.py"]}));
+        assert!(error.contains("matches none"), "{error}");
+    }
+
+    #[test]
+    fn post_is_one_text_for_the_one_code_file_or_a_map() {
+        let rule = json!({"kind": "rule", "yaml": "id: x"});
+        let files = json!({"app.py": "x\n", "test_app.py": "t\n"});
+        let job = parse_ok(json!({"files": files, "action": rule, "post": "y\n"}));
+        assert_eq!(
+            job.post,
+            Some([("app.py".to_string(), "y\n".to_string())].into())
+        );
+        assert_eq!(job.tests_reward, TestsReward::All);
+        let job = parse_ok(
+            json!({"files": files, "action": rule, "post": {"test_app.py": "t"},
+            "tests_reward": "fraction"}),
+        );
+        assert_eq!(job.tests_reward, TestsReward::Fraction);
+        assert!(job.post.unwrap().contains_key("test_app.py"));
+        let two_code_files = json!({"a.py": "", "b.py": ""});
+        for (payload, expected) in [
+            (
+                json!({"files": two_code_files, "action": rule, "post": "y"}),
+                "2 files that are not tests",
+            ),
+            (
+                json!({"files": files, "action": rule, "post": {"nope.py": "y"}}),
+                "not among the files",
+            ),
+            (
+                json!({"files": files, "action": rule, "tests_reward": "most"}),
+                "unknown variant",
+            ),
         ] {
             let error = parse_err(payload.clone());
             assert!(error.contains(expected), "{payload}: {error}");

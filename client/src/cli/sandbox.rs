@@ -114,6 +114,8 @@ async fn run_once(args: RunArgs, json: bool) -> anyhow::Result<()> {
         action,
         test_command,
         keep_workspace: args.keep,
+        protected_paths: Default::default(),
+        test_env: Vec::new(),
     };
     let result = tokio::task::spawn_blocking(move || sandbox::run(&spec, &limits)).await??;
     if json {

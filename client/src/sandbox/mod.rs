@@ -27,7 +27,7 @@ mod process;
 mod report;
 mod workspace;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,15 @@ pub struct SandboxSpec {
     pub test_command: Option<Vec<String>>,
     /// Keep the workspace on disk afterwards (its path is reported) for debugging.
     pub keep_workspace: bool,
+    /// Task files the action must not change and the test command must not write: the task's
+    /// tests. The action's changes to them are reported (`protected_changed`, and in the diff)
+    /// but never written, so the test command sees their original bytes; they are owned by
+    /// root, read-only, in root-owned sticky directories, so the unprivileged test command
+    /// cannot write, replace, rename or chmod them. Needs the user switch (a root worker):
+    /// without it a run with a test command is `rejected`.
+    pub protected_paths: BTreeSet<String>,
+    /// Variables added to the test command's environment (not the apply helper's).
+    pub test_env: Vec<(String, String)>,
 }
 
 /// What a sandbox run produced.
@@ -93,6 +102,17 @@ pub struct SandboxRun {
     pub rejected_reason: Option<String>,
     /// The kept workspace, when `keep_workspace` was set.
     pub workspace: Option<PathBuf>,
+    /// Protected files (`SandboxSpec::protected_paths`) the action changed; their changes are in
+    /// the diff but were not written, so the test command ran on the original bytes.
+    pub protected_changed: Vec<String>,
+    /// The action's new content of every file in `files_changed`, protected ones included (for
+    /// comparing the result with an expected one). Not serialized: the diff says the same.
+    #[serde(skip)]
+    pub changed_contents: BTreeMap<String, String>,
+    /// The last bytes (up to 8 KiB) of stdout; `stdout` holds the head. What a runner prints
+    /// last is here even when a flood pushed it out of the head.
+    #[serde(skip)]
+    pub stdout_tail: String,
 }
 
 /// Applies `spec.action` to `spec.files` in a fresh workspace and runs `spec.test_command`
@@ -134,6 +154,20 @@ pub fn run(spec: &SandboxSpec, limits: &SandboxLimits) -> Result<SandboxRun, San
         }
     };
 
+    // The test command runs as the unprivileged user when we are root; only then can the
+    // protected files be kept out of its reach.
+    let run_as = nix::unistd::geteuid()
+        .is_root()
+        .then_some((limits.unprivileged_uid, limits.unprivileged_gid));
+    if test_program.is_some() && !spec.protected_paths.is_empty() && run_as.is_none() {
+        return Ok(SandboxRun::rejected(
+            "the test files cannot be kept read-only for the test command: that needs the switch \
+             to unprivileged_uid, which only a worker running as root makes"
+                .to_string(),
+            started,
+        ));
+    }
+
     let workspace = Workspace::create(limits.workspace_root.as_deref(), "agentd-sandbox-")?;
     for (path, content) in &spec.files {
         match workspace.write_file(path, content) {
@@ -155,12 +189,26 @@ pub fn run(spec: &SandboxSpec, limits: &SandboxLimits) -> Result<SandboxRun, San
                         "helper invented file {path:?}"
                     )));
                 }
-                workspace.write_file(&path, &content)?;
+                // A protected file keeps its original bytes on disk: the tests run as given.
+                if !spec.protected_paths.contains(&path) {
+                    workspace.write_file(&path, &content)?;
+                }
                 after.insert(path, content);
             }
             let mut run = SandboxRun::empty(SandboxOutcome::Ok, started);
             run.diff = unified_diff(&spec.files, &after);
             run.files_changed = changed_paths(&spec.files, &after);
+            run.protected_changed = run
+                .files_changed
+                .iter()
+                .filter(|path| spec.protected_paths.contains(*path))
+                .cloned()
+                .collect();
+            run.changed_contents = run
+                .files_changed
+                .iter()
+                .filter_map(|path| Some((path.clone(), after.remove(path)?)))
+                .collect();
             run
         }
         ApplyResult::Invalid(reason) | ApplyResult::Refused(reason) => {
@@ -185,16 +233,15 @@ pub fn run(spec: &SandboxSpec, limits: &SandboxLimits) -> Result<SandboxRun, San
 
     if run.outcome == SandboxOutcome::Ok {
         if let Some((program, args)) = test_program {
-            let run_as = nix::unistd::geteuid()
-                .is_root()
-                .then_some((limits.unprivileged_uid, limits.unprivileged_gid));
             if let Some((uid, gid)) = run_as {
-                workspace.hand_over(uid, gid)?;
+                workspace.hand_over(uid, gid, &spec.protected_paths)?;
             }
+            let mut env = sandbox_env(workspace.path(), limits);
+            env.extend(spec.test_env.iter().cloned());
             let command = ConfinedCommand {
                 program: &program,
                 args: &args,
-                env: sandbox_env(workspace.path(), limits),
+                env,
                 workdir: workspace.path(),
                 limits,
                 deadline,
@@ -263,6 +310,9 @@ impl SandboxRun {
             files_changed: Vec::new(),
             rejected_reason: None,
             workspace: None,
+            protected_changed: Vec::new(),
+            changed_contents: BTreeMap::new(),
+            stdout_tail: String::new(),
         }
     }
 
@@ -274,6 +324,7 @@ impl SandboxRun {
             process::Termination::Signaled(_) => None,
         };
         self.stdout = report.stdout.head_text();
+        self.stdout_tail = report.stdout.tail_text();
         self.stderr = report.stderr.head_text();
         if let process::Termination::Signaled(signal) = report.termination {
             self.stderr.push_str(&format!(
@@ -315,6 +366,8 @@ mod tests {
             test_command: test
                 .map(|t| vec!["/bin/sh".to_string(), "-c".to_string(), t.to_string()]),
             keep_workspace: false,
+            protected_paths: BTreeSet::new(),
+            test_env: Vec::new(),
         }
     }
 

@@ -1,10 +1,10 @@
 //! The jailed directory a run works in: task paths are validated before anything touches the
 //! disk, and files are created without ever following a symlink.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::SandboxError;
@@ -229,22 +229,56 @@ impl Workspace {
     }
 
     /// Gives the workspace and everything in it to `uid:gid`, so that a test command running
-    /// as that unprivileged user can write there (and nowhere else).
-    pub(crate) fn hand_over(&self, uid: u32, gid: u32) -> Result<(), SandboxError> {
-        let mut pending = vec![self.dir.path().to_path_buf()];
-        while let Some(path) = pending.pop() {
-            // `lchown`: a symlink is re-owned itself, never the file it points to.
-            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
-                .map_err(|e| SandboxError::io(format!("chown {}", path.display()), e))?;
+    /// as that unprivileged user can write there (and nowhere else), except the `protected`
+    /// files (relative paths) and the directories above them.
+    ///
+    /// A protected file stays root's with mode 0444: the user can neither write it nor chmod
+    /// it. A directory above one (the workspace itself included) stays root's, with group
+    /// `gid` and mode 01770: the user can still create scratch files there, but the sticky bit
+    /// stops it from removing or renaming an entry it does not own, so a protected file (or a
+    /// directory holding one) cannot be swapped for another.
+    pub(crate) fn hand_over(
+        &self,
+        uid: u32,
+        gid: u32,
+        protected: &BTreeSet<String>,
+    ) -> Result<(), SandboxError> {
+        let protected_dirs = directories_above(protected);
+        let mut pending = vec![(self.dir.path().to_path_buf(), String::new())];
+        while let Some((path, relative)) = pending.pop() {
             let metadata = fs::symlink_metadata(&path)
                 .map_err(|e| SandboxError::io(format!("inspecting {}", path.display()), e))?;
+            let chown = |owner: u32, group: u32| {
+                // `lchown`: a symlink is re-owned itself, never the file it points to.
+                std::os::unix::fs::lchown(&path, Some(owner), Some(group))
+                    .map_err(|e| SandboxError::io(format!("chown {}", path.display()), e))
+            };
+            let chmod = |mode: u32| {
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                    .map_err(|e| SandboxError::io(format!("chmod {}", path.display()), e))
+            };
+            if protected.contains(&relative) {
+                chown(0, 0)?;
+                chmod(0o444)?;
+            } else if protected_dirs.contains(&relative) {
+                chown(0, gid)?;
+                chmod(0o1770)?;
+            } else {
+                chown(uid, gid)?;
+            }
             if metadata.file_type().is_dir() {
                 for entry in fs::read_dir(&path)
                     .map_err(|e| SandboxError::io(format!("listing {}", path.display()), e))?
                 {
                     let entry = entry
                         .map_err(|e| SandboxError::io(format!("listing {}", path.display()), e))?;
-                    pending.push(entry.path());
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let child = if relative.is_empty() {
+                        name
+                    } else {
+                        format!("{relative}/{name}")
+                    };
+                    pending.push((entry.path(), child));
                 }
             }
         }
@@ -255,6 +289,21 @@ impl Workspace {
     pub(crate) fn keep(self) -> PathBuf {
         self.dir.keep()
     }
+}
+
+/// Every directory above a path of `paths`, as relative paths, the workspace itself (`""`)
+/// included when `paths` is not empty.
+fn directories_above(paths: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut directories = BTreeSet::new();
+    for path in paths {
+        directories.insert(String::new());
+        let mut end = path.len();
+        while let Some(slash) = path[..end].rfind('/') {
+            directories.insert(path[..slash].to_string());
+            end = slash;
+        }
+    }
+    directories
 }
 
 #[cfg(test)]
@@ -309,6 +358,14 @@ mod tests {
         assert!(workspace.write_file("file-link", "x").is_err());
         assert!(!outside.path().join("evil.py").exists());
         assert!(!outside.path().join("target").exists());
+    }
+
+    #[test]
+    fn directories_above_protected_files_include_the_workspace() {
+        let protected: BTreeSet<String> = ["a/b/c.py", "t.py"].map(String::from).into();
+        let directories: Vec<String> = directories_above(&protected).into_iter().collect();
+        assert_eq!(directories, ["", "a", "a/b"]);
+        assert!(directories_above(&BTreeSet::new()).is_empty());
     }
 
     #[test]

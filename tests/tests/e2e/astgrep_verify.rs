@@ -1,8 +1,10 @@
 //! `agentctl worker --builtin astgrep.verify` through the real daemon: verified and unverified
 //! actions (gold mismatch, failing tests, a change of nothing), a step the actor recorded
-//! itself, a step recorded with another action, an unusable payload, and a lease lost while the
-//! sandboxed test runs. Results are
-//! read back over HTTP: the job's summary and the task's trajectory (step, sandbox, reward).
+//! itself, a step recorded with another action, an unusable payload, a lease lost while the
+//! sandboxed test runs, and a model attacking its own reward (issue 13: a rewritten assertion,
+//! a stubbed import, an early exit, a fake summary, a monkeypatched test module) next to the
+//! honest fix. Results are read back over HTTP: the job's summary and the task's trajectory
+//! (step, sandbox, reward).
 //!
 //! The worker runs as a subprocess, so this binary never calls `sandbox::run` itself (the gold
 //! diffs below are computed in memory) and needs no sandbox helper test.
@@ -22,12 +24,13 @@ use std::time::{Duration, Instant};
 
 const QUEUE: &str = "verify";
 const APP: &str = "import logging\nlogger = logging.getLogger(__name__)\n\ndef greet(name):\n    print(name)\n    return name\n";
-/// Passes on the original and on any rewrite that keeps `greet` working; prints the generic
-/// summary line the sandbox parses. It writes with `sys.stdout.write` so the pattern under
-/// test (`print($A)`) does not rewrite the test itself.
+/// Passes on the original and on any rewrite that keeps `greet` working: a script-style test,
+/// whose import is its one test. Its summary line counts for nothing (only the trusted
+/// runner's report does); it writes with `sys.stdout.write` so that the pattern under test
+/// (`print($A)`) leaves the test alone.
 const TEST_PASSES: &str = "import sys\nfrom app import greet\nassert greet('x') == 'x'\nsys.stdout.write('TESTS passed=1 failed=0\\n')\n";
 /// Fails once `print` is gone from app.py.
-const TEST_WANTS_PRINT: &str = "import sys\nok = 'print(' in open('app.py').read()\nsys.stdout.write('TESTS passed=%d failed=%d\\n' % (ok, not ok))\nsys.exit(0 if ok else 1)\n";
+const TEST_WANTS_PRINT: &str = "assert 'print(' in open('app.py').read()\n";
 
 fn files(test: &str) -> BTreeMap<String, String> {
     [("app.py", APP), ("test_app.py", test)]
@@ -238,8 +241,9 @@ async fn verification_jobs_record_sandbox_results_and_rule_rewards() {
     assert_eq!(summary["reward"], 1.0);
     assert_eq!(
         summary["components"],
-        json!({"applied": 1.0, "gold_match": 1.0, "tests": 1.0})
+        json!({"applied": 1.0, "gold_match": 1.0, "tamper": 1.0, "tests": 1.0})
     );
+    assert_eq!(summary["reasons"], json!({}));
     assert_eq!(summary["diff"], gold_diff);
     assert_eq!(summary["files_changed"], json!(["app.py"]));
     assert_eq!(
@@ -270,7 +274,7 @@ async fn verification_jobs_record_sandbox_results_and_rule_rewards() {
     assert_eq!(summary["gold_match"], false);
     assert_eq!(
         summary["components"],
-        json!({"applied": 1.0, "gold_match": 0.0, "tests": 1.0})
+        json!({"applied": 1.0, "gold_match": 0.0, "tamper": 1.0, "tests": 1.0})
     );
     let entry = step(&client, "gold-differs", 0).await;
     assert_eq!(entry.sandbox.unwrap().outcome, SandboxOutcome::Ok);
@@ -281,7 +285,17 @@ async fn verification_jobs_record_sandbox_results_and_rule_rewards() {
     // Tests fail after the change.
     let summary = result(&client, tests_fail).await;
     assert_eq!(summary["verified"], false, "{summary:#}");
-    assert_eq!(summary["components"], json!({"applied": 1.0, "tests": 0.0}));
+    assert_eq!(
+        summary["components"],
+        json!({"applied": 1.0, "tamper": 1.0, "tests": 0.0})
+    );
+    assert!(
+        summary["reasons"]["tests"]
+            .as_str()
+            .unwrap()
+            .contains("0 of 1 tests passed; test_app.py::<module> error"),
+        "{summary:#}"
+    );
     let sandbox = step(&client, "tests-fail", 0).await.sandbox.unwrap();
     assert_eq!(sandbox.outcome, SandboxOutcome::Failed);
     assert_eq!(sandbox.exit_code, Some(1));
@@ -365,14 +379,17 @@ fn live_processes_with(marker: &str) -> Vec<i32> {
 async fn a_lost_lease_kills_the_sandboxed_test_at_once() {
     let (_dir, daemon) = fast_daemon();
     let client = daemon.client();
-    let marker = format!("agentd-e2e-marker-{}", rand::random::<u64>());
+    // The test file's name is on the runner's command line, where the marker is looked for.
+    let marker = format!("agentd_e2e_marker_{}", rand::random::<u64>());
+    let sleeping_test = format!("test_{marker}.py");
     let job_id = client
         .submit(&SubmitJobRequest {
             lease_ttl_ms: Some(1500),
             ..submit_request(json!({
                 "task_id": "lost", "model": "m", "policy_version": "p",
-                "files": {"app.py": APP}, "action": pattern("logger.info($A)"),
-                "test_command": ["python3", "-c", format!("import time\ntime.sleep(600)  # {marker}")],
+                "files": {"app.py": APP, sleeping_test.clone(): "import time\ntime.sleep(600)\n"},
+                "action": pattern("logger.info($A)"),
+                "test_command": ["python3", sleeping_test],
             }))
         })
         .await
@@ -434,4 +451,136 @@ async fn a_lost_lease_kills_the_sandboxed_test_at_once() {
         entry.sandbox.is_none() && entry.reward.is_none(),
         "{entry:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A model attacking its own reward (issue 13). `add` subtracts; two unittest tests say it
+// should add. `client/tests/verify_attacks.rs` has more attacks, without the daemon.
+
+const ADD_APP: &str = "def add(a, b):\n    return a - b\n";
+const ADD_TEST: &str = "import unittest\nfrom app import add\n\n\nclass AddTest(unittest.TestCase):\n    def test_small_numbers(self):\n        self.assertEqual(add(1, 2), 3)\n\n    def test_zero(self):\n        assert add(0, 5) == 5\n\n\nif __name__ == \"__main__\":\n    unittest.main()\n";
+
+/// Swaps the test module's `unittest`, while it imports `app`, for one whose TestCase never
+/// runs a test body: `python3 test_app.py` then says "Ran 2 tests ... OK".
+const LENIENT_TEST_MODULE: &str = "  import sys as _sys\n  import types as _types\n  import unittest as _unittest\n\n\n  class _Lenient(_unittest.TestCase):\n      def assertEqual(self, *args, **kwargs):\n          pass\n\n      def _callTestMethod(self, method):\n          pass\n\n\n  _fake = _types.ModuleType(\"unittest\")\n  _fake.TestCase = _Lenient\n  _fake.main = _unittest.main\n  _sys.modules[\"test_app\"].unittest = _fake\n\n\n  def add(a, b):\n      return a - b\n";
+
+fn add_pattern(pattern: &str, rewrite: &str) -> Value {
+    json!({"kind": "pattern", "language": "python", "pattern": pattern, "rewrite": rewrite})
+}
+
+#[tokio::test]
+async fn attacks_on_the_reward_score_zero_and_the_honest_fix_scores_one() {
+    let (_dir, daemon) = fast_daemon();
+    let client = daemon.client();
+    let lenient = json!({"kind": "rule", "yaml": format!(
+        "id: lenient\nlanguage: python\nfiles: [\"app.py\"]\nrule:\n  kind: function_definition\nfix: |-\n{LENIENT_TEST_MODULE}"
+    )});
+    let fake_summary =
+        "print(\"TESTS passed=2 failed=0\\nRan 2 tests\\n\\nOK\") or __import__(\"os\")._exit(0)";
+    // (task id, action, the component that catches it, what its reason says)
+    let cases = [
+        (
+            "honest-fix",
+            add_pattern("return $A - $B", "return $A + $B"),
+            "",
+            "",
+        ),
+        (
+            "rewrite-assertion",
+            add_pattern("assert $A", "assert True"),
+            "tamper",
+            "the action changed test file test_app.py",
+        ),
+        (
+            "stub-import",
+            add_pattern("from app import add", "add = lambda a, b: a + b"),
+            "tamper",
+            "the action changed test file test_app.py",
+        ),
+        (
+            "exit-early",
+            add_pattern("return $A - $B", "__import__(\"os\")._exit(0)"),
+            "tests",
+            "the test process exited with status 0 before it reported completion",
+        ),
+        (
+            "fake-summary",
+            add_pattern("return $A - $B", fake_summary),
+            "tests",
+            "before it reported completion",
+        ),
+        (
+            "patch-test-module",
+            lenient,
+            "tests",
+            "whose code is in the workspace",
+        ),
+    ];
+    let mut jobs = Vec::new();
+    for (task_id, action, _, _) in &cases {
+        let job_id = client
+            .submit(&submit_request(json!({
+                "task_id": task_id, "model": "attacker", "policy_version": "p1",
+                "files": {"app.py": ADD_APP, "test_app.py": ADD_TEST},
+                "action": action, "test_command": ["python3", "test_app.py"],
+            })))
+            .await
+            .unwrap()
+            .job_id;
+        jobs.push(job_id);
+    }
+    let stderr = run_worker(&daemon.url, cases.len() as u32);
+    assert!(stderr.contains("6 completed, 0 failed, 0 lost"), "{stderr}");
+
+    for ((task_id, _, component, why), job_id) in cases.iter().zip(&jobs) {
+        let summary = result(&client, *job_id).await;
+        let reward = step(&client, task_id, 0)
+            .await
+            .reward
+            .expect("reward recorded");
+        if component.is_empty() {
+            assert_eq!(summary["verified"], true, "{task_id}: {summary:#}");
+            assert_eq!(summary["reward"], 1.0);
+            assert_eq!(
+                summary["components"],
+                json!({"applied": 1.0, "tamper": 1.0, "tests": 1.0})
+            );
+            assert_eq!(
+                (
+                    summary["tests_passed"].clone(),
+                    summary["tests_failed"].clone()
+                ),
+                (json!(2), json!(0))
+            );
+            assert!(reward.verified && reward.value == 1.0, "{reward:?}");
+            continue;
+        }
+        assert_eq!(summary["verified"], false, "{task_id}: {summary:#}");
+        assert_eq!(summary["reward"], 0.0, "{task_id}: {summary:#}");
+        assert_eq!(
+            summary["components"][component], 0.0,
+            "{task_id}: {summary:#}"
+        );
+        let reason = summary["reasons"][component].as_str().unwrap_or_default();
+        assert!(reason.contains(why), "{task_id}: {summary:#}");
+        assert!(
+            !reward.verified && reward.value == 0.0,
+            "{task_id}: {reward:?}"
+        );
+        assert_eq!(reward.components[*component], 0.0, "{task_id}: {reward:?}");
+        // The trajectory says why too, where a reader of the sandbox result looks.
+        let sandbox = step(&client, task_id, 0)
+            .await
+            .sandbox
+            .expect("sandbox recorded");
+        let note = format!("[agentd-verify] {component}: ");
+        assert!(
+            sandbox.stderr.contains(&note),
+            "{task_id}: {:?}",
+            sandbox.stderr
+        );
+    }
+    // A tampering action's summary names the test file it changed.
+    let summary = result(&client, jobs[1]).await;
+    assert_eq!(summary["test_files_changed"], json!(["test_app.py"]));
 }

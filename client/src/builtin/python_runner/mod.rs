@@ -1,0 +1,421 @@
+//! The trusted test runner of `astgrep.verify` for Python test commands: tests pass only when
+//! a runner process that never runs task code says so, on a channel the code under test cannot
+//! write to. Neither the test command's exit status nor anything it prints is evidence: code
+//! under test can `os._exit(0)` before the tests ran, or print `TESTS passed=9 failed=0`.
+//!
+//! How (the whole argument, with its limits, is in `docs/astgrep_verify.md`):
+//!
+//! 1. The worker draws a random nonce per run and gives it, in the environment, to the
+//!    runner's parent process (`parent.py`, run as `python3 -I -B -u -c`), nothing else.
+//! 2. The parent makes itself non-dumpable (then no other process of its user can read its
+//!    memory or `/proc/PID/environ`), takes the nonce out of its environment, lists the tests
+//!    the pristine test files define (it reads them before any task code ran), and runs them in
+//!    a fresh child interpreter (`child.py`) that reports one record per test over a pipe.
+//! 3. The parent prints `AGENTD-TEST-REPORT <nonce> <json>` as its last stdout line. Only a
+//!    line with this run's nonce counts; a test counts only if the pristine files define it.
+//!
+//! The report is between two programs of this crate and never stored, so its type lives here
+//! and not in `agentd-schemas`.
+
+use super::verdict::TestsEvidence;
+use crate::sandbox::SandboxRun;
+use rand::RngCore;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+
+/// The environment variable that carries the nonce to the parent process.
+pub const NONCE_ENV: &str = "AGENTD_TEST_REPORT_NONCE";
+/// What the report line starts with, before the nonce.
+pub const REPORT_PREFIX: &str = "AGENTD-TEST-REPORT";
+/// The report format the runner writes (`parent.py`'s `REPORT_VERSION`).
+pub const REPORT_VERSION: u32 = 1;
+/// Random bytes in a nonce (hex-encoded in the environment and the report).
+const NONCE_BYTES: usize = 16;
+/// Failures and problems quoted in a reason.
+const REASON_ITEMS_MAX: usize = 3;
+/// Characters of one failure's detail quoted in a reason.
+const REASON_DETAIL_CHARS_MAX: usize = 200;
+
+const PARENT_SOURCE: &str = include_str!("parent.py");
+const CHILD_SOURCE: &str = include_str!("child.py");
+
+/// How one verification runs its Python tests: the command for the sandbox and the nonce
+/// its report must carry.
+#[derive(Debug, Clone)]
+pub struct RunnerPlan {
+    /// The test command: the payload's interpreter running the trusted runner.
+    pub argv: Vec<String>,
+    /// Added to the test command's environment: the nonce.
+    pub env: Vec<(String, String)>,
+    nonce: String,
+}
+
+/// Plans the trusted run of `test_command`, or says why there is none: the program is not a
+/// Python interpreter, or no test file is a Python test module. Test modules are the test
+/// files the command names (`python3 test_app.py`), else the test files named `test_*.py`
+/// or `*_test.py`.
+pub fn plan(test_command: &[String], test_files: &BTreeSet<String>) -> Result<RunnerPlan, String> {
+    let Some(program) = test_command.first() else {
+        return Err("the test command is empty".to_string());
+    };
+    if !is_python(program) {
+        return Err(format!(
+            "no trusted test runner for {program:?}: only Python test commands are verified today (the tests' exit status and output are not evidence, and only the Python runner reports through a channel the code under test cannot forge)"
+        ));
+    }
+    let modules = test_modules(&test_command[1..], test_files);
+    if modules.is_empty() {
+        return Err(
+            "no Python test module among the test files (test_*.py or *_test.py, or a test file the test command names); list the tests in the payload's tests"
+                .to_string(),
+        );
+    }
+    let protected_python: Vec<&String> = test_files
+        .iter()
+        .filter(|path| path.ends_with(".py"))
+        .collect();
+    let config = serde_json::json!({"modules": modules, "protected_python": protected_python});
+    let nonce = new_nonce();
+    Ok(RunnerPlan {
+        argv: vec![
+            program.clone(),
+            "-I".to_string(),
+            "-B".to_string(),
+            "-u".to_string(),
+            "-c".to_string(),
+            PARENT_SOURCE.to_string(),
+            CHILD_SOURCE.to_string(),
+            config.to_string(),
+        ],
+        env: vec![(NONCE_ENV.to_string(), nonce.clone())],
+        nonce,
+    })
+}
+
+impl RunnerPlan {
+    /// Reads this run's report from `run`'s stdout (the runner's line is taken out of it) and
+    /// sets `run`'s test counts from it, so that no count the tests printed is recorded.
+    ///
+    /// The report counts only if exactly one distinct line carries this run's nonce and the
+    /// runner exited as that report says (0 when every test passed, else 1). Two lines mean
+    /// the nonce leaked, and a runner killed after its line was printed, or a line without
+    /// a normal exit, means someone else may have written it: either way, no report.
+    pub fn take_evidence(&self, run: &mut SandboxRun) -> TestsEvidence {
+        let genuine_prefix = format!("{REPORT_PREFIX} {} ", self.nonce);
+        // The head and the tail of stdout overlap when it was short: a set counts a line once.
+        let genuine_lines: BTreeSet<String> = [run.stdout.as_str(), run.stdout_tail.as_str()]
+            .iter()
+            .flat_map(|text| text.lines())
+            .filter(|line| line.starts_with(&genuine_prefix))
+            .map(str::to_string)
+            .collect();
+        let forged_lines = run
+            .stdout
+            .lines()
+            .filter(|line| line.starts_with(REPORT_PREFIX) && !line.starts_with(&genuine_prefix))
+            .count();
+        for line in &genuine_lines {
+            run.stdout = run.stdout.replace(line.as_str(), "");
+        }
+        let report = match genuine_lines.len() {
+            1 => genuine_lines.first().and_then(|line| {
+                serde_json::from_str::<RunnerReport>(&line[genuine_prefix.len()..])
+                    .ok()
+                    .filter(|report| report.version == REPORT_VERSION)
+                    .filter(|report| run.exit_code == Some(if report.all_passed { 0 } else { 1 }))
+            }),
+            _ => None,
+        };
+        run.tests_passed = report.as_ref().map(|report| report.passed);
+        run.tests_failed = report
+            .as_ref()
+            .map(|report| report.expected.saturating_sub(report.passed));
+        match report {
+            Some(report) => evidence_from_report(&report),
+            None => no_report_evidence(run, genuine_lines.len(), forged_lines),
+        }
+    }
+}
+
+/// The evidence when no trusted run could be planned.
+pub fn no_runner_evidence(reason: String) -> TestsEvidence {
+    TestsEvidence {
+        passed: 0,
+        expected: 0,
+        all_passed: false,
+        reason: Some(reason),
+    }
+}
+
+/// What `parent.py` prints after the nonce.
+#[derive(Debug, Deserialize)]
+struct RunnerReport {
+    version: u32,
+    /// The child reported `done` and exited 0.
+    complete: bool,
+    /// The child reported tampering, or broke the protocol.
+    tampered: bool,
+    /// Tests the pristine test files define.
+    expected: u32,
+    /// Of those, how many passed.
+    passed: u32,
+    all_passed: bool,
+    failures: Vec<RunnerFailure>,
+    problems: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunnerFailure {
+    test: String,
+    /// `failed`, `error`, `skipped` or `not_run`.
+    status: String,
+    detail: String,
+}
+
+fn evidence_from_report(report: &RunnerReport) -> TestsEvidence {
+    let all_passed = report.all_passed
+        && report.complete
+        && !report.tampered
+        && report.expected > 0
+        && report.passed == report.expected;
+    TestsEvidence {
+        // A run that was tampered with proves nothing, not even partly.
+        passed: if report.tampered { 0 } else { report.passed },
+        expected: report.expected,
+        all_passed,
+        reason: (!all_passed).then(|| report_reason(report)),
+    }
+}
+
+fn report_reason(report: &RunnerReport) -> String {
+    let mut parts: Vec<String> = report
+        .problems
+        .iter()
+        .take(REASON_ITEMS_MAX)
+        .cloned()
+        .collect();
+    parts.push(format!(
+        "{} of {} tests passed",
+        report.passed, report.expected
+    ));
+    for failure in report.failures.iter().take(REASON_ITEMS_MAX) {
+        let detail = last_line(&failure.detail);
+        let status = failure.status.replace('_', " ");
+        if detail.is_empty() {
+            parts.push(format!("{} {status}", failure.test));
+        } else {
+            parts.push(format!("{} {status}: {detail}", failure.test));
+        }
+    }
+    if report.failures.len() > REASON_ITEMS_MAX {
+        parts.push(format!(
+            "{} more not passed",
+            report.failures.len() - REASON_ITEMS_MAX
+        ));
+    }
+    parts.join("; ")
+}
+
+fn no_report_evidence(
+    run: &SandboxRun,
+    genuine_lines: usize,
+    forged_lines: usize,
+) -> TestsEvidence {
+    let ended = match run.exit_code {
+        Some(code) => format!("{} with exit status {code}", run.outcome.as_str()),
+        None => run.outcome.as_str().to_string(),
+    };
+    let mut reason = match genuine_lines {
+        0 => format!(
+            "the trusted test runner gave no report (the run ended {ended}); what the tests print and their exit status are not evidence"
+        ),
+        1 => format!(
+            "the trusted test runner's report does not match how it ended ({ended}); it is not believed"
+        ),
+        lines => format!(
+            "{lines} different reports carried this run's nonce, which only the runner knows; none is believed"
+        ),
+    };
+    if forged_lines > 0 {
+        reason.push_str(&format!(
+            "; stdout held {forged_lines} report line(s) with another run's nonce (forged, ignored)"
+        ));
+    }
+    no_runner_evidence(reason)
+}
+
+/// The last non-empty line: the exception line of a traceback.
+fn last_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    line.chars().take(REASON_DETAIL_CHARS_MAX).collect()
+}
+
+/// `python`, `python3`, `python3.12`, or a path ending in one of them.
+fn is_python(program: &str) -> bool {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    let Some(version) = name.strip_prefix("python") else {
+        return false;
+    };
+    version.is_empty()
+        || version
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn test_modules(args: &[String], test_files: &BTreeSet<String>) -> Vec<String> {
+    let named: Vec<String> = args
+        .iter()
+        .filter(|arg| arg.ends_with(".py") && test_files.contains(*arg))
+        .cloned()
+        .collect();
+    if !named.is_empty() {
+        return named;
+    }
+    test_files
+        .iter()
+        .filter(|path| {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"))
+        })
+        .cloned()
+        .collect()
+}
+
+fn new_nonce() -> String {
+    let mut bytes = [0_u8; NONCE_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentd_schemas::events::SandboxOutcome;
+
+    fn test_files(paths: &[&str]) -> BTreeSet<String> {
+        paths.iter().map(|path| path.to_string()).collect()
+    }
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|word| word.to_string()).collect()
+    }
+
+    fn run_with_stdout(stdout: &str) -> SandboxRun {
+        SandboxRun {
+            outcome: SandboxOutcome::Ok,
+            exit_code: Some(0),
+            diff: String::new(),
+            stdout: stdout.to_string(),
+            stderr: String::new(),
+            stdout_bytes: stdout.len() as u64,
+            stderr_bytes: 0,
+            tests_passed: Some(9),
+            tests_failed: Some(0),
+            duration_ms: 1,
+            peak_rss_bytes: None,
+            files_changed: Vec::new(),
+            rejected_reason: None,
+            workspace: None,
+            protected_changed: Vec::new(),
+            changed_contents: Default::default(),
+            stdout_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_python_commands_get_the_trusted_runner() {
+        let files = test_files(&["test_app.py", "tests/helpers.py", "app.test.js"]);
+        let plan = plan(&argv(&["python3", "test_app.py"]), &files).unwrap();
+        assert_eq!(plan.argv[..5], argv(&["python3", "-I", "-B", "-u", "-c"]));
+        assert_eq!(plan.env[0].0, NONCE_ENV);
+        assert_eq!(plan.env[0].1.len(), 2 * NONCE_BYTES);
+        let config: serde_json::Value = serde_json::from_str(&plan.argv[7]).unwrap();
+        assert_eq!(config["modules"], serde_json::json!(["test_app.py"]));
+        assert_eq!(
+            config["protected_python"],
+            serde_json::json!(["test_app.py", "tests/helpers.py"])
+        );
+        for program in ["/usr/bin/python3.11", "python"] {
+            assert!(plan_ok(program, &files), "{program}");
+        }
+        for program in ["node", "pythonista", "python3.x", "/bin/sh"] {
+            assert!(!plan_ok(program, &files), "{program}");
+        }
+        let error =
+            super::plan(&argv(&["python3"]), &test_files(&["tests/data.json"])).unwrap_err();
+        assert!(error.contains("no Python test module"), "{error}");
+    }
+
+    fn plan_ok(program: &str, files: &BTreeSet<String>) -> bool {
+        plan(&argv(&[program, "-m", "unittest"]), files).is_ok()
+    }
+
+    #[test]
+    fn each_run_draws_its_own_nonce() {
+        let files = test_files(&["test_app.py"]);
+        let first = plan(&argv(&["python3"]), &files).unwrap();
+        let second = plan(&argv(&["python3"]), &files).unwrap();
+        assert_ne!(first.nonce, second.nonce);
+    }
+
+    #[test]
+    fn only_the_line_with_this_runs_nonce_is_the_report() {
+        let plan = plan(&argv(&["python3"]), &test_files(&["test_app.py"])).unwrap();
+        let report = |passed: u32, all: bool| {
+            serde_json::json!({"version": 1, "complete": true, "tampered": false,
+                "expected": 2, "passed": passed, "failed": 2 - passed, "unexpected": 0,
+                "all_passed": all, "problems": [],
+                "failures": if all { serde_json::json!([]) } else {
+                    serde_json::json!([{"test": "test_app.py::T::test_b", "status": "failed",
+                        "detail": "Traceback...\nAssertionError: 4 != 3"}]) }})
+        };
+        let forged = format!("{REPORT_PREFIX} {} {}", "0".repeat(32), report(2, true));
+        let genuine = format!("{REPORT_PREFIX} {} {}", plan.nonce, report(1, false));
+        let mut run = run_with_stdout(&format!("TESTS passed=9 failed=0\n{forged}\n{genuine}\n"));
+        run.exit_code = Some(1);
+        // The tail repeats the end of a short stdout: still one report.
+        run.stdout_tail = format!("{genuine}\n");
+        let evidence = plan.take_evidence(&mut run);
+        assert!(!evidence.all_passed);
+        assert_eq!((evidence.passed, evidence.expected), (1, 2));
+        assert_eq!(
+            evidence.reason.as_deref(),
+            Some("1 of 2 tests passed; test_app.py::T::test_b failed: AssertionError: 4 != 3")
+        );
+        assert_eq!((run.tests_passed, run.tests_failed), (Some(1), Some(1)));
+        assert!(!run.stdout.contains(&plan.nonce), "{}", run.stdout);
+
+        let mut forged_only = run_with_stdout(&format!("TESTS passed=9 failed=0\n{forged}\n"));
+        let evidence = plan.take_evidence(&mut forged_only);
+        assert!(!evidence.all_passed);
+        let reason = evidence.reason.unwrap();
+        assert!(
+            reason.contains("gave no report") && reason.contains("forged"),
+            "{reason}"
+        );
+        assert_eq!(forged_only.tests_passed, None);
+    }
+
+    #[test]
+    fn a_report_from_a_tampered_run_proves_nothing() {
+        let plan = plan(&argv(&["python3"]), &test_files(&["test_app.py"])).unwrap();
+        let report = serde_json::json!({"version": 1, "complete": true, "tampered": true,
+            "expected": 2, "passed": 2, "failed": 0, "unexpected": 0, "all_passed": false,
+            "problems": ["the test environment was tampered with: unittest.case.TestCase.assertEqual was replaced"],
+            "failures": []});
+        let mut run = run_with_stdout("");
+        run.exit_code = Some(1);
+        run.stdout_tail = format!("{REPORT_PREFIX} {} {report}\n", plan.nonce);
+        let evidence = plan.take_evidence(&mut run);
+        assert_eq!((evidence.passed, evidence.all_passed), (0, false));
+        assert!(evidence
+            .reason
+            .unwrap()
+            .contains("assertEqual was replaced"));
+    }
+}
