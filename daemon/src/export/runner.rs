@@ -436,7 +436,10 @@ impl Runner {
         })
     }
 
-    /// Appends events as one record, then reads the log up to it into the ledger.
+    /// Appends events as one record, then reads that record back into the ledger (with the
+    /// time the sequencer gave it). Only this runner records exports, schedule firings and
+    /// builds, one job at a time, so no record between the ledger's last one and this one can
+    /// hold any: reading just this record costs the same however much the log grew since.
     async fn append(&self, actor: Option<String>, events: Vec<Event>) -> Result<Lsn, RunError> {
         let lsn = self
             .parts
@@ -448,7 +451,7 @@ impl Runner {
                 reply,
             })
             .await?;
-        let after = self.ledger().applied;
+        let after = Lsn(lsn.0.saturating_sub(1)).max(self.ledger().applied);
         let log = self.parts.log.clone();
         let records = tokio::task::spawn_blocking(move || {
             let mut records = Vec::new();
