@@ -317,6 +317,7 @@ pub fn slots(selected: &[GpuInfo]) -> Vec<Slot> {
                 ("AGENTD_GPU_UUID".to_string(), gpu.uuid.clone()),
                 ("AGENTD_GPU_NAME".to_string(), gpu.name.clone()),
             ],
+            server: None,
         })
         .collect()
 }

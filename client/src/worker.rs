@@ -23,13 +23,41 @@ pub const STDERR_TAIL_BYTES: usize = 4096;
 /// Most bytes of stdout read as a job result.
 pub const STDOUT_BYTES_MAX: usize = 1024 * 1024;
 
-/// One execution slot; on a GPU box, one per GPU.
+/// One execution slot; on a GPU box, one per GPU (or `--episodes-per-gpu` per GPU).
 #[derive(Debug, Clone)]
 pub struct Slot {
     pub index: usize,
     /// Extra environment for processes run in this slot (e.g. `CUDA_VISIBLE_DEVICES`).
     pub env: Vec<(String, String)>,
+    /// The slot's model server (`--serve`), when there is one: no lease is taken into the slot
+    /// while it is not ready, and the slot's running job is stopped and failed as retryable
+    /// when it goes down or is restarted.
+    pub server: Option<watch::Receiver<ServerStatus>>,
 }
+
+impl Slot {
+    /// A slot without a model server is always ready.
+    fn ready(&self) -> bool {
+        self.server
+            .as_ref()
+            .is_none_or(|server| server.borrow().ready)
+    }
+}
+
+/// One model server's state, as its supervisor publishes it (`crate::model_server`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// Counts the server's lives: it goes up the moment the server is found dead or is killed
+    /// for a restart. A job that began under one generation must not go on under another (the
+    /// server lost whatever the job had asked it).
+    pub generation: u64,
+    /// Answered its health check, and has not failed one since.
+    pub ready: bool,
+}
+
+/// How often the worker looks again for a slot whose model server became ready, while every
+/// free slot waits for its server.
+pub const SERVER_READY_POLL: Duration = Duration::from_millis(200);
 
 /// What a handler gets for one job.
 pub struct JobContext {
@@ -46,6 +74,8 @@ pub enum StopReason {
     Running,
     LeaseLost,
     Draining,
+    /// The slot's model server went down or was restarted under the job.
+    ServerLost,
 }
 
 /// How a job ended, as the handler reports it.
@@ -109,12 +139,25 @@ pub async fn run(
         if *shutdown.borrow() || options.max_jobs.is_some_and(|max| leased_total >= max) {
             break;
         }
-        let free = free_slots.lock().await.len();
+        let (free, waiting_for_server) = {
+            let slots = free_slots.lock().await;
+            let ready = slots.iter().filter(|slot| slot.ready()).count();
+            (ready, slots.len() - ready)
+        };
         if free == 0 {
+            // A server becoming ready has no channel into this loop; look again shortly.
+            let server_poll = async {
+                if waiting_for_server > 0 {
+                    tokio::time::sleep(SERVER_READY_POLL).await
+                } else {
+                    std::future::pending().await
+                }
+            };
             tokio::select! {
                 _ = slot_freed_rx.recv() => {}
                 _ = shutdown.changed() => {}
                 Some(_) = running.join_next() => {}
+                _ = server_poll => {}
             }
             continue;
         }
@@ -162,9 +205,15 @@ pub async fn run(
         };
         for grant in leases {
             leased_total += 1;
-            let Some(slot) = free_slots.lock().await.pop() else {
-                // The daemon never grants more than asked; answer it honestly if it did. If
-                // that fails too, the lease expires and the job runs again.
+            let slot = {
+                let mut slots = free_slots.lock().await;
+                let position = slots.iter().rposition(Slot::ready);
+                position.map(|position| slots.swap_remove(position))
+            };
+            let Some(slot) = slot else {
+                // The daemon never grants more than asked; answer it honestly if it did (or a
+                // model server went down during the long poll). If that fails too, the lease
+                // expires and the job runs again.
                 let _expires_if_unanswered = client
                     .fail(grant.lease_id, "worker had no free slot", true)
                     .await;
@@ -306,6 +355,28 @@ async fn run_one(
             }
         }
     });
+    let server_watch = slot.server.clone().map(|mut server| {
+        let server_stop = stop_tx.clone();
+        let started_under = server.borrow().generation;
+        let slot_index = slot.index;
+        tokio::spawn(async move {
+            // A dropped sender means the worker is stopping its servers after the drain.
+            if server
+                .wait_for(|status| status.generation != started_under)
+                .await
+                .is_ok()
+            {
+                eprintln!("agentctl worker: the model server of slot {slot_index} went down; stopping {job_id} (retryable)");
+                server_stop.send_if_modified(|reason| {
+                    let running = *reason == StopReason::Running;
+                    if running {
+                        *reason = StopReason::ServerLost;
+                    }
+                    running
+                });
+            }
+        })
+    });
     let context = JobContext {
         grant,
         client: client.clone(),
@@ -314,9 +385,21 @@ async fn run_one(
     };
     let outcome = handler(context).await;
     heartbeats.abort();
+    if let Some(server_watch) = server_watch {
+        server_watch.abort();
+    }
     let stop_reason = *stop_rx.borrow();
     let report = match (outcome, stop_reason) {
         (_, StopReason::LeaseLost) => return Reported::Lost,
+        // A job that failed once its server was gone most likely failed because of it.
+        (JobOutcome::Stopped | JobOutcome::Fail { .. }, StopReason::ServerLost) => client
+            .fail(
+                lease_id,
+                "the slot's model server went down or was restarted under the job",
+                true,
+            )
+            .await
+            .map(|_| Reported::Failed),
         (JobOutcome::Stopped, StopReason::Draining)
         | (JobOutcome::Stopped, StopReason::Running) => client
             .fail(lease_id, "worker stopped the job while shutting down", true)

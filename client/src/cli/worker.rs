@@ -1,13 +1,16 @@
-//! `agentctl worker --queue Q [--tag k=v]... [--concurrency N | --gpus all|0,1] (-- CMD ARGS... |
-//! --builtin astgrep.verify)`: slots (one per `--concurrency`, or one per GPU), tags (the
-//! user's, over the GPU ones), and the handler (a command, or a built-in job kind).
+//! `agentctl worker --queue Q [--tag k=v]... [--concurrency N | --gpus all|0,1
+//! [--episodes-per-gpu N] [--serve 'CMD {gpu} {port}']] (-- CMD ARGS... | --builtin
+//! astgrep.verify)`: slots (one per `--concurrency`, or `--episodes-per-gpu` per GPU), tags (the
+//! user's, over the GPU ones), model servers per GPU (`crate::model_server`), and the handler (a
+//! command, or a built-in job kind).
 
-use super::parse_key_value;
+use super::{parse_duration_ms, parse_key_value};
 use crate::builtin::{astgrep_verify, Builtin};
 use crate::gpu::{self, GpuSelection};
 use crate::http_client::Client;
+use crate::model_server::{self, ServerConfig};
 use crate::sandbox::SandboxLimits;
-use crate::worker::{self, DaemonAccess, Handler, Slot, WorkerOptions};
+use crate::worker::{self, DaemonAccess, Handler, ServerStatus, Slot, WorkerOptions};
 use agentd_schemas::events::Tags;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -28,6 +31,7 @@ Job environment: CMD gets the leased job as JSON on stdin, and these variables:
   AGENTD_TASK_ID      the job's task id, when it has one
   with --gpus: CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER=PCI_BUS_ID, AGENTD_GPU_INDEX,
                AGENTD_GPU_UUID, AGENTD_GPU_NAME
+  with --serve:  AGENTD_MODEL_URL=http://127.0.0.1:<port of the slot's GPU's server>
 On exit 0, stdout (JSON, or text taken as a JSON string) is the job's result; otherwise the
 job fails with the tail of stderr. A lost lease kills the job's whole process group.";
 
@@ -49,6 +53,37 @@ pub struct WorkerArgs {
     /// and gpu_count=<n>. Fails when nvidia-smi is missing or lists no GPU
     #[arg(long, value_parser = parse_gpu_selection)]
     gpus: Option<GpuSelection>,
+    /// With --gpus: jobs run at once on each GPU, all pinned to it (and pointed at its --serve
+    /// server). Each job keeps its own lease and heartbeats
+    #[arg(long, default_value_t = 1, requires = "gpus")]
+    episodes_per_gpu: usize,
+    /// With --gpus: a long-lived model server per GPU, run by `sh -c` with {gpu} (the GPU index)
+    /// and {port} (--serve-port-base + the GPU's position in --gpus) filled in, pinned with
+    /// CUDA_VISIBLE_DEVICES. No job is leased for a GPU until its server answers HTTP 200 on
+    /// --serve-health; it is checked every --serve-check-interval and restarted with backoff
+    /// when it exits or fails 3 checks in a row, failing that GPU's running jobs as retryable.
+    /// Jobs get AGENTD_MODEL_URL. Stopped after the drain on SIGTERM
+    #[arg(long, requires = "gpus")]
+    serve: Option<String>,
+    /// Port of the first GPU's --serve server; the next GPU gets the next port
+    #[arg(long, default_value_t = 8001, requires = "serve")]
+    serve_port_base: u16,
+    /// Path on the server that answers HTTP 200 when it is ready
+    #[arg(long, default_value = "/health", requires = "serve")]
+    serve_health: String,
+    /// How long a starting server may take to answer its health path (e.g. 600s, 20m)
+    #[arg(long, default_value = "600s", value_parser = parse_duration_ms, requires = "serve")]
+    serve_ready_timeout: u64,
+    /// How often a ready server's health path is checked (e.g. 15s)
+    #[arg(long, default_value = "15s", value_parser = parse_duration_ms, requires = "serve")]
+    serve_check_interval: u64,
+    /// Directory for the servers' output, one gpu<N>.log per GPU (moved to gpu<N>.log.1 at
+    /// --serve-log-mib)
+    #[arg(long, default_value = "agentd-serve-logs", requires = "serve")]
+    serve_log_dir: PathBuf,
+    /// Size of a server log, in MiB, at which it is rotated (one old file is kept)
+    #[arg(long, default_value_t = 100, requires = "serve")]
+    serve_log_mib: u64,
     /// nvidia-smi to run for --gpus
     #[arg(long, env = "AGENTD_NVIDIA_SMI", default_value = "nvidia-smi")]
     nvidia_smi: String,
@@ -97,6 +132,15 @@ pub async fn run(
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    if args.episodes_per_gpu == 0 || args.episodes_per_gpu > EPISODES_PER_GPU_MAX {
+        bail!("--episodes-per-gpu must be between 1 and {EPISODES_PER_GPU_MAX}");
+    }
+    if args.serve_check_interval == 0 {
+        bail!("--serve-check-interval must be more than 0");
+    }
+    if !args.serve_health.starts_with('/') {
+        bail!("--serve-health must be a path starting with /, e.g. /health");
+    }
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
     let user_tags: Tags = args.tags.iter().cloned().collect();
     let (slots, tags) = match &args.gpus {
@@ -105,12 +149,18 @@ pub async fn run(
                 .map(|index| Slot {
                     index,
                     env: Vec::new(),
+                    server: None,
                 })
                 .collect();
             (slots, user_tags)
         }
         Some(selection) => gpu_slots(&args.nvidia_smi, selection, &user_tags).await?,
     };
+    let (slots, servers) = match &args.serve {
+        None => (slots, Vec::new()),
+        Some(template) => with_servers(slots, template, &args)?,
+    };
+    let slots = with_episodes_per_gpu(slots, args.episodes_per_gpu);
     let slot_count = slots.len();
     let handler = handler(&args, daemon)?;
     let options = WorkerOptions {
@@ -139,7 +189,26 @@ pub async fn run(
         args.queues.join(","),
         tag_text.join(" ")
     );
-    let summary = worker::run(client, options, handler, shutdown_rx).await?;
+    let (stop_servers, servers_stop) = watch::channel(false);
+    let mut supervisors = tokio::task::JoinSet::new();
+    for (config, status) in servers {
+        supervisors.spawn(model_server::supervise(
+            config,
+            status,
+            servers_stop.clone(),
+        ));
+    }
+    let summary = worker::run(client, options, handler, shutdown_rx).await;
+    // After the drain (or a fatal error): the servers go last, so no job loses its server.
+    if !supervisors.is_empty() {
+        eprintln!(
+            "agentctl worker: stopping {} model server(s)",
+            supervisors.len()
+        );
+        let _supervisors_hold_receivers_until_they_return = stop_servers.send(true);
+        while supervisors.join_next().await.is_some() {}
+    }
+    let summary = summary?;
     if json {
         println!(
             "{}",
@@ -182,6 +251,81 @@ async fn gpu_slots(
         );
     }
     Ok((gpu::slots(&selected), gpu::merge_tags(auto, user_tags)))
+}
+
+/// Most jobs at once on one GPU (a limit on slots; vLLM batches a few hundred requests).
+pub const EPISODES_PER_GPU_MAX: usize = 1024;
+
+/// A server to supervise, and where its supervisor publishes its status.
+type SupervisedServer = (ServerConfig, watch::Sender<ServerStatus>);
+
+/// Gives each GPU slot a model server: its port, its `AGENTD_MODEL_URL`, and the status channel
+/// the worker loop reads. Returns the slots and what the supervisors need.
+fn with_servers(
+    slots: Vec<Slot>,
+    template: &str,
+    args: &WorkerArgs,
+) -> anyhow::Result<(Vec<Slot>, Vec<SupervisedServer>)> {
+    let mut servers = Vec::new();
+    let mut served = Vec::new();
+    for mut slot in slots {
+        let port = u16::try_from(slot.index)
+            .ok()
+            .and_then(|offset| args.serve_port_base.checked_add(offset))
+            .with_context(|| {
+                format!(
+                    "--serve-port-base {} leaves no port for GPU slot {}",
+                    args.serve_port_base, slot.index
+                )
+            })?;
+        let gpu_index: u32 = slot
+            .env
+            .iter()
+            .find(|(key, _)| key == "AGENTD_GPU_INDEX")
+            .and_then(|(_, value)| value.parse().ok())
+            .context("--serve needs --gpus")?;
+        let config = ServerConfig {
+            gpu_index,
+            port,
+            command_line: model_server::expand_template(template, gpu_index, port),
+            env: slot.env.clone(),
+            health_path: args.serve_health.clone(),
+            ready_timeout: Duration::from_millis(args.serve_ready_timeout),
+            check_interval: Duration::from_millis(args.serve_check_interval),
+            log_path: args.serve_log_dir.join(format!("gpu{gpu_index}.log")),
+            log_bytes_max: args.serve_log_mib.max(1) * 1024 * 1024,
+        };
+        eprintln!(
+            "agentctl worker: GPU {gpu_index}: model server on port {port}, log {}",
+            config.log_path.display()
+        );
+        slot.env
+            .push(("AGENTD_MODEL_URL".to_string(), config.url()));
+        let (status, receiver) = watch::channel(ServerStatus::default());
+        slot.server = Some(receiver);
+        servers.push((config, status));
+        served.push(slot);
+    }
+    Ok((served, servers))
+}
+
+/// `episodes` slots per GPU slot, each with the GPU's environment and server; slot numbers
+/// (`AGENTD_SLOT`) run 0..gpus*episodes, GPU by GPU.
+fn with_episodes_per_gpu(slots: Vec<Slot>, episodes: usize) -> Vec<Slot> {
+    if episodes <= 1 {
+        return slots;
+    }
+    let mut expanded = Vec::with_capacity(slots.len() * episodes);
+    for slot in slots {
+        for _ in 0..episodes {
+            expanded.push(Slot {
+                index: expanded.len(),
+                env: slot.env.clone(),
+                server: slot.server.clone(),
+            });
+        }
+    }
+    expanded
 }
 
 /// The command handler, or the built-in one.
@@ -237,5 +381,79 @@ pub async fn wait_for_stop_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["agentctl", "worker", "--queue", "q"].iter().chain(args))
+    }
+
+    #[test]
+    fn serve_and_episodes_per_gpu_need_gpus() {
+        for args in [
+            &["--serve", "vllm --port {port}", "--", "true"][..],
+            &["--episodes-per-gpu", "4", "--", "true"][..],
+            &["--gpus", "all", "--concurrency", "4", "--", "true"][..],
+        ] {
+            let error = parse(args).unwrap_err();
+            assert!(
+                matches!(
+                    error.kind(),
+                    clap::error::ErrorKind::MissingRequiredArgument
+                        | clap::error::ErrorKind::ArgumentConflict
+                ),
+                "{args:?}: {error}"
+            );
+        }
+        assert!(parse(&[
+            "--gpus",
+            "all",
+            "--episodes-per-gpu",
+            "4",
+            "--serve",
+            "x",
+            "--",
+            "true"
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn episodes_per_gpu_share_their_gpus_environment_and_server() {
+        let (_status, server) = watch::channel(ServerStatus::default());
+        let gpu_slots = vec![
+            Slot {
+                index: 0,
+                env: vec![("CUDA_VISIBLE_DEVICES".into(), "6".into())],
+                server: Some(server),
+            },
+            Slot {
+                index: 1,
+                env: vec![("CUDA_VISIBLE_DEVICES".into(), "2".into())],
+                server: None,
+            },
+        ];
+        let slots = with_episodes_per_gpu(gpu_slots, 3);
+        let seen: Vec<(usize, &str, bool)> = slots
+            .iter()
+            .map(|slot| (slot.index, slot.env[0].1.as_str(), slot.server.is_some()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (0, "6", true),
+                (1, "6", true),
+                (2, "6", true),
+                (3, "2", false),
+                (4, "2", false),
+                (5, "2", false),
+            ]
+        );
     }
 }

@@ -16,6 +16,7 @@ mod startup;
 mod tls;
 mod worker;
 mod worker_gpus;
+mod worker_serve;
 mod worker_stop;
 
 use agentd_tests::{write_config, Daemon};
