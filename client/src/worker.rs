@@ -357,15 +357,20 @@ async fn run_one(
     });
     let server_watch = slot.server.clone().map(|mut server| {
         let server_stop = stop_tx.clone();
-        let started_under = server.borrow().generation;
+        let status = *server.borrow();
+        let started_under = status.generation;
+        // The slot was ready when it was picked, but its server may have gone down since: a
+        // job must not start against a server that is not ready (it would never be stopped).
+        let down_at_start = !status.ready;
         let slot_index = slot.index;
         tokio::spawn(async move {
             // A dropped sender means the worker is stopping its servers after the drain.
-            if server
-                .wait_for(|status| status.generation != started_under)
-                .await
-                .is_ok()
-            {
+            let went_down = down_at_start
+                || server
+                    .wait_for(|status| status.generation != started_under)
+                    .await
+                    .is_ok();
+            if went_down {
                 eprintln!("agentctl worker: the model server of slot {slot_index} went down; stopping {job_id} (retryable)");
                 server_stop.send_if_modified(|reason| {
                     let running = *reason == StopReason::Running;

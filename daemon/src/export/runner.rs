@@ -469,9 +469,18 @@ impl Runner {
             })
             .map(|()| records)
         })
-        .await
-        .map_err(|error| RunError::Replay(error.to_string()))?
-        .map_err(|error| RunError::Replay(error.to_string()))?;
+        .await;
+        // The record is durable: reading it back can fail only on a broken log or a panic, and
+        // going on would leave the ledger without it (later appends read only their own record).
+        let records = match records {
+            Ok(Ok(records)) => records,
+            Ok(Err(error)) => crate::fatal(&format!(
+                "cannot read back the export record at lsn {lsn}: {error}"
+            )),
+            Err(error) => crate::fatal(&format!(
+                "reading back the export record at lsn {lsn} failed: {error}"
+            )),
+        };
         let mut state = self.ledger();
         for (lsn, record) in &records {
             if *lsn > state.applied {

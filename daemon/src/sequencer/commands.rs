@@ -252,7 +252,7 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
             if let Err(error) = decide::validate_lease_ask(&ask, &sequencer.limits) {
                 return refuse(reply, error);
             }
-            sequencer.state.promote_due(now_ms);
+            sequencer.promote_due_jobs(now_ms);
             let decision = decide::lease(&sequencer.state, &sequencer.limits, now_ms, &ask);
             if !decision.events.is_empty() {
                 let grants = grants_of(&sequencer.state, &decision.events);
@@ -274,6 +274,11 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
             if wait_ms == 0 {
                 let _ignored_if_client_left = reply.send(Ok(LeaseOutcome::default()));
                 return;
+            }
+            if sequencer.waiters.len() >= sequencer.lease_waiters_max {
+                // Long-polls whose clients went away hold places until their deadline; they
+                // are dropped before a live one is refused.
+                sequencer.waiters.drop_closed();
             }
             if sequencer.waiters.len() >= sequencer.lease_waiters_max {
                 return refuse(
@@ -479,7 +484,7 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
             Err(error) => refuse(reply, error),
         },
         Command::Queues { reply } => {
-            sequencer.state.promote_due(now_ms);
+            sequencer.promote_due_jobs(now_ms);
             let views = sequencer
                 .state
                 .queues

@@ -272,10 +272,20 @@ impl Sequencer {
         }
     }
 
+    /// Moves delayed jobs that are due into their queues' ready sets. Whoever promotes them
+    /// also wakes the parked long-polls (every one: promotion is rare and may touch any
+    /// queue), since the due-job timer will no longer see them as due.
+    pub(super) fn promote_due_jobs(&mut self, now_ms: u64) {
+        if self.state.next_due_ms().is_some_and(|due| due <= now_ms) {
+            self.state.promote_due(now_ms);
+            self.waiters.wake_all();
+        }
+    }
+
     /// Tries to satisfy the woken parked long-polls in arrival order.
     async fn serve_waiters(&mut self) {
         let now_ms = self.now_ms();
-        self.state.promote_due(now_ms);
+        self.promote_due_jobs(now_ms);
         for (arrival, waiter) in self.waiters.take_woken() {
             if waiter.reply.is_closed() {
                 continue;

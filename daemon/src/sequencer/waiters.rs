@@ -136,6 +136,20 @@ impl Waiters {
         }
     }
 
+    /// Drops the waiters whose client stopped waiting. O(W): called only when the waiters are
+    /// at their limit, before a new one would be refused.
+    pub fn drop_closed(&mut self) {
+        let closed: Vec<Arrival> = self
+            .parked
+            .iter()
+            .filter(|(_, waiter)| waiter.reply.is_closed())
+            .map(|(&arrival, _)| arrival)
+            .collect();
+        for arrival in closed {
+            self.remove(arrival);
+        }
+    }
+
     /// At shutdown: everyone gets an empty answer.
     pub fn answer_all_empty(&mut self) {
         let arrivals: Vec<Arrival> = self.parked.keys().copied().collect();

@@ -103,9 +103,19 @@ impl RunnerPlan {
     pub fn take_evidence(&self, run: &mut SandboxRun) -> TestsEvidence {
         let genuine_prefix = format!("{REPORT_PREFIX} {} ", self.nonce);
         // The head and the tail of stdout overlap when it was short: a set counts a line once.
-        let genuine_lines: BTreeSet<String> = [run.stdout.as_str(), run.stdout_tail.as_str()]
-            .iter()
-            .flat_map(|text| text.lines())
+        // A head cut at its size cap may end inside the report line: its last line is then a
+        // fragment of the tail's line, not a second report.
+        let head_was_cut = run.stdout_bytes > run.stdout.len() as u64;
+        let head_lines = run.stdout.lines();
+        let head_complete_lines = if head_was_cut {
+            let complete = run.stdout.lines().count().saturating_sub(1);
+            head_lines.take(complete).collect::<Vec<_>>()
+        } else {
+            head_lines.collect::<Vec<_>>()
+        };
+        let genuine_lines: BTreeSet<String> = head_complete_lines
+            .into_iter()
+            .chain(run.stdout_tail.lines())
             .filter(|line| line.starts_with(&genuine_prefix))
             .map(str::to_string)
             .collect();
