@@ -15,6 +15,8 @@ mod commands;
 #[cfg(test)]
 mod replay_tests;
 mod waiters;
+#[cfg(test)]
+mod wake_tests;
 
 pub use commands::{
     Command, LeaseGrantCore, LeaseOutcome, QueueDigest, SequencerError, DIGEST_HOLD_MAX,
