@@ -248,6 +248,7 @@ fn grant() -> LeaseGrant {
             lease_ttl_ms: 60_000,
             tags: Default::default(),
             task_id: None,
+            rollout_id: None,
         },
     }
 }

@@ -190,8 +190,7 @@ pub async fn run(
 
     if let Some(settings) = datasets_settings {
         sequencer
-            .call(|reply| Command::AppendFenced {
-                lease_id: None,
+            .call(|reply| Command::AppendInternal {
                 events: vec![Event::DatasetSettingsRecorded(settings)],
                 actor: Some("agentd".to_owned()),
                 reply,

@@ -236,6 +236,10 @@ pub struct LeasedJob {
     pub lease_ttl_ms: u64,
     pub tags: Tags,
     pub task_id: Option<String>,
+    /// The rollout an earlier attempt of this job created (`POST /v1/tasks/{task_id}/rollouts`
+    /// with the job), so a retried episode resumes it; absent when none was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<crate::ids::RolloutId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -7,8 +7,11 @@
 //! such a shape have their own strict copy, because the event types accept unknown fields (they
 //! must keep decoding records written by newer builds).
 
-use crate::events::{Action, AgentState, DatasetMeta, RewardSource, Sampling, SandboxOutcome};
-use crate::ids::{JobId, LeaseId, Lsn};
+use crate::events::{
+    Action, AgentState, AgentStateLists, DatasetMeta, RewardSource, Sampling, SandboxOutcome,
+    StateForget, StateFrom,
+};
+use crate::ids::{JobId, LeaseId, Lsn, RolloutId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -183,9 +186,65 @@ pub struct StateUpdateRequest {
     pub open_issues: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_focus: Option<String>,
+    /// What the update takes out before adding its items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget: Option<ForgetRequest>,
     /// Refused with 409 `lease_lost` when this lease is no longer held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_id: Option<LeaseId>,
+}
+
+/// What an update takes out of the state, applied before its additions: items removed by value
+/// from any list, open issues resolved (moved to `decisions`), hypotheses retracted, and the
+/// focus cleared.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove: Option<StateListsRequest>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolve: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retract: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_next_focus: bool,
+}
+
+/// Items per list field (strict copy of [`AgentStateLists`]).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateListsRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub goals: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hypotheses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_issues: Vec<String>,
+}
+
+impl From<ForgetRequest> for StateForget {
+    fn from(request: ForgetRequest) -> Self {
+        let remove = request.remove.unwrap_or_default();
+        StateForget {
+            remove: AgentStateLists {
+                goals: remove.goals,
+                constraints: remove.constraints,
+                decisions: remove.decisions,
+                hypotheses: remove.hypotheses,
+                history: remove.history,
+                open_issues: remove.open_issues,
+            },
+            resolve: request.resolve,
+            retract: request.retract,
+            clear_next_focus: request.clear_next_focus,
+        }
+    }
 }
 
 /// The update fields of a step's `state_update` (the same as [`StateUpdateRequest`] without
@@ -207,6 +266,9 @@ pub struct StateUpdateFields {
     pub open_issues: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_focus: Option<String>,
+    /// What the update takes out before adding its items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget: Option<ForgetRequest>,
 }
 
 impl StateUpdateRequest {
@@ -220,7 +282,16 @@ impl StateUpdateRequest {
             history: self.history.clone(),
             open_issues: self.open_issues.clone(),
             next_focus: self.next_focus.clone(),
+            forget: self.forget.clone(),
         }
+    }
+}
+
+impl StateUpdateFields {
+    /// The additions and what is forgotten, as the event carries them.
+    pub fn into_parts(self) -> (AgentState, StateForget) {
+        let forget = self.forget.clone().map(StateForget::from).unwrap_or_default();
+        (AgentState::from(self), forget)
     }
 }
 
@@ -242,6 +313,9 @@ impl From<StateUpdateFields> for AgentState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskStateView {
     pub task_id: String,
+    /// Set for a rollout's state; absent for the task's base state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<RolloutId>,
     pub state: AgentState,
     /// The text block for prompts (`render(state)`).
     pub rendered: String,
@@ -299,6 +373,10 @@ pub enum TrimReasonName {
     ItemCharsCap,
     HistoryCap,
     TokenBudget,
+    Forgotten,
+    Resolved,
+    Retracted,
+    Cleared,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -306,6 +384,7 @@ pub enum TrimReasonName {
 pub enum TrimActionName {
     Removed,
     Shortened,
+    Moved,
 }
 
 /// `GET /v1/tasks/{task_id}/state/history?after=&limit=`: updates in log order.
@@ -329,6 +408,9 @@ pub struct StateHistoryEntry {
     pub lease_id: Option<LeaseId>,
     /// The update as sent.
     pub update: AgentState,
+    /// What the update took out, when anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget: Option<StateForget>,
     /// The limits it was merged with (recorded in the event).
     pub history_max: u32,
     pub item_chars_max: u32,
@@ -434,6 +516,9 @@ impl From<ActionRequest> for Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordStepResponse {
     pub task_id: String,
+    /// `null` for the task's default rollout.
+    #[serde(default)]
+    pub rollout_id: Option<RolloutId>,
     pub step: u32,
     pub lsn: Lsn,
     /// With a `state_update`: the merged state and what was trimmed.
@@ -485,6 +570,9 @@ pub struct RewardRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepFactResponse {
     pub task_id: String,
+    /// `null` for the task's default rollout.
+    #[serde(default)]
+    pub rollout_id: Option<RolloutId>,
     pub step: u32,
     pub lsn: Lsn,
 }
@@ -501,6 +589,9 @@ pub struct TrajectoryResponse {
 /// One step with the state before it, its sandbox result and its reward.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrajectoryStep {
+    /// `null` for the task's default rollout.
+    #[serde(default)]
+    pub rollout_id: Option<RolloutId>,
     pub step: u32,
     pub lsn: Lsn,
     pub ts_ms: u64,
@@ -553,8 +644,11 @@ pub struct RewardView {
 /// `GET /v1/trajectories/stats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrajectoryStatsResponse {
-    /// Tasks with at least one step.
+    /// Tasks with at least one step or rollout.
     pub tasks: u64,
+    /// Rollouts created (a task's default rollout is not counted).
+    pub rollouts: u64,
+    pub groups: u64,
     pub steps: u64,
     pub sandbox_results: u64,
     /// Per model, in name order.
@@ -609,4 +703,111 @@ pub struct IgnoredView {
     pub duplicate_rewards: u64,
     pub sandbox_results_without_step: u64,
     pub rewards_without_step: u64,
+    pub duplicate_rollouts: u64,
+    pub steps_without_rollout: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollouts
+
+/// `POST /v1/tasks/{task_id}/rollouts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRolloutRequest {
+    pub model: String,
+    pub policy_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingRequest>,
+    /// The set of rollouts sampled together for group scoring (1 to 128 characters, not
+    /// starting with `ro_`); default: a new group of one, named after the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The episode job this rollout runs under. A job has at most one rollout: creating again
+    /// with the same job (a retried attempt) answers the existing one, to resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+    /// Fences the creation (and names the job when `job_id` is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<LeaseId>,
+    /// `task` (default): start from the task's base agent state; `empty`: from nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_from: Option<StateFrom>,
+}
+
+/// Answer to `POST /v1/tasks/{task_id}/rollouts`: 201 when created, 200 when the job already
+/// had a rollout (`created: false`; continue at `next_step`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreateRolloutResponse {
+    pub rollout_id: RolloutId,
+    pub task_id: String,
+    pub group: String,
+    /// The record that created the rollout.
+    pub lsn: Lsn,
+    pub created: bool,
+    /// Steps already recorded (0 for a new rollout).
+    pub steps: u64,
+    /// The step index to record next: one past the highest recorded, 0 for none.
+    pub next_step: u32,
+}
+
+/// `GET /v1/rollouts/{rollout_id}`: the rollout and a page of its steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RolloutView {
+    pub rollout_id: RolloutId,
+    pub task_id: String,
+    pub group: String,
+    pub model: String,
+    pub policy_version: String,
+    pub sampling: Sampling,
+    pub job_id: Option<JobId>,
+    pub lease_id: Option<LeaseId>,
+    pub attempt: Option<u32>,
+    pub worker_id: Option<String>,
+    pub state_from: StateFrom,
+    pub lsn: Lsn,
+    pub ts_ms: u64,
+    /// Sum of the rollout's step rewards.
+    pub reward: f64,
+    pub steps: Vec<TrajectoryStep>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<u32>,
+}
+
+/// One rollout in a task's or a group's list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RolloutSummary {
+    /// `null` for the task's default rollout (steps recorded through the task-level routes).
+    pub rollout_id: Option<RolloutId>,
+    pub task_id: String,
+    pub group: Option<String>,
+    pub model: String,
+    pub policy_version: String,
+    pub job_id: Option<JobId>,
+    pub steps: u64,
+    /// Steps with a reward.
+    pub rewarded: u64,
+    /// Sum of the step rewards (0 without any).
+    pub reward: f64,
+    /// In a group: `(reward - group mean) / group standard deviation`, 0 when that is 0.
+    pub advantage: Option<f64>,
+}
+
+/// `GET /v1/tasks/{task_id}/rollouts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskRolloutsResponse {
+    pub task_id: String,
+    /// The default rollout first (when it has steps), then rollouts in creation order.
+    pub rollouts: Vec<RolloutSummary>,
+}
+
+/// `GET /v1/groups/{group}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupResponse {
+    pub group: String,
+    /// Mean of the rollouts' rewards.
+    pub mean: f64,
+    /// Sample standard deviation (n - 1) of the rewards, as GRPO computes it; 0 for one rollout.
+    pub std: f64,
+    /// In creation order, each with its advantage.
+    pub rollouts: Vec<RolloutSummary>,
 }

@@ -7,7 +7,7 @@
 //! are append-only. When an event's shape must change, add `..._v2`, keep the v1 variant for
 //! decoding, and map it to v2 in [`upcast`]; `migrations/` keeps encoded fixtures of every version.
 
-use crate::ids::{JobId, LeaseId};
+use crate::ids::{JobId, LeaseId, RolloutId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -91,14 +91,24 @@ pub enum Event {
     DatasetRegistered(DatasetMeta),
     #[serde(rename = "dataset_records_ingested.v1")]
     DatasetRecordsIngested(DatasetRecordsIngested),
-    #[serde(rename = "task_state_updated.v1")]
+    /// v2 added `rollout_id` and `forget`; a v1 event decodes as an update of the task's base
+    /// state with nothing forgotten (see [`upcast`]).
+    #[serde(rename = "task_state_updated.v2", alias = "task_state_updated.v1")]
     TaskStateUpdated(TaskStateUpdated),
-    #[serde(rename = "step_recorded.v1")]
+    /// v2 added `rollout_id`; a v1 step belongs to its task's default rollout.
+    #[serde(rename = "step_recorded.v2", alias = "step_recorded.v1")]
     StepRecorded(StepRecorded),
-    #[serde(rename = "sandbox_result_recorded.v1")]
+    #[serde(
+        rename = "sandbox_result_recorded.v2",
+        alias = "sandbox_result_recorded.v1"
+    )]
     SandboxResultRecorded(SandboxResultRecorded),
-    #[serde(rename = "reward_recorded.v1")]
+    #[serde(rename = "reward_recorded.v2", alias = "reward_recorded.v1")]
     RewardRecorded(RewardRecorded),
+    /// One sampled episode of a policy on a task; its steps, state, sandbox results and rewards
+    /// name its `rollout_id`.
+    #[serde(rename = "rollout_created.v1")]
+    RolloutCreated(RolloutCreated),
 
     #[serde(rename = "export_recorded.v1")]
     ExportRecorded(ExportRecorded),
@@ -133,6 +143,7 @@ impl Event {
             Event::StepRecorded(_) => "step_recorded",
             Event::SandboxResultRecorded(_) => "sandbox_result_recorded",
             Event::RewardRecorded(_) => "reward_recorded",
+            Event::RolloutCreated(_) => "rollout_created",
             Event::ExportRecorded(_) => "export_recorded",
             Event::ScheduleFired(_) => "schedule_fired",
             Event::DatasetBuilt(_) => "dataset_built",
@@ -246,12 +257,92 @@ pub struct StateLimits {
     pub encoding: String,
 }
 
+/// What an update takes out of a state, applied before its additions (`docs/domain.md`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StateForget {
+    /// Items removed by value (compared after trimming whitespace), per list field.
+    #[serde(default)]
+    pub remove: AgentStateLists,
+    /// Open issues resolved: moved from `open_issues` to `decisions`.
+    #[serde(default)]
+    pub resolve: Vec<String>,
+    /// Hypotheses retracted: removed from `hypotheses`.
+    #[serde(default)]
+    pub retract: Vec<String>,
+    /// Clears `next_focus`.
+    #[serde(default)]
+    pub clear_next_focus: bool,
+}
+
+impl StateForget {
+    /// Whether it takes nothing out.
+    pub fn is_empty(&self) -> bool {
+        self == &StateForget::default()
+    }
+}
+
+/// The list fields of an agent state (items to remove from each).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentStateLists {
+    #[serde(default)]
+    pub goals: Vec<String>,
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    #[serde(default)]
+    pub decisions: Vec<String>,
+    #[serde(default)]
+    pub hypotheses: Vec<String>,
+    #[serde(default)]
+    pub history: Vec<String>,
+    #[serde(default)]
+    pub open_issues: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskStateUpdated {
     pub task_id: String,
+    /// The rollout whose state this updates; `None` is the task's base state (which is also the
+    /// state of its default rollout, the one the task-level step routes record into).
+    #[serde(default)]
+    pub rollout_id: Option<RolloutId>,
     pub update: AgentState,
+    /// What the update takes out before adding `update`'s items.
+    #[serde(default)]
+    pub forget: StateForget,
     pub limits: StateLimits,
     pub lease_id: Option<LeaseId>,
+}
+
+/// Where a new rollout's agent state starts.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFrom {
+    /// A copy of the task's base state at creation (goals, constraints set for the task).
+    #[default]
+    Task,
+    /// The empty state.
+    Empty,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutCreated {
+    /// Assigned by the sequencer, counting rollouts in log order.
+    pub rollout_id: RolloutId,
+    pub task_id: String,
+    /// The set of rollouts sampled together for group scoring; a new group of one (named after
+    /// the rollout) unless the creator named one.
+    pub group: String,
+    pub model: String,
+    pub policy_version: String,
+    pub sampling: Sampling,
+    /// The episode job it was created under, with the lease's attempt and worker.
+    pub job_id: Option<JobId>,
+    pub lease_id: Option<LeaseId>,
+    pub attempt: Option<u32>,
+    pub worker_id: Option<String>,
+    pub state_from: StateFrom,
 }
 
 /// What the actor proposed to do.
@@ -280,6 +371,10 @@ pub struct Sampling {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecorded {
     pub task_id: String,
+    /// The rollout the step belongs to; `None` is the task's default rollout (every step a v1
+    /// event recorded).
+    #[serde(default)]
+    pub rollout_id: Option<RolloutId>,
     pub step: u32,
     pub job_id: Option<JobId>,
     pub lease_id: Option<LeaseId>,
@@ -322,6 +417,10 @@ impl SandboxOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxResultRecorded {
     pub task_id: String,
+    /// The rollout the step belongs to; `None` is the task's default rollout (every step a v1
+    /// event recorded).
+    #[serde(default)]
+    pub rollout_id: Option<RolloutId>,
     pub step: u32,
     pub lease_id: Option<LeaseId>,
     pub exit_code: Option<i32>,
@@ -347,6 +446,10 @@ pub enum RewardSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RewardRecorded {
     pub task_id: String,
+    /// The rollout the step belongs to; `None` is the task's default rollout (every step a v1
+    /// event recorded).
+    #[serde(default)]
+    pub rollout_id: Option<RolloutId>,
     pub step: u32,
     pub lease_id: Option<LeaseId>,
     pub value: f64,
@@ -388,8 +491,15 @@ pub fn decode_record(format_version: u8, payload: &[u8]) -> Result<LogRecord, De
     Ok(upcast(record))
 }
 
-/// Maps old event versions to the current ones. Version 1 is current for every event, so this is
-/// the identity today; it is the one place a `*_v2` change adds its conversion.
+/// Maps old event versions to the current ones.
+///
+/// The v2 trajectory events (`step_recorded`, `sandbox_result_recorded`, `reward_recorded`,
+/// `task_state_updated`) added `rollout_id` and, for state updates, `forget`. Their v1 tags are
+/// decoded into the same types by serde aliases, with `rollout_id: None` (the task's default
+/// rollout: before rollouts existed a task had exactly one trajectory) and nothing forgotten,
+/// which is exactly what the v1 events meant. So the conversion happens while decoding and this
+/// function is still the identity; it stays the place a conversion that needs more than defaults
+/// goes.
 pub fn upcast(record: LogRecord) -> LogRecord {
     record
 }

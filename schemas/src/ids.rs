@@ -114,6 +114,11 @@ prefixed_id!(
     LeaseId, "lease_", "lease"
 );
 
+prefixed_id!(
+    /// One sampled episode of a policy on a task, `ro_<n>`; `n` counts rollouts in log order.
+    RolloutId, "ro_", "rollout"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,4 +15,4 @@ pub mod export_api;
 pub mod ids;
 pub mod projection;
 
-pub use ids::{JobId, LeaseId, Lsn};
+pub use ids::{JobId, LeaseId, Lsn, RolloutId};

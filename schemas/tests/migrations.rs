@@ -7,7 +7,7 @@
 //! missing pair for the current version and never overwrites an existing one.
 
 use agentd_schemas::events::*;
-use agentd_schemas::{JobId, LeaseId};
+use agentd_schemas::{JobId, LeaseId, RolloutId};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -15,7 +15,9 @@ fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../migrations/fixtures")
 }
 
-/// One record per event variant, as the current version writes it.
+/// One record per event variant, as the current version writes it. A sample's name is the
+/// fixture's file stem: the event's type name, plus `.v<N>` for a variant past its first
+/// version (whose `.v1` fixture keeps the plain name).
 fn current_samples() -> Vec<(&'static str, LogRecord)> {
     let record = |events: Vec<Event>| LogRecord {
         ts_ms: 1_767_225_600_000,
@@ -149,10 +151,20 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
             )]),
         ),
         (
-            "task_state_updated",
+            "task_state_updated.v2",
             record(vec![Event::TaskStateUpdated(TaskStateUpdated {
                 task_id: "task-1".into(),
+                rollout_id: Some(RolloutId(3)),
                 update: state.clone(),
+                forget: StateForget {
+                    remove: AgentStateLists {
+                        goals: vec!["old goal".into()],
+                        ..AgentStateLists::default()
+                    },
+                    resolve: vec!["flaky test".into()],
+                    retract: vec!["print is unused".into()],
+                    clear_next_focus: true,
+                },
                 limits: StateLimits {
                     history_max: 3,
                     item_chars_max: 256,
@@ -163,9 +175,10 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
             })]),
         ),
         (
-            "step_recorded",
+            "step_recorded.v2",
             record(vec![Event::StepRecorded(StepRecorded {
                 task_id: "task-1".into(),
+                rollout_id: Some(RolloutId(3)),
                 step: 0,
                 job_id: Some(JobId(1)),
                 lease_id: Some(LeaseId(1)),
@@ -192,9 +205,10 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
             })]),
         ),
         (
-            "sandbox_result_recorded",
+            "sandbox_result_recorded.v2",
             record(vec![Event::SandboxResultRecorded(SandboxResultRecorded {
                 task_id: "task-1".into(),
+                rollout_id: Some(RolloutId(3)),
                 step: 0,
                 lease_id: Some(LeaseId(1)),
                 exit_code: Some(0),
@@ -209,9 +223,10 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
             })]),
         ),
         (
-            "reward_recorded",
+            "reward_recorded.v2",
             record(vec![Event::RewardRecorded(RewardRecorded {
                 task_id: "task-1".into(),
+                rollout_id: Some(RolloutId(3)),
                 step: 0,
                 lease_id: Some(LeaseId(1)),
                 value: 1.0,
@@ -221,6 +236,27 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                     ("tests".to_string(), 1.0),
                 ]),
                 source: RewardSource::Rule,
+            })]),
+        ),
+        (
+            "rollout_created",
+            record(vec![Event::RolloutCreated(RolloutCreated {
+                rollout_id: RolloutId(3),
+                task_id: "task-1".into(),
+                group: "grp-task-1-a".into(),
+                model: "qwen2.5-coder-7b".into(),
+                policy_version: "v12".into(),
+                sampling: Sampling {
+                    temperature: Some(1.0),
+                    top_p: None,
+                    max_tokens: Some(1024),
+                    seed: Some(3),
+                },
+                job_id: Some(JobId(1)),
+                lease_id: Some(LeaseId(1)),
+                attempt: Some(1),
+                worker_id: Some("box-3-17".into()),
+                state_from: StateFrom::Task,
             })]),
         ),
         (
@@ -307,7 +343,7 @@ fn every_current_event_type_has_a_fixture_and_every_fixture_decodes() {
     for (name, record) in &samples {
         assert_eq!(
             record.events[0].type_name(),
-            *name,
+            name.split('.').next().unwrap(),
             "sample names match event type names"
         );
         let bytes_path = version_dir.join(format!("{name}.msgpack"));

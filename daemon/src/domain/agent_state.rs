@@ -3,6 +3,13 @@
 //!
 //! Merge rules, in the order they apply (docs/domain.md has the same list with examples):
 //!
+//! 0. The update's `forget` takes items out of the current state, one row of `FORGET_RULES`
+//!    after another, each seeing the result of the rows before it: `resolve` moves open issues to
+//!    `decisions`, `retract` removes hypotheses, `remove.<field>` removes items of any list field,
+//!    `clear_next_focus` removes the focus. A name matches an item when both are equal after
+//!    rules 1 and 2 (the equality that finds duplicates); a name that matches nothing is ignored.
+//!    An item the update adds back to the same field is not taken out: the additions apply after
+//!    the forget, so the item ends present, where it was.
 //! 1. Every text item is trimmed of surrounding whitespace; items that are then empty are dropped.
 //! 2. Every item longer than `limits.item_chars_max` characters (Unicode scalar values, not bytes)
 //!    is cut to `item_chars_max - 1` characters, trailing whitespace removed, plus `…`, so the
@@ -21,40 +28,45 @@
 //!    `open_issues`, `constraints`, `goals`: speculation goes before what defines the task). If
 //!    only `next_focus` is left and still too long, it is shortened (with `…`) or removed.
 //!
-//! Every item removed or shortened by rules 2, 4 and 6 is reported in [`MergeOutcome::trimmed`];
-//! dropping blanks and duplicates loses nothing and is not reported.
+//! Every item taken out by rule 0 and every item removed or shortened by rules 2, 4 and 6 is
+//! reported in [`MergeOutcome::trimmed`]; dropping blanks and duplicates loses nothing and is not
+//! reported.
 //!
 //! Re-applying the same update to the result changes nothing whenever the first merge needed no
-//! token-budget trimming: duplicates are skipped, repeated history entries are already at the end.
-//! Budget trimming has no memory of what it dropped, so re-applying an update whose items were
-//! dropped adds them back and trims again (still deterministically, still within budget).
+//! token-budget trimming: duplicates are skipped, repeated history entries are already at the end,
+//! forgotten items are already gone (the rows that move items run before the rows that remove from
+//! their target, and an item the update adds back is never forgotten, so nothing comes back to be
+//! forgotten again). Budget trimming has no memory of what it dropped, so re-applying an update
+//! whose items were dropped adds them back and trims again (still deterministically, still within
+//! budget).
 
 use super::tokens::TokenCounter;
-use agentd_schemas::events::{AgentState, StateLimits};
+use agentd_schemas::events::{AgentState, StateForget, StateLimits};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-/// The result of [`merge`].
+/// The result of [`merge_update`] (and [`merge`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MergeOutcome {
     /// The merged state, within the limits.
     pub state: AgentState,
-    /// What the merge removed or shortened, in the order it happened.
+    /// What the merge took out, moved or shortened, in the order it happened.
     pub trimmed: Vec<Trimmed>,
     /// Exact token count of `render(&state)` in the limits' encoding.
     pub tokens: usize,
 }
 
-/// One item the merge removed or shortened, so a caller can tell the agent what it lost.
+/// One item the merge took out, moved or shortened, so a caller can tell the agent what it lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Trimmed {
-    /// The field the item belongs to.
+    /// The field the item belongs to (for a move, the field it left).
     pub field: StateField,
-    /// For a removal, the removed text; for a shortening, the text that was kept.
+    /// For a removal or a move, the text taken out; for a shortening, the text that was kept.
     pub item: String,
-    /// Which limit caused it.
+    /// Which limit or which part of the update's `forget` caused it.
     pub reason: TrimReason,
-    /// Whether the item is gone or shorter.
+    /// Whether the item is gone, shorter, or in another field.
     pub action: TrimAction,
     /// The item's length in characters before this step.
     pub chars_before: usize,
@@ -73,7 +85,7 @@ pub enum StateField {
     NextFocus,
 }
 
-/// The limit that caused a [`Trimmed`] entry.
+/// The limit, or the part of the update's `forget`, that caused a [`Trimmed`] entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrimReason {
@@ -83,6 +95,14 @@ pub enum TrimReason {
     HistoryCap,
     /// The rendered state was over `token_budget`.
     TokenBudget,
+    /// The update's `forget.remove` named the item.
+    Forgotten,
+    /// The update's `forget.resolve` resolved the open issue (it moved to `decisions`).
+    Resolved,
+    /// The update's `forget.retract` retracted the hypothesis.
+    Retracted,
+    /// The update's `forget.clear_next_focus` cleared the focus.
+    Cleared,
 }
 
 /// What happened to a [`Trimmed`] item.
@@ -91,18 +111,33 @@ pub enum TrimReason {
 pub enum TrimAction {
     Removed,
     Shortened,
+    /// Taken out of this field and added to another (a resolved issue becomes a decision).
+    Moved,
 }
 
 /// Marks a shortened item; counted inside `item_chars_max`.
 pub const ELLIPSIS: char = '…';
 
-/// Merges `update` into `state` under `limits` (the rules are in the module documentation).
-///
-/// `tokens` must count with `limits.encoding`: the limits are recorded in the event, so a replay
-/// must count with the encoding the daemon used, not today's configuration.
+/// Merges `update` into `state` under `limits` with nothing to forget: [`merge_update`] with an
+/// empty [`StateForget`].
 pub fn merge(
     state: &AgentState,
     update: &AgentState,
+    limits: &StateLimits,
+    tokens: &TokenCounter,
+) -> MergeOutcome {
+    merge_update(state, update, &StateForget::default(), limits, tokens)
+}
+
+/// Takes `forget`'s items out of `state`, then merges `update` into the rest under `limits` (the
+/// rules are in the module documentation).
+///
+/// `tokens` must count with `limits.encoding`: the limits are recorded in the event, so a replay
+/// must count with the encoding the daemon used, not today's configuration.
+pub fn merge_update(
+    state: &AgentState,
+    update: &AgentState,
+    forget: &StateForget,
     limits: &StateLimits,
     tokens: &TokenCounter,
 ) -> MergeOutcome {
@@ -118,6 +153,19 @@ pub fn merge(
     let token_budget = usize_from(limits.token_budget);
     let mut trimmed = Vec::new();
 
+    // Most updates forget nothing; they merge from the state as it is, without a copy.
+    let state = if forget.is_empty() {
+        Cow::Borrowed(state)
+    } else {
+        Cow::Owned(apply_forget(
+            state,
+            update,
+            forget,
+            item_chars_max,
+            &mut trimmed,
+        ))
+    };
+    let state = state.as_ref();
     let mut merged = AgentState::default();
     for field in LIST_FIELDS {
         let items = merge_list(
@@ -220,6 +268,97 @@ const BUDGET_TIE_ORDER: [StateField; 5] = [
     StateField::Goals,
 ];
 
+/// One operation of an update's `forget` (rule 0): which items it names, the field they leave,
+/// and the list they move to, if any.
+struct ForgetRule {
+    /// The items this row takes out.
+    names: ForgetNames,
+    /// The field the items leave.
+    from: StateField,
+    /// The list field the items are appended to (unless already there); `None` when they go.
+    to: Option<StateField>,
+    /// Reported in [`Trimmed::reason`].
+    reason: TrimReason,
+}
+
+/// How a [`ForgetRule`] names its items.
+enum ForgetNames {
+    /// By value: the texts listed in this part of the forget.
+    Listed(fn(&StateForget) -> &[String]),
+    /// Every item of the field, when this flag of the forget is set.
+    Everything(fn(&StateForget) -> bool),
+}
+
+impl ForgetRule {
+    /// Reported in [`Trimmed::action`]: an item that goes elsewhere moved, any other is removed.
+    fn action(&self) -> TrimAction {
+        match self.to {
+            Some(_) => TrimAction::Moved,
+            None => TrimAction::Removed,
+        }
+    }
+}
+
+/// Rule 0, one row per operation, applied in this order. The moving row comes before the rows
+/// that remove from its target, so an item it moves and a later row removes is gone for good;
+/// in the other order re-applying the update would remove what the first pass moved in.
+const FORGET_RULES: [ForgetRule; 9] = [
+    ForgetRule {
+        names: ForgetNames::Listed(|forget| &forget.resolve),
+        from: StateField::OpenIssues,
+        to: Some(StateField::Decisions),
+        reason: TrimReason::Resolved,
+    },
+    ForgetRule {
+        names: ForgetNames::Listed(|forget| &forget.retract),
+        from: StateField::Hypotheses,
+        to: None,
+        reason: TrimReason::Retracted,
+    },
+    ForgetRule {
+        names: ForgetNames::Listed(|forget| &forget.remove.goals),
+        from: StateField::Goals,
+        to: None,
+        reason: TrimReason::Forgotten,
+    },
+    ForgetRule {
+        names: ForgetNames::Listed(|forget| &forget.remove.constraints),
+        from: StateField::Constraints,
+        to: None,
+        reason: TrimReason::Forgotten,
+    },
+    ForgetRule {
+        names: ForgetNames::Listed(|forget| &forget.remove.decisions),
+        from: StateField::Decisions,
+        to: None,
+        reason: TrimReason::Forgotten,
+    },
+    ForgetRule {
+        names: ForgetNames::Listed(|forget| &forget.remove.hypotheses),
+        from: StateField::Hypotheses,
+        to: None,
+        reason: TrimReason::Forgotten,
+    },
+    ForgetRule {
+        names: ForgetNames::Listed(|forget| &forget.remove.history),
+        from: StateField::History,
+        to: None,
+        reason: TrimReason::Forgotten,
+    },
+    ForgetRule {
+        names: ForgetNames::Listed(|forget| &forget.remove.open_issues),
+        from: StateField::OpenIssues,
+        to: None,
+        reason: TrimReason::Forgotten,
+    },
+    ForgetRule {
+        names: ForgetNames::Everything(|forget| forget.clear_next_focus),
+        from: StateField::NextFocus,
+        to: None,
+        reason: TrimReason::Cleared,
+    },
+];
+
 /// A normalized item: trimmed, capped, and how long it was if the cap shortened it.
 struct Normalized {
     text: String,
@@ -271,6 +410,95 @@ fn keep_reporting(field: StateField, item: Normalized, trimmed: &mut Vec<Trimmed
         });
     }
     item.text
+}
+
+/// Rule 0: `state` without the items `forget` takes out, moved items appended to their target.
+fn apply_forget(
+    state: &AgentState,
+    update: &AgentState,
+    forget: &StateForget,
+    item_chars_max: usize,
+    trimmed: &mut Vec<Trimmed>,
+) -> AgentState {
+    let mut remaining = state.clone();
+    // Items compare by their normalized text (rules 1 and 2), as duplicates do. The sets are only
+    // looked up, never iterated, so their order cannot leak into the result.
+    let key = |text: &str| normalize(text, item_chars_max).map(|item| item.text);
+    for rule in &FORGET_RULES {
+        let names: HashSet<String> = match rule.names {
+            ForgetNames::Listed(listed) => listed(forget).iter().filter_map(|n| key(n)).collect(),
+            ForgetNames::Everything(flag) if flag(forget) => field_items(&remaining, rule.from)
+                .iter()
+                .filter_map(|item| key(item))
+                .collect(),
+            ForgetNames::Everything(_) => continue,
+        };
+        if names.is_empty() {
+            continue;
+        }
+        // The update adds these back: forgetting them would only move them (and re-applying the
+        // update would move them again), so they stay where they are.
+        let added_back: HashSet<String> = field_items(update, rule.from)
+            .iter()
+            .filter_map(|item| key(item))
+            .collect();
+        let mut taken_keys = HashSet::new();
+        let mut taken = Vec::new();
+        let mut kept = Vec::new();
+        for item in take_field_items(&mut remaining, rule.from) {
+            match key(&item) {
+                Some(text) if names.contains(&text) && !added_back.contains(&text) => {
+                    // Unnormalized copies ("a", " a ") all go; only the first is reported, as
+                    // losing a duplicate loses nothing.
+                    if taken_keys.insert(text) {
+                        taken.push(item.trim().to_owned());
+                    }
+                }
+                _ => kept.push(item),
+            }
+        }
+        put_field_items(&mut remaining, rule.from, kept);
+        for item in taken {
+            if let Some(target) = rule.to {
+                // Appended as an existing item of the target: rule 3 then skips it if the target
+                // already has it, as it skips a duplicate addition.
+                list_mut(&mut remaining, target).push(item.clone());
+            }
+            let chars_before = item.chars().count();
+            trimmed.push(Trimmed {
+                field: rule.from,
+                item,
+                reason: rule.reason,
+                action: rule.action(),
+                chars_before,
+            });
+        }
+    }
+    remaining
+}
+
+/// The items of any field, `next_focus` as a list of at most one.
+fn field_items(state: &AgentState, field: StateField) -> &[String] {
+    match field {
+        StateField::NextFocus => state.next_focus.as_slice(),
+        _ => list(state, field),
+    }
+}
+
+/// Moves the items of any field out of `state`, leaving it empty.
+fn take_field_items(state: &mut AgentState, field: StateField) -> Vec<String> {
+    match field {
+        StateField::NextFocus => state.next_focus.take().into_iter().collect(),
+        _ => std::mem::take(list_mut(state, field)),
+    }
+}
+
+/// Puts back what [`take_field_items`] took, less what was forgotten (at most one `next_focus`).
+fn put_field_items(state: &mut AgentState, field: StateField, items: Vec<String>) {
+    match field {
+        StateField::NextFocus => state.next_focus = items.into_iter().next(),
+        _ => *list_mut(state, field) = items,
+    }
 }
 
 /// Rule 3 for one list field.
@@ -552,7 +780,8 @@ fn list_mut(state: &mut AgentState, field: StateField) -> &mut Vec<String> {
         StateField::Hypotheses => &mut state.hypotheses,
         StateField::History => &mut state.history,
         StateField::OpenIssues => &mut state.open_issues,
-        // Only list fields reach here: callers iterate LIST_FIELDS, RENDER_ORDER or drop_order.
+        // Only list fields reach here: callers iterate LIST_FIELDS, RENDER_ORDER or drop_order,
+        // or pass a `ForgetRule::to`, which is always a list.
         StateField::NextFocus => unreachable!("next_focus is not a list"),
     }
 }

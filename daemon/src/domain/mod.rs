@@ -6,11 +6,17 @@
 //! - [`agent_state`]: merging and rendering the structured per-task agent state.
 //! - [`dataset`]: the ingestion contract (`_meta.json`, records), languages, dedup keys, splits.
 //! - [`splits`]: the processed-splits projection built from dataset events.
+//! - [`facts`]: what the sequencer knows about domain facts (rollouts, steps, datasets), and
+//!   [`decide`]: how it decides each domain write against them.
 //!
 //! Architecture invariant: nothing in this module reads the clock, the environment, the file
 //! system or a random source, and nothing iterates a `HashMap` where the order can be observed.
 
 pub mod agent_state;
 pub mod dataset;
+pub mod decide;
+#[cfg(test)]
+mod decide_tests;
+pub mod facts;
 pub mod splits;
 pub mod tokens;

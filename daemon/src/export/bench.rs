@@ -77,6 +77,8 @@ fn step_records(index: u64) -> Vec<LogRecord> {
     if index.is_multiple_of(10) {
         first.push(Event::TaskStateUpdated(TaskStateUpdated {
             task_id: task_id.clone(),
+            rollout_id: None,
+            forget: Default::default(),
             update: AgentState {
                 goals: vec!["replace print calls with logging".into()],
                 history: vec![format!("step {step}: matched 3 print calls")],
@@ -93,6 +95,7 @@ fn step_records(index: u64) -> Vec<LogRecord> {
     }
     first.push(Event::StepRecorded(StepRecorded {
         task_id: task_id.clone(),
+        rollout_id: None,
         step,
         job_id: Some(job_id),
         lease_id: Some(lease_id),
@@ -122,6 +125,7 @@ fn step_records(index: u64) -> Vec<LogRecord> {
     }));
     let mut last = vec![Event::RewardRecorded(RewardRecorded {
         task_id: task_id.clone(),
+        rollout_id: None,
         step,
         lease_id: None,
         value: if index.is_multiple_of(3) { 1.0 } else { 0.5 },
@@ -142,6 +146,7 @@ fn step_records(index: u64) -> Vec<LogRecord> {
             1,
             vec![Event::SandboxResultRecorded(SandboxResultRecorded {
                 task_id: task_id.clone(),
+                rollout_id: None,
                 step,
                 lease_id: None,
                 exit_code: Some(0),

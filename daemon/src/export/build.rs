@@ -282,7 +282,8 @@ pub fn write_build(
             shards.finish(true)?
         }
         BuildSource::Trajectories => {
-            let candidates: Vec<(Lsn, (String, u32), String)> = {
+            type StepKey = (String, Option<agentd_schemas::RolloutId>, u32);
+            let candidates: Vec<(Lsn, StepKey, String)> = {
                 // Built only when a filter needs it (a map over every kept record).
                 let needs_records = STEP_RECORD_FILTERS
                     .iter()
@@ -306,10 +307,16 @@ pub fn write_build(
                     .steps_after(None)
                     .filter(|entry| step_matches(&spec.filters, &records, entry, to))
                     .map(|entry| {
-                        let key = format!("{}\u{0}{}", entry.step.task_id, entry.step.step);
+                        let step = &entry.step;
+                        // A default-rollout step keeps the key it had before rollouts
+                        // existed, so an old log builds the same shuffle.
+                        let key = match step.rollout_id {
+                            None => format!("{}\u{0}{}", step.task_id, step.step),
+                            Some(id) => format!("{}\u{0}{id}\u{0}{}", step.task_id, step.step),
+                        };
                         (
                             entry.lsn,
-                            (entry.step.task_id.clone(), entry.step.step),
+                            (step.task_id.clone(), step.rollout_id, step.step),
                             key,
                         )
                     })
@@ -331,9 +338,9 @@ pub fn write_build(
                     let states = domain.agent_states();
                     let trajectories = domain.trajectories();
                     let mut rows = steps::TrajectoryRows::with_capacity(chunk.len());
-                    for (task_id, step) in chunk {
-                        if let Some(entry) = trajectories.step(task_id, *step) {
-                            rows.push(entry, Lsn::ZERO, to, &states);
+                    for (task_id, rollout_id, step) in chunk {
+                        if let Some(entry) = trajectories.step(task_id, *rollout_id, *step) {
+                            rows.push(entry, Lsn::ZERO, to, &states, &trajectories);
                         }
                     }
                     rows.finish()

@@ -384,7 +384,7 @@ fn export_steps<R: StepRows>(
         parquet,
         settings.shard_bytes_max,
     )?)?;
-    let mut cursor: Option<(String, u32)> = None;
+    let mut cursor: Option<(String, Option<agentd_schemas::RolloutId>, u32)> = None;
     loop {
         let (batch, next) = {
             // Lock order: agent states before trajectories, as everywhere.
@@ -393,12 +393,15 @@ fn export_steps<R: StepRows>(
             let mut rows = R::with_capacity(BATCH_ROWS);
             let mut count = 0;
             let mut next = None;
-            let resume = cursor.as_ref().map(|(task, step)| (task.as_str(), *step));
+            let resume = cursor
+                .as_ref()
+                .map(|(task, rollout, step)| (task.as_str(), *rollout, *step));
             for entry in trajectories.steps_after(resume) {
-                if rows.push(entry, after, to, &states) {
+                if rows.push(entry, after, to, &states, &trajectories) {
                     count += 1;
                     if count == BATCH_ROWS {
-                        next = Some((entry.step.task_id.clone(), entry.step.step));
+                        let step = &entry.step;
+                        next = Some((step.task_id.clone(), step.rollout_id, step.step));
                         break;
                     }
                 }

@@ -444,8 +444,7 @@ impl Runner {
         let lsn = self
             .parts
             .sequencer
-            .call(|reply| Command::AppendFenced {
-                lease_id: None,
+            .call(|reply| Command::AppendInternal {
                 events,
                 actor,
                 reply,

@@ -1,26 +1,38 @@
 //! Rows from trajectory steps: the full per-step log (`trajectories`) and the TRL SFT view
-//! (`trl_sft`). Columns are listed in `docs/exports.md`.
+//! (`trl_sft`). Columns are listed in `docs/exports.md`; each view declares its own once, with
+//! [`export_columns!`].
 //!
 //! A step is shown as of the export's `to` LSN: its sandbox result and reward appear only if they
 //! were logged at or before `to`. So exporting from a projection that has moved past `to` gives
 //! exactly the rows a projection stopped at `to` gives, which is what makes a live export and a
 //! rebuild byte-identical.
+//!
+//! The same holds for what a step row says about its rollout and group: `rollout_reward` sums
+//! the rollout's step rewards logged at or before `to`, and `advantage` scores it against the
+//! group's rollouts created at or before `to`, each summed the same way ([`GroupScoresAt`]).
+//! A rollout or reward logged after `to` changes neither.
 
-use super::columns::{message_list_builder, push_message, MessageListBuilder};
+use super::columns::{
+    export_columns, message_list_builder, messages_type, push_message, text_builder,
+    MessageListBuilder, NULLABLE, REQUIRED,
+};
 use crate::domain::agent_state::render;
 use crate::projection::domain::agent_states::AgentStates;
-use crate::projection::domain::trajectories::{source_name, Fact, StepEntry};
+use crate::projection::domain::trajectories::{
+    advantage, mean_and_std, source_name, Fact, Rollout, StepEntry, Trajectories,
+};
 use agentd_schemas::events::{
     Action, AgentState, RewardRecorded, SandboxOutcome, SandboxResultRecorded,
 };
 use agentd_schemas::export_api::EXPORT_SCHEMA_VERSION;
-use agentd_schemas::Lsn;
+use agentd_schemas::{Lsn, RolloutId};
 use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
     StructBuilder, UInt32Builder, UInt64Builder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, Field, Fields, SchemaRef};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A step as visible at some LSN.
@@ -55,8 +67,128 @@ pub fn view_at(entry: &StepEntry, to: Lsn) -> Option<StepView<'_>> {
 pub trait StepRows {
     fn with_capacity(rows: usize) -> Self;
     /// Adds the step if it belongs in an export of `(after, to]`; returns whether it did.
-    fn push(&mut self, entry: &StepEntry, after: Lsn, to: Lsn, states: &AgentStates) -> bool;
+    /// `states` gives the token count of the state the step saw, `trajectories` its rollout and
+    /// group (take both read locks in the usual order: agent states first).
+    fn push(
+        &mut self,
+        entry: &StepEntry,
+        after: Lsn,
+        to: Lsn,
+        states: &AgentStates,
+        trajectories: &Trajectories,
+    ) -> bool;
     fn finish(self) -> RecordBatch;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollouts and groups as of `to`
+
+/// A rollout's reward as of `to`: the sum of its step rewards logged at or before `to`, added
+/// in log order, as the projection adds them (so with nothing after `to` it is the projection's
+/// own `reward`, to the bit). 0 before its first reward.
+pub fn rollout_reward_at(rollout: &Rollout, to: Lsn) -> f64 {
+    let mut rewards: Vec<(Lsn, f64)> = rollout
+        .steps
+        .values()
+        .filter_map(|entry| entry.reward.as_ref())
+        .filter(|fact| fact.lsn <= to)
+        .map(|fact| (fact.lsn, fact.event.value))
+        .collect();
+    // Stable: rewards of one record stay in step order.
+    rewards.sort_by_key(|(lsn, _)| *lsn);
+    rewards.iter().map(|(_, value)| value).sum()
+}
+
+/// The scores of one group as of `to`: over its rollouts created at or before `to`, each with
+/// its [`rollout_reward_at`], the group's mean and sample standard deviation and each rollout's
+/// advantage (the projection's [`mean_and_std`] and [`advantage`], as GRPO computes them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupScoresAt {
+    pub mean: f64,
+    pub std: f64,
+    /// Reward and advantage of each rollout.
+    pub rollouts: HashMap<RolloutId, RolloutScore>,
+}
+
+/// A rollout's reward and group-relative advantage as of some LSN.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RolloutScore {
+    pub reward: f64,
+    pub advantage: f64,
+}
+
+impl GroupScoresAt {
+    /// Reads every step of every rollout of the group once.
+    pub fn compute(trajectories: &Trajectories, group: &str, to: Lsn) -> GroupScoresAt {
+        let members = trajectories.group(group).map_or_else(Vec::new, |scores| {
+            scores
+                .rollouts
+                .iter()
+                .filter_map(|(summary, _)| summary.rollout_id)
+                .collect()
+        });
+        // In creation order (the projection's), so the mean adds up the same way every time.
+        let rewards: Vec<(RolloutId, f64)> = members
+            .into_iter()
+            .filter_map(|id| trajectories.rollout(id))
+            .filter(|rollout| rollout.lsn <= to)
+            .map(|rollout| (rollout.created.rollout_id, rollout_reward_at(rollout, to)))
+            .collect();
+        let values: Vec<f64> = rewards.iter().map(|(_, reward)| *reward).collect();
+        let (mean, std) = mean_and_std(&values);
+        let rollouts = rewards
+            .into_iter()
+            .map(|(id, reward)| {
+                let score = RolloutScore {
+                    reward,
+                    advantage: advantage(reward, mean, std),
+                };
+                (id, score)
+            })
+            .collect();
+        GroupScoresAt {
+            mean,
+            std,
+            rollouts,
+        }
+    }
+}
+
+/// Group scores computed for one batch of rows: each group is scored once per batch, not once
+/// per row (a group of a thousand rollouts of fifty steps each is read once per 4096 rows).
+#[derive(Default)]
+struct GroupCache {
+    /// The `to` the scores are as of; a different `to` empties the cache.
+    to: Lsn,
+    groups: HashMap<String, GroupScoresAt>,
+}
+
+impl GroupCache {
+    /// The group of a created rollout and the rollout's score as of `to`.
+    fn score<'t>(
+        &mut self,
+        trajectories: &'t Trajectories,
+        rollout_id: RolloutId,
+        to: Lsn,
+    ) -> Option<(&'t str, RolloutScore)> {
+        if self.to != to {
+            self.groups.clear();
+            self.to = to;
+        }
+        let group = trajectories.rollout(rollout_id)?.created.group.as_str();
+        if !self.groups.contains_key(group) {
+            let scores = GroupScoresAt::compute(trajectories, group, to);
+            self.groups.insert(group.to_owned(), scores);
+        }
+        let score = self.groups.get(group)?.rollouts.get(&rollout_id)?;
+        Some((group, *score))
+    }
+}
+
+/// The group of a step's rollout; `None` for the default rollout.
+fn group_of<'t>(trajectories: &'t Trajectories, entry: &StepEntry) -> Option<&'t str> {
+    let rollout = trajectories.rollout(entry.step.rollout_id?)?;
+    Some(rollout.created.group.as_str())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -69,141 +201,114 @@ fn component_fields() -> Fields {
     ])
 }
 
+fn components_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(
+        DataType::Struct(component_fields()),
+        true,
+    )))
+}
+
+export_columns! {
+    /// The columns of the `trajectories` export (schema version [`EXPORT_SCHEMA_VERSION`]), in
+    /// file order.
+    pub struct TrajectoryColumns;
+    capacity rows;
+    task_id: StringBuilder = text_builder(rows) => DataType::Utf8, REQUIRED;
+    step: UInt32Builder = UInt32Builder::with_capacity(rows) => DataType::UInt32, REQUIRED;
+    /// `ro_<n>`; null for the task's default rollout.
+    rollout_id: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    /// The rollout's group; null for the default rollout.
+    group: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    job_id: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    lease_id: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    attempt: UInt32Builder = UInt32Builder::with_capacity(rows) => DataType::UInt32, NULLABLE;
+    worker_id: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    model: StringBuilder = text_builder(rows) => DataType::Utf8, REQUIRED;
+    policy_version: StringBuilder = text_builder(rows) => DataType::Utf8, REQUIRED;
+    temperature: Float64Builder =
+        Float64Builder::with_capacity(rows) => DataType::Float64, NULLABLE;
+    top_p: Float64Builder = Float64Builder::with_capacity(rows) => DataType::Float64, NULLABLE;
+    max_tokens: UInt64Builder = UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
+    seed: Int64Builder = Int64Builder::with_capacity(rows) => DataType::Int64, NULLABLE;
+    prompt_tokens: UInt64Builder =
+        UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
+    completion_tokens: UInt64Builder =
+        UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
+    prompt: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    think: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    action_kind: StringBuilder = text_builder(rows) => DataType::Utf8, REQUIRED;
+    action_language: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    action_pattern: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    action_rewrite: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    action_rule_yaml: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    state_before: StringBuilder = text_builder(rows) => DataType::Utf8, REQUIRED;
+    state_before_lsn: UInt64Builder =
+        UInt64Builder::with_capacity(rows) => DataType::UInt64, REQUIRED;
+    state_before_tokens: UInt64Builder =
+        UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
+    state_tokenizer: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    state_update: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    sandbox_outcome: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    exit_code: Int32Builder = Int32Builder::with_capacity(rows) => DataType::Int32, NULLABLE;
+    timed_out: BooleanBuilder =
+        BooleanBuilder::with_capacity(rows) => DataType::Boolean, NULLABLE;
+    diff: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    stdout: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    stderr: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    tests_passed: UInt32Builder = UInt32Builder::with_capacity(rows) => DataType::UInt32, NULLABLE;
+    tests_failed: UInt32Builder = UInt32Builder::with_capacity(rows) => DataType::UInt32, NULLABLE;
+    duration_ms: UInt64Builder = UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
+    peak_rss_bytes: UInt64Builder =
+        UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
+    sandbox_lsn: UInt64Builder = UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
+    sandbox_ts_ms: UInt64Builder =
+        UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
+    reward: Float64Builder = Float64Builder::with_capacity(rows) => DataType::Float64, NULLABLE;
+    verified: BooleanBuilder = BooleanBuilder::with_capacity(rows) => DataType::Boolean, NULLABLE;
+    reward_source: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    reward_components: ListBuilder<StructBuilder> =
+        ListBuilder::new(StructBuilder::from_fields(component_fields(), rows))
+        => components_type(), NULLABLE;
+    reward_lsn: UInt64Builder = UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
+    reward_ts_ms: UInt64Builder = UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
+    /// The rollout's step rewards logged by `to`, summed; null for the default rollout.
+    rollout_reward: Float64Builder =
+        Float64Builder::with_capacity(rows) => DataType::Float64, NULLABLE;
+    /// The rollout's group-relative advantage as of `to`; null for the default rollout.
+    advantage: Float64Builder = Float64Builder::with_capacity(rows) => DataType::Float64, NULLABLE;
+    step_lsn: UInt64Builder = UInt64Builder::with_capacity(rows) => DataType::UInt64, REQUIRED;
+    step_ts_ms: UInt64Builder = UInt64Builder::with_capacity(rows) => DataType::UInt64, REQUIRED;
+    first_lsn: UInt64Builder = UInt64Builder::with_capacity(rows) => DataType::UInt64, REQUIRED;
+    last_lsn: UInt64Builder = UInt64Builder::with_capacity(rows) => DataType::UInt64, REQUIRED;
+    schema_version: UInt32Builder =
+        UInt32Builder::with_capacity(rows) => DataType::UInt32, REQUIRED;
+}
+
 /// The columns of the `trajectories` export (schema version [`EXPORT_SCHEMA_VERSION`]).
 pub fn trajectory_schema() -> SchemaRef {
-    let utf8 = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
-    let u64f = |name: &str, nullable: bool| Field::new(name, DataType::UInt64, nullable);
-    let u32f = |name: &str, nullable: bool| Field::new(name, DataType::UInt32, nullable);
-    Arc::new(Schema::new(vec![
-        utf8("task_id", false),
-        u32f("step", false),
-        utf8("job_id", true),
-        utf8("lease_id", true),
-        u32f("attempt", true),
-        utf8("worker_id", true),
-        utf8("model", false),
-        utf8("policy_version", false),
-        Field::new("temperature", DataType::Float64, true),
-        Field::new("top_p", DataType::Float64, true),
-        u64f("max_tokens", true),
-        Field::new("seed", DataType::Int64, true),
-        u64f("prompt_tokens", true),
-        u64f("completion_tokens", true),
-        utf8("prompt", true),
-        utf8("think", true),
-        utf8("action_kind", false),
-        utf8("action_language", true),
-        utf8("action_pattern", true),
-        utf8("action_rewrite", true),
-        utf8("action_rule_yaml", true),
-        utf8("state_before", false),
-        u64f("state_before_lsn", false),
-        u64f("state_before_tokens", true),
-        utf8("state_tokenizer", true),
-        utf8("state_update", true),
-        utf8("sandbox_outcome", true),
-        Field::new("exit_code", DataType::Int32, true),
-        Field::new("timed_out", DataType::Boolean, true),
-        utf8("diff", true),
-        utf8("stdout", true),
-        utf8("stderr", true),
-        u32f("tests_passed", true),
-        u32f("tests_failed", true),
-        u64f("duration_ms", true),
-        u64f("peak_rss_bytes", true),
-        u64f("sandbox_lsn", true),
-        u64f("sandbox_ts_ms", true),
-        Field::new("reward", DataType::Float64, true),
-        Field::new("verified", DataType::Boolean, true),
-        utf8("reward_source", true),
-        Field::new(
-            "reward_components",
-            DataType::List(Arc::new(Field::new_list_field(
-                DataType::Struct(component_fields()),
-                true,
-            ))),
-            true,
-        ),
-        u64f("reward_lsn", true),
-        u64f("reward_ts_ms", true),
-        u64f("step_lsn", false),
-        u64f("step_ts_ms", false),
-        u64f("first_lsn", false),
-        u64f("last_lsn", false),
-        u32f("schema_version", false),
-    ]))
+    TrajectoryColumns::schema()
 }
 
 /// Builders of the `trajectories` columns.
 pub struct TrajectoryRows {
-    task_id: StringBuilder,
-    step: UInt32Builder,
-    job_id: StringBuilder,
-    lease_id: StringBuilder,
-    attempt: UInt32Builder,
-    worker_id: StringBuilder,
-    model: StringBuilder,
-    policy_version: StringBuilder,
-    temperature: Float64Builder,
-    top_p: Float64Builder,
-    max_tokens: UInt64Builder,
-    seed: Int64Builder,
-    prompt_tokens: UInt64Builder,
-    completion_tokens: UInt64Builder,
-    prompt: StringBuilder,
-    think: StringBuilder,
-    action_kind: StringBuilder,
-    action_language: StringBuilder,
-    action_pattern: StringBuilder,
-    action_rewrite: StringBuilder,
-    action_rule_yaml: StringBuilder,
-    state_before: StringBuilder,
-    state_before_lsn: UInt64Builder,
-    state_before_tokens: UInt64Builder,
-    state_tokenizer: StringBuilder,
-    state_update: StringBuilder,
-    sandbox_outcome: StringBuilder,
-    exit_code: Int32Builder,
-    timed_out: BooleanBuilder,
-    diff: StringBuilder,
-    stdout: StringBuilder,
-    stderr: StringBuilder,
-    tests_passed: UInt32Builder,
-    tests_failed: UInt32Builder,
-    duration_ms: UInt64Builder,
-    peak_rss_bytes: UInt64Builder,
-    sandbox_lsn: UInt64Builder,
-    sandbox_ts_ms: UInt64Builder,
-    reward: Float64Builder,
-    verified: BooleanBuilder,
-    reward_source: StringBuilder,
-    reward_components: ListBuilder<StructBuilder>,
-    reward_lsn: UInt64Builder,
-    reward_ts_ms: UInt64Builder,
-    step_lsn: UInt64Builder,
-    step_ts_ms: UInt64Builder,
-    first_lsn: UInt64Builder,
-    last_lsn: UInt64Builder,
-    schema_version: UInt32Builder,
+    columns: TrajectoryColumns,
     /// The last `state_before` written and its JSON: consecutive steps of a task usually saw
     /// the same state (one `Arc`), so it is serialized once, not once per row.
     last_state: Option<(Arc<AgentState>, String)>,
-    /// Scratch space for the `job_N` / `lease_N` ids.
+    /// Scratch space for the `job_N` / `lease_N` / `ro_N` ids.
     id_text: String,
+    groups: GroupCache,
 }
 
-/// The token count and tokenizer of the state a step saw (the merge that produced it).
-fn state_tokens(states: &AgentStates, entry: &StepEntry) -> Option<(u64, String)> {
+/// The token count and tokenizer of the state a step saw (the merge that produced it, in the
+/// step's rollout or the task state the rollout started from).
+fn state_tokens<'s>(states: &'s AgentStates, entry: &StepEntry) -> Option<(u64, &'s str)> {
     if entry.state_before_lsn == Lsn::ZERO {
         return None;
     }
-    let task = states.task(&entry.step.task_id)?;
-    let index = task
-        .updates
-        .binary_search_by_key(&entry.state_before_lsn, |update| update.lsn)
-        .ok()?;
-    let update = &task.updates[index];
-    Some((update.tokens as u64, update.limits.encoding.clone()))
+    let step = &entry.step;
+    let update = states.update_at(&step.task_id, step.rollout_id, entry.state_before_lsn)?;
+    Some((update.tokens as u64, update.limits.encoding.as_str()))
 }
 
 /// Appends an id in its display form (`job_7`) without allocating a string per row.
@@ -230,68 +335,22 @@ fn json_text<T: serde::Serialize>(value: &T) -> String {
 
 impl StepRows for TrajectoryRows {
     fn with_capacity(rows: usize) -> Self {
-        let s = || StringBuilder::with_capacity(rows, rows * 16);
-        let u64b = || UInt64Builder::with_capacity(rows);
-        let u32b = || UInt32Builder::with_capacity(rows);
         TrajectoryRows {
-            task_id: s(),
-            step: u32b(),
-            job_id: s(),
-            lease_id: s(),
-            attempt: u32b(),
-            worker_id: s(),
-            model: s(),
-            policy_version: s(),
-            temperature: Float64Builder::with_capacity(rows),
-            top_p: Float64Builder::with_capacity(rows),
-            max_tokens: u64b(),
-            seed: Int64Builder::with_capacity(rows),
-            prompt_tokens: u64b(),
-            completion_tokens: u64b(),
-            prompt: s(),
-            think: s(),
-            action_kind: s(),
-            action_language: s(),
-            action_pattern: s(),
-            action_rewrite: s(),
-            action_rule_yaml: s(),
-            state_before: s(),
-            state_before_lsn: u64b(),
-            state_before_tokens: u64b(),
-            state_tokenizer: s(),
-            state_update: s(),
-            sandbox_outcome: s(),
-            exit_code: Int32Builder::with_capacity(rows),
-            timed_out: BooleanBuilder::with_capacity(rows),
-            diff: s(),
-            stdout: s(),
-            stderr: s(),
-            tests_passed: u32b(),
-            tests_failed: u32b(),
-            duration_ms: u64b(),
-            peak_rss_bytes: u64b(),
-            sandbox_lsn: u64b(),
-            sandbox_ts_ms: u64b(),
-            reward: Float64Builder::with_capacity(rows),
-            verified: BooleanBuilder::with_capacity(rows),
-            reward_source: s(),
-            reward_components: ListBuilder::new(StructBuilder::from_fields(
-                component_fields(),
-                rows,
-            )),
-            reward_lsn: u64b(),
-            reward_ts_ms: u64b(),
-            step_lsn: u64b(),
-            step_ts_ms: u64b(),
-            first_lsn: u64b(),
-            last_lsn: u64b(),
-            schema_version: u32b(),
+            columns: TrajectoryColumns::with_capacity(rows),
             last_state: None,
             id_text: String::new(),
+            groups: GroupCache::default(),
         }
     }
 
-    fn push(&mut self, entry: &StepEntry, after: Lsn, to: Lsn, states: &AgentStates) -> bool {
+    fn push(
+        &mut self,
+        entry: &StepEntry,
+        after: Lsn,
+        to: Lsn,
+        states: &AgentStates,
+        trajectories: &Trajectories,
+    ) -> bool {
         let Some(view) = view_at(entry, to) else {
             return false;
         };
@@ -309,40 +368,48 @@ impl StepRows for TrajectoryRows {
             return false;
         }
         let step = &entry.step;
-        self.task_id.append_value(&step.task_id);
-        self.step.append_value(step.step);
-        append_id(&mut self.job_id, &mut self.id_text, step.job_id);
-        append_id(&mut self.lease_id, &mut self.id_text, step.lease_id);
-        self.attempt.append_option(step.attempt);
-        self.worker_id.append_option(step.worker_id.as_deref());
-        self.model.append_value(&step.model);
-        self.policy_version.append_value(&step.policy_version);
-        self.temperature.append_option(step.sampling.temperature);
-        self.top_p.append_option(step.sampling.top_p);
-        self.max_tokens.append_option(step.sampling.max_tokens);
-        self.seed.append_option(step.sampling.seed);
-        self.prompt_tokens.append_option(step.prompt_tokens);
-        self.completion_tokens.append_option(step.completion_tokens);
-        self.prompt.append_option(step.prompt.as_deref());
-        self.think.append_option(step.think.as_deref());
+        let rollout = step
+            .rollout_id
+            .and_then(|id| self.groups.score(trajectories, id, to));
+        let columns = &mut self.columns;
+        columns.task_id.append_value(&step.task_id);
+        columns.step.append_value(step.step);
+        append_id(&mut columns.rollout_id, &mut self.id_text, step.rollout_id);
+        columns.group.append_option(rollout.map(|(group, _)| group));
+        append_id(&mut columns.job_id, &mut self.id_text, step.job_id);
+        append_id(&mut columns.lease_id, &mut self.id_text, step.lease_id);
+        columns.attempt.append_option(step.attempt);
+        columns.worker_id.append_option(step.worker_id.as_deref());
+        columns.model.append_value(&step.model);
+        columns.policy_version.append_value(&step.policy_version);
+        columns.temperature.append_option(step.sampling.temperature);
+        columns.top_p.append_option(step.sampling.top_p);
+        columns.max_tokens.append_option(step.sampling.max_tokens);
+        columns.seed.append_option(step.sampling.seed);
+        columns.prompt_tokens.append_option(step.prompt_tokens);
+        columns
+            .completion_tokens
+            .append_option(step.completion_tokens);
+        columns.prompt.append_option(step.prompt.as_deref());
+        columns.think.append_option(step.think.as_deref());
         match &step.action {
             Action::Pattern {
                 language,
                 pattern,
                 rewrite,
             } => {
-                self.action_kind.append_value("pattern");
-                self.action_language.append_value(language);
-                self.action_pattern.append_value(pattern);
-                self.action_rewrite.append_value(rewrite);
-                self.action_rule_yaml.append_null();
+                columns.action_kind.append_value("pattern");
+                columns.action_language.append_value(language);
+                columns.action_pattern.append_value(pattern);
+                columns.action_rewrite.append_value(rewrite);
+                columns.action_rule_yaml.append_null();
             }
             Action::Rule { yaml } => {
-                self.action_kind.append_value("rule");
-                self.action_language.append_null();
-                self.action_pattern.append_null();
-                self.action_rewrite.append_null();
-                self.action_rule_yaml.append_value(yaml);
+                columns.action_kind.append_value("rule");
+                columns.action_language.append_null();
+                columns.action_pattern.append_null();
+                columns.action_rewrite.append_null();
+                columns.action_rule_yaml.append_value(yaml);
             }
         }
         let state_json = match &self.last_state {
@@ -355,141 +422,102 @@ impl StepRows for TrajectoryRows {
                     .1
             }
         };
-        self.state_before.append_value(state_json);
-        self.state_before_lsn.append_value(entry.state_before_lsn.0);
+        columns.state_before.append_value(state_json);
+        columns
+            .state_before_lsn
+            .append_value(entry.state_before_lsn.0);
         match state_tokens(states, entry) {
             Some((tokens, tokenizer)) => {
-                self.state_before_tokens.append_value(tokens);
-                self.state_tokenizer.append_value(tokenizer);
+                columns.state_before_tokens.append_value(tokens);
+                columns.state_tokenizer.append_value(tokenizer);
             }
             None => {
-                self.state_before_tokens.append_null();
-                self.state_tokenizer.append_null();
+                columns.state_before_tokens.append_null();
+                columns.state_tokenizer.append_null();
             }
         }
-        self.state_update
+        columns
+            .state_update
             .append_option(step.state_update.as_ref().map(json_text));
         match view.sandbox {
             Some(fact) => {
                 let result = &fact.event;
-                self.sandbox_outcome.append_value(result.outcome.as_str());
-                self.exit_code.append_option(result.exit_code);
-                self.timed_out
+                columns
+                    .sandbox_outcome
+                    .append_value(result.outcome.as_str());
+                columns.exit_code.append_option(result.exit_code);
+                columns
+                    .timed_out
                     .append_value(result.outcome == SandboxOutcome::TimedOut);
-                self.diff.append_value(&result.diff);
-                self.stdout.append_value(&result.stdout);
-                self.stderr.append_value(&result.stderr);
-                self.tests_passed.append_option(result.tests_passed);
-                self.tests_failed.append_option(result.tests_failed);
-                self.duration_ms.append_option(result.duration_ms);
-                self.peak_rss_bytes.append_option(result.peak_rss_bytes);
-                self.sandbox_lsn.append_value(fact.lsn.0);
-                self.sandbox_ts_ms.append_value(fact.ts_ms);
+                columns.diff.append_value(&result.diff);
+                columns.stdout.append_value(&result.stdout);
+                columns.stderr.append_value(&result.stderr);
+                columns.tests_passed.append_option(result.tests_passed);
+                columns.tests_failed.append_option(result.tests_failed);
+                columns.duration_ms.append_option(result.duration_ms);
+                columns.peak_rss_bytes.append_option(result.peak_rss_bytes);
+                columns.sandbox_lsn.append_value(fact.lsn.0);
+                columns.sandbox_ts_ms.append_value(fact.ts_ms);
             }
             None => {
-                self.sandbox_outcome.append_null();
-                self.exit_code.append_null();
-                self.timed_out.append_null();
-                self.diff.append_null();
-                self.stdout.append_null();
-                self.stderr.append_null();
-                self.tests_passed.append_null();
-                self.tests_failed.append_null();
-                self.duration_ms.append_null();
-                self.peak_rss_bytes.append_null();
-                self.sandbox_lsn.append_null();
-                self.sandbox_ts_ms.append_null();
+                columns.sandbox_outcome.append_null();
+                columns.exit_code.append_null();
+                columns.timed_out.append_null();
+                columns.diff.append_null();
+                columns.stdout.append_null();
+                columns.stderr.append_null();
+                columns.tests_passed.append_null();
+                columns.tests_failed.append_null();
+                columns.duration_ms.append_null();
+                columns.peak_rss_bytes.append_null();
+                columns.sandbox_lsn.append_null();
+                columns.sandbox_ts_ms.append_null();
             }
         }
         match view.reward {
             Some(fact) => {
                 let reward = &fact.event;
-                self.reward.append_value(reward.value);
-                self.verified.append_value(reward.verified);
-                self.reward_source.append_value(source_name(reward.source));
-                let components = self.reward_components.values();
+                columns.reward.append_value(reward.value);
+                columns.verified.append_value(reward.verified);
+                columns
+                    .reward_source
+                    .append_value(source_name(reward.source));
+                let components = columns.reward_components.values();
                 for (name, value) in &reward.components {
                     struct_field::<StringBuilder>(components, 0).append_value(name);
                     struct_field::<Float64Builder>(components, 1).append_value(*value);
                     components.append(true);
                 }
-                self.reward_components.append(true);
-                self.reward_lsn.append_value(fact.lsn.0);
-                self.reward_ts_ms.append_value(fact.ts_ms);
+                columns.reward_components.append(true);
+                columns.reward_lsn.append_value(fact.lsn.0);
+                columns.reward_ts_ms.append_value(fact.ts_ms);
             }
             None => {
-                self.reward.append_null();
-                self.verified.append_null();
-                self.reward_source.append_null();
-                self.reward_components.append(false);
-                self.reward_lsn.append_null();
-                self.reward_ts_ms.append_null();
+                columns.reward.append_null();
+                columns.verified.append_null();
+                columns.reward_source.append_null();
+                columns.reward_components.append(false);
+                columns.reward_lsn.append_null();
+                columns.reward_ts_ms.append_null();
             }
         }
-        self.step_lsn.append_value(entry.lsn.0);
-        self.step_ts_ms.append_value(entry.ts_ms);
-        self.first_lsn.append_value(view.first_lsn.0);
-        self.last_lsn.append_value(view.last_lsn.0);
-        self.schema_version.append_value(EXPORT_SCHEMA_VERSION);
+        let score = rollout.map(|(_, score)| score);
+        columns
+            .rollout_reward
+            .append_option(score.map(|score| score.reward));
+        columns
+            .advantage
+            .append_option(score.map(|score| score.advantage));
+        columns.step_lsn.append_value(entry.lsn.0);
+        columns.step_ts_ms.append_value(entry.ts_ms);
+        columns.first_lsn.append_value(view.first_lsn.0);
+        columns.last_lsn.append_value(view.last_lsn.0);
+        columns.schema_version.append_value(EXPORT_SCHEMA_VERSION);
         true
     }
 
-    fn finish(mut self) -> RecordBatch {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.task_id.finish()),
-            Arc::new(self.step.finish()),
-            Arc::new(self.job_id.finish()),
-            Arc::new(self.lease_id.finish()),
-            Arc::new(self.attempt.finish()),
-            Arc::new(self.worker_id.finish()),
-            Arc::new(self.model.finish()),
-            Arc::new(self.policy_version.finish()),
-            Arc::new(self.temperature.finish()),
-            Arc::new(self.top_p.finish()),
-            Arc::new(self.max_tokens.finish()),
-            Arc::new(self.seed.finish()),
-            Arc::new(self.prompt_tokens.finish()),
-            Arc::new(self.completion_tokens.finish()),
-            Arc::new(self.prompt.finish()),
-            Arc::new(self.think.finish()),
-            Arc::new(self.action_kind.finish()),
-            Arc::new(self.action_language.finish()),
-            Arc::new(self.action_pattern.finish()),
-            Arc::new(self.action_rewrite.finish()),
-            Arc::new(self.action_rule_yaml.finish()),
-            Arc::new(self.state_before.finish()),
-            Arc::new(self.state_before_lsn.finish()),
-            Arc::new(self.state_before_tokens.finish()),
-            Arc::new(self.state_tokenizer.finish()),
-            Arc::new(self.state_update.finish()),
-            Arc::new(self.sandbox_outcome.finish()),
-            Arc::new(self.exit_code.finish()),
-            Arc::new(self.timed_out.finish()),
-            Arc::new(self.diff.finish()),
-            Arc::new(self.stdout.finish()),
-            Arc::new(self.stderr.finish()),
-            Arc::new(self.tests_passed.finish()),
-            Arc::new(self.tests_failed.finish()),
-            Arc::new(self.duration_ms.finish()),
-            Arc::new(self.peak_rss_bytes.finish()),
-            Arc::new(self.sandbox_lsn.finish()),
-            Arc::new(self.sandbox_ts_ms.finish()),
-            Arc::new(self.reward.finish()),
-            Arc::new(self.verified.finish()),
-            Arc::new(self.reward_source.finish()),
-            Arc::new(self.reward_components.finish()),
-            Arc::new(self.reward_lsn.finish()),
-            Arc::new(self.reward_ts_ms.finish()),
-            Arc::new(self.step_lsn.finish()),
-            Arc::new(self.step_ts_ms.finish()),
-            Arc::new(self.first_lsn.finish()),
-            Arc::new(self.last_lsn.finish()),
-            Arc::new(self.schema_version.finish()),
-        ];
-        // The builders follow the schema column for column: a mismatch is a bug in this file,
-        // caught by every test that exports a step.
-        RecordBatch::try_new(trajectory_schema(), columns)
-            .expect("trajectory columns match their schema")
+    fn finish(self) -> RecordBatch {
+        self.columns.finish()
     }
 }
 
@@ -507,32 +535,37 @@ pub(super) fn struct_field<T: arrow_array::builder::ArrayBuilder>(
 // ---------------------------------------------------------------------------------------------
 // trl_sft
 
+export_columns! {
+    /// The columns of the `trl_sft` view, in file order.
+    pub struct SftColumns;
+    capacity rows;
+    messages: MessageListBuilder = message_list_builder(rows) => messages_type(), REQUIRED;
+    task_id: StringBuilder = text_builder(rows) => DataType::Utf8, REQUIRED;
+    step: UInt32Builder = UInt32Builder::with_capacity(rows) => DataType::UInt32, REQUIRED;
+    /// `ro_<n>`; null for the task's default rollout.
+    rollout_id: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    /// The rollout's group; null for the default rollout.
+    group: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    model: StringBuilder = text_builder(rows) => DataType::Utf8, REQUIRED;
+    policy_version: StringBuilder =
+        StringBuilder::with_capacity(rows, rows * 8) => DataType::Utf8, REQUIRED;
+    reward: Float64Builder = Float64Builder::with_capacity(rows) => DataType::Float64, REQUIRED;
+    reward_source: StringBuilder =
+        StringBuilder::with_capacity(rows, rows * 8) => DataType::Utf8, REQUIRED;
+    step_lsn: UInt64Builder = UInt64Builder::with_capacity(rows) => DataType::UInt64, REQUIRED;
+    reward_lsn: UInt64Builder = UInt64Builder::with_capacity(rows) => DataType::UInt64, REQUIRED;
+}
+
 /// The columns of the `trl_sft` view.
 pub fn sft_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        super::columns::messages_field("messages"),
-        Field::new("task_id", DataType::Utf8, false),
-        Field::new("step", DataType::UInt32, false),
-        Field::new("model", DataType::Utf8, false),
-        Field::new("policy_version", DataType::Utf8, false),
-        Field::new("reward", DataType::Float64, false),
-        Field::new("reward_source", DataType::Utf8, false),
-        Field::new("step_lsn", DataType::UInt64, false),
-        Field::new("reward_lsn", DataType::UInt64, false),
-    ]))
+    SftColumns::schema()
 }
 
 /// Builders of the `trl_sft` columns: steps whose reward is verified and was logged in range.
 pub struct SftRows {
-    messages: MessageListBuilder,
-    task_id: StringBuilder,
-    step: UInt32Builder,
-    model: StringBuilder,
-    policy_version: StringBuilder,
-    reward: Float64Builder,
-    reward_source: StringBuilder,
-    step_lsn: UInt64Builder,
-    reward_lsn: UInt64Builder,
+    columns: SftColumns,
+    /// Scratch space for the `ro_N` ids.
+    id_text: String,
 }
 
 /// What the model is trained to answer: its reasoning (if recorded) in `<think>` tags, then the
@@ -549,19 +582,19 @@ pub fn assistant_text(think: Option<&str>, action: &Action) -> String {
 impl StepRows for SftRows {
     fn with_capacity(rows: usize) -> Self {
         SftRows {
-            messages: message_list_builder(rows),
-            task_id: StringBuilder::with_capacity(rows, rows * 16),
-            step: UInt32Builder::with_capacity(rows),
-            model: StringBuilder::with_capacity(rows, rows * 16),
-            policy_version: StringBuilder::with_capacity(rows, rows * 8),
-            reward: Float64Builder::with_capacity(rows),
-            reward_source: StringBuilder::with_capacity(rows, rows * 8),
-            step_lsn: UInt64Builder::with_capacity(rows),
-            reward_lsn: UInt64Builder::with_capacity(rows),
+            columns: SftColumns::with_capacity(rows),
+            id_text: String::new(),
         }
     }
 
-    fn push(&mut self, entry: &StepEntry, after: Lsn, to: Lsn, _states: &AgentStates) -> bool {
+    fn push(
+        &mut self,
+        entry: &StepEntry,
+        after: Lsn,
+        to: Lsn,
+        _states: &AgentStates,
+        trajectories: &Trajectories,
+    ) -> bool {
         let Some(reward) = entry.reward.as_ref() else {
             return false;
         };
@@ -576,34 +609,28 @@ impl StepRows for SftRows {
             None => render(&entry.state_before),
         };
         let answer = assistant_text(step.think.as_deref(), &step.action);
+        let columns = &mut self.columns;
         push_message(
-            &mut self.messages,
+            &mut columns.messages,
             &[("user", &prompt), ("assistant", &answer)],
         );
-        self.task_id.append_value(&step.task_id);
-        self.step.append_value(step.step);
-        self.model.append_value(&step.model);
-        self.policy_version.append_value(&step.policy_version);
-        self.reward.append_value(reward.event.value);
-        self.reward_source
+        columns.task_id.append_value(&step.task_id);
+        columns.step.append_value(step.step);
+        append_id(&mut columns.rollout_id, &mut self.id_text, step.rollout_id);
+        // A rollout's group is fixed when it is created, before any of its steps.
+        columns.group.append_option(group_of(trajectories, entry));
+        columns.model.append_value(&step.model);
+        columns.policy_version.append_value(&step.policy_version);
+        columns.reward.append_value(reward.event.value);
+        columns
+            .reward_source
             .append_value(source_name(reward.event.source));
-        self.step_lsn.append_value(entry.lsn.0);
-        self.reward_lsn.append_value(reward.lsn.0);
+        columns.step_lsn.append_value(entry.lsn.0);
+        columns.reward_lsn.append_value(reward.lsn.0);
         true
     }
 
-    fn finish(mut self) -> RecordBatch {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.messages.finish()),
-            Arc::new(self.task_id.finish()),
-            Arc::new(self.step.finish()),
-            Arc::new(self.model.finish()),
-            Arc::new(self.policy_version.finish()),
-            Arc::new(self.reward.finish()),
-            Arc::new(self.reward_source.finish()),
-            Arc::new(self.step_lsn.finish()),
-            Arc::new(self.reward_lsn.finish()),
-        ];
-        RecordBatch::try_new(sft_schema(), columns).expect("sft columns match their schema")
+    fn finish(self) -> RecordBatch {
+        self.columns.finish()
     }
 }

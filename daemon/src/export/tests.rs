@@ -8,10 +8,12 @@ use crate::config::{Config, DatasetsConfig};
 use crate::projection::domain::DomainProjections;
 use agentd_schemas::events::{
     Action, AgentState, BuildSource, BuildStrategy, DatasetMeta, DatasetRecord,
-    DatasetRecordsIngested, Event, LogRecord, RewardRecorded, RewardSource, Sampling,
-    SandboxOutcome, SandboxResultRecorded, StateLimits, StepRecorded, TaskStateUpdated,
+    DatasetRecordsIngested, Event, LogRecord, RewardRecorded, RewardSource, RolloutCreated,
+    Sampling, SandboxOutcome, SandboxResultRecorded, StateFrom, StateLimits, StepRecorded,
+    TaskStateUpdated,
 };
 use agentd_schemas::export_api::DatasetBuildRequest;
+use agentd_schemas::RolloutId;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
@@ -77,6 +79,8 @@ fn sample_log(records: usize, tasks: usize) -> Vec<LogRecord> {
                 vec![
                     Event::TaskStateUpdated(TaskStateUpdated {
                         task_id: task_id.clone(),
+                        rollout_id: None,
+                        forget: Default::default(),
                         update: AgentState {
                             goals: vec![format!("goal of {task_id}")],
                             history: vec![format!("step {step}")],
@@ -92,6 +96,7 @@ fn sample_log(records: usize, tasks: usize) -> Vec<LogRecord> {
                     }),
                     Event::StepRecorded(StepRecorded {
                         task_id: task_id.clone(),
+                        rollout_id: None,
                         step,
                         job_id: None,
                         lease_id: None,
@@ -128,6 +133,7 @@ fn sample_log(records: usize, tasks: usize) -> Vec<LogRecord> {
                 ts + 1,
                 vec![Event::SandboxResultRecorded(SandboxResultRecorded {
                     task_id: task_id.clone(),
+                    rollout_id: None,
                     step,
                     lease_id: None,
                     exit_code: Some(0),
@@ -145,6 +151,7 @@ fn sample_log(records: usize, tasks: usize) -> Vec<LogRecord> {
                 ts + 2,
                 vec![Event::RewardRecorded(RewardRecorded {
                     task_id: task_id.clone(),
+                    rollout_id: None,
                     step,
                     lease_id: None,
                     value: if step == 1 { 1.0 } else { 0.25 },
@@ -234,7 +241,7 @@ fn trajectories_round_trip_with_every_column_and_lineage() {
     );
     assert_eq!(
         key_value(&path, "agentd.schema_version").as_deref(),
-        Some("1")
+        Some("2")
     );
     assert_eq!(key_value(&path, "agentd.lsn_to"), Some(to.0.to_string()));
     assert_eq!(key_value(&path, "agentd.lsn_after").as_deref(), Some("0"));
@@ -670,6 +677,7 @@ fn step_builds_filter_by_the_split_source_and_version_of_the_task_record() {
             vec![
                 Event::StepRecorded(StepRecorded {
                     task_id: task_id.clone(),
+                    rollout_id: None,
                     step: 0,
                     job_id: None,
                     lease_id: None,
@@ -691,6 +699,7 @@ fn step_builds_filter_by_the_split_source_and_version_of_the_task_record() {
                 }),
                 Event::RewardRecorded(RewardRecorded {
                     task_id: task_id.clone(),
+                    rollout_id: None,
                     step: 0,
                     lease_id: None,
                     value: 1.0,
@@ -762,4 +771,267 @@ fn step_builds_filter_by_the_split_source_and_version_of_the_task_record() {
         41,
         "without those filters, the free task is in"
     );
+}
+
+fn rollout_created(id: u64, task_id: &str, group: &str) -> Event {
+    Event::RolloutCreated(RolloutCreated {
+        rollout_id: RolloutId(id),
+        task_id: task_id.into(),
+        group: group.into(),
+        model: "qwen".into(),
+        policy_version: "v4".into(),
+        sampling: Sampling::default(),
+        job_id: None,
+        lease_id: None,
+        attempt: None,
+        worker_id: None,
+        state_from: StateFrom::Task,
+    })
+}
+
+fn rollout_step(task_id: &str, rollout: Option<u64>, step: u32) -> Event {
+    Event::StepRecorded(StepRecorded {
+        task_id: task_id.into(),
+        rollout_id: rollout.map(RolloutId),
+        step,
+        job_id: None,
+        lease_id: None,
+        attempt: None,
+        worker_id: None,
+        model: "qwen".into(),
+        policy_version: "v4".into(),
+        sampling: Sampling::default(),
+        prompt_tokens: None,
+        completion_tokens: None,
+        prompt: Some(format!("fix {task_id}")),
+        think: None,
+        action: Action::Rule {
+            yaml: "rule: {pattern: x}".into(),
+        },
+        state_update: None,
+    })
+}
+
+fn rollout_reward(task_id: &str, rollout: Option<u64>, step: u32, value: f64) -> Event {
+    Event::RewardRecorded(RewardRecorded {
+        task_id: task_id.into(),
+        rollout_id: rollout.map(RolloutId),
+        step,
+        lease_id: None,
+        value,
+        verified: true,
+        components: BTreeMap::new(),
+        source: RewardSource::Rule,
+    })
+}
+
+/// Two rollouts of one group on `task-g` (ro_1 rewarded 0.0 at LSN 4, ro_2 rewarded 1.0 at
+/// LSN 5; ro_2 has a second step without a reward), and a step of the task's default rollout
+/// rewarded 0.5.
+fn group_log() -> Vec<LogRecord> {
+    let task = "task-g";
+    vec![
+        record(1_000, vec![rollout_created(1, task, "g-1")]),
+        record(1_001, vec![rollout_created(2, task, "g-1")]),
+        record(
+            1_002,
+            vec![
+                rollout_step(task, Some(1), 0),
+                rollout_step(task, Some(2), 0),
+                rollout_step(task, Some(2), 1),
+                rollout_step(task, None, 0),
+            ],
+        ),
+        record(
+            1_003,
+            vec![
+                rollout_reward(task, Some(1), 0, 0.0),
+                rollout_reward(task, None, 0, 0.5),
+            ],
+        ),
+        record(1_004, vec![rollout_reward(task, Some(2), 0, 1.0)]),
+    ]
+}
+
+/// One row of a step export, as the columns a reader sees: `(rollout_id, group,
+/// rollout_reward, advantage)`.
+type RolloutColumns = (Option<String>, Option<String>, Option<f64>, Option<f64>);
+
+/// Exports `kind` over `(0, to]` and reads back `(step, rollout columns)` per row, in file
+/// order (`rollout_reward` and `advantage` are `None` for kinds without them).
+fn rollout_rows(
+    domain: &DomainProjections,
+    kind: ExportKind,
+    to: Lsn,
+) -> Vec<(u32, RolloutColumns)> {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = write_export(
+        domain,
+        &settings(dir.path()),
+        kind,
+        ExportFormat::Parquet,
+        Lsn::ZERO,
+        to,
+    )
+    .unwrap();
+    let mut rows = Vec::new();
+    for file in &outcome.manifest.files {
+        for batch in read_batches(&dir.path().join(&outcome.dir).join(&file.path)) {
+            let text = |name: &str, row: usize| {
+                let column = batch.column_by_name(name).unwrap().as_string::<i32>();
+                column.is_valid(row).then(|| column.value(row).to_owned())
+            };
+            let number = |name: &str, row: usize| {
+                let column = batch.column_by_name(name)?.as_primitive::<Float64Type>();
+                column.is_valid(row).then(|| column.value(row))
+            };
+            let steps = batch
+                .column_by_name("step")
+                .unwrap()
+                .as_primitive::<UInt32Type>();
+            for row in 0..batch.num_rows() {
+                rows.push((
+                    steps.value(row),
+                    (
+                        text("rollout_id", row),
+                        text("group", row),
+                        number("rollout_reward", row),
+                        number("advantage", row),
+                    ),
+                ));
+            }
+        }
+    }
+    rows
+}
+
+fn close_to(actual: Option<f64>, expected: f64) -> bool {
+    actual.is_some_and(|actual| (actual - expected).abs() < 1e-4)
+}
+
+#[test]
+fn step_rows_carry_their_rollout_group_and_group_relative_advantage() {
+    let log = group_log();
+    let domain = projections_up_to(&log, log.len());
+    let rows = rollout_rows(&domain, ExportKind::Trajectories, Lsn(5));
+    let ro = |id: &str| Some(id.to_owned());
+    let group = Some("g-1".to_owned());
+    // The default rollout first, then the rollouts by id: mean 0.5, sample std 0.7071.
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(rows[0], (0, (None, None, None, None)));
+    let (step, (rollout_id, row_group, reward, advantage)) = &rows[1];
+    assert_eq!((*step, rollout_id, row_group), (0, &ro("ro_1"), &group));
+    assert_eq!(*reward, Some(0.0));
+    assert!(close_to(*advantage, -0.7071), "{advantage:?}");
+    for (step, (rollout_id, row_group, reward, advantage)) in &rows[2..] {
+        assert_eq!(
+            (rollout_id, row_group),
+            (&ro("ro_2"), &group),
+            "step {step}"
+        );
+        assert_eq!(
+            *reward,
+            Some(1.0),
+            "every step of a rollout shows its total"
+        );
+        assert!(close_to(*advantage, 0.7071), "{advantage:?}");
+    }
+    let schema = steps::trajectory_schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let position = |name: &str| names.iter().position(|n| *n == name).unwrap();
+    assert_eq!(position("rollout_id"), position("step") + 1);
+    assert_eq!(position("group"), position("step") + 2);
+    assert_eq!(position("rollout_reward"), position("reward_ts_ms") + 1);
+    assert_eq!(position("advantage"), position("reward_ts_ms") + 2);
+
+    // As of LSN 4 ro_2's reward is not logged yet: both rollouts have 0, so no advantage.
+    let rows = rollout_rows(&domain, ExportKind::Trajectories, Lsn(4));
+    let scores: Vec<_> = rows
+        .iter()
+        .map(|(_, (_, _, reward, advantage))| (*reward, *advantage))
+        .collect();
+    assert_eq!(
+        scores,
+        [
+            (None, None),
+            (Some(0.0), Some(0.0)),
+            (Some(0.0), Some(0.0)),
+            (Some(0.0), Some(0.0))
+        ]
+    );
+    // As of LSN 1 ro_2 does not exist and ro_1 has no step: nothing to export.
+    assert!(rollout_rows(&domain, ExportKind::Trajectories, Lsn(1)).is_empty());
+
+    // TRL SFT: the verified steps, with rollout and group (null for the default rollout).
+    let sft = rollout_rows(&domain, ExportKind::TrlSft, Lsn(5));
+    let sft: Vec<_> = sft
+        .into_iter()
+        .map(|(step, (rollout_id, group, _, _))| (step, rollout_id, group))
+        .collect();
+    assert_eq!(
+        sft,
+        [
+            (0, None, None),
+            (0, ro("ro_1"), group.clone()),
+            (0, ro("ro_2"), group.clone())
+        ]
+    );
+}
+
+#[test]
+fn rollout_scores_are_as_of_to_in_live_and_rebuilt_exports_alike() {
+    let log = group_log();
+    let moved_on = projections_up_to(&log, log.len());
+    for cut in 1..=log.len() {
+        let stopped = projections_up_to(&log, cut);
+        let to = Lsn(cut as u64);
+        for kind in [ExportKind::Trajectories, ExportKind::TrlSft] {
+            let a = tempfile::tempdir().unwrap();
+            let b = tempfile::tempdir().unwrap();
+            let export = |domain: &DomainProjections, dir: &Path| {
+                write_export(
+                    domain,
+                    &settings(dir),
+                    kind,
+                    ExportFormat::Parquet,
+                    Lsn::ZERO,
+                    to,
+                )
+                .unwrap()
+            };
+            let one = export(&stopped, a.path());
+            let two = export(&moved_on, b.path());
+            assert_eq!(
+                one.manifest_sha256, two.manifest_sha256,
+                "{kind:?} at {cut}"
+            );
+            assert_eq!(files_of(a.path()), files_of(b.path()), "{kind:?} at {cut}");
+        }
+    }
+}
+
+#[test]
+fn group_scores_as_of_to_count_rollouts_and_rewards_logged_by_then() {
+    let log = group_log();
+    let domain = projections_up_to(&log, log.len());
+    let trajectories = domain.trajectories();
+    let at = |lsn: u64| steps::GroupScoresAt::compute(&trajectories, "g-1", Lsn(lsn));
+    // One rollout, not rewarded yet: mean 0, no spread, no advantage.
+    let one = at(1);
+    assert_eq!((one.mean, one.std, one.rollouts.len()), (0.0, 0.0, 1));
+    let all = at(5);
+    assert!((all.mean - 0.5).abs() < 1e-12 && (all.std - 0.5f64.sqrt()).abs() < 1e-12);
+    assert_eq!(all.rollouts[&RolloutId(2)].reward, 1.0);
+    // With everything visible it is what the projection itself says about the group.
+    let live = trajectories.group("g-1").unwrap();
+    assert_eq!((live.mean, live.std), (all.mean, all.std));
+    for (summary, advantage) in &live.rollouts {
+        let id = summary.rollout_id.unwrap();
+        assert_eq!(all.rollouts[&id].advantage, *advantage);
+        assert_eq!(all.rollouts[&id].reward, summary.reward);
+    }
+    assert_eq!(all.rollouts.len(), 2);
+    // A group nobody created scores nothing.
+    let unknown = steps::GroupScoresAt::compute(&trajectories, "nope", Lsn(5));
+    assert!(unknown.rollouts.is_empty());
 }

@@ -97,6 +97,7 @@ pub async fn lease(
                         lease_ttl_ms: job.lease_ttl_ms,
                         tags: job.tags,
                         task_id: job.task_id,
+                        rollout_id: grant.rollout_id,
                     },
                 });
             }

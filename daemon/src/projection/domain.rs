@@ -113,24 +113,8 @@ impl DomainProjections {
             events,
         } = record;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // A step's state update is the event right after it in the same record, for the
-            // same task; when the step is a duplicate (ignored), that update must not reach the
-            // task's state either.
-            let mut skip_update_of: Option<String> = None;
             for event in events {
-                if let Event::TaskStateUpdated(update) = &event {
-                    if skip_update_of.take().as_ref() == Some(&update.task_id) {
-                        continue;
-                    }
-                }
-                let step_update_of = match &event {
-                    Event::StepRecorded(step) if step.state_update.is_some() => {
-                        Some(step.task_id.clone())
-                    }
-                    _ => None,
-                };
-                let kept = self.apply_event(lsn, ts_ms, actor.as_deref(), event);
-                skip_update_of = if kept { None } else { step_update_of };
+                self.apply_event(lsn, ts_ms, actor.as_deref(), event);
             }
         }));
         if outcome.is_err() {
@@ -142,8 +126,8 @@ impl DomainProjections {
     }
 
     /// Events of one record apply in order, so a step sees the state before the state update
-    /// logged with it. Returns false only for a step the trajectories ignored (a duplicate).
-    fn apply_event(&self, lsn: Lsn, ts_ms: u64, actor: Option<&str>, event: Event) -> bool {
+    /// logged with it.
+    fn apply_event(&self, lsn: Lsn, ts_ms: u64, actor: Option<&str>, event: Event) {
         match event {
             Event::DatasetRegistered(meta) => write(&self.datasets).apply_registered(&meta),
             Event::DatasetSettingsRecorded(settings) => {
@@ -155,10 +139,15 @@ impl DomainProjections {
             Event::TaskStateUpdated(update) => {
                 write(&self.agent_states).apply(lsn, ts_ms, actor, &update)
             }
-            Event::StepRecorded(step) => {
+            Event::RolloutCreated(created) => {
                 // Lock order: agent states before trajectories, everywhere.
-                let state_before = read(&self.agent_states).state_of(&step.task_id);
-                return write(&self.trajectories).apply_step(lsn, ts_ms, step, state_before);
+                write(&self.agent_states).apply_rollout(&created);
+                write(&self.trajectories).apply_rollout(lsn, ts_ms, created);
+            }
+            Event::StepRecorded(step) => {
+                let state_before =
+                    read(&self.agent_states).state_of(&step.task_id, step.rollout_id);
+                write(&self.trajectories).apply_step(lsn, ts_ms, step, state_before);
             }
             Event::SandboxResultRecorded(result) => {
                 write(&self.trajectories).apply_sandbox(lsn, ts_ms, result)
@@ -180,7 +169,6 @@ impl DomainProjections {
             | Event::ScheduleFired(_)
             | Event::DatasetBuilt(_) => {}
         }
-        true
     }
 
     /// The `[datasets]` settings to record at start-up, after the log was replayed into these

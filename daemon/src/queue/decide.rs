@@ -32,6 +32,9 @@ pub enum DecideError {
     NotFound { what: String },
     #[error("lease {lease_id} is no longer held: {reason}")]
     LeaseLost { lease_id: LeaseId, reason: String },
+    /// The request contradicts a fact the log already holds (a step index already recorded).
+    #[error("{message}")]
+    Conflict { message: String },
     #[error("job {job_id} is {}: {message}", state.as_str())]
     InvalidState {
         job_id: JobId,

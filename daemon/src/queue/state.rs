@@ -128,6 +128,9 @@ pub struct QueueState {
     pub last_lsn: Lsn,
     /// Time of the last applied record; `promote_due` never moves backwards past it.
     pub last_ts_ms: u64,
+    /// The domain facts the sequencer decides domain writes against (rollouts, steps,
+    /// datasets), applied from the same records.
+    pub facts: crate::domain::facts::FactIndex,
 }
 
 impl QueueState {
@@ -155,6 +158,7 @@ impl QueueState {
         for event in &record.events {
             self.apply_event(lsn, record.ts_ms, event);
         }
+        self.facts.apply(lsn, record);
     }
 
     /// Moves delayed jobs whose time has come into their queue's ready set. Changes indexes
@@ -261,8 +265,9 @@ impl QueueState {
             }
             Event::QueuePaused { queue } => self.queue_mut(queue).paused = true,
             Event::QueueResumed { queue } => self.queue_mut(queue).paused = false,
-            // Domain events do not change queue state.
-            Event::DatasetRegistered(_)
+            // Domain events do not change queue state (the fact index takes them).
+            Event::RolloutCreated(_)
+            | Event::DatasetRegistered(_)
             | Event::DatasetRecordsIngested(_)
             | Event::TaskStateUpdated(_)
             | Event::StepRecorded(_)

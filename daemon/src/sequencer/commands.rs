@@ -2,6 +2,7 @@
 
 use super::waiters::Waiter;
 use super::Sequencer;
+use crate::domain::decide::{self as domain_decide, DomainCommand, DomainReply};
 use crate::log::AppendError;
 use crate::queue::{decide, DecideError, JobStatus};
 use agentd_schemas::api::{
@@ -39,6 +40,8 @@ pub struct LeaseGrantCore {
     /// The record that submitted the job: the grant's payload is in the job projection once the
     /// projector has applied it (usually long before the lease).
     pub submitted_lsn: Lsn,
+    /// The rollout an earlier attempt created under the job, to resume.
+    pub rollout_id: Option<agentd_schemas::RolloutId>,
 }
 
 /// The answer to a lease request: `lsn` is `None` when nothing was leased.
@@ -126,14 +129,34 @@ pub enum Command {
         reply: Reply<QueueDigest>,
         release: oneshot::Receiver<()>,
     },
-    /// Appends already-validated domain events, refused with `lease_lost` when `lease_id` is
-    /// given and no longer held.
-    AppendFenced {
-        lease_id: Option<LeaseId>,
+    /// A domain write (rollout, step, sandbox result, reward, state update, dataset), decided
+    /// against the fact index by [`crate::domain::decide`].
+    Domain {
+        command: DomainCommand,
+        actor: Option<String>,
+        reply: Reply<DomainOutcome>,
+    },
+    /// Appends events the daemon decided itself (export records, schedule firings, dataset
+    /// builds, the `[datasets]` settings at start-up); no client write goes this way.
+    AppendInternal {
         events: Vec<Event>,
         actor: Option<String>,
         reply: Reply<Lsn>,
     },
+}
+
+/// A decided domain write: the record holding it (`None` when nothing had to be appended: a
+/// dataset registered again with the same meta, records all received before, a rollout
+/// resumed) and what to answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainOutcome {
+    pub lsn: Option<Lsn>,
+    /// The last record the decision could depend on: the record itself, or for a decision that
+    /// appended nothing, the last record applied to the sequencer's state, which may still be
+    /// in flight. Answer only once it is applied, so a 2xx never rests on a fact a crash could
+    /// take back.
+    pub depends_on: Lsn,
+    pub reply: DomainReply,
 }
 
 /// Queues in which `events` may make a job leasable (a submission, a retry, a resumed queue), so
@@ -179,6 +202,7 @@ pub fn grants_of(state: &crate::queue::QueueState, events: &[Event]) -> Vec<Leas
                 submitted_lsn: state
                     .job(leased.job_id)
                     .map_or(Lsn::ZERO, |job| job.submitted_lsn),
+                rollout_id: state.facts.rollout_of_job(leased.job_id),
             }),
             _ => None,
         })
@@ -508,38 +532,39 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                 let _released_or_timed_out = tokio::time::timeout(DIGEST_HOLD_MAX, release).await;
             }
         }
-        Command::AppendFenced {
-            lease_id,
-            mut events,
+        Command::Domain {
+            command,
+            actor,
+            reply,
+        } => match domain_decide::decide(&sequencer.state, now_ms, command) {
+            Ok(decision) if decision.events.is_empty() => {
+                let _ignored_if_client_left = reply.send(Ok(DomainOutcome {
+                    lsn: None,
+                    depends_on: sequencer.state.last_lsn,
+                    reply: decision.reply,
+                }));
+            }
+            Ok(decision) => {
+                let answer_reply = decision.reply;
+                let make = move |lsn| DomainOutcome {
+                    lsn: Some(lsn),
+                    depends_on: lsn,
+                    reply: answer_reply,
+                };
+                sequencer
+                    .commit(now_ms, actor, decision.events, answer(reply, make))
+                    .await;
+            }
+            Err(error) => refuse(reply, error),
+        },
+        Command::AppendInternal {
+            events,
             actor,
             reply,
         } => {
-            if let Some(lease_id) = lease_id {
-                match decide::held_lease(&sequencer.state, now_ms, lease_id) {
-                    Ok(job) => fill_in_lease(&mut events, job),
-                    Err(error) => return refuse(reply, error),
-                }
-            }
             sequencer
                 .commit(now_ms, actor, events, answer(reply, |lsn| lsn))
                 .await;
-        }
-    }
-}
-
-/// A step posted with a lease but without its job: the sequencer knows the lease's job, so it
-/// writes the job, attempt and worker into the event, as if the client had named them.
-fn fill_in_lease(events: &mut [Event], job: &crate::queue::Job) {
-    let JobStatus::Leased { worker_id, .. } = &job.status else {
-        return;
-    };
-    for event in events {
-        if let Event::StepRecorded(step) = event {
-            if step.job_id.is_none() {
-                step.job_id = Some(job.id);
-                step.attempt = Some(job.attempt);
-                step.worker_id = Some(worker_id.to_string());
-            }
         }
     }
 }

@@ -19,7 +19,8 @@ mod waiters;
 mod wake_tests;
 
 pub use commands::{
-    Command, LeaseGrantCore, LeaseOutcome, QueueDigest, SequencerError, DIGEST_HOLD_MAX,
+    Command, DomainOutcome, LeaseGrantCore, LeaseOutcome, QueueDigest, SequencerError,
+    DIGEST_HOLD_MAX,
 };
 
 use crate::log::{AppendError, LogReader, LogWriter};

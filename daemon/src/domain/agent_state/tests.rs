@@ -1,5 +1,8 @@
 use super::*;
 use crate::domain::tokens::{TokenCounter, DEFAULT_ENCODING};
+use agentd_schemas::events::AgentStateLists;
+use proptest::prelude::*;
+use proptest::test_runner::Config as ProptestConfig;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -26,13 +29,16 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// One case of `testdata/merge_cases.json`; limits default to [`roomy`].
+/// One case of `testdata/merge_cases.json` or `testdata/forget_cases.json`; limits default to
+/// [`roomy`], `forget` to nothing.
 #[derive(Deserialize)]
 struct MergeCase {
     name: String,
     #[serde(default)]
     limits: Value,
     state: AgentState,
+    #[serde(default)]
+    forget: StateForget,
     update: AgentState,
     expect_state: AgentState,
     expect_trimmed: Value,
@@ -48,18 +54,26 @@ fn case_limits(overrides: &Value) -> StateLimits {
     serde_json::from_value(limits).unwrap()
 }
 
-/// Runs every fixture case and checks the invariants every merge must keep: the reported token
-/// count is exact, and re-applying the update changes nothing and reports nothing unless the
-/// case overflowed the history or the budget.
-#[test]
-fn merge_cases() {
-    let cases: Vec<MergeCase> =
-        serde_json::from_str(include_str!("../testdata/merge_cases.json")).unwrap();
+/// Whether re-applying an update may report trims again: an update longer than `history_max`
+/// overflows every time, and budget trimming forgets what it dropped. Caps and forgetting do not
+/// repeat: what they leave behind is already capped, or already gone.
+fn trims_again(trimmed: &[Trimmed]) -> bool {
+    trimmed
+        .iter()
+        .any(|t| matches!(t.reason, TrimReason::HistoryCap | TrimReason::TokenBudget))
+}
+
+/// Runs every case of a fixture and checks the invariants every merge must keep: the reported
+/// token count is exact, `merge` is `merge_update` without a forget, and re-applying the update
+/// (forget and additions) changes nothing and reports nothing unless the case overflowed the
+/// history or the budget.
+fn check_cases(fixture: &str) {
+    let cases: Vec<MergeCase> = serde_json::from_str(fixture).unwrap();
     let counter = counter();
     let mut failures = Vec::new();
     for case in &cases {
         let limits = case_limits(&case.limits);
-        let outcome = merge(&case.state, &case.update, &limits, &counter);
+        let outcome = merge_update(&case.state, &case.update, &case.forget, &limits, &counter);
         let trimmed = serde_json::to_value(&outcome.trimmed).unwrap();
         if outcome.state != case.expect_state || trimmed != case.expect_trimmed {
             failures.push(format!(
@@ -76,17 +90,27 @@ fn merge_cases() {
             "{}",
             case.name
         );
-        let again = merge(&outcome.state, &case.update, &limits, &counter);
+        if case.forget.is_empty() {
+            assert_eq!(
+                merge(&case.state, &case.update, &limits, &counter),
+                outcome,
+                "{}",
+                case.name
+            );
+        }
+        let again = merge_update(
+            &outcome.state,
+            &case.update,
+            &case.forget,
+            &limits,
+            &counter,
+        );
         assert_eq!(
             again.state, outcome.state,
             "{}: re-applying changed the state",
             case.name
         );
-        let overflowed = outcome
-            .trimmed
-            .iter()
-            .any(|t| t.reason != TrimReason::ItemCharsCap);
-        if !overflowed {
+        if !trims_again(&outcome.trimmed) {
             assert_eq!(
                 again.trimmed,
                 [],
@@ -100,6 +124,286 @@ fn merge_cases() {
         "cases that differ (actual shown):\n{}",
         failures.join("\n")
     );
+}
+
+#[test]
+fn merge_cases() {
+    check_cases(include_str!("../testdata/merge_cases.json"));
+}
+
+#[test]
+fn forget_cases() {
+    check_cases(include_str!("../testdata/forget_cases.json"));
+}
+
+#[test]
+fn the_forget_table_has_one_row_per_operation() {
+    use StateField::*;
+    let rows: Vec<(StateField, Option<StateField>, TrimReason, TrimAction)> = FORGET_RULES
+        .iter()
+        .map(|rule| (rule.from, rule.to, rule.reason, rule.action()))
+        .collect();
+    let forgotten = |field| (field, None, TrimReason::Forgotten, TrimAction::Removed);
+    assert_eq!(
+        rows,
+        [
+            (
+                OpenIssues,
+                Some(Decisions),
+                TrimReason::Resolved,
+                TrimAction::Moved
+            ),
+            (Hypotheses, None, TrimReason::Retracted, TrimAction::Removed),
+            forgotten(Goals),
+            forgotten(Constraints),
+            forgotten(Decisions),
+            forgotten(Hypotheses),
+            forgotten(History),
+            forgotten(OpenIssues),
+            (NextFocus, None, TrimReason::Cleared, TrimAction::Removed),
+        ]
+    );
+    // Each `remove.<field>` row reads its own field's names, and every list field has one.
+    let forget = StateForget {
+        remove: AgentStateLists {
+            goals: strings(&["goals"]),
+            constraints: strings(&["constraints"]),
+            decisions: strings(&["decisions"]),
+            hypotheses: strings(&["hypotheses"]),
+            history: strings(&["history"]),
+            open_issues: strings(&["open_issues"]),
+        },
+        resolve: strings(&["resolve"]),
+        retract: strings(&["retract"]),
+        clear_next_focus: true,
+    };
+    let named: Vec<String> = FORGET_RULES
+        .iter()
+        .map(|rule| match rule.names {
+            ForgetNames::Listed(listed) => listed(&forget).join(","),
+            ForgetNames::Everything(flag) => flag(&forget).to_string(),
+        })
+        .collect();
+    assert_eq!(
+        named,
+        [
+            "resolve",
+            "retract",
+            "goals",
+            "constraints",
+            "decisions",
+            "hypotheses",
+            "history",
+            "open_issues",
+            "true"
+        ]
+    );
+}
+
+#[test]
+fn forget_reports_serialize_with_their_wire_names() {
+    let state = AgentState {
+        open_issues: strings(&["flaky CI"]),
+        ..AgentState::default()
+    };
+    let forget = StateForget {
+        resolve: strings(&["flaky CI"]),
+        ..StateForget::default()
+    };
+    let outcome = merge_update(
+        &state,
+        &AgentState::default(),
+        &forget,
+        &roomy(),
+        &counter(),
+    );
+    assert_eq!(
+        serde_json::to_value(&outcome.trimmed).unwrap(),
+        json!([{ "field": "open_issues", "item": "flaky CI", "reason": "resolved", "action": "moved", "chars_before": 8 }])
+    );
+    assert_eq!(render(&outcome.state), "## Decisions\n- flaky CI\n");
+}
+
+#[test]
+fn forgetting_then_running_into_the_budget_reports_both_in_order() {
+    let counter = counter();
+    let state = crowded_state();
+    let forget = StateForget {
+        retract: vec![state.hypotheses[2].clone()],
+        ..StateForget::default()
+    };
+    // Without the retracted hypothesis and without the oldest history entry.
+    let mut target = state.clone();
+    let retracted = target.hypotheses.remove(2);
+    let dropped = target.history.remove(0);
+    let budget = counter.count(&render(&target));
+    let outcome = merge_update(
+        &state,
+        &AgentState::default(),
+        &forget,
+        &limits(10, 1000, budget as u32),
+        &counter,
+    );
+    assert_eq!(outcome.state, target);
+    let reports: Vec<(StateField, &str, TrimReason)> = outcome
+        .trimmed
+        .iter()
+        .map(|t| (t.field, t.item.as_str(), t.reason))
+        .collect();
+    assert_eq!(
+        reports,
+        [
+            (
+                StateField::Hypotheses,
+                retracted.as_str(),
+                TrimReason::Retracted
+            ),
+            (
+                StateField::History,
+                dropped.as_str(),
+                TrimReason::TokenBudget
+            ),
+        ]
+    );
+}
+
+/// Texts for generated states: whitespace variants of one item, items that the smaller caps make
+/// equal, and blanks, so forgetting meets every normalization case.
+const VOCABULARY: [&str; 9] = [
+    "a",
+    " a ",
+    "b",
+    "ship it",
+    "ship it\n",
+    "long item number one",
+    "long item number two",
+    "",
+    "  ",
+];
+
+fn texts() -> impl Strategy<Value = Vec<String>> {
+    proptest::collection::vec(
+        proptest::sample::select(&VOCABULARY[..]).prop_map(str::to_owned),
+        0..5,
+    )
+}
+
+fn focus() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of(proptest::sample::select(&VOCABULARY[..]).prop_map(str::to_owned))
+}
+
+fn agent_states() -> impl Strategy<Value = AgentState> {
+    (
+        texts(),
+        texts(),
+        texts(),
+        texts(),
+        texts(),
+        texts(),
+        focus(),
+    )
+        .prop_map(
+            |(goals, constraints, decisions, hypotheses, history, open_issues, next_focus)| {
+                AgentState {
+                    goals,
+                    constraints,
+                    decisions,
+                    hypotheses,
+                    history,
+                    open_issues,
+                    next_focus,
+                }
+            },
+        )
+}
+
+fn forgets() -> impl Strategy<Value = StateForget> {
+    (
+        (texts(), texts(), texts(), texts(), texts(), texts()),
+        texts(),
+        texts(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                (goals, constraints, decisions, hypotheses, history, open_issues),
+                resolve,
+                retract,
+                clear_next_focus,
+            )| StateForget {
+                remove: AgentStateLists {
+                    goals,
+                    constraints,
+                    decisions,
+                    hypotheses,
+                    history,
+                    open_issues,
+                },
+                resolve,
+                retract,
+                clear_next_focus,
+            },
+        )
+}
+
+/// `text` as the merge stores it under `limits`, if anything is left.
+fn stored(text: &str, limits: &StateLimits) -> Option<String> {
+    normalize(text, (limits.item_chars_max as usize).max(1)).map(|item| item.text)
+}
+
+proptest! {
+    // Failures are shrunk and printed; nothing is written next to the sources.
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// For any state, update and forget within the budget: the merge is deterministic, re-applying
+    /// the whole update changes nothing (and reports nothing unless the history overflowed), what
+    /// was taken out is gone from its field, and what was resolved is a decision.
+    #[test]
+    fn forgetting_is_deterministic_and_idempotent(
+        state in agent_states(),
+        update in agent_states(),
+        forget in forgets(),
+        history_max in 0u32..6,
+        item_chars_max in 1u32..12,
+    ) {
+        let counter = counter();
+        let limits = limits(history_max, item_chars_max, 1_000_000);
+        let first = merge_update(&state, &update, &forget, &limits, &counter);
+        prop_assert_eq!(&merge_update(&state, &update, &forget, &limits, &counter), &first);
+        prop_assert_eq!(first.tokens, counter.count(&render(&first.state)));
+
+        let again = merge_update(&first.state, &update, &forget, &limits, &counter);
+        prop_assert_eq!(&again.state, &first.state);
+        if !trims_again(&first.trimmed) {
+            prop_assert_eq!(&again.trimmed, &[]);
+        }
+
+        for (position, report) in first.trimmed.iter().enumerate() {
+            let Some(key) = stored(&report.item, &limits) else {
+                return Err(TestCaseError::fail(format!("a blank item was reported: {report:?}")));
+            };
+            match report.reason {
+                TrimReason::Forgotten | TrimReason::Retracted | TrimReason::Cleared => {
+                    prop_assert_eq!(report.action, TrimAction::Removed);
+                    prop_assert!(
+                        !field_items(&first.state, report.field).contains(&key),
+                        "{:?} is still there", report
+                    );
+                }
+                TrimReason::Resolved => {
+                    prop_assert_eq!(report.action, TrimAction::Moved);
+                    prop_assert_eq!(report.field, StateField::OpenIssues);
+                    prop_assert!(!first.state.open_issues.contains(&key));
+                    let removed_later = first.trimmed[position..].iter().any(|later| {
+                        later.field == StateField::Decisions
+                            && stored(&later.item, &limits).as_ref() == Some(&key)
+                    });
+                    prop_assert!(removed_later || first.state.decisions.contains(&key));
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 #[test]

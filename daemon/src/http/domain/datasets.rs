@@ -6,8 +6,8 @@
 //! records are identified by position, fixing the bad lines and re-ingesting the whole file adds
 //! exactly the missing positions and changes nothing else.
 
-use super::write_locks::WriteKey;
-use super::{append_and_apply, conflict, read_blocking, DomainApi};
+use super::{decide_and_apply, read_blocking, DomainApi};
+use crate::domain::decide::{DomainCommand, DomainReply};
 use crate::domain::dataset::{validate_meta, validate_record};
 use crate::domain::splits::{DatasetStats, DatasetSummary, RecordCounts, SplitCounts};
 use crate::http::auth_layer::CallerExt;
@@ -20,7 +20,7 @@ use agentd_schemas::domain_api::{
     IngestRecordsRequest, IngestRecordsResponse, RecordCountsView, RegisterDatasetResponse,
     RejectedRecord, SplitCountsView,
 };
-use agentd_schemas::events::{DatasetMeta, DatasetRecord, DatasetRecordsIngested, Event};
+use agentd_schemas::events::DatasetRecord;
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
 use crate::http::extract::ApiPath as Path;
@@ -46,57 +46,28 @@ pub async fn register(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<RegisterDatasetResponse>)> {
     let meta = validate_meta(&body).map_err(|error| ApiError::invalid(error.to_string()))?;
-    let _dataset_writes = state
-        .domain
-        .lock(WriteKey::Dataset {
-            source: &meta.source,
-            version: &meta.version,
-        })
-        .await;
-    state.settle_reads().await;
-    let existing = dataset_meta(&state.domain, &meta.source, &meta.version).await?;
-    if let Some(existing) = existing {
-        if existing != meta {
-            return Err(conflict(format!(
-                "dataset {} {} is already registered with a different {}; register a new version instead",
-                meta.source,
-                meta.version,
-                differing_fields(&existing, &meta).join(", ")
-            )));
-        }
-        let dataset = dataset_view(&state.domain, &meta.source, &meta.version).await?;
-        let answer = RegisterDatasetResponse {
-            created: false,
-            lsn: None,
-            dataset,
-        };
-        return Ok((StatusCode::OK, Json(answer)));
-    }
     let (source, version) = (meta.source.clone(), meta.version.clone());
-    let lsn = append_and_apply(
-        &state,
-        caller.actor(),
-        None,
-        vec![Event::DatasetRegistered(meta.clone())],
-    )
-    .await?;
-    // The projection keeps the first registration; an earlier writer that left the lock before
-    // its record was applied (apply timed out, request cancelled) can be it.
-    if let Some(kept) = dataset_meta(&state.domain, &source, &version).await? {
-        if kept != meta {
-            return Err(conflict(format!(
-                "dataset {source} {version} was registered with a different {} just before this write (lsn {lsn}); the earlier one stands",
-                differing_fields(&kept, &meta).join(", ")
-            )));
-        }
-    }
-    let dataset = dataset_view(&state.domain, &source, &version).await?;
-    let answer = RegisterDatasetResponse {
-        created: true,
-        lsn: Some(lsn),
-        dataset,
+    let command = DomainCommand::RegisterDataset(meta);
+    let (lsn, reply) = decide_and_apply(&state, caller.actor(), command).await?;
+    let DomainReply::DatasetRegistered { created } = reply else {
+        return Err(ApiError::internal(
+            "registering a dataset",
+            format!("unexpected decision {reply:?}"),
+        ));
     };
-    Ok((StatusCode::CREATED, Json(answer)))
+    let dataset = dataset_view(&state.domain, &source, &version).await?;
+    let status = match created {
+        true => StatusCode::CREATED,
+        false => StatusCode::OK,
+    };
+    Ok((
+        status,
+        Json(RegisterDatasetResponse {
+            created,
+            lsn,
+            dataset,
+        }),
+    ))
 }
 
 /// `POST /v1/datasets/{source}/{version}/records`: validates every record, writes the valid ones
@@ -135,51 +106,38 @@ pub async fn ingest(
             "first_index: the batch would end past the largest position",
         ));
     }
-    let _dataset_writes = state
-        .domain
-        .lock(WriteKey::Dataset {
-            source: &source,
-            version: &version,
-        })
-        .await;
-    state.settle_reads().await;
-    if dataset_meta(&state.domain, &source, &version)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found(format!(
-            "dataset {source} {version} is not registered; POST its meta to /v1/datasets first"
-        )));
-    }
-    let (batch_source, batch_version) = (source.clone(), version.clone());
-    let domain = state.domain.projections.clone();
-    let (events, already_received, rejected_records) =
-        read_blocking("validating records", move || {
-            let (runs, rejected) = validate_batch(first_index, &request.records);
-            let datasets = domain.datasets();
-            let (events, already_received) =
-                unreceived_events(&batch_source, &batch_version, runs, |start, end| {
-                    datasets.not_received(&batch_source, &batch_version, start, end)
-                });
-            (events, already_received, rejected)
-        })
-        .await?;
-    let (lsn, outcome) = if events.is_empty() {
-        (None, IngestOutcome::default())
-    } else {
-        let lsn = append_and_apply(&state, caller.actor(), None, events).await?;
-        let domain = state.domain.projections.clone();
-        let outcome = read_blocking("reading an ingest outcome", move || {
-            domain.datasets().ingest_outcome(lsn)
-        })
-        .await?
-        .ok_or_else(|| {
-            ApiError::internal(
-                "reading an ingest outcome",
-                format!("the outcome of lsn {lsn} is no longer remembered"),
-            )
-        })?;
-        (Some(lsn), outcome)
+    // Validation needs no state (it counts nothing), but a batch can be megabytes.
+    let (runs, rejected_records) = read_blocking("validating records", move || {
+        validate_batch(first_index, &request.records)
+    })
+    .await?;
+    let command = DomainCommand::IngestRecords {
+        source: source.clone(),
+        version: version.clone(),
+        runs,
+    };
+    let (lsn, reply) = decide_and_apply(&state, caller.actor(), command).await?;
+    let DomainReply::Ingested { already_received } = reply else {
+        return Err(ApiError::internal(
+            "ingesting records",
+            format!("unexpected decision {reply:?}"),
+        ));
+    };
+    let outcome = match lsn {
+        None => IngestOutcome::default(),
+        Some(lsn) => {
+            let domain = state.domain.projections.clone();
+            read_blocking("reading an ingest outcome", move || {
+                domain.datasets().ingest_outcome(lsn)
+            })
+            .await?
+            .ok_or_else(|| {
+                ApiError::internal(
+                    "reading an ingest outcome",
+                    format!("the outcome of lsn {lsn} is no longer remembered"),
+                )
+            })?
+        }
     };
     let dataset = dataset_view(&state.domain, &source, &version).await?;
     Ok(Json(IngestRecordsResponse {
@@ -260,76 +218,6 @@ fn validate_batch(first_index: u64, records: &[Value]) -> (Vec<Run>, Vec<Rejecte
         }
     }
     (runs, rejected)
-}
-
-/// One `dataset_records_ingested` event per stretch of positions the dataset has not received
-/// (`not_received(start, end)` lists them), and how many valid records were already received
-/// and are left out, so resending a batch writes nothing.
-fn unreceived_events(
-    source: &str,
-    version: &str,
-    runs: Vec<Run>,
-    not_received: impl Fn(u64, u64) -> Vec<std::ops::Range<u64>>,
-) -> (Vec<Event>, u64) {
-    let mut events = Vec::new();
-    let mut already_received = 0;
-    for (run_start, records) in runs {
-        let run_end = run_start + records.len() as u64;
-        let mut kept = 0;
-        for range in not_received(run_start, run_end) {
-            // `range` lies inside `run_start..run_end`, so the offsets index `records`.
-            let (from, to) = (
-                (range.start - run_start) as usize,
-                (range.end - run_start) as usize,
-            );
-            let Some(slice) = records.get(from..to) else {
-                continue;
-            };
-            kept += slice.len() as u64;
-            events.push(Event::DatasetRecordsIngested(DatasetRecordsIngested {
-                source: source.to_owned(),
-                version: version.to_owned(),
-                first_index: range.start,
-                records: slice.to_vec(),
-            }));
-        }
-        already_received += records.len() as u64 - kept;
-    }
-    (events, already_received)
-}
-
-/// The names of the meta fields that differ, for the conflict message.
-fn differing_fields(old: &DatasetMeta, new: &DatasetMeta) -> Vec<&'static str> {
-    let mut fields = Vec::new();
-    if old.license != new.license {
-        fields.push("license");
-    }
-    if old.downloaded_at != new.downloaded_at {
-        fields.push("downloaded_at");
-    }
-    if old.sha256 != new.sha256 {
-        fields.push("sha256");
-    }
-    if old.num_records != new.num_records {
-        fields.push("num_records");
-    }
-    if old.url != new.url {
-        fields.push("url");
-    }
-    fields
-}
-
-async fn dataset_meta(
-    api: &DomainApi,
-    source: &str,
-    version: &str,
-) -> Result<Option<DatasetMeta>, ApiError> {
-    let domain = api.projections.clone();
-    let (source, version) = (source.to_owned(), version.to_owned());
-    read_blocking("reading a dataset", move || {
-        domain.datasets().meta(&source, &version)
-    })
-    .await
 }
 
 async fn dataset_view(
@@ -421,29 +309,10 @@ fn split_view(splits: SplitCounts) -> SplitCountsView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::projection::domain::positions::Positions;
     use serde_json::json;
 
     fn record(instruction: &str) -> Value {
         json!({"instruction": instruction, "pre": "a", "post": "b", "language": "python"})
-    }
-
-    /// (first_index, instructions) of each event.
-    fn shape(events: &[Event]) -> Vec<(u64, Vec<String>)> {
-        events
-            .iter()
-            .map(|event| match event {
-                Event::DatasetRecordsIngested(batch) => (
-                    batch.first_index,
-                    batch
-                        .records
-                        .iter()
-                        .map(|r| r.instruction.clone())
-                        .collect(),
-                ),
-                other => panic!("unexpected event {other:?}"),
-            })
-            .collect()
     }
 
     #[test]
@@ -466,27 +335,5 @@ mod tests {
             .map(|r| (r.index, r.field.as_str()))
             .collect();
         assert_eq!(fields, [(12, "language"), (14, "$")]);
-    }
-
-    #[test]
-    fn positions_already_received_are_left_out_before_writing() {
-        let (runs, _) = validate_batch(0, &[record("a"), record("b"), record("c"), record("d")]);
-        let mut received = Positions::default();
-        received.insert(1, 3);
-        let (events, already) =
-            unreceived_events("s", "v", runs, |start, end| received.missing(start, end));
-        assert_eq!(already, 2);
-        assert_eq!(
-            shape(&events),
-            [(0, vec!["a".to_owned()]), (3, vec!["d".to_owned()])]
-        );
-        let (runs, _) = validate_batch(1, &[record("b"), record("c")]);
-        let (events, already) =
-            unreceived_events("s", "v", runs, |start, end| received.missing(start, end));
-        assert_eq!(
-            (events.len(), already),
-            (0, 2),
-            "a resent batch writes nothing"
-        );
     }
 }

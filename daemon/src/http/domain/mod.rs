@@ -1,29 +1,30 @@
-//! The domain routes: datasets (`/v1/datasets...`), per-task agent state
-//! (`/v1/tasks/{task_id}/state...`), trajectories (`/v1/tasks/{task_id}/steps...`,
-//! `/v1/tasks/{task_id}/trajectory`, `/v1/trajectories/stats`). `docs/domain.md` ("HTTP API")
-//! lists them with their bodies and error codes.
+//! The domain routes: datasets (`/v1/datasets...`), agent state (`/v1/tasks/{task_id}/state...`,
+//! `/v1/rollouts/{rollout_id}/state`), rollouts and groups (`/v1/tasks/{task_id}/rollouts`,
+//! `/v1/rollouts/{rollout_id}...`, `/v1/groups/{group}`), trajectories
+//! (`/v1/tasks/{task_id}/steps...`, `/v1/tasks/{task_id}/trajectory`, `/v1/trajectories/stats`).
+//! `docs/domain.md` ("HTTP API") lists them with their bodies and error codes.
 //!
-//! Writes take the lock of their task or dataset ([`write_locks`]), validate against the domain
-//! projections (after `settle_reads`), append through the sequencer's `AppendFenced` (so a stale
-//! lease is refused with `lease_lost`), then wait until the projector applied their LSN and
-//! answer from the projection: the answer is what replay computes, never a second computation
-//! in the handler. The lock makes check and write one step per key, so two writers of the same
-//! step or dataset cannot both be told they recorded it; as a second line, a write whose record
-//! the projection did not keep (first in log order wins) is answered 409 `conflict`, never 2xx.
+//! One write model: a handler parses the body and checks its bounds (nothing that needs state),
+//! then sends a [`DomainCommand`] to the sequencer, which decides it against everything logged
+//! before it (`crate::domain::decide`) exactly as it decides job commands. A refused write never
+//! reaches the log. An accepted one is answered once the projector has applied its LSN, from
+//! the projection where the answer needs it (a merged state, an ingest's outcome), so the answer
+//! is what a replay computes.
 
 mod datasets;
+mod rollouts;
 mod state;
 mod trajectories;
-pub mod write_locks;
 
 use super::error::ApiError;
 use super::AppState;
 use crate::config::Config;
 use crate::domain::tokens::{TokenCounter, UnknownEncoding};
+use crate::domain::decide::{DomainCommand, DomainReply};
 use crate::projection::domain::DomainProjections;
-use crate::sequencer::Command;
-use agentd_schemas::events::{Event, StateLimits};
-use agentd_schemas::{LeaseId, Lsn};
+use crate::sequencer::{Command, DomainOutcome};
+use agentd_schemas::events::StateLimits;
+use agentd_schemas::Lsn;
 use axum::http::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +54,8 @@ pub const REWARD_COMPONENTS_MAX: usize = 32;
 /// Longest reward component name, in characters.
 pub const COMPONENT_NAME_CHARS_MAX: usize = 64;
 /// How long a write waits for the projector to apply it before answering 503 `timeout` (the
-/// write itself is durable by then, and every domain write is safe to repeat).
+/// write itself is durable by then; repeating it is refused as a conflict where the fact may be
+/// written once, so read it back first).
 pub const APPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// What the domain handlers need besides the rest of [`AppState`].
@@ -64,8 +66,6 @@ pub struct DomainApi {
     pub state_limits: StateLimits,
     /// Most records in one ingest request (`[datasets] records_per_batch_max`).
     pub records_per_batch_max: usize,
-    /// Serialises check-then-append per task and per dataset.
-    pub write_locks: Arc<write_locks::WriteLocks>,
 }
 
 /// A `[state]` or `[datasets]` setting the domain writes cannot work with.
@@ -80,12 +80,6 @@ pub enum DomainSettingsError {
 }
 
 impl DomainApi {
-    /// Takes the write lock of a task or dataset ([`write_locks`]); hold it from the conflict
-    /// check until the write is applied.
-    async fn lock(&self, key: write_locks::WriteKey<'_>) -> tokio::sync::MutexGuard<'_, ()> {
-        self.write_locks.lock(key).await
-    }
-
     /// Checks the settings once at start, so no request (and no replay) meets a bad one.
     pub fn new(
         config: &Config,
@@ -108,7 +102,6 @@ impl DomainApi {
                 encoding: counter.name().to_owned(),
             },
             records_per_batch_max: config.datasets.records_per_batch_max,
-            write_locks: Arc::default(),
         })
     }
 }
@@ -122,41 +115,51 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(datasets::ingest))
         .routes(routes!(state::show, state::update))
         .routes(routes!(state::history))
+        .routes(routes!(state::show_rollout, state::update_rollout))
         .routes(routes!(trajectories::record_step))
         .routes(routes!(trajectories::record_sandbox))
         .routes(routes!(trajectories::record_reward))
+        .routes(routes!(trajectories::record_rollout_step))
+        .routes(routes!(trajectories::record_rollout_sandbox))
+        .routes(routes!(trajectories::record_rollout_reward))
         .routes(routes!(trajectories::show))
         .routes(routes!(trajectories::stats))
+        .routes(routes!(rollouts::create, rollouts::list))
+        .routes(routes!(rollouts::show))
+        .routes(routes!(rollouts::group))
 }
 
-/// Appends already-validated events as one record (refused with `lease_lost` when `lease_id`
-/// is no longer held) and waits until the projections applied it.
-async fn append_and_apply(
+/// Has the sequencer decide a domain write and, when it appended a record, waits until the
+/// projections applied it. A refusal is the sequencer's error (404, 409 `conflict` or
+/// `lease_lost`, 422).
+async fn decide_and_apply(
     state: &AppState,
     actor: Option<String>,
-    lease_id: Option<LeaseId>,
-    events: Vec<Event>,
-) -> Result<Lsn, ApiError> {
-    let lsn = state
+    command: DomainCommand,
+) -> Result<(Option<Lsn>, DomainReply), ApiError> {
+    let DomainOutcome {
+        lsn,
+        depends_on,
+        reply,
+    } = state
         .sequencer
-        .call(|reply| Command::AppendFenced {
-            lease_id,
-            events,
+        .call(|reply| Command::Domain {
+            command,
             actor,
             reply,
         })
         .await?;
-    if !state.applied.wait_for(lsn, APPLY_WAIT).await {
+    if !state.applied.wait_for(depends_on, APPLY_WAIT).await {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
             format!(
-                "the write is durable at lsn {lsn} but not applied within {} ms; repeating it is safe",
+                "lsn {depends_on} is not applied within {} ms; read the fact back before repeating the write",
                 APPLY_WAIT.as_millis()
             ),
         ));
     }
-    Ok(lsn)
+    Ok((lsn, reply))
 }
 
 /// Task ids come from clients (and jobs' `task_id`): non-empty, at most [`TASK_ID_CHARS_MAX`]
@@ -203,11 +206,6 @@ fn check_bytes(field: &str, value: &str, bytes_max: usize) -> Result<(), ApiErro
         ));
     }
     Ok(())
-}
-
-/// 409 `conflict`: the request contradicts what the log already holds.
-fn conflict(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "conflict", message)
 }
 
 /// Runs a projection read off the async workers: a reader may wait for a writer's lock.

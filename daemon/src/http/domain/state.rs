@@ -1,12 +1,16 @@
-//! `/v1/tasks/{task_id}/state`: read a task's agent state, post an update (optionally fenced by
-//! a lease), and list every update with its LSN.
+//! `/v1/tasks/{task_id}/state` and `/v1/rollouts/{rollout_id}/state`: read a task's base agent
+//! state or a rollout's, post an update (optionally fenced by a lease), and list a task's base
+//! updates with their LSNs.
 //!
 //! A task with no update yet has the empty state (`lsn` 0): every task starts from it, so an
-//! actor's first read needs no special case.
+//! actor's first read needs no special case. A rollout starts from a copy of its task's base
+//! state (or empty) and from then on changes only with its own updates.
 
 use super::{
-    append_and_apply, check_bytes, check_task_id, DomainApi, STATE_ITEMS_MAX, STATE_ITEM_BYTES_MAX,
+    check_bytes, check_task_id, decide_and_apply, DomainApi, STATE_ITEMS_MAX,
+    STATE_ITEM_BYTES_MAX,
 };
+use crate::domain::decide::{DomainCommand, DomainReply, Target};
 use crate::domain::agent_state::{render, StateField, TrimAction, TrimReason, Trimmed};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
@@ -17,8 +21,8 @@ use agentd_schemas::domain_api::{
     StateFieldName, StateHistoryEntry, StateHistoryResponse, StateUpdateFields, StateUpdateRequest,
     StateUpdateResponse, TaskStateView, TrimActionName, TrimReasonName, TrimmedView,
 };
-use agentd_schemas::events::{AgentState, Event, TaskStateUpdated};
-use agentd_schemas::{LeaseId, Lsn};
+use agentd_schemas::events::{AgentState, StateForget, TaskStateUpdated};
+use agentd_schemas::{LeaseId, Lsn, RolloutId};
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
 use crate::http::extract::ApiPath as Path;
@@ -47,9 +51,92 @@ pub async fn show(
     let states = api.projections.agent_states();
     Ok(Json(state_view(
         &task_id,
+        None,
         states.task(&task_id),
         &api.state_limits.encoding,
     )))
+}
+
+/// `GET /v1/rollouts/{rollout_id}/state`.
+#[utoipa::path(
+    get, path = "/v1/rollouts/{rollout_id}/state", tag = "rollouts",
+    params(("rollout_id" = String, Path, description = "Rollout id")),
+    responses(
+        (status = 200, description = "The rollout's merged state", body = agentd_schemas::domain_api::TaskStateView),
+        (status = 404, description = "`not_found`: no such rollout", body = agentd_schemas::api::ErrorBody),
+    )
+)]
+pub async fn show_rollout(
+    State(state): State<AppState>,
+    Path(rollout_id): Path<RolloutId>,
+) -> ApiResult<Json<TaskStateView>> {
+    state.settle_reads().await;
+    let api = &state.domain;
+    let task_id = api
+        .projections
+        .trajectories()
+        .rollout(rollout_id)
+        .map(|rollout| rollout.created.task_id.clone())
+        .ok_or_else(|| ApiError::not_found(format!("rollout {rollout_id} not found")))?;
+    let states = api.projections.agent_states();
+    Ok(Json(state_view(
+        &task_id,
+        Some(rollout_id),
+        states.rollout(rollout_id),
+        &api.state_limits.encoding,
+    )))
+}
+
+/// `POST /v1/rollouts/{rollout_id}/state`: merges the update into the rollout's state.
+#[utoipa::path(
+    post, path = "/v1/rollouts/{rollout_id}/state", tag = "rollouts",
+    params(("rollout_id" = String, Path, description = "Rollout id")),
+    request_body = agentd_schemas::domain_api::StateUpdateRequest,
+    responses(
+        (status = 200, description = "The merged state and what the merge trimmed", body = agentd_schemas::domain_api::StateUpdateResponse),
+        (status = 404, description = "`not_found`: no such rollout", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`lease_lost`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`, `too_many_items` or `string_too_long`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
+pub async fn update_rollout(
+    State(state): State<AppState>,
+    caller: CallerExt,
+    Path(rollout_id): Path<RolloutId>,
+    ApiJson(request): ApiJson<StateUpdateRequest>,
+) -> ApiResult<Json<StateUpdateResponse>> {
+    update_into(&state, caller, Target::Rollout(rollout_id), request).await
+}
+
+async fn update_into(
+    state: &AppState,
+    caller: CallerExt,
+    target: Target,
+    request: StateUpdateRequest,
+) -> ApiResult<Json<StateUpdateResponse>> {
+    let fields = request.fields();
+    check_update("", &fields)?;
+    let (update, forget) = fields.into_parts();
+    let event = state_event(&state.domain, update, forget, request.lease_id);
+    let command = DomainCommand::UpdateState {
+        target,
+        update: event,
+    };
+    let (lsn, reply) = decide_and_apply(state, caller.actor(), command).await?;
+    let (Some(lsn), DomainReply::Recorded { task_id, rollout_id }) = (lsn, reply) else {
+        return Err(ApiError::internal(
+            "recording a state update",
+            "the sequencer appended nothing",
+        ));
+    };
+    let states = state.domain.projections.agent_states();
+    Ok(Json(update_answer(
+        &states,
+        &task_id,
+        rollout_id,
+        lsn,
+        &state.domain,
+    )?))
 }
 
 /// `POST /v1/tasks/{task_id}/state`: merges the update and answers with the merged state.
@@ -70,13 +157,7 @@ pub async fn update(
     ApiJson(request): ApiJson<StateUpdateRequest>,
 ) -> ApiResult<Json<StateUpdateResponse>> {
     check_task_id(&task_id)?;
-    let fields = request.fields();
-    check_update("", &fields)?;
-    let lease_id = request.lease_id;
-    let event = state_event(&state.domain, &task_id, fields.into(), lease_id);
-    let lsn = append_and_apply(&state, caller.actor(), lease_id, vec![event]).await?;
-    let states = state.domain.projections.agent_states();
-    Ok(Json(update_answer(&states, &task_id, lsn, &state.domain)?))
+    update_into(&state, caller, Target::Task(task_id), request).await
 }
 
 /// Query of `GET /v1/tasks/{task_id}/state/history`.
@@ -129,6 +210,7 @@ pub async fn history(
             actor: update.actor.clone(),
             lease_id: update.lease_id,
             update: update.update.clone(),
+            forget: (!update.forget.is_empty()).then(|| update.forget.clone()),
             history_max: update.limits.history_max,
             item_chars_max: update.limits.item_chars_max,
             token_budget: update.limits.token_budget,
@@ -160,52 +242,73 @@ pub(super) fn check_update(prefix: &str, update: &StateUpdateFields) -> Result<(
         ("history", &update.history),
         ("open_issues", &update.open_issues),
     ] {
-        if items.len() > STATE_ITEMS_MAX {
-            return Err(ApiError::over_limit(
-                "too_many_items",
-                format!(
-                    "{prefix}{name}: {} items is over the limit of {STATE_ITEMS_MAX}",
-                    items.len()
-                ),
-            ));
-        }
-        for (position, item) in items.iter().enumerate() {
-            check_bytes(
-                &format!("{prefix}{name}[{position}]"),
-                item,
-                STATE_ITEM_BYTES_MAX,
-            )?;
-        }
+        check_items(&format!("{prefix}{name}"), items)?;
     }
     if let Some(focus) = &update.next_focus {
         check_bytes(&format!("{prefix}next_focus"), focus, STATE_ITEM_BYTES_MAX)?;
     }
+    if let Some(forget) = &update.forget {
+        let remove = forget.remove.clone().unwrap_or_default();
+        for (name, items) in [
+            ("remove.goals", &remove.goals),
+            ("remove.constraints", &remove.constraints),
+            ("remove.decisions", &remove.decisions),
+            ("remove.hypotheses", &remove.hypotheses),
+            ("remove.history", &remove.history),
+            ("remove.open_issues", &remove.open_issues),
+            ("resolve", &forget.resolve),
+            ("retract", &forget.retract),
+        ] {
+            check_items(&format!("{prefix}forget.{name}"), items)?;
+        }
+    }
     Ok(())
 }
 
-/// The event for an update, with the configured limits written into it.
+/// At most [`STATE_ITEMS_MAX`] items of at most [`STATE_ITEM_BYTES_MAX`] bytes.
+fn check_items(field: &str, items: &[String]) -> Result<(), ApiError> {
+    if items.len() > STATE_ITEMS_MAX {
+        return Err(ApiError::over_limit(
+            "too_many_items",
+            format!(
+                "{field}: {} items is over the limit of {STATE_ITEMS_MAX}",
+                items.len()
+            ),
+        ));
+    }
+    for (position, item) in items.iter().enumerate() {
+        check_bytes(&format!("{field}[{position}]"), item, STATE_ITEM_BYTES_MAX)?;
+    }
+    Ok(())
+}
+
+/// The event for an update, with the configured limits written into it; the sequencer fills in
+/// its task and rollout.
 pub(super) fn state_event(
     api: &DomainApi,
-    task_id: &str,
     update: AgentState,
+    forget: StateForget,
     lease_id: Option<LeaseId>,
-) -> Event {
-    Event::TaskStateUpdated(TaskStateUpdated {
-        task_id: task_id.to_owned(),
+) -> TaskStateUpdated {
+    TaskStateUpdated {
+        task_id: String::new(),
+        rollout_id: None,
         update,
+        forget,
         limits: api.state_limits.clone(),
         lease_id,
-    })
+    }
 }
 
 /// The answer to an update logged at `lsn`: what its merge trimmed, and the state now.
 pub(super) fn update_answer(
     states: &AgentStates,
     task_id: &str,
+    rollout_id: Option<RolloutId>,
     lsn: Lsn,
     api: &DomainApi,
 ) -> Result<StateUpdateResponse, ApiError> {
-    let task = states.task(task_id);
+    let task = states.of(task_id, rollout_id);
     let trimmed = task
         .and_then(|task| task.updates.iter().rev().find(|update| update.lsn == lsn))
         .map(|update| trimmed_views(&update.trimmed))
@@ -218,19 +321,21 @@ pub(super) fn update_answer(
     Ok(StateUpdateResponse {
         update_lsn: lsn,
         trimmed,
-        state: state_view(task_id, task, &api.state_limits.encoding),
+        state: state_view(task_id, rollout_id, task, &api.state_limits.encoding),
     })
 }
 
-/// A task's state as the API shows it; the empty state for a task without updates.
+/// A task's or rollout's state as the API shows it; the empty state without updates.
 pub(super) fn state_view(
     task_id: &str,
+    rollout_id: Option<RolloutId>,
     task: Option<&TaskState>,
     default_encoding: &str,
 ) -> TaskStateView {
     match task {
         Some(task) => TaskStateView {
             task_id: task_id.to_owned(),
+            rollout_id,
             state: AgentState::clone(&task.state),
             rendered: render(&task.state),
             tokens: task.tokens as u64,
@@ -240,6 +345,7 @@ pub(super) fn state_view(
         },
         None => TaskStateView {
             task_id: task_id.to_owned(),
+            rollout_id,
             state: AgentState::default(),
             rendered: String::new(),
             tokens: 0,
@@ -268,10 +374,15 @@ fn trimmed_views(trimmed: &[Trimmed]) -> Vec<TrimmedView> {
                 TrimReason::ItemCharsCap => TrimReasonName::ItemCharsCap,
                 TrimReason::HistoryCap => TrimReasonName::HistoryCap,
                 TrimReason::TokenBudget => TrimReasonName::TokenBudget,
+                TrimReason::Forgotten => TrimReasonName::Forgotten,
+                TrimReason::Resolved => TrimReasonName::Resolved,
+                TrimReason::Retracted => TrimReasonName::Retracted,
+                TrimReason::Cleared => TrimReasonName::Cleared,
             },
             action: match trimmed.action {
                 TrimAction::Removed => TrimActionName::Removed,
                 TrimAction::Shortened => TrimActionName::Shortened,
+                TrimAction::Moved => TrimActionName::Moved,
             },
             chars_before: trimmed.chars_before as u64,
         })

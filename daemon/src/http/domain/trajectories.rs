@@ -1,17 +1,21 @@
 //! Trajectory routes: record a step (with its optional state update, in the same log record),
-//! attach a sandbox result and a reward to a step, read a task's trajectory, and the stats
-//! behind teacher precision.
+//! attach a sandbox result and a reward to a step, read a trajectory, and the stats behind
+//! teacher precision.
 //!
-//! Each step index of a task is recorded once (409 `conflict` for a second), and so are a step's
-//! sandbox result and reward; a sandbox result or reward for a step not recorded is 404.
+//! Every write exists twice: under a rollout (`/v1/rollouts/{rollout_id}/steps...`) and under a
+//! task (`/v1/tasks/{task_id}/steps...`), which records into the task's default rollout (the
+//! one a task had before rollouts existed). Both parse and bound-check the body here and let the
+//! sequencer decide ([`crate::domain::decide`]): each step index of a rollout is recorded once
+//! (409 `conflict` for a second), and so are a step's sandbox result and reward; a sandbox result
+//! or reward for a step not recorded is 404, as is an unknown rollout.
 
 use super::state::{check_update, state_event, update_answer};
-use super::write_locks::WriteKey;
 use super::{
-    append_and_apply, check_bytes, check_chars, check_name, check_task_id, conflict,
-    ACTION_TEXT_BYTES_MAX, COMPONENT_NAME_CHARS_MAX, DIFF_BYTES_MAX, OUTPUT_BYTES_MAX,
-    PROMPT_BYTES_MAX, REWARD_COMPONENTS_MAX, THINK_BYTES_MAX,
+    check_bytes, check_chars, check_name, check_task_id, decide_and_apply, ACTION_TEXT_BYTES_MAX,
+    COMPONENT_NAME_CHARS_MAX, DIFF_BYTES_MAX, OUTPUT_BYTES_MAX, PROMPT_BYTES_MAX,
+    REWARD_COMPONENTS_MAX, THINK_BYTES_MAX,
 };
+use crate::domain::decide::{DomainCommand, DomainReply, Target};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
@@ -19,15 +23,14 @@ use crate::http::{ApiResult, AppState};
 use crate::projection::domain::trajectories::{
     StepEntry, TrajectoryStats, REWARD_BUCKET_UPPER_BOUNDS,
 };
-use crate::projection::jobs as job_projection;
 use agentd_schemas::domain_api::{
     ActionRequest, IgnoredView, ModelStatsView, RecordStepRequest, RecordStepResponse,
-    RewardBucketView, RewardDistributionView, RewardRequest, RewardView, SandboxResultRequest,
+    RewardBucketView, RewardDistributionView, RewardRequest, RewardView, SamplingRequest,
+    SandboxResultRequest,
     SandboxView, StepFactResponse, TrajectoryResponse, TrajectoryStatsResponse, TrajectoryStep,
 };
-use agentd_schemas::events::{Event, RewardRecorded, SandboxResultRecorded, StepRecorded};
-use agentd_schemas::projection::StoredJobState;
-use agentd_schemas::{JobId, LeaseId};
+use agentd_schemas::events::{RewardRecorded, SandboxResultRecorded, StepRecorded};
+use agentd_schemas::RolloutId;
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
 use crate::http::extract::ApiPath as Path;
@@ -39,7 +42,7 @@ use serde::Deserialize;
 pub const TRAJECTORY_PAGE_DEFAULT: usize = 100;
 pub const TRAJECTORY_PAGE_MAX: usize = 1000;
 
-/// `POST /v1/tasks/{task_id}/steps`.
+/// `POST /v1/tasks/{task_id}/steps`: a step of the task's default rollout.
 #[utoipa::path(
     post, path = "/v1/tasks/{task_id}/steps", tag = "trajectories",
     params(("task_id" = String, Path, description = "Task id")),
@@ -58,28 +61,50 @@ pub async fn record_step(
     ApiJson(request): ApiJson<RecordStepRequest>,
 ) -> ApiResult<Json<RecordStepResponse>> {
     check_task_id(&task_id)?;
+    record_step_into(&state, caller, Target::Task(task_id), request).await
+}
+
+/// `POST /v1/rollouts/{rollout_id}/steps`.
+#[utoipa::path(
+    post, path = "/v1/rollouts/{rollout_id}/steps", tag = "rollouts",
+    params(("rollout_id" = String, Path, description = "Rollout id (`ro_<n>`)")),
+    request_body = agentd_schemas::domain_api::RecordStepRequest,
+    responses(
+        (status = 200, description = "Recorded", body = agentd_schemas::domain_api::RecordStepResponse),
+        (status = 404, description = "`not_found`: the rollout, job or lease does not exist", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`conflict` (step already recorded in this rollout) or `lease_lost`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request` or `string_too_long`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
+pub async fn record_rollout_step(
+    State(state): State<AppState>,
+    caller: CallerExt,
+    Path(rollout_id): Path<RolloutId>,
+    ApiJson(request): ApiJson<RecordStepRequest>,
+) -> ApiResult<Json<RecordStepResponse>> {
+    record_step_into(&state, caller, Target::Rollout(rollout_id), request).await
+}
+
+async fn record_step_into(
+    state: &AppState,
+    caller: CallerExt,
+    target: Target,
+    request: RecordStepRequest,
+) -> ApiResult<Json<RecordStepResponse>> {
     check_step(&request)?;
-    let _task_writes = state.domain.lock(WriteKey::Task(&task_id)).await;
-    state.settle_reads().await;
-    if let Some(existing) = existing_step_lsn(&state, &task_id, request.step) {
-        return Err(conflict(format!(
-            "step {} of task {task_id} is already recorded (lsn {existing}); steps are immutable",
-            request.step
-        )));
-    }
-    let (attempt, worker_id) = lease_details(&state, request.job_id, request.lease_id).await?;
     let step = request.step;
     let lease_id = request.lease_id;
-    let state_update = request
-        .state_update
-        .map(agentd_schemas::events::AgentState::from);
-    let mut events = vec![Event::StepRecorded(StepRecorded {
-        task_id: task_id.clone(),
+    let state_update = request.state_update.map(|fields| fields.into_parts());
+    // The sequencer fills in the task (from the rollout), the rollout, and the job, attempt and
+    // worker of a held lease.
+    let event = StepRecorded {
+        task_id: String::new(),
+        rollout_id: None,
         step,
         job_id: request.job_id,
         lease_id,
-        attempt,
-        worker_id,
+        attempt: None,
+        worker_id: None,
         model: request.model,
         policy_version: request.policy_version,
         sampling: request.sampling.unwrap_or_default().into(),
@@ -88,33 +113,54 @@ pub async fn record_step(
         prompt: request.prompt,
         think: request.think,
         action: request.action.into(),
-        state_update: state_update.clone(),
-    })];
+        state_update: state_update.as_ref().map(|(update, _)| update.clone()),
+    };
     // The update is merged in the same record, after the step: the step keeps the state before.
-    if let Some(update) = state_update.clone() {
-        events.push(state_event(&state.domain, &task_id, update, lease_id));
-    }
-    let lsn = append_and_apply(&state, caller.actor(), lease_id, events).await?;
-    if let Some(kept) = existing_step_lsn(&state, &task_id, step).filter(|kept| *kept != lsn) {
-        return Err(not_kept(
-            format!("step {step} of task {task_id}"),
-            kept,
-            lsn,
-        ));
-    }
-    let merged = match state_update {
-        None => None,
-        Some(_) => {
+    let update_event = state_update
+        .map(|(update, forget)| state_event(&state.domain, update, forget, lease_id));
+    let with_update = update_event.is_some();
+    let command = DomainCommand::RecordStep {
+        target,
+        step: Box::new(event),
+        state_update: update_event,
+    };
+    let (lsn, task_id, rollout_id) = record(state, caller, command).await?;
+    let merged = match with_update {
+        false => None,
+        true => {
             let states = state.domain.projections.agent_states();
-            Some(update_answer(&states, &task_id, lsn, &state.domain)?)
+            Some(update_answer(&states, &task_id, rollout_id, lsn, &state.domain)?)
         }
     };
     Ok(Json(RecordStepResponse {
         task_id,
+        rollout_id,
         step,
         lsn,
         state: merged,
     }))
+}
+
+/// Sends a trajectory write to the sequencer and waits until it is applied: its LSN, task and
+/// rollout.
+async fn record(
+    state: &AppState,
+    caller: CallerExt,
+    command: DomainCommand,
+) -> Result<(agentd_schemas::Lsn, String, Option<RolloutId>), ApiError> {
+    match decide_and_apply(state, caller.actor(), command).await? {
+        (
+            Some(lsn),
+            DomainReply::Recorded {
+                task_id,
+                rollout_id,
+            },
+        ) => Ok((lsn, task_id, rollout_id)),
+        other => Err(ApiError::internal(
+            "recording a trajectory fact",
+            format!("unexpected decision {other:?}"),
+        )),
+    }
 }
 
 /// `POST /v1/tasks/{task_id}/steps/{step}/sandbox`.
@@ -136,29 +182,47 @@ pub async fn record_sandbox(
     ApiJson(request): ApiJson<SandboxResultRequest>,
 ) -> ApiResult<Json<StepFactResponse>> {
     check_task_id(&task_id)?;
-    let step = parse_step(&step)?;
+    record_sandbox_into(&state, caller, Target::Task(task_id), &step, request).await
+}
+
+/// `POST /v1/rollouts/{rollout_id}/steps/{step}/sandbox`.
+#[utoipa::path(
+    post, path = "/v1/rollouts/{rollout_id}/steps/{step}/sandbox", tag = "rollouts",
+    params(("rollout_id" = String, Path, description = "Rollout id"), ("step" = u32, Path, description = "Step index")),
+    request_body = agentd_schemas::domain_api::SandboxResultRequest,
+    responses(
+        (status = 200, description = "Recorded", body = agentd_schemas::domain_api::StepFactResponse),
+        (status = 404, description = "`not_found`: no such rollout or step", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`conflict` (already recorded) or `lease_lost`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request` or `string_too_long`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
+pub async fn record_rollout_sandbox(
+    State(state): State<AppState>,
+    caller: CallerExt,
+    Path((rollout_id, step)): Path<(RolloutId, String)>,
+    ApiJson(request): ApiJson<SandboxResultRequest>,
+) -> ApiResult<Json<StepFactResponse>> {
+    record_sandbox_into(&state, caller, Target::Rollout(rollout_id), &step, request).await
+}
+
+async fn record_sandbox_into(
+    state: &AppState,
+    caller: CallerExt,
+    target: Target,
+    step: &str,
+    request: SandboxResultRequest,
+) -> ApiResult<Json<StepFactResponse>> {
+    let step = parse_step(step)?;
     let diff = request.diff.unwrap_or_default();
     let stdout = request.stdout.unwrap_or_default();
     let stderr = request.stderr.unwrap_or_default();
     check_bytes("diff", &diff, DIFF_BYTES_MAX)?;
     check_bytes("stdout", &stdout, OUTPUT_BYTES_MAX)?;
     check_bytes("stderr", &stderr, OUTPUT_BYTES_MAX)?;
-    let _task_writes = state.domain.lock(WriteKey::Task(&task_id)).await;
-    state.settle_reads().await;
-    let existing = {
-        let trajectories = state.domain.projections.trajectories();
-        let entry = trajectories
-            .step(&task_id, step)
-            .ok_or_else(|| step_not_found(&task_id, step))?;
-        entry.sandbox.as_ref().map(|fact| fact.lsn)
-    };
-    if let Some(existing) = existing {
-        return Err(conflict(format!(
-            "step {step} of task {task_id} already has a sandbox result (lsn {existing})"
-        )));
-    }
-    let event = Event::SandboxResultRecorded(SandboxResultRecorded {
-        task_id: task_id.clone(),
+    let result = SandboxResultRecorded {
+        task_id: String::new(),
+        rollout_id: None,
         step,
         lease_id: request.lease_id,
         exit_code: request.exit_code,
@@ -170,16 +234,18 @@ pub async fn record_sandbox(
         tests_failed: request.tests_failed,
         duration_ms: request.duration_ms,
         peak_rss_bytes: request.peak_rss_bytes,
-    });
-    let lsn = append_and_apply(&state, caller.actor(), request.lease_id, vec![event]).await?;
-    let kept = fact_lsn(&state, &task_id, step, |entry| {
-        entry.sandbox.as_ref().map(|f| f.lsn)
-    });
-    if let Some(kept) = kept.filter(|kept| *kept != lsn) {
-        let what = format!("the sandbox result of step {step} of task {task_id}");
-        return Err(not_kept(what, kept, lsn));
-    }
-    Ok(Json(StepFactResponse { task_id, step, lsn }))
+    };
+    let command = DomainCommand::RecordSandbox {
+        target,
+        result: Box::new(result),
+    };
+    let (lsn, task_id, rollout_id) = record(state, caller, command).await?;
+    Ok(Json(StepFactResponse {
+        task_id,
+        rollout_id,
+        step,
+        lsn,
+    }))
 }
 
 /// `POST /v1/tasks/{task_id}/steps/{step}/reward`.
@@ -201,40 +267,57 @@ pub async fn record_reward(
     ApiJson(request): ApiJson<RewardRequest>,
 ) -> ApiResult<Json<StepFactResponse>> {
     check_task_id(&task_id)?;
-    let step = parse_step(&step)?;
+    record_reward_into(&state, caller, Target::Task(task_id), &step, request).await
+}
+
+/// `POST /v1/rollouts/{rollout_id}/steps/{step}/reward`.
+#[utoipa::path(
+    post, path = "/v1/rollouts/{rollout_id}/steps/{step}/reward", tag = "rollouts",
+    params(("rollout_id" = String, Path, description = "Rollout id"), ("step" = u32, Path, description = "Step index")),
+    request_body = agentd_schemas::domain_api::RewardRequest,
+    responses(
+        (status = 200, description = "Recorded", body = agentd_schemas::domain_api::StepFactResponse),
+        (status = 404, description = "`not_found`: no such rollout or step", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`conflict` (already recorded) or `lease_lost`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request` or `string_too_long`", body = agentd_schemas::api::ErrorBody),
+    )
+)]
+pub async fn record_rollout_reward(
+    State(state): State<AppState>,
+    caller: CallerExt,
+    Path((rollout_id, step)): Path<(RolloutId, String)>,
+    ApiJson(request): ApiJson<RewardRequest>,
+) -> ApiResult<Json<StepFactResponse>> {
+    record_reward_into(&state, caller, Target::Rollout(rollout_id), &step, request).await
+}
+
+async fn record_reward_into(
+    state: &AppState,
+    caller: CallerExt,
+    target: Target,
+    step: &str,
+    request: RewardRequest,
+) -> ApiResult<Json<StepFactResponse>> {
+    let step = parse_step(step)?;
     check_reward(&request)?;
-    let _task_writes = state.domain.lock(WriteKey::Task(&task_id)).await;
-    state.settle_reads().await;
-    let existing = {
-        let trajectories = state.domain.projections.trajectories();
-        let entry = trajectories
-            .step(&task_id, step)
-            .ok_or_else(|| step_not_found(&task_id, step))?;
-        entry.reward.as_ref().map(|fact| fact.lsn)
-    };
-    if let Some(existing) = existing {
-        return Err(conflict(format!(
-            "step {step} of task {task_id} already has a reward (lsn {existing})"
-        )));
-    }
-    let event = Event::RewardRecorded(RewardRecorded {
-        task_id: task_id.clone(),
+    let reward = RewardRecorded {
+        task_id: String::new(),
+        rollout_id: None,
         step,
         lease_id: request.lease_id,
         value: request.value,
         verified: request.verified,
         components: request.components,
         source: request.source,
-    });
-    let lsn = append_and_apply(&state, caller.actor(), request.lease_id, vec![event]).await?;
-    let kept = fact_lsn(&state, &task_id, step, |entry| {
-        entry.reward.as_ref().map(|f| f.lsn)
-    });
-    if let Some(kept) = kept.filter(|kept| *kept != lsn) {
-        let what = format!("the reward of step {step} of task {task_id}");
-        return Err(not_kept(what, kept, lsn));
-    }
-    Ok(Json(StepFactResponse { task_id, step, lsn }))
+    };
+    let command = DomainCommand::RecordReward { target, reward };
+    let (lsn, task_id, rollout_id) = record(state, caller, command).await?;
+    Ok(Json(StepFactResponse {
+        task_id,
+        rollout_id,
+        step,
+        lsn,
+    }))
 }
 
 /// Query of `GET /v1/tasks/{task_id}/trajectory`.
@@ -315,16 +398,7 @@ fn check_step(request: &RecordStepRequest) -> Result<(), ApiError> {
         check_bytes("think", think, THINK_BYTES_MAX)?;
     }
     if let Some(sampling) = &request.sampling {
-        for (field, value) in [
-            ("sampling.temperature", sampling.temperature),
-            ("sampling.top_p", sampling.top_p),
-        ] {
-            if value.is_some_and(|value| !(value.is_finite() && value >= 0.0)) {
-                return Err(ApiError::invalid(format!(
-                    "{field}: must be a finite number of at least 0"
-                )));
-            }
-        }
+        check_sampling(sampling)?;
     }
     match &request.action {
         ActionRequest::Pattern {
@@ -348,6 +422,21 @@ fn check_step(request: &RecordStepRequest) -> Result<(), ApiError> {
     }
     if let Some(update) = &request.state_update {
         check_update("state_update.", update)?;
+    }
+    Ok(())
+}
+
+/// Temperature and top-p are finite and at least 0.
+pub(super) fn check_sampling(sampling: &SamplingRequest) -> Result<(), ApiError> {
+    for (field, value) in [
+        ("sampling.temperature", sampling.temperature),
+        ("sampling.top_p", sampling.top_p),
+    ] {
+        if value.is_some_and(|value| !(value.is_finite() && value >= 0.0)) {
+            return Err(ApiError::invalid(format!(
+                "{field}: must be a finite number of at least 0"
+            )));
+        }
     }
     Ok(())
 }
@@ -392,95 +481,10 @@ fn parse_step(text: &str) -> Result<u32, ApiError> {
     })
 }
 
-fn step_not_found(task_id: &str, step: u32) -> ApiError {
-    ApiError::not_found(format!(
-        "step {step} of task {task_id} not found; record it with POST /v1/tasks/{{task_id}}/steps first"
-    ))
-}
-
-fn existing_step_lsn(state: &AppState, task_id: &str, step: u32) -> Option<agentd_schemas::Lsn> {
-    fact_lsn(state, task_id, step, |entry| Some(entry.lsn))
-}
-
-/// An LSN of a recorded step (its own, its sandbox result's, its reward's) as the projection
-/// holds it.
-fn fact_lsn(
-    state: &AppState,
-    task_id: &str,
-    step: u32,
-    fact: impl FnOnce(&StepEntry) -> Option<agentd_schemas::Lsn>,
-) -> Option<agentd_schemas::Lsn> {
-    fact(
-        state
-            .domain
-            .projections
-            .trajectories()
-            .step(task_id, step)?,
-    )
-}
-
-/// 409 for a write that is in the log but that the projection did not keep, because an earlier
-/// record of the same fact won (possible only when an earlier writer left the lock before its
-/// record was applied: its apply timed out, or its request was cancelled after the append).
-fn not_kept(what: String, kept: agentd_schemas::Lsn, lsn: agentd_schemas::Lsn) -> ApiError {
-    conflict(format!(
-        "{what} was recorded at lsn {kept}, before this write (lsn {lsn}); the earlier one stands"
-    ))
-}
-
-/// The attempt and worker of the lease a step is recorded under, from the job projection. The
-/// lease itself is checked again, atomically, by the fenced append (a stale lease gets
-/// `lease_lost` there); this refuses a lease that was never one of the job's, which the fenced
-/// append alone would let through while that other lease is held.
-async fn lease_details(
-    state: &AppState,
-    job_id: Option<JobId>,
-    lease_id: Option<LeaseId>,
-) -> Result<(Option<u32>, Option<String>), ApiError> {
-    let Some(job_id) = job_id else {
-        return Ok((None, None));
-    };
-    let db = state.projections.db().clone();
-    let (job, history) = tokio::task::spawn_blocking(move || {
-        let job = job_projection::read_job(&db, job_id)?;
-        let history = match &job {
-            Some(_) => job_projection::read_history(&db, job_id)?,
-            None => Vec::new(),
-        };
-        Ok::<_, job_projection::JobsError>((job, history))
-    })
-    .await
-    .map_err(|error| ApiError::internal("reading a job", error))?
-    .map_err(|error| ApiError::internal("reading a job", error))?;
-    let job = job.ok_or_else(|| ApiError::not_found(format!("job {job_id} not found")))?;
-    let Some(lease_id) = lease_id else {
-        return Ok((None, None));
-    };
-    if let StoredJobState::Leased {
-        lease_id: current,
-        worker_id,
-        attempt,
-        ..
-    } = job.state
-    {
-        if current == lease_id {
-            return Ok((Some(attempt), Some(worker_id)));
-        }
-    }
-    let leased_before = history
-        .iter()
-        .any(|entry| entry.event == "job_leased" && entry.lease_id == Some(lease_id));
-    if !leased_before {
-        return Err(ApiError::invalid(format!(
-            "lease_id: {lease_id} is not a lease of {job_id}"
-        )));
-    }
-    Ok((None, None))
-}
-
-fn step_view(entry: &StepEntry) -> TrajectoryStep {
+pub(super) fn step_view(entry: &StepEntry) -> TrajectoryStep {
     let step = &entry.step;
     TrajectoryStep {
+        rollout_id: step.rollout_id,
         step: step.step,
         lsn: entry.lsn,
         ts_ms: entry.ts_ms,
@@ -552,6 +556,8 @@ fn stats_view(stats: TrajectoryStats) -> TrajectoryStatsResponse {
     }
     TrajectoryStatsResponse {
         tasks: stats.tasks,
+        rollouts: stats.rollouts,
+        groups: stats.groups,
         steps: stats.steps,
         sandbox_results: stats.sandbox_results,
         models: stats
@@ -586,6 +592,8 @@ fn stats_view(stats: TrajectoryStats) -> TrajectoryStatsResponse {
             duplicate_rewards: stats.ignored.duplicate_rewards,
             sandbox_results_without_step: stats.ignored.sandbox_results_without_step,
             rewards_without_step: stats.ignored.rewards_without_step,
+            duplicate_rollouts: stats.ignored.duplicate_rollouts,
+            steps_without_rollout: stats.ignored.steps_without_rollout,
         },
     }
 }

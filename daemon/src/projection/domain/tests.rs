@@ -5,10 +5,10 @@ use super::*;
 use crate::config::DatasetsConfig;
 use agentd_schemas::events::{
     Action, AgentState, DatasetMeta, DatasetRecord, DatasetRecordsIngested, RewardRecorded,
-    RewardSource, Sampling, SandboxOutcome, SandboxResultRecorded, StateLimits, StepRecorded,
-    TaskStateUpdated,
+    RewardSource, RolloutCreated, Sampling, SandboxOutcome, SandboxResultRecorded, StateForget,
+    StateFrom, StateLimits, StepRecorded, TaskStateUpdated,
 };
-use agentd_schemas::{LeaseId, Lsn};
+use agentd_schemas::{LeaseId, Lsn, RolloutId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -36,7 +36,9 @@ fn limits(history_max: u32) -> StateLimits {
 fn update(task_id: &str, update: AgentState, history_max: u32) -> Event {
     Event::TaskStateUpdated(TaskStateUpdated {
         task_id: task_id.to_owned(),
+        rollout_id: None,
         update,
+        forget: StateForget::default(),
         limits: limits(history_max),
         lease_id: Some(LeaseId(1)),
     })
@@ -52,6 +54,7 @@ fn history(items: &[&str]) -> AgentState {
 fn step(task_id: &str, step: u32, model: &str) -> Event {
     Event::StepRecorded(StepRecorded {
         task_id: task_id.to_owned(),
+        rollout_id: None,
         step,
         job_id: None,
         lease_id: None,
@@ -76,6 +79,7 @@ fn step(task_id: &str, step: u32, model: &str) -> Event {
 fn sandbox(task_id: &str, step: u32, outcome: SandboxOutcome) -> Event {
     Event::SandboxResultRecorded(SandboxResultRecorded {
         task_id: task_id.to_owned(),
+        rollout_id: None,
         step,
         lease_id: None,
         exit_code: Some(0),
@@ -93,6 +97,7 @@ fn sandbox(task_id: &str, step: u32, outcome: SandboxOutcome) -> Event {
 fn reward(task_id: &str, step: u32, value: f64, verified: bool) -> Event {
     Event::RewardRecorded(RewardRecorded {
         task_id: task_id.to_owned(),
+        rollout_id: None,
         step,
         lease_id: None,
         value,
@@ -205,7 +210,7 @@ fn state_updates_merge_in_log_order_with_the_limits_in_each_event() {
     assert!(task.tokens > 0);
     assert!(states.task("other").is_none());
     assert_eq!(
-        states.state_of("other"),
+        states.state_of("other", None),
         (Arc::new(AgentState::default()), Lsn::ZERO)
     );
 }
@@ -217,6 +222,8 @@ fn an_update_with_an_unknown_encoding_is_counted_not_merged() {
     limits.encoding = "gpt9_base".to_owned();
     let event = Event::TaskStateUpdated(TaskStateUpdated {
         task_id: "t".to_owned(),
+        rollout_id: None,
+        forget: StateForget::default(),
         update: history(&["a"]),
         limits,
         lease_id: None,
@@ -231,7 +238,7 @@ fn a_step_keeps_the_state_before_it_and_its_own_update_applies_after() {
     let domain = projections();
     domain.apply_batch(sample_log());
     let trajectories = domain.trajectories();
-    let first = trajectories.step("t1", 0).unwrap();
+    let first = trajectories.step("t1", None, 0).unwrap();
     assert_eq!(first.state_before.history, ["read the file"]);
     assert_eq!(first.state_before_lsn, Lsn(4));
     assert_eq!(first.lsn, Lsn(5));
@@ -242,7 +249,7 @@ fn a_step_keeps_the_state_before_it_and_its_own_update_applies_after() {
         domain.agent_states().task("t1").unwrap().state.history,
         ["read the file", "ran"]
     );
-    let second = trajectories.step("t2", 0).unwrap();
+    let second = trajectories.step("t2", None, 0).unwrap();
     assert_eq!(*second.state_before, AgentState::default());
     assert_eq!(second.state_before_lsn, Lsn::ZERO);
     assert!(second.sandbox.is_none());
@@ -267,7 +274,7 @@ fn conflicting_facts_are_settled_by_log_order_and_counted() {
         domain.apply_record(Lsn(position as u64 + 1), record(1, events));
     }
     let trajectories = domain.trajectories();
-    let entry = trajectories.step("t", 0).unwrap();
+    let entry = trajectories.step("t", None, 0).unwrap();
     assert_eq!(entry.step.model, "m");
     assert_eq!(
         entry.sandbox.as_ref().unwrap().event.outcome,
@@ -295,6 +302,8 @@ fn conflicting_facts_are_settled_by_log_order_and_counted() {
             duplicate_rewards: 1,
             sandbox_results_without_step: 1,
             rewards_without_step: 1,
+            duplicate_rollouts: 0,
+            steps_without_rollout: 0,
         }
     );
 }
@@ -422,45 +431,107 @@ fn the_splits_follow_the_datasets_configuration() {
     assert!(DomainProjections::new(&zero_weights).is_err());
 }
 
+fn created(id: u64, task_id: &str, group: &str, state_from: StateFrom) -> Event {
+    Event::RolloutCreated(RolloutCreated {
+        rollout_id: RolloutId(id),
+        task_id: task_id.to_owned(),
+        group: group.to_owned(),
+        model: "m".to_owned(),
+        policy_version: "p1".to_owned(),
+        sampling: Sampling::default(),
+        job_id: None,
+        lease_id: None,
+        attempt: None,
+        worker_id: None,
+        state_from,
+    })
+}
+
+/// Puts an event into a rollout.
+fn of_rollout(id: u64, mut event: Event) -> Event {
+    let rollout = Some(RolloutId(id));
+    match &mut event {
+        Event::StepRecorded(step) => step.rollout_id = rollout,
+        Event::SandboxResultRecorded(result) => result.rollout_id = rollout,
+        Event::RewardRecorded(reward) => reward.rollout_id = rollout,
+        Event::TaskStateUpdated(update) => update.rollout_id = rollout,
+        _ => unreachable!("only trajectory events belong to a rollout"),
+    }
+    event
+}
+
 #[test]
-fn the_state_update_of_an_ignored_step_is_ignored_with_it() {
-    // A step recorded with a state update, as `POST /steps` writes it: the step, then the
-    // update of the same task in the same record.
-    let step_with = |task_id: &str, item: &str| {
-        let mut event = step(task_id, 0, "m");
-        if let Event::StepRecorded(step) = &mut event {
-            step.state_update = Some(history(&[item]));
-        }
-        vec![event, update(task_id, history(&[item]), 3)]
-    };
+fn rollouts_of_one_task_keep_their_own_steps_state_and_rewards() {
     let domain = projections();
-    domain.apply_record(Lsn(1), record(1, step_with("t", "kept")));
-    // A second record of step 0 (a lost race) with its own update: both ignored.
-    domain.apply_record(Lsn(2), record(2, step_with("t", "dropped")));
-    // A duplicate step without an update of its own does not swallow the update after it,
-    // and neither does one whose next update is another task's.
-    domain.apply_record(
-        Lsn(3),
-        record(
-            3,
-            vec![
-                step("t", 0, "m"),
-                update("t", history(&["after plain step"]), 3),
-            ],
-        ),
-    );
-    let mut other_task = step_with("t", "dropped too");
-    other_task.push(update("u", history(&["other task"]), 3));
-    other_task.remove(1);
-    domain.apply_record(Lsn(4), record(4, other_task));
-    domain.apply_record(Lsn(5), record(5, vec![update("t", history(&["later"]), 3)]));
+    let frames = vec![
+        vec![update("t", history(&["base"]), 3)],
+        vec![
+            created(1, "t", "g", StateFrom::Task),
+            created(2, "t", "g", StateFrom::Empty),
+        ],
+        // The same step index in two rollouts and in the default rollout.
+        vec![
+            of_rollout(1, step("t", 0, "m")),
+            of_rollout(1, update("t", history(&["one"]), 3)),
+        ],
+        vec![of_rollout(2, step("t", 0, "m"))],
+        vec![step("t", 0, "m")],
+        vec![of_rollout(1, reward("t", 0, 1.0, true))],
+        vec![of_rollout(2, reward("t", 0, 0.0, false))],
+        // A later base update reaches neither rollout.
+        vec![update("t", history(&["base later"]), 3)],
+        vec![of_rollout(1, step("t", 1, "m"))],
+        // A step of a rollout never created is counted, not kept.
+        vec![of_rollout(9, step("t", 0, "m"))],
+    ];
+    for (position, events) in frames.into_iter().enumerate() {
+        domain.apply_record(Lsn(position as u64 + 1), record(1, events));
+    }
     let states = domain.agent_states();
+    assert_eq!(states.task("t").unwrap().state.history, ["base", "base later"]);
     assert_eq!(
-        states.task("t").unwrap().state.history,
-        ["kept", "after plain step", "later"]
+        states.rollout(RolloutId(1)).unwrap().state.history,
+        ["base", "one"]
     );
-    assert_eq!(states.task("u").unwrap().state.history, ["other task"]);
-    assert_eq!(domain.trajectories().stats().ignored.duplicate_steps, 3);
+    assert!(states.rollout(RolloutId(2)).is_none(), "empty start, no update");
+    let trajectories = domain.trajectories();
+    let first = trajectories.step("t", Some(RolloutId(1)), 0).unwrap();
+    assert_eq!(first.state_before.history, ["base"]);
+    let second = trajectories.step("t", Some(RolloutId(1)), 1).unwrap();
+    assert_eq!(second.state_before.history, ["base", "one"]);
+    let other = trajectories.step("t", Some(RolloutId(2)), 0).unwrap();
+    assert_eq!(*other.state_before, AgentState::default());
+    let rollouts = trajectories.task_rollouts("t");
+    let ids: Vec<_> = rollouts.iter().map(|r| r.rollout_id).collect();
+    assert_eq!(ids, [None, Some(RolloutId(1)), Some(RolloutId(2))]);
+    let group = trajectories.group("g").unwrap();
+    assert_eq!(group.mean, 0.5);
+    let advantages: Vec<f64> = group.rollouts.iter().map(|(_, a)| *a).collect();
+    assert!((advantages[0] - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-12);
+    assert!((advantages[0] + advantages[1]).abs() < 1e-12);
+    assert_eq!(trajectories.stats().ignored.steps_without_rollout, 1);
+    // Export order: the default rollout, then rollouts by id, each in step order.
+    let order: Vec<_> = trajectories
+        .steps_after(None)
+        .map(|entry| (entry.step.rollout_id, entry.step.step))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (None, 0),
+            (Some(RolloutId(1)), 0),
+            (Some(RolloutId(1)), 1),
+            (Some(RolloutId(2)), 0)
+        ]
+    );
+    let resumed: Vec<_> = trajectories
+        .steps_after(Some(("t", Some(RolloutId(1)), 0)))
+        .map(|entry| (entry.step.rollout_id, entry.step.step))
+        .collect();
+    assert_eq!(
+        resumed,
+        [(Some(RolloutId(1)), 1), (Some(RolloutId(2)), 0)]
+    );
 }
 
 #[test]

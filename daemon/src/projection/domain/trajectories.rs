@@ -1,26 +1,27 @@
-//! The trajectory projection: per task, the recorded steps in step order, each with the agent
-//! state current when it was recorded, its sandbox result and its reward; and the counters behind
-//! teacher precision and the reward distribution.
+//! The trajectory projection: per task, its rollouts (the default one, which the task-level
+//! routes record into, then the created ones in id order), each with its steps in step order,
+//! each step with the agent state current when it was recorded, its sandbox result and its
+//! reward; the groups of rollouts; and the counters behind teacher precision and the reward
+//! distribution.
 //!
-//! Conflicts are settled by log order, never by arrival at the API: the first `step_recorded` of
-//! a (task, step) wins, as do the first sandbox result and the first reward of a step, and a
-//! sandbox result or reward for a step not recorded yet is ignored. The API refuses all of these
-//! before writing (409 `conflict`, 404, under a per-task write lock), so they reach the log only
-//! from older logs or a write whose apply timed out; each is counted in [`Ignored`], and replays
-//! decide the same. The state update logged with an ignored step is ignored with it (see
-//! `DomainProjections::apply_record`): a task's state only holds updates of steps it kept.
+//! Conflicts are settled by log order: the first `step_recorded` of a (rollout, step) wins, as
+//! do the first sandbox result and the first reward of a step, and a fact for a step or rollout
+//! not recorded yet is ignored. The sequencer refuses all of these before they reach the log
+//! (`crate::domain::decide`), so they occur only in logs written by builds before it decided
+//! domain writes; each is counted in [`Ignored`], and replays decide the same.
 
 use super::agent_states::write_state;
 use super::digest::DigestStream;
 use agentd_schemas::events::{
-    Action, AgentState, RewardRecorded, RewardSource, SandboxResultRecorded, StepRecorded,
+    Action, AgentState, RewardRecorded, RewardSource, RolloutCreated, SandboxResultRecorded,
+    StepRecorded,
 };
-use agentd_schemas::Lsn;
-use std::collections::BTreeMap;
+use agentd_schemas::{Lsn, RolloutId};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Names the layout of [`Trajectories::digest`].
-const DIGEST_VERSION: &str = "agentd.trajectories.v1";
+const DIGEST_VERSION: &str = "agentd.trajectories.v2";
 
 /// Inclusive upper bounds of the reward buckets; one more bucket holds everything above the last.
 /// Rewards are usually in `[0, 1]`, so that range gets tenths; negative rewards (penalties) get
@@ -36,7 +37,11 @@ pub struct Trajectories {
     /// Steps are boxed: a B-tree leaf holds 11 values inline, and an 850-byte step inline made
     /// every task with a few steps cost a 9 KiB leaf (measured: replay of 1M steps spent a third
     /// of its time zeroing fresh pages for them).
-    tasks: BTreeMap<String, TaskSteps>,
+    tasks: BTreeMap<String, TaskRollouts>,
+    /// The task of each created rollout.
+    rollout_tasks: HashMap<RolloutId, String>,
+    /// The rollouts of each group, in creation order.
+    groups: BTreeMap<String, Vec<RolloutId>>,
     steps: u64,
     sandbox_results: u64,
     models: BTreeMap<String, ModelCounters>,
@@ -45,8 +50,57 @@ pub struct Trajectories {
     ignored: Ignored,
 }
 
-/// The steps of one task, by step index.
-type TaskSteps = BTreeMap<u32, Box<StepEntry>>;
+/// The steps of one rollout, by step index.
+pub type Steps = BTreeMap<u32, Box<StepEntry>>;
+
+/// The rollouts of one task.
+#[derive(Debug, Default)]
+pub struct TaskRollouts {
+    /// The default rollout: steps recorded through the task-level routes (and every step of a
+    /// log written before rollouts existed).
+    pub default: Steps,
+    pub rollouts: BTreeMap<RolloutId, Rollout>,
+}
+
+/// One created rollout.
+#[derive(Debug)]
+pub struct Rollout {
+    pub lsn: Lsn,
+    pub ts_ms: u64,
+    pub created: RolloutCreated,
+    pub steps: Steps,
+    /// Sum of its step rewards, in log order.
+    pub reward: f64,
+    /// Steps with a reward.
+    pub rewarded: u64,
+}
+
+/// A rollout's steps and reward, for lists: the default rollout has no id and no group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutSummary {
+    pub rollout_id: Option<RolloutId>,
+    pub task_id: String,
+    pub group: Option<String>,
+    pub model: String,
+    pub policy_version: String,
+    pub job_id: Option<agentd_schemas::JobId>,
+    pub steps: u64,
+    pub rewarded: u64,
+    pub reward: f64,
+}
+
+/// The rollouts of a group with the group-relative advantage of each, as GRPO computes it:
+/// `(reward - mean) / std`, where `std` is the sample standard deviation (n - 1, like
+/// `torch.std`), and 0 when `std` is 0 (one rollout, or all rewards equal).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupScores {
+    pub mean: f64,
+    pub std: f64,
+    pub rollouts: Vec<(RolloutSummary, f64)>,
+}
+
+/// Where an export resumes: after this step of this rollout (`None`: the default one).
+pub type StepCursor<'a> = (&'a str, Option<RolloutId>, u32);
 
 /// One recorded step.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,12 +163,18 @@ pub struct Ignored {
     pub duplicate_rewards: u64,
     pub sandbox_results_without_step: u64,
     pub rewards_without_step: u64,
+    /// A second `rollout_created` with an id already used.
+    pub duplicate_rollouts: u64,
+    /// A step naming a rollout that was never created.
+    pub steps_without_rollout: u64,
 }
 
 /// A snapshot of the counters, for the stats route and the gauges.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrajectoryStats {
     pub tasks: u64,
+    pub rollouts: u64,
+    pub groups: u64,
     pub steps: u64,
     pub sandbox_results: u64,
     /// In model name order.
@@ -125,8 +185,31 @@ pub struct TrajectoryStats {
 }
 
 impl Trajectories {
-    /// Records a step logged at `lsn`; `state_before` is the task's state at that moment.
-    /// Returns false when the step was already recorded (the later record is ignored).
+    /// Records a created rollout (the first with an id stands).
+    pub fn apply_rollout(&mut self, lsn: Lsn, ts_ms: u64, created: RolloutCreated) {
+        let id = created.rollout_id;
+        if self.rollout_tasks.contains_key(&id) {
+            self.ignored.duplicate_rollouts += 1;
+            return;
+        }
+        self.rollout_tasks.insert(id, created.task_id.clone());
+        self.groups.entry(created.group.clone()).or_default().push(id);
+        let task = self.tasks.entry(created.task_id.clone()).or_default();
+        task.rollouts.insert(
+            id,
+            Rollout {
+                lsn,
+                ts_ms,
+                created,
+                steps: Steps::new(),
+                reward: 0.0,
+                rewarded: 0,
+            },
+        );
+    }
+
+    /// Records a step logged at `lsn`; `state_before` is its rollout's state at that moment.
+    /// Returns false when the step was not kept (already recorded, or an unknown rollout).
     pub fn apply_step(
         &mut self,
         lsn: Lsn,
@@ -134,10 +217,20 @@ impl Trajectories {
         event: StepRecorded,
         state_before: (Arc<AgentState>, Lsn),
     ) -> bool {
-        // Look up before `entry`, which needs an owned key: most steps belong to a known task.
-        let steps = match self.tasks.get_mut(&event.task_id) {
-            Some(steps) => steps,
-            None => self.tasks.entry(event.task_id.clone()).or_default(),
+        let steps = match event.rollout_id {
+            Some(id) => match rollout_mut(&mut self.tasks, &self.rollout_tasks, id) {
+                Some(rollout) => &mut rollout.steps,
+                None => {
+                    self.ignored.steps_without_rollout += 1;
+                    return false;
+                }
+            },
+            // Look up before `entry`, which needs an owned key: most steps belong to a known
+            // task.
+            None => match self.tasks.get_mut(&event.task_id) {
+                Some(task) => &mut task.default,
+                None => &mut self.tasks.entry(event.task_id.clone()).or_default().default,
+            },
         };
         if steps.contains_key(&event.step) {
             self.ignored.duplicate_steps += 1;
@@ -163,7 +256,14 @@ impl Trajectories {
 
     /// Attaches a sandbox result to its step.
     pub fn apply_sandbox(&mut self, lsn: Lsn, ts_ms: u64, event: SandboxResultRecorded) {
-        let Some(entry) = step_mut(&mut self.tasks, &event.task_id, event.step) else {
+        let found = step_mut(
+            &mut self.tasks,
+            &self.rollout_tasks,
+            &event.task_id,
+            event.rollout_id,
+            event.step,
+        );
+        let Some(entry) = found else {
             self.ignored.sandbox_results_without_step += 1;
             return;
         };
@@ -181,7 +281,14 @@ impl Trajectories {
 
     /// Attaches a reward to its step and counts it for the step's model.
     pub fn apply_reward(&mut self, lsn: Lsn, ts_ms: u64, event: RewardRecorded) {
-        let Some(entry) = step_mut(&mut self.tasks, &event.task_id, event.step) else {
+        let found = step_mut(
+            &mut self.tasks,
+            &self.rollout_tasks,
+            &event.task_id,
+            event.rollout_id,
+            event.step,
+        );
+        let Some(entry) = found else {
             self.ignored.rewards_without_step += 1;
             return;
         };
@@ -195,57 +302,141 @@ impl Trajectories {
             model.verified += 1;
         }
         self.rewards.add(&event);
+        let (value, rollout_id) = (event.value, event.rollout_id);
         entry.reward = Some(Fact { lsn, ts_ms, event });
+        if let Some(rollout) =
+            rollout_id.and_then(|id| rollout_mut(&mut self.tasks, &self.rollout_tasks, id))
+        {
+            rollout.reward += value;
+            rollout.rewarded += 1;
+        }
     }
 
-    /// The steps of a task in step order (empty for a task without steps).
+
+
+    /// The steps of a task's default rollout in step order (empty for a task without any).
     pub fn steps_of(&self, task_id: &str) -> impl Iterator<Item = &StepEntry> {
         self.tasks
             .get(task_id)
             .into_iter()
-            .flat_map(BTreeMap::values)
+            .flat_map(|task| task.default.values())
             .map(|entry| &**entry)
     }
 
-    /// Every step in (task id, step) order, starting after `cursor` (from the first step
-    /// without one). Exports read in batches and resume from the last step they read.
+    /// Every step in (task id, rollout, step) order, the default rollout of a task first,
+    /// starting after `cursor` (from the first step without one). Exports read in batches and
+    /// resume from the last step they read.
     pub fn steps_after<'a>(
         &'a self,
-        cursor: Option<(&str, u32)>,
+        cursor: Option<StepCursor<'_>>,
     ) -> Box<dyn Iterator<Item = &'a StepEntry> + 'a> {
         use std::ops::Bound::{Excluded, Unbounded};
-        match cursor {
-            None => Box::new(
-                self.tasks
-                    .values()
-                    .flat_map(BTreeMap::values)
-                    .map(|entry| &**entry),
-            ),
-            Some((task_id, step)) => {
-                let rest_of_task = self
-                    .tasks
-                    .get(task_id)
-                    .into_iter()
-                    .flat_map(move |steps| steps.range((Excluded(step), Unbounded)))
-                    .map(|(_, entry)| &**entry);
-                let later_tasks = self
-                    .tasks
-                    .range::<str, _>((Excluded(task_id), Unbounded))
-                    .flat_map(|(_, steps)| steps.values())
-                    .map(|entry| &**entry);
-                Box::new(rest_of_task.chain(later_tasks))
-            }
-        }
+        let Some((task_id, rollout_id, step)) = cursor else {
+            return Box::new(self.tasks.values().flat_map(task_steps));
+        };
+        let rest_of_task: Box<dyn Iterator<Item = &'a StepEntry> + 'a> =
+            match self.tasks.get(task_id) {
+                None => Box::new(std::iter::empty()),
+                Some(task) => match rollout_id {
+                    None => Box::new(
+                        task.default
+                            .range((Excluded(step), Unbounded))
+                            .map(|(_, entry)| &**entry)
+                            .chain(task.rollouts.values().flat_map(rollout_steps)),
+                    ),
+                    Some(id) => Box::new(
+                        task.rollouts
+                            .get(&id)
+                            .into_iter()
+                            .flat_map(move |rollout| {
+                                rollout.steps.range((Excluded(step), Unbounded))
+                            })
+                            .map(|(_, entry)| &**entry)
+                            .chain(
+                                task.rollouts
+                                    .range((Excluded(id), Unbounded))
+                                    .flat_map(|(_, rollout)| rollout_steps(rollout)),
+                            ),
+                    ),
+                },
+            };
+        let later_tasks = self
+            .tasks
+            .range::<str, _>((Excluded(task_id), Unbounded))
+            .flat_map(|(_, task)| task_steps(task));
+        Box::new(rest_of_task.chain(later_tasks))
     }
 
-    /// One step of a task.
-    pub fn step(&self, task_id: &str, step: u32) -> Option<&StepEntry> {
-        self.tasks.get(task_id)?.get(&step).map(|entry| &**entry)
+    /// One step of a rollout (`None`: the task's default rollout).
+    pub fn step(&self, task_id: &str, rollout_id: Option<RolloutId>, step: u32) -> Option<&StepEntry> {
+        let task = self.tasks.get(task_id)?;
+        let steps = match rollout_id {
+            Some(id) => &task.rollouts.get(&id)?.steps,
+            None => &task.default,
+        };
+        steps.get(&step).map(|entry| &**entry)
+    }
+
+    /// A created rollout.
+    pub fn rollout(&self, id: RolloutId) -> Option<&Rollout> {
+        let task_id = self.rollout_tasks.get(&id)?;
+        self.tasks.get(task_id)?.rollouts.get(&id)
+    }
+
+    /// The rollouts of a task: the default one first (when it has steps), then the created
+    /// ones in id order.
+    pub fn task_rollouts(&self, task_id: &str) -> Vec<RolloutSummary> {
+        let Some(task) = self.tasks.get(task_id) else {
+            return Vec::new();
+        };
+        let default = (!task.default.is_empty()).then(|| default_summary(task_id, &task.default));
+        default
+            .into_iter()
+            .chain(task.rollouts.values().map(summary))
+            .collect()
+    }
+
+    /// The rollouts of a group with their advantages; `None` for a group without rollouts.
+    pub fn group(&self, group: &str) -> Option<GroupScores> {
+        let ids = self.groups.get(group)?;
+        let summaries: Vec<RolloutSummary> = ids
+            .iter()
+            .filter_map(|id| self.rollout(*id))
+            .map(summary)
+            .collect();
+        let rewards: Vec<f64> = summaries.iter().map(|summary| summary.reward).collect();
+        let (mean, std) = mean_and_std(&rewards);
+        let rollouts = summaries
+            .into_iter()
+            .map(|summary| {
+                let advantage = advantage(summary.reward, mean, std);
+                (summary, advantage)
+            })
+            .collect();
+        Some(GroupScores {
+            mean,
+            std,
+            rollouts,
+        })
+    }
+
+    /// The group-relative advantage of a rollout (`None` for the default rollout, which has no
+    /// group).
+    pub fn advantage_of(&self, rollout_id: Option<RolloutId>) -> Option<f64> {
+        let rollout = self.rollout(rollout_id?)?;
+        let scores = self.group(&rollout.created.group)?;
+        scores
+            .rollouts
+            .iter()
+            .find(|(summary, _)| summary.rollout_id == rollout_id)
+            .map(|(_, advantage)| *advantage)
     }
 
     pub fn stats(&self) -> TrajectoryStats {
         TrajectoryStats {
             tasks: self.tasks.len() as u64,
+            rollouts: self.rollout_tasks.len() as u64,
+            groups: self.groups.len() as u64,
             steps: self.steps,
             sandbox_results: self.sandbox_results,
             models: self
@@ -270,15 +461,37 @@ impl Trajectories {
             ignored.duplicate_rewards,
             ignored.sandbox_results_without_step,
             ignored.rewards_without_step,
+            ignored.duplicate_rollouts,
+            ignored.steps_without_rollout,
         ] {
             out.number(count);
         }
         out.count(self.tasks.len());
-        for (task_id, steps) in &self.tasks {
+        for (task_id, task) in &self.tasks {
             out.text(task_id);
-            out.count(steps.len());
-            for entry in steps.values() {
+            out.count(task.default.len());
+            for entry in task.default.values() {
                 write_step(&mut out, entry);
+            }
+            out.count(task.rollouts.len());
+            for (id, rollout) in &task.rollouts {
+                let created = &rollout.created;
+                out.number(id.0);
+                out.number(rollout.lsn.0);
+                out.number(rollout.ts_ms);
+                out.text(&created.group);
+                out.text(&created.model);
+                out.text(&created.policy_version);
+                write_sampling(&mut out, &created.sampling);
+                out.optional(created.job_id, |out, job| out.number(job.0));
+                out.optional(created.lease_id, |out, lease| out.number(lease.0));
+                out.optional(created.attempt, |out, attempt| out.number(u64::from(attempt)));
+                out.optional(created.worker_id.as_deref(), DigestStream::text);
+                out.flag(created.state_from == agentd_schemas::events::StateFrom::Empty);
+                out.count(rollout.steps.len());
+                for entry in rollout.steps.values() {
+                    write_step(&mut out, entry);
+                }
             }
         }
         out.finish()
@@ -332,15 +545,104 @@ fn count_model<'a>(
     models.get_mut(model).expect("inserted above")
 }
 
+fn rollout_mut<'a>(
+    tasks: &'a mut BTreeMap<String, TaskRollouts>,
+    rollout_tasks: &HashMap<RolloutId, String>,
+    id: RolloutId,
+) -> Option<&'a mut Rollout> {
+    tasks.get_mut(rollout_tasks.get(&id)?)?.rollouts.get_mut(&id)
+}
+
 fn step_mut<'a>(
-    tasks: &'a mut BTreeMap<String, TaskSteps>,
+    tasks: &'a mut BTreeMap<String, TaskRollouts>,
+    rollout_tasks: &HashMap<RolloutId, String>,
     task_id: &str,
+    rollout_id: Option<RolloutId>,
     step: u32,
 ) -> Option<&'a mut StepEntry> {
-    tasks
-        .get_mut(task_id)?
-        .get_mut(&step)
-        .map(|entry| &mut **entry)
+    let steps = match rollout_id {
+        Some(id) => &mut rollout_mut(tasks, rollout_tasks, id)?.steps,
+        None => &mut tasks.get_mut(task_id)?.default,
+    };
+    steps.get_mut(&step).map(|entry| &mut **entry)
+}
+
+fn task_steps(task: &TaskRollouts) -> impl Iterator<Item = &StepEntry> {
+    task.default
+        .values()
+        .map(|entry| &**entry)
+        .chain(task.rollouts.values().flat_map(rollout_steps))
+}
+
+fn rollout_steps(rollout: &Rollout) -> impl Iterator<Item = &StepEntry> {
+    rollout.steps.values().map(|entry| &**entry)
+}
+
+fn summary(rollout: &Rollout) -> RolloutSummary {
+    let created = &rollout.created;
+    RolloutSummary {
+        rollout_id: Some(created.rollout_id),
+        task_id: created.task_id.clone(),
+        group: Some(created.group.clone()),
+        model: created.model.clone(),
+        policy_version: created.policy_version.clone(),
+        job_id: created.job_id,
+        steps: rollout.steps.len() as u64,
+        rewarded: rollout.rewarded,
+        reward: rollout.reward,
+    }
+}
+
+/// The default rollout's summary: model and policy of its first step.
+fn default_summary(task_id: &str, steps: &Steps) -> RolloutSummary {
+    let first = steps.values().next().map(|entry| &entry.step);
+    let rewards: Vec<f64> = steps
+        .values()
+        .filter_map(|entry| entry.reward.as_ref().map(|fact| fact.event.value))
+        .collect();
+    RolloutSummary {
+        rollout_id: None,
+        task_id: task_id.to_owned(),
+        group: None,
+        model: first.map(|step| step.model.clone()).unwrap_or_default(),
+        policy_version: first
+            .map(|step| step.policy_version.clone())
+            .unwrap_or_default(),
+        job_id: first.and_then(|step| step.job_id),
+        steps: steps.len() as u64,
+        rewarded: rewards.len() as u64,
+        reward: rewards.iter().sum(),
+    }
+}
+
+/// Mean and sample standard deviation (n - 1); the deviation is 0 for fewer than two values.
+pub fn mean_and_std(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let variance = values.iter().map(|value| (value - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, variance.sqrt())
+}
+
+/// `(reward - mean) / std`, 0 when `std` is 0.
+pub fn advantage(reward: f64, mean: f64, std: f64) -> f64 {
+    if std == 0.0 {
+        0.0
+    } else {
+        (reward - mean) / std
+    }
+}
+
+fn write_sampling(out: &mut DigestStream, sampling: &agentd_schemas::events::Sampling) {
+    out.optional(sampling.temperature, DigestStream::float);
+    out.optional(sampling.top_p, DigestStream::float);
+    out.optional(sampling.max_tokens, DigestStream::number);
+    out.optional(sampling.seed, DigestStream::signed);
 }
 
 fn write_step(out: &mut DigestStream, entry: &StepEntry) {
@@ -354,10 +656,7 @@ fn write_step(out: &mut DigestStream, entry: &StepEntry) {
     out.optional(step.worker_id.as_deref(), DigestStream::text);
     out.text(&step.model);
     out.text(&step.policy_version);
-    out.optional(step.sampling.temperature, DigestStream::float);
-    out.optional(step.sampling.top_p, DigestStream::float);
-    out.optional(step.sampling.max_tokens, DigestStream::number);
-    out.optional(step.sampling.seed, DigestStream::signed);
+    write_sampling(out, &step.sampling);
     out.optional(step.prompt_tokens, DigestStream::number);
     out.optional(step.completion_tokens, DigestStream::number);
     out.optional(step.prompt.as_deref(), DigestStream::text);
