@@ -67,7 +67,7 @@ fn raw_http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-async fn get_json(url: &str, path: &str) -> Value {
+pub(crate) async fn get_json(url: &str, path: &str) -> Value {
     let response = raw_http().get(format!("{url}{path}")).send().await.unwrap();
     assert!(
         response.status().is_success(),
@@ -77,7 +77,7 @@ async fn get_json(url: &str, path: &str) -> Value {
     response.json().await.unwrap()
 }
 
-async fn post_json(url: &str, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn post_json(url: &str, path: &str, body: Value) -> (u16, Value) {
     let response = raw_http()
         .post(format!("{url}{path}"))
         .json(&body)

@@ -12,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod openapi;
 mod recovery;
+mod rollouts;
 mod startup;
 mod tls;
 mod worker;
