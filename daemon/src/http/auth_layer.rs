@@ -19,14 +19,22 @@ pub fn required_permission(method: &Method, route: &str) -> Option<Permission> {
         "/v1/jobs" | "/v1/jobs/batch" if !read => Permission::Submit,
         "/v1/jobs/{job_id}" => Permission::ReadOwnJobs,
         route if route.starts_with("/v1/leases") => Permission::Work,
-        route if route.starts_with("/v1/tasks/") && read => Permission::ReadTasks,
-        route if route.starts_with("/v1/tasks/") => Permission::Work,
+        // Agent state, rollouts and their steps: actors write them under their leases.
+        route if is_trajectory_route(route) && read => Permission::ReadTasks,
+        route if is_trajectory_route(route) => Permission::Work,
         // Operator routes, reads included: the digest holds every write while it is computed,
         // which a dashboard polling with a read token must not be able to do.
         route if route.starts_with("/v1/admin/") => Permission::Admin,
         _ if read => Permission::Read,
         _ => Permission::Admin,
     })
+}
+
+/// Routes of tasks, rollouts and groups (state, steps, sandbox results, rewards).
+fn is_trajectory_route(route: &str) -> bool {
+    ["/v1/tasks/", "/v1/rollouts/", "/v1/groups/"]
+        .iter()
+        .any(|prefix| route.starts_with(prefix))
 }
 
 /// Authenticates every request whose route needs a permission.
@@ -144,6 +152,26 @@ mod tests {
             (
                 Method::GET,
                 "/v1/tasks/{task_id}/state",
+                Some(Permission::ReadTasks),
+            ),
+            (
+                Method::POST,
+                "/v1/tasks/{task_id}/rollouts",
+                Some(Permission::Work),
+            ),
+            (
+                Method::POST,
+                "/v1/rollouts/{rollout_id}/steps/{step}/reward",
+                Some(Permission::Work),
+            ),
+            (
+                Method::GET,
+                "/v1/rollouts/{rollout_id}",
+                Some(Permission::ReadTasks),
+            ),
+            (
+                Method::GET,
+                "/v1/groups/{group}",
                 Some(Permission::ReadTasks),
             ),
             (Method::POST, "/v1/datasets", Some(Permission::Admin)),
