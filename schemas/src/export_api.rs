@@ -13,11 +13,6 @@ use crate::ids::Lsn;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Version of the columns of every export kind (also in each Parquet file's key-value metadata
-/// as `agentd.schema_version`). A column's meaning never changes in place: a change bumps this.
-/// 2: step exports (`trajectories`, `trl_sft`) carry `rollout_id` and `group`, `trajectories`
-/// also `rollout_reward` and `advantage` (`docs/exports.md`).
-pub const EXPORT_SCHEMA_VERSION: u32 = 2;
 /// Version of the [`ExportManifest`] layout.
 pub const MANIFEST_VERSION: u32 = 1;
 

@@ -31,7 +31,7 @@ pub(crate) mod steps;
 use crate::projection::domain::DomainProjections;
 use agentd_schemas::events::{ExportFormat, ExportKind, ExportedFile};
 use agentd_schemas::export_api::{
-    ExportManifest, LsnRange, EXPORT_SCHEMA_VERSION, MANIFEST_VERSION,
+    ExportManifest, LsnRange, MANIFEST_VERSION,
 };
 use agentd_schemas::Lsn;
 use arrow_schema::SchemaRef;
@@ -282,7 +282,7 @@ fn parquet_settings(
         metadata: vec![
             (
                 "agentd.schema_version".into(),
-                EXPORT_SCHEMA_VERSION.to_string(),
+                kind.schema_version().to_string(),
             ),
             ("agentd.export_id".into(), id.to_owned()),
             ("agentd.kind".into(), kind.as_str().to_owned()),
@@ -349,7 +349,7 @@ fn finish_manifest(
         kind,
         format,
         lsn_range,
-        schema_version: EXPORT_SCHEMA_VERSION,
+        schema_version: kind.schema_version(),
         tokenizer,
         agentd_version: env!("CARGO_PKG_VERSION").to_owned(),
         rows: files.iter().map(|file| file.rows).sum(),

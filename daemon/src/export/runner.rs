@@ -16,7 +16,6 @@ use agentd_schemas::events::{
     DatasetBuildSpec, DatasetBuilt, Event, ExportFormat, ExportKind, ExportRecorded, ScheduleFired,
     ScheduleSlot,
 };
-use agentd_schemas::export_api::EXPORT_SCHEMA_VERSION;
 use agentd_schemas::Lsn;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -382,7 +381,7 @@ impl Runner {
             rows: outcome.manifest.rows,
             files: outcome.manifest.files,
             manifest_sha256: outcome.manifest_sha256,
-            schema_version: EXPORT_SCHEMA_VERSION,
+            schema_version: kind.schema_version(),
             schedule,
         };
         self.append(actor, vec![Event::ExportRecorded(event)])
@@ -426,8 +425,8 @@ impl Runner {
             dir: outcome.dir,
             rows: outcome.manifest.rows,
             files: outcome.manifest.files,
+            schema_version: outcome.manifest.schema_version,
             manifest_sha256: outcome.manifest_sha256,
-            schema_version: EXPORT_SCHEMA_VERSION,
         };
         self.append(actor, vec![Event::DatasetBuilt(event)]).await?;
         Ok(BuildRun {

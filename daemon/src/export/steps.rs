@@ -24,7 +24,7 @@ use crate::projection::domain::trajectories::{
 use agentd_schemas::events::{
     Action, AgentState, RewardRecorded, SandboxOutcome, SandboxResultRecorded,
 };
-use agentd_schemas::export_api::EXPORT_SCHEMA_VERSION;
+use agentd_schemas::events::ExportKind;
 use agentd_schemas::{Lsn, RolloutId};
 use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
@@ -209,7 +209,7 @@ fn components_type() -> DataType {
 }
 
 export_columns! {
-    /// The columns of the `trajectories` export (schema version [`EXPORT_SCHEMA_VERSION`]), in
+    /// The columns of the `trajectories` export (schema version `ExportKind::Trajectories.schema_version()`), in
     /// file order.
     pub struct TrajectoryColumns;
     capacity rows;
@@ -284,7 +284,7 @@ export_columns! {
         UInt32Builder::with_capacity(rows) => DataType::UInt32, REQUIRED;
 }
 
-/// The columns of the `trajectories` export (schema version [`EXPORT_SCHEMA_VERSION`]).
+/// The columns of the `trajectories` export (schema version `ExportKind::Trajectories.schema_version()`).
 pub fn trajectory_schema() -> SchemaRef {
     TrajectoryColumns::schema()
 }
@@ -512,7 +512,7 @@ impl StepRows for TrajectoryRows {
         columns.step_ts_ms.append_value(entry.ts_ms);
         columns.first_lsn.append_value(view.first_lsn.0);
         columns.last_lsn.append_value(view.last_lsn.0);
-        columns.schema_version.append_value(EXPORT_SCHEMA_VERSION);
+        columns.schema_version.append_value(ExportKind::Trajectories.schema_version());
         true
     }
 

@@ -20,6 +20,7 @@ use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use std::collections::BTreeMap;
+use std::f64::consts::FRAC_1_SQRT_2;
 use std::path::Path;
 
 fn record(ts_ms: u64, events: Vec<Event>) -> LogRecord {
@@ -906,7 +907,7 @@ fn rollout_rows(
 }
 
 fn close_to(actual: Option<f64>, expected: f64) -> bool {
-    actual.is_some_and(|actual| (actual - expected).abs() < 1e-4)
+    actual.is_some_and(|actual| (actual - expected).abs() < 1e-12)
 }
 
 #[test]
@@ -916,13 +917,14 @@ fn step_rows_carry_their_rollout_group_and_group_relative_advantage() {
     let rows = rollout_rows(&domain, ExportKind::Trajectories, Lsn(5));
     let ro = |id: &str| Some(id.to_owned());
     let group = Some("g-1".to_owned());
-    // The default rollout first, then the rollouts by id: mean 0.5, sample std 0.7071.
+    // The default rollout first, then the rollouts by id. Rewards 0 and 1: mean 0.5, sample
+    // std 1/sqrt(2), so the advantages are -+0.5 * sqrt(2) = -+1/sqrt(2) (0.7071).
     assert_eq!(rows.len(), 4, "{rows:?}");
     assert_eq!(rows[0], (0, (None, None, None, None)));
     let (step, (rollout_id, row_group, reward, advantage)) = &rows[1];
     assert_eq!((*step, rollout_id, row_group), (0, &ro("ro_1"), &group));
     assert_eq!(*reward, Some(0.0));
-    assert!(close_to(*advantage, -0.7071), "{advantage:?}");
+    assert!(close_to(*advantage, -FRAC_1_SQRT_2), "{advantage:?}");
     for (step, (rollout_id, row_group, reward, advantage)) in &rows[2..] {
         assert_eq!(
             (rollout_id, row_group),
@@ -934,7 +936,7 @@ fn step_rows_carry_their_rollout_group_and_group_relative_advantage() {
             Some(1.0),
             "every step of a rollout shows its total"
         );
-        assert!(close_to(*advantage, 0.7071), "{advantage:?}");
+        assert!(close_to(*advantage, FRAC_1_SQRT_2), "{advantage:?}");
     }
     let schema = steps::trajectory_schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();

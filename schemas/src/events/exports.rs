@@ -47,6 +47,19 @@ impl ExportKind {
         ExportKind::Processed,
     ];
 
+    /// Version of this kind's columns (also in each Parquet file's key-value metadata as
+    /// `agentd.schema_version`, in the manifest and in the export record). A column's meaning
+    /// never changes in place: a change bumps its kind's version.
+    /// - 1: every kind as first released.
+    /// - 2 (`trajectories`, `trl_sft`): rows carry `rollout_id` and `group`; `trajectories` also
+    ///   `rollout_reward` and `advantage` (`docs/exports.md`).
+    pub fn schema_version(self) -> u32 {
+        match self {
+            ExportKind::Trajectories | ExportKind::TrlSft => 2,
+            ExportKind::TrlGrpo | ExportKind::VerlRl | ExportKind::Processed => 1,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ExportKind::Trajectories => "trajectories",

@@ -4,7 +4,8 @@
 //! sandboxed test runs, and a model attacking its own reward (issue 13: a rewritten assertion,
 //! a stubbed import, an early exit, a fake summary, a monkeypatched test module) next to the
 //! honest fix. Results are read back over HTTP: the job's summary and the task's trajectory
-//! (step, sandbox, reward).
+//! (step, sandbox, reward). Payloads with a `rollout_id` (issue 12) put the verdict on the
+//! rollout's step, next to the episode's own writes, and feed the group's advantages.
 //!
 //! The worker runs as a subprocess, so this binary never calls `sandbox::run` itself (the gold
 //! diffs below are computed in memory) and needs no sandbox helper test.
@@ -12,8 +13,10 @@
 use super::fast_daemon;
 use agentd_client::sandbox::{apply_action_in_memory, unified_diff};
 use agentd_client::Client;
-use agentd_schemas::api::{JobStateName, SubmitJobRequest};
-use agentd_schemas::domain_api::{ActionRequest, RecordStepRequest, TrajectoryStep};
+use agentd_schemas::api::{JobStateName, LeaseRequest, SubmitJobRequest};
+use agentd_schemas::domain_api::{
+    ActionRequest, CreateRolloutRequest, RecordStepRequest, TrajectoryStep,
+};
 use agentd_schemas::events::{Action, RewardSource, SandboxOutcome};
 use agentd_schemas::JobId;
 use agentd_tests::{binary, eventually};
@@ -583,4 +586,233 @@ async fn attacks_on_the_reward_score_zero_and_the_honest_fix_scores_one() {
     // A tampering action's summary names the test file it changed.
     let summary = result(&client, jobs[1]).await;
     assert_eq!(summary["test_files_changed"], json!(["test_app.py"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollouts (issue 12): the verdict lands on the rollout's step.
+
+fn step_request(step: u32, action: ActionRequest) -> RecordStepRequest {
+    RecordStepRequest {
+        step,
+        job_id: None,
+        lease_id: None,
+        model: "actor-model".into(),
+        policy_version: "p3".into(),
+        sampling: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        prompt: None,
+        think: None,
+        action,
+        state_update: None,
+    }
+}
+
+#[tokio::test]
+async fn a_verdict_with_a_rollout_id_lands_on_the_rollouts_step() {
+    let (_dir, daemon) = fast_daemon();
+    let client = daemon.client();
+    let group = "grp-e2e-verify";
+    // Two episodes of one task in one group, each holding its lease, as the episode worker
+    // does: create the rollout under the lease, record step 0 under it.
+    let mut rollouts = Vec::new();
+    for _ in 0..2 {
+        client
+            .submit(&SubmitJobRequest {
+                queue: "episodes".into(),
+                kind: "episode".into(),
+                payload: json!({"group": group}),
+                task_id: Some("rollout-task".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let grant = client
+            .lease(&LeaseRequest {
+                worker_id: "episode-worker".into(),
+                queues: vec!["episodes".into()],
+                max_jobs: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .leases
+            .pop()
+            .expect("an episode lease");
+        let rollout = client
+            .create_rollout(
+                "rollout-task",
+                &CreateRolloutRequest {
+                    model: "actor-model".into(),
+                    policy_version: "p3".into(),
+                    sampling: None,
+                    group: Some(group.into()),
+                    job_id: None,
+                    lease_id: Some(grant.lease_id),
+                    state_from: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(rollout.created, "{rollout:?}");
+        rollouts.push((rollout.rollout_id, grant.lease_id));
+    }
+    let (good, good_lease) = rollouts[0];
+    let (bad, bad_lease) = rollouts[1];
+    let fix = ActionRequest::Pattern {
+        language: "python".into(),
+        pattern: "print($A)".into(),
+        rewrite: "logger.info($A)".into(),
+    };
+    let noop = ActionRequest::Rule {
+        yaml: "id: none\nlanguage: python\nrule:\n  pattern: frobnicate($A)\nfix: x($A)\n".into(),
+    };
+    client
+        .record_rollout_step(
+            good,
+            &RecordStepRequest {
+                lease_id: Some(good_lease),
+                ..step_request(0, fix)
+            },
+        )
+        .await
+        .unwrap();
+    client
+        .record_rollout_step(
+            bad,
+            &RecordStepRequest {
+                lease_id: Some(bad_lease),
+                ..step_request(0, noop)
+            },
+        )
+        .await
+        .unwrap();
+
+    // The actor's flow: verify the recorded step 0 of each rollout; no task_id needed.
+    let verify_good = client
+        .submit(&submit_request(json!({
+            "rollout_id": good, "step": 0, "files": files(TEST_PASSES),
+            "action": pattern("logger.info($A)"), "test_command": ["python3", "test_app.py"],
+        })))
+        .await
+        .unwrap()
+        .job_id;
+    let verify_bad = client
+        .submit(&submit_request(json!({
+            "rollout_id": bad, "step": 0, "files": {"app.py": APP},
+            "action": {"kind": "rule", "yaml": "id: none\nlanguage: python\nrule:\n  pattern: frobnicate($A)\nfix: x($A)\n"},
+        })))
+        .await
+        .unwrap()
+        .job_id;
+    // The worker records step 1 itself (model in the payload), under the rollout.
+    let verify_recorded_here = client
+        .submit(&submit_request(json!({
+            "rollout_id": good, "step": 1, "model": "verifier-model", "policy_version": "p4",
+            "files": files(TEST_PASSES), "action": pattern("logger.info($A)"),
+            "test_command": ["python3", "test_app.py"],
+        })))
+        .await
+        .unwrap()
+        .job_id;
+    // A task_id that is not the rollout's is refused before anything is written.
+    let wrong_task = client
+        .submit(&SubmitJobRequest {
+            task_id: Some("another-task".into()),
+            ..submit_request(json!({
+                "rollout_id": good, "step": 2, "model": "verifier-model", "policy_version": "p4",
+                "files": {"app.py": APP}, "action": pattern("logger.info($A)"),
+            }))
+        })
+        .await
+        .unwrap()
+        .job_id;
+
+    let stderr = run_worker(&daemon.url, 4);
+    assert!(stderr.contains("3 completed, 1 failed, 0 lost"), "{stderr}");
+
+    let summary = result(&client, verify_good).await;
+    assert_eq!(summary["verified"], true, "{summary:#}");
+    assert_eq!(summary["rollout_id"], good.to_string());
+    assert_eq!(summary["task_id"], "rollout-task");
+    assert_eq!(
+        summary["recorded"],
+        json!({"step": "not_posted", "sandbox": "recorded", "reward": "recorded"})
+    );
+    let summary = result(&client, verify_recorded_here).await;
+    assert_eq!(summary["verified"], true, "{summary:#}");
+    assert_eq!(summary["recorded"]["step"], "recorded");
+    let summary = result(&client, verify_bad).await;
+    assert_eq!(summary["verified"], false, "{summary:#}");
+
+    let view = client.rollout(good, None, None).await.unwrap();
+    assert_eq!(view.steps.len(), 2, "{view:?}");
+    let actor_step = &view.steps[0];
+    assert_eq!(
+        (actor_step.rollout_id, actor_step.model.as_str()),
+        (Some(good), "actor-model")
+    );
+    let sandbox = actor_step
+        .sandbox
+        .as_ref()
+        .expect("sandbox result on the rollout's step");
+    assert_eq!(sandbox.outcome, SandboxOutcome::Ok);
+    assert_eq!(
+        (sandbox.tests_passed, sandbox.tests_failed),
+        (Some(1), Some(0))
+    );
+    let reward = actor_step
+        .reward
+        .as_ref()
+        .expect("reward on the rollout's step");
+    assert!(reward.verified && reward.value == 1.0, "{reward:?}");
+    assert_eq!(reward.source, RewardSource::Rule);
+    let worker_step = &view.steps[1];
+    assert_eq!(worker_step.model, "verifier-model");
+    assert_eq!(worker_step.job_id, Some(verify_recorded_here));
+    assert!(worker_step.reward.as_ref().unwrap().verified);
+    assert_eq!(view.reward, 2.0);
+    let bad_view = client.rollout(bad, None, None).await.unwrap();
+    assert_eq!(bad_view.steps[0].reward.as_ref().unwrap().value, 0.0);
+
+    // Nothing went to the task's default rollout.
+    assert!(client
+        .trajectory("rollout-task", None)
+        .await
+        .unwrap()
+        .steps
+        .is_empty());
+
+    // The verdicts are the group's rewards: mean 1, advantages +-1/sqrt(2).
+    let scores = client.group(group).await.unwrap();
+    assert_eq!(scores.rollouts.len(), 2);
+    assert_eq!(scores.mean, 1.0);
+    let advantages: Vec<(Option<_>, f64)> = scores
+        .rollouts
+        .iter()
+        .map(|summary| (summary.rollout_id, summary.advantage.unwrap()))
+        .collect();
+    assert_eq!(advantages[0].0, Some(good));
+    assert!(
+        (advantages[0].1 - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-9,
+        "{advantages:?}"
+    );
+    assert!(
+        (advantages[1].1 + std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-9,
+        "{advantages:?}"
+    );
+
+    let view = client.job(wrong_task).await.unwrap();
+    assert_eq!((view.state, view.attempt), (JobStateName::Dead, 1));
+    let error = view.last_error.unwrap();
+    assert!(
+        error.contains(&format!("rollout {good} belongs to task \"rollout-task\"")),
+        "{error}"
+    );
+    assert!(client
+        .rollout(good, Some(1), None)
+        .await
+        .unwrap()
+        .steps
+        .is_empty());
 }
