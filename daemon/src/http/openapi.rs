@@ -35,8 +35,9 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
         (name = "queues", description = "Queue depth; pause and resume"),
         (name = "events", description = "The log itself, as JSON"),
         (name = "datasets", description = "Dataset registration, record ingest, processed splits"),
-        (name = "tasks", description = "Per-task agent state"),
-        (name = "trajectories", description = "Steps, sandbox results, rewards"),
+        (name = "tasks", description = "Per-task agent state (the base state every rollout starts from)"),
+        (name = "trajectories", description = "Steps, sandbox results, rewards of a task's default rollout; trajectory stats"),
+        (name = "rollouts", description = "Rollouts (sampled episodes of a task), their steps, sandbox results, rewards and state; groups with GRPO advantages"),
         (name = "exports", description = "Exports, schedules, dataset builds"),
         (name = "ops", description = "Health, metrics, digests, this document"),
     )
