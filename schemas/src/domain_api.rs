@@ -788,7 +788,8 @@ pub struct RolloutSummary {
     pub rewarded: u64,
     /// Sum of the step rewards (0 without any).
     pub reward: f64,
-    /// In a group: `(reward - group mean) / group standard deviation`, 0 when that is 0.
+    /// In a group: `(reward - group mean) / group standard deviation`, 0 when that is 0; `null`
+    /// for a rollout without a rewarded step yet (not scored) and for the default rollout.
     pub advantage: Option<f64>,
 }
 
@@ -804,10 +805,13 @@ pub struct TaskRolloutsResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupResponse {
     pub group: String,
-    /// Mean of the rollouts' rewards.
+    /// Mean of the scored rollouts' rewards (a rollout is scored once a step has a reward).
     pub mean: f64,
-    /// Sample standard deviation (n - 1) of the rewards, as GRPO computes it; 0 for one rollout.
+    /// Sample standard deviation (n - 1) of those rewards, as GRPO computes it; 0 for fewer than
+    /// two.
     pub std: f64,
+    /// Rollouts with at least one rewarded step; only they have an advantage.
+    pub scored: u64,
     /// In creation order, each with its advantage.
     pub rollouts: Vec<RolloutSummary>,
 }

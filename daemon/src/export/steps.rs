@@ -86,7 +86,7 @@ pub trait StepRows {
 /// A rollout's reward as of `to`: the sum of its step rewards logged at or before `to`, added
 /// in log order, as the projection adds them (so with nothing after `to` it is the projection's
 /// own `reward`, to the bit). 0 before its first reward.
-pub fn rollout_reward_at(rollout: &Rollout, to: Lsn) -> f64 {
+pub fn rollout_reward_at(rollout: &Rollout, to: Lsn) -> Option<f64> {
     let mut rewards: Vec<(Lsn, f64)> = rollout
         .steps
         .values()
@@ -94,9 +94,12 @@ pub fn rollout_reward_at(rollout: &Rollout, to: Lsn) -> f64 {
         .filter(|fact| fact.lsn <= to)
         .map(|fact| (fact.lsn, fact.event.value))
         .collect();
+    if rewards.is_empty() {
+        return None;
+    }
     // Stable: rewards of one record stay in step order.
     rewards.sort_by_key(|(lsn, _)| *lsn);
-    rewards.iter().map(|(_, value)| value).sum()
+    Some(rewards.iter().map(|(_, value)| value).sum())
 }
 
 /// The scores of one group as of `to`: over its rollouts created at or before `to`, each with
@@ -128,11 +131,15 @@ impl GroupScoresAt {
                 .collect()
         });
         // In creation order (the projection's), so the mean adds up the same way every time.
+        // Only scored rollouts (a reward at or before `to`) count, as in the projection's
+        // `group`: an unfinished sample has no advantage yet and does not move the others'.
         let rewards: Vec<(RolloutId, f64)> = members
             .into_iter()
             .filter_map(|id| trajectories.rollout(id))
             .filter(|rollout| rollout.lsn <= to)
-            .map(|rollout| (rollout.created.rollout_id, rollout_reward_at(rollout, to)))
+            .filter_map(|rollout| {
+                rollout_reward_at(rollout, to).map(|reward| (rollout.created.rollout_id, reward))
+            })
             .collect();
         let values: Vec<f64> = rewards.iter().map(|(_, reward)| *reward).collect();
         let (mean, std) = mean_and_std(&values);
@@ -164,13 +171,13 @@ struct GroupCache {
 }
 
 impl GroupCache {
-    /// The group of a created rollout and the rollout's score as of `to`.
-    fn score<'t>(
+    /// The rollout's score as of `to`; `None` while it has no reward at or before `to`.
+    fn score(
         &mut self,
-        trajectories: &'t Trajectories,
+        trajectories: &Trajectories,
         rollout_id: RolloutId,
         to: Lsn,
-    ) -> Option<(&'t str, RolloutScore)> {
+    ) -> Option<RolloutScore> {
         if self.to != to {
             self.groups.clear();
             self.to = to;
@@ -180,8 +187,7 @@ impl GroupCache {
             let scores = GroupScoresAt::compute(trajectories, group, to);
             self.groups.insert(group.to_owned(), scores);
         }
-        let score = self.groups.get(group)?.rollouts.get(&rollout_id)?;
-        Some((group, *score))
+        self.groups.get(group)?.rollouts.get(&rollout_id).copied()
     }
 }
 
@@ -368,14 +374,14 @@ impl StepRows for TrajectoryRows {
             return false;
         }
         let step = &entry.step;
-        let rollout = step
+        let score = step
             .rollout_id
             .and_then(|id| self.groups.score(trajectories, id, to));
         let columns = &mut self.columns;
         columns.task_id.append_value(&step.task_id);
         columns.step.append_value(step.step);
         append_id(&mut columns.rollout_id, &mut self.id_text, step.rollout_id);
-        columns.group.append_option(rollout.map(|(group, _)| group));
+        columns.group.append_option(group_of(trajectories, entry));
         append_id(&mut columns.job_id, &mut self.id_text, step.job_id);
         append_id(&mut columns.lease_id, &mut self.id_text, step.lease_id);
         columns.attempt.append_option(step.attempt);
@@ -501,7 +507,6 @@ impl StepRows for TrajectoryRows {
                 columns.reward_ts_ms.append_null();
             }
         }
-        let score = rollout.map(|(_, score)| score);
         columns
             .rollout_reward
             .append_option(score.map(|score| score.reward));

@@ -946,7 +946,8 @@ fn step_rows_carry_their_rollout_group_and_group_relative_advantage() {
     assert_eq!(position("rollout_reward"), position("reward_ts_ms") + 1);
     assert_eq!(position("advantage"), position("reward_ts_ms") + 2);
 
-    // As of LSN 4 ro_2's reward is not logged yet: both rollouts have 0, so no advantage.
+    // As of LSN 4 ro_2's reward is not logged yet: it is not scored (null), and ro_1, the only
+    // scored rollout of the group, has advantage 0.
     let rows = rollout_rows(&domain, ExportKind::Trajectories, Lsn(4));
     let scores: Vec<_> = rows
         .iter()
@@ -957,8 +958,8 @@ fn step_rows_carry_their_rollout_group_and_group_relative_advantage() {
         [
             (None, None),
             (Some(0.0), Some(0.0)),
-            (Some(0.0), Some(0.0)),
-            (Some(0.0), Some(0.0))
+            (None, None),
+            (None, None)
         ]
     );
     // As of LSN 1 ro_2 does not exist and ro_1 has no step: nothing to export.
@@ -1018,9 +1019,9 @@ fn group_scores_as_of_to_count_rollouts_and_rewards_logged_by_then() {
     let domain = projections_up_to(&log, log.len());
     let trajectories = domain.trajectories();
     let at = |lsn: u64| steps::GroupScoresAt::compute(&trajectories, "g-1", Lsn(lsn));
-    // One rollout, not rewarded yet: mean 0, no spread, no advantage.
+    // One rollout, not rewarded yet: not scored, so nothing to score against.
     let one = at(1);
-    assert_eq!((one.mean, one.std, one.rollouts.len()), (0.0, 0.0, 1));
+    assert_eq!((one.mean, one.std, one.rollouts.len()), (0.0, 0.0, 0));
     let all = at(5);
     assert!((all.mean - 0.5).abs() < 1e-12 && (all.std - 0.5f64.sqrt()).abs() < 1e-12);
     assert_eq!(all.rollouts[&RolloutId(2)].reward, 1.0);
@@ -1029,7 +1030,7 @@ fn group_scores_as_of_to_count_rollouts_and_rewards_logged_by_then() {
     assert_eq!((live.mean, live.std), (all.mean, all.std));
     for (summary, advantage) in &live.rollouts {
         let id = summary.rollout_id.unwrap();
-        assert_eq!(all.rollouts[&id].advantage, *advantage);
+        assert_eq!(Some(all.rollouts[&id].advantage), *advantage);
         assert_eq!(all.rollouts[&id].reward, summary.reward);
     }
     assert_eq!(all.rollouts.len(), 2);

@@ -204,10 +204,11 @@ pub async fn group(
         group,
         mean: scores.mean,
         std: scores.std,
+        scored: scores.scored,
         rollouts: scores
             .rollouts
             .into_iter()
-            .map(|(summary, advantage)| summary_view(summary, Some(advantage)))
+            .map(|(summary, advantage)| summary_view(summary, advantage))
             .collect(),
     }))
 }

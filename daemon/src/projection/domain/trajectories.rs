@@ -91,12 +91,17 @@ pub struct RolloutSummary {
 
 /// The rollouts of a group with the group-relative advantage of each, as GRPO computes it:
 /// `(reward - mean) / std`, where `std` is the sample standard deviation (n - 1, like
-/// `torch.std`), and 0 when `std` is 0 (one rollout, or all rewards equal).
+/// `torch.std`), and 0 when `std` is 0 (one rollout, or all rewards equal). Only **scored**
+/// rollouts (at least one step rewarded) count and get an advantage: a sample still running has
+/// none yet and does not move the others'.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupScores {
     pub mean: f64,
     pub std: f64,
-    pub rollouts: Vec<(RolloutSummary, f64)>,
+    /// Scored rollouts.
+    pub scored: u64,
+    /// Every rollout of the group in creation order, with its advantage when scored.
+    pub rollouts: Vec<(RolloutSummary, Option<f64>)>,
 }
 
 /// Where an export resumes: after this step of this rollout (`None`: the default one).
@@ -404,18 +409,24 @@ impl Trajectories {
             .filter_map(|id| self.rollout(*id))
             .map(summary)
             .collect();
-        let rewards: Vec<f64> = summaries.iter().map(|summary| summary.reward).collect();
+        let rewards: Vec<f64> = summaries
+            .iter()
+            .filter(|summary| summary.rewarded > 0)
+            .map(|summary| summary.reward)
+            .collect();
         let (mean, std) = mean_and_std(&rewards);
         let rollouts = summaries
             .into_iter()
             .map(|summary| {
-                let advantage = advantage(summary.reward, mean, std);
+                let advantage =
+                    (summary.rewarded > 0).then(|| advantage(summary.reward, mean, std));
                 (summary, advantage)
             })
             .collect();
         Some(GroupScores {
             mean,
             std,
+            scored: rewards.len() as u64,
             rollouts,
         })
     }
@@ -429,7 +440,7 @@ impl Trajectories {
             .rollouts
             .iter()
             .find(|(summary, _)| summary.rollout_id == rollout_id)
-            .map(|(_, advantage)| *advantage)
+            .and_then(|(_, advantage)| *advantage)
     }
 
     pub fn stats(&self) -> TrajectoryStats {
