@@ -13,6 +13,10 @@
 //! - `latency`: open loop. Single submits at `--rate`/s for `--rate-seconds` while C consumers
 //!   (lease 1, one complete per job) drain them: submit-acknowledgement latency, and
 //!   enqueue-to-lease latency at that rate.
+//! - `rollouts`: the writes of RL actors. C actors (`--consumers`) create `--rollouts` rollouts,
+//!   `--group-size` per task in one group, and record `--steps` steps in each, every step as
+//!   three calls (step with a state update, sandbox result, reward): rollouts/s, steps/s,
+//!   writes/s and the latency of each call.
 //!
 //! `single` and `batch` run until `--jobs` jobs are completed and print a line per window of
 //! `--window` completed jobs, so a slowdown as the log grows shows as falling windows.
@@ -25,10 +29,12 @@
 mod closed_loop;
 mod consumer;
 mod latency;
+mod rollouts;
 mod window;
 
 use self::closed_loop::{run_closed_loop, ClosedLoopPlan};
 use self::latency::{run_latency, LatencyPlan};
+use self::rollouts::{run_rollouts, RolloutPlan};
 use crate::http_client::Client;
 use agentd_schemas::api::SubmitJobRequest;
 use clap::builder::RangedU64ValueParser;
@@ -79,7 +85,17 @@ pub struct BenchArgs {
     /// Seconds of submitting at --rate (latency shape)
     #[arg(long, default_value_t = 5, value_parser = from_one_to(RATE_SECONDS_MAX))]
     rate_seconds: u64,
-    /// Queue to use; a fresh one, or leftover jobs skew the figures [default: bench-<pid>]
+    /// Rollouts to create (rollouts shape)
+    #[arg(long, default_value_t = 2000)]
+    rollouts: u64,
+    /// Rollouts per task, sharing one group (rollouts shape)
+    #[arg(long, default_value_t = 8)]
+    group_size: u64,
+    /// Steps per rollout, each a step, a sandbox result and a reward (rollouts shape)
+    #[arg(long, default_value_t = 3)]
+    steps: u64,
+    /// Queue to use; a fresh one, or leftover jobs skew the figures; the rollouts shape uses it
+    /// as the prefix of its task ids and groups [default: bench-<pid>]
     #[arg(long)]
     queue: Option<String>,
     /// Payload size in bytes
@@ -101,6 +117,9 @@ pub enum Shape {
     /// Single submits at a fixed --rate (open loop) while consumers drain them: submit-ack
     /// latency and enqueue-to-lease latency at that rate
     Latency,
+    /// Actors create rollouts in groups and record steps with sandbox results and rewards:
+    /// rollouts/s, steps/s, writes/s and per-call latency
+    Rollouts,
 }
 
 impl Shape {
@@ -109,6 +128,7 @@ impl Shape {
             Shape::Single => "single",
             Shape::Batch => "batch",
             Shape::Latency => "latency",
+            Shape::Rollouts => "rollouts",
         }
     }
 }
@@ -127,6 +147,10 @@ pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result
             let report = run_latency(client, plan, output).await?;
             report.print(output)?;
             report.fail_on_submit_errors()
+        }
+        Shape::Rollouts => {
+            let plan = RolloutPlan::from_args(&args)?;
+            run_rollouts(client, plan).await?.print(output)
         }
     }
 }
