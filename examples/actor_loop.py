@@ -1,20 +1,38 @@
 #!/usr/bin/env python3
-"""An actor loop against a local agentd, with a stub model (no GPU): one full episode.
+"""An actor loop against a local agentd, with a stub model (no GPU): one full episode, resumable.
 
-    python3 examples/actor_loop.py [URL] [--agentctl PATH] [--json]
+    python3 examples/actor_loop.py [URL] [--agentctl PATH] [--json] [--run ID]
+                                   [--crash-after-step N] [--lease-ttl-ms MS]
 
 URL defaults to $AGENTD_URL, then http://127.0.0.1:7070. $AGENTD_TOKEN and $AGENTD_CA_CERT (a
 token, a private CA for https) are read from the environment by `Client` and by the verifier's
 `agentctl` alike. What it does, in the order of the seed's actor loop (section 6.2):
 
 1. starts a verifier, `agentctl worker --builtin astgrep.verify`, on a queue of its own;
-2. submits an `episode` job for a new task and leases it with `agentd_client.Worker` (which
-   heartbeats the lease in the background);
-3. per step: reads the task's agent state, asks the stub model for an ast-grep action, records
-   the step (action, think, state update) under the lease, submits an `astgrep.verify` job for
-   it, waits for the verifier's verdict (the verifier records the sandbox result and the
-   rule-based reward on the step), and records a decision in the agent state;
-4. completes the episode job and prints the trajectory (steps, sandbox results, rewards).
+2. submits an `episode` job for the task (idempotently: the same `--run` finds the same job)
+   and leases it with `agentd_client.Worker`, which heartbeats the short lease (`--lease-ttl-ms`,
+   default 3 s) in the background;
+3. creates the episode's rollout under the lease (`context.rollout(...)`), or, when an earlier
+   attempt of the job created one, resumes it at its `next_step`;
+4. per step: reads the rollout's agent state, asks the stub model for an ast-grep action, records
+   the step (action, think, state update) into the rollout under the lease, submits an
+   `astgrep.verify` job naming the rollout (`rollout_id` in the payload), waits for the
+   verifier's verdict (the verifier records the sandbox result and the rule-based reward on the
+   rollout's step), and records a decision in the rollout's state;
+5. completes the episode job and prints the rollout (steps, sandbox results, rewards).
+
+Crash and resume: `--crash-after-step N` makes the process exit at once (`os._exit(3)`, after
+killing its verifier) right after recording step N, before verifying it and without completing
+the job. Running the same command again with the same `--run ID` (and no crash option) finds the
+same episode job, leases it once the crashed attempt's lease expired (`--lease-ttl-ms`), and
+resumes the rollout: steps the earlier attempt recorded but did not see verified are verified now
+(the verify jobs are submitted idempotently, so one already done is not run twice), and the
+episode continues at `next_step`. Every step ends up recorded exactly once, in one rollout.
+
+`--json` prints `{"run", "task_id", "job": {"job_id", "state", "attempt", "result"},
+"rollout": <GET /v1/rollouts/{id}, all steps>, "group": <GET /v1/groups/{group}>,
+"state": <GET /v1/rollouts/{id}/state>}`; each step of `rollout["steps"]` carries `attempt` (the
+episode attempt that recorded it), `sandbox` and `reward`.
 
 The stub model is deterministic: step 0 proposes the fixed pattern `print($A)` ->
 `logger.info($A)` (the task's gold action), step 1 a YAML rule `$A == None` -> `$A is None`.
@@ -40,9 +58,19 @@ except ImportError:  # not installed: use the package from this repository
 
 MODEL = "stub-model"
 POLICY_VERSION = "stub-v0"
+SAMPLING = {"temperature": 0.0, "seed": 0}
 STEPS = 2
 #: Longest wait for one verification, in seconds (the sandbox's own wall budget is 30 s).
 VERIFY_TIMEOUT_S = 120
+#: The episode job's lease TTL by default, in ms: short, so that a crashed actor's job is
+#: leased again within seconds (the worker heartbeats every TTL/3 while the episode runs).
+LEASE_TTL_MS = 3000
+#: Attempts of the episode job (a crashed or lease-losing attempt is retried).
+EPISODE_ATTEMPTS = 3
+#: Exit status of `--crash-after-step`.
+CRASH_EXIT = 3
+#: Longest wait for the episode job to be leased, in seconds past its lease TTL.
+LEASE_WAIT_S = 60
 
 APP = '''import logging
 
@@ -109,65 +137,118 @@ def wait_for_verdict(client, job_id, context, verifier):
     raise JobFailed("verification {} did not finish within {} s".format(job_id, VERIFY_TIMEOUT_S))
 
 
-def run_episode(client, verify_queue, verifier):
-    """The handler of the `episode` job: the actor loop for one task."""
+def log(message):
+    print("actor_loop: " + message, file=sys.stderr, flush=True)
+
+
+def crash(verifier, step):
+    """Dies the way a killed actor does: no exception handlers, no job report, no lease release.
+    The verifier (our child) goes first so that it does not outlive us."""
+    log("crashing after recording step {} (--crash-after-step)".format(step))
+    verifier.kill()
+    verifier.wait()
+    sys.stdout.flush()
+    os._exit(CRASH_EXIT)
+
+
+def run_episode(client, verify_queue, verifier, crash_after_step=None):
+    """The handler of the `episode` job: the actor loop for one task, in the job's rollout."""
+
+    def verify(context, step, action):
+        """Has the verifier judge the rollout's step `step` (it records the sandbox result and
+        the reward there), then records the decision in the rollout's state. The verify job is
+        submitted idempotently: a resumed attempt finds the one an earlier attempt submitted."""
+        payload = {"rollout_id": context.rollout_id, "step": step, "files": context.payload["files"],
+                   "action": action, "test_command": TEST_COMMAND}
+        if step == 0:
+            payload["gold_action"] = GOLD_ACTION
+        job = client.submit(verify_queue, "astgrep.verify", payload, task_id=context.task_id,
+                            max_attempts=2,
+                            idempotency_key="verify-{}-{}".format(context.rollout_id, step))
+        verdict = wait_for_verdict(client, job["job_id"], context, verifier)
+        decision = "step {}: {} ({})".format(step, "keep" if verdict["verified"] else "revert",
+                                             ", ".join("{}={:g}".format(k, v) for k, v in sorted(verdict["components"].items())))
+        client.post_rollout_state(context.rollout_id, lease_id=context.lease_id, decisions=[decision],
+                                  history=["step {} reward {:g}".format(step, verdict["reward"])])
+        return verdict["reward"]
 
     def episode(context):
         task_id = context.task_id
         lease_id = context.lease_id
-        client.post_task_state(task_id, lease_id=lease_id,
-                               goals=["route output through logging", "keep tests green"],
-                               constraints=["ast-grep actions only"])
-        rewards = []
-        for step in range(context.payload["max_steps"]):
+        rollout = context.rollout(MODEL, POLICY_VERSION, sampling=SAMPLING)
+        rollout_id = rollout["rollout_id"]
+        log("attempt {}: {} rollout {} of {} (group {}), from step {}".format(
+            context.attempt, "created" if rollout["created"] else "resumed", rollout_id, task_id,
+            rollout["group"], rollout["next_step"]))
+        state = client.get_rollout_state(rollout_id)["state"]
+        goals = [g for g in ("route output through logging", "keep tests green") if g not in state["goals"]]
+        constraints = [c for c in ("ast-grep actions only",) if c not in state["constraints"]]
+        if goals or constraints:
+            client.post_rollout_state(rollout_id, lease_id=lease_id, goals=goals, constraints=constraints)
+        if not rollout["created"]:
+            # An earlier attempt may have recorded a step and died before its verdict.
+            for recorded in client.get_rollout(rollout_id)["steps"]:
+                if recorded["reward"] is None:
+                    log("verifying step {}, recorded by attempt {}".format(recorded["step"], recorded["attempt"]))
+                    verify(context, recorded["step"], recorded["action"])
+        for step in range(rollout["next_step"], context.payload["max_steps"]):
             if context.lost.is_set():
                 raise JobFailed("lease lost")
-            state = client.get_task_state(task_id)
+            state = client.get_rollout_state(rollout_id)
             think, action, update = stub_model(state["rendered"], context.payload["files"], step)
             prompt = "{}\n<files>{}</files>".format(state["rendered"], ",".join(sorted(FILES)))
-            client.post_step(task_id, step, model=MODEL, policy_version=POLICY_VERSION, action=action,
-                             job_id=context.job_id, lease_id=lease_id, think=think,
-                             sampling={"temperature": 0.0, "seed": 0},
-                             prompt_tokens=len(prompt.split()), completion_tokens=len(think.split()),
-                             state_update=update)
-            payload = {"step": step, "files": context.payload["files"], "action": action,
-                       "test_command": TEST_COMMAND}
-            if step == 0:
-                payload["gold_action"] = GOLD_ACTION
-            verify = client.submit(verify_queue, "astgrep.verify", payload, task_id=task_id, max_attempts=2)
-            verdict = wait_for_verdict(client, verify["job_id"], context, verifier)
-            rewards.append(verdict["reward"])
-            decision = "step {}: {} ({})".format(step, "keep" if verdict["verified"] else "revert",
-                                                 ", ".join("{}={:g}".format(k, v) for k, v in sorted(verdict["components"].items())))
-            client.post_task_state(task_id, lease_id=lease_id, decisions=[decision],
-                                   history=["step {} reward {:g}".format(step, verdict["reward"])])
-        return {"task_id": task_id, "steps": len(rewards), "rewards": rewards}
+            client.post_rollout_step(rollout_id, step, model=MODEL, policy_version=POLICY_VERSION,
+                                     action=action, lease_id=lease_id, think=think, sampling=SAMPLING,
+                                     prompt_tokens=len(prompt.split()),
+                                     completion_tokens=len(think.split()), state_update=update)
+            if crash_after_step == step:
+                crash(verifier, step)
+            verify(context, step, action)
+        steps = client.get_rollout(rollout_id)["steps"]
+        return {"task_id": task_id, "rollout_id": rollout_id, "steps": len(steps),
+                "rewards": [(s["reward"] or {}).get("value") for s in steps]}
 
     return episode
 
 
-def print_trajectory(trajectory):
-    print("trajectory of {}:".format(trajectory["task_id"]))
-    for step in trajectory["steps"]:
+def print_rollout(rollout):
+    print("rollout {} of {} (group {}, reward {}):".format(
+        rollout["rollout_id"], rollout["task_id"], rollout["group"], rollout["reward"]))
+    for step in rollout["steps"]:
         action = step["action"]
         what = "{pattern} -> {rewrite}".format(**action) if action["kind"] == "pattern" else "rule " + action["yaml"].split("\n")[0]
         sandbox = step.get("sandbox") or {}
         reward = step.get("reward") or {}
-        print("  step {}: {} | sandbox {} tests {}/{} | reward {} verified={} {}".format(
-            step["step"], what, sandbox.get("outcome"), sandbox.get("tests_passed"),
+        print("  step {} (attempt {}): {} | sandbox {} tests {}/{} | reward {} verified={} {}".format(
+            step["step"], step["attempt"], what, sandbox.get("outcome"), sandbox.get("tests_passed"),
             sandbox.get("tests_failed"), reward.get("value"), reward.get("verified"),
             json.dumps(reward.get("components"), sort_keys=True)))
+
+
+def lease_and_run(client, actor_queue, worker, lease_ttl_ms):
+    """Leases the episode job (after a crashed attempt: once its lease expired) and runs it."""
+    deadline = time.monotonic() + lease_ttl_ms / 1000.0 + LEASE_WAIT_S
+    while time.monotonic() < deadline:
+        if worker.run_once(wait_ms=1000):
+            return
+    sys.exit("actor_loop: the episode job was not leased within {} s".format(LEASE_WAIT_S))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("url", nargs="?", default=os.environ.get("AGENTD_URL", "http://127.0.0.1:7070"))
     parser.add_argument("--agentctl", help="agentctl binary for the astgrep.verify worker")
-    parser.add_argument("--json", action="store_true", help="print the trajectory as JSON")
+    parser.add_argument("--json", action="store_true", help="print the episode as JSON")
+    parser.add_argument("--run", help="names the task, queues and episode job (default: random); "
+                                      "run again with the same ID to resume a crashed episode")
+    parser.add_argument("--crash-after-step", type=int, metavar="N",
+                        help="exit abruptly (status {}) right after recording step N".format(CRASH_EXIT))
+    parser.add_argument("--lease-ttl-ms", type=int, default=LEASE_TTL_MS,
+                        help="the episode job's lease TTL (default %(default)s)")
     args = parser.parse_args()
     client = Client(args.url)  # token and CA from $AGENTD_TOKEN and $AGENTD_CA_CERT
     client.health()
-    run = uuid.uuid4().hex[:8]
+    run = args.run or uuid.uuid4().hex[:8]
     actor_queue, verify_queue, task_id = "actor-" + run, "astgrep-verify-" + run, "demo-task-" + run
     verifier = subprocess.Popen(
         [find_agentctl(args.agentctl), "--url", args.url, "worker", "--queue", verify_queue,
@@ -175,11 +256,17 @@ def main():
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         episode = client.submit(actor_queue, "episode", {"files": FILES, "max_steps": STEPS}, task_id=task_id,
-                      lease_ttl_ms=15000, max_attempts=1)
-        counts = Worker(client, [actor_queue], run_episode(client, verify_queue, verifier),
-                        worker_id="actor-" + run, wait_ms=1000).run(max_jobs=1)
-        if counts["completed"] != 1:
-            job = client.get_job(episode["job_id"])
+                                lease_ttl_ms=args.lease_ttl_ms, max_attempts=EPISODE_ATTEMPTS,
+                                idempotency_key="episode-" + run)
+        job = client.get_job(episode["job_id"])
+        if episode["deduplicated"]:
+            log("run {}: episode job {} exists ({}, attempt {})".format(run, job["job_id"], job["state"], job["attempt"]))
+        if job["state"] not in ("completed", "dead", "cancelled"):
+            worker = Worker(client, [actor_queue], run_episode(client, verify_queue, verifier, args.crash_after_step),
+                            worker_id="actor-" + run, wait_ms=1000)
+            lease_and_run(client, actor_queue, worker, args.lease_ttl_ms)
+        job = client.get_job(episode["job_id"])
+        if job["state"] != "completed":
             sys.exit("actor_loop: the episode did not complete ({}): {}".format(job["state"], job.get("last_error")))
     finally:
         verifier.send_signal(signal.SIGTERM)
@@ -187,16 +274,20 @@ def main():
             verifier.wait(timeout=30)
         except subprocess.TimeoutExpired:
             verifier.kill()
-    trajectory = client.get_trajectory(task_id)
-    state = client.get_task_state(task_id)
+    rollout = client.get_rollout(job["result"]["rollout_id"])
+    group = client.get_group(rollout["group"])
+    state = client.get_rollout_state(rollout["rollout_id"])
     if args.json:
-        print(json.dumps({"trajectory": trajectory, "state": state}, indent=2, sort_keys=True))
+        print(json.dumps({"run": run, "task_id": task_id,
+                          "job": {key: job.get(key) for key in ("job_id", "state", "attempt", "result")},
+                          "rollout": rollout, "group": group, "state": state}, indent=2, sort_keys=True))
     else:
-        print_trajectory(trajectory)
-        print("\nagent state after the episode ({} updates, {} tokens):\n{}".format(
+        print_rollout(rollout)
+        print("\nagent state of the rollout after the episode ({} updates, {} tokens):\n{}".format(
             state["updates"], state["tokens"], state["rendered"]))
-    rewards = [(step.get("reward") or {}).get("value") for step in trajectory["steps"]]
-    print("trajectory: {} steps, rewards {}".format(len(trajectory["steps"]), rewards), file=sys.stderr)
+    rewards = [(step.get("reward") or {}).get("value") for step in rollout["steps"]]
+    log("rollout {}: {} steps, rewards {}, episode attempt {}".format(
+        rollout["rollout_id"], len(rollout["steps"]), rewards, job["attempt"]))
     return 0
 
 

@@ -1,6 +1,7 @@
 //! The real `agentctl` binary against small stand-ins for the daemon on `127.0.0.1:0`: what a
 //! user sees when it cannot reach the daemon (each cause once, and a hint), the environment a
-//! worker gives a job's command, and `events tail --limit`.
+//! worker gives a job's command, `events tail --limit`, `submit --rollouts` (one batch of jobs
+//! sharing a group) and the rollout views (`rollouts list|show`, `groups show`).
 //!
 //! The client crate must not depend on the daemon, so these tests answer the few routes they
 //! need themselves, in the shapes `agentd-schemas` defines (the end-to-end tests in `tests/` run
@@ -9,6 +10,7 @@
 use agentd_schemas::api::{EventsResponse, LeaseGrant, LeaseResponse, LeasedJob};
 use agentd_schemas::{JobId, LeaseId, Lsn};
 use std::collections::BTreeMap;
+use std::f64::consts::FRAC_1_SQRT_2;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -325,6 +327,350 @@ fn events_tail_limit_is_the_number_of_events_printed_in_all() {
     assert_eq!(lines(&tail(&[])), 12);
     // --follow stops once the limit is printed.
     assert_eq!(lines(&tail(&["--follow", "--limit", "3"])), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `submit --rollouts N`: one batch of N jobs whose payloads share a group.
+
+/// Answers a batch submit with one new job per submitted job, and `GET /v1/groups/{group}`
+/// with a group of task `other-task` for `taken`, 404 for any other name.
+fn submit_route(request: &Request) -> (u16, String) {
+    match (request.method.as_str(), request.path.as_str()) {
+        ("POST", "/v1/jobs/batch") => {
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            let jobs: Vec<serde_json::Value> = (1..=body["jobs"].as_array().unwrap().len())
+                .map(|n| serde_json::json!({"job_id": format!("job_{n}"), "lsn": 9, "deduplicated": false}))
+                .collect();
+            (200, serde_json::json!({ "jobs": jobs }).to_string())
+        }
+        ("GET", "/v1/groups/taken") => (
+            200,
+            serde_json::json!({"group": "taken", "mean": 0.0, "std": 0.0, "scored": 0,
+                "rollouts": [summary_json(Some("ro_1"), "other-task", None)]})
+            .to_string(),
+        ),
+        _ => (
+            404,
+            r#"{"code": "not_found", "message": "no such thing"}"#.to_string(),
+        ),
+    }
+}
+
+fn batches(server: &FakeDaemon) -> Vec<serde_json::Value> {
+    server
+        .requests()
+        .iter()
+        .filter(|request| request.path == "/v1/jobs/batch")
+        .map(|request| serde_json::from_slice(&request.body).unwrap())
+        .collect()
+}
+
+#[test]
+fn submit_rollouts_sends_one_batch_of_jobs_that_share_a_group() {
+    let server = FakeDaemon::start(None, submit_route);
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let submit = |extra: &[&str]| {
+        let mut args = vec![
+            "--url", &url, "submit", "--queue", "episodes", "--kind", "episode",
+        ];
+        args.extend_from_slice(extra);
+        agentctl(&args, None)
+    };
+    let output = submit(&[
+        "--task-id",
+        "task-1",
+        "--rollouts",
+        "3",
+        "--group",
+        "grpo-7",
+        "--payload",
+        r#"{"prompt": "p"}"#,
+        "--idempotency-key",
+        "k",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "group grpo-7 · 3 episode jobs of task task-1\njob_1\njob_2\njob_3\n"
+    );
+    let sent = batches(&server);
+    assert_eq!(sent.len(), 1, "one batch request");
+    let jobs = sent[0]["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    for (index, job) in jobs.iter().enumerate() {
+        assert_eq!(
+            job["payload"],
+            serde_json::json!({"prompt": "p", "group": "grpo-7"})
+        );
+        assert_eq!(job["task_id"], "task-1");
+        assert_eq!(job["kind"], "episode");
+        assert_eq!(job["idempotency_key"], format!("k#{index}"));
+    }
+    // A named group is looked up first: it must not sample another task.
+    assert!(server
+        .requests()
+        .iter()
+        .any(|r| r.path == "/v1/groups/grpo-7"));
+
+    // No --group: a fresh grp-<16 hex> name, the same in every payload and in the answer.
+    let before = server.requests().len();
+    let output = submit(&["--task-id", "task-1", "--rollouts", "2", "--json"]);
+    assert!(output.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let group = printed["group"].as_str().unwrap().to_string();
+    assert!(
+        group.len() == 20
+            && group.starts_with("grp-")
+            && group[4..].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{group}"
+    );
+    assert_eq!(printed["task_id"], "task-1");
+    assert_eq!(printed["jobs"].as_array().unwrap().len(), 2);
+    let sent = batches(&server).pop().unwrap();
+    for job in sent["jobs"].as_array().unwrap() {
+        assert_eq!(job["payload"], serde_json::json!({"group": group}));
+        assert!(
+            job.get("idempotency_key").is_none_or(|key| key.is_null()),
+            "{job}"
+        );
+    }
+    assert!(!server.requests()[before..]
+        .iter()
+        .any(|r| r.path.starts_with("/v1/groups/")));
+
+    // Refused before anything is submitted.
+    let batches_before = batches(&server).len();
+    for (extra, expected) in [
+        (
+            &["--task-id", "t", "--rollouts", "2", "--payload", "[1, 2]"][..],
+            "--payload must be a JSON object, not an array",
+        ),
+        (
+            &[
+                "--task-id",
+                "t",
+                "--rollouts",
+                "2",
+                "--payload",
+                r#"{"group": "x"}"#,
+            ][..],
+            "the payload already has \"group\"",
+        ),
+        (
+            &["--task-id", "t", "--rollouts", "2", "--group", "ro_3"][..],
+            "must not start with ro_",
+        ),
+        (
+            &["--task-id", "t", "--rollouts", "2", "--group", "taken"][..],
+            "group taken already samples task other-task, not t",
+        ),
+        (
+            &[
+                "--task-id",
+                "t",
+                "--rollouts",
+                "2",
+                "--idempotency-key",
+                "k",
+            ][..],
+            "needs --group",
+        ),
+        (&["--rollouts", "2"][..], "--task-id <TASK_ID>"),
+        (
+            &["--task-id", "t", "--rollouts", "2", "--file", "jobs.jsonl"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--task-id", "t", "--rollouts", "0"][..],
+            "0 is not in 1..=1024",
+        ),
+        (&["--task-id", "t", "--group", "g"][..], "--rollouts <N>"),
+    ] {
+        let output = submit(extra);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{extra:?}");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+    }
+    assert_eq!(batches(&server).len(), batches_before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `rollouts list|show` and `groups show`.
+
+fn summary_json(
+    rollout_id: Option<&str>,
+    task_id: &str,
+    advantage: Option<f64>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "rollout_id": rollout_id, "task_id": task_id,
+        "group": rollout_id.map(|_| "g"), "model": "m", "policy_version": "p1",
+        "job_id": rollout_id.map(|_| "job_4"), "steps": 2, "rewarded": 1,
+        "reward": 1.0, "advantage": advantage,
+    })
+}
+
+fn step_json(step: u32) -> serde_json::Value {
+    let empty_state = serde_json::json!({"goals": [], "constraints": [], "decisions": [],
+        "hypotheses": [], "history": [], "open_issues": [], "next_focus": null});
+    serde_json::json!({
+        "rollout_id": "ro_5", "step": step, "lsn": 10 + step, "ts_ms": 1_700_000_000_000u64,
+        "job_id": "job_4", "lease_id": "lease_2", "attempt": 1, "worker_id": "w",
+        "model": "m", "policy_version": "p1",
+        "sampling": {"temperature": null, "top_p": null, "max_tokens": null, "seed": null},
+        "prompt_tokens": null, "completion_tokens": null, "prompt": null, "think": null,
+        "action": {"kind": "rule", "yaml": "id: x"}, "state_update": null,
+        "state_before": empty_state, "state_before_lsn": 0,
+        "sandbox": null,
+        "reward": {"lsn": 20, "ts_ms": 1_700_000_000_000u64, "value": 1.0, "verified": true,
+            "components": {"applied": 1.0}, "source": "rule"},
+    })
+}
+
+/// A task with a default rollout and `ro_5`; `ro_5` has two steps, served one per page; group
+/// `g` has `ro_5` and `ro_6`.
+fn rollouts_route(request: &Request) -> (u16, String) {
+    let answer = match request.path.as_str() {
+        "/v1/tasks/task-1/rollouts" => serde_json::json!({"task_id": "task-1", "rollouts": [
+            summary_json(None, "task-1", None),
+            summary_json(Some("ro_5"), "task-1", Some(FRAC_1_SQRT_2)),
+        ]}),
+        "/v1/rollouts/ro_5" => {
+            let after = request.query.get("after").map(String::as_str);
+            let (steps, next_after) = match after {
+                None => (vec![step_json(0)], serde_json::json!(0)),
+                Some("0") => (vec![step_json(1)], serde_json::Value::Null),
+                Some(other) => panic!("after {other}"),
+            };
+            serde_json::json!({
+                "rollout_id": "ro_5", "task_id": "task-1", "group": "g", "model": "m",
+                "policy_version": "p1",
+                "sampling": {"temperature": 0.7, "top_p": null, "max_tokens": null, "seed": 3},
+                "job_id": "job_4", "lease_id": "lease_2", "attempt": 1, "worker_id": "w",
+                "state_from": "task", "lsn": 9, "ts_ms": 1_700_000_000_000u64, "reward": 2.0,
+                "steps": steps, "next_after": next_after,
+            })
+        }
+        "/v1/groups/g" => {
+            serde_json::json!({"group": "g", "mean": 0.5, "std": FRAC_1_SQRT_2, "scored": 2,
+            "rollouts": [
+                summary_json(Some("ro_5"), "task-1", Some(FRAC_1_SQRT_2)),
+                summary_json(Some("ro_6"), "task-1", Some(-FRAC_1_SQRT_2)),
+            ]})
+        }
+        _ => {
+            return (
+                404,
+                r#"{"code": "not_found", "message": "rollout ro_9 not found"}"#.to_string(),
+            )
+        }
+    };
+    (200, answer.to_string())
+}
+
+#[test]
+fn rollouts_and_groups_print_tables_and_follow_pages() {
+    let server = FakeDaemon::start(None, rollouts_route);
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let run = |args: &[&str]| {
+        let mut all = vec!["--url", url.as_str()];
+        all.extend_from_slice(args);
+        let output = agentctl(&all, None);
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (ok, stdout, stderr) = run(&["rollouts", "list", "task-1"]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("ROLLOUT ") && lines[0].ends_with("ADVANTAGE"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("(default) "), "{stdout}");
+    assert!(lines[1].trim_end().ends_with('-'), "no advantage: {stdout}");
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        row,
+        ["ro_5", "g", "m", "p1", "job_4", "2", "1", "1.000", "0.707"]
+    );
+
+    // Every page of steps, each printed as `trajectories show` prints a step.
+    let (ok, stdout, stderr) = run(&["rollouts", "show", "ro_5"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("rollout ro_5 · task task-1 · group g\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("temperature 0.7, seed 3"), "{stdout}");
+    assert!(
+        stdout.contains("2 steps (2 rewarded) · reward 2.000"),
+        "{stdout}"
+    );
+    for step in ["step 0 · lsn 10", "step 1 · lsn 11"] {
+        assert!(stdout.contains(step), "{step}: {stdout}");
+    }
+    assert!(
+        stdout.contains("  reward: 1 verified (rule) applied=1"),
+        "{stdout}"
+    );
+    let pages: Vec<(Option<String>, Option<String>)> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/rollouts/ro_5")
+        .map(|r| (r.query.get("after").cloned(), r.query.get("limit").cloned()))
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            (None, Some("1000".into())),
+            (Some("0".into()), Some("1000".into()))
+        ]
+    );
+    let (ok, stdout, _) = run(&["--json", "rollouts", "show", "ro_5"]);
+    assert!(ok);
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["steps"].as_array().unwrap().len(), 2);
+    assert!(printed["next_after"].is_null());
+
+    let (ok, stdout, stderr) = run(&["groups", "show", "g"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with(
+            "group g · task task-1 · 2 rollouts (2 scored) · mean reward 0.500 · std 0.707\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("-0.707"), "{stdout}");
+    // --json is the daemon's answer as it came.
+    let (ok, stdout, _) = run(&["--json", "groups", "show", "g"]);
+    assert!(ok);
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let (_, answer) = rollouts_route(&Request {
+        method: "GET".into(),
+        path: "/v1/groups/g".into(),
+        query: BTreeMap::new(),
+        headers: BTreeMap::new(),
+        body: Vec::new(),
+    });
+    assert_eq!(
+        printed,
+        serde_json::from_str::<serde_json::Value>(&answer).unwrap()
+    );
+
+    let (ok, _, stderr) = run(&["rollouts", "show", "ro_9"]);
+    assert!(!ok && stderr.contains("rollout ro_9 not found"), "{stderr}");
+    let (ok, _, stderr) = run(&["rollouts", "show", "job_9"]);
+    assert!(!ok && stderr.contains("expected ro_<number>"), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------------

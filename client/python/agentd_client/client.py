@@ -189,30 +189,28 @@ class Client:
         state (lsn 0) before any update."""
         return self.get("/v1/tasks/{}/state".format(_quote(task_id)))
 
-    def post_task_state(self, task_id, update=None, lease_id=None, **fields):
+    def post_task_state(self, task_id, update=None, lease_id=None, forget=None, **fields):
         """Merges an update (`goals`, `constraints`, `decisions`, `hypotheses`, `history`,
         `open_issues` lists and `next_focus`), given as a dict and/or keyword arguments. With
-        `lease_id`, refused with `lease_lost` unless that lease is still held."""
-        body = dict(update or {})
-        body.update(fields)
-        if lease_id is not None:
-            body["lease_id"] = lease_id
-        return self.post("/v1/tasks/{}/state".format(_quote(task_id)), body)
+        `lease_id`, refused with `lease_lost` unless that lease is still held.
+
+        `forget` takes items out in the same record: `{"remove": {field: [items]},
+        "resolve": [open issues, moved to decisions], "retract": [hypotheses],
+        "clear_next_focus": True}` (any subset)."""
+        return self.post("/v1/tasks/{}/state".format(_quote(task_id)),
+                         _state_body(update, lease_id, forget, fields))
 
     # -- trajectories -----------------------------------------------------------------------
 
     def post_step(self, task_id, step, model, policy_version, action, job_id=None, lease_id=None,
                   sampling=None, prompt_tokens=None, completion_tokens=None, prompt=None,
                   think=None, state_update=None):
-        """Records step `step` of a task: the model's action (`{"kind": "pattern", "language",
-        "pattern", "rewrite"}` or `{"kind": "rule", "yaml"}`), and optionally the state update
-        merged in the same record."""
-        body = _drop_none({
-            "step": step, "job_id": job_id, "lease_id": lease_id, "model": model,
-            "policy_version": policy_version, "sampling": sampling,
-            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "prompt": prompt, "think": think, "action": action, "state_update": state_update,
-        })
+        """Records step `step` of a task (into its default rollout): the model's action
+        (`{"kind": "pattern", "language", "pattern", "rewrite"}` or `{"kind": "rule", "yaml"}`),
+        and optionally the state update merged in the same record. A step already recorded is
+        refused with `conflict`."""
+        body = _step_body(step, model, policy_version, action, job_id, lease_id, sampling,
+                          prompt_tokens, completion_tokens, prompt, think, state_update)
         return self.post("/v1/tasks/{}/steps".format(_quote(task_id)), body)
 
     def post_sandbox(self, task_id, step, outcome, exit_code=None, diff=None, stdout=None,
@@ -220,23 +218,18 @@ class Client:
                      peak_rss_bytes=None, lease_id=None):
         """Records a step's sandbox result; `outcome` is `ok`, `failed`, `timed_out`,
         `killed_oom` or `rejected`."""
-        body = _drop_none({
-            "outcome": outcome, "diff": diff, "stdout": stdout, "stderr": stderr,
-            "tests_passed": tests_passed, "tests_failed": tests_failed,
-            "duration_ms": duration_ms, "peak_rss_bytes": peak_rss_bytes, "lease_id": lease_id,
-        })
-        body["exit_code"] = exit_code
+        body = _sandbox_body(outcome, exit_code, diff, stdout, stderr, tests_passed, tests_failed,
+                             duration_ms, peak_rss_bytes, lease_id)
         return self.post("/v1/tasks/{}/steps/{}/sandbox".format(_quote(task_id), int(step)), body)
 
     def post_reward(self, task_id, step, value, verified, source="rule", components=None, lease_id=None):
         """Records a step's reward; `source` is `rule`, `teacher` or `human`."""
-        body = _drop_none({"value": float(value), "verified": bool(verified), "source": source,
-                           "components": components, "lease_id": lease_id})
+        body = _reward_body(value, verified, source, components, lease_id)
         return self.post("/v1/tasks/{}/steps/{}/reward".format(_quote(task_id), int(step)), body)
 
     def get_trajectory(self, task_id, pages_max=1000):
-        """Every step of a task in step order (following `next_after` across pages):
-        `{"task_id", "steps": [...]}`."""
+        """Every step of a task's default rollout in step order (following `next_after` across
+        pages): `{"task_id", "steps": [...]}`."""
         steps = []
         after = None
         for _ in range(pages_max):
@@ -246,6 +239,130 @@ class Client:
             if after is None:
                 break
         return {"task_id": task_id, "steps": steps}
+
+    # -- rollouts ---------------------------------------------------------------------------
+    #
+    # A rollout is one episode of a task by one policy: its own steps (indexes unique within the
+    # rollout), its own agent state, and a group (the rollouts compared against each other for
+    # GRPO advantages; one task per group). A job has at most one rollout: creating it again for
+    # the same job (or under a lease of that job) answers the existing one, which is how a
+    # retried episode resumes at `next_step`.
+
+    def create_rollout(self, task_id, model, policy_version, sampling=None, group=None,
+                       job_id=None, lease_id=None, state_from=None):
+        """Creates a rollout of `task_id`, or finds the one of its job. Returns
+        `{"rollout_id", "task_id", "group", "lsn", "created", "steps", "next_step"}`:
+        `created` is False when the job (`job_id`, or the job of `lease_id`) already had a
+        rollout, and `next_step` (one past the highest recorded step) is where to continue.
+        `group` (default: a group of one named after the rollout) must not start with `ro_`;
+        `state_from` is `"task"` (default: start from a copy of the task's agent state) or
+        `"empty"`. With `lease_id` the write is fenced (`lease_lost` unless held)."""
+        body = _drop_none({"model": model, "policy_version": policy_version, "sampling": sampling,
+                           "group": group, "job_id": job_id, "lease_id": lease_id,
+                           "state_from": state_from})
+        return self.post("/v1/tasks/{}/rollouts".format(_quote(task_id)), body)
+
+    def get_rollout(self, rollout_id, pages_max=1000, page_limit=None):
+        """The rollout with every step in step order (following `next_after` across pages):
+        `{"rollout_id", "task_id", "group", "model", "policy_version", "sampling", "job_id",
+        "lease_id", "attempt", "worker_id", "state_from", "lsn", "ts_ms", "reward", "steps"}`;
+        each step has the shape of a task trajectory's steps (plus `rollout_id`)."""
+        rollout = None
+        after = None
+        for _ in range(pages_max):
+            page = self.get("/v1/rollouts/{}".format(_quote(rollout_id)),
+                            query={"after": after, "limit": page_limit})
+            if rollout is None:
+                rollout = page
+            else:
+                rollout["steps"].extend(page["steps"])
+            after = page.get("next_after")
+            if after is None:
+                break
+        rollout.pop("next_after", None)
+        return rollout
+
+    def list_rollouts(self, task_id):
+        """`{"task_id", "rollouts": [{"rollout_id", "group", "model", "policy_version", "job_id",
+        "steps", "rewarded", "reward", "advantage"}, ...]}`; the task's default rollout (its
+        task-level steps) has `rollout_id` None."""
+        return self.get("/v1/tasks/{}/rollouts".format(_quote(task_id)))
+
+    def get_group(self, group):
+        """`{"group", "mean", "std", "rollouts": [... with "reward" and "advantage"]}`: the
+        GRPO advantage of each rollout, (reward - mean) / std with the sample std."""
+        return self.get("/v1/groups/{}".format(_quote(group)))
+
+    def get_rollout_state(self, rollout_id):
+        """The rollout's agent state: `{"task_id", "rollout_id", "state", "rendered", "tokens",
+        "encoding", "lsn", "updates"}`."""
+        return self.get("/v1/rollouts/{}/state".format(_quote(rollout_id)))
+
+    def post_rollout_state(self, rollout_id, update=None, lease_id=None, forget=None, **fields):
+        """Merges an update into the rollout's agent state; the arguments are those of
+        `post_task_state`."""
+        return self.post("/v1/rollouts/{}/state".format(_quote(rollout_id)),
+                         _state_body(update, lease_id, forget, fields))
+
+    def post_rollout_step(self, rollout_id, step, model, policy_version, action, job_id=None,
+                          lease_id=None, sampling=None, prompt_tokens=None, completion_tokens=None,
+                          prompt=None, think=None, state_update=None):
+        """Records step `step` of a rollout (the arguments of `post_step`); the state update
+        merges into the rollout's state. A step already recorded in this rollout is refused
+        with `conflict`; with `lease_id`, a lease no longer held with `lease_lost`."""
+        body = _step_body(step, model, policy_version, action, job_id, lease_id, sampling,
+                          prompt_tokens, completion_tokens, prompt, think, state_update)
+        return self.post("/v1/rollouts/{}/steps".format(_quote(rollout_id)), body)
+
+    def post_rollout_sandbox(self, rollout_id, step, outcome, exit_code=None, diff=None,
+                             stdout=None, stderr=None, tests_passed=None, tests_failed=None,
+                             duration_ms=None, peak_rss_bytes=None, lease_id=None):
+        """Records the sandbox result of a rollout's step (the arguments of `post_sandbox`)."""
+        body = _sandbox_body(outcome, exit_code, diff, stdout, stderr, tests_passed, tests_failed,
+                             duration_ms, peak_rss_bytes, lease_id)
+        return self.post("/v1/rollouts/{}/steps/{}/sandbox".format(_quote(rollout_id), int(step)), body)
+
+    def post_rollout_reward(self, rollout_id, step, value, verified, source="rule",
+                            components=None, lease_id=None):
+        """Records the reward of a rollout's step (the arguments of `post_reward`)."""
+        body = _reward_body(value, verified, source, components, lease_id)
+        return self.post("/v1/rollouts/{}/steps/{}/reward".format(_quote(rollout_id), int(step)), body)
+
+
+def _state_body(update, lease_id, forget, fields):
+    body = dict(update or {})
+    body.update(fields)
+    if lease_id is not None:
+        body["lease_id"] = lease_id
+    if forget is not None:
+        body["forget"] = forget
+    return body
+
+
+def _step_body(step, model, policy_version, action, job_id, lease_id, sampling, prompt_tokens,
+               completion_tokens, prompt, think, state_update):
+    return _drop_none({
+        "step": step, "job_id": job_id, "lease_id": lease_id, "model": model,
+        "policy_version": policy_version, "sampling": sampling,
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "prompt": prompt, "think": think, "action": action, "state_update": state_update,
+    })
+
+
+def _sandbox_body(outcome, exit_code, diff, stdout, stderr, tests_passed, tests_failed,
+                  duration_ms, peak_rss_bytes, lease_id):
+    body = _drop_none({
+        "outcome": outcome, "diff": diff, "stdout": stdout, "stderr": stderr,
+        "tests_passed": tests_passed, "tests_failed": tests_failed,
+        "duration_ms": duration_ms, "peak_rss_bytes": peak_rss_bytes, "lease_id": lease_id,
+    })
+    body["exit_code"] = exit_code
+    return body
+
+
+def _reward_body(value, verified, source, components, lease_id):
+    return _drop_none({"value": float(value), "verified": bool(verified), "source": source,
+                       "components": components, "lease_id": lease_id})
 
 
 def _job(queue, kind, payload=None, priority=None, delay_ms=None, run_at_ms=None, max_attempts=None,

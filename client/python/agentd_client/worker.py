@@ -9,6 +9,16 @@ job: someone else may already hold it. Long handlers should check `context.lost`
 steps and stop early, and pass `context.lease_id` to the state/step routes so that a stale
 worker's writes are refused.
 
+An episode job records into a rollout: `context.rollout(model, policy_version)` creates the
+job's rollout, or, when an earlier attempt of the job created one (that attempt crashed or lost
+its lease), finds it, and answers `next_step`, the step to continue from:
+
+    def episode(context):
+        rollout = context.rollout("my-model", "v7", group="task-1/batch-3")
+        for step in range(rollout["next_step"], context.payload["max_steps"]):
+            ...
+            context.client.post_rollout_step(context.rollout_id, step, ..., lease_id=context.lease_id)
+
 One job at a time per `Worker`; run several `Worker`s in threads for more.
 """
 
@@ -50,8 +60,28 @@ class JobContext:
         self.attempt = grant["attempt"]
         self.payload = self.job.get("payload")
         self.task_id = self.job.get("task_id")
+        #: The job's rollout: the one an earlier attempt created (from the grant), or the one
+        #: `rollout()` created or found; None until then.
+        self.rollout_id = self.job.get("rollout_id")
         #: Set when the lease is lost: stop, and do not write anything more for this job.
         self.lost = threading.Event()
+
+    def rollout(self, model, policy_version, group=None, sampling=None, state_from=None):
+        """Creates this job's rollout of `task_id` under the lease, or finds the one an earlier
+        attempt created (a job has one rollout), and returns the daemon's answer:
+        `{"rollout_id", "task_id", "group", "created", "steps", "next_step", ...}`. Sets
+        `self.rollout_id`. `next_step` is where the episode continues: 0 for a new rollout,
+        one past the highest recorded step for a resumed one (so a retried episode records
+        every step exactly once). `group`, `sampling` and `state_from` only matter when the
+        rollout is created. Raises `AgentdError` (`lease_lost` when the lease is gone);
+        `ValueError` when the job has no `task_id`."""
+        if not self.task_id:
+            raise ValueError("job {} has no task_id: a rollout belongs to a task".format(self.job_id))
+        answer = self.client.create_rollout(self.task_id, model, policy_version, sampling=sampling,
+                                            group=group, lease_id=self.lease_id,
+                                            state_from=state_from)
+        self.rollout_id = answer["rollout_id"]
+        return answer
 
 
 class _Heartbeat(threading.Thread):

@@ -204,6 +204,188 @@ class WorkerTest(unittest.TestCase):
         self.assertIsNone(job["result"])
 
 
+    def test_a_retried_episode_resumes_its_rollout(self):
+        queue, task = unique("w"), unique("task")
+        job_id = self.client.submit(queue, "episode", {"max_steps": 3}, task_id=task,
+                                    max_attempts=2, lease_ttl_ms=2000)["job_id"]
+        seen = []
+
+        def handler(context):
+            rollout = context.rollout("m", "v1", group=unique("grp"))
+            seen.append((context.attempt, context.job.get("rollout_id"), rollout["created"],
+                         rollout["next_step"], context.rollout_id))
+            for step in range(rollout["next_step"], context.payload["max_steps"]):
+                self.client.post_rollout_step(context.rollout_id, step, model="m", policy_version="v1",
+                                              action=PATTERN, lease_id=context.lease_id)
+                if context.attempt == 1 and step == 0:
+                    raise RuntimeError("crash after step 0")
+            return {"rollout_id": context.rollout_id}
+
+        worker = Worker(self.client, [queue], handler, wait_ms=500)
+        deadline = time.monotonic() + 60
+        while sum(worker.counts.values()) < 2 and time.monotonic() < deadline:
+            worker.run_once()
+        self.assertEqual(worker.counts, {"completed": 1, "failed": 1, "lost": 0})
+        rollout_id = seen[0][4]
+        self.assertEqual(seen, [(1, None, True, 0, rollout_id), (2, rollout_id, False, 1, rollout_id)])
+        steps = self.client.get_rollout(rollout_id)["steps"]
+        self.assertEqual([(step["step"], step["attempt"]) for step in steps], [(0, 1), (1, 2), (2, 2)])
+        self.assertEqual(self.client.get_job(job_id)["result"], {"rollout_id": rollout_id})
+
+
+@unittest.skipUnless(URL, "needs a daemon: run scripts/test-python (it sets AGENTD_URL)")
+class RolloutTest(unittest.TestCase):
+    """Rollouts: episodes of a task with their own steps and state, grouped for advantages."""
+
+    def setUp(self):
+        self.client = Client(URL)
+
+    def record_step(self, rollout_id, step, reward, lease_id=None):
+        self.client.post_rollout_step(rollout_id, step, model="m", policy_version="v1",
+                                      action=PATTERN, think="step {}".format(step),
+                                      lease_id=lease_id, state_update={"history": ["step {}".format(step)]})
+        self.client.post_rollout_sandbox(rollout_id, step, "ok", exit_code=0, tests_passed=2,
+                                         tests_failed=0, duration_ms=5, lease_id=lease_id)
+        self.client.post_rollout_reward(rollout_id, step, reward, reward > 0,
+                                        components={"applied": reward}, lease_id=lease_id)
+
+    def test_sixteen_concurrent_rollouts_of_one_group(self):
+        task, group, threads_n, steps_n = unique("task"), unique("grp"), 16, 3
+        barrier = threading.Barrier(threads_n)
+        created, errors = [None] * threads_n, []
+
+        def episode(index):
+            try:
+                client = Client(URL)
+                barrier.wait(timeout=30)
+                answer = client.create_rollout(task, "m", "v1", group=group,
+                                               sampling={"temperature": 0.7, "seed": index})
+                created[index] = answer
+                for step in range(steps_n):
+                    self.record_step(answer["rollout_id"], step, (index % 4) / 4.0)
+            except Exception as error:  # noqa: BLE001 - reported below
+                errors.append((index, repr(error)))
+
+        threads = [threading.Thread(target=episode, args=(index,)) for index in range(threads_n)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        self.assertEqual(errors, [])
+        self.assertTrue(all(answer["created"] and answer["next_step"] == 0 for answer in created), created)
+        self.assertTrue(all(answer["group"] == group and answer["task_id"] == task for answer in created))
+        rollout_ids = {answer["rollout_id"] for answer in created}
+        self.assertEqual(len(rollout_ids), threads_n)
+        self.assertTrue(all(rollout_id.startswith("ro_") for rollout_id in rollout_ids))
+
+        listed = self.client.list_rollouts(task)["rollouts"]
+        self.assertEqual({entry["rollout_id"] for entry in listed}, rollout_ids)
+        self.assertTrue(all((entry["steps"], entry["rewarded"]) == (steps_n, steps_n) for entry in listed), listed)
+
+        answer = self.client.get_group(group)
+        self.assertEqual(answer["group"], group)
+        self.assertEqual({entry["rollout_id"] for entry in answer["rollouts"]}, rollout_ids)
+        rewards = [steps_n * (index % 4) / 4.0 for index in range(threads_n)]  # a rollout's reward: its steps' sum
+        mean = sum(rewards) / threads_n
+        std = (sum((reward - mean) ** 2 for reward in rewards) / (threads_n - 1)) ** 0.5
+        self.assertAlmostEqual(answer["mean"], mean)
+        self.assertAlmostEqual(answer["std"], std)
+        self.assertAlmostEqual(sum(entry["advantage"] for entry in answer["rollouts"]), 0.0, places=9)
+        for entry in answer["rollouts"]:
+            self.assertAlmostEqual(entry["advantage"], (entry["reward"] - mean) / std)
+
+        for answer in created:
+            rollout = self.client.get_rollout(answer["rollout_id"])
+            steps = rollout["steps"]
+            self.assertEqual([step["step"] for step in steps], list(range(steps_n)))
+            self.assertTrue(all(step["sandbox"]["outcome"] == "ok" and step["reward"] is not None
+                                for step in steps), steps)
+            self.assertEqual(steps[2]["state_before"]["history"], ["step 0", "step 1"])
+
+    def test_a_repeated_step_is_a_conflict_and_pages_are_followed(self):
+        task = unique("task")
+        answer = self.client.create_rollout(task, "m", "v1", state_from="empty")
+        rollout_id = answer["rollout_id"]
+        self.assertEqual(answer["group"], rollout_id, "the default group is named after the rollout")
+        for step in range(3):
+            self.record_step(rollout_id, step, 1.0)
+        with self.assertRaises(AgentdError) as caught:
+            self.client.post_rollout_step(rollout_id, 1, model="m", policy_version="v1", action=PATTERN)
+        self.assertEqual((caught.exception.status, caught.exception.code), (409, "conflict"))
+        with self.assertRaises(AgentdError) as caught:
+            self.client.post_rollout_reward(rollout_id, 0, 0.0, False)
+        self.assertEqual(caught.exception.code, "conflict")
+        with self.assertRaises(AgentdError) as caught:
+            self.client.post_rollout_sandbox(rollout_id, 9, "ok")
+        self.assertEqual(caught.exception.code, "not_found")
+        with self.assertRaises(AgentdError) as caught:
+            self.client.get_rollout("ro_999999999")
+        self.assertEqual(caught.exception.code, "not_found")
+        with self.assertRaises(AgentdError) as caught:
+            self.client.create_rollout(task, "m", "v1", group="ro_mine")
+        self.assertEqual(caught.exception.code, "invalid_request")
+
+        rollout = self.client.get_rollout(rollout_id, page_limit=1)  # three pages
+        self.assertEqual([step["step"] for step in rollout["steps"]], [0, 1, 2])
+        self.assertEqual((rollout["task_id"], rollout["model"], rollout["state_from"]), (task, "m", "empty"))
+        self.assertNotIn("next_after", rollout)
+        self.assertEqual(rollout["reward"], 3.0)
+        # The task-level routes still write the task's default rollout, apart from this one.
+        self.client.post_step(task, 0, model="m", policy_version="v1", action=PATTERN)
+        self.assertEqual([step["step"] for step in self.client.get_trajectory(task)["steps"]], [0])
+        listed = {entry["rollout_id"]: entry for entry in self.client.list_rollouts(task)["rollouts"]}
+        self.assertEqual(set(listed), {None, rollout_id})
+        self.assertEqual((listed[None]["steps"], listed[rollout_id]["steps"]), (1, 3))
+
+    def test_a_job_has_one_rollout_and_writes_are_fenced_by_the_lease(self):
+        task, queue = unique("task"), unique("q")
+        job_id = self.client.submit(queue, "episode", {}, task_id=task, max_attempts=2)["job_id"]
+        grant = self.client.lease("py-test", [queue], wait_ms=1000)[0]
+        first = self.client.create_rollout(task, "m", "v1", lease_id=grant["lease_id"])
+        self.assertEqual((first["created"], first["next_step"]), (True, 0))
+        self.record_step(first["rollout_id"], 0, 1.0, lease_id=grant["lease_id"])
+        again = self.client.create_rollout(task, "m", "v1", job_id=job_id)
+        self.assertEqual((again["rollout_id"], again["created"], again["steps"], again["next_step"]),
+                         (first["rollout_id"], False, 1, 1))
+        rollout = self.client.get_rollout(first["rollout_id"])
+        self.assertEqual((rollout["job_id"], rollout["lease_id"], rollout["attempt"]),
+                         (job_id, grant["lease_id"], 1))
+        self.client.complete(grant["lease_id"])
+        with self.assertRaises(AgentdError) as caught:
+            self.client.post_rollout_step(first["rollout_id"], 1, model="m", policy_version="v1",
+                                          action=PATTERN, lease_id=grant["lease_id"])
+        self.assertEqual(caught.exception.code, "lease_lost")
+        with self.assertRaises(AgentdError) as caught:
+            self.client.post_rollout_state(first["rollout_id"], lease_id=grant["lease_id"], goals=["x"])
+        self.assertEqual(caught.exception.code, "lease_lost")
+
+    def test_forget_takes_items_out_of_rollout_and_task_state(self):
+        task = unique("task")
+        self.client.post_task_state(task, goals=["g1", "g2"], hypotheses=["h1"], next_focus="f")
+        answer = self.client.post_task_state(task, forget={"remove": {"goals": ["g1"]}, "retract": ["h1"]})
+        self.assertEqual(answer["state"]["goals"], ["g2"])
+        self.assertEqual(answer["state"]["hypotheses"], [])
+        self.assertEqual(answer["state"]["next_focus"], "f")
+
+        rollout_id = self.client.create_rollout(task, "m", "v1")["rollout_id"]
+        state = self.client.get_rollout_state(rollout_id)
+        self.assertEqual((state["rollout_id"], state["state"]["goals"]), (rollout_id, ["g2"]),
+                         "state_from task: the rollout starts from the task's state")
+        self.client.post_rollout_state(rollout_id, {"open_issues": ["flaky test"]}, goals=["g3"])
+        answer = self.client.post_rollout_state(
+            rollout_id, forget={"remove": {"goals": ["g2"]}, "resolve": ["flaky test"],
+                                "clear_next_focus": True})
+        self.assertEqual(answer["state"]["goals"], ["g3"])
+        self.assertEqual(answer["state"]["open_issues"], [])
+        self.assertIn("flaky test", answer["state"]["decisions"])
+        self.assertIsNone(answer["state"]["next_focus"])
+        state = self.client.get_rollout_state(rollout_id)
+        self.assertEqual(state["updates"], 2)
+        self.assertNotIn("g2", state["rendered"])
+        self.assertEqual(self.client.get_task_state(task)["state"]["goals"], ["g2"],
+                         "the task's own state is untouched")
+
+
 def without_agentd_env(**variables):
     """An environment with the three AGENTD_ variables removed, then `variables` set."""
     environment = {key: value for key, value in os.environ.items()

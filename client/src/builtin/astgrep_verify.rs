@@ -12,6 +12,15 @@
 //! 4. record the sandbox result and the reward on the step, fenced by the lease;
 //! 5. complete the job with the verdict.
 //!
+//! The facts go to the task's trajectory (`/v1/tasks/{task_id}/...`), or, when the payload
+//! names a `rollout_id`, to that rollout (`/v1/rollouts/{rollout_id}/...`; see
+//! `verify_payload` for the rules). The sandbox result and the reward are fenced by this job's
+//! lease either way. A step the verifier records into a rollout is not: the daemon lets only a
+//! lease of the job the rollout runs under (the episode) fence a step into it, and the verifier
+//! holds a lease of another job (its own). Nothing is lost by that: the step is the one the
+//! payload names, the first record of it stands (409 `conflict` after), and the verifier learns
+//! of a lost lease when it writes the sandbox result.
+//!
 //! Every write is safe to repeat: a retried job finds its step, sandbox result or reward
 //! already recorded (409 `conflict`) and goes on, and the sandbox is deterministic, so the
 //! second attempt would have written the same facts.
@@ -25,10 +34,10 @@ use crate::http_client::{Client, ClientError};
 use crate::sandbox::SandboxLimits;
 use crate::worker::{Handler, JobContext, JobOutcome};
 use agentd_schemas::domain_api::{
-    ActionRequest, RecordStepRequest, RewardRequest, SandboxResultRequest,
+    ActionRequest, RecordStepRequest, RewardRequest, SandboxResultRequest, TrajectoryStep,
 };
 use agentd_schemas::events::{Action, RewardSource};
-use agentd_schemas::LeaseId;
+use agentd_schemas::{LeaseId, RolloutId};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -68,14 +77,18 @@ pub enum Recorded {
     Recorded,
     /// Already there (an earlier attempt, or the actor, wrote it).
     AlreadyRecorded,
-    /// Not written: no task id, or (for the step) no model in the payload.
+    /// Not written: no task id or rollout id, or (for the step) no model in the payload.
     NotPosted,
 }
 
 /// The job's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifySummary {
+    /// The task the facts were recorded on (with a rollout: the rollout's task).
     pub task_id: Option<String>,
+    /// The rollout the facts were recorded on; absent for the task's default rollout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<RolloutId>,
     pub step: u32,
     pub verified: bool,
     pub reward: f64,
@@ -142,12 +155,22 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
     };
     let lease_id = grant.lease_id;
     let job_id = grant.job_id;
-    let step_recorded = match (&job.task_id, &job.model) {
-        (Some(task_id), Some(model)) => {
+    let target = Target::of(&job);
+    let mut task_id = job.task_id.clone();
+    // A step recorded into a rollout of another task would be wrong for good: check the
+    // rollout's task before writing anything.
+    if let (Some(target @ Target::Rollout(_)), Some(_)) = (&target, &job.model) {
+        match read_step(&context.client, target, job.step, job.task_id.as_deref()).await {
+            Ok(page) => task_id = Some(page.task_id),
+            Err(abort) => return abort.into(),
+        }
+    }
+    let step_recorded = match (&target, &job.model) {
+        (Some(target), Some(model)) => {
             let request = RecordStepRequest {
                 step: job.step,
                 job_id: Some(job_id),
-                lease_id: Some(lease_id),
+                lease_id: target.step_fence(lease_id),
                 model: model.model.clone(),
                 policy_version: model.policy_version.clone(),
                 sampling: None,
@@ -158,20 +181,29 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
                 action: action_request(&job.action),
                 state_update: None,
             };
-            match record(
-                context.client.record_step(task_id, &request).await,
-                "the step",
-            ) {
+            let answer = match target {
+                Target::Task(task_id) => context
+                    .client
+                    .record_step(task_id, &request)
+                    .await
+                    .map(drop),
+                Target::Rollout(rollout_id) => context
+                    .client
+                    .record_rollout_step(*rollout_id, &request)
+                    .await
+                    .map(drop),
+            };
+            match record(answer, "the step") {
                 Ok(recorded) => recorded,
                 Err(abort) => return abort.into(),
             }
         }
         _ => Recorded::NotPosted,
     };
-    if let Some(task_id) = &job.task_id {
-        if let Err(abort) = check_step_action(&context.client, task_id, job.step, &job.action).await
-        {
-            return abort.into();
+    if let Some(target) = &target {
+        match check_step_action(&context.client, target, &job).await {
+            Ok(page_task_id) => task_id = Some(page_task_id),
+            Err(abort) => return abort.into(),
         }
     }
     let request = ChildRequest::for_job(&job, &config.limits);
@@ -196,16 +228,16 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
         }
     };
     let run = answer.run;
-    let facts = match &job.task_id {
+    let facts = match &target {
         None => Ok(RecordedFacts {
             step: step_recorded,
             sandbox: Recorded::NotPosted,
             reward: Recorded::NotPosted,
         }),
-        Some(task_id) => {
+        Some(target) => {
             record_facts(
                 &context.client,
-                task_id,
+                target,
                 &job,
                 lease_id,
                 &run,
@@ -217,7 +249,7 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
     };
     match facts {
         Ok(recorded) => {
-            let summary = summarize(&job, &run, verdict, recorded);
+            let summary = summarize(&job, task_id, &run, verdict, recorded);
             match serde_json::to_value(&summary) {
                 Ok(value) => JobOutcome::Complete(Some(value)),
                 Err(error) => JobOutcome::Fail {
@@ -252,10 +284,47 @@ pub fn judge_answer(job: &VerifyJob, answer: &ChildAnswer) -> Result<Verdict, Pa
     }))
 }
 
+/// Where a job's facts are recorded.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    /// `/v1/tasks/{task_id}/...`: the task's default rollout.
+    Task(String),
+    /// `/v1/rollouts/{rollout_id}/...`.
+    Rollout(RolloutId),
+}
+
+impl Target {
+    /// The payload's rollout, else its task; `None`: nothing is recorded.
+    fn of(job: &VerifyJob) -> Option<Target> {
+        match (&job.rollout_id, &job.task_id) {
+            (Some(rollout_id), _) => Some(Target::Rollout(*rollout_id)),
+            (None, Some(task_id)) => Some(Target::Task(task_id.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The lease that fences a step recorded here: this job's for a task; none for a rollout,
+    /// whose steps the daemon fences only with a lease of the rollout's own job (see the module
+    /// doc). Sandbox results and rewards are always fenced by this job's lease.
+    fn step_fence(&self, lease_id: LeaseId) -> Option<LeaseId> {
+        match self {
+            Target::Task(_) => Some(lease_id),
+            Target::Rollout(_) => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::Task(task_id) => format!("task {task_id}"),
+            Target::Rollout(rollout_id) => format!("rollout {rollout_id}"),
+        }
+    }
+}
+
 /// Posts the sandbox result, then the reward, on the step.
 async fn record_facts(
     client: &Client,
-    task_id: &str,
+    target: &Target,
     job: &VerifyJob,
     lease_id: LeaseId,
     run: &RunReport,
@@ -281,12 +350,17 @@ async fn record_facts(
         peak_rss_bytes: run.peak_rss_bytes,
         lease_id: Some(lease_id),
     };
-    let sandbox = record(
-        client
+    let answer = match target {
+        Target::Task(task_id) => client
             .record_sandbox_result(task_id, job.step, &sandbox_request)
-            .await,
-        "the sandbox result",
-    )?;
+            .await
+            .map(drop),
+        Target::Rollout(rollout_id) => client
+            .record_rollout_sandbox_result(*rollout_id, job.step, &sandbox_request)
+            .await
+            .map(drop),
+    };
+    let sandbox = record(answer, "the sandbox result")?;
     let reward_request = RewardRequest {
         value: verdict.value,
         verified: verdict.verified,
@@ -294,12 +368,17 @@ async fn record_facts(
         source: RewardSource::Rule,
         lease_id: Some(lease_id),
     };
-    let reward = record(
-        client
+    let answer = match target {
+        Target::Task(task_id) => client
             .record_reward(task_id, job.step, &reward_request)
-            .await,
-        "the reward",
-    )?;
+            .await
+            .map(drop),
+        Target::Rollout(rollout_id) => client
+            .record_rollout_reward(*rollout_id, job.step, &reward_request)
+            .await
+            .map(drop),
+    };
+    let reward = record(answer, "the reward")?;
     Ok(RecordedFacts {
         step,
         sandbox,
@@ -309,36 +388,99 @@ async fn record_facts(
 
 /// Checks, before any sandbox work, that the step exists and holds the action being verified:
 /// a verdict recorded on a step whose action is another one would teach the wrong thing.
+/// Answers the task the step belongs to.
 async fn check_step_action(
     client: &Client,
-    task_id: &str,
-    step: u32,
-    action: &Action,
-) -> Result<(), Abort> {
-    let page = client
-        .trajectory(task_id, step.checked_sub(1))
-        .await
-        .map_err(|error| Abort::Fail {
-            retryable: error.is_transient()
-                || matches!(error, ClientError::Api { status, .. } if status >= 500),
-            error: format!("cannot read step {step} of task {task_id}: {error}"),
-        })?;
-    match page.steps.iter().find(|entry| entry.step == step) {
+    target: &Target,
+    job: &VerifyJob,
+) -> Result<String, Abort> {
+    let step = job.step;
+    let page = read_step(client, target, step, job.task_id.as_deref()).await?;
+    let place = target.describe();
+    match &page.step {
         None => Err(Abort::Fail {
             error: format!(
-                "step {step} of task {task_id} is not recorded; post the step first, or put model and policy_version in the payload so the worker records it"
+                "step {step} of {place} is not recorded; post the step first, or put model and policy_version in the payload so the worker records it"
             ),
             retryable: false,
         }),
-        Some(entry) if entry.action != *action => Err(Abort::Fail {
+        Some(entry) if entry.action != job.action => Err(Abort::Fail {
             error: format!(
-                "step {step} of task {task_id} was recorded with another action ({}) than the one to verify ({}); the verdict would be recorded against the wrong action",
+                "step {step} of {place} was recorded with another action ({}) than the one to verify ({}); the verdict would be recorded against the wrong action",
                 describe_action(&entry.action),
-                describe_action(action)
+                describe_action(&job.action)
             ),
             retryable: false,
         }),
-        Some(_) => Ok(()),
+        Some(_) => Ok(page.task_id),
+    }
+}
+
+/// One step as the daemon has it, with the task it belongs to.
+struct StepRead {
+    task_id: String,
+    step: Option<TrajectoryStep>,
+}
+
+/// Reads step `step` of the target. For a rollout, also checks that it exists and belongs to
+/// `expected_task_id` when the payload or the job named one.
+async fn read_step(
+    client: &Client,
+    target: &Target,
+    step: u32,
+    expected_task_id: Option<&str>,
+) -> Result<StepRead, Abort> {
+    let cannot_read = |error: ClientError| Abort::Fail {
+        retryable: error.is_transient()
+            || matches!(error, ClientError::Api { status, .. } if status >= 500),
+        error: format!("cannot read step {step} of {}: {error}", target.describe()),
+    };
+    let (task_id, steps) = match target {
+        Target::Task(task_id) => {
+            let page = client
+                .trajectory(task_id, step.checked_sub(1))
+                .await
+                .map_err(cannot_read)?;
+            (page.task_id, page.steps)
+        }
+        Target::Rollout(rollout_id) => {
+            let view = match client.rollout(*rollout_id, step.checked_sub(1), Some(1)).await {
+                Ok(view) => view,
+                Err(error) if error.code() == Some("not_found") => {
+                    return Err(Abort::Fail {
+                        error: format!(
+                            "rollout {rollout_id} does not exist; create it first (POST /v1/tasks/{{task_id}}/rollouts)"
+                        ),
+                        retryable: false,
+                    })
+                }
+                Err(error) => return Err(cannot_read(error)),
+            };
+            check_rollout_task(*rollout_id, &view.task_id, expected_task_id)?;
+            (view.task_id, view.steps)
+        }
+    };
+    Ok(StepRead {
+        task_id,
+        step: steps.into_iter().find(|entry| entry.step == step),
+    })
+}
+
+/// A rollout's facts belong to its task: a payload (or job) that names another task is a
+/// mistake the verifier must not paper over.
+fn check_rollout_task(
+    rollout_id: RolloutId,
+    rollout_task_id: &str,
+    expected_task_id: Option<&str>,
+) -> Result<(), Abort> {
+    match expected_task_id {
+        Some(expected) if expected != rollout_task_id => Err(Abort::Fail {
+            error: format!(
+                "rollout {rollout_id} belongs to task {rollout_task_id:?}, not to the task_id {expected:?} of the payload or job"
+            ),
+            retryable: false,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -375,12 +517,14 @@ fn record<T>(answer: Result<T, ClientError>, what: &str) -> Result<Recorded, Abo
 
 fn summarize(
     job: &VerifyJob,
+    task_id: Option<String>,
     run: &RunReport,
     verdict: Verdict,
     recorded: RecordedFacts,
 ) -> VerifySummary {
     VerifySummary {
-        task_id: job.task_id.clone(),
+        task_id,
+        rollout_id: job.rollout_id,
         step: job.step,
         verified: verdict.verified,
         reward: verdict.value,
@@ -503,6 +647,41 @@ mod tests {
                 retryable: false,
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn a_rollout_takes_its_step_unfenced_and_must_be_of_the_named_task() {
+        let job = |payload: serde_json::Value| {
+            verify_payload::parse(&payload, None, &SandboxLimits::default()).unwrap()
+        };
+        let rule = serde_json::json!({"kind": "rule", "yaml": "id: x"});
+        let files = serde_json::json!({"a.py": "x\n"});
+        assert_eq!(
+            Target::of(&job(
+                serde_json::json!({"files": files, "action": rule, "task_id": "t", "rollout_id": "ro_2"})
+            )),
+            Some(Target::Rollout("ro_2".parse().unwrap()))
+        );
+        assert_eq!(
+            Target::of(&job(
+                serde_json::json!({"files": files, "action": rule, "task_id": "t"})
+            )),
+            Some(Target::Task("t".into()))
+        );
+        assert_eq!(
+            Target::of(&job(serde_json::json!({"files": files, "action": rule}))),
+            None
+        );
+        let lease_id: LeaseId = "lease_4".parse().unwrap();
+        let rollout_id: RolloutId = "ro_2".parse().unwrap();
+        assert_eq!(Target::Task("t".into()).step_fence(lease_id), Some(lease_id));
+        assert_eq!(Target::Rollout(rollout_id).step_fence(lease_id), None);
+        assert!(check_rollout_task(rollout_id, "t", None).is_ok());
+        assert!(check_rollout_task(rollout_id, "t", Some("t")).is_ok());
+        assert!(matches!(
+            check_rollout_task(rollout_id, "t", Some("u")),
+            Err(Abort::Fail { retryable: false, ref error }) if error.contains("belongs to task \"t\"")
         ));
     }
 

@@ -8,11 +8,22 @@
 //! Validation is strict (unknown fields are refused) because a misspelt `gold_action` would
 //! otherwise silently turn a gold comparison off. Everything that makes the payload unusable is
 //! a [`PayloadError`], which fails the job as not retryable: running it again cannot help.
+//!
+//! Where the verdict is recorded, in three rules:
+//! - `rollout_id` (`"ro_N"`) given: the step (when the payload has `model`), the sandbox result
+//!   and the reward go to `/v1/rollouts/{rollout_id}/...`. `task_id` is then optional; when the
+//!   payload or the job names one anyway, it must be the rollout's task (checked against the
+//!   daemon before any sandbox work; a mismatch fails the job, not retryable).
+//! - else a `task_id` (the payload's, else the job's; the two must agree): the facts go to
+//!   `/v1/tasks/{task_id}/...`, the task's default rollout.
+//! - neither: nothing is recorded, the verdict is only the job's result (and `model` is refused,
+//!   since there is nowhere to record the step).
 
 use super::test_files::{default_test_files, named_test_files};
 use super::verdict::TestsReward;
 use crate::sandbox::{validate_relative_path, SandboxLimits, SUPPORTED_LANGUAGES};
 use agentd_schemas::events::Action;
+use agentd_schemas::RolloutId;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,9 +35,13 @@ pub const NAME_CHARS_MAX: usize = 128;
 /// A validated `astgrep.verify` payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifyJob {
-    /// Where results are recorded: the payload's `task_id`, else the job's. `None`: the verdict
-    /// is only the job's result.
+    /// The payload's `task_id`, else the job's. Without `rollout_id`, where results are
+    /// recorded (`None`: the verdict is only the job's result); with it, the task the rollout
+    /// must belong to.
     pub task_id: Option<String>,
+    /// The rollout whose step results are recorded under (`/v1/rollouts/{rollout_id}/...`);
+    /// `None`: the task's default rollout.
+    pub rollout_id: Option<RolloutId>,
     /// The step the results belong to (default 0).
     pub step: u32,
     pub files: BTreeMap<String, String>,
@@ -68,6 +83,8 @@ pub struct PayloadError(pub String);
 struct RawPayload {
     #[serde(default)]
     task_id: Option<String>,
+    #[serde(default)]
+    rollout_id: Option<RolloutId>,
     #[serde(default)]
     step: Option<u32>,
     files: BTreeMap<String, String>,
@@ -174,9 +191,9 @@ pub fn parse(
                     .into(),
             )),
         };
-    if model.is_some() && task_id.is_none() {
+    if model.is_some() && task_id.is_none() && raw.rollout_id.is_none() {
         return Err(PayloadError(
-            "model is given but there is no task_id to record the step under".into(),
+            "model is given but there is no task_id or rollout_id to record the step under".into(),
         ));
     }
     let test_files = match &raw.tests {
@@ -189,6 +206,7 @@ pub fn parse(
     };
     Ok(VerifyJob {
         task_id,
+        rollout_id: raw.rollout_id,
         step: raw.step.unwrap_or(0),
         files: raw.files,
         action,
@@ -386,6 +404,34 @@ mod tests {
     }
 
     #[test]
+    fn a_rollout_id_needs_no_task_id_even_to_record_the_step() {
+        let job = parse_ok(json!({
+            "rollout_id": "ro_7", "step": 2, "files": files(),
+            "action": {"kind": "rule", "yaml": "id: x"}, "model": "m", "policy_version": "v1"
+        }));
+        assert_eq!(job.rollout_id, Some("ro_7".parse().unwrap()));
+        assert_eq!((job.task_id, job.step), (None, 2));
+        assert_eq!(job.model.unwrap().model, "m");
+    }
+
+    #[test]
+    fn a_rollout_id_keeps_the_task_id_to_check_against_the_rollout() {
+        let payload = json!({"rollout_id": "ro_1", "files": files(), "action": {"kind": "rule", "yaml": "id: x"}});
+        let job = parse(&payload, Some("job-task"), &SandboxLimits::default()).unwrap();
+        assert_eq!(
+            (
+                job.rollout_id.map(|id| id.to_string()),
+                job.task_id.as_deref()
+            ),
+            (Some("ro_1".to_string()), Some("job-task"))
+        );
+        // The payload's and the job's task ids must still agree.
+        let both = json!({"rollout_id": "ro_1", "task_id": "other", "files": files(), "action": {"kind": "rule", "yaml": "id: x"}});
+        let error = parse(&both, Some("job-task"), &SandboxLimits::default()).unwrap_err();
+        assert!(error.0.contains("differs"), "{error}");
+    }
+
+    #[test]
     fn unusable_payloads_say_what_is_wrong() {
         let rule = json!({"kind": "rule", "yaml": "id: x"});
         for (payload, expected) in [
@@ -422,7 +468,19 @@ mod tests {
             ),
             (
                 json!({"files": files(), "action": rule, "model": "m", "policy_version": "v"}),
-                "no task_id",
+                "no task_id or rollout_id",
+            ),
+            (
+                json!({"files": files(), "action": rule, "rollout_id": "ro_x"}),
+                "expected ro_<number>",
+            ),
+            (
+                json!({"files": files(), "action": rule, "rollout_id": "job_3"}),
+                "expected ro_<number>",
+            ),
+            (
+                json!({"files": files(), "action": rule, "rollout_id": 3}),
+                "expected a string",
             ),
             (
                 json!({"files": files(), "action": {"kind": "sed", "script": "s/a/b/"}}),

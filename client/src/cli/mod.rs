@@ -8,6 +8,7 @@ mod ingest;
 mod jobs;
 mod output;
 mod queues;
+mod rollouts;
 mod sandbox;
 mod schedules;
 mod state;
@@ -42,7 +43,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Submit one job, or many from a JSONL file (one payload per line)
+    /// Submit one job, many from a JSONL file (one payload per line), or a group of episode
+    /// jobs of one task (--rollouts N)
     Submit(submit::SubmitArgs),
     /// List, show, cancel or retry jobs
     #[command(subcommand)]
@@ -74,6 +76,12 @@ pub enum Command {
     /// Show a task's trajectory, or teacher precision and reward stats
     #[command(subcommand)]
     Trajectories(trajectories::TrajectoriesCommand),
+    /// List a task's rollouts, or show one rollout with its steps
+    #[command(subcommand)]
+    Rollouts(rollouts::RolloutsCommand),
+    /// Show a group of rollouts: rewards, mean, standard deviation, advantages
+    #[command(subcommand)]
+    Groups(rollouts::GroupsCommand),
     /// List recorded exports, show one, or run one now (Parquet for trainers; docs/exports.md)
     #[command(subcommand)]
     Exports(exports::ExportsCommand),
@@ -124,6 +132,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Datasets(command) => datasets::run(&client, command, json).await,
         Command::State(command) => state::run(&client, command, json).await,
         Command::Trajectories(command) => trajectories::run(&client, command, json).await,
+        Command::Rollouts(command) => rollouts::run(&client, command, json).await,
+        Command::Groups(command) => rollouts::run_groups(&client, command, json).await,
         Command::Exports(command) => exports::run(&client, command, json).await,
         Command::Schedules(command) => schedules::run(&client, command, json).await,
         // The first match returned for both.

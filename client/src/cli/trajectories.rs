@@ -1,5 +1,6 @@
 //! `agentctl trajectories show TASK|stats`: a task's steps with their state before, sandbox
-//! result and reward; teacher precision per model and the reward distribution.
+//! result and reward; teacher precision per model and the reward distribution. `rollouts show`
+//! prints its steps with [`print_step`] too.
 
 use super::output::print_json;
 use crate::http_client::Client;
@@ -12,7 +13,8 @@ const TRAJECTORY_PAGES_MAX: usize = 1000;
 
 #[derive(Subcommand, Debug)]
 pub enum TrajectoriesCommand {
-    /// A task's steps in order, each with the state before it, its sandbox result and reward
+    /// A task's steps in order (its default rollout: steps posted to the task routes), each
+    /// with the state before it, its sandbox result and reward; `rollouts list` shows the rest
     Show {
         /// Task id, as given to submit --task-id or the task routes
         task_id: String,
@@ -63,11 +65,16 @@ async fn full_trajectory(client: &Client, task_id: &str) -> anyhow::Result<Traje
     Ok(all)
 }
 
-fn print_step(step: &TrajectoryStep) {
+/// One step: a header line (step, LSN, model, job, tokens), then its action, state, sandbox
+/// result and reward, indented.
+pub(super) fn print_step(step: &TrajectoryStep) {
     let mut header = format!(
         "step {} · lsn {} · model {} (policy {})",
         step.step, step.lsn, step.model, step.policy_version
     );
+    if let Some(rollout_id) = step.rollout_id {
+        header.push_str(&format!(" · {rollout_id}"));
+    }
     if let Some(job_id) = step.job_id {
         header.push_str(&format!(" · {job_id}"));
     }
@@ -175,8 +182,14 @@ fn describe_state(state: &AgentState) -> String {
 fn print_stats(stats: &TrajectoryStatsResponse) {
     let rewards = &stats.rewards;
     println!(
-        "{} steps in {} tasks · {} sandbox results · {} rewards ({} verified)\n",
-        stats.steps, stats.tasks, stats.sandbox_results, rewards.count, rewards.verified
+        "{} steps in {} tasks · {} rollouts in {} groups · {} sandbox results · {} rewards ({} verified)\n",
+        stats.steps,
+        stats.tasks,
+        stats.rollouts,
+        stats.groups,
+        stats.sandbox_results,
+        rewards.count,
+        rewards.verified
     );
     println!(
         "{:<32} {:>8} {:>9} {:>9} {:>18}",
@@ -227,14 +240,16 @@ fn print_stats(stats: &TrajectoryStatsResponse) {
         + ignored.duplicate_sandbox_results
         + ignored.duplicate_rewards
         + ignored.sandbox_results_without_step
-        + ignored.rewards_without_step;
+        + ignored.rewards_without_step
+        + ignored.duplicate_rollouts
+        + ignored.steps_without_rollout;
     if ignored_total > 0 {
         println!("ignored (racing writers, first in log order won): {ignored:?}");
     }
 }
 
 /// The name an enum has on the wire (`rule`, `teacher`), from its serde form.
-fn wire_name<T: serde::Serialize>(value: &T) -> String {
+pub(super) fn wire_name<T: serde::Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(text)) => text,
         Ok(other) => other.to_string(),

@@ -250,19 +250,32 @@ fn a_retried_job_gets_its_rollout_back_to_resume() {
 }
 
 #[test]
-fn a_lease_of_another_job_cannot_write_into_a_jobs_rollout() {
+fn a_lease_of_another_job_cannot_write_a_jobs_steps_but_a_verifiers_lease_fences_its_verdict() {
     let mut harness = Harness::new();
     harness.leased_job(1, 1);
     harness.leased_job(2, 1);
     let rollout = rollout_of(harness.run(create("t", None, Some(LeaseId(1)))).unwrap());
+    let target = Target::Rollout(rollout.rollout_id);
     assert!(matches!(
-        harness.run(step(Target::Rollout(rollout.rollout_id), 0, Some(LeaseId(2)))),
+        harness.run(step(target.clone(), 0, Some(LeaseId(2)))),
         Err(DecideError::Invalid { .. })
     ));
     assert!(matches!(
-        harness.run(step(Target::Rollout(rollout.rollout_id), 0, Some(LeaseId(9)))),
+        harness.run(step(target.clone(), 0, Some(LeaseId(9)))),
         Err(DecideError::NotFound { .. })
     ));
+    harness.run(step(target.clone(), 0, Some(LeaseId(1)))).unwrap();
+    // Job 2 is the verifier: its held lease fences the sandbox result and the reward.
+    let mut verdict = sandbox(target.clone(), 0);
+    if let DomainCommand::RecordSandbox { result, .. } = &mut verdict {
+        result.lease_id = Some(LeaseId(2));
+    }
+    harness.run(verdict).unwrap();
+    let mut stale = reward(target, 0);
+    if let DomainCommand::RecordReward { reward, .. } = &mut stale {
+        reward.lease_id = Some(LeaseId(9));
+    }
+    assert!(matches!(harness.run(stale), Err(DecideError::NotFound { .. })));
 }
 
 #[test]

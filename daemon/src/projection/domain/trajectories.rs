@@ -622,7 +622,8 @@ fn default_summary(task_id: &str, steps: &Steps) -> RolloutSummary {
         job_id: first.and_then(|step| step.job_id),
         steps: steps.len() as u64,
         rewarded: rewards.len() as u64,
-        reward: rewards.iter().sum(),
+        // `Sum` of no floats is -0.0; a rollout without rewards has reward 0.
+        reward: rewards.iter().fold(0.0, |sum, value| sum + value),
     }
 }
 
