@@ -722,8 +722,9 @@ pub struct CreateRolloutRequest {
     /// starting with `ro_`); default: a new group of one, named after the rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// The episode job this rollout runs under. A job has at most one rollout: creating again
-    /// with the same job (a retried attempt) answers the existing one, to resume.
+    /// The episode job this rollout runs under; needs `lease_id`, a held lease of it (the lease
+    /// alone names the job too). A job has at most one rollout: creating again under a lease of
+    /// the same job (a retried attempt) answers the existing one, to resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<JobId>,
     /// Fences the creation (and names the job when `job_id` is absent).

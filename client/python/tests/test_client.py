@@ -344,7 +344,10 @@ class RolloutTest(unittest.TestCase):
         first = self.client.create_rollout(task, "m", "v1", lease_id=grant["lease_id"])
         self.assertEqual((first["created"], first["next_step"]), (True, 0))
         self.record_step(first["rollout_id"], 0, 1.0, lease_id=grant["lease_id"])
-        again = self.client.create_rollout(task, "m", "v1", job_id=job_id)
+        with self.assertRaises(AgentdError) as caught:  # a job's rollout needs the job's lease
+            self.client.create_rollout(task, "m", "v1", job_id=job_id)
+        self.assertEqual(caught.exception.code, "invalid_request")
+        again = self.client.create_rollout(task, "m", "v1", lease_id=grant["lease_id"])
         self.assertEqual((again["rollout_id"], again["created"], again["steps"], again["next_step"]),
                          (first["rollout_id"], False, 1, 1))
         rollout = self.client.get_rollout(first["rollout_id"])

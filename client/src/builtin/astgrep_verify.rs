@@ -15,11 +15,9 @@
 //! The facts go to the task's trajectory (`/v1/tasks/{task_id}/...`), or, when the payload
 //! names a `rollout_id`, to that rollout (`/v1/rollouts/{rollout_id}/...`; see
 //! `verify_payload` for the rules). The sandbox result and the reward are fenced by this job's
-//! lease either way. A step the verifier records into a rollout is not: the daemon lets only a
-//! lease of the job the rollout runs under (the episode) fence a step into it, and the verifier
-//! holds a lease of another job (its own). Nothing is lost by that: the step is the one the
-//! payload names, the first record of it stands (409 `conflict` after), and the verifier learns
-//! of a lost lease when it writes the sandbox result.
+//! lease either way. The verifier never records a rollout's step: a rollout's steps are its
+//! episode's, written under the episode's lease (the daemon refuses any other), so a payload
+//! with `rollout_id` judges a step the episode recorded.
 //!
 //! Every write is safe to repeat: a retried job finds its step, sandbox result or reward
 //! already recorded (409 `conflict`) and goes on, and the sandbox is deterministic, so the
@@ -157,9 +155,9 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
     let job_id = grant.job_id;
     let target = Target::of(&job);
     let mut task_id = job.task_id.clone();
-    // A step recorded into a rollout of another task would be wrong for good: check the
-    // rollout's task before writing anything.
-    if let (Some(target @ Target::Rollout(_)), Some(_)) = (&target, &job.model) {
+    // A verdict recorded into a rollout of another task would be wrong for good: check the
+    // rollout exists and is of the named task before any sandbox work.
+    if let Some(target @ Target::Rollout(_)) = &target {
         match read_step(&context.client, target, job.step, job.task_id.as_deref()).await {
             Ok(page) => task_id = Some(page.task_id),
             Err(abort) => return abort.into(),

@@ -10,8 +10,10 @@
 //! a [`PayloadError`], which fails the job as not retryable: running it again cannot help.
 //!
 //! Where the verdict is recorded, in three rules:
-//! - `rollout_id` (`"ro_N"`) given: the step (when the payload has `model`), the sandbox result
-//!   and the reward go to `/v1/rollouts/{rollout_id}/...`. `task_id` is then optional; when the
+//! - `rollout_id` (`"ro_N"`) given: the sandbox result and the reward go to
+//!   `/v1/rollouts/{rollout_id}/steps/{step}/...`, on a step the episode recorded (a rollout's
+//!   steps are written under its episode's lease, so `model` is refused: the verifier judges,
+//!   it does not record steps there). `task_id` is then optional; when the
 //!   payload or the job names one anyway, it must be the rollout's task (checked against the
 //!   daemon before any sandbox work; a mismatch fails the job, not retryable).
 //! - else a `task_id` (the payload's, else the job's; the two must agree): the facts go to
@@ -191,6 +193,11 @@ pub fn parse(
                     .into(),
             )),
         };
+    if model.is_some() && raw.rollout_id.is_some() {
+        return Err(PayloadError(
+            "model is given with a rollout_id: a rollout's steps are recorded by its episode under its lease; send the verify job after the episode recorded the step, without model".into(),
+        ));
+    }
     if model.is_some() && task_id.is_none() && raw.rollout_id.is_none() {
         return Err(PayloadError(
             "model is given but there is no task_id or rollout_id to record the step under".into(),
@@ -404,14 +411,23 @@ mod tests {
     }
 
     #[test]
-    fn a_rollout_id_needs_no_task_id_even_to_record_the_step() {
+    fn a_rollout_id_needs_no_task_id_and_takes_no_model() {
         let job = parse_ok(json!({
             "rollout_id": "ro_7", "step": 2, "files": files(),
-            "action": {"kind": "rule", "yaml": "id: x"}, "model": "m", "policy_version": "v1"
+            "action": {"kind": "rule", "yaml": "id: x"}
         }));
         assert_eq!(job.rollout_id, Some("ro_7".parse().unwrap()));
         assert_eq!((job.task_id, job.step), (None, 2));
-        assert_eq!(job.model.unwrap().model, "m");
+        let error = parse(
+            &json!({
+                "rollout_id": "ro_7", "step": 2, "files": files(),
+                "action": {"kind": "rule", "yaml": "id: x"}, "model": "m", "policy_version": "v1"
+            }),
+            None,
+            &SandboxLimits::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("recorded by its episode"), "{error}");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! never reaches the log.
 
 use super::facts::{rollout_ref, FactIndex, StepIndex};
-use crate::queue::decide::{held_lease, Decision, DecideError};
+use crate::queue::decide::{held_lease, Decision, DecideError, Limit};
 use crate::queue::{JobStatus, QueueState};
 use agentd_schemas::events::{
     DatasetMeta, DatasetRecord, DatasetRecordsIngested, Event, RewardRecorded, RolloutCreated,
@@ -20,6 +20,8 @@ use agentd_schemas::{JobId, LeaseId, Lsn, RolloutId};
 
 /// Longest group name, in characters.
 pub const GROUP_CHARS_MAX: usize = 128;
+/// Most rollouts in one group (GRPO samples 4 to 64 per prompt).
+pub const GROUP_ROLLOUTS_MAX: u64 = 1024;
 
 /// A domain write, validated for shape by the handler and decided by the sequencer.
 #[derive(Debug, Clone)]
@@ -136,7 +138,7 @@ pub fn decide(
         } => {
             let (task_id, rollout_id, steps) = resolve(facts, &target)?;
             check_job(state, step.job_id, lease.as_ref())?;
-            check_rollout_job(facts, rollout_id, lease.as_ref())?;
+            check_episode_write(facts, rollout_id, step.job_id, lease.as_ref())?;
             if let Some(existing) = steps.get(&step.step) {
                 return Err(conflict(format!(
                     "step {} of {} is already recorded (lsn {}); steps are immutable",
@@ -164,6 +166,7 @@ pub fn decide(
             // Any held lease fences a sandbox result or a reward: they come from verifiers,
             // jobs of their own, not from the episode the rollout runs under.
             let (task_id, rollout_id, steps) = resolve(facts, &target)?;
+            check_verdict_write(facts, rollout_id, lease.as_ref())?;
             let facts_of_step = steps
                 .get(&result.step)
                 .ok_or_else(|| step_not_found(result.step, &task_id, rollout_id))?;
@@ -184,6 +187,7 @@ pub fn decide(
         }
         DomainCommand::RecordReward { target, mut reward } => {
             let (task_id, rollout_id, steps) = resolve(facts, &target)?;
+            check_verdict_write(facts, rollout_id, lease.as_ref())?;
             let facts_of_step = steps
                 .get(&reward.step)
                 .ok_or_else(|| step_not_found(reward.step, &task_id, rollout_id))?;
@@ -200,7 +204,7 @@ pub fn decide(
         }
         DomainCommand::UpdateState { target, mut update } => {
             let (task_id, rollout_id, _) = resolve(facts, &target)?;
-            check_rollout_job(facts, rollout_id, lease.as_ref())?;
+            check_episode_write(facts, rollout_id, None, lease.as_ref())?;
             update.task_id.clone_from(&task_id);
             update.rollout_id = rollout_id;
             recorded(vec![Event::TaskStateUpdated(update)], task_id, rollout_id)
@@ -244,16 +248,34 @@ fn create_rollout(
     create: CreateRollout,
 ) -> Result<Decision<DomainReply>, DecideError> {
     let facts = &state.facts;
+    if create.job_id.is_some() && lease.is_none() {
+        // Otherwise anyone could claim a job's rollout before its episode does, or resume it.
+        return Err(DecideError::Invalid {
+            field: "job_id".into(),
+            message: "a rollout runs under a job only with a held lease of it: send the job's lease_id".into(),
+        });
+    }
     check_job(state, create.job_id, lease.as_ref())?;
-    let job_id = create.job_id.or(lease.as_ref().map(|lease| lease.job_id));
+    let job_id = lease.as_ref().map(|lease| lease.job_id);
     if let Some(job_id) = job_id {
         if let Some(existing) = facts.rollout_of_job(job_id) {
             // A retried attempt of the episode: the job's rollout, to resume.
             let rollout = facts.rollout(existing).expect("indexed rollouts exist");
-            if rollout.task_id != create.task_id {
+            let mismatch = [
+                ("task", rollout.task_id.as_str(), Some(create.task_id.as_str())),
+                ("group", rollout.group.as_str(), create.group.as_deref()),
+                ("model", rollout.model.as_str(), Some(create.model.as_str())),
+                (
+                    "policy_version",
+                    rollout.policy_version.as_str(),
+                    Some(create.policy_version.as_str()),
+                ),
+            ]
+            .into_iter()
+            .find(|(_, existing, asked)| asked.is_some_and(|asked| asked != *existing));
+            if let Some((field, existing_value, _)) = mismatch {
                 return Err(conflict(format!(
-                    "job {job_id} already runs rollout {existing} of task {}; a job has one rollout",
-                    rollout.task_id
+                    "job {job_id} already runs rollout {existing} with {field} {existing_value:?}; a job has one rollout, and a resumed attempt samples it as it began"
                 )));
             }
             return Ok(Decision {
@@ -274,11 +296,21 @@ fn create_rollout(
     let group = match create.group {
         Some(group) => {
             check_group(&group)?;
-            if let Some(task) = facts.group_task(&group) {
-                if task != create.task_id {
+            if let Some(existing) = facts.group(&group) {
+                if existing.task_id != create.task_id {
                     return Err(conflict(format!(
-                        "group {group} samples task {task}; a group holds rollouts of one task"
+                        "group {group} samples task {}; a group holds rollouts of one task",
+                        existing.task_id
                     )));
+                }
+                if existing.rollouts >= GROUP_ROLLOUTS_MAX {
+                    return Err(DecideError::OverLimit {
+                        limit: Limit::Items,
+                        field: "group".into(),
+                        message: format!(
+                            "group {group} holds {GROUP_ROLLOUTS_MAX} rollouts, the most one group may hold"
+                        ),
+                    });
                 }
             }
             group
@@ -469,23 +501,64 @@ fn check_job(
     }
 }
 
-/// A step or state update fenced by a lease into a rollout created under a job must hold a lease
-/// of that job: another job's worker cannot write the episode's steps or state. (Sandbox results
-/// and rewards come from verifier jobs and take any held lease.)
-fn check_rollout_job(
+/// The steps and state of a rollout created under a job are the episode's: written only under a
+/// held lease of that job (another episode, or an attempt whose lease was lost, cannot), and a
+/// step names no other job. A rollout created without a job takes writes fenced by any lease, or
+/// none.
+fn check_episode_write(
+    facts: &FactIndex,
+    rollout_id: Option<RolloutId>,
+    named_job: Option<JobId>,
+    lease: Option<&LeaseDetails>,
+) -> Result<(), DecideError> {
+    let Some(rollout_id) = rollout_id else {
+        return Ok(());
+    };
+    let Some(job_id) = facts.rollout(rollout_id).and_then(|rollout| rollout.job_id) else {
+        return Ok(());
+    };
+    let invalid = |field: &str, message: String| DecideError::Invalid {
+        field: field.into(),
+        message,
+    };
+    match lease {
+        None => Err(invalid(
+            "lease_id",
+            format!("rollout {rollout_id} runs under {job_id}: its steps and state are written under a held lease of {job_id}"),
+        )),
+        Some(lease) if lease.job_id != job_id => Err(invalid(
+            "lease_id",
+            format!(
+                "{} is a lease of {}, but rollout {rollout_id} runs under {job_id}",
+                lease.lease_id, lease.job_id
+            ),
+        )),
+        Some(_) => match named_job {
+            Some(named) if named != job_id => Err(invalid(
+                "job_id",
+                format!("rollout {rollout_id} runs under {job_id}, not {named}"),
+            )),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// A sandbox result or reward for a rollout created under a job comes from a verifier job and
+/// is fenced by its held lease; without one it is refused.
+fn check_verdict_write(
     facts: &FactIndex,
     rollout_id: Option<RolloutId>,
     lease: Option<&LeaseDetails>,
 ) -> Result<(), DecideError> {
-    let (Some(rollout_id), Some(lease)) = (rollout_id, lease) else {
-        return Ok(());
-    };
-    match facts.rollout(rollout_id).and_then(|rollout| rollout.job_id) {
-        Some(job_id) if job_id != lease.job_id => Err(DecideError::Invalid {
+    let job_id = rollout_id
+        .and_then(|id| facts.rollout(id))
+        .and_then(|rollout| rollout.job_id);
+    match (job_id, lease) {
+        (Some(job_id), None) => Err(DecideError::Invalid {
             field: "lease_id".into(),
             message: format!(
-                "{} is a lease of {}, but rollout {rollout_id} runs under {job_id}",
-                lease.lease_id, lease.job_id
+                "rollout {} runs under {job_id}: its sandbox results and rewards are written under a held lease (the verifier's)",
+                rollout_id.map_or_else(String::new, |id| id.to_string())
             ),
         }),
         _ => Ok(()),

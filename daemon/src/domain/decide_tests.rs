@@ -370,3 +370,57 @@ fn a_dataset_registers_once_and_records_are_written_once_per_position() {
     let resent = decide(&harness.state, NOW, ingest(vec![(1, records(&["b", "c"]))])).unwrap();
     assert!(resent.events.is_empty(), "a resent batch writes nothing");
 }
+
+#[test]
+fn an_episodes_rollout_takes_steps_only_under_its_lease_and_verdicts_only_under_a_lease() {
+    let mut harness = Harness::new();
+    harness.leased_job(1, 1);
+    // Claiming a job's rollout without holding its lease is refused: nobody can take over an
+    // episode's rollout before it starts, or resume it.
+    let mut claim = create("t", None, None);
+    if let DomainCommand::CreateRollout(create) = &mut claim {
+        create.job_id = Some(JobId(1));
+    }
+    assert!(matches!(
+        harness.run(claim),
+        Err(DecideError::Invalid { field, .. }) if field == "job_id"
+    ));
+    let rollout = rollout_of(harness.run(create("t", Some("g"), Some(LeaseId(1)))).unwrap());
+    let target = Target::Rollout(rollout.rollout_id);
+    // Without a lease, the episode's steps, state and verdicts are refused.
+    assert!(matches!(
+        harness.run(step(target.clone(), 0, None)),
+        Err(DecideError::Invalid { field, .. }) if field == "lease_id"
+    ));
+    harness.run(step(target.clone(), 0, Some(LeaseId(1)))).unwrap();
+    assert!(matches!(
+        harness.run(sandbox(target.clone(), 0)),
+        Err(DecideError::Invalid { field, .. }) if field == "lease_id"
+    ));
+    // A resumed attempt samples the rollout as it began: another group or policy is refused.
+    let mut other_policy = create("t", Some("g"), Some(LeaseId(1)));
+    if let DomainCommand::CreateRollout(create) = &mut other_policy {
+        create.policy_version = "p2".into();
+    }
+    assert!(matches!(
+        harness.run(other_policy),
+        Err(DecideError::Conflict { message }) if message.contains("policy_version")
+    ));
+    assert!(matches!(
+        harness.run(create("t", Some("other"), Some(LeaseId(1)))),
+        Err(DecideError::Conflict { message }) if message.contains("group")
+    ));
+    assert!(!rollout_of(harness.run(create("t", None, Some(LeaseId(1)))).unwrap()).created);
+}
+
+#[test]
+fn a_group_holds_at_most_group_rollouts_max() {
+    let mut harness = Harness::new();
+    for _ in 0..super::decide::GROUP_ROLLOUTS_MAX {
+        harness.run(create("t", Some("big"), None)).unwrap();
+    }
+    assert!(matches!(
+        harness.run(create("t", Some("big"), None)),
+        Err(DecideError::OverLimit { .. })
+    ));
+}

@@ -30,9 +30,16 @@ pub struct FactIndex {
     default_rollouts: HashMap<String, StepIndex>,
     /// The rollout created under each episode job (at most one per job).
     rollout_of_job: HashMap<JobId, RolloutId>,
-    /// The task each group samples (a group holds rollouts of one task).
-    group_tasks: HashMap<String, String>,
+    /// The task each group samples (a group holds rollouts of one task) and its size.
+    groups: HashMap<String, GroupFacts>,
     datasets: HashMap<(String, String), DatasetFacts>,
+}
+
+/// One group of rollouts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupFacts {
+    pub task_id: String,
+    pub rollouts: u64,
 }
 
 /// One rollout.
@@ -40,6 +47,9 @@ pub struct FactIndex {
 pub struct RolloutFacts {
     pub task_id: String,
     pub group: String,
+    /// Model and policy version it samples (a resumed attempt must sample the same).
+    pub model: String,
+    pub policy_version: String,
     pub job_id: Option<JobId>,
     /// The record that created it.
     pub lsn: Lsn,
@@ -91,14 +101,20 @@ impl FactIndex {
                 if let Some(job_id) = created.job_id {
                     self.rollout_of_job.entry(job_id).or_insert(id);
                 }
-                self.group_tasks
+                self.groups
                     .entry(created.group.clone())
-                    .or_insert_with(|| created.task_id.clone());
+                    .or_insert_with(|| GroupFacts {
+                        task_id: created.task_id.clone(),
+                        rollouts: 0,
+                    })
+                    .rollouts += 1;
                 self.rollouts.insert(
                     id,
                     RolloutFacts {
                         task_id: created.task_id.clone(),
                         group: created.group.clone(),
+                        model: created.model.clone(),
+                        policy_version: created.policy_version.clone(),
                         job_id: created.job_id,
                         lsn,
                         steps: StepIndex::new(),
@@ -167,9 +183,9 @@ impl FactIndex {
         self.rollout_of_job.get(&job_id).copied()
     }
 
-    /// The task a group samples, once it has a rollout.
-    pub fn group_task(&self, group: &str) -> Option<&str> {
-        self.group_tasks.get(group).map(String::as_str)
+    /// The task a group samples and its size, once it has a rollout.
+    pub fn group(&self, group: &str) -> Option<&GroupFacts> {
+        self.groups.get(group)
     }
 
     /// The steps of a rollout (`None` for an unknown rollout; a default rollout always exists,

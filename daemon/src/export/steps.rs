@@ -97,9 +97,10 @@ pub fn rollout_reward_at(rollout: &Rollout, to: Lsn) -> Option<f64> {
     if rewards.is_empty() {
         return None;
     }
-    // Stable: rewards of one record stay in step order.
+    // Stable: rewards of one record stay in step order. Folded from +0.0 like the projection's
+    // running sum (`Sum` of floats starts at -0.0).
     rewards.sort_by_key(|(lsn, _)| *lsn);
-    Some(rewards.iter().map(|(_, value)| value).sum())
+    Some(rewards.iter().fold(0.0, |sum, (_, value)| sum + value))
 }
 
 /// The scores of one group as of `to`: over its rollouts created at or before `to`, each with
@@ -123,19 +124,13 @@ pub struct RolloutScore {
 impl GroupScoresAt {
     /// Reads every step of every rollout of the group once.
     pub fn compute(trajectories: &Trajectories, group: &str, to: Lsn) -> GroupScoresAt {
-        let members = trajectories.group(group).map_or_else(Vec::new, |scores| {
-            scores
-                .rollouts
-                .iter()
-                .filter_map(|(summary, _)| summary.rollout_id)
-                .collect()
-        });
+        let members = trajectories.group_members(group);
         // In creation order (the projection's), so the mean adds up the same way every time.
         // Only scored rollouts (a reward at or before `to`) count, as in the projection's
         // `group`: an unfinished sample has no advantage yet and does not move the others'.
         let rewards: Vec<(RolloutId, f64)> = members
-            .into_iter()
-            .filter_map(|id| trajectories.rollout(id))
+            .iter()
+            .filter_map(|id| trajectories.rollout(*id))
             .filter(|rollout| rollout.lsn <= to)
             .filter_map(|rollout| {
                 rollout_reward_at(rollout, to).map(|reward| (rollout.created.rollout_id, reward))

@@ -538,10 +538,14 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
             reply,
         } => match domain_decide::decide(&sequencer.state, now_ms, command) {
             Ok(decision) if decision.events.is_empty() => {
-                let _ignored_if_client_left = reply.send(Ok(DomainOutcome {
+                let outcome = DomainOutcome {
                     lsn: None,
                     depends_on: sequencer.state.last_lsn,
                     reply: decision.reply,
+                };
+                sequencer.after_in_flight(Box::new(move |durable| {
+                    let answer = durable.map(|()| outcome).map_err(SequencerError::Append);
+                    let _ignored_if_client_left = reply.send(answer);
                 }));
             }
             Ok(decision) => {
@@ -555,7 +559,15 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                     .commit(now_ms, actor, decision.events, answer(reply, make))
                     .await;
             }
-            Err(error) => refuse(reply, error),
+            // A refusal (a step already recorded, a reward already given) may rest on a fact
+            // still in flight, too.
+            Err(error) => sequencer.after_in_flight(Box::new(move |durable| {
+                let answer = match durable {
+                    Ok(()) => Err(SequencerError::Rejected(error)),
+                    Err(failed) => Err(SequencerError::Append(failed)),
+                };
+                let _ignored_if_client_left = reply.send(answer);
+            })),
         },
         Command::AppendInternal {
             events,

@@ -242,6 +242,28 @@ impl Sequencer {
         lsn
     }
 
+    /// Calls `answer` once every frame now in flight is durable (at once when none is), with
+    /// the first failure if one fails. A decision that appended nothing, or a refusal, may rest
+    /// on a fact still in flight (a step recorded a moment ago); answering only after it is
+    /// durable keeps a 2xx or a 409 from resting on a record a crash or a full disk could take
+    /// back.
+    pub(super) fn after_in_flight(
+        &mut self,
+        answer: Box<dyn FnOnce(Result<(), AppendError>) + Send>,
+    ) {
+        match self.in_flight.back_mut() {
+            None => answer(Ok(())),
+            Some(last) => {
+                let earlier = std::mem::replace(&mut last.on_durable, Box::new(|_| {}));
+                last.on_durable = Box::new(move |outcome| {
+                    let for_answer = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
+                    earlier(outcome);
+                    answer(for_answer);
+                });
+            }
+        }
+    }
+
     /// After a failed append, every later frame fails too. Wait for all of them, then rebuild the
     /// state from what is durable and continue in careful mode.
     async fn recover_from_failed_append(&mut self) {

@@ -705,8 +705,9 @@ async fn a_verdict_with_a_rollout_id_lands_on_the_rollouts_step() {
         .await
         .unwrap()
         .job_id;
-    // The worker records step 1 itself (model in the payload), under the rollout.
-    let verify_recorded_here = client
+    // The verifier does not record a rollout's steps (they are the episode's, under its lease):
+    // a payload with a model is refused.
+    let records_a_step = client
         .submit(&submit_request(json!({
             "rollout_id": good, "step": 1, "model": "verifier-model", "policy_version": "p4",
             "files": files(TEST_PASSES), "action": pattern("logger.info($A)"),
@@ -720,7 +721,7 @@ async fn a_verdict_with_a_rollout_id_lands_on_the_rollouts_step() {
         .submit(&SubmitJobRequest {
             task_id: Some("another-task".into()),
             ..submit_request(json!({
-                "rollout_id": good, "step": 2, "model": "verifier-model", "policy_version": "p4",
+                "rollout_id": good, "step": 0,
                 "files": {"app.py": APP}, "action": pattern("logger.info($A)"),
             }))
         })
@@ -729,7 +730,15 @@ async fn a_verdict_with_a_rollout_id_lands_on_the_rollouts_step() {
         .job_id;
 
     let stderr = run_worker(&daemon.url, 4);
-    assert!(stderr.contains("3 completed, 1 failed, 0 lost"), "{stderr}");
+    assert!(stderr.contains("2 completed, 2 failed, 0 lost"), "{stderr}");
+    let refused = client.job(records_a_step).await.unwrap();
+    assert!(
+        refused
+            .last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("recorded by its episode")),
+        "{refused:?}"
+    );
 
     let summary = result(&client, verify_good).await;
     assert_eq!(summary["verified"], true, "{summary:#}");
@@ -739,14 +748,11 @@ async fn a_verdict_with_a_rollout_id_lands_on_the_rollouts_step() {
         summary["recorded"],
         json!({"step": "not_posted", "sandbox": "recorded", "reward": "recorded"})
     );
-    let summary = result(&client, verify_recorded_here).await;
-    assert_eq!(summary["verified"], true, "{summary:#}");
-    assert_eq!(summary["recorded"]["step"], "recorded");
     let summary = result(&client, verify_bad).await;
     assert_eq!(summary["verified"], false, "{summary:#}");
 
     let view = client.rollout(good, None, None).await.unwrap();
-    assert_eq!(view.steps.len(), 2, "{view:?}");
+    assert_eq!(view.steps.len(), 1, "{view:?}");
     let actor_step = &view.steps[0];
     assert_eq!(
         (actor_step.rollout_id, actor_step.model.as_str()),
@@ -767,11 +773,7 @@ async fn a_verdict_with_a_rollout_id_lands_on_the_rollouts_step() {
         .expect("reward on the rollout's step");
     assert!(reward.verified && reward.value == 1.0, "{reward:?}");
     assert_eq!(reward.source, RewardSource::Rule);
-    let worker_step = &view.steps[1];
-    assert_eq!(worker_step.model, "verifier-model");
-    assert_eq!(worker_step.job_id, Some(verify_recorded_here));
-    assert!(worker_step.reward.as_ref().unwrap().verified);
-    assert_eq!(view.reward, 2.0);
+    assert_eq!(view.reward, 1.0);
     let bad_view = client.rollout(bad, None, None).await.unwrap();
     assert_eq!(bad_view.steps[0].reward.as_ref().unwrap().value, 0.0);
 
@@ -783,10 +785,10 @@ async fn a_verdict_with_a_rollout_id_lands_on_the_rollouts_step() {
         .steps
         .is_empty());
 
-    // The verdicts are the group's rewards: mean 1, advantages +-1/sqrt(2).
+    // The verdicts are the group's rewards: mean 0.5, advantages +-1/sqrt(2).
     let scores = client.group(group).await.unwrap();
     assert_eq!(scores.rollouts.len(), 2);
-    assert_eq!(scores.mean, 1.0);
+    assert_eq!(scores.mean, 0.5);
     let advantages: Vec<(Option<_>, f64)> = scores
         .rollouts
         .iter()

@@ -154,7 +154,7 @@ async fn decide_and_apply(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
             format!(
-                "lsn {depends_on} is not applied within {} ms; read the fact back before repeating the write",
+                "the decision rests on lsn {depends_on}, which is durable but not applied within {} ms; read the fact back before repeating the write",
                 APPLY_WAIT.as_millis()
             ),
         ));

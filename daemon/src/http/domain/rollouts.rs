@@ -100,11 +100,18 @@ pub async fn list(
     check_task_id(&task_id)?;
     state.settle_reads().await;
     let trajectories = state.domain.projections.trajectories();
+    // Each group is scored once, however many of its rollouts the task lists.
+    let mut scores = std::collections::HashMap::new();
     let rollouts = trajectories
         .task_rollouts(&task_id)
         .into_iter()
         .map(|summary| {
-            let advantage = trajectories.advantage_of(summary.rollout_id);
+            let advantage = summary.group.as_deref().and_then(|group| {
+                let scores = scores
+                    .entry(group.to_owned())
+                    .or_insert_with(|| trajectories.group(group));
+                scores.as_ref()?.advantage_of(summary.rollout_id?)
+            });
             summary_view(summary, advantage)
         })
         .collect();

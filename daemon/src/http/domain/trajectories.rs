@@ -300,14 +300,19 @@ async fn record_reward_into(
 ) -> ApiResult<Json<StepFactResponse>> {
     let step = parse_step(step)?;
     check_reward(&request)?;
+    // `+ 0.0` turns -0.0 into 0.0: the same reward, one representation in every sum and export.
     let reward = RewardRecorded {
         task_id: String::new(),
         rollout_id: None,
         step,
         lease_id: request.lease_id,
-        value: request.value,
+        value: request.value + 0.0,
         verified: request.verified,
-        components: request.components,
+        components: request
+            .components
+            .into_iter()
+            .map(|(name, value)| (name, value + 0.0))
+            .collect(),
         source: request.source,
     };
     let command = DomainCommand::RecordReward { target, reward };

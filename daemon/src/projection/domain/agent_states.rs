@@ -77,16 +77,20 @@ impl AgentStates {
     /// A rollout's state starts from its task's base state (a copy; later base updates do not
     /// reach it) or empty. Its update history holds only its own updates.
     pub fn apply_rollout(&mut self, created: &RolloutCreated) {
-        let task = self.tasks.entry(created.task_id.clone()).or_default();
-        if task.rollouts.contains_key(&created.rollout_id) {
+        // The first rollout with an id stands, as in the trajectories and the fact index.
+        if self.rollout_tasks.contains_key(&created.rollout_id) {
             return;
         }
         self.rollout_tasks
             .insert(created.rollout_id, created.task_id.clone());
+        let task = self.tasks.entry(created.task_id.clone()).or_default();
         let start = match (created.state_from, &task.base) {
             (StateFrom::Task, Some(base)) => Some(TaskState {
+                state: Arc::clone(&base.state),
+                tokens: base.tokens,
+                encoding: base.encoding.clone(),
+                lsn: base.lsn,
                 updates: Vec::new(),
-                ..base.clone()
             }),
             _ => None,
         };

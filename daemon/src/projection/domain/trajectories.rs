@@ -104,6 +104,16 @@ pub struct GroupScores {
     pub rollouts: Vec<(RolloutSummary, Option<f64>)>,
 }
 
+impl GroupScores {
+    /// The advantage of one of the group's rollouts (`None` when it is not scored yet).
+    pub fn advantage_of(&self, rollout_id: RolloutId) -> Option<f64> {
+        self.rollouts
+            .iter()
+            .find(|(summary, _)| summary.rollout_id == Some(rollout_id))
+            .and_then(|(_, advantage)| *advantage)
+    }
+}
+
 /// Where an export resumes: after this step of this rollout (`None`: the default one).
 pub type StepCursor<'a> = (&'a str, Option<RolloutId>, u32);
 
@@ -431,16 +441,9 @@ impl Trajectories {
         })
     }
 
-    /// The group-relative advantage of a rollout (`None` for the default rollout, which has no
-    /// group).
-    pub fn advantage_of(&self, rollout_id: Option<RolloutId>) -> Option<f64> {
-        let rollout = self.rollout(rollout_id?)?;
-        let scores = self.group(&rollout.created.group)?;
-        scores
-            .rollouts
-            .iter()
-            .find(|(summary, _)| summary.rollout_id == rollout_id)
-            .and_then(|(_, advantage)| *advantage)
+    /// The rollouts of a group in creation order (empty for an unknown group).
+    pub fn group_members(&self, group: &str) -> &[RolloutId] {
+        self.groups.get(group).map_or(&[], Vec::as_slice)
     }
 
     pub fn stats(&self) -> TrajectoryStats {
