@@ -72,11 +72,16 @@ class JobContext:
         `{"rollout_id", "task_id", "group", "created", "steps", "next_step", ...}`. Sets
         `self.rollout_id`. `next_step` is where the episode continues: 0 for a new rollout,
         one past the highest recorded step for a resumed one (so a retried episode records
-        every step exactly once). `group`, `sampling` and `state_from` only matter when the
-        rollout is created. Raises `AgentdError` (`lease_lost` when the lease is gone);
-        `ValueError` when the job has no `task_id`."""
+        every step exactly once). `group` defaults to the payload's `"group"` (what `agentctl
+        submit --rollouts` writes), so every attempt names the same one; a resumed attempt must
+        name the group, model and policy version the rollout began with (else 409 `conflict`).
+        `sampling` and `state_from` only matter when the rollout is created. Raises
+        `AgentdError` (`lease_lost` when the lease is gone); `ValueError` when the job has no
+        `task_id`."""
         if not self.task_id:
             raise ValueError("job {} has no task_id: a rollout belongs to a task".format(self.job_id))
+        if group is None and isinstance(self.payload, dict):
+            group = self.payload.get("group")
         answer = self.client.create_rollout(self.task_id, model, policy_version, sampling=sampling,
                                             group=group, lease_id=self.lease_id,
                                             state_from=state_from)

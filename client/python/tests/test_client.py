@@ -206,12 +206,15 @@ class WorkerTest(unittest.TestCase):
 
     def test_a_retried_episode_resumes_its_rollout(self):
         queue, task = unique("w"), unique("task")
-        job_id = self.client.submit(queue, "episode", {"max_steps": 3}, task_id=task,
+        group = unique("grp")
+        # The group travels in the payload, as `agentctl submit --rollouts` writes it.
+        job_id = self.client.submit(queue, "episode", {"max_steps": 3, "group": group}, task_id=task,
                                     max_attempts=2, lease_ttl_ms=2000)["job_id"]
         seen = []
 
         def handler(context):
-            rollout = context.rollout("m", "v1", group=unique("grp"))
+            rollout = context.rollout("m", "v1")
+            self.assertEqual(rollout["group"], group)
             seen.append((context.attempt, context.job.get("rollout_id"), rollout["created"],
                          rollout["next_step"], context.rollout_id))
             for step in range(rollout["next_step"], context.payload["max_steps"]):
