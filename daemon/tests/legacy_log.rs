@@ -1,8 +1,8 @@
 //! A log written before rollouts existed (`tests/fixtures/legacy_v1/`, by the build of commit
 //! 7fd5cd0, with the six exports that build produced) rebuilds with this build to the same
 //! exports: the kinds whose columns did not change byte for byte, and the step kinds with every
-//! old column equal and the new rollout columns null (each old step belongs to its task's
-//! default rollout).
+//! old column equal and the new columns null (each old step belongs to its task's default
+//! rollout and was recorded with a structured action, not from a raw output).
 
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -108,7 +108,14 @@ fn step_kinds_rebuild_with_every_old_column_unchanged_and_null_rollout_columns()
         (
             "trajectories",
             "trajectories-00000-of-00001.parquet",
-            &["rollout_id", "group", "rollout_reward", "advantage"][..],
+            &[
+                "rollout_id",
+                "group",
+                "raw_output",
+                "format_error",
+                "rollout_reward",
+                "advantage",
+            ][..],
         ),
         (
             "trl_sft",
@@ -129,6 +136,8 @@ fn step_kinds_rebuild_with_every_old_column_unchanged_and_null_rollout_columns()
             if name == "schema_version" {
                 continue; // 1 then, 2 now: the one value that must differ.
             }
+            // Types are unchanged (`action_kind` became nullable: a raw output that does not
+            // parse has no action; nullability is the field's, not the type's).
             assert_eq!(old_column.data_type(), new_column.data_type(), "{kind}.{name}");
             assert!(
                 old_column.as_ref() == new_column.as_ref(),

@@ -8,8 +8,8 @@
 //! must keep decoding records written by newer builds).
 
 use crate::events::{
-    Action, AgentState, AgentStateLists, DatasetMeta, RewardSource, Sampling, SandboxOutcome,
-    StateForget, StateFrom,
+    Action, AgentState, AgentStateLists, DatasetMeta, OutputFormatError, RewardSource, Sampling,
+    SandboxOutcome, StateForget, StateFrom,
 };
 use crate::ids::{JobId, LeaseId, Lsn, RolloutId};
 use serde::{Deserialize, Serialize};
@@ -449,10 +449,18 @@ pub struct RecordStepRequest {
     pub prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub think: Option<String>,
-    pub action: ActionRequest,
-    /// Merged into the task's agent state in the same log record as the step.
+    /// The action; required unless `raw_output` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionRequest>,
+    /// Merged into the agent state in the same log record as the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_update: Option<StateUpdateFields>,
+    /// The model's output (`<think>/<action>/<state_update>`, `docs/output-format.md`), instead
+    /// of `think`, `action` and `state_update`: the daemon parses it and stores both. An output
+    /// that does not parse is recorded with its `format_error`, no action, and a reward of 0
+    /// (`format` component): a negative for training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_output: Option<String>,
 }
 
 /// Sampling parameters of the model call (strict: an unknown parameter is refused).
@@ -524,6 +532,9 @@ pub struct RecordStepResponse {
     /// With a `state_update`: the merged state and what was trimmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<StateUpdateResponse>,
+    /// For a `raw_output` that did not parse: why (the step is recorded with reward 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format_error: Option<OutputFormatError>,
 }
 
 /// `POST /v1/tasks/{task_id}/steps/{step}/sandbox`.
@@ -606,8 +617,14 @@ pub struct TrajectoryStep {
     pub completion_tokens: Option<u64>,
     pub prompt: Option<String>,
     pub think: Option<String>,
-    pub action: Action,
+    /// `null` for a raw output that did not parse.
+    pub action: Option<Action>,
     pub state_update: Option<AgentState>,
+    /// The model's output as recorded, when the step came from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format_error: Option<OutputFormatError>,
     /// The task's agent state when the step was recorded (before its own `state_update`).
     pub state_before: AgentState,
     /// The frame of the last update merged into `state_before` (0: empty state).

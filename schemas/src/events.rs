@@ -387,8 +387,23 @@ pub struct StepRecorded {
     pub completion_tokens: Option<u64>,
     pub prompt: Option<String>,
     pub think: Option<String>,
-    pub action: Action,
+    /// `None` only for a step recorded from a `raw_output` that did not parse (`format_error`).
+    pub action: Option<Action>,
     pub state_update: Option<AgentState>,
+    /// The model's output as it came, when the step was recorded from it
+    /// (`docs/output-format.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_output: Option<String>,
+    /// Why `raw_output` did not parse; such a step has no action and a reward of 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format_error: Option<OutputFormatError>,
+}
+
+/// Why a model's output did not parse: a stable code from `docs/output-format.md` and a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OutputFormatError {
+    pub code: String,
+    pub message: String,
 }
 
 /// How a sandbox run ended.

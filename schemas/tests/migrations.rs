@@ -196,12 +196,14 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                 completion_tokens: Some(97),
                 prompt: Some("## Goals\n- replace print".into()),
                 think: Some("print calls should become logger calls".into()),
-                action: Action::Pattern {
+                action: Some(Action::Pattern {
                     language: "python".into(),
                     pattern: "print($A)".into(),
                     rewrite: "logger.info($A)".into(),
-                },
+                }),
                 state_update: Some(state),
+                raw_output: None,
+                format_error: None,
             })]),
         ),
         (

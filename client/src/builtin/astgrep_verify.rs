@@ -176,7 +176,8 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
                 completion_tokens: None,
                 prompt: None,
                 think: None,
-                action: action_request(&job.action),
+                action: Some(action_request(&job.action)),
+                raw_output: None,
                 state_update: None,
             };
             let answer = match target {
@@ -402,10 +403,13 @@ async fn check_step_action(
             ),
             retryable: false,
         }),
-        Some(entry) if entry.action != job.action => Err(Abort::Fail {
+        Some(entry) if entry.action.as_ref() != Some(&job.action) => Err(Abort::Fail {
             error: format!(
                 "step {step} of {place} was recorded with another action ({}) than the one to verify ({}); the verdict would be recorded against the wrong action",
-                describe_action(&entry.action),
+                entry
+                    .action
+                    .as_ref()
+                    .map_or_else(|| "none: its output did not parse".to_owned(), describe_action),
                 describe_action(&job.action)
             ),
             retryable: false,

@@ -89,14 +89,21 @@ pub(super) fn print_step(step: &TrajectoryStep) {
     }
     println!("{header}");
     match &step.action {
-        Action::Pattern {
+        Some(Action::Pattern {
             language,
             pattern,
             rewrite,
-        } => println!("  action: pattern [{language}] {pattern:?} -> {rewrite:?}"),
-        Action::Rule { yaml } => {
+        }) => println!("  action: pattern [{language}] {pattern:?} -> {rewrite:?}"),
+        Some(Action::Rule { yaml }) => {
             println!("  action: rule ({} lines of YAML)", yaml.lines().count())
         }
+        None => match &step.format_error {
+            Some(error) => println!(
+                "  action: none, the output did not parse ({}): {}",
+                error.code, error.message
+            ),
+            None => println!("  action: none"),
+        },
     }
     if let Some(think) = &step.think {
         let first = think.lines().next().unwrap_or("");

@@ -33,6 +33,8 @@ pub enum DomainCommand {
         target: Target,
         step: Box<StepRecorded>,
         state_update: Option<TaskStateUpdated>,
+        /// The reward of a step whose raw output did not parse (0, `format`), in the same record.
+        format_reward: Option<RewardRecorded>,
     },
     RecordSandbox {
         target: Target,
@@ -135,6 +137,7 @@ pub fn decide(
             target,
             mut step,
             mut state_update,
+            format_reward,
         } => {
             let (task_id, rollout_id, steps) = resolve(facts, &target)?;
             check_job(state, step.job_id, lease.as_ref())?;
@@ -159,6 +162,11 @@ pub fn decide(
                 update.task_id.clone_from(&task_id);
                 update.rollout_id = rollout_id;
                 events.push(Event::TaskStateUpdated(update.clone()));
+            }
+            if let Some(mut reward) = format_reward {
+                reward.task_id.clone_from(&task_id);
+                reward.rollout_id = rollout_id;
+                events.push(Event::RewardRecorded(reward));
             }
             recorded(events, task_id, rollout_id)
         }

@@ -112,10 +112,13 @@ fn step(target: Target, index: u32, lease_id: Option<LeaseId>) -> DomainCommand 
             completion_tokens: None,
             prompt: None,
             think: None,
-            action: Action::Rule { yaml: "r".into() },
+            action: Some(Action::Rule { yaml: "r".into() }),
             state_update: None,
+            raw_output: None,
+            format_error: None,
         }),
         state_update: None,
+        format_reward: None,
     }
 }
 

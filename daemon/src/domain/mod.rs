@@ -18,5 +18,6 @@ pub mod decide;
 #[cfg(test)]
 mod decide_tests;
 pub mod facts;
+pub mod output_format;
 pub mod splits;
 pub mod tokens;

@@ -116,12 +116,14 @@ fn step_records(index: u64) -> Vec<LogRecord> {
             index % 7
         )),
         think: Some(format!("print({index}) is debugging output; logger.info keeps it at info level")),
-        action: Action::Pattern {
+        action: Some(Action::Pattern {
             language: "python".into(),
             pattern: "print($A)".into(),
             rewrite: "logger.info($A)".into(),
-        },
+        }),
         state_update: None,
+        raw_output: None,
+        format_error: None,
     }));
     let mut last = vec![Event::RewardRecorded(RewardRecorded {
         task_id: task_id.clone(),
@@ -337,12 +339,13 @@ fn write_jsonl(domain: &DomainProjections, path: &Path, to: Lsn) -> anyhow::Resu
         };
         let step = &entry.step;
         let (kind, language, pattern, rewrite) = match &step.action {
-            Action::Pattern {
+            Some(Action::Pattern {
                 language,
                 pattern,
                 rewrite,
-            } => ("pattern", Some(language), Some(pattern), Some(rewrite)),
-            Action::Rule { .. } => ("rule", None, None, None),
+            }) => (Some("pattern"), Some(language), Some(pattern), Some(rewrite)),
+            Some(Action::Rule { .. }) => (Some("rule"), None, None, None),
+            None => (None, None, None, None),
         };
         let sandbox = view.sandbox.map(|fact| &fact.event);
         let reward = view.reward.map(|fact| &fact.event);

@@ -171,8 +171,8 @@ fn step_matches(
     }
     let verified = view.reward.is_some_and(|fact| fact.event.verified);
     let language = match &entry.step.action {
-        Action::Pattern { language, .. } => Some(language.as_str()),
-        Action::Rule { .. } => None,
+        Some(Action::Pattern { language, .. }) => Some(language.as_str()),
+        Some(Action::Rule { .. }) | None => None,
     };
     matches(
         filters,

@@ -237,7 +237,8 @@ export_columns! {
         UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
     prompt: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     think: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
-    action_kind: StringBuilder = text_builder(rows) => DataType::Utf8, REQUIRED;
+    /// Null for a raw output that did not parse (see `format_error`).
+    action_kind: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     action_language: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     action_pattern: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     action_rewrite: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
@@ -249,6 +250,10 @@ export_columns! {
         UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
     state_tokenizer: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     state_update: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    /// The model's output as recorded, when the step came from one (`docs/output-format.md`).
+    raw_output: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    /// The code of a raw output that did not parse (such a step has reward 0).
+    format_error: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     sandbox_outcome: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     exit_code: Int32Builder = Int32Builder::with_capacity(rows) => DataType::Int32, NULLABLE;
     timed_out: BooleanBuilder =
@@ -394,23 +399,30 @@ impl StepRows for TrajectoryRows {
         columns.prompt.append_option(step.prompt.as_deref());
         columns.think.append_option(step.think.as_deref());
         match &step.action {
-            Action::Pattern {
+            Some(Action::Pattern {
                 language,
                 pattern,
                 rewrite,
-            } => {
+            }) => {
                 columns.action_kind.append_value("pattern");
                 columns.action_language.append_value(language);
                 columns.action_pattern.append_value(pattern);
                 columns.action_rewrite.append_value(rewrite);
                 columns.action_rule_yaml.append_null();
             }
-            Action::Rule { yaml } => {
+            Some(Action::Rule { yaml }) => {
                 columns.action_kind.append_value("rule");
                 columns.action_language.append_null();
                 columns.action_pattern.append_null();
                 columns.action_rewrite.append_null();
                 columns.action_rule_yaml.append_value(yaml);
+            }
+            None => {
+                columns.action_kind.append_null();
+                columns.action_language.append_null();
+                columns.action_pattern.append_null();
+                columns.action_rewrite.append_null();
+                columns.action_rule_yaml.append_null();
             }
         }
         let state_json = match &self.last_state {
@@ -440,6 +452,10 @@ impl StepRows for TrajectoryRows {
         columns
             .state_update
             .append_option(step.state_update.as_ref().map(json_text));
+        columns.raw_output.append_option(step.raw_output.as_deref());
+        columns
+            .format_error
+            .append_option(step.format_error.as_ref().map(|error| error.code.as_str()));
         match view.sandbox {
             Some(fact) => {
                 let result = &fact.event;
@@ -608,7 +624,12 @@ impl StepRows for SftRows {
             Some(prompt) => prompt.clone(),
             None => render(&entry.state_before),
         };
-        let answer = assistant_text(step.think.as_deref(), &step.action);
+        // A step without an action (a raw output that did not parse) is rewarded 0, never
+        // verified, so it never gets here; a verified reward on one is not a demonstration.
+        let Some(action) = &step.action else {
+            return false;
+        };
+        let answer = assistant_text(step.think.as_deref(), action);
         let columns = &mut self.columns;
         push_message(
             &mut columns.messages,

@@ -115,7 +115,7 @@ fn sample_log(records: usize, tasks: usize) -> Vec<LogRecord> {
                         completion_tokens: Some(20),
                         prompt: (step == 0).then(|| format!("fix {task_id}")),
                         think: Some("print should be logging".into()),
-                        action: if step == 0 {
+                        action: Some(if step == 0 {
                             Action::Pattern {
                                 language: "python".into(),
                                 pattern: "print($A)".into(),
@@ -125,8 +125,10 @@ fn sample_log(records: usize, tasks: usize) -> Vec<LogRecord> {
                             Action::Rule {
                                 yaml: "rule: {pattern: x}".into(),
                             }
-                        },
+                        }),
                         state_update: None,
+                        raw_output: None,
+                        format_error: None,
                     }),
                 ],
             ));
@@ -691,12 +693,14 @@ fn step_builds_filter_by_the_split_source_and_version_of_the_task_record() {
                     completion_tokens: None,
                     prompt: None,
                     think: None,
-                    action: Action::Pattern {
+                    action: Some(Action::Pattern {
                         language: "python".into(),
                         pattern: "print($A)".into(),
                         rewrite: "logger.info($A)".into(),
-                    },
+                    }),
                     state_update: None,
+                    raw_output: None,
+                    format_error: None,
                 }),
                 Event::RewardRecorded(RewardRecorded {
                     task_id: task_id.clone(),
@@ -806,10 +810,12 @@ fn rollout_step(task_id: &str, rollout: Option<u64>, step: u32) -> Event {
         completion_tokens: None,
         prompt: Some(format!("fix {task_id}")),
         think: None,
-        action: Action::Rule {
+        action: Some(Action::Rule {
             yaml: "rule: {pattern: x}".into(),
-        },
+        }),
         state_update: None,
+        raw_output: None,
+        format_error: None,
     })
 }
 

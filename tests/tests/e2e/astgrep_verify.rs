@@ -160,7 +160,8 @@ async fn verification_jobs_record_sandbox_results_and_rule_rewards() {
                 completion_tokens: None,
                 prompt: None,
                 think: None,
-                action,
+                action: Some(action),
+                raw_output: None,
                 state_update: None,
             },
         )
@@ -190,9 +191,10 @@ async fn verification_jobs_record_sandbox_results_and_rule_rewards() {
                 completion_tokens: None,
                 prompt: None,
                 think: None,
-                action: ActionRequest::Rule {
+                action: Some(ActionRequest::Rule {
                     yaml: "id: r\nlanguage: python\nrule:\n  pattern: a\nfix: b\n".into(),
-                },
+                }),
+                raw_output: None,
                 state_update: None,
             },
         )
@@ -603,7 +605,8 @@ fn step_request(step: u32, action: ActionRequest) -> RecordStepRequest {
         completion_tokens: None,
         prompt: None,
         think: None,
-        action,
+        action: Some(action),
+        raw_output: None,
         state_update: None,
     }
 }

@@ -132,7 +132,8 @@ fn step_request(step: u32, job_id: JobId, lease_id: LeaseId, model: &str) -> Rec
         completion_tokens: Some(96),
         prompt: None,
         think: Some(format!("step {step}: the accumulator is badly named")),
-        action: pattern("x", "total"),
+        action: Some(pattern("x", "total")),
+        raw_output: None,
         state_update: Some(StateUpdateFields {
             history: vec![format!("step {step}: proposed a rename")],
             hypotheses: vec!["renaming keeps the tests green".into()],

@@ -73,11 +73,12 @@ async fn record_steps(daemon: &Daemon, task: &str, steps: std::ops::Range<u32>) 
             completion_tokens: Some(20),
             prompt: Some(format!("## Goals\n- fix {task}")),
             think: Some("use logging".into()),
-            action: ActionRequest::Pattern {
+            action: Some(ActionRequest::Pattern {
                 language: "python".into(),
                 pattern: "print($A)".into(),
                 rewrite: "logger.info($A)".into(),
-            },
+            }),
+            raw_output: None,
             state_update: None,
         };
         client.record_step(task, &request).await.unwrap();

@@ -16,6 +16,7 @@ use super::{
     REWARD_COMPONENTS_MAX, THINK_BYTES_MAX,
 };
 use crate::domain::decide::{DomainCommand, DomainReply, Target};
+use crate::domain::output_format::{self, FormatError, ParsedOutput};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
@@ -29,7 +30,9 @@ use agentd_schemas::domain_api::{
     SandboxResultRequest,
     SandboxView, StepFactResponse, TrajectoryResponse, TrajectoryStatsResponse, TrajectoryStep,
 };
-use agentd_schemas::events::{RewardRecorded, SandboxResultRecorded, StepRecorded};
+use agentd_schemas::events::{
+    Action, OutputFormatError, RewardRecorded, RewardSource, SandboxResultRecorded, StepRecorded,
+};
 use agentd_schemas::RolloutId;
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
@@ -94,7 +97,28 @@ async fn record_step_into(
     check_step(&request)?;
     let step = request.step;
     let lease_id = request.lease_id;
-    let state_update = request.state_update.map(|fields| fields.into_parts());
+    let model_output = ModelOutput::of(&request)?;
+    let (think, action, state_update) = match &model_output {
+        ModelOutput::Fields => (
+            request.think,
+            request.action.map(Action::from),
+            request.state_update,
+        ),
+        ModelOutput::Parsed(parsed) => (
+            parsed.think.clone(),
+            Some(Action::from(parsed.action.clone())),
+            parsed.state_update.clone(),
+        ),
+        ModelOutput::Unparsed(_) => (None, None, None),
+    };
+    let state_update = state_update.map(|fields| fields.into_parts());
+    let format_error = match &model_output {
+        ModelOutput::Unparsed(error) => Some(OutputFormatError {
+            code: error.code.to_owned(),
+            message: error.message.clone(),
+        }),
+        _ => None,
+    };
     // The sequencer fills in the task (from the rollout), the rollout, and the job, attempt and
     // worker of a held lease.
     let event = StepRecorded {
@@ -111,18 +135,32 @@ async fn record_step_into(
         prompt_tokens: request.prompt_tokens,
         completion_tokens: request.completion_tokens,
         prompt: request.prompt,
-        think: request.think,
-        action: request.action.into(),
+        think,
+        action,
         state_update: state_update.as_ref().map(|(update, _)| update.clone()),
+        raw_output: request.raw_output,
+        format_error: format_error.clone(),
     };
     // The update is merged in the same record, after the step: the step keeps the state before.
     let update_event = state_update
         .map(|(update, forget)| state_event(&state.domain, update, forget, lease_id));
     let with_update = update_event.is_some();
+    // An output that does not parse is a negative: rewarded 0 in the same record, no sandbox.
+    let format_reward = format_error.as_ref().map(|_| RewardRecorded {
+        task_id: String::new(),
+        rollout_id: None,
+        step,
+        lease_id,
+        value: 0.0,
+        verified: false,
+        components: [("format".to_owned(), 0.0)].into(),
+        source: RewardSource::Rule,
+    });
     let command = DomainCommand::RecordStep {
         target,
         step: Box::new(event),
         state_update: update_event,
+        format_reward,
     };
     let (lsn, task_id, rollout_id) = record(state, caller, command).await?;
     let merged = match with_update {
@@ -138,7 +176,43 @@ async fn record_step_into(
         step,
         lsn,
         state: merged,
+        format_error,
     }))
+}
+
+/// Where a step's think, action and state update come from.
+enum ModelOutput {
+    /// The request's own fields.
+    Fields,
+    /// Its `raw_output`, parsed.
+    Parsed(ParsedOutput),
+    /// Its `raw_output`, which does not parse.
+    Unparsed(FormatError),
+}
+
+impl ModelOutput {
+    fn of(request: &RecordStepRequest) -> Result<ModelOutput, ApiError> {
+        let Some(raw) = &request.raw_output else {
+            if request.action.is_none() {
+                return Err(ApiError::invalid(
+                    "action: required unless raw_output (the model's output) is given",
+                ));
+            }
+            return Ok(ModelOutput::Fields);
+        };
+        if request.action.is_some() || request.think.is_some() || request.state_update.is_some()
+        {
+            return Err(ApiError::invalid(
+                "raw_output: give it alone; the daemon parses think, action and state_update out of it",
+            ));
+        }
+        // Longer outputs are not stored (the parser would refuse them as `too_large` anyway).
+        check_bytes("raw_output", raw, output_format::OUTPUT_BYTES_MAX)?;
+        Ok(match output_format::parse(raw) {
+            Ok(parsed) => ModelOutput::Parsed(parsed),
+            Err(error) => ModelOutput::Unparsed(error),
+        })
+    }
 }
 
 /// Sends a trajectory write to the sequencer and waits until it is applied: its LSN, task and
@@ -405,7 +479,11 @@ fn check_step(request: &RecordStepRequest) -> Result<(), ApiError> {
     if let Some(sampling) = &request.sampling {
         check_sampling(sampling)?;
     }
-    match &request.action {
+    // A `raw_output` step has no action here: the parser bounds the one it finds.
+    let Some(action) = &request.action else {
+        return Ok(());
+    };
+    match action {
         ActionRequest::Pattern {
             language,
             pattern,
@@ -506,6 +584,8 @@ pub(super) fn step_view(entry: &StepEntry) -> TrajectoryStep {
         think: step.think.clone(),
         action: step.action.clone(),
         state_update: step.state_update.clone(),
+        raw_output: step.raw_output.clone(),
+        format_error: step.format_error.clone(),
         state_before: agentd_schemas::events::AgentState::clone(&entry.state_before),
         state_before_lsn: entry.state_before_lsn,
         sandbox: entry.sandbox.as_ref().map(|fact| {

@@ -67,12 +67,14 @@ fn step(task_id: &str, step: u32, model: &str) -> Event {
         completion_tokens: Some(5),
         prompt: None,
         think: Some("think".to_owned()),
-        action: Action::Pattern {
+        action: Some(Action::Pattern {
             language: "python".to_owned(),
             pattern: "print($A)".to_owned(),
             rewrite: "log($A)".to_owned(),
-        },
+        }),
         state_update: None,
+        raw_output: None,
+        format_error: None,
     })
 }
 

@@ -653,6 +653,25 @@ pub fn advantage(reward: f64, mean: f64, std: f64) -> f64 {
     }
 }
 
+fn write_action(out: &mut DigestStream, action: &Action) {
+    match action {
+        Action::Pattern {
+            language,
+            pattern,
+            rewrite,
+        } => {
+            out.text("pattern");
+            out.text(language);
+            out.text(pattern);
+            out.text(rewrite);
+        }
+        Action::Rule { yaml } => {
+            out.text("rule");
+            out.text(yaml);
+        }
+    }
+}
+
 fn write_sampling(out: &mut DigestStream, sampling: &agentd_schemas::events::Sampling) {
     out.optional(sampling.temperature, DigestStream::float);
     out.optional(sampling.top_p, DigestStream::float);
@@ -676,22 +695,12 @@ fn write_step(out: &mut DigestStream, entry: &StepEntry) {
     out.optional(step.completion_tokens, DigestStream::number);
     out.optional(step.prompt.as_deref(), DigestStream::text);
     out.optional(step.think.as_deref(), DigestStream::text);
-    match &step.action {
-        Action::Pattern {
-            language,
-            pattern,
-            rewrite,
-        } => {
-            out.text("pattern");
-            out.text(language);
-            out.text(pattern);
-            out.text(rewrite);
-        }
-        Action::Rule { yaml } => {
-            out.text("rule");
-            out.text(yaml);
-        }
-    }
+    out.optional(step.action.as_ref(), write_action);
+    out.optional(step.raw_output.as_deref(), DigestStream::text);
+    out.optional(step.format_error.as_ref(), |out, error| {
+        out.text(&error.code);
+        out.text(&error.message);
+    });
     out.optional(step.state_update.as_ref(), write_state);
     write_state(out, &entry.state_before);
     out.number(entry.state_before_lsn.0);
