@@ -202,15 +202,18 @@ class Client:
 
     # -- trajectories -----------------------------------------------------------------------
 
-    def post_step(self, task_id, step, model, policy_version, action, job_id=None, lease_id=None,
-                  sampling=None, prompt_tokens=None, completion_tokens=None, prompt=None,
-                  think=None, state_update=None):
+    def post_step(self, task_id, step, model, policy_version, action=None, job_id=None,
+                  lease_id=None, sampling=None, prompt_tokens=None, completion_tokens=None,
+                  prompt=None, think=None, state_update=None, raw_output=None):
         """Records step `step` of a task (into its default rollout): the model's action
         (`{"kind": "pattern", "language", "pattern", "rewrite"}` or `{"kind": "rule", "yaml"}`),
-        and optionally the state update merged in the same record. A step already recorded is
-        refused with `conflict`."""
+        and optionally the state update merged in the same record. Or, instead of `action`,
+        `think` and `state_update`, the model's `raw_output` (`<think>/<action>/<state_update>`,
+        docs/output-format.md): the daemon parses it; an output that does not parse is recorded
+        with its `format_error` and a reward of 0. A step already recorded is refused with
+        `conflict`."""
         body = _step_body(step, model, policy_version, action, job_id, lease_id, sampling,
-                          prompt_tokens, completion_tokens, prompt, think, state_update)
+                          prompt_tokens, completion_tokens, prompt, think, state_update, raw_output)
         return self.post("/v1/tasks/{}/steps".format(_quote(task_id)), body)
 
     def post_sandbox(self, task_id, step, outcome, exit_code=None, diff=None, stdout=None,
@@ -304,14 +307,14 @@ class Client:
         return self.post("/v1/rollouts/{}/state".format(_quote(rollout_id)),
                          _state_body(update, lease_id, forget, fields))
 
-    def post_rollout_step(self, rollout_id, step, model, policy_version, action, job_id=None,
+    def post_rollout_step(self, rollout_id, step, model, policy_version, action=None, job_id=None,
                           lease_id=None, sampling=None, prompt_tokens=None, completion_tokens=None,
-                          prompt=None, think=None, state_update=None):
+                          prompt=None, think=None, state_update=None, raw_output=None):
         """Records step `step` of a rollout (the arguments of `post_step`); the state update
         merges into the rollout's state. A step already recorded in this rollout is refused
         with `conflict`; with `lease_id`, a lease no longer held with `lease_lost`."""
         body = _step_body(step, model, policy_version, action, job_id, lease_id, sampling,
-                          prompt_tokens, completion_tokens, prompt, think, state_update)
+                          prompt_tokens, completion_tokens, prompt, think, state_update, raw_output)
         return self.post("/v1/rollouts/{}/steps".format(_quote(rollout_id)), body)
 
     def post_rollout_sandbox(self, rollout_id, step, outcome, exit_code=None, diff=None,
@@ -340,12 +343,13 @@ def _state_body(update, lease_id, forget, fields):
 
 
 def _step_body(step, model, policy_version, action, job_id, lease_id, sampling, prompt_tokens,
-               completion_tokens, prompt, think, state_update):
+               completion_tokens, prompt, think, state_update, raw_output=None):
     return _drop_none({
         "step": step, "job_id": job_id, "lease_id": lease_id, "model": model,
         "policy_version": policy_version, "sampling": sampling,
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "prompt": prompt, "think": think, "action": action, "state_update": state_update,
+        "raw_output": raw_output,
     })
 
 

@@ -365,6 +365,35 @@ class RolloutTest(unittest.TestCase):
             self.client.post_rollout_state(first["rollout_id"], lease_id=grant["lease_id"], goals=["x"])
         self.assertEqual(caught.exception.code, "lease_lost")
 
+    def test_raw_outputs_are_parsed_and_unparseable_ones_are_recorded_as_negatives(self):
+        task = unique("task")
+        rollout_id = self.client.create_rollout(task, "m", "v1")["rollout_id"]
+        good = ("<think>use logging</think>\n<action>\n" + json.dumps(PATTERN) + "\n</action>\n"
+                "<state_update>{\"history\":[\"step 0: logging\"]}</state_update>")
+        answer = self.client.post_rollout_step(rollout_id, 0, model="m", policy_version="v1",
+                                               raw_output=good)
+        self.assertNotIn("format_error", answer)
+        self.assertEqual(answer["state"]["state"]["history"], ["step 0: logging"])
+        bad = "Sure! Here is the fix: print -> logging"
+        answer = self.client.post_rollout_step(rollout_id, 1, model="m", policy_version="v1",
+                                               raw_output=bad)
+        self.assertEqual(answer["format_error"]["code"], "text_outside_tags")
+        steps = self.client.get_rollout(rollout_id)["steps"]
+        self.assertEqual((steps[0]["action"], steps[0]["think"], steps[0]["raw_output"]),
+                         (PATTERN, "use logging", good))
+        self.assertIsNone(steps[1]["action"])
+        self.assertEqual(steps[1]["raw_output"], bad)
+        reward = steps[1]["reward"]
+        self.assertEqual((reward["value"], reward["verified"], reward["components"]),
+                         (0.0, False, {"format": 0.0}))
+        # The daemon's parser and this package's agree (docs/output-format-cases.json).
+        from agentd_client import output_format
+        self.assertEqual(output_format.parse(good).action, PATTERN)
+        with self.assertRaises(AgentdError) as caught:  # raw_output stands alone
+            self.client.post_rollout_step(rollout_id, 2, model="m", policy_version="v1",
+                                          raw_output=good, action=PATTERN)
+        self.assertEqual(caught.exception.code, "invalid_request")
+
     def test_forget_takes_items_out_of_rollout_and_task_state(self):
         task = unique("task")
         self.client.post_task_state(task, goals=["g1", "g2"], hypotheses=["h1"], next_focus="f")
