@@ -138,7 +138,11 @@ fn step_kinds_rebuild_with_every_old_column_unchanged_and_null_rollout_columns()
             }
             // Types are unchanged (`action_kind` became nullable: a raw output that does not
             // parse has no action; nullability is the field's, not the type's).
-            assert_eq!(old_column.data_type(), new_column.data_type(), "{kind}.{name}");
+            assert_eq!(
+                old_column.data_type(),
+                new_column.data_type(),
+                "{kind}.{name}"
+            );
             assert!(
                 old_column.as_ref() == new_column.as_ref(),
                 "{kind}.{name}: values differ"

@@ -290,7 +290,11 @@ impl StateUpdateRequest {
 impl StateUpdateFields {
     /// The additions and what is forgotten, as the event carries them.
     pub fn into_parts(self) -> (AgentState, StateForget) {
-        let forget = self.forget.clone().map(StateForget::from).unwrap_or_default();
+        let forget = self
+            .forget
+            .clone()
+            .map(StateForget::from)
+            .unwrap_or_default();
         (AgentState::from(self), forget)
     }
 }

@@ -314,9 +314,7 @@ pub struct TaskStateUpdated {
 }
 
 /// Where a new rollout's agent state starts.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StateFrom {
     /// A copy of the task's base state at creation (goals, constraints set for the task).

@@ -677,7 +677,10 @@ mod tests {
         );
         let lease_id: LeaseId = "lease_4".parse().unwrap();
         let rollout_id: RolloutId = "ro_2".parse().unwrap();
-        assert_eq!(Target::Task("t".into()).step_fence(lease_id), Some(lease_id));
+        assert_eq!(
+            Target::Task("t".into()).step_fence(lease_id),
+            Some(lease_id)
+        );
         assert_eq!(Target::Rollout(rollout_id).step_fence(lease_id), None);
         assert!(check_rollout_task(rollout_id, "t", None).is_ok());
         assert!(check_rollout_task(rollout_id, "t", Some("t")).is_ok());

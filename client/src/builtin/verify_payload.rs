@@ -427,7 +427,10 @@ mod tests {
             &SandboxLimits::default(),
         )
         .unwrap_err();
-        assert!(error.to_string().contains("recorded by its episode"), "{error}");
+        assert!(
+            error.to_string().contains("recorded by its episode"),
+            "{error}"
+        );
     }
 
     #[test]

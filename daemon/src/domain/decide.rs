@@ -10,7 +10,7 @@
 //! never reaches the log.
 
 use super::facts::{rollout_ref, FactIndex, StepIndex};
-use crate::queue::decide::{held_lease, Decision, DecideError, Limit};
+use crate::queue::decide::{held_lease, DecideError, Decision, Limit};
 use crate::queue::{JobStatus, QueueState};
 use agentd_schemas::events::{
     DatasetMeta, DatasetRecord, DatasetRecordsIngested, Event, RewardRecorded, RolloutCreated,
@@ -102,9 +102,13 @@ pub enum DomainReply {
         rollout_id: Option<RolloutId>,
     },
     /// `created: false` when the same meta was registered before (nothing appended).
-    DatasetRegistered { created: bool },
+    DatasetRegistered {
+        created: bool,
+    },
     /// Valid records left out because the dataset already received their positions.
-    Ingested { already_received: u64 },
+    Ingested {
+        already_received: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -260,7 +264,9 @@ fn create_rollout(
         // Otherwise anyone could claim a job's rollout before its episode does, or resume it.
         return Err(DecideError::Invalid {
             field: "job_id".into(),
-            message: "a rollout runs under a job only with a held lease of it: send the job's lease_id".into(),
+            message:
+                "a rollout runs under a job only with a held lease of it: send the job's lease_id"
+                    .into(),
         });
     }
     check_job(state, create.job_id, lease.as_ref())?;
@@ -270,7 +276,11 @@ fn create_rollout(
             // A retried attempt of the episode: the job's rollout, to resume.
             let rollout = facts.rollout(existing).expect("indexed rollouts exist");
             let mismatch = [
-                ("task", rollout.task_id.as_str(), Some(create.task_id.as_str())),
+                (
+                    "task",
+                    rollout.task_id.as_str(),
+                    Some(create.task_id.as_str()),
+                ),
                 ("group", rollout.group.as_str(), create.group.as_deref()),
                 ("model", rollout.model.as_str(), Some(create.model.as_str())),
                 (
@@ -503,7 +513,10 @@ fn check_job(
     match lease {
         Some(lease) if lease.job_id != job_id => Err(DecideError::Invalid {
             field: "lease_id".into(),
-            message: format!("{} is a lease of {}, not of {job_id}", lease.lease_id, lease.job_id),
+            message: format!(
+                "{} is a lease of {}, not of {job_id}",
+                lease.lease_id, lease.job_id
+            ),
         }),
         _ => Ok(()),
     }

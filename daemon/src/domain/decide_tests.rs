@@ -225,7 +225,10 @@ fn a_retried_job_gets_its_rollout_back_to_resume() {
     let lease_1 = LeaseId(1);
     let created = rollout_of(harness.run(create("t", None, Some(lease_1))).unwrap());
     assert!(created.created);
-    assert_eq!(created.group, "ro_1", "a default group of one is named after it");
+    assert_eq!(
+        created.group, "ro_1",
+        "a default group of one is named after it"
+    );
     let target = Target::Rollout(created.rollout_id);
     harness.run(step(target.clone(), 0, Some(lease_1))).unwrap();
     harness.run(step(target.clone(), 1, Some(lease_1))).unwrap();
@@ -267,7 +270,9 @@ fn a_lease_of_another_job_cannot_write_a_jobs_steps_but_a_verifiers_lease_fences
         harness.run(step(target.clone(), 0, Some(LeaseId(9)))),
         Err(DecideError::NotFound { .. })
     ));
-    harness.run(step(target.clone(), 0, Some(LeaseId(1)))).unwrap();
+    harness
+        .run(step(target.clone(), 0, Some(LeaseId(1))))
+        .unwrap();
     // Job 2 is the verifier: its held lease fences the sandbox result and the reward.
     let mut verdict = sandbox(target.clone(), 0);
     if let DomainCommand::RecordSandbox { result, .. } = &mut verdict {
@@ -278,7 +283,10 @@ fn a_lease_of_another_job_cannot_write_a_jobs_steps_but_a_verifiers_lease_fences
     if let DomainCommand::RecordReward { reward, .. } = &mut stale {
         reward.lease_id = Some(LeaseId(9));
     }
-    assert!(matches!(harness.run(stale), Err(DecideError::NotFound { .. })));
+    assert!(matches!(
+        harness.run(stale),
+        Err(DecideError::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -343,17 +351,29 @@ fn a_dataset_registers_once_and_records_are_written_once_per_position() {
         Err(DecideError::NotFound { .. })
     ));
     assert_eq!(
-        harness.run(DomainCommand::RegisterDataset(meta('0'))).unwrap(),
+        harness
+            .run(DomainCommand::RegisterDataset(meta('0')))
+            .unwrap(),
         DomainReply::DatasetRegistered { created: true }
     );
-    let again = decide(&harness.state, NOW, DomainCommand::RegisterDataset(meta('0'))).unwrap();
+    let again = decide(
+        &harness.state,
+        NOW,
+        DomainCommand::RegisterDataset(meta('0')),
+    )
+    .unwrap();
     assert!(again.events.is_empty());
-    assert_eq!(again.reply, DomainReply::DatasetRegistered { created: false });
+    assert_eq!(
+        again.reply,
+        DomainReply::DatasetRegistered { created: false }
+    );
     assert!(matches!(
         harness.run(DomainCommand::RegisterDataset(meta('1'))),
         Err(DecideError::Conflict { message }) if message.contains("sha256")
     ));
-    harness.run(ingest(vec![(1, records(&["b", "c"]))])).unwrap();
+    harness
+        .run(ingest(vec![(1, records(&["b", "c"]))]))
+        .unwrap();
     let decision = decide(
         &harness.state,
         NOW,
@@ -369,7 +389,12 @@ fn a_dataset_registers_once_and_records_are_written_once_per_position() {
         })
         .collect();
     assert_eq!(shape, [(0, 1), (3, 1)]);
-    assert_eq!(decision.reply, DomainReply::Ingested { already_received: 2 });
+    assert_eq!(
+        decision.reply,
+        DomainReply::Ingested {
+            already_received: 2
+        }
+    );
     let resent = decide(&harness.state, NOW, ingest(vec![(1, records(&["b", "c"]))])).unwrap();
     assert!(resent.events.is_empty(), "a resent batch writes nothing");
 }
@@ -388,14 +413,20 @@ fn an_episodes_rollout_takes_steps_only_under_its_lease_and_verdicts_only_under_
         harness.run(claim),
         Err(DecideError::Invalid { field, .. }) if field == "job_id"
     ));
-    let rollout = rollout_of(harness.run(create("t", Some("g"), Some(LeaseId(1)))).unwrap());
+    let rollout = rollout_of(
+        harness
+            .run(create("t", Some("g"), Some(LeaseId(1))))
+            .unwrap(),
+    );
     let target = Target::Rollout(rollout.rollout_id);
     // Without a lease, the episode's steps, state and verdicts are refused.
     assert!(matches!(
         harness.run(step(target.clone(), 0, None)),
         Err(DecideError::Invalid { field, .. }) if field == "lease_id"
     ));
-    harness.run(step(target.clone(), 0, Some(LeaseId(1)))).unwrap();
+    harness
+        .run(step(target.clone(), 0, Some(LeaseId(1))))
+        .unwrap();
     assert!(matches!(
         harness.run(sandbox(target.clone(), 0)),
         Err(DecideError::Invalid { field, .. }) if field == "lease_id"

@@ -202,8 +202,7 @@ impl FactIndex {
 
     pub fn dataset(&self, source: &str, version: &str) -> Option<&DatasetFacts> {
         // Datasets are few and registered rarely; the owned key costs nothing that matters.
-        self.datasets
-            .get(&(source.to_owned(), version.to_owned()))
+        self.datasets.get(&(source.to_owned(), version.to_owned()))
     }
 
     fn step_mut(&mut self, target: RolloutRef<'_>, step: u32) -> Option<&mut StepFacts> {

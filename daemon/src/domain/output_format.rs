@@ -81,7 +81,10 @@ pub fn parse(text: &str) -> Result<ParsedOutput, FormatError> {
         }
     }
     for (position, (index, _)) in blocks.iter().enumerate() {
-        if blocks[..position].iter().any(|(earlier, _)| earlier == index) {
+        if blocks[..position]
+            .iter()
+            .any(|(earlier, _)| earlier == index)
+        {
             return Err(error(
                 "duplicate_tag",
                 format!("<{}> appears more than once", BLOCKS[*index]),
@@ -288,11 +291,19 @@ fn without_empty_fields(mut update: StateUpdateFields) -> StateUpdateFields {
         update.next_focus = None;
     }
     if let Some(forget) = &mut update.forget {
-        if forget.remove.as_ref().is_some_and(|remove| remove == &Default::default()) {
+        if forget
+            .remove
+            .as_ref()
+            .is_some_and(|remove| remove == &Default::default())
+        {
             forget.remove = None;
         }
     }
-    if update.forget.as_ref().is_some_and(|forget| forget == &Default::default()) {
+    if update
+        .forget
+        .as_ref()
+        .is_some_and(|forget| forget == &Default::default())
+    {
         update.forget = None;
     }
     update
@@ -308,7 +319,11 @@ fn block_json<T: serde::Serialize>(value: &T) -> String {
 
 /// The canonical rendering of a parsed output (`docs/output-format.md`, "Canonical
 /// rendering"): `parse(render(x)) == x` and `render(parse(render(x))) == render(x)`.
-pub fn render(think: Option<&str>, action: &ActionRequest, update: Option<&StateUpdateFields>) -> String {
+pub fn render(
+    think: Option<&str>,
+    action: &ActionRequest,
+    update: Option<&StateUpdateFields>,
+) -> String {
     let mut out = String::new();
     if let Some(think) = think {
         out.push_str("<think>\n");
@@ -333,7 +348,10 @@ mod tests {
 
     /// The shared cases (`docs/output-format-cases.json`), the same file the Python tests read.
     fn cases() -> Vec<Value> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/output-format-cases.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/output-format-cases.json"
+        );
         let text = std::fs::read_to_string(path).unwrap();
         let file: Value = serde_json::from_str(&text).unwrap();
         file["cases"].as_array().unwrap().clone()

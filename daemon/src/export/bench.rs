@@ -343,7 +343,12 @@ fn write_jsonl(domain: &DomainProjections, path: &Path, to: Lsn) -> anyhow::Resu
                 language,
                 pattern,
                 rewrite,
-            }) => (Some("pattern"), Some(language), Some(pattern), Some(rewrite)),
+            }) => (
+                Some("pattern"),
+                Some(language),
+                Some(pattern),
+                Some(rewrite),
+            ),
             Some(Action::Rule { .. }) => (Some("rule"), None, None, None),
             None => (None, None, None, None),
         };

@@ -30,9 +30,7 @@ pub(crate) mod steps;
 
 use crate::projection::domain::DomainProjections;
 use agentd_schemas::events::{ExportFormat, ExportKind, ExportedFile};
-use agentd_schemas::export_api::{
-    ExportManifest, LsnRange, MANIFEST_VERSION,
-};
+use agentd_schemas::export_api::{ExportManifest, LsnRange, MANIFEST_VERSION};
 use agentd_schemas::Lsn;
 use arrow_schema::SchemaRef;
 use files::{FinishedGroup, JsonlShards, ParquetSettings, ParquetShards, PipelinedShards};

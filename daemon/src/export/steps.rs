@@ -21,10 +21,10 @@ use crate::projection::domain::agent_states::AgentStates;
 use crate::projection::domain::trajectories::{
     advantage, mean_and_std, source_name, Fact, Rollout, StepEntry, Trajectories,
 };
+use agentd_schemas::events::ExportKind;
 use agentd_schemas::events::{
     Action, AgentState, RewardRecorded, SandboxOutcome, SandboxResultRecorded,
 };
-use agentd_schemas::events::ExportKind;
 use agentd_schemas::{Lsn, RolloutId};
 use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
@@ -528,7 +528,9 @@ impl StepRows for TrajectoryRows {
         columns.step_ts_ms.append_value(entry.ts_ms);
         columns.first_lsn.append_value(view.first_lsn.0);
         columns.last_lsn.append_value(view.last_lsn.0);
-        columns.schema_version.append_value(ExportKind::Trajectories.schema_version());
+        columns
+            .schema_version
+            .append_value(ExportKind::Trajectories.schema_version());
         true
     }
 

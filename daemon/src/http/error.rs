@@ -81,7 +81,9 @@ impl From<DecideError> for ApiError {
             DecideError::InvalidState { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "invalid_state", message)
             }
-            DecideError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            DecideError::Conflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
         }
     }
 }

@@ -234,7 +234,10 @@ async fn incremental_exports_and_builds_are_rebuilt_byte_for_byte() {
         &url,
         &["exports", "show", first["export_id"].as_str().unwrap()],
     );
-    assert_eq!(show["manifest"]["schema_version"], 2, "trajectories columns are at version 2");
+    assert_eq!(
+        show["manifest"]["schema_version"], 2,
+        "trajectories columns are at version 2"
+    );
     assert_eq!(show["manifest"]["lsn_range"]["to"], first["to_lsn"]);
     // No temp file anywhere, and every listed file is there with its recorded hash.
     let exports_root = data_dir.join("exports");

@@ -107,7 +107,10 @@ async fn sixteen_concurrent_samples_of_one_task_form_a_group_that_survives_a_cra
         .map(|rollout| rollout["advantage"].as_f64().unwrap())
         .collect();
     assert_eq!(advantages.len(), ROLLOUTS);
-    assert!(advantages.iter().sum::<f64>().abs() < 1e-9, "{advantages:?}");
+    assert!(
+        advantages.iter().sum::<f64>().abs() < 1e-9,
+        "{advantages:?}"
+    );
     assert!(group["std"].as_f64().unwrap() > 0.0);
 
     // A sample's state started from the task's base state and holds only its own history.
@@ -119,15 +122,22 @@ async fn sixteen_concurrent_samples_of_one_task_form_a_group_that_survives_a_cra
         json!(["step 0 done", "step 1 done", "step 2 done"])
     );
     let base = get_json(&url, "/v1/tasks/src%2Fv1%2F7/state").await;
-    assert_eq!(base["state"]["history"], json!([]), "samples leave the base alone");
+    assert_eq!(
+        base["state"]["history"],
+        json!([]),
+        "samples leave the base alone"
+    );
 
     // Step indexes are unique per rollout: a repeat is refused and nothing reaches the log.
     let before = get_json(&url, "/v1/admin/digest").await;
-    let (status, refused) =
-        post_json(&url, &format!("/v1/rollouts/{first}/steps"), step_body(1, None)).await;
+    let (status, refused) = post_json(
+        &url,
+        &format!("/v1/rollouts/{first}/steps"),
+        step_body(1, None),
+    )
+    .await;
     assert_eq!((status, refused["code"].as_str()), (409, Some("conflict")));
-    let (status, refused) =
-        post_json(&url, "/v1/rollouts/ro_999/steps", step_body(0, None)).await;
+    let (status, refused) = post_json(&url, "/v1/rollouts/ro_999/steps", step_body(0, None)).await;
     assert_eq!((status, refused["code"].as_str()), (404, Some("not_found")));
     assert_eq!(get_json(&url, "/v1/admin/digest").await, before);
 
@@ -137,7 +147,10 @@ async fn sixteen_concurrent_samples_of_one_task_form_a_group_that_survives_a_cra
     daemon.restart();
     let url = daemon.url.clone();
     assert_eq!(get_json(&url, "/v1/groups/g").await, group);
-    assert_eq!(get_json(&url, &format!("/v1/rollouts/{first}")).await, shown);
+    assert_eq!(
+        get_json(&url, &format!("/v1/rollouts/{first}")).await,
+        shown
+    );
     let digest = get_json(&url, "/v1/admin/digest").await;
     assert_eq!(digest, before);
 
@@ -216,12 +229,19 @@ async fn a_retried_episode_resumes_its_rollout_under_its_new_lease() {
     .await;
     assert_eq!(status, 200, "{resumed}");
     assert_eq!(
-        (&resumed["rollout_id"], &resumed["created"], &resumed["next_step"]),
+        (
+            &resumed["rollout_id"],
+            &resumed["created"],
+            &resumed["next_step"]
+        ),
         (&json!(rollout), &json!(false), &json!(1))
     );
     // The stale attempt is fenced off; a repeated step is refused; step 1 lands once.
     let (status, refused) = post_json(&url, &steps, step_body(1, Some(&first_lease))).await;
-    assert_eq!((status, refused["code"].as_str()), (409, Some("lease_lost")));
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("lease_lost"))
+    );
     let (status, refused) = post_json(&url, &steps, step_body(0, Some(&second_lease))).await;
     assert_eq!((status, refused["code"].as_str()), (409, Some("conflict")));
     let (status, answer) = post_json(&url, &steps, step_body(1, Some(&second_lease))).await;

@@ -7,8 +7,8 @@
 //! exactly the missing positions and changes nothing else.
 
 use super::{decide_and_apply, read_blocking, DomainApi};
-use crate::domain::decide::{DomainCommand, DomainReply};
 use crate::domain::dataset::{validate_meta, validate_record};
+use crate::domain::decide::{DomainCommand, DomainReply};
 use crate::domain::splits::{DatasetStats, DatasetSummary, RecordCounts, SplitCounts};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;

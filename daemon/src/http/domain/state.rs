@@ -7,11 +7,10 @@
 //! state (or empty) and from then on changes only with its own updates.
 
 use super::{
-    check_bytes, check_task_id, decide_and_apply, DomainApi, STATE_ITEMS_MAX,
-    STATE_ITEM_BYTES_MAX,
+    check_bytes, check_task_id, decide_and_apply, DomainApi, STATE_ITEMS_MAX, STATE_ITEM_BYTES_MAX,
 };
-use crate::domain::decide::{DomainCommand, DomainReply, Target};
 use crate::domain::agent_state::{render, StateField, TrimAction, TrimReason, Trimmed};
+use crate::domain::decide::{DomainCommand, DomainReply, Target};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
@@ -123,7 +122,14 @@ async fn update_into(
         update: event,
     };
     let (lsn, reply) = decide_and_apply(state, caller.actor(), command).await?;
-    let (Some(lsn), DomainReply::Recorded { task_id, rollout_id }) = (lsn, reply) else {
+    let (
+        Some(lsn),
+        DomainReply::Recorded {
+            task_id,
+            rollout_id,
+        },
+    ) = (lsn, reply)
+    else {
         return Err(ApiError::internal(
             "recording a state update",
             "the sequencer appended nothing",

@@ -27,8 +27,8 @@ use crate::projection::domain::trajectories::{
 use agentd_schemas::domain_api::{
     ActionRequest, IgnoredView, ModelStatsView, RecordStepRequest, RecordStepResponse,
     RewardBucketView, RewardDistributionView, RewardRequest, RewardView, SamplingRequest,
-    SandboxResultRequest,
-    SandboxView, StepFactResponse, TrajectoryResponse, TrajectoryStatsResponse, TrajectoryStep,
+    SandboxResultRequest, SandboxView, StepFactResponse, TrajectoryResponse,
+    TrajectoryStatsResponse, TrajectoryStep,
 };
 use agentd_schemas::events::{
     Action, OutputFormatError, RewardRecorded, RewardSource, SandboxResultRecorded, StepRecorded,
@@ -142,8 +142,8 @@ async fn record_step_into(
         format_error: format_error.clone(),
     };
     // The update is merged in the same record, after the step: the step keeps the state before.
-    let update_event = state_update
-        .map(|(update, forget)| state_event(&state.domain, update, forget, lease_id));
+    let update_event =
+        state_update.map(|(update, forget)| state_event(&state.domain, update, forget, lease_id));
     let with_update = update_event.is_some();
     // An output that does not parse is a negative: rewarded 0 in the same record, no sandbox.
     let format_reward = format_error.as_ref().map(|_| RewardRecorded {
@@ -167,7 +167,13 @@ async fn record_step_into(
         false => None,
         true => {
             let states = state.domain.projections.agent_states();
-            Some(update_answer(&states, &task_id, rollout_id, lsn, &state.domain)?)
+            Some(update_answer(
+                &states,
+                &task_id,
+                rollout_id,
+                lsn,
+                &state.domain,
+            )?)
         }
     };
     Ok(Json(RecordStepResponse {
@@ -200,8 +206,7 @@ impl ModelOutput {
             }
             return Ok(ModelOutput::Fields);
         };
-        if request.action.is_some() || request.think.is_some() || request.state_update.is_some()
-        {
+        if request.action.is_some() || request.think.is_some() || request.state_update.is_some() {
             return Err(ApiError::invalid(
                 "raw_output: give it alone; the daemon parses think, action and state_update out of it",
             ));

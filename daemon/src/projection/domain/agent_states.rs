@@ -110,7 +110,9 @@ impl AgentStates {
         let slot = match event.rollout_id {
             Some(id) => {
                 self.rollout_tasks.insert(id, event.task_id.clone());
-                task.rollouts.entry(id).or_insert_with(|| empty(&event.limits))
+                task.rollouts
+                    .entry(id)
+                    .or_insert_with(|| empty(&event.limits))
             }
             None => task.base.get_or_insert_with(|| empty(&event.limits)),
         };

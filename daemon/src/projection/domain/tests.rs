@@ -490,12 +490,18 @@ fn rollouts_of_one_task_keep_their_own_steps_state_and_rewards() {
         domain.apply_record(Lsn(position as u64 + 1), record(1, events));
     }
     let states = domain.agent_states();
-    assert_eq!(states.task("t").unwrap().state.history, ["base", "base later"]);
+    assert_eq!(
+        states.task("t").unwrap().state.history,
+        ["base", "base later"]
+    );
     assert_eq!(
         states.rollout(RolloutId(1)).unwrap().state.history,
         ["base", "one"]
     );
-    assert!(states.rollout(RolloutId(2)).is_none(), "empty start, no update");
+    assert!(
+        states.rollout(RolloutId(2)).is_none(),
+        "empty start, no update"
+    );
     let trajectories = domain.trajectories();
     let first = trajectories.step("t", Some(RolloutId(1)), 0).unwrap();
     assert_eq!(first.state_before.history, ["base"]);
@@ -530,10 +536,7 @@ fn rollouts_of_one_task_keep_their_own_steps_state_and_rewards() {
         .steps_after(Some(("t", Some(RolloutId(1)), 0)))
         .map(|entry| (entry.step.rollout_id, entry.step.step))
         .collect();
-    assert_eq!(
-        resumed,
-        [(Some(RolloutId(1)), 1), (Some(RolloutId(2)), 0)]
-    );
+    assert_eq!(resumed, [(Some(RolloutId(1)), 1), (Some(RolloutId(2)), 0)]);
 }
 
 #[test]

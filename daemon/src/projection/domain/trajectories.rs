@@ -208,7 +208,10 @@ impl Trajectories {
             return;
         }
         self.rollout_tasks.insert(id, created.task_id.clone());
-        self.groups.entry(created.group.clone()).or_default().push(id);
+        self.groups
+            .entry(created.group.clone())
+            .or_default()
+            .push(id);
         let task = self.tasks.entry(created.task_id.clone()).or_default();
         task.rollouts.insert(
             id,
@@ -327,8 +330,6 @@ impl Trajectories {
         }
     }
 
-
-
     /// The steps of a task's default rollout in step order (empty for a task without any).
     pub fn steps_of(&self, task_id: &str) -> impl Iterator<Item = &StepEntry> {
         self.tasks
@@ -349,32 +350,32 @@ impl Trajectories {
         let Some((task_id, rollout_id, step)) = cursor else {
             return Box::new(self.tasks.values().flat_map(task_steps));
         };
-        let rest_of_task: Box<dyn Iterator<Item = &'a StepEntry> + 'a> =
-            match self.tasks.get(task_id) {
-                None => Box::new(std::iter::empty()),
-                Some(task) => match rollout_id {
-                    None => Box::new(
-                        task.default
-                            .range((Excluded(step), Unbounded))
-                            .map(|(_, entry)| &**entry)
-                            .chain(task.rollouts.values().flat_map(rollout_steps)),
-                    ),
-                    Some(id) => Box::new(
-                        task.rollouts
-                            .get(&id)
-                            .into_iter()
-                            .flat_map(move |rollout| {
-                                rollout.steps.range((Excluded(step), Unbounded))
-                            })
-                            .map(|(_, entry)| &**entry)
-                            .chain(
-                                task.rollouts
-                                    .range((Excluded(id), Unbounded))
-                                    .flat_map(|(_, rollout)| rollout_steps(rollout)),
-                            ),
-                    ),
-                },
-            };
+        let rest_of_task: Box<dyn Iterator<Item = &'a StepEntry> + 'a> = match self
+            .tasks
+            .get(task_id)
+        {
+            None => Box::new(std::iter::empty()),
+            Some(task) => match rollout_id {
+                None => Box::new(
+                    task.default
+                        .range((Excluded(step), Unbounded))
+                        .map(|(_, entry)| &**entry)
+                        .chain(task.rollouts.values().flat_map(rollout_steps)),
+                ),
+                Some(id) => Box::new(
+                    task.rollouts
+                        .get(&id)
+                        .into_iter()
+                        .flat_map(move |rollout| rollout.steps.range((Excluded(step), Unbounded)))
+                        .map(|(_, entry)| &**entry)
+                        .chain(
+                            task.rollouts
+                                .range((Excluded(id), Unbounded))
+                                .flat_map(|(_, rollout)| rollout_steps(rollout)),
+                        ),
+                ),
+            },
+        };
         let later_tasks = self
             .tasks
             .range::<str, _>((Excluded(task_id), Unbounded))
@@ -383,7 +384,12 @@ impl Trajectories {
     }
 
     /// One step of a rollout (`None`: the task's default rollout).
-    pub fn step(&self, task_id: &str, rollout_id: Option<RolloutId>, step: u32) -> Option<&StepEntry> {
+    pub fn step(
+        &self,
+        task_id: &str,
+        rollout_id: Option<RolloutId>,
+        step: u32,
+    ) -> Option<&StepEntry> {
         let task = self.tasks.get(task_id)?;
         let steps = match rollout_id {
             Some(id) => &task.rollouts.get(&id)?.steps,
@@ -499,7 +505,9 @@ impl Trajectories {
                 write_sampling(&mut out, &created.sampling);
                 out.optional(created.job_id, |out, job| out.number(job.0));
                 out.optional(created.lease_id, |out, lease| out.number(lease.0));
-                out.optional(created.attempt, |out, attempt| out.number(u64::from(attempt)));
+                out.optional(created.attempt, |out, attempt| {
+                    out.number(u64::from(attempt))
+                });
                 out.optional(created.worker_id.as_deref(), DigestStream::text);
                 out.flag(created.state_from == agentd_schemas::events::StateFrom::Empty);
                 out.count(rollout.steps.len());
@@ -564,7 +572,10 @@ fn rollout_mut<'a>(
     rollout_tasks: &HashMap<RolloutId, String>,
     id: RolloutId,
 ) -> Option<&'a mut Rollout> {
-    tasks.get_mut(rollout_tasks.get(&id)?)?.rollouts.get_mut(&id)
+    tasks
+        .get_mut(rollout_tasks.get(&id)?)?
+        .rollouts
+        .get_mut(&id)
 }
 
 fn step_mut<'a>(
@@ -640,7 +651,11 @@ pub fn mean_and_std(values: &[f64]) -> (f64, f64) {
     if values.len() < 2 {
         return (mean, 0.0);
     }
-    let variance = values.iter().map(|value| (value - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let variance = values
+        .iter()
+        .map(|value| (value - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1.0);
     (mean, variance.sqrt())
 }
 
