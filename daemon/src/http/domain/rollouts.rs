@@ -2,7 +2,7 @@
 //! a rollout with its steps, list a task's rollouts, and read a group with each rollout's
 //! group-relative advantage.
 
-use super::trajectories::{step_view, TRAJECTORY_PAGE_DEFAULT, TRAJECTORY_PAGE_MAX};
+use super::trajectories::{page, TrajectoryQuery};
 use super::{check_name, check_task_id, decide_and_apply};
 use crate::domain::decide::{CreateRollout, DomainCommand, DomainReply};
 use crate::http::auth_layer::CallerExt;
@@ -20,7 +20,6 @@ use axum::extract::State;
 use crate::http::extract::ApiPath as Path;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
 
 /// `POST /v1/tasks/{task_id}/rollouts`: 201 with a new rollout, or 200 with the rollout the job
 /// already has (a retried attempt resumes it at `next_step`).
@@ -118,24 +117,10 @@ pub async fn list(
     Ok(Json(TaskRolloutsResponse { task_id, rollouts }))
 }
 
-/// Query of `GET /v1/rollouts/{rollout_id}`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct RolloutQuery {
-    /// Only steps with a larger index.
-    #[serde(default)]
-    after: Option<u32>,
-    /// At most this many steps (default 100, at most 1000).
-    #[serde(default)]
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
-}
-
 /// `GET /v1/rollouts/{rollout_id}`: the rollout and a page of its steps.
 #[utoipa::path(
     get, path = "/v1/rollouts/{rollout_id}", tag = "rollouts",
-    params(("rollout_id" = String, Path, description = "Rollout id"), RolloutQuery),
+    params(("rollout_id" = String, Path, description = "Rollout id"), TrajectoryQuery),
     responses(
         (status = 200, description = "The rollout with its steps in step order", body = agentd_schemas::domain_api::RolloutView),
         (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
@@ -145,27 +130,16 @@ pub struct RolloutQuery {
 pub async fn show(
     State(state): State<AppState>,
     Path(rollout_id): Path<RolloutId>,
-    ApiQuery(query): ApiQuery<RolloutQuery>,
+    ApiQuery(query): ApiQuery<TrajectoryQuery>,
 ) -> ApiResult<Json<RolloutView>> {
-    let limit = page_limit(query.limit)?;
+    let limit = query.limit()?;
     state.settle_reads().await;
     let trajectories = state.domain.projections.trajectories();
     let rollout = trajectories
         .rollout(rollout_id)
         .ok_or_else(|| ApiError::not_found(format!("rollout {rollout_id} not found")))?;
-    let mut steps: Vec<_> = rollout
-        .steps
-        .values()
-        .filter(|entry| query.after.is_none_or(|after| entry.step.step > after))
-        .take(limit + 1)
-        .map(|entry| step_view(entry))
-        .collect();
-    let next_after = if steps.len() > limit {
-        steps.truncate(limit);
-        steps.last().map(|step| step.step)
-    } else {
-        None
-    };
+    let steps = rollout.steps.values().map(|entry| &**entry);
+    let (steps, next_after) = page(steps, query.after, limit);
     let created = &rollout.created;
     Ok(Json(RolloutView {
         rollout_id,
@@ -218,16 +192,6 @@ pub async fn group(
             .map(|(summary, advantage)| summary_view(summary, advantage))
             .collect(),
     }))
-}
-
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(TRAJECTORY_PAGE_DEFAULT);
-    if limit == 0 || limit > TRAJECTORY_PAGE_MAX {
-        return Err(ApiError::invalid(format!(
-            "limit: must be between 1 and {TRAJECTORY_PAGE_MAX}"
-        )));
-    }
-    Ok(limit)
 }
 
 fn summary_view(summary: RolloutSummary, advantage: Option<f64>) -> SummaryView {

@@ -404,19 +404,53 @@ async fn record_reward_into(
     }))
 }
 
-/// Query of `GET /v1/tasks/{task_id}/trajectory`.
+/// Query of a page of steps (`GET /v1/tasks/{task_id}/trajectory`, `GET /v1/rollouts/{id}`).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TrajectoryQuery {
     /// Only steps with a larger index.
     #[serde(default)]
-    after: Option<u32>,
+    pub after: Option<u32>,
     /// At most this many steps (default [`TRAJECTORY_PAGE_DEFAULT`], at most
     /// [`TRAJECTORY_PAGE_MAX`]).
     #[serde(default)]
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+}
+
+impl TrajectoryQuery {
+    /// The page size asked for, checked.
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        let limit = self.limit.unwrap_or(TRAJECTORY_PAGE_DEFAULT);
+        if limit == 0 || limit > TRAJECTORY_PAGE_MAX {
+            return Err(ApiError::invalid(format!(
+                "limit: must be between 1 and {TRAJECTORY_PAGE_MAX}"
+            )));
+        }
+        Ok(limit)
+    }
+}
+
+/// The steps after `after` in step order, at most `limit`, and the `next_after` of the next
+/// page (none on the last).
+pub(super) fn page<'a>(
+    steps: impl Iterator<Item = &'a StepEntry>,
+    after: Option<u32>,
+    limit: usize,
+) -> (Vec<TrajectoryStep>, Option<u32>) {
+    let mut page: Vec<TrajectoryStep> = steps
+        .filter(|entry| after.is_none_or(|after| entry.step.step > after))
+        .take(limit + 1)
+        .map(step_view)
+        .collect();
+    let next_after = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|step| step.step)
+    } else {
+        None
+    };
+    (page, next_after)
 }
 
 /// `GET /v1/tasks/{task_id}/trajectory`: steps in step order (empty for a task without steps).
@@ -434,26 +468,10 @@ pub async fn show(
     ApiQuery(query): ApiQuery<TrajectoryQuery>,
 ) -> ApiResult<Json<TrajectoryResponse>> {
     check_task_id(&task_id)?;
-    let limit = query.limit.unwrap_or(TRAJECTORY_PAGE_DEFAULT);
-    if limit == 0 || limit > TRAJECTORY_PAGE_MAX {
-        return Err(ApiError::invalid(format!(
-            "limit: must be between 1 and {TRAJECTORY_PAGE_MAX}"
-        )));
-    }
+    let limit = query.limit()?;
     state.settle_reads().await;
     let trajectories = state.domain.projections.trajectories();
-    let mut steps: Vec<TrajectoryStep> = trajectories
-        .steps_of(&task_id)
-        .filter(|entry| query.after.is_none_or(|after| entry.step.step > after))
-        .take(limit + 1)
-        .map(step_view)
-        .collect();
-    let next_after = if steps.len() > limit {
-        steps.truncate(limit);
-        steps.last().map(|step| step.step)
-    } else {
-        None
-    };
+    let (steps, next_after) = page(trajectories.steps_of(&task_id), query.after, limit);
     Ok(Json(TrajectoryResponse {
         task_id,
         steps,
