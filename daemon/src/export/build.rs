@@ -333,14 +333,20 @@ pub fn write_build(
                 &parquet,
                 settings.shard_bytes_max,
             )?;
+            let splits = steps::task_splits(domain, to);
             for chunk in keys.chunks(BATCH_ROWS) {
                 let batch = {
                     let states = domain.agent_states();
                     let trajectories = domain.trajectories();
+                    let context = steps::StepContext {
+                        states: &states,
+                        trajectories: &trajectories,
+                        splits: &splits,
+                    };
                     let mut rows = steps::TrajectoryRows::with_capacity(chunk.len());
                     for (task_id, rollout_id, step) in chunk {
                         if let Some(entry) = trajectories.step(task_id, *rollout_id, *step) {
-                            rows.push(entry, Lsn::ZERO, to, &states, &trajectories);
+                            rows.push(entry, Lsn::ZERO, to, &context);
                         }
                     }
                     rows.finish()

@@ -193,16 +193,26 @@ pub fn write_export(
             steps::trajectory_schema(),
             &parquet,
             (after, to),
+            SplitFilter::All,
         )?],
-        (ExportKind::TrlSft, _) => vec![export_steps::<steps::SftRows>(
-            domain,
-            settings,
-            &dir,
-            "trl_sft/train",
-            steps::sft_schema(),
-            &parquet,
-            (after, to),
-        )?],
+        // One file set per split, so a dev or test task's steps never train: `train`, `dev`,
+        // `test`, and `unassigned` for tasks that are not a kept dataset record.
+        (ExportKind::TrlSft, _) => {
+            let mut groups = Vec::new();
+            for split in [Some("train"), Some("dev"), Some("test"), None] {
+                groups.push(export_steps::<steps::SftRows>(
+                    domain,
+                    settings,
+                    &dir,
+                    &format!("trl_sft/{}", split.unwrap_or("unassigned")),
+                    steps::sft_schema(),
+                    &parquet,
+                    (after, to),
+                    SplitFilter::Only(split),
+                )?);
+            }
+            groups
+        }
         (ExportKind::Processed, ExportFormat::Parquet) => export_records::<records::ProcessedRows>(
             domain,
             settings,
@@ -365,7 +375,17 @@ fn finish_manifest(
     })
 }
 
-/// Writes every step row of `R` in `(after, to]`, in (task, step) order, as one group.
+/// Which tasks' steps an export of steps takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SplitFilter {
+    All,
+    /// The tasks of one split; `None`: the tasks that are not a kept dataset record.
+    Only(Option<&'static str>),
+}
+
+/// Writes every step row of `R` in `(after, to]` of the tasks `filter` takes, in (task,
+/// rollout, step) order, as one group (a file even when empty only for `All` and `train`).
+#[allow(clippy::too_many_arguments)]
 fn export_steps<R: StepRows>(
     domain: &DomainProjections,
     settings: &ExportSettings,
@@ -374,7 +394,10 @@ fn export_steps<R: StepRows>(
     schema: SchemaRef,
     parquet: &ParquetSettings,
     (after, to): (Lsn, Lsn),
+    filter: SplitFilter,
 ) -> Result<FinishedGroup, ExportError> {
+    // Taken before the step locks and released: the datasets lock never nests with them.
+    let splits = steps::task_splits(domain, to);
     let mut shards = PipelinedShards::spawn(ParquetShards::new(
         dir,
         prefix,
@@ -394,8 +417,18 @@ fn export_steps<R: StepRows>(
             let resume = cursor
                 .as_ref()
                 .map(|(task, rollout, step)| (task.as_str(), *rollout, *step));
+            let context = steps::StepContext {
+                states: &states,
+                trajectories: &trajectories,
+                splits: &splits,
+            };
             for entry in trajectories.steps_after(resume) {
-                if rows.push(entry, after, to, &states, &trajectories) {
+                if let SplitFilter::Only(split) = filter {
+                    if splits.get(&entry.step.task_id).copied() != split {
+                        continue;
+                    }
+                }
+                if rows.push(entry, after, to, &context) {
                     count += 1;
                     if count == BATCH_ROWS {
                         let step = &entry.step;
@@ -412,7 +445,8 @@ fn export_steps<R: StepRows>(
             None => break,
         }
     }
-    shards.finish(true)
+    let keep_empty = matches!(filter, SplitFilter::All | SplitFilter::Only(Some("train")));
+    shards.finish(keep_empty)
 }
 
 /// Kept records ingested in `(after, to]`, by position in the projection's log-ordered list,

@@ -35,6 +35,35 @@ use arrow_schema::{DataType, Field, Fields, SchemaRef};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// What rows need besides the step: `states` gives the token count of the state the step saw,
+/// `trajectories` its rollout and group (take both read locks in the usual order: agent states
+/// first), `splits` its task's split.
+pub struct StepContext<'a> {
+    pub states: &'a AgentStates,
+    pub trajectories: &'a Trajectories,
+    pub splits: &'a TaskSplits,
+}
+
+/// The split of each task that is a kept dataset record (`{source}/{version}/{index}`) received
+/// at or before an export's `to`; a task not in it has no split (`unassigned`).
+pub type TaskSplits = std::collections::HashMap<String, &'static str>;
+
+/// The splits of the record tasks as of `to`.
+pub fn task_splits(domain: &crate::projection::domain::DomainProjections, to: Lsn) -> TaskSplits {
+    domain
+        .datasets()
+        .splits()
+        .kept_records()
+        .filter(|record| record.lsn <= to)
+        .map(|record| {
+            (
+                super::records::record_task_id(record),
+                record.split.as_str(),
+            )
+        })
+        .collect()
+}
+
 /// A step as visible at some LSN.
 pub struct StepView<'a> {
     pub sandbox: Option<&'a Fact<SandboxResultRecorded>>,
@@ -67,16 +96,7 @@ pub fn view_at(entry: &StepEntry, to: Lsn) -> Option<StepView<'_>> {
 pub trait StepRows {
     fn with_capacity(rows: usize) -> Self;
     /// Adds the step if it belongs in an export of `(after, to]`; returns whether it did.
-    /// `states` gives the token count of the state the step saw, `trajectories` its rollout and
-    /// group (take both read locks in the usual order: agent states first).
-    fn push(
-        &mut self,
-        entry: &StepEntry,
-        after: Lsn,
-        to: Lsn,
-        states: &AgentStates,
-        trajectories: &Trajectories,
-    ) -> bool;
+    fn push(&mut self, entry: &StepEntry, after: Lsn, to: Lsn, context: &StepContext) -> bool;
     fn finish(self) -> RecordBatch;
 }
 
@@ -220,6 +240,9 @@ export_columns! {
     rollout_id: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     /// The rollout's group; null for the default rollout.
     group: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    /// The split of the task's dataset record (`train`, `dev`, `test`); null for a task that is
+    /// not a kept record.
+    split: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     job_id: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     lease_id: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     attempt: UInt32Builder = UInt32Builder::with_capacity(rows) => DataType::UInt32, NULLABLE;
@@ -349,14 +372,8 @@ impl StepRows for TrajectoryRows {
         }
     }
 
-    fn push(
-        &mut self,
-        entry: &StepEntry,
-        after: Lsn,
-        to: Lsn,
-        states: &AgentStates,
-        trajectories: &Trajectories,
-    ) -> bool {
+    fn push(&mut self, entry: &StepEntry, after: Lsn, to: Lsn, context: &StepContext) -> bool {
+        let (states, trajectories) = (context.states, context.trajectories);
         let Some(view) = view_at(entry, to) else {
             return false;
         };
@@ -382,6 +399,9 @@ impl StepRows for TrajectoryRows {
         columns.step.append_value(step.step);
         append_id(&mut columns.rollout_id, &mut self.id_text, step.rollout_id);
         columns.group.append_option(group_of(trajectories, entry));
+        columns
+            .split
+            .append_option(context.splits.get(&step.task_id).copied());
         append_id(&mut columns.job_id, &mut self.id_text, step.job_id);
         append_id(&mut columns.lease_id, &mut self.id_text, step.lease_id);
         columns.attempt.append_option(step.attempt);
@@ -564,6 +584,9 @@ export_columns! {
     rollout_id: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     /// The rollout's group; null for the default rollout.
     group: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    /// The split of the task's dataset record (`train`, `dev`, `test`); null for a task that is
+    /// not a kept record.
+    split: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     model: StringBuilder = text_builder(rows) => DataType::Utf8, REQUIRED;
     policy_version: StringBuilder =
         StringBuilder::with_capacity(rows, rows * 8) => DataType::Utf8, REQUIRED;
@@ -605,14 +628,8 @@ impl StepRows for SftRows {
         }
     }
 
-    fn push(
-        &mut self,
-        entry: &StepEntry,
-        after: Lsn,
-        to: Lsn,
-        _states: &AgentStates,
-        trajectories: &Trajectories,
-    ) -> bool {
+    fn push(&mut self, entry: &StepEntry, after: Lsn, to: Lsn, context: &StepContext) -> bool {
+        let trajectories = context.trajectories;
         let Some(reward) = entry.reward.as_ref() else {
             return false;
         };
@@ -642,6 +659,9 @@ impl StepRows for SftRows {
         append_id(&mut columns.rollout_id, &mut self.id_text, step.rollout_id);
         // A rollout's group is fixed when it is created, before any of its steps.
         columns.group.append_option(group_of(trajectories, entry));
+        columns
+            .split
+            .append_option(context.splits.get(&step.task_id).copied());
         columns.model.append_value(&step.model);
         columns.policy_version.append_value(&step.policy_version);
         columns.reward.append_value(reward.event.value);

@@ -337,7 +337,22 @@ fn trainer_views_have_the_columns_trainers_read() {
     // TRL SFT: the verified steps only (one per task), as a user/assistant conversation.
     let sft = export(ExportKind::TrlSft);
     assert_eq!(sft.manifest.rows, 2);
-    let batch = &read_batches(&dir.path().join(&sft.dir).join(&sft.manifest.files[0].path))[0];
+    // These tasks are not dataset records: their steps go to `unassigned`, never to `train`
+    // (which is written, empty, so a trainer finds it).
+    let files: Vec<(&str, u64)> = sft
+        .manifest
+        .files
+        .iter()
+        .map(|file| (file.path.as_str(), file.rows))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("trl_sft/train-00000-of-00001.parquet", 0),
+            ("trl_sft/unassigned-00000-of-00001.parquet", 2)
+        ]
+    );
+    let batch = &read_batches(&dir.path().join(&sft.dir).join(&sft.manifest.files[1].path))[0];
     let messages = batch
         .column_by_name("messages")
         .unwrap()
@@ -1043,4 +1058,93 @@ fn group_scores_as_of_to_count_rollouts_and_rewards_logged_by_then() {
     // A group nobody created scores nothing.
     let unknown = steps::GroupScoresAt::compute(&trajectories, "nope", Lsn(5));
     assert!(unknown.rollouts.is_empty());
+}
+
+#[test]
+fn sft_writes_each_split_apart_and_never_trains_on_a_dev_or_test_task() {
+    let mut log = sample_log(60, 0);
+    // A verified step for each of the first 40 records (task id = the record's id), and one for
+    // a task that is no record.
+    let mut task_ids: Vec<String> = (0..40).map(|i| format!("fixture/mini/v1/{i}")).collect();
+    task_ids.push("free-task".into());
+    for (n, task_id) in task_ids.iter().enumerate() {
+        log.push(record(
+            20_000 + n as u64,
+            vec![
+                rollout_step(task_id, None, 0),
+                rollout_reward(task_id, None, 0, 1.0),
+            ],
+        ));
+    }
+    let domain = projections_up_to(&log, log.len());
+    let to = Lsn(log.len() as u64);
+    let split_of: BTreeMap<String, &str> = domain
+        .datasets()
+        .splits()
+        .kept_records()
+        .filter(|record| record.index < 40)
+        .map(|record| {
+            (
+                format!("fixture/mini/v1/{}", record.index),
+                record.split.as_str(),
+            )
+        })
+        .collect();
+    assert!(
+        split_of.values().any(|split| *split != "train"),
+        "the fixture has dev or test records among the first 40"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sft = write_export(
+        &domain,
+        &settings(dir.path()),
+        ExportKind::TrlSft,
+        ExportFormat::Parquet,
+        Lsn::ZERO,
+        to,
+    )
+    .unwrap();
+    let mut seen = 0;
+    for file in &sft.manifest.files {
+        let folder = file
+            .path
+            .split('/')
+            .nth(1)
+            .unwrap()
+            .split('-')
+            .next()
+            .unwrap();
+        for batch in read_batches(&dir.path().join(&sft.dir).join(&file.path)) {
+            let tasks = batch
+                .column_by_name("task_id")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let splits = batch
+                .column_by_name("split")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            for row in 0..batch.num_rows() {
+                let task = tasks.value(row);
+                let expected = split_of.get(task).copied();
+                assert_eq!(
+                    folder,
+                    expected.unwrap_or("unassigned"),
+                    "{task} in {}",
+                    file.path
+                );
+                assert_eq!(splits.is_null(row), expected.is_none());
+                if let Some(expected) = expected {
+                    assert_eq!(splits.value(row), expected);
+                }
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        split_of.len() + 1,
+        "every verified step once, free-task included"
+    );
 }
