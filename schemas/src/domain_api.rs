@@ -690,7 +690,8 @@ pub struct ModelStatsView {
     pub rewarded: u64,
     /// Steps with a verified reward.
     pub verified: u64,
-    /// `verified / steps` (the seed's teacher precision); `None` without steps.
+    /// `verified / rewarded` (the seed's teacher precision over steps with a verdict: a step
+    /// still waiting for its reward is no failure); `None` before the first verdict.
     pub teacher_precision: Option<f64>,
 }
 

@@ -150,9 +150,10 @@ pub struct ModelCounters {
 }
 
 impl ModelCounters {
-    /// Verified steps over all steps (the seed's teacher precision); `None` without steps.
+    /// Verified steps over steps with a verdict (the seed's teacher precision): a step still
+    /// waiting for its reward is not counted as a failure. `None` before the first verdict.
     pub fn precision(&self) -> Option<f64> {
-        (self.steps > 0).then(|| self.verified as f64 / self.steps as f64)
+        (self.rewarded > 0).then(|| self.verified as f64 / self.rewarded as f64)
     }
 }
 
