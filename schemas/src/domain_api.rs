@@ -524,6 +524,39 @@ impl From<ActionRequest> for Action {
     }
 }
 
+impl From<Action> for ActionRequest {
+    fn from(action: Action) -> Self {
+        match action {
+            Action::Pattern {
+                language,
+                pattern,
+                rewrite,
+            } => ActionRequest::Pattern {
+                language,
+                pattern,
+                rewrite,
+            },
+            Action::Rule { yaml } => ActionRequest::Rule { yaml },
+        }
+    }
+}
+
+impl From<AgentState> for StateUpdateFields {
+    /// The additions of an update (a step's recorded `state_update` carries no `forget`).
+    fn from(state: AgentState) -> Self {
+        StateUpdateFields {
+            goals: state.goals,
+            constraints: state.constraints,
+            decisions: state.decisions,
+            hypotheses: state.hypotheses,
+            history: state.history,
+            open_issues: state.open_issues,
+            next_focus: state.next_focus,
+            forget: None,
+        }
+    }
+}
+
 /// `POST /v1/tasks/{task_id}/steps` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordStepResponse {

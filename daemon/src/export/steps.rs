@@ -21,6 +21,7 @@ use crate::projection::domain::agent_states::AgentStates;
 use crate::projection::domain::trajectories::{
     advantage, mean_and_std, source_name, Fact, Rollout, StepEntry, Trajectories,
 };
+use agentd_schemas::domain_api::{ActionRequest, StateUpdateFields};
 use agentd_schemas::events::ExportKind;
 use agentd_schemas::events::{
     Action, AgentState, RewardRecorded, SandboxOutcome, SandboxResultRecorded,
@@ -609,15 +610,21 @@ pub struct SftRows {
     id_text: String,
 }
 
-/// What the model is trained to answer: its reasoning (if recorded) in `<think>` tags, then the
-/// action as JSON (`{"kind":"pattern","language":...,"pattern":...,"rewrite":...}` or
-/// `{"kind":"rule","yaml":...}`).
-pub fn assistant_text(think: Option<&str>, action: &Action) -> String {
-    let action = json_text(action);
-    match think {
-        Some(think) if !think.is_empty() => format!("<think>\n{think}\n</think>\n{action}"),
-        _ => action,
-    }
+/// What the model is trained to answer: the step in the actor's output format, rendered
+/// canonically (`docs/output-format.md`): its reasoning (if recorded) in `<think>`, the action
+/// in `<action>`, the state update (if any) in `<state_update>`. So the model learns the tags
+/// and the state updates the parser reads, not a JSON transcription of them.
+pub fn assistant_text(
+    think: Option<&str>,
+    action: &Action,
+    state_update: Option<&AgentState>,
+) -> String {
+    let update = state_update.map(|update| StateUpdateFields::from(update.clone()));
+    crate::domain::output_format::render(
+        think.filter(|think| !think.is_empty()),
+        &ActionRequest::from(action.clone()),
+        update.as_ref(),
+    )
 }
 
 impl StepRows for SftRows {
@@ -648,7 +655,7 @@ impl StepRows for SftRows {
         let Some(action) = &step.action else {
             return false;
         };
-        let answer = assistant_text(step.think.as_deref(), action);
+        let answer = assistant_text(step.think.as_deref(), action, step.state_update.as_ref());
         let columns = &mut self.columns;
         push_message(
             &mut columns.messages,

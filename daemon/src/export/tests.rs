@@ -361,11 +361,14 @@ fn trainer_views_have_the_columns_trainers_read() {
     let messages = messages.as_struct();
     assert_eq!(messages.column(0).as_string::<i32>().value(0), "user");
     assert_eq!(messages.column(0).as_string::<i32>().value(1), "assistant");
+    // The assistant turn is the step in the actor's output format, as the parser reads it.
     let answer = messages.column(1).as_string::<i32>().value(1);
-    assert!(
-        answer.starts_with("<think>\nprint should be logging\n</think>\n{\"kind\":\"rule\""),
-        "{answer}"
+    assert_eq!(
+        answer,
+        "<think>\nprint should be logging\n</think>\n<action>\n{\"kind\":\"rule\",\"yaml\":\"rule: {pattern: x}\"}\n</action>"
     );
+    let parsed = crate::domain::output_format::parse(answer).unwrap();
+    assert_eq!(parsed.think.as_deref(), Some("print should be logging"));
     // TRL GRPO and verl: every kept record once, split into train/dev/test files.
     let grpo = export(ExportKind::TrlGrpo);
     assert_eq!(grpo.manifest.rows, 30);
