@@ -437,9 +437,20 @@ impl Client {
         lease_id: LeaseId,
         result: Option<serde_json::Value>,
     ) -> Result<JobTransitionResponse, ClientError> {
+        self.complete_with_log_tail(lease_id, result, None).await
+    }
+
+    /// [`Client::complete`] with the attempt's output tail (at most
+    /// [`agentd_schemas::api::LOG_TAIL_BYTES_MAX`] bytes), shown as the job's `log_tail`.
+    pub async fn complete_with_log_tail(
+        &self,
+        lease_id: LeaseId,
+        result: Option<serde_json::Value>,
+        log_tail: Option<String>,
+    ) -> Result<JobTransitionResponse, ClientError> {
         self.post(
             &format!("/v1/leases/{lease_id}/complete"),
-            &CompleteRequest { result },
+            &CompleteRequest { result, log_tail },
         )
         .await
     }
@@ -462,11 +473,25 @@ impl Client {
         error: &str,
         retryable: bool,
     ) -> Result<JobTransitionResponse, ClientError> {
+        self.fail_with_log_tail(lease_id, error, retryable, None)
+            .await
+    }
+
+    /// [`Client::fail`] with the attempt's output tail (at most
+    /// [`agentd_schemas::api::LOG_TAIL_BYTES_MAX`] bytes), shown as the job's `log_tail`.
+    pub async fn fail_with_log_tail(
+        &self,
+        lease_id: LeaseId,
+        error: &str,
+        retryable: bool,
+        log_tail: Option<String>,
+    ) -> Result<JobTransitionResponse, ClientError> {
         self.post(
             &format!("/v1/leases/{lease_id}/fail"),
             &FailRequest {
                 error: error.to_string(),
                 retryable: Some(retryable),
+                log_tail,
             },
         )
         .await

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod domain_client;
 pub mod gpu;
 pub mod http_client;
+pub mod job_log;
 pub mod model_server;
 pub mod sandbox;
 pub mod worker;

@@ -5,8 +5,12 @@
 //! sees `lost` turn true and a command handler kills the job's whole process group. On SIGTERM
 //! the worker stops leasing, lets running jobs finish until the drain deadline, then stops the
 //! rest and fails them as retryable so another worker picks them up.
+//!
+//! Each attempt's output goes to a `crate::job_log::AttemptLog` as it comes (the job's log file
+//! with `--log-dir`, and the tail sent with the completion or failure as `log_tail`).
 
 use crate::http_client::{Client, ClientError};
+use crate::job_log::{self, AttemptInfo, AttemptLog, JobLogSettings, OutputSink};
 use agentd_schemas::api::{LeaseGrant, LeaseRequest};
 use agentd_schemas::events::Tags;
 use std::future::Future;
@@ -66,6 +70,9 @@ pub struct JobContext {
     pub slot: Slot,
     /// Turns true when the lease is lost or the drain deadline passed: stop now.
     pub stop: watch::Receiver<StopReason>,
+    /// Where the job's output goes as it comes: its log file (`--log-dir`) and the tail sent
+    /// with the completion or failure (`crate::job_log`).
+    pub output: OutputSink,
 }
 
 /// Why a running job must stop.
@@ -109,6 +116,8 @@ pub struct WorkerOptions {
     pub heartbeat_divisor: u32,
     /// Stop after this many jobs (for tests and batch runs); `None` runs until SIGTERM.
     pub max_jobs: Option<u64>,
+    /// Job log files and the tail sent to the daemon.
+    pub job_logs: JobLogSettings,
 }
 
 /// Counters printed when the worker stops.
@@ -225,10 +234,28 @@ pub async fn run(
             let summary = summary.clone();
             let slot_freed = slot_freed_tx.clone();
             let drain = drain_rx.clone();
+            let attempt_log = AttemptLog::start(
+                &options.job_logs,
+                &AttemptInfo {
+                    job_id: grant.job_id,
+                    lease_id: grant.lease_id,
+                    attempt: grant.attempt,
+                    worker_id: options.worker_id.clone(),
+                    started_at_ms: job_log::now_ms(),
+                },
+            );
             let divisor = options.heartbeat_divisor.max(2);
             running.spawn(async move {
-                let outcome =
-                    run_one(context_client, grant, slot.clone(), handler, drain, divisor).await;
+                let outcome = run_one(
+                    context_client,
+                    grant,
+                    slot.clone(),
+                    handler,
+                    drain,
+                    divisor,
+                    attempt_log,
+                )
+                .await;
                 {
                     let mut summary = summary.lock().await;
                     match outcome {
@@ -298,8 +325,10 @@ async fn run_one(
     handler: Handler,
     mut drain: watch::Receiver<bool>,
     divisor: u32,
+    attempt_log: AttemptLog,
 ) -> Reported {
     let lease_id = grant.lease_id;
+    let attempt = grant.attempt;
     let (stop_tx, stop_rx) = watch::channel(StopReason::Running);
     let interval = Duration::from_millis((grant.job.lease_ttl_ms / divisor as u64).max(50));
     let heartbeat_client = client.clone();
@@ -387,6 +416,7 @@ async fn run_one(
         client: client.clone(),
         slot,
         stop: stop_rx.clone(),
+        output: attempt_log.sink(),
     };
     let outcome = handler(context).await;
     heartbeats.abort();
@@ -394,28 +424,28 @@ async fn run_one(
         server_watch.abort();
     }
     let stop_reason = *stop_rx.borrow();
+    let (end_line, silent_detail) = end_line(attempt, &outcome, stop_reason);
+    let log_tail = attempt_log
+        .finish(&end_line, silent_detail.as_deref())
+        .await;
     let report = match (outcome, stop_reason) {
         (_, StopReason::LeaseLost) => return Reported::Lost,
         // A job that failed once its server was gone most likely failed because of it.
         (JobOutcome::Stopped | JobOutcome::Fail { .. }, StopReason::ServerLost) => client
-            .fail(
-                lease_id,
-                "the slot's model server went down or was restarted under the job",
-                true,
-            )
+            .fail_with_log_tail(lease_id, SERVER_LOST_ERROR, true, log_tail)
             .await
             .map(|_| Reported::Failed),
         (JobOutcome::Stopped, StopReason::Draining)
         | (JobOutcome::Stopped, StopReason::Running) => client
-            .fail(lease_id, "worker stopped the job while shutting down", true)
+            .fail_with_log_tail(lease_id, SHUTDOWN_ERROR, true, log_tail)
             .await
             .map(|_| Reported::Failed),
         (JobOutcome::Complete(result), _) => client
-            .complete(lease_id, result)
+            .complete_with_log_tail(lease_id, result, log_tail)
             .await
             .map(|_| Reported::Completed),
         (JobOutcome::Fail { error, retryable }, _) => client
-            .fail(lease_id, &error, retryable)
+            .fail_with_log_tail(lease_id, &error, retryable, log_tail)
             .await
             .map(|_| Reported::Failed),
     };
@@ -426,6 +456,54 @@ async fn run_one(
             eprintln!("agentctl worker: could not report {lease_id}: {error}; the lease will expire and the job run again");
             Reported::Lost
         }
+    }
+}
+
+const SERVER_LOST_ERROR: &str = "the slot's model server went down or was restarted under the job";
+const SHUTDOWN_ERROR: &str = "worker stopped the job while shutting down";
+
+/// The `==` line that ends an attempt in its log, and what to add to it when the job printed
+/// nothing (a built-in's result), so even a silent job's log says what came of it.
+fn end_line(
+    attempt: u32,
+    outcome: &JobOutcome,
+    stop_reason: StopReason,
+) -> (String, Option<String>) {
+    let detail = |text: &str| {
+        let first_line = text.lines().next().unwrap_or("");
+        job_log::first_bytes_of(first_line, job_log::END_LINE_DETAIL_BYTES_MAX)
+    };
+    match (outcome, stop_reason) {
+        (_, StopReason::LeaseLost) => (
+            format!("== attempt {attempt} stopped: the lease was lost (expired or cancelled)"),
+            None,
+        ),
+        (JobOutcome::Stopped | JobOutcome::Fail { .. }, StopReason::ServerLost) => (
+            format!("== attempt {attempt} failed (retryable): {SERVER_LOST_ERROR}"),
+            None,
+        ),
+        (JobOutcome::Stopped, _) => (
+            format!("== attempt {attempt} failed (retryable): {SHUTDOWN_ERROR}"),
+            None,
+        ),
+        (JobOutcome::Complete(result), _) => (
+            format!("== attempt {attempt} completed"),
+            result
+                .as_ref()
+                .map(|result| format!("result: {}", detail(&result.to_string()))),
+        ),
+        (JobOutcome::Fail { error, retryable }, _) => (
+            format!(
+                "== attempt {attempt} failed ({}): {}",
+                if *retryable {
+                    "retryable"
+                } else {
+                    "not retryable"
+                },
+                detail(error)
+            ),
+            None,
+        ),
     }
 }
 
@@ -511,8 +589,12 @@ async fn run_command(
         }
         drop(stdin);
     };
-    let read_stdout = async move { read_bounded(stdout.as_mut(), STDOUT_BYTES_MAX).await };
-    let read_stderr = async move { read_tail(stderr.as_mut(), STDERR_TAIL_BYTES).await };
+    let stdout_log = context.output.clone();
+    let stderr_log = context.output.clone();
+    let read_stdout =
+        async move { read_bounded(stdout.as_mut(), STDOUT_BYTES_MAX, &stdout_log).await };
+    let read_stderr =
+        async move { read_tail(stderr.as_mut(), STDERR_TAIL_BYTES, &stderr_log).await };
     let pid = child.id();
     let run = async {
         let ((), out, err, status) = tokio::join!(feed, read_stdout, read_stderr, child.wait());
@@ -583,9 +665,12 @@ pub fn kill_group(pid: Option<u32>) {
     }
 }
 
+/// Reads a pipe to its end, keeping its first `max_bytes` and handing every chunk to the job's
+/// log as it comes.
 async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(
     reader: Option<&mut R>,
     max_bytes: usize,
+    output: &OutputSink,
 ) -> Vec<u8> {
     let mut kept = Vec::new();
     let Some(reader) = reader else { return kept };
@@ -594,6 +679,7 @@ async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(
         match reader.read(&mut buffer).await {
             Ok(0) | Err(_) => return kept,
             Ok(read) => {
+                output.write(&buffer[..read]).await;
                 let room = max_bytes.saturating_sub(kept.len());
                 kept.extend_from_slice(&buffer[..read.min(room)]);
             }
@@ -601,9 +687,12 @@ async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
+/// Reads a pipe to its end, keeping its last `max_bytes` and handing every chunk to the job's
+/// log as it comes.
 async fn read_tail<R: tokio::io::AsyncRead + Unpin>(
     reader: Option<&mut R>,
     max_bytes: usize,
+    output: &OutputSink,
 ) -> Vec<u8> {
     let mut kept: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
     let Some(reader) = reader else {
@@ -614,6 +703,7 @@ async fn read_tail<R: tokio::io::AsyncRead + Unpin>(
         match reader.read(&mut buffer).await {
             Ok(0) | Err(_) => return kept.into_iter().collect(),
             Ok(read) => {
+                output.write(&buffer[..read]).await;
                 kept.extend(&buffer[..read]);
                 while kept.len() > max_bytes {
                     kept.pop_front();

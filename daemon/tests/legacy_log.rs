@@ -146,6 +146,7 @@ fn step_kinds_rebuild_with_every_old_column_unchanged_and_null_rollout_columns()
                 "split",
                 "raw_output",
                 "format_error",
+                "generation_ms",
                 "rollout_reward",
                 "advantage",
             ][..],

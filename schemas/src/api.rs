@@ -192,6 +192,10 @@ pub struct JobView {
     pub submitted_at_ms: u64,
     pub updated_at_ms: u64,
     pub lease: Option<LeaseView>,
+    /// The output tail (at most 8192 bytes) the last completion or failure of the job carried;
+    /// absent when it carried none. Present on `GET /v1/jobs/{id}`; omitted in lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
     /// Present on `GET /v1/jobs/{id}`; omitted in lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
@@ -261,11 +265,21 @@ pub struct HeartbeatResponse {
     pub expires_at_ms: u64,
 }
 
+/// Most bytes (UTF-8) of the `log_tail` a completion or failure may carry; the daemon refuses a
+/// longer one with 422 `string_too_long`. Small on purpose: the tail is written into the log
+/// with every completion, while the full output stays in the worker's log directory.
+pub const LOG_TAIL_BYTES_MAX: usize = 8 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// The last lines of the attempt's output (stdout and stderr as they came), at most 8192
+    /// bytes of UTF-8; shown as the job's `log_tail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 8192)]
+    pub log_tail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -274,6 +288,11 @@ pub struct FailRequest {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retryable: Option<bool>,
+    /// The last lines of the attempt's output, at most 8192 bytes of UTF-8; shown as the job's
+    /// `log_tail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 8192)]
+    pub log_tail: Option<String>,
 }
 
 /// One completion inside `POST /v1/leases/complete`.
@@ -283,6 +302,11 @@ pub struct CompleteItem {
     pub lease_id: LeaseId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// As in a single completion: at most 8192 bytes; a longer one fails only its item
+    /// (`string_too_long`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 8192)]
+    pub log_tail: Option<String>,
 }
 
 /// `POST /v1/leases/complete`: completes many leases in one durable record. Each lease is fenced

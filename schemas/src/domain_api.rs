@@ -465,6 +465,10 @@ pub struct RecordStepRequest {
     /// (`format` component): a negative for training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_output: Option<String>,
+    /// How long the model took to generate this step, in ms, as the actor measured it
+    /// (`agentd_actor_step_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation_ms: Option<u64>,
 }
 
 /// Sampling parameters of the model call (strict: an unknown parameter is refused).
@@ -662,6 +666,8 @@ pub struct TrajectoryStep {
     pub raw_output: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format_error: Option<OutputFormatError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation_ms: Option<u64>,
     /// The task's agent state when the step was recorded (before its own `state_update`).
     pub state_before: AgentState,
     /// The frame of the last update merged into `state_before` (0: empty state).
@@ -707,12 +713,25 @@ pub struct TrajectoryStatsResponse {
     pub sandbox_results: u64,
     /// Per model, in name order.
     pub models: Vec<ModelStatsView>,
+    /// Per model and policy version, in that order: how precision moves across versions.
+    pub policies: Vec<PolicyStatsView>,
     pub rewards: RewardDistributionView,
     /// Sandbox results per outcome (`ok`, `failed`, `timed_out`, `killed_oom`, `rejected`).
     pub sandbox_outcomes: BTreeMap<String, u64>,
     /// Posts that reached the log but did not apply (a race between two writers of the same
     /// step): the first in log order won.
     pub ignored: IgnoredView,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PolicyStatsView {
+    pub model: String,
+    pub policy_version: String,
+    pub steps: u64,
+    pub rewarded: u64,
+    pub verified: u64,
+    /// `verified / rewarded`, as for a model.
+    pub teacher_precision: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -62,6 +62,11 @@ pub enum Event {
         job_id: JobId,
         lease_id: LeaseId,
         result_json: Option<String>,
+        /// The last bytes of the attempt's output as the worker sent them (at most
+        /// [`crate::api::LOG_TAIL_BYTES_MAX`]). Added later as an optional field: absent in older
+        /// records and left out when empty, so earlier records keep their exact bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_tail: Option<String>,
     },
     #[serde(rename = "job_failed.v1")]
     JobFailed {
@@ -70,6 +75,9 @@ pub enum Event {
         error: String,
         retryable: bool,
         after: AfterFailure,
+        /// As in `job_completed`: the last bytes of the failed attempt's output, when sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_tail: Option<String>,
     },
     #[serde(rename = "lease_expired.v1")]
     LeaseExpired {
@@ -395,6 +403,9 @@ pub struct StepRecorded {
     /// Why `raw_output` did not parse; such a step has no action and a reward of 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format_error: Option<OutputFormatError>,
+    /// How long the model took to generate the step, as the actor measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation_ms: Option<u64>,
 }
 
 /// Why a model's output did not parse: a stable code from `docs/output-format.md` and a message.

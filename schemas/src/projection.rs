@@ -51,6 +51,11 @@ pub struct JobRecord {
     /// token may read only the jobs it submitted.
     #[serde(default)]
     pub submitted_by: Option<String>,
+    /// The output tail of the job's last completion or failure, when it carried one. Added
+    /// without a projection version bump: every record stored before it was derived from events
+    /// that had no tail, so `None` is what a rebuild would store for them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
 }
 
 /// Encodes a stored value with its version byte.

@@ -75,6 +75,7 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                 job_id: JobId(1),
                 lease_id: LeaseId(1),
                 result_json: Some(r#"{"ok":true}"#.into()),
+                log_tail: None,
             }]),
         ),
         (
@@ -87,6 +88,7 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                 after: AfterFailure::Retry {
                     run_at_ms: 1_767_225_601_000,
                 },
+                log_tail: None,
             }]),
         ),
         (
@@ -203,6 +205,7 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                 }),
                 state_update: Some(state),
                 raw_output: None,
+                generation_ms: None,
                 format_error: None,
             })]),
         ),

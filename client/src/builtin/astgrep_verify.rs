@@ -178,6 +178,7 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
                 think: None,
                 action: Some(action_request(&job.action)),
                 raw_output: None,
+                generation_ms: None,
                 state_update: None,
             };
             let answer = match target {

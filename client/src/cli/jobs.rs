@@ -1,9 +1,13 @@
-//! `agentctl jobs list|show|cancel|retry`.
+//! `agentctl jobs list|show|cancel|retry|logs`.
 
 use super::output::{format_ms, print_json};
 use crate::http_client::{Client, JobListQuery};
+use crate::job_log::{self, RECOMMENDED_LOG_DIR};
 use agentd_schemas::JobId;
+use anyhow::Context;
 use clap::Subcommand;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
@@ -36,6 +40,16 @@ pub enum JobsCommand {
     Retry {
         /// Job id, as submit prints it (job_42)
         job_id: JobId,
+    },
+    /// Print a job's output: the worker's log file DIR/<job_id>.log when it is on this machine
+    /// (run it on the worker's box), else the tail the daemon recorded with the job's last
+    /// completion or failure. Says on stderr which one it printed
+    Logs {
+        /// Job id, as submit prints it (job_42)
+        job_id: JobId,
+        /// The worker's --log-dir
+        #[arg(long, env = "AGENTD_WORKER_LOG_DIR", default_value = RECOMMENDED_LOG_DIR)]
+        log_dir: PathBuf,
     },
 }
 
@@ -113,6 +127,13 @@ pub async fn run(client: &Client, command: JobsCommand, json: bool) -> anyhow::R
             if let Some(error) = &job.last_error {
                 println!("last error: {error}");
             }
+            if let Some(tail) = &job.log_tail {
+                println!(
+                    "log tail: {} bytes of the last attempt's output (agentctl jobs logs {})",
+                    tail.len(),
+                    job.job_id
+                );
+            }
             println!("history:");
             for entry in job.history.unwrap_or_default() {
                 let mut detail = Vec::new();
@@ -157,5 +178,90 @@ pub async fn run(client: &Client, command: JobsCommand, json: bool) -> anyhow::R
             println!("{} queued again", answer.job_id);
             Ok(())
         }
+        JobsCommand::Logs { job_id, log_dir } => print_logs(client, job_id, &log_dir, json).await,
     }
+}
+
+/// Prints the job's log file if it exists here; `false` when there is none.
+fn print_log_file(path: &Path, job_id: JobId, json: bool) -> std::io::Result<bool> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(error),
+    };
+    if json {
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        print_json(&serde_json::json!({
+            "job_id": job_id,
+            "source": "file",
+            "path": path,
+            "log": String::from_utf8_lossy(&bytes),
+        }))
+        .map_err(std::io::Error::other)?;
+        return Ok(true);
+    }
+    eprintln!(
+        "agentctl: {job_id}: the worker's log file {}",
+        path.display()
+    );
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut stdout)?;
+    stdout.flush()?;
+    Ok(true)
+}
+
+/// `agentctl jobs logs`: the local file first (all of the output kept on this box), else the
+/// daemon's tail (the last bytes of the last attempt, wherever it ran).
+async fn print_logs(
+    client: &Client,
+    job_id: JobId,
+    log_dir: &Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let path = job_log::log_path(log_dir, job_id);
+    let read_path = path.clone();
+    // Blocking file IO off the async workers; streamed, as a file may hold --log-max-bytes.
+    let printed = tokio::task::spawn_blocking(move || print_log_file(&read_path, job_id, json))
+        .await
+        .context("reading the log file")?
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if printed {
+        return Ok(());
+    }
+    let job = client.job(job_id).await.with_context(|| {
+        format!(
+            "no log file {} on this machine, and the daemon's copy could not be read",
+            path.display()
+        )
+    })?;
+    let Some(tail) = job.log_tail else {
+        anyhow::bail!(
+            "no log for {job_id}: no file {} on this machine (run this on the worker's box, or pass its --log-dir), and the daemon recorded no log tail ({}: {})",
+            path.display(),
+            job.state.as_str(),
+            if job.state.is_terminal() || job.attempt > 0 {
+                "its last completion or failure carried none"
+            } else {
+                "no attempt has ended yet"
+            }
+        );
+    };
+    if json {
+        return print_json(&serde_json::json!({
+            "job_id": job_id,
+            "source": "daemon",
+            "log": tail,
+        }));
+    }
+    eprintln!(
+        "agentctl: {job_id}: no log file {} here; the last {} bytes the daemon recorded with the job's last completion or failure",
+        path.display(),
+        tail.len()
+    );
+    print!("{tail}");
+    if !tail.ends_with('\n') {
+        println!();
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ mod events;
 mod exports;
 mod ingest;
 mod jobs;
-mod output;
+pub(crate) mod output;
 mod queues;
 mod rollouts;
 mod sandbox;

@@ -2,15 +2,18 @@
 //! [--episodes-per-gpu N] [--serve 'CMD {gpu} {port}']] (-- CMD ARGS... | --builtin
 //! astgrep.verify)`: slots (one per `--concurrency`, or `--episodes-per-gpu` per GPU), tags (the
 //! user's, over the GPU ones), model servers per GPU (`crate::model_server`), and the handler (a
-//! command, or a built-in job kind).
+//! command, or a built-in job kind), and job logs (`--log-dir`, `--log-max-bytes`,
+//! `--log-retention`, `--log-tail-bytes`; `crate::job_log`).
 
 use super::{parse_duration_ms, parse_key_value};
 use crate::builtin::{astgrep_verify, Builtin};
 use crate::gpu::{self, GpuSelection};
 use crate::http_client::Client;
+use crate::job_log::{self, JobLogSettings};
 use crate::model_server::{self, ServerConfig};
 use crate::sandbox::SandboxLimits;
 use crate::worker::{self, DaemonAccess, Handler, ServerStatus, Slot, WorkerOptions};
+use agentd_schemas::api::LOG_TAIL_BYTES_MAX;
 use agentd_schemas::events::Tags;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -33,7 +36,10 @@ Job environment: CMD gets the leased job as JSON on stdin, and these variables:
                AGENTD_GPU_UUID, AGENTD_GPU_NAME
   with --serve:  AGENTD_MODEL_URL=http://127.0.0.1:<port of the slot's GPU's server>
 On exit 0, stdout (JSON, or text taken as a JSON string) is the job's result; otherwise the
-job fails with the tail of stderr. A lost lease kills the job's whole process group.";
+job fails with the tail of stderr. A lost lease kills the job's whole process group.
+Output: stdout and stderr, as they come, also go to --log-dir/<job_id>.log (when given), and
+the last --log-tail-bytes of each attempt go with its completion or failure (the job's
+log_tail; `agentctl jobs logs job_N` prints either).";
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -108,6 +114,23 @@ pub struct WorkerArgs {
     /// Exit after this many jobs
     #[arg(long)]
     max_jobs: Option<u64>,
+    /// Keep each job's stdout and stderr, as they come, in DIR/<job_id>.log (one `== attempt`
+    /// header per attempt; successful jobs' logs too). Recommended: /var/log/agentd-worker.
+    /// Read one with `agentctl jobs logs job_N` on this box [default: no files]
+    #[arg(long, env = "AGENTD_WORKER_LOG_DIR")]
+    log_dir: Option<PathBuf>,
+    /// Cap of one job's log file (e.g. 16MiB, 512KiB, or bytes): the first part is kept, then a
+    /// `== log capped` line; the last bytes still go to the daemon
+    #[arg(long, default_value = "16MiB", value_parser = parse_bytes, requires = "log_dir")]
+    log_max_bytes: u64,
+    /// Job log files last changed longer ago than this are deleted at start and every hour
+    /// (e.g. 7d, 12h)
+    #[arg(long, default_value = "7d", value_parser = job_log::parse_retention, requires = "log_dir")]
+    log_retention: Duration,
+    /// Bytes of the end of each attempt's output sent with its completion or failure (shown as
+    /// the job's log_tail); 0 sends none
+    #[arg(long, default_value_t = LOG_TAIL_BYTES_MAX, value_parser = parse_log_tail_bytes)]
+    log_tail_bytes: usize,
     /// Command run per job: the job JSON on stdin, stdout (JSON) is the result on exit 0 (its
     /// environment is listed below)
     #[arg(last = true, required_unless_present = "builtin")]
@@ -121,6 +144,38 @@ fn parse_gpu_selection(text: &str) -> Result<GpuSelection, String> {
 
 fn parse_builtin(text: &str) -> Result<Builtin, String> {
     text.parse()
+}
+
+fn parse_log_tail_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .parse()
+        .map_err(|_| format!("expected a number of bytes, got {text:?}"))?;
+    if bytes > LOG_TAIL_BYTES_MAX {
+        return Err(format!(
+            "at most {LOG_TAIL_BYTES_MAX} (the daemon refuses a longer log_tail)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Parses sizes like `16MiB`, `512KiB`, `1GiB` or plain bytes (at least 1 KiB, so a header and
+/// some output fit).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+        .into_iter()
+        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|number| (number, unit)))
+        .unwrap_or((text, 1));
+    let bytes = number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(unit))
+        .ok_or_else(|| format!("expected a size like 16MiB, 512KiB or 1048576, got {text:?}"))?;
+    if bytes < 1024 {
+        return Err(format!("{text:?} is under the minimum of 1KiB"));
+    }
+    Ok(bytes)
 }
 
 pub async fn run(
@@ -172,6 +227,28 @@ pub async fn run(
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
         heartbeat_divisor: 3,
         max_jobs: args.max_jobs,
+        job_logs: JobLogSettings {
+            dir: args.log_dir.clone(),
+            file_bytes_max: args.log_max_bytes,
+            tail_bytes: args.log_tail_bytes,
+        },
+    };
+    // Dropped (and so stopped) when the worker returns.
+    let _retention = match &args.log_dir {
+        Some(dir) => {
+            eprintln!(
+                "agentctl worker: job logs in {} (at most {} bytes per job, deleted after {})",
+                dir.display(),
+                args.log_max_bytes,
+                job_log::format_retention(args.log_retention)
+            );
+            job_log::sweep_and_report(dir, args.log_retention).await;
+            Some(AbortOnDrop(tokio::spawn(job_log::keep_retention(
+                dir.clone(),
+                args.log_retention,
+            ))))
+        }
+        None => None,
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -345,6 +422,15 @@ fn handler(args: &WorkerArgs, daemon: DaemonAccess) -> anyhow::Result<Handler> {
                 executable,
             }))
         }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -115,6 +115,7 @@ fn step(target: Target, index: u32, lease_id: Option<LeaseId>) -> DomainCommand 
             action: Some(Action::Rule { yaml: "r".into() }),
             state_update: None,
             raw_output: None,
+            generation_ms: None,
             format_error: None,
         }),
         state_update: None,

@@ -123,6 +123,7 @@ fn step_records(index: u64) -> Vec<LogRecord> {
         }),
         state_update: None,
         raw_output: None,
+        generation_ms: None,
         format_error: None,
     }));
     let mut last = vec![Event::RewardRecorded(RewardRecorded {
@@ -140,6 +141,7 @@ fn step_records(index: u64) -> Vec<LogRecord> {
             job_id,
             lease_id,
             result_json: Some(r#"{"steps":8}"#.into()),
+            log_tail: None,
         });
     }
     vec![

@@ -278,6 +278,9 @@ export_columns! {
     raw_output: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     /// The code of a raw output that did not parse (such a step has reward 0).
     format_error: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
+    /// How long the model took to generate the step, as the actor measured it.
+    generation_ms: UInt64Builder =
+        UInt64Builder::with_capacity(rows) => DataType::UInt64, NULLABLE;
     sandbox_outcome: StringBuilder = text_builder(rows) => DataType::Utf8, NULLABLE;
     exit_code: Int32Builder = Int32Builder::with_capacity(rows) => DataType::Int32, NULLABLE;
     timed_out: BooleanBuilder =
@@ -477,6 +480,7 @@ impl StepRows for TrajectoryRows {
         columns
             .format_error
             .append_option(step.format_error.as_ref().map(|error| error.code.as_str()));
+        columns.generation_ms.append_option(step.generation_ms);
         match view.sandbox {
             Some(fact) => {
                 let result = &fact.event;

@@ -128,6 +128,7 @@ fn sample_log(records: usize, tasks: usize) -> Vec<LogRecord> {
                         }),
                         state_update: None,
                         raw_output: None,
+                        generation_ms: None,
                         format_error: None,
                     }),
                 ],
@@ -718,6 +719,7 @@ fn step_builds_filter_by_the_split_source_and_version_of_the_task_record() {
                     }),
                     state_update: None,
                     raw_output: None,
+                    generation_ms: None,
                     format_error: None,
                 }),
                 Event::RewardRecorded(RewardRecorded {
@@ -833,6 +835,7 @@ fn rollout_step(task_id: &str, rollout: Option<u64>, step: u32) -> Event {
         }),
         state_update: None,
         raw_output: None,
+        generation_ms: None,
         format_error: None,
     })
 }

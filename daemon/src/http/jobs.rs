@@ -172,7 +172,12 @@ pub async fn list(
     .map_err(|error| ApiError::internal("listing jobs", error))?;
     let jobs = records
         .into_iter()
-        .map(|record| job_projection::view(record, None, now))
+        .map(|record| {
+            // Like the history, the tail (up to 8 KiB a job) is for the single-job view only.
+            let mut view = job_projection::view(record, None, now);
+            view.log_tail = None;
+            view
+        })
         .collect();
     Ok(Json(JobListResponse { jobs, next_after }))
 }

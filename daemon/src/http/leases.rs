@@ -147,7 +147,7 @@ pub async fn heartbeat(
         (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
         (status = 409, description = "`lease_lost`", body = agentd_schemas::api::ErrorBody),
         (status = 413, description = "`body_too_large` or `payload_too_large`", body = agentd_schemas::api::ErrorBody),
-        (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`, or `string_too_long`: `log_tail` over 8192 bytes", body = agentd_schemas::api::ErrorBody),
     )
 )]
 pub async fn complete(
@@ -169,6 +169,7 @@ pub async fn complete(
             .call(|reply| Command::Complete {
                 lease_id,
                 result: request.result,
+                log_tail: request.log_tail,
                 actor: caller.actor(),
                 reply,
             })
@@ -184,7 +185,7 @@ pub async fn complete(
         (status = 200, description = "Failed: queued for a retry, scheduled, or dead", body = agentd_schemas::api::JobTransitionResponse),
         (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
         (status = 409, description = "`lease_lost`", body = agentd_schemas::api::ErrorBody),
-        (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`, or `string_too_long`: `log_tail` over 8192 bytes", body = agentd_schemas::api::ErrorBody),
     )
 )]
 pub async fn fail(
@@ -202,6 +203,7 @@ pub async fn fail(
                 lease_id,
                 error: request.error,
                 retryable,
+                log_tail: request.log_tail,
                 actor: caller.actor(),
                 reply,
             })
@@ -215,7 +217,7 @@ pub const COMPLETE_MANY_MAX: usize = 10_000;
 #[utoipa::path(
     post, path = "/v1/leases/complete", tag = "leases", request_body = agentd_schemas::api::CompleteManyRequest,
     responses(
-        (status = 200, description = "One result per completion, in order; each lease is fenced on its own", body = agentd_schemas::api::CompleteManyResponse),
+        (status = 200, description = "One result per completion, in order; each lease is fenced on its own, and an item whose `log_tail` is over 8192 bytes fails alone (`string_too_long`)", body = agentd_schemas::api::CompleteManyResponse),
         (status = 413, description = "`body_too_large` or `payload_too_large`", body = agentd_schemas::api::ErrorBody),
         (status = 422, description = "`batch_too_large` or `invalid_request`", body = agentd_schemas::api::ErrorBody),
     )
@@ -239,12 +241,8 @@ pub async fn complete_many(
             ),
         ));
     }
-    let items: Vec<_> = request
-        .completions
-        .into_iter()
-        .map(|item| (item.lease_id, item.result))
-        .collect();
-    let lease_ids: Vec<LeaseId> = items.iter().map(|(lease_id, _)| *lease_id).collect();
+    let items = request.completions;
+    let lease_ids: Vec<LeaseId> = items.iter().map(|item| item.lease_id).collect();
     let (lsn, outcomes) = state
         .sequencer
         .call(|reply| Command::CompleteMany {

@@ -173,6 +173,7 @@ impl<'txn> JobTables<'txn> {
                     result_json: None,
                     last_error: None,
                     submitted_by: record.actor.clone(),
+                    log_tail: None,
                 };
                 &mut self
                     .touched
@@ -311,10 +312,14 @@ fn update_job(job: &mut JobRecord, entry: &mut HistoryEntry, event: &Event) {
         Event::JobCompleted {
             lease_id,
             result_json,
+            log_tail,
             ..
         } => {
             job.state = StoredJobState::Completed;
             job.result_json = result_json.clone();
+            // The tail belongs to the attempt that sent it: a later completion or failure
+            // without one clears it rather than showing an older attempt's output as its own.
+            job.log_tail = log_tail.clone();
             entry.lease_id = Some(*lease_id);
         }
         Event::JobFailed {
@@ -322,10 +327,12 @@ fn update_job(job: &mut JobRecord, entry: &mut HistoryEntry, event: &Event) {
             error,
             retryable,
             after,
+            log_tail,
             ..
         } => {
             job.state = after_failure_state(after, entry);
             job.last_error = Some(error.clone());
+            job.log_tail = log_tail.clone();
             entry.lease_id = Some(*lease_id);
             entry.error = Some(error.clone());
             entry.retryable = Some(*retryable);
@@ -407,6 +414,7 @@ pub fn view(job: JobRecord, history: Option<Vec<HistoryEntry>>, now_ms: u64) -> 
         submitted_at_ms: job.submitted_at_ms,
         updated_at_ms: job.updated_at_ms,
         lease,
+        log_tail: job.log_tail,
         history,
     }
 }

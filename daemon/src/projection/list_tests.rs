@@ -59,6 +59,7 @@ fn later_events(job: u64) -> Vec<Event> {
                 job_id,
                 lease_id,
                 result_json: None,
+                log_tail: None,
             },
         ],
         3 => vec![
@@ -69,6 +70,7 @@ fn later_events(job: u64) -> Vec<Event> {
                 error: "boom".into(),
                 retryable: false,
                 after: AfterFailure::Dead,
+                log_tail: None,
             },
         ],
         4 => vec![Event::JobCancelled { job_id }],
@@ -80,6 +82,7 @@ fn later_events(job: u64) -> Vec<Event> {
                 error: "again".into(),
                 retryable: true,
                 after: AfterFailure::Retry { run_at_ms: NOW_MS },
+                log_tail: None,
             },
         ],
         _ => Vec::new(),

@@ -5,7 +5,7 @@
 
 use super::limits::QueueLimits;
 use super::state::{Job, JobStatus, QueueState};
-use agentd_schemas::api::{JobStateName, SubmitJobRequest};
+use agentd_schemas::api::{JobStateName, SubmitJobRequest, LOG_TAIL_BYTES_MAX};
 use agentd_schemas::events::{AfterFailure, Event, JobLeased, JobSubmitted, Tags};
 use agentd_schemas::{JobId, LeaseId, Lsn};
 use std::collections::HashMap;
@@ -450,15 +450,17 @@ pub fn heartbeat(
     })
 }
 
-/// Ends a held lease successfully with an optional JSON result.
+/// Ends a held lease successfully with an optional JSON result and output tail.
 pub fn complete(
     state: &QueueState,
     limits: &QueueLimits,
     now_ms: u64,
     lease_id: LeaseId,
     result: Option<&serde_json::Value>,
+    log_tail: Option<&str>,
 ) -> Result<Decision<JobId>, DecideError> {
     let job = held_lease(state, now_ms, lease_id)?;
+    let log_tail = checked_log_tail(log_tail)?;
     let result_json = match result {
         Some(value) => {
             let text = serde_json::to_string(value)
@@ -479,6 +481,7 @@ pub fn complete(
             job_id: job.id,
             lease_id,
             result_json,
+            log_tail,
         }],
         reply: job.id,
     })
@@ -508,7 +511,8 @@ pub fn after_failure(
     }
 }
 
-/// Ends a held lease with a failure.
+/// Ends a held lease with a failure (and an optional output tail).
+#[allow(clippy::too_many_arguments)] // reason: the decision's inputs, all plain data; a struct would only rename them
 pub fn fail(
     state: &QueueState,
     limits: &QueueLimits,
@@ -517,8 +521,10 @@ pub fn fail(
     error: &str,
     retryable: bool,
     jitter: f64,
+    log_tail: Option<&str>,
 ) -> Result<Decision<(JobId, AfterFailure)>, DecideError> {
     let job = held_lease(state, now_ms, lease_id)?;
+    let log_tail = checked_log_tail(log_tail)?;
     // Keep the tail of long errors: the last lines of a stack trace say the most.
     let error_text: String = if error.chars().count() > limits.error_chars_max {
         let skip = error.chars().count() - limits.error_chars_max;
@@ -534,9 +540,28 @@ pub fn fail(
             error: error_text,
             retryable,
             after: after.clone(),
+            log_tail,
         }],
         reply: (job.id, after),
     })
+}
+
+/// A completion's or failure's `log_tail`, refused over [`LOG_TAIL_BYTES_MAX`] bytes. Unlike a
+/// failure's error it is not cut here: the worker already sent a tail, and a longer one is a
+/// client bug worth an answer. An empty tail is recorded as none.
+fn checked_log_tail(log_tail: Option<&str>) -> Result<Option<String>, DecideError> {
+    match log_tail {
+        Some(tail) if tail.len() > LOG_TAIL_BYTES_MAX => Err(over_limit(
+            Limit::StringLength,
+            "log_tail",
+            format!(
+                "{} bytes is over the limit of {LOG_TAIL_BYTES_MAX} bytes; send the last {LOG_TAIL_BYTES_MAX} bytes of the output",
+                tail.len()
+            ),
+        )),
+        Some("") | None => Ok(None),
+        Some(tail) => Ok(Some(tail.to_string())),
+    }
 }
 
 /// Expires every lease whose time is up at `now_ms`. `jitter` is called once per expired lease.

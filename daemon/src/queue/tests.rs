@@ -97,13 +97,15 @@ impl Harness {
             "boom",
             retryable,
             0.0,
+            None,
         )?;
         self.commit(decision.events);
         Ok(())
     }
 
     fn complete(&mut self, lease_id: LeaseId) -> Result<(), DecideError> {
-        let decision = decide::complete(&self.state, &self.limits, self.now_ms, lease_id, None)?;
+        let decision =
+            decide::complete(&self.state, &self.limits, self.now_ms, lease_id, None, None)?;
         self.commit(decision.events);
         Ok(())
     }

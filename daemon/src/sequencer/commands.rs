@@ -86,12 +86,15 @@ pub enum Command {
     Complete {
         lease_id: LeaseId,
         result: Option<serde_json::Value>,
+        /// The attempt's output tail, checked against `LOG_TAIL_BYTES_MAX` by the decision.
+        log_tail: Option<String>,
         actor: Option<String>,
         reply: Reply<JobTransitionResponse>,
     },
     /// Completes many leases in one record; each item is fenced on its own.
     CompleteMany {
-        items: Vec<(LeaseId, Option<serde_json::Value>)>,
+        /// As the request carries them, like `Submit` its requests.
+        items: Vec<agentd_schemas::api::CompleteItem>,
         actor: Option<String>,
         reply: Reply<CompleteManyOutcome>,
     },
@@ -99,6 +102,8 @@ pub enum Command {
         lease_id: LeaseId,
         error: String,
         retryable: bool,
+        /// The attempt's output tail, checked against `LOG_TAIL_BYTES_MAX` by the decision.
+        log_tail: Option<String>,
         actor: Option<String>,
         reply: Reply<JobTransitionResponse>,
     },
@@ -342,6 +347,7 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
         Command::Complete {
             lease_id,
             result,
+            log_tail,
             actor,
             reply,
         } => {
@@ -351,6 +357,7 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                 now_ms,
                 lease_id,
                 result.as_ref(),
+                log_tail.as_deref(),
             ) {
                 Ok(decision) => {
                     let job_id = decision.reply;
@@ -376,7 +383,12 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
             let mut events = Vec::with_capacity(items.len());
             let mut outcomes = Vec::with_capacity(items.len());
             let mut seen = std::collections::HashSet::with_capacity(items.len());
-            for (lease_id, result) in items {
+            for agentd_schemas::api::CompleteItem {
+                lease_id,
+                result,
+                log_tail,
+            } in items
+            {
                 if !seen.insert(lease_id) {
                     outcomes.push(Err(DecideError::LeaseLost {
                         lease_id,
@@ -390,6 +402,7 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                     now_ms,
                     lease_id,
                     result.as_ref(),
+                    log_tail.as_deref(),
                 ) {
                     Ok(decision) => {
                         record_start_to_finish(sequencer, now_ms, decision.reply);
@@ -416,6 +429,7 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
             lease_id,
             error,
             retryable,
+            log_tail,
             actor,
             reply,
         } => {
@@ -428,6 +442,7 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
                 &error,
                 retryable,
                 jitter,
+                log_tail.as_deref(),
             ) {
                 Ok(decision) => {
                     let (job_id, after) = decision.reply;

@@ -162,6 +162,7 @@ async fn verification_jobs_record_sandbox_results_and_rule_rewards() {
                 think: None,
                 action: Some(action),
                 raw_output: None,
+                generation_ms: None,
                 state_update: None,
             },
         )
@@ -195,6 +196,7 @@ async fn verification_jobs_record_sandbox_results_and_rule_rewards() {
                     yaml: "id: r\nlanguage: python\nrule:\n  pattern: a\nfix: b\n".into(),
                 }),
                 raw_output: None,
+                generation_ms: None,
                 state_update: None,
             },
         )
@@ -607,6 +609,7 @@ fn step_request(step: u32, action: ActionRequest) -> RecordStepRequest {
         think: None,
         action: Some(action),
         raw_output: None,
+        generation_ms: None,
         state_update: None,
     }
 }

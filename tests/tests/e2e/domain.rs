@@ -134,6 +134,7 @@ fn step_request(step: u32, job_id: JobId, lease_id: LeaseId, model: &str) -> Rec
         think: Some(format!("step {step}: the accumulator is badly named")),
         action: Some(pattern("x", "total")),
         raw_output: None,
+        generation_ms: None,
         state_update: Some(StateUpdateFields {
             history: vec![format!("step {step}: proposed a rename")],
             hypotheses: vec!["renaming keeps the tests green".into()],

@@ -79,6 +79,7 @@ async fn record_steps(daemon: &Daemon, task: &str, steps: std::ops::Range<u32>) 
                 rewrite: "logger.info($A)".into(),
             }),
             raw_output: None,
+            generation_ms: None,
             state_update: None,
         };
         client.record_step(task, &request).await.unwrap();

@@ -7,6 +7,7 @@ mod chaos;
 mod crash;
 mod domain;
 mod exports;
+mod job_logs;
 mod job_run_at;
 mod lifecycle;
 mod limits;

@@ -218,6 +218,7 @@ impl Consumer {
             .map(|grant| CompleteItem {
                 lease_id: grant.lease_id,
                 result: None,
+                log_tail: None,
             })
             .collect();
         let answer = self

@@ -25,9 +25,9 @@ use crate::projection::domain::trajectories::{
     StepEntry, TrajectoryStats, REWARD_BUCKET_UPPER_BOUNDS,
 };
 use agentd_schemas::domain_api::{
-    ActionRequest, IgnoredView, ModelStatsView, RecordStepRequest, RecordStepResponse,
-    RewardBucketView, RewardDistributionView, RewardRequest, RewardView, SamplingRequest,
-    SandboxResultRequest, SandboxView, StepFactResponse, TrajectoryResponse,
+    ActionRequest, IgnoredView, ModelStatsView, PolicyStatsView, RecordStepRequest,
+    RecordStepResponse, RewardBucketView, RewardDistributionView, RewardRequest, RewardView,
+    SamplingRequest, SandboxResultRequest, SandboxView, StepFactResponse, TrajectoryResponse,
     TrajectoryStatsResponse, TrajectoryStep,
 };
 use agentd_schemas::events::{
@@ -140,7 +140,9 @@ async fn record_step_into(
         state_update: state_update.as_ref().map(|(update, _)| update.clone()),
         raw_output: request.raw_output,
         format_error: format_error.clone(),
+        generation_ms: request.generation_ms,
     };
+    let generation_ms = request.generation_ms;
     // The update is merged in the same record, after the step: the step keeps the state before.
     let update_event =
         state_update.map(|(update, forget)| state_event(&state.domain, update, forget, lease_id));
@@ -163,6 +165,9 @@ async fn record_step_into(
         format_reward,
     };
     let (lsn, task_id, rollout_id) = record(state, caller, command).await?;
+    if let Some(ms) = generation_ms {
+        metrics::histogram!("agentd_actor_step_seconds").record(ms as f64 / 1000.0);
+    }
     let merged = match with_update {
         false => None,
         true => {
@@ -609,6 +614,7 @@ pub(super) fn step_view(entry: &StepEntry) -> TrajectoryStep {
         state_update: step.state_update.clone(),
         raw_output: step.raw_output.clone(),
         format_error: step.format_error.clone(),
+        generation_ms: step.generation_ms,
         state_before: agentd_schemas::events::AgentState::clone(&entry.state_before),
         state_before_lsn: entry.state_before_lsn,
         sandbox: entry.sandbox.as_ref().map(|fact| {
@@ -673,6 +679,18 @@ fn stats_view(stats: TrajectoryStats) -> TrajectoryStatsResponse {
             .iter()
             .map(|(model, counters)| ModelStatsView {
                 model: model.clone(),
+                steps: counters.steps,
+                rewarded: counters.rewarded,
+                verified: counters.verified,
+                teacher_precision: counters.precision(),
+            })
+            .collect(),
+        policies: stats
+            .policies
+            .iter()
+            .map(|((model, policy_version), counters)| PolicyStatsView {
+                model: model.clone(),
+                policy_version: policy_version.clone(),
                 steps: counters.steps,
                 rewarded: counters.rewarded,
                 verified: counters.verified,

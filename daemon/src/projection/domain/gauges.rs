@@ -1,5 +1,6 @@
 //! Prometheus gauges over the trajectory projection: teacher precision and step counts per
-//! model, reward counts per source and per value bucket. A periodic task publishes them from a
+//! model (and precision per model and policy version), sandbox results per outcome, reward
+//! counts per source and per value bucket. A periodic task publishes them from a
 //! snapshot, so the projector (which must stay pure and fast) never touches the recorder.
 
 use super::trajectories::{TrajectoryStats, REWARD_BUCKET_UPPER_BOUNDS};
@@ -35,6 +36,20 @@ pub fn publish(stats: &TrajectoryStats) {
         if let Some(precision) = counters.precision() {
             metrics::gauge!("agentd_teacher_precision", "model" => label).set(precision);
         }
+    }
+    for ((model, policy_version), counters) in stats.policies.iter().take(MODEL_GAUGES_MAX) {
+        if let Some(precision) = counters.precision() {
+            metrics::gauge!(
+                "agentd_teacher_precision_by_policy",
+                "model" => model.clone(),
+                "policy_version" => policy_version.clone()
+            )
+            .set(precision);
+        }
+    }
+    for outcome in ["ok", "failed", "timed_out", "killed_oom", "rejected"] {
+        let count = stats.sandbox_outcomes.get(outcome).copied().unwrap_or(0);
+        metrics::gauge!("agentd_sandbox_results", "outcome" => outcome).set(count as f64);
     }
     let rewards = &stats.rewards;
     for source in ["rule", "teacher", "human"] {

@@ -74,6 +74,7 @@ fn step(task_id: &str, step: u32, model: &str) -> Event {
         }),
         state_update: None,
         raw_output: None,
+        generation_ms: None,
         format_error: None,
     })
 }
@@ -334,6 +335,22 @@ fn teacher_precision_is_verified_steps_over_judged_steps_per_model() {
         .collect();
     // glm: one verified of two judged; its third step waits for a verdict and is no failure.
     assert_eq!(precision, [("glm", Some(0.5)), ("minimax", Some(0.0))]);
+    let policies: Vec<(&str, &str, u64, Option<f64>)> = stats
+        .policies
+        .iter()
+        .map(|((model, policy), counters)| {
+            (
+                model.as_str(),
+                policy.as_str(),
+                counters.steps,
+                counters.precision(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        policies,
+        [("glm", "p1", 3, Some(0.5)), ("minimax", "p1", 1, Some(0.0))]
+    );
     assert_eq!(stats.tasks, 3);
     let rewards = &stats.rewards;
     assert_eq!((rewards.count, rewards.verified), (3, 1));

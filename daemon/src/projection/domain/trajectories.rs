@@ -45,6 +45,8 @@ pub struct Trajectories {
     steps: u64,
     sandbox_results: u64,
     models: BTreeMap<String, ModelCounters>,
+    /// The same counters per (model, policy version): precision across policy versions.
+    policies: BTreeMap<(String, String), ModelCounters>,
     rewards: RewardCounters,
     sandbox_outcomes: BTreeMap<&'static str, u64>,
     ignored: Ignored,
@@ -195,6 +197,8 @@ pub struct TrajectoryStats {
     pub sandbox_results: u64,
     /// In model name order.
     pub models: Vec<(String, ModelCounters)>,
+    /// Per (model, policy version), in that order.
+    pub policies: Vec<((String, String), ModelCounters)>,
     pub rewards: RewardCounters,
     pub sandbox_outcomes: BTreeMap<&'static str, u64>,
     pub ignored: Ignored,
@@ -257,6 +261,7 @@ impl Trajectories {
         }
         let (state_before, state_before_lsn) = state_before;
         count_model(&mut self.models, &event.model).steps += 1;
+        count_policy(&mut self.policies, &event.model, &event.policy_version).steps += 1;
         steps.insert(
             event.step,
             Box::new(StepEntry {
@@ -319,6 +324,15 @@ impl Trajectories {
         model.rewarded += 1;
         if event.verified {
             model.verified += 1;
+        }
+        let policy = count_policy(
+            &mut self.policies,
+            &entry.step.model,
+            &entry.step.policy_version,
+        );
+        policy.rewarded += 1;
+        if event.verified {
+            policy.verified += 1;
         }
         self.rewards.add(&event);
         let (value, rollout_id) = (event.value, event.rollout_id);
@@ -465,6 +479,11 @@ impl Trajectories {
                 .iter()
                 .map(|(model, counters)| (model.clone(), *counters))
                 .collect(),
+            policies: self
+                .policies
+                .iter()
+                .map(|(key, counters)| (key.clone(), *counters))
+                .collect(),
             rewards: self.rewards.clone(),
             sandbox_outcomes: self.sandbox_outcomes.clone(),
             ignored: self.ignored,
@@ -577,6 +596,16 @@ fn rollout_mut<'a>(
         .get_mut(rollout_tasks.get(&id)?)?
         .rollouts
         .get_mut(&id)
+}
+
+/// The counters of a (model, policy version), looked up before inserting.
+fn count_policy<'a>(
+    policies: &'a mut BTreeMap<(String, String), ModelCounters>,
+    model: &str,
+    policy_version: &str,
+) -> &'a mut ModelCounters {
+    let key = (model.to_owned(), policy_version.to_owned());
+    policies.entry(key).or_default()
 }
 
 fn step_mut<'a>(
