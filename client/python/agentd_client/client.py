@@ -175,12 +175,18 @@ class Client:
         lease is gone (expired, cancelled, superseded)."""
         return self.post("/v1/leases/{}/heartbeat".format(_quote(lease_id)), {})
 
-    def complete(self, lease_id, result=None):
-        return self.post("/v1/leases/{}/complete".format(_quote(lease_id)), _drop_none({"result": result}))
+    def complete(self, lease_id, result=None, log_tail=None):
+        """Completes a leased job; `log_tail` (at most 8 KiB of the job's output) is recorded
+        with it and shown by `get_job` and `agentctl jobs logs`."""
+        return self.post("/v1/leases/{}/complete".format(_quote(lease_id)),
+                         _drop_none({"result": result, "log_tail": log_tail}))
 
-    def fail(self, lease_id, error, retryable=True):
+    def fail(self, lease_id, error, retryable=True, log_tail=None):
+        """Fails a leased job (retried unless `retryable` is false); `log_tail` as for
+        `complete`."""
         return self.post("/v1/leases/{}/fail".format(_quote(lease_id)),
-                         {"error": str(error), "retryable": bool(retryable)})
+                         _drop_none({"error": str(error), "retryable": bool(retryable),
+                                     "log_tail": log_tail}))
 
     # -- agent state ------------------------------------------------------------------------
 

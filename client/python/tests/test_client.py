@@ -141,6 +141,13 @@ class WorkerTest(unittest.TestCase):
     def setUp(self):
         self.client = Client(URL)
 
+    def test_a_completion_records_its_log_tail(self):
+        queue = unique("logs")
+        job_id = self.client.submit(queue, "k", {})["job_id"]
+        grant = self.client.lease("py-logs", [queue], wait_ms=1000)[0]
+        self.client.complete(grant["lease_id"], {"ok": True}, log_tail="last lines\n")
+        self.assertEqual(self.client.get_job(job_id)["log_tail"], "last lines\n")
+
     def test_handler_results_complete_and_job_failed_fails(self):
         queue = unique("w")
         good = self.client.submit(queue, "x", {"n": 2})["job_id"]
