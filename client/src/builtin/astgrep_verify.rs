@@ -176,7 +176,7 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
                 completion_tokens: None,
                 prompt: None,
                 think: None,
-                action: Some(action_request(&job.action)),
+                action: Some(ActionRequest::from(job.action.clone())),
                 raw_output: None,
                 generation_ms: None,
                 state_update: None,
@@ -579,21 +579,6 @@ pub fn cut(text: &str, max_bytes: usize) -> String {
         end -= 1;
     }
     format!("{}{note}", &text[..end])
-}
-
-fn action_request(action: &Action) -> ActionRequest {
-    match action.clone() {
-        Action::Pattern {
-            language,
-            pattern,
-            rewrite,
-        } => ActionRequest::Pattern {
-            language,
-            pattern,
-            rewrite,
-        },
-        Action::Rule { yaml } => ActionRequest::Rule { yaml },
-    }
 }
 
 #[cfg(test)]
