@@ -596,11 +596,14 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
     }
 }
 
+/// A job's run time (lease to completion or failure), per queue: queues are configured by
+/// operators, so the label stays bounded, and a queue usually holds one kind of work.
 fn record_start_to_finish(sequencer: &Sequencer, now_ms: u64, job_id: JobId) {
-    if let Some(JobStatus::Leased { leased_at_ms, .. }) =
-        sequencer.state.job(job_id).map(|job| &job.status)
-    {
-        metrics::histogram!("agentd_job_start_to_finish_seconds")
+    let Some(job) = sequencer.state.job(job_id) else {
+        return;
+    };
+    if let JobStatus::Leased { leased_at_ms, .. } = &job.status {
+        metrics::histogram!("agentd_job_start_to_finish_seconds", "queue" => job.queue.to_string())
             .record(now_ms.saturating_sub(*leased_at_ms) as f64 / 1000.0);
     }
 }
