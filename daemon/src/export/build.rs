@@ -334,6 +334,7 @@ pub fn write_build(
                 settings.shard_bytes_max,
             )?;
             let splits = steps::task_splits(domain, to);
+            let scores = std::cell::RefCell::new(steps::GroupCache::default());
             for chunk in keys.chunks(BATCH_ROWS) {
                 let batch = {
                     let states = domain.agent_states();
@@ -342,6 +343,7 @@ pub fn write_build(
                         states: &states,
                         trajectories: &trajectories,
                         splits: &splits,
+                        scores: &scores,
                     };
                     let mut rows = steps::TrajectoryRows::with_capacity(chunk.len());
                     for (task_id, rollout_id, step) in chunk {

@@ -193,11 +193,12 @@ pub fn write_export(
             steps::trajectory_schema(),
             &parquet,
             (after, to),
-            SplitFilter::All,
+            (SplitFilter::All, &steps::task_splits(domain, to)),
         )?],
         // One file set per split, so a dev or test task's steps never train: `train`, `dev`,
         // `test`, and `unassigned` for tasks that are not a kept dataset record.
         (ExportKind::TrlSft, _) => {
+            let splits = steps::task_splits(domain, to);
             let mut groups = Vec::new();
             for split in [Some("train"), Some("dev"), Some("test"), None] {
                 groups.push(export_steps::<steps::SftRows>(
@@ -208,7 +209,7 @@ pub fn write_export(
                     steps::sft_schema(),
                     &parquet,
                     (after, to),
-                    SplitFilter::Only(split),
+                    (SplitFilter::Only(split), &splits),
                 )?);
             }
             groups
@@ -394,10 +395,9 @@ fn export_steps<R: StepRows>(
     schema: SchemaRef,
     parquet: &ParquetSettings,
     (after, to): (Lsn, Lsn),
-    filter: SplitFilter,
+    (filter, splits): (SplitFilter, &steps::TaskSplits),
 ) -> Result<FinishedGroup, ExportError> {
-    // Taken before the step locks and released: the datasets lock never nests with them.
-    let splits = steps::task_splits(domain, to);
+    let scores = std::cell::RefCell::new(steps::GroupCache::default());
     let mut shards = PipelinedShards::spawn(ParquetShards::new(
         dir,
         prefix,
@@ -420,7 +420,8 @@ fn export_steps<R: StepRows>(
             let context = steps::StepContext {
                 states: &states,
                 trajectories: &trajectories,
-                splits: &splits,
+                splits,
+                scores: &scores,
             };
             for entry in trajectories.steps_after(resume) {
                 if let SplitFilter::Only(split) = filter {

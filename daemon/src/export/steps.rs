@@ -43,6 +43,8 @@ pub struct StepContext<'a> {
     pub states: &'a AgentStates,
     pub trajectories: &'a Trajectories,
     pub splits: &'a TaskSplits,
+    /// Shared by the batches of one export.
+    pub scores: &'a std::cell::RefCell<GroupCache>,
 }
 
 /// The split of each task that is a kept dataset record (`{source}/{version}/{index}`) received
@@ -177,10 +179,11 @@ impl GroupScoresAt {
     }
 }
 
-/// Group scores computed for one batch of rows: each group is scored once per batch, not once
-/// per row (a group of a thousand rollouts of fifty steps each is read once per 4096 rows).
+/// Group scores as of an export's `to`, computed once per group for the whole export (they do
+/// not change while it runs: every fact at or before `to` is already applied), not once per
+/// row or per batch: a shuffled dataset build touches a group in many batches.
 #[derive(Default)]
-struct GroupCache {
+pub struct GroupCache {
     /// The `to` the scores are as of; a different `to` empties the cache.
     to: Lsn,
     groups: HashMap<String, GroupScoresAt>,
@@ -330,7 +333,6 @@ pub struct TrajectoryRows {
     last_state: Option<(Arc<AgentState>, String)>,
     /// Scratch space for the `job_N` / `lease_N` / `ro_N` ids.
     id_text: String,
-    groups: GroupCache,
 }
 
 /// The token count and tokenizer of the state a step saw (the merge that produced it, in the
@@ -372,7 +374,6 @@ impl StepRows for TrajectoryRows {
             columns: TrajectoryColumns::with_capacity(rows),
             last_state: None,
             id_text: String::new(),
-            groups: GroupCache::default(),
         }
     }
 
@@ -397,7 +398,7 @@ impl StepRows for TrajectoryRows {
         let step = &entry.step;
         let score = step
             .rollout_id
-            .and_then(|id| self.groups.score(trajectories, id, to));
+            .and_then(|id| context.scores.borrow_mut().score(trajectories, id, to));
         let columns = &mut self.columns;
         columns.task_id.append_value(&step.task_id);
         columns.step.append_value(step.step);

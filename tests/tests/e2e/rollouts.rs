@@ -5,7 +5,6 @@
 use super::domain::{get_json, post_json};
 use agentd_tests::{agentd, Daemon};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 /// Samples in the group.
 const ROLLOUTS: usize = 16;
@@ -190,7 +189,7 @@ async fn a_retried_episode_resumes_its_rollout_under_its_new_lease() {
             let (status, answer) = post_json(
                 &url,
                 "/v1/leases",
-                json!({"worker_id": worker, "queues": ["episodes"], "wait_ms": 5000}),
+                json!({"worker_id": worker, "queues": ["episodes"], "wait_ms": 20000}),
             )
             .await;
             assert_eq!(status, 200, "{answer}");
@@ -215,8 +214,8 @@ async fn a_retried_episode_resumes_its_rollout_under_its_new_lease() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["rollout_id"], json!(rollout));
 
-    // The lease expires; attempt 2 sees the rollout on its grant and resumes at step 1.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The lease expires; attempt 2 (the long-poll waits until the job is leasable again) sees
+    // the rollout on its grant and resumes at step 1.
     let second = lease("box-2").await;
     assert_eq!(second["attempt"], json!(2), "{second}");
     assert_eq!(second["job"]["rollout_id"], json!(rollout));
