@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod exports;
+mod training;
 pub use exports::*;
+pub use training::*;
 
 /// Version of the [`LogRecord`] envelope itself (the frame header carries it as its format byte).
 pub const RECORD_FORMAT_VERSION: u8 = 1;
@@ -129,6 +131,10 @@ pub enum Event {
     /// with.
     #[serde(rename = "dataset_settings_recorded.v1")]
     DatasetSettingsRecorded(DatasetSettings),
+    /// The `[rewards]` and `[training]` settings, recorded at start-up when they differ from the
+    /// last recorded ones; exports use those recorded at or before their `to`.
+    #[serde(rename = "training_settings_recorded.v1")]
+    TrainingSettingsRecorded(TrainingSettings),
 }
 
 impl Event {
@@ -156,6 +162,7 @@ impl Event {
             Event::ScheduleFired(_) => "schedule_fired",
             Event::DatasetBuilt(_) => "dataset_built",
             Event::DatasetSettingsRecorded(_) => "dataset_settings_recorded",
+            Event::TrainingSettingsRecorded(_) => "training_settings_recorded",
         }
     }
 }

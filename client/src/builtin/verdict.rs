@@ -22,16 +22,7 @@ use agentd_schemas::events::SandboxOutcome;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// How the `tests` component scores.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TestsReward {
-    /// 1 when every test passed, else 0.
-    #[default]
-    All,
-    /// Tests passed over the tests the pristine test files define (partial credit).
-    Fraction,
-}
+pub use agentd_schemas::events::TestsReward;
 
 /// What the trusted test runner established (see `python_runner`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -133,6 +133,7 @@ impl DomainProjections {
             Event::DatasetSettingsRecorded(settings) => {
                 write(&self.datasets).apply_settings(&settings)
             }
+            Event::TrainingSettingsRecorded(_) => {}
             Event::DatasetRecordsIngested(batch) => {
                 write(&self.datasets).apply_ingested(lsn, &batch)
             }

@@ -276,7 +276,8 @@ impl QueueState {
             | Event::ExportRecorded(_)
             | Event::ScheduleFired(_)
             | Event::DatasetBuilt(_)
-            | Event::DatasetSettingsRecorded(_) => {}
+            | Event::DatasetSettingsRecorded(_)
+            | Event::TrainingSettingsRecorded(_) => {}
         }
     }
 
