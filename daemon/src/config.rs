@@ -2,6 +2,10 @@
 //! `configs/agentd.toml` documents each key; unknown keys are refused so a typo is an error.
 
 use crate::queue::QueueLimits;
+use agentd_schemas::events::{
+    RewardCombine, RewardSettings, RewardWeights, SftSettings, SystemPrompt, TestsReward,
+    TrainingSettings,
+};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +19,10 @@ pub struct Config {
     pub queue: QueueConfig,
     pub state: StateConfig,
     pub datasets: DatasetsConfig,
+    /// `[rewards]`: how rule rewards combine their checks (recorded in the log).
+    pub rewards: RewardsConfig,
+    /// `[training]`: the trainer views' system prompt and SFT threshold (recorded in the log).
+    pub training: TrainingConfig,
     pub auth: AuthConfig,
     /// `[exports]`: where exports go and how they are encoded (docs/exports.md).
     pub exports: crate::export::ExportsConfig,
@@ -213,6 +221,128 @@ impl Default for DatasetsConfig {
     }
 }
 
+/// `[rewards]`: how the rule reward of `astgrep.verify` combines its checks
+/// (docs/astgrep_verify.md, "The reward"). Recorded in the log with `[training]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewardsConfig {
+    pub combine: RewardCombine,
+    pub tests: TestsReward,
+    pub weight_tests: f64,
+    pub weight_gold_match: f64,
+    pub weight_post_match: f64,
+}
+
+impl Default for RewardsConfig {
+    fn default() -> Self {
+        let weights = RewardWeights::default();
+        RewardsConfig {
+            combine: RewardCombine::All,
+            tests: TestsReward::All,
+            weight_tests: weights.tests,
+            weight_gold_match: weights.gold_match,
+            weight_post_match: weights.post_match,
+        }
+    }
+}
+
+impl RewardsConfig {
+    /// The settings, once every weight is checked (finite and not negative).
+    pub fn settings(&self) -> Result<RewardSettings, String> {
+        for (key, weight) in [
+            ("weight_tests", self.weight_tests),
+            ("weight_gold_match", self.weight_gold_match),
+            ("weight_post_match", self.weight_post_match),
+        ] {
+            if !weight.is_finite() || weight < 0.0 {
+                return Err(format!(
+                    "[rewards] {key} = {weight}: a weight must be a finite number of at least 0"
+                ));
+            }
+        }
+        Ok(RewardSettings {
+            combine: self.combine,
+            tests: self.tests,
+            weights: RewardWeights {
+                tests: self.weight_tests,
+                gold_match: self.weight_gold_match,
+                post_match: self.weight_post_match,
+            },
+        })
+    }
+}
+
+/// The default system prompt, `configs/system_prompt.toml`, embedded.
+pub const DEFAULT_SYSTEM_PROMPT: &str = include_str!("../../configs/system_prompt.toml");
+
+/// `[training]`: what the trainer views are built with. Recorded in the log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// A TOML file with `version` and `text`; unset: the embedded `configs/system_prompt.toml`.
+    pub system_prompt_file: Option<PathBuf>,
+    /// A verified step goes to `trl_sft` only with a reward at least this.
+    pub sft_min_reward: f64,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            system_prompt_file: None,
+            sft_min_reward: SftSettings::default().min_reward,
+        }
+    }
+}
+
+impl Config {
+    /// The `[rewards]` and `[training]` settings as `training_settings_recorded` records them
+    /// (the system prompt file is read here).
+    pub fn training_settings(&self) -> Result<TrainingSettings, String> {
+        let rewards = self.rewards.settings()?;
+        let min_reward = self.training.sft_min_reward;
+        if !min_reward.is_finite() {
+            return Err(format!(
+                "[training] sft_min_reward = {min_reward}: must be a finite number"
+            ));
+        }
+        let (origin, text) = match &self.training.system_prompt_file {
+            Some(path) => (
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|error| {
+                    format!(
+                        "[training] system_prompt_file: cannot read {}: {error}",
+                        path.display()
+                    )
+                })?,
+            ),
+            None => (
+                "the embedded configs/system_prompt.toml".to_string(),
+                DEFAULT_SYSTEM_PROMPT.to_string(),
+            ),
+        };
+        let system_prompt = parse_system_prompt(&text)
+            .map_err(|error| format!("[training] system prompt in {origin}: {error}"))?;
+        Ok(TrainingSettings {
+            rewards,
+            system_prompt,
+            sft: SftSettings { min_reward },
+        })
+    }
+}
+
+/// A system prompt file: `version` (1 to 128 characters) and a non-blank `text`.
+pub fn parse_system_prompt(text: &str) -> Result<SystemPrompt, String> {
+    let prompt: SystemPrompt = toml::from_str(text).map_err(|error| error.to_string())?;
+    let version_ok = !prompt.version.trim().is_empty() && prompt.version.chars().count() <= 128;
+    if !version_ok {
+        return Err("`version` must be 1 to 128 characters".into());
+    }
+    if prompt.text.trim().is_empty() {
+        return Err("`text` is empty".into());
+    }
+    Ok(prompt)
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -269,5 +399,26 @@ mod tests {
         let config = Config::parse(text).unwrap();
         assert_eq!(config.server.listen, Config::default().server.listen);
         assert_eq!(config.queue.lease_ttl_ms_default, 60_000);
+        assert_eq!(
+            config.training_settings().unwrap(),
+            Config::default().training_settings().unwrap()
+        );
+    }
+
+    #[test]
+    fn training_settings_check_weights_and_the_prompt_file() {
+        let settings = Config::default().training_settings().unwrap();
+        assert_eq!(settings.system_prompt.version, "astgrep-v1");
+        assert!(settings.system_prompt.text.contains("<action>"));
+        assert_eq!(settings.sft.min_reward, 1.0);
+        let config = Config::parse("[rewards]\ncombine = \"weighted\"\nweight_tests = -1\n").unwrap();
+        let error = config.training_settings().unwrap_err();
+        assert!(error.contains("weight_tests"), "{error}");
+        let config = Config::parse("[training]\nsystem_prompt_file = \"/nonexistent/prompt.toml\"\n").unwrap();
+        let error = config.training_settings().unwrap_err();
+        assert!(error.contains("cannot read /nonexistent/prompt.toml"), "{error}");
+        assert!(parse_system_prompt("version = \"\"\ntext = \"x\"").is_err());
+        assert!(parse_system_prompt("version = \"v\"\ntext = \" \"").is_err());
+        assert!(parse_system_prompt("version = \"v\"\ntext = \"x\"\nextra = 1").is_err());
     }
 }

@@ -119,6 +119,9 @@ pub async fn run(
     // Exports and schedules: checked before anything starts, so a bad [[schedules]] entry
     // fails fast.
     let schedules = crate::schedule::parse_all(&config.schedules)?;
+    let training_wanted = config
+        .training_settings()
+        .map_err(|message| anyhow::anyhow!(message))?;
     let export_settings = crate::export::ExportSettings::new(&config, &data_dir, None)?;
     let domain = Arc::new(DomainProjections::new(&config.datasets)?);
     let domain_api = http::domain::DomainApi::new(&config, domain.clone())?;
@@ -142,6 +145,11 @@ pub async fn run(
     // them under existing records is refused here, before anything is served.
     let datasets_settings = domain
         .settings_to_record(&config.datasets)
+        .map_err(|message| anyhow::anyhow!(message))?;
+    // The reward combination, system prompt and SFT threshold are recorded when they change, so
+    // exports (which use those in force at their `to`) stay a function of the log.
+    let training_settings = domain
+        .training_to_record(&training_wanted)
         .map_err(|message| anyhow::anyhow!(message))?;
 
     let projections_dir = paths.projections.clone();
@@ -197,6 +205,16 @@ pub async fn run(
             })
             .await
             .context("cannot record the [datasets] settings in the log")?;
+    }
+    if let Some(settings) = training_settings {
+        sequencer
+            .call(|reply| Command::AppendInternal {
+                events: vec![Event::TrainingSettingsRecorded(settings)],
+                actor: Some("agentd".to_owned()),
+                reply,
+            })
+            .await
+            .context("cannot record the [rewards] and [training] settings in the log")?;
     }
     let gauges = tokio::spawn(update_gauges(sequencer.clone(), metrics.clone()));
     let (exports, export_runner) = crate::export::runner::ExportService::spawn(

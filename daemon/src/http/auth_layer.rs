@@ -19,6 +19,8 @@ pub fn required_permission(method: &Method, route: &str) -> Option<Permission> {
         "/v1/jobs" | "/v1/jobs/batch" if !read => Permission::Submit,
         "/v1/jobs/{job_id}" => Permission::ReadOwnJobs,
         route if route.starts_with("/v1/leases") => Permission::Work,
+        // Workers judge with the recorded [rewards], so they may read the settings.
+        "/v1/settings" if read => Permission::ReadTasks,
         // Agent state, rollouts and their steps: actors write them under their leases.
         route if is_trajectory_route(route) && read => Permission::ReadTasks,
         route if is_trajectory_route(route) => Permission::Work,
@@ -176,6 +178,7 @@ mod tests {
             ),
             (Method::POST, "/v1/datasets", Some(Permission::Admin)),
             (Method::GET, "/v1/datasets/stats", Some(Permission::Read)),
+            (Method::GET, "/v1/settings", Some(Permission::ReadTasks)),
         ];
         for (method, route, expected) in cases {
             assert_eq!(

@@ -39,6 +39,7 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
         (name = "trajectories", description = "Steps, sandbox results, rewards of a task's default rollout; trajectory stats"),
         (name = "rollouts", description = "Rollouts (sampled episodes of a task), their steps, sandbox results, rewards and state; groups with GRPO advantages"),
         (name = "exports", description = "Exports, schedules, dataset builds"),
+        (name = "settings", description = "The training settings recorded in the log ([rewards], system prompt, SFT threshold)"),
         (name = "ops", description = "Health, metrics, digests, this document"),
     )
 )]

@@ -32,6 +32,7 @@ pub mod datasets;
 mod digest;
 pub mod gauges;
 pub mod positions;
+pub mod training;
 pub mod trajectories;
 
 #[cfg(test)]
@@ -56,6 +57,7 @@ pub struct DomainProjections {
     datasets: RwLock<Datasets>,
     agent_states: RwLock<AgentStates>,
     trajectories: RwLock<Trajectories>,
+    training: RwLock<training::TrainingHistory>,
     /// The last frame applied; frames at or below it are skipped, so replaying a range twice
     /// (start-up replay, then the projector's catch-up) applies each frame once.
     applied: Mutex<Lsn>,
@@ -88,6 +90,7 @@ impl DomainProjections {
             datasets: RwLock::new(Datasets::new(splits)),
             agent_states: RwLock::new(AgentStates::default()),
             trajectories: RwLock::new(Trajectories::default()),
+            training: RwLock::new(training::TrainingHistory::default()),
             applied: Mutex::new(Lsn::ZERO),
         })
     }
@@ -133,7 +136,9 @@ impl DomainProjections {
             Event::DatasetSettingsRecorded(settings) => {
                 write(&self.datasets).apply_settings(&settings)
             }
-            Event::TrainingSettingsRecorded(_) => {}
+            Event::TrainingSettingsRecorded(settings) => {
+                write(&self.training).apply(lsn, settings)
+            }
             Event::DatasetRecordsIngested(batch) => {
                 write(&self.datasets).apply_ingested(lsn, &batch)
             }
@@ -198,6 +203,34 @@ impl DomainProjections {
             ));
         }
         Ok(Some(wanted))
+    }
+
+    /// The training settings to record at start-up: `None` when the config's equal the last
+    /// recorded ones. A system prompt whose text changed under the same version is refused: a
+    /// version names one text, so exports that name it stay unambiguous.
+    pub fn training_to_record(
+        &self,
+        wanted: &agentd_schemas::events::TrainingSettings,
+    ) -> Result<Option<agentd_schemas::events::TrainingSettings>, String> {
+        let Some((lsn, recorded)) = self.training().latest() else {
+            return Ok(Some(wanted.clone()));
+        };
+        if *recorded == *wanted {
+            return Ok(None);
+        }
+        let (old, new) = (&recorded.system_prompt, &wanted.system_prompt);
+        if old.version == new.version && old.text != new.text {
+            return Err(format!(
+                "the system prompt's text differs from the one the log recorded at lsn {lsn} under the same version {:?}; give the new text a new version (the `version` key of the system prompt file)",
+                new.version
+            ));
+        }
+        Ok(Some(wanted.clone()))
+    }
+
+    /// The recorded training settings.
+    pub fn training(&self) -> RwLockReadGuard<'_, training::TrainingHistory> {
+        read(&self.training)
     }
 
     /// The last frame applied.

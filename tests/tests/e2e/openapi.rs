@@ -31,6 +31,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/datasets"),
     ("post", "/v1/datasets"),
     ("get", "/v1/datasets/stats"),
+    ("get", "/v1/settings"),
     ("post", "/v1/datasets/{source}/{version}/records"),
     ("get", "/v1/datasets/builds"),
     ("post", "/v1/datasets/builds"),

@@ -13,6 +13,7 @@
 
 mod datasets;
 mod rollouts;
+mod settings;
 mod state;
 mod trajectories;
 
@@ -127,6 +128,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rollouts::create, rollouts::list))
         .routes(routes!(rollouts::show))
         .routes(routes!(rollouts::group))
+        .routes(routes!(settings::show))
 }
 
 /// Has the sequencer decide a domain write and, when it appended a record, waits until the
