@@ -118,7 +118,7 @@ fn kinds_whose_columns_did_not_change_rebuild_byte_for_byte() {
         report["jobs"],
         "800ae88179e13ca53124cc577bd3ca19c60f253590c3650b5b0fdcee9601d95c"
     );
-    for kind in ["trl_grpo", "verl_rl", "processed"] {
+    for kind in ["processed"] {
         let old = fixture().join(format!("exports/{kind}-parquet"));
         let new = exports.join(format!("exp_{kind}_0_{EXPORTED_TO}"));
         assert_eq!(files(&old), files(&new), "{kind}");
@@ -129,6 +129,73 @@ fn kinds_whose_columns_did_not_change_rebuild_byte_for_byte() {
                 file.display()
             );
         }
+    }
+}
+
+/// Version 2 of `verl_rl` added fields to `extra_info`: every old field is unchanged.
+fn same_old_struct_fields(old: &ArrayRef, new: &ArrayRef) {
+    let (old, new) = (old.as_struct(), new.as_struct());
+    for (index, field) in old.fields().iter().enumerate() {
+        let new_field = new
+            .column_by_name(field.name())
+            .unwrap_or_else(|| panic!("extra_info.{} is gone", field.name()));
+        assert!(
+            old.column(index).as_ref() == new_field.as_ref(),
+            "extra_info.{}: values differ",
+            field.name()
+        );
+    }
+}
+
+/// The columns version 2 of the record views added, with whether each is null in a log that
+/// recorded no training settings (the text columns are the record's own; `None`: it depends on
+/// the record's metadata).
+const GRPO_ADDED: &[(&str, Option<bool>)] = &[
+    ("pre", Some(false)),
+    ("post", Some(false)),
+    ("metadata_json", Some(false)),
+    ("tests", None),
+    ("test_command", None),
+    ("verify_payload", Some(false)),
+    ("reward_settings", Some(true)),
+    ("system_prompt_version", Some(true)),
+];
+
+#[test]
+fn record_views_rebuild_with_every_old_column_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exports, _) = rebuild(dir.path());
+    for (kind, added) in [("trl_grpo", GRPO_ADDED), ("verl_rl", &[][..])] {
+        let file = format!("{kind}-parquet/{kind}/train-00000-of-00001.parquet");
+        let old = read_parquet(&fixture().join("exports").join(&file));
+        let new_file = format!("exp_{kind}_0_{EXPORTED_TO}/{kind}/train-00000-of-00001.parquet");
+        let new = read_parquet(&exports.join(new_file));
+        assert_eq!(old.num_rows(), new.num_rows(), "{kind}");
+        assert!(old.num_rows() > 0);
+        for field in old.schema().fields() {
+            let name = field.name();
+            let (old_column, new_column) = (
+                old.column_by_name(name).unwrap(),
+                new.column_by_name(name).unwrap(),
+            );
+            if (kind, name.as_str()) == ("verl_rl", "extra_info") {
+                same_old_struct_fields(old_column, new_column);
+                continue;
+            }
+            // No training settings in this log: no system turn, the same prompt.
+            assert!(
+                old_column.as_ref() == new_column.as_ref(),
+                "{kind}.{name}: values differ"
+            );
+        }
+        for (name, null) in added {
+            let column = new.column_by_name(name).unwrap();
+            if let Some(null) = null {
+                let expected = if *null { new.num_rows() } else { 0 };
+                assert_eq!(column.null_count(), expected, "{kind}.{name}");
+            }
+        }
+        assert_eq!(new.num_columns(), old.num_columns() + added.len(), "{kind}");
     }
 }
 
@@ -168,7 +235,7 @@ fn step_kinds_rebuild_with_every_old_column_unchanged_and_null_rollout_columns()
                 .column_by_name(name)
                 .unwrap_or_else(|| panic!("{kind}: column {name} is gone"));
             if name == "schema_version" {
-                continue; // 1 then, 2 now: the one value that must differ.
+                continue; // 1 then, 2 or 3 now: the one value that must differ.
             }
             if (kind, name.as_str()) == ("trl_sft", "messages") {
                 same_turns_in_the_output_format(old_column, new_column);

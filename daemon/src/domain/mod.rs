@@ -19,5 +19,6 @@ pub mod decide;
 mod decide_tests;
 pub mod facts;
 pub mod output_format;
+pub mod record_verification;
 pub mod splits;
 pub mod tokens;

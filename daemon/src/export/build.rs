@@ -269,7 +269,10 @@ pub fn write_build(
                 let batch = {
                     let datasets = domain.datasets();
                     let kept = datasets.splits();
-                    let mut rows = records::ProcessedRows::with_capacity(chunk.len());
+                    let mut rows = records::ProcessedRows::with_capacity(
+                        chunk.len(),
+                        &records::TrainerContext::default(),
+                    );
                     for &position in chunk {
                         if let Some(record) = kept.kept_records().nth(position) {
                             rows.push(record);
@@ -333,7 +336,7 @@ pub fn write_build(
                 &parquet,
                 settings.shard_bytes_max,
             )?;
-            let splits = steps::task_splits(domain, to);
+            let inputs = steps::ExportInputs::at(domain, to, false);
             let scores = std::cell::RefCell::new(steps::GroupCache::default());
             for chunk in keys.chunks(BATCH_ROWS) {
                 let batch = {
@@ -342,8 +345,10 @@ pub fn write_build(
                     let context = steps::StepContext {
                         states: &states,
                         trajectories: &trajectories,
-                        splits: &splits,
+                        splits: &inputs.splits,
                         scores: &scores,
+                        trainer: &inputs.trainer,
+                        record_prompts: &inputs.record_prompts,
                     };
                     let mut rows = steps::TrajectoryRows::with_capacity(chunk.len());
                     for (task_id, rollout_id, step) in chunk {

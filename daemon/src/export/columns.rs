@@ -109,11 +109,14 @@ pub fn message_list_builder(rows: usize) -> MessageListBuilder {
 }
 
 /// Appends one row: a conversation of `(role, content)` messages.
-pub fn push_message(builder: &mut MessageListBuilder, messages: &[(&str, &str)]) {
+pub fn push_message<R: AsRef<str>, C: AsRef<str>>(
+    builder: &mut MessageListBuilder,
+    messages: &[(R, C)],
+) {
     let values = builder.values();
     for (role, content) in messages {
-        super::steps::struct_field::<StringBuilder>(values, 0).append_value(role);
-        super::steps::struct_field::<StringBuilder>(values, 1).append_value(content);
+        super::steps::struct_field::<StringBuilder>(values, 0).append_value(role.as_ref());
+        super::steps::struct_field::<StringBuilder>(values, 1).append_value(content.as_ref());
         values.append(true);
     }
     builder.append(true);

@@ -193,12 +193,12 @@ pub fn write_export(
             steps::trajectory_schema(),
             &parquet,
             (after, to),
-            (SplitFilter::All, &steps::task_splits(domain, to)),
+            (SplitFilter::All, &steps::ExportInputs::at(domain, to, false)),
         )?],
         // One file set per split, so a dev or test task's steps never train: `train`, `dev`,
         // `test`, and `unassigned` for tasks that are not a kept dataset record.
         (ExportKind::TrlSft, _) => {
-            let splits = steps::task_splits(domain, to);
+            let inputs = steps::ExportInputs::at(domain, to, true);
             let mut groups = Vec::new();
             for split in [Some("train"), Some("dev"), Some("test"), None] {
                 groups.push(export_steps::<steps::SftRows>(
@@ -209,7 +209,7 @@ pub fn write_export(
                     steps::sft_schema(),
                     &parquet,
                     (after, to),
-                    (SplitFilter::Only(split), &splits),
+                    (SplitFilter::Only(split), &inputs),
                 )?);
             }
             groups
@@ -395,8 +395,9 @@ fn export_steps<R: StepRows>(
     schema: SchemaRef,
     parquet: &ParquetSettings,
     (after, to): (Lsn, Lsn),
-    (filter, splits): (SplitFilter, &steps::TaskSplits),
+    (filter, inputs): (SplitFilter, &steps::ExportInputs),
 ) -> Result<FinishedGroup, ExportError> {
+    let splits = &inputs.splits;
     let scores = std::cell::RefCell::new(steps::GroupCache::default());
     let mut shards = PipelinedShards::spawn(ParquetShards::new(
         dir,
@@ -422,6 +423,8 @@ fn export_steps<R: StepRows>(
                 trajectories: &trajectories,
                 splits,
                 scores: &scores,
+                trainer: &inputs.trainer,
+                record_prompts: &inputs.record_prompts,
             };
             for entry in trajectories.steps_after(resume) {
                 if let SplitFilter::Only(split) = filter {
@@ -506,6 +509,7 @@ fn export_records<R: RecordRows>(
         ready: Vec<(String, arrow_array::RecordBatch)>,
         failed: Option<ExportError>,
     }
+    let context = records::TrainerContext::at(domain, range.1);
     let mut state = State {
         groups: BTreeMap::new(),
         ready: Vec::new(),
@@ -532,7 +536,7 @@ fn export_records<R: RecordRows>(
                         state.groups.insert(
                             name.clone(),
                             Group {
-                                rows: R::with_capacity(BATCH_ROWS),
+                                rows: R::with_capacity(BATCH_ROWS, &context),
                                 count: 0,
                                 shards,
                             },
@@ -550,7 +554,10 @@ fn export_records<R: RecordRows>(
             group.rows.push(record);
             group.count += 1;
             if group.count == BATCH_ROWS {
-                let full = std::mem::replace(&mut group.rows, R::with_capacity(BATCH_ROWS));
+                let full = std::mem::replace(
+                    &mut group.rows,
+                    R::with_capacity(BATCH_ROWS, &context),
+                );
                 group.count = 0;
                 state.ready.push((name, full.finish()));
             }
@@ -570,7 +577,7 @@ fn export_records<R: RecordRows>(
     let groups = state.groups;
     let mut finished = Vec::with_capacity(groups.len());
     for (_, mut group) in groups {
-        let rest = std::mem::replace(&mut group.rows, R::with_capacity(0));
+        let rest = std::mem::replace(&mut group.rows, R::with_capacity(0, &context));
         group.shards.write(&rest.finish())?;
         finished.push(group.shards.finish(false)?);
     }

@@ -16,6 +16,7 @@ use super::columns::{
     export_columns, message_list_builder, messages_type, push_message, text_builder,
     MessageListBuilder, NULLABLE, REQUIRED,
 };
+use super::records::{state_block, TrainerContext};
 use crate::domain::agent_state::render;
 use crate::projection::domain::agent_states::AgentStates;
 use crate::projection::domain::trajectories::{
@@ -45,6 +46,68 @@ pub struct StepContext<'a> {
     pub splits: &'a TaskSplits,
     /// Shared by the batches of one export.
     pub scores: &'a std::cell::RefCell<GroupCache>,
+    /// The training settings in force at `to`.
+    pub trainer: &'a TrainerContext,
+    /// The prompt (instruction and code) of each task that is a kept record with steps, for
+    /// the SFT user turn of a step recorded without its prompt; empty for the other views.
+    pub record_prompts: &'a HashMap<String, String>,
+}
+
+/// What the step views read from other projections, computed once per export as of its `to`.
+pub struct ExportInputs {
+    pub splits: TaskSplits,
+    pub trainer: TrainerContext,
+    pub record_prompts: HashMap<String, String>,
+}
+
+impl ExportInputs {
+    /// `with_prompts`: also the record prompts (only the SFT view uses them).
+    pub fn at(
+        domain: &crate::projection::domain::DomainProjections,
+        to: Lsn,
+        with_prompts: bool,
+    ) -> Self {
+        ExportInputs {
+            splits: task_splits(domain, to),
+            trainer: TrainerContext::at(domain, to),
+            record_prompts: if with_prompts {
+                record_prompts(domain, to)
+            } else {
+                HashMap::new()
+            },
+        }
+    }
+}
+
+/// The prompts of the record tasks (as of `to`) that have steps: `records::record_prompt`.
+pub fn record_prompts(
+    domain: &crate::projection::domain::DomainProjections,
+    to: Lsn,
+) -> HashMap<String, String> {
+    let mut tasks = std::collections::HashSet::new();
+    {
+        let trajectories = domain.trajectories();
+        let mut last: Option<&str> = None;
+        for entry in trajectories.steps_after(None) {
+            let task = entry.step.task_id.as_str();
+            if last != Some(task) {
+                tasks.insert(task.to_owned());
+                last = Some(task);
+            }
+        }
+    }
+    domain
+        .datasets()
+        .splits()
+        .kept_records()
+        .filter(|record| record.lsn <= to)
+        .filter_map(|record| {
+            let task = super::records::record_task_id(record);
+            tasks
+                .contains(&task)
+                .then(|| (task, super::records::record_prompt(record)))
+        })
+        .collect()
 }
 
 /// The split of each task that is a kept dataset record (`{source}/{version}/{index}`) received
@@ -648,12 +711,24 @@ impl StepRows for SftRows {
         if !(reward.event.verified && reward.lsn > after && reward.lsn <= to && entry.lsn <= to) {
             return false;
         }
+        let training = context.trainer.training.as_deref();
+        // A demonstration must have earned enough, not only be marked verified (a human reward
+        // of 0.5 marked verified is not one).
+        if training.is_some_and(|settings| reward.event.value < settings.sft.min_reward) {
+            return false;
+        }
         let step = &entry.step;
-        // The prompt the model saw; a step recorded without one gets the rendered state it acted
-        // on, which is what agentd's own prompts are built from.
-        let prompt = match &step.prompt {
-            Some(prompt) => prompt.clone(),
-            None => render(&entry.state_before),
+        let prompt = match (&step.prompt, training) {
+            // The prompt the model saw.
+            (Some(prompt), _) => prompt.clone(),
+            // Without one: the task's instruction and code (a record task) and the state the
+            // step acted on, as the system prompt describes the turn.
+            (None, Some(_)) => match context.record_prompts.get(&step.task_id) {
+                Some(record) => format!("{record}\n\n{}", state_block(&entry.state_before)),
+                None => state_block(&entry.state_before),
+            },
+            // A log without settings keeps version 1's turn: the rendered state alone.
+            (None, None) => render(&entry.state_before),
         };
         // A step without an action (a raw output that did not parse) is rewarded 0, never
         // verified, so it never gets here; a verified reward on one is not a demonstration.
@@ -662,10 +737,9 @@ impl StepRows for SftRows {
         };
         let answer = assistant_text(step.think.as_deref(), action, step.state_update.as_ref());
         let columns = &mut self.columns;
-        push_message(
-            &mut columns.messages,
-            &[("user", &prompt), ("assistant", &answer)],
-        );
+        let mut turns = context.trainer.conversation(&prompt);
+        turns.push(("assistant", &answer));
+        push_message(&mut columns.messages, &turns);
         columns.task_id.append_value(&step.task_id);
         columns.step.append_value(step.step);
         append_id(&mut columns.rollout_id, &mut self.id_text, step.rollout_id);

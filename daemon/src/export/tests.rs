@@ -1154,3 +1154,144 @@ fn sft_writes_each_split_apart_and_never_trains_on_a_dev_or_test_task() {
         "every verified step once, free-task included"
     );
 }
+
+/// The settings as recorded, with a test prompt and an SFT threshold of 0.9.
+fn training_settings() -> Event {
+    Event::TrainingSettingsRecorded(agentd_schemas::events::TrainingSettings {
+        rewards: Default::default(),
+        system_prompt: agentd_schemas::events::SystemPrompt {
+            version: "t-v1".into(),
+            text: "You edit code with ast-grep.".into(),
+        },
+        sft: agentd_schemas::events::SftSettings { min_reward: 0.9 },
+    })
+}
+
+/// `(role, content)` of each message of row `row` of a message list column.
+fn conversation(batch: &RecordBatch, column: &str, row: usize) -> Vec<(String, String)> {
+    let messages = batch
+        .column_by_name(column)
+        .unwrap()
+        .as_list::<i32>()
+        .value(row);
+    let messages = messages.as_struct();
+    (0..messages.len())
+        .map(|i| {
+            (
+                messages.column(0).as_string::<i32>().value(i).to_owned(),
+                messages.column(1).as_string::<i32>().value(i).to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn recorded_training_settings_shape_the_trainer_views() {
+    let mut log = sample_log(30, 0);
+    let without_settings = log.len();
+    log.push(record(19_000, vec![training_settings()]));
+    // Record tasks 1 and 2 (reward 1.0 and 0.5, both verified) and a free task, each with one
+    // step recorded without its prompt.
+    for (n, (task_id, value)) in [
+        ("fixture/mini/v1/1", 1.0),
+        ("fixture/mini/v1/2", 0.5),
+        ("free-task", 1.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let Event::StepRecorded(mut step) = rollout_step(task_id, None, 0) else {
+            unreachable!()
+        };
+        step.prompt = None;
+        log.push(record(
+            20_000 + n as u64,
+            vec![
+                Event::StepRecorded(step),
+                rollout_reward(task_id, None, 0, value),
+            ],
+        ));
+    }
+    let domain = projections_up_to(&log, log.len());
+    let dir = tempfile::tempdir().unwrap();
+    let export = |kind, to: usize| {
+        write_export(
+            &domain,
+            &settings(dir.path()),
+            kind,
+            ExportFormat::Parquet,
+            Lsn::ZERO,
+            Lsn(to as u64),
+        )
+        .unwrap()
+    };
+    let rows_of = |outcome: &ExportOutcome| -> Vec<RecordBatch> {
+        outcome
+            .manifest
+            .files
+            .iter()
+            .flat_map(|file| read_batches(&dir.path().join(&outcome.dir).join(&file.path)))
+            .collect()
+    };
+    // SFT: the 0.5 reward is under the threshold; each conversation opens with the system
+    // prompt, and the user turn without a recorded prompt is the record's prompt and the state.
+    let sft = export(ExportKind::TrlSft, log.len());
+    assert_eq!(sft.manifest.rows, 2);
+    let mut users = Vec::new();
+    for batch in rows_of(&sft) {
+        for row in 0..batch.num_rows() {
+            let turns = conversation(&batch, "messages", row);
+            let roles: Vec<&str> = turns.iter().map(|(role, _)| role.as_str()).collect();
+            assert_eq!(roles, ["system", "user", "assistant"]);
+            assert_eq!(turns[0].1, "You edit code with ast-grep.");
+            users.push(turns[1].1.clone());
+        }
+    }
+    users.sort();
+    assert_eq!(users[0], "# Agent state\n\n(empty)\n", "the free task");
+    assert!(
+        users[1].starts_with("Use logging instead of print #1\n\n```python\nprint(1)\n```\n\n# Agent state\n"),
+        "{}",
+        users[1]
+    );
+    // GRPO: system turn, user turn with the state block, and what a reward function needs.
+    let grpo = export(ExportKind::TrlGrpo, log.len());
+    let batch = &rows_of(&grpo)[0];
+    let turns = conversation(batch, "prompt", 0);
+    assert_eq!(turns[0], ("system".into(), "You edit code with ast-grep.".into()));
+    assert!(turns[1].1.ends_with("# Agent state\n\n(empty)\n"), "{}", turns[1].1);
+    let text = |name: &str| {
+        batch
+            .column_by_name(name)
+            .unwrap()
+            .as_string::<i32>()
+            .value(0)
+            .to_owned()
+    };
+    assert_eq!(text("system_prompt_version"), "t-v1");
+    let rewards: serde_json::Value = serde_json::from_str(&text("reward_settings")).unwrap();
+    assert_eq!(rewards["combine"], "all");
+    let payload: serde_json::Value = serde_json::from_str(&text("verify_payload")).unwrap();
+    let file = if text("language") == "java" { "Main.java" } else { "main.py" };
+    assert_eq!(payload["files"][file], text("pre"));
+    assert_eq!(payload["post"][file], text("post"));
+    // verl carries the same in extra_info.
+    let verl = export(ExportKind::VerlRl, log.len());
+    let batch = &rows_of(&verl)[0];
+    let extra = batch.column_by_name("extra_info").unwrap().as_struct();
+    for name in ["verify_payload", "reward_settings", "system_prompt_version", "pre"] {
+        assert_eq!(extra.column_by_name(name).unwrap().null_count(), 0, "{name}");
+    }
+    assert_eq!(conversation(batch, "prompt", 0)[0].0, "system");
+    // An export whose range ends before the settings were recorded keeps version 1's shape.
+    let early = export(ExportKind::TrlGrpo, without_settings);
+    let batch = &rows_of(&early)[0];
+    assert_eq!(conversation(batch, "prompt", 0).len(), 1);
+    assert_eq!(
+        batch
+            .column_by_name("system_prompt_version")
+            .unwrap()
+            .null_count(),
+        batch.num_rows()
+    );
+}

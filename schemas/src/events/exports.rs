@@ -53,10 +53,14 @@ impl ExportKind {
     /// - 1: every kind as first released.
     /// - 2 (`trajectories`, `trl_sft`): rows carry `rollout_id` and `group`; `trajectories` also
     ///   `rollout_reward` and `advantage` (`docs/exports.md`).
+    /// - 3 (`trl_sft`), 2 (`trl_grpo`, `verl_rl`): with training settings recorded, the
+    ///   conversations open with the system prompt and the user turn carries the agent state;
+    ///   SFT takes steps by reward; the record views carry what a reward function needs.
     pub fn schema_version(self) -> u32 {
         match self {
-            ExportKind::Trajectories | ExportKind::TrlSft => 2,
-            ExportKind::TrlGrpo | ExportKind::VerlRl | ExportKind::Processed => 1,
+            ExportKind::TrlSft => 3,
+            ExportKind::Trajectories | ExportKind::TrlGrpo | ExportKind::VerlRl => 2,
+            ExportKind::Processed => 1,
         }
     }
 
