@@ -11,7 +11,7 @@ use super::records::{self, RecordRows};
 use super::steps::{self, StepRows};
 use super::{ExportError, ExportOutcome, ExportSettings, BATCH_ROWS};
 use crate::domain::splits::{DatasetId, ProcessedRecord};
-use crate::projection::domain::trajectories::{source_name, StepEntry};
+use crate::projection::domain::trajectories::{source_name, StepEntry, Trajectories};
 use crate::projection::domain::DomainProjections;
 use agentd_schemas::events::{
     Action, BuildSource, BuildStrategy, DatasetBuildSpec, ExportFormat, ExportKind,
@@ -33,8 +33,13 @@ pub const RECORD_FILTERS: [&str; 5] = ["language", "split", "source", "version",
 /// the dataset record the step's task was made from (its task id is the record's
 /// `{source}/{version}/{index}`, as the processed and trainer exports name it); a step of a task
 /// that is no kept record matches none of them.
-pub const STEP_FILTERS: [&str; 10] = [
+/// `reward_min` and `advantage_min` take one number: the step's reward, and its rollout's
+/// group-relative advantage (as of the build's LSN), must be at least it; a step without one
+/// (no reward yet; the default rollout, or a rollout not scored yet) does not match.
+pub const STEP_FILTERS: [&str; 12] = [
     "verified",
+    "reward_min",
+    "advantage_min",
     "model",
     "policy_version",
     "language",
@@ -45,6 +50,14 @@ pub const STEP_FILTERS: [&str; 10] = [
     "source",
     "version",
 ];
+
+/// The step filters that take a lower bound.
+const NUMERIC_FILTERS: [&str; 2] = ["reward_min", "advantage_min"];
+
+/// The lower bound of a numeric filter (checked by [`normalize`]).
+fn lower_bound(filters: &BTreeMap<String, Vec<String>>, field: &str) -> Option<f64> {
+    filters.get(field)?.first()?.parse().ok()
+}
 
 /// The step filters answered by the task's dataset record.
 const STEP_RECORD_FILTERS: [&str; 3] = ["split", "source", "version"];
@@ -99,6 +112,12 @@ pub fn normalize(request: DatasetBuildRequest) -> Result<DatasetBuildSpec, Expor
                 .any(|value| value != "true" && value != "false")
         {
             return invalid("filter verified: true or false".into());
+        }
+        if NUMERIC_FILTERS.contains(&field.as_str()) {
+            let number = values[0].parse::<f64>().ok().filter(|n| n.is_finite());
+            if values.len() != 1 || number.is_none() {
+                return invalid(format!("filter {field}: one finite number"));
+            }
         }
         values.sort();
         values.dedup();
@@ -156,12 +175,27 @@ fn record_matches(filters: &BTreeMap<String, Vec<String>>, record: &ProcessedRec
 fn step_matches(
     filters: &BTreeMap<String, Vec<String>>,
     records: &RecordsByTask,
+    (trajectories, scores): (&Trajectories, &mut steps::GroupCache),
     entry: &StepEntry,
     to: Lsn,
 ) -> bool {
     let Some(view) = steps::view_at(entry, to) else {
         return false;
     };
+    if let Some(min) = lower_bound(filters, "reward_min") {
+        if !view.reward.is_some_and(|fact| fact.event.value >= min) {
+            return false;
+        }
+    }
+    if let Some(min) = lower_bound(filters, "advantage_min") {
+        let score = entry
+            .step
+            .rollout_id
+            .and_then(|rollout| scores.score(trajectories, rollout, to));
+        if !score.is_some_and(|score| score.advantage >= min) {
+            return false;
+        }
+    }
     let record = records.get(&entry.step.task_id);
     let record_ok = matches(filters, "split", record.map(|r| r.0))
         && matches(filters, "source", record.map(|r| r.1.source.as_str()))
@@ -306,9 +340,13 @@ pub fn write_build(
                     HashMap::new()
                 };
                 let trajectories = domain.trajectories();
+                let mut scores = steps::GroupCache::default();
                 let mut candidates: Vec<_> = trajectories
                     .steps_after(None)
-                    .filter(|entry| step_matches(&spec.filters, &records, entry, to))
+                    .filter(|entry| {
+                        let groups = (&*trajectories, &mut scores);
+                        step_matches(&spec.filters, &records, groups, entry, to)
+                    })
                     .map(|entry| {
                         let step = &entry.step;
                         // A default-rollout step keeps the key it had before rollouts

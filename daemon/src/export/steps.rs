@@ -254,7 +254,7 @@ pub struct GroupCache {
 
 impl GroupCache {
     /// The rollout's score as of `to`; `None` while it has no reward at or before `to`.
-    fn score(
+    pub(super) fn score(
         &mut self,
         trajectories: &Trajectories,
         rollout_id: RolloutId,

@@ -1295,3 +1295,53 @@ fn recorded_training_settings_shape_the_trainer_views() {
         batch.num_rows()
     );
 }
+
+#[test]
+fn step_builds_filter_by_minimum_reward_and_advantage() {
+    let log = group_log();
+    let domain = projections_up_to(&log, log.len());
+    let request = |filters: &[(&str, &str)]| DatasetBuildRequest {
+        name: "steps".into(),
+        version: "v1".into(),
+        source: BuildSource::Trajectories,
+        strategy: BuildStrategy::Latest,
+        seed: None,
+        limit: None,
+        filters: filters
+            .iter()
+            .map(|(field, value)| ((*field).to_string(), vec![(*value).to_string()]))
+            .collect(),
+    };
+    let rows = |filters: &[(&str, &str)]| {
+        let spec = build::normalize(request(filters)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let outcome = build::write_build(&domain, &settings(dir.path()), &spec, Lsn(5)).unwrap();
+        let mut rows = Vec::new();
+        for file in &outcome.manifest.files {
+            for batch in read_batches(&dir.path().join(&outcome.dir).join(&file.path)) {
+                let ids = batch.column_by_name("rollout_id").unwrap().as_string::<i32>();
+                let steps = batch.column_by_name("step").unwrap().as_primitive::<UInt32Type>();
+                for row in 0..batch.num_rows() {
+                    let id = (!ids.is_null(row)).then(|| ids.value(row).to_owned());
+                    rows.push((id, steps.value(row)));
+                }
+            }
+        }
+        rows.sort();
+        rows
+    };
+    let ro = |id: &str| Some(id.to_owned());
+    // Rewards: the default rollout's step 0.5, ro_1's 0.0, ro_2's step 0 1.0 (its step 1 has
+    // none); advantages ro_1 -0.71, ro_2 +0.71.
+    assert_eq!(rows(&[("reward_min", "0.5")]), [(None, 0), (ro("ro_2"), 0)]);
+    assert_eq!(
+        rows(&[("advantage_min", "0")]),
+        [(ro("ro_2"), 0), (ro("ro_2"), 1)],
+        "every step of a rollout with a high enough advantage; never the default rollout"
+    );
+    assert_eq!(rows(&[("advantage_min", "-1")]).len(), 3);
+    for bad in [("reward_min", "high"), ("advantage_min", "NaN")] {
+        let error = build::normalize(request(&[bad])).unwrap_err().to_string();
+        assert!(error.contains("one finite number"), "{error}");
+    }
+}
