@@ -715,6 +715,10 @@ pub struct TrajectoryStatsResponse {
     pub models: Vec<ModelStatsView>,
     /// Per model and policy version, in that order: how precision moves across versions.
     pub policies: Vec<PolicyStatsView>,
+    /// Per language of the steps' actions, in name order (absent from daemons before it, hence
+    /// the default).
+    #[serde(default)]
+    pub languages: Vec<LanguageStatsView>,
     pub rewards: RewardDistributionView,
     /// Sandbox results per outcome (`ok`, `failed`, `timed_out`, `killed_oom`, `rejected`).
     pub sandbox_outcomes: BTreeMap<String, u64>,
@@ -727,6 +731,21 @@ pub struct TrajectoryStatsResponse {
 pub struct PolicyStatsView {
     pub model: String,
     pub policy_version: String,
+    pub steps: u64,
+    pub rewarded: u64,
+    pub verified: u64,
+    /// `verified / rewarded`, as for a model.
+    pub teacher_precision: Option<f64>,
+}
+
+/// The counters of the steps whose action is in one language: a pattern action's `language`,
+/// or the top-level `language:` key of a rule's YAML, normalized (`py` counts as `python`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LanguageStatsView {
+    /// The canonical name (`python`, `typescript`, ...), or `unknown` for steps without an
+    /// action, with a language name agentd does not know, or with a rule naming none (or
+    /// several).
+    pub language: String,
     pub steps: u64,
     pub rewarded: u64,
     pub verified: u64,

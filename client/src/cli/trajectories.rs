@@ -1,6 +1,7 @@
 //! `agentctl trajectories show TASK|stats`: a task's steps with their state before, sandbox
-//! result and reward; teacher precision per model and the reward distribution. `rollouts show`
-//! prints its steps with [`print_step`] too.
+//! result and reward; teacher precision per model, per model and policy version and per action
+//! language, and the reward distribution. `rollouts show` prints its steps with [`print_step`]
+//! too.
 
 use super::output::print_json;
 use crate::http_client::Client;
@@ -19,7 +20,8 @@ pub enum TrajectoriesCommand {
         /// Task id, as given to submit --task-id or the task routes
         task_id: String,
     },
-    /// Teacher precision (verified / steps) per model, reward distribution, sandbox outcomes
+    /// Teacher precision (verified / judged steps) per model, per model and policy version and
+    /// per action language; reward distribution, sandbox outcomes
     Stats,
 }
 
@@ -198,18 +200,31 @@ fn print_stats(stats: &TrajectoryStatsResponse) {
         rewards.count,
         rewards.verified
     );
-    println!(
-        "{:<32} {:>8} {:>9} {:>9} {:>18}",
-        "MODEL", "STEPS", "REWARDED", "VERIFIED", "TEACHER PRECISION"
-    );
-    for model in &stats.models {
-        let precision = model
-            .teacher_precision
-            .map_or_else(|| "-".to_owned(), |precision| format!("{precision:.3}"));
-        println!(
-            "{:<32} {:>8} {:>9} {:>9} {:>18}",
-            model.model, model.steps, model.rewarded, model.verified, precision
-        );
+    let models = stats.models.iter().map(|model| {
+        let counters = (model.steps, model.rewarded, model.verified);
+        (model.model.clone(), counters, model.teacher_precision)
+    });
+    print_counters("MODEL", models);
+    if !stats.policies.is_empty() {
+        println!();
+        let policies = stats.policies.iter().map(|policy| {
+            let name = format!("{} @ {}", policy.model, policy.policy_version);
+            let counters = (policy.steps, policy.rewarded, policy.verified);
+            (name, counters, policy.teacher_precision)
+        });
+        print_counters("MODEL @ POLICY VERSION", policies);
+    }
+    if !stats.languages.is_empty() {
+        println!();
+        let languages = stats.languages.iter().map(|language| {
+            let counters = (language.steps, language.rewarded, language.verified);
+            (
+                language.language.clone(),
+                counters,
+                language.teacher_precision,
+            )
+        });
+        print_counters("LANGUAGE", languages);
     }
     let number = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
     let sources: Vec<String> = rewards
@@ -252,6 +267,23 @@ fn print_stats(stats: &TrajectoryStatsResponse) {
         + ignored.steps_without_rollout;
     if ignored_total > 0 {
         println!("ignored (racing writers, first in log order won): {ignored:?}");
+    }
+}
+
+/// One table of step counters: a name, then steps, rewarded and verified steps and the teacher
+/// precision (`-` before the first verdict).
+fn print_counters(
+    heading: &str,
+    rows: impl Iterator<Item = (String, (u64, u64, u64), Option<f64>)>,
+) {
+    println!(
+        "{heading:<32} {:>8} {:>9} {:>9} {:>18}",
+        "STEPS", "REWARDED", "VERIFIED", "TEACHER PRECISION"
+    );
+    for (name, (steps, rewarded, verified), precision) in rows {
+        let precision =
+            precision.map_or_else(|| "-".to_owned(), |precision| format!("{precision:.3}"));
+        println!("{name:<32} {steps:>8} {rewarded:>9} {verified:>9} {precision:>18}");
     }
 }
 

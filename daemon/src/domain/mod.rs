@@ -6,6 +6,7 @@
 //! - [`agent_state`]: merging and rendering the structured per-task agent state.
 //! - [`dataset`]: the ingestion contract (`_meta.json`, records), languages, dedup keys, splits.
 //! - [`splits`]: the processed-splits projection built from dataset events.
+//! - [`step_language`]: the language of a step's action, for the trajectory stats by language.
 //! - [`facts`]: what the sequencer knows about domain facts (rollouts, steps, datasets), and
 //!   [`decide`]: how it decides each domain write against them.
 //!
@@ -21,4 +22,5 @@ pub mod facts;
 pub mod output_format;
 pub mod record_verification;
 pub mod splits;
+pub mod step_language;
 pub mod tokens;

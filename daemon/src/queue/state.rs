@@ -14,7 +14,7 @@ use agentd_schemas::events::{AfterFailure, Event, JobSubmitted, LogRecord, Tags}
 use agentd_schemas::{JobId, LeaseId, Lsn};
 use sha2::{Digest, Sha256};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Where a job is in its lifecycle. Variants carry the data of that state.
@@ -41,6 +41,10 @@ pub enum JobStatus {
 pub struct Job {
     pub id: JobId,
     pub queue: Arc<str>,
+    /// The job's kind, shared with every job of that kind through [`QueueState::kinds`]: a
+    /// per-kind label costs each job one pointer, not a copy of the name (kinds are up to 128
+    /// characters, and a log holds many jobs of a handful of kinds).
+    pub kind: Arc<str>,
     pub priority: i32,
     pub max_attempts: u32,
     pub lease_ttl_ms: u64,
@@ -123,6 +127,9 @@ pub struct QueueState {
     pub leases: HashMap<LeaseId, JobId>,
     pub lease_expiries: BTreeSet<(u64, LeaseId)>,
     pub idempotency: HashMap<(Arc<str>, String), IdempotentSubmission>,
+    /// Every job kind seen, so jobs of a kind share one allocation of its name. Only looked up,
+    /// never iterated; it grows with distinct kinds, not with jobs.
+    pub kinds: HashSet<Arc<str>>,
     pub next_job_id: u64,
     pub next_lease_id: u64,
     pub last_lsn: Lsn,
@@ -286,9 +293,11 @@ impl QueueState {
             Some((name, _)) => name.clone(),
             None => Arc::from(submitted.queue.as_str()),
         };
+        let kind = self.intern_kind(&submitted.kind);
         let job = Job {
             id: submitted.job_id,
             queue: queue.clone(),
+            kind,
             priority: submitted.priority,
             max_attempts: submitted.max_attempts,
             lease_ttl_ms: submitted.lease_ttl_ms,
@@ -317,6 +326,16 @@ impl QueueState {
             ts_ms,
         );
         self.jobs.insert(submitted.job_id, job);
+    }
+
+    /// The shared name of `kind`, allocated on its first job only.
+    fn intern_kind(&mut self, kind: &str) -> Arc<str> {
+        if let Some(shared) = self.kinds.get(kind) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(kind);
+        self.kinds.insert(shared.clone());
+        shared
     }
 
     /// Moves a job to `next`, keeping indexes and counters in step.
@@ -399,7 +418,9 @@ impl QueueState {
     }
 
     /// A sha256 over the logical state in a canonical order (no index structures), so two
-    /// replays of the same log can be compared.
+    /// replays of the same log can be compared. A job's `kind` is left out: it is copied from
+    /// its submission, never changes and decides nothing (it only labels a metric), so hashing
+    /// it would change every existing log's queue digest and detect no divergence.
     pub fn digest(&self) -> String {
         let mut hasher = Sha256::new();
         hasher.update(format!(

@@ -270,6 +270,28 @@ fn tags_paused_queues_and_cancel() {
     ));
 }
 
+/// The kind labels the run-time metric; jobs of one kind share one copy of its name, so keeping
+/// it costs a job a pointer, whatever the kind's length.
+#[test]
+fn jobs_keep_their_kind_and_jobs_of_a_kind_share_its_name() {
+    let mut harness = Harness::new();
+    let long_kind = "k".repeat(128);
+    let ids: Vec<JobId> = [long_kind.as_str(), "verify", long_kind.as_str()]
+        .into_iter()
+        .map(|kind| {
+            harness.submit(SubmitJobRequest {
+                kind: kind.into(),
+                ..job("q")
+            })
+        })
+        .collect();
+    let kind_of = |id: JobId| harness.state.job(id).unwrap().kind.clone();
+    assert_eq!(&*kind_of(ids[0]), long_kind);
+    assert_eq!(&*kind_of(ids[1]), "verify");
+    assert!(std::sync::Arc::ptr_eq(&kind_of(ids[0]), &kind_of(ids[2])));
+    assert_eq!(harness.state.kinds.len(), 2);
+}
+
 #[test]
 fn validation_names_the_field() {
     let harness = Harness::new();

@@ -596,14 +596,20 @@ pub async fn handle(sequencer: &mut Sequencer, now_ms: u64, command: Command) {
     }
 }
 
-/// A job's run time (lease to completion or failure), per queue: queues are configured by
-/// operators, so the label stays bounded, and a queue usually holds one kind of work.
+/// A job's run time (lease to completion or failure), per queue and kind. Both are names
+/// clients choose (up to 128 characters each), so the series grow with the distinct
+/// (queue, kind) pairs in use: a handful in a normal deployment (README, "Metrics"). The
+/// labels are the job's shared names (`Arc<str>`), so recording allocates no label text.
 fn record_start_to_finish(sequencer: &Sequencer, now_ms: u64, job_id: JobId) {
     let Some(job) = sequencer.state.job(job_id) else {
         return;
     };
     if let JobStatus::Leased { leased_at_ms, .. } = &job.status {
-        metrics::histogram!("agentd_job_start_to_finish_seconds", "queue" => job.queue.to_string())
-            .record(now_ms.saturating_sub(*leased_at_ms) as f64 / 1000.0);
+        metrics::histogram!(
+            "agentd_job_start_to_finish_seconds",
+            "queue" => job.queue.clone(),
+            "kind" => job.kind.clone()
+        )
+        .record(now_ms.saturating_sub(*leased_at_ms) as f64 / 1000.0);
     }
 }

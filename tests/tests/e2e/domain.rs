@@ -132,7 +132,14 @@ fn step_request(step: u32, job_id: JobId, lease_id: LeaseId, model: &str) -> Rec
         completion_tokens: Some(96),
         prompt: None,
         think: Some(format!("step {step}: the accumulator is badly named")),
-        action: Some(pattern("x", "total")),
+        // Step 0 edits Python with a pattern, step 1 TypeScript with a rule: the stats count
+        // each under its action's language.
+        action: Some(match step {
+            0 => pattern("x", "total"),
+            _ => ActionRequest::Rule {
+                yaml: "id: rename\nlanguage: ts\nrule:\n  pattern: x\nfix: total\n".into(),
+            },
+        }),
         raw_output: None,
         generation_ms: None,
         state_update: Some(StateUpdateFields {
@@ -484,6 +491,24 @@ async fn ingest_episodes_crash_and_rebuild_keep_every_domain_projection() {
     );
     assert_eq!(stats.rewards.by_source.get("rule"), Some(&2));
     assert_eq!(stats.sandbox_outcomes.get("failed"), Some(&3));
+    // By the language of each step's action: both steps 0 are Python patterns (task-a's
+    // verified), both steps 1 rules whose YAML says `language: ts`.
+    let languages: Vec<(&str, u64, u64, u64, Option<f64>)> = stats
+        .languages
+        .iter()
+        .map(|entry| {
+            let name = entry.language.as_str();
+            let (steps, rewarded, verified) = (entry.steps, entry.rewarded, entry.verified);
+            (name, steps, rewarded, verified, entry.teacher_precision)
+        })
+        .collect();
+    assert_eq!(
+        languages,
+        [
+            ("python", 2, 2, 1, Some(0.5)),
+            ("typescript", 2, 2, 0, Some(0.0))
+        ]
+    );
 
     // The CLI shows the same.
     let (ok, shown, _) = run_agentctl(&url, &["state", "show", "task-a"]);
@@ -506,6 +531,21 @@ async fn ingest_episodes_crash_and_rebuild_keep_every_domain_projection() {
         ok && stats_text.contains("glm-4.6") && stats_text.contains("0.500"),
         "{stats_text}"
     );
+    let table_row = |name: &str| {
+        stats_text
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+    };
+    assert_eq!(
+        table_row("typescript"),
+        Some(vec!["typescript", "2", "2", "0", "0.000"]),
+        "{stats_text}"
+    );
+    assert!(
+        stats_text.contains("glm-4.6 @ srl-poc-1"),
+        "the policy table: {stats_text}"
+    );
     let (ok, stats_json, _) = run_agentctl(&url, &["--json", "trajectories", "stats"]);
     assert!(ok);
     assert_eq!(
@@ -527,11 +567,31 @@ async fn ingest_episodes_crash_and_rebuild_keep_every_domain_projection() {
                 .await
                 .ok()?;
             (text.contains("agentd_teacher_precision{model=\"glm-4.6\"} 0.5")
+                && text.contains("agentd_teacher_precision_by_language{language=\"python\"} 0.5")
                 && text.contains("agentd_rewards_verified 1"))
             .then_some(())
         },
     )
     .await;
+    // The run time of task-a's episode job, completed above, by queue and kind.
+    let metrics = raw_http()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let run_time_count = metrics.lines().find(|line| {
+        line.starts_with("agentd_job_start_to_finish_seconds_count{")
+            && line.contains("queue=\"actors\"")
+            && line.contains("kind=\"episode\"")
+    });
+    assert_eq!(
+        run_time_count.and_then(|line| line.rsplit(' ').next()),
+        Some("1"),
+        "{metrics}"
+    );
 
     // SIGKILL and restart: every answer and digest is unchanged.
     let answers = domain_answers(&url).await;

@@ -25,10 +25,10 @@ use crate::projection::domain::trajectories::{
     StepEntry, TrajectoryStats, REWARD_BUCKET_UPPER_BOUNDS,
 };
 use agentd_schemas::domain_api::{
-    ActionRequest, IgnoredView, ModelStatsView, PolicyStatsView, RecordStepRequest,
-    RecordStepResponse, RewardBucketView, RewardDistributionView, RewardRequest, RewardView,
-    SamplingRequest, SandboxResultRequest, SandboxView, StepFactResponse, TrajectoryResponse,
-    TrajectoryStatsResponse, TrajectoryStep,
+    ActionRequest, IgnoredView, LanguageStatsView, ModelStatsView, PolicyStatsView,
+    RecordStepRequest, RecordStepResponse, RewardBucketView, RewardDistributionView, RewardRequest,
+    RewardView, SamplingRequest, SandboxResultRequest, SandboxView, StepFactResponse,
+    TrajectoryResponse, TrajectoryStatsResponse, TrajectoryStep,
 };
 use agentd_schemas::events::{
     Action, OutputFormatError, RewardRecorded, RewardSource, SandboxResultRecorded, StepRecorded,
@@ -487,7 +487,7 @@ pub async fn show(
 /// `GET /v1/trajectories/stats`.
 #[utoipa::path(
     get, path = "/v1/trajectories/stats", tag = "trajectories",
-    responses((status = 200, description = "Counts, per-model teacher precision, reward distribution", body = agentd_schemas::domain_api::TrajectoryStatsResponse))
+    responses((status = 200, description = "Counts, teacher precision per model, per model and policy version and per action language, reward distribution", body = agentd_schemas::domain_api::TrajectoryStatsResponse))
 )]
 pub async fn stats(State(state): State<AppState>) -> ApiResult<Json<TrajectoryStatsResponse>> {
     state.settle_reads().await;
@@ -691,6 +691,17 @@ fn stats_view(stats: TrajectoryStats) -> TrajectoryStatsResponse {
             .map(|((model, policy_version), counters)| PolicyStatsView {
                 model: model.clone(),
                 policy_version: policy_version.clone(),
+                steps: counters.steps,
+                rewarded: counters.rewarded,
+                verified: counters.verified,
+                teacher_precision: counters.precision(),
+            })
+            .collect(),
+        languages: stats
+            .languages
+            .iter()
+            .map(|(language, counters)| LanguageStatsView {
+                language: (*language).to_owned(),
                 steps: counters.steps,
                 rewarded: counters.rewarded,
                 verified: counters.verified,

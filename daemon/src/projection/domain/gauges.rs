@@ -1,5 +1,6 @@
 //! Prometheus gauges over the trajectory projection: teacher precision and step counts per
-//! model (and precision per model and policy version), sandbox results per outcome, reward
+//! model (and precision per model and policy version, and per language of the steps'
+//! actions), sandbox results per outcome, reward
 //! counts per source and per value bucket. A periodic task publishes them from a
 //! snapshot, so the projector (which must stay pure and fast) never touches the recorder.
 
@@ -45,6 +46,13 @@ pub fn publish(stats: &TrajectoryStats) {
                 "policy_version" => policy_version.clone()
             )
             .set(precision);
+        }
+    }
+    // Languages are canonical names plus `unknown` (at most 25), so they need no cap.
+    for (language, counters) in &stats.languages {
+        if let Some(precision) = counters.precision() {
+            metrics::gauge!("agentd_teacher_precision_by_language", "language" => *language)
+                .set(precision);
         }
     }
     for outcome in ["ok", "failed", "timed_out", "killed_oom", "rejected"] {

@@ -364,6 +364,92 @@ fn teacher_precision_is_verified_steps_over_judged_steps_per_model() {
     assert_eq!(rewards.by_source.get("rule"), Some(&3));
 }
 
+/// A step whose action is `action` (`None`: a raw output that did not parse).
+fn step_in(task_id: &str, step_index: u32, action: Option<Action>) -> Event {
+    let Event::StepRecorded(mut recorded) = step(task_id, step_index, "glm") else {
+        unreachable!("step() makes a step");
+    };
+    recorded.action = action;
+    Event::StepRecorded(recorded)
+}
+
+fn pattern_in(language: &str) -> Option<Action> {
+    Some(Action::Pattern {
+        language: language.to_owned(),
+        pattern: "x".to_owned(),
+        rewrite: "y".to_owned(),
+    })
+}
+
+fn rule_yaml(yaml: &str) -> Option<Action> {
+    Some(Action::Rule {
+        yaml: yaml.to_owned(),
+    })
+}
+
+#[test]
+fn teacher_precision_per_language_of_the_action() {
+    let frames = vec![
+        vec![
+            step_in("a", 0, pattern_in("python")),
+            // An alias counts under the canonical name.
+            step_in("a", 1, pattern_in("py")),
+            step_in(
+                "a",
+                2,
+                rule_yaml("id: r\nlanguage: TypeScript\nrule:\n  pattern: x\n"),
+            ),
+            step_in("a", 3, None),
+            step_in("a", 4, pattern_in("cobol")),
+        ],
+        // A duplicate of step 0 in another language is ignored: the first in log order stands.
+        vec![step_in("a", 0, pattern_in("go"))],
+        vec![
+            reward("a", 0, 1.0, true),
+            reward("a", 1, 0.0, false),
+            reward("a", 2, 1.0, true),
+            reward("a", 3, 0.0, false),
+        ],
+    ];
+    let domain = projections();
+    for (position, events) in frames.iter().cloned().enumerate() {
+        domain.apply_record(Lsn(position as u64 + 1), record(1, events));
+    }
+    let stats = domain.trajectories().stats();
+    let languages: Vec<(&str, u64, u64, u64, Option<f64>)> = stats
+        .languages
+        .iter()
+        .map(|(language, counters)| {
+            let precision = counters.precision();
+            let (steps, rewarded, verified) =
+                (counters.steps, counters.rewarded, counters.verified);
+            (*language, steps, rewarded, verified, precision)
+        })
+        .collect();
+    assert_eq!(
+        languages,
+        [
+            ("python", 2, 2, 1, Some(0.5)),
+            ("typescript", 1, 1, 1, Some(1.0)),
+            // No action, and a language agentd does not know; step 4 awaits its verdict.
+            ("unknown", 2, 1, 0, Some(0.0)),
+        ]
+    );
+    let step_total: u64 = stats.languages.iter().map(|(_, c)| c.steps).sum();
+    assert_eq!(step_total, stats.steps, "every step has one language");
+
+    // The counters are a function of the log: one batch gives the same.
+    let again = projections();
+    again.apply_batch(
+        frames
+            .into_iter()
+            .enumerate()
+            .map(|(position, events)| (Lsn(position as u64 + 1), record(1, events)))
+            .collect(),
+    );
+    assert_eq!(again.trajectories().stats().languages, stats.languages);
+}
+
 #[test]
 fn each_ingest_record_remembers_its_own_outcome() {
     let domain = projections();

@@ -1,8 +1,8 @@
 //! The trajectory projection: per task, its rollouts (the default one, which the task-level
 //! routes record into, then the created ones in id order), each with its steps in step order,
 //! each step with the agent state current when it was recorded, its sandbox result and its
-//! reward; the groups of rollouts; and the counters behind teacher precision and the reward
-//! distribution.
+//! reward; the groups of rollouts; and the counters behind teacher precision (per model, per
+//! model and policy version, per language of the step's action) and the reward distribution.
 //!
 //! Conflicts are settled by log order: the first `step_recorded` of a (rollout, step) wins, as
 //! do the first sandbox result and the first reward of a step, and a fact for a step or rollout
@@ -12,6 +12,8 @@
 
 use super::agent_states::write_state;
 use super::digest::DigestStream;
+use crate::domain::dataset::Language;
+use crate::domain::step_language::{action_language, language_key};
 use agentd_schemas::events::{
     Action, AgentState, RewardRecorded, RewardSource, RolloutCreated, SandboxResultRecorded,
     StepRecorded,
@@ -47,6 +49,9 @@ pub struct Trajectories {
     models: BTreeMap<String, ModelCounters>,
     /// The same counters per (model, policy version): precision across policy versions.
     policies: BTreeMap<(String, String), ModelCounters>,
+    /// The same counters per language of the step's action (`crate::domain::step_language`):
+    /// canonical names and `unknown`, so at most 25 keys.
+    languages: BTreeMap<&'static str, ModelCounters>,
     rewards: RewardCounters,
     sandbox_outcomes: BTreeMap<&'static str, u64>,
     ignored: Ignored,
@@ -129,6 +134,9 @@ pub struct StepEntry {
     pub state_before: Arc<AgentState>,
     /// The frame of the last update merged into `state_before`.
     pub state_before_lsn: Lsn,
+    /// The language of its action (`None`: unknown), decided once when the step is applied, so
+    /// its reward counts under the same language and is not read from the YAML again.
+    pub language: Option<Language>,
     pub sandbox: Option<Fact<SandboxResultRecorded>>,
     pub reward: Option<Fact<RewardRecorded>>,
 }
@@ -199,6 +207,8 @@ pub struct TrajectoryStats {
     pub models: Vec<(String, ModelCounters)>,
     /// Per (model, policy version), in that order.
     pub policies: Vec<((String, String), ModelCounters)>,
+    /// Per language of the step's action (canonical name or `unknown`), in name order.
+    pub languages: Vec<(&'static str, ModelCounters)>,
     pub rewards: RewardCounters,
     pub sandbox_outcomes: BTreeMap<&'static str, u64>,
     pub ignored: Ignored,
@@ -262,6 +272,8 @@ impl Trajectories {
         let (state_before, state_before_lsn) = state_before;
         count_model(&mut self.models, &event.model).steps += 1;
         count_policy(&mut self.policies, &event.model, &event.policy_version).steps += 1;
+        let language = action_language(event.action.as_ref());
+        count_language(&mut self.languages, language).steps += 1;
         steps.insert(
             event.step,
             Box::new(StepEntry {
@@ -270,6 +282,7 @@ impl Trajectories {
                 step: event,
                 state_before,
                 state_before_lsn,
+                language,
                 sandbox: None,
                 reward: None,
             }),
@@ -333,6 +346,11 @@ impl Trajectories {
         policy.rewarded += 1;
         if event.verified {
             policy.verified += 1;
+        }
+        let language = count_language(&mut self.languages, entry.language);
+        language.rewarded += 1;
+        if event.verified {
+            language.verified += 1;
         }
         self.rewards.add(&event);
         let (value, rollout_id) = (event.value, event.rollout_id);
@@ -484,6 +502,11 @@ impl Trajectories {
                 .iter()
                 .map(|(key, counters)| (key.clone(), *counters))
                 .collect(),
+            languages: self
+                .languages
+                .iter()
+                .map(|(language, counters)| (*language, *counters))
+                .collect(),
             rewards: self.rewards.clone(),
             sandbox_outcomes: self.sandbox_outcomes.clone(),
             ignored: self.ignored,
@@ -606,6 +629,14 @@ fn count_policy<'a>(
 ) -> &'a mut ModelCounters {
     let key = (model.to_owned(), policy_version.to_owned());
     policies.entry(key).or_default()
+}
+
+/// The counters of a step language (no allocation: the keys are static names).
+fn count_language<'a>(
+    languages: &'a mut BTreeMap<&'static str, ModelCounters>,
+    language: Option<Language>,
+) -> &'a mut ModelCounters {
+    languages.entry(language_key(language)).or_default()
 }
 
 fn step_mut<'a>(
