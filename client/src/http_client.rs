@@ -7,6 +7,7 @@ use agentd_schemas::api::{
     JobView, LeaseRequest, LeaseResponse, QueueChangeResponse, QueueListResponse, SubmitJobRequest,
     SubmitJobResponse,
 };
+use agentd_schemas::domain_api::SettingsResponse;
 use agentd_schemas::{JobId, LeaseId, Lsn};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -383,6 +384,12 @@ impl Client {
 
     pub async fn health(&self) -> Result<HealthResponse, ClientError> {
         self.get("/healthz").await
+    }
+
+    /// `GET /v1/settings`: the `[rewards]` and `[training]` settings the daemon recorded in its
+    /// log (`training_settings_recorded`). Needs the permission to read tasks.
+    pub async fn settings(&self) -> Result<SettingsResponse, ClientError> {
+        self.get("/v1/settings").await
     }
 
     pub async fn submit(

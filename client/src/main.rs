@@ -1,12 +1,23 @@
 //! `agentctl`: the command-line client of agentd.
 
-use clap::Parser;
+use agentd_client::cli::{verify, Cli, Command};
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> std::process::ExitCode {
     // The sandbox re-executes this binary as its confined helper; that must happen before
     // anything else (no runtime, no argument parsing).
     agentd_client::sandbox::maybe_run_internal_helper();
-    let cli = agentd_client::cli::Cli::parse();
+    // `Cli::parse()`, keeping the matches: `verify` needs to know where its `--url` came from.
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.format(&mut Cli::command()).exit(),
+    };
+    // `verify` is started once per completion by reward functions: no multi-threaded runtime,
+    // and exit statuses of its own (2: invalid input, 1: no verdict).
+    if let Command::Verify(args) = cli.command {
+        return verify::main(verify::keep_url_from_command_line(args, &matches), cli.json);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

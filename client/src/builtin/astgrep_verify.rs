@@ -3,12 +3,15 @@
 //! summary. No script on the worker box.
 //!
 //! Order of work for one job (see `docs/astgrep_verify.md`):
-//! 1. validate the payload (an unusable one fails the job, not retryable);
+//! 1. validate the payload (an unusable one fails the job, not retryable), and read the reward
+//!    settings from the daemon (`GET /v1/settings`), so that every worker judges with the
+//!    `[rewards]` the daemon recorded in its log;
 //! 2. record the step, when the payload names the model (`model` + `policy_version`), and
 //!    check that the step exists with the action being verified;
 //! 3. run the sandbox (and the gold action) in a child process the worker can kill; the
 //!    task's test files are protected from the action and from the test command, and the
-//!    tests run through the trusted runner (`python_runner`);
+//!    tests run through the trusted runner (`python_runner`); then judge ([`run_and_judge`],
+//!    which `agentctl verify` runs too, without a daemon);
 //! 4. record the sandbox result and the reward on the step, fenced by the lease;
 //! 5. complete the job with the verdict.
 //!
@@ -26,11 +29,11 @@
 use super::sandbox_child::{
     run_in_child, ChildAnswer, ChildError, ChildRequest, GoldDiff, RunReport,
 };
-use super::verdict::{judge, Evidence, Verdict};
+use super::verdict::{judge, CheckedRewardSettings, Evidence, RewardSettings, Verdict};
 use super::verify_payload::{self, PayloadError, VerifyJob};
 use crate::http_client::{Client, ClientError};
 use crate::sandbox::SandboxLimits;
-use crate::worker::{Handler, JobContext, JobOutcome};
+use crate::worker::{Handler, JobContext, JobOutcome, StopReason};
 use agentd_schemas::domain_api::{
     ActionRequest, RecordStepRequest, RewardRequest, SandboxResultRequest, TrajectoryStep,
 };
@@ -38,8 +41,9 @@ use agentd_schemas::events::{Action, RewardSource};
 use agentd_schemas::{LeaseId, RolloutId};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// The daemon refuses a sandbox result whose stdout or stderr is longer (its
 /// `OUTPUT_BYTES_MAX`); the head is kept, as the sandbox keeps heads.
@@ -107,6 +111,9 @@ pub struct VerifySummary {
     pub diff: String,
     pub duration_ms: u64,
     pub rejected_reason: Option<String>,
+    /// The reward settings the reward was computed with (the daemon's `[rewards]`; `tests` as
+    /// the payload's `tests_reward` overrode it).
+    pub rewards: RewardSettings,
     pub recorded: RecordedFacts,
 }
 
@@ -150,6 +157,10 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
                 retryable: false,
             }
         }
+    };
+    let rewards = match reward_settings(&context.client).await {
+        Ok(rewards) => rewards,
+        Err(abort) => return abort.into(),
     };
     let lease_id = grant.lease_id;
     let job_id = grant.job_id;
@@ -206,28 +217,31 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
             Err(abort) => return abort.into(),
         }
     }
-    let request = ChildRequest::for_job(&job, &config.limits);
-    let answer = match run_in_child(&config.executable, &request, &mut context.stop).await {
-        Ok(answer) => answer,
-        Err(ChildError::Stopped) => return JobOutcome::Stopped,
+    let judged = run_and_judge(
+        &config.executable,
+        &config.limits,
+        &job,
+        &rewards,
+        &mut context.stop,
+    )
+    .await;
+    let Judged { run, verdict } = match judged {
+        Ok(judged) => judged,
+        Err(JudgeError::Sandbox(ChildError::Stopped)) => return JobOutcome::Stopped,
         // The host failed (no temp dir, no process); another attempt, maybe elsewhere, can help.
-        Err(error) => {
+        Err(error @ JudgeError::Sandbox(_)) => {
             return JobOutcome::Fail {
-                error: format!("sandbox: {error}"),
+                error: error.to_string(),
                 retryable: true,
             }
         }
-    };
-    let verdict = match judge_answer(&job, &answer) {
-        Ok(verdict) => verdict,
-        Err(error) => {
+        Err(error @ JudgeError::Payload(_)) => {
             return JobOutcome::Fail {
                 error: error.to_string(),
                 retryable: false,
             }
         }
     };
-    let run = answer.run;
     let facts = match &target {
         None => Ok(RecordedFacts {
             step: step_recorded,
@@ -262,9 +276,58 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
     }
 }
 
-/// The verdict on a sandbox run of `job`; an error when the job's gold action cannot be
-/// applied (the submitter's mistake, not the model's).
+/// A sandbox run of a job and its verdict.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    pub run: RunReport,
+    pub verdict: Verdict,
+}
+
+/// Why a job got no verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    /// The sandbox child gave no answer: stopped, or the host failed (no temp dir, no process).
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] ChildError),
+    /// The payload turned out unusable: its gold action cannot be applied.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+}
+
+/// The part of a job that needs no daemon: runs `job` in a sandbox child (`executable
+/// sandbox serve-job`, under `limits`; stopped when `stop` leaves `Running`) and judges the
+/// run under `rewards`. The worker and `agentctl verify` both go through here, so a local
+/// verdict is the worker's.
+pub async fn run_and_judge(
+    executable: &Path,
+    limits: &SandboxLimits,
+    job: &VerifyJob,
+    rewards: &CheckedRewardSettings,
+    stop: &mut watch::Receiver<StopReason>,
+) -> Result<Judged, JudgeError> {
+    let request = ChildRequest::for_job(job, limits);
+    let answer = run_in_child(executable, &request, stop).await?;
+    let verdict = judge_answer_with(job, &answer, rewards)?;
+    Ok(Judged {
+        run: answer.run,
+        verdict,
+    })
+}
+
+/// The verdict on a sandbox run of `job` under the default reward settings (`combine = all`,
+/// `tests = all` unless the payload says `tests_reward`): what a daemon without `[rewards]`
+/// would give. The worker judges with the daemon's settings ([`judge_answer_with`]).
 pub fn judge_answer(job: &VerifyJob, answer: &ChildAnswer) -> Result<Verdict, PayloadError> {
+    judge_answer_with(job, answer, &CheckedRewardSettings::default())
+}
+
+/// The verdict on a sandbox run of `job` under `rewards`; an error when the job's gold action
+/// cannot be applied (the submitter's mistake, not the model's).
+pub fn judge_answer_with(
+    job: &VerifyJob,
+    answer: &ChildAnswer,
+    rewards: &CheckedRewardSettings,
+) -> Result<Verdict, PayloadError> {
     let gold_diff = match &answer.gold {
         None => None,
         Some(GoldDiff::Diff { diff }) => Some(diff.as_str()),
@@ -272,16 +335,44 @@ pub fn judge_answer(job: &VerifyJob, answer: &ChildAnswer) -> Result<Verdict, Pa
             return Err(PayloadError(format!("gold_action: {reason}")))
         }
     };
-    Ok(judge(&Evidence {
-        outcome: answer.run.outcome,
-        diff: &answer.run.diff,
-        has_test_files: !job.test_files.is_empty(),
-        protected_changed: &answer.run.protected_changed,
-        tests: answer.tests.as_ref(),
-        tests_reward: job.tests_reward,
-        gold_diff,
-        post: answer.post.as_ref(),
-    }))
+    Ok(judge(
+        &Evidence {
+            outcome: answer.run.outcome,
+            diff: &answer.run.diff,
+            has_test_files: !job.test_files.is_empty(),
+            protected_changed: &answer.run.protected_changed,
+            tests: answer.tests.as_ref(),
+            tests_reward: job.tests_reward,
+            gold_diff,
+            post: answer.post.as_ref(),
+        },
+        rewards,
+    ))
+}
+
+/// The reward settings the daemon recorded (`GET /v1/settings`; the defaults when its log has
+/// none yet). A daemon that cannot answer now fails the job as retryable, like every other
+/// daemon error here; one that refuses (no permission to read tasks, a daemon without the
+/// route) or holds settings that cannot be used fails it for good: another attempt would get
+/// the same answer.
+async fn reward_settings(client: &Client) -> Result<CheckedRewardSettings, Abort> {
+    let response = client.settings().await.map_err(|error| Abort::Fail {
+        retryable: is_retryable(&error),
+        error: format!("cannot read the reward settings (GET /v1/settings): {error}"),
+    })?;
+    let settings = response
+        .training
+        .map(|training| training.rewards)
+        .unwrap_or_default();
+    CheckedRewardSettings::new(settings).map_err(|error| Abort::Fail {
+        error: format!("the daemon's reward settings: {error}"),
+        retryable: false,
+    })
+}
+
+/// A daemon error another attempt can get past: no answer, "try again", or a server error.
+fn is_retryable(error: &ClientError) -> bool {
+    error.is_transient() || matches!(error, ClientError::Api { status, .. } if *status >= 500)
 }
 
 /// Where a job's facts are recorded.
@@ -434,8 +525,7 @@ async fn read_step(
     expected_task_id: Option<&str>,
 ) -> Result<StepRead, Abort> {
     let cannot_read = |error: ClientError| Abort::Fail {
-        retryable: error.is_transient()
-            || matches!(error, ClientError::Api { status, .. } if status >= 500),
+        retryable: is_retryable(&error),
         error: format!("cannot read step {step} of {}: {error}", target.describe()),
     };
     let (task_id, steps) = match target {
@@ -512,7 +602,7 @@ fn record<T>(answer: Result<T, ClientError>, what: &str) -> Result<Recorded, Abo
             }),
             _ => Err(Abort::Fail {
                 error: format!("cannot record {what}: {error}"),
-                retryable: error.is_transient() || matches!(error, ClientError::Api { status, .. } if status >= 500),
+                retryable: is_retryable(&error),
             }),
         },
     }
@@ -545,6 +635,7 @@ fn summarize(
         diff: cut(&run.diff, RESULT_DIFF_BYTES_MAX),
         duration_ms: run.duration_ms,
         rejected_reason: run.rejected_reason.clone(),
+        rewards: verdict.rewards,
         recorded,
     }
 }

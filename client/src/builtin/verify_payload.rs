@@ -62,8 +62,9 @@ pub struct VerifyJob {
     /// The expected result, path -> text (the payload's `post`; one text stands for the one
     /// file that is not a test).
     pub post: Option<BTreeMap<String, String>>,
-    /// How the tests score: all must pass, or the fraction that passed.
-    pub tests_reward: TestsReward,
+    /// How the tests score (all must pass, or the fraction that passed), when the payload
+    /// says; `None`: as the reward settings say (`[rewards] tests`).
+    pub tests_reward: Option<TestsReward>,
 }
 
 /// Who proposed the action, for recording the step.
@@ -223,8 +224,35 @@ pub fn parse(
         model,
         test_files,
         post,
-        tests_reward: raw.tests_reward.unwrap_or_default(),
+        tests_reward: raw.tests_reward,
     })
+}
+
+/// The payload fields that name where the verdict is recorded, which a local run
+/// (`agentctl verify`) refuses: it records nothing, so they could only mislead.
+pub const RECORDING_FIELDS: [&str; 3] = ["rollout_id", "model", "policy_version"];
+
+/// Parses and checks a payload for a run that records nothing (`agentctl verify`): as
+/// [`parse`], with no job, and refusing `rollout_id`, `model` and `policy_version`.
+/// `task_id` and `step` are accepted and mean nothing here (a payload built for a job runs
+/// unchanged once its recording fields are left out).
+pub fn parse_for_local_run(
+    payload: &serde_json::Value,
+    limits: &SandboxLimits,
+) -> Result<VerifyJob, PayloadError> {
+    if let Some(object) = payload.as_object() {
+        let given: Vec<&str> = RECORDING_FIELDS
+            .into_iter()
+            .filter(|field| object.contains_key(*field))
+            .collect();
+        if !given.is_empty() {
+            return Err(PayloadError(format!(
+                "{} given, but a local verification records nothing (no step, sandbox result or reward): leave out rollout_id, model and policy_version, or submit the payload as an astgrep.verify job",
+                given.join(" and ")
+            )));
+        }
+    }
+    parse(payload, None, limits)
 }
 
 /// Resolves `post` to path -> text. One text needs exactly one file that is not a test: with
@@ -539,12 +567,12 @@ mod tests {
             job.post,
             Some([("app.py".to_string(), "y\n".to_string())].into())
         );
-        assert_eq!(job.tests_reward, TestsReward::All);
+        assert_eq!(job.tests_reward, None, "left to the reward settings");
         let job = parse_ok(
             json!({"files": files, "action": rule, "post": {"test_app.py": "t"},
             "tests_reward": "fraction"}),
         );
-        assert_eq!(job.tests_reward, TestsReward::Fraction);
+        assert_eq!(job.tests_reward, Some(TestsReward::Fraction));
         assert!(job.post.unwrap().contains_key("test_app.py"));
         let two_code_files = json!({"a.py": "", "b.py": ""});
         for (payload, expected) in [
@@ -572,5 +600,37 @@ mod tests {
             json!({"files": files(), "action": {"kind": "pattern", "language": "cobol", "pattern": "a", "rewrite": "b"}}),
         );
         assert!(matches!(job.action, Action::Pattern { ref language, .. } if language == "cobol"));
+    }
+
+    #[test]
+    fn a_local_run_refuses_the_fields_that_record() {
+        let rule = json!({"kind": "rule", "yaml": "id: x"});
+        let limits = SandboxLimits::default();
+        let job = parse_for_local_run(
+            &json!({"task_id": "t", "step": 2, "files": files(), "action": rule}),
+            &limits,
+        )
+        .unwrap();
+        assert_eq!((job.task_id.as_deref(), job.step), (Some("t"), 2));
+        for (payload, expected) in [
+            (
+                json!({"files": files(), "action": rule, "rollout_id": "ro_1"}),
+                "rollout_id given, but a local verification records nothing",
+            ),
+            (
+                json!({"files": files(), "action": rule, "model": "m", "policy_version": "v"}),
+                "model and policy_version given",
+            ),
+            (
+                json!({"files": files(), "action": rule, "model": "m"}),
+                "model given",
+            ),
+            (json!({"files": files()}), "missing field `action`"),
+        ] {
+            let error = parse_for_local_run(&payload, &limits)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{payload}: {error}");
+        }
     }
 }

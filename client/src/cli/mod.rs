@@ -15,6 +15,7 @@ mod state;
 mod submit;
 mod tokens;
 mod trajectories;
+pub mod verify;
 mod worker;
 
 use crate::http_client::{distinct_causes, Client, ClientError, DEFAULT_URL};
@@ -62,6 +63,10 @@ pub enum Command {
     /// Run one ast-grep action in the sandbox locally and print the result
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
+    /// Judge an astgrep.verify payload locally, as the worker would, and print the reward
+    /// (records nothing; for reward functions: `--json`, exit 0 with a verdict, 2 invalid input)
+    #[command(after_help = verify::VERIFY_HELP)]
+    Verify(verify::VerifyArgs),
     /// Create bearer tokens for the daemon's access control
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -138,6 +143,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedules(command) => schedules::run(&client, command, json).await,
         // The first match returned for both.
         Command::Sandbox(_) | Command::Tokens(_) => unreachable!("local commands run above"),
+        // `main` runs `verify` before any runtime starts: it needs the argument matches (where
+        // `--url` came from), a current-thread runtime and exit statuses of its own.
+        Command::Verify(_) => unreachable!("main runs verify itself (cli::verify::main)"),
     }
 }
 
