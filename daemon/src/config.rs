@@ -260,6 +260,10 @@ impl RewardsConfig {
                 ));
             }
         }
+        let sum = self.weight_tests + self.weight_gold_match + self.weight_post_match;
+        if !sum.is_finite() {
+            return Err("[rewards] the weights' sum must be a finite number".into());
+        }
         Ok(RewardSettings {
             combine: self.combine,
             tests: self.tests,

@@ -196,25 +196,21 @@ pub async fn run(
         },
     );
 
-    if let Some(settings) = datasets_settings {
+    // Settings that changed since the last start, in one record (one LSN).
+    let settings_events: Vec<Event> = datasets_settings
+        .map(Event::DatasetSettingsRecorded)
+        .into_iter()
+        .chain(training_settings.map(Event::TrainingSettingsRecorded))
+        .collect();
+    if !settings_events.is_empty() {
         sequencer
             .call(|reply| Command::AppendInternal {
-                events: vec![Event::DatasetSettingsRecorded(settings)],
+                events: settings_events,
                 actor: Some("agentd".to_owned()),
                 reply,
             })
             .await
-            .context("cannot record the [datasets] settings in the log")?;
-    }
-    if let Some(settings) = training_settings {
-        sequencer
-            .call(|reply| Command::AppendInternal {
-                events: vec![Event::TrainingSettingsRecorded(settings)],
-                actor: Some("agentd".to_owned()),
-                reply,
-            })
-            .await
-            .context("cannot record the [rewards] and [training] settings in the log")?;
+            .context("cannot record the [datasets], [rewards] and [training] settings in the log")?;
     }
     let gauges = tokio::spawn(update_gauges(sequencer.clone(), metrics.clone()));
     let (exports, export_runner) = crate::export::runner::ExportService::spawn(

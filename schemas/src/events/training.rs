@@ -20,7 +20,7 @@ pub struct TrainingSettings {
 #[serde(deny_unknown_fields)]
 pub struct RewardSettings {
     /// `all`: the product of the checks (every check must pass: a binary reward);
-    /// `weighted`: the gates (`applied`, `tamper`, `format`) times the weighted mean of the
+    /// `weighted`: the gates (`applied`, `tamper`) times the weighted mean of the
     /// scored checks (`tests`, `gold_match`, `post_match`) that apply.
     #[serde(default)]
     pub combine: RewardCombine,

@@ -164,6 +164,7 @@ async fn roles_gate_routes_and_the_token_name_is_audited() {
         [
             // Recorded by the daemon itself at its first start.
             ("dataset_settings_recorded", "agentd"),
+            ("training_settings_recorded", "agentd"),
             ("job_submitted", "trainer"),
             ("job_leased", "box-3"),
             ("job_completed", "box-3"),

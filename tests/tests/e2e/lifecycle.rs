@@ -571,10 +571,16 @@ async fn bad_input_gets_specific_errors_and_changes_nothing() {
         client.queues().await.unwrap().queues.is_empty(),
         "nothing was written by refused requests"
     );
-    // Only what the daemon recorded at its first start: its [datasets] settings.
+    // Only what the daemon recorded at its first start: its settings.
     let events = client.events(agentd_schemas::Lsn(0), 100, 0).await.unwrap();
     let types: Vec<&Value> = events.events.iter().map(|event| &event["type"]).collect();
-    assert_eq!(types, [&Value::from("dataset_settings_recorded")]);
+    assert_eq!(
+        types,
+        [
+            &Value::from("dataset_settings_recorded"),
+            &Value::from("training_settings_recorded")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -584,12 +590,14 @@ async fn events_are_listed_from_any_lsn() {
     for _ in 0..3 {
         client.submit(&job("q")).await.unwrap();
     }
-    // LSN 1 is the [datasets] settings the daemon records at its first start.
+    // LSN 1 is the settings the daemon records at its first start ([datasets], then
+    // [rewards] and [training]), two events of one record.
     let all = client.events(agentd_schemas::Lsn(0), 100, 0).await.unwrap();
-    assert_eq!(all.events.len(), 4);
+    assert_eq!(all.events.len(), 5);
     assert_eq!(all.events[0]["type"], "dataset_settings_recorded");
-    assert_eq!(all.events[1]["type"], "job_submitted");
-    assert_eq!(all.events[1]["queue"], "q");
+    assert_eq!(all.events[1]["type"], "training_settings_recorded");
+    assert_eq!(all.events[2]["type"], "job_submitted");
+    assert_eq!(all.events[2]["queue"], "q");
     let later = client.events(agentd_schemas::Lsn(3), 100, 0).await.unwrap();
     assert_eq!(later.events.len(), 1);
     assert_eq!(later.events[0]["lsn"], 4);
