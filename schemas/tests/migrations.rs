@@ -337,6 +337,25 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                 split_test: 5,
             })]),
         ),
+        (
+            "training_settings_recorded",
+            record(vec![Event::TrainingSettingsRecorded(TrainingSettings {
+                rewards: RewardSettings {
+                    combine: RewardCombine::Weighted,
+                    tests: TestsReward::Fraction,
+                    weights: RewardWeights {
+                        tests: 2.0,
+                        gold_match: 1.0,
+                        post_match: 0.5,
+                    },
+                },
+                system_prompt: SystemPrompt {
+                    version: "astgrep-v1".into(),
+                    text: "You are a code-refactoring agent.".into(),
+                },
+                sft: SftSettings { min_reward: 1.0 },
+            })]),
+        ),
     ]
 }
 
