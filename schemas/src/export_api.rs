@@ -177,6 +177,10 @@ pub struct DatasetBuildRequest {
     /// `field -> accepted values`; see `docs/exports.md` for the fields of each source.
     #[serde(default)]
     pub filters: BTreeMap<String, Vec<String>>,
+    /// The rows' shape: an export kind of the source (records: `processed` (default),
+    /// `trl_grpo`, `verl_rl`; trajectories: `trajectories` (default), `trl_sft`).
+    #[serde(default)]
+    pub view: Option<crate::events::ExportKind>,
 }
 
 /// A recorded dataset build.

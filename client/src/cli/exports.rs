@@ -173,10 +173,16 @@ pub struct BuildArgs {
     pub limit: Option<u64>,
     /// field=value; repeat a field to accept several values. Records: language, split, source,
     /// version, tag. Steps: verified, model, policy_version, language, task_id, reward_source,
-    /// sandbox_outcome, and split, source, version of the dataset record the step's task came
-    /// from (task id `{source}/{version}/{index}`)
+    /// sandbox_outcome, reward_min=N, advantage_min=N (the step's reward, its rollout's group
+    /// advantage, at least N), and split, source, version of the dataset record the step's task
+    /// came from (task id `{source}/{version}/{index}`)
     #[arg(long = "filter", value_parser = super::parse_key_value)]
     pub filters: Vec<(String, String)>,
+    /// Write the rows as this export kind: records as processed (default), trl_grpo or
+    /// verl_rl; steps as trajectories (default) or trl_sft (verified steps rewarded at least
+    /// the recorded sft_min_reward)
+    #[arg(long)]
+    pub view: Option<agentd_schemas::events::ExportKind>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -212,6 +218,7 @@ pub async fn build(client: &Client, args: BuildArgs, json: bool) -> anyhow::Resu
         seed: args.seed,
         limit: args.limit,
         filters,
+        view: args.view,
     };
     let answer: serde_json::Value = client.post("/v1/datasets/builds", &request).await?;
     if answer.get("code").and_then(|code| code.as_str()) == Some("running") {

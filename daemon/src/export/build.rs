@@ -131,7 +131,80 @@ pub fn normalize(request: DatasetBuildRequest) -> Result<DatasetBuildSpec, Expor
         seed: request.seed,
         limit: request.limit,
         filters,
+        view: normalize_view(request.source, request.view)?,
     })
+}
+
+/// The views a source can be written as; the source's own kind is `None` (so its build id is
+/// the one it had before views existed).
+fn normalize_view(
+    source: BuildSource,
+    view: Option<ExportKind>,
+) -> Result<Option<ExportKind>, ExportError> {
+    let (own, others): (ExportKind, &[ExportKind]) = match source {
+        BuildSource::Records => (
+            ExportKind::Processed,
+            &[ExportKind::TrlGrpo, ExportKind::VerlRl],
+        ),
+        BuildSource::Trajectories => (ExportKind::Trajectories, &[ExportKind::TrlSft]),
+    };
+    match view {
+        None => Ok(None),
+        Some(view) if view == own => Ok(None),
+        Some(view) if others.contains(&view) => Ok(Some(view)),
+        Some(view) => Err(ExportError::Invalid(format!(
+            "view {}: a build from {} is written as {}",
+            view.as_str(),
+            source_name_of(source),
+            std::iter::once(own)
+                .chain(others.iter().copied())
+                .map(ExportKind::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn source_name_of(source: BuildSource) -> &'static str {
+    match source {
+        BuildSource::Records => "records",
+        BuildSource::Trajectories => "trajectories",
+    }
+}
+
+/// The kind a build's rows have: its view, else its source's own kind.
+pub fn build_kind(spec: &DatasetBuildSpec) -> ExportKind {
+    spec.view.unwrap_or(match spec.source {
+        BuildSource::Records => ExportKind::Processed,
+        BuildSource::Trajectories => ExportKind::Trajectories,
+    })
+}
+
+/// One batch of step rows of `R` over the whole log up to `to`.
+fn step_batch<'e, R: StepRows>(
+    context: &steps::StepContext<'_>,
+    rows: usize,
+    to: Lsn,
+    chosen: impl Iterator<Item = &'e StepEntry>,
+) -> arrow_array::RecordBatch {
+    let mut batch = R::with_capacity(rows);
+    for entry in chosen {
+        batch.push(entry, Lsn::ZERO, to, context);
+    }
+    batch.finish()
+}
+
+/// One batch of record rows of `R`.
+fn record_batch<'r, R: RecordRows>(
+    context: &records::TrainerContext,
+    rows: usize,
+    chosen: impl Iterator<Item = &'r ProcessedRecord>,
+) -> arrow_array::RecordBatch {
+    let mut batch = R::with_capacity(rows, context);
+    for record in chosen {
+        batch.push(record);
+    }
+    batch.finish()
 }
 
 /// `name-version`.
@@ -270,10 +343,7 @@ pub fn write_build(
         return Ok(outcome);
     }
     files::prepare_dir(&dir)?;
-    let kind = match spec.source {
-        BuildSource::Records => ExportKind::Processed,
-        BuildSource::Trajectories => ExportKind::Trajectories,
-    };
+    let kind = build_kind(spec);
     let tokenizer = super::tokenizer_of(domain, settings, kind);
     let parquet = super::parquet_settings(settings, &id, kind, Lsn::ZERO, to, &tokenizer);
     let group = match spec.source {
@@ -292,33 +362,37 @@ pub fn write_build(
                     .collect()
             };
             let positions = order(spec, candidates);
-            let mut shards = ParquetShards::new(
-                &dir,
-                "data",
-                records::processed_schema(),
-                &parquet,
-                settings.shard_bytes_max,
-            )?;
+            let schema = match kind {
+                ExportKind::TrlGrpo => records::grpo_schema(),
+                ExportKind::VerlRl => records::verl_schema(),
+                _ => records::processed_schema(),
+            };
+            let mut shards =
+                ParquetShards::new(&dir, "data", schema, &parquet, settings.shard_bytes_max)?;
+            let context = records::TrainerContext::at(domain, to);
             for chunk in positions.chunks(BATCH_ROWS) {
                 let batch = {
                     let datasets = domain.datasets();
                     let kept = datasets.splits();
-                    let mut rows = records::ProcessedRows::with_capacity(
-                        chunk.len(),
-                        &records::TrainerContext::default(),
-                    );
-                    for &position in chunk {
-                        if let Some(record) = kept.kept_records().nth(position) {
-                            rows.push(record);
+                    let chosen = chunk
+                        .iter()
+                        .filter_map(|&position| kept.kept_records().nth(position));
+                    match kind {
+                        ExportKind::TrlGrpo => {
+                            record_batch::<records::GrpoRows>(&context, chunk.len(), chosen)
                         }
+                        ExportKind::VerlRl => {
+                            record_batch::<records::VerlRows>(&context, chunk.len(), chosen)
+                        }
+                        _ => record_batch::<records::ProcessedRows>(&context, chunk.len(), chosen),
                     }
-                    rows.finish()
                 };
                 shards.write(&batch)?;
             }
             shards.finish(true)?
         }
         BuildSource::Trajectories => {
+            let inputs = steps::ExportInputs::at(domain, to, kind == ExportKind::TrlSft);
             type StepKey = (String, Option<agentd_schemas::RolloutId>, u32);
             let candidates: Vec<(Lsn, StepKey, String)> = {
                 // Built only when a filter needs it (a map over every kept record).
@@ -341,8 +415,14 @@ pub fn write_build(
                 };
                 let trajectories = domain.trajectories();
                 let mut scores = steps::GroupCache::default();
+                // An SFT view takes only the steps its rows are made of, so `limit` counts rows.
+                let sft = (kind == ExportKind::TrlSft).then(|| inputs.trainer.clone());
                 let mut candidates: Vec<_> = trajectories
                     .steps_after(None)
+                    .filter(|entry| {
+                        sft.as_ref()
+                            .is_none_or(|trainer| steps::sft_eligible(entry, Lsn::ZERO, to, trainer))
+                    })
                     .filter(|entry| {
                         let groups = (&*trajectories, &mut scores);
                         step_matches(&spec.filters, &records, groups, entry, to)
@@ -367,14 +447,12 @@ pub fn write_build(
                 candidates
             };
             let keys = order(spec, candidates);
-            let mut shards = ParquetShards::new(
-                &dir,
-                "data",
-                steps::trajectory_schema(),
-                &parquet,
-                settings.shard_bytes_max,
-            )?;
-            let inputs = steps::ExportInputs::at(domain, to, false);
+            let schema = match kind {
+                ExportKind::TrlSft => steps::sft_schema(),
+                _ => steps::trajectory_schema(),
+            };
+            let mut shards =
+                ParquetShards::new(&dir, "data", schema, &parquet, settings.shard_bytes_max)?;
             let scores = std::cell::RefCell::new(steps::GroupCache::default());
             for chunk in keys.chunks(BATCH_ROWS) {
                 let batch = {
@@ -388,13 +466,15 @@ pub fn write_build(
                         trainer: &inputs.trainer,
                         record_prompts: &inputs.record_prompts,
                     };
-                    let mut rows = steps::TrajectoryRows::with_capacity(chunk.len());
-                    for (task_id, rollout_id, step) in chunk {
-                        if let Some(entry) = trajectories.step(task_id, *rollout_id, *step) {
-                            rows.push(entry, Lsn::ZERO, to, &context);
+                    let chosen = chunk.iter().filter_map(|(task_id, rollout_id, step)| {
+                        trajectories.step(task_id, *rollout_id, *step)
+                    });
+                    match kind {
+                        ExportKind::TrlSft => {
+                            step_batch::<steps::SftRows>(&context, chunk.len(), to, chosen)
                         }
+                        _ => step_batch::<steps::TrajectoryRows>(&context, chunk.len(), to, chosen),
                     }
-                    rows.finish()
                 };
                 shards.write(&batch)?;
             }

@@ -678,6 +678,21 @@ pub struct SftRows {
     id_text: String,
 }
 
+/// Whether a step is a `trl_sft` row of `(after, to]`: logged by `to`, its reward verified,
+/// logged in range and, with training settings, at least `sft_min_reward` (a human reward of
+/// 0.5 marked verified is not a demonstration).
+pub fn sft_eligible(entry: &StepEntry, after: Lsn, to: Lsn, trainer: &TrainerContext) -> bool {
+    let Some(reward) = entry.reward.as_ref() else {
+        return false;
+    };
+    let in_range = reward.lsn > after && reward.lsn <= to && entry.lsn <= to;
+    let enough = trainer
+        .training
+        .as_ref()
+        .is_none_or(|settings| reward.event.value >= settings.sft.min_reward);
+    reward.event.verified && in_range && enough
+}
+
 /// What the model is trained to answer: the step in the actor's output format, rendered
 /// canonically (`docs/output-format.md`): its reasoning (if recorded) in `<think>`, the action
 /// in `<action>`, the state update (if any) in `<state_update>`. So the model learns the tags
@@ -705,18 +720,13 @@ impl StepRows for SftRows {
 
     fn push(&mut self, entry: &StepEntry, after: Lsn, to: Lsn, context: &StepContext) -> bool {
         let trajectories = context.trajectories;
+        if !sft_eligible(entry, after, to, context.trainer) {
+            return false;
+        }
         let Some(reward) = entry.reward.as_ref() else {
             return false;
         };
-        if !(reward.event.verified && reward.lsn > after && reward.lsn <= to && entry.lsn <= to) {
-            return false;
-        }
         let training = context.trainer.training.as_deref();
-        // A demonstration must have earned enough, not only be marked verified (a human reward
-        // of 0.5 marked verified is not one).
-        if training.is_some_and(|settings| reward.event.value < settings.sft.min_reward) {
-            return false;
-        }
         let step = &entry.step;
         let prompt = match (&step.prompt, training) {
             // The prompt the model saw.

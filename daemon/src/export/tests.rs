@@ -637,6 +637,7 @@ fn dataset_builds_are_reproducible_and_filtered() {
         seed,
         limit,
         filters: BTreeMap::from([("language".to_string(), vec!["python".to_string()])]),
+        view: None,
     };
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
@@ -672,6 +673,7 @@ fn dataset_builds_are_reproducible_and_filtered() {
     let steps = build::normalize(DatasetBuildRequest {
         source: BuildSource::Trajectories,
         filters: BTreeMap::from([("verified".to_string(), vec!["true".to_string()])]),
+        view: None,
         ..request(BuildStrategy::Latest, None, None)
     })
     .unwrap();
@@ -680,6 +682,7 @@ fn dataset_builds_are_reproducible_and_filtered() {
     // Unknown filter fields and a random build without a seed are refused.
     assert!(build::normalize(DatasetBuildRequest {
         filters: BTreeMap::from([("colour".to_string(), vec!["red".to_string()])]),
+        view: None,
         ..request(BuildStrategy::Latest, None, None)
     })
     .is_err());
@@ -761,6 +764,7 @@ fn step_builds_filter_by_the_split_source_and_version_of_the_task_record() {
             seed: None,
             limit: None,
             filters: by_field,
+            view: None,
         })
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -1185,13 +1189,13 @@ fn conversation(batch: &RecordBatch, column: &str, row: usize) -> Vec<(String, S
         .collect()
 }
 
-#[test]
-fn recorded_training_settings_shape_the_trainer_views() {
+/// `sample_log(30, 0)`, the training settings, then one step without its prompt for record
+/// tasks 1 and 2 (reward 1.0 and 0.5, both verified) and a free task; and the length of the log
+/// before the settings.
+fn training_log() -> (Vec<LogRecord>, usize) {
     let mut log = sample_log(30, 0);
     let without_settings = log.len();
     log.push(record(19_000, vec![training_settings()]));
-    // Record tasks 1 and 2 (reward 1.0 and 0.5, both verified) and a free task, each with one
-    // step recorded without its prompt.
     for (n, (task_id, value)) in [
         ("fixture/mini/v1/1", 1.0),
         ("fixture/mini/v1/2", 0.5),
@@ -1212,6 +1216,12 @@ fn recorded_training_settings_shape_the_trainer_views() {
             ],
         ));
     }
+    (log, without_settings)
+}
+
+#[test]
+fn recorded_training_settings_shape_the_trainer_views() {
+    let (log, without_settings) = training_log();
     let domain = projections_up_to(&log, log.len());
     let dir = tempfile::tempdir().unwrap();
     let export = |kind, to: usize| {
@@ -1311,6 +1321,7 @@ fn step_builds_filter_by_minimum_reward_and_advantage() {
             .iter()
             .map(|(field, value)| ((*field).to_string(), vec![(*value).to_string()]))
             .collect(),
+        view: None,
     };
     let rows = |filters: &[(&str, &str)]| {
         let spec = build::normalize(request(filters)).unwrap();
@@ -1344,4 +1355,67 @@ fn step_builds_filter_by_minimum_reward_and_advantage() {
         let error = build::normalize(request(&[bad])).unwrap_err().to_string();
         assert!(error.contains("one finite number"), "{error}");
     }
+}
+
+#[test]
+fn builds_write_any_view_of_their_source_with_filters() {
+    let (log, _) = training_log();
+    let domain = projections_up_to(&log, log.len());
+    let to = Lsn(log.len() as u64);
+    let dir = tempfile::tempdir().unwrap();
+    let request = |source, view, filters: &[(&str, &str)]| DatasetBuildRequest {
+        name: "view".into(),
+        version: "v1".into(),
+        source,
+        strategy: BuildStrategy::Latest,
+        seed: None,
+        limit: None,
+        filters: filters
+            .iter()
+            .map(|(field, value)| ((*field).to_string(), vec![(*value).to_string()]))
+            .collect(),
+        view,
+    };
+    let build = |request| {
+        let spec = build::normalize(request).unwrap();
+        let outcome = build::write_build(&domain, &settings(dir.path()), &spec, to).unwrap();
+        let batches: Vec<RecordBatch> = outcome
+            .manifest
+            .files
+            .iter()
+            .flat_map(|file| read_batches(&dir.path().join(&outcome.dir).join(&file.path)))
+            .collect();
+        (outcome, batches)
+    };
+    // Python records as TRL GRPO rows: the trainer columns, the recorded system prompt.
+    let (outcome, batches) = build(request(
+        BuildSource::Records,
+        Some(ExportKind::TrlGrpo),
+        &[("language", "python")],
+    ));
+    assert_eq!(outcome.manifest.schema_version, ExportKind::TrlGrpo.schema_version());
+    assert_eq!(outcome.manifest.rows, 20);
+    let batch = &batches[0];
+    assert!(batch.column_by_name("verify_payload").is_some());
+    assert_eq!(conversation(batch, "prompt", 0)[0].0, "system");
+    let languages = batch.column_by_name("language").unwrap().as_string::<i32>();
+    assert!(languages.iter().all(|language| language == Some("python")));
+    // Steps as TRL SFT rows: the 0.5 reward is under the recorded threshold; a filter still
+    // applies on top.
+    let (outcome, _) = build(request(BuildSource::Trajectories, Some(ExportKind::TrlSft), &[]));
+    assert_eq!(outcome.manifest.rows, 2);
+    let (outcome, _) = build(request(
+        BuildSource::Trajectories,
+        Some(ExportKind::TrlSft),
+        &[("source", "fixture/mini")],
+    ));
+    assert_eq!(outcome.manifest.rows, 1, "the free task is no record");
+    // The source's own kind is the default view, with the same build id; other pairs are refused.
+    let plain = build::normalize(request(BuildSource::Records, None, &[])).unwrap();
+    let own = build::normalize(request(BuildSource::Records, Some(ExportKind::Processed), &[]));
+    assert_eq!(build::build_id(&plain, to), build::build_id(&own.unwrap(), to));
+    let error = build::normalize(request(BuildSource::Records, Some(ExportKind::TrlSft), &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("processed, trl_grpo, verl_rl"), "{error}");
 }

@@ -224,6 +224,10 @@ pub struct DatasetBuildSpec {
     pub limit: Option<u64>,
     /// Field name to accepted values (a row matches when every field matches one value).
     pub filters: BTreeMap<String, Vec<String>>,
+    /// The rows' shape, when not the source's own kind (left out then, so a build recorded
+    /// before views existed keeps its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<ExportKind>,
 }
 
 /// A dataset build is complete (files renamed, manifest written).
