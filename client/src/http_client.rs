@@ -66,6 +66,12 @@ impl ClientError {
         }
     }
 
+    /// The daemon's error code as the shared enum; `None` without an answer, or for a code this
+    /// build does not know (a newer daemon's).
+    pub fn error_code(&self) -> Option<agentd_schemas::ErrorCode> {
+        self.code().and_then(agentd_schemas::ErrorCode::parse)
+    }
+
     /// True for transport failures and answers that say "try again".
     pub fn is_transient(&self) -> bool {
         match self {

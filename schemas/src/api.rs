@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 /// Every error answer: a stable machine-readable `code` and a human `message`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// One of [`crate::ErrorCode`] (a string, so an older client reads a newer daemon's codes).
+    #[schema(value_type = crate::ErrorCode)]
     pub code: String,
     pub message: String,
 }

@@ -10,9 +10,11 @@
 
 pub mod api;
 pub mod domain_api;
+pub mod error_code;
 pub mod events;
 pub mod export_api;
 pub mod ids;
 pub mod projection;
 
+pub use error_code::ErrorCode;
 pub use ids::{JobId, LeaseId, Lsn, RolloutId};

@@ -28,6 +28,36 @@ REQUEST_TIMEOUT_S = 30.0
 #: Most bytes of an error body kept in a message.
 ERROR_BODY_CHARS_MAX = 500
 
+#: Every stable `code` the daemon answers with, and its HTTP status (`schemas/src/error_code.rs`;
+#: a Rust test checks this table against it). `running` (202) is not an error: an export or
+#: build still running; `transport` is this client's own code for a request that got no answer.
+ERROR_CODES = {
+    "running": 202,
+    "invalid_json": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "lease_lost": 409,
+    "invalid_state": 409,
+    "conflict": 409,
+    "body_too_large": 413,
+    "payload_too_large": 413,
+    "invalid_request": 422,
+    "batch_too_large": 422,
+    "too_many_tags": 422,
+    "too_many_items": 422,
+    "string_too_long": 422,
+    "too_many_waiters": 429,
+    "busy": 429,
+    "internal": 500,
+    "export_failed": 500,
+    "timeout": 503,
+    "unavailable": 503,
+    "shutting_down": 503,
+    "disk_full": 507,
+}
+
 
 class AgentdError(Exception):
     """The daemon refused a request, or could not be reached.

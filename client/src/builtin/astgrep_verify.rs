@@ -38,7 +38,7 @@ use agentd_schemas::domain_api::{
     ActionRequest, RecordStepRequest, RewardRequest, SandboxResultRequest, TrajectoryStep,
 };
 use agentd_schemas::events::{Action, RewardSource};
-use agentd_schemas::{LeaseId, RolloutId};
+use agentd_schemas::{ErrorCode, LeaseId, RolloutId};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -539,7 +539,7 @@ async fn read_step(
         Target::Rollout(rollout_id) => {
             let view = match client.rollout(*rollout_id, step.checked_sub(1), Some(1)).await {
                 Ok(view) => view,
-                Err(error) if error.code() == Some("not_found") => {
+                Err(error) if error.error_code() == Some(ErrorCode::NotFound) => {
                     return Err(Abort::Fail {
                         error: format!(
                             "rollout {rollout_id} does not exist; create it first (POST /v1/tasks/{{task_id}}/rollouts)"
@@ -593,10 +593,10 @@ fn describe_action(action: &Action) -> String {
 fn record<T>(answer: Result<T, ClientError>, what: &str) -> Result<Recorded, Abort> {
     match answer {
         Ok(_) => Ok(Recorded::Recorded),
-        Err(error) => match error.code() {
-            Some("conflict") => Ok(Recorded::AlreadyRecorded),
-            Some("lease_lost") => Err(Abort::Stopped),
-            Some("not_found") => Err(Abort::Fail {
+        Err(error) => match error.error_code() {
+            Some(ErrorCode::Conflict) => Ok(Recorded::AlreadyRecorded),
+            Some(ErrorCode::LeaseLost) => Err(Abort::Stopped),
+            Some(ErrorCode::NotFound) => Err(Abort::Fail {
                 error: format!("cannot record {what}: {error}; post the step first, or put model and policy_version in the payload so the worker records it"),
                 retryable: false,
             }),

@@ -90,7 +90,8 @@ pub async fn run(client: &Client, command: ExportsCommand, json: bool) -> anyhow
             let request = RunExportRequest { kind, format, full };
             // 202 `running` is an error body with a success status: read it as JSON first.
             let answer: serde_json::Value = client.post("/v1/exports", &request).await?;
-            if answer.get("code").and_then(|code| code.as_str()) == Some("running") {
+            if answer.get("code").and_then(|code| code.as_str())
+        == Some(agentd_schemas::ErrorCode::Running.as_str()) {
                 if json {
                     return print_json(&answer);
                 }
@@ -221,7 +222,8 @@ pub async fn build(client: &Client, args: BuildArgs, json: bool) -> anyhow::Resu
         view: args.view,
     };
     let answer: serde_json::Value = client.post("/v1/datasets/builds", &request).await?;
-    if answer.get("code").and_then(|code| code.as_str()) == Some("running") {
+    if answer.get("code").and_then(|code| code.as_str())
+        == Some(agentd_schemas::ErrorCode::Running.as_str()) {
         if json {
             return print_json(&answer);
         }

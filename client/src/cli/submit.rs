@@ -234,7 +234,14 @@ async fn check_group_task(client: &Client, group: &str, task_id: &str) -> anyhow
             }
             Ok(())
         }
-        Err(error) if matches!(error.code(), Some("not_found" | "forbidden")) => Ok(()),
+        Err(error)
+            if matches!(
+                error.error_code(),
+                Some(agentd_schemas::ErrorCode::NotFound | agentd_schemas::ErrorCode::Forbidden)
+            ) =>
+        {
+            Ok(())
+        }
         Err(error) => Err(anyhow::Error::new(error).context(format!("cannot read group {group}"))),
     }
 }

@@ -4,9 +4,10 @@
 
 use super::error::ApiError;
 use crate::auth::{AuthError, Authenticator, Caller, Permission};
+use agentd_schemas::ErrorCode;
 use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -76,11 +77,11 @@ fn auth_error(error: AuthError) -> ApiError {
         AuthError::MissingToken | AuthError::InvalidToken => {
             metrics::counter!("agentd_auth_failures_total", "reason" => "unauthorized")
                 .increment(1);
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string())
+            ApiError::new(ErrorCode::Unauthorized, error.to_string())
         }
         AuthError::Forbidden { .. } => {
             metrics::counter!("agentd_auth_failures_total", "reason" => "forbidden").increment(1);
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden", error.to_string())
+            ApiError::new(ErrorCode::Forbidden, error.to_string())
         }
     }
 }

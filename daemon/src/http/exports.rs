@@ -18,6 +18,7 @@ use agentd_schemas::export_api::{
     ExportListResponse, ExportManifest, ExportShowResponse, ExportView, RunExportRequest,
     RunExportResponse, ScheduleListResponse, ScheduleView, WatermarkView,
 };
+use agentd_schemas::ErrorCode;
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
 use crate::http::extract::ApiPath as Path;
@@ -74,26 +75,14 @@ fn build_view(service: &ExportService, recorded: &RecordedBuild) -> DatasetBuild
 fn run_error(error: RunError) -> ApiError {
     match error {
         RunError::Invalid(message) => ApiError::invalid(message),
-        RunError::Busy => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", error.to_string()),
+        RunError::Busy => ApiError::new(ErrorCode::Busy, error.to_string()),
         RunError::Sequencer(error) => error.into(),
-        RunError::Stopped => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            error.to_string(),
-        ),
-        RunError::Lagging(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            error.to_string(),
-        ),
+        RunError::Stopped => ApiError::new(ErrorCode::ShuttingDown, error.to_string()),
+        RunError::Lagging(_) => ApiError::new(ErrorCode::Timeout, error.to_string()),
         // An operator's route: the message (a path and an IO error) is what they need to act.
         RunError::Export(_) | RunError::Replay(_) => {
             tracing::error!("export failed: {error}");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "export_failed",
-                error.to_string(),
-            )
+            ApiError::new(ErrorCode::ExportFailed, error.to_string())
         }
     }
 }
@@ -107,9 +96,7 @@ fn run_wait(state: &AppState) -> Duration {
 }
 
 fn still_running() -> ApiError {
-    ApiError::new(
-        StatusCode::ACCEPTED,
-        "running",
+    ApiError::new(ErrorCode::Running,
         "the run is still going; it is listed by GET /v1/exports (or /v1/datasets/builds) once recorded",
     )
 }

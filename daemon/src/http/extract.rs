@@ -4,9 +4,9 @@
 
 use super::error::ApiError;
 use super::AppState;
+use agentd_schemas::ErrorCode;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 /// A JSON body parsed with the API's limits and error codes.
@@ -36,8 +36,7 @@ impl FromRequest<AppState> for ApiBody {
             .map(ApiBody)
             .map_err(|_| {
                 ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
+                    ErrorCode::BodyTooLarge,
                     format!(
                         "request body is over the limit of {limit} bytes ([server] body_bytes_max)"
                     ),
@@ -50,8 +49,7 @@ impl FromRequest<AppState> for ApiBody {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             "request body is empty; expected a JSON object",
         ));
     }
@@ -75,8 +73,7 @@ fn body_error(path: &str, error: serde_json::Error) -> ApiError {
             ApiError::invalid(format!("request body: {path}: {error}"))
         }
         _ => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             format!("request body is not valid JSON: {error}"),
         ),
     }

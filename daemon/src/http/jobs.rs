@@ -11,6 +11,7 @@ use agentd_schemas::api::{
     BatchSubmitRequest, BatchSubmitResponse, JobListResponse, JobStateName, JobTransitionResponse,
     JobView, SubmitJobRequest, SubmitJobResponse,
 };
+use agentd_schemas::ErrorCode;
 use agentd_schemas::JobId;
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
@@ -105,8 +106,7 @@ pub async fn show(
     let record = record.ok_or_else(|| ApiError::not_found(format!("job {job_id} not found")))?;
     if caller.0.role == Role::Submit && record.submitted_by != caller.0.name {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "a submit token may read only the jobs it submitted",
         ));
     }

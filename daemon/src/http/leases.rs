@@ -11,6 +11,7 @@ use agentd_schemas::api::{
     FailRequest, HeartbeatResponse, JobTransitionResponse, LeaseGrant, LeaseRequest, LeaseResponse,
     LeasedJob,
 };
+use agentd_schemas::ErrorCode;
 use agentd_schemas::LeaseId;
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
@@ -234,7 +235,7 @@ pub async fn complete_many(
     }
     if request.completions.len() > COMPLETE_MANY_MAX {
         return Err(ApiError::over_limit(
-            "batch_too_large",
+            ErrorCode::BatchTooLarge,
             format!(
                 "completions: {} items is over the limit of {COMPLETE_MANY_MAX} per request",
                 request.completions.len()

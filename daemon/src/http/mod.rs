@@ -19,8 +19,8 @@ mod queues;
 use crate::log::LogWriter;
 use crate::projection::{AppliedWatch, ProjectionStore};
 use crate::sequencer::SequencerHandle;
+use agentd_schemas::ErrorCode;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -124,8 +124,7 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not accept that method",
     )
 }
@@ -134,8 +133,7 @@ async fn timeout(request: Request, next: Next, limit: Duration) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
+            ErrorCode::Timeout,
             format!("the request took longer than {} ms", limit.as_millis()),
         )
         .into_response(),

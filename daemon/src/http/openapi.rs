@@ -116,21 +116,24 @@ fn finish(openapi: &mut OpenApi) {
     }
 }
 
+/// The error response's description: every stable code with its status, from
+/// [`ErrorCode::ALL`], so the document cannot miss one.
+fn error_codes_description() -> String {
+    let codes: Vec<String> = agentd_schemas::ErrorCode::ALL
+        .iter()
+        .filter(|code| code.status() >= 400)
+        .map(|code| format!("`{}` ({})", code.as_str(), code.status()))
+        .collect();
+    format!("An error. `code` is stable: {}", codes.join(", "))
+}
+
 fn finish_operation(operation: &mut Operation, optional_bearer: &[SecurityRequirement]) {
     // Routes marked `security(())` are public: they keep their single empty requirement.
     if operation.security.is_none() {
         operation.security = Some(optional_bearer.to_vec());
     }
     let error = ResponseBuilder::new()
-        .description(
-            "An error. `code` is stable: `invalid_json` (400), `unauthorized` (401), \
-             `forbidden` (403), `not_found` (404), `method_not_allowed` (405), `lease_lost`, \
-             `invalid_state`, `conflict` (409), `body_too_large`, `payload_too_large` (413), \
-             `invalid_request`, `batch_too_large`, `too_many_tags`, `too_many_items`, \
-             `string_too_long` (422), `too_many_waiters`, `busy` (429), `internal`, \
-             `export_failed` (500), `timeout`, `unavailable`, `shutting_down` (503), \
-             `disk_full` (507)",
-        )
+        .description(error_codes_description())
         .content(
             "application/json",
             ContentBuilder::new()

@@ -4,9 +4,10 @@ use super::error::ApiError;
 use super::{ApiResult, AppState};
 use crate::sequencer::{Command, DIGEST_HOLD_MAX};
 use agentd_schemas::api::{DigestResponse, HealthResponse, ProjectionDigests};
+use agentd_schemas::ErrorCode;
 use agentd_schemas::Lsn;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use std::time::Duration;
@@ -97,8 +98,7 @@ pub async fn digest(State(state): State<AppState>) -> ApiResult<Json<DigestRespo
 
 fn lagging(lsn: Lsn) -> ApiError {
     ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "timeout",
+        ErrorCode::Timeout,
         format!(
             "the projections were not at lsn {lsn} within {} ms (writes are held for at most {} \
              ms); retry",

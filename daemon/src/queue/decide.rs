@@ -58,12 +58,13 @@ pub enum Limit {
 
 impl Limit {
     /// The stable API error code of this refusal.
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> agentd_schemas::ErrorCode {
+        use agentd_schemas::ErrorCode;
         match self {
-            Limit::BatchSize => "batch_too_large",
-            Limit::Tags => "too_many_tags",
-            Limit::Items => "too_many_items",
-            Limit::StringLength => "string_too_long",
+            Limit::BatchSize => ErrorCode::BatchTooLarge,
+            Limit::Tags => ErrorCode::TooManyTags,
+            Limit::Items => ErrorCode::TooManyItems,
+            Limit::StringLength => ErrorCode::StringTooLong,
         }
     }
 }

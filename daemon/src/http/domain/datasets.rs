@@ -21,6 +21,7 @@ use agentd_schemas::domain_api::{
     RejectedRecord, SplitCountsView,
 };
 use agentd_schemas::events::DatasetRecord;
+use agentd_schemas::ErrorCode;
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
 use crate::http::extract::ApiPath as Path;
@@ -91,8 +92,7 @@ pub async fn ingest(
 ) -> ApiResult<Json<IngestRecordsResponse>> {
     let batch_max = state.domain.records_per_batch_max;
     if request.records.len() > batch_max {
-        return Err(ApiError::over_limit(
-            "batch_too_large",
+        return Err(ApiError::over_limit(ErrorCode::BatchTooLarge,
             format!(
                 "records: {} records is over the limit of {batch_max} per request ([datasets] records_per_batch_max)",
                 request.records.len()

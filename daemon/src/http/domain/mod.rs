@@ -25,8 +25,8 @@ use crate::domain::tokens::{TokenCounter, UnknownEncoding};
 use crate::projection::domain::DomainProjections;
 use crate::sequencer::{Command, DomainOutcome};
 use agentd_schemas::events::StateLimits;
+use agentd_schemas::ErrorCode;
 use agentd_schemas::Lsn;
-use axum::http::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
@@ -152,9 +152,7 @@ async fn decide_and_apply(
         })
         .await?;
     if !state.applied.wait_for(depends_on, APPLY_WAIT).await {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
+        return Err(ApiError::new(ErrorCode::Timeout,
             format!(
                 "the decision rests on lsn {depends_on}, which is durable but not applied within {} ms; read the fact back before repeating the write",
                 APPLY_WAIT.as_millis()
@@ -190,7 +188,7 @@ fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
 fn check_chars(field: &str, value: &str, chars_max: usize) -> Result<(), ApiError> {
     if value.chars().count() > chars_max {
         return Err(ApiError::over_limit(
-            "string_too_long",
+            ErrorCode::StringTooLong,
             format!("{field}: must be at most {chars_max} characters"),
         ));
     }
@@ -200,7 +198,7 @@ fn check_chars(field: &str, value: &str, chars_max: usize) -> Result<(), ApiErro
 fn check_bytes(field: &str, value: &str, bytes_max: usize) -> Result<(), ApiError> {
     if value.len() > bytes_max {
         return Err(ApiError::over_limit(
-            "string_too_long",
+            ErrorCode::StringTooLong,
             format!(
                 "{field}: {} bytes is over the limit of {bytes_max} bytes",
                 value.len()

@@ -21,6 +21,7 @@ use agentd_schemas::domain_api::{
     StateUpdateResponse, TaskStateView, TrimActionName, TrimReasonName, TrimmedView,
 };
 use agentd_schemas::events::{AgentState, StateForget, TaskStateUpdated};
+use agentd_schemas::ErrorCode;
 use agentd_schemas::{LeaseId, Lsn, RolloutId};
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
@@ -275,7 +276,7 @@ pub(super) fn check_update(prefix: &str, update: &StateUpdateFields) -> Result<(
 fn check_items(field: &str, items: &[String]) -> Result<(), ApiError> {
     if items.len() > STATE_ITEMS_MAX {
         return Err(ApiError::over_limit(
-            "too_many_items",
+            ErrorCode::TooManyItems,
             format!(
                 "{field}: {} items is over the limit of {STATE_ITEMS_MAX}",
                 items.len()

@@ -33,6 +33,7 @@ use agentd_schemas::domain_api::{
 use agentd_schemas::events::{
     Action, OutputFormatError, RewardRecorded, RewardSource, SandboxResultRecorded, StepRecorded,
 };
+use agentd_schemas::ErrorCode;
 use agentd_schemas::RolloutId;
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
@@ -558,7 +559,7 @@ fn check_reward(request: &RewardRequest) -> Result<(), ApiError> {
     }
     if request.components.len() > REWARD_COMPONENTS_MAX {
         return Err(ApiError::over_limit(
-            "too_many_items",
+            ErrorCode::TooManyItems,
             format!(
                 "components: {} entries is over the limit of {REWARD_COMPONENTS_MAX}",
                 request.components.len()
