@@ -185,15 +185,15 @@ fn last_lsn_at(
 ) -> anyhow::Result<agentd_schemas::Lsn> {
     let mut last = agentd_schemas::Lsn::ZERO;
     let outcome =
-        crate::sequencer::for_each_record(reader, agentd_schemas::Lsn::ZERO, end, |lsn, record| {
+        crate::log::for_each_record(reader, agentd_schemas::Lsn::ZERO, end, |lsn, record| {
             if record.ts_ms > ms {
-                return Err(crate::sequencer::ReplayError::Stopped);
+                return Err(crate::log::ReplayError::Stopped);
             }
             last = lsn;
             Ok(())
         });
     match outcome {
-        Ok(()) | Err(crate::sequencer::ReplayError::Stopped) => Ok(last),
+        Ok(()) | Err(crate::log::ReplayError::Stopped) => Ok(last),
         Err(error) => Err(error.into()),
     }
 }

@@ -1805,7 +1805,7 @@ fn check_http_body(bytes: &[u8]) -> Vec<&'static str> {
         match parsed {
             Ok(_) => accepted.push(name),
             Err(error) => {
-                let shape = (error.status.as_u16(), error.code);
+                let shape = (error.status().as_u16(), error.code.as_str());
                 assert!(
                     shape == (400, "invalid_json") || shape == (422, "invalid_request"),
                     "{name}: unexpected error shape {shape:?}: {}",
@@ -1986,7 +1986,8 @@ fn http_body_corpus_replays() {
             };
             if let Some(error) = error {
                 assert_eq!(
-                    error.code, outcome,
+                    error.code.as_str(),
+                    outcome,
                     "corpus file http_body/{name}: {}",
                     error.message
                 );

@@ -313,6 +313,7 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                     seed: Some(7),
                     limit: Some(1000),
                     filters: BTreeMap::from([("language".to_string(), vec!["python".to_string()])]),
+                    view: None,
                 },
                 to_lsn: agentd_schemas::Lsn(120),
                 dir: "datasets/python-edits-v1/bld_0123456789abcdef".into(),

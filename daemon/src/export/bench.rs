@@ -246,7 +246,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
         to.0 as f64 / read_s
     );
     let started = Instant::now();
-    crate::sequencer::for_each_record(&reader, Lsn::ZERO, to, |_, record| {
+    crate::log::for_each_record(&reader, Lsn::ZERO, to, |_, record| {
         std::hint::black_box(record);
         Ok(())
     })?;

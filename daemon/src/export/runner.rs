@@ -11,7 +11,8 @@ use super::{export_id, ExportError, ExportOutcome, ExportSettings};
 use crate::log::LogWriter;
 use crate::projection::domain::DomainProjections;
 use crate::projection::AppliedWatch;
-use crate::sequencer::{for_each_record, Command, SequencerError, SequencerHandle};
+use crate::log::for_each_record;
+use crate::sequencer::{Command, SequencerError, SequencerHandle};
 use agentd_schemas::events::{
     DatasetBuildSpec, DatasetBuilt, Event, ExportFormat, ExportKind, ExportRecorded, ScheduleFired,
     ScheduleSlot,

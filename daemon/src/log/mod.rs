@@ -17,6 +17,7 @@ mod frame;
 mod index;
 mod reader;
 mod recovery;
+pub mod replay;
 mod segment;
 mod writer;
 
@@ -25,6 +26,7 @@ mod tests;
 
 pub use agentd_schemas::Lsn;
 pub use reader::{LogReader, RawFrame};
+pub use replay::{for_each_record, ReplayError};
 pub use writer::{AppendReceiver, BatchObservation, LogWriter, WriterStats};
 
 use std::fmt;

@@ -42,7 +42,7 @@ use crate::config::DatasetsConfig;
 use crate::domain::splits::{ProcessedSplits, SplitsConfig, SplitsConfigError};
 use crate::domain::tokens::UnknownEncoding;
 use crate::log::LogReader;
-use crate::sequencer::{for_each_record, ReplayError};
+use crate::log::{for_each_record, ReplayError};
 use agent_states::AgentStates;
 use agentd_schemas::events::{DatasetSettings, Event, LogRecord};
 use agentd_schemas::Lsn;

@@ -14,7 +14,7 @@ pub mod domain;
 pub mod jobs;
 
 use crate::log::LogReader;
-use crate::sequencer::{for_each_record, ReplayError};
+use crate::log::{for_each_record, ReplayError};
 use agentd_schemas::events::LogRecord;
 use agentd_schemas::Lsn;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};

@@ -12,8 +12,6 @@
 //! wait, then apply) until an append succeeds again.
 
 mod commands;
-#[cfg(test)]
-mod replay_tests;
 mod waiters;
 #[cfg(test)]
 mod wake_tests;
@@ -23,10 +21,10 @@ pub use commands::{
     DIGEST_HOLD_MAX,
 };
 
-use crate::log::{AppendError, LogReader, LogWriter};
+use crate::log::{for_each_record, AppendError, LogReader, LogWriter, ReplayError};
 use crate::queue::{decide, QueueLimits, QueueState};
 use agentd_schemas::events::{
-    decode_record, encode_record, Event, LogRecord, RECORD_FORMAT_VERSION,
+    encode_record, Event, LogRecord, RECORD_FORMAT_VERSION,
 };
 use agentd_schemas::Lsn;
 use rand::Rng;
@@ -378,21 +376,6 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Why replaying the log failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error(transparent)]
-    Log(#[from] crate::log::LogError),
-    #[error("cannot decode the record at lsn {lsn}: {source}")]
-    Decode {
-        lsn: Lsn,
-        source: agentd_schemas::events::DecodeError,
-    },
-    /// The visitor asked to stop early (its own error is reported separately).
-    #[error("replay stopped by its consumer")]
-    Stopped,
-}
-
 /// Replays the log up to `up_to` into a fresh queue state.
 pub fn replay_queue_state(log: &LogReader, up_to: Lsn) -> Result<QueueState, ReplayError> {
     let mut state = QueueState::new();
@@ -401,80 +384,6 @@ pub fn replay_queue_state(log: &LogReader, up_to: Lsn) -> Result<QueueState, Rep
         Ok(())
     })?;
     Ok(state)
-}
-
-/// Ranges at least this long are read and decoded on a second thread while the caller applies
-/// (start-up replays, rebuilds); shorter ones (the projector's steady catch-up) stay on the
-/// caller's thread, where a thread start would cost more than it saves.
-const PIPELINE_MIN_FRAMES: u64 = 4096;
-/// Records handed from the decoding thread to the caller at a time.
-const PIPELINE_BATCH_RECORDS: usize = 512;
-/// Batches in flight between them (bounds the memory of the pipeline).
-const PIPELINE_BATCHES_IN_FLIGHT: usize = 8;
-
-/// Decodes every record with `after < lsn <= up_to` in order.
-pub fn for_each_record(
-    reader: &LogReader,
-    after: Lsn,
-    up_to: Lsn,
-    mut visit: impl FnMut(Lsn, LogRecord) -> Result<(), ReplayError>,
-) -> Result<(), ReplayError> {
-    if up_to.0.saturating_sub(after.0) < PIPELINE_MIN_FRAMES {
-        for decoded in decoded_records(reader, after, up_to) {
-            let (lsn, record) = decoded?;
-            visit(lsn, record)?;
-        }
-        return Ok(());
-    }
-    // Reading, CRC checks and MessagePack decoding take about as long as applying, so the two
-    // halves run on the two cores side by side; the order of records is unchanged.
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<(Lsn, LogRecord), ReplayError>>>(
-            PIPELINE_BATCHES_IN_FLIGHT,
-        );
-        scope.spawn(move || {
-            let mut batch = Vec::with_capacity(PIPELINE_BATCH_RECORDS);
-            for decoded in decoded_records(reader, after, up_to) {
-                let failed = decoded.is_err();
-                batch.push(decoded);
-                if failed || batch.len() == PIPELINE_BATCH_RECORDS {
-                    let full =
-                        std::mem::replace(&mut batch, Vec::with_capacity(PIPELINE_BATCH_RECORDS));
-                    // A closed channel means the consumer stopped; so does an error.
-                    if tx.send(full).is_err() || failed {
-                        return;
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                let _ = tx.send(batch);
-            }
-        });
-        for batch in rx {
-            for decoded in batch {
-                let (lsn, record) = decoded?;
-                visit(lsn, record)?;
-            }
-        }
-        Ok(())
-    })
-}
-
-fn decoded_records(
-    reader: &LogReader,
-    after: Lsn,
-    up_to: Lsn,
-) -> impl Iterator<Item = Result<(Lsn, LogRecord), ReplayError>> + '_ {
-    reader.frames(after, up_to).map(|frame| {
-        let frame = frame?;
-        let record = decode_record(frame.format_version, &frame.payload).map_err(|source| {
-            ReplayError::Decode {
-                lsn: frame.lsn,
-                source,
-            }
-        })?;
-        Ok((frame.lsn, record))
-    })
 }
 
 impl From<AppendError> for SequencerError {
