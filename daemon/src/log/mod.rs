@@ -258,7 +258,7 @@ pub struct Log {
 }
 
 /// Checks the frame that starts at `bytes[0]` exactly as recovery does, without any IO, so the
-/// frame decoder can be fuzzed from outside the crate (`daemon/tests/fuzz_decoders.rs`).
+/// frame decoder can be fuzzed from outside the crate (`daemon/tests/fuzz_decoders/`).
 ///
 /// `Ok(Some(frame))` for a valid frame (its lsn is not judged), `Ok(None)` when `bytes` end
 /// before the frame does, `Err(detail)` when the bytes are all there but are not a frame. The
