@@ -1,5 +1,7 @@
 //! `agentd`: the daemon binary. Runs the server, or rebuilds projections offline.
 
+mod bench_export;
+
 use agentd::config::Config;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -123,7 +125,7 @@ fn run() -> anyhow::Result<()> {
     }
     match cli.command {
         Some(Command::BenchExport { steps, dir, python }) => {
-            agentd::export::bench::run(agentd::export::bench::BenchOptions { steps, dir, python })
+            bench_export::run(bench_export::BenchOptions { steps, dir, python })
         }
         None => {
             let runtime = tokio::runtime::Builder::new_multi_thread()

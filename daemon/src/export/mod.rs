@@ -17,7 +17,6 @@
 //! with the locks released, so an export of millions of rows never stalls the projector for
 //! more than one batch.
 
-pub mod bench;
 pub mod build;
 mod columns;
 pub mod fault;
@@ -27,6 +26,8 @@ mod records;
 pub mod replay;
 pub mod runner;
 pub(crate) mod steps;
+/// A step as an export of `(after, to]` sees it (its facts logged by `to`).
+pub use steps::{view_at, StepView};
 
 use crate::projection::domain::DomainProjections;
 use agentd_schemas::events::{ExportFormat, ExportKind, ExportedFile};

@@ -14,10 +14,10 @@
 //!
 //! Benchmarks measure; nothing here asserts a speed.
 
-use super::{write_export, ExportSettings};
-use crate::config::Config;
-use crate::projection::domain::DomainProjections;
-use crate::queue::QueueState;
+use agentd::export::{write_export, ExportSettings};
+use agentd::config::Config;
+use agentd::projection::domain::DomainProjections;
+use agentd::queue::QueueState;
 use agentd_schemas::events::{
     encode_record, Action, AgentState, Event, ExportFormat, ExportKind, JobLeased, JobSubmitted,
     LogRecord, RewardRecorded, RewardSource, Sampling, SandboxOutcome, SandboxResultRecorded,
@@ -172,8 +172,8 @@ fn step_records(index: u64) -> Vec<LogRecord> {
 
 /// Writes the synthetic log; returns (last LSN, events).
 fn write_log(config: &Config, log_dir: &Path, steps: u64) -> anyhow::Result<(Lsn, u64)> {
-    let options = crate::server::log_options(config, log_dir.to_path_buf());
-    let (log, _) = crate::log::open(options)?;
+    let options = agentd::server::log_options(config, log_dir.to_path_buf());
+    let (log, _) = agentd::log::open(options)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -233,7 +233,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     // The parts of a replay, so a regression shows where it is: reading and checking frames,
     // then decoding them, then applying (the full replay below).
     let started = Instant::now();
-    let reader = crate::log::LogReader::open(&log_dir, config.log.frame_bytes_max)?;
+    let reader = agentd::log::LogReader::open(&log_dir, config.log.frame_bytes_max)?;
     let mut frame_bytes = 0u64;
     for frame in reader.frames(Lsn::ZERO, to) {
         frame_bytes += frame?.payload.len() as u64;
@@ -246,7 +246,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
         to.0 as f64 / read_s
     );
     let started = Instant::now();
-    crate::log::for_each_record(&reader, Lsn::ZERO, to, |_, record| {
+    agentd::log::for_each_record(&reader, Lsn::ZERO, to, |_, record| {
         std::hint::black_box(record);
         Ok(())
     })?;
@@ -259,7 +259,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     let domain = DomainProjections::new(&config.datasets)?;
     let mut queue = QueueState::new();
     let started = Instant::now();
-    crate::projection::domain::replay(&reader, to, &domain, |lsn, record| {
+    agentd::projection::domain::replay(&reader, to, &domain, |lsn, record| {
         queue.apply(lsn, record)
     })?;
     let replay_s = started.elapsed().as_secs_f64();
@@ -269,7 +269,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let report = crate::rebuild::rebuild(&config, &work, None)?;
+    let report = agentd::rebuild::rebuild(&config, &work, None)?;
     let rebuild_s = started.elapsed().as_secs_f64();
     println!(
         "agentd rebuild (redb job projection + queue state + domain projections): {events} events in {rebuild_s:.2} s = {:.0} events/s",
@@ -336,7 +336,7 @@ fn write_jsonl(domain: &DomainProjections, path: &Path, to: Lsn) -> anyhow::Resu
     let mut bytes = 0u64;
     let trajectories = domain.trajectories();
     for entry in trajectories.steps_after(None) {
-        let Some(view) = super::steps::view_at(entry, to) else {
+        let Some(view) = agentd::export::view_at(entry, to) else {
             continue;
         };
         let step = &entry.step;
