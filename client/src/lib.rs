@@ -9,7 +9,9 @@ pub mod gpu;
 pub mod http_client;
 pub mod job_log;
 pub mod model_server;
+pub mod persistent;
 pub mod sandbox;
 pub mod worker;
+pub mod worker_metrics;
 
 pub use http_client::{Client, ClientError};

@@ -9,8 +9,11 @@
 //! a server that lost their state. This module never talks to the daemon.
 
 use crate::worker::ServerStatus;
+use crate::worker_metrics::ServerMetrics;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -79,12 +82,14 @@ pub fn expand_template(template: &str, gpu_index: u32, port: u16) -> String {
 /// status's generation goes up as soon as a server is found dead or given up on (so the
 /// worker stops that slot's jobs at once, not after the backoff); `ready` is true only between
 /// a passed check and the next failure. On stop, the server's process group gets SIGTERM, then SIGKILL after
-/// [`STOP_GRACE`].
+/// [`STOP_GRACE`]. Its state and restarts are also counted in `metrics` (`--metrics-listen`).
 pub async fn supervise(
     config: ServerConfig,
     status: watch::Sender<ServerStatus>,
     mut stop: watch::Receiver<bool>,
+    metrics: Arc<ServerMetrics>,
 ) {
+    let status = Publisher { status, metrics };
     let name = format!("model server of GPU {}", config.gpu_index);
     let http = match reqwest::Client::builder()
         .timeout(HEALTH_REQUEST_TIMEOUT.min(config.check_interval.max(Duration::from_secs(1))))
@@ -100,12 +105,14 @@ pub async fn supervise(
     let health_url = format!("{}{}", config.url(), config.health_path);
     let mut backoff = RESTART_BACKOFF_INITIAL;
     let mut generation: u64 = 0;
-    let log = spawn_log_writer(config.log_path.clone(), config.log_bytes_max);
+    let mut restarts: u64 = 0;
+    let (log, _writer_ends_with_its_senders) =
+        spawn_log_writer(config.log_path.clone(), config.log_bytes_max);
     loop {
         if stop_requested(&stop) {
             return;
         }
-        status.send_replace(ServerStatus {
+        status.publish(ServerStatus {
             generation,
             ready: false,
         });
@@ -126,6 +133,7 @@ pub async fn supervise(
                     "agentctl worker: {name}: cannot start ({error}); retrying in {} s",
                     backoff.as_secs()
                 );
+                status.metrics.restarts.fetch_add(1, Ordering::Relaxed);
                 if wait_or_stop(backoff, &mut stop).await {
                     return;
                 }
@@ -133,6 +141,7 @@ pub async fn supervise(
                 continue;
             }
         };
+        status.metrics.up.store(true, Ordering::Relaxed);
         let pid = child.id();
         eprintln!(
             "agentctl worker: {name}: started (pid {}) on port {}: {}",
@@ -158,11 +167,12 @@ pub async fn supervise(
             _ = stop.wait_for(|stop| *stop) => None,
         };
         generation += 1;
-        status.send_replace(ServerStatus {
+        status.publish(ServerStatus {
             generation,
             ready: false,
         });
         stop_group(pid, &mut child).await;
+        status.metrics.up.store(false, Ordering::Relaxed);
         // The pipes close once the whole group is gone; bounded so a grandchild that escaped
         // the group cannot hold the supervisor.
         let _copied_or_gave_up =
@@ -172,8 +182,10 @@ pub async fn supervise(
             eprintln!("agentctl worker: {name}: stopped");
             return;
         };
+        restarts += 1;
+        status.metrics.restarts.fetch_add(1, Ordering::Relaxed);
         eprintln!(
-            "agentctl worker: {name}: {why}; restarting in {} s",
+            "agentctl worker: {name}: {why}; restarting in {} s (restart {restarts})",
             backoff.as_secs()
         );
         if wait_or_stop(backoff, &mut stop).await {
@@ -190,7 +202,7 @@ async fn watch_server(
     config: &ServerConfig,
     http: &reqwest::Client,
     health_url: &str,
-    status: &watch::Sender<ServerStatus>,
+    status: &Publisher,
     generation: u64,
     started_at: Instant,
     child: &mut tokio::process::Child,
@@ -217,7 +229,7 @@ async fn watch_server(
         "agentctl worker: {name}: ready after {:.1} s ({health_url} answered 200)",
         started_at.elapsed().as_secs_f64()
     );
-    status.send_replace(ServerStatus {
+    status.publish(ServerStatus {
         generation,
         ready: true,
     });
@@ -231,8 +243,8 @@ async fn watch_server(
         }
         if healthy(http, health_url).await {
             if failures_in_a_row > 0 {
-                eprintln!("agentctl worker: {name}: healthy again");
-                status.send_replace(ServerStatus {
+                eprintln!("agentctl worker: {name}: healthy again; taking jobs again");
+                status.publish(ServerStatus {
                     generation,
                     ready: true,
                 });
@@ -241,18 +253,41 @@ async fn watch_server(
             continue;
         }
         failures_in_a_row += 1;
+        status
+            .metrics
+            .health_check_failures
+            .fetch_add(1, Ordering::Relaxed);
         eprintln!(
-            "agentctl worker: {name}: unhealthy ({health_url} did not answer 200; {failures_in_a_row}/{HEALTH_FAILURES_MAX})"
+            "agentctl worker: {name}: unhealthy ({health_url} did not answer 200; {failures_in_a_row}/{HEALTH_FAILURES_MAX}); no new jobs on its GPU until it answers"
         );
         // No new leases while it is in doubt; running jobs go on until it is restarted.
-        status.send_if_modified(|current| {
+        status.not_ready();
+        if failures_in_a_row >= HEALTH_FAILURES_MAX {
+            return format!("failed {HEALTH_FAILURES_MAX} health checks in a row");
+        }
+    }
+}
+
+/// The server's status as the worker loop reads it, mirrored into its metrics.
+struct Publisher {
+    status: watch::Sender<ServerStatus>,
+    metrics: Arc<ServerMetrics>,
+}
+
+impl Publisher {
+    fn publish(&self, status: ServerStatus) {
+        self.metrics.ready.store(status.ready, Ordering::Relaxed);
+        self.status.send_replace(status);
+    }
+
+    /// Not ready, same generation (a failed check).
+    fn not_ready(&self) {
+        self.metrics.ready.store(false, Ordering::Relaxed);
+        self.status.send_if_modified(|current| {
             let was_ready = current.ready;
             current.ready = false;
             was_ready
         });
-        if failures_in_a_row >= HEALTH_FAILURES_MAX {
-            return format!("failed {HEALTH_FAILURES_MAX} health checks in a row");
-        }
     }
 }
 
@@ -260,7 +295,7 @@ async fn healthy(http: &reqwest::Client, url: &str) -> bool {
     matches!(http.get(url).send().await, Ok(response) if response.status() == reqwest::StatusCode::OK)
 }
 
-fn describe_exit(exited: std::io::Result<std::process::ExitStatus>) -> String {
+pub(crate) fn describe_exit(exited: std::io::Result<std::process::ExitStatus>) -> String {
     match exited {
         Ok(status) => format!("exited ({status})"),
         Err(error) => format!("could not be waited for ({error})"),
@@ -313,10 +348,14 @@ async fn copy_to_log<R: AsyncRead + Unpin>(reader: Option<R>, log: mpsc::Sender<
 }
 
 /// One task owns the log file: appends what the server prints, and moves the file to `.1` when
-/// it reaches `bytes_max`.
-fn spawn_log_writer(path: PathBuf, bytes_max: u64) -> mpsc::Sender<Vec<u8>> {
+/// it reaches `bytes_max`. It ends once every sender is dropped and what they sent is written;
+/// await the handle to know that.
+pub(crate) fn spawn_log_writer(
+    path: PathBuf,
+    bytes_max: u64,
+) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>) {
     let (sender, mut receiver) = mpsc::channel::<Vec<u8>>(LOG_CHANNEL_CHUNKS_MAX);
-    tokio::spawn(async move {
+    let writer = tokio::spawn(async move {
         let mut file: Option<(tokio::fs::File, u64)> = None;
         let mut warned = false;
         while let Some(chunk) = receiver.recv().await {
@@ -353,7 +392,7 @@ fn spawn_log_writer(path: PathBuf, bytes_max: u64) -> mpsc::Sender<Vec<u8>> {
             }
         }
     });
-    sender
+    (sender, writer)
 }
 
 async fn open_log(path: &PathBuf) -> Option<(tokio::fs::File, u64)> {
@@ -386,7 +425,7 @@ mod tests {
     async fn log_is_rotated_at_its_cap_keeping_one_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logs/gpu0.log");
-        let log = spawn_log_writer(path.clone(), 10);
+        let (log, _writer) = spawn_log_writer(path.clone(), 10);
         log.send(b"0123456789ab".to_vec()).await.unwrap();
         log.send(b"tail".to_vec()).await.unwrap();
         drop(log);

@@ -8,9 +8,14 @@
 //!
 //! Each attempt's output goes to a `crate::job_log::AttemptLog` as it comes (the job's log file
 //! with `--log-dir`, and the tail sent with the completion or failure as `log_tail`).
+//!
+//! A slot takes a lease only while its gates are open: its model server is ready (`--serve`)
+//! and its persistent actor said hello (`--persistent`, `crate::persistent`). What the worker
+//! does is counted in `crate::worker_metrics` (`--metrics-listen`).
 
 use crate::http_client::{Client, ClientError};
 use crate::job_log::{self, AttemptInfo, AttemptLog, JobLogSettings, OutputSink};
+use crate::worker_metrics::{JobEnd, WorkerMetrics};
 use agentd_schemas::api::{LeaseGrant, LeaseRequest};
 use agentd_schemas::events::Tags;
 use std::future::Future;
@@ -37,14 +42,19 @@ pub struct Slot {
     /// while it is not ready, and the slot's running job is stopped and failed as retryable
     /// when it goes down or is restarted.
     pub server: Option<watch::Receiver<ServerStatus>>,
+    /// The slot's persistent actor (`--persistent`), when there is one: true while it is
+    /// running and said hello; no lease is taken into the slot otherwise (it is starting, or
+    /// being restarted after it died).
+    pub actor: Option<watch::Receiver<bool>>,
 }
 
 impl Slot {
-    /// A slot without a model server is always ready.
+    /// A slot without a model server or an actor is always ready.
     fn ready(&self) -> bool {
         self.server
             .as_ref()
             .is_none_or(|server| server.borrow().ready)
+            && self.actor.as_ref().is_none_or(|actor| *actor.borrow())
     }
 }
 
@@ -59,8 +69,8 @@ pub struct ServerStatus {
     pub ready: bool,
 }
 
-/// How often the worker looks again for a slot whose model server became ready, while every
-/// free slot waits for its server.
+/// How often the worker looks again for a slot whose model server became ready (or whose actor
+/// said hello), while every free slot waits for one.
 pub const SERVER_READY_POLL: Duration = Duration::from_millis(200);
 
 /// What a handler gets for one job.
@@ -118,6 +128,8 @@ pub struct WorkerOptions {
     pub max_jobs: Option<u64>,
     /// Job log files and the tail sent to the daemon.
     pub job_logs: JobLogSettings,
+    /// Where jobs, lease losses and heartbeat failures are counted (`--metrics-listen`).
+    pub metrics: Arc<WorkerMetrics>,
 }
 
 /// Counters printed when the worker stops.
@@ -148,15 +160,16 @@ pub async fn run(
         if *shutdown.borrow() || options.max_jobs.is_some_and(|max| leased_total >= max) {
             break;
         }
-        let (free, waiting_for_server) = {
+        let (free, waiting_for_gate) = {
             let slots = free_slots.lock().await;
             let ready = slots.iter().filter(|slot| slot.ready()).count();
             (ready, slots.len() - ready)
         };
         if free == 0 {
-            // A server becoming ready has no channel into this loop; look again shortly.
+            // A server becoming ready (or an actor saying hello) has no channel into this loop;
+            // look again shortly.
             let server_poll = async {
-                if waiting_for_server > 0 {
+                if waiting_for_gate > 0 {
                     tokio::time::sleep(SERVER_READY_POLL).await
                 } else {
                     std::future::pending().await
@@ -234,6 +247,9 @@ pub async fn run(
             let summary = summary.clone();
             let slot_freed = slot_freed_tx.clone();
             let drain = drain_rx.clone();
+            let metrics = options.metrics.clone();
+            let queue = grant.job.queue.clone();
+            metrics.job_started(&queue);
             let attempt_log = AttemptLog::start(
                 &options.job_logs,
                 &AttemptInfo {
@@ -254,6 +270,7 @@ pub async fn run(
                     drain,
                     divisor,
                     attempt_log,
+                    metrics.clone(),
                 )
                 .await;
                 {
@@ -264,6 +281,14 @@ pub async fn run(
                         Reported::Lost => summary.lost += 1,
                     }
                 }
+                metrics.job_ended(
+                    &queue,
+                    match outcome {
+                        Reported::Completed => JobEnd::Completed,
+                        Reported::Failed => JobEnd::Failed,
+                        Reported::Lost => JobEnd::Lost,
+                    },
+                );
                 free_slots.lock().await.push(slot);
                 // Full means the loop already has a wake-up pending; one is enough.
                 let _wake_up_pending = slot_freed.try_send(());
@@ -312,12 +337,14 @@ pub async fn run(
     Ok(summary)
 }
 
+#[derive(Clone, Copy)]
 enum Reported {
     Completed,
     Failed,
     Lost,
 }
 
+#[allow(clippy::too_many_arguments)] // reason: one call site; each piece is the job's own
 async fn run_one(
     client: Client,
     grant: LeaseGrant,
@@ -326,6 +353,7 @@ async fn run_one(
     mut drain: watch::Receiver<bool>,
     divisor: u32,
     attempt_log: AttemptLog,
+    metrics: Arc<WorkerMetrics>,
 ) -> Reported {
     let lease_id = grant.lease_id;
     let attempt = grant.attempt;
@@ -357,6 +385,9 @@ async fn run_one(
                 heartbeat_client.heartbeat(lease_id),
             )
             .await;
+            if !matches!(answer, Ok(Ok(_))) {
+                metrics.heartbeat_failed();
+            }
             match answer {
                 Ok(Ok(_)) => held_until = sent_at + lease_ttl,
                 Ok(Err(error))
@@ -518,6 +549,23 @@ pub struct DaemonAccess {
     pub ca_cert: Option<PathBuf>,
 }
 
+impl DaemonAccess {
+    /// Sets `AGENTD_URL`, and sets or removes `AGENTD_TOKEN` and `AGENTD_CA_CERT`: never
+    /// inherited, so a job sees what this worker uses, not a stale value from the worker's own
+    /// environment.
+    pub fn apply_to(&self, command: &mut tokio::process::Command) {
+        command.env("AGENTD_URL", &self.url);
+        match &self.token {
+            Some(token) => command.env("AGENTD_TOKEN", token),
+            None => command.env_remove("AGENTD_TOKEN"),
+        };
+        match &self.ca_cert {
+            Some(path) => command.env("AGENTD_CA_CERT", path),
+            None => command.env_remove("AGENTD_CA_CERT"),
+        };
+    }
+}
+
 /// A handler that runs `argv` per job: the leased job as JSON on stdin, stdout (JSON, or text
 /// wrapped as a string) becomes the result on exit 0; otherwise the tail of stderr is the error.
 pub fn command_handler(argv: Vec<String>, daemon: DaemonAccess) -> Handler {
@@ -548,7 +596,6 @@ async fn run_command(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("AGENTD_URL", &daemon.url)
         .env("AGENTD_JOB_ID", grant.job_id.to_string())
         .env("AGENTD_LEASE_ID", grant.lease_id.to_string())
         .env("AGENTD_ATTEMPT", grant.attempt.to_string())
@@ -559,16 +606,7 @@ async fn run_command(
     if let Some(task_id) = &grant.job.task_id {
         command.env("AGENTD_TASK_ID", task_id);
     }
-    // Set or removed, never inherited: the job must see what this worker uses, not a stale
-    // value from the worker's own environment.
-    match &daemon.token {
-        Some(token) => command.env("AGENTD_TOKEN", token),
-        None => command.env_remove("AGENTD_TOKEN"),
-    };
-    match &daemon.ca_cert {
-        Some(path) => command.env("AGENTD_CA_CERT", path),
-        None => command.env_remove("AGENTD_CA_CERT"),
-    };
+    daemon.apply_to(&mut command);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {

@@ -3,11 +3,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod data_dir_space;
 pub mod domain;
 pub mod export;
 pub mod http;
 pub mod limited_listener;
 pub mod log;
+pub mod metrics_catalog;
 pub mod projection;
 pub mod queue;
 pub mod rebuild;

@@ -61,7 +61,10 @@ fn install_metrics() -> Option<PrometheusHandle> {
             )
         });
     match builder.and_then(|builder| builder.install_recorder()) {
-        Ok(handle) => Some(handle),
+        Ok(handle) => {
+            crate::metrics_catalog::describe_and_register();
+            Some(handle)
+        }
         Err(error) => {
             // Only one recorder per process: a second daemon in one test process has none.
             tracing::warn!("metrics recorder not installed: {error}");
@@ -212,7 +215,11 @@ pub async fn run(
             .await
             .context("cannot record the [datasets], [rewards] and [training] settings in the log")?;
     }
-    let gauges = tokio::spawn(update_gauges(sequencer.clone(), metrics.clone()));
+    let gauges = tokio::spawn(update_gauges(
+        sequencer.clone(),
+        metrics.clone(),
+        data_dir.clone(),
+    ));
     let (exports, export_runner) = crate::export::runner::ExportService::spawn(
         export_settings,
         schedules.clone(),
@@ -362,10 +369,11 @@ pub fn build_authenticator(config: &Config) -> anyhow::Result<crate::auth::Authe
     Ok(authenticator)
 }
 
-/// Publishes queue depth and active lease gauges every few seconds.
+/// Publishes queue depth, active lease and data-dir space gauges every few seconds.
 async fn update_gauges(
     sequencer: crate::sequencer::SequencerHandle,
     metrics: Option<PrometheusHandle>,
+    data_dir: PathBuf,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -373,6 +381,7 @@ async fn update_gauges(
         if let Some(handle) = &metrics {
             handle.run_upkeep();
         }
+        crate::data_dir_space::publish(&data_dir).await;
         let Ok(queues) = sequencer.call(|reply| Command::Queues { reply }).await else {
             return;
         };

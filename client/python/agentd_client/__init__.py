@@ -9,27 +9,36 @@
     from agentd_client import OutputFormatError, parse_output, render_output
     parsed = parse_output(completion)     # <think>/<action>/<state_update>; also output_format.parse
 
-See `client/python/README.md` and `examples/actor_loop.py`.
+    from agentd_client import gpu          # nvidia-smi discovery, selection, pinning, tags
+    from agentd_client import serve_persistent   # be the long-lived actor of `agentctl worker --persistent`
+
+See `client/python/README.md`, `examples/actor_loop.py` and `examples/persistent_actor.py`.
 """
 
-from . import output_format
+from . import gpu, output_format
 from .client import DEFAULT_URL, AgentdError, Client
 from .output_format import OutputFormatError, ParsedOutput
 from .output_format import parse as parse_output
 from .output_format import render as render_output
-from .worker import JobContext, JobFailed, Worker
+from .worker import (Cancelled, JobContext, JobFailed, PersistentJobContext, Worker,
+                     keep_stdout_for_protocol, serve_persistent)
 
 __all__ = [
     "AgentdError",
+    "Cancelled",
     "Client",
     "DEFAULT_URL",
     "JobContext",
     "JobFailed",
     "OutputFormatError",
     "ParsedOutput",
+    "PersistentJobContext",
     "Worker",
+    "gpu",
+    "keep_stdout_for_protocol",
     "output_format",
     "parse_output",
     "render_output",
+    "serve_persistent",
 ]
 __version__ = "0.1.0"

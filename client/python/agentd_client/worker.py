@@ -20,15 +20,29 @@ its lease), finds it, and answers `next_step`, the step to continue from:
             context.client.post_rollout_step(context.rollout_id, step, ..., lease_id=context.lease_id)
 
 One job at a time per `Worker`; run several `Worker`s in threads for more.
+
+A persistent actor (`agentctl worker --persistent -- python3 actor.py`) loads its model once and
+handles many jobs in one process: `serve_persistent(handle)` speaks the worker's line protocol on
+stdin/stdout (docs/persistent-actors.md) and calls the same kind of handler with a
+`PersistentJobContext` (a `JobContext` whose `cancelled`, also `lost`, is set when the worker
+sends a cancel):
+
+    from agentd_client.worker import keep_stdout_for_protocol, serve_persistent
+    keep_stdout_for_protocol()          # first thing: stray prints go to stderr, not the protocol
+    model = load_model()                # once
+    serve_persistent(lambda ctx: {"completion": model.generate(ctx.payload["prompt"])})
 """
 
+import json
 import os
+import queue
 import socket
+import sys
 import threading
 import time
 import traceback
 
-from .client import AgentdError
+from .client import AgentdError, Client
 
 #: Heartbeat every lease TTL divided by this.
 HEARTBEAT_DIVISOR = 3
@@ -192,3 +206,173 @@ class Worker:
             if error.code != "lease_lost":
                 raise
             self.counts["lost"] += 1
+
+
+#: The version of the persistent-actor protocol `serve_persistent` speaks (`agentctl worker
+#: --persistent` sets AGENTD_PERSISTENT_PROTOCOL to the version it speaks).
+PROTOCOL_VERSION = 1
+
+_protocol_stream = None
+_protocol_stream_lock = threading.Lock()
+
+
+class Cancelled(Exception):
+    """Raise from a persistent handler once `ctx.cancelled` is set, to stop the job;
+    `serve_persistent` answers `cancelled` (it does so too when the handler returns after a
+    cancel)."""
+
+
+class PersistentJobContext(JobContext):
+    """What a persistent handler gets for one job: everything a `JobContext` has (`job_id`,
+    `lease_id`, `attempt`, `payload`, `task_id`, `job`, `client`, `rollout()`), plus `slot` and
+    `cancelled`, a `threading.Event` set when the worker sends a cancel for this job (the lease
+    was lost, the worker's drain deadline passed, or the GPU's model server went down). `lost` is
+    the same event, so a handler written for `Worker` works unchanged. `cancel_reason` says which
+    (`lease_lost`, `draining`, `server_lost`)."""
+
+    def __init__(self, client, line):
+        grant = {"job_id": line.get("job_id"), "lease_id": line.get("lease_id"),
+                 "attempt": line.get("attempt"), "job": line}
+        super().__init__(client, grant)
+        self.slot = line.get("slot")
+        self.cancelled = self.lost
+        self.cancel_reason = None
+
+
+def keep_stdout_for_protocol():
+    """Keeps file descriptor 1 for the protocol and sends everything else written to stdout to
+    stderr instead (Python prints, C libraries, child processes), so a stray print cannot break
+    the protocol and lands in the job's log. Returns the protocol stream. Call it first thing in
+    an actor, before imports that may print; `serve_persistent` calls it too. Idempotent."""
+    global _protocol_stream
+    with _protocol_stream_lock:
+        if _protocol_stream is None:
+            sys.stdout.flush()
+            protocol_fd = os.dup(1)
+            os.dup2(2, 1)
+            _protocol_stream = os.fdopen(protocol_fd, "w", encoding="utf-8", newline="\n")
+            try:
+                # stdout is now the stderr pipe: line by line, so logs keep their order.
+                sys.stdout.reconfigure(line_buffering=True)
+            except (AttributeError, ValueError):
+                pass
+        return _protocol_stream
+
+
+def serve_persistent(handle, client=None, stdin=None, stdout=None):
+    """Runs this process as a persistent actor of `agentctl worker --persistent`: says hello,
+    then for each job line on stdin calls `handle(ctx)` with a `PersistentJobContext` and writes
+    its answer: the return value (JSON-serializable) as the result; `JobFailed(message,
+    retryable=)` as a failure; any other exception as a retryable failure with the traceback;
+    `cancelled` when the job was cancelled meanwhile (or the handler raised `Cancelled`).
+    Returns the number of jobs handled once stdin ends (the worker is stopping): then exit.
+
+    One job at a time; a reader thread takes `cancel` lines while the handler runs and sets
+    `ctx.cancelled`. Python cannot stop a thread, so a handler must check `ctx.cancelled`
+    between steps: the worker kills an actor that does not answer a cancel within its grace
+    period (`--persistent-cancel-grace`, default 10 s) and starts a new one.
+
+    `client` defaults to `Client()` (the worker gives the actor AGENTD_URL, AGENTD_TOKEN,
+    AGENTD_CA_CERT). `stdin`/`stdout` are for tests; by default stdin, and stdout kept for the
+    protocol by `keep_stdout_for_protocol()`."""
+    out = stdout if stdout is not None else keep_stdout_for_protocol()
+    lines_in = stdin if stdin is not None else sys.stdin
+    if client is None:
+        client = Client()
+    write_lock = threading.Lock()
+
+    def send(message):
+        line = json.dumps(message, separators=(",", ":"), allow_nan=False)
+        # What the handler wrote on stderr belongs to this job: out before the answer.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        with write_lock:
+            out.write(line + "\n")
+            out.flush()
+
+    jobs = queue.Queue()
+    state_lock = threading.Lock()
+    state = {"running": None, "early_cancels": {}}
+
+    def read_lines():
+        try:
+            for raw in lines_in:
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    _say("ignoring a line on stdin that is not JSON: {!r}".format(raw[:200]))
+                    continue
+                kind = message.get("type") if isinstance(message, dict) else None
+                if kind == "job":
+                    jobs.put(message)
+                elif kind == "cancel":
+                    with state_lock:
+                        context = state["running"]
+                        if context is not None and context.job_id == message.get("job_id"):
+                            context.cancel_reason = message.get("reason")
+                            context.cancelled.set()
+                        elif len(state["early_cancels"]) < 64:
+                            # A cancel that overtook its job: applied when the job starts.
+                            state["early_cancels"][message.get("job_id")] = message.get("reason")
+                else:
+                    _say("ignoring a message of unknown type {!r} on stdin".format(kind))
+        except (OSError, ValueError) as error:
+            _say("stdin failed: {}".format(error))
+        finally:
+            jobs.put(None)
+
+    send({"type": "hello", "protocol": PROTOCOL_VERSION, "pid": os.getpid()})
+    reader = threading.Thread(target=read_lines, name="agentd-persistent-stdin", daemon=True)
+    reader.start()
+    handled = 0
+    while True:
+        message = jobs.get()
+        if message is None:
+            return handled
+        context = PersistentJobContext(client, message)
+        with state_lock:
+            if context.job_id in state["early_cancels"]:
+                context.cancel_reason = state["early_cancels"][context.job_id]
+                context.cancelled.set()
+            state["early_cancels"].clear()
+            state["running"] = context
+        answer = _answer(handle, context)
+        with state_lock:
+            state["running"] = None
+        try:
+            send(answer)
+        except (TypeError, ValueError) as error:
+            send({"type": "failure", "job_id": context.job_id, "retryable": False,
+                  "error": "the handler's result is not JSON-serializable: {}".format(error)})
+        handled += 1
+
+
+def _answer(handle, context):
+    """Runs the handler and turns its outcome into an answer line."""
+    cancelled = {"type": "cancelled", "job_id": context.job_id}
+    try:
+        result = handle(context)
+    except Cancelled:
+        return cancelled
+    except JobFailed as failure:
+        if context.cancelled.is_set():
+            return cancelled
+        return {"type": "failure", "job_id": context.job_id, "error": str(failure)[:ERROR_CHARS_MAX],
+                "retryable": failure.retryable}
+    except Exception:  # noqa: BLE001 - any handler bug fails this job, not the actor
+        trace = traceback.format_exc()
+        sys.stderr.write(trace)
+        if context.cancelled.is_set():
+            return cancelled
+        return {"type": "failure", "job_id": context.job_id, "error": trace[-ERROR_CHARS_MAX:],
+                "retryable": True}
+    if context.cancelled.is_set():
+        return cancelled
+    return {"type": "result", "job_id": context.job_id, "result": result}
+
+
+def _say(text):
+    sys.stderr.write("agentd_client.serve_persistent: {}\n".format(text))

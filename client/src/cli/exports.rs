@@ -91,7 +91,8 @@ pub async fn run(client: &Client, command: ExportsCommand, json: bool) -> anyhow
             // 202 `running` is an error body with a success status: read it as JSON first.
             let answer: serde_json::Value = client.post("/v1/exports", &request).await?;
             if answer.get("code").and_then(|code| code.as_str())
-        == Some(agentd_schemas::ErrorCode::Running.as_str()) {
+                == Some(agentd_schemas::ErrorCode::Running.as_str())
+            {
                 if json {
                     return print_json(&answer);
                 }
@@ -223,7 +224,8 @@ pub async fn build(client: &Client, args: BuildArgs, json: bool) -> anyhow::Resu
     };
     let answer: serde_json::Value = client.post("/v1/datasets/builds", &request).await?;
     if answer.get("code").and_then(|code| code.as_str())
-        == Some(agentd_schemas::ErrorCode::Running.as_str()) {
+        == Some(agentd_schemas::ErrorCode::Running.as_str())
+    {
         if json {
             return print_json(&answer);
         }

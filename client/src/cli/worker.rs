@@ -3,7 +3,10 @@
 //! astgrep.verify)`: slots (one per `--concurrency`, or `--episodes-per-gpu` per GPU), tags (the
 //! user's, over the GPU ones), model servers per GPU (`crate::model_server`), and the handler (a
 //! command, or a built-in job kind), and job logs (`--log-dir`, `--log-max-bytes`,
-//! `--log-retention`, `--log-tail-bytes`; `crate::job_log`).
+//! `--log-retention`, `--log-tail-bytes`; `crate::job_log`). With `--persistent`, one
+//! long-lived actor per slot speaks the line protocol of `crate::persistent`; with
+//! `--metrics-listen`, the worker's counters are served as Prometheus text
+//! (`crate::worker_metrics`).
 
 use super::{parse_duration_ms, parse_key_value};
 use crate::builtin::{astgrep_verify, Builtin};
@@ -11,13 +14,17 @@ use crate::gpu::{self, GpuSelection};
 use crate::http_client::Client;
 use crate::job_log::{self, JobLogSettings};
 use crate::model_server::{self, ServerConfig};
+use crate::persistent::{ActorPool, PersistentSettings};
 use crate::sandbox::SandboxLimits;
 use crate::worker::{self, DaemonAccess, Handler, ServerStatus, Slot, WorkerOptions};
+use crate::worker_metrics::{self, WorkerMetrics};
 use agentd_schemas::api::LOG_TAIL_BYTES_MAX;
 use agentd_schemas::events::Tags;
 use anyhow::{bail, Context};
 use clap::Args;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -39,7 +46,15 @@ On exit 0, stdout (JSON, or text taken as a JSON string) is the job's result; ot
 job fails with the tail of stderr. A lost lease kills the job's whole process group.
 Output: stdout and stderr, as they come, also go to --log-dir/<job_id>.log (when given), and
 the last --log-tail-bytes of each attempt go with its completion or failure (the job's
-log_tail; `agentctl jobs logs job_N` prints either).";
+log_tail; `agentctl jobs logs job_N` prints either).
+With --persistent: CMD starts once per slot (with AGENTD_URL, AGENTD_TOKEN, AGENTD_CA_CERT,
+AGENTD_SLOT, the GPU and model server variables, and AGENTD_PERSISTENT_PROTOCOL=1), writes
+{\"type\":\"hello\",\"protocol\":1} on stdout when ready, then reads one job per line on stdin
+({\"type\":\"job\",\"job_id\",\"lease_id\",\"attempt\",\"slot\",\"payload\",...: the job JSON above
+plus the lease and slot}) and answers each with {\"type\":\"result\",\"job_id\",\"result\"} or
+{\"type\":\"failure\",\"job_id\",\"error\",\"retryable\"}; {\"type\":\"cancel\",\"job_id\"} asks it to stop a
+job (answer {\"type\":\"cancelled\",\"job_id\"}). Its stderr goes to the running job's log. End of
+stdin: exit. docs/persistent-actors.md has the whole protocol.";
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -131,8 +146,29 @@ pub struct WorkerArgs {
     /// the job's log_tail); 0 sends none
     #[arg(long, default_value_t = LOG_TAIL_BYTES_MAX, value_parser = parse_log_tail_bytes)]
     log_tail_bytes: usize,
+    /// Run one long-lived CMD per slot (per --concurrency lane, or per GPU episode lane) and
+    /// give it the slot's jobs one at a time as JSON lines on its stdin; it answers each with a
+    /// JSON line on stdout, so a model is loaded once per process. Its first stdout line must be
+    /// {"type":"hello","protocol":1}. A dead actor is restarted (its job retried); one that
+    /// ignores a cancel is killed and restarted (docs/persistent-actors.md)
+    #[arg(long, conflicts_with = "builtin")]
+    persistent: bool,
+    /// With --persistent: how long a starting actor may take to say hello (e.g. 600s, 20m). At
+    /// the worker's start, an actor that exits, says something else first, or stays silent this
+    /// long stops the worker before it leases anything
+    #[arg(long, default_value = "600s", value_parser = parse_duration_ms, requires = "persistent")]
+    persistent_ready_timeout: u64,
+    /// With --persistent: how long an actor may take to answer a cancel (lost lease, drain
+    /// deadline, lost model server) before it is killed and a new one started (e.g. 10s)
+    #[arg(long, default_value = "10s", value_parser = parse_duration_ms, requires = "persistent")]
+    persistent_cancel_grace: u64,
+    /// Serve the worker's metrics as Prometheus text on http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9464 (port 0 picks a free port; the address is printed at start): jobs by
+    /// queue, lease losses, heartbeat failures, model servers per GPU, persistent actors
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Command run per job: the job JSON on stdin, stdout (JSON) is the result on exit 0 (its
-    /// environment is listed below)
+    /// environment is listed below); with --persistent, the long-lived actor of each slot
     #[arg(last = true, required_unless_present = "builtin")]
     command: Vec<String>,
 }
@@ -196,6 +232,9 @@ pub async fn run(
     if !args.serve_health.starts_with('/') {
         bail!("--serve-health must be a path starting with /, e.g. /health");
     }
+    if args.persistent_ready_timeout == 0 {
+        bail!("--persistent-ready-timeout must be more than 0");
+    }
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
     let user_tags: Tags = args.tags.iter().cloned().collect();
     let (slots, tags) = match &args.gpus {
@@ -205,6 +244,7 @@ pub async fn run(
                     index,
                     env: Vec::new(),
                     server: None,
+                    actor: None,
                 })
                 .collect();
             (slots, user_tags)
@@ -215,9 +255,42 @@ pub async fn run(
         None => (slots, Vec::new()),
         Some(template) => with_servers(slots, template, &args)?,
     };
-    let slots = with_episodes_per_gpu(slots, args.episodes_per_gpu);
+    let mut slots = with_episodes_per_gpu(slots, args.episodes_per_gpu);
     let slot_count = slots.len();
-    let handler = handler(&args, daemon)?;
+    let metrics = Arc::new(WorkerMetrics::new(&args.queues, slot_count));
+    // Dropped (and so stopped) when the worker returns.
+    let _metrics_server = match args.metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("--metrics-listen {address}: cannot listen"))?;
+            let bound = listener.local_addr()?;
+            eprintln!("agentctl worker: metrics on http://{bound}/metrics");
+            Some(AbortOnDrop(tokio::spawn(worker_metrics::serve(
+                listener,
+                metrics.clone(),
+            ))))
+        }
+        None => None,
+    };
+    let mut actors = args.persistent.then(|| {
+        ActorPool::spawn(
+            PersistentSettings {
+                argv: args.command.clone(),
+                daemon: daemon.clone(),
+                ready_timeout: Duration::from_millis(args.persistent_ready_timeout),
+                cancel_grace: Duration::from_millis(args.persistent_cancel_grace),
+                log_dir: args.log_dir.clone(),
+                log_bytes_max: args.log_max_bytes,
+            },
+            &mut slots,
+            metrics.clone(),
+        )
+    });
+    let handler = match &actors {
+        Some(actors) => actors.handler(),
+        None => handler(&args, daemon)?,
+    };
     let options = WorkerOptions {
         worker_id: worker_id.clone(),
         queues: args.queues.clone(),
@@ -232,6 +305,7 @@ pub async fn run(
             file_bytes_max: args.log_max_bytes,
             tail_bytes: args.log_tail_bytes,
         },
+        metrics: metrics.clone(),
     };
     // Dropped (and so stopped) when the worker returns.
     let _retention = match &args.log_dir {
@@ -250,7 +324,7 @@ pub async fn run(
         }
         None => None,
     };
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;
         eprintln!("agentctl worker: stop requested; no new leases, finishing running jobs");
@@ -269,14 +343,39 @@ pub async fn run(
     let (stop_servers, servers_stop) = watch::channel(false);
     let mut supervisors = tokio::task::JoinSet::new();
     for (config, status) in servers {
+        let server_metrics = metrics.server(config.gpu_index);
         supervisors.spawn(model_server::supervise(
             config,
             status,
             servers_stop.clone(),
+            server_metrics,
         ));
     }
-    let summary = worker::run(client, options, handler, shutdown_rx).await;
-    // After the drain (or a fatal error): the servers go last, so no job loses its server.
+    // No lease before every actor said hello: an actor that cannot start stops the worker here,
+    // with its reason, instead of failing jobs one by one.
+    let started = match actors.as_mut() {
+        None => Ok(true),
+        Some(actors) => {
+            eprintln!("agentctl worker: waiting for {slot_count} persistent actor(s) to say hello");
+            tokio::select! {
+                started = actors.wait_until_started() => started.map(|()| true),
+                _ = shutdown_rx.wait_for(|stop| *stop) => Ok(false),
+            }
+        }
+    };
+    let summary = match started {
+        Ok(true) => worker::run(client, options, handler, shutdown_rx)
+            .await
+            .map_err(anyhow::Error::from),
+        Ok(false) => Ok(worker::WorkerSummary::default()),
+        Err(error) => Err(error.into()),
+    };
+    // After the drain (or a fatal error): the actors' stdin is closed and they exit; the servers
+    // go last, so no job or actor loses its server.
+    if let Some(actors) = actors {
+        eprintln!("agentctl worker: stopping {slot_count} persistent actor(s)");
+        actors.stop().await;
+    }
     if !supervisors.is_empty() {
         eprintln!(
             "agentctl worker: stopping {} model server(s)",
@@ -399,6 +498,7 @@ fn with_episodes_per_gpu(slots: Vec<Slot>, episodes: usize) -> Vec<Slot> {
                 index: expanded.len(),
                 env: slot.env.clone(),
                 server: slot.server.clone(),
+                actor: slot.actor.clone(),
             });
         }
     }
@@ -518,11 +618,13 @@ mod tests {
                 index: 0,
                 env: vec![("CUDA_VISIBLE_DEVICES".into(), "6".into())],
                 server: Some(server),
+                actor: None,
             },
             Slot {
                 index: 1,
                 env: vec![("CUDA_VISIBLE_DEVICES".into(), "2".into())],
                 server: None,
+                actor: None,
             },
         ];
         let slots = with_episodes_per_gpu(gpu_slots, 3);

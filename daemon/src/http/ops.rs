@@ -34,11 +34,17 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state
+    let mut body = state
         .metrics
         .as_ref()
         .map(|handle| handle.render())
         .unwrap_or_default();
+    if state.metrics.is_some() {
+        // The guard is dropped at the end of the statement: the copy is taken under the read
+        // lock, the text written after it.
+        let rewards = state.domain.projections.trajectories().rewards().clone();
+        crate::projection::domain::gauges::render_reward_histogram(&rewards, &mut body);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

@@ -216,6 +216,11 @@ pub async fn run(
     last_up_ms: Option<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Each schedule's failure count exists from start-up, so an alert on its increase sees 0.
+    for schedule in &schedules {
+        let name = schedule.config.name.clone();
+        metrics::counter!("agentd_schedule_failures_total", "schedule" => name).increment(0);
+    }
     for fired in service.with_ledger(|ledger| ledger.pending_fired()) {
         let name = fired.schedule.clone();
         match service.resume(fired).await {
@@ -249,6 +254,11 @@ pub async fn run(
             else {
                 continue;
             };
+            // A slot left in the past (not fired, or its export still running) is what the
+            // "scheduled export overdue" alert looks for.
+            let name = schedule.config.name.clone();
+            metrics::gauge!("agentd_schedule_next_slot_timestamp_seconds", "schedule" => name)
+                .set(slot as f64 / 1000.0);
             if slot <= now_ms {
                 due.push((slot, schedule));
             } else {
@@ -292,6 +302,8 @@ async fn fire(service: &ExportService, schedule: &Schedule, slot_ms: u64) {
             // The firing may not be logged (e.g. disk full): wait for the next slot rather than
             // retry in a tight loop. A logged firing whose export failed resumes at the next start.
             tracing::error!(schedule = %name, slot_ms, "scheduled export failed: {error}");
+            metrics::counter!("agentd_schedule_failures_total", "schedule" => name.clone())
+                .increment(1);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }

@@ -212,6 +212,7 @@ impl Sequencer {
         };
         let payload = encode_record(&record);
         metrics::counter!("agentd_events_appended_total").increment(record.events.len() as u64);
+        count_job_events(&record.events);
         if self.careful {
             let outcome = self
                 .writer
@@ -343,6 +344,33 @@ impl Sequencer {
                 }),
             )
             .await;
+        }
+    }
+}
+
+/// Counts the job events of a record by kind (`agentd_job_events_total`): a batch of 1000
+/// submissions costs one counter update, not 1000.
+fn count_job_events(events: &[Event]) {
+    use crate::metrics_catalog::JOB_EVENTS;
+    let mut counts = [0u64; JOB_EVENTS.len()];
+    for event in events {
+        let name = match event {
+            Event::JobSubmitted(_) => "job_submitted",
+            Event::JobLeased(_) => "job_leased",
+            Event::JobCompleted { .. } => "job_completed",
+            Event::JobFailed { .. } => "job_failed",
+            Event::JobCancelled { .. } => "job_cancelled",
+            Event::JobRetried { .. } => "job_retried",
+            _ => continue,
+        };
+        // Every name above is in JOB_EVENTS (the series registered at zero at start-up).
+        if let Some(position) = JOB_EVENTS.iter().position(|known| *known == name) {
+            counts[position] += 1;
+        }
+    }
+    for (name, count) in JOB_EVENTS.iter().zip(counts) {
+        if count > 0 {
+            metrics::counter!("agentd_job_events_total", "event" => *name).increment(count);
         }
     }
 }

@@ -592,6 +592,21 @@ async fn ingest_episodes_crash_and_rebuild_keep_every_domain_projection() {
         Some("1"),
         "{metrics}"
     );
+    // The reward histogram counts every recorded reward, as the stats do, and has HELP text.
+    let stats = get_json(&url, "/v1/trajectories/stats").await;
+    let reward_count = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("agentd_reward_value_count "));
+    assert_eq!(
+        reward_count,
+        Some(stats["rewards"]["count"].to_string().as_str()),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE agentd_reward_value histogram")
+            && metrics.contains("# HELP agentd_reward_value "),
+        "{metrics}"
+    );
 
     // SIGKILL and restart: every answer and digest is unchanged.
     let answers = domain_answers(&url).await;

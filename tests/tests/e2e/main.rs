@@ -18,6 +18,7 @@ mod startup;
 mod tls;
 mod worker;
 mod worker_gpus;
+mod worker_persistent;
 mod worker_serve;
 mod worker_stop;
 

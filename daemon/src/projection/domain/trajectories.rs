@@ -485,6 +485,12 @@ impl Trajectories {
         self.groups.get(group).map_or(&[], Vec::as_slice)
     }
 
+    /// The reward distribution alone (what `GET /metrics` renders at each scrape), without the
+    /// per-model copies [`Trajectories::stats`] makes.
+    pub fn rewards(&self) -> &RewardCounters {
+        &self.rewards
+    }
+
     pub fn stats(&self) -> TrajectoryStats {
         TrajectoryStats {
             tasks: self.tasks.len() as u64,
