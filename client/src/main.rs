@@ -18,6 +18,15 @@ fn main() -> std::process::ExitCode {
     if let Command::Verify(args) = cli.command {
         return verify::main(verify::keep_url_from_command_line(args, &matches), cli.json);
     }
+    // Commands that only print (`jobs list | head`) die quietly on a closed pipe, like other
+    // Unix tools, instead of panicking in `println!`. Not the worker, the sandbox or the bench:
+    // they write to their children's pipes and must see EPIPE as an error, not die of it.
+    if !matches!(
+        cli.command,
+        Command::Worker(_) | Command::Sandbox(_) | Command::Bench(_)
+    ) {
+        die_quietly_on_closed_stdout();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,5 +43,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("agentctl: {}", agentd_client::cli::error_report(&error));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Restores the default action of SIGPIPE (termination), which Rust's runtime sets to ignored.
+#[allow(unsafe_code)]
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: installs the default disposition for one signal before any thread or child
+    // exists; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
