@@ -2,6 +2,7 @@
 //! the projections and the HTTP API. It must not know about worker-side concerns (sandboxes, GPUs).
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod data_dir_space;
 pub mod domain;

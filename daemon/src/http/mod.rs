@@ -157,12 +157,9 @@ async fn record_request(request: Request, next: Next) -> Response {
     response
 }
 
-/// Shared by handlers: the current wall-clock time in ms.
+/// Shared by read views: the current wall-clock time in ms (see `crate::clock`).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::now_ms()
 }
 
 /// Lets a handler use `State(state)` and `?` on sequencer results.

@@ -23,7 +23,7 @@ use chrono_tz::Tz;
 use croner::Cron;
 use serde::Deserialize;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Longest the scheduler sleeps before looking at the clock again (so a clock step is noticed).
@@ -200,10 +200,7 @@ pub fn next_slot(schedule: &Schedule, last_fired_ms: Option<u64>, started_ms: u6
 }
 
 fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::now_ms()
 }
 
 /// Runs the schedules until `stop` turns true: resumes interrupted firings, runs missed slots

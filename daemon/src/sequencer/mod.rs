@@ -29,7 +29,7 @@ use agentd_schemas::events::{
 use agentd_schemas::Lsn;
 use rand::Rng;
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use waiters::Waiters;
 
@@ -155,10 +155,7 @@ impl Sequencer {
 
     /// Current wall-clock time, never earlier than a time already written to the log.
     fn now_ms(&mut self) -> u64 {
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let wall_ms = crate::clock::now_ms();
         self.last_ts_ms = self.last_ts_ms.max(wall_ms);
         self.last_ts_ms
     }
