@@ -3,7 +3,7 @@
 
 use crate::queue::QueueLimits;
 use agentd_schemas::events::{
-    RewardCombine, RewardSettings, RewardWeights, SftSettings, SystemPrompt, TestsReward,
+    ExportFormat, ExportKind, RewardCombine, RewardSettings, RewardWeights, SftSettings, SystemPrompt, TestsReward,
     TrainingSettings,
 };
 use serde::Deserialize;
@@ -25,9 +25,9 @@ pub struct Config {
     pub training: TrainingConfig,
     pub auth: AuthConfig,
     /// `[exports]`: where exports go and how they are encoded (docs/exports.md).
-    pub exports: crate::export::ExportsConfig,
+    pub exports: ExportsConfig,
     /// `[[schedules]]`: scheduled exports.
-    pub schedules: Vec<crate::schedule::ScheduleConfig>,
+    pub schedules: Vec<ScheduleConfig>,
 }
 
 /// `[auth]`: bearer tokens. Empty (the default) means no authentication, which the daemon only
@@ -219,6 +219,62 @@ impl Default for DatasetsConfig {
             records_per_batch_max: 10_000,
         }
     }
+}
+
+/// `[exports]` in agentd.toml.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportsConfig {
+    /// The exports root; relative to the data directory unless absolute. Default: `exports`.
+    pub dir: PathBuf,
+    /// A shard file is closed once it reaches this size.
+    pub shard_bytes_max: u64,
+    /// A row group is flushed once its estimated encoded size reaches this.
+    pub row_group_bytes_max: usize,
+    /// zstd level of Parquet pages (1 fastest .. 22 smallest).
+    pub zstd_level: i32,
+}
+
+impl Default for ExportsConfig {
+    fn default() -> Self {
+        ExportsConfig {
+            dir: PathBuf::from("exports"),
+            shard_bytes_max: 256 * 1024 * 1024,
+            row_group_bytes_max: 64 * 1024 * 1024,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// One `[[schedules]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Unique name, recorded in every firing (`nightly-trajectories`).
+    pub name: String,
+    /// `0 3 * * *`, `@daily`, or 6 fields with seconds first.
+    pub cron: String,
+    /// IANA time zone the expression is read in.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// The export to run.
+    pub kind: ExportKind,
+    #[serde(default)]
+    pub format: ExportFormat,
+    /// Export everything each time instead of only what is new since the last export.
+    #[serde(default)]
+    pub full: bool,
+    /// Run once at start-up when slots were missed while the daemon was down.
+    #[serde(default = "default_true")]
+    pub run_missed_at_startup: bool,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[rewards]`: how the rule reward of `astgrep.verify` combines its checks

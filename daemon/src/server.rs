@@ -222,7 +222,6 @@ pub async fn run(
     ));
     let (exports, export_runner) = crate::export::runner::ExportService::spawn(
         export_settings,
-        schedules.clone(),
         crate::export::runner::LedgerState {
             ledger,
             applied: last_lsn,
@@ -236,8 +235,9 @@ pub async fn run(
         },
     );
     let (stop_scheduler, scheduler_stop_rx) = watch::channel(false);
+    let schedules = Arc::new(schedules);
     let scheduler = tokio::spawn(crate::schedule::run(
-        schedules,
+        schedules.clone(),
         exports.clone(),
         last_record_ms,
         scheduler_stop_rx,
@@ -257,6 +257,7 @@ pub async fn run(
         domain: domain_api,
         authenticator,
         exports,
+        schedules,
     };
     let listener = TcpListener::bind(config.server.listen)
         .await

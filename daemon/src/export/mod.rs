@@ -47,30 +47,7 @@ pub use steps::assistant_text;
 /// groups and shards, which must not depend on anything but the rows.
 pub const BATCH_ROWS: usize = 4096;
 
-/// `[exports]` in agentd.toml.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ExportsConfig {
-    /// The exports root; relative to the data directory unless absolute. Default: `exports`.
-    pub dir: PathBuf,
-    /// A shard file is closed once it reaches this size.
-    pub shard_bytes_max: u64,
-    /// A row group is flushed once its estimated encoded size reaches this.
-    pub row_group_bytes_max: usize,
-    /// zstd level of Parquet pages (1 fastest .. 22 smallest).
-    pub zstd_level: i32,
-}
-
-impl Default for ExportsConfig {
-    fn default() -> Self {
-        ExportsConfig {
-            dir: PathBuf::from("exports"),
-            shard_bytes_max: 256 * 1024 * 1024,
-            row_group_bytes_max: 64 * 1024 * 1024,
-            zstd_level: 3,
-        }
-    }
-}
+pub use crate::config::ExportsConfig;
 
 impl ExportSettings {
     /// The settings of `config` for a data directory (`root` overrides the exports root, as

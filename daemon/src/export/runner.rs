@@ -120,8 +120,6 @@ pub struct ExportService {
     tx: mpsc::Sender<Job>,
     ledger: Arc<Mutex<LedgerState>>,
     pub settings: Arc<ExportSettings>,
-    /// The configured schedules, for listing.
-    pub schedules: Arc<Vec<crate::schedule::Schedule>>,
 }
 
 /// What the runner needs from the rest of the daemon.
@@ -137,7 +135,6 @@ impl ExportService {
     /// Starts the runner over a ledger replayed up to `ledger.applied`.
     pub fn spawn(
         settings: ExportSettings,
-        schedules: Vec<crate::schedule::Schedule>,
         ledger: LedgerState,
         parts: RunnerParts,
     ) -> (ExportService, tokio::task::JoinHandle<()>) {
@@ -155,7 +152,6 @@ impl ExportService {
                 tx,
                 ledger,
                 settings,
-                schedules: Arc::new(schedules),
             },
             task,
         )

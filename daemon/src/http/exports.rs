@@ -207,7 +207,7 @@ async fn run(
 async fn schedules(State(state): State<AppState>) -> ApiResult<Json<ScheduleListResponse>> {
     let service = &state.exports;
     let now_ms = super::now_ms();
-    let schedules = service
+    let schedules = state
         .schedules
         .iter()
         .map(|schedule| {

@@ -51,6 +51,8 @@ pub struct AppState {
     pub authenticator: Arc<crate::auth::Authenticator>,
     /// Exports, schedules and dataset builds (the runner's handle and the ledger).
     pub exports: crate::export::runner::ExportService,
+    /// The configured schedules, for `GET /v1/schedules`.
+    pub schedules: Arc<Vec<crate::schedule::Schedule>>,
 }
 
 impl AppState {

@@ -17,12 +17,11 @@
 //! without a clock.
 
 use crate::export::runner::{ExportService, ScheduledExport};
-use agentd_schemas::events::{ExportFormat, ExportKind};
 use chrono::TimeZone;
 use chrono_tz::Tz;
 use croner::Cron;
-use serde::Deserialize;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -31,36 +30,7 @@ const RECHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// Most schedules in one configuration.
 pub const SCHEDULES_MAX: usize = 64;
 
-/// One `[[schedules]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleConfig {
-    /// Unique name, recorded in every firing (`nightly-trajectories`).
-    pub name: String,
-    /// `0 3 * * *`, `@daily`, or 6 fields with seconds first.
-    pub cron: String,
-    /// IANA time zone the expression is read in.
-    #[serde(default = "default_timezone")]
-    pub timezone: String,
-    /// The export to run.
-    pub kind: ExportKind,
-    #[serde(default)]
-    pub format: ExportFormat,
-    /// Export everything each time instead of only what is new since the last export.
-    #[serde(default)]
-    pub full: bool,
-    /// Run once at start-up when slots were missed while the daemon was down.
-    #[serde(default = "default_true")]
-    pub run_missed_at_startup: bool,
-}
-
-fn default_timezone() -> String {
-    "UTC".into()
-}
-
-fn default_true() -> bool {
-    true
-}
+pub use crate::config::ScheduleConfig;
 
 /// A `[[schedules]]` entry that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -208,13 +178,13 @@ fn wall_ms() -> u64 {
 ///
 /// `last_up_ms` is the time of the last record in the log before this start ([`missed_slot`]).
 pub async fn run(
-    schedules: Vec<Schedule>,
+    schedules: Arc<Vec<Schedule>>,
     service: ExportService,
     last_up_ms: Option<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
     // Each schedule's failure count exists from start-up, so an alert on its increase sees 0.
-    for schedule in &schedules {
+    for schedule in schedules.iter() {
         let name = schedule.config.name.clone();
         metrics::counter!("agentd_schedule_failures_total", "schedule" => name).increment(0);
     }
@@ -236,7 +206,7 @@ pub async fn run(
     let last_fired = |name: &str| {
         service.with_ledger(|ledger| ledger.last_fired(name).map(|fired| fired.event.slot_ms))
     };
-    for schedule in &schedules {
+    for schedule in schedules.iter() {
         let last = last_fired(&schedule.config.name);
         if let Some(slot) = missed_slot(schedule, last, last_up_ms, started_ms) {
             fire(&service, schedule, slot).await;
@@ -246,7 +216,7 @@ pub async fn run(
         let now_ms = wall_ms();
         let mut due: Vec<(u64, &Schedule)> = Vec::new();
         let mut next_wake: Option<u64> = None;
-        for schedule in &schedules {
+        for schedule in schedules.iter() {
             let Some(slot) = next_slot(schedule, last_fired(&schedule.config.name), started_ms)
             else {
                 continue;
@@ -309,6 +279,7 @@ async fn fire(service: &ExportService, schedule: &Schedule, slot_ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agentd_schemas::events::{ExportFormat, ExportKind};
 
     fn schedule(cron: &str, timezone: &str) -> Schedule {
         Schedule::parse(&ScheduleConfig {
