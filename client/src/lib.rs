@@ -10,6 +10,7 @@ pub mod http_client;
 pub mod job_log;
 pub mod model_server;
 pub mod persistent;
+pub mod pipe;
 pub mod sandbox;
 pub mod worker;
 pub mod worker_metrics;

@@ -15,6 +15,7 @@
 
 use crate::http_client::{Client, ClientError};
 use crate::job_log::{self, AttemptInfo, AttemptLog, JobLogSettings, OutputSink};
+use crate::pipe::{Keep, Kept};
 use crate::worker_metrics::{JobEnd, WorkerMetrics};
 use agentd_schemas::api::{LeaseGrant, LeaseRequest};
 use agentd_schemas::events::Tags;
@@ -629,10 +630,12 @@ async fn run_command(
     };
     let stdout_log = context.output.clone();
     let stderr_log = context.output.clone();
-    let read_stdout =
-        async move { read_bounded(stdout.as_mut(), STDOUT_BYTES_MAX, &stdout_log).await };
-    let read_stderr =
-        async move { read_tail(stderr.as_mut(), STDERR_TAIL_BYTES, &stderr_log).await };
+    let read_stdout = async move {
+        read_logged(stdout.as_mut(), Keep::Head, STDOUT_BYTES_MAX, &stdout_log).await
+    };
+    let read_stderr = async move {
+        read_logged(stderr.as_mut(), Keep::Tail, STDERR_TAIL_BYTES, &stderr_log).await
+    };
     let pid = child.id();
     let run = async {
         let ((), out, err, status) = tokio::join!(feed, read_stdout, read_stderr, child.wait());
@@ -703,49 +706,25 @@ pub fn kill_group(pid: Option<u32>) {
     }
 }
 
-/// Reads a pipe to its end, keeping its first `max_bytes` and handing every chunk to the job's
-/// log as it comes.
-async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(
+/// Reads a pipe to its end, keeping `keep` of it (at most `max_bytes`) and handing every chunk
+/// to the job's log as it comes.
+async fn read_logged<R: tokio::io::AsyncRead + Unpin>(
     reader: Option<&mut R>,
+    keep: Keep,
     max_bytes: usize,
     output: &OutputSink,
 ) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let Some(reader) = reader else { return kept };
-    let mut buffer = [0u8; 8192];
-    loop {
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => return kept,
-            Ok(read) => {
-                output.write(&buffer[..read]).await;
-                let room = max_bytes.saturating_sub(kept.len());
-                kept.extend_from_slice(&buffer[..read.min(room)]);
-            }
-        }
-    }
-}
-
-/// Reads a pipe to its end, keeping its last `max_bytes` and handing every chunk to the job's
-/// log as it comes.
-async fn read_tail<R: tokio::io::AsyncRead + Unpin>(
-    reader: Option<&mut R>,
-    max_bytes: usize,
-    output: &OutputSink,
-) -> Vec<u8> {
-    let mut kept: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
+    let mut kept = Kept::new(keep, max_bytes);
     let Some(reader) = reader else {
-        return Vec::new();
+        return kept.into_bytes();
     };
     let mut buffer = [0u8; 8192];
     loop {
         match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => return kept.into_iter().collect(),
+            Ok(0) | Err(_) => return kept.into_bytes(),
             Ok(read) => {
                 output.write(&buffer[..read]).await;
-                kept.extend(&buffer[..read]);
-                while kept.len() > max_bytes {
-                    kept.pop_front();
-                }
+                kept.push(&buffer[..read]);
             }
         }
     }

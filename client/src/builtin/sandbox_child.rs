@@ -17,6 +17,7 @@ use super::post_match::compare_with_post;
 use super::python_runner;
 use super::verdict::TestsEvidence;
 use super::verify_payload::VerifyJob;
+use crate::pipe::{read_keeping, Keep};
 use crate::sandbox::{
     self, apply_action_in_memory, unified_diff, SandboxLimits, SandboxRun, SandboxSpec,
 };
@@ -27,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 /// How long a stopped child may take to tear its sandbox down before it is SIGKILLed.
@@ -187,8 +188,11 @@ pub async fn run_in_child(
             let _reported_by_exit_status = stdin.write_all(&request_json).await;
         }
     };
-    let read_out = async move { read_capped(stdout.as_mut(), ANSWER_BYTES_MAX).await };
-    let read_err = async move { read_tail(stderr.as_mut(), CHILD_STDERR_TAIL_BYTES).await };
+    // Keep draining past the cap so the child never blocks on a full pipe; an answer that
+    // large fails to decode and says so.
+    let read_out = async move { read_keeping(stdout.as_mut(), Keep::Head, ANSWER_BYTES_MAX).await };
+    let read_err =
+        async move { read_keeping(stderr.as_mut(), Keep::Tail, CHILD_STDERR_TAIL_BYTES).await };
     let finished = async {
         let ((), out, err, status) = tokio::join!(feed, read_out, read_err, child.wait());
         (out, err, status)
@@ -225,47 +229,6 @@ async fn stop_child<F: std::future::Future + Unpin>(pid: Option<u32>, finished: 
     let _already_gone = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     if tokio::time::timeout(CANCEL_GRACE, finished).await.is_err() {
         let _already_gone = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-    }
-}
-
-async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
-    reader: Option<&mut R>,
-    max_bytes: usize,
-) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let Some(reader) = reader else { return kept };
-    let mut buffer = [0u8; 64 * 1024];
-    loop {
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => return kept,
-            Ok(read) => {
-                // Keep draining past the cap so the child never blocks on a full pipe; an
-                // answer that large fails to decode and says so.
-                let room = max_bytes.saturating_sub(kept.len());
-                kept.extend_from_slice(&buffer[..read.min(room)]);
-            }
-        }
-    }
-}
-
-async fn read_tail<R: tokio::io::AsyncRead + Unpin>(
-    reader: Option<&mut R>,
-    max_bytes: usize,
-) -> Vec<u8> {
-    let mut kept = std::collections::VecDeque::new();
-    let Some(reader) = reader else {
-        return Vec::new();
-    };
-    let mut buffer = [0u8; 8192];
-    loop {
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => return kept.into_iter().collect(),
-            Ok(read) => {
-                kept.extend(&buffer[..read]);
-                let excess = kept.len().saturating_sub(max_bytes);
-                kept.drain(..excess);
-            }
-        }
     }
 }
 
