@@ -22,7 +22,7 @@ use crate::sandbox::{
     self, apply_action_in_memory, unified_diff, SandboxLimits, SandboxRun, SandboxSpec,
 };
 use crate::worker::StopReason;
-use agentd_schemas::events::{Action, SandboxOutcome};
+use agentd_schemas::events::Action;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -95,47 +95,9 @@ pub enum GoldDiff {
     Invalid { reason: String },
 }
 
-/// The parts of a [`SandboxRun`] the worker uses (the run itself is not `Deserialize`: it is
-/// the sandbox's in-process answer, and this is its wire copy).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunReport {
-    pub outcome: SandboxOutcome,
-    pub exit_code: Option<i32>,
-    pub diff: String,
-    pub stdout: String,
-    pub stderr: String,
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
-    pub tests_passed: Option<u32>,
-    pub tests_failed: Option<u32>,
-    pub duration_ms: u64,
-    pub peak_rss_bytes: Option<u64>,
-    pub files_changed: Vec<String>,
-    pub rejected_reason: Option<String>,
-    /// Test files the action changed (not applied).
-    pub protected_changed: Vec<String>,
-}
-
-impl From<SandboxRun> for RunReport {
-    fn from(run: SandboxRun) -> Self {
-        RunReport {
-            outcome: run.outcome,
-            exit_code: run.exit_code,
-            diff: run.diff,
-            stdout: run.stdout,
-            stderr: run.stderr,
-            stdout_bytes: run.stdout_bytes,
-            stderr_bytes: run.stderr_bytes,
-            tests_passed: run.tests_passed,
-            tests_failed: run.tests_failed,
-            duration_ms: run.duration_ms,
-            peak_rss_bytes: run.peak_rss_bytes,
-            files_changed: run.files_changed,
-            rejected_reason: run.rejected_reason,
-            protected_changed: run.protected_changed,
-        }
-    }
-}
+/// The sandbox's run as the child sends it: every field of [`SandboxRun`] except those it
+/// skips on the wire (`changed_contents`, `stdout_tail`), which the child uses before it answers.
+pub type RunReport = SandboxRun;
 
 /// Why the child gave no answer.
 #[derive(Debug, thiserror::Error)]
@@ -321,7 +283,7 @@ fn compute(request: ChildRequest) -> anyhow::Result<ChildAnswer> {
         compare_with_post(expected, &after)
     });
     Ok(ChildAnswer {
-        run: run.into(),
+        run,
         gold,
         tests,
         post,

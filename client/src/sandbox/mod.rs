@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agentd_schemas::events::{Action, SandboxOutcome};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use action::{apply_action_in_memory, SUPPORTED_LANGUAGES};
 pub use diff::{changed_paths, unified_diff};
@@ -71,7 +71,7 @@ pub struct SandboxSpec {
 }
 
 /// What a sandbox run produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxRun {
     /// How the run ended; see [`run`] for the rules.
     pub outcome: SandboxOutcome,
