@@ -157,6 +157,32 @@ impl Lane {
         }
     }
 
+    /// After an actor failed to start: the worker's first start fails with `why` (false: the
+    /// lane is done); later, a restart after `backoff`, which doubles up to its cap (false when
+    /// the worker stops meanwhile). `then` says what comes next, for the message.
+    async fn after_failed_start(
+        &mut self,
+        why: String,
+        then: &str,
+        backoff: &mut Duration,
+    ) -> bool {
+        if self.first_start.is_some() {
+            self.report_first_start(Err(why)).await;
+            return false;
+        }
+        eprintln!(
+            "agentctl worker: {}: {why}; {then} in {} s",
+            self.name(),
+            backoff.as_secs()
+        );
+        self.metrics.actor_restarted(false);
+        if !self.rest(*backoff).await {
+            return false;
+        }
+        *backoff = (*backoff * 2).min(ACTOR_RESTART_BACKOFF_MAX);
+        true
+    }
+
     async fn report_first_start(&mut self, outcome: Result<(), String>) {
         if let Some(first_start) = self.first_start.take() {
             // The worker waits for every lane's first start; gone means it stopped already.
@@ -193,20 +219,10 @@ async fn supervise(mut lane: Lane, log: &mut LaneLog) {
             Ok(actor) => actor,
             Err(error) => {
                 let why = format!("cannot start {program}: {error}");
-                if lane.first_start.is_some() {
-                    lane.report_first_start(Err(why)).await;
-                    return;
+                if lane.after_failed_start(why, "retrying", &mut backoff).await {
+                    continue;
                 }
-                eprintln!(
-                    "agentctl worker: {name}: {why}; retrying in {} s",
-                    backoff.as_secs()
-                );
-                lane.metrics.actor_restarted(false);
-                if !lane.rest(backoff).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(ACTOR_RESTART_BACKOFF_MAX);
-                continue;
+                return;
             }
         };
         let command_line = lane.settings.argv.join(" ");
@@ -227,20 +243,13 @@ async fn supervise(mut lane: Lane, log: &mut LaneLog) {
             }
             Handshake::Failed(why) => {
                 actor.kill(log).await;
-                if lane.first_start.is_some() {
-                    lane.report_first_start(Err(why)).await;
-                    return;
+                if lane
+                    .after_failed_start(why, "restarting", &mut backoff)
+                    .await
+                {
+                    continue;
                 }
-                eprintln!(
-                    "agentctl worker: {name}: {why}; restarting in {} s",
-                    backoff.as_secs()
-                );
-                lane.metrics.actor_restarted(false);
-                if !lane.rest(backoff).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(ACTOR_RESTART_BACKOFF_MAX);
-                continue;
+                return;
             }
         }
         eprintln!(
