@@ -22,10 +22,9 @@
 use super::protocol::{self, ActorLine, CancelReason, ACTOR_LINE_BYTES_MAX, PROTOCOL_ENV};
 use crate::job_log::{OutputSink, TailBuffer};
 use crate::model_server;
-use crate::worker::{DaemonAccess, JobOutcome};
+use crate::worker::JobOutcome;
 use crate::worker_metrics::WorkerMetrics;
 use agentd_schemas::JobId;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,23 +64,8 @@ const LOG_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Longest partial line held back before it is printed on the worker's stderr anyway.
 const STDERR_LINE_BYTES_MAX: usize = 4 * 1024;
 
-/// How every lane of a worker runs its actor.
-#[derive(Debug, Clone)]
-pub struct LaneSettings {
-    /// The actor's command line (`-- CMD ARGS...`).
-    pub argv: Vec<String>,
-    /// What the actor gets as `AGENTD_URL`, `AGENTD_TOKEN`, `AGENTD_CA_CERT`.
-    pub daemon: DaemonAccess,
-    /// How long a starting actor may take to say hello.
-    pub ready_timeout: Duration,
-    /// How long an actor may take to answer a `cancel` before it is killed and restarted.
-    pub cancel_grace: Duration,
-    /// `--log-dir`: where the lane's own log goes (`actor-slot<N>.log`); `None`: the worker's
-    /// stderr.
-    pub log_dir: Option<PathBuf>,
-    /// Size at which the lane's log file is moved to `.1`.
-    pub log_bytes_max: u64,
-}
+/// How every lane of a worker runs its actor: the worker's `--persistent` settings.
+pub type LaneSettings = super::PersistentSettings;
 
 /// What the persistent handler asks a lane.
 #[derive(Debug)]

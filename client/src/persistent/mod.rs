@@ -69,14 +69,7 @@ impl ActorPool {
         slots: &mut [Slot],
         metrics: Arc<WorkerMetrics>,
     ) -> ActorPool {
-        let lane_settings = Arc::new(LaneSettings {
-            argv: settings.argv,
-            daemon: settings.daemon,
-            ready_timeout: settings.ready_timeout,
-            cancel_grace: settings.cancel_grace,
-            log_dir: settings.log_dir,
-            log_bytes_max: settings.log_bytes_max,
-        });
+        let lane_settings: Arc<LaneSettings> = Arc::new(settings);
         let (stop, stop_receiver) = watch::channel(false);
         let (first_start, first_starts) = mpsc::channel(slots.len().max(1));
         let mut tasks = tokio::task::JoinSet::new();
