@@ -17,6 +17,8 @@ use std::time::Duration;
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
 /// Time allowed for an ordinary request; long-polls add their wait to it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A whole file download (an export shard is at most 256 MiB by default).
+pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -386,6 +388,54 @@ impl Client {
             .header("content-type", "application/json")
             .body(bytes);
         self.send(builder, path).await
+    }
+
+    /// GET a file and write it to `to` as it arrives, through `to` + `.part` renamed once
+    /// complete; returns its size and SHA-256 (lower-case hex).
+    pub async fn download(
+        &self,
+        path: &str,
+        to: &std::path::Path,
+    ) -> Result<(u64, String), ClientError> {
+        use sha2::Digest;
+        use std::io::Write;
+        let transport_error =
+            |error| ClientError::transport(format!("{}{}", self.base_url, path), error, self.trust);
+        let builder = self.request(reqwest::Method::GET, path, DOWNLOAD_TIMEOUT);
+        let mut response = builder.send().await.map_err(transport_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.map_err(transport_error)?;
+            let body = serde_json::from_slice::<ErrorBody>(&bytes).ok();
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                code: body
+                    .as_ref()
+                    .map_or_else(|| "unknown".into(), |b| b.code.clone()),
+                message: body.map_or_else(
+                    || String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+                    |b| b.message,
+                ),
+            });
+        }
+        let partial = to.with_extension(match to.extension() {
+            Some(extension) => format!("{}.part", extension.to_string_lossy()),
+            None => "part".to_owned(),
+        });
+        let io_error = |error: std::io::Error| {
+            ClientError::Decode(format!("cannot write {}: {error}", partial.display()))
+        };
+        let mut file = std::fs::File::create(&partial).map_err(io_error)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut bytes = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            hasher.update(&chunk);
+            file.write_all(&chunk).map_err(io_error)?;
+            bytes += chunk.len() as u64;
+        }
+        file.sync_all().map_err(io_error)?;
+        std::fs::rename(&partial, to).map_err(io_error)?;
+        Ok((bytes, hex::encode(hasher.finalize())))
     }
 
     pub async fn health(&self) -> Result<HealthResponse, ClientError> {

@@ -64,6 +64,8 @@ error_codes! {
     /// It exists already with other content, or contradicts a recorded fact.
     Conflict = "conflict", 409;
     BodyTooLarge = "body_too_large", 413;
+    /// A `Range` that starts past the end of the file.
+    RangeNotSatisfiable = "range_not_satisfiable", 416;
     PayloadTooLarge = "payload_too_large", 413;
     InvalidRequest = "invalid_request", 422;
     BatchTooLarge = "batch_too_large", 422;

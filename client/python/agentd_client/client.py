@@ -43,6 +43,7 @@ ERROR_CODES = {
     "conflict": 409,
     "body_too_large": 413,
     "payload_too_large": 413,
+    "range_not_satisfiable": 416,
     "invalid_request": 422,
     "batch_too_large": 422,
     "too_many_tags": 422,

@@ -20,6 +20,19 @@ pub enum DatasetsCommand {
     /// Build a dataset: select records (or trajectory steps), write Parquet and a manifest
     /// under `name-version/build_id` (same request over the same log, same rows in the same order)
     Build(super::exports::BuildArgs),
+    /// Recorded dataset builds, oldest first
+    Builds {
+        /// Only builds of this dataset key (`name-version`)
+        #[arg(long)]
+        dataset_key: Option<String>,
+    },
+    /// The newest build of a dataset key (`name-version`), and with --download its files
+    Latest {
+        dataset_key: String,
+        /// Download its files into this directory (checked against their recorded sha256)
+        #[arg(long, value_name = "DIR")]
+        download: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,6 +73,56 @@ pub async fn run(client: &Client, command: DatasetsCommand, json: bool) -> anyho
             Ok(())
         }
         DatasetsCommand::Build(args) => super::exports::build(client, args, json).await,
+        DatasetsCommand::Builds { dataset_key } => {
+            let path = match &dataset_key {
+                Some(key) => format!(
+                    "/v1/datasets/builds?dataset_key={}",
+                    crate::http_client::percent_encode(key)
+                ),
+                None => "/v1/datasets/builds".to_owned(),
+            };
+            let answer: agentd_schemas::export_api::DatasetBuildListResponse =
+                client.get(&path).await?;
+            if json {
+                return print_json(&answer);
+            }
+            println!(
+                "{:<32} {:<22} {:<14} {:>8} {:>10}  DIR",
+                "DATASET", "BUILD", "VIEW", "LSN", "ROWS"
+            );
+            for build in &answer.builds {
+                let view = build.spec.view.map_or("-", |view| view.as_str());
+                println!(
+                    "{:<32} {:<22} {:<14} {:>8} {:>10}  {}",
+                    build.dataset_key, build.build_id, view, build.to_lsn.0, build.rows, build.dir
+                );
+            }
+            Ok(())
+        }
+        DatasetsCommand::Latest {
+            dataset_key,
+            download,
+        } => {
+            let build: agentd_schemas::export_api::DatasetBuildView = client
+                .get(&format!(
+                    "/v1/datasets/builds/{}/latest",
+                    crate::http_client::percent_encode(&dataset_key)
+                ))
+                .await?;
+            match download {
+                Some(dir) => {
+                    super::exports::download(client, &build.build_id, Some(dir), json).await
+                }
+                None if json => print_json(&build),
+                None => {
+                    println!(
+                        "{} {} (lsn {}, {} rows) {}",
+                        build.dataset_key, build.build_id, build.to_lsn.0, build.rows, build.dir
+                    );
+                    Ok(())
+                }
+            }
+        }
         DatasetsCommand::Stats { format } => {
             if json || format == StatsFormat::Json {
                 // The answer as the daemon sent it, so no field is lost in a round trip.

@@ -18,6 +18,15 @@ pub enum ExportsCommand {
         /// Export id (`exp_trajectories_0_1200`)
         export_id: String,
     },
+    /// Download the files of an export or a dataset build (`exp_...` or `bld_...`) over HTTP
+    /// into DIR, each checked against the sha256 the log recorded
+    Download {
+        /// Export id or dataset build id
+        id: String,
+        /// Directory to write the files into (created; default: the id)
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Export now: from the last export's watermark of this kind, or everything with --full
     Run {
         /// trajectories, trl_sft, trl_grpo, verl_rl or processed
@@ -69,6 +78,7 @@ pub async fn run(client: &Client, command: ExportsCommand, json: bool) -> anyhow
             }
             Ok(())
         }
+        ExportsCommand::Download { id, out } => download(client, &id, out, json).await,
         ExportsCommand::Show { export_id } => {
             let answer: ExportShowResponse = client
                 .get(&format!("/v1/exports/{}", percent_encode(&export_id)))
@@ -249,6 +259,71 @@ pub async fn build(client: &Client, args: BuildArgs, json: bool) -> anyhow::Resu
         println!(
             "  {}  {} rows  {} bytes  sha256 {}",
             file.path, file.rows, file.bytes, file.sha256
+        );
+    }
+    Ok(())
+}
+
+/// The files an export or a build recorded, and where its manifest is on the daemon.
+async fn recorded_files(
+    client: &Client,
+    id: &str,
+) -> anyhow::Result<Vec<agentd_schemas::events::ExportedFile>> {
+    if id.starts_with("bld_") {
+        let answer: agentd_schemas::export_api::DatasetBuildListResponse =
+            client.get("/v1/datasets/builds").await?;
+        return answer
+            .builds
+            .into_iter()
+            .find(|build| build.build_id == id)
+            .map(|build| build.files)
+            .ok_or_else(|| anyhow::anyhow!("no dataset build {id} is recorded"));
+    }
+    let answer: ExportShowResponse = client
+        .get(&format!("/v1/exports/{}", percent_encode(id)))
+        .await?;
+    Ok(answer.export.files)
+}
+
+/// `agentctl exports download ID [--out DIR]`: every file, checked against its recorded sha256.
+pub async fn download(
+    client: &Client,
+    id: &str,
+    out: Option<std::path::PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let files = recorded_files(client, id).await?;
+    let out = out.unwrap_or_else(|| std::path::PathBuf::from(id));
+    let mut written = Vec::new();
+    for file in &files {
+        let to = out.join(&file.path);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let route = format!(
+            "/v1/exports/{}/files/{}",
+            percent_encode(id),
+            percent_encode(&file.path)
+        );
+        let (bytes, sha256) = client.download(&route, &to).await?;
+        if sha256 != file.sha256 || bytes != file.bytes {
+            anyhow::bail!(
+                "{}: got {bytes} bytes with sha256 {sha256}, the log recorded {} bytes with sha256 {}",
+                to.display(),
+                file.bytes,
+                file.sha256
+            );
+        }
+        if !json {
+            println!("{}  {bytes} bytes  sha256 ok", to.display());
+        }
+        written.push(
+            serde_json::json!({"path": to.display().to_string(), "bytes": bytes, "sha256": sha256}),
+        );
+    }
+    if json {
+        return print_json(
+            &serde_json::json!({"id": id, "dir": out.display().to_string(), "files": written}),
         );
     }
     Ok(())

@@ -8,7 +8,7 @@
 
 use super::auth_layer::CallerExt;
 use super::error::ApiError;
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiQuery};
 use super::{ApiResult, AppState};
 use crate::export::ledger::{RecordedBuild, RecordedExport};
 use crate::export::runner::{ExportService, RunError};
@@ -36,6 +36,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(show))
         .routes(routes!(schedules))
         .routes(routes!(list_builds, build_dataset))
+        .routes(routes!(super::downloads::file))
+        .routes(routes!(super::downloads::latest_build))
 }
 
 fn export_view(service: &ExportService, recorded: &RecordedExport) -> ExportView {
@@ -57,7 +59,7 @@ fn export_view(service: &ExportService, recorded: &RecordedExport) -> ExportView
     }
 }
 
-fn build_view(service: &ExportService, recorded: &RecordedBuild) -> DatasetBuildView {
+pub(super) fn build_view(service: &ExportService, recorded: &RecordedBuild) -> DatasetBuildView {
     let event = &recorded.event;
     DatasetBuildView {
         dataset_key: event.dataset_key.clone(),
@@ -242,17 +244,35 @@ async fn schedules(State(state): State<AppState>) -> ApiResult<Json<ScheduleList
     Ok(Json(ScheduleListResponse { schedules }))
 }
 
+/// Query of `GET /v1/datasets/builds`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BuildListQuery {
+    /// Only builds of this dataset key (`name-version`).
+    dataset_key: Option<String>,
+}
+
 /// `GET /v1/datasets/builds`: recorded builds in log order.
 #[utoipa::path(
-    get, path = "/v1/datasets/builds", tag = "exports",
+    get, path = "/v1/datasets/builds", tag = "exports", params(BuildListQuery),
     responses((status = 200, description = "Recorded dataset builds in log order", body = agentd_schemas::export_api::DatasetBuildListResponse))
 )]
-async fn list_builds(State(state): State<AppState>) -> ApiResult<Json<DatasetBuildListResponse>> {
+async fn list_builds(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<BuildListQuery>,
+) -> ApiResult<Json<DatasetBuildListResponse>> {
     let service = &state.exports;
     let builds = service.with_ledger(|ledger| {
         ledger
             .builds()
             .iter()
+            .filter(|recorded| {
+                query
+                    .dataset_key
+                    .as_ref()
+                    .is_none_or(|key| recorded.event.dataset_key == *key)
+            })
             .map(|recorded| build_view(service, recorded))
             .collect()
     });

@@ -7,6 +7,7 @@
 pub mod auth_layer;
 pub mod domain;
 pub mod error;
+mod downloads;
 mod events;
 mod exports;
 pub mod extract;

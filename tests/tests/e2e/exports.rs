@@ -445,3 +445,98 @@ async fn a_schedule_fires_survives_a_kill_and_never_repeats_a_slot() {
         assert_eq!(pair[0].1, pair[1].0, "incremental ranges chain: {ranges:?}");
     }
 }
+
+/// Trainers on other machines fetch exports and builds over HTTP: `agentctl exports download`
+/// writes every file checked against its recorded sha256, ranges are served 206, a path the log
+/// did not record for the id is 404, and `datasets latest` resolves the newest build of a key.
+#[tokio::test]
+async fn exports_and_builds_download_over_http_with_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&dir.path().join("data"), None);
+    let url = daemon.url.clone();
+    ingest(&url);
+    let export = ctl_json(&url, &["exports", "run", "--kind", "trl_grpo"]);
+    let export_id = export["export"]["export_id"].as_str().unwrap().to_owned();
+    let export_dir = PathBuf::from(export["export"]["dir"].as_str().unwrap());
+    let out = dir.path().join("downloaded");
+    let answer = ctl_json(
+        &url,
+        &["exports", "download", &export_id, "--out", text(&out)],
+    );
+    let files = answer["files"].as_array().unwrap();
+    assert!(!files.is_empty());
+    for file in export["export"]["files"].as_array().unwrap() {
+        let path = file["path"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(out.join(path)).unwrap(),
+            std::fs::read(export_dir.join(path)).unwrap(),
+            "{path}"
+        );
+    }
+    // A byte range, a range past the end, and a path outside the export.
+    let first = export["export"]["files"][0]["path"].as_str().unwrap();
+    let encoded: String = first.replace('/', "%2F");
+    // Building an agentd client installs reqwest's TLS provider for the plain client below.
+    let _client = daemon.client();
+    let http = reqwest::Client::new();
+    let route = format!("{url}/v1/exports/{export_id}/files/{encoded}");
+    let partial = http
+        .get(&route)
+        .header("range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(partial.status().as_u16(), 206);
+    let length = std::fs::metadata(export_dir.join(first)).unwrap().len();
+    assert_eq!(
+        partial.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 0-3/{length}")
+    );
+    assert_eq!(&partial.bytes().await.unwrap()[..], b"PAR1");
+    let past = http
+        .get(&route)
+        .header("range", format!("bytes={length}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past.status().as_u16(), 416);
+    let body: Value = past.json().await.unwrap();
+    assert_eq!(body["code"], "range_not_satisfiable");
+    let outside = http
+        .get(format!(
+            "{url}/v1/exports/{export_id}/files/..%2F..%2Fmanifest.json"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outside.status().as_u16(), 404);
+    // Builds: the latest of a key, listed by key, downloaded by id.
+    for limit in ["1", "2"] {
+        ctl_json(
+            &url,
+            &[
+                "datasets", "build", "--name", "py", "--version", "v1", "--view", "trl_grpo",
+                "--limit", limit,
+            ],
+        );
+    }
+    let latest = ctl_json(&url, &["datasets", "latest", "py-v1"]);
+    assert_eq!(latest["rows"], 2, "the newest build: {latest}");
+    let listed = ctl_json(&url, &["datasets", "builds", "--dataset-key", "py-v1"]);
+    assert_eq!(listed["builds"].as_array().unwrap().len(), 2);
+    let none = ctl_json(&url, &["datasets", "builds", "--dataset-key", "other-v1"]);
+    assert!(none["builds"].as_array().unwrap().is_empty());
+    let build_out = dir.path().join("build");
+    ctl_json(
+        &url,
+        &["datasets", "latest", "py-v1", "--download", text(&build_out)],
+    );
+    let build_dir = PathBuf::from(latest["dir"].as_str().unwrap());
+    for file in latest["files"].as_array().unwrap() {
+        let path = file["path"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(build_out.join(path)).unwrap(),
+            std::fs::read(build_dir.join(path)).unwrap()
+        );
+    }
+}

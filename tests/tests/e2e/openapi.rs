@@ -35,6 +35,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/datasets/{source}/{version}/records"),
     ("get", "/v1/datasets/builds"),
     ("post", "/v1/datasets/builds"),
+    ("get", "/v1/datasets/builds/{dataset_key}/latest"),
+    ("get", "/v1/exports/{export_id}/files/{path}"),
     ("get", "/v1/tasks/{task_id}/state"),
     ("post", "/v1/tasks/{task_id}/state"),
     ("get", "/v1/tasks/{task_id}/state/history"),

@@ -1,0 +1,247 @@
+//! Downloading the files of exports and dataset builds over HTTP, for trainers on other
+//! machines without access to the daemon's disk (`docs/exports.md`, "Downloads"):
+//!
+//! - `GET /v1/exports/{id}/files/{path}`: a file of a recorded export (`exp_...`) or dataset
+//!   build (`bld_...`), `path` as its manifest lists it, percent-encoded (`/` as `%2F`). Only
+//!   files the log recorded for that id are served, so no path can reach outside it. Single
+//!   byte ranges (`Range: bytes=a-b`, `a-`, `-n`) are answered 206; the ETag is the file's
+//!   recorded SHA-256.
+//! - `GET /v1/datasets/builds/{dataset_key}/latest`: the newest build of a dataset key.
+
+use super::error::ApiError;
+use super::{ApiResult, AppState};
+use crate::export::ledger::ExportLedger;
+use crate::http::extract::ApiPath as Path;
+use agentd_schemas::events::ExportedFile;
+use agentd_schemas::export_api::DatasetBuildView;
+use agentd_schemas::ErrorCode;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// Where a recorded export's or build's files are, and which they are.
+fn recorded_files(ledger: &ExportLedger, id: &str) -> Option<(String, Vec<ExportedFile>)> {
+    if let Some(export) = ledger.export(id) {
+        return Some((export.event.dir.clone(), export.event.files.clone()));
+    }
+    ledger
+        .build(id)
+        .map(|build| (build.event.dir.clone(), build.event.files.clone()))
+}
+
+/// `GET /v1/exports/{id}/files/{path}`.
+#[utoipa::path(
+    get, path = "/v1/exports/{export_id}/files/{path}", tag = "exports",
+    params(
+        ("export_id" = String, Path, description = "An export id (`exp_...`) or a dataset build id (`bld_...`)"),
+        ("path" = String, Path, description = "The file's path as the manifest lists it, percent-encoded (`trl_sft%2Ftrain-00000-of-00001.parquet`)"),
+    ),
+    responses(
+        (status = 200, description = "The whole file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The byte range asked for (`Range: bytes=...`)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "`not_found`: no such export or build, or no such file in it (or it is gone from disk)", body = agentd_schemas::api::ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`: the range starts past the end", body = agentd_schemas::api::ErrorBody),
+    )
+)]
+pub async fn file(
+    State(state): State<AppState>,
+    Path((export_id, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let service = &state.exports;
+    let (dir, files) = service
+        .with_ledger(|ledger| recorded_files(ledger, &export_id))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no export or build {export_id:?} is recorded"))
+        })?;
+    let listed = files
+        .into_iter()
+        .find(|file| file.path == path)
+        .ok_or_else(|| ApiError::not_found(format!("{export_id} has no file {path:?}")))?;
+    let on_disk = service.settings.root.join(&dir).join(&listed.path);
+    let mut opened = tokio::fs::File::open(&on_disk).await.map_err(|error| {
+        ApiError::not_found(format!("{path} of {export_id} cannot be read: {error}"))
+    })?;
+    let length = opened
+        .metadata()
+        .await
+        .map_err(|error| ApiError::internal("reading a file's size", error))?
+        .len();
+    let range = match headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+    {
+        None => None,
+        Some(text) => match parse_range(text, length) {
+            RangeAsked::Ignored => None,
+            RangeAsked::Bytes(start, end) => Some((start, end)),
+            RangeAsked::Unsatisfiable => {
+                let mut response = ApiError::new(
+                    ErrorCode::RangeNotSatisfiable,
+                    format!("{path} has {length} bytes; the range {text:?} starts past its end"),
+                )
+                .into_response();
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+                return Ok(response);
+            }
+        },
+    };
+    let (status, start, count) = match range {
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        None => (StatusCode::OK, 0, length),
+    };
+    opened
+        .seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|error| ApiError::internal("seeking in a file", error))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(opened.take(count)));
+    let mut response = (status, body).into_response();
+    let response_headers = response.headers_mut();
+    let file_name = listed
+        .path
+        .rsplit('/')
+        .next()
+        .unwrap_or(&listed.path)
+        .to_owned();
+    for (name, value) in [
+        (header::CONTENT_TYPE, content_type(&listed.path).to_owned()),
+        (header::CONTENT_LENGTH, count.to_string()),
+        (header::ACCEPT_RANGES, "bytes".to_owned()),
+        (header::ETAG, format!("\"{}\"", listed.sha256)),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file_name}\""),
+        ),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response_headers.insert(name, value);
+        }
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        let end = start + count - 1;
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{length}")) {
+            response_headers.insert(header::CONTENT_RANGE, value);
+        }
+    }
+    Ok(response)
+}
+
+fn content_type(path: &str) -> &'static str {
+    if path.ends_with(".parquet") {
+        "application/vnd.apache.parquet"
+    } else if path.ends_with(".jsonl") {
+        "application/x-ndjson"
+    } else if path.ends_with(".json") {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// What a `Range` header asks of a file of `length` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAsked {
+    /// Not one byte range we serve (several ranges, another unit, bad syntax): the whole file,
+    /// as RFC 9110 allows.
+    Ignored,
+    /// Inclusive bounds within the file.
+    Bytes(u64, u64),
+    /// Starts at or past the end (416).
+    Unsatisfiable,
+}
+
+fn parse_range(text: &str, length: u64) -> RangeAsked {
+    let Some(spec) = text.trim().strip_prefix("bytes=") else {
+        return RangeAsked::Ignored;
+    };
+    if spec.contains(',') {
+        return RangeAsked::Ignored;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAsked::Ignored;
+    };
+    let number = |text: &str| text.trim().parse::<u64>().ok();
+    match (first.trim().is_empty(), last.trim().is_empty()) {
+        // `-n`: the last n bytes.
+        (true, false) => match number(last) {
+            Some(0) => RangeAsked::Unsatisfiable,
+            Some(suffix) if length > 0 => {
+                RangeAsked::Bytes(length.saturating_sub(suffix), length - 1)
+            }
+            Some(_) => RangeAsked::Unsatisfiable,
+            None => RangeAsked::Ignored,
+        },
+        // `a-`: from a to the end.
+        (false, true) => match number(first) {
+            Some(start) if start < length => RangeAsked::Bytes(start, length - 1),
+            Some(_) => RangeAsked::Unsatisfiable,
+            None => RangeAsked::Ignored,
+        },
+        // `a-b`.
+        (false, false) => match (number(first), number(last)) {
+            (Some(start), Some(end)) if start > end => RangeAsked::Ignored,
+            (Some(start), Some(_)) if start >= length => RangeAsked::Unsatisfiable,
+            (Some(start), Some(end)) => RangeAsked::Bytes(start, end.min(length - 1)),
+            _ => RangeAsked::Ignored,
+        },
+        (true, true) => RangeAsked::Ignored,
+    }
+}
+
+/// `GET /v1/datasets/builds/{dataset_key}/latest`: the newest build of a dataset key.
+#[utoipa::path(
+    get, path = "/v1/datasets/builds/{dataset_key}/latest", tag = "exports",
+    params(("dataset_key" = String, Path, description = "`name-version` of the dataset")),
+    responses(
+        (status = 200, description = "The build recorded last for this dataset key", body = DatasetBuildView),
+        (status = 404, description = "`not_found`: no build of this dataset key", body = agentd_schemas::api::ErrorBody),
+    )
+)]
+pub async fn latest_build(
+    State(state): State<AppState>,
+    Path(dataset_key): Path<String>,
+) -> ApiResult<Json<DatasetBuildView>> {
+    let service = &state.exports;
+    service
+        .with_ledger(|ledger| {
+            ledger
+                .builds()
+                .iter()
+                .rev()
+                .find(|build| build.event.dataset_key == dataset_key)
+                .map(|build| super::exports::build_view(service, build))
+        })
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no build of dataset {dataset_key:?} is recorded"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110_for_one_byte_range() {
+        use RangeAsked::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Bytes(0, 9));
+        assert_eq!(parse_range("bytes=90-200", 100), Bytes(90, 99));
+        assert_eq!(parse_range("bytes=95-", 100), Bytes(95, 99));
+        assert_eq!(parse_range("bytes=-10", 100), Bytes(90, 99));
+        assert_eq!(parse_range("bytes=-500", 100), Bytes(0, 99));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=100-120", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), Ignored);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ignored);
+        assert_eq!(parse_range("items=0-1", 100), Ignored);
+        assert_eq!(parse_range("bytes=x-1", 100), Ignored);
+        assert_eq!(parse_range("bytes=-", 100), Ignored);
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+    }
+}
