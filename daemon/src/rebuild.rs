@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RebuildReport {
     pub lsn: u64,
+    /// Where the full exports of `--out` are cut and named (`exp_<kind>_0_<exports_lsn>`): the
+    /// last record at or before `lsn` that is not an export record, as the live daemon cuts.
+    pub exports_lsn: u64,
     pub queue: String,
     pub jobs: String,
     /// The in-memory domain projections (processed splits, agent state, trajectories), under
@@ -146,6 +149,7 @@ pub fn rebuild_with(
     let domain = domain.digests();
     Ok(RebuildReport {
         lsn: last_lsn.0,
+        exports_lsn: ledger.last_content_lsn(last_lsn).0,
         queue: queue.digest(),
         jobs: store.digest()?,
         datasets: domain.datasets,

@@ -25,7 +25,8 @@ pub struct RebuiltExport {
 }
 
 /// Writes the recorded exports and builds with `to_lsn <= to`, then a full export of every kind
-/// up to `to`. `domain` must reflect exactly the log up to `to` or more.
+/// up to the last record at or before `to` that is not an export record (as the live daemon
+/// cuts its exports). `domain` must reflect exactly the log up to `to` or more.
 pub fn rebuild_exports(
     domain: &DomainProjections,
     settings: &ExportSettings,
@@ -70,12 +71,23 @@ pub fn rebuild_exports(
             manifest_sha256: outcome.manifest_sha256,
         });
     }
+    // Named and cut by the rule the live daemon uses (the last record that is not an export
+    // record), so a rebuild's full export is the live `--full` export of the same point, id and
+    // bytes alike, not one named after the export records that followed it.
+    let content_to = ledger.last_content_lsn(to);
     for kind in ExportKind::ALL {
-        let id = super::export_id(kind, ExportFormat::Parquet, Lsn::ZERO, to);
+        let id = super::export_id(kind, ExportFormat::Parquet, Lsn::ZERO, content_to);
         if done.contains(&id) {
             continue;
         }
-        let outcome = write_export(domain, settings, kind, ExportFormat::Parquet, Lsn::ZERO, to)?;
+        let outcome = write_export(
+            domain,
+            settings,
+            kind,
+            ExportFormat::Parquet,
+            Lsn::ZERO,
+            content_to,
+        )?;
         written.push(RebuiltExport {
             export_id: id,
             dir: outcome.dir,

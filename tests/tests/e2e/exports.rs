@@ -276,7 +276,7 @@ async fn incremental_exports_and_builds_are_rebuilt_byte_for_byte() {
         );
     }
     // Incremental live exports versus the rebuild's full export: same trajectory rows.
-    let full_dir = format!("exp_trajectories_0_{}", report1["lsn"]);
+    let full_dir = format!("exp_trajectories_0_{}", report1["exports_lsn"]);
     assert!(
         files1.keys().any(|name| name.starts_with(&full_dir)),
         "{full_dir}"
@@ -539,4 +539,45 @@ async fn exports_and_builds_download_over_http_with_ranges() {
             std::fs::read(build_dir.join(path)).unwrap()
         );
     }
+}
+
+/// A rebuild's full exports are cut and named as the live daemon's are: by the last record that
+/// is not an export record. So the live `--full` export and the rebuild's are the same export
+/// (same id, byte-identical), even though export records follow it in the log.
+#[tokio::test]
+async fn a_rebuilds_full_exports_are_the_live_full_exports_of_the_same_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let daemon = Daemon::start(&data, None);
+    let url = daemon.url.clone();
+    ingest(&url);
+    record_steps(&daemon, "task-a", 0..3).await;
+    let live = ctl_json(&url, &["exports", "run", "--kind", "trajectories", "--full"]);
+    let live_id = live["export"]["export_id"].as_str().unwrap().to_owned();
+    // More export records after it: they must not move the rebuild's cut.
+    ctl_json(&url, &["exports", "run", "--kind", "processed", "--full"]);
+    let out = dir.path().join("rebuilt");
+    let report = rebuild(&data, &out, &[]);
+    let exports = report["exports"].as_array().unwrap();
+    let full: Vec<&Value> = exports
+        .iter()
+        .filter(|export| export["export_id"].as_str().unwrap().starts_with("exp_trajectories_0_"))
+        .collect();
+    assert_eq!(full.len(), 1, "one full trajectories export: {exports:?}");
+    assert_eq!(full[0]["export_id"], live_id.as_str());
+    assert_eq!(full[0]["matches_recorded"], true);
+    let to = live_id.rsplit('_').next().unwrap();
+    for kind in ["trl_sft", "trl_grpo", "verl_rl"] {
+        let id = format!("exp_{kind}_0_{to}");
+        assert!(
+            exports.iter().any(|export| export["export_id"] == id.as_str()),
+            "{id} in {exports:?}"
+        );
+    }
+    let live_dir = PathBuf::from(live["export"]["dir"].as_str().unwrap());
+    assert_eq!(
+        files_of(&live_dir),
+        files_of(&out.join("exports").join(&live_id)),
+        "file by file"
+    );
 }
