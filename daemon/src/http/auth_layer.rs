@@ -12,11 +12,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-/// The permission a route needs; `None` for the public ones (health, the API description).
+/// The permission a route needs; `None` for the public ones (health, the API description, the
+/// console's page and files, which hold no data: the console's script sends a token to `/v1`).
 pub fn required_permission(method: &Method, route: &str) -> Option<Permission> {
     let read = *method == Method::GET || *method == Method::HEAD;
     Some(match route {
-        "/healthz" | "/openapi.json" => return None,
+        "/healthz" | "/openapi.json" | "/ui" | "/ui/" | "/ui/assets/{file}" => return None,
         "/v1/jobs" | "/v1/jobs/batch" if !read => Permission::Submit,
         "/v1/jobs/{job_id}" => Permission::ReadOwnJobs,
         route if route.starts_with("/v1/leases") => Permission::Work,
@@ -120,6 +121,9 @@ mod tests {
         let cases = [
             (Method::GET, "/healthz", None),
             (Method::GET, "/openapi.json", None),
+            (Method::GET, "/ui", None),
+            (Method::GET, "/ui/", None),
+            (Method::GET, "/ui/assets/{file}", None),
             (Method::GET, "/metrics", Some(Permission::Read)),
             (Method::POST, "/v1/jobs", Some(Permission::Submit)),
             (Method::POST, "/v1/jobs/batch", Some(Permission::Submit)),

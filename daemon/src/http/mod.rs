@@ -16,6 +16,7 @@ mod leases;
 pub mod openapi;
 mod ops;
 mod queues;
+mod ui;
 
 use crate::log::LogWriter;
 use crate::projection::{AppliedWatch, ProjectionStore};
@@ -92,6 +93,9 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::list))
         .merge(domain::routes())
         .merge(exports::routes())
+        .routes(routes!(ui::page))
+        .routes(routes!(ui::page_with_slash))
+        .routes(routes!(ui::asset))
 }
 
 /// The whole API as a router (tested with `oneshot`, served by `server`).

@@ -4,6 +4,7 @@
 mod astgrep_verify;
 mod auth;
 mod chaos;
+mod console;
 mod crash;
 mod domain;
 mod exports;

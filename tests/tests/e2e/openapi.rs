@@ -58,6 +58,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/exports"),
     ("get", "/v1/exports/{export_id}"),
     ("get", "/v1/schedules"),
+    ("get", "/ui"),
+    ("get", "/ui/"),
+    ("get", "/ui/assets/{file}"),
 ];
 
 const METHODS: &[&str] = &[
@@ -157,7 +160,8 @@ async fn every_documented_operation_is_routed() {
             .replace("{version}", "v1")
             .replace("{task_id}", "task-1")
             .replace("{step}", "0")
-            .replace("{export_id}", "none");
+            .replace("{export_id}", "none")
+            .replace("{file}", "app.js");
         let url = format!("{}{concrete}", daemon.url);
         let request = match method.as_str() {
             "get" => http.get(&url),
