@@ -6,6 +6,7 @@ use crate::ids::{JobId, LeaseId, Lsn};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
 
 /// Every error answer: a stable machine-readable `code` and a human `message`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -28,9 +29,13 @@ pub struct SubmitJobRequest {
     pub payload: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// Run no earlier than this many ms from now: at most 366 days. Not together with
+    /// `run_at_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(maximum = 31_622_400_000_u64)]
     pub delay_ms: Option<u64>,
+    /// Run no earlier than this time (ms since the Unix epoch), at most 366 days from now; a time
+    /// in the past runs now. Not together with `delay_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,9 +44,9 @@ pub struct SubmitJobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 100, maximum = 86_400_000)]
     pub lease_ttl_ms: Option<u64>,
-    /// At most `[queue] tags_max` (default 32) tags; keys like queue names, values at most 128
-    /// characters.
+    /// The tags a worker must offer to lease the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<RequestTags>)]
     pub tags: Option<Tags>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 256)]
@@ -215,16 +220,18 @@ pub struct JobListResponse {
 pub struct LeaseRequest {
     #[schema(pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
     pub worker_id: String,
-    /// 1 to 32 queue names.
-    #[schema(min_items = 1, max_items = 32)]
+    /// 1 to `[queue] tags_max` (default 32) queue names.
+    #[schema(value_type = LeaseQueues)]
     pub queues: Vec<String>,
+    /// The tags the worker offers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<RequestTags>)]
     pub tags: Option<Tags>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_jobs: Option<u32>,
-    /// Long-poll: wait up to this long for a job (capped by `[server] lease_wait_ms_max` and
-    /// kept inside the request timeout).
+    /// Long-poll: wait up to this long for a job (any value; capped by `[server]
+    /// lease_wait_ms_max` and kept inside the request timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
 }
@@ -304,10 +311,9 @@ pub struct CompleteItem {
     pub lease_id: LeaseId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
-    /// As in a single completion: at most 8192 bytes; a longer one fails only its item
-    /// (`string_too_long`).
+    /// As in a single completion: at most 8192 bytes. A longer one fails only its item
+    /// (`string_too_long` in its result), not the request, so the schema sets no `maxLength`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 8192)]
     pub log_tail: Option<String>,
 }
 
@@ -409,3 +415,99 @@ pub struct ProjectionDigests {
     /// Steps, sandbox results and rewards.
     pub trajectories: String,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rules of request fields
+//
+// Request fields that are plain strings, maps or lists in Rust, but that the daemon checks
+// further. Each type below is a schema only (named in a field's `value_type` or a handler's
+// `params`), never serialized: it states the check in `GET /openapi.json`, so schema-driven
+// clients and test tools (`scripts/test-schemathesis`) know what the daemon accepts. The regexes
+// spell their character classes out instead of using `\s`, `\d` or `.`, whose meaning differs
+// between regex engines: the classes below are exactly what Rust's `char::is_control` and
+// `char::is_whitespace` (and so `str::trim`) are true for.
+
+/// Control characters (Unicode category Cc, `char::is_control`), as the body of a regex class.
+pub const CONTROL_CLASS: &str = r"\u0000-\u001F\u007F-\u009F";
+/// White space that is not a control character, as the body of a regex class.
+pub const SPACE_CLASS: &str = r" \u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+/// Every white-space character (`char::is_whitespace`), as the body of a regex class.
+pub const WHITESPACE_CLASS: &str =
+    r"\u0009-\u000D\u0085 \u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+
+/// The pattern of queue, kind, worker and tag names: 1 to 128 of `A-Za-z0-9_.:/-`.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_.:/-]{1,128}$";
+
+/// A regex that matches text with at least one character that is not white space ("not
+/// blank", `!text.trim().is_empty()`); unanchored, as JSON Schema patterns are.
+pub fn not_blank_pattern() -> String {
+    format!("[^{WHITESPACE_CLASS}]")
+}
+
+/// A regex that matches text without control characters.
+pub fn no_control_pattern() -> String {
+    format!("^[^{CONTROL_CLASS}]*$")
+}
+
+/// Declares a schema-only type: `$name` is documented by the schema `$schema` builds.
+macro_rules! schema_rule {
+    ($(#[$doc:meta])* $name:ident, $schema:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let schema: utoipa::openapi::schema::Schema = $schema.into();
+                schema.into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+pub(crate) use schema_rule;
+
+fn simple_name() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("1 to 128 of `A-Za-z0-9_.:/-`"))
+        .pattern(Some(NAME_PATTERN))
+}
+
+schema_rule!(
+    /// A queue, kind, worker or tag name.
+    SimpleName,
+    simple_name()
+);
+
+schema_rule!(
+    /// Tags of a job (required by it) or of a worker (offered by it).
+    RequestTags,
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "At most `[queue] tags_max` (default 32) tags; keys are names (1 to 128 of \
+             `A-Za-z0-9_.:/-`), values at most 128 characters",
+        ))
+        .max_properties(Some(32))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(NAME_PATTERN)),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(128)),
+        ))
+);
+
+schema_rule!(
+    /// The queues of a lease request.
+    LeaseQueues,
+    ArrayBuilder::new()
+        .description(Some("1 to 32 queue names"))
+        .items(simple_name())
+        .min_items(Some(1))
+        .max_items(Some(32))
+);

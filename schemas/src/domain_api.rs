@@ -7,6 +7,7 @@
 //! such a shape have their own strict copy, because the event types accept unknown fields (they
 //! must keep decoding records written by newer builds).
 
+use crate::api::{no_control_pattern, not_blank_pattern, schema_rule, CONTROL_CLASS, SPACE_CLASS};
 use crate::events::{
     Action, AgentState, AgentStateLists, DatasetMeta, OutputFormatError, RewardSource, Sampling,
     SandboxOutcome, StateForget, StateFrom,
@@ -15,6 +16,7 @@ use crate::ids::{JobId, LeaseId, Lsn, RolloutId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
 
 // ---------------------------------------------------------------------------------------------
 // Datasets
@@ -57,11 +59,14 @@ pub struct DatasetListResponse {
 #[serde(deny_unknown_fields)]
 pub struct IngestRecordsRequest {
     /// The records, each a JSON object `{"instruction","pre","post","language","tags"?,
-    /// "metadata"?}`, validated one by one.
+    /// "metadata"?}`, validated one by one (an invalid record is reported, not refused); at
+    /// most `[datasets] records_per_batch_max` (default 10000).
+    #[schema(max_items = 10000)]
     pub records: Vec<Value>,
     /// Position of the first record in the dataset (0-based); default 0. Positions already
     /// received are skipped and counted as `resent`, so resending a batch is harmless.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub first_index: Option<u64>,
 }
 
@@ -173,18 +178,26 @@ pub struct SplitCountsView {
 #[serde(deny_unknown_fields)]
 pub struct StateUpdateRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub goals: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub constraints: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub decisions: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub hypotheses: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub history: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub open_issues: Vec<String>,
+    /// At most 4096 bytes of UTF-8 (`maxLength` counts characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
     pub next_focus: Option<String>,
     /// What the update takes out before adding its items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,8 +216,10 @@ pub struct ForgetRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove: Option<StateListsRequest>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub resolve: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub retract: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clear_next_focus: bool,
@@ -215,16 +230,22 @@ pub struct ForgetRequest {
 #[serde(deny_unknown_fields)]
 pub struct StateListsRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub goals: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub constraints: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub decisions: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub hypotheses: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub history: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub open_issues: Vec<String>,
 }
 
@@ -253,18 +274,26 @@ impl From<ForgetRequest> for StateForget {
 #[serde(deny_unknown_fields)]
 pub struct StateUpdateFields {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub goals: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub constraints: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub decisions: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub hypotheses: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub history: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = StateItems)]
     pub open_issues: Vec<String>,
+    /// At most 4096 bytes of UTF-8 (`maxLength` counts characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
     pub next_focus: Option<String>,
     /// What the update takes out before adding its items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -439,7 +468,9 @@ pub struct RecordStepRequest {
     /// Refused with 409 `lease_lost` when this lease is no longer held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_id: Option<LeaseId>,
+    #[schema(value_type = NonBlankName)]
     pub model: String,
+    #[schema(value_type = NonBlankName)]
     pub policy_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<SamplingRequest>,
@@ -448,10 +479,14 @@ pub struct RecordStepRequest {
     pub prompt_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
-    /// The prompt text, when the actor wants it kept.
+    /// The prompt text, when the actor wants it kept: at most 262144 bytes of UTF-8 (`maxLength`
+    /// counts characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 262_144)]
     pub prompt: Option<String>,
+    /// At most 65536 bytes of UTF-8 (`maxLength` counts characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 65_536)]
     pub think: Option<String>,
     /// The action; required unless `raw_output` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -462,8 +497,10 @@ pub struct RecordStepRequest {
     /// The model's output (`<think>/<action>/<state_update>`, `docs/output-format.md`), instead
     /// of `think`, `action` and `state_update`: the daemon parses it and stores both. An output
     /// that does not parse is recorded with its `format_error`, no action, and a reward of 0
-    /// (`format` component): a negative for training.
+    /// (`format` component): a negative for training. At most 262144 bytes of UTF-8
+    /// (`maxLength` counts characters). Not together with `think`, `action` or `state_update`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 262_144)]
     pub raw_output: Option<String>,
     /// How long the model took to generate this step, in ms, as the actor measured it
     /// (`agentd_actor_step_seconds`).
@@ -476,8 +513,10 @@ pub struct RecordStepRequest {
 #[serde(deny_unknown_fields)]
 pub struct SamplingRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub top_p: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
@@ -502,11 +541,16 @@ impl From<SamplingRequest> for Sampling {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ActionRequest {
     Pattern {
+        #[schema(value_type = NonBlankName)]
         language: String,
+        #[schema(value_type = ActionText)]
         pattern: String,
+        /// At most 65536 bytes of UTF-8 (`maxLength` counts characters).
+        #[schema(max_length = 65_536)]
         rewrite: String,
     },
     Rule {
+        #[schema(value_type = ActionText)]
         yaml: String,
     },
 }
@@ -586,12 +630,18 @@ pub struct SandboxResultRequest {
     #[serde(default)]
     pub exit_code: Option<i32>,
     pub outcome: SandboxOutcome,
+    /// At most 1 MiB (1048576 bytes) of UTF-8 (`maxLength` counts characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1_048_576)]
     pub diff: Option<String>,
-    /// Already truncated by the sandbox (the daemon refuses over-long text).
+    /// Already truncated by the sandbox: at most 65536 bytes of UTF-8 (`maxLength` counts
+    /// characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 65_536)]
     pub stdout: Option<String>,
+    /// As `stdout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 65_536)]
     pub stderr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_passed: Option<u32>,
@@ -612,6 +662,7 @@ pub struct RewardRequest {
     pub value: f64,
     pub verified: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = RewardComponents)]
     pub components: BTreeMap<String, f64>,
     pub source: RewardSource,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -807,13 +858,16 @@ pub struct IgnoredView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRolloutRequest {
+    #[schema(value_type = NonBlankName)]
     pub model: String,
+    #[schema(value_type = NonBlankName)]
     pub policy_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<SamplingRequest>,
     /// The set of rollouts sampled together for group scoring (1 to 128 characters, not
     /// starting with `ro_`); default: a new group of one, named after the rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<GroupName>)]
     pub group: Option<String>,
     /// The episode job this rollout runs under; needs `lease_id`, a held lease of it (the lease
     /// alone names the job too). A job has at most one rollout: creating again under a lease of
@@ -919,4 +973,207 @@ pub struct SettingsResponse {
     /// The LSN of the record that holds them.
     #[schema(value_type = Option<u64>)]
     pub training_lsn: Option<crate::Lsn>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules of request fields (see `crate::api`'s section of the same name)
+
+/// Longest task id, in characters.
+pub const TASK_ID_CHARS_MAX: usize = 256;
+/// Longest model name, policy version, action language or group, in characters.
+pub const NAME_CHARS_MAX: usize = 128;
+/// Most items of one list field of a state update.
+pub const STATE_ITEMS_MAX: usize = 64;
+/// Longest item of a state update (and `next_focus`), in bytes.
+pub const STATE_ITEM_BYTES_MAX: usize = 4096;
+/// Longest ast-grep pattern, rewrite or YAML rule of an action, in bytes.
+pub const ACTION_TEXT_BYTES_MAX: usize = 64 * 1024;
+/// Most named components of a reward.
+pub const REWARD_COMPONENTS_MAX: usize = 32;
+/// Longest reward component name, in characters.
+pub const COMPONENT_NAME_CHARS_MAX: usize = 64;
+/// Largest `first_index` of an ingest batch: positions stay far from `u64::MAX`, so a batch
+/// can never end past the largest position (and stay exact as JSON numbers of 64-bit signed
+/// integers).
+pub const FIRST_INDEX_MAX: u64 = i64::MAX as u64;
+
+schema_rule!(
+    /// A task id: 1 to [`TASK_ID_CHARS_MAX`] characters, no control characters.
+    TaskIdText,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("A task id: 1 to 256 characters, no control characters"))
+        .min_length(Some(1))
+        .max_length(Some(TASK_ID_CHARS_MAX))
+        .pattern(Some(no_control_pattern()))
+);
+
+schema_rule!(
+    /// A model name, policy version or action language: not blank, at most
+    /// [`NAME_CHARS_MAX`] characters.
+    NonBlankName,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("Not blank, at most 128 characters"))
+        .max_length(Some(NAME_CHARS_MAX))
+        .pattern(Some(not_blank_pattern()))
+);
+
+schema_rule!(
+    /// A client-chosen rollout group: not blank, at most [`NAME_CHARS_MAX`] characters, no
+    /// control characters, not starting with `ro_` (the names of default groups of one).
+    GroupName,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "Not blank, at most 128 characters, no control characters, not starting with `ro_`",
+        ))
+        .max_length(Some(NAME_CHARS_MAX))
+        .pattern(Some(format!(
+            "^(?!ro_)[^{CONTROL_CLASS}]*[^{CONTROL_CLASS}{SPACE_CLASS}][^{CONTROL_CLASS}]*$"
+        )))
+);
+
+schema_rule!(
+    /// An ast-grep pattern or YAML rule: not blank, at most [`ACTION_TEXT_BYTES_MAX`] bytes.
+    ActionText,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "Not blank, at most 65536 bytes of UTF-8 (`maxLength` counts characters)",
+        ))
+        .max_length(Some(ACTION_TEXT_BYTES_MAX))
+        .pattern(Some(not_blank_pattern()))
+);
+
+schema_rule!(
+    /// One list field of a state update.
+    StateItems,
+    ArrayBuilder::new()
+        .description(Some(
+            "At most 64 items, each at most 4096 bytes of UTF-8 (`maxLength` counts characters)",
+        ))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(STATE_ITEM_BYTES_MAX)),
+        )
+        .max_items(Some(STATE_ITEMS_MAX))
+);
+
+schema_rule!(
+    /// A reward's named components.
+    RewardComponents,
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "At most 32 components; names not blank, at most 64 characters; values finite",
+        ))
+        .max_properties(Some(REWARD_COMPONENTS_MAX))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(COMPONENT_NAME_CHARS_MAX))
+                .pattern(Some(not_blank_pattern())),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                    utoipa::openapi::KnownFormat::Double,
+                ))),
+        ))
+);
+
+schema_rule!(
+    /// A dataset's `source` or `version`: 1 to 128 characters, no control characters, not
+    /// starting or ending with white space.
+    DatasetName,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "1 to 128 characters, no control characters, no white space at either end",
+        ))
+        .max_length(Some(128))
+        .pattern(Some(format!(
+            "^[^{CONTROL_CLASS}{SPACE_CLASS}](?:[^{CONTROL_CLASS}]*[^{CONTROL_CLASS}{SPACE_CLASS}])?$"
+        )))
+);
+
+schema_rule!(
+    /// An SPDX license expression (checked for its shape, not against the license list).
+    LicenseExpression,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "An SPDX license expression (SPDX 2.3 annex D): identifiers of `A-Za-z0-9.+-` \
+             other than `AND`, `OR`, `WITH`, joined by ` AND ` and ` OR `, an identifier after \
+             ` WITH `, parentheses nested at most 16 deep; at most 256 characters. Identifiers \
+             are not looked up, so `LicenseRef-...` and new SPDX identifiers are accepted. No \
+             regex can state the grammar, hence the format.",
+        ))
+        .format(Some(utoipa::openapi::SchemaFormat::Custom(
+            "spdx-license-expression".to_owned(),
+        )))
+        .min_length(Some(1))
+        .max_length(Some(256))
+);
+
+/// RFC 3339 date-times with a time zone whose day exists (leap years included); seconds may be
+/// 60. `[Tt]` and `[Zz]`: RFC 3339 allows either case.
+const RFC3339_PATTERN: &str = concat!(
+    "^(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))",
+    "|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[048]|[2468][048]|[13579][26])00)-02-29)",
+    "[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)(?:[.][0-9]{1,9})?",
+    "(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+);
+
+schema_rule!(
+    /// When a dataset was downloaded: an RFC 3339 date-time with a time zone.
+    DownloadedAt,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "An RFC 3339 date-time with a time zone (`2024-05-01T12:00:00Z`), a day that \
+             exists, at most 9 fractional digits",
+        ))
+        .pattern(Some(RFC3339_PATTERN))
+);
+
+schema_rule!(
+    /// Where a dataset came from.
+    DatasetUrl,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "`scheme://...`, at most 2048 characters, no white space or control characters",
+        ))
+        .max_length(Some(2048))
+        .pattern(Some(format!(
+            "^[A-Za-z][A-Za-z0-9+.-]*://[^{CONTROL_CLASS}{SPACE_CLASS}]+$"
+        )))
+);
+
+/// `POST /v1/datasets`: the dataset's `_meta.json`. The daemon reads the body as JSON and checks
+/// it field by field (so its errors name the field); this type documents that check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDatasetRequest {
+    #[schema(value_type = DatasetName)]
+    pub source: String,
+    #[schema(value_type = DatasetName)]
+    pub version: String,
+    #[schema(value_type = LicenseExpression)]
+    pub license: String,
+    #[schema(value_type = DownloadedAt)]
+    pub downloaded_at: String,
+    /// 64 hexadecimal digits (stored lower case).
+    #[schema(pattern = "^[0-9A-Fa-f]{64}$")]
+    pub sha256: String,
+    pub num_records: u64,
+    /// `null` is the same as absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DatasetUrl>)]
+    pub url: Option<String>,
 }

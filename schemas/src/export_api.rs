@@ -164,17 +164,24 @@ pub struct ScheduleListResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetBuildRequest {
+    /// 1 to 64 of `A-Za-z0-9._-`, not starting with `.` (it names a directory).
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
+    /// As `name`.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     pub version: String,
     #[serde(default)]
     pub source: BuildSource,
     #[serde(default)]
     pub strategy: BuildStrategy,
+    /// Required by strategy `random`, refused with `latest`.
     #[serde(default)]
     pub seed: Option<u64>,
     #[serde(default)]
     pub limit: Option<u64>,
-    /// `field -> accepted values`; see `docs/exports.md` for the fields of each source.
+    /// `field -> accepted values`: at most 16 fields of the source (see `docs/exports.md`), each
+    /// with 1 to 16 values; `verified` takes `true` or `false`, `reward_min` and
+    /// `advantage_min` one finite number.
     #[serde(default)]
     pub filters: BTreeMap<String, Vec<String>>,
     /// The rows' shape: an export kind of the source (records: `processed` (default),

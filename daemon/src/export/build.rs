@@ -54,6 +54,50 @@ pub const STEP_FILTERS: [&str; 12] = [
 /// The step filters that take a lower bound.
 const NUMERIC_FILTERS: [&str; 2] = ["reward_min", "advantage_min"];
 
+/// The value of a numeric filter: a decimal number of at most 20 digits before and after the
+/// point, with an exponent of at most 2 digits (`0.5`, `-1`, `2.5e-3`). Every such number is a
+/// finite `f64`, so the OpenAPI document can state the rule with this pattern (a bare
+/// "`parse::<f64>()` is finite" also takes `1e400`, which no pattern can tell apart).
+pub const FILTER_NUMBER_PATTERN: &str =
+    r"^[+-]?(?:[0-9]{1,20}(?:[.][0-9]{0,20})?|[.][0-9]{1,20})(?:[eE][+-]?[0-9]{1,2})?$";
+
+/// Whether `text` matches [`FILTER_NUMBER_PATTERN`].
+fn is_filter_number(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut position = 0;
+    let digits = |position: &mut usize| {
+        let start = *position;
+        while bytes.get(*position).is_some_and(u8::is_ascii_digit) {
+            *position += 1;
+        }
+        *position - start
+    };
+    if matches!(bytes.first(), Some(b'+' | b'-')) {
+        position += 1;
+    }
+    let whole = digits(&mut position);
+    let (point, fraction) = match bytes.get(position) {
+        Some(b'.') => {
+            position += 1;
+            (true, digits(&mut position))
+        }
+        _ => (false, 0),
+    };
+    if whole > 20 || fraction > 20 || (whole == 0 && !(point && fraction > 0)) {
+        return false;
+    }
+    if matches!(bytes.get(position), Some(b'e' | b'E')) {
+        position += 1;
+        if matches!(bytes.get(position), Some(b'+' | b'-')) {
+            position += 1;
+        }
+        if !(1..=2).contains(&digits(&mut position)) {
+            return false;
+        }
+    }
+    position == bytes.len()
+}
+
 /// The lower bound of a numeric filter (checked by [`normalize`]).
 fn lower_bound(filters: &BTreeMap<String, Vec<String>>, field: &str) -> Option<f64> {
     filters.get(field)?.first()?.parse().ok()
@@ -113,11 +157,13 @@ pub fn normalize(request: DatasetBuildRequest) -> Result<DatasetBuildSpec, Expor
         {
             return invalid("filter verified: true or false".into());
         }
-        if NUMERIC_FILTERS.contains(&field.as_str()) {
-            let number = values[0].parse::<f64>().ok().filter(|n| n.is_finite());
-            if values.len() != 1 || number.is_none() {
-                return invalid(format!("filter {field}: one finite number"));
-            }
+        if NUMERIC_FILTERS.contains(&field.as_str())
+            && (values.len() != 1 || !is_filter_number(&values[0]))
+        {
+            return invalid(format!(
+                "filter {field}: one finite number, of at most 20 digits before and after the \
+                 point and a 2-digit exponent (0.5, -1, 2.5e-3)"
+            ));
         }
         values.sort();
         values.dedup();

@@ -1351,7 +1351,14 @@ fn step_builds_filter_by_minimum_reward_and_advantage() {
         "every step of a rollout with a high enough advantage; never the default rollout"
     );
     assert_eq!(rows(&[("advantage_min", "-1")]).len(), 3);
-    for bad in [("reward_min", "high"), ("advantage_min", "NaN")] {
+    assert_eq!(rows(&[("advantage_min", "-.5e+01")]).len(), 3);
+    for bad in [
+        ("reward_min", "high"),
+        ("advantage_min", "NaN"),
+        ("reward_min", "1e400"),
+        ("reward_min", "1e100"),
+        ("advantage_min", "."),
+    ] {
         let error = build::normalize(request(&[bad])).unwrap_err().to_string();
         assert!(error.contains("one finite number"), "{error}");
     }

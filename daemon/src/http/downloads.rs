@@ -40,8 +40,19 @@ fn recorded_files(ledger: &ExportLedger, id: &str) -> Option<(String, Vec<Export
         ("path" = String, Path, description = "The file's path as the manifest lists it, percent-encoded (`trl_sft%2Ftrain-00000-of-00001.parquet`)"),
     ),
     responses(
-        (status = 200, description = "The whole file", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The byte range asked for (`Range: bytes=...`)", content_type = "application/octet-stream", body = Vec<u8>),
+        // The content type follows the file's extension (`content_type` below).
+        (status = 200, description = "The whole file", content(
+            (Vec<u8> = "application/vnd.apache.parquet"),
+            (Vec<u8> = "application/x-ndjson"),
+            (serde_json::Value = "application/json"),
+            (Vec<u8> = "application/octet-stream"),
+        )),
+        (status = 206, description = "The byte range asked for (`Range: bytes=...`)", content(
+            (Vec<u8> = "application/vnd.apache.parquet"),
+            (Vec<u8> = "application/x-ndjson"),
+            (Vec<u8> = "application/json"),
+            (Vec<u8> = "application/octet-stream"),
+        )),
         (status = 404, description = "`not_found`: no such export or build, or no such file in it (or it is gone from disk)", body = agentd_schemas::api::ErrorBody),
         (status = 416, description = "`range_not_satisfiable`: the range starts past the end", body = agentd_schemas::api::ErrorBody),
     )

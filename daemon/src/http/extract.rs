@@ -2,6 +2,8 @@
 //! whether the text was malformed (400 `invalid_json`) or had the wrong shape (422
 //! `invalid_request`, naming the field).
 
+mod objects_only;
+
 use super::error::ApiError;
 use super::AppState;
 use agentd_schemas::ErrorCode;
@@ -45,7 +47,8 @@ impl FromRequest<AppState> for ApiBody {
     }
 }
 
-/// Parses JSON text into `T` with the API's error codes.
+/// Parses JSON text into `T` with the API's error codes. Structs are read from JSON objects
+/// only (see [`objects_only`]), as the OpenAPI document describes them.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::new(
@@ -54,10 +57,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        body_error(&path, error.into_inner())
-    })?;
+    let value = serde_path_to_error::deserialize(objects_only::ObjectsOnly(&mut deserializer))
+        .map_err(|error| {
+            let path = error.path().to_string();
+            body_error(&path, error.into_inner())
+        })?;
     deserializer.end().map_err(|error| body_error(".", error))?;
     Ok(value)
 }

@@ -9,6 +9,13 @@
 //! Architecture invariant: every route the daemon serves is in this document. Two tests hold
 //! it: `every_registered_route_is_documented` below (no `.route(` call in `daemon/src/http`
 //! bypasses `routes!`) and the end-to-end `openapi` test, which lists every route explicitly.
+//!
+//! The document also states every rule the handlers check on a request (patterns, lengths,
+//! ranges, fields that go together): on the request types' fields where utoipa can say it, in
+//! [`rules`] where it cannot. `scripts/test-schemathesis` holds both directions: a request the
+//! document allows is not refused as invalid, and one it forbids is.
+
+mod rules;
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -28,7 +35,13 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
             configured; without tokens (loopback only) every route is open.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    components(schemas(agentd_schemas::api::ErrorBody)),
+    // The bodies' schemas come with the handlers; these are named only in path parameters.
+    components(schemas(
+        agentd_schemas::api::ErrorBody,
+        agentd_schemas::api::SimpleName,
+        agentd_schemas::domain_api::TaskIdText,
+        agentd_schemas::RolloutId,
+    )),
     tags(
         (name = "jobs", description = "Submit, read, cancel and retry jobs"),
         (name = "leases", description = "Workers: lease jobs (long-poll), heartbeat, complete, fail"),
@@ -53,18 +66,23 @@ pub fn document_json() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
         // Serializing a tree of plain structs and maps cannot fail.
-        document().to_json().unwrap_or_else(|error| {
-            tracing::error!("cannot serialize the OpenAPI document: {error}");
-            "{}".to_owned()
-        })
+        document()
+            .and_then(|document| serde_json::to_string(&document))
+            .unwrap_or_else(|error| {
+                tracing::error!("cannot serialize the OpenAPI document: {error}");
+                "{}".to_owned()
+            })
     })
 }
 
-/// The whole document: the router's paths plus the security scheme and error answers.
-pub fn document() -> OpenApi {
+/// The whole document: the router's paths plus the security scheme, the error answers and the
+/// [`rules`] the derives cannot state.
+pub fn document() -> Result<serde_json::Value, serde_json::Error> {
     let (_router, mut openapi) = super::api_routes().split_for_parts();
     finish(&mut openapi);
-    openapi
+    let mut document = serde_json::to_value(&openapi)?;
+    rules::apply(&mut document);
+    Ok(document)
 }
 
 /// The API description (OpenAPI 3.1, JSON), generated from the code.
@@ -220,5 +238,145 @@ mod tests {
             document["components"]["schemas"]["JobId"]["pattern"],
             "^job_[0-9]{1,18}$"
         );
+    }
+
+    /// The limits the document states are the ones the handlers check (the document's numbers
+    /// are literals in attributes, the checks use named constants).
+    #[test]
+    fn the_documents_limits_are_the_handlers_limits() {
+        use crate::http::domain as limits;
+        let document: serde_json::Value = serde_json::from_str(document_json()).unwrap();
+        let schemas = &document["components"]["schemas"];
+        let queue = crate::queue::limits::QueueLimits::default();
+        let cases: [(&serde_json::Value, u64); 22] = [
+            (
+                &schemas["SubmitJobRequest"]["properties"]["delay_ms"]["maximum"],
+                queue.delay_ms_max,
+            ),
+            (
+                &schemas["SubmitJobRequest"]["properties"]["max_attempts"]["maximum"],
+                queue.max_attempts_max.into(),
+            ),
+            (
+                &schemas["SubmitJobRequest"]["properties"]["lease_ttl_ms"]["minimum"],
+                queue.lease_ttl_ms_min,
+            ),
+            (
+                &schemas["SubmitJobRequest"]["properties"]["lease_ttl_ms"]["maximum"],
+                queue.lease_ttl_ms_max,
+            ),
+            (
+                &schemas["SubmitJobRequest"]["properties"]["task_id"]["maxLength"],
+                queue.key_chars_max as u64,
+            ),
+            (
+                &schemas["BatchSubmitRequest"]["properties"]["jobs"]["maxItems"],
+                queue.batch_jobs_max as u64,
+            ),
+            (
+                &schemas["RequestTags"]["maxProperties"],
+                queue.tags_max as u64,
+            ),
+            (
+                &schemas["RequestTags"]["additionalProperties"]["maxLength"],
+                queue.tag_chars_max as u64,
+            ),
+            (&schemas["LeaseQueues"]["maxItems"], queue.tags_max as u64),
+            (
+                &schemas["LeaseRequest"]["properties"]["max_jobs"]["maximum"],
+                queue.lease_jobs_max.into(),
+            ),
+            (
+                &schemas["CompleteRequest"]["properties"]["log_tail"]["maxLength"],
+                agentd_schemas::api::LOG_TAIL_BYTES_MAX as u64,
+            ),
+            (
+                &schemas["IngestRecordsRequest"]["properties"]["records"]["maxItems"],
+                crate::config::Config::default()
+                    .datasets
+                    .records_per_batch_max as u64,
+            ),
+            (
+                &schemas["IngestRecordsRequest"]["properties"]["first_index"]["maximum"],
+                agentd_schemas::domain_api::FIRST_INDEX_MAX,
+            ),
+            (
+                &schemas["StateUpdateRequest"]["properties"]["next_focus"]["maxLength"],
+                limits::STATE_ITEM_BYTES_MAX as u64,
+            ),
+            (
+                &schemas["RecordStepRequest"]["properties"]["prompt"]["maxLength"],
+                limits::PROMPT_BYTES_MAX as u64,
+            ),
+            (
+                &schemas["RecordStepRequest"]["properties"]["think"]["maxLength"],
+                limits::THINK_BYTES_MAX as u64,
+            ),
+            (
+                &schemas["RecordStepRequest"]["properties"]["raw_output"]["maxLength"],
+                crate::domain::output_format::OUTPUT_BYTES_MAX as u64,
+            ),
+            (
+                &schemas["SandboxResultRequest"]["properties"]["diff"]["maxLength"],
+                limits::DIFF_BYTES_MAX as u64,
+            ),
+            (
+                &schemas["SandboxResultRequest"]["properties"]["stdout"]["maxLength"],
+                limits::OUTPUT_BYTES_MAX as u64,
+            ),
+            (
+                &schemas["ActionRequest"]["oneOf"][0]["properties"]["rewrite"]["maxLength"],
+                limits::ACTION_TEXT_BYTES_MAX as u64,
+            ),
+            (
+                &schemas["GroupName"]["maxLength"],
+                crate::domain::decide::GROUP_CHARS_MAX as u64,
+            ),
+            (
+                &schemas["DatasetBuildRequest"]["properties"]["filters"]["maxProperties"],
+                crate::export::build::FILTERS_MAX as u64,
+            ),
+        ];
+        for (position, (stated, checked)) in cases.iter().enumerate() {
+            assert_eq!(stated.as_u64(), Some(*checked), "case {position}");
+        }
+        assert_eq!(
+            schemas["DatasetBuildRequest"]["properties"]["name"]["pattern"],
+            format!(
+                "^[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{}}}$",
+                crate::export::build::NAME_CHARS_MAX - 1
+            )
+        );
+    }
+
+    /// Every `$ref` names a schema the document holds (a type named only in a path parameter is
+    /// not collected by utoipa unless `ApiDoc` lists it).
+    #[test]
+    fn every_reference_resolves() {
+        fn references(value: &serde_json::Value, found: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(object) => {
+                    if let Some(serde_json::Value::String(target)) = object.get("$ref") {
+                        found.push(target.clone());
+                    }
+                    object.values().for_each(|value| references(value, found));
+                }
+                serde_json::Value::Array(items) => {
+                    items.iter().for_each(|value| references(value, found))
+                }
+                _ => {}
+            }
+        }
+        let document: serde_json::Value = serde_json::from_str(document_json()).unwrap();
+        let mut found = Vec::new();
+        references(&document, &mut found);
+        assert!(!found.is_empty());
+        for target in found {
+            let pointer = target.trim_start_matches('#');
+            assert!(
+                document.pointer(pointer).is_some(),
+                "{target} is not in the document"
+            );
+        }
     }
 }

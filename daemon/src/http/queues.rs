@@ -23,7 +23,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueListResp
 
 #[utoipa::path(
     post, path = "/v1/queues/{queue}/pause", tag = "queues",
-    params(("queue" = String, Path, description = "Queue name")),
+    params(("queue" = agentd_schemas::api::SimpleName, Path, description = "Queue name")),
     responses(
         (status = 200, description = "Paused: no new leases from it", body = agentd_schemas::api::QueueChangeResponse),
         (status = 422, description = "`invalid_request` or `string_too_long`: bad queue name", body = agentd_schemas::api::ErrorBody),
@@ -49,7 +49,7 @@ pub async fn pause(
 
 #[utoipa::path(
     post, path = "/v1/queues/{queue}/resume", tag = "queues",
-    params(("queue" = String, Path, description = "Queue name")),
+    params(("queue" = agentd_schemas::api::SimpleName, Path, description = "Queue name")),
     responses(
         (status = 200, description = "Resumed", body = agentd_schemas::api::QueueChangeResponse),
         (status = 422, description = "`invalid_request` or `string_too_long`: bad queue name", body = agentd_schemas::api::ErrorBody),

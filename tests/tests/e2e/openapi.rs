@@ -185,3 +185,141 @@ async fn every_documented_operation_is_routed() {
         assert!(status < 500, "{method} {path} answered {status}: {text}");
     }
 }
+
+/// A rule of a request as `/openapi.json` states it (the value at `pointer`), and a request
+/// that breaks it, which the daemon refuses with 422 `invalid_request`.
+struct StatedRule {
+    pointer: &'static str,
+    stated: Value,
+    method: &'static str,
+    path: &'static str,
+    body: Option<Value>,
+}
+
+#[tokio::test]
+async fn the_document_states_the_rules_the_daemon_checks() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&dir.path().join("data"), None);
+    let document = document(&daemon).await;
+    let control_free = format!("^[^{}]*$", agentd_schemas::api::CONTROL_CLASS);
+    let rules = [
+        StatedRule {
+            pointer: "/paths/~1v1~1events/get/parameters/2/schema/maximum",
+            stated: json!(u64::MAX),
+            method: "GET",
+            path: "/v1/events?wait_ms=18446744073709551616",
+            body: None,
+        },
+        StatedRule {
+            pointer:
+                "/paths/~1v1~1tasks~1{task_id}~1state~1history/get/parameters/1/schema/maximum",
+            stated: json!(u64::MAX),
+            method: "GET",
+            path: "/v1/tasks/t/state/history?after=18446744073709551616",
+            body: None,
+        },
+        StatedRule {
+            pointer: "/paths/~1v1~1tasks~1{task_id}~1trajectory/get/parameters/1/schema/maximum",
+            stated: json!(u32::MAX),
+            method: "GET",
+            path: "/v1/tasks/t/trajectory?after=4294967296",
+            body: None,
+        },
+        StatedRule {
+            pointer: "/components/schemas/TaskIdText/pattern",
+            stated: json!(control_free),
+            method: "GET",
+            path: "/v1/tasks/a%01b/state",
+            body: None,
+        },
+        StatedRule {
+            pointer: "/paths/~1v1~1rollouts~1{rollout_id}~1state/get/parameters/0/schema/$ref",
+            stated: json!("#/components/schemas/RolloutId"),
+            method: "GET",
+            path: "/v1/rollouts/0/state",
+            body: None,
+        },
+        StatedRule {
+            pointer: "/components/schemas/IngestRecordsRequest/properties/first_index/maximum",
+            stated: json!(i64::MAX),
+            method: "POST",
+            path: "/v1/datasets/src/v1/records",
+            body: Some(json!({"records": [], "first_index": 9_223_372_036_854_775_808_u64})),
+        },
+        StatedRule {
+            pointer: "/components/schemas/CreateRolloutRequest/properties/model/$ref",
+            stated: json!("#/components/schemas/NonBlankName"),
+            method: "POST",
+            path: "/v1/tasks/t/rollouts",
+            body: Some(json!({"model": " \t", "policy_version": "p"})),
+        },
+        StatedRule {
+            pointer: "/components/schemas/SubmitJobRequest/allOf/0/not/allOf/1/required/0",
+            stated: json!("run_at_ms"),
+            method: "POST",
+            path: "/v1/jobs",
+            body: Some(json!({"queue": "q", "kind": "k", "delay_ms": 1, "run_at_ms": 1})),
+        },
+        StatedRule {
+            pointer: "/components/schemas/RunExportRequest/allOf/0/anyOf/1/properties/kind/const",
+            stated: json!("processed"),
+            method: "POST",
+            path: "/v1/exports",
+            body: Some(json!({"kind": "verl_rl", "format": "jsonl"})),
+        },
+        StatedRule {
+            pointer: "/components/schemas/RecordStepRequest/allOf/0/anyOf/0/allOf/0/required/0",
+            stated: json!("action"),
+            method: "POST",
+            path: "/v1/tasks/t/steps",
+            body: Some(json!({"step": 0, "model": "m", "policy_version": "p"})),
+        },
+        StatedRule {
+            // Structs are JSON objects only: serde would also read `[result, log_tail]`.
+            pointer: "/components/schemas/CompleteRequest/type",
+            stated: json!("object"),
+            method: "POST",
+            path: "/v1/leases/lease_1/complete",
+            body: Some(json!([null, null])),
+        },
+    ];
+    let http = reqwest::Client::new();
+    for rule in rules {
+        assert_eq!(
+            document.pointer(rule.pointer),
+            Some(&rule.stated),
+            "{}",
+            rule.pointer
+        );
+        let url = format!("{}{}", daemon.url, rule.path);
+        let request = match rule.method {
+            "GET" => http.get(&url),
+            _ => http.post(&url).json(&rule.body),
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("invalid_request")),
+            "{} {}: {body}",
+            rule.method,
+            rule.path
+        );
+    }
+
+    // The largest values the document allows are taken.
+    for path in [
+        "/v1/events?wait_ms=18446744073709551615",
+        "/v1/tasks/t/state/history?after=18446744073709551615",
+        "/v1/tasks/t/trajectory?after=4294967295",
+    ] {
+        let response = http
+            .get(format!("{}{path}", daemon.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+    }
+}

@@ -18,7 +18,7 @@ use crate::projection::domain::datasets::IngestOutcome;
 use agentd_schemas::domain_api::{
     DatasetCountsView, DatasetListResponse, DatasetStatsResponse, DatasetView,
     IngestRecordsRequest, IngestRecordsResponse, RecordCountsView, RegisterDatasetResponse,
-    RejectedRecord, SplitCountsView,
+    RejectedRecord, SplitCountsView, FIRST_INDEX_MAX,
 };
 use agentd_schemas::events::DatasetRecord;
 use agentd_schemas::ErrorCode;
@@ -33,7 +33,7 @@ use serde_json::Value;
 /// 409 `conflict` when the source and version are registered with a different meta.
 #[utoipa::path(
     post, path = "/v1/datasets", tag = "datasets",
-    request_body(content = agentd_schemas::events::DatasetMeta, description = "The dataset's `_meta.json`"),
+    request_body(content = agentd_schemas::domain_api::RegisterDatasetRequest, description = "The dataset's `_meta.json`"),
     responses(
         (status = 201, description = "Registered now", body = agentd_schemas::domain_api::RegisterDatasetResponse),
         (status = 200, description = "Already registered with the same meta", body = agentd_schemas::domain_api::RegisterDatasetResponse),
@@ -101,10 +101,12 @@ pub async fn ingest(
     }
     let first_index = request.first_index.unwrap_or(0);
     let received = request.records.len() as u64;
-    if first_index.checked_add(received).is_none() {
-        return Err(ApiError::invalid(
-            "first_index: the batch would end past the largest position",
-        ));
+    // A bound of its own rather than "the batch must end by u64::MAX", which depends on the
+    // batch's length and so cannot be stated in the OpenAPI document.
+    if first_index > FIRST_INDEX_MAX {
+        return Err(ApiError::invalid(format!(
+            "first_index: must be at most {FIRST_INDEX_MAX}"
+        )));
     }
     // Validation needs no state (it counts nothing), but a batch can be megabytes.
     let (runs, rejected_records) = read_blocking("validating records", move || {

@@ -32,28 +32,19 @@ use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Longest task id, in characters (the same limit as a job's `task_id`).
-pub const TASK_ID_CHARS_MAX: usize = 256;
-/// Longest model name, policy version or action language, in characters.
-pub const NAME_CHARS_MAX: usize = 128;
-/// Most items per list field in one state update.
-pub const STATE_ITEMS_MAX: usize = 64;
-/// Longest item of a state update before the merge caps it, in bytes.
-pub const STATE_ITEM_BYTES_MAX: usize = 4096;
+// The limits the OpenAPI document states too (the same task id limit as a job's `task_id`).
+pub use agentd_schemas::domain_api::{
+    ACTION_TEXT_BYTES_MAX, COMPONENT_NAME_CHARS_MAX, NAME_CHARS_MAX, REWARD_COMPONENTS_MAX,
+    STATE_ITEMS_MAX, STATE_ITEM_BYTES_MAX, TASK_ID_CHARS_MAX,
+};
 /// Longest prompt kept with a step, in bytes.
 pub const PROMPT_BYTES_MAX: usize = 256 * 1024;
 /// Longest `think` text, in bytes.
 pub const THINK_BYTES_MAX: usize = 64 * 1024;
-/// Longest ast-grep pattern, rewrite or YAML rule, in bytes.
-pub const ACTION_TEXT_BYTES_MAX: usize = 64 * 1024;
 /// Longest unified diff of a sandbox result, in bytes.
 pub const DIFF_BYTES_MAX: usize = 1024 * 1024;
 /// Longest stdout or stderr of a sandbox result, in bytes (the sandbox keeps tails far shorter).
 pub const OUTPUT_BYTES_MAX: usize = 64 * 1024;
-/// Most named components of a reward.
-pub const REWARD_COMPONENTS_MAX: usize = 32;
-/// Longest reward component name, in characters.
-pub const COMPONENT_NAME_CHARS_MAX: usize = 64;
 /// How long a write waits for the projector to apply it before answering 503 `timeout` (the
 /// write itself is durable by then; repeating it is refused as a conflict where the fact may be
 /// written once, so read it back first).

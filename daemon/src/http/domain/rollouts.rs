@@ -25,7 +25,7 @@ use axum::Json;
 /// already has (a retried attempt resumes it at `next_step`).
 #[utoipa::path(
     post, path = "/v1/tasks/{task_id}/rollouts", tag = "rollouts",
-    params(("task_id" = String, Path, description = "Task id")),
+    params(("task_id" = agentd_schemas::domain_api::TaskIdText, Path, description = "Task id (1 to 256 characters, no control characters)")),
     request_body = agentd_schemas::domain_api::CreateRolloutRequest,
     responses(
         (status = 201, description = "Created", body = agentd_schemas::domain_api::CreateRolloutResponse),
@@ -86,7 +86,7 @@ pub async fn create(
 /// `GET /v1/tasks/{task_id}/rollouts`.
 #[utoipa::path(
     get, path = "/v1/tasks/{task_id}/rollouts", tag = "rollouts",
-    params(("task_id" = String, Path, description = "Task id")),
+    params(("task_id" = agentd_schemas::domain_api::TaskIdText, Path, description = "Task id (1 to 256 characters, no control characters)")),
     responses(
         (status = 200, description = "The task's rollouts (empty for an unknown task)", body = agentd_schemas::domain_api::TaskRolloutsResponse),
         (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
@@ -120,7 +120,7 @@ pub async fn list(
 /// `GET /v1/rollouts/{rollout_id}`: the rollout and a page of its steps.
 #[utoipa::path(
     get, path = "/v1/rollouts/{rollout_id}", tag = "rollouts",
-    params(("rollout_id" = String, Path, description = "Rollout id"), TrajectoryQuery),
+    params(("rollout_id" = agentd_schemas::RolloutId, Path, description = "The rollout, `ro_<n>`"), TrajectoryQuery),
     responses(
         (status = 200, description = "The rollout with its steps in step order", body = agentd_schemas::domain_api::RolloutView),
         (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),

@@ -35,7 +35,7 @@ pub const HISTORY_PAGE_MAX: usize = 1000;
 /// `GET /v1/tasks/{task_id}/state`.
 #[utoipa::path(
     get, path = "/v1/tasks/{task_id}/state", tag = "tasks",
-    params(("task_id" = String, Path, description = "Task id (1 to 256 characters, no control characters)")),
+    params(("task_id" = agentd_schemas::domain_api::TaskIdText, Path, description = "Task id (1 to 256 characters, no control characters)")),
     responses(
         (status = 200, description = "The merged state (empty, `lsn` 0, for a task without updates)", body = agentd_schemas::domain_api::TaskStateView),
         (status = 422, description = "`invalid_request` or `string_too_long`: bad task id", body = agentd_schemas::api::ErrorBody),
@@ -60,7 +60,7 @@ pub async fn show(
 /// `GET /v1/rollouts/{rollout_id}/state`.
 #[utoipa::path(
     get, path = "/v1/rollouts/{rollout_id}/state", tag = "rollouts",
-    params(("rollout_id" = String, Path, description = "Rollout id")),
+    params(("rollout_id" = agentd_schemas::RolloutId, Path, description = "The rollout, `ro_<n>`")),
     responses(
         (status = 200, description = "The rollout's merged state", body = agentd_schemas::domain_api::TaskStateView),
         (status = 404, description = "`not_found`: no such rollout", body = agentd_schemas::api::ErrorBody),
@@ -90,7 +90,7 @@ pub async fn show_rollout(
 /// `POST /v1/rollouts/{rollout_id}/state`: merges the update into the rollout's state.
 #[utoipa::path(
     post, path = "/v1/rollouts/{rollout_id}/state", tag = "rollouts",
-    params(("rollout_id" = String, Path, description = "Rollout id")),
+    params(("rollout_id" = agentd_schemas::RolloutId, Path, description = "The rollout, `ro_<n>`")),
     request_body = agentd_schemas::domain_api::StateUpdateRequest,
     responses(
         (status = 200, description = "The merged state and what the merge trimmed", body = agentd_schemas::domain_api::StateUpdateResponse),
@@ -149,7 +149,7 @@ async fn update_into(
 /// `POST /v1/tasks/{task_id}/state`: merges the update and answers with the merged state.
 #[utoipa::path(
     post, path = "/v1/tasks/{task_id}/state", tag = "tasks",
-    params(("task_id" = String, Path, description = "Task id")),
+    params(("task_id" = agentd_schemas::domain_api::TaskIdText, Path, description = "Task id (1 to 256 characters, no control characters)")),
     request_body = agentd_schemas::domain_api::StateUpdateRequest,
     responses(
         (status = 200, description = "The merged state and what the merge trimmed", body = agentd_schemas::domain_api::StateUpdateResponse),
@@ -184,7 +184,7 @@ pub struct HistoryQuery {
 /// `GET /v1/tasks/{task_id}/state/history`: every update in log order, with its LSN.
 #[utoipa::path(
     get, path = "/v1/tasks/{task_id}/state/history", tag = "tasks",
-    params(("task_id" = String, Path, description = "Task id"), HistoryQuery),
+    params(("task_id" = agentd_schemas::domain_api::TaskIdText, Path, description = "Task id (1 to 256 characters, no control characters)"), HistoryQuery),
     responses(
         (status = 200, description = "Updates in log order", body = agentd_schemas::domain_api::StateHistoryResponse),
         (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),

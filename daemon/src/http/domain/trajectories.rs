@@ -49,7 +49,7 @@ pub const TRAJECTORY_PAGE_MAX: usize = 1000;
 /// `POST /v1/tasks/{task_id}/steps`: a step of the task's default rollout.
 #[utoipa::path(
     post, path = "/v1/tasks/{task_id}/steps", tag = "trajectories",
-    params(("task_id" = String, Path, description = "Task id")),
+    params(("task_id" = agentd_schemas::domain_api::TaskIdText, Path, description = "Task id (1 to 256 characters, no control characters)")),
     request_body = agentd_schemas::domain_api::RecordStepRequest,
     responses(
         (status = 200, description = "Recorded", body = agentd_schemas::domain_api::RecordStepResponse),
@@ -71,7 +71,7 @@ pub async fn record_step(
 /// `POST /v1/rollouts/{rollout_id}/steps`.
 #[utoipa::path(
     post, path = "/v1/rollouts/{rollout_id}/steps", tag = "rollouts",
-    params(("rollout_id" = String, Path, description = "Rollout id (`ro_<n>`)")),
+    params(("rollout_id" = agentd_schemas::RolloutId, Path, description = "The rollout, `ro_<n>`")),
     request_body = agentd_schemas::domain_api::RecordStepRequest,
     responses(
         (status = 200, description = "Recorded", body = agentd_schemas::domain_api::RecordStepResponse),
@@ -251,7 +251,7 @@ async fn record(
 /// `POST /v1/tasks/{task_id}/steps/{step}/sandbox`.
 #[utoipa::path(
     post, path = "/v1/tasks/{task_id}/steps/{step}/sandbox", tag = "trajectories",
-    params(("task_id" = String, Path, description = "Task id"), ("step" = u32, Path, description = "Step index")),
+    params(("task_id" = agentd_schemas::domain_api::TaskIdText, Path, description = "Task id (1 to 256 characters, no control characters)"), ("step" = u32, Path, description = "Step index")),
     request_body = agentd_schemas::domain_api::SandboxResultRequest,
     responses(
         (status = 200, description = "Recorded", body = agentd_schemas::domain_api::StepFactResponse),
@@ -273,7 +273,7 @@ pub async fn record_sandbox(
 /// `POST /v1/rollouts/{rollout_id}/steps/{step}/sandbox`.
 #[utoipa::path(
     post, path = "/v1/rollouts/{rollout_id}/steps/{step}/sandbox", tag = "rollouts",
-    params(("rollout_id" = String, Path, description = "Rollout id"), ("step" = u32, Path, description = "Step index")),
+    params(("rollout_id" = agentd_schemas::RolloutId, Path, description = "The rollout, `ro_<n>`"), ("step" = u32, Path, description = "Step index")),
     request_body = agentd_schemas::domain_api::SandboxResultRequest,
     responses(
         (status = 200, description = "Recorded", body = agentd_schemas::domain_api::StepFactResponse),
@@ -336,7 +336,7 @@ async fn record_sandbox_into(
 /// `POST /v1/tasks/{task_id}/steps/{step}/reward`.
 #[utoipa::path(
     post, path = "/v1/tasks/{task_id}/steps/{step}/reward", tag = "trajectories",
-    params(("task_id" = String, Path, description = "Task id"), ("step" = u32, Path, description = "Step index")),
+    params(("task_id" = agentd_schemas::domain_api::TaskIdText, Path, description = "Task id (1 to 256 characters, no control characters)"), ("step" = u32, Path, description = "Step index")),
     request_body = agentd_schemas::domain_api::RewardRequest,
     responses(
         (status = 200, description = "Recorded", body = agentd_schemas::domain_api::StepFactResponse),
@@ -358,7 +358,7 @@ pub async fn record_reward(
 /// `POST /v1/rollouts/{rollout_id}/steps/{step}/reward`.
 #[utoipa::path(
     post, path = "/v1/rollouts/{rollout_id}/steps/{step}/reward", tag = "rollouts",
-    params(("rollout_id" = String, Path, description = "Rollout id"), ("step" = u32, Path, description = "Step index")),
+    params(("rollout_id" = agentd_schemas::RolloutId, Path, description = "The rollout, `ro_<n>`"), ("step" = u32, Path, description = "Step index")),
     request_body = agentd_schemas::domain_api::RewardRequest,
     responses(
         (status = 200, description = "Recorded", body = agentd_schemas::domain_api::StepFactResponse),
@@ -418,8 +418,8 @@ pub struct TrajectoryQuery {
     /// Only steps with a larger index.
     #[serde(default)]
     pub after: Option<u32>,
-    /// At most this many steps (default [`TRAJECTORY_PAGE_DEFAULT`], at most
-    /// [`TRAJECTORY_PAGE_MAX`]).
+    /// At most this many steps (default 100: `TRAJECTORY_PAGE_DEFAULT`; at most 1000:
+    /// `TRAJECTORY_PAGE_MAX`).
     #[serde(default)]
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
@@ -462,7 +462,7 @@ pub(super) fn page<'a>(
 /// `GET /v1/tasks/{task_id}/trajectory`: steps in step order (empty for a task without steps).
 #[utoipa::path(
     get, path = "/v1/tasks/{task_id}/trajectory", tag = "trajectories",
-    params(("task_id" = String, Path, description = "Task id"), TrajectoryQuery),
+    params(("task_id" = agentd_schemas::domain_api::TaskIdText, Path, description = "Task id (1 to 256 characters, no control characters)"), TrajectoryQuery),
     responses(
         (status = 200, description = "Steps in step order", body = agentd_schemas::domain_api::TrajectoryResponse),
         (status = 422, description = "`invalid_request`", body = agentd_schemas::api::ErrorBody),
