@@ -28,6 +28,7 @@ pub enum DatasetsCommand {
     },
     /// The newest build of a dataset key (`name-version`), and with --download its files
     Latest {
+        /// The dataset key, `name-version` (as `datasets build --name N --version V` made it)
         dataset_key: String,
         /// Download its files into this directory (checked against their recorded sha256)
         #[arg(long, value_name = "DIR")]
