@@ -14,8 +14,8 @@
 //!
 //! Benchmarks measure; nothing here asserts a speed.
 
-use agentd::export::{write_export, ExportSettings};
 use agentd::config::Config;
+use agentd::export::{write_export, ExportSettings};
 use agentd::projection::domain::DomainProjections;
 use agentd::queue::QueueState;
 use agentd_schemas::events::{

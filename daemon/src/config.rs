@@ -3,8 +3,8 @@
 
 use crate::queue::QueueLimits;
 use agentd_schemas::events::{
-    ExportFormat, ExportKind, RewardCombine, RewardSettings, RewardWeights, SftSettings, SystemPrompt, TestsReward,
-    TrainingSettings,
+    ExportFormat, ExportKind, RewardCombine, RewardSettings, RewardWeights, SftSettings,
+    SystemPrompt, TestsReward, TrainingSettings,
 };
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -471,12 +471,18 @@ mod tests {
         assert_eq!(settings.system_prompt.version, "astgrep-v1");
         assert!(settings.system_prompt.text.contains("<action>"));
         assert_eq!(settings.sft.min_reward, 1.0);
-        let config = Config::parse("[rewards]\ncombine = \"weighted\"\nweight_tests = -1\n").unwrap();
+        let config =
+            Config::parse("[rewards]\ncombine = \"weighted\"\nweight_tests = -1\n").unwrap();
         let error = config.training_settings().unwrap_err();
         assert!(error.contains("weight_tests"), "{error}");
-        let config = Config::parse("[training]\nsystem_prompt_file = \"/nonexistent/prompt.toml\"\n").unwrap();
+        let config =
+            Config::parse("[training]\nsystem_prompt_file = \"/nonexistent/prompt.toml\"\n")
+                .unwrap();
         let error = config.training_settings().unwrap_err();
-        assert!(error.contains("cannot read /nonexistent/prompt.toml"), "{error}");
+        assert!(
+            error.contains("cannot read /nonexistent/prompt.toml"),
+            "{error}"
+        );
         assert!(parse_system_prompt("version = \"\"\ntext = \"x\"").is_err());
         assert!(parse_system_prompt("version = \"v\"\ntext = \" \"").is_err());
         assert!(parse_system_prompt("version = \"v\"\ntext = \"x\"\nextra = 1").is_err());

@@ -213,7 +213,9 @@ pub async fn run(
                 reply,
             })
             .await
-            .context("cannot record the [datasets], [rewards] and [training] settings in the log")?;
+            .context(
+                "cannot record the [datasets], [rewards] and [training] settings in the log",
+            )?;
     }
     let gauges = tokio::spawn(update_gauges(
         sequencer.clone(),

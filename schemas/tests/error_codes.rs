@@ -7,7 +7,8 @@ use std::path::Path;
 
 #[test]
 fn the_python_client_knows_every_error_code_with_its_status() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../client/python/agentd_client/client.py");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../client/python/agentd_client/client.py");
     let text = std::fs::read_to_string(path).unwrap();
     let table = text
         .split("ERROR_CODES = {")

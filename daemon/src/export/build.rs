@@ -466,8 +466,9 @@ pub fn write_build(
                 let mut candidates: Vec<_> = trajectories
                     .steps_after(None)
                     .filter(|entry| {
-                        sft.as_ref()
-                            .is_none_or(|trainer| steps::sft_eligible(entry, Lsn::ZERO, to, trainer))
+                        sft.as_ref().is_none_or(|trainer| {
+                            steps::sft_eligible(entry, Lsn::ZERO, to, trainer)
+                        })
                     })
                     .filter(|entry| {
                         let groups = (&*trajectories, &mut scores);

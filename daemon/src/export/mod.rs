@@ -171,7 +171,10 @@ pub fn write_export(
             steps::trajectory_schema(),
             &parquet,
             (after, to),
-            (SplitFilter::All, &steps::ExportInputs::at(domain, to, false)),
+            (
+                SplitFilter::All,
+                &steps::ExportInputs::at(domain, to, false),
+            ),
         )?],
         // One file set per split, so a dev or test task's steps never train: `train`, `dev`,
         // `test`, and `unassigned` for tasks that are not a kept dataset record.
@@ -532,10 +535,8 @@ fn export_records<R: RecordRows>(
             group.rows.push(record);
             group.count += 1;
             if group.count == BATCH_ROWS {
-                let full = std::mem::replace(
-                    &mut group.rows,
-                    R::with_capacity(BATCH_ROWS, &context),
-                );
+                let full =
+                    std::mem::replace(&mut group.rows, R::with_capacity(BATCH_ROWS, &context));
                 group.count = 0;
                 state.ready.push((name, full.finish()));
             }

@@ -1260,7 +1260,9 @@ fn recorded_training_settings_shape_the_trainer_views() {
     users.sort();
     assert_eq!(users[0], "# Agent state\n\n(empty)\n", "the free task");
     assert!(
-        users[1].starts_with("Use logging instead of print #1\n\n```python\nprint(1)\n```\n\n# Agent state\n"),
+        users[1].starts_with(
+            "Use logging instead of print #1\n\n```python\nprint(1)\n```\n\n# Agent state\n"
+        ),
         "{}",
         users[1]
     );
@@ -1268,8 +1270,15 @@ fn recorded_training_settings_shape_the_trainer_views() {
     let grpo = export(ExportKind::TrlGrpo, log.len());
     let batch = &rows_of(&grpo)[0];
     let turns = conversation(batch, "prompt", 0);
-    assert_eq!(turns[0], ("system".into(), "You edit code with ast-grep.".into()));
-    assert!(turns[1].1.ends_with("# Agent state\n\n(empty)\n"), "{}", turns[1].1);
+    assert_eq!(
+        turns[0],
+        ("system".into(), "You edit code with ast-grep.".into())
+    );
+    assert!(
+        turns[1].1.ends_with("# Agent state\n\n(empty)\n"),
+        "{}",
+        turns[1].1
+    );
     let text = |name: &str| {
         batch
             .column_by_name(name)
@@ -1282,15 +1291,28 @@ fn recorded_training_settings_shape_the_trainer_views() {
     let rewards: serde_json::Value = serde_json::from_str(&text("reward_settings")).unwrap();
     assert_eq!(rewards["combine"], "all");
     let payload: serde_json::Value = serde_json::from_str(&text("verify_payload")).unwrap();
-    let file = if text("language") == "java" { "Main.java" } else { "main.py" };
+    let file = if text("language") == "java" {
+        "Main.java"
+    } else {
+        "main.py"
+    };
     assert_eq!(payload["files"][file], text("pre"));
     assert_eq!(payload["post"][file], text("post"));
     // verl carries the same in extra_info.
     let verl = export(ExportKind::VerlRl, log.len());
     let batch = &rows_of(&verl)[0];
     let extra = batch.column_by_name("extra_info").unwrap().as_struct();
-    for name in ["verify_payload", "reward_settings", "system_prompt_version", "pre"] {
-        assert_eq!(extra.column_by_name(name).unwrap().null_count(), 0, "{name}");
+    for name in [
+        "verify_payload",
+        "reward_settings",
+        "system_prompt_version",
+        "pre",
+    ] {
+        assert_eq!(
+            extra.column_by_name(name).unwrap().null_count(),
+            0,
+            "{name}"
+        );
     }
     assert_eq!(conversation(batch, "prompt", 0)[0].0, "system");
     // An export whose range ends before the settings were recorded keeps version 1's shape.
@@ -1330,8 +1352,14 @@ fn step_builds_filter_by_minimum_reward_and_advantage() {
         let mut rows = Vec::new();
         for file in &outcome.manifest.files {
             for batch in read_batches(&dir.path().join(&outcome.dir).join(&file.path)) {
-                let ids = batch.column_by_name("rollout_id").unwrap().as_string::<i32>();
-                let steps = batch.column_by_name("step").unwrap().as_primitive::<UInt32Type>();
+                let ids = batch
+                    .column_by_name("rollout_id")
+                    .unwrap()
+                    .as_string::<i32>();
+                let steps = batch
+                    .column_by_name("step")
+                    .unwrap()
+                    .as_primitive::<UInt32Type>();
                 for row in 0..batch.num_rows() {
                     let id = (!ids.is_null(row)).then(|| ids.value(row).to_owned());
                     rows.push((id, steps.value(row)));
@@ -1400,7 +1428,10 @@ fn builds_write_any_view_of_their_source_with_filters() {
         Some(ExportKind::TrlGrpo),
         &[("language", "python")],
     ));
-    assert_eq!(outcome.manifest.schema_version, ExportKind::TrlGrpo.schema_version());
+    assert_eq!(
+        outcome.manifest.schema_version,
+        ExportKind::TrlGrpo.schema_version()
+    );
     assert_eq!(outcome.manifest.rows, 20);
     let batch = &batches[0];
     assert!(batch.column_by_name("verify_payload").is_some());
@@ -1409,7 +1440,11 @@ fn builds_write_any_view_of_their_source_with_filters() {
     assert!(languages.iter().all(|language| language == Some("python")));
     // Steps as TRL SFT rows: the 0.5 reward is under the recorded threshold; a filter still
     // applies on top.
-    let (outcome, _) = build(request(BuildSource::Trajectories, Some(ExportKind::TrlSft), &[]));
+    let (outcome, _) = build(request(
+        BuildSource::Trajectories,
+        Some(ExportKind::TrlSft),
+        &[],
+    ));
     assert_eq!(outcome.manifest.rows, 2);
     let (outcome, _) = build(request(
         BuildSource::Trajectories,
@@ -1419,8 +1454,15 @@ fn builds_write_any_view_of_their_source_with_filters() {
     assert_eq!(outcome.manifest.rows, 1, "the free task is no record");
     // The source's own kind is the default view, with the same build id; other pairs are refused.
     let plain = build::normalize(request(BuildSource::Records, None, &[])).unwrap();
-    let own = build::normalize(request(BuildSource::Records, Some(ExportKind::Processed), &[]));
-    assert_eq!(build::build_id(&plain, to), build::build_id(&own.unwrap(), to));
+    let own = build::normalize(request(
+        BuildSource::Records,
+        Some(ExportKind::Processed),
+        &[],
+    ));
+    assert_eq!(
+        build::build_id(&plain, to),
+        build::build_id(&own.unwrap(), to)
+    );
     let error = build::normalize(request(BuildSource::Records, Some(ExportKind::TrlSft), &[]))
         .unwrap_err()
         .to_string();

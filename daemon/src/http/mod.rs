@@ -6,8 +6,8 @@
 
 pub mod auth_layer;
 pub mod domain;
-pub mod error;
 mod downloads;
+pub mod error;
 mod events;
 mod exports;
 pub mod extract;

@@ -96,7 +96,6 @@ fn decoded_records(
     })
 }
 
-
 #[cfg(test)]
 #[path = "replay_tests.rs"]
 mod tests;

@@ -136,9 +136,7 @@ impl DomainProjections {
             Event::DatasetSettingsRecorded(settings) => {
                 write(&self.datasets).apply_settings(&settings)
             }
-            Event::TrainingSettingsRecorded(settings) => {
-                write(&self.training).apply(lsn, settings)
-            }
+            Event::TrainingSettingsRecorded(settings) => write(&self.training).apply(lsn, settings),
             Event::DatasetRecordsIngested(batch) => {
                 write(&self.datasets).apply_ingested(lsn, &batch)
             }

@@ -23,9 +23,7 @@ pub use commands::{
 
 use crate::log::{for_each_record, AppendError, LogReader, LogWriter, ReplayError};
 use crate::queue::{decide, QueueLimits, QueueState};
-use agentd_schemas::events::{
-    encode_record, Event, LogRecord, RECORD_FORMAT_VERSION,
-};
+use agentd_schemas::events::{encode_record, Event, LogRecord, RECORD_FORMAT_VERSION};
 use agentd_schemas::Lsn;
 use rand::Rng;
 use std::collections::VecDeque;

@@ -515,8 +515,16 @@ async fn exports_and_builds_download_over_http_with_ranges() {
         ctl_json(
             &url,
             &[
-                "datasets", "build", "--name", "py", "--version", "v1", "--view", "trl_grpo",
-                "--limit", limit,
+                "datasets",
+                "build",
+                "--name",
+                "py",
+                "--version",
+                "v1",
+                "--view",
+                "trl_grpo",
+                "--limit",
+                limit,
             ],
         );
     }
@@ -529,7 +537,13 @@ async fn exports_and_builds_download_over_http_with_ranges() {
     let build_out = dir.path().join("build");
     ctl_json(
         &url,
-        &["datasets", "latest", "py-v1", "--download", text(&build_out)],
+        &[
+            "datasets",
+            "latest",
+            "py-v1",
+            "--download",
+            text(&build_out),
+        ],
     );
     let build_dir = PathBuf::from(latest["dir"].as_str().unwrap());
     for file in latest["files"].as_array().unwrap() {
@@ -552,7 +566,10 @@ async fn a_rebuilds_full_exports_are_the_live_full_exports_of_the_same_point() {
     let url = daemon.url.clone();
     ingest(&url);
     record_steps(&daemon, "task-a", 0..3).await;
-    let live = ctl_json(&url, &["exports", "run", "--kind", "trajectories", "--full"]);
+    let live = ctl_json(
+        &url,
+        &["exports", "run", "--kind", "trajectories", "--full"],
+    );
     let live_id = live["export"]["export_id"].as_str().unwrap().to_owned();
     // More export records after it: they must not move the rebuild's cut.
     ctl_json(&url, &["exports", "run", "--kind", "processed", "--full"]);
@@ -561,7 +578,12 @@ async fn a_rebuilds_full_exports_are_the_live_full_exports_of_the_same_point() {
     let exports = report["exports"].as_array().unwrap();
     let full: Vec<&Value> = exports
         .iter()
-        .filter(|export| export["export_id"].as_str().unwrap().starts_with("exp_trajectories_0_"))
+        .filter(|export| {
+            export["export_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("exp_trajectories_0_")
+        })
         .collect();
     assert_eq!(full.len(), 1, "one full trajectories export: {exports:?}");
     assert_eq!(full[0]["export_id"], live_id.as_str());
@@ -570,7 +592,9 @@ async fn a_rebuilds_full_exports_are_the_live_full_exports_of_the_same_point() {
     for kind in ["trl_sft", "trl_grpo", "verl_rl"] {
         let id = format!("exp_{kind}_0_{to}");
         assert!(
-            exports.iter().any(|export| export["export_id"] == id.as_str()),
+            exports
+                .iter()
+                .any(|export| export["export_id"] == id.as_str()),
             "{id} in {exports:?}"
         );
     }
