@@ -28,6 +28,30 @@ pub struct Config {
     pub exports: ExportsConfig,
     /// `[[schedules]]`: scheduled exports.
     pub schedules: Vec<ScheduleConfig>,
+    /// `[storage]`: the object-storage URL the log is archived to (docs/storage.md).
+    pub storage: StorageConfig,
+}
+
+/// `[storage]` in agentd.toml: where the log archive goes. Unset `url` (the default): the daemon
+/// stays local-only and no archiver runs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` or `file:///path`;
+    /// checked at start-up (`archive::StorageUrl`). Credentials come from the environment.
+    pub url: Option<String>,
+    /// How often the active segment's durable prefix is uploaded: the archive's recovery point
+    /// objective (plus the upload's own time).
+    pub archive_interval_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            url: None,
+            archive_interval_ms: 10_000,
+        }
+    }
 }
 
 /// `[auth]`: bearer tokens. Empty (the default) means no authentication, which the daemon only
@@ -463,6 +487,20 @@ mod tests {
             config.training_settings().unwrap(),
             Config::default().training_settings().unwrap()
         );
+        assert_eq!(config.storage, StorageConfig::default());
+    }
+
+    #[test]
+    fn storage_section_parses_and_refuses_unknown_keys() {
+        let config =
+            Config::parse("[storage]\nurl = \"s3://bucket/agentd\"\narchive_interval_ms = 500\n")
+                .unwrap();
+        assert_eq!(config.storage.url.as_deref(), Some("s3://bucket/agentd"));
+        assert_eq!(config.storage.archive_interval_ms, 500);
+        let error = Config::parse("[storage]\nurll = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("urll"), "{error}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! agentd: the daemon library. Owns the durable log, the sequencer (the one place state changes),
 //! the projections and the HTTP API. It must not know about worker-side concerns (sandboxes, GPUs).
 
+pub mod archive;
 pub mod auth;
 pub mod clock;
 pub mod config;

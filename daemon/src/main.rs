@@ -53,6 +53,17 @@ enum Command {
         #[arg(long)]
         python: Option<String>,
     },
+    /// Download the log archived at a storage URL ([storage] url), verify it (sha256 against
+    /// the archive's manifest, every frame's CRC and LSN) and lay it out in --data-dir, which must
+    /// hold no log yet; `agentd` then starts on it with every record as of the last archived LSN
+    Restore {
+        /// The storage URL the daemon archived to: s3://bucket/prefix, gs://..., az://..., file:///path
+        #[arg(long)]
+        from: String,
+        /// Keep records up to this LSN only (point-in-time restore; a record boundary)
+        #[arg(long)]
+        until_lsn: Option<u64>,
+    },
     /// Replay the log into fresh projections and print a digest of each (same log, same digests)
     Rebuild {
         /// Write the rebuilt projections here instead of replacing the data directory's
@@ -134,6 +145,7 @@ fn run() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(agentd::server::run(config, None))
         }
+        Some(Command::Restore { from, until_lsn }) => restore(&config, from, until_lsn),
         Some(Command::Rebuild {
             out,
             json,
@@ -184,6 +196,32 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `agentd restore`: the archive's log into the data directory, then one line saying what.
+fn restore(config: &Config, from: String, until_lsn: Option<u64>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let data_dir = config.server.data_dir.clone();
+    let report = runtime.block_on(agentd::archive::restore::restore(
+        agentd::archive::restore::RestoreOptions {
+            from: from.clone(),
+            data_dir: data_dir.clone(),
+            until_lsn,
+            frame_bytes_max: config.log.frame_bytes_max,
+        },
+    ))?;
+    println!(
+        "restored lsn 1 to {} ({} segments, {} bytes; the archive holds up to lsn {}) from {from} into {}",
+        report.last_lsn,
+        report.segments,
+        report.bytes,
+        report.archive_last_lsn,
+        data_dir.join("log").display()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ pub const EXPORT_KINDS: &[&str] = &[
     "verl_rl",
     "processed",
 ];
+/// The objects `agentd_archive_uploads_total` counts (`archive/uploader.rs`).
+pub const ARCHIVE_OBJECTS: &[&str] = &["sealed_segment", "active_segment", "manifest"];
 /// The job events `agentd_job_events_total` counts, by their log name without the version.
 pub const JOB_EVENTS: &[&str] = &[
     "job_submitted",
@@ -129,6 +131,46 @@ pub const FAMILIES: &[MetricFamily] = &[
         kind: MetricKind::Gauge,
         series: Series::Single,
         help: "Size in bytes of the data directory's file system (statvfs f_blocks), refreshed every 2 s.",
+    },
+    // The log archive on object storage ([storage] url; all 0 when none is configured).
+    MetricFamily {
+        name: "agentd_archive_lag_seconds",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "Seconds the oldest durable record not yet in the log archive has waited (0 when the archive holds the durable log), refreshed every 1 s.",
+    },
+    MetricFamily {
+        name: "agentd_archive_pending_bytes",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "Bytes of local segment files not yet in the log archive, refreshed every 1 s.",
+    },
+    MetricFamily {
+        name: "agentd_archive_pending_segments",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "Local segment files holding records not yet in the log archive, refreshed every 1 s.",
+    },
+    MetricFamily {
+        name: "agentd_archive_last_lsn",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "Last LSN the log archive's manifest covers: what a restore gets back.",
+    },
+    MetricFamily {
+        name: "agentd_archive_uploads_total",
+        kind: MetricKind::Counter,
+        series: Series::Fixed {
+            label: "object",
+            values: ARCHIVE_OBJECTS,
+        },
+        help: "Objects uploaded to the log archive: sealed_segment (a rolled segment, final), active_segment (the active segment's durable prefix), manifest.",
+    },
+    MetricFamily {
+        name: "agentd_archive_upload_failures_total",
+        kind: MetricKind::Counter,
+        series: Series::Single,
+        help: "Archive passes that failed (read, verification or upload error), each retried with backoff up to 60 s.",
     },
     // Jobs, queues and leases.
     MetricFamily {

@@ -87,6 +87,8 @@ pub async fn run(
         .as_ref()
         .map(crate::tls::acceptor)
         .transpose()?;
+    // A bad [storage] url stops the start here, before the log is touched.
+    let archive_store = crate::archive::open_configured(&config.storage)?;
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -179,6 +181,13 @@ pub async fn run(
     tracing::info!(%last_lsn, segments = report.segments, ms = started.elapsed().as_millis() as u64, "recovered");
 
     let writer = log.start_writer();
+    let archiver = crate::archive::Archiver::start(
+        archive_store,
+        &config.storage,
+        log_reader.clone(),
+        writer.subscribe_durable(),
+        paths.log.clone(),
+    );
     let (stop_projector, stop_rx) = watch::channel(false);
     let (applied, projector) = projection::spawn_projector(
         store.clone(),
@@ -304,6 +313,7 @@ pub async fn run(
     // Handlers are gone: the sequencer drains its in-flight appends and stops.
     let _sequencer_finished = tokio::time::timeout(grace, sequencer_task).await;
     writer.shutdown().await;
+    archiver.stop(grace).await;
     let _ignored = stop_projector.send(true);
     let _projector_finished = tokio::task::spawn_blocking(move || projector.join()).await;
     eprintln!("agentd: stopped cleanly");

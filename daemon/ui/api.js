@@ -4,6 +4,8 @@
 const TOKEN_KEY = "agentd.console.token";
 /** Any request that takes longer is abandoned (the daemon's own limit is 30 s by default). */
 const REQUEST_TIMEOUT_MS = 20000;
+/** A download is abandoned after this long (files are read whole into memory: see exports.js). */
+const DOWNLOAD_TIMEOUT_MS = 600000;
 
 /** The API answered 401: no token, or one the daemon does not know. */
 export class AuthRequired extends Error {}
@@ -43,16 +45,30 @@ export function setToken(value) {
  * parsed JSON body, or rejects with `AuthRequired` or `ApiFailure`.
  */
 export async function get(path, query) {
+  const response = await request(path, query, "application/json");
+  return response.json();
+}
+
+/**
+ * GET `path` as a Blob (a file of an export), with the token: what a plain link cannot send.
+ * Rejects as `get` does.
+ */
+export async function getBlob(path) {
+  const response = await request(path, {}, "*/*", DOWNLOAD_TIMEOUT_MS);
+  return response.blob();
+}
+
+async function request(path, query, accept, timeoutMs) {
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(query || {})) {
     if (value !== null && value !== undefined && value !== "") params.set(key, String(value));
   }
   const search = params.toString();
-  const headers = { Accept: "application/json" };
+  const headers = { Accept: accept };
   const bearer = token();
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
   const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), REQUEST_TIMEOUT_MS);
+  const timer = setTimeout(() => abort.abort(), timeoutMs || REQUEST_TIMEOUT_MS);
   let response;
   try {
     response = await fetch(`${path}${search ? `?${search}` : ""}`, {
@@ -73,7 +89,7 @@ export async function get(path, query) {
     const body = await errorBody(response);
     throw new ApiFailure(response.status, body.code || String(response.status), body.message || response.statusText);
   }
-  return response.json();
+  return response;
 }
 
 /** The path of an API route with its segments encoded: `api("tasks", id, "rollouts")`. */

@@ -10,7 +10,8 @@
 const ALLOWED_ATTRIBUTES = new Set([
   "class", "id", "href", "title", "type", "name", "value", "for", "placeholder", "colspan",
   "rowspan", "autocomplete", "role", "aria-label", "aria-current", "open", "selected", "required",
-  "min", "max", "step", "data-page", "data-state", "data-outcome", "data-step",
+  "min", "max", "step", "download", "data-page", "data-state", "data-outcome", "data-step",
+  "data-rate", "data-worker", "data-group", "data-file",
 ]);
 
 /**
@@ -120,6 +121,26 @@ export function bar(fraction, kind) {
   // attribute.
   fill.style.width = `${Math.max(0, Math.min(1, Number(fraction) || 0)) * 100}%`;
   return h("span", { class: "bar" }, fill);
+}
+
+/** How long a downloaded file's `blob:` URL (and its bytes) is kept. */
+const BLOB_URL_LIFETIME_MS = 60000;
+
+/**
+ * Saves `blob` as a file named `filename` (the browser's download), through a `blob:` URL of this
+ * page's own making: the one link `h` would refuse, so it is built here and never shown.
+ */
+export function saveBlob(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  const anchor = document.createElement("a");
+  anchor.href = url;
+  anchor.download = filename;
+  document.body.appendChild(anchor);
+  anchor.click();
+  anchor.remove();
+  // Revoked later, not at once: the browser reads the blob after click() returns, and an
+  // unrevoked URL would keep the bytes in memory until the tab closes.
+  setTimeout(() => URL.revokeObjectURL(url), BLOB_URL_LIFETIME_MS);
 }
 
 /** Only links inside the console or to this daemon: `#/...` or `/...` (not `//host`). */

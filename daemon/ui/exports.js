@@ -1,8 +1,9 @@
 // Exports: the recorded runs with their watermarks and the schedules, dataset builds with their
-// files, and one export with its manifest and files (sizes and sha256 checksums).
+// files, and one export with its manifest and files (sizes and sha256 checksums), each file with
+// a download link (`GET /v1/exports/{id}/files/{path}`, which serves builds' files too).
 
-import { h, link, table, section, facts, pre, code } from "./dom.js";
-import { get, api } from "./api.js";
+import { h, link, table, section, facts, pre, code, saveBlob } from "./dom.js";
+import { get, getBlob, api, token, AuthRequired, ApiFailure } from "./api.js";
 import { count, time, bytes, json } from "./format.js";
 import { exportTable, scheduleTable } from "./overview.js";
 
@@ -29,7 +30,7 @@ export async function exportsPage() {
           ["manifest sha256", code(build.manifest_sha256)],
           ["request", pre(json(build.spec), "json")],
         ]),
-        fileTable(build.files)))));
+        fileTable(build.build_id, build.files)))));
 }
 
 export async function exportPage(context) {
@@ -50,7 +51,7 @@ export async function exportPage(context) {
       ["manifest sha256", code(item.manifest_sha256)],
       ["recorded", `${time(item.recorded_at_ms)} (LSN ${item.recorded_lsn})`],
     ])),
-    section("Files", fileTable(item.files)),
+    section("Files", fileTable(item.export_id, item.files)),
     section("Manifest", manifest
       ? [facts([
         ["manifest version", String(manifest.manifest_version)],
@@ -62,9 +63,45 @@ export async function exportPage(context) {
     h("p", {}, link(["exports"], "← All exports")));
 }
 
-function fileTable(files) {
+/** The files of an export or build (`ownerId`: `exp_...` or `bld_...`) with download links. */
+function fileTable(ownerId, files) {
   const total = files.reduce((sum, file) => sum + Number(file.bytes), 0);
-  const rows = files.map((file) => [code(file.path), count(file.rows), bytes(file.bytes), code(file.sha256)]);
-  if (files.length > 1) rows.push([h("strong", {}, "all files"), count(files.reduce((sum, file) => sum + Number(file.rows), 0)), bytes(total), ""]);
-  return table(["file", "rows", "size", "sha256"], rows, { class: "numeric files", empty: "no files" });
+  const rows = files.map((file) => [code(file.path), count(file.rows), bytes(file.bytes), code(file.sha256),
+    downloadLink(ownerId, file)]);
+  if (files.length > 1) rows.push([h("strong", {}, "all files"), count(files.reduce((sum, file) => sum + Number(file.rows), 0)), bytes(total), "", ""]);
+  return table(["file", "rows", "size", "sha256", "download"], rows, { class: "numeric files", empty: "no files" });
+}
+
+/**
+ * A link to one file. Without a token (access control off) it is a plain link the browser
+ * follows. With one, a link cannot send the `Authorization` header, so a click fetches the file
+ * with the token and saves it from memory (a `blob:` URL); very large files are better fetched
+ * with `agentctl exports download`, which streams them to disk.
+ */
+function downloadLink(ownerId, file) {
+  const path = api("exports", ownerId, "files", file.path);
+  const filename = file.path.split("/").pop();
+  const status = h("span", { class: "muted download-status" });
+  const anchor = h("a", {
+    href: path,
+    download: filename,
+    "data-file": file.path,
+    title: `${file.path}: ${bytes(file.bytes)}, sha256 ${file.sha256}`,
+    on: { click: (event) => downloadWithToken(event, path, filename, status) },
+  }, "download");
+  return [anchor, " ", status];
+}
+
+async function downloadWithToken(event, path, filename, status) {
+  if (!token()) return;
+  event.preventDefault();
+  status.textContent = "downloading…";
+  try {
+    saveBlob(await getBlob(path), filename);
+    status.textContent = "saved";
+  } catch (error) {
+    status.textContent = error instanceof AuthRequired || error instanceof ApiFailure
+      ? `failed: ${error.code || "unauthorized"}: ${error.message}`
+      : `failed: ${error.message}`;
+  }
 }

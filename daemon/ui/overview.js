@@ -1,9 +1,12 @@
-// Overview: the daemon's health and LSN, every queue's depth by state with its oldest waiting
-// job, the latest exports and the schedules; refreshed every few seconds.
+// Overview: the daemon's health and LSN, submit and complete rates, every queue's depth by state
+// with its rates and oldest waiting job, the workers holding leases, the latest exports and the
+// schedules; refreshed every few seconds.
 
 import { h, link, table, section, replace, code, badge } from "./dom.js";
 import { get } from "./api.js";
-import { count, since, time, decimal } from "./format.js";
+import { count, since, time, decimal, duration } from "./format.js";
+import { recordQueueSample, currentRates, formatRate, RATE_WINDOW_MS } from "./rates.js";
+import { leaseHolders, workersTable } from "./workers.js";
 
 /** Job states in lifecycle order (the columns of the queue table). */
 export const JOB_STATES = ["scheduled", "queued", "leased", "completed", "dead", "cancelled"];
@@ -30,10 +33,15 @@ async function build() {
     get("/v1/schedules"),
     get("/v1/trajectories/stats"),
   ]);
-  const oldest = await oldestWaiting(queues.queues);
   const now = Date.now();
+  recordQueueSample(queues.queues, now);
+  const rates = currentRates();
   const totals = Object.fromEntries(JOB_STATES.map((state) => [state,
     queues.queues.reduce((sum, queue) => sum + Number(queue.depth[state] || 0), 0)]));
+  const [oldest, holders] = await Promise.all([
+    oldestWaiting(queues.queues),
+    leaseHolders(totals.leased),
+  ]);
   return [
     h("h1", {}, "Overview"),
     h("p", { class: "muted" }, `Updated ${time(now)}; refreshes every ${REFRESH_MS / 1000} s.`),
@@ -42,9 +50,13 @@ async function build() {
       card("waiting", count(totals.queued + totals.scheduled), `${count(totals.queued)} queued, ${count(totals.scheduled)} scheduled`),
       card("leased", count(totals.leased), "running now"),
       card("dead", count(totals.dead), `${count(totals.completed)} completed, ${count(totals.cancelled)} cancelled`),
+      rateCard("submitted", "submit", rates && rates.total.submitted, rates),
+      rateCard("completed", "complete", rates && rates.total.completed, rates),
       card("steps", count(stats.steps), `${count(stats.tasks)} tasks, ${count(stats.rollouts)} rollouts`),
       card("mean reward", decimal(stats.rewards.mean), `${count(stats.rewards.count)} rewards, ${count(stats.rewards.verified)} verified`)),
-    section("Queues", queueTable(queues.queues, oldest, now)),
+    section("Queues", queueTable(queues.queues, oldest, rates, now)),
+    section("Workers", h("p", { class: "muted" }, "Workers holding leases now, from the leased jobs; the daemon does not record the tags a worker offers, so the tags are those of the jobs it holds."),
+      workersTable(holders, now)),
     section("Latest exports", exportTable(exports.exports.slice(0, EXPORTS_SHOWN)),
       h("p", {}, link(["exports"], `All ${count(exports.exports.length)} exports, watermarks and dataset builds`))),
     section("Schedules", scheduleTable(schedules.schedules, now)),
@@ -56,6 +68,17 @@ function card(title, value, detail) {
     h("div", { class: "card-value" }, value), h("div", { class: "card-detail" }, detail));
 }
 
+/** A rate card; `kind` (`submit` or `complete`) marks it for tests. */
+function rateCard(title, kind, jobsPerSecond, rates) {
+  const explanation = rates
+    ? `Jobs ${title} per second over the last ${duration(rates.overMs)}: the change in the counts GET /v1/queues returns between this page's polls (window up to ${duration(RATE_WINDOW_MS)})`
+    : `Needs a second poll of GET /v1/queues (every ${REFRESH_MS / 1000} s) to measure`;
+  return h("div", { class: "card", title: explanation },
+    h("div", { class: "card-title" }, `${title} / s`),
+    h("div", { class: "card-value", "data-rate": kind }, formatRate(rates ? jobsPerSecond : null)),
+    h("div", { class: "card-detail" }, rates ? `over the last ${duration(rates.overMs)}` : "measuring: next poll"));
+}
+
 /** The first queued job of each queue (jobs are listed in id order: the oldest submitted). */
 async function oldestWaiting(queues) {
   const waiting = queues.filter((queue) => Number(queue.depth.queued || 0) > 0).slice(0, OLDEST_LOOKUPS_MAX);
@@ -64,16 +87,21 @@ async function oldestWaiting(queues) {
   return new Map(waiting.map((queue, index) => [queue.queue, pages[index].jobs[0] || null]));
 }
 
-function queueTable(queues, oldest, now) {
+function queueTable(queues, oldest, rates, now) {
+  const rateOf = (queue, field) => (rates ? formatRate(rates.queues.get(queue.queue)[field]) : h("span", { class: "muted" }, "—"));
   const rows = queues.map((queue) => [
     [link(["jobs"], queue.queue, { queue: queue.queue }), queue.paused ? [" ", badge("paused", "bad")] : null],
     ...JOB_STATES.map((state) => {
       const depth = Number(queue.depth[state] || 0);
       return depth > 0 ? link(["jobs"], count(depth), { queue: queue.queue, state }) : h("span", { class: "muted" }, "0");
     }),
+    rateOf(queue, "submitted"),
+    rateOf(queue, "completed"),
     oldestCell(queue, oldest, now),
   ]);
-  return table(["queue", ...JOB_STATES, "oldest waiting"], rows, { class: "numeric", empty: "no queues yet: submit a job" });
+  const over = rates ? ` (over ${duration(rates.overMs)})` : "";
+  return table(["queue", ...JOB_STATES, `submitted/s${over}`, `completed/s${over}`, "oldest waiting"], rows,
+    { class: "numeric", empty: "no queues yet: submit a job" });
 }
 
 function oldestCell(queue, oldest, now) {

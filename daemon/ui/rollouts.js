@@ -1,7 +1,7 @@
 // Rollouts and rewards: trajectory stats (teacher precision per model, policy version and
-// language; the reward distribution), a task's rollouts, the trajectory viewer (each step's
-// state before it, think, action, diff, test output, reward and components) and groups, whose
-// rollouts are shown side by side.
+// language; the reward distribution), pass@k per task group (passk.js), a task's rollouts, the
+// trajectory viewer (each step's state before it, think, action, diff, test output, reward and
+// components) and groups, whose rollouts are shown side by side.
 
 import { h, link, table, section, facts, route, pre, code, badge, bar } from "./dom.js";
 import { get, api } from "./api.js";
@@ -9,6 +9,7 @@ import {
   count, decimal, percent, time, json, renderState, diff, outcomeBadge, rewardBadge, firstLine,
   duration, bytes,
 } from "./format.js";
+import { passSettings, newestGroups, passTable, passForm } from "./passk.js";
 
 /** Steps per page of the trajectory viewer (each may carry a diff of up to 1 MiB). */
 const STEPS_PAGE = 50;
@@ -18,8 +19,10 @@ const GROUP_COLUMNS_MAX = 6;
 // ---------------------------------------------------------------------------------------------
 // Stats
 
-export async function rewardsPage() {
+export async function rewardsPage(context) {
   const stats = await get("/v1/trajectories/stats");
+  const settings = passSettings(context.query);
+  const groups = await newestGroups(stats.rollouts, settings.groupsShown);
   const rewards = stats.rewards;
   const ignored = Object.entries(stats.ignored).filter(([, value]) => Number(value) > 0);
   return h("div", { class: "page", "data-page": "rollouts" },
@@ -32,6 +35,13 @@ export async function rewardsPage() {
       card("steps", count(stats.steps)),
       card("sandbox results", count(stats.sandbox_results)),
       card("rewards", count(rewards.count))),
+    section("pass@k per task group",
+      h("p", { class: "muted" }, `The newest ${count(groups.length)} of ${count(stats.groups)} groups. `,
+        `A rollout passes when it is scored and its reward (the sum of its steps' rewards) is at least ${decimal(settings.passReward)}; `,
+        "pass@k is the unbiased estimate over the group's n scored rollouts, 1 − C(n−c, k) / C(n, k), ",
+        settings.k === null ? "with k = n (did any pass) unless k is set." : `with k = ${settings.k}.`),
+      passForm(settings),
+      passTable(groups, settings)),
     section("Teacher precision by model", precisionTable(["model"], stats.models.map((row) => [[row.model], row]))),
     section("Teacher precision by model and policy version",
       precisionTable(["model", "policy version"], stats.policies.map((row) => [[row.model, row.policy_version], row]))),

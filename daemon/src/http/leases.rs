@@ -6,6 +6,7 @@ use super::{ApiResult, AppState};
 use crate::http::auth_layer::CallerExt;
 use crate::projection::jobs as job_projection;
 use crate::sequencer::Command;
+use crate::sequencer::LeaseGrantCore;
 use agentd_schemas::api::{
     CompleteItemResult, CompleteManyRequest, CompleteManyResponse, CompleteRequest, ErrorBody,
     FailRequest, HeartbeatResponse, JobTransitionResponse, LeaseGrant, LeaseRequest, LeaseResponse,
@@ -51,11 +52,52 @@ pub async fn lease(
     if outcome.lsn.is_none() {
         return Ok(Json(LeaseResponse { leases: Vec::new() }));
     }
-    // The lease itself is durable; what the answer adds from the job projection (payload, kind,
-    // tags...) never changes after submission, so only the submissions need to be applied, not
-    // the lease record: the answer does not wait for the projector to catch up.
-    let submitted = outcome
+    // The lease itself is durable. What the answer adds (payload, kind, tags...) never changes
+    // after submission: the queue state usually still holds it; otherwise it is read from the
+    // job projection.
+    let leases = match outcome
         .grants
+        .iter()
+        .map(grant_from_memory)
+        .collect::<Option<Vec<_>>>()
+    {
+        Some(leases) => leases,
+        None => grants_from_projection(&state, outcome.grants).await?,
+    };
+    Ok(Json(LeaseResponse { leases }))
+}
+
+/// The answer for a grant whose job the queue state still holds in full.
+fn grant_from_memory(grant: &LeaseGrantCore) -> Option<LeaseGrant> {
+    let job = grant.job.as_ref()?;
+    Some(LeaseGrant {
+        lease_id: grant.lease_id,
+        job_id: grant.job_id,
+        attempt: grant.attempt,
+        expires_at_ms: grant.expires_at_ms,
+        job: LeasedJob {
+            job_id: grant.job_id,
+            queue: job.queue.to_string(),
+            kind: job.kind.to_string(),
+            payload: parse_payload(&job.data.payload_json),
+            priority: job.priority,
+            attempt: grant.attempt,
+            max_attempts: job.max_attempts,
+            lease_ttl_ms: job.lease_ttl_ms,
+            tags: job.tags.clone(),
+            task_id: job.data.task_id.clone(),
+            rollout_id: grant.rollout_id,
+        },
+    })
+}
+
+/// The answers for grants read from the job projection, once it has applied the submissions
+/// (not the lease record: the answer does not wait for the projector to catch up).
+async fn grants_from_projection(
+    state: &AppState,
+    grants: Vec<LeaseGrantCore>,
+) -> Result<Vec<LeaseGrant>, ApiError> {
+    let submitted = grants
         .iter()
         .map(|grant| grant.submitted_lsn)
         .max()
@@ -68,8 +110,7 @@ pub async fn lease(
         tracing::warn!(%submitted, "projection lagging while answering a lease");
     }
     let db = state.projections.db().clone();
-    let grants = outcome.grants;
-    let leases = tokio::task::spawn_blocking(
+    tokio::task::spawn_blocking(
         move || -> Result<Vec<LeaseGrant>, job_projection::JobsError> {
             let mut leases = Vec::with_capacity(grants.len());
             let txn = redb::ReadableDatabase::begin_read(&*db).map_err(job_projection::storage)?;
@@ -80,8 +121,6 @@ pub async fn lease(
                         detail: "leased job missing from projection".into(),
                     });
                 };
-                let payload =
-                    serde_json::from_str(&job.payload_json).unwrap_or(serde_json::Value::Null);
                 leases.push(LeaseGrant {
                     lease_id: grant.lease_id,
                     job_id: grant.job_id,
@@ -91,7 +130,7 @@ pub async fn lease(
                         job_id: job.job_id,
                         queue: job.queue,
                         kind: job.kind,
-                        payload,
+                        payload: parse_payload(&job.payload_json),
                         priority: job.priority,
                         attempt: grant.attempt,
                         max_attempts: job.max_attempts,
@@ -107,8 +146,12 @@ pub async fn lease(
     )
     .await
     .map_err(|error| ApiError::internal("answering a lease", error))?
-    .map_err(|error| ApiError::internal("answering a lease", error))?;
-    Ok(Json(LeaseResponse { leases }))
+    .map_err(|error| ApiError::internal("answering a lease", error))
+}
+
+/// A stored payload as JSON (it was validated JSON when submitted).
+fn parse_payload(payload_json: &str) -> serde_json::Value {
+    serde_json::from_str(payload_json).unwrap_or(serde_json::Value::Null)
 }
 
 #[utoipa::path(

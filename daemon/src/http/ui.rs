@@ -80,6 +80,13 @@ const ASSETS: &[Asset] = &[
         JAVASCRIPT,
         include_str!("../../ui/exports.js"),
     ),
+    Asset::new("rates.js", JAVASCRIPT, include_str!("../../ui/rates.js")),
+    Asset::new(
+        "workers.js",
+        JAVASCRIPT,
+        include_str!("../../ui/workers.js"),
+    ),
+    Asset::new("passk.js", JAVASCRIPT, include_str!("../../ui/passk.js")),
 ];
 
 /// Scripts, styles and API requests from this origin only; no inline script, no plugin, no
@@ -119,7 +126,7 @@ pub async fn page_with_slash(headers: HeaderMap) -> Response {
 /// A script (ES module) or the style sheet of the console, embedded in the binary.
 #[utoipa::path(
     get, path = "/ui/assets/{file}", tag = "ui", operation_id = "console_file", security(()),
-    params(("file" = String, Path, description = "`app.js`, `console.css`, or a module `app.js` imports (`dom.js`, `api.js`, `format.js`, `overview.js`, `jobs.js`, `datasets.js`, `rollouts.js`, `exports.js`)", example = "app.js", pattern = "^[a-z]+\\.(js|css)$")),
+    params(("file" = String, Path, description = "`app.js`, `console.css`, or a module `app.js` imports (`dom.js`, `api.js`, `format.js`, `overview.js`, `rates.js`, `workers.js`, `jobs.js`, `datasets.js`, `rollouts.js`, `passk.js`, `exports.js`)", example = "app.js", pattern = "^[a-z]+\\.(js|css)$")),
     responses(
         (status = 200, description = "The file: a script or the style sheet", content((String = "text/javascript"), (String = "text/css")),
             headers(("ETag" = String, description = "Changes with every build whose file differs"))),

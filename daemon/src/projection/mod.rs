@@ -264,10 +264,13 @@ fn read_meta(db: &Database) -> Result<(Option<u64>, Lsn), redb::Error> {
     Ok((version, Lsn(applied)))
 }
 
-/// Lets readers wait until the projection reflects a given LSN.
+/// Lets readers wait until the projection reflects a given LSN. A reader that has to wait
+/// tells the projector so (its demand), and the projector applies at once instead of letting
+/// frames gather for up to [`COALESCE_WINDOW`].
 #[derive(Clone)]
 pub struct AppliedWatch {
     rx: watch::Receiver<Lsn>,
+    demand: Arc<watch::Sender<Lsn>>,
 }
 
 impl AppliedWatch {
@@ -277,10 +280,177 @@ impl AppliedWatch {
 
     /// Waits until the projection has applied `lsn`, or `timeout` passes (then returns false).
     pub async fn wait_for(&self, lsn: Lsn, timeout: Duration) -> bool {
+        if *self.rx.borrow() >= lsn {
+            return true;
+        }
+        self.demand.send_if_modified(|wanted| {
+            let raise = lsn > *wanted;
+            if raise {
+                *wanted = lsn;
+            }
+            raise
+        });
         let mut rx = self.rx.clone();
         tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= lsn))
             .await
             .is_ok_and(|result| result.is_ok())
+    }
+}
+
+/// Longest the projector lets durable frames gather before applying them when no reader is
+/// waiting for them. One redb transaction costs far more than one frame in it (commit, table
+/// roots, and a job's record rewritten once per transaction however many of its events it
+/// holds), so under load fewer, larger transactions save most of the projector's CPU; a reader
+/// that waits (read-your-writes, domain writes, exports) raises a demand and ends the wait.
+pub const COALESCE_WINDOW: Duration = Duration::from_millis(10);
+/// Durable frames that end the coalescing wait early.
+const COALESCE_FRAMES: u64 = 2048;
+
+/// The projector thread's loop: tails the durable LSN and applies what it finds to the job
+/// projection and the domain projections, in that order, before publishing the applied LSN.
+struct Projector {
+    store: Arc<ProjectionStore>,
+    domain: Arc<domain::DomainProjections>,
+    log: LogReader,
+    durable_rx: watch::Receiver<Lsn>,
+    demand_rx: watch::Receiver<Lsn>,
+    stop: watch::Receiver<bool>,
+    applied_tx: watch::Sender<Lsn>,
+    runtime: tokio::runtime::Handle,
+    last_persist: Instant,
+}
+
+/// What the projector does next.
+enum Step {
+    Apply(Lsn),
+    Gather(Lsn, Duration),
+    Idle,
+    Stop,
+}
+
+impl Projector {
+    fn run(mut self) {
+        let mut pending_since: Option<Instant> = None;
+        loop {
+            match self.next_step(&mut pending_since) {
+                Step::Apply(durable) => {
+                    pending_since = None;
+                    self.apply_up_to(durable);
+                }
+                Step::Gather(applied, remaining) => self.gather(applied, remaining),
+                Step::Idle => {
+                    if !self.idle() {
+                        break;
+                    }
+                }
+                Step::Stop => break,
+            }
+        }
+        self.finish();
+    }
+
+    fn next_step(&mut self, pending_since: &mut Option<Instant>) -> Step {
+        let durable = *self.durable_rx.borrow_and_update();
+        let applied = *self.applied_tx.borrow();
+        if durable <= applied {
+            return if *self.stop.borrow() {
+                Step::Stop
+            } else {
+                Step::Idle
+            };
+        }
+        let since = *pending_since.get_or_insert_with(Instant::now);
+        let waited = since.elapsed();
+        let wanted = *self.demand_rx.borrow_and_update();
+        if wanted > applied
+            || waited >= COALESCE_WINDOW
+            || durable.0 - applied.0 >= COALESCE_FRAMES
+            || *self.stop.borrow()
+        {
+            return Step::Apply(durable);
+        }
+        Step::Gather(applied, COALESCE_WINDOW - waited)
+    }
+
+    fn apply_up_to(&mut self, durable: Lsn) {
+        let domain = &self.domain;
+        let applied_tx = &self.applied_tx;
+        let on_batch = |batch| domain.apply_batch(batch);
+        match self
+            .store
+            .catch_up_with(&self.log, durable, on_batch, |lsn| {
+                applied_tx.send_replace(lsn);
+            }) {
+            Ok(lsn) => {
+                applied_tx.send_replace(lsn);
+            }
+            Err(error) => crate::fatal(&format!("projector cannot apply the log: {error}")),
+        }
+        if self.last_persist.elapsed() >= DURABLE_COMMIT_INTERVAL {
+            self.persist();
+        }
+    }
+
+    /// Lets frames gather until a reader raises its demand, [`COALESCE_FRAMES`] frames past
+    /// `applied` are durable, the daemon stops, or `remaining` passes.
+    fn gather(&mut self, applied: Lsn, remaining: Duration) {
+        let (demand_rx, durable_rx, stop) =
+            (&mut self.demand_rx, &mut self.durable_rx, &mut self.stop);
+        self.runtime.block_on(async {
+            let enough = durable_rx.wait_for(|durable| durable.0 >= applied.0 + COALESCE_FRAMES);
+            tokio::select! {
+                _ = tokio::time::sleep(remaining) => {}
+                _ = demand_rx.changed() => {}
+                _ = stop.changed() => {}
+                _ = enough => {}
+            }
+        });
+    }
+
+    /// Waits for the durable LSN to move; returns false once the log writer is gone. Idle
+    /// time is used to make the projection durable.
+    fn idle(&mut self) -> bool {
+        let (durable_rx, stop) = (&mut self.durable_rx, &mut self.stop);
+        let changed = self.runtime.block_on(async {
+            tokio::select! {
+                changed = tokio::time::timeout(DURABLE_COMMIT_INTERVAL, durable_rx.changed()) => changed,
+                _ = stop.changed() => Ok(Ok(())),
+            }
+        });
+        match changed {
+            Ok(Ok(())) => true,
+            Ok(Err(_writer_gone)) => false,
+            Err(_idle) => {
+                self.persist();
+                true
+            }
+        }
+    }
+
+    fn persist(&mut self) {
+        if let Err(error) = self.store.persist() {
+            crate::fatal(&format!("projector cannot persist: {error}"));
+        }
+        self.last_persist = Instant::now();
+    }
+
+    /// Final catch-up so a graceful stop leaves the projection complete and durable.
+    fn finish(self) {
+        let durable = *self.durable_rx.borrow();
+        let domain = &self.domain;
+        let applied_tx = &self.applied_tx;
+        let on_batch = |batch| domain.apply_batch(batch);
+        if let Err(error) = self
+            .store
+            .catch_up_with(&self.log, durable, on_batch, |lsn| {
+                applied_tx.send_replace(lsn);
+            })
+        {
+            tracing::error!("projector final catch-up failed: {error}");
+        }
+        if let Err(error) = self.store.persist() {
+            tracing::error!("projector final persist failed: {error}");
+        }
     }
 }
 
@@ -291,70 +461,36 @@ pub fn spawn_projector(
     store: Arc<ProjectionStore>,
     domain: Arc<domain::DomainProjections>,
     log: LogReader,
-    mut durable_rx: watch::Receiver<Lsn>,
-    mut stop: watch::Receiver<bool>,
+    durable_rx: watch::Receiver<Lsn>,
+    stop: watch::Receiver<bool>,
     runtime: tokio::runtime::Handle,
 ) -> Result<(AppliedWatch, std::thread::JoinHandle<()>), ProjectionError> {
     let applied = store.applied_lsn()?;
     let (applied_tx, applied_rx) = watch::channel(applied);
+    let (demand_tx, demand_rx) = watch::channel(applied);
+    let projector = Projector {
+        store,
+        domain,
+        log,
+        durable_rx,
+        demand_rx,
+        stop,
+        applied_tx,
+        runtime,
+        last_persist: Instant::now(),
+    };
     let thread = std::thread::Builder::new()
         .name("projector".into())
-        .spawn(move || {
-            let mut last_persist = Instant::now();
-            loop {
-                let durable = *durable_rx.borrow_and_update();
-                if durable > *applied_tx.borrow() {
-                    let on_batch = |batch| domain.apply_batch(batch);
-                    match store.catch_up_with(&log, durable, on_batch, |lsn| {
-                        applied_tx.send_replace(lsn);
-                    }) {
-                        Ok(lsn) => {
-                            applied_tx.send_replace(lsn);
-                        }
-                        Err(error) => crate::fatal(&format!("projector cannot apply the log: {error}")),
-                    }
-                    if last_persist.elapsed() >= DURABLE_COMMIT_INTERVAL {
-                        if let Err(error) = store.persist() {
-                            crate::fatal(&format!("projector cannot persist: {error}"));
-                        }
-                        last_persist = Instant::now();
-                    }
-                    continue;
-                }
-                if *stop.borrow() {
-                    break;
-                }
-                let changed = runtime.block_on(async {
-                    tokio::select! {
-                        changed = tokio::time::timeout(DURABLE_COMMIT_INTERVAL, durable_rx.changed()) => changed,
-                        _ = stop.changed() => Ok(Ok(())),
-                    }
-                });
-                match changed {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_writer_gone)) => break,
-                    Err(_idle) => {
-                        if let Err(error) = store.persist() {
-                            crate::fatal(&format!("projector cannot persist: {error}"));
-                        }
-                        last_persist = Instant::now();
-                    }
-                }
-            }
-            // Final catch-up so a graceful stop leaves the projection complete and durable.
-            let durable = *durable_rx.borrow();
-            let on_batch = |batch| domain.apply_batch(batch);
-            if let Err(error) = store.catch_up_with(&log, durable, on_batch, |lsn| {
-                applied_tx.send_replace(lsn);
-            }) {
-                tracing::error!("projector final catch-up failed: {error}");
-            }
-            if let Err(error) = store.persist() {
-                tracing::error!("projector final persist failed: {error}");
-            }
-        })
-        .map_err(|source| ProjectionError::Io { path: "projector thread".into(), source })?;
-    Ok((AppliedWatch { rx: applied_rx }, thread))
+        .spawn(move || projector.run())
+        .map_err(|source| ProjectionError::Io {
+            path: "projector thread".into(),
+            source,
+        })?;
+    let watch = AppliedWatch {
+        rx: applied_rx,
+        demand: Arc::new(demand_tx),
+    };
+    Ok((watch, thread))
 }
 
 #[cfg(test)]

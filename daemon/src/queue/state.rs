@@ -35,8 +35,9 @@ pub enum JobStatus {
     Cancelled,
 }
 
-/// The compact in-memory part of a job: what deciding needs. Payloads and results live in the
-/// redb job projection.
+/// The compact in-memory part of a job: what deciding needs, plus (while the job is not finished
+/// and the budget allows) what a lease answer needs. Payloads and results live in the redb job
+/// projection.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: JobId,
@@ -53,7 +54,31 @@ pub struct Job {
     pub attempt: u32,
     pub status: JobStatus,
     pub submitted_lsn: Lsn,
+    /// The submission's payload and task, kept so a lease is answered from memory instead of
+    /// waiting for the projector and reading redb. Present from submission until the job is
+    /// finished (completed, dead or cancelled), within [`LEASE_CACHE_BYTES_MAX`]; a job without
+    /// it is answered from the job projection. A cache: not part of the logical state.
+    pub lease_data: Option<Arc<LeaseData>>,
 }
+
+/// What a lease answer needs from a job's submission beyond the compact [`Job`].
+#[derive(Debug)]
+pub struct LeaseData {
+    pub payload_json: Box<str>,
+    pub task_id: Option<String>,
+}
+
+impl LeaseData {
+    /// The bytes this entry holds against [`LEASE_CACHE_BYTES_MAX`].
+    fn cost(&self) -> u64 {
+        (self.payload_json.len() + self.task_id.as_ref().map_or(0, String::len) + 64) as u64
+    }
+}
+
+/// Most bytes of payloads the queue state keeps for answering leases from memory (256 MiB). A
+/// backlog larger than that is answered from the job projection for the jobs past the budget,
+/// exactly as before the cache (only slower).
+pub const LEASE_CACHE_BYTES_MAX: u64 = 256 << 20;
 
 impl Job {
     /// The state name users see at time `now_ms`.
@@ -138,6 +163,8 @@ pub struct QueueState {
     /// The domain facts the sequencer decides domain writes against (rollouts, steps,
     /// datasets), applied from the same records.
     pub facts: crate::domain::facts::FactIndex,
+    /// Bytes held by the jobs' [`Job::lease_data`], at most [`LEASE_CACHE_BYTES_MAX`].
+    pub lease_cache_bytes: u64,
 }
 
 impl QueueState {
@@ -307,6 +334,7 @@ impl QueueState {
                 run_at_ms: submitted.run_at_ms,
             },
             submitted_lsn: lsn,
+            lease_data: self.cache_lease_data(submitted),
         };
         if let Some(key) = &submitted.idempotency_key {
             self.idempotency.insert(
@@ -338,11 +366,35 @@ impl QueueState {
         shared
     }
 
-    /// Moves a job to `next`, keeping indexes and counters in step.
+    /// The lease data of a new submission, when the cache has room for it.
+    fn cache_lease_data(&mut self, submitted: &JobSubmitted) -> Option<Arc<LeaseData>> {
+        let data = LeaseData {
+            payload_json: submitted.payload_json.as_str().into(),
+            task_id: submitted.task_id.clone(),
+        };
+        let cost = data.cost();
+        if self.lease_cache_bytes + cost > LEASE_CACHE_BYTES_MAX {
+            return None;
+        }
+        self.lease_cache_bytes += cost;
+        Some(Arc::new(data))
+    }
+
+    /// Moves a job to `next`, keeping indexes and counters in step. A finished job is never
+    /// leased again without a retry, so its lease data leaves the cache.
     fn transition(&mut self, job_id: JobId, ts_ms: u64, next: JobStatus) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
+        let finished = matches!(
+            next,
+            JobStatus::Completed | JobStatus::Dead | JobStatus::Cancelled
+        );
+        if finished {
+            if let Some(data) = job.lease_data.take() {
+                self.lease_cache_bytes -= data.cost();
+            }
+        }
         let previous = std::mem::replace(&mut job.status, next.clone());
         let (queue, priority) = (job.queue.clone(), job.priority);
         self.leave_status(&queue, priority, job_id, &previous);

@@ -12,6 +12,7 @@ use agentd_schemas::api::{
 use agentd_schemas::events::{AfterFailure, Event};
 use agentd_schemas::{JobId, LeaseId, Lsn};
 use rand::Rng;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -42,6 +43,28 @@ pub struct LeaseGrantCore {
     pub submitted_lsn: Lsn,
     /// The rollout an earlier attempt created under the job, to resume.
     pub rollout_id: Option<agentd_schemas::RolloutId>,
+    /// The job as a lease answer shows it, when the queue state still holds its payload
+    /// ([`crate::queue::state::Job::lease_data`]); `None` means: read it from the projection.
+    pub job: Option<GrantedJob>,
+}
+
+/// A leased job's fields, taken from the queue state so the answer needs no projection read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantedJob {
+    pub queue: Arc<str>,
+    pub kind: Arc<str>,
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub lease_ttl_ms: u64,
+    pub tags: agentd_schemas::events::Tags,
+    /// The submission's payload and task.
+    pub data: Arc<crate::queue::state::LeaseData>,
+}
+
+impl PartialEq for crate::queue::state::LeaseData {
+    fn eq(&self, other: &Self) -> bool {
+        self.payload_json == other.payload_json && self.task_id == other.task_id
+    }
 }
 
 /// The answer to a lease request: `lsn` is `None` when nothing was leased.
@@ -193,6 +216,19 @@ pub fn queues_made_ready(
         .collect()
 }
 
+/// The lease answer's view of `job`, when its payload is still in the queue state.
+fn granted_job(job: &crate::queue::state::Job) -> Option<GrantedJob> {
+    Some(GrantedJob {
+        queue: job.queue.clone(),
+        kind: job.kind.clone(),
+        priority: job.priority,
+        max_attempts: job.max_attempts,
+        lease_ttl_ms: job.lease_ttl_ms,
+        tags: job.tags.clone(),
+        data: job.lease_data.clone()?,
+    })
+}
+
 /// Extracts the grants from decided `JobLeased` events, before they are applied to `state`.
 pub fn grants_of(state: &crate::queue::QueueState, events: &[Event]) -> Vec<LeaseGrantCore> {
     events
@@ -208,6 +244,7 @@ pub fn grants_of(state: &crate::queue::QueueState, events: &[Event]) -> Vec<Leas
                     .job(leased.job_id)
                     .map_or(Lsn::ZERO, |job| job.submitted_lsn),
                 rollout_id: state.facts.rollout_of_job(leased.job_id),
+                job: state.job(leased.job_id).and_then(granted_job),
             }),
             _ => None,
         })

@@ -36,6 +36,17 @@ const PAGE_READS: &[(&str, &str)] = &[
     ("rollouts.js", "api(\"rollouts\""),
     ("rollouts.js", "api(\"tasks\", taskId, \"rollouts\")"),
     ("exports.js", "api(\"exports\", exportId)"),
+    // The overview's workers panel: the leased jobs carry their lease's worker id.
+    ("workers.js", "get(\"/v1/jobs\", { state: \"leased\""),
+    // pass@k per task group: the newest rollouts, then each one's group.
+    ("passk.js", "api(\"rollouts\", rolloutId)"),
+    ("passk.js", "api(\"groups\", rollout.group)"),
+    // Download links: the daemon's file route, fetched with the token when there is one.
+    (
+        "exports.js",
+        "api(\"exports\", ownerId, \"files\", file.path)",
+    ),
+    ("exports.js", "getBlob(path)"),
 ];
 
 /// A GET answer: status, content type, ETag and body.
@@ -149,6 +160,9 @@ async fn console_page_and_modules_are_served_from_the_binary() {
         "datasets.js",
         "rollouts.js",
         "exports.js",
+        "rates.js",
+        "workers.js",
+        "passk.js",
     ] {
         assert!(names.contains(module), "{module} is not loaded: {names:?}");
     }

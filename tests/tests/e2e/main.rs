@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `agentd` and `agentctl` binaries, real sockets, real disks.
 //! One test binary (fast to link); modules group features.
 
+mod archive;
 mod astgrep_verify;
 mod auth;
 mod chaos;
