@@ -70,7 +70,7 @@ pub struct LeaseData {
 
 impl LeaseData {
     /// The bytes this entry holds against [`LEASE_CACHE_BYTES_MAX`].
-    fn cost(&self) -> u64 {
+    pub(crate) fn cost(&self) -> u64 {
         (self.payload_json.len() + self.task_id.as_ref().map_or(0, String::len) + 64) as u64
     }
 }

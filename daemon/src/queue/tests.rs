@@ -442,4 +442,55 @@ fn check_indexes(state: &QueueState) {
     assert_eq!(state.leases.len(), leased);
     let counted: u64 = state.queues.values().map(|index| index.leased_count).sum();
     assert_eq!(counted, leased as u64);
+    check_lease_cache(state);
+}
+
+/// The lease cache holds unfinished jobs' data only (a job retried after it died, or one past
+/// the budget, has none and is answered from the projection), and its byte count is their sum.
+fn check_lease_cache(state: &QueueState) {
+    let mut bytes = 0;
+    for job in state.jobs.values() {
+        let finished = matches!(
+            job.status,
+            JobStatus::Completed | JobStatus::Dead | JobStatus::Cancelled
+        );
+        if let Some(data) = &job.lease_data {
+            assert!(!finished, "{} is finished but keeps its lease data", job.id);
+            bytes += data.cost();
+        }
+    }
+    assert_eq!(state.lease_cache_bytes, bytes);
+    assert!(bytes <= super::state::LEASE_CACHE_BYTES_MAX);
+}
+
+/// A lease is answered from the queue state: a job keeps its submission's payload and task
+/// while it can still be leased, and a finished job gives its bytes back.
+#[test]
+fn unfinished_jobs_keep_their_payload_for_lease_answers() {
+    let mut harness = Harness::new();
+    let job_id = harness.submit(SubmitJobRequest {
+        payload: serde_json::json!({"file": "a.py"}),
+        task_id: Some("task-1".into()),
+        ..job("q")
+    });
+    let cancelled = harness.submit(job("q"));
+    let data = harness
+        .state
+        .job(job_id)
+        .unwrap()
+        .lease_data
+        .clone()
+        .unwrap();
+    assert_eq!(&*data.payload_json, r#"{"file":"a.py"}"#);
+    assert_eq!(data.task_id.as_deref(), Some("task-1"));
+    let leases = harness.lease(&["q"], &[], 1);
+    assert_eq!(leases[0].0, job_id);
+    assert!(harness.state.job(job_id).unwrap().lease_data.is_some());
+    check_lease_cache(&harness.state);
+    let cancel = decide::cancel(&harness.state, harness.now_ms, cancelled).unwrap();
+    harness.commit(cancel.events);
+    harness.complete(leases[0].1).unwrap();
+    assert!(harness.state.job(job_id).unwrap().lease_data.is_none());
+    assert_eq!(harness.state.lease_cache_bytes, 0);
+    check_lease_cache(&harness.state);
 }

@@ -194,6 +194,11 @@ async fn failures_retry_with_backoff_until_dead_and_manual_retry_requeues() {
         lease.attempt, 1,
         "a manual retry starts a fresh set of attempts"
     );
+    // A dead job's payload left the sequencer's lease cache; the answer reads the projection.
+    assert_eq!(
+        (lease.job.payload.clone(), lease.job.kind.as_str()),
+        (json!({"n": 1}), "test")
+    );
     let answer = client.fail(lease.lease_id, "fatal", false).await.unwrap();
     assert_eq!(answer.state, JobStateName::Dead);
     // Only dead jobs can be retried... and this one is dead again, so retry works once more.
