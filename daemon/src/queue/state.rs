@@ -62,7 +62,7 @@ pub struct Job {
 }
 
 /// What a lease answer needs from a job's submission beyond the compact [`Job`].
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct LeaseData {
     pub payload_json: Box<str>,
     pub task_id: Option<String>,

@@ -61,12 +61,6 @@ pub struct GrantedJob {
     pub data: Arc<crate::queue::state::LeaseData>,
 }
 
-impl PartialEq for crate::queue::state::LeaseData {
-    fn eq(&self, other: &Self) -> bool {
-        self.payload_json == other.payload_json && self.task_id == other.task_id
-    }
-}
-
 /// The answer to a lease request: `lsn` is `None` when nothing was leased.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LeaseOutcome {
