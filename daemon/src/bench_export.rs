@@ -246,7 +246,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
         to.0 as f64 / read_s
     );
     let started = Instant::now();
-    agentd::log::for_each_record(&reader, Lsn::ZERO, to, |_, record| {
+    agentd::replay::for_each_record(&reader, Lsn::ZERO, to, |_, record| {
         std::hint::black_box(record);
         Ok(())
     })?;
@@ -259,9 +259,15 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     let domain = DomainProjections::new(&config.datasets)?;
     let mut queue = QueueState::new();
     let started = Instant::now();
-    agentd::projection::domain::replay(&reader, to, &domain, |lsn, record| {
-        queue.apply(lsn, record)
-    })?;
+    let mut domain_projection = &domain;
+    agentd::replay::drive(
+        &reader,
+        Lsn::ZERO,
+        to,
+        agentd::projection::FRAMES_PER_TRANSACTION_MAX,
+        &mut [&mut queue, &mut domain_projection],
+        |_| {},
+    )?;
     let replay_s = started.elapsed().as_secs_f64();
     println!(
         "replay (queue state + domain projections): {events} events in {replay_s:.2} s = {:.0} events/s",

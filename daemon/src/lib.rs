@@ -15,6 +15,7 @@ pub mod metrics_catalog;
 pub mod projection;
 pub mod queue;
 pub mod rebuild;
+pub mod replay;
 pub mod schedule;
 pub mod sequencer;
 pub mod server;

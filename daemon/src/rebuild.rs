@@ -5,8 +5,9 @@
 
 use crate::config::Config;
 use crate::projection::domain::DomainProjections;
-use crate::projection::ProjectionStore;
+use crate::projection::{ProjectionStore, StoredJobs, FRAMES_PER_TRANSACTION_MAX};
 use crate::queue::QueueState;
+use crate::replay::drive;
 use crate::server::{lock_data_dir, DataPaths};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -124,18 +125,17 @@ pub fn rebuild_with(
     let mut ledger = crate::export::ledger::ExportLedger::default();
     let mut queue = QueueState::new();
     // One pass over the log feeds every projection, as start-up does.
-    store.catch_up_with(
+    let mut jobs = StoredJobs::new(&store)?;
+    let mut domain_projection = &domain;
+    drive(
         &reader,
+        agentd_schemas::Lsn::ZERO,
         last_lsn,
-        |batch| {
-            for (lsn, record) in &batch {
-                ledger.apply(*lsn, record);
-                queue.apply(*lsn, record);
-            }
-            domain.apply_batch(batch);
-        },
+        FRAMES_PER_TRANSACTION_MAX,
+        &mut [&mut ledger, &mut queue, &mut jobs, &mut domain_projection],
         |lsn| progress.set_position(lsn.0),
-    )?;
+    )
+    .map_err(crate::projection::ProjectionError::from)?;
     store.persist()?;
     progress.finish_and_clear();
     let exports = match out {
@@ -189,15 +189,15 @@ fn last_lsn_at(
 ) -> anyhow::Result<agentd_schemas::Lsn> {
     let mut last = agentd_schemas::Lsn::ZERO;
     let outcome =
-        crate::log::for_each_record(reader, agentd_schemas::Lsn::ZERO, end, |lsn, record| {
+        crate::replay::for_each_record(reader, agentd_schemas::Lsn::ZERO, end, |lsn, record| {
             if record.ts_ms > ms {
-                return Err(crate::log::ReplayError::Stopped);
+                return Err(crate::replay::ReplayError::Stopped);
             }
             last = lsn;
             Ok(())
         });
     match outcome {
-        Ok(()) | Err(crate::log::ReplayError::Stopped) => Ok(last),
+        Ok(()) | Err(crate::replay::ReplayError::Stopped) => Ok(last),
         Err(error) => Err(error.into()),
     }
 }

@@ -161,3 +161,12 @@ impl ExportLedger {
             .map(|index| &self.builds[*index])
     }
 }
+
+impl crate::replay::Projection for ExportLedger {
+    fn apply(&mut self, records: &[(Lsn, LogRecord)]) -> Result<(), crate::replay::ApplyError> {
+        for (lsn, record) in records {
+            ExportLedger::apply(self, *lsn, record);
+        }
+        Ok(())
+    }
+}

@@ -8,10 +8,10 @@
 use super::build::{self, dataset_key};
 use super::ledger::ExportLedger;
 use super::{export_id, ExportError, ExportOutcome, ExportSettings};
-use crate::log::for_each_record;
 use crate::log::LogWriter;
 use crate::projection::domain::DomainProjections;
 use crate::projection::AppliedWatch;
+use crate::replay::for_each_record;
 use crate::sequencer::{Command, SequencerError, SequencerHandle};
 use agentd_schemas::events::{
     DatasetBuildSpec, DatasetBuilt, Event, ExportFormat, ExportKind, ExportRecorded, ScheduleFired,

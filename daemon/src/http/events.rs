@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use super::extract::ApiQuery;
 use super::{ApiResult, AppState};
-use crate::log::{for_each_record, ReplayError};
+use crate::replay::{for_each_record, ReplayError};
 use agentd_schemas::api::EventsResponse;
 use agentd_schemas::events::LogRecord;
 use agentd_schemas::Lsn;

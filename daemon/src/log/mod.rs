@@ -17,7 +17,6 @@ mod frame;
 mod index;
 mod reader;
 mod recovery;
-pub mod replay;
 mod segment;
 mod writer;
 
@@ -25,8 +24,7 @@ mod writer;
 mod tests;
 
 pub use agentd_schemas::Lsn;
-pub use reader::{LogReader, RawFrame};
-pub use replay::{for_each_record, ReplayError};
+pub use reader::{LogReader, LogSource, RawFrame};
 pub use writer::{AppendReceiver, BatchObservation, LogWriter, WriterStats};
 
 use std::fmt;

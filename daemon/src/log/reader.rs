@@ -474,3 +474,26 @@ fn unreadable(segment: &OpenSegment, offset: u64, detail: String) -> LogError {
         detail,
     }
 }
+
+/// Where records are read back from. Today the log directory ([`LogReader`]); an archive on
+/// object storage is the next source (issue: local retention), and every replay (`crate::replay`) goes through
+/// this trait, so it plugs in here without touching a projection.
+pub trait LogSource: Sync {
+    /// Frames with `after < lsn <= up_to`, in order, each CRC-checked; the iteration ends early,
+    /// without an error, where the source ends, and after the first error.
+    fn frames_in(
+        &self,
+        after: Lsn,
+        up_to: Lsn,
+    ) -> Box<dyn Iterator<Item = Result<RawFrame, LogError>> + Send + '_>;
+}
+
+impl LogSource for LogReader {
+    fn frames_in(
+        &self,
+        after: Lsn,
+        up_to: Lsn,
+    ) -> Box<dyn Iterator<Item = Result<RawFrame, LogError>> + Send + '_> {
+        Box::new(self.frames(after, up_to))
+    }
+}

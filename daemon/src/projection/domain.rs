@@ -41,8 +41,6 @@ mod tests;
 use crate::config::DatasetsConfig;
 use crate::domain::splits::{ProcessedSplits, SplitsConfig, SplitsConfigError};
 use crate::domain::tokens::UnknownEncoding;
-use crate::log::LogReader;
-use crate::log::{for_each_record, ReplayError};
 use agent_states::AgentStates;
 use agentd_schemas::events::{DatasetSettings, Event, LogRecord};
 use agentd_schemas::Lsn;
@@ -263,19 +261,23 @@ impl DomainProjections {
     }
 }
 
-/// Replays the log up to `up_to` into `domain`, handing every record to `also` as well (the
-/// queue state), so start-up reads the log once for both.
-pub fn replay(
-    log: &LogReader,
-    up_to: Lsn,
-    domain: &DomainProjections,
-    mut also: impl FnMut(Lsn, &LogRecord),
-) -> Result<(), ReplayError> {
-    for_each_record(log, Lsn::ZERO, up_to, |lsn, record| {
-        also(lsn, &record);
-        domain.apply_record(lsn, record);
+/// The in-memory domain projections take the records they are given last by value (steps,
+/// results and rewards move in); given a borrowed batch, they copy it.
+impl crate::replay::Projection for &DomainProjections {
+    fn apply(&mut self, records: &[(Lsn, LogRecord)]) -> Result<(), crate::replay::ApplyError> {
+        for (lsn, record) in records {
+            self.apply_record(*lsn, record.clone());
+        }
         Ok(())
-    })
+    }
+
+    fn apply_owned(
+        &mut self,
+        records: Vec<(Lsn, LogRecord)>,
+    ) -> Result<(), crate::replay::ApplyError> {
+        self.apply_batch(records);
+        Ok(())
+    }
 }
 
 /// A poisoned lock means a panic while applying, which `apply_record` turns into a process

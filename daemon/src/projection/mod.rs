@@ -13,8 +13,8 @@
 pub mod domain;
 pub mod jobs;
 
-use crate::log::LogReader;
-use crate::log::{for_each_record, ReplayError};
+use crate::log::{LogReader, LogSource};
+use crate::replay::{drive, ApplyError, DriveError, Projection, ReplayError};
 use agentd_schemas::events::LogRecord;
 use agentd_schemas::Lsn;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
@@ -42,11 +42,25 @@ pub enum ProjectionError {
     Jobs(#[from] jobs::JobsError),
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    #[error("a projection cannot apply the log: {0}")]
+    Apply(ApplyError),
     #[error("cannot prepare projection directory {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl From<DriveError> for ProjectionError {
+    fn from(error: DriveError) -> Self {
+        match error {
+            DriveError::Replay(error) => ProjectionError::Replay(error),
+            DriveError::Apply(error) => match error.downcast::<ProjectionError>() {
+                Ok(ours) => *ours,
+                Err(other) => ProjectionError::Apply(other),
+            },
+        }
+    }
 }
 
 /// What `open` found.
@@ -125,6 +139,33 @@ impl ProjectionStore {
         ))
     }
 
+    /// [`Self::open`] for a log that ends at `log_last_lsn`: a projection ahead of the log (the
+    /// log was replaced, for example by a restore) cannot be trusted and is replaced by an
+    /// empty one, which the caller catches up. The one place that decides when the job
+    /// projection is reset.
+    pub fn open_following(
+        dir: &Path,
+        log_last_lsn: Lsn,
+    ) -> Result<(ProjectionStore, OpenOutcome), ProjectionError> {
+        let (store, outcome) = ProjectionStore::open(dir)?;
+        if store.applied_lsn()? <= log_last_lsn {
+            return Ok((store, outcome));
+        }
+        let path = store.path.clone();
+        drop(store);
+        std::fs::remove_file(&path).map_err(|source| ProjectionError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let (store, _) = ProjectionStore::open(dir)?;
+        Ok((
+            store,
+            OpenOutcome::Recreated {
+                reason: "projection was ahead of the log".into(),
+            },
+        ))
+    }
+
     pub fn db(&self) -> &Arc<Database> {
         &self.db
     }
@@ -178,56 +219,20 @@ impl ProjectionStore {
     /// Catches up from the applied LSN to `up_to`, calling `progress` after each transaction.
     pub fn catch_up(
         &self,
-        log: &LogReader,
+        log: &(impl LogSource + ?Sized),
         up_to: Lsn,
         progress: impl FnMut(Lsn),
     ) -> Result<Lsn, ProjectionError> {
-        self.catch_up_with(log, up_to, |_| {}, progress)
-    }
-
-    /// Like [`Self::catch_up`], handing each committed batch to `on_batch` (the in-memory domain
-    /// projections) before `progress` publishes it.
-    pub fn catch_up_with(
-        &self,
-        log: &LogReader,
-        up_to: Lsn,
-        mut on_batch: impl FnMut(Vec<(Lsn, LogRecord)>),
-        mut progress: impl FnMut(Lsn),
-    ) -> Result<Lsn, ProjectionError> {
-        let mut applied = self.applied_lsn()?;
-        let mut batch = Vec::with_capacity(FRAMES_PER_TRANSACTION_MAX);
-        let mut failure = None;
-        for_each_record(log, applied, up_to, |lsn, record| {
-            batch.push((lsn, record));
-            if batch.len() >= FRAMES_PER_TRANSACTION_MAX {
-                if let Err(error) = self.apply(&batch, Durability::None) {
-                    failure = Some(error);
-                    return Err(ReplayError::Stopped);
-                }
-                on_batch(std::mem::replace(
-                    &mut batch,
-                    Vec::with_capacity(FRAMES_PER_TRANSACTION_MAX),
-                ));
-                applied = lsn;
-                progress(applied);
-            }
-            Ok(())
-        })
-        .or_else(|error| match (&failure, error) {
-            (Some(_), ReplayError::Stopped) => Ok(()),
-            (_, error) => Err(error),
-        })?;
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        if let Some((lsn, _)) = batch.last() {
-            let lsn = *lsn;
-            self.apply(&batch, Durability::None)?;
-            on_batch(batch);
-            applied = lsn;
-            progress(applied);
-        }
-        Ok(applied)
+        let mut jobs = StoredJobs::new(self)?;
+        let after = jobs.applied;
+        Ok(drive(
+            log,
+            after,
+            up_to,
+            FRAMES_PER_TRANSACTION_MAX,
+            &mut [&mut jobs],
+            progress,
+        )?)
     }
 
     pub fn digest(&self) -> Result<String, ProjectionError> {
@@ -246,6 +251,42 @@ impl ProjectionStore {
             .map(|value| value.value())
             .unwrap_or(0);
         Ok((Lsn(applied), jobs::digest_in(&txn)?))
+    }
+}
+
+/// The job projection as a [`Projection`] for the driver: records it already holds are
+/// skipped (start-up replays from the start of the log for the in-memory projections while
+/// this one resumes from its own applied LSN), and each batch is one non-durable transaction
+/// (see [`ProjectionStore::persist`]).
+pub struct StoredJobs<'a> {
+    store: &'a ProjectionStore,
+    applied: Lsn,
+}
+
+impl<'a> StoredJobs<'a> {
+    pub fn new(store: &'a ProjectionStore) -> Result<Self, ProjectionError> {
+        Ok(StoredJobs {
+            applied: store.applied_lsn()?,
+            store,
+        })
+    }
+
+    /// The last LSN the projection holds.
+    pub fn applied(&self) -> Lsn {
+        self.applied
+    }
+}
+
+impl Projection for StoredJobs<'_> {
+    fn apply(&mut self, records: &[(Lsn, LogRecord)]) -> Result<(), ApplyError> {
+        let held = records.partition_point(|(lsn, _)| *lsn <= self.applied);
+        let new = &records[held..];
+        let Some(&(last, _)) = new.last() else {
+            return Ok(());
+        };
+        self.store.apply(new, Durability::None)?;
+        self.applied = last;
+        Ok(())
     }
 }
 
@@ -373,16 +414,9 @@ impl Projector {
     }
 
     fn apply_up_to(&mut self, durable: Lsn) {
-        let domain = &self.domain;
-        let applied_tx = &self.applied_tx;
-        let on_batch = |batch| domain.apply_batch(batch);
-        match self
-            .store
-            .catch_up_with(&self.log, durable, on_batch, |lsn| {
-                applied_tx.send_replace(lsn);
-            }) {
+        match self.catch_up(durable) {
             Ok(lsn) => {
-                applied_tx.send_replace(lsn);
+                self.applied_tx.send_replace(lsn);
             }
             Err(error) => crate::fatal(&format!("projector cannot apply the log: {error}")),
         }
@@ -434,18 +468,27 @@ impl Projector {
         self.last_persist = Instant::now();
     }
 
+    /// Applies the durable frames up to `durable` to the job projection and then the domain
+    /// projections, publishing the applied LSN after each batch.
+    fn catch_up(&self, durable: Lsn) -> Result<Lsn, ProjectionError> {
+        let mut jobs = StoredJobs::new(&self.store)?;
+        let mut domain = &*self.domain;
+        Ok(drive(
+            &self.log,
+            jobs.applied(),
+            durable,
+            FRAMES_PER_TRANSACTION_MAX,
+            &mut [&mut jobs, &mut domain],
+            |lsn| {
+                self.applied_tx.send_replace(lsn);
+            },
+        )?)
+    }
+
     /// Final catch-up so a graceful stop leaves the projection complete and durable.
     fn finish(self) {
         let durable = *self.durable_rx.borrow();
-        let domain = &self.domain;
-        let applied_tx = &self.applied_tx;
-        let on_batch = |batch| domain.apply_batch(batch);
-        if let Err(error) = self
-            .store
-            .catch_up_with(&self.log, durable, on_batch, |lsn| {
-                applied_tx.send_replace(lsn);
-            })
-        {
+        if let Err(error) = self.catch_up(durable) {
             tracing::error!("projector final catch-up failed: {error}");
         }
         if let Err(error) = self.store.persist() {

@@ -509,3 +509,12 @@ impl QueueState {
         hex::encode(hasher.finalize())
     }
 }
+
+impl crate::replay::Projection for QueueState {
+    fn apply(&mut self, records: &[(Lsn, LogRecord)]) -> Result<(), crate::replay::ApplyError> {
+        for (lsn, record) in records {
+            QueueState::apply(self, *lsn, record);
+        }
+        Ok(())
+    }
+}

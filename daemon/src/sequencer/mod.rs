@@ -21,8 +21,9 @@ pub use commands::{
     DIGEST_HOLD_MAX,
 };
 
-use crate::log::{for_each_record, AppendError, LogReader, LogWriter, ReplayError};
+use crate::log::{AppendError, LogReader, LogWriter};
 use crate::queue::{decide, QueueLimits, QueueState};
+use crate::replay::{drive, DriveError};
 use agentd_schemas::events::{encode_record, Event, LogRecord, RECORD_FORMAT_VERSION};
 use agentd_schemas::Lsn;
 use rand::Rng;
@@ -400,12 +401,18 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 }
 
 /// Replays the log up to `up_to` into a fresh queue state.
-pub fn replay_queue_state(log: &LogReader, up_to: Lsn) -> Result<QueueState, ReplayError> {
+pub fn replay_queue_state(log: &LogReader, up_to: Lsn) -> Result<QueueState, DriveError> {
+    /// Memory only: the batch size just bounds how many decoded records wait at once.
+    const BATCH_RECORDS: usize = 512;
     let mut state = QueueState::new();
-    for_each_record(log, Lsn::ZERO, up_to, |lsn, record| {
-        state.apply(lsn, &record);
-        Ok(())
-    })?;
+    drive(
+        log,
+        Lsn::ZERO,
+        up_to,
+        BATCH_RECORDS,
+        &mut [&mut state],
+        |_| {},
+    )?;
     Ok(state)
 }
 

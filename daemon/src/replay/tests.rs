@@ -4,14 +4,15 @@
 
 use super::*;
 use crate::config::Config;
+use crate::log::LogReader;
 use agentd_schemas::events::{encode_record, RECORD_FORMAT_VERSION};
 
 /// Longer than `PIPELINE_MIN_FRAMES`, and not a multiple of the batch size.
-const RECORDS: u64 = PIPELINE_MIN_FRAMES + 3 * PIPELINE_BATCH_RECORDS as u64 + 17;
+pub(super) const RECORDS: u64 = PIPELINE_MIN_FRAMES + 3 * PIPELINE_BATCH_RECORDS as u64 + 17;
 
 /// Writes `RECORDS` records whose `ts_ms` is their LSN; the one at `garbage_at` (if any) is a
 /// frame with a valid CRC whose payload is not a record.
-fn write_log(dir: &std::path::Path, garbage_at: Option<u64>) {
+pub(super) fn write_log(dir: &std::path::Path, garbage_at: Option<u64>) {
     let options = crate::server::log_options(&Config::default(), dir.to_path_buf());
     let (log, _) = crate::log::open(options).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()

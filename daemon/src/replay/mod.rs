@@ -1,9 +1,17 @@
-//! Replaying the log: every record of an LSN range, decoded, in order. The one way anything
-//! reads records back (start-up, `agentd rebuild`, the projector's catch-up, the events route,
-//! the export ledger's refresh), so a later source of records (an archive on object storage)
-//! plugs in here.
+//! Replaying the log: every record of an LSN range, decoded, in order, from a [`LogSource`],
+//! and the one [`driver`] that applies such a range to [`Projection`]s. The one way anything
+//! reads records back (start-up, `agentd rebuild`, the projector's catch-up, careful mode, the
+//! events route, the export ledger's refresh).
+//!
+//! Architecture invariant: this module sits between the byte-level log (which knows nothing
+//! about events) and everything that interprets records; it depends on `log` and the schemas
+//! only, so every projection can implement [`Projection`] without an import circle.
 
-use super::{LogError, LogReader};
+pub mod driver;
+
+pub use driver::{drive, ApplyError, DriveError, LastRecordTime, Projection};
+
+use crate::log::{LogError, LogSource};
 use agentd_schemas::events::{decode_record, LogRecord};
 use agentd_schemas::Lsn;
 
@@ -33,7 +41,7 @@ const PIPELINE_BATCHES_IN_FLIGHT: usize = 8;
 
 /// Decodes every record with `after < lsn <= up_to` in order.
 pub fn for_each_record(
-    reader: &LogReader,
+    reader: &(impl LogSource + ?Sized),
     after: Lsn,
     up_to: Lsn,
     mut visit: impl FnMut(Lsn, LogRecord) -> Result<(), ReplayError>,
@@ -79,12 +87,12 @@ pub fn for_each_record(
     })
 }
 
-fn decoded_records(
-    reader: &LogReader,
+fn decoded_records<'a>(
+    reader: &'a (impl LogSource + ?Sized),
     after: Lsn,
     up_to: Lsn,
-) -> impl Iterator<Item = Result<(Lsn, LogRecord), ReplayError>> + '_ {
-    reader.frames(after, up_to).map(|frame| {
+) -> impl Iterator<Item = Result<(Lsn, LogRecord), ReplayError>> + 'a {
+    reader.frames_in(after, up_to).map(|frame| {
         let frame = frame?;
         let record = decode_record(frame.format_version, &frame.payload).map_err(|source| {
             ReplayError::Decode {
@@ -97,5 +105,4 @@ fn decoded_records(
 }
 
 #[cfg(test)]
-#[path = "replay_tests.rs"]
 mod tests;

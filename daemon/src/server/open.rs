@@ -1,0 +1,203 @@
+//! Phase 1 of the daemon's life: check the config, lock the data directory, recover the log and
+//! replay it into every projection. Nothing runs and nothing is written to the log yet; a bad
+//! config or a damaged log stops the start here.
+
+use super::{log_options, DataPaths, DATA_DIR_LOCK};
+use crate::config::Config;
+use crate::export::ledger::ExportLedger;
+use crate::http::domain::DomainApi;
+use crate::log::{self, Log, LogReader};
+use crate::projection::domain::DomainProjections;
+use crate::projection::{OpenOutcome, ProjectionStore, StoredJobs, FRAMES_PER_TRANSACTION_MAX};
+use crate::queue::QueueState;
+use crate::replay::{drive, LastRecordTime};
+use agentd_schemas::events::Event;
+use agentd_schemas::Lsn;
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The daemon after [`open`]: its log recovered and replayed, every projection current, nothing
+/// running. [`Opened::start`] (in `start.rs`) starts the tasks.
+pub struct Opened {
+    pub(super) config: Config,
+    pub(super) data_dir: PathBuf,
+    pub(super) paths: DataPaths,
+    /// Held for the daemon's whole life: one daemon per data directory.
+    pub(super) lock_file: std::fs::File,
+    pub(super) authenticator: Arc<crate::auth::Authenticator>,
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(super) archive_store: Option<crate::archive::ArchiveStore>,
+    pub(super) metrics: Option<PrometheusHandle>,
+    /// The recovered log; its writer is not started yet.
+    pub(super) log: Log,
+    /// Shares the log's offset index, so no read scans a segment to find where it starts.
+    pub(super) log_reader: LogReader,
+    pub(super) last_lsn: Lsn,
+    pub(super) replayed: Replayed,
+    pub(super) domain: Arc<DomainProjections>,
+    pub(super) domain_api: DomainApi,
+    pub(super) store: Arc<ProjectionStore>,
+    pub(super) schedules: Vec<crate::schedule::Schedule>,
+    pub(super) export_settings: crate::export::ExportSettings,
+    /// Settings that changed since the last start, recorded (in one record) once started.
+    pub(super) settings_events: Vec<Event>,
+}
+
+/// The in-memory state replayed from the log, handed to the tasks that own it.
+pub(super) struct Replayed {
+    pub(super) queue: QueueState,
+    pub(super) ledger: ExportLedger,
+    pub(super) last_record_ms: Option<u64>,
+}
+
+/// Recovers the log and replays it. Errors name what is wrong (config, lock, log, projection).
+pub async fn open(config: Config) -> anyhow::Result<Opened> {
+    let started = Instant::now();
+    let authenticator = Arc::new(super::build_authenticator(&config)?);
+    // Load the certificate before anything else, so a bad path fails fast.
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptor)
+        .transpose()?;
+    // A bad [storage] url stops the start here, before the log is touched.
+    let archive_store = crate::archive::open_configured(&config.storage)?;
+    // Exports and schedules: checked before anything starts, so a bad [[schedules]] entry
+    // fails fast.
+    let schedules = crate::schedule::parse_all(&config.schedules)?;
+    let training_wanted = config
+        .training_settings()
+        .map_err(|message| anyhow::anyhow!(message))?;
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let paths = DataPaths::new(&data_dir);
+    let lock_file = lock(&data_dir)?;
+    let export_settings = crate::export::ExportSettings::new(&config, &data_dir, None)?;
+    let domain = Arc::new(DomainProjections::new(&config.datasets)?);
+    let domain_api = DomainApi::new(&config, domain.clone())?;
+    let metrics = super::metrics::install();
+
+    let (log, report) = recover(&config, &paths).await?;
+    let last_lsn = log.last_lsn();
+    let log_reader = log.reader();
+    let (store, replayed) =
+        replay_everything(&paths, &log_reader, last_lsn, domain.clone()).await?;
+    // The processed splits follow the [datasets] settings recorded in the log, so that any
+    // replay decides the same splits whatever config it runs with; a config that would change
+    // them under existing records is refused here, before anything is served. The reward
+    // combination, system prompt and SFT threshold are recorded when they change, so exports
+    // (which use those in force at their `to`) stay a function of the log.
+    let datasets_settings = domain
+        .settings_to_record(&config.datasets)
+        .map_err(|message| anyhow::anyhow!(message))?;
+    let training_settings = domain
+        .training_to_record(&training_wanted)
+        .map_err(|message| anyhow::anyhow!(message))?;
+    let settings_events = datasets_settings
+        .map(Event::DatasetSettingsRecorded)
+        .into_iter()
+        .chain(training_settings.map(Event::TrainingSettingsRecorded))
+        .collect();
+    tracing::info!(%last_lsn, segments = report.segments, ms = started.elapsed().as_millis() as u64, "recovered");
+    Ok(Opened {
+        config,
+        data_dir,
+        paths,
+        lock_file,
+        authenticator,
+        tls,
+        archive_store,
+        metrics,
+        log,
+        log_reader,
+        last_lsn,
+        replayed,
+        domain,
+        domain_api,
+        store: Arc::new(store),
+        schedules,
+        export_settings,
+        settings_events,
+    })
+}
+
+/// One daemon per data directory: a second writer would interleave frames.
+fn lock(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    super::lock_data_dir(data_dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another agentd is already using the data directory {} (it holds {})",
+            data_dir.display(),
+            data_dir.join(DATA_DIR_LOCK).display()
+        )
+    })
+}
+
+/// Opens the log, repairing a torn tail a crash left (and saying so).
+async fn recover(config: &Config, paths: &DataPaths) -> anyhow::Result<(Log, log::RecoveryReport)> {
+    let mut options = log_options(config, paths.log.clone());
+    options.on_batch = Some(Arc::new(|batch: &log::BatchObservation| {
+        metrics::histogram!("agentd_log_fsync_seconds").record(batch.fsync_duration.as_secs_f64());
+        metrics::histogram!("agentd_log_group_commit_frames").record(batch.frames as f64);
+        metrics::counter!("agentd_log_bytes_written_total").increment(batch.bytes as u64);
+        metrics::counter!("agentd_log_group_commits_total").increment(1);
+    }));
+    let (log, report) = tokio::task::spawn_blocking(move || log::open(options))
+        .await?
+        .context("cannot open the log")?;
+    if let Some(torn) = &report.truncated {
+        tracing::warn!(path = %torn.path.display(), offset = torn.offset, bytes = torn.bytes_removed, reason = %torn.reason, "repaired a torn tail left by a crash");
+    }
+    Ok((log, report))
+}
+
+/// One pass over the log feeds every projection: the queue state, the export ledger and the
+/// domain projections from the start, the job projection from where it stopped.
+async fn replay_everything(
+    paths: &DataPaths,
+    log_reader: &LogReader,
+    last_lsn: Lsn,
+    domain: Arc<DomainProjections>,
+) -> anyhow::Result<(ProjectionStore, Replayed)> {
+    let projections_dir = paths.projections.clone();
+    let reader = log_reader.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(ProjectionStore, Replayed)> {
+        let (store, outcome) = ProjectionStore::open_following(&projections_dir, last_lsn)?;
+        if let OpenOutcome::Recreated { reason } = &outcome {
+            tracing::warn!("rebuilding the job projection from the log: {reason}");
+        }
+        let mut queue = QueueState::new();
+        let mut ledger = ExportLedger::default();
+        let mut last_record = LastRecordTime::default();
+        let mut jobs = StoredJobs::new(&store)?;
+        let mut domain = &*domain;
+        drive(
+            &reader,
+            Lsn::ZERO,
+            last_lsn,
+            FRAMES_PER_TRANSACTION_MAX,
+            &mut [
+                &mut queue,
+                &mut ledger,
+                &mut last_record,
+                &mut jobs,
+                &mut domain,
+            ],
+            |_| {},
+        )
+        .map_err(crate::projection::ProjectionError::from)
+        .context("cannot replay the log")?;
+        drop(jobs);
+        let replayed = Replayed {
+            queue,
+            ledger,
+            last_record_ms: last_record.0,
+        };
+        Ok((store, replayed))
+    })
+    .await?
+}

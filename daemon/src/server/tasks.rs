@@ -1,0 +1,119 @@
+//! Background tasks with a shutdown signal and a completion guard (the shape mini-redis uses):
+//! every task gets the signal, every task holds a clone of the guard, and shutdown is "send the
+//! signal, then wait until every guard is dropped", bounded by the grace period. Nothing is
+//! aborted by handle.
+
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// The receiving side of the shutdown signal, handed to tasks that stop by themselves.
+pub type ShutdownSignal = watch::Receiver<bool>;
+
+/// Waits until `signal` turns true (or its sender is gone, which means the same).
+pub async fn shutdown_requested(signal: &mut ShutdownSignal) {
+    let _sender_gone_means_stop = signal.wait_for(|stop| *stop).await;
+}
+
+/// The daemon's background tasks (gauges, scheduler, export runner).
+pub struct Tasks {
+    signal: watch::Sender<bool>,
+    /// Cloned into every task; `done_rx` sees the channel close once all clones are dropped.
+    guard: mpsc::Sender<()>,
+    done_rx: mpsc::Receiver<()>,
+}
+
+impl Tasks {
+    pub fn new() -> Self {
+        let (signal, _) = watch::channel(false);
+        let (guard, done_rx) = mpsc::channel(1);
+        Tasks {
+            signal,
+            guard,
+            done_rx,
+        }
+    }
+
+    /// A receiver of the shutdown signal, for a task that finishes its current work and stops
+    /// on its own when it turns true.
+    pub fn signal(&self) -> ShutdownSignal {
+        self.signal.subscribe()
+    }
+
+    /// Spawns a task that watches [`Self::signal`] itself.
+    pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        let guard = self.guard.clone();
+        tokio::spawn(async move {
+            future.await;
+            drop(guard);
+        });
+    }
+
+    /// Spawns a periodic task with no work worth finishing: it runs until the signal, then is
+    /// dropped at its next await point.
+    pub fn spawn_until_shutdown(&self, future: impl Future<Output = ()> + Send + 'static) {
+        let mut signal = self.signal();
+        self.spawn(async move {
+            tokio::select! {
+                () = future => {}
+                () = shutdown_requested(&mut signal) => {}
+            }
+        });
+    }
+
+    /// Counts a task spawned elsewhere (it stops when its inputs close) as one of ours.
+    pub fn adopt(&self, handle: tokio::task::JoinHandle<()>) {
+        self.spawn(async move {
+            let _finished_or_panicked = handle.await;
+        });
+    }
+
+    /// Sends the signal and waits up to `grace` for every task to finish. Returns false when
+    /// some did not (they are dropped with the runtime; an export cut short leaves only temp
+    /// files and no event).
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        let Tasks {
+            signal,
+            guard,
+            mut done_rx,
+        } = self;
+        let _no_receivers_is_fine = signal.send(true);
+        drop(guard);
+        tokio::time::timeout(grace, done_rx.recv()).await.is_ok()
+    }
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn shutdown_waits_for_every_task_and_stops_periodic_ones() {
+        let tasks = Tasks::new();
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut signal = tasks.signal();
+        let seen = finished.clone();
+        tasks.spawn(async move {
+            shutdown_requested(&mut signal).await;
+            // Work that finishes after the signal is waited for.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        tasks.spawn_until_shutdown(std::future::pending());
+        assert!(tasks.shutdown(Duration::from_secs(10)).await);
+        assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn shutdown_gives_up_after_the_grace_period() {
+        let tasks = Tasks::new();
+        tasks.spawn(std::future::pending());
+        assert!(!tasks.shutdown(Duration::from_millis(20)).await);
+    }
+}
