@@ -139,6 +139,14 @@ impl WorkerMetrics {
     /// The Prometheus text exposition (format 0.0.4) of everything above.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        self.render_jobs(&mut out);
+        self.render_model_servers(&mut out);
+        self.render_actors(&mut out);
+        out
+    }
+
+    /// Jobs by queue, slots and heartbeat failures: present on every worker.
+    fn render_jobs(&self, out: &mut String) {
         let queues: Vec<(String, QueueCounters)> = lock(&self.queues)
             .iter()
             .map(|(queue, counters)| (queue.clone(), *counters))
@@ -159,47 +167,51 @@ impl WorkerMetrics {
             }
         };
         per_queue(
-            &mut out,
+            out,
             "agentd_worker_jobs_running",
             "gauge",
             "Jobs this worker is running now, by queue.",
             |counters| counters.running,
         );
         per_queue(
-            &mut out,
+            out,
             "agentd_worker_jobs_completed_total",
             "counter",
             "Jobs this worker completed, by queue.",
             |counters| counters.completed,
         );
         per_queue(
-            &mut out,
+            out,
             "agentd_worker_jobs_failed_total",
             "counter",
             "Jobs this worker reported as failed (retryable or not), by queue.",
             |counters| counters.failed,
         );
         per_queue(
-            &mut out,
+            out,
             "agentd_worker_leases_lost_total",
             "counter",
             "Jobs stopped because their lease was lost (cancelled, expired, or the daemon unreachable until it expired), by queue.",
             |counters| counters.lost,
         );
         single(
-            &mut out,
+            out,
             "agentd_worker_slots",
             "gauge",
             "Slots of this worker (jobs it runs at once).",
             self.slots.load(Ordering::Relaxed),
         );
         single(
-            &mut out,
+            out,
             "agentd_worker_heartbeat_failures_total",
             "counter",
             "Heartbeats that did not renew their lease (an error answer or no answer in time).",
             self.heartbeat_failures.load(Ordering::Relaxed),
         );
+    }
+
+    /// The model servers' metrics, when the worker has any (`--serve`).
+    fn render_model_servers(&self, out: &mut String) {
         let servers: Vec<(u32, Arc<ServerMetrics>)> = lock(&self.servers).clone();
         if !servers.is_empty() {
             let per_gpu = |out: &mut String,
@@ -213,66 +225,69 @@ impl WorkerMetrics {
                 }
             };
             per_gpu(
-                &mut out,
+                out,
                 "agentd_worker_model_server_up",
                 "gauge",
                 "1 while the GPU's model server process runs (--serve).",
                 |server| server.up.load(Ordering::Relaxed) as u64,
             );
             per_gpu(
-                &mut out,
+                out,
                 "agentd_worker_model_server_ready",
                 "gauge",
                 "1 while the GPU's model server answers its health check; its slots take leases only then.",
                 |server| server.ready.load(Ordering::Relaxed) as u64,
             );
             per_gpu(
-                &mut out,
+                out,
                 "agentd_worker_model_server_restarts_total",
                 "counter",
                 "Restarts of the GPU's model server (it exited, was not ready in time, or failed its checks).",
                 |server| server.restarts.load(Ordering::Relaxed),
             );
             per_gpu(
-                &mut out,
+                out,
                 "agentd_worker_model_server_health_check_failures_total",
                 "counter",
                 "Health checks of the GPU's ready model server that did not answer 200.",
                 |server| server.health_check_failures.load(Ordering::Relaxed),
             );
         }
+    }
+
+    /// The persistent actors' metrics, when the worker has any (`--persistent`).
+    fn render_actors(&self, out: &mut String) {
         let actors = self.actors.load(Ordering::Relaxed);
         if actors > 0 {
             single(
-                &mut out,
+                out,
                 "agentd_worker_actors",
                 "gauge",
                 "Persistent actor processes supervised (one per slot, --persistent).",
                 actors,
             );
             single(
-                &mut out,
+                out,
                 "agentd_worker_actors_ready",
                 "gauge",
                 "Persistent actors that said hello and are taking jobs.",
                 self.actors_ready.load(Ordering::Relaxed).max(0) as u64,
             );
             single(
-                &mut out,
+                out,
                 "agentd_worker_actor_restarts_total",
                 "counter",
                 "Persistent actor processes replaced (died, failed their hello, or killed after ignoring a cancel).",
                 self.actor_restarts.load(Ordering::Relaxed),
             );
             single(
-                &mut out,
+                out,
                 "agentd_worker_actor_cancel_kills_total",
                 "counter",
                 "Persistent actors killed because they did not answer a cancel within the grace period.",
                 self.actor_cancel_kills.load(Ordering::Relaxed),
             );
         }
-        out
     }
 }
 

@@ -143,18 +143,7 @@ pub fn parse(
 ) -> Result<VerifyJob, PayloadError> {
     let raw: RawPayload =
         serde_json::from_value(payload.clone()).map_err(|error| PayloadError(error.to_string()))?;
-    let task_id = match (raw.task_id, job_task_id) {
-        (Some(own), Some(job)) if own != job => {
-            return Err(PayloadError(format!(
-                "task_id {own:?} differs from the job's task_id {job:?}"
-            )))
-        }
-        (Some(own), _) => Some(own),
-        (None, job) => job.map(str::to_string),
-    };
-    if task_id.as_deref().is_some_and(|id| id.trim().is_empty()) {
-        return Err(PayloadError("task_id must not be blank".into()));
-    }
+    let task_id = task_id(raw.task_id, job_task_id)?;
     if raw.files.is_empty() {
         return Err(PayloadError("files must hold at least one file".into()));
     }
@@ -175,37 +164,12 @@ pub fn parse(
     if let Some(argv) = &raw.test_command {
         check_test_command(argv, limits)?;
     }
-    let model =
-        match (raw.model, raw.policy_version) {
-            (None, None) => None,
-            (Some(model), Some(policy_version)) => {
-                for (field, value) in [("model", &model), ("policy_version", &policy_version)] {
-                    if value.trim().is_empty() || value.chars().count() > NAME_CHARS_MAX {
-                        return Err(PayloadError(format!(
-                            "{field} must be 1 to {NAME_CHARS_MAX} characters"
-                        )));
-                    }
-                }
-                Some(StepModel {
-                    model,
-                    policy_version,
-                })
-            }
-            _ => return Err(PayloadError(
-                "model and policy_version go together: give both to record the step, or neither"
-                    .into(),
-            )),
-        };
-    if model.is_some() && raw.rollout_id.is_some() {
-        return Err(PayloadError(
-            "model is given with a rollout_id: a rollout's steps are recorded by its episode under its lease; send the verify job after the episode recorded the step, without model".into(),
-        ));
-    }
-    if model.is_some() && task_id.is_none() && raw.rollout_id.is_none() {
-        return Err(PayloadError(
-            "model is given but there is no task_id or rollout_id to record the step under".into(),
-        ));
-    }
+    let model = step_model(
+        raw.model,
+        raw.policy_version,
+        task_id.as_deref(),
+        raw.rollout_id,
+    )?;
     let test_files = match &raw.tests {
         None => default_test_files(&raw.files),
         Some(patterns) => named_test_files(&raw.files, patterns).map_err(PayloadError)?,
@@ -228,6 +192,65 @@ pub fn parse(
         post,
         tests_reward: raw.tests_reward,
     })
+}
+
+/// The payload's `task_id`, else the job's; they must agree when both are given.
+fn task_id(own: Option<String>, job_task_id: Option<&str>) -> Result<Option<String>, PayloadError> {
+    let task_id = match (own, job_task_id) {
+        (Some(own), Some(job)) if own != job => {
+            return Err(PayloadError(format!(
+                "task_id {own:?} differs from the job's task_id {job:?}"
+            )))
+        }
+        (Some(own), _) => Some(own),
+        (None, job) => job.map(str::to_string),
+    };
+    if task_id.as_deref().is_some_and(|id| id.trim().is_empty()) {
+        return Err(PayloadError("task_id must not be blank".into()));
+    }
+    Ok(task_id)
+}
+
+/// The model that proposed the step, when the worker is to record it: `model` and
+/// `policy_version` together, under a task (never a rollout's step; see the module doc).
+fn step_model(
+    model: Option<String>,
+    policy_version: Option<String>,
+    task_id: Option<&str>,
+    rollout_id: Option<RolloutId>,
+) -> Result<Option<StepModel>, PayloadError> {
+    let model =
+        match (model, policy_version) {
+            (None, None) => return Ok(None),
+            (Some(model), Some(policy_version)) => {
+                for (field, value) in [("model", &model), ("policy_version", &policy_version)] {
+                    if value.trim().is_empty() || value.chars().count() > NAME_CHARS_MAX {
+                        return Err(PayloadError(format!(
+                            "{field} must be 1 to {NAME_CHARS_MAX} characters"
+                        )));
+                    }
+                }
+                StepModel {
+                    model,
+                    policy_version,
+                }
+            }
+            _ => return Err(PayloadError(
+                "model and policy_version go together: give both to record the step, or neither"
+                    .into(),
+            )),
+        };
+    if rollout_id.is_some() {
+        return Err(PayloadError(
+            "model is given with a rollout_id: a rollout's steps are recorded by its episode under its lease; send the verify job after the episode recorded the step, without model".into(),
+        ));
+    }
+    if task_id.is_none() {
+        return Err(PayloadError(
+            "model is given but there is no task_id or rollout_id to record the step under".into(),
+        ));
+    }
+    Ok(Some(model))
 }
 
 /// The payload fields that name where the verdict is recorded, which a local run

@@ -1,4 +1,6 @@
+use super::facts::{check_rollout_task, record};
 use super::*;
+use agentd_schemas::LeaseId;
 
 #[test]
 fn cut_keeps_the_head_within_the_limit_on_a_char_boundary() {

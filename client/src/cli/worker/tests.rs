@@ -1,5 +1,6 @@
 use super::*;
 use crate::cli::Cli;
+use crate::worker::ServerStatus;
 use clap::Parser;
 
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {

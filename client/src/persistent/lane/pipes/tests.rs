@@ -1,4 +1,5 @@
 use super::*;
+use std::process::Stdio;
 
 async fn lines_of(script: &str) -> Vec<Result<Vec<u8>, Vec<u8>>> {
     let mut child = tokio::process::Command::new("sh")
