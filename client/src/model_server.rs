@@ -89,59 +89,137 @@ pub async fn supervise(
     mut stop: watch::Receiver<bool>,
     metrics: Arc<ServerMetrics>,
 ) {
-    let status = Publisher { status, metrics };
-    let name = format!("model server of GPU {}", config.gpu_index);
-    let http = match reqwest::Client::builder()
-        .timeout(HEALTH_REQUEST_TIMEOUT.min(config.check_interval.max(Duration::from_secs(1))))
-        .no_proxy()
-        .build()
-    {
-        Ok(http) => http,
-        Err(error) => {
-            eprintln!("agentctl worker: {name}: cannot build an HTTP client ({error}); the slot stays unused");
-            return;
-        }
+    let Some(mut server) = Supervised::new(config, Publisher { status, metrics }) else {
+        return;
     };
-    let health_url = format!("{}{}", config.url(), config.health_path);
-    let mut backoff = RESTART_BACKOFF_INITIAL;
-    let mut generation: u64 = 0;
     let mut restarts: u64 = 0;
-    let (log, _writer_ends_with_its_senders) =
-        spawn_log_writer(config.log_path.clone(), config.log_bytes_max);
     loop {
         if stop_requested(&stop) {
             return;
         }
-        status.publish(ServerStatus {
-            generation,
+        server.status.publish(ServerStatus {
+            generation: server.generation,
             ready: false,
         });
+        let child = match server.command().spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                eprintln!(
+                    "agentctl worker: {}: cannot start ({error}); retrying in {} s",
+                    server.name,
+                    server.backoff.as_secs()
+                );
+                server.count_restart();
+                if server.back_off(&mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(why) = server.live(child, &mut stop).await else {
+            eprintln!("agentctl worker: {}: stopped", server.name);
+            return;
+        };
+        restarts += 1;
+        server.count_restart();
+        eprintln!(
+            "agentctl worker: {}: {why}; restarting in {} s (restart {restarts})",
+            server.name,
+            server.backoff.as_secs()
+        );
+        if server.back_off(&mut stop).await {
+            return;
+        }
+    }
+}
+
+/// One slot's model server, across its restarts.
+struct Supervised {
+    config: ServerConfig,
+    /// Answers the health checks.
+    http: reqwest::Client,
+    health_url: String,
+    status: Publisher,
+    /// `model server of GPU N`, for messages.
+    name: String,
+    /// The server's output, to its log file.
+    log: mpsc::Sender<Vec<u8>>,
+    /// The log's writer task; it ends once every sender is gone.
+    _log_writer: tokio::task::JoinHandle<()>,
+    /// Wait before the next restart; back to the first once a server came up.
+    backoff: Duration,
+    /// The current life's generation (see [`ServerStatus`]).
+    generation: u64,
+}
+
+impl Supervised {
+    /// The supervisor's state before the first start; `None` (said on stderr) when no HTTP
+    /// client can be built for the health checks: the slot stays unused.
+    fn new(config: ServerConfig, status: Publisher) -> Option<Supervised> {
+        let name = format!("model server of GPU {}", config.gpu_index);
+        let http = match reqwest::Client::builder()
+            .timeout(HEALTH_REQUEST_TIMEOUT.min(config.check_interval.max(Duration::from_secs(1))))
+            .no_proxy()
+            .build()
+        {
+            Ok(http) => http,
+            Err(error) => {
+                eprintln!("agentctl worker: {name}: cannot build an HTTP client ({error}); the slot stays unused");
+                return None;
+            }
+        };
+        let (log, writer) = spawn_log_writer(config.log_path.clone(), config.log_bytes_max);
+        Some(Supervised {
+            health_url: format!("{}{}", config.url(), config.health_path),
+            config,
+            http,
+            status,
+            name,
+            log,
+            _log_writer: writer,
+            backoff: RESTART_BACKOFF_INITIAL,
+            generation: 0,
+        })
+    }
+
+    fn count_restart(&self) {
+        self.status.metrics.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits the backoff before the next start, then doubles it (up to its cap); true when a
+    /// stop was requested meanwhile.
+    async fn back_off(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        if wait_or_stop(self.backoff, stop).await {
+            return true;
+        }
+        self.backoff = (self.backoff * 2).min(RESTART_BACKOFF_MAX);
+        false
+    }
+
+    /// `sh -c COMMAND` in its own process group, with the slot's environment.
+    fn command(&self) -> tokio::process::Command {
         let mut command = tokio::process::Command::new("sh");
         command
             .arg("-c")
-            .arg(&config.command_line)
-            .envs(config.env.iter().cloned())
+            .arg(&self.config.command_line)
+            .envs(self.config.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(error) => {
-                eprintln!(
-                    "agentctl worker: {name}: cannot start ({error}); retrying in {} s",
-                    backoff.as_secs()
-                );
-                status.metrics.restarts.fetch_add(1, Ordering::Relaxed);
-                if wait_or_stop(backoff, &mut stop).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
-                continue;
-            }
-        };
-        status.metrics.up.store(true, Ordering::Relaxed);
+        command
+    }
+
+    /// One life of the server: its output to the log, health checks until it must be restarted
+    /// (why) or a stop is requested (`None`), then its process group stopped.
+    async fn live(
+        &mut self,
+        mut child: tokio::process::Child,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<String> {
+        let (name, config) = (&self.name, &self.config);
+        self.status.metrics.up.store(true, Ordering::Relaxed);
         let pid = child.id();
         eprintln!(
             "agentctl worker: {name}: started (pid {}) on port {}: {}",
@@ -149,49 +227,38 @@ pub async fn supervise(
             config.port,
             config.command_line
         );
-        let _log_writer_gone_means_output_dropped = log
+        let _log_writer_gone_means_output_dropped = self
+            .log
             .send(
                 format!(
-                    "--- agentctl worker: {name} started (pid {}, generation {generation}): {}\n",
+                    "--- agentctl worker: {name} started (pid {}, generation {}): {}\n",
                     pid.unwrap_or(0),
+                    self.generation,
                     config.command_line
                 )
                 .into_bytes(),
             )
             .await;
-        let copy_stdout = tokio::spawn(copy_to_log(child.stdout.take(), log.clone()));
-        let copy_stderr = tokio::spawn(copy_to_log(child.stderr.take(), log.clone()));
+        let copy_stdout = tokio::spawn(copy_to_log(child.stdout.take(), self.log.clone()));
+        let copy_stderr = tokio::spawn(copy_to_log(child.stderr.take(), self.log.clone()));
         let started_at = Instant::now();
         let why = tokio::select! {
-            why = watch_server(&config, &http, &health_url, &status, generation, started_at, &mut child, &mut backoff) => Some(why),
+            why = watch_server(config, &self.http, &self.health_url, &self.status, self.generation, started_at, &mut child, &mut self.backoff) => Some(why),
             _ = stop.wait_for(|stop| *stop) => None,
         };
-        generation += 1;
-        status.publish(ServerStatus {
-            generation,
+        self.generation += 1;
+        self.status.publish(ServerStatus {
+            generation: self.generation,
             ready: false,
         });
         stop_group(pid, &mut child).await;
-        status.metrics.up.store(false, Ordering::Relaxed);
+        self.status.metrics.up.store(false, Ordering::Relaxed);
         // The pipes close once the whole group is gone; bounded so a grandchild that escaped
         // the group cannot hold the supervisor.
         let _copied_or_gave_up =
             tokio::time::timeout(STOP_GRACE, async { tokio::join!(copy_stdout, copy_stderr) })
                 .await;
-        let Some(why) = why else {
-            eprintln!("agentctl worker: {name}: stopped");
-            return;
-        };
-        restarts += 1;
-        status.metrics.restarts.fetch_add(1, Ordering::Relaxed);
-        eprintln!(
-            "agentctl worker: {name}: {why}; restarting in {} s (restart {restarts})",
-            backoff.as_secs()
-        );
-        if wait_or_stop(backoff, &mut stop).await {
-            return;
-        }
-        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+        why
     }
 }
 

@@ -13,20 +13,23 @@
 //! and its persistent actor said hello (`--persistent`, `crate::persistent`). What the worker
 //! does is counted in `crate::worker_metrics` (`--metrics-listen`).
 
+mod attempt;
+mod command;
+
 use crate::http_client::{Client, ClientError};
 use crate::job_log::{self, AttemptInfo, AttemptLog, JobLogSettings, OutputSink};
-use crate::pipe::{Keep, Kept};
 use crate::worker_metrics::{JobEnd, WorkerMetrics};
 use agentd_schemas::api::{LeaseGrant, LeaseRequest};
 use agentd_schemas::events::Tags;
+use attempt::{Attempt, Reported};
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{watch, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::task::JoinSet;
+
+pub use command::{command_handler, kill_group, DaemonAccess};
 
 /// Most bytes of stderr kept for a failure message (the tail says the most).
 pub const STDERR_TAIL_BYTES: usize = 4096;
@@ -148,46 +151,117 @@ pub async fn run(
     handler: Handler,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<WorkerSummary, ClientError> {
-    let free_slots = Arc::new(Mutex::new(options.slots.clone()));
-    let summary = Arc::new(Mutex::new(WorkerSummary::default()));
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let mut running = tokio::task::JoinSet::new();
-    let mut leased_total: u64 = 0;
-    let (slot_freed_tx, mut slot_freed_rx) =
-        tokio::sync::mpsc::channel::<()>(options.slots.len().max(1));
-    let mut backoff = Duration::from_millis(100);
-    let mut lease_failures_in_a_row: u64 = 0;
-    loop {
-        if *shutdown.borrow() || options.max_jobs.is_some_and(|max| leased_total >= max) {
-            break;
+    let mut worker = LeaseLoop::new(client, options, handler);
+    worker.lease_until_stopped(&mut shutdown).await?;
+    worker.finish(&mut shutdown).await;
+    let summary = *worker.summary.lock().await;
+    Ok(summary)
+}
+
+/// First wait after a failed lease request; doubled per failure in a row.
+const LEASE_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between lease requests that failed.
+const LEASE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The state of [`run`]: the free slots, the running jobs and what they add up to.
+struct LeaseLoop {
+    client: Client,
+    options: WorkerOptions,
+    handler: Handler,
+    /// Slots without a job; a job puts its slot back when it ends.
+    free_slots: Arc<Mutex<Vec<Slot>>>,
+    summary: Arc<Mutex<WorkerSummary>>,
+    /// Turned true when the drain deadline passes: every running job stops.
+    drain_tx: watch::Sender<bool>,
+    running: JoinSet<()>,
+    leased_total: u64,
+    /// A job that ended wakes the loop (bounded by the slot count: one pending wake-up is
+    /// enough).
+    slot_freed_tx: mpsc::Sender<()>,
+    slot_freed_rx: mpsc::Receiver<()>,
+    backoff: Duration,
+    lease_failures_in_a_row: u64,
+}
+
+impl LeaseLoop {
+    fn new(client: Client, options: WorkerOptions, handler: Handler) -> LeaseLoop {
+        let (slot_freed_tx, slot_freed_rx) = mpsc::channel::<()>(options.slots.len().max(1));
+        LeaseLoop {
+            client,
+            free_slots: Arc::new(Mutex::new(options.slots.clone())),
+            options,
+            handler,
+            summary: Arc::new(Mutex::new(WorkerSummary::default())),
+            drain_tx: watch::channel(false).0,
+            running: JoinSet::new(),
+            leased_total: 0,
+            slot_freed_tx,
+            slot_freed_rx,
+            backoff: LEASE_BACKOFF_FIRST,
+            lease_failures_in_a_row: 0,
         }
-        let (free, waiting_for_gate) = {
-            let slots = free_slots.lock().await;
-            let ready = slots.iter().filter(|slot| slot.ready()).count();
-            (ready, slots.len() - ready)
-        };
-        if free == 0 {
-            // A server becoming ready (or an actor saying hello) has no channel into this loop;
-            // look again shortly.
-            let server_poll = async {
-                if waiting_for_gate > 0 {
-                    tokio::time::sleep(SERVER_READY_POLL).await
-                } else {
-                    std::future::pending().await
-                }
-            };
-            tokio::select! {
-                _ = slot_freed_rx.recv() => {}
-                _ = shutdown.changed() => {}
-                Some(_) = running.join_next() => {}
-                _ = server_poll => {}
+    }
+
+    /// Leases into free, ready slots until a stop is requested or `max_jobs` were leased.
+    async fn lease_until_stopped(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ClientError> {
+        loop {
+            let max_reached = (self.options.max_jobs).is_some_and(|max| self.leased_total >= max);
+            if *shutdown.borrow() || max_reached {
+                return Ok(());
             }
-            continue;
+            let (free, waiting_for_gate) = {
+                let slots = self.free_slots.lock().await;
+                let ready = slots.iter().filter(|slot| slot.ready()).count();
+                (ready, slots.len() - ready)
+            };
+            if free == 0 {
+                self.wait_for_a_slot(waiting_for_gate > 0, shutdown).await;
+                continue;
+            }
+            let Some(leases) = self.lease(free, shutdown).await? else {
+                continue;
+            };
+            for grant in leases {
+                self.start(grant).await;
+            }
+            while self.running.try_join_next().is_some() {}
         }
-        let want = options
-            .max_jobs
-            .map_or(free as u64, |max| (max - leased_total).min(free as u64))
-            as u32;
+    }
+
+    /// Waits until a job ends, a stop is requested, or (with slots waiting for their model
+    /// server or actor) a moment passes.
+    async fn wait_for_a_slot(&mut self, gates_closed: bool, shutdown: &mut watch::Receiver<bool>) {
+        // A server becoming ready (or an actor saying hello) has no channel into this loop;
+        // look again shortly.
+        let server_poll = async {
+            if gates_closed {
+                tokio::time::sleep(SERVER_READY_POLL).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            _ = self.slot_freed_rx.recv() => {}
+            _ = shutdown.changed() => {}
+            Some(_) = self.running.join_next() => {}
+            _ = server_poll => {}
+        }
+    }
+
+    /// One lease request for up to `free` jobs; `None` when it was cut short by a stop request
+    /// or failed transiently (after a backoff).
+    async fn lease(
+        &mut self,
+        free: usize,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Vec<LeaseGrant>>, ClientError> {
+        let options = &self.options;
+        let want = options.max_jobs.map_or(free as u64, |max| {
+            (max - self.leased_total).min(free as u64)
+        }) as u32;
         let request = LeaseRequest {
             worker_id: options.worker_id.clone(),
             queues: options.queues.clone(),
@@ -196,536 +270,157 @@ pub async fn run(
             wait_ms: Some(options.wait_ms),
         };
         let response = tokio::select! {
-            response = client.lease(&request) => response,
-            _ = shutdown.changed() => continue,
+            response = self.client.lease(&request) => response,
+            _ = shutdown.changed() => return Ok(None),
         };
-        let leases = match response {
+        match response {
             Ok(response) => {
-                backoff = Duration::from_millis(100);
-                lease_failures_in_a_row = 0;
-                response.leases
+                self.backoff = LEASE_BACKOFF_FIRST;
+                self.lease_failures_in_a_row = 0;
+                Ok(Some(response.leases))
             }
             Err(error) if error.is_transient() => {
-                eprintln!(
-                    "agentctl worker: lease request failed ({error}); retrying in {} ms",
-                    backoff.as_millis()
-                );
-                // Once per streak: the retries say the same thing again.
-                if lease_failures_in_a_row == 0 {
-                    if let Some(hint) = error.hint() {
-                        eprintln!("hint: {hint}");
-                    }
-                }
-                lease_failures_in_a_row += 1;
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
+                self.back_off(&error, shutdown).await;
+                Ok(None)
             }
-            Err(error) => return Err(error),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Says why a lease request failed and waits before the next one.
+    async fn back_off(&mut self, error: &ClientError, shutdown: &mut watch::Receiver<bool>) {
+        eprintln!(
+            "agentctl worker: lease request failed ({error}); retrying in {} ms",
+            self.backoff.as_millis()
+        );
+        // Once per streak: the retries say the same thing again.
+        if self.lease_failures_in_a_row == 0 {
+            if let Some(hint) = error.hint() {
+                eprintln!("hint: {hint}");
+            }
+        }
+        self.lease_failures_in_a_row += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(self.backoff) => {}
+            _ = shutdown.changed() => {}
+        }
+        self.backoff = (self.backoff * 2).min(LEASE_BACKOFF_MAX);
+    }
+
+    /// Runs `grant` in a free, ready slot, or gives it back when there is none.
+    async fn start(&mut self, grant: LeaseGrant) {
+        self.leased_total += 1;
+        let slot = {
+            let mut slots = self.free_slots.lock().await;
+            let position = slots.iter().rposition(Slot::ready);
+            position.map(|position| slots.swap_remove(position))
         };
-        for grant in leases {
-            leased_total += 1;
-            let slot = {
-                let mut slots = free_slots.lock().await;
-                let position = slots.iter().rposition(Slot::ready);
-                position.map(|position| slots.swap_remove(position))
-            };
-            let Some(slot) = slot else {
-                // The daemon never grants more than asked; answer it honestly if it did (or a
-                // model server went down during the long poll). If that fails too, the lease
-                // expires and the job runs again.
-                let _expires_if_unanswered = client
-                    .fail(grant.lease_id, "worker had no free slot", true)
-                    .await;
-                continue;
-            };
-            let context_client = client.clone();
-            let handler = handler.clone();
-            let free_slots = free_slots.clone();
-            let summary = summary.clone();
-            let slot_freed = slot_freed_tx.clone();
-            let drain = drain_rx.clone();
-            let metrics = options.metrics.clone();
-            let queue = grant.job.queue.clone();
-            metrics.job_started(&queue);
-            let attempt_log = AttemptLog::start(
-                &options.job_logs,
+        let Some(slot) = slot else {
+            // The daemon never grants more than asked; answer it honestly if it did (or a
+            // model server went down during the long poll). If that fails too, the lease
+            // expires and the job runs again.
+            let _expires_if_unanswered = self
+                .client
+                .fail(grant.lease_id, "worker had no free slot", true)
+                .await;
+            return;
+        };
+        let metrics = self.options.metrics.clone();
+        let queue = grant.job.queue.clone();
+        metrics.job_started(&queue);
+        let attempt = Attempt {
+            client: self.client.clone(),
+            handler: self.handler.clone(),
+            drain: self.drain_tx.subscribe(),
+            heartbeat_divisor: self.options.heartbeat_divisor.max(2),
+            log: AttemptLog::start(
+                &self.options.job_logs,
                 &AttemptInfo {
                     job_id: grant.job_id,
                     lease_id: grant.lease_id,
                     attempt: grant.attempt,
-                    worker_id: options.worker_id.clone(),
+                    worker_id: self.options.worker_id.clone(),
                     started_at_ms: job_log::now_ms(),
                 },
-            );
-            let divisor = options.heartbeat_divisor.max(2);
-            running.spawn(async move {
-                let outcome = run_one(
-                    context_client,
-                    grant,
-                    slot.clone(),
-                    handler,
-                    drain,
-                    divisor,
-                    attempt_log,
-                    metrics.clone(),
-                )
-                .await;
-                {
-                    let mut summary = summary.lock().await;
-                    match outcome {
-                        Reported::Completed => summary.completed += 1,
-                        Reported::Failed => summary.failed += 1,
-                        Reported::Lost => summary.lost += 1,
-                    }
-                }
-                metrics.job_ended(
-                    &queue,
-                    match outcome {
-                        Reported::Completed => JobEnd::Completed,
-                        Reported::Failed => JobEnd::Failed,
-                        Reported::Lost => JobEnd::Lost,
-                    },
-                );
-                free_slots.lock().await.push(slot);
-                // Full means the loop already has a wake-up pending; one is enough.
-                let _wake_up_pending = slot_freed.try_send(());
-            });
-        }
-        while running.try_join_next().is_some() {}
+            ),
+            metrics: metrics.clone(),
+        };
+        let free_slots = self.free_slots.clone();
+        let summary = self.summary.clone();
+        let slot_freed = self.slot_freed_tx.clone();
+        self.running.spawn(async move {
+            let outcome = attempt.run(grant, slot.clone()).await;
+            summary.lock().await.count(outcome);
+            metrics.job_ended(&queue, outcome.into());
+            free_slots.lock().await.push(slot);
+            // Full means the loop already has a wake-up pending; one is enough.
+            let _wake_up_pending = slot_freed.try_send(());
+        });
     }
-    // Finished jobs stay in the set until joined; only count the ones still running.
-    while running.try_join_next().is_some() {}
-    // After `max_jobs`, running jobs finish in their own time, unless a stop is requested.
-    if !running.is_empty() && !*shutdown.borrow() {
-        eprintln!(
-            "agentctl worker: max jobs leased; waiting for {} running job(s)",
-            running.len()
-        );
-        loop {
-            tokio::select! {
-                next = running.join_next() => if next.is_none() { break },
-                // A closed channel disables this branch instead of firing it in a loop.
-                Ok(()) = shutdown.changed() => if *shutdown.borrow() { break },
+
+    /// After the leasing stopped: waits for the running jobs (after `max_jobs`, unless a stop
+    /// is requested), then drains them until the deadline and stops the rest.
+    async fn finish(&mut self, shutdown: &mut watch::Receiver<bool>) {
+        // Finished jobs stay in the set until joined; only count the ones still running.
+        while self.running.try_join_next().is_some() {}
+        // After `max_jobs`, running jobs finish in their own time, unless a stop is requested.
+        if !self.running.is_empty() && !*shutdown.borrow() {
+            eprintln!(
+                "agentctl worker: max jobs leased; waiting for {} running job(s)",
+                self.running.len()
+            );
+            loop {
+                tokio::select! {
+                    next = self.running.join_next() => if next.is_none() { break },
+                    // A closed channel disables this branch instead of firing it in a loop.
+                    Ok(()) = shutdown.changed() => if *shutdown.borrow() { break },
+                }
             }
         }
+        if !self.running.is_empty() {
+            self.drain().await;
+        }
     }
-    // Drain: no new leases; running jobs get until the deadline, then are stopped.
-    if !running.is_empty() {
+
+    /// No new leases; running jobs get until the drain deadline, then are stopped.
+    async fn drain(&mut self) {
         eprintln!(
             "agentctl worker: draining {} running job(s) for up to {} s",
-            running.len(),
-            options.drain_timeout.as_secs()
+            self.running.len(),
+            self.options.drain_timeout.as_secs()
         );
-        let deadline = tokio::time::sleep(options.drain_timeout);
+        let deadline = tokio::time::sleep(self.options.drain_timeout);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                next = running.join_next() => if next.is_none() { break },
+                next = self.running.join_next() => if next.is_none() { break },
                 _ = &mut deadline => {
                     // Every job's heartbeat task holds a receiver until its job ends.
-                    let _no_receivers_means_no_jobs = drain_tx.send(true);
-                    while running.join_next().await.is_some() {}
+                    let _no_receivers_means_no_jobs = self.drain_tx.send(true);
+                    while self.running.join_next().await.is_some() {}
                     break;
                 }
             }
         }
     }
-    let summary = *summary.lock().await;
-    Ok(summary)
 }
 
-#[derive(Clone, Copy)]
-enum Reported {
-    Completed,
-    Failed,
-    Lost,
-}
-
-#[allow(clippy::too_many_arguments)] // reason: one call site; each piece is the job's own
-async fn run_one(
-    client: Client,
-    grant: LeaseGrant,
-    slot: Slot,
-    handler: Handler,
-    mut drain: watch::Receiver<bool>,
-    divisor: u32,
-    attempt_log: AttemptLog,
-    metrics: Arc<WorkerMetrics>,
-) -> Reported {
-    let lease_id = grant.lease_id;
-    let attempt = grant.attempt;
-    let (stop_tx, stop_rx) = watch::channel(StopReason::Running);
-    let interval = Duration::from_millis((grant.job.lease_ttl_ms / divisor as u64).max(50));
-    let heartbeat_client = client.clone();
-    let heartbeat_stop = stop_tx.clone();
-    let lease_ttl = Duration::from_millis(grant.job.lease_ttl_ms);
-    let job_id = grant.job_id;
-    let heartbeats = tokio::spawn(async move {
-        // The lease was granted a moment ago; each successful heartbeat renews it for a TTL
-        // from when it was sent (a conservative reading of the daemon's clock).
-        let mut held_until = Instant::now() + lease_ttl;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                // A closed channel disables this branch instead of firing it in a loop.
-                Ok(()) = drain.changed() => {
-                    if *drain.borrow() {
-                        let _receiver_gone_means_job_done = heartbeat_stop.send(StopReason::Draining);
-                        return;
-                    }
-                }
-            }
-            let sent_at = Instant::now();
-            // A hung daemon must not hold the heartbeat past the lease's end either.
-            let answer = tokio::time::timeout(
-                held_until.saturating_duration_since(sent_at),
-                heartbeat_client.heartbeat(lease_id),
-            )
-            .await;
-            if !matches!(answer, Ok(Ok(_))) {
-                metrics.heartbeat_failed();
-            }
-            match answer {
-                Ok(Ok(_)) => held_until = sent_at + lease_ttl,
-                Ok(Err(error))
-                    if matches!(error.code(), Some("lease_lost") | Some("not_found")) =>
-                {
-                    eprintln!("agentctl worker: lease {lease_id} of {job_id} lost ({error}); stopping the job");
-                    let _receiver_gone_means_job_done = heartbeat_stop.send(StopReason::LeaseLost);
-                    return;
-                }
-                // Unreachable daemon: once the lease has surely expired there, someone else may
-                // already run the job; going on would be zombie work.
-                Err(_) => {
-                    eprintln!("agentctl worker: lease {lease_id} of {job_id} expired while the daemon did not answer; stopping the job");
-                    let _receiver_gone_means_job_done = heartbeat_stop.send(StopReason::LeaseLost);
-                    return;
-                }
-                Ok(Err(error)) if Instant::now() >= held_until => {
-                    eprintln!("agentctl worker: lease {lease_id} of {job_id} expired while the daemon was unreachable ({error}); stopping the job");
-                    let _receiver_gone_means_job_done = heartbeat_stop.send(StopReason::LeaseLost);
-                    return;
-                }
-                Ok(Err(error)) => eprintln!(
-                    "agentctl worker: heartbeat for {lease_id} failed ({error}); will retry"
-                ),
-            }
-        }
-    });
-    let server_watch = slot.server.clone().map(|mut server| {
-        let server_stop = stop_tx.clone();
-        let status = *server.borrow();
-        let started_under = status.generation;
-        // The slot was ready when it was picked, but its server may have gone down since: a
-        // job must not start against a server that is not ready (it would never be stopped).
-        let down_at_start = !status.ready;
-        let slot_index = slot.index;
-        tokio::spawn(async move {
-            // A dropped sender means the worker is stopping its servers after the drain.
-            let went_down = down_at_start
-                || server
-                    .wait_for(|status| status.generation != started_under)
-                    .await
-                    .is_ok();
-            if went_down {
-                eprintln!("agentctl worker: the model server of slot {slot_index} went down; stopping {job_id} (retryable)");
-                server_stop.send_if_modified(|reason| {
-                    let running = *reason == StopReason::Running;
-                    if running {
-                        *reason = StopReason::ServerLost;
-                    }
-                    running
-                });
-            }
-        })
-    });
-    let context = JobContext {
-        grant,
-        client: client.clone(),
-        slot,
-        stop: stop_rx.clone(),
-        output: attempt_log.sink(),
-    };
-    let outcome = handler(context).await;
-    heartbeats.abort();
-    if let Some(server_watch) = server_watch {
-        server_watch.abort();
-    }
-    let stop_reason = *stop_rx.borrow();
-    let (end_line, silent_detail) = end_line(attempt, &outcome, stop_reason);
-    let log_tail = attempt_log
-        .finish(&end_line, silent_detail.as_deref())
-        .await;
-    let report = match (outcome, stop_reason) {
-        (_, StopReason::LeaseLost) => return Reported::Lost,
-        // A job that failed once its server was gone most likely failed because of it.
-        (JobOutcome::Stopped | JobOutcome::Fail { .. }, StopReason::ServerLost) => client
-            .fail_with_log_tail(lease_id, SERVER_LOST_ERROR, true, log_tail)
-            .await
-            .map(|_| Reported::Failed),
-        (JobOutcome::Stopped, StopReason::Draining)
-        | (JobOutcome::Stopped, StopReason::Running) => client
-            .fail_with_log_tail(lease_id, SHUTDOWN_ERROR, true, log_tail)
-            .await
-            .map(|_| Reported::Failed),
-        (JobOutcome::Complete(result), _) => client
-            .complete_with_log_tail(lease_id, result, log_tail)
-            .await
-            .map(|_| Reported::Completed),
-        (JobOutcome::Fail { error, retryable }, _) => client
-            .fail_with_log_tail(lease_id, &error, retryable, log_tail)
-            .await
-            .map(|_| Reported::Failed),
-    };
-    match report {
-        Ok(reported) => reported,
-        Err(error) if error.code() == Some("lease_lost") => Reported::Lost,
-        Err(error) => {
-            eprintln!("agentctl worker: could not report {lease_id}: {error}; the lease will expire and the job run again");
-            Reported::Lost
+impl WorkerSummary {
+    fn count(&mut self, reported: Reported) {
+        match reported {
+            Reported::Completed => self.completed += 1,
+            Reported::Failed => self.failed += 1,
+            Reported::Lost => self.lost += 1,
         }
     }
 }
 
-const SERVER_LOST_ERROR: &str = "the slot's model server went down or was restarted under the job";
-const SHUTDOWN_ERROR: &str = "worker stopped the job while shutting down";
-
-/// The `==` line that ends an attempt in its log, and what to add to it when the job printed
-/// nothing (a built-in's result), so even a silent job's log says what came of it.
-fn end_line(
-    attempt: u32,
-    outcome: &JobOutcome,
-    stop_reason: StopReason,
-) -> (String, Option<String>) {
-    let detail = |text: &str| {
-        let first_line = text.lines().next().unwrap_or("");
-        job_log::first_bytes_of(first_line, job_log::END_LINE_DETAIL_BYTES_MAX)
-    };
-    match (outcome, stop_reason) {
-        (_, StopReason::LeaseLost) => (
-            format!("== attempt {attempt} stopped: the lease was lost (expired or cancelled)"),
-            None,
-        ),
-        (JobOutcome::Stopped | JobOutcome::Fail { .. }, StopReason::ServerLost) => (
-            format!("== attempt {attempt} failed (retryable): {SERVER_LOST_ERROR}"),
-            None,
-        ),
-        (JobOutcome::Stopped, _) => (
-            format!("== attempt {attempt} failed (retryable): {SHUTDOWN_ERROR}"),
-            None,
-        ),
-        (JobOutcome::Complete(result), _) => (
-            format!("== attempt {attempt} completed"),
-            result
-                .as_ref()
-                .map(|result| format!("result: {}", detail(&result.to_string()))),
-        ),
-        (JobOutcome::Fail { error, retryable }, _) => (
-            format!(
-                "== attempt {attempt} failed ({}): {}",
-                if *retryable {
-                    "retryable"
-                } else {
-                    "not retryable"
-                },
-                detail(error)
-            ),
-            None,
-        ),
-    }
-}
-
-/// How the worker reaches the daemon; a command handler passes it on to each job's process
-/// (`AGENTD_URL`, `AGENTD_TOKEN`, `AGENTD_CA_CERT`) so the job can call the daemon the same way.
-#[derive(Debug, Clone)]
-pub struct DaemonAccess {
-    pub url: String,
-    /// Bearer token, when the daemon requires one.
-    pub token: Option<String>,
-    /// Absolute path of the PEM file of the CA to trust for https URLs.
-    pub ca_cert: Option<PathBuf>,
-}
-
-impl DaemonAccess {
-    /// Sets `AGENTD_URL`, and sets or removes `AGENTD_TOKEN` and `AGENTD_CA_CERT`: never
-    /// inherited, so a job sees what this worker uses, not a stale value from the worker's own
-    /// environment.
-    pub fn apply_to(&self, command: &mut tokio::process::Command) {
-        command.env("AGENTD_URL", &self.url);
-        match &self.token {
-            Some(token) => command.env("AGENTD_TOKEN", token),
-            None => command.env_remove("AGENTD_TOKEN"),
-        };
-        match &self.ca_cert {
-            Some(path) => command.env("AGENTD_CA_CERT", path),
-            None => command.env_remove("AGENTD_CA_CERT"),
-        };
-    }
-}
-
-/// A handler that runs `argv` per job: the leased job as JSON on stdin, stdout (JSON, or text
-/// wrapped as a string) becomes the result on exit 0; otherwise the tail of stderr is the error.
-pub fn command_handler(argv: Vec<String>, daemon: DaemonAccess) -> Handler {
-    let argv = Arc::new(argv);
-    let daemon = Arc::new(daemon);
-    Arc::new(move |context: JobContext| {
-        let argv = argv.clone();
-        let daemon = daemon.clone();
-        Box::pin(async move { run_command(&argv, &daemon, context).await })
-    })
-}
-
-async fn run_command(
-    argv: &[String],
-    daemon: &DaemonAccess,
-    mut context: JobContext,
-) -> JobOutcome {
-    let Some((program, args)) = argv.split_first() else {
-        return JobOutcome::Fail {
-            error: "worker has no command to run".into(),
-            retryable: false,
-        };
-    };
-    let grant = &context.grant;
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("AGENTD_JOB_ID", grant.job_id.to_string())
-        .env("AGENTD_LEASE_ID", grant.lease_id.to_string())
-        .env("AGENTD_ATTEMPT", grant.attempt.to_string())
-        .env("AGENTD_SLOT", context.slot.index.to_string())
-        .envs(context.slot.env.iter().cloned())
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(task_id) = &grant.job.task_id {
-        command.env("AGENTD_TASK_ID", task_id);
-    }
-    daemon.apply_to(&mut command);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(error) => {
-            return JobOutcome::Fail {
-                error: format!("cannot start {program}: {error}"),
-                retryable: false,
-            }
-        }
-    };
-    let job_json = serde_json::to_vec(&grant.job).unwrap_or_default();
-    let mut stdin = child.stdin.take();
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let feed = async move {
-        if let Some(stdin) = stdin.as_mut() {
-            // A command that does not read stdin closes it early; that is fine.
-            let _command_may_ignore_stdin = stdin.write_all(&job_json).await;
-        }
-        drop(stdin);
-    };
-    let stdout_log = context.output.clone();
-    let stderr_log = context.output.clone();
-    let read_stdout = async move {
-        read_logged(stdout.as_mut(), Keep::Head, STDOUT_BYTES_MAX, &stdout_log).await
-    };
-    let read_stderr = async move {
-        read_logged(stderr.as_mut(), Keep::Tail, STDERR_TAIL_BYTES, &stderr_log).await
-    };
-    let pid = child.id();
-    let run = async {
-        let ((), out, err, status) = tokio::join!(feed, read_stdout, read_stderr, child.wait());
-        (out, err, status)
-    };
-    tokio::pin!(run);
-    let stop = async {
-        // A dropped sender means the job is over either way.
-        let _sender_gone = context
-            .stop
-            .wait_for(|reason| *reason != StopReason::Running)
-            .await;
-    };
-    let (stdout, stderr, status) = tokio::select! {
-        finished = &mut run => finished,
-        _ = stop => {
-            kill_group(pid);
-            return JobOutcome::Stopped;
-        }
-    };
-    match status {
-        Ok(status) if status.success() => {
-            let text = String::from_utf8_lossy(&stdout);
-            let trimmed = text.trim();
-            let result = if trimmed.is_empty() {
-                None
-            } else {
-                Some(
-                    serde_json::from_str(trimmed)
-                        .unwrap_or_else(|_| serde_json::Value::String(trimmed.to_string())),
-                )
-            };
-            JobOutcome::Complete(result)
-        }
-        Ok(status) => {
-            let tail = String::from_utf8_lossy(&stderr).trim().to_string();
-            let how = match status.code() {
-                Some(code) => format!("exit status {code}"),
-                None => format!(
-                    "killed by signal {}",
-                    std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-                ),
-            };
-            JobOutcome::Fail {
-                error: if tail.is_empty() {
-                    how
-                } else {
-                    format!("{how}: {tail}")
-                },
-                retryable: true,
-            }
-        }
-        Err(error) => JobOutcome::Fail {
-            error: format!("waiting for the command failed: {error}"),
-            retryable: true,
-        },
-    }
-}
-
-/// Kills a job's whole process group (the command was started as its leader).
-pub fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid {
-        // ESRCH: the group is already gone, which is what we want.
-        let _already_gone = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
-/// Reads a pipe to its end, keeping `keep` of it (at most `max_bytes`) and handing every chunk
-/// to the job's log as it comes.
-async fn read_logged<R: tokio::io::AsyncRead + Unpin>(
-    reader: Option<&mut R>,
-    keep: Keep,
-    max_bytes: usize,
-    output: &OutputSink,
-) -> Vec<u8> {
-    let mut kept = Kept::new(keep, max_bytes);
-    let Some(reader) = reader else {
-        return kept.into_bytes();
-    };
-    let mut buffer = [0u8; 8192];
-    loop {
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => return kept.into_bytes(),
-            Ok(read) => {
-                output.write(&buffer[..read]).await;
-                kept.push(&buffer[..read]);
-            }
+impl From<Reported> for JobEnd {
+    fn from(reported: Reported) -> JobEnd {
+        match reported {
+            Reported::Completed => JobEnd::Completed,
+            Reported::Failed => JobEnd::Failed,
+            Reported::Lost => JobEnd::Lost,
         }
     }
 }

@@ -139,6 +139,14 @@ impl WorkerMetrics {
     /// The Prometheus text exposition (format 0.0.4) of everything above.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        self.render_jobs(&mut out);
+        self.render_model_servers(&mut out);
+        self.render_actors(&mut out);
+        out
+    }
+
+    /// Jobs by queue, slots and heartbeat failures: present on every worker.
+    fn render_jobs(&self, out: &mut String) {
         let queues: Vec<(String, QueueCounters)> = lock(&self.queues)
             .iter()
             .map(|(queue, counters)| (queue.clone(), *counters))
@@ -159,47 +167,51 @@ impl WorkerMetrics {
             }
         };
         per_queue(
-            &mut out,
+            out,
             "agentd_worker_jobs_running",
             "gauge",
             "Jobs this worker is running now, by queue.",
             |counters| counters.running,
         );
         per_queue(
-            &mut out,
+            out,
             "agentd_worker_jobs_completed_total",
             "counter",
             "Jobs this worker completed, by queue.",
             |counters| counters.completed,
         );
         per_queue(
-            &mut out,
+            out,
             "agentd_worker_jobs_failed_total",
             "counter",
             "Jobs this worker reported as failed (retryable or not), by queue.",
             |counters| counters.failed,
         );
         per_queue(
-            &mut out,
+            out,
             "agentd_worker_leases_lost_total",
             "counter",
             "Jobs stopped because their lease was lost (cancelled, expired, or the daemon unreachable until it expired), by queue.",
             |counters| counters.lost,
         );
         single(
-            &mut out,
+            out,
             "agentd_worker_slots",
             "gauge",
             "Slots of this worker (jobs it runs at once).",
             self.slots.load(Ordering::Relaxed),
         );
         single(
-            &mut out,
+            out,
             "agentd_worker_heartbeat_failures_total",
             "counter",
             "Heartbeats that did not renew their lease (an error answer or no answer in time).",
             self.heartbeat_failures.load(Ordering::Relaxed),
         );
+    }
+
+    /// The model servers' metrics, when the worker has any (`--serve`).
+    fn render_model_servers(&self, out: &mut String) {
         let servers: Vec<(u32, Arc<ServerMetrics>)> = lock(&self.servers).clone();
         if !servers.is_empty() {
             let per_gpu = |out: &mut String,
@@ -213,66 +225,69 @@ impl WorkerMetrics {
                 }
             };
             per_gpu(
-                &mut out,
+                out,
                 "agentd_worker_model_server_up",
                 "gauge",
                 "1 while the GPU's model server process runs (--serve).",
                 |server| server.up.load(Ordering::Relaxed) as u64,
             );
             per_gpu(
-                &mut out,
+                out,
                 "agentd_worker_model_server_ready",
                 "gauge",
                 "1 while the GPU's model server answers its health check; its slots take leases only then.",
                 |server| server.ready.load(Ordering::Relaxed) as u64,
             );
             per_gpu(
-                &mut out,
+                out,
                 "agentd_worker_model_server_restarts_total",
                 "counter",
                 "Restarts of the GPU's model server (it exited, was not ready in time, or failed its checks).",
                 |server| server.restarts.load(Ordering::Relaxed),
             );
             per_gpu(
-                &mut out,
+                out,
                 "agentd_worker_model_server_health_check_failures_total",
                 "counter",
                 "Health checks of the GPU's ready model server that did not answer 200.",
                 |server| server.health_check_failures.load(Ordering::Relaxed),
             );
         }
+    }
+
+    /// The persistent actors' metrics, when the worker has any (`--persistent`).
+    fn render_actors(&self, out: &mut String) {
         let actors = self.actors.load(Ordering::Relaxed);
         if actors > 0 {
             single(
-                &mut out,
+                out,
                 "agentd_worker_actors",
                 "gauge",
                 "Persistent actor processes supervised (one per slot, --persistent).",
                 actors,
             );
             single(
-                &mut out,
+                out,
                 "agentd_worker_actors_ready",
                 "gauge",
                 "Persistent actors that said hello and are taking jobs.",
                 self.actors_ready.load(Ordering::Relaxed).max(0) as u64,
             );
             single(
-                &mut out,
+                out,
                 "agentd_worker_actor_restarts_total",
                 "counter",
                 "Persistent actor processes replaced (died, failed their hello, or killed after ignoring a cancel).",
                 self.actor_restarts.load(Ordering::Relaxed),
             );
             single(
-                &mut out,
+                out,
                 "agentd_worker_actor_cancel_kills_total",
                 "counter",
                 "Persistent actors killed because they did not answer a cancel within the grace period.",
                 self.actor_cancel_kills.load(Ordering::Relaxed),
             );
         }
-        out
     }
 }
 
@@ -396,81 +411,4 @@ async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body:
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_exposition_has_every_series_with_its_labels() {
-        let metrics = WorkerMetrics::new(&["rollouts".into(), "we\"ird".into()], 4);
-        metrics.job_started("rollouts");
-        metrics.job_started("rollouts");
-        metrics.job_ended("rollouts", JobEnd::Completed);
-        metrics.job_started("rollouts");
-        metrics.job_ended("rollouts", JobEnd::Lost);
-        metrics.heartbeat_failed();
-        let server = metrics.server(3);
-        server.ready.store(true, Ordering::Relaxed);
-        server.restarts.fetch_add(2, Ordering::Relaxed);
-        metrics.actors_supervised(4);
-        metrics.actor_ready(true);
-        metrics.actor_restarted(true);
-        let text = metrics.render();
-        for line in [
-            "# TYPE agentd_worker_jobs_running gauge",
-            "agentd_worker_jobs_running{queue=\"rollouts\"} 1",
-            "agentd_worker_jobs_completed_total{queue=\"rollouts\"} 1",
-            "agentd_worker_leases_lost_total{queue=\"rollouts\"} 1",
-            "agentd_worker_jobs_failed_total{queue=\"we\\\"ird\"} 0",
-            "agentd_worker_slots 4",
-            "agentd_worker_heartbeat_failures_total 1",
-            "agentd_worker_model_server_ready{gpu=\"3\"} 1",
-            "agentd_worker_model_server_up{gpu=\"3\"} 0",
-            "agentd_worker_model_server_restarts_total{gpu=\"3\"} 2",
-            "agentd_worker_actors 4",
-            "agentd_worker_actors_ready 1",
-            "agentd_worker_actor_restarts_total 1",
-            "agentd_worker_actor_cancel_kills_total 1",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
-        }
-        // Every sample line belongs to a family announced just before it.
-        let mut family = "";
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                family = rest.split(' ').next().unwrap();
-            } else if !line.starts_with('#') {
-                assert!(line.starts_with(family), "{line} outside {family}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_worker_without_servers_or_actors_shows_neither() {
-        let text = WorkerMetrics::new(&["q".into()], 1).render();
-        assert!(!text.contains("model_server"), "{text}");
-        assert!(!text.contains("actor"), "{text}");
-    }
-
-    #[tokio::test]
-    async fn the_listener_answers_get_metrics_and_nothing_else() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let metrics = Arc::new(WorkerMetrics::new(&["q".into()], 2));
-        let server = tokio::spawn(serve(listener, metrics));
-        let ask = |request: &'static str| async move {
-            let mut stream = TcpStream::connect(address).await.unwrap();
-            stream.write_all(request.as_bytes()).await.unwrap();
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).await.unwrap();
-            answer
-        };
-        let answer = ask("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-        assert!(answer.contains("agentd_worker_slots 2\n"), "{answer}");
-        let answer = ask("GET / HTTP/1.1\r\n\r\n").await;
-        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
-        let answer = ask("POST /metrics HTTP/1.1\r\n\r\n").await;
-        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
-        server.abort();
-    }
-}
+mod tests;

@@ -26,6 +26,8 @@
 //! already recorded (409 `conflict`) and goes on, and the sandbox is deterministic, so the
 //! second attempt would have written the same facts.
 
+mod facts;
+
 use super::sandbox_child::{
     run_in_child, ChildAnswer, ChildError, ChildRequest, GoldDiff, RunReport,
 };
@@ -34,11 +36,8 @@ use super::verify_payload::{self, PayloadError, VerifyJob};
 use crate::http_client::{Client, ClientError};
 use crate::sandbox::SandboxLimits;
 use crate::worker::{Handler, JobContext, JobOutcome, StopReason};
-use agentd_schemas::domain_api::{
-    ActionRequest, RecordStepRequest, RewardRequest, SandboxResultRequest, TrajectoryStep,
-};
-use agentd_schemas::events::{Action, RewardSource};
-use agentd_schemas::{ErrorCode, LeaseId, RolloutId};
+use agentd_schemas::RolloutId;
+use facts::{check_step_action, read_step, record_facts, record_step, Target};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -144,78 +143,53 @@ impl From<Abort> for JobOutcome {
 }
 
 async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
+    match verify_and_record(config, &mut context).await {
+        Ok(summary) => match serde_json::to_value(&summary) {
+            Ok(value) => JobOutcome::Complete(Some(value)),
+            Err(error) => JobOutcome::Fail {
+                error: format!("cannot encode the summary: {error}"),
+                retryable: false,
+            },
+        },
+        Err(abort) => abort.into(),
+    }
+}
+
+/// Steps 1 to 4 of the module doc for one job; the summary completes it.
+async fn verify_and_record(
+    config: &VerifyConfig,
+    context: &mut JobContext,
+) -> Result<VerifySummary, Abort> {
     let grant = &context.grant;
-    let job = match verify_payload::parse(
+    let job = verify_payload::parse(
         &grant.job.payload,
         grant.job.task_id.as_deref(),
         &config.limits,
-    ) {
-        Ok(job) => job,
-        Err(error) => {
-            return JobOutcome::Fail {
-                error: error.to_string(),
-                retryable: false,
-            }
-        }
-    };
-    let rewards = match reward_settings(&context.client).await {
-        Ok(rewards) => rewards,
-        Err(abort) => return abort.into(),
-    };
-    let lease_id = grant.lease_id;
-    let job_id = grant.job_id;
+    )
+    .map_err(|error| Abort::Fail {
+        error: error.to_string(),
+        retryable: false,
+    })?;
+    let rewards = reward_settings(&context.client).await?;
+    let (lease_id, job_id) = (grant.lease_id, grant.job_id);
+    let client = &context.client;
     let target = Target::of(&job);
     let mut task_id = job.task_id.clone();
     // A verdict recorded into a rollout of another task would be wrong for good: check the
     // rollout exists and is of the named task before any sandbox work.
     if let Some(target @ Target::Rollout(_)) = &target {
-        match read_step(&context.client, target, job.step, job.task_id.as_deref()).await {
-            Ok(page) => task_id = Some(page.task_id),
-            Err(abort) => return abort.into(),
-        }
+        task_id = Some(
+            read_step(client, target, job.step, job.task_id.as_deref())
+                .await?
+                .task_id,
+        );
     }
-    let step_recorded = match (&target, &job.model) {
-        (Some(target), Some(model)) => {
-            let request = RecordStepRequest {
-                step: job.step,
-                job_id: Some(job_id),
-                lease_id: target.step_fence(lease_id),
-                model: model.model.clone(),
-                policy_version: model.policy_version.clone(),
-                sampling: None,
-                prompt_tokens: None,
-                completion_tokens: None,
-                prompt: None,
-                think: None,
-                action: Some(ActionRequest::from(job.action.clone())),
-                raw_output: None,
-                generation_ms: None,
-                state_update: None,
-            };
-            let answer = match target {
-                Target::Task(task_id) => context
-                    .client
-                    .record_step(task_id, &request)
-                    .await
-                    .map(drop),
-                Target::Rollout(rollout_id) => context
-                    .client
-                    .record_rollout_step(*rollout_id, &request)
-                    .await
-                    .map(drop),
-            };
-            match record(answer, "the step") {
-                Ok(recorded) => recorded,
-                Err(abort) => return abort.into(),
-            }
-        }
-        _ => Recorded::NotPosted,
+    let step_recorded = match &target {
+        Some(target) => record_step(client, target, &job, job_id, lease_id).await?,
+        None => Recorded::NotPosted,
     };
     if let Some(target) = &target {
-        match check_step_action(&context.client, target, &job).await {
-            Ok(page_task_id) => task_id = Some(page_task_id),
-            Err(abort) => return abort.into(),
-        }
+        task_id = Some(check_step_action(client, target, &job).await?);
     }
     let judged = run_and_judge(
         &config.executable,
@@ -225,32 +199,17 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
         &mut context.stop,
     )
     .await;
-    let Judged { run, verdict } = match judged {
-        Ok(judged) => judged,
-        Err(JudgeError::Sandbox(ChildError::Stopped)) => return JobOutcome::Stopped,
-        // The host failed (no temp dir, no process); another attempt, maybe elsewhere, can help.
-        Err(error @ JudgeError::Sandbox(_)) => {
-            return JobOutcome::Fail {
-                error: error.to_string(),
-                retryable: true,
-            }
-        }
-        Err(error @ JudgeError::Payload(_)) => {
-            return JobOutcome::Fail {
-                error: error.to_string(),
-                retryable: false,
-            }
-        }
-    };
-    let facts = match &target {
-        None => Ok(RecordedFacts {
+    let Judged { run, verdict } = judged.map_err(Abort::from)?;
+    let recorded = match &target {
+        None => RecordedFacts {
             step: step_recorded,
             sandbox: Recorded::NotPosted,
             reward: Recorded::NotPosted,
-        }),
+        },
         Some(target) => {
+            let client = &context.client;
             record_facts(
-                &context.client,
+                client,
                 target,
                 &job,
                 lease_id,
@@ -258,21 +217,27 @@ async fn verify(config: &VerifyConfig, mut context: JobContext) -> JobOutcome {
                 &verdict,
                 step_recorded,
             )
-            .await
+            .await?
         }
     };
-    match facts {
-        Ok(recorded) => {
-            let summary = summarize(&job, task_id, &run, verdict, recorded);
-            match serde_json::to_value(&summary) {
-                Ok(value) => JobOutcome::Complete(Some(value)),
-                Err(error) => JobOutcome::Fail {
-                    error: format!("cannot encode the summary: {error}"),
-                    retryable: false,
-                },
-            }
+    Ok(summarize(&job, task_id, &run, verdict, recorded))
+}
+
+impl From<JudgeError> for Abort {
+    fn from(error: JudgeError) -> Abort {
+        match error {
+            JudgeError::Sandbox(ChildError::Stopped) => Abort::Stopped,
+            // The host failed (no temp dir, no process); another attempt, maybe elsewhere, can
+            // help.
+            error @ JudgeError::Sandbox(_) => Abort::Fail {
+                error: error.to_string(),
+                retryable: true,
+            },
+            error @ JudgeError::Payload(_) => Abort::Fail {
+                error: error.to_string(),
+                retryable: false,
+            },
         }
-        Err(abort) => abort.into(),
     }
 }
 
@@ -375,239 +340,6 @@ fn is_retryable(error: &ClientError) -> bool {
     error.is_transient() || matches!(error, ClientError::Api { status, .. } if *status >= 500)
 }
 
-/// Where a job's facts are recorded.
-#[derive(Debug, Clone, PartialEq)]
-enum Target {
-    /// `/v1/tasks/{task_id}/...`: the task's default rollout.
-    Task(String),
-    /// `/v1/rollouts/{rollout_id}/...`.
-    Rollout(RolloutId),
-}
-
-impl Target {
-    /// The payload's rollout, else its task; `None`: nothing is recorded.
-    fn of(job: &VerifyJob) -> Option<Target> {
-        match (&job.rollout_id, &job.task_id) {
-            (Some(rollout_id), _) => Some(Target::Rollout(*rollout_id)),
-            (None, Some(task_id)) => Some(Target::Task(task_id.clone())),
-            (None, None) => None,
-        }
-    }
-
-    /// The lease that fences a step recorded here: this job's for a task; none for a rollout,
-    /// whose steps the daemon fences only with a lease of the rollout's own job (see the module
-    /// doc). Sandbox results and rewards are always fenced by this job's lease.
-    fn step_fence(&self, lease_id: LeaseId) -> Option<LeaseId> {
-        match self {
-            Target::Task(_) => Some(lease_id),
-            Target::Rollout(_) => None,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Target::Task(task_id) => format!("task {task_id}"),
-            Target::Rollout(rollout_id) => format!("rollout {rollout_id}"),
-        }
-    }
-}
-
-/// Posts the sandbox result, then the reward, on the step.
-async fn record_facts(
-    client: &Client,
-    target: &Target,
-    job: &VerifyJob,
-    lease_id: LeaseId,
-    run: &RunReport,
-    verdict: &Verdict,
-    step: Recorded,
-) -> Result<RecordedFacts, Abort> {
-    let sandbox_request = SandboxResultRequest {
-        exit_code: run.exit_code,
-        outcome: run.outcome,
-        diff: Some(cut(&run.diff, POSTED_DIFF_BYTES_MAX)),
-        stdout: Some(cut(&run.stdout, POSTED_OUTPUT_BYTES_MAX)),
-        stderr: Some(cut(
-            &with_reasons(
-                &run.stderr,
-                run.rejected_reason.as_deref(),
-                &verdict.reasons,
-            ),
-            POSTED_OUTPUT_BYTES_MAX,
-        )),
-        tests_passed: run.tests_passed,
-        tests_failed: run.tests_failed,
-        duration_ms: Some(run.duration_ms),
-        peak_rss_bytes: run.peak_rss_bytes,
-        lease_id: Some(lease_id),
-    };
-    let answer = match target {
-        Target::Task(task_id) => client
-            .record_sandbox_result(task_id, job.step, &sandbox_request)
-            .await
-            .map(drop),
-        Target::Rollout(rollout_id) => client
-            .record_rollout_sandbox_result(*rollout_id, job.step, &sandbox_request)
-            .await
-            .map(drop),
-    };
-    let sandbox = record(answer, "the sandbox result")?;
-    let reward_request = RewardRequest {
-        value: verdict.value,
-        verified: verdict.verified,
-        components: verdict.components.clone(),
-        source: RewardSource::Rule,
-        lease_id: Some(lease_id),
-    };
-    let answer = match target {
-        Target::Task(task_id) => client
-            .record_reward(task_id, job.step, &reward_request)
-            .await
-            .map(drop),
-        Target::Rollout(rollout_id) => client
-            .record_rollout_reward(*rollout_id, job.step, &reward_request)
-            .await
-            .map(drop),
-    };
-    let reward = record(answer, "the reward")?;
-    Ok(RecordedFacts {
-        step,
-        sandbox,
-        reward,
-    })
-}
-
-/// Checks, before any sandbox work, that the step exists and holds the action being verified:
-/// a verdict recorded on a step whose action is another one would teach the wrong thing.
-/// Answers the task the step belongs to.
-async fn check_step_action(
-    client: &Client,
-    target: &Target,
-    job: &VerifyJob,
-) -> Result<String, Abort> {
-    let step = job.step;
-    let page = read_step(client, target, step, job.task_id.as_deref()).await?;
-    let place = target.describe();
-    match &page.step {
-        None => Err(Abort::Fail {
-            error: format!(
-                "step {step} of {place} is not recorded; post the step first, or put model and policy_version in the payload so the worker records it"
-            ),
-            retryable: false,
-        }),
-        Some(entry) if entry.action.as_ref() != Some(&job.action) => Err(Abort::Fail {
-            error: format!(
-                "step {step} of {place} was recorded with another action ({}) than the one to verify ({}); the verdict would be recorded against the wrong action",
-                entry
-                    .action
-                    .as_ref()
-                    .map_or_else(|| "none: its output did not parse".to_owned(), describe_action),
-                describe_action(&job.action)
-            ),
-            retryable: false,
-        }),
-        Some(_) => Ok(page.task_id),
-    }
-}
-
-/// One step as the daemon has it, with the task it belongs to.
-struct StepRead {
-    task_id: String,
-    step: Option<TrajectoryStep>,
-}
-
-/// Reads step `step` of the target. For a rollout, also checks that it exists and belongs to
-/// `expected_task_id` when the payload or the job named one.
-async fn read_step(
-    client: &Client,
-    target: &Target,
-    step: u32,
-    expected_task_id: Option<&str>,
-) -> Result<StepRead, Abort> {
-    let cannot_read = |error: ClientError| Abort::Fail {
-        retryable: is_retryable(&error),
-        error: format!("cannot read step {step} of {}: {error}", target.describe()),
-    };
-    let (task_id, steps) = match target {
-        Target::Task(task_id) => {
-            let page = client
-                .trajectory(task_id, step.checked_sub(1))
-                .await
-                .map_err(cannot_read)?;
-            (page.task_id, page.steps)
-        }
-        Target::Rollout(rollout_id) => {
-            let view = match client.rollout(*rollout_id, step.checked_sub(1), Some(1)).await {
-                Ok(view) => view,
-                Err(error) if error.error_code() == Some(ErrorCode::NotFound) => {
-                    return Err(Abort::Fail {
-                        error: format!(
-                            "rollout {rollout_id} does not exist; create it first (POST /v1/tasks/{{task_id}}/rollouts)"
-                        ),
-                        retryable: false,
-                    })
-                }
-                Err(error) => return Err(cannot_read(error)),
-            };
-            check_rollout_task(*rollout_id, &view.task_id, expected_task_id)?;
-            (view.task_id, view.steps)
-        }
-    };
-    Ok(StepRead {
-        task_id,
-        step: steps.into_iter().find(|entry| entry.step == step),
-    })
-}
-
-/// A rollout's facts belong to its task: a payload (or job) that names another task is a
-/// mistake the verifier must not paper over.
-fn check_rollout_task(
-    rollout_id: RolloutId,
-    rollout_task_id: &str,
-    expected_task_id: Option<&str>,
-) -> Result<(), Abort> {
-    match expected_task_id {
-        Some(expected) if expected != rollout_task_id => Err(Abort::Fail {
-            error: format!(
-                "rollout {rollout_id} belongs to task {rollout_task_id:?}, not to the task_id {expected:?} of the payload or job"
-            ),
-            retryable: false,
-        }),
-        _ => Ok(()),
-    }
-}
-
-fn describe_action(action: &Action) -> String {
-    match action {
-        Action::Pattern {
-            language,
-            pattern,
-            rewrite,
-        } => format!("{language} pattern {pattern:?} -> {rewrite:?}"),
-        Action::Rule { yaml } => format!("rule of {} bytes", yaml.len()),
-    }
-}
-
-/// Maps a write's answer: `conflict` means an earlier attempt (or the actor) wrote it;
-/// `lease_lost` stops the job; `not_found` (no such step) cannot get better by retrying.
-fn record<T>(answer: Result<T, ClientError>, what: &str) -> Result<Recorded, Abort> {
-    match answer {
-        Ok(_) => Ok(Recorded::Recorded),
-        Err(error) => match error.error_code() {
-            Some(ErrorCode::Conflict) => Ok(Recorded::AlreadyRecorded),
-            Some(ErrorCode::LeaseLost) => Err(Abort::Stopped),
-            Some(ErrorCode::NotFound) => Err(Abort::Fail {
-                error: format!("cannot record {what}: {error}; post the step first, or put model and policy_version in the payload so the worker records it"),
-                retryable: false,
-            }),
-            _ => Err(Abort::Fail {
-                error: format!("cannot record {what}: {error}"),
-                retryable: is_retryable(&error),
-            }),
-        },
-    }
-}
-
 fn summarize(
     job: &VerifyJob,
     task_id: Option<String>,
@@ -673,112 +405,4 @@ pub fn cut(text: &str, max_bytes: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cut_keeps_the_head_within_the_limit_on_a_char_boundary() {
-        assert_eq!(cut("short", 100), "short");
-        let long = "é".repeat(100);
-        let kept = cut(&long, 60);
-        assert!(kept.len() <= 60, "{}", kept.len());
-        assert!(
-            kept.starts_with('é') && kept.ends_with("200 bytes in all]\n"),
-            "{kept}"
-        );
-    }
-
-    #[test]
-    fn write_answers_map_to_recorded_retry_or_stop() {
-        let api = |status: u16, code: &str| -> Result<(), ClientError> {
-            Err(ClientError::Api {
-                status,
-                code: code.into(),
-                message: "m".into(),
-            })
-        };
-        assert!(matches!(record(Ok(()), "x"), Ok(Recorded::Recorded)));
-        assert!(matches!(
-            record(api(409, "conflict"), "x"),
-            Ok(Recorded::AlreadyRecorded)
-        ));
-        assert!(matches!(
-            record(api(409, "lease_lost"), "x"),
-            Err(Abort::Stopped)
-        ));
-        assert!(matches!(
-            record(api(404, "not_found"), "x"),
-            Err(Abort::Fail {
-                retryable: false,
-                ..
-            })
-        ));
-        assert!(matches!(
-            record(api(503, "unavailable"), "x"),
-            Err(Abort::Fail {
-                retryable: true,
-                ..
-            })
-        ));
-        assert!(matches!(
-            record(api(422, "invalid_request"), "x"),
-            Err(Abort::Fail {
-                retryable: false,
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn a_rollout_takes_its_step_unfenced_and_must_be_of_the_named_task() {
-        let job = |payload: serde_json::Value| {
-            verify_payload::parse(&payload, None, &SandboxLimits::default()).unwrap()
-        };
-        let rule = serde_json::json!({"kind": "rule", "yaml": "id: x"});
-        let files = serde_json::json!({"a.py": "x\n"});
-        assert_eq!(
-            Target::of(&job(
-                serde_json::json!({"files": files, "action": rule, "task_id": "t", "rollout_id": "ro_2"})
-            )),
-            Some(Target::Rollout("ro_2".parse().unwrap()))
-        );
-        assert_eq!(
-            Target::of(&job(
-                serde_json::json!({"files": files, "action": rule, "task_id": "t"})
-            )),
-            Some(Target::Task("t".into()))
-        );
-        assert_eq!(
-            Target::of(&job(serde_json::json!({"files": files, "action": rule}))),
-            None
-        );
-        let lease_id: LeaseId = "lease_4".parse().unwrap();
-        let rollout_id: RolloutId = "ro_2".parse().unwrap();
-        assert_eq!(
-            Target::Task("t".into()).step_fence(lease_id),
-            Some(lease_id)
-        );
-        assert_eq!(Target::Rollout(rollout_id).step_fence(lease_id), None);
-        assert!(check_rollout_task(rollout_id, "t", None).is_ok());
-        assert!(check_rollout_task(rollout_id, "t", Some("t")).is_ok());
-        assert!(matches!(
-            check_rollout_task(rollout_id, "t", Some("u")),
-            Err(Abort::Fail { retryable: false, ref error }) if error.contains("belongs to task \"t\"")
-        ));
-    }
-
-    #[test]
-    fn rejection_and_verdict_reasons_are_kept_with_stderr() {
-        assert_eq!(with_reasons("out", None, &BTreeMap::new()), "out");
-        let reasons = [(
-            "tamper".to_string(),
-            "the action changed test file t.py".to_string(),
-        )]
-        .into();
-        let text = with_reasons("out", Some("bad pattern"), &reasons);
-        assert_eq!(
-            text,
-            "[agentd-sandbox] rejected: bad pattern\n[agentd-verify] tamper: the action changed test file t.py\nout"
-        );
-    }
-}
+mod tests;

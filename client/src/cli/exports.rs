@@ -8,6 +8,8 @@ use agentd_schemas::export_api::{
     ExportListResponse, ExportShowResponse, ExportView, RunExportRequest, RunExportResponse,
 };
 use clap::Subcommand;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 #[derive(Subcommand, Debug)]
 pub enum ExportsCommand {
@@ -43,91 +45,118 @@ pub enum ExportsCommand {
 
 pub async fn run(client: &Client, command: ExportsCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        ExportsCommand::List => {
-            let answer: ExportListResponse = client.get("/v1/exports").await?;
-            if json {
-                return print_json(&answer);
-            }
-            println!("exports root: {}", answer.root);
-            println!(
-                "{:<40} {:<12} {:>10} {:>10} {:>10} {:>6}  SCHEDULE",
-                "EXPORT", "KIND", "AFTER", "TO", "ROWS", "FILES"
-            );
-            for export in &answer.exports {
-                println!(
-                    "{:<40} {:<12} {:>10} {:>10} {:>10} {:>6}  {}",
-                    export.export_id,
-                    export.kind.as_str(),
-                    export.after_lsn.0,
-                    export.to_lsn.0,
-                    export.rows,
-                    export.files.len(),
-                    export
-                        .schedule
-                        .as_ref()
-                        .map_or_else(|| "-".to_owned(), |slot| slot.schedule.clone())
-                );
-            }
-            for watermark in &answer.watermarks {
-                println!(
-                    "watermark {} {}: lsn {}",
-                    watermark.kind.as_str(),
-                    watermark.format.as_str(),
-                    watermark.lsn.0
-                );
-            }
-            Ok(())
-        }
+        ExportsCommand::List => list(client, json).await,
         ExportsCommand::Download { id, out } => download(client, &id, out, json).await,
-        ExportsCommand::Show { export_id } => {
-            let answer: ExportShowResponse = client
-                .get(&format!("/v1/exports/{}", percent_encode(&export_id)))
-                .await?;
-            if json {
-                return print_json(&answer);
-            }
-            print_export(&answer.export);
-            match &answer.manifest {
-                Some(manifest) => println!(
-                    "manifest: schema version {}, tokenizer {}, agentd {}",
-                    manifest.schema_version, manifest.tokenizer, manifest.agentd_version
-                ),
-                None => println!("manifest: missing on disk (files removed?)"),
-            }
-            Ok(())
-        }
+        ExportsCommand::Show { export_id } => show(client, &export_id, json).await,
         ExportsCommand::Run { kind, format, full } => {
-            let request = RunExportRequest { kind, format, full };
-            // 202 `running` is an error body with a success status: read it as JSON first.
-            let answer: serde_json::Value = client.post("/v1/exports", &request).await?;
-            if answer.get("code").and_then(|code| code.as_str())
-                == Some(agentd_schemas::ErrorCode::Running.as_str())
-            {
-                if json {
-                    return print_json(&answer);
-                }
-                println!("{}", answer["message"].as_str().unwrap_or("still running"));
-                return Ok(());
-            }
-            let answer: RunExportResponse = serde_json::from_value(answer)?;
-            if json {
-                return print_json(&answer);
-            }
-            match &answer.export {
-                Some(export) => {
-                    if !answer.created {
-                        println!("already recorded:");
-                    }
-                    print_export(export);
-                }
-                None => println!(
-                    "nothing new to export since lsn {} (use --full to export everything)",
-                    answer.watermark.0
-                ),
-            }
-            Ok(())
+            run_export(client, RunExportRequest { kind, format, full }, json).await
         }
     }
+}
+
+/// `exports list`: every export, then the watermarks.
+async fn list(client: &Client, json: bool) -> anyhow::Result<()> {
+    let answer: ExportListResponse = client.get("/v1/exports").await?;
+    if json {
+        return print_json(&answer);
+    }
+    println!("exports root: {}", answer.root);
+    println!(
+        "{:<40} {:<12} {:>10} {:>10} {:>10} {:>6}  SCHEDULE",
+        "EXPORT", "KIND", "AFTER", "TO", "ROWS", "FILES"
+    );
+    for export in &answer.exports {
+        println!(
+            "{:<40} {:<12} {:>10} {:>10} {:>10} {:>6}  {}",
+            export.export_id,
+            export.kind.as_str(),
+            export.after_lsn.0,
+            export.to_lsn.0,
+            export.rows,
+            export.files.len(),
+            export
+                .schedule
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |slot| slot.schedule.clone())
+        );
+    }
+    for watermark in &answer.watermarks {
+        println!(
+            "watermark {} {}: lsn {}",
+            watermark.kind.as_str(),
+            watermark.format.as_str(),
+            watermark.lsn.0
+        );
+    }
+    Ok(())
+}
+
+/// `exports show`: one export and its manifest.
+async fn show(client: &Client, export_id: &str, json: bool) -> anyhow::Result<()> {
+    let answer: ExportShowResponse = client
+        .get(&format!("/v1/exports/{}", percent_encode(export_id)))
+        .await?;
+    if json {
+        return print_json(&answer);
+    }
+    print_export(&answer.export);
+    match &answer.manifest {
+        Some(manifest) => println!(
+            "manifest: schema version {}, tokenizer {}, agentd {}",
+            manifest.schema_version, manifest.tokenizer, manifest.agentd_version
+        ),
+        None => println!("manifest: missing on disk (files removed?)"),
+    }
+    Ok(())
+}
+
+/// `exports run`: one export now (or what the watermark says is already exported).
+async fn run_export(client: &Client, request: RunExportRequest, json: bool) -> anyhow::Result<()> {
+    let Some(answer) =
+        post_unless_running::<RunExportResponse, _>(client, "/v1/exports", &request, json).await?
+    else {
+        return Ok(());
+    };
+    if json {
+        return print_json(&answer);
+    }
+    match &answer.export {
+        Some(export) => {
+            if !answer.created {
+                println!("already recorded:");
+            }
+            print_export(export);
+        }
+        None => println!(
+            "nothing new to export since lsn {} (use --full to export everything)",
+            answer.watermark.0
+        ),
+    }
+    Ok(())
+}
+
+/// POSTs `body` and decodes the answer, unless the daemon says the same work is already
+/// `running` (202, an error body with a success status): then that is printed and `None`
+/// returned.
+async fn post_unless_running<T: DeserializeOwned, B: Serialize>(
+    client: &Client,
+    path: &str,
+    body: &B,
+    json: bool,
+) -> anyhow::Result<Option<T>> {
+    // 202 `running` is an error body with a success status: read it as JSON first.
+    let answer: serde_json::Value = client.post(path, body).await?;
+    if answer.get("code").and_then(|code| code.as_str())
+        == Some(agentd_schemas::ErrorCode::Running.as_str())
+    {
+        if json {
+            print_json(&answer)?;
+        } else {
+            println!("{}", answer["message"].as_str().unwrap_or("still running"));
+        }
+        return Ok(None);
+    }
+    Ok(Some(serde_json::from_value(answer)?))
 }
 
 fn print_export(export: &ExportView) {
@@ -232,17 +261,16 @@ pub async fn build(client: &Client, args: BuildArgs, json: bool) -> anyhow::Resu
         filters,
         view: args.view,
     };
-    let answer: serde_json::Value = client.post("/v1/datasets/builds", &request).await?;
-    if answer.get("code").and_then(|code| code.as_str())
-        == Some(agentd_schemas::ErrorCode::Running.as_str())
-    {
-        if json {
-            return print_json(&answer);
-        }
-        println!("{}", answer["message"].as_str().unwrap_or("still running"));
+    let Some(answer) = post_unless_running::<DatasetBuildResponse, _>(
+        client,
+        "/v1/datasets/builds",
+        &request,
+        json,
+    )
+    .await?
+    else {
         return Ok(());
-    }
-    let answer: DatasetBuildResponse = serde_json::from_value(answer)?;
+    };
     if json {
         return print_json(&answer);
     }

@@ -80,6 +80,32 @@ pub struct RejectedLine {
 }
 
 pub async fn run(client: &Client, args: IngestArgs, json: bool) -> anyhow::Result<()> {
+    let mut summary = register(client, &args, json).await?;
+    send_records(client, &args, &mut summary).await?;
+    let after = client.datasets().await?;
+    summary.records_received = after
+        .datasets
+        .iter()
+        .find(|dataset| dataset.source == summary.source && dataset.version == summary.version)
+        .map_or(0, |dataset| dataset.records_received);
+    let num_records = summary.num_records;
+    summary.count_matches = summary.records_in_file == num_records
+        && summary.records_received == num_records
+        && summary.rejected == 0;
+    if json {
+        print_json(&summary)?;
+    } else {
+        print_summary(&summary, &args);
+    }
+    if !summary.count_matches {
+        bail!("{}", mismatch_message(&summary, &args));
+    }
+    Ok(())
+}
+
+/// Registers the dataset with its `_meta.json` (again, which is fine with the same meta) and
+/// starts the summary.
+async fn register(client: &Client, args: &IngestArgs, json: bool) -> anyhow::Result<IngestSummary> {
     let meta_text = tokio::fs::read_to_string(&args.meta)
         .await
         .with_context(|| format!("cannot read {}", args.meta.display()))?;
@@ -90,12 +116,11 @@ pub async fn run(client: &Client, args: IngestArgs, json: bool) -> anyhow::Resul
         .await
         .with_context(|| format!("{}: the daemon refused the meta", args.meta.display()))?;
     let dataset = &registration.dataset;
-    let num_records = dataset.records_expected.unwrap_or(0);
-    let mut summary = IngestSummary {
+    let summary = IngestSummary {
         source: dataset.source.clone(),
         version: dataset.version.clone(),
         registered: registration.created,
-        num_records,
+        num_records: dataset.records_expected.unwrap_or(0),
         ..IngestSummary::default()
     };
     if !json {
@@ -106,7 +131,16 @@ pub async fn run(client: &Client, args: IngestArgs, json: bool) -> anyhow::Resul
         };
         eprintln!("{} {}: {verb}", summary.source, summary.version);
     }
+    Ok(summary)
+}
 
+/// Sends the records file in batches of consecutive positions, with a progress bar; a line
+/// that is not JSON is rejected here and counted.
+async fn send_records(
+    client: &Client,
+    args: &IngestArgs,
+    summary: &mut IngestSummary,
+) -> anyhow::Result<()> {
     let file = tokio::fs::File::open(&args.records)
         .await
         .with_context(|| format!("cannot open {}", args.records.display()))?;
@@ -144,9 +178,9 @@ pub async fn run(client: &Client, args: IngestArgs, json: bool) -> anyhow::Resul
             Err(error) => {
                 // A gap in positions: what is pending goes first, so each batch stays
                 // contiguous.
-                send(client, &mut batch, &mut summary, &progress).await?;
+                send(client, &mut batch, summary, &progress).await?;
                 reject(
-                    &mut summary,
+                    summary,
                     &progress,
                     RejectedLine {
                         line: line_number,
@@ -158,29 +192,11 @@ pub async fn run(client: &Client, args: IngestArgs, json: bool) -> anyhow::Resul
             }
         }
         if batch.records.len() >= batch_size || batch.bytes >= BATCH_BYTES_MAX {
-            send(client, &mut batch, &mut summary, &progress).await?;
+            send(client, &mut batch, summary, &progress).await?;
         }
     }
-    send(client, &mut batch, &mut summary, &progress).await?;
+    send(client, &mut batch, summary, &progress).await?;
     progress.finish_and_clear();
-
-    let after = client.datasets().await?;
-    summary.records_received = after
-        .datasets
-        .iter()
-        .find(|dataset| dataset.source == summary.source && dataset.version == summary.version)
-        .map_or(0, |dataset| dataset.records_received);
-    summary.count_matches = summary.records_in_file == num_records
-        && summary.records_received == num_records
-        && summary.rejected == 0;
-    if json {
-        print_json(&summary)?;
-    } else {
-        print_summary(&summary, &args);
-    }
-    if !summary.count_matches {
-        bail!("{}", mismatch_message(&summary, &args));
-    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 use super::output::{format_ms, print_json};
 use crate::http_client::{Client, JobListQuery};
 use crate::job_log::{self, RECOMMENDED_LOG_DIR};
+use agentd_schemas::api::HistoryEntry;
 use agentd_schemas::JobId;
 use anyhow::Context;
 use clap::Subcommand;
@@ -61,107 +62,15 @@ pub async fn run(client: &Client, command: JobsCommand, json: bool) -> anyhow::R
             limit,
             after,
         } => {
-            let page = client
-                .jobs(&JobListQuery {
-                    queue,
-                    state,
-                    limit: Some(limit),
-                    after,
-                })
-                .await?;
-            if json {
-                return print_json(&page);
-            }
-            println!(
-                "{:<14} {:<16} {:<20} {:<10} {:>7} {:>8}",
-                "JOB", "QUEUE", "KIND", "STATE", "ATTEMPT", "PRIORITY"
-            );
-            for job in &page.jobs {
-                println!(
-                    "{:<14} {:<16} {:<20} {:<10} {:>3}/{:<3} {:>8}",
-                    job.job_id.to_string(),
-                    job.queue,
-                    job.kind,
-                    job.state.as_str(),
-                    job.attempt,
-                    job.max_attempts,
-                    job.priority
-                );
-            }
-            if let Some(next) = page.next_after {
-                println!("more: agentctl jobs list --after {next}");
-            }
-            Ok(())
+            let query = JobListQuery {
+                queue,
+                state,
+                limit: Some(limit),
+                after,
+            };
+            list(client, &query, json).await
         }
-        JobsCommand::Show { job_id } => {
-            let job = client.job(job_id).await?;
-            if json {
-                return print_json(&job);
-            }
-            println!(
-                "{}  {}  queue={} kind={}",
-                job.job_id,
-                job.state.as_str(),
-                job.queue,
-                job.kind
-            );
-            println!(
-                "attempt {}/{}  priority {}  submitted {}",
-                job.attempt,
-                job.max_attempts,
-                job.priority,
-                format_ms(job.submitted_at_ms)
-            );
-            if let Some(lease) = &job.lease {
-                println!(
-                    "leased by {} ({}), expires {}",
-                    lease.worker_id,
-                    lease.lease_id,
-                    format_ms(lease.expires_at_ms)
-                );
-            }
-            println!("payload: {}", job.payload);
-            if let Some(result) = &job.result {
-                println!("result:  {result}");
-            }
-            if let Some(error) = &job.last_error {
-                println!("last error: {error}");
-            }
-            if let Some(tail) = &job.log_tail {
-                println!(
-                    "log tail: {} bytes of the last attempt's output (agentctl jobs logs {})",
-                    tail.len(),
-                    job.job_id
-                );
-            }
-            println!("history:");
-            for entry in job.history.unwrap_or_default() {
-                let mut detail = Vec::new();
-                if let Some(worker) = entry.worker_id {
-                    detail.push(format!("worker={worker}"));
-                }
-                if let Some(lease) = entry.lease_id {
-                    detail.push(format!("lease={lease}"));
-                }
-                if let Some(attempt) = entry.attempt {
-                    detail.push(format!("attempt={attempt}"));
-                }
-                if let Some(error) = entry.error {
-                    detail.push(format!("error={error:?}"));
-                }
-                if let Some(run_at) = entry.run_at_ms {
-                    detail.push(format!("run_at={}", format_ms(run_at)));
-                }
-                println!(
-                    "  lsn {:<8} {} {:<16} {}",
-                    entry.lsn.0,
-                    format_ms(entry.ts_ms),
-                    entry.event,
-                    detail.join(" ")
-                );
-            }
-            Ok(())
-        }
+        JobsCommand::Show { job_id } => show(client, job_id, json).await,
         JobsCommand::Cancel { job_id } => {
             let answer = client.cancel(job_id).await?;
             if json {
@@ -180,6 +89,109 @@ pub async fn run(client: &Client, command: JobsCommand, json: bool) -> anyhow::R
         }
         JobsCommand::Logs { job_id, log_dir } => print_logs(client, job_id, &log_dir, json).await,
     }
+}
+
+/// `jobs list`: one page of jobs as a table, and the cursor of the next page.
+async fn list(client: &Client, query: &JobListQuery, json: bool) -> anyhow::Result<()> {
+    let page = client.jobs(query).await?;
+    if json {
+        return print_json(&page);
+    }
+    println!(
+        "{:<14} {:<16} {:<20} {:<10} {:>7} {:>8}",
+        "JOB", "QUEUE", "KIND", "STATE", "ATTEMPT", "PRIORITY"
+    );
+    for job in &page.jobs {
+        println!(
+            "{:<14} {:<16} {:<20} {:<10} {:>3}/{:<3} {:>8}",
+            job.job_id.to_string(),
+            job.queue,
+            job.kind,
+            job.state.as_str(),
+            job.attempt,
+            job.max_attempts,
+            job.priority
+        );
+    }
+    if let Some(next) = page.next_after {
+        println!("more: agentctl jobs list --after {next}");
+    }
+    Ok(())
+}
+
+/// `jobs show`: the job, its lease, result and error, then its history.
+async fn show(client: &Client, job_id: JobId, json: bool) -> anyhow::Result<()> {
+    let job = client.job(job_id).await?;
+    if json {
+        return print_json(&job);
+    }
+    println!(
+        "{}  {}  queue={} kind={}",
+        job.job_id,
+        job.state.as_str(),
+        job.queue,
+        job.kind
+    );
+    println!(
+        "attempt {}/{}  priority {}  submitted {}",
+        job.attempt,
+        job.max_attempts,
+        job.priority,
+        format_ms(job.submitted_at_ms)
+    );
+    if let Some(lease) = &job.lease {
+        println!(
+            "leased by {} ({}), expires {}",
+            lease.worker_id,
+            lease.lease_id,
+            format_ms(lease.expires_at_ms)
+        );
+    }
+    println!("payload: {}", job.payload);
+    if let Some(result) = &job.result {
+        println!("result:  {result}");
+    }
+    if let Some(error) = &job.last_error {
+        println!("last error: {error}");
+    }
+    if let Some(tail) = &job.log_tail {
+        println!(
+            "log tail: {} bytes of the last attempt's output (agentctl jobs logs {})",
+            tail.len(),
+            job.job_id
+        );
+    }
+    println!("history:");
+    for entry in job.history.unwrap_or_default() {
+        print_history_entry(entry);
+    }
+    Ok(())
+}
+
+fn print_history_entry(entry: HistoryEntry) {
+    let mut detail = Vec::new();
+    if let Some(worker) = entry.worker_id {
+        detail.push(format!("worker={worker}"));
+    }
+    if let Some(lease) = entry.lease_id {
+        detail.push(format!("lease={lease}"));
+    }
+    if let Some(attempt) = entry.attempt {
+        detail.push(format!("attempt={attempt}"));
+    }
+    if let Some(error) = entry.error {
+        detail.push(format!("error={error:?}"));
+    }
+    if let Some(run_at) = entry.run_at_ms {
+        detail.push(format!("run_at={}", format_ms(run_at)));
+    }
+    println!(
+        "  lsn {:<8} {} {:<16} {}",
+        entry.lsn.0,
+        format_ms(entry.ts_ms),
+        entry.event,
+        detail.join(" ")
+    );
 }
 
 /// Prints the job's log file if it exists here; `false` when there is none.

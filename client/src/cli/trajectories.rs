@@ -5,7 +5,10 @@
 
 use super::output::print_json;
 use crate::http_client::Client;
-use agentd_schemas::domain_api::{TrajectoryResponse, TrajectoryStatsResponse, TrajectoryStep};
+use agentd_schemas::domain_api::{
+    RewardDistributionView, RewardView, SandboxView, TrajectoryResponse, TrajectoryStatsResponse,
+    TrajectoryStep,
+};
 use agentd_schemas::events::{Action, AgentState};
 use clap::Subcommand;
 
@@ -70,6 +73,26 @@ async fn full_trajectory(client: &Client, task_id: &str) -> anyhow::Result<Traje
 /// One step: a header line (step, LSN, model, job, tokens), then its action, state, sandbox
 /// result and reward, indented.
 pub(super) fn print_step(step: &TrajectoryStep) {
+    println!("{}", step_header(step));
+    print_action(step);
+    if let Some(think) = &step.think {
+        let first = think.lines().next().unwrap_or("");
+        println!("  think: {first}");
+    }
+    println!(
+        "  state before: {} (lsn {})",
+        describe_state(&step.state_before),
+        step.state_before_lsn
+    );
+    if let Some(update) = &step.state_update {
+        println!("  state update: {}", describe_state(update));
+    }
+    print_sandbox(step.sandbox.as_ref());
+    print_reward(step.reward.as_ref());
+}
+
+/// `step 3 · lsn 120 · model m (policy p) · rollout_1 · job_4 lease_9 attempt 1 · tokens ...`
+fn step_header(step: &TrajectoryStep) -> String {
     let mut header = format!(
         "step {} · lsn {} · model {} (policy {})",
         step.step, step.lsn, step.model, step.policy_version
@@ -89,7 +112,10 @@ pub(super) fn print_step(step: &TrajectoryStep) {
     if let (Some(prompt), Some(completion)) = (step.prompt_tokens, step.completion_tokens) {
         header.push_str(&format!(" · tokens {prompt} in, {completion} out"));
     }
-    println!("{header}");
+    header
+}
+
+fn print_action(step: &TrajectoryStep) {
     match &step.action {
         Some(Action::Pattern {
             language,
@@ -107,19 +133,10 @@ pub(super) fn print_step(step: &TrajectoryStep) {
             None => println!("  action: none"),
         },
     }
-    if let Some(think) = &step.think {
-        let first = think.lines().next().unwrap_or("");
-        println!("  think: {first}");
-    }
-    println!(
-        "  state before: {} (lsn {})",
-        describe_state(&step.state_before),
-        step.state_before_lsn
-    );
-    if let Some(update) = &step.state_update {
-        println!("  state update: {}", describe_state(update));
-    }
-    match &step.sandbox {
+}
+
+fn print_sandbox(sandbox: Option<&SandboxView>) {
+    match sandbox {
         None => println!("  sandbox: -"),
         Some(sandbox) => {
             let exit = sandbox
@@ -136,7 +153,10 @@ pub(super) fn print_step(step: &TrajectoryStep) {
             println!("{line}");
         }
     }
-    match &step.reward {
+}
+
+fn print_reward(reward: Option<&RewardView>) {
+    match reward {
         None => println!("  reward: -"),
         Some(reward) => {
             let components: Vec<String> = reward
@@ -226,6 +246,30 @@ fn print_stats(stats: &TrajectoryStatsResponse) {
         });
         print_counters("LANGUAGE", languages);
     }
+    print_rewards(rewards);
+    let outcomes: Vec<String> = stats
+        .sandbox_outcomes
+        .iter()
+        .map(|(outcome, count)| format!("{outcome} {count}"))
+        .collect();
+    if !outcomes.is_empty() {
+        println!("sandbox outcomes: {}", outcomes.join(", "));
+    }
+    let ignored = &stats.ignored;
+    let ignored_total = ignored.duplicate_steps
+        + ignored.duplicate_sandbox_results
+        + ignored.duplicate_rewards
+        + ignored.sandbox_results_without_step
+        + ignored.rewards_without_step
+        + ignored.duplicate_rollouts
+        + ignored.steps_without_rollout;
+    if ignored_total > 0 {
+        println!("ignored (racing writers, first in log order won): {ignored:?}");
+    }
+}
+
+/// The reward distribution: mean, min, max, counts by source and by bucket.
+fn print_rewards(rewards: &RewardDistributionView) {
     let number = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
     let sources: Vec<String> = rewards
         .by_source
@@ -248,25 +292,6 @@ fn print_stats(stats: &TrajectoryStatsResponse) {
             .map_or_else(|| "+inf)".to_owned(), |upper| format!("{upper}]"));
         let label = format!("({lower}, {upper}");
         println!("  {label:<14} {}", bucket.count);
-    }
-    let outcomes: Vec<String> = stats
-        .sandbox_outcomes
-        .iter()
-        .map(|(outcome, count)| format!("{outcome} {count}"))
-        .collect();
-    if !outcomes.is_empty() {
-        println!("sandbox outcomes: {}", outcomes.join(", "));
-    }
-    let ignored = &stats.ignored;
-    let ignored_total = ignored.duplicate_steps
-        + ignored.duplicate_sandbox_results
-        + ignored.duplicate_rewards
-        + ignored.sandbox_results_without_step
-        + ignored.rewards_without_step
-        + ignored.duplicate_rollouts
-        + ignored.steps_without_rollout;
-    if ignored_total > 0 {
-        println!("ignored (racing writers, first in log order won): {ignored:?}");
     }
 }
 

@@ -8,25 +8,32 @@
 //! `--metrics-listen`, the worker's counters are served as Prometheus text
 //! (`crate::worker_metrics`).
 
+mod slots;
+
 use super::{parse_duration_ms, parse_key_value};
 use crate::builtin::{astgrep_verify, Builtin};
 use crate::gpu::{self, GpuSelection};
 use crate::http_client::Client;
 use crate::job_log::{self, JobLogSettings};
-use crate::model_server::{self, ServerConfig};
+use crate::model_server;
 use crate::persistent::{ActorPool, PersistentSettings};
 use crate::sandbox::SandboxLimits;
-use crate::worker::{self, DaemonAccess, Handler, ServerStatus, Slot, WorkerOptions};
+use crate::worker::{self, DaemonAccess, Handler, Slot, WorkerOptions};
 use crate::worker_metrics::{self, WorkerMetrics};
 use agentd_schemas::api::LOG_TAIL_BYTES_MAX;
 use agentd_schemas::events::Tags;
 use anyhow::{bail, Context};
 use clap::Args;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+#[cfg(test)]
+use slots::with_episodes_per_gpu;
+pub use slots::EPISODES_PER_GPU_MAX;
+use slots::{slots_and_tags, SupervisedServer};
 
 /// The end of `agentctl worker --help`: what a job's command gets.
 pub const JOB_ENVIRONMENT_HELP: &str = "\
@@ -220,57 +227,14 @@ pub async fn run(
     args: WorkerArgs,
     json: bool,
 ) -> anyhow::Result<()> {
-    if args.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
-    if args.episodes_per_gpu == 0 || args.episodes_per_gpu > EPISODES_PER_GPU_MAX {
-        bail!("--episodes-per-gpu must be between 1 and {EPISODES_PER_GPU_MAX}");
-    }
-    if args.serve_check_interval == 0 {
-        bail!("--serve-check-interval must be more than 0");
-    }
-    if !args.serve_health.starts_with('/') {
-        bail!("--serve-health must be a path starting with /, e.g. /health");
-    }
-    if args.persistent_ready_timeout == 0 {
-        bail!("--persistent-ready-timeout must be more than 0");
-    }
+    check_args(&args)?;
     let worker_id = args.worker_id.clone().unwrap_or_else(default_worker_id);
-    let user_tags: Tags = args.tags.iter().cloned().collect();
-    let (slots, tags) = match &args.gpus {
-        None => {
-            let slots = (0..args.concurrency)
-                .map(|index| Slot {
-                    index,
-                    env: Vec::new(),
-                    server: None,
-                    actor: None,
-                })
-                .collect();
-            (slots, user_tags)
-        }
-        Some(selection) => gpu_slots(&args.nvidia_smi, selection, &user_tags).await?,
-    };
-    let (slots, servers) = match &args.serve {
-        None => (slots, Vec::new()),
-        Some(template) => with_servers(slots, template, &args)?,
-    };
-    let mut slots = with_episodes_per_gpu(slots, args.episodes_per_gpu);
+    let (mut slots, tags, servers) = slots_and_tags(&args).await?;
     let slot_count = slots.len();
     let metrics = Arc::new(WorkerMetrics::new(&args.queues, slot_count));
     // Dropped (and so stopped) when the worker returns.
     let _metrics_server = match args.metrics_listen {
-        Some(address) => {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("--metrics-listen {address}: cannot listen"))?;
-            let bound = listener.local_addr()?;
-            eprintln!("agentctl worker: metrics on http://{bound}/metrics");
-            Some(AbortOnDrop(tokio::spawn(worker_metrics::serve(
-                listener,
-                metrics.clone(),
-            ))))
-        }
+        Some(address) => Some(serve_metrics(address, &metrics).await?),
         None => None,
     };
     let mut actors = args.persistent.then(|| {
@@ -291,10 +255,93 @@ pub async fn run(
         Some(actors) => actors.handler(),
         None => handler(&args, daemon)?,
     };
-    let options = WorkerOptions {
-        worker_id: worker_id.clone(),
+    let options = worker_options(&args, worker_id.clone(), tags.clone(), slots, &metrics);
+    // Dropped (and so stopped) when the worker returns.
+    let _retention = match &args.log_dir {
+        Some(dir) => Some(keep_log_retention(dir, &args).await),
+        None => None,
+    };
+    let mut shutdown_rx = shutdown_on_stop_signal();
+    eprintln!(
+        "agentctl worker {worker_id}: leasing from {} with {slot_count} slot(s), tags [{}]",
+        args.queues.join(","),
+        tags.iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let supervisors = ServerSupervisors::start(servers, &metrics);
+    // No lease before every actor said hello: an actor that cannot start stops the worker here,
+    // with its reason, instead of failing jobs one by one.
+    let started = match actors.as_mut() {
+        None => Ok(true),
+        Some(actors) => wait_for_actors(actors, slot_count, &mut shutdown_rx).await,
+    };
+    let summary = match started {
+        Ok(true) => worker::run(client, options, handler, shutdown_rx)
+            .await
+            .map_err(anyhow::Error::from),
+        Ok(false) => Ok(worker::WorkerSummary::default()),
+        Err(error) => Err(error),
+    };
+    // After the drain (or a fatal error): the actors' stdin is closed and they exit; the servers
+    // go last, so no job or actor loses its server.
+    if let Some(actors) = actors {
+        eprintln!("agentctl worker: stopping {slot_count} persistent actor(s)");
+        actors.stop().await;
+    }
+    supervisors.stop().await;
+    print_summary(&worker_id, &summary?, json);
+    Ok(())
+}
+
+/// Refuses settings that cannot work, before anything starts.
+fn check_args(args: &WorkerArgs) -> anyhow::Result<()> {
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    if args.episodes_per_gpu == 0 || args.episodes_per_gpu > EPISODES_PER_GPU_MAX {
+        bail!("--episodes-per-gpu must be between 1 and {EPISODES_PER_GPU_MAX}");
+    }
+    if args.serve_check_interval == 0 {
+        bail!("--serve-check-interval must be more than 0");
+    }
+    if !args.serve_health.starts_with('/') {
+        bail!("--serve-health must be a path starting with /, e.g. /health");
+    }
+    if args.persistent_ready_timeout == 0 {
+        bail!("--persistent-ready-timeout must be more than 0");
+    }
+    Ok(())
+}
+
+/// Serves the worker's counters on `address` (`--metrics-listen`) until dropped.
+async fn serve_metrics(
+    address: SocketAddr,
+    metrics: &Arc<WorkerMetrics>,
+) -> anyhow::Result<AbortOnDrop> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("--metrics-listen {address}: cannot listen"))?;
+    let bound = listener.local_addr()?;
+    eprintln!("agentctl worker: metrics on http://{bound}/metrics");
+    Ok(AbortOnDrop(tokio::spawn(worker_metrics::serve(
+        listener,
+        metrics.clone(),
+    ))))
+}
+
+fn worker_options(
+    args: &WorkerArgs,
+    worker_id: String,
+    tags: Tags,
+    slots: Vec<Slot>,
+    metrics: &Arc<WorkerMetrics>,
+) -> WorkerOptions {
+    WorkerOptions {
+        worker_id,
         queues: args.queues.clone(),
-        tags: tags.clone(),
+        tags,
         slots,
         wait_ms: args.wait_ms,
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
@@ -306,85 +353,86 @@ pub async fn run(
             tail_bytes: args.log_tail_bytes,
         },
         metrics: metrics.clone(),
-    };
-    // Dropped (and so stopped) when the worker returns.
-    let _retention = match &args.log_dir {
-        Some(dir) => {
-            eprintln!(
-                "agentctl worker: job logs in {} (at most {} bytes per job, deleted after {})",
-                dir.display(),
-                args.log_max_bytes,
-                job_log::format_retention(args.log_retention)
-            );
-            job_log::sweep_and_report(dir, args.log_retention).await;
-            Some(AbortOnDrop(tokio::spawn(job_log::keep_retention(
-                dir.clone(),
-                args.log_retention,
-            ))))
-        }
-        None => None,
-    };
-    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    }
+}
+
+/// Deletes old job logs in `dir` now and every hour after, until dropped.
+async fn keep_log_retention(dir: &Path, args: &WorkerArgs) -> AbortOnDrop {
+    eprintln!(
+        "agentctl worker: job logs in {} (at most {} bytes per job, deleted after {})",
+        dir.display(),
+        args.log_max_bytes,
+        job_log::format_retention(args.log_retention)
+    );
+    job_log::sweep_and_report(dir, args.log_retention).await;
+    AbortOnDrop(tokio::spawn(job_log::keep_retention(
+        dir.to_path_buf(),
+        args.log_retention,
+    )))
+}
+
+/// A receiver that turns true on SIGTERM or Ctrl-C.
+fn shutdown_on_stop_signal() -> watch::Receiver<bool> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;
         eprintln!("agentctl worker: stop requested; no new leases, finishing running jobs");
         // The worker loop holds the receiver until it returns; after that nobody cares.
         let _loop_already_done = shutdown_tx.send(true);
     });
-    let tag_text: Vec<String> = tags
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect();
-    eprintln!(
-        "agentctl worker {worker_id}: leasing from {} with {slot_count} slot(s), tags [{}]",
-        args.queues.join(","),
-        tag_text.join(" ")
-    );
-    let (stop_servers, servers_stop) = watch::channel(false);
-    let mut supervisors = tokio::task::JoinSet::new();
-    for (config, status) in servers {
-        let server_metrics = metrics.server(config.gpu_index);
-        supervisors.spawn(model_server::supervise(
-            config,
-            status,
-            servers_stop.clone(),
-            server_metrics,
-        ));
-    }
-    // No lease before every actor said hello: an actor that cannot start stops the worker here,
-    // with its reason, instead of failing jobs one by one.
-    let started = match actors.as_mut() {
-        None => Ok(true),
-        Some(actors) => {
-            eprintln!("agentctl worker: waiting for {slot_count} persistent actor(s) to say hello");
-            tokio::select! {
-                started = actors.wait_until_started() => started.map(|()| true),
-                _ = shutdown_rx.wait_for(|stop| *stop) => Ok(false),
-            }
+    shutdown_rx
+}
+
+/// The supervisors of the slots' model servers (`--serve`).
+struct ServerSupervisors {
+    stop: watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl ServerSupervisors {
+    fn start(servers: Vec<SupervisedServer>, metrics: &WorkerMetrics) -> ServerSupervisors {
+        let (stop, servers_stop) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (config, status) in servers {
+            let server_metrics = metrics.server(config.gpu_index);
+            tasks.spawn(model_server::supervise(
+                config,
+                status,
+                servers_stop.clone(),
+                server_metrics,
+            ));
         }
-    };
-    let summary = match started {
-        Ok(true) => worker::run(client, options, handler, shutdown_rx)
-            .await
-            .map_err(anyhow::Error::from),
-        Ok(false) => Ok(worker::WorkerSummary::default()),
-        Err(error) => Err(error.into()),
-    };
-    // After the drain (or a fatal error): the actors' stdin is closed and they exit; the servers
-    // go last, so no job or actor loses its server.
-    if let Some(actors) = actors {
-        eprintln!("agentctl worker: stopping {slot_count} persistent actor(s)");
-        actors.stop().await;
+        ServerSupervisors { stop, tasks }
     }
-    if !supervisors.is_empty() {
+
+    /// Stops every server and waits for their supervisors to return.
+    async fn stop(mut self) {
+        if self.tasks.is_empty() {
+            return;
+        }
         eprintln!(
             "agentctl worker: stopping {} model server(s)",
-            supervisors.len()
+            self.tasks.len()
         );
-        let _supervisors_hold_receivers_until_they_return = stop_servers.send(true);
-        while supervisors.join_next().await.is_some() {}
+        let _supervisors_hold_receivers_until_they_return = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
     }
-    let summary = summary?;
+}
+
+/// Waits until every persistent actor said hello (`true`) or a stop was requested (`false`).
+async fn wait_for_actors(
+    actors: &mut ActorPool,
+    slot_count: usize,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<bool> {
+    eprintln!("agentctl worker: waiting for {slot_count} persistent actor(s) to say hello");
+    tokio::select! {
+        started = actors.wait_until_started() => Ok(started.map(|()| true)?),
+        _ = shutdown.wait_for(|stop| *stop) => Ok(false),
+    }
+}
+
+fn print_summary(worker_id: &str, summary: &worker::WorkerSummary, json: bool) {
     if json {
         println!(
             "{}",
@@ -396,113 +444,6 @@ pub async fn run(
             summary.completed, summary.failed, summary.lost
         );
     }
-    Ok(())
-}
-
-/// One slot per selected GPU and the tags they imply, overlaid with the user's.
-async fn gpu_slots(
-    nvidia_smi: &str,
-    selection: &GpuSelection,
-    user_tags: &Tags,
-) -> anyhow::Result<(Vec<Slot>, Tags)> {
-    let found = gpu::discover(nvidia_smi).await?;
-    let selected = gpu::select(&found, selection)?;
-    // A mix of models has no true `gpu` tag, unless the operator says which one to advertise.
-    let auto = match gpu::auto_tags(&selected) {
-        Ok(tags) => tags,
-        Err(gpu::GpuError::MixedModels { .. }) if user_tags.contains_key(gpu::GPU_TAG) => {
-            let mut tags = Tags::new();
-            tags.insert(gpu::GPU_COUNT_TAG.to_string(), selected.len().to_string());
-            tags
-        }
-        Err(error) => return Err(error.into()),
-    };
-    for gpu in &selected {
-        let memory = gpu
-            .memory_total_mib
-            .map_or_else(|| "memory unknown".to_string(), |mib| format!("{mib} MiB"));
-        eprintln!(
-            "agentctl worker: GPU {} {} ({memory}, {}) -> one slot",
-            gpu.index, gpu.name, gpu.uuid
-        );
-    }
-    Ok((gpu::slots(&selected), gpu::merge_tags(auto, user_tags)))
-}
-
-/// Most jobs at once on one GPU (a limit on slots; vLLM batches a few hundred requests).
-pub const EPISODES_PER_GPU_MAX: usize = 1024;
-
-/// A server to supervise, and where its supervisor publishes its status.
-type SupervisedServer = (ServerConfig, watch::Sender<ServerStatus>);
-
-/// Gives each GPU slot a model server: its port, its `AGENTD_MODEL_URL`, and the status channel
-/// the worker loop reads. Returns the slots and what the supervisors need.
-fn with_servers(
-    slots: Vec<Slot>,
-    template: &str,
-    args: &WorkerArgs,
-) -> anyhow::Result<(Vec<Slot>, Vec<SupervisedServer>)> {
-    let mut servers = Vec::new();
-    let mut served = Vec::new();
-    for mut slot in slots {
-        let port = u16::try_from(slot.index)
-            .ok()
-            .and_then(|offset| args.serve_port_base.checked_add(offset))
-            .with_context(|| {
-                format!(
-                    "--serve-port-base {} leaves no port for GPU slot {}",
-                    args.serve_port_base, slot.index
-                )
-            })?;
-        let gpu_index: u32 = slot
-            .env
-            .iter()
-            .find(|(key, _)| key == "AGENTD_GPU_INDEX")
-            .and_then(|(_, value)| value.parse().ok())
-            .context("--serve needs --gpus")?;
-        let config = ServerConfig {
-            gpu_index,
-            port,
-            command_line: model_server::expand_template(template, gpu_index, port),
-            env: slot.env.clone(),
-            health_path: args.serve_health.clone(),
-            ready_timeout: Duration::from_millis(args.serve_ready_timeout),
-            check_interval: Duration::from_millis(args.serve_check_interval),
-            log_path: args.serve_log_dir.join(format!("gpu{gpu_index}.log")),
-            log_bytes_max: args.serve_log_mib.max(1) * 1024 * 1024,
-        };
-        eprintln!(
-            "agentctl worker: GPU {gpu_index}: model server on port {port}, log {}",
-            config.log_path.display()
-        );
-        slot.env
-            .push(("AGENTD_MODEL_URL".to_string(), config.url()));
-        let (status, receiver) = watch::channel(ServerStatus::default());
-        slot.server = Some(receiver);
-        servers.push((config, status));
-        served.push(slot);
-    }
-    Ok((served, servers))
-}
-
-/// `episodes` slots per GPU slot, each with the GPU's environment and server; slot numbers
-/// (`AGENTD_SLOT`) run 0..gpus*episodes, GPU by GPU.
-fn with_episodes_per_gpu(slots: Vec<Slot>, episodes: usize) -> Vec<Slot> {
-    if episodes <= 1 {
-        return slots;
-    }
-    let mut expanded = Vec::with_capacity(slots.len() * episodes);
-    for slot in slots {
-        for _ in 0..episodes {
-            expanded.push(Slot {
-                index: expanded.len(),
-                env: slot.env.clone(),
-                server: slot.server.clone(),
-                actor: slot.actor.clone(),
-            });
-        }
-    }
-    expanded
 }
 
 /// The command handler, or the built-in one.
@@ -571,77 +512,4 @@ pub async fn wait_for_stop_signal() {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli::Cli;
-    use clap::Parser;
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(["agentctl", "worker", "--queue", "q"].iter().chain(args))
-    }
-
-    #[test]
-    fn serve_and_episodes_per_gpu_need_gpus() {
-        for args in [
-            &["--serve", "vllm --port {port}", "--", "true"][..],
-            &["--episodes-per-gpu", "4", "--", "true"][..],
-            &["--gpus", "all", "--concurrency", "4", "--", "true"][..],
-        ] {
-            let error = parse(args).unwrap_err();
-            assert!(
-                matches!(
-                    error.kind(),
-                    clap::error::ErrorKind::MissingRequiredArgument
-                        | clap::error::ErrorKind::ArgumentConflict
-                ),
-                "{args:?}: {error}"
-            );
-        }
-        assert!(parse(&[
-            "--gpus",
-            "all",
-            "--episodes-per-gpu",
-            "4",
-            "--serve",
-            "x",
-            "--",
-            "true"
-        ])
-        .is_ok());
-    }
-
-    #[test]
-    fn episodes_per_gpu_share_their_gpus_environment_and_server() {
-        let (_status, server) = watch::channel(ServerStatus::default());
-        let gpu_slots = vec![
-            Slot {
-                index: 0,
-                env: vec![("CUDA_VISIBLE_DEVICES".into(), "6".into())],
-                server: Some(server),
-                actor: None,
-            },
-            Slot {
-                index: 1,
-                env: vec![("CUDA_VISIBLE_DEVICES".into(), "2".into())],
-                server: None,
-                actor: None,
-            },
-        ];
-        let slots = with_episodes_per_gpu(gpu_slots, 3);
-        let seen: Vec<(usize, &str, bool)> = slots
-            .iter()
-            .map(|slot| (slot.index, slot.env[0].1.as_str(), slot.server.is_some()))
-            .collect();
-        assert_eq!(
-            seen,
-            vec![
-                (0, "6", true),
-                (1, "6", true),
-                (2, "6", true),
-                (3, "2", false),
-                (4, "2", false),
-                (5, "2", false),
-            ]
-        );
-    }
-}
+mod tests;

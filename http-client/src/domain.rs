@@ -2,7 +2,7 @@
 //! rollouts and groups. Task ids, group names, sources and versions are percent-encoded into
 //! the path, so any text the daemon accepts (a source such as `github/commitpack`) round-trips.
 
-use crate::http_client::{percent_encode, Client, ClientError, REQUEST_TIMEOUT};
+use crate::{percent_encode, Client, ClientError, REQUEST_TIMEOUT};
 use agentd_schemas::domain_api::{
     CreateRolloutRequest, CreateRolloutResponse, DatasetListResponse, DatasetStatsResponse,
     GroupResponse, IngestRecordsRequest, IngestRecordsResponse, RecordStepRequest,

@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use agentd_client::sandbox::{
-    self, apply_action_in_memory, unified_diff, CgroupMode, SandboxLimits, SandboxRun, SandboxSpec,
+use agentd_sandbox::{
+    apply_action_in_memory, unified_diff, CgroupMode, SandboxLimits, SandboxRun, SandboxSpec,
 };
 use agentd_schemas::events::{Action, SandboxOutcome};
 
 /// The sandbox's apply helper re-executes this test binary and lands here.
 #[test]
 fn agentd_sandbox_internal_helper() {
-    sandbox::maybe_run_internal_helper();
+    agentd_sandbox::maybe_run_internal_helper();
 }
 
 /// A real python3 executable (not a pyenv shim script, which needs the environment we strip).
@@ -92,7 +92,7 @@ fn run_python(script: &str, extra_args: &[&str], limits: &SandboxLimits) -> Sand
         test_env: Vec::new(),
     };
     let started = Instant::now();
-    let run = sandbox::run(&spec, limits).unwrap();
+    let run = agentd_sandbox::run(&spec, limits).unwrap();
     eprintln!(
         "outcome={:?} exit={:?} run.duration_ms={} measured_ms={} peak_rss={:?}",
         run.outcome,
@@ -244,7 +244,7 @@ fn task_path_escaping_the_workspace_is_rejected() {
             protected_paths: Default::default(),
             test_env: Vec::new(),
         };
-        let run = sandbox::run(&spec, &test_limits()).unwrap();
+        let run = agentd_sandbox::run(&spec, &test_limits()).unwrap();
         assert_eq!(run.outcome, SandboxOutcome::Rejected, "{path}: {run:#?}");
         assert!(run.rejected_reason.is_some());
     }
@@ -321,7 +321,7 @@ print("TEST_APP", open("test_app.py").read().strip())
         protected_paths: ["test_app.py", "tests/t.py"].map(String::from).into(),
         test_env: Vec::new(),
     };
-    let run = sandbox::run(&spec, &test_limits()).unwrap();
+    let run = agentd_sandbox::run(&spec, &test_limits()).unwrap();
     if !nix::unistd::geteuid().is_root() {
         // Without the switch to an unprivileged user nothing keeps the files out of reach.
         assert_eq!(run.outcome, SandboxOutcome::Rejected, "{run:#?}");
@@ -419,7 +419,7 @@ fn rule_matching_nothing_gives_an_empty_diff() {
         protected_paths: Default::default(),
         test_env: Vec::new(),
     };
-    let run = sandbox::run(&spec, &test_limits()).unwrap();
+    let run = agentd_sandbox::run(&spec, &test_limits()).unwrap();
     assert_eq!(run.outcome, SandboxOutcome::Ok, "{run:#?}");
     assert_eq!(run.diff, "");
     assert!(run.files_changed.is_empty());
@@ -446,7 +446,7 @@ fn valid_rewrite_shows_in_the_diff_and_the_tests_see_it() {
         protected_paths: Default::default(),
         test_env: Vec::new(),
     };
-    let run = sandbox::run(&spec, &test_limits()).unwrap();
+    let run = agentd_sandbox::run(&spec, &test_limits()).unwrap();
     let gold = unified_diff(
         &before,
         &apply_action_in_memory(&before, &print_to_logger()).unwrap(),
@@ -475,7 +475,7 @@ fn invalid_rule_is_rejected() {
         protected_paths: Default::default(),
         test_env: Vec::new(),
     };
-    let run = sandbox::run(&spec, &test_limits()).unwrap();
+    let run = agentd_sandbox::run(&spec, &test_limits()).unwrap();
     assert_eq!(run.outcome, SandboxOutcome::Rejected, "{run:#?}");
     assert!(run.rejected_reason.unwrap().contains("fix"));
 }
@@ -542,7 +542,7 @@ fn disallowed_binaries_are_rejected() {
             protected_paths: Default::default(),
             test_env: Vec::new(),
         };
-        let run = sandbox::run(&spec, &test_limits()).unwrap();
+        let run = agentd_sandbox::run(&spec, &test_limits()).unwrap();
         assert_eq!(run.outcome, SandboxOutcome::Rejected, "{argv:?}: {run:#?}");
         assert!(run.rejected_reason.is_some());
     }

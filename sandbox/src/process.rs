@@ -87,56 +87,12 @@ pub(crate) enum Launch {
 /// Runs `command` confined and waits for it and its whole tree to end.
 pub(crate) fn run_confined(command: &ConfinedCommand<'_>) -> Result<Launch, SandboxError> {
     let limits = command.limits;
-    let mut notes = Vec::new();
-    let cgroup = match limits.cgroup {
-        CgroupMode::Off => None,
-        CgroupMode::Auto => match Cgroup::create(limits) {
-            Ok(cgroup) => Some(cgroup),
-            Err(reason) => {
-                tracing::debug!(%reason, "sandbox runs without a cgroup");
-                None
-            }
-        },
-        CgroupMode::Required => match Cgroup::create(limits) {
-            Ok(cgroup) => Some(cgroup),
-            Err(reason) => {
-                return Ok(Launch::Refused(format!(
-                    "cgroup required but unavailable: {reason}"
-                )))
-            }
-        },
-    };
-    let cgroup_procs = match &cgroup {
-        Some(cgroup) => cgroup
-            .procs_files()
-            .map_err(|e| SandboxError::io("opening cgroup.procs", e))?,
-        None => Vec::new(),
+    let cgroup = match cgroup_for(limits) {
+        Ok(cgroup) => cgroup,
+        Err(reason) => return Ok(Launch::Refused(reason)),
     };
     let (stage_read, stage_write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
         .map_err(|e| SandboxError::io("creating stage pipe", e.into()))?;
-    let read_only_except = if limits.read_only_host_filesystem {
-        let path = std::ffi::CString::new(command.workdir.as_os_str().as_encoded_bytes())
-            .map_err(|e| SandboxError::io("workspace path", io::Error::other(e)))?;
-        Some(path)
-    } else {
-        None
-    };
-    let confinement = Confinement {
-        cgroup_procs,
-        cpus: cpu_set(limits.cpu_cores)?,
-        network: if limits.require_network_isolation {
-            Isolation::Required
-        } else {
-            Isolation::BestEffort
-        },
-        read_only_except,
-        rlimits: rlimits(limits, cgroup.is_some()),
-        run_as: command
-            .run_as
-            .map(|(uid, gid)| (Uid::from_raw(uid), Gid::from_raw(gid))),
-        stage_pipe: stage_write,
-    };
-
     let mut process = Command::new(command.program);
     process
         .args(command.args)
@@ -146,8 +102,10 @@ pub(crate) fn run_confined(command: &ConfinedCommand<'_>) -> Result<Launch, Sand
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    confine::install(&mut process, confinement);
-    let started = Instant::now();
+    confine::install(
+        &mut process,
+        confinement(command, cgroup.as_ref(), stage_write)?,
+    );
     let spawned = process.spawn();
     // Closes our copies of the cgroup files and the stage pipe's write end.
     drop(process);
@@ -168,22 +126,118 @@ pub(crate) fn run_confined(command: &ConfinedCommand<'_>) -> Result<Launch, Sand
     // Until the tree is torn down normally, an early return (an error) must not leave it
     // running; without a cgroup only the group kill catches it.
     let guard = KillOnDrop { pid, armed: true };
-    let stdout = child
-        .stdout
-        .take()
-        .map(|pipe| Capture::start("stdout", pipe, limits.output_bytes_max))
-        .transpose()
-        .map_err(|e| SandboxError::io("starting output capture thread", e))?;
-    let stderr = child
-        .stderr
-        .take()
-        .map(|pipe| Capture::start("stderr", pipe, limits.output_bytes_max))
-        .transpose()
-        .map_err(|e| SandboxError::io("starting output capture thread", e))?;
+    let stdout = start_capture("stdout", child.stdout.take(), limits)?;
+    let stderr = start_capture("stderr", child.stderr.take(), limits)?;
+    let mut ended = wait_within_limits(pid, command, cgroup.as_ref())?;
 
+    // The main process is gone; nothing else of its tree may outlive the run.
+    let teardown_deadline = Instant::now() + TEARDOWN_WAIT;
+    if !kill_tree(pid, cgroup.as_ref(), teardown_deadline) {
+        ended
+            .notes
+            .push("processes of the run survived SIGKILL".to_string());
+    }
+    // Reaped and torn down: the pid may now be reused, so it must not be signalled again.
+    guard.disarm();
+    let stdout = finish_capture(stdout, teardown_deadline, &mut ended.notes);
+    let stderr = finish_capture(stderr, teardown_deadline, &mut ended.notes);
+    let usage = ended.usage;
+    let rusage_peak = u64::try_from(usage.ru_maxrss).ok().map(|kib| kib * 1024);
+    let report = ProcessReport {
+        termination: termination(ended.status),
+        wall_time_exceeded: ended.wall_time_exceeded,
+        process_limit_exceeded: ended.process_limit_exceeded,
+        cgroup_oom_killed: cgroup.as_ref().is_some_and(Cgroup::oom_killed),
+        cpu_time_ms: timeval_ms(usage.ru_utime) + timeval_ms(usage.ru_stime),
+        peak_memory_bytes: cgroup
+            .as_ref()
+            .and_then(Cgroup::peak_memory_bytes)
+            .or(rusage_peak),
+        stdout,
+        stderr,
+        notes: ended.notes,
+    };
+    drop(cgroup);
+    Ok(Launch::Finished(report))
+}
+
+/// The run's cgroup as `limits.cgroup` asks: none, one where the host allows it, or one for
+/// sure (`Err` with the reason to refuse the run when there is none).
+fn cgroup_for(limits: &SandboxLimits) -> Result<Option<Cgroup>, String> {
+    match limits.cgroup {
+        CgroupMode::Off => Ok(None),
+        CgroupMode::Auto => match Cgroup::create(limits) {
+            Ok(cgroup) => Ok(Some(cgroup)),
+            Err(reason) => {
+                tracing::debug!(%reason, "sandbox runs without a cgroup");
+                Ok(None)
+            }
+        },
+        CgroupMode::Required => Cgroup::create(limits)
+            .map(Some)
+            .map_err(|reason| format!("cgroup required but unavailable: {reason}")),
+    }
+}
+
+/// What the child applies to itself between `fork` and `exec` (see `confine`).
+fn confinement(
+    command: &ConfinedCommand<'_>,
+    cgroup: Option<&Cgroup>,
+    stage_pipe: OwnedFd,
+) -> Result<Confinement, SandboxError> {
+    let limits = command.limits;
+    let cgroup_procs = match cgroup {
+        Some(cgroup) => cgroup
+            .procs_files()
+            .map_err(|e| SandboxError::io("opening cgroup.procs", e))?,
+        None => Vec::new(),
+    };
+    let read_only_except = if limits.read_only_host_filesystem {
+        let path = std::ffi::CString::new(command.workdir.as_os_str().as_encoded_bytes())
+            .map_err(|e| SandboxError::io("workspace path", io::Error::other(e)))?;
+        Some(path)
+    } else {
+        None
+    };
+    Ok(Confinement {
+        cgroup_procs,
+        cpus: cpu_set(limits.cpu_cores)?,
+        network: if limits.require_network_isolation {
+            Isolation::Required
+        } else {
+            Isolation::BestEffort
+        },
+        read_only_except,
+        rlimits: rlimits(limits, cgroup.is_some()),
+        run_as: command
+            .run_as
+            .map(|(uid, gid)| (Uid::from_raw(uid), Gid::from_raw(gid))),
+        stage_pipe,
+    })
+}
+
+/// How the main process ended, and whether we killed it.
+struct Ended {
+    /// `wait4` status.
+    status: i32,
+    usage: libc::rusage,
+    wall_time_exceeded: bool,
+    process_limit_exceeded: bool,
+    notes: Vec<String>,
+}
+
+/// Waits for the main process, killing its tree at the deadline or, without a cgroup, when
+/// the fallback watchdog counts more than `processes_max` processes in its group.
+fn wait_within_limits(
+    pid: i32,
+    command: &ConfinedCommand<'_>,
+    cgroup: Option<&Cgroup>,
+) -> Result<Ended, SandboxError> {
+    let limits = command.limits;
     let mut wall_time_exceeded = false;
     let mut process_limit_exceeded = false;
-    let mut next_watchdog = started;
+    let mut notes = Vec::new();
+    let mut next_watchdog = Instant::now();
     let mut pause = Duration::from_millis(1);
     let (status, usage) = loop {
         if let Some(done) = wait4(pid, libc::WNOHANG)? {
@@ -196,7 +250,7 @@ pub(crate) fn run_confined(command: &ConfinedCommand<'_>) -> Result<Launch, Sand
                 "killed: wall time limit of {} ms",
                 limits.wall_time_ms
             ));
-            break kill_and_reap(pid, cgroup.as_ref())?;
+            break kill_and_reap(pid, cgroup)?;
         }
         if cgroup.is_none() && now >= next_watchdog {
             next_watchdog = now + WATCHDOG_INTERVAL;
@@ -207,39 +261,30 @@ pub(crate) fn run_confined(command: &ConfinedCommand<'_>) -> Result<Launch, Sand
                     "killed: {count} processes, more than processes_max = {}",
                     limits.processes_max
                 ));
-                break kill_and_reap(pid, cgroup.as_ref())?;
+                break kill_and_reap(pid, cgroup)?;
             }
         }
         std::thread::sleep(pause.min(command.deadline.saturating_duration_since(now)));
         pause = (pause * 2).min(POLL_INTERVAL_MAX);
     };
-
-    // The main process is gone; nothing else of its tree may outlive the run.
-    let teardown_deadline = Instant::now() + TEARDOWN_WAIT;
-    if !kill_tree(pid, cgroup.as_ref(), teardown_deadline) {
-        notes.push("processes of the run survived SIGKILL".to_string());
-    }
-    // Reaped and torn down: the pid may now be reused, so it must not be signalled again.
-    guard.disarm();
-    let stdout = finish_capture(stdout, teardown_deadline, &mut notes);
-    let stderr = finish_capture(stderr, teardown_deadline, &mut notes);
-    let rusage_peak = u64::try_from(usage.ru_maxrss).ok().map(|kib| kib * 1024);
-    let report = ProcessReport {
-        termination: termination(status),
+    Ok(Ended {
+        status,
+        usage,
         wall_time_exceeded,
         process_limit_exceeded,
-        cgroup_oom_killed: cgroup.as_ref().is_some_and(Cgroup::oom_killed),
-        cpu_time_ms: timeval_ms(usage.ru_utime) + timeval_ms(usage.ru_stime),
-        peak_memory_bytes: cgroup
-            .as_ref()
-            .and_then(Cgroup::peak_memory_bytes)
-            .or(rusage_peak),
-        stdout,
-        stderr,
         notes,
-    };
-    drop(cgroup);
-    Ok(Launch::Finished(report))
+    })
+}
+
+/// Starts the capture thread of one of the child's output pipes.
+fn start_capture(
+    name: &str,
+    pipe: Option<impl io::Read + Send + 'static>,
+    limits: &SandboxLimits,
+) -> Result<Option<Capture>, SandboxError> {
+    pipe.map(|pipe| Capture::start(name, pipe, limits.output_bytes_max))
+        .transpose()
+        .map_err(|e| SandboxError::io("starting output capture thread", e))
 }
 
 /// SIGKILLs the process group and reaps its leader when dropped while armed.

@@ -1,6 +1,6 @@
-//! The sandbox runner: applies one ast-grep action to a snapshot of a task's files in a fresh
-//! workspace, optionally runs a test command there, and reports the diff, the output and how
-//! it ended as a `SandboxOutcome`.
+//! `agentd-sandbox`: the sandbox runner. Applies one ast-grep action to a snapshot of a task's
+//! files in a fresh workspace, optionally runs a test command there, and reports the diff, the
+//! output and how it ended as a `SandboxOutcome`.
 //!
 //! Every process it starts (the apply helper and the test command) runs confined: its own
 //! session and process group, a cgroup with `pids.max` and a memory limit where the host
@@ -10,9 +10,12 @@
 //! `/dev/null`, bounded output capture, and a wall-clock deadline after which the whole tree
 //! is SIGKILLed. See `docs/sandbox.md` for the threat model and what each limit achieves.
 //!
-//! This module must not talk to the daemon: callers (`agentctl sandbox run`, the
-//! `astgrep.verify` worker) turn a [`SandboxRun`] into events. Binaries that call [`run`] must
-//! call [`maybe_run_internal_helper`] first thing in `main` (see [`helper`]).
+//! What it owns: ast-grep (the only crate of the workspace that links it), namespaces, cgroups,
+//! rlimits and the confined helper process. What it must not do: talk to the daemon or know
+//! about HTTP, jobs, leases or the `agentctl` command line. Callers (`agentctl sandbox run`,
+//! the `astgrep.verify` worker in `agentd-client`) turn a [`SandboxRun`] into events.
+//! Binaries that call [`run`] must call [`maybe_run_internal_helper`] first thing in `main`
+//! (see [`helper`]).
 
 mod action;
 mod allowlist;
@@ -34,7 +37,7 @@ use std::time::{Duration, Instant};
 use agentd_schemas::events::{Action, SandboxOutcome};
 use serde::{Deserialize, Serialize};
 
-pub use action::{apply_action_in_memory, SUPPORTED_LANGUAGES};
+pub use action::{apply_action_in_memory, is_supported_language, SUPPORTED_LANGUAGES};
 pub use diff::{changed_paths, unified_diff};
 pub use error::SandboxError;
 pub use helper::{maybe_run_internal_helper, HELPER_TEST_NAME};
@@ -135,125 +138,24 @@ pub fn run(spec: &SandboxSpec, limits: &SandboxLimits) -> Result<SandboxRun, San
         path: PathBuf::from("<limits>"),
         message,
     })?;
-    if let Err(error) = validate_task_files(&spec.files) {
-        return Ok(SandboxRun::rejected(error.to_string(), started));
-    }
-    let test_program = match &spec.test_command {
-        None => None,
-        Some(argv) => {
-            let Some(program) = argv.first() else {
-                return Ok(SandboxRun::rejected(
-                    "empty test command".to_string(),
-                    started,
-                ));
-            };
-            match allowlist::resolve_program(program, limits) {
-                Ok(resolved) => Some((resolved, argv[1..].to_vec())),
-                Err(reason) => return Ok(SandboxRun::rejected(reason, started)),
-            }
-        }
+    let test = match TestPlan::of(spec, limits) {
+        Ok(test) => test,
+        Err(reason) => return Ok(SandboxRun::rejected(reason, started)),
     };
-
-    // The test command runs as the unprivileged user when we are root; only then can the
-    // protected files be kept out of its reach.
-    let run_as = nix::unistd::geteuid()
-        .is_root()
-        .then_some((limits.unprivileged_uid, limits.unprivileged_gid));
-    if test_program.is_some() && !spec.protected_paths.is_empty() && run_as.is_none() {
-        return Ok(SandboxRun::rejected(
-            "the test files cannot be kept read-only for the test command: that needs the switch \
-             to unprivileged_uid, which only a worker running as root makes"
-                .to_string(),
-            started,
-        ));
-    }
-
     let workspace = Workspace::create(limits.workspace_root.as_deref(), "agentd-sandbox-")?;
-    for (path, content) in &spec.files {
-        match workspace.write_file(path, content) {
-            Ok(()) => {}
-            // E.g. both `a` and `a/b`: valid paths that cannot coexist.
-            Err(error @ SandboxError::InvalidPath { .. }) => {
-                return Ok(SandboxRun::rejected(error.to_string(), started))
-            }
-            Err(error) => return Err(error),
-        }
+    if let Some(reason) = write_task_files(&workspace, &spec.files)? {
+        return Ok(SandboxRun::rejected(reason, started));
     }
     let mut run = match apply_confined(&spec.files, &spec.action, limits, deadline)? {
-        ApplyResult::Applied(changed) => {
-            let mut after = spec.files.clone();
-            for (path, content) in changed {
-                // The helper may only change files it was given.
-                if !spec.files.contains_key(&path) {
-                    return Err(SandboxError::Helper(format!(
-                        "helper invented file {path:?}"
-                    )));
-                }
-                // A protected file keeps its original bytes on disk: the tests run as given.
-                if !spec.protected_paths.contains(&path) {
-                    workspace.write_file(&path, &content)?;
-                }
-                after.insert(path, content);
-            }
-            let mut run = SandboxRun::empty(SandboxOutcome::Ok, started);
-            run.diff = unified_diff(&spec.files, &after);
-            run.files_changed = changed_paths(&spec.files, &after);
-            run.protected_changed = run
-                .files_changed
-                .iter()
-                .filter(|path| spec.protected_paths.contains(*path))
-                .cloned()
-                .collect();
-            run.changed_contents = run
-                .files_changed
-                .iter()
-                .filter_map(|path| Some((path.clone(), after.remove(path)?)))
-                .collect();
-            run
-        }
+        ApplyResult::Applied(changed) => applied(spec, changed, &workspace, started)?,
         ApplyResult::Invalid(reason) | ApplyResult::Refused(reason) => {
             SandboxRun::rejected(reason, started)
         }
-        ApplyResult::Crashed(report) => {
-            let mut run = SandboxRun::empty(SandboxOutcome::Failed, started);
-            run.absorb(&report, limits);
-            // What ended is the helper, not a test command: its exit status and libtest's
-            // "1 passed" say nothing about the task's tests.
-            if run.outcome == SandboxOutcome::Ok {
-                run.outcome = SandboxOutcome::Failed;
-            }
-            run.exit_code = None;
-            run.tests_passed = None;
-            run.tests_failed = None;
-            run.stderr
-                .push_str("\n[agentd-sandbox] the ast-grep apply step did not complete\n");
-            run
-        }
+        ApplyResult::Crashed(report) => apply_crashed(&report, limits, started),
     };
-
     if run.outcome == SandboxOutcome::Ok {
-        if let Some((program, args)) = test_program {
-            if let Some((uid, gid)) = run_as {
-                workspace.hand_over(uid, gid, &spec.protected_paths)?;
-            }
-            let mut env = sandbox_env(workspace.path(), limits);
-            env.extend(spec.test_env.iter().cloned());
-            let command = ConfinedCommand {
-                program: &program,
-                args: &args,
-                env,
-                workdir: workspace.path(),
-                limits,
-                deadline,
-                run_as,
-            };
-            match run_confined(&command)? {
-                Launch::Refused(reason) => {
-                    run.outcome = SandboxOutcome::Rejected;
-                    run.rejected_reason = Some(reason);
-                }
-                Launch::Finished(report) => run.absorb(&report, limits),
-            }
+        if let Some(test) = test {
+            test.run(&mut run, spec, &workspace, limits, deadline)?;
         }
     }
     if spec.keep_workspace {
@@ -263,6 +165,153 @@ pub fn run(spec: &SandboxSpec, limits: &SandboxLimits) -> Result<SandboxRun, San
     }
     run.duration_ms = started.elapsed().as_millis() as u64;
     Ok(run)
+}
+
+/// The test command of a run, checked before any work: its program resolved against the
+/// allowlist, and the user it runs as.
+struct TestPlan {
+    program: PathBuf,
+    args: Vec<String>,
+    /// `(uid, gid)` of the unprivileged user when we are root; `None` runs it as ourselves.
+    run_as: Option<(u32, u32)>,
+}
+
+impl TestPlan {
+    /// `Ok(None)` without a test command; `Err` with the reason to reject the run (invalid task
+    /// files, an empty or disallowed command, protected files that cannot be protected).
+    fn of(spec: &SandboxSpec, limits: &SandboxLimits) -> Result<Option<TestPlan>, String> {
+        validate_task_files(&spec.files).map_err(|error| error.to_string())?;
+        let Some(argv) = &spec.test_command else {
+            return Ok(None);
+        };
+        let Some(program) = argv.first() else {
+            return Err("empty test command".to_string());
+        };
+        let program = allowlist::resolve_program(program, limits)?;
+        // The test command runs as the unprivileged user when we are root; only then can the
+        // protected files be kept out of its reach.
+        let run_as = nix::unistd::geteuid()
+            .is_root()
+            .then_some((limits.unprivileged_uid, limits.unprivileged_gid));
+        if !spec.protected_paths.is_empty() && run_as.is_none() {
+            return Err(
+                "the test files cannot be kept read-only for the test command: that needs the \
+                 switch to unprivileged_uid, which only a worker running as root makes"
+                    .to_string(),
+            );
+        }
+        Ok(Some(TestPlan {
+            program,
+            args: argv[1..].to_vec(),
+            run_as,
+        }))
+    }
+
+    /// Runs the test command, confined, in the workspace the action was applied to, and adds
+    /// how it ended to `run`.
+    fn run(
+        self,
+        run: &mut SandboxRun,
+        spec: &SandboxSpec,
+        workspace: &Workspace,
+        limits: &SandboxLimits,
+        deadline: Instant,
+    ) -> Result<(), SandboxError> {
+        if let Some((uid, gid)) = self.run_as {
+            workspace.hand_over(uid, gid, &spec.protected_paths)?;
+        }
+        let mut env = sandbox_env(workspace.path(), limits);
+        env.extend(spec.test_env.iter().cloned());
+        let command = ConfinedCommand {
+            program: &self.program,
+            args: &self.args,
+            env,
+            workdir: workspace.path(),
+            limits,
+            deadline,
+            run_as: self.run_as,
+        };
+        match run_confined(&command)? {
+            Launch::Refused(reason) => {
+                run.outcome = SandboxOutcome::Rejected;
+                run.rejected_reason = Some(reason);
+            }
+            Launch::Finished(report) => run.absorb(&report, limits),
+        }
+        Ok(())
+    }
+}
+
+/// Writes the task's files into the workspace; `Some(reason)` to reject the run.
+fn write_task_files(
+    workspace: &Workspace,
+    files: &BTreeMap<String, String>,
+) -> Result<Option<String>, SandboxError> {
+    for (path, content) in files {
+        match workspace.write_file(path, content) {
+            Ok(()) => {}
+            // E.g. both `a` and `a/b`: valid paths that cannot coexist.
+            Err(error @ SandboxError::InvalidPath { .. }) => return Ok(Some(error.to_string())),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(None)
+}
+
+/// The run after the helper applied the action: the changed files written (except protected
+/// ones), the diff and the lists of changed files.
+fn applied(
+    spec: &SandboxSpec,
+    changed: BTreeMap<String, String>,
+    workspace: &Workspace,
+    started: Instant,
+) -> Result<SandboxRun, SandboxError> {
+    let mut after = spec.files.clone();
+    for (path, content) in changed {
+        // The helper may only change files it was given.
+        if !spec.files.contains_key(&path) {
+            return Err(SandboxError::Helper(format!(
+                "helper invented file {path:?}"
+            )));
+        }
+        // A protected file keeps its original bytes on disk: the tests run as given.
+        if !spec.protected_paths.contains(&path) {
+            workspace.write_file(&path, &content)?;
+        }
+        after.insert(path, content);
+    }
+    let mut run = SandboxRun::empty(SandboxOutcome::Ok, started);
+    run.diff = unified_diff(&spec.files, &after);
+    run.files_changed = changed_paths(&spec.files, &after);
+    run.protected_changed = run
+        .files_changed
+        .iter()
+        .filter(|path| spec.protected_paths.contains(*path))
+        .cloned()
+        .collect();
+    run.changed_contents = run
+        .files_changed
+        .iter()
+        .filter_map(|path| Some((path.clone(), after.remove(path)?)))
+        .collect();
+    Ok(run)
+}
+
+/// The run when the apply helper did not complete (killed, out of memory, crashed).
+fn apply_crashed(report: &ProcessReport, limits: &SandboxLimits, started: Instant) -> SandboxRun {
+    let mut run = SandboxRun::empty(SandboxOutcome::Failed, started);
+    run.absorb(report, limits);
+    // What ended is the helper, not a test command: its exit status and libtest's "1 passed"
+    // say nothing about the task's tests.
+    if run.outcome == SandboxOutcome::Ok {
+        run.outcome = SandboxOutcome::Failed;
+    }
+    run.exit_code = None;
+    run.tests_passed = None;
+    run.tests_failed = None;
+    run.stderr
+        .push_str("\n[agentd-sandbox] the ast-grep apply step did not complete\n");
+    run
 }
 
 /// The whole environment of a sandboxed process: nothing is inherited from the worker (no
@@ -346,126 +395,4 @@ impl SandboxRun {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The entry point of the apply helper inside this test binary (see `helper`).
-    #[test]
-    fn agentd_sandbox_internal_helper() {
-        maybe_run_internal_helper();
-    }
-
-    fn python_spec(test: Option<&str>) -> SandboxSpec {
-        SandboxSpec {
-            files: [("app.py".to_string(), "print('hi')\n".to_string())].into(),
-            action: Action::Pattern {
-                language: "python".to_string(),
-                pattern: "print($A)".to_string(),
-                rewrite: "logger.info($A)".to_string(),
-            },
-            test_command: test
-                .map(|t| vec!["/bin/sh".to_string(), "-c".to_string(), t.to_string()]),
-            keep_workspace: false,
-            protected_paths: BTreeSet::new(),
-            test_env: Vec::new(),
-        }
-    }
-
-    fn fast_limits() -> SandboxLimits {
-        SandboxLimits {
-            wall_time_ms: 10_000,
-            memory_bytes: 512 * 1024 * 1024,
-            allowed_binaries: vec!["/bin/sh".to_string()],
-            ..SandboxLimits::default()
-        }
-    }
-
-    #[test]
-    fn applies_the_action_and_runs_the_test_in_the_workspace() {
-        let run = run(
-            &python_spec(Some("cat app.py; echo '2 passed, 1 failed'; exit 3")),
-            &fast_limits(),
-        )
-        .unwrap();
-        assert_eq!(run.outcome, SandboxOutcome::Failed, "{run:#?}");
-        assert_eq!(run.exit_code, Some(3));
-        assert!(run.stdout.contains("logger.info('hi')"), "{run:#?}");
-        assert_eq!((run.tests_passed, run.tests_failed), (Some(2), Some(1)));
-        assert_eq!(run.files_changed, ["app.py"]);
-        assert!(run.diff.contains("+logger.info('hi')"), "{}", run.diff);
-    }
-
-    #[test]
-    fn invalid_pattern_is_rejected_with_the_reason() {
-        let mut spec = python_spec(None);
-        spec.action = Action::Pattern {
-            language: "klingon".to_string(),
-            pattern: "x".to_string(),
-            rewrite: "y".to_string(),
-        };
-        let run = run(&spec, &fast_limits()).unwrap();
-        assert_eq!(run.outcome, SandboxOutcome::Rejected);
-        assert!(run.rejected_reason.unwrap().contains("klingon"));
-    }
-
-    #[test]
-    fn file_and_directory_of_the_same_name_are_rejected() {
-        let mut spec = python_spec(None);
-        spec.files.insert("pkg".to_string(), "x".to_string());
-        spec.files.insert("pkg/mod.py".to_string(), "y".to_string());
-        let run = run(&spec, &fast_limits()).unwrap();
-        assert_eq!(run.outcome, SandboxOutcome::Rejected, "{run:#?}");
-    }
-
-    #[test]
-    fn kept_workspace_holds_the_rewritten_files() {
-        let mut spec = python_spec(None);
-        spec.keep_workspace = true;
-        let run = run(&spec, &fast_limits()).unwrap();
-        let workspace = run.workspace.expect("kept");
-        let content = std::fs::read_to_string(workspace.join("app.py")).unwrap();
-        std::fs::remove_dir_all(&workspace).unwrap();
-        assert_eq!(content, "logger.info('hi')\n");
-        assert_eq!(run.outcome, SandboxOutcome::Ok);
-        assert_eq!(run.exit_code, None);
-    }
-
-    #[test]
-    fn cpu_limit_ends_as_timed_out() {
-        let limits = SandboxLimits {
-            cpu_time_s: 1,
-            ..fast_limits()
-        };
-        let run = run(&python_spec(Some("while :; do :; done")), &limits).unwrap();
-        assert_eq!(run.outcome, SandboxOutcome::TimedOut, "{run:#?}");
-        assert!(run.duration_ms < 9_000, "{run:#?}");
-    }
-
-    #[test]
-    fn apply_step_out_of_time_is_timed_out() {
-        let limits = SandboxLimits {
-            wall_time_ms: 1,
-            ..fast_limits()
-        };
-        let run = run(&python_spec(Some("exit 0")), &limits).unwrap();
-        assert_eq!(run.outcome, SandboxOutcome::TimedOut, "{run:#?}");
-        assert_eq!(run.diff, "");
-        assert!(
-            run.stderr.contains("apply step did not complete"),
-            "{run:#?}"
-        );
-    }
-
-    #[test]
-    fn environment_is_minimal() {
-        // The test process has CARGO_* variables; none may reach the sandbox.
-        let run = run(
-            &python_spec(Some("env; echo quiet > /dev/null")),
-            &fast_limits(),
-        )
-        .unwrap();
-        assert_eq!(run.outcome, SandboxOutcome::Ok, "{run:#?}");
-        assert!(!run.stdout.contains("CARGO"), "{}", run.stdout);
-        assert!(run.stdout.contains("PYTHONHASHSEED=0"), "{}", run.stdout);
-    }
-}
+mod tests;
