@@ -2,8 +2,8 @@
 //! group), a retried episode that resumes its rollout under its new lease, and both surviving a
 //! SIGKILL and an offline rebuild unchanged.
 
-use super::domain::{get_json, post_json};
 use agentd_tests::{agentd, Daemon};
+use agentd_tests::{get_json, post_json};
 use serde_json::{json, Value};
 
 /// Samples in the group.
