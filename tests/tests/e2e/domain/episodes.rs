@@ -1,9 +1,7 @@
 //! Episodes: what actors' state updates, steps, sandbox results and rewards leave in the agent
 //! state, the trajectory, the stats, the CLI and the metrics, and what the step routes refuse.
 
-use super::{
-    mask, mask_times, shared, step_request, submit_and_lease, trajectory_stats, DomainDaemon, ACTOR,
-};
+use super::{mask, mask_times, shared, step_request, submit_and_lease, trajectory_stats, ACTOR};
 use agentd_schemas::domain_api::{
     IgnoredView, RewardRequest, StateUpdateRequest, TaskStateView, TrajectoryResponse,
     TrajectoryStatsResponse,
@@ -50,12 +48,14 @@ async fn the_step_routes_refuse_a_second_step_or_reward_a_missing_step_unknown_f
 ) {
     let domain = shared();
     let client = domain.client();
-    let a = &domain.episodes.a;
+    // Step 1 again, under task-b's lease, which is still held.
+    let b = &domain.episodes.b;
     let error = client
-        .record_step(a.task, &step_request(1, a.job_id, a.lease_id, a.model))
+        .record_step(b.task, &step_request(1, b.job_id, b.lease_id, b.model))
         .await
         .unwrap_err();
     assert_eq!(error.error_code(), Some(ErrorCode::Conflict), "{error}");
+    let a = &domain.episodes.a;
     let reward = RewardRequest {
         value: 1.0,
         verified: true,
@@ -89,10 +89,10 @@ async fn the_step_routes_refuse_a_second_step_or_reward_a_missing_step_unknown_f
 
 #[tokio::test]
 async fn after_its_job_completes_an_episode_can_no_longer_update_state_or_record_steps() {
-    let (domain, episodes) = DomainDaemon::seeded().await;
+    // task-a's job was completed when the shared daemon was seeded.
+    let domain = shared();
     let client = domain.client();
-    let a = &episodes.a;
-    client.complete(a.lease_id, None).await.unwrap();
+    let a = &domain.episodes.a;
     let stale = StateUpdateRequest {
         goals: vec!["too late".into()],
         lease_id: Some(a.lease_id),
@@ -313,14 +313,9 @@ async fn agentctl_shows_the_state_its_history_the_trajectory_and_the_stats() {
 
 #[tokio::test]
 async fn metrics_export_teacher_precision_the_reward_histogram_and_the_episode_run_time() {
-    let (domain, episodes) = DomainDaemon::seeded().await;
-    let url = domain.url();
-    // task-a's episode job finishes; its run time is counted by queue and kind.
-    domain
-        .client()
-        .complete(episodes.a.lease_id, None)
-        .await
-        .unwrap();
+    // task-a's episode job, completed when the shared daemon was seeded, has its run time
+    // counted by queue and kind.
+    let url = shared().url();
     // The gauges are refreshed by a periodic task.
     eventually(
         Duration::from_secs(10),

@@ -12,9 +12,9 @@
 //! Tests that only read, or whose requests must be refused, share one seeded daemon per test
 //! process ([`shared`]): seeding costs a daemon start, an `agentctl` run and about twenty
 //! acknowledged writes, and most tests here need nothing else. (A refusal changes nothing; if
-//! one ever did, that test fails itself.) A test that changes what it reads (completes a lease,
-//! ingests again, kills the daemon) seeds its own [`DomainDaemon`], so no answer depends on
-//! which tests ran first.
+//! one ever did, that test fails itself.) A test that changes what it reads (ingests again,
+//! kills the daemon) seeds its own [`DomainDaemon`], so no answer depends on which tests ran
+//! first.
 
 mod datasets;
 mod durability;
@@ -83,7 +83,9 @@ struct Episodes {
     b: Episode,
 }
 
-/// The seeded daemon that read-only and refusal tests share; see the module documentation.
+/// The seeded daemon that read-only and refusal tests share (see the module documentation):
+/// the dataset ingested, both episodes recorded, then task-a's job completed (its lease is no
+/// longer held) while task-b's is still leased.
 struct SharedDomain {
     daemon: Daemon,
     /// What `agentctl --json ingest` printed when it seeded the daemon.
@@ -115,7 +117,9 @@ fn shared() -> &'static SharedDomain {
             runtime.block_on(async {
                 let daemon = Daemon::start_for_this_process(DOMAIN_CONFIG);
                 let ingest_output = ingest_output(&daemon.url);
-                let episodes = record_episodes(&daemon.client()).await;
+                let client = daemon.client();
+                let episodes = record_episodes(&client).await;
+                client.complete(episodes.a.lease_id, None).await.unwrap();
                 SharedDomain {
                     daemon,
                     ingest_output,
