@@ -455,3 +455,15 @@ pub fn rebuild(data_dir: &Path, config: Option<&Path>, out: &Path) -> RebuildRep
     );
     decode(&String::from_utf8_lossy(&output.stdout))
 }
+
+/// Whether process `pid` is alive and not a zombie (a killed orphan waits for init to reap it;
+/// it does no work).
+pub fn is_running(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
+}
