@@ -1,6 +1,11 @@
 //! Helpers for end-to-end tests: start the real `agentd` on `127.0.0.1:0` with a temp data dir,
 //! run the real `agentctl`, kill with SIGKILL, and poll with deadlines (never sleep-and-hope).
 
+use agentd_schemas::api::{DigestResponse, ErrorBody, ProjectionDigests};
+use agentd_schemas::{ErrorCode, Lsn};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,16 +85,45 @@ impl Daemon {
     ) -> Result<Daemon, Vec<String>> {
         let mut command = Command::new(binary("agentd"));
         command
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg(listen);
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
+            .args(daemon_args(data_dir, config, listen))
+            .stdin(Stdio::null());
+        Daemon::launch(command, data_dir, config)
+    }
+
+    /// Starts agentd on an ephemeral port in a fresh directory that lives as long as this test
+    /// process, for a fixture that tests share from a `static` (which is never dropped): a
+    /// shell between this process and agentd waits on a pipe from this process, and when the
+    /// process exits (the pipe closes) it kills agentd with SIGKILL and removes the directory.
+    /// [`Daemon::kill9`] (and so dropping it) closes the pipe too; `stop` and `restart` are for
+    /// daemons from [`Daemon::start`].
+    pub fn start_for_this_process(config_text: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let config = write_config(&dir, config_text);
+        let data_dir = dir.join("data");
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            // A background job of a non-interactive shell reads /dev/null, so agentd never
+            // takes the pipe; `read` returns at its end of file.
+            .arg(r#"dir=$1; shift; "$@" & daemon=$!; read -r _; kill -9 "$daemon"; wait; rm -rf "$dir""#)
+            .arg("sh")
+            .arg(&dir)
+            .arg(binary("agentd"))
+            .args(daemon_args(&data_dir, Some(&config), "127.0.0.1:0"))
+            .stdin(Stdio::piped());
+        Daemon::launch(command, &data_dir, Some(&config))
+            .unwrap_or_else(|lines| panic!("agentd did not start:\n{}", lines.join("\n")))
+    }
+
+    /// Spawns `command` (agentd, or a shell that runs it) and waits until agentd says where it
+    /// listens; on failure returns what it wrote to stderr.
+    fn launch(
+        mut command: Command,
+        data_dir: &Path,
+        config: Option<&Path>,
+    ) -> Result<Daemon, Vec<String>> {
         command
             .env("AGENTD_LOG", "warn")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn agentd");
@@ -135,7 +169,14 @@ impl Daemon {
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            match child.stdin.take() {
+                // Started by `start_for_this_process`: the child is the shell, which kills agentd
+                // with SIGKILL when its pipe closes.
+                Some(lifeline) => drop(lifeline),
+                None => {
+                    let _ = child.kill();
+                }
+            }
             let _ = child.wait();
         }
     }
@@ -177,6 +218,20 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// agentd's arguments for a data dir, an optional config and a listen address.
+fn daemon_args(data_dir: &Path, config: Option<&Path>, listen: &str) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--data-dir".into(),
+        data_dir.into(),
+        "--listen".into(),
+        listen.into(),
+    ];
+    if let Some(config) = config {
+        args.extend(["--config".into(), config.into()]);
+    }
+    args
 }
 
 /// A loopback address with a port that was free a moment ago (the OS picked it for a socket that
@@ -232,4 +287,183 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("agentd.toml");
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// A fixture file under `tests/fixtures/`, e.g. `fixture("domain/_meta.json")`.
+pub fn fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(relative)
+}
+
+/// A path as an argument for `agentctl` or `agentd`.
+pub fn path_text(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// What one `agentctl` run printed, and whether it exited 0.
+#[derive(Debug)]
+pub struct CtlOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtlOutput {
+    /// Asserts the run succeeded and returns its standard output.
+    pub fn ok(self) -> String {
+        assert!(
+            self.success,
+            "agentctl failed:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        self.stdout
+    }
+}
+
+/// Runs `agentctl` against `url` and returns its exit verdict and output as text.
+pub fn agentctl_text(url: &str, args: &[&str]) -> CtlOutput {
+    let output = agentctl(url, args);
+    CtlOutput {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `agentctl --json ARGS`, asserts it succeeded, and decodes what it printed as `T`.
+pub fn agentctl_typed<T: DeserializeOwned>(url: &str, args: &[&str]) -> T {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    decode(&agentctl_text(url, &all).ok())
+}
+
+/// Decodes JSON text as `T`, naming the text when it does not fit.
+pub fn decode<T: DeserializeOwned>(text: &str) -> T {
+    serde_json::from_str(text)
+        .unwrap_or_else(|error| panic!("not a {}: {error}\n{text}", std::any::type_name::<T>()))
+}
+
+/// A plain HTTP client, for routes the typed client does not cover, status codes and non-JSON
+/// bodies. reqwest is built without a default TLS crypto provider; building an agentd client
+/// installs one, so do that first.
+pub fn http() -> reqwest::Client {
+    agentd_client::Client::new("http://127.0.0.1:1", None).expect("agentd client");
+    reqwest::Client::new()
+}
+
+/// `GET url+path`: asserts a 2xx answer and returns its body as text.
+pub async fn get_text(url: &str, path: &str) -> String {
+    let response = http().get(format!("{url}{path}")).send().await.unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert!(status.is_success(), "GET {path}: {status}: {body}");
+    body
+}
+
+/// `GET url+path`: asserts a 2xx answer and decodes its body as `T` (one of the
+/// `agentd_schemas` answer types), so a test asserts on fields, not on JSON paths.
+pub async fn get_typed<T: DeserializeOwned>(url: &str, path: &str) -> T {
+    decode(&get_text(url, path).await)
+}
+
+/// `GET url+path` as untyped JSON, for comparing whole answers.
+pub async fn get_json(url: &str, path: &str) -> Value {
+    get_typed(url, path).await
+}
+
+/// `POST url+path` with a JSON body; returns the status and the JSON answer.
+pub async fn post_json(url: &str, path: &str, body: Value) -> (u16, Value) {
+    let response = http()
+        .post(format!("{url}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// `POST url+path` that the daemon must refuse with `code` (and the status that code has);
+/// returns the error body for further checks of its message.
+pub async fn post_refused(url: &str, path: &str, body: Value, code: ErrorCode) -> ErrorBody {
+    let (status, answer) = post_json(url, path, body).await;
+    let error: ErrorBody = serde_json::from_value(answer.clone())
+        .unwrap_or_else(|error| panic!("POST {path}: not an error body: {error}: {answer}"));
+    assert_eq!(
+        (status, ErrorCode::parse(&error.code)),
+        (code.status(), Some(code)),
+        "POST {path}: {answer}"
+    );
+    error
+}
+
+/// `GET /v1/admin/digest`, checking that every digest is a hex sha256.
+pub async fn digest(url: &str) -> DigestResponse {
+    let digest: DigestResponse = get_typed(url, "/v1/admin/digest").await;
+    let ProjectionDigests {
+        queue,
+        jobs,
+        datasets,
+        agent_state,
+        trajectories,
+    } = &digest.projections;
+    for (name, hex) in [
+        ("queue", queue),
+        ("jobs", jobs),
+        ("datasets", datasets),
+        ("agent_state", agent_state),
+        ("trajectories", trajectories),
+    ] {
+        assert!(
+            hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()),
+            "{name} is not a sha256: {digest:?}"
+        );
+    }
+    digest
+}
+
+/// What `agentd rebuild --json` prints: the LSN it reached and the digests under the names
+/// `GET /v1/admin/digest` uses (and more that the tests do not read). The daemon's report type
+/// is written, never read, so it has no `Deserialize`.
+#[derive(Debug, Deserialize)]
+pub struct RebuildReport {
+    pub lsn: Lsn,
+    #[serde(flatten)]
+    pub projections: ProjectionDigests,
+}
+
+/// `agentd rebuild --json` of `data_dir` into the fresh directory `out`, with `config` if given;
+/// asserts it succeeded.
+pub fn rebuild(data_dir: &Path, config: Option<&Path>, out: &Path) -> RebuildReport {
+    let mut args = vec!["rebuild"];
+    if let Some(config) = config {
+        args.extend(["--config", path_text(config)]);
+    }
+    args.extend([
+        "--data-dir",
+        path_text(data_dir),
+        "--out",
+        path_text(out),
+        "--json",
+    ]);
+    let output = agentd(&args);
+    assert!(
+        output.status.success(),
+        "agentd rebuild: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    decode(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// Whether process `pid` is alive and not a zombie (a killed orphan waits for init to reap it;
+/// it does no work).
+pub fn is_running(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
 }

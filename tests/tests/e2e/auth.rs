@@ -3,150 +3,212 @@
 //! the refusal to serve an open address without tokens.
 
 use agentd_client::Client;
-use agentd_schemas::api::{DigestResponse, LeaseRequest, SubmitJobRequest};
-use agentd_schemas::Lsn;
-use agentd_tests::{agentctl, binary, write_config, Daemon};
+use agentd_schemas::api::{DigestResponse, ErrorBody, LeaseRequest, SubmitJobRequest};
+use agentd_schemas::{ErrorCode, Lsn};
+use agentd_tests::{agentctl_text, agentctl_typed, binary, decode, http, write_config, Daemon};
+use serde::Deserialize;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use tempfile::TempDir;
 
-/// Creates a token with the real CLI; returns (token, config line).
-fn create_token(role: &str, name: &str) -> (String, String) {
-    let output = agentctl(
-        "http://127.0.0.1:1",
-        &["--json", "tokens", "create", "--role", role, "--name", name],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    (
-        created["token"].as_str().unwrap().to_string(),
-        created["config_line"].as_str().unwrap().to_string(),
-    )
+/// What `agentctl --json tokens create` prints (the part these tests read).
+#[derive(Deserialize)]
+struct CreatedToken {
+    token: String,
+    config_line: String,
 }
 
-async fn status_and_code(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    (
-        status,
-        body["code"].as_str().unwrap_or_default().to_string(),
-    )
+/// The tokens of every test here, by the index [`AuthDaemon::as_role`] takes: created once with
+/// the real CLI (a process each) and shared, since a token is only text.
+const TOKENS: [(&str, &str); 5] = [
+    ("admin", "ops"),
+    ("submit", "trainer"),
+    ("submit", "other-team"),
+    ("worker", "box-3"),
+    ("read", "dashboard"),
+];
+const ADMIN: usize = 0;
+const TRAINER: usize = 1;
+const OTHER_TEAM: usize = 2;
+const WORKER: usize = 3;
+const READER: usize = 4;
+
+fn created_tokens() -> &'static [CreatedToken] {
+    static CREATED: OnceLock<Vec<CreatedToken>> = OnceLock::new();
+    CREATED.get_or_init(|| {
+        TOKENS
+            .iter()
+            .map(|(role, name)| {
+                agentctl_typed(
+                    "http://127.0.0.1:1",
+                    &["tokens", "create", "--role", role, "--name", name],
+                )
+            })
+            .collect()
+    })
 }
 
-#[tokio::test]
-async fn roles_gate_routes_and_the_token_name_is_audited() {
-    let tokens: Vec<(String, String)> = [
-        ("admin", "ops"),
-        ("submit", "trainer"),
-        ("submit", "other-team"),
-        ("worker", "box-3"),
-        ("read", "dashboard"),
-    ]
-    .iter()
-    .map(|(role, name)| create_token(role, name))
-    .collect();
-    let lines: Vec<&str> = tokens.iter().map(|(_, line)| line.as_str()).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!("[auth]\ntokens = [\n{}\n]\n", lines.join("\n")),
-    );
-    let daemon = Daemon::start(&dir.path().join("data"), Some(&config));
-    let token = |index: usize| tokens[index].0.clone();
-    let as_role = |index: usize| Client::new(&daemon.url, Some(token(index))).unwrap();
-    // Building an agentd client installs reqwest's TLS provider for the plain client below.
-    let _client = as_role(0);
-    let http = reqwest::Client::new();
+/// A daemon whose config holds every token of [`TOKENS`].
+struct AuthDaemon {
+    _dir: TempDir,
+    daemon: Daemon,
+}
 
-    // Health is public; everything else needs a valid token.
-    assert_eq!(
-        http.get(format!("{}/healthz", daemon.url))
-            .send()
+impl AuthDaemon {
+    fn start() -> AuthDaemon {
+        let lines: Vec<&str> = created_tokens()
+            .iter()
+            .map(|created| created.config_line.as_str())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(
+            dir.path(),
+            &format!("[auth]\ntokens = [\n{}\n]\n", lines.join("\n")),
+        );
+        let daemon = Daemon::start(&dir.path().join("data"), Some(&config));
+        AuthDaemon { _dir: dir, daemon }
+    }
+
+    fn url(&self) -> &str {
+        &self.daemon.url
+    }
+
+    fn token(&self, index: usize) -> String {
+        created_tokens()[index].token.clone()
+    }
+
+    fn as_role(&self, index: usize) -> Client {
+        Client::new(self.url(), Some(self.token(index))).unwrap()
+    }
+
+    /// The worker token leases the one job of queue `q` and completes it.
+    async fn lease_and_complete_as_worker(&self) {
+        let worker = self.as_role(WORKER);
+        let grant = worker
+            .lease(&lease_request())
             .await
             .unwrap()
-            .status(),
-        200
-    );
-    let (status, code) = status_and_code(
-        http.get(format!("{}/v1/queues", daemon.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!((status, code.as_str()), (401, "unauthorized"));
-    let bad = http
-        .get(format!("{}/v1/queues", daemon.url))
-        .bearer_auth("agtk_not-a-real-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        status_and_code(bad).await,
-        (401, "unauthorized".to_string())
-    );
+            .leases
+            .pop()
+            .expect("a job to lease");
+        worker.complete(grant.lease_id, None).await.unwrap();
+    }
 
-    let job = SubmitJobRequest {
+    /// A plain GET of `path` with `token` (none: no Authorization header).
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Option<ErrorCode>) {
+        let mut request = http().get(format!("{}{path}", self.url()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let code = response
+            .json::<ErrorBody>()
+            .await
+            .ok()
+            .and_then(|body| ErrorCode::parse(&body.code));
+        (status, code)
+    }
+}
+
+fn job() -> SubmitJobRequest {
+    SubmitJobRequest {
         queue: "q".into(),
         kind: "k".into(),
         ..Default::default()
-    };
-    let error = as_role(3).submit(&job).await.unwrap_err();
-    assert_eq!(error.code(), Some("forbidden"), "a worker may not submit");
-    let submitted = as_role(1).submit(&job).await.unwrap();
-    as_role(1)
-        .job(submitted.job_id)
-        .await
-        .expect("a submitter reads its own job");
-    assert_eq!(
-        as_role(2).job(submitted.job_id).await.unwrap_err().code(),
-        Some("forbidden"),
-        "but not another submitter's"
-    );
-    as_role(4)
-        .job(submitted.job_id)
-        .await
-        .expect("a reader reads any job");
-    assert_eq!(
-        as_role(4).pause("q").await.unwrap_err().code(),
-        Some("forbidden"),
-        "a reader may not pause"
-    );
-    assert_eq!(
-        as_role(1).queues().await.unwrap_err().code(),
-        Some("forbidden"),
-        "a submitter may not list queues"
-    );
+    }
+}
 
-    let lease = LeaseRequest {
+fn lease_request() -> LeaseRequest {
+    LeaseRequest {
         worker_id: "w".into(),
         queues: vec!["q".into()],
         tags: None,
         max_jobs: Some(1),
         wait_ms: Some(0),
-    };
+    }
+}
+
+#[tokio::test]
+async fn health_is_public_and_every_other_route_needs_a_valid_token() {
+    let auth = AuthDaemon::start();
+    assert_eq!(auth.get("/healthz", None).await.0, 200);
     assert_eq!(
-        as_role(1).lease(&lease).await.unwrap_err().code(),
-        Some("forbidden")
+        auth.get("/v1/queues", None).await,
+        (401, Some(ErrorCode::Unauthorized))
     );
-    let grant = as_role(3)
-        .lease(&lease)
+    assert_eq!(
+        auth.get("/v1/queues", Some("agtk_not-a-real-token")).await,
+        (401, Some(ErrorCode::Unauthorized))
+    );
+}
+
+#[tokio::test]
+async fn each_role_may_do_only_what_it_is_for() {
+    let auth = AuthDaemon::start();
+    let forbidden = Some(ErrorCode::Forbidden);
+    let error = auth.as_role(WORKER).submit(&job()).await.unwrap_err();
+    assert_eq!(error.error_code(), forbidden, "a worker may not submit");
+    let submitted = auth.as_role(TRAINER).submit(&job()).await.unwrap();
+    auth.as_role(TRAINER)
+        .job(submitted.job_id)
         .await
-        .unwrap()
-        .leases
-        .pop()
-        .unwrap();
-    as_role(3).complete(grant.lease_id, None).await.unwrap();
-    as_role(0)
+        .expect("a submitter reads its own job");
+    let error = auth.as_role(OTHER_TEAM).job(submitted.job_id).await;
+    assert_eq!(
+        error.unwrap_err().error_code(),
+        forbidden,
+        "but not another submitter's"
+    );
+    auth.as_role(READER)
+        .job(submitted.job_id)
+        .await
+        .expect("a reader reads any job");
+    assert_eq!(
+        auth.as_role(READER)
+            .pause("q")
+            .await
+            .unwrap_err()
+            .error_code(),
+        forbidden,
+        "a reader may not pause"
+    );
+    assert_eq!(
+        auth.as_role(TRAINER)
+            .queues()
+            .await
+            .unwrap_err()
+            .error_code(),
+        forbidden,
+        "a submitter may not list queues"
+    );
+    assert_eq!(
+        auth.as_role(TRAINER)
+            .lease(&lease_request())
+            .await
+            .unwrap_err()
+            .error_code(),
+        forbidden,
+        "a submitter may not lease"
+    );
+    auth.lease_and_complete_as_worker().await;
+    auth.as_role(ADMIN)
         .pause("q")
         .await
         .expect("admin may do everything");
+}
+
+#[tokio::test]
+async fn every_record_names_the_token_that_caused_it_and_only_an_admin_takes_digests() {
+    let auth = AuthDaemon::start();
+    let submitted = auth.as_role(TRAINER).submit(&job()).await.unwrap();
+    auth.lease_and_complete_as_worker().await;
+    auth.as_role(ADMIN).pause("q").await.unwrap();
 
     // The audit trail: each record names the token that caused it.
-    let events = as_role(4)
-        .events(agentd_schemas::Lsn(0), 100, 0)
+    let events = auth
+        .as_role(READER)
+        .events(Lsn(0), 100, 0)
         .await
         .unwrap()
         .events;
@@ -171,7 +233,8 @@ async fn roles_gate_routes_and_the_token_name_is_audited() {
             ("queue_paused", "ops")
         ]
     );
-    let history = as_role(4)
+    let history = auth
+        .as_role(READER)
         .job(submitted.job_id)
         .await
         .unwrap()
@@ -179,35 +242,38 @@ async fn roles_gate_routes_and_the_token_name_is_audited() {
         .unwrap();
     assert_eq!(history[0].actor.as_deref(), Some("trainer"));
 
-    // Digests are an operator's tool under /v1/admin/: only an admin token may take them.
-    let digest = |index: usize| {
-        http.get(format!("{}/v1/admin/digest", daemon.url))
-            .bearer_auth(token(index))
-            .send()
-    };
-    for (index, role) in [(4, "read"), (3, "worker"), (1, "submit")] {
+    // Digests are an operator's tool under /v1/admin/: only an admin token may take them, and
+    // they reflect the last record.
+    for (index, role) in [(READER, "read"), (WORKER, "worker"), (TRAINER, "submit")] {
         assert_eq!(
-            status_and_code(digest(index).await.unwrap()).await,
-            (403, "forbidden".to_string()),
+            auth.get("/v1/admin/digest", Some(&auth.token(index))).await,
+            (403, Some(ErrorCode::Forbidden)),
             "a {role} token may not take digests"
         );
     }
-    let response = digest(0).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let digests: DigestResponse = response.json().await.unwrap();
-    assert_eq!(
-        digests.lsn,
-        events
-            .last()
-            .map(|event| Lsn(event["lsn"].as_u64().unwrap()))
+    let digests: DigestResponse = decode(
+        &http()
+            .get(format!("{}/v1/admin/digest", auth.url()))
+            .bearer_auth(auth.token(ADMIN))
+            .send()
+            .await
             .unwrap()
+            .text()
+            .await
+            .unwrap(),
     );
+    let last = events.last().unwrap();
+    assert_eq!(digests.lsn, Lsn(last["lsn"].as_u64().unwrap()));
     assert_eq!(digests.projections.queue.len(), 64, "a hex sha256");
+}
 
-    // agentctl passes the token from --token or AGENTD_TOKEN.
+#[tokio::test]
+async fn agentctl_sends_the_token_from_agentd_token() {
+    let auth = AuthDaemon::start();
+    auth.as_role(TRAINER).submit(&job()).await.unwrap();
     let output = Command::new(binary("agentctl"))
-        .args(["--url", &daemon.url, "queues", "list"])
-        .env("AGENTD_TOKEN", token(4))
+        .args(["--url", auth.url(), "queues", "list"])
+        .env("AGENTD_TOKEN", auth.token(READER))
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -217,9 +283,9 @@ async fn roles_gate_routes_and_the_token_name_is_audited() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains('q'));
-    let output = agentctl(&daemon.url, &["queues", "list"]);
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("unauthorized"));
+    let without = agentctl_text(auth.url(), &["queues", "list"]);
+    assert!(!without.success);
+    assert!(without.stderr.contains("unauthorized"), "{without:?}");
 }
 
 #[test]

@@ -23,7 +23,7 @@ use agentd_client::http_client::JobListQuery;
 use agentd_client::Client;
 use agentd_schemas::api::{JobStateName, SubmitJobRequest};
 use agentd_schemas::{JobId, Lsn};
-use agentd_tests::{agentd, binary, free_port, write_config, Daemon};
+use agentd_tests::{binary, digest, free_port, rebuild, write_config, Daemon};
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::process::CommandExt;
@@ -541,35 +541,14 @@ async fn chaos_loses_nothing_and_completes_nothing_twice() {
     assert_eq!(distinct_completed.len() as u64, completed);
 
     // The live projection, built incrementally across every crash, equals a fresh rebuild.
-    let live: serde_json::Value = reqwest::get(format!("{url}/v1/admin/digest"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live = digest(&url).await;
     assert_eq!(daemon.stop(), Some(0), "a clean stop after the chaos");
-    let out = dir.path().join("rebuilt");
-    let output = agentd(&[
-        "rebuild",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let rebuilt = rebuild(&data_dir, None, &dir.path().join("rebuilt"));
+    assert_eq!(live.lsn, rebuilt.lsn);
+    assert_eq!(
+        live.projections, rebuilt.projections,
+        "digests: live vs rebuild"
     );
-    let rebuilt: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(live["lsn"], rebuilt["lsn"]);
-    for projection in ["queue", "jobs", "datasets", "agent_state", "trajectories"] {
-        assert_eq!(
-            live["projections"][projection], rebuilt[projection],
-            "{projection} digest: live vs rebuild"
-        );
-    }
 
     eprintln!(
         "chaos: {} jobs ({completed} completed, {dead} dead by design) in {chaos_seconds:.1} s; \

@@ -6,7 +6,7 @@
 use agentd_client::Client;
 use agentd_schemas::api::{JobStateName, LeaseRequest, SubmitJobRequest};
 use agentd_schemas::{JobId, LeaseId, Lsn};
-use agentd_tests::{agentd, write_config, Daemon};
+use agentd_tests::{digest, rebuild, write_config, Daemon};
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -187,29 +187,10 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
     };
     eprintln!("crash test: {cycles} SIGKILLs, {submitted} acknowledged submissions, {completed} acknowledged completions, lost 0");
     // The live projection (built incrementally across every crash) equals a fresh rebuild.
-    let live: serde_json::Value = reqwest::get(format!("{}/v1/admin/digest", daemon.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live = digest(&daemon.url).await;
     assert_eq!(daemon.stop(), Some(0));
-    let out = dir.path().join("rebuilt");
-    let output = agentd(&[
-        "rebuild",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rebuilt: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(live["projections"]["jobs"], rebuilt["jobs"]);
-    assert_eq!(live["projections"]["queue"], rebuilt["queue"]);
-    assert_eq!(live["lsn"], rebuilt["lsn"]);
+    let rebuilt = rebuild(&data_dir, None, &dir.path().join("rebuilt"));
+    assert_eq!(live.projections.jobs, rebuilt.projections.jobs);
+    assert_eq!(live.projections.queue, rebuilt.projections.queue);
+    assert_eq!(live.lsn, rebuilt.lsn);
 }

@@ -6,9 +6,8 @@ use super::fast_daemon;
 use agentd_client::http_client::JobListQuery;
 use agentd_schemas::api::{CompleteItem, JobStateName, LeaseRequest, SubmitJobRequest};
 use agentd_schemas::Lsn;
-use agentd_tests::{agentctl, binary};
+use agentd_tests::{agentctl, agentctl_text, path_text};
 use serde_json::json;
-use std::process::{Command, Stdio};
 
 fn submit(queue: &str) -> SubmitJobRequest {
     SubmitJobRequest {
@@ -28,19 +27,25 @@ async fn a_successful_jobs_output_is_kept_in_its_file_and_its_tail_in_the_daemon
     let log_dir = dir.path().join("job-logs");
     // Output on both streams, around the JSON result on stdout.
     let script = r#"cat >/dev/null; echo "warming up on stderr" >&2; echo '{"ok": true}'; echo "done on stderr" >&2"#;
-    let output = Command::new(binary("agentctl"))
-        .args(["--url", &daemon.url, "worker", "--queue", "logged"])
-        .args(["--max-jobs", "1", "--wait-ms", "1000", "--log-dir"])
-        .arg(&log_dir)
-        .args(["--", "sh", "-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "worker failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    agentctl_text(
+        &daemon.url,
+        &[
+            "worker",
+            "--queue",
+            "logged",
+            "--max-jobs",
+            "1",
+            "--wait-ms",
+            "1000",
+            "--log-dir",
+            path_text(&log_dir),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .ok();
 
     let view = client.job(job_id).await.unwrap();
     assert_eq!(view.state, JobStateName::Completed);

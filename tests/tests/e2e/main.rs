@@ -9,6 +9,7 @@ mod console;
 mod crash;
 mod domain;
 mod exports;
+mod help;
 mod job_logs;
 mod job_run_at;
 mod lifecycle;

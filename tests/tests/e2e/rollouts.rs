@@ -2,8 +2,8 @@
 //! group), a retried episode that resumes its rollout under its new lease, and both surviving a
 //! SIGKILL and an offline rebuild unchanged.
 
-use super::domain::{get_json, post_json};
 use agentd_tests::{agentd, Daemon};
+use agentd_tests::{get_json, post_json};
 use serde_json::{json, Value};
 
 /// Samples in the group.
@@ -175,11 +175,14 @@ async fn a_retried_episode_resumes_its_rollout_under_its_new_lease() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&dir.path().join("data"), None);
     let url = daemon.url.clone();
+    // Attempt 1's lease must expire (the long-poll below waits for it), and attempt 2's must
+    // stay held through five requests: 300 ms was too short for that on a loaded machine
+    // (attempt 2's repeated step got `lease_lost` instead of `conflict`).
     let (status, submitted) = post_json(
         &url,
         "/v1/jobs",
         json!({"queue": "episodes", "kind": "episode", "payload": {"group": "g-resume"},
-               "task_id": "t", "lease_ttl_ms": 300, "max_attempts": 3}),
+               "task_id": "t", "lease_ttl_ms": 1500, "max_attempts": 3}),
     )
     .await;
     assert_eq!(status, 201, "{submitted}");

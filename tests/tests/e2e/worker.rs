@@ -2,7 +2,7 @@
 
 use super::fast_daemon;
 use agentd_schemas::api::{JobStateName, SubmitJobRequest};
-use agentd_tests::{binary, eventually};
+use agentd_tests::{agentctl_text, binary, eventually};
 use serde_json::json;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -35,10 +35,9 @@ async fn worker_runs_a_command_and_reports_stdout_or_stderr() {
         .job_id;
     // The command reads the job JSON on stdin and answers with JSON on stdout, or fails.
     let script = r#"job=$(cat); case "$job" in *fail*) echo "it broke: bad word" >&2; exit 3;; esac; echo "{\"echo\": $job, \"job\": \"$AGENTD_JOB_ID\"}""#;
-    let output = Command::new(binary("agentctl"))
-        .args([
-            "--url",
-            &daemon.url,
+    agentctl_text(
+        &daemon.url,
+        &[
             "worker",
             "--queue",
             "shell",
@@ -50,15 +49,9 @@ async fn worker_runs_a_command_and_reports_stdout_or_stderr() {
             "sh",
             "-c",
             script,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "worker failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        ],
+    )
+    .ok();
     let good_view = client.job(good).await.unwrap();
     assert_eq!(good_view.state, JobStateName::Completed);
     let result = good_view.result.unwrap();
@@ -120,10 +113,9 @@ async fn a_killed_workers_job_is_leased_again_after_expiry() {
     )
     .unwrap();
     doomed.wait().unwrap();
-    let output = Command::new(binary("agentctl"))
-        .args([
-            "--url",
-            &daemon.url,
+    agentctl_text(
+        &daemon.url,
+        &[
             "worker",
             "--queue",
             "slow",
@@ -135,15 +127,9 @@ async fn a_killed_workers_job_is_leased_again_after_expiry() {
             "sh",
             "-c",
             "cat >/dev/null; echo '\"rescued\"'",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        ],
+    )
+    .ok();
     let view = client.job(job_id).await.unwrap();
     assert_eq!(view.state, JobStateName::Completed);
     assert_eq!(view.result, Some(json!("rescued")));

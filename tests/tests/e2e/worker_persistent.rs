@@ -9,7 +9,7 @@
 use super::fast_daemon;
 use agentd_schemas::api::{JobStateName, JobView, SubmitJobRequest};
 use agentd_schemas::JobId;
-use agentd_tests::{binary, eventually};
+use agentd_tests::{binary, eventually, is_running};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -172,17 +172,6 @@ fn started_pids(stderr: &str) -> Vec<i32> {
 fn sample_value(text: &str, sample: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Alive and not a zombie.
-fn is_running(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|end| stat[end + 1..].split_whitespace().next());
-    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 async fn submit(

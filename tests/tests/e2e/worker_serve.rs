@@ -7,7 +7,7 @@
 
 use super::fast_daemon;
 use agentd_schemas::api::{JobStateName, SubmitJobRequest};
-use agentd_tests::{binary, eventually, free_port};
+use agentd_tests::{binary, eventually, free_port, is_running};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -109,17 +109,6 @@ impl Drop for ServingWorker {
             }
         }
     }
-}
-
-/// Alive and not a zombie.
-fn is_running(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|end| stat[end + 1..].split_whitespace().next());
-    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 /// A base port whose next port was free too, a moment ago.

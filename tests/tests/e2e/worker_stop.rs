@@ -4,7 +4,7 @@
 
 use super::fast_daemon;
 use agentd_schemas::api::{JobStateName, SubmitJobRequest};
-use agentd_tests::{binary, eventually};
+use agentd_tests::{binary, eventually, is_running};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -57,17 +57,6 @@ async fn grandchild_pid(pid_file: &Path) -> i32 {
         },
     )
     .await
-}
-
-/// Alive and not a zombie (a killed orphan waits for init to reap it; it does no work).
-fn is_running(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|end| stat[end + 1..].split_whitespace().next());
-    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 /// Waits for the worker to exit and returns its `--json` summary and stderr.
