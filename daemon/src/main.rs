@@ -121,19 +121,7 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    if let Some(data_dir) = cli.data_dir {
-        config.server.data_dir = data_dir;
-    }
-    if let Some(listen) = cli.listen {
-        config.server.listen = listen;
-    }
-    if cli.insecure_no_auth {
-        config.server.insecure_no_auth = true;
-    }
+    let config = config_of(&cli)?;
     match cli.command {
         Some(Command::BenchExport { steps, dir, python }) => {
             bench_export::run(bench_export::BenchOptions { steps, dir, python })
@@ -151,51 +139,83 @@ fn run() -> anyhow::Result<()> {
             json,
             until_lsn,
             until_time,
-        }) => {
-            let until = match (until_lsn, until_time) {
-                (Some(lsn), _) => agentd::rebuild::RebuildUntil::Lsn(lsn),
-                (None, Some(time)) => {
-                    let time = chrono::DateTime::parse_from_rfc3339(&time).with_context(|| {
-                        format!("--until-time {time:?} is not an RFC 3339 time")
-                    })?;
-                    agentd::rebuild::RebuildUntil::TimeMs(
-                        u64::try_from(time.timestamp_millis()).unwrap_or(0),
-                    )
-                }
-                (None, None) => agentd::rebuild::RebuildUntil::End,
-            };
-            let report = agentd::rebuild::rebuild_with(
-                &config,
-                &config.server.data_dir,
-                out.as_deref(),
-                agentd::rebuild::RebuildOptions { until },
-            )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("rebuilt projections up to lsn {}", report.lsn);
-                println!("queue  {}", report.queue);
-                println!("jobs   {}", report.jobs);
-                println!("datasets     {}", report.datasets);
-                println!("agent_state  {}", report.agent_state);
-                println!("trajectories {}", report.trajectories);
-                for export in &report.exports {
-                    println!(
-                        "export {} rows {} manifest {}{}",
-                        export.dir,
-                        export.rows,
-                        export.manifest_sha256,
-                        match export.matches_recorded {
-                            Some(true) => " (identical to the recorded export)",
-                            Some(false) => " (DIFFERS from the recorded export)",
-                            None => "",
-                        }
-                    );
-                }
-            }
-            Ok(())
-        }
+        }) => rebuild(&config, out, json, rebuild_until(until_lsn, until_time)?),
     }
+}
+
+/// The config file (or the defaults) with the command line's settings over it.
+fn config_of(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(data_dir) = &cli.data_dir {
+        config.server.data_dir = data_dir.clone();
+    }
+    if let Some(listen) = cli.listen {
+        config.server.listen = listen;
+    }
+    if cli.insecure_no_auth {
+        config.server.insecure_no_auth = true;
+    }
+    Ok(config)
+}
+
+/// Where `agentd rebuild` stops: `--until-lsn`, `--until-time`, or the end of the log.
+fn rebuild_until(
+    until_lsn: Option<u64>,
+    until_time: Option<String>,
+) -> anyhow::Result<agentd::rebuild::RebuildUntil> {
+    Ok(match (until_lsn, until_time) {
+        (Some(lsn), _) => agentd::rebuild::RebuildUntil::Lsn(lsn),
+        (None, Some(time)) => {
+            let time = chrono::DateTime::parse_from_rfc3339(&time)
+                .with_context(|| format!("--until-time {time:?} is not an RFC 3339 time"))?;
+            agentd::rebuild::RebuildUntil::TimeMs(
+                u64::try_from(time.timestamp_millis()).unwrap_or(0),
+            )
+        }
+        (None, None) => agentd::rebuild::RebuildUntil::End,
+    })
+}
+
+/// `agentd rebuild`: every projection from the log, then its digests (as JSON with `--json`).
+fn rebuild(
+    config: &Config,
+    out: Option<PathBuf>,
+    json: bool,
+    until: agentd::rebuild::RebuildUntil,
+) -> anyhow::Result<()> {
+    let report = agentd::rebuild::rebuild_with(
+        config,
+        &config.server.data_dir,
+        out.as_deref(),
+        agentd::rebuild::RebuildOptions { until },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("rebuilt projections up to lsn {}", report.lsn);
+    println!("queue  {}", report.queue);
+    println!("jobs   {}", report.jobs);
+    println!("datasets     {}", report.datasets);
+    println!("agent_state  {}", report.agent_state);
+    println!("trajectories {}", report.trajectories);
+    for export in &report.exports {
+        println!(
+            "export {} rows {} manifest {}{}",
+            export.dir,
+            export.rows,
+            export.manifest_sha256,
+            match export.matches_recorded {
+                Some(true) => " (identical to the recorded export)",
+                Some(false) => " (DIFFERS from the recorded export)",
+                None => "",
+            }
+        );
+    }
+    Ok(())
 }
 
 /// `agentd restore`: the archive's log into the data directory, then one line saying what.

@@ -62,17 +62,7 @@ pub async fn file(
     Path((export_id, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let service = &state.exports;
-    let (dir, files) = service
-        .with_ledger(|ledger| recorded_files(ledger, &export_id))
-        .ok_or_else(|| {
-            ApiError::not_found(format!("no export or build {export_id:?} is recorded"))
-        })?;
-    let listed = files
-        .into_iter()
-        .find(|file| file.path == path)
-        .ok_or_else(|| ApiError::not_found(format!("{export_id} has no file {path:?}")))?;
-    let on_disk = service.settings.root.join(&dir).join(&listed.path);
+    let (on_disk, listed) = listed_file(&state, &export_id, &path)?;
     let mut opened = tokio::fs::File::open(&on_disk).await.map_err(|error| {
         ApiError::not_found(format!("{path} of {export_id} cannot be read: {error}"))
     })?;
@@ -81,30 +71,10 @@ pub async fn file(
         .await
         .map_err(|error| ApiError::internal("reading a file's size", error))?
         .len();
-    let range = match headers
-        .get(header::RANGE)
-        .and_then(|value| value.to_str().ok())
-    {
-        None => None,
-        Some(text) => match parse_range(text, length) {
-            RangeAsked::Ignored => None,
-            RangeAsked::Bytes(start, end) => Some((start, end)),
-            RangeAsked::Unsatisfiable => {
-                let mut response = ApiError::new(
-                    ErrorCode::RangeNotSatisfiable,
-                    format!("{path} has {length} bytes; the range {text:?} starts past its end"),
-                )
-                .into_response();
-                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
-                    response.headers_mut().insert(header::CONTENT_RANGE, value);
-                }
-                return Ok(response);
-            }
-        },
-    };
-    let (status, start, count) = match range {
-        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        None => (StatusCode::OK, 0, length),
+    let (status, start, count) = match requested_range(&headers, &path, length) {
+        Ok(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Ok(None) => (StatusCode::OK, 0, length),
+        Err(unsatisfiable) => return Ok(unsatisfiable),
     };
     opened
         .seek(std::io::SeekFrom::Start(start))
@@ -113,22 +83,7 @@ pub async fn file(
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(opened.take(count)));
     let mut response = (status, body).into_response();
     let response_headers = response.headers_mut();
-    let file_name = listed
-        .path
-        .rsplit('/')
-        .next()
-        .unwrap_or(&listed.path)
-        .to_owned();
-    for (name, value) in [
-        (header::CONTENT_TYPE, content_type(&listed.path).to_owned()),
-        (header::CONTENT_LENGTH, count.to_string()),
-        (header::ACCEPT_RANGES, "bytes".to_owned()),
-        (header::ETAG, format!("\"{}\"", listed.sha256)),
-        (
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{file_name}\""),
-        ),
-    ] {
+    for (name, value) in file_headers(&listed, count) {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response_headers.insert(name, value);
         }
@@ -140,6 +95,73 @@ pub async fn file(
         }
     }
     Ok(response)
+}
+
+/// Where the file `path` of a recorded export or build is on disk, and its manifest entry; 404
+/// for an id not recorded or a path its manifest does not list.
+fn listed_file(
+    state: &AppState,
+    export_id: &str,
+    path: &str,
+) -> Result<(std::path::PathBuf, ExportedFile), ApiError> {
+    let service = &state.exports;
+    let (dir, files) = service
+        .with_ledger(|ledger| recorded_files(ledger, export_id))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no export or build {export_id:?} is recorded"))
+        })?;
+    let listed = files
+        .into_iter()
+        .find(|file| file.path == path)
+        .ok_or_else(|| ApiError::not_found(format!("{export_id} has no file {path:?}")))?;
+    let on_disk = service.settings.root.join(&dir).join(&listed.path);
+    Ok((on_disk, listed))
+}
+
+/// The inclusive byte range the `Range` header asks of `path` (`None`: the whole file), or the
+/// 416 answer for a range that starts past its end.
+fn requested_range(
+    headers: &HeaderMap,
+    path: &str,
+    length: u64,
+) -> Result<Option<(u64, u64)>, Response> {
+    let Some(text) = headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    match parse_range(text, length) {
+        RangeAsked::Ignored => Ok(None),
+        RangeAsked::Bytes(start, end) => Ok(Some((start, end))),
+        RangeAsked::Unsatisfiable => {
+            let mut response = ApiError::new(
+                ErrorCode::RangeNotSatisfiable,
+                format!("{path} has {length} bytes; the range {text:?} starts past its end"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            Err(response)
+        }
+    }
+}
+
+/// The headers of a file answer of `count` bytes: its type, length, ETag (its recorded SHA-256)
+/// and a download name.
+fn file_headers(listed: &ExportedFile, count: u64) -> [(header::HeaderName, String); 5] {
+    let file_name = listed.path.rsplit('/').next().unwrap_or(&listed.path);
+    [
+        (header::CONTENT_TYPE, content_type(&listed.path).to_owned()),
+        (header::CONTENT_LENGTH, count.to_string()),
+        (header::ACCEPT_RANGES, "bytes".to_owned()),
+        (header::ETAG, format!("\"{}\"", listed.sha256)),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file_name}\""),
+        ),
+    ]
 }
 
 fn content_type(path: &str) -> &'static str {

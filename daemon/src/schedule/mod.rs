@@ -188,51 +188,19 @@ pub async fn run(
         let name = schedule.config.name.clone();
         metrics::counter!("agentd_schedule_failures_total", "schedule" => name).increment(0);
     }
-    for fired in service.with_ledger(|ledger| ledger.pending_fired()) {
-        let name = fired.schedule.clone();
-        match service.resume(fired).await {
-            Ok(run) => {
-                tracing::info!(schedule = %name, export_id = ?run.export_id, "resumed an interrupted scheduled export")
-            }
-            Err(error) => {
-                tracing::error!(schedule = %name, "cannot resume the scheduled export: {error}")
-            }
-        }
-    }
+    resume_interrupted(&service).await;
     if schedules.is_empty() {
         return;
     }
     let started_ms = wall_ms();
-    let last_fired = |name: &str| {
-        service.with_ledger(|ledger| ledger.last_fired(name).map(|fired| fired.event.slot_ms))
-    };
     for schedule in schedules.iter() {
-        let last = last_fired(&schedule.config.name);
+        let last = last_fired(&service, schedule);
         if let Some(slot) = missed_slot(schedule, last, last_up_ms, started_ms) {
             fire(&service, schedule, slot).await;
         }
     }
     loop {
-        let now_ms = wall_ms();
-        let mut due: Vec<(u64, &Schedule)> = Vec::new();
-        let mut next_wake: Option<u64> = None;
-        for schedule in schedules.iter() {
-            let Some(slot) = next_slot(schedule, last_fired(&schedule.config.name), started_ms)
-            else {
-                continue;
-            };
-            // A slot left in the past (not fired, or its export still running) is what the
-            // "scheduled export overdue" alert looks for.
-            let name = schedule.config.name.clone();
-            metrics::gauge!("agentd_schedule_next_slot_timestamp_seconds", "schedule" => name)
-                .set(slot as f64 / 1000.0);
-            if slot <= now_ms {
-                due.push((slot, schedule));
-            } else {
-                next_wake = Some(next_wake.map_or(slot, |wake: u64| wake.min(slot)));
-            }
-        }
-        due.sort_by_key(|(slot, schedule)| (*slot, schedule.config.name.clone()));
+        let (due, next_wake) = due_slots(&schedules, &service, started_ms, wall_ms());
         for (slot, schedule) in due.iter() {
             // A slot that is due is fired once, even if more slots of it passed meanwhile (an
             // export slower than the schedule's period): the next wait starts after the latest.
@@ -257,6 +225,60 @@ pub async fn run(
             return;
         }
     }
+}
+
+/// Runs the exports of firings that were logged but whose export was not (a crash in between),
+/// with the range each firing decided.
+async fn resume_interrupted(service: &ExportService) {
+    for fired in service.with_ledger(|ledger| ledger.pending_fired()) {
+        let name = fired.schedule.clone();
+        match service.resume(fired).await {
+            Ok(run) => {
+                tracing::info!(schedule = %name, export_id = ?run.export_id, "resumed an interrupted scheduled export")
+            }
+            Err(error) => {
+                tracing::error!(schedule = %name, "cannot resume the scheduled export: {error}")
+            }
+        }
+    }
+}
+
+/// The slot a schedule fired last, as the log recorded it.
+fn last_fired(service: &ExportService, schedule: &Schedule) -> Option<u64> {
+    service.with_ledger(|ledger| {
+        ledger
+            .last_fired(&schedule.config.name)
+            .map(|fired| fired.event.slot_ms)
+    })
+}
+
+/// The schedules whose next slot is due at `now_ms`, in slot then name order, and when the
+/// earliest of the others comes (`None`: none will). Publishes each next slot as a gauge.
+fn due_slots<'a>(
+    schedules: &'a [Schedule],
+    service: &ExportService,
+    started_ms: u64,
+    now_ms: u64,
+) -> (Vec<(u64, &'a Schedule)>, Option<u64>) {
+    let mut due: Vec<(u64, &Schedule)> = Vec::new();
+    let mut next_wake: Option<u64> = None;
+    for schedule in schedules {
+        let Some(slot) = next_slot(schedule, last_fired(service, schedule), started_ms) else {
+            continue;
+        };
+        // A slot left in the past (not fired, or its export still running) is what the
+        // "scheduled export overdue" alert looks for.
+        let name = schedule.config.name.clone();
+        metrics::gauge!("agentd_schedule_next_slot_timestamp_seconds", "schedule" => name)
+            .set(slot as f64 / 1000.0);
+        if slot <= now_ms {
+            due.push((slot, schedule));
+        } else {
+            next_wake = Some(next_wake.map_or(slot, |wake: u64| wake.min(slot)));
+        }
+    }
+    due.sort_by_key(|(slot, schedule)| (*slot, schedule.config.name.clone()));
+    (due, next_wake)
 }
 
 async fn fire(service: &ExportService, schedule: &Schedule, slot_ms: u64) {

@@ -17,6 +17,7 @@ mod settings;
 mod state;
 mod trajectories;
 
+use super::auth_layer::CallerExt;
 use super::error::ApiError;
 use super::AppState;
 use crate::config::Config;
@@ -24,9 +25,10 @@ use crate::domain::decide::{DomainCommand, DomainReply};
 use crate::domain::tokens::{TokenCounter, UnknownEncoding};
 use crate::projection::domain::DomainProjections;
 use crate::sequencer::{Command, DomainOutcome};
+use agentd_schemas::domain_api::SamplingRequest;
 use agentd_schemas::events::StateLimits;
 use agentd_schemas::ErrorCode;
-use agentd_schemas::Lsn;
+use agentd_schemas::{Lsn, RolloutId};
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
@@ -153,6 +155,58 @@ async fn decide_and_apply(
     Ok((lsn, reply))
 }
 
+/// Has the sequencer decide a write that records one fact (a step, a sandbox result, a reward,
+/// a state update) and waits until it is applied: its LSN, task and rollout. `what` names the
+/// write in the daemon log should the sequencer answer anything else.
+async fn decide_recorded(
+    state: &AppState,
+    caller: CallerExt,
+    command: DomainCommand,
+    what: &'static str,
+) -> Result<(Lsn, String, Option<RolloutId>), ApiError> {
+    match decide_and_apply(state, caller.actor(), command).await? {
+        (
+            Some(lsn),
+            DomainReply::Recorded {
+                task_id,
+                rollout_id,
+            },
+        ) => Ok((lsn, task_id, rollout_id)),
+        other => Err(ApiError::internal(
+            what,
+            format!("unexpected decision {other:?}"),
+        )),
+    }
+}
+
+/// The first `limit` items and, when more follow, the key of the last one kept: the
+/// `next_after` of the next page (none on the last).
+fn page_of<T, K>(
+    items: impl Iterator<Item = T>,
+    limit: usize,
+    key: impl Fn(&T) -> K,
+) -> (Vec<T>, Option<K>) {
+    let mut page: Vec<T> = items.take(limit + 1).collect();
+    let next_after = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(key)
+    } else {
+        None
+    };
+    (page, next_after)
+}
+
+/// A page size asked for (`default` when absent), between 1 and `max`.
+fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if limit == 0 || limit > max {
+        return Err(ApiError::invalid(format!(
+            "limit: must be between 1 and {max}"
+        )));
+    }
+    Ok(limit)
+}
+
 /// Task ids come from clients (and jobs' `task_id`): non-empty, at most [`TASK_ID_CHARS_MAX`]
 /// characters, no control characters.
 fn check_task_id(task_id: &str) -> Result<(), ApiError> {
@@ -174,6 +228,21 @@ fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
         return Err(ApiError::invalid(format!("{field}: must not be blank")));
     }
     check_chars(field, value, NAME_CHARS_MAX)
+}
+
+/// Temperature and top-p are finite and at least 0.
+fn check_sampling(sampling: &SamplingRequest) -> Result<(), ApiError> {
+    for (field, value) in [
+        ("sampling.temperature", sampling.temperature),
+        ("sampling.top_p", sampling.top_p),
+    ] {
+        if value.is_some_and(|value| !(value.is_finite() && value >= 0.0)) {
+            return Err(ApiError::invalid(format!(
+                "{field}: must be a finite number of at least 0"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_chars(field: &str, value: &str, chars_max: usize) -> Result<(), ApiError> {

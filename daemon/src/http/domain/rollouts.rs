@@ -3,7 +3,7 @@
 //! group-relative advantage.
 
 use super::trajectories::{page, TrajectoryQuery};
-use super::{check_name, check_task_id, decide_and_apply};
+use super::{check_name, check_sampling, check_task_id, decide_and_apply};
 use crate::domain::decide::{CreateRollout, DomainCommand, DomainReply};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
@@ -45,7 +45,7 @@ pub async fn create(
     check_name("model", &request.model)?;
     check_name("policy_version", &request.policy_version)?;
     if let Some(sampling) = &request.sampling {
-        super::trajectories::check_sampling(sampling)?;
+        check_sampling(sampling)?;
     }
     let command = DomainCommand::CreateRollout(CreateRollout {
         task_id,

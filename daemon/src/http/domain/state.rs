@@ -7,10 +7,11 @@
 //! state (or empty) and from then on changes only with its own updates.
 
 use super::{
-    check_bytes, check_task_id, decide_and_apply, DomainApi, STATE_ITEMS_MAX, STATE_ITEM_BYTES_MAX,
+    check_bytes, check_task_id, decide_recorded, page_limit, page_of, DomainApi, STATE_ITEMS_MAX,
+    STATE_ITEM_BYTES_MAX,
 };
 use crate::domain::agent_state::{render, StateField, TrimAction, TrimReason, Trimmed};
-use crate::domain::decide::{DomainCommand, DomainReply, Target};
+use crate::domain::decide::{DomainCommand, Target};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
@@ -122,20 +123,8 @@ async fn update_into(
         target,
         update: event,
     };
-    let (lsn, reply) = decide_and_apply(state, caller.actor(), command).await?;
-    let (
-        Some(lsn),
-        DomainReply::Recorded {
-            task_id,
-            rollout_id,
-        },
-    ) = (lsn, reply)
-    else {
-        return Err(ApiError::internal(
-            "recording a state update",
-            "the sequencer appended nothing",
-        ));
-    };
+    let (lsn, task_id, rollout_id) =
+        decide_recorded(state, caller, command, "recording a state update").await?;
     let states = state.domain.projections.agent_states();
     Ok(Json(update_answer(
         &states,
@@ -196,21 +185,15 @@ pub async fn history(
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<StateHistoryResponse>> {
     check_task_id(&task_id)?;
-    let limit = query.limit.unwrap_or(HISTORY_PAGE_MAX);
-    if limit == 0 || limit > HISTORY_PAGE_MAX {
-        return Err(ApiError::invalid(format!(
-            "limit: must be between 1 and {HISTORY_PAGE_MAX}"
-        )));
-    }
+    let limit = page_limit(query.limit, HISTORY_PAGE_MAX, HISTORY_PAGE_MAX)?;
     let after = Lsn(query.after.unwrap_or(0));
     state.settle_reads().await;
     let states = state.domain.projections.agent_states();
-    let mut page: Vec<StateHistoryEntry> = states
+    let updates = states
         .task(&task_id)
         .into_iter()
         .flat_map(|task| task.updates.iter())
         .filter(|update| update.lsn > after)
-        .take(limit + 1)
         .map(|update| StateHistoryEntry {
             lsn: update.lsn,
             ts_ms: update.ts_ms,
@@ -224,14 +207,8 @@ pub async fn history(
             encoding: update.limits.encoding.clone(),
             trimmed: trimmed_views(&update.trimmed),
             tokens: update.tokens as u64,
-        })
-        .collect();
-    let next_after = if page.len() > limit {
-        page.truncate(limit);
-        page.last().map(|entry| entry.lsn)
-    } else {
-        None
-    };
+        });
+    let (page, next_after) = page_of(updates, limit, |entry| entry.lsn);
     Ok(Json(StateHistoryResponse {
         task_id,
         updates: page,

@@ -10,27 +10,25 @@
 //! (`crate::domain::decide`), so they occur only in logs written by builds before it decided
 //! domain writes; each is counted in [`Ignored`], and replays decide the same.
 
-use super::agent_states::write_state;
-use super::digest::DigestStream;
+mod counters;
+mod digest;
+mod groups;
+
+pub use counters::{
+    source_name, Ignored, ModelCounters, RewardCounters, TrajectoryStats,
+    REWARD_BUCKET_UPPER_BOUNDS,
+};
+pub use groups::{advantage, mean_and_std, GroupScores, RolloutSummary};
+
 use crate::domain::dataset::Language;
-use crate::domain::step_language::{action_language, language_key};
+use crate::domain::step_language::action_language;
 use agentd_schemas::events::{
-    Action, AgentState, RewardRecorded, RewardSource, RolloutCreated, SandboxResultRecorded,
-    StepRecorded,
+    AgentState, RewardRecorded, RolloutCreated, SandboxResultRecorded, StepRecorded,
 };
 use agentd_schemas::{Lsn, RolloutId};
+use counters::{count_language, count_model, count_policy, FactKind, Unsettled};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-
-/// Names the layout of [`Trajectories::digest`].
-const DIGEST_VERSION: &str = "agentd.trajectories.v2";
-
-/// Inclusive upper bounds of the reward buckets; one more bucket holds everything above the last.
-/// Rewards are usually in `[0, 1]`, so that range gets tenths; negative rewards (penalties) get
-/// three coarse buckets.
-pub const REWARD_BUCKET_UPPER_BOUNDS: [f64; 13] = [
-    -1.0, -0.5, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
-];
 
 /// Every task's steps and the counters over them.
 #[derive(Debug, Default)]
@@ -82,45 +80,6 @@ pub struct Rollout {
     pub rewarded: u64,
 }
 
-/// A rollout's steps and reward, for lists: the default rollout has no id and no group.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RolloutSummary {
-    pub rollout_id: Option<RolloutId>,
-    pub task_id: String,
-    pub group: Option<String>,
-    pub model: String,
-    pub policy_version: String,
-    pub job_id: Option<agentd_schemas::JobId>,
-    pub steps: u64,
-    pub rewarded: u64,
-    pub reward: f64,
-}
-
-/// The rollouts of a group with the group-relative advantage of each, as GRPO computes it:
-/// `(reward - mean) / std`, where `std` is the sample standard deviation (n - 1, like
-/// `torch.std`), and 0 when `std` is 0 (one rollout, or all rewards equal). Only **scored**
-/// rollouts (at least one step rewarded) count and get an advantage: a sample still running has
-/// none yet and does not move the others'.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupScores {
-    pub mean: f64,
-    pub std: f64,
-    /// Scored rollouts.
-    pub scored: u64,
-    /// Every rollout of the group in creation order, with its advantage when scored.
-    pub rollouts: Vec<(RolloutSummary, Option<f64>)>,
-}
-
-impl GroupScores {
-    /// The advantage of one of the group's rollouts (`None` when it is not scored yet).
-    pub fn advantage_of(&self, rollout_id: RolloutId) -> Option<f64> {
-        self.rollouts
-            .iter()
-            .find(|(summary, _)| summary.rollout_id == Some(rollout_id))
-            .and_then(|(_, advantage)| *advantage)
-    }
-}
-
 /// Where an export resumes: after this step of this rollout (`None`: the default one).
 pub type StepCursor<'a> = (&'a str, Option<RolloutId>, u32);
 
@@ -147,71 +106,6 @@ pub struct Fact<T> {
     pub lsn: Lsn,
     pub ts_ms: u64,
     pub event: T,
-}
-
-/// Steps and rewards of one model.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ModelCounters {
-    pub steps: u64,
-    /// Steps with a reward.
-    pub rewarded: u64,
-    /// Steps with a verified reward.
-    pub verified: u64,
-}
-
-impl ModelCounters {
-    /// Verified steps over steps with a verdict (the seed's teacher precision): a step still
-    /// waiting for its reward is not counted as a failure. `None` before the first verdict.
-    pub fn precision(&self) -> Option<f64> {
-        (self.rewarded > 0).then(|| self.verified as f64 / self.rewarded as f64)
-    }
-}
-
-/// The reward distribution.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct RewardCounters {
-    pub count: u64,
-    pub verified: u64,
-    pub by_source: BTreeMap<&'static str, u64>,
-    /// Sum of values in log order (so the mean is the same on every replay).
-    pub sum: f64,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    /// Counts per bucket of [`REWARD_BUCKET_UPPER_BOUNDS`], plus one for values above the last.
-    pub buckets: [u64; REWARD_BUCKET_UPPER_BOUNDS.len() + 1],
-}
-
-/// Events that reached the log but did not apply (see the module documentation).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ignored {
-    pub duplicate_steps: u64,
-    pub duplicate_sandbox_results: u64,
-    pub duplicate_rewards: u64,
-    pub sandbox_results_without_step: u64,
-    pub rewards_without_step: u64,
-    /// A second `rollout_created` with an id already used.
-    pub duplicate_rollouts: u64,
-    /// A step naming a rollout that was never created.
-    pub steps_without_rollout: u64,
-}
-
-/// A snapshot of the counters, for the stats route and the gauges.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrajectoryStats {
-    pub tasks: u64,
-    pub rollouts: u64,
-    pub groups: u64,
-    pub steps: u64,
-    pub sandbox_results: u64,
-    /// In model name order.
-    pub models: Vec<(String, ModelCounters)>,
-    /// Per (model, policy version), in that order.
-    pub policies: Vec<((String, String), ModelCounters)>,
-    /// Per language of the step's action (canonical name or `unknown`), in name order.
-    pub languages: Vec<(&'static str, ModelCounters)>,
-    pub rewards: RewardCounters,
-    pub sandbox_outcomes: BTreeMap<&'static str, u64>,
-    pub ignored: Ignored,
 }
 
 impl Trajectories {
@@ -293,21 +187,18 @@ impl Trajectories {
 
     /// Attaches a sandbox result to its step.
     pub fn apply_sandbox(&mut self, lsn: Lsn, ts_ms: u64, event: SandboxResultRecorded) {
-        let found = step_mut(
-            &mut self.tasks,
+        let target = (event.task_id.as_str(), event.rollout_id, event.step);
+        let (tasks, ignored) = (&mut self.tasks, &mut self.ignored);
+        let found = step_to_settle(
+            tasks,
             &self.rollout_tasks,
-            &event.task_id,
-            event.rollout_id,
-            event.step,
+            ignored,
+            target,
+            FactKind::Sandbox,
         );
         let Some(entry) = found else {
-            self.ignored.sandbox_results_without_step += 1;
             return;
         };
-        if entry.sandbox.is_some() {
-            self.ignored.duplicate_sandbox_results += 1;
-            return;
-        }
         *self
             .sandbox_outcomes
             .entry(event.outcome.as_str())
@@ -316,42 +207,24 @@ impl Trajectories {
         self.sandbox_results += 1;
     }
 
-    /// Attaches a reward to its step and counts it for the step's model.
+    /// Attaches a reward to its step and counts it for the step's model, policy and language.
     pub fn apply_reward(&mut self, lsn: Lsn, ts_ms: u64, event: RewardRecorded) {
-        let found = step_mut(
-            &mut self.tasks,
+        let target = (event.task_id.as_str(), event.rollout_id, event.step);
+        let (tasks, ignored) = (&mut self.tasks, &mut self.ignored);
+        let found = step_to_settle(
+            tasks,
             &self.rollout_tasks,
-            &event.task_id,
-            event.rollout_id,
-            event.step,
+            ignored,
+            target,
+            FactKind::Reward,
         );
         let Some(entry) = found else {
-            self.ignored.rewards_without_step += 1;
             return;
         };
-        if entry.reward.is_some() {
-            self.ignored.duplicate_rewards += 1;
-            return;
-        }
-        let model = count_model(&mut self.models, &entry.step.model);
-        model.rewarded += 1;
-        if event.verified {
-            model.verified += 1;
-        }
-        let policy = count_policy(
-            &mut self.policies,
-            &entry.step.model,
-            &entry.step.policy_version,
-        );
-        policy.rewarded += 1;
-        if event.verified {
-            policy.verified += 1;
-        }
-        let language = count_language(&mut self.languages, entry.language);
-        language.rewarded += 1;
-        if event.verified {
-            language.verified += 1;
-        }
+        let (step, verified) = (&entry.step, event.verified);
+        count_model(&mut self.models, &step.model).count_reward(verified);
+        count_policy(&mut self.policies, &step.model, &step.policy_version).count_reward(verified);
+        count_language(&mut self.languages, entry.language).count_reward(verified);
         self.rewards.add(&event);
         let (value, rollout_id) = (event.value, event.rollout_id);
         entry.reward = Some(Fact { lsn, ts_ms, event });
@@ -437,49 +310,6 @@ impl Trajectories {
         self.tasks.get(task_id)?.rollouts.get(&id)
     }
 
-    /// The rollouts of a task: the default one first (when it has steps), then the created
-    /// ones in id order.
-    pub fn task_rollouts(&self, task_id: &str) -> Vec<RolloutSummary> {
-        let Some(task) = self.tasks.get(task_id) else {
-            return Vec::new();
-        };
-        let default = (!task.default.is_empty()).then(|| default_summary(task_id, &task.default));
-        default
-            .into_iter()
-            .chain(task.rollouts.values().map(summary))
-            .collect()
-    }
-
-    /// The rollouts of a group with their advantages; `None` for a group without rollouts.
-    pub fn group(&self, group: &str) -> Option<GroupScores> {
-        let ids = self.groups.get(group)?;
-        let summaries: Vec<RolloutSummary> = ids
-            .iter()
-            .filter_map(|id| self.rollout(*id))
-            .map(summary)
-            .collect();
-        let rewards: Vec<f64> = summaries
-            .iter()
-            .filter(|summary| summary.rewarded > 0)
-            .map(|summary| summary.reward)
-            .collect();
-        let (mean, std) = mean_and_std(&rewards);
-        let rollouts = summaries
-            .into_iter()
-            .map(|summary| {
-                let advantage =
-                    (summary.rewarded > 0).then(|| advantage(summary.reward, mean, std));
-                (summary, advantage)
-            })
-            .collect();
-        Some(GroupScores {
-            mean,
-            std,
-            scored: rewards.len() as u64,
-            rollouts,
-        })
-    }
-
     /// The rollouts of a group in creation order (empty for an unknown group).
     pub fn group_members(&self, group: &str) -> &[RolloutId] {
         self.groups.get(group).map_or(&[], Vec::as_slice)
@@ -518,102 +348,6 @@ impl Trajectories {
             ignored: self.ignored,
         }
     }
-
-    /// SHA-256 (hex) over every step with its state before, sandbox result and reward, and the
-    /// ignored counters. The other counters are functions of the steps, so they are not hashed.
-    pub fn digest(&self) -> String {
-        let mut out = DigestStream::new(DIGEST_VERSION);
-        let ignored = self.ignored;
-        for count in [
-            ignored.duplicate_steps,
-            ignored.duplicate_sandbox_results,
-            ignored.duplicate_rewards,
-            ignored.sandbox_results_without_step,
-            ignored.rewards_without_step,
-            ignored.duplicate_rollouts,
-            ignored.steps_without_rollout,
-        ] {
-            out.number(count);
-        }
-        out.count(self.tasks.len());
-        for (task_id, task) in &self.tasks {
-            out.text(task_id);
-            out.count(task.default.len());
-            for entry in task.default.values() {
-                write_step(&mut out, entry);
-            }
-            out.count(task.rollouts.len());
-            for (id, rollout) in &task.rollouts {
-                let created = &rollout.created;
-                out.number(id.0);
-                out.number(rollout.lsn.0);
-                out.number(rollout.ts_ms);
-                out.text(&created.group);
-                out.text(&created.model);
-                out.text(&created.policy_version);
-                write_sampling(&mut out, &created.sampling);
-                out.optional(created.job_id, |out, job| out.number(job.0));
-                out.optional(created.lease_id, |out, lease| out.number(lease.0));
-                out.optional(created.attempt, |out, attempt| {
-                    out.number(u64::from(attempt))
-                });
-                out.optional(created.worker_id.as_deref(), DigestStream::text);
-                out.flag(created.state_from == agentd_schemas::events::StateFrom::Empty);
-                out.count(rollout.steps.len());
-                for entry in rollout.steps.values() {
-                    write_step(&mut out, entry);
-                }
-            }
-        }
-        out.finish()
-    }
-}
-
-impl RewardCounters {
-    fn add(&mut self, reward: &RewardRecorded) {
-        self.count += 1;
-        if reward.verified {
-            self.verified += 1;
-        }
-        *self
-            .by_source
-            .entry(source_name(reward.source))
-            .or_default() += 1;
-        let value = reward.value;
-        self.sum += value;
-        self.min = Some(self.min.map_or(value, |min| min.min(value)));
-        self.max = Some(self.max.map_or(value, |max| max.max(value)));
-        let bucket = REWARD_BUCKET_UPPER_BOUNDS
-            .iter()
-            .position(|&upper| value <= upper)
-            .unwrap_or(REWARD_BUCKET_UPPER_BOUNDS.len());
-        self.buckets[bucket] += 1;
-    }
-
-    /// The mean reward; `None` without rewards.
-    pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum / self.count as f64)
-    }
-}
-
-/// The wire name of a reward source.
-pub fn source_name(source: RewardSource) -> &'static str {
-    match source {
-        RewardSource::Rule => "rule",
-        RewardSource::Teacher => "teacher",
-        RewardSource::Human => "human",
-    }
-}
-
-/// The counters of a model, looked up before inserting (an owned key costs an allocation).
-fn count_model<'a>(
-    models: &'a mut BTreeMap<String, ModelCounters>,
-    model: &str,
-) -> &'a mut ModelCounters {
-    if !models.contains_key(model) {
-        models.insert(model.to_string(), ModelCounters::default());
-    }
-    models.get_mut(model).expect("inserted above")
 }
 
 fn rollout_mut<'a>(
@@ -627,22 +361,29 @@ fn rollout_mut<'a>(
         .get_mut(&id)
 }
 
-/// The counters of a (model, policy version), looked up before inserting.
-fn count_policy<'a>(
-    policies: &'a mut BTreeMap<(String, String), ModelCounters>,
-    model: &str,
-    policy_version: &str,
-) -> &'a mut ModelCounters {
-    let key = (model.to_owned(), policy_version.to_owned());
-    policies.entry(key).or_default()
-}
-
-/// The counters of a step language (no allocation: the keys are static names).
-fn count_language<'a>(
-    languages: &'a mut BTreeMap<&'static str, ModelCounters>,
-    language: Option<Language>,
-) -> &'a mut ModelCounters {
-    languages.entry(language_key(language)).or_default()
+/// The step a sandbox result or reward attaches to, when it has none of that kind yet; one for
+/// a step not recorded (or a rollout not created), or for a step that has one, is counted in
+/// `ignored` instead.
+fn step_to_settle<'a>(
+    tasks: &'a mut BTreeMap<String, TaskRollouts>,
+    rollout_tasks: &HashMap<RolloutId, String>,
+    ignored: &mut Ignored,
+    (task_id, rollout_id, step): (&str, Option<RolloutId>, u32),
+    kind: FactKind,
+) -> Option<&'a mut StepEntry> {
+    let Some(entry) = step_mut(tasks, rollout_tasks, task_id, rollout_id, step) else {
+        ignored.count(kind, Unsettled::NoStep);
+        return None;
+    };
+    let settled = match kind {
+        FactKind::Sandbox => entry.sandbox.is_some(),
+        FactKind::Reward => entry.reward.is_some(),
+    };
+    if settled {
+        ignored.count(kind, Unsettled::Duplicate);
+        return None;
+    }
+    Some(entry)
 }
 
 fn step_mut<'a>(
@@ -668,151 +409,4 @@ fn task_steps(task: &TaskRollouts) -> impl Iterator<Item = &StepEntry> {
 
 fn rollout_steps(rollout: &Rollout) -> impl Iterator<Item = &StepEntry> {
     rollout.steps.values().map(|entry| &**entry)
-}
-
-fn summary(rollout: &Rollout) -> RolloutSummary {
-    let created = &rollout.created;
-    RolloutSummary {
-        rollout_id: Some(created.rollout_id),
-        task_id: created.task_id.clone(),
-        group: Some(created.group.clone()),
-        model: created.model.clone(),
-        policy_version: created.policy_version.clone(),
-        job_id: created.job_id,
-        steps: rollout.steps.len() as u64,
-        rewarded: rollout.rewarded,
-        reward: rollout.reward,
-    }
-}
-
-/// The default rollout's summary: model and policy of its first step.
-fn default_summary(task_id: &str, steps: &Steps) -> RolloutSummary {
-    let first = steps.values().next().map(|entry| &entry.step);
-    let rewards: Vec<f64> = steps
-        .values()
-        .filter_map(|entry| entry.reward.as_ref().map(|fact| fact.event.value))
-        .collect();
-    RolloutSummary {
-        rollout_id: None,
-        task_id: task_id.to_owned(),
-        group: None,
-        model: first.map(|step| step.model.clone()).unwrap_or_default(),
-        policy_version: first
-            .map(|step| step.policy_version.clone())
-            .unwrap_or_default(),
-        job_id: first.and_then(|step| step.job_id),
-        steps: steps.len() as u64,
-        rewarded: rewards.len() as u64,
-        // `Sum` of no floats is -0.0; a rollout without rewards has reward 0.
-        reward: rewards.iter().fold(0.0, |sum, value| sum + value),
-    }
-}
-
-/// Mean and sample standard deviation (n - 1); the deviation is 0 for fewer than two values.
-pub fn mean_and_std(values: &[f64]) -> (f64, f64) {
-    if values.is_empty() {
-        return (0.0, 0.0);
-    }
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    if values.len() < 2 {
-        return (mean, 0.0);
-    }
-    let variance = values
-        .iter()
-        .map(|value| (value - mean).powi(2))
-        .sum::<f64>()
-        / (n - 1.0);
-    (mean, variance.sqrt())
-}
-
-/// `(reward - mean) / std`, 0 when `std` is 0.
-pub fn advantage(reward: f64, mean: f64, std: f64) -> f64 {
-    if std == 0.0 {
-        0.0
-    } else {
-        (reward - mean) / std
-    }
-}
-
-fn write_action(out: &mut DigestStream, action: &Action) {
-    match action {
-        Action::Pattern {
-            language,
-            pattern,
-            rewrite,
-        } => {
-            out.text("pattern");
-            out.text(language);
-            out.text(pattern);
-            out.text(rewrite);
-        }
-        Action::Rule { yaml } => {
-            out.text("rule");
-            out.text(yaml);
-        }
-    }
-}
-
-fn write_sampling(out: &mut DigestStream, sampling: &agentd_schemas::events::Sampling) {
-    out.optional(sampling.temperature, DigestStream::float);
-    out.optional(sampling.top_p, DigestStream::float);
-    out.optional(sampling.max_tokens, DigestStream::number);
-    out.optional(sampling.seed, DigestStream::signed);
-}
-
-fn write_step(out: &mut DigestStream, entry: &StepEntry) {
-    let step = &entry.step;
-    out.number(u64::from(step.step));
-    out.number(entry.lsn.0);
-    out.number(entry.ts_ms);
-    out.optional(step.job_id, |out, job| out.number(job.0));
-    out.optional(step.lease_id, |out, lease| out.number(lease.0));
-    out.optional(step.attempt, |out, attempt| out.number(u64::from(attempt)));
-    out.optional(step.worker_id.as_deref(), DigestStream::text);
-    out.text(&step.model);
-    out.text(&step.policy_version);
-    write_sampling(out, &step.sampling);
-    out.optional(step.prompt_tokens, DigestStream::number);
-    out.optional(step.completion_tokens, DigestStream::number);
-    out.optional(step.prompt.as_deref(), DigestStream::text);
-    out.optional(step.think.as_deref(), DigestStream::text);
-    out.optional(step.action.as_ref(), write_action);
-    out.optional(step.raw_output.as_deref(), DigestStream::text);
-    out.optional(step.format_error.as_ref(), |out, error| {
-        out.text(&error.code);
-        out.text(&error.message);
-    });
-    out.optional(step.state_update.as_ref(), write_state);
-    write_state(out, &entry.state_before);
-    out.number(entry.state_before_lsn.0);
-    out.optional(entry.sandbox.as_ref(), |out, fact| {
-        let result = &fact.event;
-        out.number(fact.lsn.0);
-        out.number(fact.ts_ms);
-        out.optional(result.lease_id, |out, lease| out.number(lease.0));
-        out.optional(result.exit_code, |out, code| out.signed(i64::from(code)));
-        out.text(result.outcome.as_str());
-        out.text(&result.diff);
-        out.text(&result.stdout);
-        out.text(&result.stderr);
-        out.optional(result.tests_passed, |out, n| out.number(u64::from(n)));
-        out.optional(result.tests_failed, |out, n| out.number(u64::from(n)));
-        out.optional(result.duration_ms, DigestStream::number);
-        out.optional(result.peak_rss_bytes, DigestStream::number);
-    });
-    out.optional(entry.reward.as_ref(), |out, fact| {
-        let reward = &fact.event;
-        out.number(fact.lsn.0);
-        out.number(fact.ts_ms);
-        out.optional(reward.lease_id, |out, lease| out.number(lease.0));
-        out.float(reward.value);
-        out.flag(reward.verified);
-        out.count(reward.components.len());
-        for (name, value) in &reward.components {
-            out.text(name);
-            out.float(*value);
-        }
-        out.text(source_name(reward.source));
-    });
 }
