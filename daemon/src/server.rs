@@ -8,7 +8,7 @@ use crate::log::{self, LogOptions};
 use crate::projection::domain::{self as domain_projection, DomainProjections};
 use crate::projection::{self, OpenOutcome, ProjectionStore};
 use crate::queue::QueueState;
-use crate::sequencer::{Command, Sequencer, SequencerOptions};
+use crate::sequencer::{AppendInternal, Queues, Sequencer, SequencerOptions};
 use agentd_schemas::events::Event;
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -216,11 +216,12 @@ pub async fn run(
         .collect();
     if !settings_events.is_empty() {
         sequencer
-            .call(|reply| Command::AppendInternal {
-                events: settings_events,
-                actor: Some("agentd".to_owned()),
-                reply,
-            })
+            .call(
+                AppendInternal {
+                    events: settings_events,
+                },
+                Some("agentd".to_owned()),
+            )
             .await
             .context(
                 "cannot record the [datasets], [rewards] and [training] settings in the log",
@@ -395,7 +396,7 @@ async fn update_gauges(
             handle.run_upkeep();
         }
         crate::data_dir_space::publish(&data_dir).await;
-        let Ok(queues) = sequencer.call(|reply| Command::Queues { reply }).await else {
+        let Ok(queues) = sequencer.call(Queues, None).await else {
             return;
         };
         let mut leased_total = 0;
