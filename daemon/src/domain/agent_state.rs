@@ -40,8 +40,17 @@
 //! whose items were dropped adds them back and trims again (still deterministically, still within
 //! budget).
 
+mod budget;
+mod forget;
+
 use super::tokens::TokenCounter;
 use agentd_schemas::events::{AgentState, StateForget, StateLimits};
+#[cfg(test)]
+use budget::drop_order;
+use budget::fit_budget;
+use forget::apply_forget;
+#[cfg(test)]
+use forget::{field_items, ForgetNames, FORGET_RULES};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -259,106 +268,6 @@ const RENDER_ORDER: [StateField; 6] = [
     StateField::OpenIssues,
 ];
 
-/// Which list loses an item first when lists are equally long (rule 6).
-const BUDGET_TIE_ORDER: [StateField; 5] = [
-    StateField::Hypotheses,
-    StateField::Decisions,
-    StateField::OpenIssues,
-    StateField::Constraints,
-    StateField::Goals,
-];
-
-/// One operation of an update's `forget` (rule 0): which items it names, the field they leave,
-/// and the list they move to, if any.
-struct ForgetRule {
-    /// The items this row takes out.
-    names: ForgetNames,
-    /// The field the items leave.
-    from: StateField,
-    /// The list field the items are appended to (unless already there); `None` when they go.
-    to: Option<StateField>,
-    /// Reported in [`Trimmed::reason`].
-    reason: TrimReason,
-}
-
-/// How a [`ForgetRule`] names its items.
-enum ForgetNames {
-    /// By value: the texts listed in this part of the forget.
-    Listed(fn(&StateForget) -> &[String]),
-    /// Every item of the field, when this flag of the forget is set.
-    Everything(fn(&StateForget) -> bool),
-}
-
-impl ForgetRule {
-    /// Reported in [`Trimmed::action`]: an item that goes elsewhere moved, any other is removed.
-    fn action(&self) -> TrimAction {
-        match self.to {
-            Some(_) => TrimAction::Moved,
-            None => TrimAction::Removed,
-        }
-    }
-}
-
-/// Rule 0, one row per operation, applied in this order. The moving row comes before the rows
-/// that remove from its target, so an item it moves and a later row removes is gone for good;
-/// in the other order re-applying the update would remove what the first pass moved in.
-const FORGET_RULES: [ForgetRule; 9] = [
-    ForgetRule {
-        names: ForgetNames::Listed(|forget| &forget.resolve),
-        from: StateField::OpenIssues,
-        to: Some(StateField::Decisions),
-        reason: TrimReason::Resolved,
-    },
-    ForgetRule {
-        names: ForgetNames::Listed(|forget| &forget.retract),
-        from: StateField::Hypotheses,
-        to: None,
-        reason: TrimReason::Retracted,
-    },
-    ForgetRule {
-        names: ForgetNames::Listed(|forget| &forget.remove.goals),
-        from: StateField::Goals,
-        to: None,
-        reason: TrimReason::Forgotten,
-    },
-    ForgetRule {
-        names: ForgetNames::Listed(|forget| &forget.remove.constraints),
-        from: StateField::Constraints,
-        to: None,
-        reason: TrimReason::Forgotten,
-    },
-    ForgetRule {
-        names: ForgetNames::Listed(|forget| &forget.remove.decisions),
-        from: StateField::Decisions,
-        to: None,
-        reason: TrimReason::Forgotten,
-    },
-    ForgetRule {
-        names: ForgetNames::Listed(|forget| &forget.remove.hypotheses),
-        from: StateField::Hypotheses,
-        to: None,
-        reason: TrimReason::Forgotten,
-    },
-    ForgetRule {
-        names: ForgetNames::Listed(|forget| &forget.remove.history),
-        from: StateField::History,
-        to: None,
-        reason: TrimReason::Forgotten,
-    },
-    ForgetRule {
-        names: ForgetNames::Listed(|forget| &forget.remove.open_issues),
-        from: StateField::OpenIssues,
-        to: None,
-        reason: TrimReason::Forgotten,
-    },
-    ForgetRule {
-        names: ForgetNames::Everything(|forget| forget.clear_next_focus),
-        from: StateField::NextFocus,
-        to: None,
-        reason: TrimReason::Cleared,
-    },
-];
-
 /// A normalized item: trimmed, capped, and how long it was if the cap shortened it.
 struct Normalized {
     text: String,
@@ -410,95 +319,6 @@ fn keep_reporting(field: StateField, item: Normalized, trimmed: &mut Vec<Trimmed
         });
     }
     item.text
-}
-
-/// Rule 0: `state` without the items `forget` takes out, moved items appended to their target.
-fn apply_forget(
-    state: &AgentState,
-    update: &AgentState,
-    forget: &StateForget,
-    item_chars_max: usize,
-    trimmed: &mut Vec<Trimmed>,
-) -> AgentState {
-    let mut remaining = state.clone();
-    // Items compare by their normalized text (rules 1 and 2), as duplicates do. The sets are only
-    // looked up, never iterated, so their order cannot leak into the result.
-    let key = |text: &str| normalize(text, item_chars_max).map(|item| item.text);
-    for rule in &FORGET_RULES {
-        let names: HashSet<String> = match rule.names {
-            ForgetNames::Listed(listed) => listed(forget).iter().filter_map(|n| key(n)).collect(),
-            ForgetNames::Everything(flag) if flag(forget) => field_items(&remaining, rule.from)
-                .iter()
-                .filter_map(|item| key(item))
-                .collect(),
-            ForgetNames::Everything(_) => continue,
-        };
-        if names.is_empty() {
-            continue;
-        }
-        // The update adds these back: forgetting them would only move them (and re-applying the
-        // update would move them again), so they stay where they are.
-        let added_back: HashSet<String> = field_items(update, rule.from)
-            .iter()
-            .filter_map(|item| key(item))
-            .collect();
-        let mut taken_keys = HashSet::new();
-        let mut taken = Vec::new();
-        let mut kept = Vec::new();
-        for item in take_field_items(&mut remaining, rule.from) {
-            match key(&item) {
-                Some(text) if names.contains(&text) && !added_back.contains(&text) => {
-                    // Unnormalized copies ("a", " a ") all go; only the first is reported, as
-                    // losing a duplicate loses nothing.
-                    if taken_keys.insert(text) {
-                        taken.push(item.trim().to_owned());
-                    }
-                }
-                _ => kept.push(item),
-            }
-        }
-        put_field_items(&mut remaining, rule.from, kept);
-        for item in taken {
-            if let Some(target) = rule.to {
-                // Appended as an existing item of the target: rule 3 then skips it if the target
-                // already has it, as it skips a duplicate addition.
-                list_mut(&mut remaining, target).push(item.clone());
-            }
-            let chars_before = item.chars().count();
-            trimmed.push(Trimmed {
-                field: rule.from,
-                item,
-                reason: rule.reason,
-                action: rule.action(),
-                chars_before,
-            });
-        }
-    }
-    remaining
-}
-
-/// The items of any field, `next_focus` as a list of at most one.
-fn field_items(state: &AgentState, field: StateField) -> &[String] {
-    match field {
-        StateField::NextFocus => state.next_focus.as_slice(),
-        _ => list(state, field),
-    }
-}
-
-/// Moves the items of any field out of `state`, leaving it empty.
-fn take_field_items(state: &mut AgentState, field: StateField) -> Vec<String> {
-    match field {
-        StateField::NextFocus => state.next_focus.take().into_iter().collect(),
-        _ => std::mem::take(list_mut(state, field)),
-    }
-}
-
-/// Puts back what [`take_field_items`] took, less what was forgotten (at most one `next_focus`).
-fn put_field_items(state: &mut AgentState, field: StateField, items: Vec<String>) {
-    match field {
-        StateField::NextFocus => state.next_focus = items.into_iter().next(),
-        _ => *list_mut(state, field) = items,
-    }
 }
 
 /// Rule 3 for one list field.
@@ -600,134 +420,6 @@ fn merge_focus(
         (None, None) => return None,
     };
     Some(keep_reporting(StateField::NextFocus, chosen, trimmed))
-}
-
-/// Rule 6. Returns the state that fits and its token count.
-fn fit_budget(
-    state: AgentState,
-    token_budget: usize,
-    tokens: &TokenCounter,
-    trimmed: &mut Vec<Trimmed>,
-) -> (AgentState, usize) {
-    let count = |candidate: &AgentState| tokens.count(&render(candidate));
-    let fits = |candidate: &AgentState| count(candidate) <= token_budget;
-    let whole = count(&state);
-    if whole <= token_budget {
-        return (state, whole);
-    }
-    let order = drop_order(&state);
-    // The smallest prefix of the drop order after which the state fits, by bisection: each probe
-    // renders and counts once, so a long state costs a few dozen counts, not one per item.
-    // Dropping lines only shortens the text; the answer is deterministic and fits either way.
-    let mut dropped_count = order.len();
-    if fits(&without_oldest(&state, &order)) {
-        let mut lacking = 0;
-        while dropped_count - lacking > 1 {
-            let middle = lacking + (dropped_count - lacking) / 2;
-            if fits(&without_oldest(&state, &order[..middle])) {
-                dropped_count = middle;
-            } else {
-                lacking = middle;
-            }
-        }
-    }
-    let mut cursors: Vec<(StateField, usize)> =
-        RENDER_ORDER.iter().map(|&field| (field, 0)).collect();
-    for &field in &order[..dropped_count] {
-        let Some((_, cursor)) = cursors.iter_mut().find(|(slot, _)| *slot == field) else {
-            continue;
-        };
-        if let Some(item) = list(&state, field).get(*cursor) {
-            trimmed.push(removed(field, item.clone(), TrimReason::TokenBudget));
-        }
-        *cursor += 1;
-    }
-    let mut result = without_oldest(&state, &order[..dropped_count]);
-    if !fits(&result) {
-        shorten_focus(&mut result, &fits, trimmed);
-    }
-    let result_tokens = count(&result);
-    (result, result_tokens)
-}
-
-/// `state` without the items `drops` names: for each field, as many of its oldest items as the
-/// field appears in `drops` (a prefix of [`drop_order`], so never more than the field holds).
-fn without_oldest(state: &AgentState, drops: &[StateField]) -> AgentState {
-    let mut candidate = state.clone();
-    for field in RENDER_ORDER {
-        let items = list_mut(&mut candidate, field);
-        let dropped = drops
-            .iter()
-            .filter(|f| **f == field)
-            .count()
-            .min(items.len());
-        items.drain(..dropped);
-    }
-    candidate
-}
-
-/// The order rule 6 drops items in: one entry per item, naming the field whose oldest item goes.
-fn drop_order(state: &AgentState) -> Vec<StateField> {
-    let mut order = vec![StateField::History; state.history.len()];
-    let mut lengths: Vec<(StateField, usize)> = BUDGET_TIE_ORDER
-        .iter()
-        .map(|&field| (field, list(state, field).len()))
-        .collect();
-    loop {
-        // `max_by_key` keeps the last maximum; reversing makes the tie order's first one win.
-        let longest = lengths.iter_mut().rev().max_by_key(|(_, length)| *length);
-        match longest {
-            Some((field, length)) if *length > 0 => {
-                order.push(*field);
-                *length -= 1;
-            }
-            _ => return order,
-        }
-    }
-}
-
-/// The last step of rule 6: the longest prefix of `next_focus` (with `…`) that fits, or none.
-fn shorten_focus(
-    state: &mut AgentState,
-    fits: &dyn Fn(&AgentState) -> bool,
-    trimmed: &mut Vec<Trimmed>,
-) {
-    let Some(focus) = state.next_focus.take() else {
-        return;
-    };
-    let chars_before = focus.chars().count();
-    let with_chars = |chars_max: usize| {
-        let mut candidate = state.clone();
-        candidate.next_focus = Some(shorten(&focus, chars_max)).filter(|text| !text.is_empty());
-        candidate
-    };
-    // Largest length that fits; 0 (no focus) always fits because the lists are empty by now.
-    let (mut fitting, mut too_long) = (0, chars_before);
-    while too_long - fitting > 1 {
-        let middle = fitting + (too_long - fitting) / 2;
-        if fits(&with_chars(middle)) {
-            fitting = middle;
-        } else {
-            too_long = middle;
-        }
-    }
-    let kept = shorten(&focus, fitting);
-    if kept.is_empty() {
-        trimmed.push(removed(
-            StateField::NextFocus,
-            focus,
-            TrimReason::TokenBudget,
-        ));
-    } else {
-        trimmed.push(Trimmed {
-            field: StateField::NextFocus,
-            item: kept.clone(),
-            reason: TrimReason::TokenBudget,
-            action: TrimAction::Shortened,
-            chars_before,
-        });
-        state.next_focus = Some(kept);
-    }
 }
 
 fn removed(field: StateField, item: String, reason: TrimReason) -> Trimmed {

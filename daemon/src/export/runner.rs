@@ -12,7 +12,7 @@ use crate::log::LogWriter;
 use crate::projection::domain::DomainProjections;
 use crate::projection::AppliedWatch;
 use crate::replay::for_each_record;
-use crate::sequencer::{Command, SequencerError, SequencerHandle};
+use crate::sequencer::{AppendInternal, SequencerError, SequencerHandle};
 use agentd_schemas::events::{
     DatasetBuildSpec, DatasetBuilt, Event, ExportFormat, ExportKind, ExportRecorded, ScheduleFired,
     ScheduleSlot,
@@ -440,11 +440,7 @@ impl Runner {
         let lsn = self
             .parts
             .sequencer
-            .call(|reply| Command::AppendInternal {
-                events,
-                actor,
-                reply,
-            })
+            .call(AppendInternal { events }, actor)
             .await?;
         let after = Lsn(lsn.0.saturating_sub(1)).max(self.ledger().applied);
         let log = self.parts.log.clone();

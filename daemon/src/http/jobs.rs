@@ -6,7 +6,7 @@ use super::{now_ms, ApiResult, AppState};
 use crate::auth::Role;
 use crate::http::auth_layer::CallerExt;
 use crate::projection::jobs::{self as job_projection, JobFilter};
-use crate::sequencer::Command;
+use crate::sequencer::{Cancel, Retry, Submit};
 use agentd_schemas::api::{
     BatchSubmitRequest, BatchSubmitResponse, JobListResponse, JobStateName, JobTransitionResponse,
     JobView, SubmitJobRequest, SubmitJobResponse,
@@ -40,11 +40,12 @@ pub async fn submit(
 ) -> ApiResult<(StatusCode, Json<SubmitJobResponse>)> {
     let mut answers = state
         .sequencer
-        .call(|reply| Command::Submit {
-            requests: vec![request],
-            actor: caller.actor(),
-            reply,
-        })
+        .call(
+            Submit {
+                requests: vec![request],
+            },
+            caller.actor(),
+        )
         .await?;
     let answer = answers
         .pop()
@@ -67,11 +68,12 @@ pub async fn submit_batch(
 ) -> ApiResult<(StatusCode, Json<BatchSubmitResponse>)> {
     let jobs = state
         .sequencer
-        .call(|reply| Command::Submit {
-            requests: request.jobs,
-            actor: caller.actor(),
-            reply,
-        })
+        .call(
+            Submit {
+                requests: request.jobs,
+            },
+            caller.actor(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(BatchSubmitResponse { jobs })))
 }
@@ -201,11 +203,7 @@ pub async fn cancel(
     Ok(Json(
         state
             .sequencer
-            .call(|reply| Command::Cancel {
-                job_id,
-                actor: caller.actor(),
-                reply,
-            })
+            .call(Cancel { job_id }, caller.actor())
             .await?,
     ))
 }
@@ -229,11 +227,7 @@ pub async fn retry(
     Ok(Json(
         state
             .sequencer
-            .call(|reply| Command::Retry {
-                job_id,
-                actor: caller.actor(),
-                reply,
-            })
+            .call(Retry { job_id }, caller.actor())
             .await?,
     ))
 }

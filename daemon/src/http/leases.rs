@@ -5,8 +5,8 @@ use super::extract::{parse_id, ApiJson};
 use super::{ApiResult, AppState};
 use crate::http::auth_layer::CallerExt;
 use crate::projection::jobs as job_projection;
-use crate::sequencer::Command;
 use crate::sequencer::LeaseGrantCore;
+use crate::sequencer::{Complete, CompleteMany, Fail, Heartbeat, Lease};
 use agentd_schemas::api::{
     CompleteItemResult, CompleteManyRequest, CompleteManyResponse, CompleteRequest, ErrorBody,
     FailRequest, HeartbeatResponse, JobTransitionResponse, LeaseGrant, LeaseRequest, LeaseResponse,
@@ -42,12 +42,7 @@ pub async fn lease(
         .min(timeout_cap_ms);
     let outcome = state
         .sequencer
-        .call(|reply| Command::Lease {
-            request,
-            wait_ms,
-            actor: caller.actor(),
-            reply,
-        })
+        .call(Lease { request, wait_ms }, caller.actor())
         .await?;
     if outcome.lsn.is_none() {
         return Ok(Json(LeaseResponse { leases: Vec::new() }));
@@ -173,11 +168,7 @@ pub async fn heartbeat(
     Ok(Json(
         state
             .sequencer
-            .call(|reply| Command::Heartbeat {
-                lease_id,
-                actor: caller.actor(),
-                reply,
-            })
+            .call(Heartbeat { lease_id }, caller.actor())
             .await?,
     ))
 }
@@ -210,13 +201,14 @@ pub async fn complete(
     Ok(Json(
         state
             .sequencer
-            .call(|reply| Command::Complete {
-                lease_id,
-                result: request.result,
-                log_tail: request.log_tail,
-                actor: caller.actor(),
-                reply,
-            })
+            .call(
+                Complete {
+                    lease_id,
+                    result: request.result,
+                    log_tail: request.log_tail,
+                },
+                caller.actor(),
+            )
             .await?,
     ))
 }
@@ -243,14 +235,15 @@ pub async fn fail(
     Ok(Json(
         state
             .sequencer
-            .call(|reply| Command::Fail {
-                lease_id,
-                error: request.error,
-                retryable,
-                log_tail: request.log_tail,
-                actor: caller.actor(),
-                reply,
-            })
+            .call(
+                Fail {
+                    lease_id,
+                    error: request.error,
+                    retryable,
+                    log_tail: request.log_tail,
+                },
+                caller.actor(),
+            )
             .await?,
     ))
 }
@@ -289,11 +282,7 @@ pub async fn complete_many(
     let lease_ids: Vec<LeaseId> = items.iter().map(|item| item.lease_id).collect();
     let (lsn, outcomes) = state
         .sequencer
-        .call(|reply| Command::CompleteMany {
-            items,
-            actor: caller.actor(),
-            reply,
-        })
+        .call(CompleteMany { items }, caller.actor())
         .await?;
     let results = lease_ids
         .into_iter()

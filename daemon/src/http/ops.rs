@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::{ApiResult, AppState};
-use crate::sequencer::{Command, DIGEST_HOLD_MAX};
+use crate::sequencer::{HoldForDigest, DIGEST_HOLD_MAX};
 use agentd_schemas::api::{DigestResponse, HealthResponse, ProjectionDigests};
 use agentd_schemas::ErrorCode;
 use agentd_schemas::Lsn;
@@ -63,10 +63,7 @@ pub async fn digest(State(state): State<AppState>) -> ApiResult<Json<DigestRespo
     let (release, released) = oneshot::channel::<()>();
     let queue = state
         .sequencer
-        .call(|reply| Command::HoldForDigest {
-            reply,
-            release: released,
-        })
+        .call(HoldForDigest { release: released }, None)
         .await?;
     // Nothing is appended past `queue.lsn` until `release` is sent or dropped.
     if !state.applied.wait_for(queue.lsn, DIGEST_APPLY_WAIT).await {

@@ -2,7 +2,7 @@
 
 use super::{ApiResult, AppState};
 use crate::http::auth_layer::CallerExt;
-use crate::sequencer::Command;
+use crate::sequencer::{Queues, SetPaused};
 use agentd_schemas::api::{QueueChangeResponse, QueueListResponse};
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
@@ -14,10 +14,7 @@ use axum::Json;
     responses((status = 200, description = "Every queue with its depth per state", body = agentd_schemas::api::QueueListResponse))
 )]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueListResponse>> {
-    let queues = state
-        .sequencer
-        .call(|reply| Command::Queues { reply })
-        .await?;
+    let queues = state.sequencer.call(Queues, None).await?;
     Ok(Json(QueueListResponse { queues }))
 }
 
@@ -37,12 +34,13 @@ pub async fn pause(
     Ok(Json(
         state
             .sequencer
-            .call(|reply| Command::SetPaused {
-                queue,
-                paused: true,
-                actor: caller.actor(),
-                reply,
-            })
+            .call(
+                SetPaused {
+                    queue,
+                    paused: true,
+                },
+                caller.actor(),
+            )
             .await?,
     ))
 }
@@ -63,12 +61,13 @@ pub async fn resume(
     Ok(Json(
         state
             .sequencer
-            .call(|reply| Command::SetPaused {
-                queue,
-                paused: false,
-                actor: caller.actor(),
-                reply,
-            })
+            .call(
+                SetPaused {
+                    queue,
+                    paused: false,
+                },
+                caller.actor(),
+            )
             .await?,
     ))
 }

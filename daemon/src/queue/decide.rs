@@ -2,13 +2,21 @@
 //! returns the events to append (and what to answer), or a [`DecideError`]; it never mutates
 //! state. Time (`now_ms`) and randomness (`jitter`, in `[0, 1)`) come in as arguments, so the
 //! decision is written into the events and replays need neither.
+//!
+//! Checks of a command's shape that need no state (names, tags, a submission's fields, a lease
+//! request, a log tail) are in `validate.rs`.
+
+mod validate;
+
+pub use validate::{validate_lease_ask, validate_name, validate_tags};
 
 use super::limits::QueueLimits;
 use super::state::{Job, JobStatus, QueueState};
-use agentd_schemas::api::{JobStateName, SubmitJobRequest, LOG_TAIL_BYTES_MAX};
+use agentd_schemas::api::{JobStateName, SubmitJobRequest};
 use agentd_schemas::events::{AfterFailure, Event, JobLeased, JobSubmitted, Tags};
 use agentd_schemas::{JobId, LeaseId, Lsn};
 use std::collections::HashMap;
+use validate::{checked_log_tail, validate_submit};
 
 /// Why a command was refused. Each maps to one HTTP status and stable code in the API layer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -99,70 +107,6 @@ pub struct Submitted {
     pub deduplicated_lsn: Option<Lsn>,
 }
 
-/// Validates names of queues, kinds and workers: 1..=max chars of `[A-Za-z0-9_.:/-]`.
-pub fn validate_name(field: &str, value: &str, max_chars: usize) -> Result<(), DecideError> {
-    if value.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if value.chars().count() > max_chars {
-        return Err(over_limit(
-            Limit::StringLength,
-            field,
-            format!("must be at most {max_chars} characters"),
-        ));
-    }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_.:/-".contains(*c)))
-    {
-        return Err(invalid(
-            field,
-            format!("contains {bad:?}; allowed are letters, digits and _ . : / -"),
-        ));
-    }
-    Ok(())
-}
-
-fn validate_text(field: &str, value: &str, max_chars: usize) -> Result<(), DecideError> {
-    if value.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if value.chars().count() > max_chars {
-        return Err(over_limit(
-            Limit::StringLength,
-            field,
-            format!("must be at most {max_chars} characters"),
-        ));
-    }
-    Ok(())
-}
-
-/// Validates worker or job tags (`gpu=a100`).
-pub fn validate_tags(field: &str, tags: &Tags, limits: &QueueLimits) -> Result<(), DecideError> {
-    if tags.len() > limits.tags_max {
-        return Err(over_limit(
-            Limit::Tags,
-            field,
-            format!(
-                "at most {} tags are allowed, got {}",
-                limits.tags_max,
-                tags.len()
-            ),
-        ));
-    }
-    for (key, value) in tags {
-        validate_name(&format!("{field}.key"), key, limits.tag_chars_max)?;
-        if value.chars().count() > limits.tag_chars_max {
-            return Err(over_limit(
-                Limit::StringLength,
-                format!("{field}.{key}"),
-                format!("must be at most {} characters", limits.tag_chars_max),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Decides a submit of one or more jobs (one atomic record). Idempotency keys are per queue; a
 /// key repeated inside the batch maps to the first job of the batch that used it.
 pub fn submit(
@@ -236,87 +180,6 @@ pub fn submit(
     })
 }
 
-fn validate_submit(
-    prefix: &str,
-    request: &SubmitJobRequest,
-    limits: &QueueLimits,
-    now_ms: u64,
-) -> Result<JobSubmitted, DecideError> {
-    let field = |name: &str| format!("{prefix}{name}");
-    validate_name(&field("queue"), &request.queue, limits.name_chars_max)?;
-    validate_name(&field("kind"), &request.kind, limits.name_chars_max)?;
-    let payload_json = serde_json::to_string(&request.payload)
-        .map_err(|error| invalid(field("payload"), error.to_string()))?;
-    if payload_json.len() > limits.payload_bytes_max {
-        return Err(DecideError::PayloadTooLarge {
-            field: field("payload"),
-            bytes: payload_json.len(),
-            max: limits.payload_bytes_max,
-        });
-    }
-    let run_at_ms = match (request.delay_ms, request.run_at_ms) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                field("delay_ms"),
-                "give either delay_ms or run_at_ms, not both",
-            ))
-        }
-        (Some(delay_ms), None) if delay_ms > limits.delay_ms_max => {
-            return Err(invalid(
-                field("delay_ms"),
-                format!("must be at most {} ms", limits.delay_ms_max),
-            ))
-        }
-        (Some(delay_ms), None) => now_ms + delay_ms,
-        (None, Some(run_at_ms)) if run_at_ms > now_ms + limits.delay_ms_max => {
-            return Err(invalid(
-                field("run_at_ms"),
-                format!("must be within {} ms from now", limits.delay_ms_max),
-            ))
-        }
-        (None, Some(run_at_ms)) => run_at_ms.max(now_ms),
-        (None, None) => now_ms,
-    };
-    let max_attempts = request.max_attempts.unwrap_or(limits.max_attempts_default);
-    if max_attempts == 0 || max_attempts > limits.max_attempts_max {
-        return Err(invalid(
-            field("max_attempts"),
-            format!("must be between 1 and {}", limits.max_attempts_max),
-        ));
-    }
-    let lease_ttl_ms = request.lease_ttl_ms.unwrap_or(limits.lease_ttl_ms_default);
-    if !(limits.lease_ttl_ms_min..=limits.lease_ttl_ms_max).contains(&lease_ttl_ms) {
-        return Err(invalid(
-            field("lease_ttl_ms"),
-            format!(
-                "must be between {} and {}",
-                limits.lease_ttl_ms_min, limits.lease_ttl_ms_max
-            ),
-        ));
-    }
-    let tags = request.tags.clone().unwrap_or_default();
-    validate_tags(&field("tags"), &tags, limits)?;
-    if let Some(task_id) = &request.task_id {
-        validate_text(&field("task_id"), task_id, limits.key_chars_max)?;
-    }
-    if let Some(key) = &request.idempotency_key {
-        validate_text(&field("idempotency_key"), key, limits.key_chars_max)?;
-    }
-    Ok(JobSubmitted {
-        job_id: JobId(0),
-        queue: request.queue.clone(),
-        kind: request.kind.clone(),
-        payload_json,
-        priority: request.priority.unwrap_or(0),
-        run_at_ms,
-        max_attempts,
-        lease_ttl_ms,
-        tags,
-        task_id: request.task_id.clone(),
-        idempotency_key: request.idempotency_key.clone(),
-    })
-}
-
 /// What a worker asks for when it leases.
 #[derive(Debug, Clone)]
 pub struct LeaseAsk<'a> {
@@ -326,33 +189,6 @@ pub struct LeaseAsk<'a> {
     pub max_jobs: u32,
 }
 
-/// Validates a lease request's shape (done once, before any long-poll wait).
-pub fn validate_lease_ask(ask: &LeaseAsk<'_>, limits: &QueueLimits) -> Result<(), DecideError> {
-    validate_name("worker_id", ask.worker_id, limits.name_chars_max)?;
-    if ask.queues.is_empty() {
-        return Err(invalid("queues", "must name at least one queue"));
-    }
-    if ask.queues.len() > limits.tags_max {
-        return Err(over_limit(
-            Limit::Items,
-            "queues",
-            format!("at most {} queues per lease request", limits.tags_max),
-        ));
-    }
-    for (position, queue) in ask.queues.iter().enumerate() {
-        validate_name(&format!("queues[{position}]"), queue, limits.name_chars_max)?;
-    }
-    validate_tags("tags", ask.tags, limits)?;
-    if ask.max_jobs == 0 || ask.max_jobs > limits.lease_jobs_max {
-        return Err(invalid(
-            "max_jobs",
-            format!("must be between 1 and {}", limits.lease_jobs_max),
-        ));
-    }
-    Ok(())
-}
-
-/// Decides which ready jobs a worker gets: best first across its (unpaused) queues, by priority,
 /// then eligibility time, then submission order; only jobs whose required tags the worker has.
 /// Call `state.promote_due(now_ms)` first. An empty event list means nothing matched.
 pub fn lease(
@@ -547,24 +383,6 @@ pub fn fail(
     })
 }
 
-/// A completion's or failure's `log_tail`, refused over [`LOG_TAIL_BYTES_MAX`] bytes. Unlike a
-/// failure's error it is not cut here: the worker already sent a tail, and a longer one is a
-/// client bug worth an answer. An empty tail is recorded as none.
-fn checked_log_tail(log_tail: Option<&str>) -> Result<Option<String>, DecideError> {
-    match log_tail {
-        Some(tail) if tail.len() > LOG_TAIL_BYTES_MAX => Err(over_limit(
-            Limit::StringLength,
-            "log_tail",
-            format!(
-                "{} bytes is over the limit of {LOG_TAIL_BYTES_MAX} bytes; send the last {LOG_TAIL_BYTES_MAX} bytes of the output",
-                tail.len()
-            ),
-        )),
-        Some("") | None => Ok(None),
-        Some(tail) => Ok(Some(tail.to_string())),
-    }
-}
-
 /// Expires every lease whose time is up at `now_ms`. `jitter` is called once per expired lease.
 pub fn expire_leases(
     state: &QueueState,
@@ -593,39 +411,74 @@ fn existing_job(state: &QueueState, job_id: JobId) -> Result<&Job, DecideError> 
     })
 }
 
-/// Cancels a scheduled, queued or leased job; its worker's next call gets `lease_lost`.
-pub fn cancel(state: &QueueState, now_ms: u64, job_id: JobId) -> Result<Decision<()>, DecideError> {
-    let job = existing_job(state, job_id)?;
-    match job.status {
-        JobStatus::Waiting { .. } | JobStatus::Leased { .. } => Ok(Decision {
-            events: vec![Event::JobCancelled { job_id }],
-            reply: (),
-        }),
-        _ => Err(DecideError::InvalidState {
-            job_id,
-            state: job.state_name(now_ms),
-            message: "only scheduled, queued or leased jobs can be cancelled".into(),
-        }),
+/// A change an operator makes to one job (`POST /v1/jobs/{job_id}/cancel` or `.../retry`): the
+/// same decision, with its own states it applies to and its own event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobChange {
+    /// Ends a scheduled, queued or leased job; its worker's next call gets `lease_lost`.
+    Cancel,
+    /// Puts a dead job back in its queue with a fresh set of attempts.
+    Retry,
+}
+
+impl JobChange {
+    fn applies_to(self, status: &JobStatus) -> bool {
+        match self {
+            JobChange::Cancel => {
+                matches!(status, JobStatus::Waiting { .. } | JobStatus::Leased { .. })
+            }
+            JobChange::Retry => matches!(status, JobStatus::Dead),
+        }
+    }
+
+    fn event(self, job_id: JobId, now_ms: u64) -> Event {
+        match self {
+            JobChange::Cancel => Event::JobCancelled { job_id },
+            JobChange::Retry => Event::JobRetried {
+                job_id,
+                run_at_ms: now_ms,
+            },
+        }
+    }
+
+    fn refusal(self) -> &'static str {
+        match self {
+            JobChange::Cancel => "only scheduled, queued or leased jobs can be cancelled",
+            JobChange::Retry => "only dead jobs can be retried",
+        }
     }
 }
 
-/// Puts a dead job back in its queue with a fresh set of attempts.
-pub fn retry(state: &QueueState, now_ms: u64, job_id: JobId) -> Result<Decision<()>, DecideError> {
+/// Decides an operator's [`JobChange`] of `job_id`, refused (`invalid_state`) for a job in a
+/// state the change does not apply to.
+pub fn change_job(
+    state: &QueueState,
+    now_ms: u64,
+    job_id: JobId,
+    change: JobChange,
+) -> Result<Decision<()>, DecideError> {
     let job = existing_job(state, job_id)?;
-    match job.status {
-        JobStatus::Dead => Ok(Decision {
-            events: vec![Event::JobRetried {
-                job_id,
-                run_at_ms: now_ms,
-            }],
-            reply: (),
-        }),
-        _ => Err(DecideError::InvalidState {
+    if !change.applies_to(&job.status) {
+        return Err(DecideError::InvalidState {
             job_id,
             state: job.state_name(now_ms),
-            message: "only dead jobs can be retried".into(),
-        }),
+            message: change.refusal().into(),
+        });
     }
+    Ok(Decision {
+        events: vec![change.event(job_id, now_ms)],
+        reply: (),
+    })
+}
+
+/// [`change_job`] with [`JobChange::Cancel`].
+pub fn cancel(state: &QueueState, now_ms: u64, job_id: JobId) -> Result<Decision<()>, DecideError> {
+    change_job(state, now_ms, job_id, JobChange::Cancel)
+}
+
+/// [`change_job`] with [`JobChange::Retry`].
+pub fn retry(state: &QueueState, now_ms: u64, job_id: JobId) -> Result<Decision<()>, DecideError> {
+    change_job(state, now_ms, job_id, JobChange::Retry)
 }
 
 /// Pauses (`paused = true`) or resumes a queue. Leases stop or restart; submits always work.

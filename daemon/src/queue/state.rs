@@ -10,7 +10,7 @@
 //!   is `(priority desc, run_at_ms, job_id)`, independent of promotion time.
 
 use agentd_schemas::api::JobStateName;
-use agentd_schemas::events::{AfterFailure, Event, JobSubmitted, LogRecord, Tags};
+use agentd_schemas::events::{AfterFailure, Event, JobLeased, JobSubmitted, LogRecord, Tags};
 use agentd_schemas::{JobId, LeaseId, Lsn};
 use sha2::{Digest, Sha256};
 use std::cmp::Reverse;
@@ -229,49 +229,12 @@ impl QueueState {
     fn apply_event(&mut self, lsn: Lsn, ts_ms: u64, event: &Event) {
         match event {
             Event::JobSubmitted(submitted) => self.apply_submitted(lsn, ts_ms, submitted),
-            Event::JobLeased(leased) => {
-                let Some(job) = self.jobs.get_mut(&leased.job_id) else {
-                    return;
-                };
-                let previous = std::mem::replace(
-                    &mut job.status,
-                    JobStatus::Leased {
-                        lease_id: leased.lease_id,
-                        worker_id: Arc::from(leased.worker_id.as_str()),
-                        expires_at_ms: leased.expires_at_ms,
-                        leased_at_ms: ts_ms,
-                    },
-                );
-                job.attempt = leased.attempt;
-                let (queue, priority) = (job.queue.clone(), job.priority);
-                self.leave_status(&queue, priority, leased.job_id, &previous);
-                self.queue_mut(&queue).leased_count += 1;
-                self.leases.insert(leased.lease_id, leased.job_id);
-                self.lease_expiries
-                    .insert((leased.expires_at_ms, leased.lease_id));
-                self.next_lease_id = self.next_lease_id.max(leased.lease_id.0 + 1);
-            }
+            Event::JobLeased(leased) => self.apply_leased(ts_ms, leased),
             Event::LeaseHeartbeat {
                 job_id,
                 lease_id,
-                expires_at_ms: new_expiry,
-            } => {
-                let Some(job) = self.jobs.get_mut(job_id) else {
-                    return;
-                };
-                if let JobStatus::Leased {
-                    lease_id: current,
-                    expires_at_ms,
-                    ..
-                } = &mut job.status
-                {
-                    if current == lease_id {
-                        self.lease_expiries.remove(&(*expires_at_ms, *lease_id));
-                        *expires_at_ms = *new_expiry;
-                        self.lease_expiries.insert((*new_expiry, *lease_id));
-                    }
-                }
-            }
+                expires_at_ms,
+            } => self.apply_heartbeat(*job_id, *lease_id, *expires_at_ms),
             Event::JobCompleted { job_id, .. } => {
                 self.transition(*job_id, ts_ms, JobStatus::Completed)
             }
@@ -312,6 +275,48 @@ impl QueueState {
             | Event::DatasetBuilt(_)
             | Event::DatasetSettingsRecorded(_)
             | Event::TrainingSettingsRecorded(_) => {}
+        }
+    }
+
+    fn apply_leased(&mut self, ts_ms: u64, leased: &JobLeased) {
+        let Some(job) = self.jobs.get_mut(&leased.job_id) else {
+            return;
+        };
+        let previous = std::mem::replace(
+            &mut job.status,
+            JobStatus::Leased {
+                lease_id: leased.lease_id,
+                worker_id: Arc::from(leased.worker_id.as_str()),
+                expires_at_ms: leased.expires_at_ms,
+                leased_at_ms: ts_ms,
+            },
+        );
+        job.attempt = leased.attempt;
+        let (queue, priority) = (job.queue.clone(), job.priority);
+        self.leave_status(&queue, priority, leased.job_id, &previous);
+        self.queue_mut(&queue).leased_count += 1;
+        self.leases.insert(leased.lease_id, leased.job_id);
+        self.lease_expiries
+            .insert((leased.expires_at_ms, leased.lease_id));
+        self.next_lease_id = self.next_lease_id.max(leased.lease_id.0 + 1);
+    }
+
+    /// Moves the expiry of `lease_id`, when it is still the job's lease.
+    fn apply_heartbeat(&mut self, job_id: JobId, lease_id: LeaseId, new_expiry_ms: u64) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if let JobStatus::Leased {
+            lease_id: current,
+            expires_at_ms,
+            ..
+        } = &mut job.status
+        {
+            if *current == lease_id {
+                self.lease_expiries.remove(&(*expires_at_ms, lease_id));
+                *expires_at_ms = new_expiry_ms;
+                self.lease_expiries.insert((new_expiry_ms, lease_id));
+            }
         }
     }
 

@@ -10,23 +10,52 @@
 //! before that record. If an append fails (disk full), every later in-flight frame fails too;
 //! the sequencer then rebuilds its state from the durable log and runs in careful mode (append,
 //! wait, then apply) until an append succeeds again.
+//!
+//! Each command is a type implementing [`SequencerCommand`] (`jobs.rs`, `lease.rs`, `queues.rs`,
+//! `domain.rs`, `internal.rs`): a pure `decide` against a [`DecideCx`] (state, limits, time, a
+//! jitter source) returns a [`Decided`]: events to append and how to answer with their LSN, an
+//! answer now, a long-poll to park, an answer after the frames in flight, or a digest hold.
+//! `execute.rs` carries out every decision the same way; `observe.rs` counts the record's job
+//! events, records its latencies and wakes the long-polls it may satisfy, once per record.
+//!
+//! A digest hold (`GET /v1/admin/digest`) is a state of the loop, not a wait inside it: while it
+//! lasts no command is taken and no timer appends, but durability outcomes of frames already
+//! in flight are still answered.
 
-mod commands;
+mod command;
+mod domain;
+mod execute;
+mod internal;
+mod jobs;
+mod lease;
+mod observe;
+mod queues;
 mod waiters;
+
+#[cfg(test)]
+mod decide_tests;
+#[cfg(test)]
+mod hold_tests;
 #[cfg(test)]
 mod wake_tests;
 
-pub use commands::{
-    Command, DomainOutcome, LeaseGrantCore, LeaseOutcome, QueueDigest, SequencerError,
-    DIGEST_HOLD_MAX,
+pub use command::{
+    AnswerWithLsn, Command, DecideCx, Decided, ReplyOf, Request, SequencerCommand, SequencerError,
 };
+pub use domain::DomainOutcome;
+pub use internal::{AppendInternal, HoldForDigest, QueueDigest, DIGEST_HOLD_MAX};
+pub use jobs::{
+    Cancel, Complete, CompleteMany, CompleteManyOutcome, Fail, Heartbeat, Retry, Submit,
+};
+pub use lease::{GrantedJob, Lease, LeaseGrantCore, LeaseOutcome};
+pub use queues::{Queues, SetPaused};
 
 use crate::log::{AppendError, LogReader, LogWriter};
 use crate::queue::{decide, QueueLimits, QueueState};
 use crate::replay::{drive, DriveError};
-use agentd_schemas::events::{encode_record, Event, LogRecord, RECORD_FORMAT_VERSION};
 use agentd_schemas::Lsn;
-use rand::Rng;
+use execute::{random_jitter, OnDurable};
+use internal::DigestHold;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -38,7 +67,7 @@ pub const COMMAND_QUEUE_CAPACITY: usize = 16_384;
 /// A frame queued at the writer whose outcome is not known yet.
 struct InFlight {
     rx: oneshot::Receiver<Result<Lsn, AppendError>>,
-    on_durable: Box<dyn FnOnce(Result<Lsn, AppendError>) + Send>,
+    on_durable: OnDurable,
 }
 
 /// Handle used by HTTP handlers to talk to the sequencer.
@@ -48,17 +77,28 @@ pub struct SequencerHandle {
 }
 
 impl SequencerHandle {
-    /// Sends a command built around a reply channel and waits for the answer.
-    pub async fn call<T>(
+    /// Sends a command on behalf of `actor` (the record's actor, if it appends one) and waits
+    /// for the answer.
+    pub async fn call<C>(
         &self,
-        build: impl FnOnce(oneshot::Sender<Result<T, SequencerError>>) -> Command,
-    ) -> Result<T, SequencerError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
+        command: C,
+        actor: Option<String>,
+    ) -> Result<ReplyOf<C>, SequencerError>
+    where
+        C: SequencerCommand,
+        Request<C>: Into<Command>,
+    {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            command,
+            actor,
+            reply,
+        };
         self.tx
-            .send(build(reply_tx))
+            .send(request.into())
             .await
             .map_err(|_| SequencerError::ShuttingDown)?;
-        reply_rx.await.map_err(|_| SequencerError::ShuttingDown)?
+        answer.await.map_err(|_| SequencerError::ShuttingDown)?
     }
 }
 
@@ -74,6 +114,8 @@ pub struct Sequencer {
     waiters: Waiters,
     /// Set after a failed append: append, wait, then apply, until one append succeeds.
     careful: bool,
+    /// Set while a digest hold is in force: no command is taken and nothing is appended.
+    hold: Option<DigestHold>,
     last_ts_ms: u64,
     lease_wait_ms_max: u64,
     lease_waiters_max: usize,
@@ -88,6 +130,24 @@ pub struct SequencerOptions {
 }
 
 impl Sequencer {
+    /// A sequencer over a state replayed up to the writer's durable LSN.
+    fn new(state: QueueState, writer: LogWriter, options: SequencerOptions) -> Self {
+        Sequencer {
+            next_lsn: state.last_lsn.next(),
+            last_ts_ms: state.last_ts_ms,
+            state,
+            limits: options.limits,
+            writer,
+            log: options.log,
+            in_flight: VecDeque::new(),
+            waiters: Waiters::default(),
+            careful: false,
+            hold: None,
+            lease_wait_ms_max: options.lease_wait_ms_max,
+            lease_waiters_max: options.lease_waiters_max,
+        }
+    }
+
     /// Starts the sequencer task over a state replayed up to the writer's durable LSN.
     pub fn spawn(
         state: QueueState,
@@ -95,25 +155,13 @@ impl Sequencer {
         options: SequencerOptions,
     ) -> (SequencerHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
-        let next_lsn = state.last_lsn.next();
-        let last_ts_ms = state.last_ts_ms;
-        let sequencer = Sequencer {
-            state,
-            limits: options.limits,
-            writer,
-            log: options.log,
-            next_lsn,
-            in_flight: VecDeque::new(),
-            waiters: Waiters::default(),
-            careful: false,
-            last_ts_ms,
-            lease_wait_ms_max: options.lease_wait_ms_max,
-            lease_waiters_max: options.lease_waiters_max,
-        };
+        let sequencer = Sequencer::new(state, writer, options);
         let task = tokio::spawn(sequencer.run(rx));
         (SequencerHandle { tx }, task)
     }
 
+    /// The loop: durability outcomes first (they answer callers), then the end of a digest
+    /// hold, then commands and timers, which wait while a hold is in force.
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut closed = false;
         loop {
@@ -121,9 +169,13 @@ impl Sequencer {
             let wake_at = self.next_wake_ms(now_ms).map(|at_ms| {
                 tokio::time::Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms))
             });
+            let holding = self.hold.is_some();
+            let has_in_flight = !self.in_flight.is_empty();
+            let in_flight = self.in_flight.front_mut().map(|front| &mut front.rx);
+            let hold = self.hold.as_mut();
             tokio::select! {
                 biased;
-                outcome = async { (&mut self.in_flight.front_mut().expect("guarded by the branch condition").rx).await }, if !self.in_flight.is_empty() => {
+                outcome = async move { in_flight.expect("guarded by the branch condition").await }, if has_in_flight => {
                     let in_flight = self.in_flight.pop_front().expect("front exists: just awaited it");
                     let outcome = outcome.unwrap_or(Err(AppendError::Closed));
                     let failed = outcome.is_err();
@@ -132,20 +184,26 @@ impl Sequencer {
                         self.recover_from_failed_append().await;
                     }
                 }
-                command = rx.recv(), if !closed => {
+                () = async move { hold.expect("guarded by the branch condition").ended().await }, if holding => {
+                    self.hold = None;
+                }
+                command = rx.recv(), if !closed && !holding => {
                     match command {
-                        Some(command) => self.handle(command).await,
+                        Some(command) => {
+                            let now_ms = self.now_ms();
+                            command.execute(&mut self, now_ms).await;
+                        }
                         None => closed = true,
                     }
                 }
-                _ = sleep_until_opt(wake_at) => {
+                _ = sleep_until_opt(wake_at), if !holding => {
                     self.on_timer().await;
                 }
             }
-            if closed && self.in_flight.is_empty() {
+            if closed && self.in_flight.is_empty() && self.hold.is_none() {
                 break;
             }
-            if self.waiters.wake_pending() {
+            if self.hold.is_none() && self.waiters.wake_pending() {
                 self.serve_waiters().await;
             }
         }
@@ -170,125 +228,15 @@ impl Sequencer {
 
     async fn on_timer(&mut self) {
         let now_ms = self.now_ms();
-        let events = decide::expire_leases(&self.state, &self.limits, now_ms, || {
-            rand::rng().random::<f64>()
-        });
+        let events = decide::expire_leases(&self.state, &self.limits, now_ms, random_jitter);
         if !events.is_empty() {
             let count = events.len() as u64;
             metrics::counter!("agentd_lease_expirations_total").increment(count);
-            let ready = commands::queues_made_ready(&self.state, &events);
             self.commit(now_ms, None, events, Box::new(|_| {})).await;
-            self.wake_waiters_of(&ready);
         }
         self.waiters.expire(now_ms);
         if self.state.next_due_ms().is_some_and(|due| due <= now_ms) {
             self.waiters.wake_all();
-        }
-    }
-
-    async fn handle(&mut self, command: Command) {
-        let now_ms = self.now_ms();
-        commands::handle(self, now_ms, command).await;
-    }
-
-    /// Appends `events` as one record, applies it, and calls `on_durable` when the writer
-    /// answers. Returns the LSN the record got.
-    async fn commit(
-        &mut self,
-        now_ms: u64,
-        actor: Option<String>,
-        events: Vec<Event>,
-        on_durable: Box<dyn FnOnce(Result<Lsn, AppendError>) + Send>,
-    ) -> Lsn {
-        let lsn = self.next_lsn;
-        let record = LogRecord {
-            ts_ms: now_ms,
-            actor,
-            events,
-        };
-        let payload = encode_record(&record);
-        metrics::counter!("agentd_events_appended_total").increment(record.events.len() as u64);
-        count_job_events(&record.events);
-        if self.careful {
-            let outcome = self
-                .writer
-                .append(lsn, RECORD_FORMAT_VERSION, payload)
-                .await;
-            if outcome.is_ok() {
-                self.careful = false;
-                self.next_lsn = lsn.next();
-                self.state.apply(lsn, &record);
-            }
-            on_durable(outcome);
-            return lsn;
-        }
-        match self
-            .writer
-            .enqueue(lsn, RECORD_FORMAT_VERSION, payload)
-            .await
-        {
-            Ok(rx) => {
-                self.next_lsn = lsn.next();
-                self.state.apply(lsn, &record);
-                self.in_flight.push_back(InFlight { rx, on_durable });
-            }
-            Err(error) => on_durable(Err(error)),
-        }
-        lsn
-    }
-
-    /// Calls `answer` once every frame now in flight is durable (at once when none is), with
-    /// the first failure if one fails. A decision that appended nothing, or a refusal, may rest
-    /// on a fact still in flight (a step recorded a moment ago); answering only after it is
-    /// durable keeps a 2xx or a 409 from resting on a record a crash or a full disk could take
-    /// back.
-    pub(super) fn after_in_flight(
-        &mut self,
-        answer: Box<dyn FnOnce(Result<(), AppendError>) + Send>,
-    ) {
-        match self.in_flight.back_mut() {
-            None => answer(Ok(())),
-            Some(last) => {
-                let earlier = std::mem::replace(&mut last.on_durable, Box::new(|_| {}));
-                last.on_durable = Box::new(move |outcome| {
-                    let for_answer = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
-                    earlier(outcome);
-                    answer(for_answer);
-                });
-            }
-        }
-    }
-
-    /// After a failed append, every later frame fails too. Wait for all of them, then rebuild the
-    /// state from what is durable and continue in careful mode.
-    async fn recover_from_failed_append(&mut self) {
-        while let Some(in_flight) = self.in_flight.pop_front() {
-            let outcome = in_flight.rx.await.unwrap_or(Err(AppendError::Closed));
-            (in_flight.on_durable)(outcome);
-        }
-        let durable_lsn = self.writer.durable_lsn();
-        tracing::warn!(%durable_lsn, "an append failed; rebuilding queue state from the durable log and appending carefully");
-        let log = self.log.clone();
-        let rebuilt =
-            tokio::task::spawn_blocking(move || replay_queue_state(&log, durable_lsn)).await;
-        match rebuilt {
-            Ok(Ok(state)) => {
-                self.state = state;
-                self.next_lsn = durable_lsn.next();
-                self.careful = true;
-                self.waiters.wake_all();
-            }
-            Ok(Err(error)) => crate::fatal(&format!(
-                "cannot rebuild queue state after a failed append: {error}"
-            )),
-            Err(error) => crate::fatal(&format!("queue state rebuild task failed: {error}")),
-        }
-    }
-
-    /// Notes that jobs may have become leasable in `queues`.
-    pub(super) fn wake_waiters_of(&mut self, queues: &[std::sync::Arc<str>]) {
-        for queue in queues {
-            self.waiters.wake_queue(queue);
         }
     }
 
@@ -299,88 +247,6 @@ impl Sequencer {
         if self.state.next_due_ms().is_some_and(|due| due <= now_ms) {
             self.state.promote_due(now_ms);
             self.waiters.wake_all();
-        }
-    }
-
-    /// Tries to satisfy the woken parked long-polls in arrival order.
-    async fn serve_waiters(&mut self) {
-        let now_ms = self.now_ms();
-        self.promote_due_jobs(now_ms);
-        for (arrival, waiter) in self.waiters.take_woken() {
-            if waiter.reply.is_closed() {
-                continue;
-            }
-            let ask = decide::LeaseAsk {
-                worker_id: &waiter.worker_id,
-                queues: &waiter.queues,
-                tags: &waiter.tags,
-                max_jobs: waiter.max_jobs,
-            };
-            let decision = decide::lease(&self.state, &self.limits, now_ms, &ask);
-            if decision.events.is_empty() {
-                self.waiters.park_back(arrival, waiter);
-                continue;
-            }
-            let grants = commands::grants_of(&self.state, &decision.events);
-            record_lease_latencies(&self.state, now_ms, &decision.events);
-            let reply = waiter.reply;
-            self.commit(
-                now_ms,
-                waiter.actor,
-                decision.events,
-                Box::new(move |outcome| {
-                    let _ignored_if_client_left = reply.send(
-                        outcome
-                            .map(|lsn| LeaseOutcome {
-                                lsn: Some(lsn),
-                                grants,
-                            })
-                            .map_err(SequencerError::from),
-                    );
-                }),
-            )
-            .await;
-        }
-    }
-}
-
-/// Counts the job events of a record by kind (`agentd_job_events_total`): a batch of 1000
-/// submissions costs one counter update, not 1000.
-fn count_job_events(events: &[Event]) {
-    use crate::metrics_catalog::JOB_EVENTS;
-    let mut counts = [0u64; JOB_EVENTS.len()];
-    for event in events {
-        let name = match event {
-            Event::JobSubmitted(_) => "job_submitted",
-            Event::JobLeased(_) => "job_leased",
-            Event::JobCompleted { .. } => "job_completed",
-            Event::JobFailed { .. } => "job_failed",
-            Event::JobCancelled { .. } => "job_cancelled",
-            Event::JobRetried { .. } => "job_retried",
-            _ => continue,
-        };
-        // Every name above is in JOB_EVENTS (the series registered at zero at start-up).
-        if let Some(position) = JOB_EVENTS.iter().position(|known| *known == name) {
-            counts[position] += 1;
-        }
-    }
-    for (name, count) in JOB_EVENTS.iter().zip(counts) {
-        if count > 0 {
-            metrics::counter!("agentd_job_events_total", "event" => *name).increment(count);
-        }
-    }
-}
-
-/// Records enqueue-to-start latency for jobs about to be leased.
-fn record_lease_latencies(state: &QueueState, now_ms: u64, events: &[Event]) {
-    for event in events {
-        if let Event::JobLeased(leased) = event {
-            if let Some(crate::queue::JobStatus::Waiting { run_at_ms }) =
-                state.job(leased.job_id).map(|job| &job.status)
-            {
-                metrics::histogram!("agentd_job_enqueue_to_start_seconds")
-                    .record(now_ms.saturating_sub(*run_at_ms) as f64 / 1000.0);
-            }
         }
     }
 }
@@ -414,10 +280,4 @@ pub fn replay_queue_state(log: &LogReader, up_to: Lsn) -> Result<QueueState, Dri
         |_| {},
     )?;
     Ok(state)
-}
-
-impl From<AppendError> for SequencerError {
-    fn from(error: AppendError) -> Self {
-        SequencerError::Append(error)
-    }
 }

@@ -5,7 +5,7 @@
 //! waiters of that queue, and a deadline passing answers only the waiters that are due: the cost
 //! of an event is proportional to the waiters it can concern, not to every parked worker.
 
-use super::commands::{LeaseOutcome, SequencerError};
+use super::{LeaseOutcome, SequencerError};
 use agentd_schemas::events::Tags;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tokio::sync::oneshot;

@@ -3,7 +3,7 @@
 
 use super::waiters::Waiter;
 use super::*;
-use agentd_schemas::events::{JobSubmitted, LogRecord};
+use agentd_schemas::events::{Event, JobSubmitted, LogRecord};
 use agentd_schemas::JobId;
 
 fn delayed_job_record(run_at_ms: u64) -> LogRecord {
@@ -29,25 +29,9 @@ fn delayed_job_record(run_at_ms: u64) -> LogRecord {
 #[tokio::test]
 async fn promoting_a_due_job_wakes_the_waiters_of_its_queue() {
     let dir = tempfile::tempdir().unwrap();
-    let options = crate::server::log_options(&crate::config::Config::default(), dir.path().into());
-    let (log, _) = crate::log::open(options).unwrap();
-    let reader = log.reader();
-    let writer = log.start_writer();
     let mut state = QueueState::new();
     state.apply(Lsn(1), &delayed_job_record(100));
-    let mut sequencer = Sequencer {
-        state,
-        limits: QueueLimits::default(),
-        writer: writer.clone(),
-        log: reader,
-        next_lsn: Lsn(2),
-        in_flight: VecDeque::new(),
-        waiters: Waiters::default(),
-        careful: false,
-        last_ts_ms: 1,
-        lease_wait_ms_max: 30_000,
-        lease_waiters_max: 10,
-    };
+    let (mut sequencer, writer) = super::hold_tests::sequencer_in(dir.path(), state);
     let (reply, _receiver) = oneshot::channel();
     sequencer.waiters.park(Waiter {
         worker_id: "w".into(),

@@ -6,7 +6,7 @@ use super::open::Opened;
 use super::tasks::Tasks;
 use crate::http::AppState;
 use crate::log::LogWriter;
-use crate::sequencer::{Command, Sequencer, SequencerHandle, SequencerOptions};
+use crate::sequencer::{AppendInternal, Queues, Sequencer, SequencerHandle, SequencerOptions};
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::path::PathBuf;
@@ -175,11 +175,7 @@ async fn record_settings(
         return Ok(());
     }
     sequencer
-        .call(|reply| Command::AppendInternal {
-            events,
-            actor: Some("agentd".to_owned()),
-            reply,
-        })
+        .call(AppendInternal { events }, Some("agentd".to_owned()))
         .await
         .context("cannot record the [datasets], [rewards] and [training] settings in the log")?;
     Ok(())
@@ -201,7 +197,7 @@ async fn update_gauges(
             handle.run_upkeep();
         }
         crate::data_dir_space::publish(&data_dir).await;
-        let Ok(queues) = sequencer.call(|reply| Command::Queues { reply }).await else {
+        let Ok(queues) = sequencer.call(Queues, None).await else {
             return;
         };
         let mut leased_total = 0;

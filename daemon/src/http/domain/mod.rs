@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::domain::decide::{DomainCommand, DomainReply};
 use crate::domain::tokens::{TokenCounter, UnknownEncoding};
 use crate::projection::domain::DomainProjections;
-use crate::sequencer::{Command, DomainOutcome};
+use crate::sequencer::DomainOutcome;
 use agentd_schemas::domain_api::SamplingRequest;
 use agentd_schemas::events::StateLimits;
 use agentd_schemas::ErrorCode;
@@ -136,14 +136,7 @@ async fn decide_and_apply(
         lsn,
         depends_on,
         reply,
-    } = state
-        .sequencer
-        .call(|reply| Command::Domain {
-            command,
-            actor,
-            reply,
-        })
-        .await?;
+    } = state.sequencer.call(command, actor).await?;
     if !state.applied.wait_for(depends_on, APPLY_WAIT).await {
         return Err(ApiError::new(ErrorCode::Timeout,
             format!(
