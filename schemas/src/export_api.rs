@@ -43,6 +43,11 @@ pub struct ExportManifest {
     /// Present for dataset builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetManifest>,
+    /// With a storage URL: where the export is copied, ending in `/`
+    /// (`<url>/exports/<export_id>/` or `<url>/datasets/<dataset_key>/<build_id>/`); a file's
+    /// URL is this plus its `path`. The copy's `manifest.json` is put after every file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// The dataset part of a build's manifest.
@@ -79,6 +84,10 @@ pub struct ExportView {
     pub to_lsn: Lsn,
     /// Absolute directory of the export on the daemon's machine.
     pub dir: String,
+    /// With a storage URL: the export's folder in object storage, ending in `/` (a file's URL
+    /// is this plus its `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub rows: u64,
     pub files: Vec<ExportedFile>,
     pub manifest_sha256: String,
@@ -199,6 +208,10 @@ pub struct DatasetBuildView {
     pub to_lsn: Lsn,
     /// Absolute directory of the build on the daemon's machine.
     pub dir: String,
+    /// With a storage URL: the build's folder in object storage, ending in `/` (a file's URL
+    /// is this plus its `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub rows: u64,
     pub files: Vec<ExportedFile>,
     pub manifest_sha256: String,

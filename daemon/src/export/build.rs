@@ -529,22 +529,21 @@ pub fn write_build(
         }
     };
     let files = files::publish(&dir, vec![group])?;
-    super::finish_manifest(
-        &dir,
-        &relative,
-        &id,
+    let head = super::ManifestHead {
+        relative,
+        id: id.clone(),
         kind,
-        ExportFormat::Parquet,
-        LsnRange {
+        format: ExportFormat::Parquet,
+        lsn_range: LsnRange {
             after: Lsn::ZERO,
             to,
         },
         tokenizer,
-        files,
-        Some(DatasetManifest {
+        dataset: Some(DatasetManifest {
             dataset_key: dataset_key(spec),
-            build_id: id.clone(),
+            build_id: id,
             request: spec.clone(),
         }),
-    )
+    };
+    super::finish_manifest(&dir, settings, head, files)
 }

@@ -26,6 +26,7 @@ mod records;
 pub mod replay;
 pub mod runner;
 pub(crate) mod steps;
+pub mod upload;
 /// A step as an export of `(after, to]` sees it (its facts logged by `to`).
 pub use steps::{view_at, StepView};
 
@@ -66,8 +67,11 @@ impl ExportSettings {
                 "shard_bytes_max and row_group_bytes_max must be positive".into(),
             ));
         }
+        let storage = crate::archive::open_configured(&config.storage)
+            .map_err(|error| ExportError::Settings(error.to_string()))?;
         Ok(ExportSettings {
             root: root.unwrap_or_else(|| data_dir.join(&exports.dir)),
+            storage,
             shard_bytes_max: exports.shard_bytes_max,
             row_group_bytes_max: exports.row_group_bytes_max,
             zstd_level: exports.zstd_level,
@@ -88,6 +92,19 @@ pub struct ExportSettings {
     /// The tiktoken encoding of agent-state token counts (`[state] encoding`), for manifests
     /// of step exports.
     pub state_encoding: String,
+    /// `[storage] url` opened: finished exports and builds are copied there (see [`upload`]),
+    /// and manifests give their URL under it (a setting in force, like the others: a rebuild
+    /// with the same config writes the same manifest).
+    pub storage: Option<crate::archive::ArchiveStore>,
+}
+
+impl ExportSettings {
+    /// The URL of an export directory (relative to the root) in the store, if one is set.
+    pub fn url_of(&self, relative: &str) -> Option<String> {
+        self.storage
+            .as_ref()
+            .map(|store| upload::url_of(&store.url, relative))
+    }
 }
 
 /// Why an export failed.
@@ -104,6 +121,12 @@ pub enum ExportError {
     Settings(String),
     #[error("{0}")]
     Invalid(String),
+    /// The files are complete on the daemon's disk but their copy to object storage failed;
+    /// the export is not recorded, and running it again copies the same files.
+    #[error(
+        "written locally but not copied to {object}: {detail}; run it again to retry the copy"
+    )]
+    Upload { object: String, detail: String },
 }
 
 impl ExportError {
@@ -233,17 +256,16 @@ pub fn write_export(
         )?,
     };
     let files = files::publish(&dir, groups)?;
-    finish_manifest(
-        &dir,
-        &id,
-        &id,
+    let head = ManifestHead {
+        relative: id.clone(),
+        id,
         kind,
         format,
-        LsnRange { after, to },
+        lsn_range: LsnRange { after, to },
         tokenizer,
-        files,
-        None,
-    )
+        dataset: None,
+    };
+    finish_manifest(&dir, settings, head, files)
 }
 
 /// The tiktoken encoding of the token counts in an export of `kind`: the agent-state encoding
@@ -311,18 +333,24 @@ fn read_existing(
     }))
 }
 
-/// Writes `manifest.json` (temp, fsync, rename) and returns the outcome.
-#[allow(clippy::too_many_arguments)] // every argument is a distinct manifest field
-fn finish_manifest(
-    dir: &Path,
-    relative: &str,
-    id: &str,
+/// What a manifest says besides its files.
+struct ManifestHead {
+    /// The directory relative to the exports root.
+    relative: String,
+    id: String,
     kind: ExportKind,
     format: ExportFormat,
     lsn_range: LsnRange,
     tokenizer: String,
-    files: Vec<files::FinalFile>,
     dataset: Option<agentd_schemas::export_api::DatasetManifest>,
+}
+
+/// Writes `manifest.json` (temp, fsync, rename) and returns the outcome.
+fn finish_manifest(
+    dir: &Path,
+    settings: &ExportSettings,
+    head: ManifestHead,
+    files: Vec<files::FinalFile>,
 ) -> Result<ExportOutcome, ExportError> {
     let files: Vec<ExportedFile> = files
         .into_iter()
@@ -335,16 +363,17 @@ fn finish_manifest(
         .collect();
     let manifest = ExportManifest {
         manifest_version: MANIFEST_VERSION,
-        export_id: id.to_owned(),
-        kind,
-        format,
-        lsn_range,
-        schema_version: kind.schema_version(),
-        tokenizer,
+        export_id: head.id,
+        kind: head.kind,
+        format: head.format,
+        lsn_range: head.lsn_range,
+        schema_version: head.kind.schema_version(),
+        tokenizer: head.tokenizer,
         agentd_version: env!("CARGO_PKG_VERSION").to_owned(),
         rows: files.iter().map(|file| file.rows).sum(),
         files,
-        dataset,
+        dataset: head.dataset,
+        url: settings.url_of(&head.relative),
     };
     // Plain data: serializing cannot fail.
     let mut bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
@@ -353,7 +382,7 @@ fn finish_manifest(
     Ok(ExportOutcome {
         manifest_sha256: files::sha256_hex(&bytes),
         manifest,
-        dir: relative.to_owned(),
+        dir: head.relative,
     })
 }
 

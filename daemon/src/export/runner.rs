@@ -364,6 +364,9 @@ impl Runner {
         .map_err(|error| {
             RunError::Export(ExportError::Invalid(format!("export task: {error}")))
         })??;
+        if let Some(store) = &self.settings.storage {
+            super::upload::copy_to_store(store, &self.settings.root, &outcome).await?;
+        }
         metrics::counter!("agentd_export_rows_total", "kind" => kind.as_str())
             .increment(outcome.manifest.rows);
         metrics::histogram!("agentd_export_duration_seconds", "kind" => kind.as_str())
@@ -414,6 +417,9 @@ impl Runner {
         .map_err(|error| {
             RunError::Export(ExportError::Invalid(format!("build task: {error}")))
         })??;
+        if let Some(store) = &self.settings.storage {
+            super::upload::copy_to_store(store, &self.settings.root, &outcome).await?;
+        }
         let event = DatasetBuilt {
             dataset_key: dataset_key(&spec),
             build_id: id.clone(),
