@@ -195,6 +195,12 @@ pub struct BuildArgs {
     /// the recorded sft_min_reward)
     #[arg(long)]
     pub view: Option<agentd_schemas::events::ExportKind>,
+    /// Label the build with the training run it is for (in its manifest's lineage)
+    #[arg(long)]
+    pub training_run_id: Option<String>,
+    /// Label the build with the session that asked for it
+    #[arg(long)]
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -231,6 +237,8 @@ pub async fn build(client: &Client, args: BuildArgs, json: bool) -> anyhow::Resu
         limit: args.limit,
         filters,
         view: args.view,
+        training_run_id: args.training_run_id,
+        session_id: args.session_id,
     };
     let answer: serde_json::Value = client.post("/v1/datasets/builds", &request).await?;
     if answer.get("code").and_then(|code| code.as_str())

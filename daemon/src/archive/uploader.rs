@@ -15,7 +15,7 @@ use super::progress::SharedProgress;
 use super::repair::check_objects;
 use super::segments::{
     list_local_segments, read_new_frames, read_range, read_verified, sha256_hex, NewFrames,
-    SegmentReadError,
+    SegmentReadError, VerifiedSegment,
 };
 use crate::log::{LogReader, Lsn};
 use object_store::{GetOptions, ObjectStoreExt, PutOptions, PutPayload};
@@ -411,24 +411,7 @@ impl Uploader {
                 last.last_lsn
             )));
         }
-        let dir = self.log_dir.clone();
-        let reader = self.reader.clone();
-        let wanted = last.clone();
-        let local = tokio::task::spawn_blocking(move || {
-            let segments = list_local_segments(&dir)?;
-            let Some(position) = segments
-                .iter()
-                .position(|segment| segment.first_lsn == wanted.first_lsn)
-            else {
-                return Ok(None);
-            };
-            let is_last = position + 1 == segments.len();
-            let path = segments[position].path.clone();
-            read_verified(&reader, &segments[position], wanted.last_lsn, false)
-                .map(|verified| Some((verified, is_last, path)))
-        })
-        .await??;
-        let Some((verified, is_last, path)) = local else {
+        let Some((verified, is_last, path)) = self.read_local_prefix(&last).await? else {
             return Err(diverged(format!(
                 "its segment {} is not in the local log",
                 last.name
@@ -460,6 +443,35 @@ impl Uploader {
             hasher,
         };
         Ok((manifest, cursor))
+    }
+}
+
+impl Uploader {
+    /// The local segment holding `wanted`'s frames read up to its last one (checked by the
+    /// log's reader), whether it is the local log's last segment, and its path; `None` when the
+    /// local log has no such segment. Listing the directory here, once at start, is fine.
+    async fn read_local_prefix(
+        &self,
+        wanted: &ManifestSegment,
+    ) -> Result<Option<(VerifiedSegment, bool, PathBuf)>, PassError> {
+        let dir = self.log_dir.clone();
+        let reader = self.reader.clone();
+        let (first_lsn, last_lsn) = (wanted.first_lsn, wanted.last_lsn);
+        let local = tokio::task::spawn_blocking(move || {
+            let segments = list_local_segments(&dir)?;
+            let Some(position) = segments
+                .iter()
+                .position(|segment| segment.first_lsn == first_lsn)
+            else {
+                return Ok::<_, SegmentReadError>(None);
+            };
+            let is_last = position + 1 == segments.len();
+            let path = segments[position].path.clone();
+            read_verified(&reader, &segments[position], last_lsn, false)
+                .map(|verified| Some((verified, is_last, path)))
+        })
+        .await??;
+        Ok(local)
     }
 }
 

@@ -410,8 +410,10 @@ impl Runner {
         let domain = self.parts.domain.clone();
         let settings = self.settings.clone();
         let for_build = spec.clone();
+        let key = dataset_key(&spec);
+        let parent = self.ledger().ledger.latest_build_id(&key);
         let outcome = tokio::task::spawn_blocking(move || {
-            build::write_build(&domain, &settings, &for_build, to)
+            build::write_build(&domain, &settings, &for_build, to, parent)
         })
         .await
         .map_err(|error| {

@@ -61,7 +61,6 @@ pub async fn copy_to_store(
         let key = object_key(store, &outcome.dir, name)?;
         upload_file(store, &local_dir.join(name), &key).await?;
     }
-    metrics::counter!("agentd_export_uploads_total").increment(1);
     Ok(())
 }
 

@@ -28,10 +28,16 @@ fn archive_config(dir: &Path, url: &str) -> std::path::PathBuf {
 }
 
 /// `AGENTD_TEST_STORAGE_URL` (scripts/test-s3 sets an s3:// bucket on a local S3 server) with a
-/// prefix of this run's own, else a `file://` directory under `dir`.
+/// prefix of this test's own, else a `file://` directory under `dir`.
 fn storage_url(dir: &Path) -> String {
     match std::env::var("AGENTD_TEST_STORAGE_URL") {
-        Ok(base) => format!("{}/run-{}", base.trim_end_matches('/'), std::process::id()),
+        // Tests run in parallel in one process: the temp dir's name keeps their prefixes apart.
+        Ok(base) => format!(
+            "{}/run-{}-{}",
+            base.trim_end_matches('/'),
+            std::process::id(),
+            dir.file_name().unwrap().to_string_lossy()
+        ),
         Err(_) => format!("file://{}", dir.join("archive").display()),
     }
 }
@@ -140,7 +146,8 @@ impl Bucket {
 
 /// Makes the store unreachable for a while: a `file://` root is moved away and a plain file put
 /// in its place (every put fails), an S3 server is stopped with SIGSTOP (requests hang until
-/// SIGCONT, as behind a network partition; scripts/test-s3 gives its pid).
+/// SIGCONT, as behind a network partition; scripts/test-s3 gives its pid and runs this test on
+/// its own, since every test of the run shares that server).
 struct Outage {
     how: Option<OutageKind>,
 }
@@ -164,7 +171,8 @@ impl Outage {
                 OutageKind::Dir { root, away }
             }
             Bucket::S3 { .. } => {
-                let pid: i32 = std::env::var("AGENTD_TEST_S3_PID").ok()?.parse().unwrap();
+                let pid = std::env::var("AGENTD_TEST_S3_PID").ok()?;
+                let pid: i32 = pid.parse().ok()?;
                 let pid = nix::unistd::Pid::from_raw(pid);
                 nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
                 OutageKind::Process(pid)

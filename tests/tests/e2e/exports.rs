@@ -674,8 +674,75 @@ async fn exports_and_builds_are_copied_to_object_storage_with_their_urls() {
     assert_eq!(old_form, listed);
     let shown = ctl_json(&url, &["datasets", "builds", "show", &build_id]);
     assert_eq!(shown["url"], build_url.as_str());
+    // A second build of the key, labelled: its lineage names the first as parent, the source
+    // dataset with its license and sha256, the settings in force and the labels.
+    let labelled = ctl_json(
+        &url,
+        &[
+            "datasets",
+            "build",
+            "--name",
+            "py",
+            "--version",
+            "v1",
+            "--view",
+            "trl_grpo",
+            "--limit",
+            "1",
+            "--training-run-id",
+            "run-7",
+            "--session-id",
+            "nb/1",
+        ],
+    )["build"]
+        .clone();
     let latest = ctl_json(&url, &["datasets", "builds", "latest", "py-v1"]);
-    assert_eq!(latest, shown);
+    assert_eq!(latest["build_id"], labelled["build_id"]);
+    let labelled_dir = Path::new(labelled["dir"].as_str().unwrap());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(labelled_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    let lineage = &manifest["dataset"]["lineage"];
+    assert_eq!(
+        lineage["parent_build_id"],
+        build_id.as_str(),
+        "{manifest:#}"
+    );
+    assert_eq!(lineage["training_run_id"], "run-7");
+    assert_eq!(lineage["session_id"], "nb/1");
+    assert_eq!(manifest["dataset"]["request"]["training_run_id"], "run-7");
+    let sources = lineage["sources"].as_array().unwrap();
+    assert!(!sources.is_empty(), "{lineage:#}");
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("_meta.json")).unwrap()).unwrap();
+    assert_eq!(sources[0]["license"], meta["license"], "{lineage:#}");
+    assert!(
+        sources[0]["sha256"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(meta["sha256"].as_str().unwrap()),
+        "{lineage:#}"
+    );
+    assert!(lineage["settings"]["zstd_level"].is_number(), "{lineage:#}");
+    let refused = agentctl(
+        &url,
+        &[
+            "datasets",
+            "build",
+            "--name",
+            "py",
+            "--version",
+            "v1",
+            "--session-id",
+            "a b",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("session_id: 1 to 128 characters"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let out = dir.path().join("fetched");
     ctl_json(
         &url,
