@@ -43,6 +43,11 @@ pub struct ExportManifest {
     /// Present for dataset builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetManifest>,
+    /// With a storage URL: where the export is copied, ending in `/`
+    /// (`<url>/exports/<export_id>/` or `<url>/datasets/<dataset_key>/<build_id>/`); a file's
+    /// URL is this plus its `path`. The copy's `manifest.json` is put after every file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// The dataset part of a build's manifest.
@@ -51,6 +56,49 @@ pub struct DatasetManifest {
     pub dataset_key: String,
     pub build_id: String,
     pub request: DatasetBuildSpec,
+    /// Where the rows came from and what shaped them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<BuildLineage>,
+}
+
+/// A build's lineage: all of it follows from the log and the settings, so a rebuild writes the
+/// same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BuildLineage {
+    /// The build of the same dataset key recorded before this one, if any.
+    pub parent_build_id: Option<String>,
+    /// The registered datasets the rows came from (a step's task names its dataset record),
+    /// by source and version.
+    pub sources: Vec<SourceDataset>,
+    /// The settings in force that shape the files.
+    pub settings: BuildSettings,
+    /// The labels given at build time (also in `request`).
+    pub training_run_id: Option<String>,
+    pub session_id: Option<String>,
+}
+
+/// A source dataset of a build, as registered (`agentctl ingest --meta`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SourceDataset {
+    pub source: String,
+    pub version: String,
+    /// SPDX license expression; null for a dataset whose metadata was never registered.
+    pub license: Option<String>,
+    /// sha256 of the source as downloaded, as registered.
+    pub sha256: Option<String>,
+    pub url: Option<String>,
+}
+
+/// The `[exports]` and encoding settings a build was written with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BuildSettings {
+    pub zstd_level: i32,
+    pub shard_bytes_max: u64,
+    pub row_group_bytes_max: u64,
+    /// `[datasets] encoding`: token counts of record rows.
+    pub datasets_encoding: String,
+    /// `[state] encoding`: token counts of step rows.
+    pub state_encoding: String,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -79,6 +127,10 @@ pub struct ExportView {
     pub to_lsn: Lsn,
     /// Absolute directory of the export on the daemon's machine.
     pub dir: String,
+    /// With a storage URL: the export's folder in object storage, ending in `/` (a file's URL
+    /// is this plus its `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub rows: u64,
     pub files: Vec<ExportedFile>,
     pub manifest_sha256: String,
@@ -188,6 +240,13 @@ pub struct DatasetBuildRequest {
     /// `trl_grpo`, `verl_rl`; trajectories: `trajectories` (default), `trl_sft`).
     #[serde(default)]
     pub view: Option<crate::events::ExportKind>,
+    /// A label: the training run the build is for (1 to 128 of `A-Za-z0-9._:/-`). Labels are
+    /// part of the request: the same request with another label is another build.
+    #[serde(default)]
+    pub training_run_id: Option<String>,
+    /// A label: the session that asked for the build (as `training_run_id`).
+    #[serde(default)]
+    pub session_id: Option<String>,
 }
 
 /// A recorded dataset build.
@@ -199,6 +258,10 @@ pub struct DatasetBuildView {
     pub to_lsn: Lsn,
     /// Absolute directory of the build on the daemon's machine.
     pub dir: String,
+    /// With a storage URL: the build's folder in object storage, ending in `/` (a file's URL
+    /// is this plus its `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub rows: u64,
     pub files: Vec<ExportedFile>,
     pub manifest_sha256: String,

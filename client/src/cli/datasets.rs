@@ -1,9 +1,10 @@
-//! `agentctl datasets list|stats|build`: registered datasets, the processed-splits report, and
-//! dataset builds (in `exports.rs`).
+//! `agentctl datasets list|stats|build|builds|latest`: registered datasets, the processed-splits
+//! report, dataset builds (`build` in `exports.rs`), and `builds list|show|latest|download`.
 
 use super::output::print_json;
 use crate::http_client::Client;
 use agentd_schemas::domain_api::{DatasetStatsResponse, RecordCountsView};
+use agentd_schemas::export_api::{DatasetBuildListResponse, DatasetBuildView};
 use clap::{Subcommand, ValueEnum};
 
 #[derive(Subcommand, Debug)]
@@ -20,19 +21,52 @@ pub enum DatasetsCommand {
     /// Build a dataset: select records (or trajectory steps), write Parquet and a manifest
     /// under `name-version/build_id` (same request over the same log, same rows in the same order)
     Build(super::exports::BuildArgs),
-    /// Recorded dataset builds, oldest first
+    /// Dataset builds: `builds list|show|latest|download` (`builds [--dataset-key K]` lists)
     Builds {
-        /// Only builds of this dataset key (`name-version`)
+        #[command(subcommand)]
+        command: Option<BuildsCommand>,
+        /// Only builds of this dataset key (`name-version`), when listing
         #[arg(long)]
         dataset_key: Option<String>,
     },
     /// The newest build of a dataset key (`name-version`), and with --download its files
+    /// (also `datasets builds latest KEY`)
     Latest {
         /// The dataset key, `name-version` (as `datasets build --name N --version V` made it)
         dataset_key: String,
         /// Download its files into this directory (checked against their recorded sha256)
         #[arg(long, value_name = "DIR")]
         download: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuildsCommand {
+    /// Recorded dataset builds, oldest first
+    List {
+        /// Only builds of this dataset key (`name-version`)
+        #[arg(long)]
+        dataset_key: Option<String>,
+    },
+    /// One build: its request, files, and where it is (local dir, object storage URL)
+    Show {
+        /// The build id (`bld_...`)
+        build_id: String,
+    },
+    /// The newest build of a dataset key (`name-version`)
+    Latest {
+        dataset_key: String,
+        /// Download its files into this directory (checked against their recorded sha256)
+        #[arg(long, value_name = "DIR")]
+        download: Option<std::path::PathBuf>,
+    },
+    /// Download a build's files over HTTP, each checked against its recorded sha256
+    Download {
+        /// The build id (`bld_...`)
+        build_id: String,
+        /// Directory to write the files into (created; default: the build id)
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
 }
 
@@ -74,56 +108,36 @@ pub async fn run(client: &Client, command: DatasetsCommand, json: bool) -> anyho
             Ok(())
         }
         DatasetsCommand::Build(args) => super::exports::build(client, args, json).await,
-        DatasetsCommand::Builds { dataset_key } => {
-            let path = match &dataset_key {
-                Some(key) => format!(
-                    "/v1/datasets/builds?dataset_key={}",
-                    crate::http_client::percent_encode(key)
-                ),
-                None => "/v1/datasets/builds".to_owned(),
-            };
-            let answer: agentd_schemas::export_api::DatasetBuildListResponse =
-                client.get(&path).await?;
-            if json {
-                return print_json(&answer);
+        DatasetsCommand::Builds {
+            command,
+            dataset_key,
+        } => match command.unwrap_or(BuildsCommand::List { dataset_key }) {
+            BuildsCommand::List { dataset_key } => list_builds(client, dataset_key, json).await,
+            BuildsCommand::Show { build_id } => {
+                let build = builds(client, None)
+                    .await?
+                    .builds
+                    .into_iter()
+                    .find(|build| build.build_id == build_id)
+                    .ok_or_else(|| anyhow::anyhow!("no dataset build {build_id}"))?;
+                if json {
+                    return print_json(&build);
+                }
+                print_build(&build);
+                Ok(())
             }
-            println!(
-                "{:<32} {:<22} {:<14} {:>8} {:>10}  DIR",
-                "DATASET", "BUILD", "VIEW", "LSN", "ROWS"
-            );
-            for build in &answer.builds {
-                let view = build.spec.view.map_or("-", |view| view.as_str());
-                println!(
-                    "{:<32} {:<22} {:<14} {:>8} {:>10}  {}",
-                    build.dataset_key, build.build_id, view, build.to_lsn.0, build.rows, build.dir
-                );
+            BuildsCommand::Latest {
+                dataset_key,
+                download,
+            } => latest(client, &dataset_key, download, json).await,
+            BuildsCommand::Download { build_id, out } => {
+                super::exports::download(client, &build_id, out, json).await
             }
-            Ok(())
-        }
+        },
         DatasetsCommand::Latest {
             dataset_key,
             download,
-        } => {
-            let build: agentd_schemas::export_api::DatasetBuildView = client
-                .get(&format!(
-                    "/v1/datasets/builds/{}/latest",
-                    crate::http_client::percent_encode(&dataset_key)
-                ))
-                .await?;
-            match download {
-                Some(dir) => {
-                    super::exports::download(client, &build.build_id, Some(dir), json).await
-                }
-                None if json => print_json(&build),
-                None => {
-                    println!(
-                        "{} {} (lsn {}, {} rows) {}",
-                        build.dataset_key, build.build_id, build.to_lsn.0, build.rows, build.dir
-                    );
-                    Ok(())
-                }
-            }
-        }
+        } => latest(client, &dataset_key, download, json).await,
         DatasetsCommand::Stats { format } => {
             if json || format == StatsFormat::Json {
                 // The answer as the daemon sent it, so no field is lost in a round trip.
@@ -134,6 +148,98 @@ pub async fn run(client: &Client, command: DatasetsCommand, json: bool) -> anyho
             print!("{}", markdown(&stats));
             Ok(())
         }
+    }
+}
+
+async fn builds(
+    client: &Client,
+    dataset_key: Option<&str>,
+) -> anyhow::Result<DatasetBuildListResponse> {
+    let path = match dataset_key {
+        Some(key) => format!(
+            "/v1/datasets/builds?dataset_key={}",
+            crate::http_client::percent_encode(key)
+        ),
+        None => "/v1/datasets/builds".to_owned(),
+    };
+    Ok(client.get(&path).await?)
+}
+
+async fn list_builds(
+    client: &Client,
+    dataset_key: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let answer = builds(client, dataset_key.as_deref()).await?;
+    if json {
+        return print_json(&answer);
+    }
+    println!(
+        "{:<32} {:<22} {:<14} {:>8} {:>10}  WHERE",
+        "DATASET", "BUILD", "VIEW", "LSN", "ROWS"
+    );
+    for build in &answer.builds {
+        let view = build.spec.view.map_or("-", |view| view.as_str());
+        println!(
+            "{:<32} {:<22} {:<14} {:>8} {:>10}  {}",
+            build.dataset_key,
+            build.build_id,
+            view,
+            build.to_lsn.0,
+            build.rows,
+            build.url.as_deref().unwrap_or(&build.dir)
+        );
+    }
+    Ok(())
+}
+
+async fn latest(
+    client: &Client,
+    dataset_key: &str,
+    download: Option<std::path::PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let build: DatasetBuildView = client
+        .get(&format!(
+            "/v1/datasets/builds/{}/latest",
+            crate::http_client::percent_encode(dataset_key)
+        ))
+        .await?;
+    match download {
+        Some(dir) => super::exports::download(client, &build.build_id, Some(dir), json).await,
+        None if json => print_json(&build),
+        None => {
+            println!(
+                "{} {} (lsn {}, {} rows) {}",
+                build.dataset_key,
+                build.build_id,
+                build.to_lsn.0,
+                build.rows,
+                build.url.as_deref().unwrap_or(&build.dir)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print_build(build: &DatasetBuildView) {
+    println!("build:    {}", build.build_id);
+    println!("dataset:  {}", build.dataset_key);
+    println!(
+        "to lsn:   {} (recorded at lsn {})",
+        build.to_lsn.0, build.recorded_lsn.0
+    );
+    println!("rows:     {}", build.rows);
+    println!("dir:      {}", build.dir);
+    if let Some(url) = &build.url {
+        println!("url:      {url}");
+    }
+    println!("manifest: sha256 {}", build.manifest_sha256);
+    for file in &build.files {
+        println!(
+            "  {}  {} rows  {} bytes  sha256 {}",
+            file.path, file.rows, file.bytes, file.sha256
+        );
     }
 }
 

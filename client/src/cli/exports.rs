@@ -224,6 +224,12 @@ pub struct BuildArgs {
     /// the recorded sft_min_reward)
     #[arg(long)]
     pub view: Option<agentd_schemas::events::ExportKind>,
+    /// Label the build with the training run it is for (in its manifest's lineage)
+    #[arg(long)]
+    pub training_run_id: Option<String>,
+    /// Label the build with the session that asked for it
+    #[arg(long)]
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -260,6 +266,8 @@ pub async fn build(client: &Client, args: BuildArgs, json: bool) -> anyhow::Resu
         limit: args.limit,
         filters,
         view: args.view,
+        training_run_id: args.training_run_id,
+        session_id: args.session_id,
     };
     let Some(answer) = post_unless_running::<DatasetBuildResponse, _>(
         client,

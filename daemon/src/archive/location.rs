@@ -151,6 +151,7 @@ impl StorageUrl {
         };
         Ok(ArchiveStore {
             store,
+            root: self.prefix.clone(),
             log_prefix: self.prefix.clone().join("log"),
             url: self.text.clone(),
         })
@@ -198,6 +199,8 @@ fn install_tls_crypto_provider() {
 #[derive(Debug, Clone)]
 pub struct ArchiveStore {
     pub store: Arc<dyn ObjectStore>,
+    /// The URL's key prefix: `log/`, `exports/` and `datasets/` go under it.
+    pub root: ObjectPath,
     /// `<prefix>/log`: segment objects and `manifest.json`.
     pub log_prefix: ObjectPath,
     /// The URL as configured, for messages.

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 pub const MANIFEST_NAME: &str = "manifest.json";
 /// `format` of a manifest, so a stray JSON file is not mistaken for one.
 pub const MANIFEST_FORMAT: &str = "agentd-log-archive";
-/// The one manifest version this daemon writes and reads.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The manifest version this daemon writes. Version 1 (no `parts`: an unsealed segment's object
+/// `<name>` held its prefix) is still read, and upcast on reading.
+pub const MANIFEST_VERSION: u32 = 2;
+/// The first manifest version, read and upcast to [`MANIFEST_VERSION`].
+const MANIFEST_VERSION_1: u32 = 1;
 /// Bytes of a segment header (docs/log-format.md): an archived segment is at least this.
 pub const SEGMENT_HEADER_BYTES: u64 = 24;
 
@@ -45,9 +48,40 @@ pub struct ManifestSegment {
     pub bytes: u64,
     /// sha256 of those bytes, lowercase hex.
     pub sha256: String,
-    /// True once the segment was rolled: its object is final. False for the active segment's
-    /// durable prefix, which the next pass replaces with a longer one.
+    /// True once the segment was rolled: its object `<name>` is final and whole. False for the
+    /// active segment's durable prefix, which is held by `parts` instead.
     pub sealed: bool,
+    /// An unsealed segment's prefix as immutable chunk objects, in byte order, contiguous from
+    /// byte 0 to `bytes`. Empty (and not written) for a sealed segment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<ManifestPart>,
+}
+
+/// One chunk of an unsealed segment: bytes `from..to` of the segment are the first `to - from`
+/// bytes of the object `<url>/log/<object>` (chunks are written exactly that long; an object
+/// upcast from a version 1 manifest may be longer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestPart {
+    /// Object name under `log/`: `<segment name>.part-<from>-<to>` (or the segment name itself
+    /// for a prefix archived whole by an older daemon or before a restore).
+    pub object: String,
+    pub from: u64,
+    pub to: u64,
+    /// sha256 of the bytes `from..to`, lowercase hex.
+    pub sha256: String,
+}
+
+impl ManifestPart {
+    /// Bytes of the segment this part holds.
+    pub fn len_bytes(&self) -> u64 {
+        self.to - self.from
+    }
+}
+
+/// `<segment name>.part-<from>-<to>`: a chunk object's name says which bytes it holds.
+pub fn part_object_name(segment_name: &str, from: u64, to: u64) -> String {
+    format!("{segment_name}.part-{from}-{to}")
 }
 
 /// A manifest that cannot be trusted, or an entry that does not continue it.
@@ -76,9 +110,25 @@ pub fn segment_file_name(first_lsn: u64) -> String {
 }
 
 impl Manifest {
-    /// Parses and checks a downloaded manifest.
+    /// Parses and checks a downloaded manifest; a version 1 manifest is upcast (its unsealed
+    /// segment becomes one part: the prefix of the object named like the segment).
     pub fn from_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest = serde_json::from_slice(bytes)?;
+        let mut manifest: Manifest = serde_json::from_slice(bytes)?;
+        if manifest.format == MANIFEST_FORMAT && manifest.version == MANIFEST_VERSION_1 {
+            if manifest
+                .segments
+                .iter()
+                .any(|segment| !segment.parts.is_empty())
+            {
+                return Err(ManifestError::Invalid(
+                    "a version 1 manifest has no parts".to_owned(),
+                ));
+            }
+            manifest.version = MANIFEST_VERSION;
+            for segment in manifest.segments.iter_mut().filter(|s| !s.sealed) {
+                segment.parts = vec![segment.whole_prefix_part()];
+            }
+        }
         manifest.check()?;
         Ok(manifest)
     }
@@ -96,6 +146,11 @@ impl Manifest {
         self.segments
             .iter()
             .find(|segment| segment.first_lsn == first_lsn)
+    }
+
+    /// The entry of the last segment, mutable (a restored log goes on in it).
+    pub fn last_entry_mut(&mut self) -> Option<&mut ManifestSegment> {
+        self.segments.last_mut()
     }
 
     /// Adds `entry`, or replaces the last entry when it is a longer prefix (or the sealed whole)
@@ -154,15 +209,10 @@ impl Manifest {
                     "is {} bytes, shorter than a segment header",
                     segment.bytes
                 ))
-            } else if segment.sha256.len() != 64
-                || !segment
-                    .sha256
-                    .bytes()
-                    .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
-            {
+            } else if !is_sha256_hex(&segment.sha256) {
                 Some(format!("has a malformed sha256 {:?}", segment.sha256))
             } else {
-                None
+                segment.parts_problem()
             };
             if let Some(problem) = problem {
                 return invalid(format!("segment {} {problem}", segment.name));
@@ -180,19 +230,93 @@ impl Manifest {
     }
 }
 
+impl ManifestSegment {
+    /// The segment's archived prefix as held by the object named like the segment.
+    pub fn whole_prefix_part(&self) -> ManifestPart {
+        ManifestPart {
+            object: self.name.clone(),
+            from: 0,
+            to: self.bytes,
+            sha256: self.sha256.clone(),
+        }
+    }
+
+    /// Objects this entry names: the segment object when sealed, else its parts.
+    pub fn objects(&self) -> Vec<&str> {
+        if self.sealed {
+            vec![self.name.as_str()]
+        } else {
+            self.parts.iter().map(|part| part.object.as_str()).collect()
+        }
+    }
+
+    /// Sealed: no parts. Unsealed: parts contiguous from byte 0 to `bytes`, each named for this
+    /// segment, with a well-formed digest.
+    fn parts_problem(&self) -> Option<String> {
+        if self.sealed {
+            return (!self.parts.is_empty()).then(|| "is sealed but lists parts".to_owned());
+        }
+        let mut expected_from = 0;
+        for part in &self.parts {
+            let problem = if part.from != expected_from || part.to <= part.from {
+                Some(format!(
+                    "covers bytes {} to {} but the segment continues at byte {expected_from}",
+                    part.from, part.to
+                ))
+            } else if part.object != self.name
+                && part.object != part_object_name(&self.name, part.from, part.to)
+            {
+                Some(format!(
+                    "is not named {}",
+                    part_object_name(&self.name, part.from, part.to)
+                ))
+            } else if !is_sha256_hex(&part.sha256) {
+                Some(format!("has a malformed sha256 {:?}", part.sha256))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Some(format!("part {} {problem}", part.object));
+            }
+            expected_from = part.to;
+        }
+        (expected_from != self.bytes).then(|| {
+            format!(
+                "is {} bytes but its parts end at byte {expected_from}",
+                self.bytes
+            )
+        })
+    }
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn entry(first_lsn: u64, last_lsn: u64, sealed: bool) -> ManifestSegment {
-        ManifestSegment {
+        let mut entry = ManifestSegment {
             name: segment_file_name(first_lsn),
             first_lsn,
             last_lsn,
             bytes: 24 + 30 * (last_lsn + 1).saturating_sub(first_lsn),
             sha256: "ab".repeat(32),
             sealed,
+            parts: Vec::new(),
+        };
+        if !sealed {
+            entry.parts = vec![ManifestPart {
+                object: part_object_name(&entry.name, 0, entry.bytes),
+                ..entry.whole_prefix_part()
+            }];
         }
+        entry
     }
 
     #[test]
@@ -203,7 +327,7 @@ mod tests {
         let expected = format!(
             r#"{{
   "format": "agentd-log-archive",
-  "version": 1,
+  "version": 2,
   "last_lsn": 2,
   "segments": [
     {{
@@ -221,6 +345,74 @@ mod tests {
         );
         assert_eq!(text, expected);
         assert_eq!(Manifest::from_json(text.as_bytes()).unwrap(), manifest);
+    }
+
+    #[test]
+    fn an_unsealed_segment_is_its_parts_in_byte_order() {
+        let mut manifest = Manifest::default();
+        let mut active = entry(1, 3, false);
+        active.parts = vec![
+            ManifestPart {
+                object: part_object_name(&active.name, 0, 50),
+                from: 0,
+                to: 50,
+                sha256: "cd".repeat(32),
+            },
+            ManifestPart {
+                object: part_object_name(&active.name, 50, active.bytes),
+                from: 50,
+                to: active.bytes,
+                sha256: "ef".repeat(32),
+            },
+        ];
+        manifest.record(active.clone()).unwrap();
+        let text = String::from_utf8(manifest.to_json()).unwrap();
+        assert!(
+            text.contains(r#""object": "00000000000000000001.seg.part-50-114""#),
+            "{text}"
+        );
+        assert_eq!(Manifest::from_json(text.as_bytes()).unwrap(), manifest);
+        let mut gap = active.clone();
+        gap.parts[1].from = 51;
+        let error = Manifest::default().record(gap).unwrap_err().to_string();
+        assert!(error.contains("continues at byte 50"), "{error}");
+        let mut short = active.clone();
+        short.bytes += 1;
+        let error = Manifest::default().record(short).unwrap_err().to_string();
+        assert!(error.contains("parts end at byte 114"), "{error}");
+        let mut misnamed = active.clone();
+        misnamed.parts[1].object = "other".into();
+        assert!(Manifest::default().record(misnamed).is_err());
+        let mut sealed_with_parts = active;
+        sealed_with_parts.sealed = true;
+        let error = Manifest::default()
+            .record(sealed_with_parts)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sealed but lists parts"), "{error}");
+    }
+
+    /// Version 1 (written before chunked uploads): the unsealed segment's object held its prefix.
+    #[test]
+    fn a_version_1_manifest_is_upcast() {
+        let sha = "ab".repeat(32);
+        let v1 = format!(
+            r#"{{"format":"agentd-log-archive","version":1,"last_lsn":5,"segments":[
+            {{"name":"00000000000000000001.seg","first_lsn":1,"last_lsn":3,"bytes":84,"sha256":"{sha}","sealed":true}},
+            {{"name":"00000000000000000004.seg","first_lsn":4,"last_lsn":5,"bytes":64,"sha256":"{sha}","sealed":false}}]}}"#
+        );
+        let manifest = Manifest::from_json(v1.as_bytes()).unwrap();
+        assert_eq!(manifest.version, 2);
+        assert!(manifest.segments[0].parts.is_empty());
+        assert_eq!(
+            manifest.segments[1].parts,
+            vec![ManifestPart {
+                object: "00000000000000000004.seg".into(),
+                from: 0,
+                to: 64,
+                sha256: sha.clone()
+            }]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The log archive on object storage (`[storage] url`, docs/storage.md): a background task
-//! uploads sealed segments and, every `archive_interval_ms`, the active segment's durable prefix,
+//! uploads sealed segments and, every `archive_interval_ms`, the active segment's new durable bytes
+//! as a chunk object,
 //! each checked frame by frame by the log's reader, with a checksum manifest uploaded last; and
 //! `agentd restore`, which downloads, verifies and lays the log out in an empty data directory.
 //!
@@ -7,13 +8,17 @@
 //! - The archiver only reads the log (a clone of the daemon's reader, up to the durable LSN);
 //!   it never sends anything to the writer or the sequencer, so no append waits for an upload.
 //! - An object named in the manifest is complete: objects are put whole (atomic per object),
-//!   and the manifest is put after the objects it names.
+//!   and the manifest is put after the objects it names. Objects are immutable once named,
+//!   except a sealed segment's, put again only with the same bytes; superseded chunks are
+//!   deleted only after a manifest that no longer names them is up.
 //! - The archiver never writes to an archive whose last segment is not a prefix of the local
 //!   log; restore never writes into a data directory that already holds a log.
 
+mod chunks;
 mod location;
 pub mod manifest;
 mod progress;
+mod repair;
 pub mod restore;
 mod segments;
 mod uploader;
@@ -84,6 +89,8 @@ impl Archiver {
             durable,
             progress,
             manifest: None,
+            cursor: None,
+            garbage: Vec::new(),
         };
         let interval = Duration::from_millis(config.archive_interval_ms);
         let uploader = tokio::spawn(uploader::run(uploader, interval, stop_rx));

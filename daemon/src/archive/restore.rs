@@ -4,7 +4,7 @@
 //! rebuilds its projections from that log as at any start.
 
 use super::location::{ArchiveStore, StorageUrl, StorageUrlError};
-use super::manifest::{Manifest, ManifestError, ManifestSegment};
+use super::manifest::{Manifest, ManifestError, ManifestPart, ManifestSegment};
 use super::segments::{read_verified, sha256_hex, LocalSegment};
 use crate::log::{self, LogError, LogOptions, LogReader};
 use crate::server::DataPaths;
@@ -188,55 +188,87 @@ async fn fetch_manifest(store: &ArchiveStore) -> Result<Manifest, RestoreError> 
     Ok(Manifest::from_json(&bytes)?)
 }
 
-/// Downloads one segment object into `staging`, keeping the prefix the manifest describes (the
-/// active segment's object may already hold a longer one) once its sha256 matches.
+/// Downloads one archived segment into `staging`: a sealed one is its object, an unsealed one
+/// the concatenation of its parts. Each object's prefix is checked against its sha256 as it
+/// comes, and the whole segment against the entry's, before the file is written.
 async fn download_segment(
     store: &ArchiveStore,
     entry: &ManifestSegment,
     staging: &Path,
 ) -> Result<u64, RestoreError> {
-    let path = store.segment_path(&entry.name);
+    let pieces = if entry.sealed {
+        vec![entry.whole_prefix_part()]
+    } else {
+        entry.parts.clone()
+    };
+    let mut segment = Vec::with_capacity(entry.bytes as usize);
+    for piece in &pieces {
+        let bytes = download_piece(store, piece).await?;
+        segment.extend_from_slice(&bytes);
+    }
+    let sha256 = sha256_hex(&segment);
+    if sha256 != entry.sha256 {
+        return Err(RestoreError::Damaged {
+            object: store.describe(&store.segment_path(&entry.name)),
+            detail: format!(
+                "sha256 of its {} bytes put together from {} part(s) is {sha256}, the manifest says {}",
+                entry.bytes,
+                pieces.len(),
+                entry.sha256
+            ),
+        });
+    }
+    let file_path = staging.join(&entry.name);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut file = std::fs::File::create_new(&file_path).map_err(io_error(&file_path))?;
+        file.write_all(&segment).map_err(io_error(&file_path))?;
+        file.sync_all().map_err(io_error(&file_path))
+    })
+    .await??;
+    Ok(entry.bytes)
+}
+
+/// The bytes one object holds for the manifest: the first `to - from` bytes of it, checked
+/// against the part's sha256. A missing or short object is named as a partial upload.
+async fn download_piece(
+    store: &ArchiveStore,
+    piece: &ManifestPart,
+) -> Result<bytes::Bytes, RestoreError> {
+    let path = store.segment_path(&piece.object);
+    let damaged = |detail: String| RestoreError::Damaged {
+        object: store.describe(&path),
+        detail,
+    };
     let download_error = |source| RestoreError::Download {
         url: store.url.clone(),
         object: path.to_string(),
         source,
     };
-    let object = store
-        .store
-        .get_opts(&path, GetOptions::default())
-        .await
-        .map_err(download_error)?
-        .bytes()
-        .await
-        .map_err(download_error)?;
-    let damaged = |detail: String| RestoreError::Damaged {
-        object: store.describe(&path),
-        detail,
+    let object = match store.store.get_opts(&path, GetOptions::default()).await {
+        Ok(found) => found.bytes().await.map_err(download_error)?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(damaged(format!(
+                "it is missing but the manifest lists it (a partial upload? an archiver started on the original data directory puts it again)"
+            )))
+        }
+        Err(error) => return Err(download_error(error)),
     };
-    let Some(prefix) = object.get(..entry.bytes as usize) else {
+    let wanted = piece.len_bytes();
+    let Some(prefix) = object.get(..wanted as usize) else {
         return Err(damaged(format!(
-            "it is {} bytes but the manifest lists {} (a partial upload?)",
-            object.len(),
-            entry.bytes
+            "it is {} bytes but the manifest lists {wanted} (a partial upload?)",
+            object.len()
         )));
     };
     let sha256 = sha256_hex(prefix);
-    if sha256 != entry.sha256 {
+    if sha256 != piece.sha256 {
         return Err(damaged(format!(
-            "sha256 of its first {} bytes is {sha256}, the manifest says {}",
-            entry.bytes, entry.sha256
+            "sha256 of its first {wanted} bytes is {sha256}, the manifest says {}",
+            piece.sha256
         )));
     }
-    let file_path = staging.join(&entry.name);
-    let prefix = object.slice(..entry.bytes as usize);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut file = std::fs::File::create_new(&file_path).map_err(io_error(&file_path))?;
-        file.write_all(&prefix).map_err(io_error(&file_path))?;
-        file.sync_all().map_err(io_error(&file_path))
-    })
-    .await??;
-    Ok(entry.bytes)
+    Ok(object.slice(..wanted as usize))
 }
 
 /// Cuts the last segment after record `until_lsn` (found by the log's reader, so at a frame

@@ -136,9 +136,97 @@ pub fn read_verified(
             bytes: prefix_bytes,
             sha256: sha256_hex(&bytes),
             sealed,
+            parts: Vec::new(),
         },
         bytes: bytes::Bytes::from(bytes),
     })
+}
+
+/// The frames of one segment that became durable after a known position, read for upload.
+#[derive(Debug, Clone)]
+pub struct NewFrames {
+    /// Byte offset the frames end at (the segment's prefix length after them).
+    pub end_bytes: u64,
+    /// Last frame read (`after_lsn` when none).
+    pub last_lsn: u64,
+    /// True when the log goes on in the next segment: this one ends at `end_bytes`, for good.
+    pub sealed: bool,
+    /// The segment's bytes from the known position to `end_bytes`.
+    pub bytes: bytes::Bytes,
+}
+
+/// Reads the frames of segment `path` (named `segment_first_lsn`) after frame `after_lsn`, which
+/// ends at byte `after_bytes` (0: nothing archived yet, the header comes with the first frames),
+/// up to `durable_lsn`, every frame checked by `reader`. No directory listing: a frame belongs
+/// to this segment when it fits in the file as it stands after `durable_lsn` was read (every
+/// durable frame of a segment is inside it by then); the first durable frame that does not fit
+/// is in the next segment, so this one was rolled and must end exactly there.
+pub fn read_new_frames(
+    reader: &LogReader,
+    segment_first_lsn: u64,
+    path: &Path,
+    after_bytes: u64,
+    after_lsn: u64,
+    durable_lsn: u64,
+) -> Result<NewFrames, SegmentReadError> {
+    let read_error = |source| SegmentReadError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let file_len = file.metadata().map_err(read_error)?.len();
+    let mut end_bytes = after_bytes.max(SEGMENT_HEADER_BYTES);
+    let mut last_lsn = after_lsn;
+    let mut sealed = false;
+    for frame in reader.frames(Lsn(after_lsn), Lsn(durable_lsn)) {
+        let frame = frame.map_err(|source| SegmentReadError::Frames {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let frame_bytes = FRAME_HEADER_BYTES + frame.payload.len() as u64;
+        if end_bytes + frame_bytes > file_len {
+            sealed = true;
+            break;
+        }
+        end_bytes += frame_bytes;
+        last_lsn = frame.lsn.0;
+    }
+    let mismatch = |detail: String| SegmentReadError::Mismatch {
+        path: path.to_path_buf(),
+        detail,
+    };
+    if sealed && file_len != end_bytes {
+        return Err(mismatch(format!(
+            "the log went on in the next segment, but this one is {file_len} bytes and its frames end at byte {end_bytes}"
+        )));
+    }
+    if last_lsn < segment_first_lsn {
+        return Err(mismatch(format!(
+            "it holds no durable frame (the log went on at lsn {})",
+            last_lsn + 1
+        )));
+    }
+    let start = if after_bytes == 0 { 0 } else { after_bytes };
+    let mut bytes = vec![0; (end_bytes - start) as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start).map_err(read_error)?;
+    Ok(NewFrames {
+        end_bytes,
+        last_lsn,
+        sealed,
+        bytes: bytes::Bytes::from(bytes),
+    })
+}
+
+/// Bytes `from..to` of a local segment file (already checked frame by frame when first read).
+pub fn read_range(path: &Path, from: u64, to: u64) -> Result<bytes::Bytes, SegmentReadError> {
+    let read_error = |source| SegmentReadError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = vec![0; (to - from) as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, from).map_err(read_error)?;
+    Ok(bytes::Bytes::from(bytes))
 }
 
 /// Lowercase hex sha256, as the manifest stores it.
@@ -197,6 +285,42 @@ mod tests {
             error.contains("frames end at lsn 10, expected lsn 11"),
             "{error}"
         );
+    }
+
+    /// Reading on from a known position, as each pass does, gives the same bytes as reading the
+    /// whole segment, and a roll is seen without listing the directory.
+    #[tokio::test]
+    async fn new_frames_continue_a_prefix_and_see_the_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = write_log(dir.path(), 10, 150).await;
+        let segments = list_local_segments(dir.path()).unwrap();
+        let first = &segments[0];
+        let whole = std::fs::read(&first.path).unwrap();
+        let head = read_new_frames(&reader, 1, &first.path, 0, 0, 1).unwrap();
+        assert!(!head.sealed);
+        assert_eq!(head.last_lsn, 1);
+        assert_eq!(head.bytes[..], whole[..head.end_bytes as usize]);
+        let rest = read_new_frames(&reader, 1, &first.path, head.end_bytes, 1, 10).unwrap();
+        assert!(
+            rest.sealed,
+            "frame {} is in the next segment",
+            rest.last_lsn + 1
+        );
+        assert_eq!(rest.last_lsn, segments[1].first_lsn - 1);
+        assert_eq!(rest.end_bytes, whole.len() as u64);
+        assert_eq!(rest.bytes[..], whole[head.end_bytes as usize..]);
+        let last = segments.last().unwrap();
+        let tail = read_new_frames(
+            &reader,
+            last.first_lsn,
+            &last.path,
+            0,
+            last.first_lsn - 1,
+            10,
+        )
+        .unwrap();
+        assert!(!tail.sealed);
+        assert_eq!((tail.last_lsn, tail.end_bytes), (10, last.len_bytes));
     }
 
     #[tokio::test]

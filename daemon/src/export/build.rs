@@ -16,11 +16,16 @@ use crate::projection::domain::DomainProjections;
 use agentd_schemas::events::{
     Action, BuildSource, BuildStrategy, DatasetBuildSpec, ExportFormat, ExportKind,
 };
-use agentd_schemas::export_api::{DatasetBuildRequest, DatasetManifest, LsnRange};
+use agentd_schemas::export_api::{
+    BuildLineage, BuildSettings, DatasetBuildRequest, DatasetManifest, LsnRange, SourceDataset,
+};
 use agentd_schemas::Lsn;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+
+mod rows;
+use rows::{lineage, write_record_rows, write_step_rows, BuildTarget};
 
 /// Longest dataset name or version, in characters.
 pub const NAME_CHARS_MAX: usize = 64;
@@ -178,7 +183,30 @@ pub fn normalize(request: DatasetBuildRequest) -> Result<DatasetBuildSpec, Expor
         limit: request.limit,
         filters,
         view: normalize_view(request.source, request.view)?,
+        training_run_id: normalize_label("training_run_id", request.training_run_id)?,
+        session_id: normalize_label("session_id", request.session_id)?,
     })
+}
+
+/// Longest build label.
+const LABEL_CHARS_MAX: usize = 128;
+
+/// A label is 1 to 128 of `A-Za-z0-9._:/-` (an id from a tracker: W&B, MLflow, a job name).
+fn normalize_label(field: &str, label: Option<String>) -> Result<Option<String>, ExportError> {
+    let Some(label) = label else {
+        return Ok(None);
+    };
+    let ok = !label.is_empty()
+        && label.chars().count() <= LABEL_CHARS_MAX
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '-'));
+    if !ok {
+        return Err(ExportError::Invalid(format!(
+            "{field}: 1 to {LABEL_CHARS_MAX} characters of A-Z a-z 0-9 . _ : / -"
+        )));
+    }
+    Ok(Some(label))
 }
 
 /// The views a source can be written as; the source's own kind is `None` (so its build id is
@@ -376,11 +404,14 @@ fn order<T: Clone>(spec: &DatasetBuildSpec, mut candidates: Vec<(Lsn, T, String)
 }
 
 /// Writes the build of `spec` over the log prefix up to `to` (`domain` must have applied it).
+/// `parent_build_id`: the build of the same dataset key recorded before this one (the runner
+/// and a rebuild both take it from the ledger, so both write the same lineage).
 pub fn write_build(
     domain: &DomainProjections,
     settings: &ExportSettings,
     spec: &DatasetBuildSpec,
     to: Lsn,
+    parent_build_id: Option<String>,
 ) -> Result<ExportOutcome, ExportError> {
     let id = build_id(spec, to);
     let relative = build_dir(spec, &id);
@@ -392,159 +423,35 @@ pub fn write_build(
     let kind = build_kind(spec);
     let tokenizer = super::tokenizer_of(domain, settings, kind);
     let parquet = super::parquet_settings(settings, &id, kind, Lsn::ZERO, to, &tokenizer);
-    let group = match spec.source {
-        BuildSource::Records => {
-            // Candidates in log order: (lsn, position in the kept list, key).
-            let candidates: Vec<(Lsn, usize, String)> = {
-                let datasets = domain.datasets();
-                datasets
-                    .splits()
-                    .kept_records()
-                    .enumerate()
-                    .filter(|(_, record)| record.lsn <= to && record_matches(&spec.filters, record))
-                    .map(|(position, record)| {
-                        (record.lsn, position, records::record_task_id(record))
-                    })
-                    .collect()
-            };
-            let positions = order(spec, candidates);
-            let schema = match kind {
-                ExportKind::TrlGrpo => records::grpo_schema(),
-                ExportKind::VerlRl => records::verl_schema(),
-                _ => records::processed_schema(),
-            };
-            let mut shards =
-                ParquetShards::new(&dir, "data", schema, &parquet, settings.shard_bytes_max)?;
-            let context = records::TrainerContext::at(domain, to);
-            for chunk in positions.chunks(BATCH_ROWS) {
-                let batch = {
-                    let datasets = domain.datasets();
-                    let kept = datasets.splits();
-                    let chosen = chunk
-                        .iter()
-                        .filter_map(|&position| kept.kept_records().nth(position));
-                    match kind {
-                        ExportKind::TrlGrpo => {
-                            record_batch::<records::GrpoRows>(&context, chunk.len(), chosen)
-                        }
-                        ExportKind::VerlRl => {
-                            record_batch::<records::VerlRows>(&context, chunk.len(), chosen)
-                        }
-                        _ => record_batch::<records::ProcessedRows>(&context, chunk.len(), chosen),
-                    }
-                };
-                shards.write(&batch)?;
-            }
-            shards.finish(true)?
-        }
-        BuildSource::Trajectories => {
-            let inputs = steps::ExportInputs::at(domain, to, kind == ExportKind::TrlSft);
-            type StepKey = (String, Option<agentd_schemas::RolloutId>, u32);
-            let candidates: Vec<(Lsn, StepKey, String)> = {
-                // Built only when a filter needs it (a map over every kept record).
-                let needs_records = STEP_RECORD_FILTERS
-                    .iter()
-                    .any(|f| spec.filters.contains_key(*f));
-                let records: RecordsByTask = if needs_records {
-                    domain
-                        .datasets()
-                        .splits()
-                        .kept_records()
-                        .filter(|record| record.lsn <= to)
-                        .map(|record| {
-                            let row = (record.split.as_str(), Arc::clone(&record.dataset));
-                            (records::record_task_id(record), row)
-                        })
-                        .collect()
-                } else {
-                    HashMap::new()
-                };
-                let trajectories = domain.trajectories();
-                let mut scores = steps::GroupCache::default();
-                // An SFT view takes only the steps its rows are made of, so `limit` counts rows.
-                let sft = (kind == ExportKind::TrlSft).then(|| inputs.trainer.clone());
-                let mut candidates: Vec<_> = trajectories
-                    .steps_after(None)
-                    .filter(|entry| {
-                        sft.as_ref().is_none_or(|trainer| {
-                            steps::sft_eligible(entry, Lsn::ZERO, to, trainer)
-                        })
-                    })
-                    .filter(|entry| {
-                        let groups = (&*trajectories, &mut scores);
-                        step_matches(&spec.filters, &records, groups, entry, to)
-                    })
-                    .map(|entry| {
-                        let step = &entry.step;
-                        // A default-rollout step keeps the key it had before rollouts
-                        // existed, so an old log builds the same shuffle.
-                        let key = match step.rollout_id {
-                            None => format!("{}\u{0}{}", step.task_id, step.step),
-                            Some(id) => format!("{}\u{0}{id}\u{0}{}", step.task_id, step.step),
-                        };
-                        (
-                            entry.lsn,
-                            (step.task_id.clone(), step.rollout_id, step.step),
-                            key,
-                        )
-                    })
-                    .collect();
-                // Log order first, so "latest" is a plain reversal.
-                candidates.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-                candidates
-            };
-            let keys = order(spec, candidates);
-            let schema = match kind {
-                ExportKind::TrlSft => steps::sft_schema(),
-                _ => steps::trajectory_schema(),
-            };
-            let mut shards =
-                ParquetShards::new(&dir, "data", schema, &parquet, settings.shard_bytes_max)?;
-            let scores = std::cell::RefCell::new(steps::GroupCache::default());
-            for chunk in keys.chunks(BATCH_ROWS) {
-                let batch = {
-                    let states = domain.agent_states();
-                    let trajectories = domain.trajectories();
-                    let context = steps::StepContext {
-                        states: &states,
-                        trajectories: &trajectories,
-                        splits: &inputs.splits,
-                        scores: &scores,
-                        trainer: &inputs.trainer,
-                        record_prompts: &inputs.record_prompts,
-                    };
-                    let chosen = chunk.iter().filter_map(|(task_id, rollout_id, step)| {
-                        trajectories.step(task_id, *rollout_id, *step)
-                    });
-                    match kind {
-                        ExportKind::TrlSft => {
-                            step_batch::<steps::SftRows>(&context, chunk.len(), to, chosen)
-                        }
-                        _ => step_batch::<steps::TrajectoryRows>(&context, chunk.len(), to, chosen),
-                    }
-                };
-                shards.write(&batch)?;
-            }
-            shards.finish(true)?
-        }
+    let target = BuildTarget {
+        dir: &dir,
+        parquet: &parquet,
+        shard_bytes_max: settings.shard_bytes_max,
+        kind,
+        to,
+    };
+    let (group, sources) = match spec.source {
+        BuildSource::Records => write_record_rows(domain, spec, &target)?,
+        BuildSource::Trajectories => write_step_rows(domain, spec, &target)?,
     };
     let files = files::publish(&dir, vec![group])?;
-    super::finish_manifest(
-        &dir,
-        &relative,
-        &id,
+    let lineage = lineage(domain, settings, spec, parent_build_id, sources);
+    let head = super::ManifestHead {
+        relative,
+        id: id.clone(),
         kind,
-        ExportFormat::Parquet,
-        LsnRange {
+        format: ExportFormat::Parquet,
+        lsn_range: LsnRange {
             after: Lsn::ZERO,
             to,
         },
         tokenizer,
-        files,
-        Some(DatasetManifest {
+        dataset: Some(DatasetManifest {
             dataset_key: dataset_key(spec),
-            build_id: id.clone(),
+            build_id: id,
             request: spec.clone(),
+            lineage: Some(lineage),
         }),
-    )
+    };
+    super::finish_manifest(&dir, settings, head, files)
 }

@@ -155,6 +155,15 @@ impl ExportLedger {
         &self.builds
     }
 
+    /// The newest recorded build of a dataset key: the parent of the next one.
+    pub fn latest_build_id(&self, dataset_key: &str) -> Option<String> {
+        self.builds()
+            .iter()
+            .rev()
+            .find(|recorded| recorded.event.dataset_key == dataset_key)
+            .map(|recorded| recorded.event.build_id.clone())
+    }
+
     pub fn build(&self, build_id: &str) -> Option<&RecordedBuild> {
         self.builds_by_id
             .get(build_id)

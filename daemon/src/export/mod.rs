@@ -26,19 +26,18 @@ mod records;
 pub mod replay;
 pub mod runner;
 pub(crate) mod steps;
+pub mod upload;
+mod writers;
 /// A step as an export of `(after, to]` sees it (its facts logged by `to`).
 pub use steps::{view_at, StepView};
+use writers::{export_processed_jsonl, export_records, export_steps, SplitFilter};
 
 use crate::projection::domain::DomainProjections;
 use agentd_schemas::events::{ExportFormat, ExportKind, ExportedFile};
 use agentd_schemas::export_api::{ExportManifest, LsnRange, MANIFEST_VERSION};
 use agentd_schemas::Lsn;
-use arrow_schema::SchemaRef;
-use files::{FinishedGroup, JsonlShards, ParquetSettings, ParquetShards, PipelinedShards};
-use records::RecordRows;
-use std::collections::BTreeMap;
+use files::{FinishedGroup, ParquetSettings};
 use std::path::{Path, PathBuf};
-use steps::StepRows;
 
 pub use records::{record_prompt, record_task_id};
 pub use steps::assistant_text;
@@ -66,8 +65,11 @@ impl ExportSettings {
                 "shard_bytes_max and row_group_bytes_max must be positive".into(),
             ));
         }
+        let storage = crate::archive::open_configured(&config.storage)
+            .map_err(|error| ExportError::Settings(error.to_string()))?;
         Ok(ExportSettings {
             root: root.unwrap_or_else(|| data_dir.join(&exports.dir)),
+            storage,
             shard_bytes_max: exports.shard_bytes_max,
             row_group_bytes_max: exports.row_group_bytes_max,
             zstd_level: exports.zstd_level,
@@ -88,6 +90,19 @@ pub struct ExportSettings {
     /// The tiktoken encoding of agent-state token counts (`[state] encoding`), for manifests
     /// of step exports.
     pub state_encoding: String,
+    /// `[storage] url` opened: finished exports and builds are copied there (see [`upload`]),
+    /// and manifests give their URL under it (a setting in force, like the others: a rebuild
+    /// with the same config writes the same manifest).
+    pub storage: Option<crate::archive::ArchiveStore>,
+}
+
+impl ExportSettings {
+    /// The URL of an export directory (relative to the root) in the store, if one is set.
+    pub fn url_of(&self, relative: &str) -> Option<String> {
+        self.storage
+            .as_ref()
+            .map(|store| upload::url_of(&store.url, relative))
+    }
 }
 
 /// Why an export failed.
@@ -104,6 +119,12 @@ pub enum ExportError {
     Settings(String),
     #[error("{0}")]
     Invalid(String),
+    /// The files are complete on the daemon's disk but their copy to object storage failed;
+    /// the export is not recorded, and running it again copies the same files.
+    #[error(
+        "written locally but not copied to {object}: {detail}; run it again to retry the copy"
+    )]
+    Upload { object: String, detail: String },
 }
 
 impl ExportError {
@@ -162,14 +183,44 @@ pub fn write_export(
     files::prepare_dir(&dir)?;
     let tokenizer = tokenizer_of(domain, settings, kind);
     let parquet = parquet_settings(settings, &id, kind, after, to, &tokenizer);
+    let groups = write_groups(
+        domain,
+        settings,
+        &dir,
+        (kind, format),
+        &parquet,
+        (after, to),
+    )?;
+    let files = files::publish(&dir, groups)?;
+    let head = ManifestHead {
+        relative: id.clone(),
+        id,
+        kind,
+        format,
+        lsn_range: LsnRange { after, to },
+        tokenizer,
+        dataset: None,
+    };
+    finish_manifest(&dir, settings, head, files)
+}
+
+/// The file groups of an export of `kind` and `format` over `(after, to]`.
+fn write_groups(
+    domain: &DomainProjections,
+    settings: &ExportSettings,
+    dir: &Path,
+    (kind, format): (ExportKind, ExportFormat),
+    parquet: &ParquetSettings,
+    (after, to): (Lsn, Lsn),
+) -> Result<Vec<FinishedGroup>, ExportError> {
     let groups = match (kind, format) {
         (ExportKind::Trajectories, _) => vec![export_steps::<steps::TrajectoryRows>(
             domain,
             settings,
-            &dir,
+            dir,
             "trajectories",
             steps::trajectory_schema(),
-            &parquet,
+            parquet,
             (after, to),
             (
                 SplitFilter::All,
@@ -185,10 +236,10 @@ pub fn write_export(
                 groups.push(export_steps::<steps::SftRows>(
                     domain,
                     settings,
-                    &dir,
+                    dir,
                     &format!("trl_sft/{}", split.unwrap_or("unassigned")),
                     steps::sft_schema(),
-                    &parquet,
+                    parquet,
                     (after, to),
                     (SplitFilter::Only(split), &inputs),
                 )?);
@@ -198,9 +249,8 @@ pub fn write_export(
         (ExportKind::Processed, ExportFormat::Parquet) => export_records::<records::ProcessedRows>(
             domain,
             settings,
-            &dir,
-            records::processed_schema(),
-            &parquet,
+            dir,
+            (records::processed_schema(), parquet),
             (after, to),
             |record| {
                 format!(
@@ -211,39 +261,26 @@ pub fn write_export(
             },
         )?,
         (ExportKind::Processed, ExportFormat::Jsonl) => {
-            export_processed_jsonl(domain, settings, &dir, (after, to))?
+            export_processed_jsonl(domain, settings, dir, (after, to))?
         }
         (ExportKind::TrlGrpo, _) => export_records::<records::GrpoRows>(
             domain,
             settings,
-            &dir,
-            records::grpo_schema(),
-            &parquet,
+            dir,
+            (records::grpo_schema(), parquet),
             (after, to),
             |record| format!("trl_grpo/{}", record.split.as_str()),
         )?,
         (ExportKind::VerlRl, _) => export_records::<records::VerlRows>(
             domain,
             settings,
-            &dir,
-            records::verl_schema(),
-            &parquet,
+            dir,
+            (records::verl_schema(), parquet),
             (after, to),
             |record| format!("verl_rl/{}", record.split.as_str()),
         )?,
     };
-    let files = files::publish(&dir, groups)?;
-    finish_manifest(
-        &dir,
-        &id,
-        &id,
-        kind,
-        format,
-        LsnRange { after, to },
-        tokenizer,
-        files,
-        None,
-    )
+    Ok(groups)
 }
 
 /// The tiktoken encoding of the token counts in an export of `kind`: the agent-state encoding
@@ -311,18 +348,24 @@ fn read_existing(
     }))
 }
 
-/// Writes `manifest.json` (temp, fsync, rename) and returns the outcome.
-#[allow(clippy::too_many_arguments)] // every argument is a distinct manifest field
-fn finish_manifest(
-    dir: &Path,
-    relative: &str,
-    id: &str,
+/// What a manifest says besides its files.
+struct ManifestHead {
+    /// The directory relative to the exports root.
+    relative: String,
+    id: String,
     kind: ExportKind,
     format: ExportFormat,
     lsn_range: LsnRange,
     tokenizer: String,
-    files: Vec<files::FinalFile>,
     dataset: Option<agentd_schemas::export_api::DatasetManifest>,
+}
+
+/// Writes `manifest.json` (temp, fsync, rename) and returns the outcome.
+fn finish_manifest(
+    dir: &Path,
+    settings: &ExportSettings,
+    head: ManifestHead,
+    files: Vec<files::FinalFile>,
 ) -> Result<ExportOutcome, ExportError> {
     let files: Vec<ExportedFile> = files
         .into_iter()
@@ -335,16 +378,17 @@ fn finish_manifest(
         .collect();
     let manifest = ExportManifest {
         manifest_version: MANIFEST_VERSION,
-        export_id: id.to_owned(),
-        kind,
-        format,
-        lsn_range,
-        schema_version: kind.schema_version(),
-        tokenizer,
+        export_id: head.id,
+        kind: head.kind,
+        format: head.format,
+        lsn_range: head.lsn_range,
+        schema_version: head.kind.schema_version(),
+        tokenizer: head.tokenizer,
         agentd_version: env!("CARGO_PKG_VERSION").to_owned(),
         rows: files.iter().map(|file| file.rows).sum(),
         files,
-        dataset,
+        dataset: head.dataset,
+        url: settings.url_of(&head.relative),
     };
     // Plain data: serializing cannot fail.
     let mut bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
@@ -353,258 +397,8 @@ fn finish_manifest(
     Ok(ExportOutcome {
         manifest_sha256: files::sha256_hex(&bytes),
         manifest,
-        dir: relative.to_owned(),
+        dir: head.relative,
     })
-}
-
-/// Which tasks' steps an export of steps takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SplitFilter {
-    All,
-    /// The tasks of one split; `None`: the tasks that are not a kept dataset record.
-    Only(Option<&'static str>),
-}
-
-/// Writes every step row of `R` in `(after, to]` of the tasks `filter` takes, in (task,
-/// rollout, step) order, as one group (a file even when empty only for `All` and `train`).
-#[allow(clippy::too_many_arguments)]
-fn export_steps<R: StepRows>(
-    domain: &DomainProjections,
-    settings: &ExportSettings,
-    dir: &Path,
-    prefix: &str,
-    schema: SchemaRef,
-    parquet: &ParquetSettings,
-    (after, to): (Lsn, Lsn),
-    (filter, inputs): (SplitFilter, &steps::ExportInputs),
-) -> Result<FinishedGroup, ExportError> {
-    let splits = &inputs.splits;
-    let scores = std::cell::RefCell::new(steps::GroupCache::default());
-    let mut shards = PipelinedShards::spawn(ParquetShards::new(
-        dir,
-        prefix,
-        schema,
-        parquet,
-        settings.shard_bytes_max,
-    )?)?;
-    let mut cursor: Option<(String, Option<agentd_schemas::RolloutId>, u32)> = None;
-    loop {
-        let (batch, next) = {
-            // Lock order: agent states before trajectories, as everywhere.
-            let states = domain.agent_states();
-            let trajectories = domain.trajectories();
-            let mut rows = R::with_capacity(BATCH_ROWS);
-            let mut count = 0;
-            let mut next = None;
-            let resume = cursor
-                .as_ref()
-                .map(|(task, rollout, step)| (task.as_str(), *rollout, *step));
-            let context = steps::StepContext {
-                states: &states,
-                trajectories: &trajectories,
-                splits,
-                scores: &scores,
-                trainer: &inputs.trainer,
-                record_prompts: &inputs.record_prompts,
-            };
-            for entry in trajectories.steps_after(resume) {
-                if let SplitFilter::Only(split) = filter {
-                    if splits.get(&entry.step.task_id).copied() != split {
-                        continue;
-                    }
-                }
-                if rows.push(entry, after, to, &context) {
-                    count += 1;
-                    if count == BATCH_ROWS {
-                        let step = &entry.step;
-                        next = Some((step.task_id.clone(), step.rollout_id, step.step));
-                        break;
-                    }
-                }
-            }
-            (rows.finish(), next)
-        };
-        shards.write(batch)?;
-        match next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    let keep_empty = matches!(filter, SplitFilter::All | SplitFilter::Only(Some("train")));
-    shards.finish(keep_empty)
-}
-
-/// Kept records ingested in `(after, to]`, by position in the projection's log-ordered list,
-/// read one batch per lock hold.
-fn for_each_record_batch<S>(
-    domain: &DomainProjections,
-    (after, to): (Lsn, Lsn),
-    state: &mut S,
-    mut visit: impl FnMut(&mut S, &crate::domain::splits::ProcessedRecord),
-    mut between: impl FnMut(&mut S) -> Result<(), ExportError>,
-) -> Result<(), ExportError> {
-    let mut position = 0usize;
-    loop {
-        let scanned = {
-            let datasets = domain.datasets();
-            let mut scanned = 0;
-            for record in datasets
-                .splits()
-                .kept_records()
-                .skip(position)
-                .take(BATCH_ROWS)
-            {
-                scanned += 1;
-                if record.lsn > after && record.lsn <= to {
-                    visit(state, record);
-                }
-            }
-            scanned
-        };
-        between(state)?;
-        if scanned < BATCH_ROWS {
-            return Ok(());
-        }
-        position += scanned;
-    }
-}
-
-/// Writes the records of `(after, to]` as `R` rows, grouped by `group_of` (one shard series
-/// per group), each group in log order with batches of exactly [`BATCH_ROWS`] rows.
-fn export_records<R: RecordRows>(
-    domain: &DomainProjections,
-    settings: &ExportSettings,
-    dir: &Path,
-    schema: SchemaRef,
-    parquet: &ParquetSettings,
-    range: (Lsn, Lsn),
-    group_of: impl Fn(&crate::domain::splits::ProcessedRecord) -> String,
-) -> Result<Vec<FinishedGroup>, ExportError> {
-    struct Group<R> {
-        rows: R,
-        count: usize,
-        shards: ParquetShards,
-    }
-    struct State<R> {
-        groups: BTreeMap<String, Group<R>>,
-        ready: Vec<(String, arrow_array::RecordBatch)>,
-        failed: Option<ExportError>,
-    }
-    let context = records::TrainerContext::at(domain, range.1);
-    let mut state = State {
-        groups: BTreeMap::new(),
-        ready: Vec::new(),
-        failed: None,
-    };
-    for_each_record_batch(
-        domain,
-        range,
-        &mut state,
-        |state, record| {
-            if state.failed.is_some() {
-                return;
-            }
-            let name = group_of(record);
-            if !state.groups.contains_key(&name) {
-                match ParquetShards::new(
-                    dir,
-                    &name,
-                    schema.clone(),
-                    parquet,
-                    settings.shard_bytes_max,
-                ) {
-                    Ok(shards) => {
-                        state.groups.insert(
-                            name.clone(),
-                            Group {
-                                rows: R::with_capacity(BATCH_ROWS, &context),
-                                count: 0,
-                                shards,
-                            },
-                        );
-                    }
-                    Err(error) => {
-                        state.failed = Some(error);
-                        return;
-                    }
-                }
-            }
-            let Some(group) = state.groups.get_mut(&name) else {
-                return;
-            };
-            group.rows.push(record);
-            group.count += 1;
-            if group.count == BATCH_ROWS {
-                let full =
-                    std::mem::replace(&mut group.rows, R::with_capacity(BATCH_ROWS, &context));
-                group.count = 0;
-                state.ready.push((name, full.finish()));
-            }
-        },
-        |state| {
-            if let Some(error) = state.failed.take() {
-                return Err(error);
-            }
-            for (name, batch) in std::mem::take(&mut state.ready) {
-                if let Some(group) = state.groups.get_mut(&name) {
-                    group.shards.write(&batch)?;
-                }
-            }
-            Ok(())
-        },
-    )?;
-    let groups = state.groups;
-    let mut finished = Vec::with_capacity(groups.len());
-    for (_, mut group) in groups {
-        let rest = std::mem::replace(&mut group.rows, R::with_capacity(0, &context));
-        group.shards.write(&rest.finish())?;
-        finished.push(group.shards.finish(false)?);
-    }
-    Ok(finished)
-}
-
-/// The processed splits as JSON Lines, grouped like the Parquet files.
-fn export_processed_jsonl(
-    domain: &DomainProjections,
-    settings: &ExportSettings,
-    dir: &Path,
-    range: (Lsn, Lsn),
-) -> Result<Vec<FinishedGroup>, ExportError> {
-    struct State {
-        groups: BTreeMap<String, JsonlShards>,
-        ready: Vec<(String, Vec<u8>)>,
-    }
-    let mut state = State {
-        groups: BTreeMap::new(),
-        ready: Vec::new(),
-    };
-    for_each_record_batch(
-        domain,
-        range,
-        &mut state,
-        |state, record| {
-            let name = format!(
-                "processed/{}/{}",
-                record.language.as_str(),
-                record.split.as_str()
-            );
-            // Plain data: serializing cannot fail.
-            let line = serde_json::to_vec(&records::processed_row(record)).unwrap_or_default();
-            state.ready.push((name, line));
-        },
-        |state| {
-            for (name, line) in std::mem::take(&mut state.ready) {
-                state
-                    .groups
-                    .entry(name.clone())
-                    .or_insert_with(|| JsonlShards::new(dir, &name, settings.shard_bytes_max))
-                    .write_line(&line)?;
-            }
-            Ok(())
-        },
-    )?;
-    let groups = state.groups;
-    groups.into_values().map(JsonlShards::finish).collect()
 }
 
 #[cfg(test)]

@@ -57,12 +57,17 @@ pub fn rebuild_exports(
             manifest_sha256: outcome.manifest_sha256,
         });
     }
+    // The parent of a build is the build of its key recorded before it, as the runner saw it.
+    let mut latest_by_key: std::collections::HashMap<&str, &str> = Default::default();
     for recorded in ledger.builds() {
         let event = &recorded.event;
+        let parent = latest_by_key
+            .insert(&event.dataset_key, &event.build_id)
+            .map(str::to_owned);
         if event.to_lsn > to {
             continue;
         }
-        let outcome = build::write_build(domain, settings, &event.spec, event.to_lsn)?;
+        let outcome = build::write_build(domain, settings, &event.spec, event.to_lsn, parent)?;
         written.push(RebuiltExport {
             export_id: event.build_id.clone(),
             dir: outcome.dir,

@@ -364,6 +364,9 @@ impl Runner {
         .map_err(|error| {
             RunError::Export(ExportError::Invalid(format!("export task: {error}")))
         })??;
+        if let Some(store) = &self.settings.storage {
+            super::upload::copy_to_store(store, &self.settings.root, &outcome).await?;
+        }
         metrics::counter!("agentd_export_rows_total", "kind" => kind.as_str())
             .increment(outcome.manifest.rows);
         metrics::histogram!("agentd_export_duration_seconds", "kind" => kind.as_str())
@@ -407,13 +410,18 @@ impl Runner {
         let domain = self.parts.domain.clone();
         let settings = self.settings.clone();
         let for_build = spec.clone();
+        let key = dataset_key(&spec);
+        let parent = self.ledger().ledger.latest_build_id(&key);
         let outcome = tokio::task::spawn_blocking(move || {
-            build::write_build(&domain, &settings, &for_build, to)
+            build::write_build(&domain, &settings, &for_build, to, parent)
         })
         .await
         .map_err(|error| {
             RunError::Export(ExportError::Invalid(format!("build task: {error}")))
         })??;
+        if let Some(store) = &self.settings.storage {
+            super::upload::copy_to_store(store, &self.settings.root, &outcome).await?;
+        }
         let event = DatasetBuilt {
             dataset_key: dataset_key(&spec),
             build_id: id.clone(),

@@ -638,12 +638,14 @@ fn dataset_builds_are_reproducible_and_filtered() {
         limit,
         filters: BTreeMap::from([("language".to_string(), vec!["python".to_string()])]),
         view: None,
+        training_run_id: None,
+        session_id: None,
     };
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let spec = build::normalize(request(BuildStrategy::Random, Some(7), Some(15))).unwrap();
-    let one = build::write_build(&domain, &settings(a.path()), &spec, to).unwrap();
-    let two = build::write_build(&domain, &settings(b.path()), &spec, to).unwrap();
+    let one = build::write_build(&domain, &settings(a.path()), &spec, to, None).unwrap();
+    let two = build::write_build(&domain, &settings(b.path()), &spec, to, None).unwrap();
     assert_eq!(one.manifest, two.manifest);
     assert_eq!(files_of(a.path()), files_of(b.path()));
     assert_eq!(one.manifest.rows, 15);
@@ -655,7 +657,7 @@ fn dataset_builds_are_reproducible_and_filtered() {
     let other = build::normalize(request(BuildStrategy::Random, Some(8), Some(15))).unwrap();
     assert_ne!(build::build_id(&spec, to), build::build_id(&other, to));
     let latest = build::normalize(request(BuildStrategy::Latest, None, Some(3))).unwrap();
-    let latest = build::write_build(&domain, &settings(a.path()), &latest, to).unwrap();
+    let latest = build::write_build(&domain, &settings(a.path()), &latest, to, None).unwrap();
     let batch = &read_batches(
         &a.path()
             .join(&latest.dir)
@@ -677,7 +679,7 @@ fn dataset_builds_are_reproducible_and_filtered() {
         ..request(BuildStrategy::Latest, None, None)
     })
     .unwrap();
-    let steps = build::write_build(&domain, &settings(a.path()), &steps, to).unwrap();
+    let steps = build::write_build(&domain, &settings(a.path()), &steps, to, None).unwrap();
     assert_eq!(steps.manifest.rows, 4);
     // Unknown filter fields and a random build without a seed are refused.
     assert!(build::normalize(DatasetBuildRequest {
@@ -765,10 +767,12 @@ fn step_builds_filter_by_the_split_source_and_version_of_the_task_record() {
             limit: None,
             filters: by_field,
             view: None,
+            training_run_id: None,
+            session_id: None,
         })
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let outcome = build::write_build(&domain, &settings(dir.path()), &spec, to).unwrap();
+        let outcome = build::write_build(&domain, &settings(dir.path()), &spec, to, None).unwrap();
         let mut tasks = Vec::new();
         for file in &outcome.manifest.files {
             for batch in read_batches(&dir.path().join(&outcome.dir).join(&file.path)) {
@@ -1344,11 +1348,14 @@ fn step_builds_filter_by_minimum_reward_and_advantage() {
             .map(|(field, value)| ((*field).to_string(), vec![(*value).to_string()]))
             .collect(),
         view: None,
+        training_run_id: None,
+        session_id: None,
     };
     let rows = |filters: &[(&str, &str)]| {
         let spec = build::normalize(request(filters)).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let outcome = build::write_build(&domain, &settings(dir.path()), &spec, Lsn(5)).unwrap();
+        let outcome =
+            build::write_build(&domain, &settings(dir.path()), &spec, Lsn(5), None).unwrap();
         let mut rows = Vec::new();
         for file in &outcome.manifest.files {
             for batch in read_batches(&dir.path().join(&outcome.dir).join(&file.path)) {
@@ -1410,10 +1417,12 @@ fn builds_write_any_view_of_their_source_with_filters() {
             .map(|(field, value)| ((*field).to_string(), vec![(*value).to_string()]))
             .collect(),
         view,
+        training_run_id: None,
+        session_id: None,
     };
     let build = |request| {
         let spec = build::normalize(request).unwrap();
-        let outcome = build::write_build(&domain, &settings(dir.path()), &spec, to).unwrap();
+        let outcome = build::write_build(&domain, &settings(dir.path()), &spec, to, None).unwrap();
         let batches: Vec<RecordBatch> = outcome
             .manifest
             .files

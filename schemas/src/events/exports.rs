@@ -228,6 +228,13 @@ pub struct DatasetBuildSpec {
     /// before views existed keeps its id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view: Option<ExportKind>,
+    /// A label given at build time: the training run the build is for (left out when absent,
+    /// so an unlabelled build keeps the id it had before labels existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_run_id: Option<String>,
+    /// A label given at build time: the session (notebook, sweep) that asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 /// A dataset build is complete (files renamed, manifest written).

@@ -1,8 +1,11 @@
-//! The log archive and restore through the real binary, on a `file://` storage URL: jobs are
-//! archived while the daemon runs, the data directory is lost (SIGKILL, then deleted), `agentd
-//! restore` brings the log back and the daemon started on it shows every acknowledged job as it
-//! was, with the same digests as before and as an offline rebuild. Also: a point-in-time restore,
-//! a damaged archived segment and a bad URL are refused with messages naming what is wrong.
+//! The log archive and restore through the real binary, on a `file://` storage URL, or on a real
+//! S3 server when scripts/test-s3 sets `AGENTD_TEST_STORAGE_URL`: jobs are archived while the
+//! daemon runs, the data directory is lost (SIGKILL, then deleted), `agentd restore` brings the
+//! log back and the daemon started on it shows every acknowledged job as it was, with the same
+//! digests as before and as an offline rebuild. Also: a point-in-time restore, a bad URL, and the
+//! faults: the store unreachable for a while (appends go on, the lag grows, then the archive
+//! catches up), a missing or truncated object (restore refuses it; the archiver started again
+//! puts it back) and a corrupted one (restore refuses it, naming the object).
 
 use agentd_client::Client;
 use agentd_schemas::api::{LeaseRequest, SubmitJobRequest};
@@ -25,11 +28,179 @@ fn archive_config(dir: &Path, url: &str) -> std::path::PathBuf {
 }
 
 /// `AGENTD_TEST_STORAGE_URL` (scripts/test-s3 sets an s3:// bucket on a local S3 server) with a
-/// prefix of this run's own, else a `file://` directory under `dir`.
+/// prefix of this test's own, else a `file://` directory under `dir`.
 fn storage_url(dir: &Path) -> String {
     match std::env::var("AGENTD_TEST_STORAGE_URL") {
-        Ok(base) => format!("{}/run-{}", base.trim_end_matches('/'), std::process::id()),
+        // Tests run in parallel in one process: the temp dir's name keeps their prefixes apart.
+        Ok(base) => format!(
+            "{}/run-{}-{}",
+            base.trim_end_matches('/'),
+            std::process::id(),
+            dir.file_name().unwrap().to_string_lossy()
+        ),
         Err(_) => format!("file://{}", dir.join("archive").display()),
+    }
+}
+
+/// The objects under a storage URL, read and damaged behind the daemon's back: the directory of
+/// a `file://` URL, or the bucket of an `s3://` one through plain path-style HTTP requests to
+/// the local S3 server (`AWS_ENDPOINT_URL`; moto accepts unsigned requests).
+pub(crate) enum Bucket {
+    Dir(std::path::PathBuf),
+    S3 { base: String, bucket: String },
+}
+
+impl Bucket {
+    pub(crate) fn of(url: &str) -> Bucket {
+        if let Some(path) = url.strip_prefix("file://") {
+            return Bucket::Dir(path.into());
+        }
+        let rest = url.strip_prefix("s3://").expect("a file:// or s3:// URL");
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL with s3://");
+        Bucket::S3 {
+            base: format!("{}/{bucket}/{prefix}", endpoint.trim_end_matches('/')),
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    fn object_url(base: &str, key: &str) -> String {
+        format!("{}/{key}", base.trim_end_matches('/'))
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self {
+            Bucket::Dir(root) => std::fs::read(root.join(key)).ok(),
+            Bucket::S3 { base, .. } => {
+                let response = reqwest::get(Self::object_url(base, key)).await.unwrap();
+                if !response.status().is_success() {
+                    return None;
+                }
+                Some(response.bytes().await.unwrap().to_vec())
+            }
+        }
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) {
+        match self {
+            Bucket::Dir(root) => std::fs::write(root.join(key), bytes).unwrap(),
+            Bucket::S3 { base, .. } => {
+                let response = reqwest::Client::new()
+                    .put(Self::object_url(base, key))
+                    .body(bytes)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{response:?}");
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) {
+        match self {
+            Bucket::Dir(root) => std::fs::remove_file(root.join(key)).unwrap(),
+            Bucket::S3 { base, .. } => {
+                let response = reqwest::Client::new()
+                    .delete(Self::object_url(base, key))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{response:?}");
+            }
+        }
+    }
+
+    /// Object names under `log/`.
+    async fn log_objects(&self) -> Vec<String> {
+        let mut names: Vec<String> = match self {
+            Bucket::Dir(root) => std::fs::read_dir(root.join("log"))
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Bucket::S3 { base, bucket } => {
+                let (endpoint, prefix) = base.split_once(&format!("/{bucket}/")).unwrap();
+                let listing = reqwest::get(format!(
+                    "{endpoint}/{bucket}?list-type=2&prefix={prefix}/log/&max-keys=1000"
+                ))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+                listing
+                    .split("<Key>")
+                    .skip(1)
+                    .filter_map(|rest| rest.split("</Key>").next())
+                    .filter_map(|key| key.rsplit('/').next().map(str::to_owned))
+                    .collect()
+            }
+        };
+        names.sort();
+        names
+    }
+
+    async fn manifest(&self) -> Value {
+        serde_json::from_slice(&self.get("log/manifest.json").await.expect("a manifest")).unwrap()
+    }
+}
+
+/// Makes the store unreachable for a while: a `file://` root is moved away and a plain file put
+/// in its place (every put fails), an S3 server is stopped with SIGSTOP (requests hang until
+/// SIGCONT, as behind a network partition; scripts/test-s3 gives its pid and runs this test on
+/// its own, since every test of the run shares that server).
+struct Outage {
+    how: Option<OutageKind>,
+}
+
+enum OutageKind {
+    Dir {
+        root: std::path::PathBuf,
+        away: std::path::PathBuf,
+    },
+    Process(nix::unistd::Pid),
+}
+
+impl Outage {
+    /// `None` for an S3 URL without `AGENTD_TEST_S3_PID`.
+    fn begin(url: &str) -> Option<Outage> {
+        let how = match Bucket::of(url) {
+            Bucket::Dir(root) => {
+                let away = root.with_extension("away");
+                std::fs::rename(&root, &away).unwrap();
+                std::fs::write(&root, b"not a directory").unwrap();
+                OutageKind::Dir { root, away }
+            }
+            Bucket::S3 { .. } => {
+                let pid = std::env::var("AGENTD_TEST_S3_PID").ok()?;
+                let pid: i32 = pid.parse().ok()?;
+                let pid = nix::unistd::Pid::from_raw(pid);
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+                OutageKind::Process(pid)
+            }
+        };
+        Some(Outage { how: Some(how) })
+    }
+
+    fn end(mut self) {
+        match self.how.take() {
+            Some(OutageKind::Dir { root, away }) => {
+                std::fs::remove_file(&root).unwrap();
+                std::fs::rename(away, root).unwrap();
+            }
+            Some(OutageKind::Process(pid)) => {
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+            }
+            None => {}
+        }
+    }
+}
+
+impl Drop for Outage {
+    /// A failed assertion during the outage must not leave the S3 server stopped.
+    fn drop(&mut self) {
+        if let Some(OutageKind::Process(pid)) = &self.how {
+            let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGCONT);
+        }
     }
 }
 
@@ -117,7 +288,7 @@ async fn digest(url: &str) -> Value {
 async fn wait_until_archived(daemon: &Daemon) -> u64 {
     let client = daemon.client();
     eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(120),
         "the archive to catch up",
         || async {
             let durable = client.health().await.ok()?.durable_lsn.0;
@@ -164,14 +335,34 @@ async fn a_lost_data_dir_is_restored_from_the_archive_with_every_acknowledged_jo
     let before = views(&client, &ids).await;
     let live_digest = digest(&daemon.url).await;
     assert_eq!(live_digest["lsn"], json!(archived_lsn));
-    if let Some(archive) = url.strip_prefix("file://") {
-        let objects = std::fs::read_dir(Path::new(archive).join("log"))
-            .unwrap()
-            .count();
-        assert!(objects > 3, "the 4 KiB segments rolled: {objects} objects");
+    daemon.kill9();
+    // The 4 KiB segments rolled: sealed segments are whole objects; the active one is held as
+    // chunk objects, and no chunk of a sealed segment is left.
+    let bucket = Bucket::of(&url);
+    let manifest = bucket.manifest().await;
+    let segments = manifest["segments"].as_array().unwrap();
+    assert!(segments.len() > 3, "{manifest:#}");
+    let active = segments.last().unwrap();
+    let objects = bucket.log_objects().await;
+    for segment in &segments[..segments.len() - 1] {
+        assert_eq!(segment["sealed"], json!(true), "{manifest:#}");
+        assert!(segment.get("parts").is_none(), "{manifest:#}");
+        let name = segment["name"].as_str().unwrap();
+        assert!(objects.contains(&name.to_owned()), "{objects:?}");
+    }
+    for object in objects.iter().filter(|object| object.contains(".part-")) {
+        assert!(
+            object.starts_with(active["name"].as_str().unwrap()),
+            "chunks of sealed segments are deleted: {objects:?}"
+        );
+    }
+    if active["sealed"] == json!(false) {
+        assert!(
+            !active["parts"].as_array().unwrap().is_empty(),
+            "{active:#}"
+        );
     }
 
-    daemon.kill9();
     std::fs::remove_dir_all(&data_dir).unwrap();
     let data = data_dir.to_str().unwrap();
     let printed = run_ok(&["restore", "--from", &url, "--data-dir", data]);
@@ -181,6 +372,21 @@ async fn a_lost_data_dir_is_restored_from_the_archive_with_every_acknowledged_jo
     );
     let refused = run_refused(&["restore", "--from", &url, "--data-dir", data]);
     assert!(refused.contains("already holds a log"), "{refused}");
+    // A point in time inside the last (chunked) segment: the chunks are joined, then cut.
+    let cut = archived_lsn - 1;
+    let printed = run_ok(&[
+        "restore",
+        "--from",
+        &url,
+        "--data-dir",
+        dir.path().join("cut").to_str().unwrap(),
+        "--until-lsn",
+        &cut.to_string(),
+    ]);
+    assert!(
+        printed.contains(&format!("restored lsn 1 to {cut}")),
+        "{printed}"
+    );
 
     let rebuilt: Value = serde_json::from_str(&run_ok(&[
         "rebuild",
@@ -223,8 +429,7 @@ async fn a_lost_data_dir_is_restored_from_the_archive_with_every_acknowledged_jo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn point_in_time_restore_damage_and_bad_urls_are_handled() {
     let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("archive");
-    let url = format!("file://{}", archive.display());
+    let url = storage_url(dir.path());
     let config = archive_config(dir.path(), &url);
     let mut daemon = Daemon::start(&dir.path().join("data"), Some(&config));
     let client = daemon.client();
@@ -269,10 +474,13 @@ async fn point_in_time_restore_damage_and_bad_urls_are_handled() {
         "{past}"
     );
 
-    let first = archive.join("log/00000000000000000001.seg");
-    let mut bytes = std::fs::read(&first).unwrap();
+    // A corrupted archived segment: restore refuses it, naming the object.
+    let bucket = Bucket::of(&url);
+    let first = "log/00000000000000000001.seg";
+    let original = bucket.get(first).await.unwrap();
+    let mut bytes = original.clone();
     bytes[60] ^= 0xff;
-    std::fs::write(&first, &bytes).unwrap();
+    bucket.put(first, bytes).await;
     let damaged = run_refused(&[
         "restore",
         "--from",
@@ -281,10 +489,12 @@ async fn point_in_time_restore_damage_and_bad_urls_are_handled() {
         dir.path().join("damaged").to_str().unwrap(),
     ]);
     assert!(
-        damaged.contains("(object log/00000000000000000001.seg) is damaged"),
+        damaged.contains("(object ")
+            && damaged.contains("log/00000000000000000001.seg) is damaged"),
         "{damaged}"
     );
     assert!(damaged.contains("sha256"), "{damaged}");
+    bucket.put(first, original).await;
 
     let empty = format!("file://{}", dir.path().join("nothing").display());
     let missing = run_refused(&[
@@ -302,4 +512,146 @@ async fn point_in_time_restore_damage_and_bad_urls_are_handled() {
         Err(lines) => lines.join("\n"),
     };
     assert!(lines.contains("unsupported scheme \"ftp\""), "{lines}");
+}
+
+/// A partial upload: an object the manifest names is gone, another is cut short. Restore
+/// refuses both, naming the object; the archiver, started again on the original data
+/// directory, puts them back from the local log, and restore then succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_truncated_object_is_refused_then_repaired_by_the_archiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = storage_url(dir.path());
+    let config = archive_config(dir.path(), &url);
+    let data_dir = dir.path().join("data");
+    let mut daemon = Daemon::start(&data_dir, Some(&config));
+    let ids = make_history(&daemon.client()).await;
+    let archived_lsn = wait_until_archived(&daemon).await;
+    assert_eq!(daemon.stop(), Some(0));
+
+    let bucket = Bucket::of(&url);
+    let manifest = bucket.manifest().await;
+    let second = format!("log/{}", manifest["segments"][1]["name"].as_str().unwrap());
+    let third = format!("log/{}", manifest["segments"][2]["name"].as_str().unwrap());
+    bucket.delete(&second).await;
+    let restore = |name: &str| {
+        let target = dir.path().join(name);
+        agentd(&[
+            "restore",
+            "--from",
+            &url,
+            "--data-dir",
+            target.to_str().unwrap(),
+        ])
+    };
+    let refused = String::from_utf8_lossy(&restore("missing").stderr).into_owned();
+    assert!(
+        refused.contains(&format!("{second}) is damaged: it is missing")),
+        "{refused}"
+    );
+    let third_bytes = bucket.get(&third).await.unwrap();
+    bucket.put(&third, third_bytes[..100].to_vec()).await;
+    bucket.put(&second, b"x".to_vec()).await;
+    let refused = String::from_utf8_lossy(&restore("short").stderr).into_owned();
+    assert!(
+        refused.contains(&format!("{second}) is damaged: it is 1 bytes"))
+            && refused.contains("partial upload"),
+        "{refused}"
+    );
+
+    let daemon = Daemon::start(&data_dir, Some(&config));
+    let archived_lsn = wait_until_archived(&daemon).await.max(archived_lsn);
+    eventually(
+        Duration::from_secs(30),
+        "the archiver to put the objects back",
+        || async {
+            let second_len = bucket.get(&second).await?.len();
+            let third_len = bucket.get(&third).await?.len();
+            (second_len > 1 && third_len == third_bytes.len()).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        daemon.stderr_text().contains("repaired an archived object"),
+        "{}",
+        daemon.stderr_text()
+    );
+    drop(daemon);
+    let restored = restore("repaired");
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    let daemon = Daemon::start(&dir.path().join("repaired"), None);
+    assert_eq!(
+        daemon.client().health().await.unwrap().durable_lsn.0,
+        archived_lsn
+    );
+    assert_eq!(views(&daemon.client(), &ids).await.len(), ids.len());
+}
+
+/// The store unreachable for a while: appends go on, the lag and the pending bytes grow, and
+/// once the store is back the archive catches up with everything, which a restore then shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_go_on_while_the_store_is_down_and_the_archive_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = storage_url(dir.path());
+    let config = archive_config(dir.path(), &url);
+    let mut daemon = Daemon::start(&dir.path().join("data"), Some(&config));
+    let client = daemon.client();
+    let mut ids = make_history(&client).await;
+    let before = wait_until_archived(&daemon).await;
+
+    let Some(outage) = Outage::begin(&url) else {
+        eprintln!("skipped: no AGENTD_TEST_S3_PID to stop the S3 server with");
+        return;
+    };
+    for n in 0..30 {
+        let job = SubmitJobRequest {
+            queue: "archive".into(),
+            kind: "k".into(),
+            payload: json!({"during": n, "text": "y".repeat(200)}),
+            ..Default::default()
+        };
+        let submitted = tokio::time::timeout(Duration::from_secs(10), client.submit(&job))
+            .await
+            .expect("appends do not wait for the archive");
+        ids.push(submitted.unwrap().job_id);
+    }
+    let durable = client.health().await.unwrap().durable_lsn.0;
+    eventually(Duration::from_secs(60), "the lag to show", || async {
+        let lag = metric(&daemon.url, "agentd_archive_lag_seconds").await?;
+        let pending = metric(&daemon.url, "agentd_archive_pending_bytes").await?;
+        let archived = metric(&daemon.url, "agentd_archive_last_lsn").await?;
+        (lag >= 1.0 && pending > 0.0 && (archived as u64) < durable).then_some(())
+    })
+    .await;
+    assert!(
+        (metric(&daemon.url, "agentd_archive_last_lsn")
+            .await
+            .unwrap() as u64)
+            <= before + 1,
+        "nothing reached the store while it was down"
+    );
+    outage.end();
+    let after = wait_until_archived(&daemon).await;
+    assert!(after >= durable);
+    daemon.kill9();
+
+    let restored_dir = dir.path().join("restored");
+    run_ok(&[
+        "restore",
+        "--from",
+        &url,
+        "--data-dir",
+        restored_dir.to_str().unwrap(),
+    ]);
+    let restored = Daemon::start(&restored_dir, None);
+    assert_eq!(
+        restored.client().health().await.unwrap().durable_lsn.0,
+        after
+    );
+    for id in &ids {
+        assert!(restored.client().job(*id).await.is_ok(), "job {id} is back");
+    }
 }

@@ -1,0 +1,150 @@
+//! With a storage URL (`[storage] url`), a finished export or dataset build is copied to object
+//! storage, where trainers on other machines read it (pyarrow, DuckDB, Spark, Ray Data):
+//! `<url>/exports/<export_id>/...` and `<url>/datasets/<dataset_key>/<build_id>/...`, the
+//! same relative paths as on the daemon's disk. Data files go first and `manifest.json` last,
+//! so a reader that finds a manifest finds every file it lists, complete (each object is put
+//! whole, or by a multipart upload that only appears when complete).
+//!
+//! The copy is not a source of truth: the files are written and fsynced locally first (a pure
+//! function of the log, as always), and the export is recorded in the log only after the copy
+//! succeeded; a failed copy fails the run, and running it again copies the same files.
+
+use super::files::MANIFEST_NAME;
+use super::{ExportError, ExportOutcome};
+use crate::archive::ArchiveStore;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use std::path::Path;
+use tokio::io::AsyncReadExt;
+
+/// Files up to this size are put in one request; larger ones by a multipart upload.
+const SINGLE_PUT_BYTES_MAX: u64 = 32 * 1024 * 1024;
+/// Part size of a multipart upload (S3 takes 5 MiB to 5 GiB).
+const MULTIPART_CHUNK_BYTES: usize = 16 * 1024 * 1024;
+/// Parts in flight at once during a multipart upload.
+const MULTIPART_CONCURRENCY: usize = 4;
+
+/// Where an export's directory (relative to the exports root: `<export_id>` or
+/// `datasets/<key>/<build_id>`) goes under the storage URL.
+pub fn object_dir(relative: &str) -> String {
+    if relative.starts_with("datasets/") {
+        relative.to_owned()
+    } else {
+        format!("exports/{relative}")
+    }
+}
+
+/// The URL of an export's directory in the store, ending in `/`: a file's URL is this plus
+/// its manifest path.
+pub fn url_of(store_url: &str, relative: &str) -> String {
+    format!(
+        "{}/{}/",
+        store_url.trim_end_matches('/'),
+        object_dir(relative)
+    )
+}
+
+/// Copies the files of `outcome` (under `root`, the exports root) to the store, manifest last.
+pub async fn copy_to_store(
+    store: &ArchiveStore,
+    root: &Path,
+    outcome: &ExportOutcome,
+) -> Result<(), ExportError> {
+    let local_dir = root.join(&outcome.dir);
+    let names = outcome
+        .manifest
+        .files
+        .iter()
+        .map(|file| file.path.as_str())
+        .chain([MANIFEST_NAME]);
+    for name in names {
+        let key = object_key(store, &outcome.dir, name)?;
+        upload_file(store, &local_dir.join(name), &key).await?;
+    }
+    Ok(())
+}
+
+fn object_key(store: &ArchiveStore, relative: &str, name: &str) -> Result<ObjectPath, ExportError> {
+    let prefix = store.root.to_string();
+    let key = if prefix.is_empty() {
+        format!("{}/{name}", object_dir(relative))
+    } else {
+        format!("{prefix}/{}/{name}", object_dir(relative))
+    };
+    ObjectPath::parse(&key)
+        .map_err(|error| ExportError::Invalid(format!("{key} is not a valid object key: {error}")))
+}
+
+async fn upload_file(
+    store: &ArchiveStore,
+    local: &Path,
+    key: &ObjectPath,
+) -> Result<(), ExportError> {
+    let upload_error = |detail: String| ExportError::Upload {
+        object: store.describe(key),
+        detail,
+    };
+    let mut file = tokio::fs::File::open(local)
+        .await
+        .map_err(|error| ExportError::io(local, error))?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|error| ExportError::io(local, error))?
+        .len();
+    if len <= SINGLE_PUT_BYTES_MAX {
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut bytes)
+            .await
+            .map_err(|error| ExportError::io(local, error))?;
+        store
+            .store
+            .put(key, PutPayload::from(bytes))
+            .await
+            .map_err(|error| upload_error(error.to_string()))?;
+        return Ok(());
+    }
+    let upload = store
+        .store
+        .put_multipart(key)
+        .await
+        .map_err(|error| upload_error(error.to_string()))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK_BYTES);
+    let mut buffer = vec![0; MULTIPART_CHUNK_BYTES];
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .await
+            .map_err(|error| ExportError::io(local, error))?;
+        if read == 0 {
+            break;
+        }
+        writer
+            .wait_for_capacity(MULTIPART_CONCURRENCY)
+            .await
+            .map_err(|error| upload_error(error.to_string()))?;
+        writer.write(&buffer[..read]);
+    }
+    writer
+        .finish()
+        .await
+        .map(|_| ())
+        .map_err(|error| upload_error(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_and_builds_have_their_own_folders() {
+        assert_eq!(
+            url_of("s3://b/p/", "exp_trajectories_0_9"),
+            "s3://b/p/exports/exp_trajectories_0_9/"
+        );
+        assert_eq!(
+            url_of("gs://b", "datasets/code-v1/bld_x"),
+            "gs://b/datasets/code-v1/bld_x/"
+        );
+    }
+}
