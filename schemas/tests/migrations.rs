@@ -314,6 +314,8 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                     limit: Some(1000),
                     filters: BTreeMap::from([("language".to_string(), vec!["python".to_string()])]),
                     view: None,
+                    training_run_id: None,
+                    session_id: None,
                 },
                 to_lsn: agentd_schemas::Lsn(120),
                 dir: "datasets/python-edits-v1/bld_0123456789abcdef".into(),

@@ -3,6 +3,7 @@
 //! ends.
 
 use super::*;
+use crate::replay::for_each_record;
 use agentd_schemas::events::{Event, LogRecord};
 
 /// A sequencer over `state` (records not in the log) and a log in `dir`, not started.
