@@ -55,6 +55,7 @@ pub enum BuildsCommand {
     },
     /// The newest build of a dataset key (`name-version`)
     Latest {
+        /// The dataset key, `name-version` (as `datasets build --name N --version V` made it)
         dataset_key: String,
         /// Download its files into this directory (checked against their recorded sha256)
         #[arg(long, value_name = "DIR")]
