@@ -164,7 +164,7 @@ pub const FAMILIES: &[MetricFamily] = &[
             label: "object",
             values: ARCHIVE_OBJECTS,
         },
-        help: "Objects uploaded to the log archive: sealed_segment (a rolled segment, final), active_segment (the active segment's durable prefix), manifest.",
+        help: "Objects uploaded to the log archive: sealed_segment (a rolled segment, final), active_segment (a chunk of the active segment's new durable bytes), manifest.",
     },
     MetricFamily {
         name: "agentd_archive_upload_failures_total",

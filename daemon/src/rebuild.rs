@@ -66,24 +66,7 @@ pub fn rebuild_with(
     out: Option<&Path>,
     options: RebuildOptions,
 ) -> anyhow::Result<RebuildReport> {
-    if out.is_none() && options.until != RebuildUntil::End {
-        anyhow::bail!("--until-lsn and --until-time need --out: the data directory's own projections always follow the whole log");
-    }
-    let paths = DataPaths::new(data_dir);
-    if !paths.log.is_dir() {
-        anyhow::bail!(
-            "{} has no log directory; is this an agentd data directory?",
-            data_dir.display()
-        );
-    }
-    if let Some(out) = out {
-        if same_dir(out, data_dir) {
-            anyhow::bail!(
-                "--out {} is the data directory itself; leave --out off to rebuild in place, or give another directory",
-                out.display()
-            );
-        }
-    }
+    let paths = check_dirs(data_dir, out, options)?;
     // In place, the projection files are the daemon's own: refuse while one runs. The lock is
     // the daemon's (`LOCK`, held for its lifetime) and is released when this process exits.
     let _data_dir_lock = match out {
@@ -110,6 +93,76 @@ pub fn rebuild_with(
         Some(out) => out.join("projections"),
         None => paths.projections.clone(),
     };
+    let rebuilt = replay_into_fresh(config, &reader, &projections_dir, last_lsn)?;
+    let exports = match out {
+        Some(out) => {
+            let settings =
+                crate::export::ExportSettings::new(config, data_dir, Some(out.join("exports")))?;
+            crate::export::replay::rebuild_exports(
+                &rebuilt.domain,
+                &settings,
+                &rebuilt.ledger,
+                last_lsn,
+            )?
+        }
+        None => Vec::new(),
+    };
+    let domain = rebuilt.domain.digests();
+    Ok(RebuildReport {
+        lsn: last_lsn.0,
+        exports_lsn: rebuilt.ledger.last_content_lsn(last_lsn).0,
+        queue: rebuilt.queue.digest(),
+        jobs: rebuilt.store.digest()?,
+        datasets: domain.datasets,
+        agent_state: domain.agent_state,
+        trajectories: domain.trajectories,
+        exports,
+    })
+}
+
+/// Refuses what a rebuild cannot do before anything is touched; returns the data dir's paths.
+fn check_dirs(
+    data_dir: &Path,
+    out: Option<&Path>,
+    options: RebuildOptions,
+) -> anyhow::Result<DataPaths> {
+    if out.is_none() && options.until != RebuildUntil::End {
+        anyhow::bail!("--until-lsn and --until-time need --out: the data directory's own projections always follow the whole log");
+    }
+    let paths = DataPaths::new(data_dir);
+    if !paths.log.is_dir() {
+        anyhow::bail!(
+            "{} has no log directory; is this an agentd data directory?",
+            data_dir.display()
+        );
+    }
+    if let Some(out) = out {
+        if same_dir(out, data_dir) {
+            anyhow::bail!(
+                "--out {} is the data directory itself; leave --out off to rebuild in place, or give another directory",
+                out.display()
+            );
+        }
+    }
+    Ok(paths)
+}
+
+/// Every projection, rebuilt from the log.
+struct Rebuilt {
+    store: ProjectionStore,
+    domain: DomainProjections,
+    ledger: crate::export::ledger::ExportLedger,
+    queue: QueueState,
+}
+
+/// One pass over the log up to `last_lsn` feeds every projection, as start-up does; the job
+/// projection in `projections_dir` starts empty and is made durable at the end.
+fn replay_into_fresh(
+    config: &Config,
+    reader: &crate::log::LogReader,
+    projections_dir: &Path,
+    last_lsn: agentd_schemas::Lsn,
+) -> anyhow::Result<Rebuilt> {
     let jobs_file = projections_dir.join("jobs.redb");
     if jobs_file.exists() {
         std::fs::remove_file(&jobs_file)
@@ -120,15 +173,14 @@ pub fn rebuild_with(
         ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let (store, _) = ProjectionStore::open(&projections_dir)?;
+    let (store, _) = ProjectionStore::open(projections_dir)?;
     let domain = DomainProjections::new(&config.datasets)?;
     let mut ledger = crate::export::ledger::ExportLedger::default();
     let mut queue = QueueState::new();
-    // One pass over the log feeds every projection, as start-up does.
     let mut jobs = StoredJobs::new(&store)?;
     let mut domain_projection = &domain;
     drive(
-        &reader,
+        reader,
         agentd_schemas::Lsn::ZERO,
         last_lsn,
         FRAMES_PER_TRANSACTION_MAX,
@@ -136,26 +188,14 @@ pub fn rebuild_with(
         |lsn| progress.set_position(lsn.0),
     )
     .map_err(crate::projection::ProjectionError::from)?;
+    drop(jobs);
     store.persist()?;
     progress.finish_and_clear();
-    let exports = match out {
-        Some(out) => {
-            let settings =
-                crate::export::ExportSettings::new(config, data_dir, Some(out.join("exports")))?;
-            crate::export::replay::rebuild_exports(&domain, &settings, &ledger, last_lsn)?
-        }
-        None => Vec::new(),
-    };
-    let domain = domain.digests();
-    Ok(RebuildReport {
-        lsn: last_lsn.0,
-        exports_lsn: ledger.last_content_lsn(last_lsn).0,
-        queue: queue.digest(),
-        jobs: store.digest()?,
-        datasets: domain.datasets,
-        agent_state: domain.agent_state,
-        trajectories: domain.trajectories,
-        exports,
+    Ok(Rebuilt {
+        store,
+        domain,
+        ledger,
+        queue,
     })
 }
 

@@ -49,69 +49,32 @@ impl Opened {
             settings_events,
             tls: _served_by_the_caller,
         } = self;
-        let writer = log.start_writer();
-        let archiver = crate::archive::Archiver::start(
+        let core = Core::start(
+            &config,
+            log,
+            &log_reader,
             archive_store,
-            &config.storage,
-            log_reader.clone(),
-            writer.subscribe_durable(),
             paths.log.clone(),
-        );
-        let (stop_projector, stop_rx) = watch::channel(false);
-        let (applied, projector) = crate::projection::spawn_projector(
-            store.clone(),
-            domain.clone(),
-            log_reader.clone(),
-            writer.subscribe_durable(),
-            stop_rx,
-            tokio::runtime::Handle::current(),
-        )?;
-        let (sequencer, sequencer_task) = Sequencer::spawn(
             replayed.queue,
-            writer.clone(),
-            SequencerOptions {
-                limits: config.queue.limits(),
-                log: log_reader.clone(),
-                lease_wait_ms_max: config.server.lease_wait_ms_max,
-                lease_waiters_max: config.server.lease_waiters_max,
-            },
-        );
-        record_settings(&sequencer, settings_events).await?;
+            (store.clone(), domain.clone()),
+        )?;
+        record_settings(&core.sequencer, settings_events).await?;
 
-        let tasks = Tasks::new();
-        tasks.spawn_until_shutdown(update_gauges(sequencer.clone(), metrics.clone(), data_dir));
-        tasks.spawn_until_shutdown(crate::projection::domain::gauges::publish_gauges(
-            domain.clone(),
-        ));
-        let (exports, export_runner) = crate::export::runner::ExportService::spawn(
+        let (tasks, exports, schedules) = start_tasks(
+            &core,
+            metrics.clone(),
+            data_dir,
+            domain,
             export_settings,
-            crate::export::runner::LedgerState {
-                ledger: replayed.ledger,
-                applied: last_lsn,
-            },
-            crate::export::runner::RunnerParts {
-                sequencer: sequencer.clone(),
-                writer: writer.clone(),
-                applied: applied.clone(),
-                domain,
-                log: log_reader.clone(),
-            },
+            schedules,
+            (replayed.ledger, last_lsn, replayed.last_record_ms),
+            log_reader.clone(),
         );
-        // The runner stops once every handle to it is gone (the HTTP state and the scheduler),
-        // after the export in progress.
-        tasks.adopt(export_runner);
-        let schedules = Arc::new(schedules);
-        tasks.spawn(crate::schedule::run(
-            schedules.clone(),
-            exports.clone(),
-            replayed.last_record_ms,
-            tasks.signal(),
-        ));
         let app_state = AppState {
-            sequencer,
+            sequencer: core.sequencer,
             projections: store,
-            applied,
-            writer: writer.clone(),
+            applied: core.applied,
+            writer: core.writer.clone(),
             log: log_reader,
             body_bytes_max: config.server.body_bytes_max,
             lease_wait_ms_max: config.server.lease_wait_ms_max,
@@ -125,14 +88,130 @@ impl Opened {
         };
         let running = Running {
             tasks,
-            sequencer_task,
+            sequencer_task: core.sequencer_task,
+            writer: core.writer,
+            archiver: core.archiver,
+            stop_projector: core.stop_projector,
+            projector: core.projector,
+            lock_file,
+        };
+        Ok((app_state, running))
+    }
+}
+
+/// Starts the background tasks: the gauges, the export runner and the scheduler.
+#[allow(clippy::too_many_arguments)] // each is one component's own input, moved in once
+fn start_tasks(
+    core: &Core,
+    metrics: Option<PrometheusHandle>,
+    data_dir: PathBuf,
+    domain: Arc<crate::projection::domain::DomainProjections>,
+    export_settings: crate::export::ExportSettings,
+    schedules: Vec<crate::schedule::Schedule>,
+    (ledger, last_lsn, last_record_ms): (
+        crate::export::ledger::ExportLedger,
+        agentd_schemas::Lsn,
+        Option<u64>,
+    ),
+    log_reader: crate::log::LogReader,
+) -> (
+    Tasks,
+    crate::export::runner::ExportService,
+    Arc<Vec<crate::schedule::Schedule>>,
+) {
+    let tasks = Tasks::new();
+    tasks.spawn_until_shutdown(update_gauges(core.sequencer.clone(), metrics, data_dir));
+    tasks.spawn_until_shutdown(crate::projection::domain::gauges::publish_gauges(
+        domain.clone(),
+    ));
+    let (exports, export_runner) = crate::export::runner::ExportService::spawn(
+        export_settings,
+        crate::export::runner::LedgerState {
+            ledger,
+            applied: last_lsn,
+        },
+        crate::export::runner::RunnerParts {
+            sequencer: core.sequencer.clone(),
+            writer: core.writer.clone(),
+            applied: core.applied.clone(),
+            domain,
+            log: log_reader,
+        },
+    );
+    // The runner stops once every handle to it is gone (the HTTP state and the scheduler),
+    // after the export in progress.
+    tasks.adopt(export_runner);
+    let schedules = Arc::new(schedules);
+    tasks.spawn(crate::schedule::run(
+        schedules.clone(),
+        exports.clone(),
+        last_record_ms,
+        tasks.signal(),
+    ));
+    (tasks, exports, schedules)
+}
+
+/// The write path and its followers: the log writer, the archiver and the projector (both
+/// tail the durable LSN), and the sequencer over the replayed queue state.
+struct Core {
+    writer: LogWriter,
+    archiver: crate::archive::Archiver,
+    stop_projector: watch::Sender<bool>,
+    projector: std::thread::JoinHandle<()>,
+    applied: crate::projection::AppliedWatch,
+    sequencer: SequencerHandle,
+    sequencer_task: tokio::task::JoinHandle<()>,
+}
+
+impl Core {
+    fn start(
+        config: &crate::config::Config,
+        log: crate::log::Log,
+        log_reader: &crate::log::LogReader,
+        archive_store: Option<crate::archive::ArchiveStore>,
+        log_dir: PathBuf,
+        queue: crate::queue::QueueState,
+        (store, domain): (
+            Arc<crate::projection::ProjectionStore>,
+            Arc<crate::projection::domain::DomainProjections>,
+        ),
+    ) -> anyhow::Result<Core> {
+        let writer = log.start_writer();
+        let archiver = crate::archive::Archiver::start(
+            archive_store,
+            &config.storage,
+            log_reader.clone(),
+            writer.subscribe_durable(),
+            log_dir,
+        );
+        let (stop_projector, stop_rx) = watch::channel(false);
+        let (applied, projector) = crate::projection::spawn_projector(
+            store,
+            domain,
+            log_reader.clone(),
+            writer.subscribe_durable(),
+            stop_rx,
+            tokio::runtime::Handle::current(),
+        )?;
+        let (sequencer, sequencer_task) = Sequencer::spawn(
+            queue,
+            writer.clone(),
+            SequencerOptions {
+                limits: config.queue.limits(),
+                log: log_reader.clone(),
+                lease_wait_ms_max: config.server.lease_wait_ms_max,
+                lease_waiters_max: config.server.lease_waiters_max,
+            },
+        );
+        Ok(Core {
             writer,
             archiver,
             stop_projector,
             projector,
-            lock_file,
-        };
-        Ok((app_state, running))
+            applied,
+            sequencer,
+            sequencer_task,
+        })
     }
 }
 

@@ -36,38 +36,38 @@ fn agentctl_help_lists_every_command_and_global_option() {
         "agentctl",
         &[],
         expect![[r#"
-        Typed Rust client for agentd, the sandbox runner, and the agentctl CLI.
+            agentctl: submit and inspect jobs, run workers (the sandbox and the astgrep.verify built-in), and administer agentd.
 
-        Usage: agentctl [OPTIONS] <COMMAND>
+            Usage: agentctl [OPTIONS] <COMMAND>
 
-        Commands:
-          submit        Submit one job, many from a JSONL file (one payload per line), or a group of episode jobs of one task (--rollouts N)
-          jobs          List, show, cancel or retry jobs
-          queues        List queues, pause or resume one
-          events        Read the event log
-          worker        Lease jobs and run a command (`-- ./handle.sh`) or a built-in (`--builtin astgrep.verify`) for each; `--gpus all` runs one slot per GPU
-          sandbox       Run one ast-grep action in the sandbox locally and print the result
-          verify        Judge an astgrep.verify payload locally, as the worker would, and print the reward (records nothing; for reward functions: `--json`, exit 0 with a verdict, 2 invalid input)
-          tokens        Create bearer tokens for the daemon's access control
-          ingest        Register a dataset and stream its normalized records (`--meta _meta.json --records x.jsonl`)
-          datasets      List datasets, or report counts per dataset, language and split
-          state         Show a task's agent state or its update history
-          trajectories  Show a task's trajectory, or teacher precision and reward stats
-          rollouts      List a task's rollouts, or show one rollout with its steps
-          groups        Show a group of rollouts: rewards, mean, standard deviation, advantages
-          exports       List recorded exports, show one, or run one now (Parquet for trainers; docs/exports.md)
-          schedules     List scheduled exports with their next and last run
-          bench         Measure submit throughput, end-to-end jobs/s and latencies against a running daemon
-          help          Print this message or the help of the given subcommand(s)
+            Commands:
+              submit        Submit one job, many from a JSONL file (one payload per line), or a group of episode jobs of one task (--rollouts N)
+              jobs          List, show, cancel or retry jobs
+              queues        List queues, pause or resume one
+              events        Read the event log
+              worker        Lease jobs and run a command (`-- ./handle.sh`) or a built-in (`--builtin astgrep.verify`) for each; `--gpus all` runs one slot per GPU
+              sandbox       Run one ast-grep action in the sandbox locally and print the result
+              verify        Judge an astgrep.verify payload locally, as the worker would, and print the reward (records nothing; for reward functions: `--json`, exit 0 with a verdict, 2 invalid input)
+              tokens        Create bearer tokens for the daemon's access control
+              ingest        Register a dataset and stream its normalized records (`--meta _meta.json --records x.jsonl`)
+              datasets      List datasets, or report counts per dataset, language and split
+              state         Show a task's agent state or its update history
+              trajectories  Show a task's trajectory, or teacher precision and reward stats
+              rollouts      List a task's rollouts, or show one rollout with its steps
+              groups        Show a group of rollouts: rewards, mean, standard deviation, advantages
+              exports       List recorded exports, show one, or run one now (Parquet for trainers; docs/exports.md)
+              schedules     List scheduled exports with their next and last run
+              bench         Measure submit throughput, end-to-end jobs/s and latencies against a running daemon
+              help          Print this message or the help of the given subcommand(s)
 
-        Options:
-              --url <URL>          Daemon URL, http:// or https:// [env: AGENTD_URL=] [default: http://127.0.0.1:7070]
-              --token <TOKEN>      Bearer token, when the daemon requires one [env: AGENTD_TOKEN]
-              --ca-cert <CA_CERT>  PEM file of the CA that signed the daemon's TLS certificate, for https:// URLs [env: AGENTD_CA_CERT=]
-              --json               Print machine-readable JSON instead of text
-          -h, --help               Print help
-          -V, --version            Print version
-    "#]],
+            Options:
+                  --url <URL>          Daemon URL, http:// or https:// [env: AGENTD_URL=] [default: http://127.0.0.1:7070]
+                  --token <TOKEN>      Bearer token, when the daemon requires one [env: AGENTD_TOKEN]
+                  --ca-cert <CA_CERT>  PEM file of the CA that signed the daemon's TLS certificate, for https:// URLs [env: AGENTD_CA_CERT=]
+                  --json               Print machine-readable JSON instead of text
+              -h, --help               Print help
+              -V, --version            Print version
+        "#]],
     );
 }
 
