@@ -68,11 +68,26 @@ impl Bucket {
         format!("{}/{key}", base.trim_end_matches('/'))
     }
 
+    /// A request to the local S3 server with an `Authorization` header. moto answers an
+    /// anonymous object GET with 403 (the object's ACL is private) but, with IAM checks off
+    /// (its default), accepts any signature: the test reads, damages and lists the bucket
+    /// behind the daemon's back without signing requests itself.
+    fn s3_request(method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        reqwest::Client::new().request(method, url).header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=agentd-test/20260101/us-east-1/s3/aws4_request, \
+             SignedHeaders=host, Signature=00",
+        )
+    }
+
     pub(crate) async fn get(&self, key: &str) -> Option<Vec<u8>> {
         match self {
             Bucket::Dir(root) => std::fs::read(root.join(key)).ok(),
             Bucket::S3 { base, .. } => {
-                let response = reqwest::get(Self::object_url(base, key)).await.unwrap();
+                let response = Self::s3_request(reqwest::Method::GET, Self::object_url(base, key))
+                    .send()
+                    .await
+                    .unwrap();
                 if !response.status().is_success() {
                     return None;
                 }
@@ -85,8 +100,7 @@ impl Bucket {
         match self {
             Bucket::Dir(root) => std::fs::write(root.join(key), bytes).unwrap(),
             Bucket::S3 { base, .. } => {
-                let response = reqwest::Client::new()
-                    .put(Self::object_url(base, key))
+                let response = Self::s3_request(reqwest::Method::PUT, Self::object_url(base, key))
                     .body(bytes)
                     .send()
                     .await
@@ -100,11 +114,11 @@ impl Bucket {
         match self {
             Bucket::Dir(root) => std::fs::remove_file(root.join(key)).unwrap(),
             Bucket::S3 { base, .. } => {
-                let response = reqwest::Client::new()
-                    .delete(Self::object_url(base, key))
-                    .send()
-                    .await
-                    .unwrap();
+                let response =
+                    Self::s3_request(reqwest::Method::DELETE, Self::object_url(base, key))
+                        .send()
+                        .await
+                        .unwrap();
                 assert!(response.status().is_success(), "{response:?}");
             }
         }
@@ -119,9 +133,11 @@ impl Bucket {
                 .collect(),
             Bucket::S3 { base, bucket } => {
                 let (endpoint, prefix) = base.split_once(&format!("/{bucket}/")).unwrap();
-                let listing = reqwest::get(format!(
-                    "{endpoint}/{bucket}?list-type=2&prefix={prefix}/log/&max-keys=1000"
-                ))
+                let listing = Self::s3_request(
+                    reqwest::Method::GET,
+                    format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}/log/&max-keys=1000"),
+                )
+                .send()
                 .await
                 .unwrap()
                 .text()

@@ -640,8 +640,8 @@ async fn exports_and_builds_are_copied_to_object_storage_with_their_urls() {
         let copied = bucket.get(&format!("exports/{export_id}/{path}")).await;
         assert_eq!(copied.as_ref(), Some(bytes), "exports/{export_id}/{path}");
     }
-    let manifest: Value = serde_json::from_slice(&local["manifest.json"]).unwrap();
-    assert_eq!(manifest["url"], export_url.as_str());
+    let export_manifest: Value = serde_json::from_slice(&local["manifest.json"]).unwrap();
+    assert_eq!(export_manifest["url"], export_url.as_str());
 
     let build = ctl_json(
         &url,
@@ -826,7 +826,7 @@ print(json.dumps({"rows": rows, "columns": table.column_names}))
             String::from_utf8_lossy(&output.stderr)
         );
         let read: Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(read["rows"], manifest["rows"], "{read}");
+        assert_eq!(read["rows"], export_manifest["rows"], "{read}");
         assert!(read["columns"]
             .as_array()
             .unwrap()
