@@ -243,9 +243,11 @@ pub struct DatasetBuildRequest {
     /// A label: the training run the build is for (1 to 128 of `A-Za-z0-9._:/-`). Labels are
     /// part of the request: the same request with another label is another build.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
     pub training_run_id: Option<String>,
     /// A label: the session that asked for the build (as `training_run_id`).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
     pub session_id: Option<String>,
 }
 
