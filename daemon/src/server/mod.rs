@@ -1,10 +1,10 @@
 //! The daemon's life in four phases, each in its own module:
 //!
-//! 1. [`open`] (`open.rs`): check the config, lock the data directory, recover the log, replay
-//!    it into every projection. Nothing runs yet.
+//! 1. [`open`] (`open.rs`): check the config, lock the data directory, bind the socket,
+//!    recover the log, replay it into every projection. Nothing runs yet.
 //! 2. [`Opened::start`] (`start.rs`): start the log writer, archiver, projector, sequencer and
 //!    the background tasks.
-//! 3. [`serve`]: accept HTTP until SIGTERM or Ctrl-C, then drain in-flight requests for up to
+//! 3. [`serve`]: accept HTTP on the socket bound in phase 1 until SIGTERM or Ctrl-C, then drain in-flight requests for up to
 //!    `shutdown_grace_ms`.
 //! 4. [`Running::stop`] (`start.rs`): a shutdown signal to the tasks and a completion guard
 //!    (`tasks.rs`), then the sequencer drains, the log is made durable, the projector finishes,
@@ -58,54 +58,36 @@ pub async fn run(
     config: Config,
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
-    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-    let opened = open(config).await?;
-    let serving = Serving::of(&opened);
-    let (app_state, running) = opened.start().await?;
+    let (serving, app_state, running) = open(config).await?.start().await?;
+    let grace = serving.grace;
     let served = serve(serving, app_state, ready).await;
-    // Stop in order even when serving failed (the port was taken): the sequencer drains, the
-    // log is durable and the projection complete before the error is reported.
+    // Stop in order even when serving failed: the sequencer drains, the log is durable and the
+    // projection complete before the error is reported.
     running.stop(grace).await;
     served?;
     eprintln!("agentd: stopped cleanly");
     Ok(())
 }
 
-/// What [`serve`] needs from the config, taken before [`Opened::start`] consumes it.
+/// What [`serve`] needs: the socket bound by [`open`] and the serving limits.
 pub struct Serving {
-    listen: std::net::SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    connections_max: usize,
-    connection_idle_timeout: Duration,
-    grace: Duration,
-    data_dir: PathBuf,
+    pub(super) listener: TcpListener,
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(super) connections_max: usize,
+    pub(super) connection_idle_timeout: Duration,
+    /// How long in-flight requests, then each stopping step, may take after a stop signal.
+    pub(super) grace: Duration,
+    pub(super) data_dir: PathBuf,
 }
 
-impl Serving {
-    pub fn of(opened: &Opened) -> Serving {
-        let config = &opened.config;
-        Serving {
-            listen: config.server.listen,
-            tls: opened.tls.clone(),
-            connections_max: config.server.connections_max,
-            connection_idle_timeout: connection_idle_timeout(config),
-            grace: Duration::from_millis(config.server.shutdown_grace_ms),
-            data_dir: opened.data_dir.clone(),
-        }
-    }
-}
-
-/// Binds, announces the address (stderr and `ready`) and serves `app_state` until SIGTERM or
-/// Ctrl-C, then drains in-flight requests for up to the grace period.
+/// Announces the address (stderr and `ready`) and serves `app_state` until SIGTERM or Ctrl-C,
+/// then drains in-flight requests for up to the grace period.
 pub async fn serve(
     serving: Serving,
     app_state: AppState,
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(serving.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", serving.listen))?;
-    let address = listener.local_addr()?;
+    let address = serving.listener.local_addr()?;
     tracing::info!(%address, data_dir = %serving.data_dir.display(), "agentd listening");
     let scheme = if serving.tls.is_some() {
         "https"
@@ -121,7 +103,7 @@ pub async fn serve(
         let _ignored_if_nobody_waits = ready.send(address);
     }
     let listener = crate::limited_listener::LimitedListener::new(
-        listener,
+        serving.listener,
         serving.connections_max,
         serving.connection_idle_timeout,
     );
@@ -135,7 +117,6 @@ pub async fn serve(
     }
 }
 
-/// Serves until SIGTERM/Ctrl-C, then lets in-flight requests finish for up to `grace`.
 /// How long a connection may go without a byte either way before it is closed: twice the
 /// longer of the request timeout and the long-poll cap (60 s by default), so a connection that
 /// idle cannot have a request in flight.
@@ -147,6 +128,7 @@ pub fn connection_idle_timeout(config: &Config) -> Duration {
     Duration::from_millis(longest_request_ms.saturating_mul(2).max(1000))
 }
 
+/// Serves until SIGTERM/Ctrl-C, then lets in-flight requests finish for up to `grace`.
 async fn serve_until_shutdown<L>(
     listener: L,
     router: axum::Router,

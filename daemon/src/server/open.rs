@@ -1,6 +1,6 @@
-//! Phase 1 of the daemon's life: check the config, lock the data directory, recover the log and
-//! replay it into every projection. Nothing runs and nothing is written to the log yet; a bad
-//! config or a damaged log stops the start here.
+//! Phase 1 of the daemon's life: check the config, lock the data directory, bind the listening
+//! socket, recover the log and replay it into every projection. Nothing runs and nothing is
+//! written to the log yet; a bad config, a taken port or a damaged log stops the start here.
 
 use super::{log_options, DataPaths, DATA_DIR_LOCK};
 use crate::config::Config;
@@ -29,6 +29,9 @@ pub struct Opened {
     pub(super) lock_file: std::fs::File,
     pub(super) authenticator: Arc<crate::auth::Authenticator>,
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Bound before the log is touched, so a taken port stops the start before anything is
+    /// replayed or appended; connections wait in the backlog until [`super::serve`] accepts.
+    pub(super) listener: tokio::net::TcpListener,
     pub(super) archive_store: Option<crate::archive::ArchiveStore>,
     pub(super) metrics: Option<PrometheusHandle>,
     /// The recovered log; its writer is not started yet.
@@ -77,6 +80,9 @@ pub async fn open(config: Config) -> anyhow::Result<Opened> {
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let paths = DataPaths::new(&data_dir);
     let lock_file = lock(&data_dir)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let export_settings = crate::export::ExportSettings::new(&config, &data_dir, None)?;
     let domain = Arc::new(DomainProjections::new(&config.datasets)?);
     let domain_api = DomainApi::new(&config, domain.clone())?;
@@ -111,6 +117,7 @@ pub async fn open(config: Config) -> anyhow::Result<Opened> {
         lock_file,
         authenticator,
         tls,
+        listener,
         archive_store,
         metrics,
         log,

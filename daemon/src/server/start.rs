@@ -27,8 +27,9 @@ pub struct Running {
 }
 
 impl Opened {
-    /// Starts every component over the replayed state. Returns the HTTP state to serve.
-    pub async fn start(self) -> anyhow::Result<(AppState, Running)> {
+    /// Starts every component over the replayed state. Returns what [`super::serve`] needs,
+    /// the HTTP state to serve, and what [`Running::stop`] stops.
+    pub async fn start(self) -> anyhow::Result<(super::Serving, AppState, Running)> {
         let Opened {
             config,
             data_dir,
@@ -47,8 +48,17 @@ impl Opened {
             schedules,
             export_settings,
             settings_events,
-            tls: _served_by_the_caller,
+            tls,
+            listener,
         } = self;
+        let serving = super::Serving {
+            listener,
+            tls,
+            connections_max: config.server.connections_max,
+            connection_idle_timeout: super::connection_idle_timeout(&config),
+            grace: Duration::from_millis(config.server.shutdown_grace_ms),
+            data_dir: data_dir.clone(),
+        };
         let core = Core::start(
             &config,
             log,
@@ -62,13 +72,17 @@ impl Opened {
 
         let (tasks, exports, schedules) = start_tasks(
             &core,
-            metrics.clone(),
-            data_dir,
-            domain,
-            export_settings,
-            schedules,
-            (replayed.ledger, last_lsn, replayed.last_record_ms),
-            log_reader.clone(),
+            TaskInputs {
+                metrics: metrics.clone(),
+                data_dir,
+                domain,
+                export_settings,
+                schedules,
+                ledger: replayed.ledger,
+                last_lsn,
+                last_record_ms: replayed.last_record_ms,
+                log_reader: log_reader.clone(),
+            },
         );
         let app_state = AppState {
             sequencer: core.sequencer,
@@ -95,31 +109,46 @@ impl Opened {
             projector: core.projector,
             lock_file,
         };
-        Ok((app_state, running))
+        Ok((serving, app_state, running))
     }
 }
 
-/// Starts the background tasks: the gauges, the export runner and the scheduler.
-#[allow(clippy::too_many_arguments)] // each is one component's own input, moved in once
-fn start_tasks(
-    core: &Core,
+/// What the background tasks are started with, each moved into the one that owns it.
+struct TaskInputs {
     metrics: Option<PrometheusHandle>,
     data_dir: PathBuf,
     domain: Arc<crate::projection::domain::DomainProjections>,
     export_settings: crate::export::ExportSettings,
     schedules: Vec<crate::schedule::Schedule>,
-    (ledger, last_lsn, last_record_ms): (
-        crate::export::ledger::ExportLedger,
-        agentd_schemas::Lsn,
-        Option<u64>,
-    ),
+    /// The export ledger replayed up to `last_lsn`.
+    ledger: crate::export::ledger::ExportLedger,
+    last_lsn: agentd_schemas::Lsn,
+    /// The time of the log's last record: the scheduler judges missed firings by it.
+    last_record_ms: Option<u64>,
     log_reader: crate::log::LogReader,
+}
+
+/// Starts the background tasks: the gauges, the export runner and the scheduler.
+fn start_tasks(
+    core: &Core,
+    inputs: TaskInputs,
 ) -> (
     Tasks,
     crate::export::runner::ExportService,
     Arc<Vec<crate::schedule::Schedule>>,
 ) {
-    let tasks = Tasks::new();
+    let TaskInputs {
+        metrics,
+        data_dir,
+        domain,
+        export_settings,
+        schedules,
+        ledger,
+        last_lsn,
+        last_record_ms,
+        log_reader,
+    } = inputs;
+    let mut tasks = Tasks::new();
     tasks.spawn_until_shutdown(update_gauges(core.sequencer.clone(), metrics, data_dir));
     tasks.spawn_until_shutdown(crate::projection::domain::gauges::publish_gauges(
         domain.clone(),
@@ -216,10 +245,11 @@ impl Core {
 }
 
 impl Running {
-    /// Stops everything after the HTTP server has drained, each step bounded by `grace`:
-    /// background tasks (signal, then wait for their guards), the sequencer (it drains its
-    /// in-flight appends once every handle is gone), the log writer, the archiver, and the
-    /// projector (a final catch-up and a durable commit).
+    /// Stops everything after the HTTP server has drained: background tasks (signal, wait up
+    /// to `grace` for their guards, then abort the rest), the sequencer (it drains its
+    /// in-flight appends once every handle is gone; up to `grace`), the log writer (its last
+    /// batch made durable), the archiver (a last pass, up to `grace`), and the projector (a
+    /// final catch-up and a durable commit).
     pub async fn stop(self, grace: Duration) {
         let Running {
             tasks,
@@ -231,7 +261,7 @@ impl Running {
             lock_file,
         } = self;
         if !tasks.shutdown(grace).await {
-            tracing::warn!("background tasks did not finish within {grace:?}; leaving them");
+            tracing::warn!("background tasks did not finish within {grace:?}; aborted them");
         }
         // The HTTP state and the tasks held the sequencer's handles: it now drains and stops.
         if tokio::time::timeout(grace, sequencer_task).await.is_err() {
