@@ -189,6 +189,7 @@ pub struct LeaseAsk<'a> {
     pub max_jobs: u32,
 }
 
+/// Decides which ready jobs a worker gets: best first across its (unpaused) queues, by priority,
 /// then eligibility time, then submission order; only jobs whose required tags the worker has.
 /// Call `state.promote_due(now_ms)` first. An empty event list means nothing matched.
 pub fn lease(
@@ -469,16 +470,6 @@ pub fn change_job(
         events: vec![change.event(job_id, now_ms)],
         reply: (),
     })
-}
-
-/// [`change_job`] with [`JobChange::Cancel`].
-pub fn cancel(state: &QueueState, now_ms: u64, job_id: JobId) -> Result<Decision<()>, DecideError> {
-    change_job(state, now_ms, job_id, JobChange::Cancel)
-}
-
-/// [`change_job`] with [`JobChange::Retry`].
-pub fn retry(state: &QueueState, now_ms: u64, job_id: JobId) -> Result<Decision<()>, DecideError> {
-    change_job(state, now_ms, job_id, JobChange::Retry)
 }
 
 /// Pauses (`paused = true`) or resumes a queue. Leases stop or restart; submits always work.

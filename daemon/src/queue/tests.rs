@@ -260,12 +260,23 @@ fn tags_paused_queues_and_cancel() {
     assert!(harness.lease(&["q"], &[("gpu", "h100")], 5).is_empty());
     let resume = decide::set_paused(&harness.limits, "q", false).unwrap();
     harness.commit(resume.events);
-    let cancelled = decide::cancel(&harness.state, harness.now_ms, gpu).unwrap();
+    let cancelled = decide::change_job(
+        &harness.state,
+        harness.now_ms,
+        gpu,
+        decide::JobChange::Cancel,
+    )
+    .unwrap();
     harness.commit(cancelled.events);
     assert!(harness.lease(&["q"], &[("gpu", "h100")], 5).is_empty());
     assert_eq!(harness.state_of(gpu), JobStateName::Cancelled);
     assert!(matches!(
-        decide::retry(&harness.state, harness.now_ms, gpu),
+        decide::change_job(
+            &harness.state,
+            harness.now_ms,
+            gpu,
+            decide::JobChange::Retry
+        ),
         Err(DecideError::InvalidState { .. })
     ));
 }
@@ -487,7 +498,13 @@ fn unfinished_jobs_keep_their_payload_for_lease_answers() {
     assert_eq!(leases[0].0, job_id);
     assert!(harness.state.job(job_id).unwrap().lease_data.is_some());
     check_lease_cache(&harness.state);
-    let cancel = decide::cancel(&harness.state, harness.now_ms, cancelled).unwrap();
+    let cancel = decide::change_job(
+        &harness.state,
+        harness.now_ms,
+        cancelled,
+        decide::JobChange::Cancel,
+    )
+    .unwrap();
     harness.commit(cancel.events);
     harness.complete(leases[0].1).unwrap();
     assert!(harness.state.job(job_id).unwrap().lease_data.is_none());

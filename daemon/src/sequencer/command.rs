@@ -55,12 +55,11 @@ pub struct DecideCx<'a> {
 pub enum Decided<A: AnswerWithLsn> {
     /// Append `events` as one record; answer `answer` with its LSN once it is durable.
     Append { events: Vec<Event>, answer: A },
-    /// Nothing to append: answer at once.
+    /// Nothing to append. The answer may rest on a record still in flight (a duplicate
+    /// submission's original, a step recorded a moment ago), so it is sent once every frame now
+    /// in flight is durable, as a refusal (`Err` from `decide`) is: a 2xx or a 409 never rests
+    /// on a record a crash or a full disk could take back.
     Answer(A::Reply),
-    /// Nothing to append, but the answer (or refusal) may rest on a record still in flight (a
-    /// step recorded a moment ago): answer once every frame now in flight is durable, so a 2xx
-    /// or a 409 never rests on a record a crash or a full disk could take back.
-    AfterInFlight(Result<A::Reply, DecideError>),
     /// Nothing to lease yet: park the long-poll until a job arrives or its wait ends.
     Park(Parked<A::Reply>),
     /// Answer now, then append nothing until `release` fires or is dropped (at most

@@ -53,7 +53,6 @@ impl Harness {
                 Ok(answer.with_lsn(lsn))
             }
             Decided::Answer(reply) => Ok(reply),
-            Decided::AfterInFlight(outcome) => outcome,
             Decided::Park(_) => panic!("parked"),
             Decided::Hold { reply, .. } => Ok(reply),
         }

@@ -36,21 +36,20 @@ impl SequencerCommand for DomainCommand {
     type Answer = DomainReply;
 
     fn decide(self, cx: &DecideCx<'_>) -> Result<Decided<DomainReply>, DecideError> {
-        Ok(match domain_decide::decide(cx.state, cx.now_ms, self) {
-            Ok(decision) if decision.events.is_empty() => {
-                Decided::AfterInFlight(Ok(DomainOutcome {
-                    lsn: None,
-                    depends_on: cx.state.last_lsn,
-                    reply: decision.reply,
-                }))
-            }
-            Ok(decision) => Decided::Append {
+        // A refusal (a step already recorded, a reward already given) is answered after the
+        // frames in flight, as every answer without an append is (see `Decided::Answer`).
+        let decision = domain_decide::decide(cx.state, cx.now_ms, self)?;
+        Ok(if decision.events.is_empty() {
+            Decided::Answer(DomainOutcome {
+                lsn: None,
+                depends_on: cx.state.last_lsn,
+                reply: decision.reply,
+            })
+        } else {
+            Decided::Append {
                 events: decision.events,
                 answer: decision.reply,
-            },
-            // A refusal (a step already recorded, a reward already given) may rest on a fact
-            // still in flight, too.
-            Err(refusal) => Decided::AfterInFlight(Err(refusal)),
+            }
         })
     }
 }

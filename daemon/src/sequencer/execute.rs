@@ -7,6 +7,7 @@ use super::command::{SequencerCommand, SequencerError};
 use super::internal::DigestHold;
 use super::{observe, replay_queue_state, InFlight, Sequencer};
 use crate::log::AppendError;
+use crate::queue::DecideError;
 use agentd_schemas::events::{encode_record, Event, LogRecord, RECORD_FORMAT_VERSION};
 use agentd_schemas::Lsn;
 use rand::Rng;
@@ -40,20 +41,13 @@ impl Sequencer {
         if C::READS_READY_JOBS {
             self.promote_due_jobs(now_ms);
         }
-        let decided = command.decide(&self.decide_cx(now_ms));
-        match decided {
-            Err(refusal) => answer(reply, Err(refusal.into())),
-            Ok(Decided::Answer(now)) => answer(reply, Ok(now)),
+        match command.decide(&self.decide_cx(now_ms)) {
+            Err(refusal) => self.answer_after_in_flight(reply, Err(refusal)),
+            Ok(Decided::Answer(now)) => self.answer_after_in_flight(reply, Ok(now)),
             Ok(Decided::Append {
                 events,
                 answer: pending,
             }) => self.append(now_ms, actor, events, reply, pending).await,
-            Ok(Decided::AfterInFlight(outcome)) => self.after_in_flight(Box::new(move |durable| {
-                let outcome = durable
-                    .map_err(SequencerError::Append)
-                    .and_then(|()| outcome.map_err(SequencerError::Rejected));
-                answer(reply, outcome);
-            })),
             Ok(Decided::Park(parked)) => self.park(now_ms, actor, parked, reply),
             Ok(Decided::Hold {
                 reply: digest,
@@ -135,6 +129,21 @@ impl Sequencer {
     /// on a fact still in flight (a step recorded a moment ago); answering only after it is
     /// durable keeps a 2xx or a 409 from resting on a record a crash or a full disk could take
     /// back.
+    /// An answer without an append, and a refusal, may rest on a record still in flight: both
+    /// are sent once every frame now in flight is durable (at once when there is none).
+    fn answer_after_in_flight<T: Send + 'static>(
+        &mut self,
+        reply: Reply<T>,
+        outcome: Result<T, DecideError>,
+    ) {
+        self.after_in_flight(Box::new(move |durable| {
+            let outcome = durable
+                .map_err(SequencerError::Append)
+                .and_then(|()| outcome.map_err(SequencerError::Rejected));
+            answer(reply, outcome);
+        }))
+    }
+
     pub(super) fn after_in_flight(
         &mut self,
         answer: Box<dyn FnOnce(Result<(), AppendError>) + Send>,

@@ -30,6 +30,23 @@ fn start(sequencer: Sequencer) -> (SequencerHandle, tokio::task::JoinHandle<()>)
     (SequencerHandle { tx }, tokio::spawn(sequencer.run(rx)))
 }
 
+/// Well under [`DIGEST_HOLD_MAX`]: a wait bounded by this fails if only the hold's own time
+/// limit ended the hold.
+const WELL_INSIDE_THE_HOLD: Duration = Duration::from_secs(5);
+
+/// Waits until a command sent on `handle` sits in the sequencer's channel (so a release that
+/// follows comes after it), bounded.
+async fn until_queued(handle: &SequencerHandle) {
+    let queued = async {
+        while handle.tx.capacity() == COMMAND_QUEUE_CAPACITY {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(WELL_INSIDE_THE_HOLD, queued)
+        .await
+        .expect("the command reached the sequencer's channel");
+}
+
 fn settings_event() -> AppendInternal {
     AppendInternal {
         events: vec![Event::QueuePaused {
@@ -63,16 +80,17 @@ async fn a_hold_acknowledges_frames_in_flight_and_appends_commands_sent_during_i
         let handle = handle.clone();
         async move { handle.call(settings_event(), None).await }
     });
+    until_queued(&handle).await;
     make_durable.send(Ok(Lsn(1))).unwrap();
     // Well inside DIGEST_HOLD_MAX: an acknowledgement that waited for the hold would miss it.
-    let outcome = tokio::time::timeout(Duration::from_secs(5), &mut acknowledged)
+    let outcome = tokio::time::timeout(WELL_INSIDE_THE_HOLD, &mut acknowledged)
         .await
         .expect("the frame in flight is acknowledged while the hold lasts");
     assert_eq!(outcome.unwrap().unwrap(), Lsn(1));
 
-    // Given time to run (an absence cannot be polled for; well inside DIGEST_HOLD_MAX, so a
-    // hold that ended by itself would not pass), the command sent during the hold is not
-    // appended.
+    // Given time to run, the command sent during the hold is not appended. (An absence cannot
+    // be polled for: on a very slow machine this could pass without proving much, never fail
+    // wrongly.)
     let mut during = during;
     assert!(
         tokio::time::timeout(Duration::from_millis(300), &mut during)
@@ -83,7 +101,11 @@ async fn a_hold_acknowledges_frames_in_flight_and_appends_commands_sent_during_i
     assert_eq!(writer.durable_lsn(), Lsn::ZERO);
 
     release.send(()).unwrap();
-    let lsn = during.await.unwrap().unwrap();
+    let lsn = tokio::time::timeout(WELL_INSIDE_THE_HOLD, during)
+        .await
+        .expect("the release, not the hold's time limit, ended the hold")
+        .unwrap()
+        .unwrap();
     assert_eq!(lsn, Lsn(1), "appended right after the digest's LSN");
     assert_eq!(writer.durable_lsn(), Lsn(1));
     drop(handle);
@@ -110,8 +132,13 @@ async fn a_dropped_release_ends_the_hold_and_the_waiting_command_lands_right_aft
         let handle = handle.clone();
         async move { handle.call(settings_event(), None).await }
     });
+    until_queued(&handle).await;
     drop(release);
-    let second = during.await.unwrap().unwrap();
+    let second = tokio::time::timeout(WELL_INSIDE_THE_HOLD, during)
+        .await
+        .expect("dropping the release, not the hold's time limit, ended the hold")
+        .unwrap()
+        .unwrap();
     assert_eq!(second, first.next());
     let mut records: Vec<(Lsn, LogRecord)> = Vec::new();
     for_each_record(&reader, Lsn::ZERO, second, |lsn, record| {

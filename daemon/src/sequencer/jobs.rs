@@ -44,7 +44,8 @@ impl SequencerCommand for Submit {
         let decision = decide::submit(cx.state, cx.limits, cx.now_ms, &self.requests)?;
         let answer = SubmitAnswer(decision.reply);
         if decision.events.is_empty() {
-            // Every job was a duplicate: nothing to append, answer with the originals.
+            // Every job was a duplicate: nothing to append; answered with the originals once
+            // the frames in flight (which may hold them) are durable.
             return Ok(Decided::Answer(answer.with_lsn(Lsn::ZERO)));
         }
         Ok(Decided::Append {

@@ -184,8 +184,6 @@ pub fn validate_lease_ask(ask: &LeaseAsk<'_>, limits: &QueueLimits) -> Result<()
     Ok(())
 }
 
-/// Decides which ready jobs a worker gets: best first across its (unpaused) queues, by priority,
-
 /// A completion's or failure's `log_tail`, refused over [`LOG_TAIL_BYTES_MAX`] bytes. Unlike a
 /// failure's error it is not cut here: the worker already sent a tail, and a longer one is a
 /// client bug worth an answer. An empty tail is recorded as none.
