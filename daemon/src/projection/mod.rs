@@ -141,8 +141,9 @@ impl ProjectionStore {
 
     /// [`Self::open`] for a log that ends at `log_last_lsn`: a projection ahead of the log (the
     /// log was replaced, for example by a restore) cannot be trusted and is replaced by an
-    /// empty one, which the caller catches up. The one place that decides when the job
-    /// projection is reset.
+    /// empty one, which the caller catches up. With [`Self::open`] (which resets a corrupt or
+    /// older-version file), this decides when the running daemon resets the job projection;
+    /// `agentd rebuild` always starts from an empty one.
     pub fn open_following(
         dir: &Path,
         log_last_lsn: Lsn,
@@ -216,23 +217,30 @@ impl ProjectionStore {
         Ok(())
     }
 
-    /// Catches up from the applied LSN to `up_to`, calling `progress` after each transaction.
+    /// Catches up from the applied LSN to `up_to`, applying each batch to this projection and
+    /// then to `domain` when given (the projector's in-memory projections, which already hold
+    /// what this one held), calling `progress` after each transaction.
     pub fn catch_up(
         &self,
         log: &(impl LogSource + ?Sized),
         up_to: Lsn,
+        domain: Option<&domain::DomainProjections>,
         progress: impl FnMut(Lsn),
     ) -> Result<Lsn, ProjectionError> {
         let mut jobs = StoredJobs::new(self)?;
         let after = jobs.applied;
-        Ok(drive(
-            log,
-            after,
-            up_to,
-            FRAMES_PER_TRANSACTION_MAX,
-            &mut [&mut jobs],
-            progress,
-        )?)
+        let batch = FRAMES_PER_TRANSACTION_MAX;
+        Ok(match domain {
+            Some(mut domain) => drive(
+                log,
+                after,
+                up_to,
+                batch,
+                &mut [&mut jobs, &mut domain],
+                progress,
+            )?,
+            None => drive(log, after, up_to, batch, &mut [&mut jobs], progress)?,
+        })
     }
 
     pub fn digest(&self) -> Result<String, ProjectionError> {
@@ -269,11 +277,6 @@ impl<'a> StoredJobs<'a> {
             applied: store.applied_lsn()?,
             store,
         })
-    }
-
-    /// The last LSN the projection holds.
-    pub fn applied(&self) -> Lsn {
-        self.applied
     }
 }
 
@@ -471,18 +474,10 @@ impl Projector {
     /// Applies the durable frames up to `durable` to the job projection and then the domain
     /// projections, publishing the applied LSN after each batch.
     fn catch_up(&self, durable: Lsn) -> Result<Lsn, ProjectionError> {
-        let mut jobs = StoredJobs::new(&self.store)?;
-        let mut domain = &*self.domain;
-        Ok(drive(
-            &self.log,
-            jobs.applied(),
-            durable,
-            FRAMES_PER_TRANSACTION_MAX,
-            &mut [&mut jobs, &mut domain],
-            |lsn| {
+        self.store
+            .catch_up(&self.log, durable, Some(&self.domain), |lsn| {
                 self.applied_tx.send_replace(lsn);
-            },
-        )?)
+            })
     }
 
     /// Final catch-up so a graceful stop leaves the projection complete and durable.

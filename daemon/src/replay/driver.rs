@@ -57,8 +57,9 @@ impl Projection for LastRecordTime {
 /// calling `progress` with the last LSN of each applied batch. The last projection of the list
 /// receives each batch by value. Returns the last LSN applied (`after` when the range is empty).
 ///
-/// Stops at the first error, from reading the log or from a projection; the projections then
-/// hold every batch before the failing one.
+/// Stops at the first error, from reading the log or from a projection. Every projection then
+/// holds every batch before the failing one; the projections before the failing one in the list
+/// hold the failing batch too.
 pub fn drive(
     source: &(impl LogSource + ?Sized),
     after: Lsn,
