@@ -309,6 +309,10 @@ async fn submit_and_lease(client: &Client, task: &str, worker_id: &str) -> (JobI
         wait_ms: Some(0),
     };
     let grant = client.lease(&ask).await.unwrap().leases.pop().unwrap();
+    assert_eq!(
+        grant.job_id, job_id,
+        "leased another job than the one submitted"
+    );
     (job_id, grant)
 }
 
