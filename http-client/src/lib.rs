@@ -4,8 +4,11 @@
 //!
 //! What it owns: the connection pool, bearer tokens, trusted CAs (`--ca-cert`), request
 //! timeouts, and decoding answers into `agentd-schemas` types. What it must not do: know about
-//! the sandbox, workers, the `agentctl` command line (no clap) or the daemon crate; everything
-//! it knows about the daemon comes from `agentd-schemas` and HTTP.
+//! the sandbox, workers, or the daemon crate, or parse `agentctl`'s command line (no clap);
+//! everything it knows about the daemon comes from `agentd-schemas` and HTTP. One exception
+//! in wording only: [`ClientError::hint`] is phrased for agentctl and names its flags and
+//! environment variable (`--url`, `AGENTD_URL`, `--ca-cert`); other callers ignore the hint or
+//! word their own from the error.
 
 mod client;
 mod domain;
