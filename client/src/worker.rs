@@ -31,7 +31,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinSet;
 
-pub use command::{command_handler, kill_group, DaemonAccess};
+pub(crate) use command::kill_group;
+pub use command::{command_handler, DaemonAccess};
 
 /// Most bytes of stderr kept for a failure message (the tail says the most).
 pub const STDERR_TAIL_BYTES: usize = 4096;

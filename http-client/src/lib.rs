@@ -24,9 +24,9 @@ pub use jobs::JobListQuery;
 /// Default daemon address.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
 /// Time allowed for an ordinary request; long-polls add their wait to it.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A whole file download (an export shard is at most 256 MiB by default).
-pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Which certificate authorities a `Client` trusts for https URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
