@@ -2,9 +2,11 @@
 //! handler per job, heartbeats at a fraction of the lease TTL, and reports the outcome.
 //!
 //! A job whose lease is lost (expired, cancelled, superseded) is stopped at once: the handler
-//! sees `lost` turn true and a command handler kills the job's whole process group. On SIGTERM
-//! the worker stops leasing, lets running jobs finish until the drain deadline, then stops the
-//! rest and fails them as retryable so another worker picks them up.
+//! sees its `JobContext::stop` change from `StopReason::Running` to `LeaseLost`, and a command
+//! handler kills the job's whole process group. The same happens with `ServerLost` when the
+//! slot's model server goes down or is restarted under the job. On SIGTERM the worker stops
+//! leasing, lets running jobs finish until the drain deadline, then stops the rest (`Draining`)
+//! and fails them as retryable so another worker picks them up.
 //!
 //! Each attempt's output goes to a `crate::job_log::AttemptLog` as it comes (the job's log file
 //! with `--log-dir`, and the tail sent with the completion or failure as `log_tail`).
@@ -29,7 +31,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinSet;
 
-pub use command::{command_handler, kill_group, DaemonAccess};
+pub(crate) use command::kill_group;
+pub use command::{command_handler, DaemonAccess};
 
 /// Most bytes of stderr kept for a failure message (the tail says the most).
 pub const STDERR_TAIL_BYTES: usize = 4096;
@@ -82,7 +85,8 @@ pub struct JobContext {
     pub grant: LeaseGrant,
     pub client: Client,
     pub slot: Slot,
-    /// Turns true when the lease is lost or the drain deadline passed: stop now.
+    /// `StopReason::Running` while the job may go on; any other value means stop now, and says
+    /// why: the lease was lost, the drain deadline passed, or the slot's model server was lost.
     pub stop: watch::Receiver<StopReason>,
     /// Where the job's output goes as it comes: its log file (`--log-dir`) and the tail sent
     /// with the completion or failure (`crate::job_log`).
@@ -107,7 +111,8 @@ pub enum JobOutcome {
         error: String,
         retryable: bool,
     },
-    /// Stopped because of a lost lease or the drain deadline; the worker reports what fits.
+    /// Stopped because `JobContext::stop` left `Running` (a lost lease or model server, the
+    /// drain deadline); the worker reports what fits.
     Stopped,
 }
 

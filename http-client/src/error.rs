@@ -58,7 +58,8 @@ impl ClientError {
 
     /// What to try, for the failures with a usual cause: nothing listening at the URL, a
     /// certificate that is not trusted, plain HTTP against a TLS port and the reverse. Phrased
-    /// for agentctl: it names its options (`--ca-cert`, `--url`).
+    /// for agentctl: it names its options and environment variable (`--ca-cert`, `--url`,
+    /// `AGENTD_URL`), which other callers ignore.
     pub fn hint(&self) -> Option<String> {
         match self {
             ClientError::Transport { url, error, trust } => transport_hint(url, error, *trust),

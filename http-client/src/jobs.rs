@@ -1,5 +1,6 @@
 //! Typed client methods for the job routes: submit, list, cancel and retry jobs, lease,
-//! heartbeat, complete and fail them, pause and resume queues, read the event log.
+//! heartbeat, complete and fail them, pause and resume queues, read the event log; and for the
+//! daemon's own routes, `health` and `settings`.
 
 use crate::{Client, ClientError, REQUEST_TIMEOUT};
 use agentd_schemas::api::{

@@ -35,6 +35,9 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     pub config: Option<PathBuf>,
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// From [`Daemon::start_for_this_process`]: `child` is the shell that owns agentd and the
+    /// directory, not agentd itself.
+    shared: bool,
 }
 
 impl Daemon {
@@ -59,6 +62,7 @@ impl Daemon {
 
     /// SIGKILL, then start again on the same address with the same data dir and config.
     pub fn restart_on_same_port(&mut self) {
+        self.refuse_if_shared("restart_on_same_port");
         let listen = self.listen_addr();
         self.kill9();
         let next = Daemon::start_on(
@@ -94,8 +98,9 @@ impl Daemon {
     /// process, for a fixture that tests share from a `static` (which is never dropped): a
     /// shell between this process and agentd waits on a pipe from this process, and when the
     /// process exits (the pipe closes) it kills agentd with SIGKILL and removes the directory.
-    /// [`Daemon::kill9`] (and so dropping it) closes the pipe too; `stop` and `restart` are for
-    /// daemons from [`Daemon::start`].
+    /// [`Daemon::kill9`] (and so dropping it) closes the pipe too; `stop`, `restart` and
+    /// `restart_on_same_port` panic on such a daemon (they are for daemons from
+    /// [`Daemon::start`] and [`Daemon::start_on`]).
     pub fn start_for_this_process(config_text: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir").keep();
         let config = write_config(&dir, config_text);
@@ -104,8 +109,11 @@ impl Daemon {
         command
             .arg("-c")
             // A background job of a non-interactive shell reads /dev/null, so agentd never
-            // takes the pipe; `read` returns at its end of file.
-            .arg(r#"dir=$1; shift; "$@" & daemon=$!; read -r _; kill -9 "$daemon"; wait; rm -rf "$dir""#)
+            // takes the pipe; `read` returns at its end of file. The shell closes its own
+            // stderr once agentd runs, so agentd alone holds the pipe `launch` reads: when
+            // agentd exits (e.g. at once, on a bad config) the reader sees the end at once
+            // instead of waiting out the start timeout.
+            .arg(r#"dir=$1; shift; "$@" & daemon=$!; exec 2>&-; read -r _; kill -9 "$daemon"; wait; rm -rf "$dir""#)
             .arg("sh")
             .arg(&dir)
             .arg(binary("agentd"))
@@ -142,6 +150,7 @@ impl Daemon {
         });
         match url_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(url) => Ok(Daemon {
+                shared: child.stdin.is_some(),
                 child: Some(child),
                 url,
                 data_dir: data_dir.to_path_buf(),
@@ -149,8 +158,9 @@ impl Daemon {
                 stderr: lines,
             }),
             Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                // For the shell of `start_for_this_process`, closing the lifeline makes it kill
+                // agentd and remove the kept directory; `child.kill()` would kill only the shell.
+                end_with_sigkill(child);
                 // Give the reader thread a moment to collect the last lines.
                 let deadline = Instant::now() + Duration::from_secs(2);
                 while Instant::now() < deadline && Arc::strong_count(&lines) > 1 {
@@ -168,21 +178,24 @@ impl Daemon {
 
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            match child.stdin.take() {
-                // Started by `start_for_this_process`: the child is the shell, which kills agentd
-                // with SIGKILL when its pipe closes.
-                Some(lifeline) => drop(lifeline),
-                None => {
-                    let _ = child.kill();
-                }
-            }
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            end_with_sigkill(child);
         }
+    }
+
+    /// Panics on a daemon from [`Daemon::start_for_this_process`]: its child is the shell (its
+    /// pid is not agentd's), and its directory is removed once agentd is killed.
+    fn refuse_if_shared(&self, what: &str) {
+        assert!(
+            !self.shared,
+            "Daemon::{what} is for daemons from Daemon::start or Daemon::start_on; this one is \
+             from Daemon::start_for_this_process (shared by tests, its child is a shell)"
+        );
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
+        self.refuse_if_shared("stop");
         let mut child = self.child.take()?;
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
@@ -204,6 +217,7 @@ impl Daemon {
 
     /// Restarts on a new port with the same data dir and config.
     pub fn restart(&mut self) {
+        self.refuse_if_shared("restart");
         self.kill9();
         let next = Daemon::start(&self.data_dir.clone(), self.config.clone().as_deref());
         *self = next;
@@ -218,6 +232,19 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// SIGKILL for agentd, then wait for `child`. A child with a stdin is the shell of
+/// [`Daemon::start_for_this_process`]: closing that pipe makes it kill agentd with SIGKILL and
+/// remove its directory.
+fn end_with_sigkill(mut child: Child) {
+    match child.stdin.take() {
+        Some(lifeline) => drop(lifeline),
+        None => {
+            let _ = child.kill();
+        }
+    }
+    let _ = child.wait();
 }
 
 /// agentd's arguments for a data dir, an optional config and a listen address.

@@ -25,7 +25,8 @@ pub enum DatasetsCommand {
     Builds {
         #[command(subcommand)]
         command: Option<BuildsCommand>,
-        /// Only builds of this dataset key (`name-version`), when listing
+        /// Only builds of this dataset key (`name-version`), when listing (without a subcommand;
+        /// with one, e.g. `builds list --dataset-key K`, it is refused)
         #[arg(long)]
         dataset_key: Option<String>,
     },
@@ -112,7 +113,7 @@ pub async fn run(client: &Client, command: DatasetsCommand, json: bool) -> anyho
         DatasetsCommand::Builds {
             command,
             dataset_key,
-        } => match command.unwrap_or(BuildsCommand::List { dataset_key }) {
+        } => match builds_command(command, dataset_key)? {
             BuildsCommand::List { dataset_key } => list_builds(client, dataset_key, json).await,
             BuildsCommand::Show { build_id } => {
                 let build = builds(client, None)
@@ -148,6 +149,32 @@ pub async fn run(client: &Client, command: DatasetsCommand, json: bool) -> anyho
             let stats = client.dataset_stats().await?;
             print!("{}", markdown(&stats));
             Ok(())
+        }
+    }
+}
+
+/// What `datasets builds [--dataset-key K] [SUBCOMMAND]` runs: `builds --dataset-key K` alone
+/// lists that key's builds. With a subcommand the outer `--dataset-key` is refused rather than
+/// dropped (`builds --dataset-key K list` would otherwise list every build). A check here, not
+/// clap's `args_conflicts_with_subcommands`, which would also refuse the global options
+/// (`builds --json list`).
+pub(super) fn builds_command(
+    command: Option<BuildsCommand>,
+    dataset_key: Option<String>,
+) -> anyhow::Result<BuildsCommand> {
+    match (command, dataset_key) {
+        (None, dataset_key) => Ok(BuildsCommand::List { dataset_key }),
+        (Some(command), None) => Ok(command),
+        (Some(command), Some(key)) => {
+            let hint = match command {
+                BuildsCommand::List { .. } => {
+                    format!("write `agentctl datasets builds list --dataset-key {key}`")
+                }
+                _ => "it only applies to `datasets builds` without a subcommand".to_owned(),
+            };
+            anyhow::bail!(
+                "--dataset-key before a `datasets builds` subcommand is not applied; {hint}"
+            )
         }
     }
 }

@@ -10,6 +10,9 @@ use clap::Subcommand;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+/// `jobs list --limit` when not given.
+const DEFAULT_LIST_LIMIT: usize = 50;
+
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
     /// List jobs, oldest first
@@ -21,7 +24,7 @@ pub enum JobsCommand {
         #[arg(long)]
         state: Option<String>,
         /// Jobs per page (1 to 1000); the last line names the next page when there is one
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = DEFAULT_LIST_LIMIT)]
         limit: usize,
         /// Continue after this job id (the cursor printed by the previous page)
         #[arg(long)]
@@ -114,9 +117,36 @@ async fn list(client: &Client, query: &JobListQuery, json: bool) -> anyhow::Resu
         );
     }
     if let Some(next) = page.next_after {
-        println!("more: agentctl jobs list --after {next}");
+        println!("more: {}", next_page_command(query, next));
     }
     Ok(())
+}
+
+/// The `agentctl jobs list` line for the page after `next`: the same filters and page size as
+/// `query` (without them the next page would list every queue and state).
+fn next_page_command(query: &JobListQuery, next: JobId) -> String {
+    let mut command = String::from("agentctl jobs list");
+    if let Some(queue) = &query.queue {
+        command.push_str(&format!(" --queue {}", shell_word(queue)));
+    }
+    if let Some(state) = &query.state {
+        command.push_str(&format!(" --state {}", shell_word(state)));
+    }
+    if let Some(limit) = query.limit.filter(|limit| *limit != DEFAULT_LIST_LIMIT) {
+        command.push_str(&format!(" --limit {limit}"));
+    }
+    command.push_str(&format!(" --after {next}"));
+    command
+}
+
+/// `text` as one shell word: as it is when it has no special characters, else single-quoted.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.:/@,+=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 /// `jobs show`: the job, its lease, result and error, then its history.
@@ -276,4 +306,35 @@ async fn print_logs(
         println!();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(queue: Option<&str>, state: Option<&str>, limit: usize) -> JobListQuery {
+        JobListQuery {
+            queue: queue.map(str::to_owned),
+            state: state.map(str::to_owned),
+            limit: Some(limit),
+            after: None,
+        }
+    }
+
+    #[test]
+    fn the_next_page_command_repeats_the_filters_and_page_size() {
+        let next = JobId(2);
+        assert_eq!(
+            next_page_command(&query(Some("demo"), Some("queued"), 1), next),
+            "agentctl jobs list --queue demo --state queued --limit 1 --after job_2"
+        );
+        assert_eq!(
+            next_page_command(&query(None, None, DEFAULT_LIST_LIMIT), next),
+            "agentctl jobs list --after job_2"
+        );
+        assert_eq!(
+            next_page_command(&query(Some("it's a queue"), None, 10), next),
+            r"agentctl jobs list --queue 'it'\''s a queue' --limit 10 --after job_2"
+        );
+    }
 }

@@ -137,3 +137,54 @@ fn durations_and_tags_parse() {
     assert!(parse_key_value("=x").is_err());
     assert!(parse_key_value("novalue").is_err());
 }
+
+/// `datasets builds`, parsed, as the command it runs (or the refusal).
+fn datasets_builds(args: &[&str]) -> anyhow::Result<datasets::BuildsCommand> {
+    let cli = Cli::try_parse_from(["agentctl", "datasets", "builds"].iter().chain(args))
+        .unwrap_or_else(|error| panic!("{args:?}: {error}"));
+    let Command::Datasets(datasets::DatasetsCommand::Builds {
+        command,
+        dataset_key,
+    }) = cli.command
+    else {
+        panic!("{args:?} did not parse as datasets builds");
+    };
+    datasets::builds_command(command, dataset_key)
+}
+
+#[test]
+fn datasets_builds_refuses_a_dataset_key_before_its_subcommand() {
+    use datasets::BuildsCommand;
+    // Without a subcommand the key filters the listing; after `list` too.
+    for args in [
+        &["--dataset-key", "py-v1"][..],
+        &["list", "--dataset-key", "py-v1"],
+    ] {
+        let command = datasets_builds(args).unwrap();
+        assert!(
+            matches!(&command, BuildsCommand::List { dataset_key: Some(key) } if key == "py-v1"),
+            "{args:?}: {command:?}"
+        );
+    }
+    assert!(matches!(
+        datasets_builds(&[]).unwrap(),
+        BuildsCommand::List { dataset_key: None }
+    ));
+    // Global options still go anywhere.
+    assert!(matches!(
+        datasets_builds(&["--json", "list"]).unwrap(),
+        BuildsCommand::List { dataset_key: None }
+    ));
+    // Before a subcommand it would be dropped silently: refused, saying where it goes.
+    let error = datasets_builds(&["--dataset-key", "py-v1", "list"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("agentctl datasets builds list --dataset-key py-v1"),
+        "{error}"
+    );
+    let error = datasets_builds(&["--dataset-key", "py-v1", "show", "bld_1"])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("--dataset-key"), "{error}");
+}

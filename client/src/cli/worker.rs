@@ -32,8 +32,7 @@ use tokio::sync::watch;
 
 #[cfg(test)]
 use slots::with_episodes_per_gpu;
-pub use slots::EPISODES_PER_GPU_MAX;
-use slots::{slots_and_tags, SupervisedServer};
+use slots::{slots_and_tags, SupervisedServer, EPISODES_PER_GPU_MAX};
 
 /// The end of `agentctl worker --help`: what a job's command gets.
 pub const JOB_ENVIRONMENT_HELP: &str = "\

@@ -186,7 +186,7 @@ fn failure_of_exit(status: std::process::ExitStatus, stderr: &[u8]) -> JobOutcom
 }
 
 /// Kills a job's whole process group (the command was started as its leader).
-pub fn kill_group(pid: Option<u32>) {
+pub(crate) fn kill_group(pid: Option<u32>) {
     if let Some(pid) = pid {
         // ESRCH: the group is already gone, which is what we want.
         let _already_gone = nix::sys::signal::killpg(

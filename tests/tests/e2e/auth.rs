@@ -50,8 +50,10 @@ fn created_tokens() -> &'static [CreatedToken] {
 
 /// A daemon whose config holds every token of [`TOKENS`].
 struct AuthDaemon {
-    _dir: TempDir,
+    // Declared before `_dir`: fields drop in declaration order, so agentd is stopped before its
+    // data dir is removed.
     daemon: Daemon,
+    _dir: TempDir,
 }
 
 impl AuthDaemon {
@@ -66,7 +68,7 @@ impl AuthDaemon {
             &format!("[auth]\ntokens = [\n{}\n]\n", lines.join("\n")),
         );
         let daemon = Daemon::start(&dir.path().join("data"), Some(&config));
-        AuthDaemon { _dir: dir, daemon }
+        AuthDaemon { daemon, _dir: dir }
     }
 
     fn url(&self) -> &str {

@@ -72,7 +72,7 @@ pub(super) async fn gpu_slots(
 }
 
 /// Most jobs at once on one GPU (a limit on slots; vLLM batches a few hundred requests).
-pub const EPISODES_PER_GPU_MAX: usize = 1024;
+pub(super) const EPISODES_PER_GPU_MAX: usize = 1024;
 
 /// A server to supervise, and where its supervisor publishes its status.
 pub(super) type SupervisedServer = (ServerConfig, watch::Sender<ServerStatus>);

@@ -107,6 +107,24 @@ async fn ingesting_the_same_version_again_registers_nothing_and_moves_no_count()
         ),
         "counts moved on re-ingest"
     );
+    // Every count, not only those above: the duplicate, the over-cap and unknown-language
+    // records, the unknown names and the token statistics stay as the first ingest left them.
+    assert_eq!(after, before, "stats moved on re-ingest");
+    assert_eq!(
+        (
+            after.total.records,
+            after.total.kept,
+            after.total.duplicates,
+            after.total.over_token_cap,
+            after.total.unknown_language,
+        ),
+        (6, 3, 1, 1, 1)
+    );
+    assert_eq!(
+        after.total.unknown_language_names,
+        BTreeMap::from([("cobol".to_owned(), 1)])
+    );
+    assert!(after.total.p95_tokens.unwrap() <= 64, "{after:#?}");
 }
 
 #[tokio::test]

@@ -47,11 +47,13 @@ const EPISODE_LEASE_TTL_MS: u64 = 3_600_000;
 
 /// A daemon on a fresh data dir with [`DOMAIN_CONFIG`], and the paths a rebuild needs.
 struct DomainDaemon {
-    /// Holds the config and the data dir; removed when the test ends.
-    dir: TempDir,
+    // Declared before `dir`: fields drop in declaration order, so agentd is stopped before its
+    // data dir is removed.
+    daemon: Daemon,
     config: PathBuf,
     data_dir: PathBuf,
-    daemon: Daemon,
+    /// Holds the config and the data dir; removed when the test ends.
+    dir: TempDir,
 }
 
 /// The part of `agentctl --json ingest`'s summary the tests read (`agentd_client`'s
@@ -139,10 +141,10 @@ impl DomainDaemon {
         let data_dir = dir.path().join("data");
         let daemon = Daemon::start(&data_dir, Some(&config));
         DomainDaemon {
-            dir,
+            daemon,
             config,
             data_dir,
-            daemon,
+            dir,
         }
     }
 
@@ -307,6 +309,10 @@ async fn submit_and_lease(client: &Client, task: &str, worker_id: &str) -> (JobI
         wait_ms: Some(0),
     };
     let grant = client.lease(&ask).await.unwrap().leases.pop().unwrap();
+    assert_eq!(
+        grant.job_id, job_id,
+        "leased another job than the one submitted"
+    );
     (job_id, grant)
 }
 
