@@ -131,7 +131,7 @@ fn run() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(agentd::server::run(config, None))
+            runtime.block_on(agentd::run(config, None))
         }
         Some(Command::Restore { from, until_lsn }) => restore(&config, from, until_lsn),
         Some(Command::Rebuild {
@@ -225,14 +225,12 @@ fn restore(config: &Config, from: String, until_lsn: Option<u64>) -> anyhow::Res
         .build()
         .context("cannot start the async runtime")?;
     let data_dir = config.server.data_dir.clone();
-    let report = runtime.block_on(agentd::archive::restore::restore(
-        agentd::archive::restore::RestoreOptions {
-            from: from.clone(),
-            data_dir: data_dir.clone(),
-            until_lsn,
-            frame_bytes_max: config.log.frame_bytes_max,
-        },
-    ))?;
+    let report = runtime.block_on(agentd::restore(agentd::RestoreOptions {
+        from: from.clone(),
+        data_dir: data_dir.clone(),
+        until_lsn,
+        frame_bytes_max: config.log.frame_bytes_max,
+    }))?;
     println!(
         "restored lsn 1 to {} ({} segments, {} bytes; the archive holds up to lsn {}) from {from} into {}",
         report.last_lsn,

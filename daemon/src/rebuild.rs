@@ -4,11 +4,11 @@
 //! `--until-time` stop the replay earlier ("the dataset as it was on the 3rd").
 
 use crate::config::Config;
+use crate::data_dir::{lock_data_dir, DataPaths};
 use crate::projection::domain::DomainProjections;
 use crate::projection::{ProjectionStore, StoredJobs, FRAMES_PER_TRANSACTION_MAX};
 use crate::queue::QueueState;
 use crate::replay::drive;
-use crate::server::{lock_data_dir, DataPaths};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -75,7 +75,7 @@ pub fn rebuild_with(
             anyhow::anyhow!(
                 "an agentd is running on {} (it holds {}); stop it before rebuilding in place, or rebuild into another directory with --out DIR",
                 data_dir.display(),
-                data_dir.join(crate::server::DATA_DIR_LOCK).display()
+                data_dir.join(crate::data_dir::DATA_DIR_LOCK).display()
             )
         })?),
     };

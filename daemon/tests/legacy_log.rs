@@ -86,7 +86,7 @@ fn same_turns_in_the_output_format(old: &ArrayRef, new: &ArrayRef) {
         };
         assert_eq!(turn(old, 0), turn(new, 0), "row {row}: the user turn");
         let (old_answer, new_answer) = (turn(old, 1), turn(new, 1));
-        let parsed = agentd::domain::output_format::parse(&new_answer)
+        let parsed = agentd::fuzz_api::parse_model_output(&new_answer)
             .unwrap_or_else(|error| panic!("row {row}: {error}: {new_answer}"));
         let old_action = old_answer.rsplit("</think>\n").next().unwrap();
         let old_action: serde_json::Value = serde_json::from_str(old_action).unwrap();

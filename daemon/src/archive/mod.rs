@@ -23,8 +23,7 @@ pub mod restore;
 mod segments;
 mod uploader;
 
-pub use location::{ArchiveStore, StorageKind, StorageUrl, StorageUrlError};
-pub use segments::sha256_hex;
+pub use location::{ArchiveStore, StorageUrl, StorageUrlError};
 
 use crate::config::StorageConfig;
 use crate::log::{LogReader, Lsn};

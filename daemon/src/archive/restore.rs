@@ -6,8 +6,8 @@
 use super::location::{ArchiveStore, StorageUrl, StorageUrlError};
 use super::manifest::{Manifest, ManifestError, ManifestPart, ManifestSegment};
 use super::segments::{read_verified, sha256_hex, LocalSegment};
+use crate::data_dir::DataPaths;
 use crate::log::{self, LogError, LogOptions, LogReader};
-use crate::server::DataPaths;
 use object_store::GetOptions;
 use std::path::{Path, PathBuf};
 
@@ -147,7 +147,7 @@ fn prepare_data_dir(data_dir: &Path) -> Result<std::fs::File, RestoreError> {
         detail,
     };
     std::fs::create_dir_all(data_dir).map_err(io_error(data_dir))?;
-    let lock = crate::server::lock_data_dir(data_dir)
+    let lock = crate::data_dir::lock_data_dir(data_dir)
         .map_err(|error| refuse(format!("{error:#}")))?
         .ok_or_else(|| refuse("an agentd is running on it".to_owned()))?;
     let paths = DataPaths::new(data_dir);

@@ -16,7 +16,9 @@ pub use roles::{Permission, Role};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 
-/// Prefix of every agentd token, so leaked ones are easy to grep for and to recognise.
+/// Prefix of every agentd token, so leaked ones are easy to grep for and to recognise
+/// (`agentctl tokens create` writes it; the daemon accepts any configured hash).
+#[cfg(test)]
 pub const TOKEN_PREFIX: &str = "agtk_";
 
 /// One configured token: a name for audit, a role, and the hash of the secret.
@@ -207,7 +209,9 @@ impl Authenticator {
     }
 }
 
-/// The sha256 (lowercase hex) under which a token is stored.
+/// The sha256 (lowercase hex) under which a token is stored (`agentctl tokens create` computes
+/// the same).
+#[cfg(test)]
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }

@@ -18,11 +18,11 @@
 mod python;
 mod synthetic;
 
+use agentd::bench_api::DomainProjections;
+use agentd::bench_api::LogReader;
+use agentd::bench_api::QueueState;
+use agentd::bench_api::{write_export, ExportSettings};
 use agentd::config::Config;
-use agentd::export::{write_export, ExportSettings};
-use agentd::log::LogReader;
-use agentd::projection::domain::DomainProjections;
-use agentd::queue::QueueState;
 use agentd_schemas::events::{ExportFormat, ExportKind};
 use agentd_schemas::Lsn;
 use std::path::{Path, PathBuf};
@@ -79,7 +79,7 @@ fn measure_reads(reader: &LogReader, to: Lsn, events: u64) -> anyhow::Result<()>
         to.0 as f64 / read_s
     );
     let started = Instant::now();
-    agentd::replay::for_each_record(reader, Lsn::ZERO, to, |_, record| {
+    agentd::bench_api::for_each_record(reader, Lsn::ZERO, to, |_, record| {
         std::hint::black_box(record);
         Ok(())
     })?;
@@ -102,11 +102,11 @@ fn measure_replay(
     let mut queue = QueueState::new();
     let started = Instant::now();
     let mut domain_projection = &domain;
-    agentd::replay::drive(
+    agentd::bench_api::drive(
         reader,
         Lsn::ZERO,
         to,
-        agentd::projection::FRAMES_PER_TRANSACTION_MAX,
+        agentd::bench_api::FRAMES_PER_TRANSACTION_MAX,
         &mut [&mut queue, &mut domain_projection],
         |_| {},
     )?;

@@ -1,7 +1,7 @@
 //! The Python side of the comparison: the same rows as JSON Lines, and pyarrow turning them into
 //! zstd Parquet.
 
-use agentd::projection::domain::DomainProjections;
+use agentd::bench_api::DomainProjections;
 use agentd_schemas::events::Action;
 use agentd_schemas::Lsn;
 use serde_json::json;
@@ -14,7 +14,7 @@ pub fn write_jsonl(domain: &DomainProjections, path: &Path, to: Lsn) -> anyhow::
     let mut bytes = 0u64;
     let trajectories = domain.trajectories();
     for entry in trajectories.steps_after(None) {
-        let Some(view) = agentd::export::view_at(entry, to) else {
+        let Some(view) = agentd::bench_api::view_at(entry, to) else {
             continue;
         };
         let step = &entry.step;

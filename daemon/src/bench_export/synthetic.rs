@@ -195,8 +195,8 @@ fn reward_recorded(place: &StepPlace) -> Event {
 
 /// Writes the synthetic log; returns (last LSN, events).
 pub fn write_log(config: &Config, log_dir: &Path, steps: u64) -> anyhow::Result<(Lsn, u64)> {
-    let options = agentd::server::log_options(config, log_dir.to_path_buf());
-    let (log, _) = agentd::log::open(options)?;
+    let options = agentd::bench_api::log_options(config, log_dir.to_path_buf());
+    let (log, _) = agentd::bench_api::open_log(options)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -129,6 +129,7 @@ pub const ELLIPSIS: char = '…';
 
 /// Merges `update` into `state` under `limits` with nothing to forget: [`merge_update`] with an
 /// empty [`StateForget`].
+#[cfg(test)]
 pub fn merge(
     state: &AgentState,
     update: &AgentState,

@@ -17,8 +17,6 @@ mod dataset;
 mod rollout;
 mod trajectory;
 
-pub use rollout::check_group;
-
 use super::facts::StepIndex;
 use crate::queue::decide::{held_lease, DecideError, Decision};
 use crate::queue::{JobStatus, QueueState};

@@ -15,7 +15,7 @@
 //! Memory: one small entry per rollout, per step (three LSNs), per dataset (its meta and one
 //! range per gap in its positions) and per group name.
 
-use crate::projection::domain::positions::Positions;
+use crate::domain::positions::Positions;
 use agentd_schemas::events::{DatasetMeta, Event, LogRecord};
 use agentd_schemas::{JobId, Lsn, RolloutId};
 use std::collections::{BTreeMap, HashMap};

@@ -20,6 +20,7 @@ pub mod decide;
 mod decide_tests;
 pub mod facts;
 pub mod output_format;
+pub mod positions;
 pub mod record_verification;
 pub mod splits;
 pub mod step_language;

@@ -21,9 +21,7 @@ mod digest;
 mod ranges;
 mod stats;
 
-pub use stats::{
-    DatasetRecordCounts, DatasetStats, RecordCounts, SplitCounts, UNKNOWN_LANGUAGE_NAMES_MAX,
-};
+pub use stats::{DatasetStats, RecordCounts, SplitCounts};
 
 use super::dataset::{
     assign_split, dedup_key, normalize_language, InvalidSplitWeights, Language, Split, SplitWeights,

@@ -21,9 +21,7 @@ pub const CHUNK_BYTES_MAX: usize = 256 * 1024;
 
 /// An encoding name that is not one of [`SUPPORTED_ENCODINGS`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown token encoding {name:?} (supported: o200k_base, cl100k_base, p50k_base, r50k_base)"
-)]
+#[error("unknown token encoding {name:?} (supported: {})", SUPPORTED_ENCODINGS.join(", "))]
 pub struct UnknownEncoding {
     /// The name as given.
     pub name: String,

@@ -29,7 +29,7 @@ pub(crate) mod steps;
 pub mod upload;
 mod writers;
 /// A step as an export of `(after, to]` sees it (its facts logged by `to`).
-pub use steps::{view_at, StepView};
+pub use steps::view_at;
 use writers::{export_processed_jsonl, export_records, export_steps, SplitFilter};
 
 use crate::projection::domain::DomainProjections;
@@ -39,14 +39,9 @@ use agentd_schemas::Lsn;
 use files::{FinishedGroup, ParquetSettings};
 use std::path::{Path, PathBuf};
 
-pub use records::{record_prompt, record_task_id};
-pub use steps::assistant_text;
-
 /// Rows per record batch (and per read-lock hold). Fixed, because batch boundaries shape row
 /// groups and shards, which must not depend on anything but the rows.
 pub const BATCH_ROWS: usize = 4096;
-
-pub use crate::config::ExportsConfig;
 
 impl ExportSettings {
     /// The settings of `config` for a data directory (`root` overrides the exports root, as

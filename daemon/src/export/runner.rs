@@ -42,8 +42,6 @@ pub enum RunError {
     Busy,
     #[error("the export runner stopped")]
     Stopped,
-    #[error("cannot read the log back: {0}")]
-    Replay(String),
 }
 
 impl From<ExportError> for RunError {

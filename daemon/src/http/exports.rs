@@ -84,7 +84,7 @@ fn run_error(error: RunError) -> ApiError {
         RunError::Stopped => ApiError::new(ErrorCode::ShuttingDown, error.to_string()),
         RunError::Lagging(_) => ApiError::new(ErrorCode::Timeout, error.to_string()),
         // An operator's route: the message (a path and an IO error) is what they need to act.
-        RunError::Export(_) | RunError::Replay(_) => {
+        RunError::Export(_) => {
             tracing::error!("export failed: {error}");
             ApiError::new(ErrorCode::ExportFailed, error.to_string())
         }

@@ -22,7 +22,7 @@ use crate::log::LogWriter;
 use crate::projection::{AppliedWatch, ProjectionStore};
 use crate::sequencer::SequencerHandle;
 use agentd_schemas::ErrorCode;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -171,4 +171,3 @@ pub fn now_ms() -> u64 {
 
 /// Lets a handler use `State(state)` and `?` on sequencer results.
 pub type ApiResult<T> = Result<T, ApiError>;
-pub type AppStateExtract = State<AppState>;

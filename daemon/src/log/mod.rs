@@ -18,14 +18,14 @@ mod index;
 mod reader;
 mod recovery;
 mod segment;
-mod writer;
+pub(crate) mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use agentd_schemas::Lsn;
 pub use reader::{LogReader, LogSource, RawFrame};
-pub use writer::{AppendReceiver, BatchObservation, LogWriter, WriterStats};
+pub use writer::{BatchObservation, LogWriter};
 
 use std::fmt;
 use std::io;

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// The answer to one queued frame: its lsn once durable, or why it was not written.
 pub type AppendReceiver = oneshot::Receiver<Result<Lsn, AppendError>>;
 
-/// Counters of the writer since it started, for metrics. Each field only grows.
+/// Counters of the writer since it started, for tests. Each field only grows.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WriterStats {
     /// Batches that made at least one frame durable (each took one fdatasync per segment written).
@@ -110,7 +111,8 @@ impl LogWriter {
         self.shared.durable_watch.subscribe()
     }
 
-    /// Counters for metrics.
+    /// Counters since the writer started (tests check group commit with them).
+    #[cfg(test)]
     pub fn stats(&self) -> WriterStats {
         let stats = &self.shared.stats;
         WriterStats {

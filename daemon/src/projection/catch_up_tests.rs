@@ -47,7 +47,7 @@ async fn append_jobs(writer: &crate::log::LogWriter, jobs: std::ops::RangeInclus
 #[tokio::test]
 async fn a_catch_up_reads_the_frames_it_applies_not_the_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let options = crate::server::log_options(&Config::default(), dir.path().join("log"));
+    let options = crate::data_dir::log_options(&Config::default(), dir.path().join("log"));
     let (log, _) = crate::log::open(options).unwrap();
     let reader = log.reader();
     let writer = log.start_writer();

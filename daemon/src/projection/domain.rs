@@ -31,7 +31,6 @@ pub mod agent_states;
 pub mod datasets;
 mod digest;
 pub mod gauges;
-pub mod positions;
 pub mod training;
 pub mod trajectories;
 

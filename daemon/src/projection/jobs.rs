@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 
 mod read;
 
-pub use read::{list, read_history, read_job, read_job_in, state_name, view, JobFilter};
+#[cfg(test)]
+pub use read::state_name;
+pub use read::{list, read_history, read_job, read_job_in, view, JobFilter};
 
 pub const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 /// (job, lsn, index of the event in its record) -> a msgpack [`HistoryEntry`].

@@ -171,10 +171,6 @@ impl ProjectionStore {
         &self.db
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn applied_lsn(&self) -> Result<Lsn, ProjectionError> {
         Ok(read_meta(&self.db).map_err(jobs::storage)?.1)
     }
@@ -318,10 +314,6 @@ pub struct AppliedWatch {
 }
 
 impl AppliedWatch {
-    pub fn applied_lsn(&self) -> Lsn {
-        *self.rx.borrow()
-    }
-
     /// Waits until the projection has applied `lsn`, or `timeout` passes (then returns false).
     pub async fn wait_for(&self, lsn: Lsn, timeout: Duration) -> bool {
         if *self.rx.borrow() >= lsn {

@@ -8,7 +8,7 @@
 
 mod validate;
 
-pub use validate::{validate_lease_ask, validate_name, validate_tags};
+pub use validate::{validate_lease_ask, validate_name};
 
 use super::limits::QueueLimits;
 use super::state::{Job, JobStatus, QueueState};

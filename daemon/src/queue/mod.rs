@@ -7,9 +7,9 @@ pub mod decide;
 pub mod limits;
 pub mod state;
 
-pub use decide::{DecideError, Decision};
+pub use decide::DecideError;
 pub use limits::QueueLimits;
-pub use state::{Job, JobStatus, QueueState};
+pub use state::{JobStatus, QueueState};
 
 #[cfg(test)]
 mod tests;

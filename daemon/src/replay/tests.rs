@@ -13,7 +13,7 @@ pub(super) const RECORDS: u64 = PIPELINE_MIN_FRAMES + 3 * PIPELINE_BATCH_RECORDS
 /// Writes `RECORDS` records whose `ts_ms` is their LSN; the one at `garbage_at` (if any) is a
 /// frame with a valid CRC whose payload is not a record.
 pub(super) fn write_log(dir: &std::path::Path, garbage_at: Option<u64>) {
-    let options = crate::server::log_options(&Config::default(), dir.to_path_buf());
+    let options = crate::data_dir::log_options(&Config::default(), dir.to_path_buf());
     let (log, _) = crate::log::open(options).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -8,7 +8,7 @@ use agentd_schemas::events::{Event, LogRecord};
 
 /// A sequencer over `state` (records not in the log) and a log in `dir`, not started.
 pub(super) fn sequencer_in(dir: &std::path::Path, state: QueueState) -> (Sequencer, LogWriter) {
-    let options = crate::server::log_options(&crate::config::Config::default(), dir.into());
+    let options = crate::data_dir::log_options(&crate::config::Config::default(), dir.into());
     let (log, _) = crate::log::open(options).unwrap();
     let reader = log.reader();
     let writer = log.start_writer();

@@ -39,15 +39,11 @@ mod hold_tests;
 #[cfg(test)]
 mod wake_tests;
 
-pub use command::{
-    AnswerWithLsn, Command, DecideCx, Decided, ReplyOf, Request, SequencerCommand, SequencerError,
-};
+pub use command::{Command, ReplyOf, Request, SequencerCommand, SequencerError};
 pub use domain::DomainOutcome;
-pub use internal::{AppendInternal, HoldForDigest, QueueDigest, DIGEST_HOLD_MAX};
-pub use jobs::{
-    Cancel, Complete, CompleteMany, CompleteManyOutcome, Fail, Heartbeat, Retry, Submit,
-};
-pub use lease::{GrantedJob, Lease, LeaseGrantCore, LeaseOutcome};
+pub use internal::{AppendInternal, HoldForDigest, DIGEST_HOLD_MAX};
+pub use jobs::{Cancel, Complete, CompleteMany, Fail, Heartbeat, Retry, Submit};
+pub use lease::{Lease, LeaseGrantCore, LeaseOutcome};
 pub use queues::{Queues, SetPaused};
 
 use crate::log::{AppendError, LogReader, LogWriter};

@@ -15,43 +15,15 @@ mod open;
 mod start;
 pub mod tasks;
 
-pub use open::{open, Opened};
-pub use start::Running;
+pub use open::open;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::log::LogOptions;
 use anyhow::Context;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-/// Paths inside the data directory.
-pub struct DataPaths {
-    pub log: PathBuf,
-    pub projections: PathBuf,
-}
-
-impl DataPaths {
-    pub fn new(data_dir: &Path) -> Self {
-        DataPaths {
-            log: data_dir.join("log"),
-            projections: data_dir.join("projections"),
-        }
-    }
-}
-
-/// Log options from the config.
-pub fn log_options(config: &Config, log_dir: PathBuf) -> LogOptions {
-    let mut options = LogOptions::new(log_dir);
-    options.segment_bytes_max = config.log.segment_bytes_max;
-    options.frame_bytes_max = config.log.frame_bytes_max;
-    options.batch_frames_max = config.log.batch_frames_max;
-    options.batch_bytes_max = config.log.batch_bytes_max;
-    options.queue_capacity = config.log.queue_capacity;
-    options
-}
 
 /// Runs the daemon until SIGTERM or Ctrl-C. `ready` receives the bound address.
 pub async fn run(
@@ -193,21 +165,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = terminate => {}
     }
-}
-
-/// The lock file a daemon holds in its data directory for its whole life.
-pub const DATA_DIR_LOCK: &str = "LOCK";
-
-/// Takes the data directory's [`DATA_DIR_LOCK`]; `None` when another process holds it. The
-/// kernel releases the lock when the returned file is dropped or the process exits, however it
-/// exits.
-pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
-    let lock_path = data_dir.join(DATA_DIR_LOCK);
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    Ok(lock_file.try_lock().is_ok().then_some(lock_file))
 }

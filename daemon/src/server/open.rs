@@ -2,8 +2,8 @@
 //! socket, recover the log and replay it into every projection. Nothing runs and nothing is
 //! written to the log yet; a bad config, a taken port or a damaged log stops the start here.
 
-use super::{log_options, DataPaths, DATA_DIR_LOCK};
 use crate::config::Config;
+use crate::data_dir::{lock_data_dir, log_options, DataPaths, DATA_DIR_LOCK};
 use crate::export::ledger::ExportLedger;
 use crate::http::domain::DomainApi;
 use crate::log::{self, Log, LogReader};
@@ -135,7 +135,7 @@ pub async fn open(config: Config) -> anyhow::Result<Opened> {
 
 /// One daemon per data directory: a second writer would interleave frames.
 fn lock(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    super::lock_data_dir(data_dir)?.ok_or_else(|| {
+    lock_data_dir(data_dir)?.ok_or_else(|| {
         anyhow::anyhow!(
             "another agentd is already using the data directory {} (it holds {})",
             data_dir.display(),

@@ -305,7 +305,7 @@ async fn update_gauges(
         if let Some(handle) = &metrics {
             handle.run_upkeep();
         }
-        crate::data_dir_space::publish(&data_dir).await;
+        crate::data_dir::space::publish(&data_dir).await;
         let Ok(queues) = sequencer.call(Queues, None).await else {
             return;
         };

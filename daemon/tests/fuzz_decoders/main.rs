@@ -27,9 +27,9 @@
 // rmp-serde). The `unsafe` is confined to forwarding to `System`, unchanged.
 #![allow(unsafe_code)]
 
-use agentd::domain::dataset::{validate_meta, validate_record, FieldError};
-use agentd::http::extract::parse_json;
-use agentd::log::{self, LogError, LogOptions, LogReader, Lsn, RawFrame};
+use agentd::fuzz_api::log::{self, LogError, LogOptions, LogReader, Lsn, RawFrame};
+use agentd::fuzz_api::parse_json;
+use agentd::fuzz_api::{validate_meta, validate_record, FieldError};
 use agentd_schemas::api::{
     BatchSubmitRequest, CompleteManyRequest, CompleteRequest, FailRequest, LeaseRequest,
     SubmitJobRequest,

@@ -92,7 +92,7 @@ async fn pipelined_appends_from_one_sequencer_fill_batches() {
     let acknowledger = tokio::spawn(async move {
         let mut count = 0u64;
         while let Some((lsn, receiver)) = receivers_rx.recv().await {
-            let receiver: crate::log::AppendReceiver = receiver;
+            let receiver: crate::log::writer::AppendReceiver = receiver;
             assert_eq!(receiver.await.unwrap(), Ok(Lsn(lsn)));
             count += 1;
         }

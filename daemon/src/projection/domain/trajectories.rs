@@ -18,7 +18,7 @@ pub use counters::{
     source_name, Ignored, ModelCounters, RewardCounters, TrajectoryStats,
     REWARD_BUCKET_UPPER_BOUNDS,
 };
-pub use groups::{advantage, mean_and_std, GroupScores, RolloutSummary};
+pub use groups::{advantage, mean_and_std, RolloutSummary};
 
 use crate::domain::dataset::Language;
 use crate::domain::step_language::action_language;
