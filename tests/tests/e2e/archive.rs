@@ -221,7 +221,7 @@ impl Drop for Outage {
 }
 
 /// The value of an unlabelled metric in a `/metrics` scrape.
-async fn metric(url: &str, name: &str) -> Option<f64> {
+pub(crate) async fn metric(url: &str, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
         .ok()?
