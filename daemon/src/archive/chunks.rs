@@ -41,10 +41,7 @@ mod tests {
 
     /// Simulates uploads of `pass_bytes(pass)` bytes for each of `passes` passes; returns the
     /// most chunks a manifest listed, the parts at the end and the bytes uploaded.
-    fn simulate(
-        passes: u64,
-        pass_bytes: impl Fn(u64) -> u64,
-    ) -> (usize, Vec<ManifestPart>, u64) {
+    fn simulate(passes: u64, pass_bytes: impl Fn(u64) -> u64) -> (usize, Vec<ManifestPart>, u64) {
         let mut parts: Vec<ManifestPart> = Vec::new();
         let mut uploaded = 0;
         let mut end = 0;
@@ -100,12 +97,17 @@ mod tests {
         // Pass sizes from 32 bytes (one small frame) to 4 KiB, from a fixed linear congruential
         // sequence so the test is the same on every run.
         let pass_bytes = |pass: u64| {
-            let mixed = pass.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let mixed = pass
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             32 + (mixed >> 33) % 4065
         };
         let passes = 20_000;
         let (most, parts, _) = simulate(passes, pass_bytes);
         let written = parts.last().unwrap().to;
-        assert!(most <= chunks_max(written, 32), "{most} chunks for {written} bytes");
+        assert!(
+            most <= chunks_max(written, 32),
+            "{most} chunks for {written} bytes"
+        );
     }
 }

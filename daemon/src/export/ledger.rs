@@ -251,8 +251,14 @@ mod tests {
         ledger.apply(Lsn(5), &built("bld_a", 4));
         ledger.apply(Lsn(9), &built("bld_b", 8));
         assert_eq!(ledger.parent_build_id("py-v1", Lsn(4)), None);
-        assert_eq!(ledger.parent_build_id("py-v1", Lsn(8)).as_deref(), Some("bld_a"));
-        assert_eq!(ledger.parent_build_id("py-v1", Lsn(9)).as_deref(), Some("bld_b"));
+        assert_eq!(
+            ledger.parent_build_id("py-v1", Lsn(8)).as_deref(),
+            Some("bld_a")
+        );
+        assert_eq!(
+            ledger.parent_build_id("py-v1", Lsn(9)).as_deref(),
+            Some("bld_b")
+        );
         assert_eq!(ledger.parent_build_id("other-v1", Lsn(9)), None);
     }
 

@@ -1528,7 +1528,11 @@ fn a_builds_lineage_is_as_of_its_to_not_of_later_registrations() {
     let rebuilt =
         build::write_build(&whole, &settings(rebuilt_dir.path()), &spec, to, None).unwrap();
     let lineage = live.manifest.dataset.as_ref().unwrap().lineage.as_ref();
-    assert_eq!(lineage.unwrap().sources, Vec::new(), "nothing registered by to");
+    assert_eq!(
+        lineage.unwrap().sources,
+        Vec::new(),
+        "nothing registered by to"
+    );
     assert_eq!(rebuilt.manifest, live.manifest);
     assert_eq!(rebuilt.manifest_sha256, live.manifest_sha256);
 }
