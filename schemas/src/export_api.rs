@@ -270,6 +270,11 @@ pub struct DatasetBuildView {
     pub files: Vec<ExportedFile>,
     pub manifest_sha256: String,
     pub recorded_lsn: Lsn,
+    /// The lineage from the build's manifest on the daemon's disk (parent, sources, settings,
+    /// labels): given only when one build is asked for (`GET /v1/datasets/builds?build_id=`),
+    /// and absent if its manifest is gone from disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<BuildLineage>,
 }
 
 /// `POST /v1/datasets/builds`.

@@ -728,6 +728,18 @@ async fn exports_and_builds_are_copied_to_object_storage_with_their_urls() {
         "{lineage:#}"
     );
     assert!(lineage["settings"]["zstd_level"].is_number(), "{lineage:#}");
+    // `builds show` prints the lineage and labels.
+    let labelled_id = labelled["build_id"].as_str().unwrap();
+    let shown = agentctl(&url, &["datasets", "builds", "show", labelled_id]);
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    for expected in [
+        format!("parent:   {build_id}"),
+        "run:      run-7".to_owned(),
+        "session:  nb/1".to_owned(),
+        format!("license {}", meta["license"].as_str().unwrap()),
+    ] {
+        assert!(shown.contains(&expected), "{expected:?} in\n{shown}");
+    }
     let refused = agentctl(
         &url,
         &[
@@ -884,6 +896,27 @@ async fn a_failed_copy_to_object_storage_leaves_the_export_recorded_and_is_retri
     let local = files_of(Path::new(export["dir"].as_str().unwrap()));
     let copied = files_of(&bucket_dir.join("exports").join(&export_id));
     assert_eq!(copied, local, "every file and the manifest, byte for byte");
+    // The local files gone (a data disk restored from the archive holds the log, not the
+    // exports): a download answers 404 naming the copy in the bucket.
+    let first = shown["export"]["files"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::remove_file(Path::new(export["dir"].as_str().unwrap()).join(&first)).unwrap();
+    let encoded = first.replace('/', "%2F");
+    let answer = agentd_tests::http()
+        .get(format!("{url}/v1/exports/{export_id}/files/{encoded}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::NOT_FOUND);
+    let refused: agentd_schemas::api::ErrorBody = answer.json().await.unwrap();
+    assert_eq!(refused.code, agentd_schemas::ErrorCode::NotFound.as_str());
+    assert!(
+        refused.message.contains(&format!("{export_url}{first}")),
+        "{}",
+        refused.message
+    );
     // The later copy is an export record: it does not move the next export's range.
     let again = ctl_json(&url, &["exports", "run", "--kind", "trajectories"]);
     assert_eq!(again["created"], false, "{again}");
