@@ -119,6 +119,9 @@ fn run() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: a journal, a log file or a test's pipe
+        // gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let config = config_of(&cli)?;
@@ -196,25 +199,7 @@ fn rebuild(
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("rebuilt projections up to lsn {}", report.lsn);
-    println!("queue  {}", report.queue);
-    println!("jobs   {}", report.jobs);
-    println!("datasets     {}", report.datasets);
-    println!("agent_state  {}", report.agent_state);
-    println!("trajectories {}", report.trajectories);
-    for export in &report.exports {
-        println!(
-            "export {} rows {} manifest {}{}",
-            export.dir,
-            export.rows,
-            export.manifest_sha256,
-            match export.matches_recorded {
-                Some(true) => " (identical to the recorded export)",
-                Some(false) => " (DIFFERS from the recorded export)",
-                None => "",
-            }
-        );
-    }
+    print!("{}", report.to_text());
     Ok(())
 }
 
@@ -232,9 +217,10 @@ fn restore(config: &Config, from: String, until_lsn: Option<u64>) -> anyhow::Res
         frame_bytes_max: config.log.frame_bytes_max,
     }))?;
     println!(
-        "restored lsn 1 to {} ({} segments, {} bytes; the archive holds up to lsn {}) from {from} into {}",
+        "restored lsn 1 to {} ({} segment{}, {} bytes; the archive holds up to lsn {}) from {from} into {}",
         report.last_lsn,
         report.segments,
+        if report.segments == 1 { "" } else { "s" },
         report.bytes,
         report.archive_last_lsn,
         data_dir.join("log").display()

@@ -279,6 +279,12 @@ pub const FAMILIES: &[MetricFamily] = &[
         help: "Rows written by exports, per export kind.",
     },
     MetricFamily {
+        name: "agentd_export_copy_failures_total",
+        kind: MetricKind::Counter,
+        series: Series::Single,
+        help: "Copies of a recorded export or dataset build to object storage that failed; each is retried with backoff up to 60 s.",
+    },
+    MetricFamily {
         name: "agentd_export_duration_seconds",
         kind: MetricKind::Histogram,
         series: Series::Open {

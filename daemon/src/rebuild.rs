@@ -32,6 +32,43 @@ pub struct RebuildReport {
     pub exports: Vec<crate::export::replay::RebuiltExport>,
 }
 
+impl RebuildReport {
+    /// The report as `agentd rebuild` prints it without `--json`: one digest a line, names
+    /// padded to one column, then one line per export written.
+    pub fn to_text(&self) -> String {
+        let mut text = format!("rebuilt projections up to lsn {}\n", self.lsn);
+        let digests = [
+            ("queue", &self.queue),
+            ("jobs", &self.jobs),
+            ("datasets", &self.datasets),
+            ("agent_state", &self.agent_state),
+            ("trajectories", &self.trajectories),
+        ];
+        let width = digests
+            .iter()
+            .map(|(name, _)| name.len())
+            .max()
+            .unwrap_or(0);
+        for (name, digest) in digests {
+            text.push_str(&format!("{name:<width$}  {digest}\n"));
+        }
+        for export in &self.exports {
+            text.push_str(&format!(
+                "export {} rows {} manifest {}{}\n",
+                export.dir,
+                export.rows,
+                export.manifest_sha256,
+                match export.matches_recorded {
+                    Some(true) => " (identical to the recorded export)",
+                    Some(false) => " (DIFFERS from the recorded export)",
+                    None => "",
+                }
+            ));
+        }
+        text
+    }
+}
+
 /// Where a rebuild stops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum RebuildUntil {
@@ -239,5 +276,31 @@ fn last_lsn_at(
     match outcome {
         Ok(()) | Err(crate::replay::ReplayError::Stopped) => Ok(last),
         Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_report_aligns_digests_in_one_column() {
+        let report = RebuildReport {
+            lsn: 7,
+            exports_lsn: 7,
+            queue: "q".into(),
+            jobs: "j".into(),
+            datasets: "d".into(),
+            agent_state: "a".into(),
+            trajectories: "t".into(),
+            exports: Vec::new(),
+        };
+        let text = report.to_text();
+        let columns: Vec<usize> = text.lines().skip(1).map(|line| line.len() - 1).collect();
+        assert_eq!(columns, vec![14; 5], "{text}");
+        assert!(
+            text.starts_with("rebuilt projections up to lsn 7\nqueue         q\n"),
+            "{text}"
+        );
     }
 }

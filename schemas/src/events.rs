@@ -135,6 +135,9 @@ pub enum Event {
     /// last recorded ones; exports use those recorded at or before their `to`.
     #[serde(rename = "training_settings_recorded.v1")]
     TrainingSettingsRecorded(TrainingSettings),
+    /// An export or build recorded without its object-storage copy was copied later.
+    #[serde(rename = "export_copied.v1")]
+    ExportCopied(ExportCopied),
 }
 
 impl Event {
@@ -163,6 +166,7 @@ impl Event {
             Event::DatasetBuilt(_) => "dataset_built",
             Event::DatasetSettingsRecorded(_) => "dataset_settings_recorded",
             Event::TrainingSettingsRecorded(_) => "training_settings_recorded",
+            Event::ExportCopied(_) => "export_copied",
         }
     }
 }

@@ -43,11 +43,11 @@ pub struct ExportManifest {
     /// Present for dataset builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetManifest>,
-    /// With a storage URL: where the export is copied, ending in `/`
-    /// (`<url>/exports/<export_id>/` or `<url>/datasets/<dataset_key>/<build_id>/`); a file's
-    /// URL is this plus its `path`. The copy's `manifest.json` is put after every file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    // No storage URL here: the manifest is a function of the log alone (`agentd rebuild`
+    // without the daemon's config writes the same bytes); where a copy went is in the log's
+    // `export_recorded` / `dataset_built` / `export_copied` records and the API's views. A
+    // manifest written by an earlier build with a `url` still parses (unknown fields are
+    // ignored).
 }
 
 /// The dataset part of a build's manifest.
@@ -127,8 +127,9 @@ pub struct ExportView {
     pub to_lsn: Lsn,
     /// Absolute directory of the export on the daemon's machine.
     pub dir: String,
-    /// With a storage URL: the export's folder in object storage, ending in `/` (a file's URL
-    /// is this plus its `path`).
+    /// The export's folder in object storage, ending in `/` (a file's URL is this plus its
+    /// `path`): present only once the log records that it was copied there (with a storage
+    /// URL, when the copy succeeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     pub rows: u64,
@@ -260,14 +261,20 @@ pub struct DatasetBuildView {
     pub to_lsn: Lsn,
     /// Absolute directory of the build on the daemon's machine.
     pub dir: String,
-    /// With a storage URL: the build's folder in object storage, ending in `/` (a file's URL
-    /// is this plus its `path`).
+    /// The build's folder in object storage, ending in `/` (a file's URL is this plus its
+    /// `path`): present only once the log records that it was copied there (with a storage
+    /// URL, when the copy succeeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     pub rows: u64,
     pub files: Vec<ExportedFile>,
     pub manifest_sha256: String,
     pub recorded_lsn: Lsn,
+    /// The lineage from the build's manifest on the daemon's disk (parent, sources, settings,
+    /// labels): given only when one build is asked for (`GET /v1/datasets/builds?build_id=`),
+    /// and absent if its manifest is gone from disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<BuildLineage>,
 }
 
 /// `POST /v1/datasets/builds`.

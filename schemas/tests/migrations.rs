@@ -286,6 +286,9 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                     schedule: "nightly-trajectories".into(),
                     slot_ms: 1_767_225_600_000,
                 }),
+                // Added later, optional: absent here, so the fixture keeps the bytes written
+                // before it existed.
+                copied_to: None,
             })]),
         ),
         (
@@ -328,6 +331,14 @@ fn current_samples() -> Vec<(&'static str, LogRecord)> {
                 }],
                 manifest_sha256: "e".repeat(64),
                 schema_version: 1,
+                copied_to: None,
+            })]),
+        ),
+        (
+            "export_copied",
+            record(vec![Event::ExportCopied(ExportCopied {
+                export_id: "exp_trajectories_0_120".into(),
+                copied_to: "s3://bucket/agentd/exports/exp_trajectories_0_120/".into(),
             })]),
         ),
         (

@@ -4,7 +4,7 @@
 use super::output::print_json;
 use crate::http_client::Client;
 use agentd_schemas::domain_api::{DatasetStatsResponse, RecordCountsView};
-use agentd_schemas::export_api::{DatasetBuildListResponse, DatasetBuildView};
+use agentd_schemas::export_api::{BuildLineage, DatasetBuildListResponse, DatasetBuildView};
 use clap::{Subcommand, ValueEnum};
 
 #[derive(Subcommand, Debug)]
@@ -116,8 +116,13 @@ pub async fn run(client: &Client, command: DatasetsCommand, json: bool) -> anyho
         } => match builds_command(command, dataset_key)? {
             BuildsCommand::List { dataset_key } => list_builds(client, dataset_key, json).await,
             BuildsCommand::Show { build_id } => {
-                let build = builds(client, None)
-                    .await?
+                let answer: DatasetBuildListResponse = client
+                    .get(&format!(
+                        "/v1/datasets/builds?build_id={}",
+                        crate::http_client::percent_encode(&build_id)
+                    ))
+                    .await?;
+                let build = answer
                     .builds
                     .into_iter()
                     .find(|build| build.build_id == build_id)
@@ -263,10 +268,46 @@ fn print_build(build: &DatasetBuildView) {
         println!("url:      {url}");
     }
     println!("manifest: sha256 {}", build.manifest_sha256);
+    let spec = &build.spec;
+    for (label, value) in [
+        ("run:     ", &spec.training_run_id),
+        ("session: ", &spec.session_id),
+    ] {
+        if let Some(value) = value {
+            println!("{label} {value}");
+        }
+    }
+    if let Some(lineage) = &build.lineage {
+        print_lineage(lineage);
+    }
     for file in &build.files {
         println!(
             "  {}  {} rows  {} bytes  sha256 {}",
             file.path, file.rows, file.bytes, file.sha256
+        );
+    }
+}
+
+/// A build's parent and source datasets (with license and sha256), as its manifest names them.
+fn print_lineage(lineage: &BuildLineage) {
+    println!(
+        "parent:   {}",
+        lineage
+            .parent_build_id
+            .as_deref()
+            .unwrap_or("- (first build of its key)")
+    );
+    if lineage.sources.is_empty() {
+        println!("sources:  -");
+    }
+    for (index, source) in lineage.sources.iter().enumerate() {
+        println!(
+            "{} {} {}  license {}  sha256 {}",
+            if index == 0 { "sources: " } else { "         " },
+            source.source,
+            source.version,
+            source.license.as_deref().unwrap_or("-"),
+            source.sha256.as_deref().unwrap_or("-"),
         );
     }
 }

@@ -55,6 +55,8 @@ pub enum RestoreError {
     },
     #[error("{0}")]
     Manifest(#[from] ManifestError),
+    #[error("--until-lsn 0 keeps no record: give an lsn from 1 to the archive's last (leave --until-lsn off to restore everything)")]
+    UntilZero,
     #[error("--until-lsn {until_lsn} is past the end of the archive at {url}, which holds lsns 1 to {last_lsn}")]
     UntilPastEnd {
         url: String,
@@ -83,18 +85,84 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
     }
 }
 
-/// Restores the archive at `options.from` into `options.data_dir`.
+/// Restores the archive at `options.from` into `options.data_dir`. A refused or failed restore
+/// leaves the directory as it found it: what it created (the directory itself, its `LOCK`, the
+/// staging directory) is removed, and nothing that was there before is touched.
 pub async fn restore(options: RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    if options.until_lsn == Some(0) {
+        return Err(RestoreError::UntilZero);
+    }
     let store = StorageUrl::parse(&options.from)?.open()?;
+    let created = CreatedByRestore::before(&options.data_dir);
+    let outcome = restore_into(&store, &options).await;
+    if outcome.is_err() {
+        created.remove();
+    }
+    outcome
+}
+
+/// What existed before a restore started, so a failed one removes only what it created.
+struct CreatedByRestore {
+    data_dir: PathBuf,
+    data_dir_existed: bool,
+    lock_existed: bool,
+    /// A staging directory left by an interrupted restore is kept as it was found.
+    staging_existed: bool,
+}
+
+impl CreatedByRestore {
+    fn before(data_dir: &Path) -> CreatedByRestore {
+        CreatedByRestore {
+            data_dir: data_dir.to_path_buf(),
+            data_dir_existed: data_dir.exists(),
+            lock_existed: data_dir.join(crate::server::DATA_DIR_LOCK).exists(),
+            staging_existed: data_dir.join(STAGING_DIR).exists(),
+        }
+    }
+
+    /// Removes the staging directory, the lock file and the data directory if this restore
+    /// created them (the directory only when empty: `remove_dir`, never a recursive delete).
+    /// Failures are only logged: the restore's own error is what the operator needs.
+    fn remove(self) {
+        let mut removals = Vec::new();
+        if !self.staging_existed {
+            let staging = self.data_dir.join(STAGING_DIR);
+            removals.push((staging.clone(), std::fs::remove_dir_all(&staging)));
+        }
+        if !self.lock_existed {
+            let lock = self.data_dir.join(crate::server::DATA_DIR_LOCK);
+            removals.push((lock.clone(), std::fs::remove_file(&lock)));
+        }
+        if !self.data_dir_existed {
+            removals.push((self.data_dir.clone(), std::fs::remove_dir(&self.data_dir)));
+        }
+        for (path, outcome) in removals {
+            match outcome {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %path.display(), "cannot clean up after the refused restore: {error}")
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The restore itself, holding the data directory's lock until it returns.
+async fn restore_into(
+    store: &ArchiveStore,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
     let _lock = prepare_data_dir(&options.data_dir)?;
-    let manifest = fetch_manifest(&store).await?;
+    let manifest = fetch_manifest(store).await?;
     let until_lsn = match options.until_lsn {
         _ if manifest.last_lsn == 0 => {
-            return Err(RestoreError::EmptyArchive { url: store.url });
+            return Err(RestoreError::EmptyArchive {
+                url: store.url.clone(),
+            });
         }
-        Some(until_lsn) if until_lsn == 0 || until_lsn > manifest.last_lsn => {
+        Some(until_lsn) if until_lsn > manifest.last_lsn => {
             return Err(RestoreError::UntilPastEnd {
-                url: store.url,
+                url: store.url.clone(),
                 until_lsn,
                 last_lsn: manifest.last_lsn,
             });
@@ -113,17 +181,20 @@ pub async fn restore(options: RestoreOptions) -> Result<RestoreReport, RestoreEr
         std::fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
     }
     std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
-    let mut bytes = 0;
+    let mut downloaded = 0;
     for entry in &wanted {
-        bytes += download_segment(&store, entry, &staging).await?;
+        downloaded += download_segment(store, entry, &staging).await?;
     }
     let last = wanted.last().cloned().ok_or(RestoreError::EmptyArchive {
         url: store.url.clone(),
     })?;
     let frame_bytes_max = options.frame_bytes_max;
     let staged = staging.clone();
-    tokio::task::spawn_blocking(move || cut_and_verify(&staged, &last, until_lsn, frame_bytes_max))
-        .await??;
+    let last_bytes = last.bytes;
+    let kept_bytes = tokio::task::spawn_blocking(move || {
+        cut_and_verify(&staged, &last, until_lsn, frame_bytes_max)
+    })
+    .await??;
     let log_dir = DataPaths::new(&options.data_dir).log;
     if log_dir.exists() {
         // prepare_data_dir checked that it holds no segment.
@@ -135,7 +206,8 @@ pub async fn restore(options: RestoreOptions) -> Result<RestoreReport, RestoreEr
         last_lsn: until_lsn,
         archive_last_lsn: manifest.last_lsn,
         segments: wanted.len(),
-        bytes,
+        // What the restored log holds: the last segment counts as cut.
+        bytes: downloaded - last_bytes + kept_bytes,
     })
 }
 
@@ -274,14 +346,15 @@ async fn download_piece(
 /// Cuts the last segment after record `until_lsn` (found by the log's reader, so at a frame
 /// boundary), then runs the log's recovery over the whole directory: headers, CRCs, contiguous
 /// LSNs, sealed segments intact to their end. A torn tail would mean the archive held a partial
-/// frame, so it is refused rather than repaired.
+/// frame, so it is refused rather than repaired. Returns the last segment's length after the cut.
 fn cut_and_verify(
     staging: &Path,
     last: &ManifestSegment,
     until_lsn: u64,
     frame_bytes_max: u32,
-) -> Result<(), RestoreError> {
+) -> Result<u64, RestoreError> {
     let last_path = staging.join(&last.name);
+    let mut kept_bytes = last.bytes;
     if until_lsn < last.last_lsn {
         let reader = LogReader::open(staging, frame_bytes_max)?;
         let segment = LocalSegment {
@@ -302,6 +375,7 @@ fn cut_and_verify(
         file.set_len(kept.entry.bytes)
             .map_err(io_error(&last_path))?;
         file.sync_all().map_err(io_error(&last_path))?;
+        kept_bytes = kept.entry.bytes;
     }
     let mut options = LogOptions::new(staging);
     options.frame_bytes_max = frame_bytes_max;
@@ -322,7 +396,7 @@ fn cut_and_verify(
             ),
         });
     }
-    Ok(())
+    Ok(kept_bytes)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), RestoreError> {

@@ -257,6 +257,7 @@ impl Uploader {
         hasher.update(&frames.bytes);
         self.put_object(&part.object, chunk, "active_segment")
             .await?;
+        let chunk_object = part.object.clone();
         parts.push(part);
         let entry = ManifestSegment {
             name,
@@ -267,7 +268,14 @@ impl Uploader {
             sealed: false,
             parts,
         };
-        self.record(entry).await?;
+        if let Err(error) = self.record(entry).await {
+            // The chunk is up but no manifest names it: the next pass puts another chunk (or
+            // this one again), so this one is garbage unless a manifest names it by then
+            // (`collect_garbage` skips named objects). Without this it stayed until a restart's
+            // listing (`repair.rs`) found it.
+            self.garbage.push(chunk_object);
+            return Err(error);
+        }
         self.cursor = Some(Cursor {
             bytes: frames.end_bytes,
             last_lsn: frames.last_lsn,

@@ -404,8 +404,9 @@ fn order<T: Clone>(spec: &DatasetBuildSpec, mut candidates: Vec<(Lsn, T, String)
 }
 
 /// Writes the build of `spec` over the log prefix up to `to` (`domain` must have applied it).
-/// `parent_build_id`: the build of the same dataset key recorded before this one (the runner
-/// and a rebuild both take it from the ledger, so both write the same lineage).
+/// `parent_build_id`: the newest build of the same dataset key recorded at or before `to`
+/// (`ExportLedger::parent_build_id`; the runner and a rebuild both take it from the ledger, so
+/// both write the same lineage).
 pub fn write_build(
     domain: &DomainProjections,
     settings: &ExportSettings,
@@ -435,7 +436,7 @@ pub fn write_build(
         BuildSource::Trajectories => write_step_rows(domain, spec, &target)?,
     };
     let files = files::publish(&dir, vec![group])?;
-    let lineage = lineage(domain, settings, spec, parent_build_id, sources);
+    let lineage = lineage(domain, settings, (spec, to), parent_build_id, sources);
     let head = super::ManifestHead {
         relative,
         id: id.clone(),
@@ -453,5 +454,5 @@ pub fn write_build(
             lineage: Some(lineage),
         }),
     };
-    super::finish_manifest(&dir, settings, head, files)
+    super::finish_manifest(&dir, head, files)
 }

@@ -6,7 +6,8 @@
 //! is where it is stored, so a restart, a rebuild and the live daemon all agree on it.
 
 use agentd_schemas::events::{
-    DatasetBuilt, Event, ExportFormat, ExportKind, ExportRecorded, LogRecord, ScheduleFired,
+    DatasetBuilt, Event, ExportCopied, ExportFormat, ExportKind, ExportRecorded, LogRecord,
+    ScheduleFired,
 };
 use agentd_schemas::Lsn;
 use std::collections::BTreeMap;
@@ -17,6 +18,9 @@ pub struct RecordedExport {
     pub event: ExportRecorded,
     pub lsn: Lsn,
     pub ts_ms: u64,
+    /// Where the log says a copy is in object storage: the record's own `copied_to`, or a
+    /// later `export_copied`.
+    pub copied_to: Option<String>,
 }
 
 /// A recorded dataset build.
@@ -24,6 +28,8 @@ pub struct RecordedExport {
 pub struct RecordedBuild {
     pub event: DatasetBuilt,
     pub lsn: Lsn,
+    /// As [`RecordedExport::copied_to`].
+    pub copied_to: Option<String>,
 }
 
 /// The last firing of a schedule.
@@ -53,7 +59,10 @@ impl ExportLedger {
         let ours = record.events.iter().any(|event| {
             matches!(
                 event,
-                Event::ExportRecorded(_) | Event::ScheduleFired(_) | Event::DatasetBuilt(_)
+                Event::ExportRecorded(_)
+                    | Event::ScheduleFired(_)
+                    | Event::DatasetBuilt(_)
+                    | Event::ExportCopied(_)
             )
         });
         if ours {
@@ -77,8 +86,10 @@ impl ExportLedger {
                     self.builds.push(RecordedBuild {
                         event: built.clone(),
                         lsn,
+                        copied_to: built.copied_to.clone(),
                     });
                 }
+                Event::ExportCopied(copied) => self.apply_copied(copied),
                 _ => {}
             }
         }
@@ -95,12 +106,23 @@ impl ExportLedger {
             event: export.clone(),
             lsn,
             ts_ms,
+            copied_to: export.copied_to.clone(),
         });
         let watermark = self
             .watermarks
             .entry((export.kind, export.format))
             .or_insert(Lsn::ZERO);
         *watermark = (*watermark).max(export.to_lsn);
+    }
+
+    /// A later copy of a recorded export or build (an id the ledger does not hold changes
+    /// nothing: the runner records a copy only after the export or build itself).
+    fn apply_copied(&mut self, copied: &ExportCopied) {
+        if let Some(index) = self.by_id.get(&copied.export_id) {
+            self.exports[*index].copied_to = Some(copied.copied_to.clone());
+        } else if let Some(index) = self.builds_by_id.get(&copied.export_id) {
+            self.builds[*index].copied_to = Some(copied.copied_to.clone());
+        }
     }
 
     /// The highest `to_lsn` exported for a kind and format (0 before the first export).
@@ -155,11 +177,16 @@ impl ExportLedger {
         &self.builds
     }
 
-    /// The newest recorded build of a dataset key: the parent of the next one.
-    pub fn latest_build_id(&self, dataset_key: &str) -> Option<String> {
+    /// The parent of a build of `dataset_key` over the log up to `to`: the newest build of the
+    /// key recorded at or before `to`. A function of the log prefix up to `to` only, like the
+    /// rest of the manifest: the same build (same request, same `to`, so the same id) always
+    /// names the same parent, whether the runner writes it, reuses its manifest after a failed
+    /// run, or `agentd rebuild` writes it again after later builds of the key.
+    pub fn parent_build_id(&self, dataset_key: &str, to: Lsn) -> Option<String> {
         self.builds()
             .iter()
             .rev()
+            .filter(|recorded| recorded.lsn <= to)
             .find(|recorded| recorded.event.dataset_key == dataset_key)
             .map(|recorded| recorded.event.build_id.clone())
     }
@@ -177,5 +204,79 @@ impl crate::replay::Projection for ExportLedger {
             ExportLedger::apply(self, *lsn, record);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentd_schemas::events::{BuildSource, BuildStrategy, DatasetBuildSpec};
+
+    fn built(build_id: &str, to: u64) -> LogRecord {
+        LogRecord {
+            ts_ms: 1,
+            actor: None,
+            events: vec![Event::DatasetBuilt(DatasetBuilt {
+                dataset_key: "py-v1".into(),
+                build_id: build_id.into(),
+                spec: DatasetBuildSpec {
+                    name: "py".into(),
+                    version: "v1".into(),
+                    source: BuildSource::Records,
+                    strategy: BuildStrategy::Latest,
+                    seed: None,
+                    limit: None,
+                    filters: BTreeMap::new(),
+                    view: None,
+                    training_run_id: None,
+                    session_id: None,
+                },
+                to_lsn: Lsn(to),
+                dir: format!("datasets/py-v1/{build_id}"),
+                rows: 1,
+                files: Vec::new(),
+                manifest_sha256: String::new(),
+                schema_version: 1,
+                copied_to: None,
+            })],
+        }
+    }
+
+    /// The parent is the newest build of the key recorded by the build's `to`: builds recorded
+    /// later (even before the child's own record) never change it, so reusing a manifest and
+    /// rebuilding the log name the same parent.
+    #[test]
+    fn a_builds_parent_is_the_newest_build_of_its_key_recorded_by_its_to() {
+        let mut ledger = ExportLedger::default();
+        ledger.apply(Lsn(5), &built("bld_a", 4));
+        ledger.apply(Lsn(9), &built("bld_b", 8));
+        assert_eq!(ledger.parent_build_id("py-v1", Lsn(4)), None);
+        assert_eq!(
+            ledger.parent_build_id("py-v1", Lsn(8)).as_deref(),
+            Some("bld_a")
+        );
+        assert_eq!(
+            ledger.parent_build_id("py-v1", Lsn(9)).as_deref(),
+            Some("bld_b")
+        );
+        assert_eq!(ledger.parent_build_id("other-v1", Lsn(9)), None);
+    }
+
+    #[test]
+    fn a_later_copy_gives_the_recorded_build_its_url() {
+        let mut ledger = ExportLedger::default();
+        ledger.apply(Lsn(5), &built("bld_a", 4));
+        let copied = LogRecord {
+            ts_ms: 2,
+            actor: None,
+            events: vec![Event::ExportCopied(ExportCopied {
+                export_id: "bld_a".into(),
+                copied_to: "file:///b/datasets/py-v1/bld_a/".into(),
+            })],
+        };
+        ledger.apply(Lsn(6), &copied);
+        let url = ledger.build("bld_a").unwrap().copied_to.as_deref();
+        assert_eq!(url, Some("file:///b/datasets/py-v1/bld_a/"));
+        assert_eq!(ledger.last_content_lsn(Lsn(6)), Lsn(4), "an export record");
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod build;
 mod columns;
+mod copies;
 pub mod fault;
 pub mod files;
 pub mod ledger;
@@ -85,19 +86,10 @@ pub struct ExportSettings {
     /// The tiktoken encoding of agent-state token counts (`[state] encoding`), for manifests
     /// of step exports.
     pub state_encoding: String,
-    /// `[storage] url` opened: finished exports and builds are copied there (see [`upload`]),
-    /// and manifests give their URL under it (a setting in force, like the others: a rebuild
-    /// with the same config writes the same manifest).
+    /// `[storage] url` opened: finished exports and builds are copied there (see [`upload`]).
+    /// Where a copy went is recorded in the log, never in the manifest, so the manifest does
+    /// not depend on it (a rebuild without the daemon's config writes the same bytes).
     pub storage: Option<crate::archive::ArchiveStore>,
-}
-
-impl ExportSettings {
-    /// The URL of an export directory (relative to the root) in the store, if one is set.
-    pub fn url_of(&self, relative: &str) -> Option<String> {
-        self.storage
-            .as_ref()
-            .map(|store| upload::url_of(&store.url, relative))
-    }
 }
 
 /// Why an export failed.
@@ -196,7 +188,7 @@ pub fn write_export(
         tokenizer,
         dataset: None,
     };
-    finish_manifest(&dir, settings, head, files)
+    finish_manifest(&dir, head, files)
 }
 
 /// The file groups of an export of `kind` and `format` over `(after, to]`.
@@ -358,7 +350,6 @@ struct ManifestHead {
 /// Writes `manifest.json` (temp, fsync, rename) and returns the outcome.
 fn finish_manifest(
     dir: &Path,
-    settings: &ExportSettings,
     head: ManifestHead,
     files: Vec<files::FinalFile>,
 ) -> Result<ExportOutcome, ExportError> {
@@ -383,7 +374,6 @@ fn finish_manifest(
         rows: files.iter().map(|file| file.rows).sum(),
         files,
         dataset: head.dataset,
-        url: settings.url_of(&head.relative),
     };
     // Plain data: serializing cannot fail.
     let mut bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();

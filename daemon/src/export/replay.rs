@@ -57,16 +57,13 @@ pub fn rebuild_exports(
             manifest_sha256: outcome.manifest_sha256,
         });
     }
-    // The parent of a build is the build of its key recorded before it, as the runner saw it.
-    let mut latest_by_key: std::collections::HashMap<&str, &str> = Default::default();
     for recorded in ledger.builds() {
         let event = &recorded.event;
-        let parent = latest_by_key
-            .insert(&event.dataset_key, &event.build_id)
-            .map(str::to_owned);
         if event.to_lsn > to {
             continue;
         }
+        // As the runner takes it: the newest build of the key recorded by the build's `to`.
+        let parent = ledger.parent_build_id(&event.dataset_key, event.to_lsn);
         let outcome = build::write_build(domain, settings, &event.spec, event.to_lsn, parent)?;
         written.push(RebuiltExport {
             export_id: event.build_id.clone(),

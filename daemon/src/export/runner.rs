@@ -6,6 +6,7 @@
 //! date by reading the log (so the ledger only ever holds what the log holds).
 
 use super::build::{self, dataset_key};
+use super::copies::{try_copy, CopyOf, CopyResult, PendingCopies};
 use super::ledger::ExportLedger;
 use super::{export_id, ExportError, ExportOutcome, ExportSettings};
 use crate::log::LogWriter;
@@ -14,8 +15,8 @@ use crate::projection::AppliedWatch;
 use crate::replay::for_each_record;
 use crate::sequencer::{AppendInternal, SequencerError, SequencerHandle};
 use agentd_schemas::events::{
-    DatasetBuildSpec, DatasetBuilt, Event, ExportFormat, ExportKind, ExportRecorded, ScheduleFired,
-    ScheduleSlot,
+    DatasetBuildSpec, DatasetBuilt, Event, ExportCopied, ExportFormat, ExportKind, ExportRecorded,
+    ScheduleFired, ScheduleSlot,
 };
 use agentd_schemas::Lsn;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -143,6 +144,7 @@ impl ExportService {
             parts,
             ledger: ledger.clone(),
             settings: settings.clone(),
+            copies: Mutex::new(PendingCopies::default()),
         };
         let task = tokio::spawn(runner.run(rx));
         (
@@ -222,39 +224,99 @@ struct Runner {
     parts: RunnerParts,
     ledger: Arc<Mutex<LedgerState>>,
     settings: Arc<ExportSettings>,
+    /// Copies to object storage that failed, retried between jobs (never held across an await).
+    copies: Mutex<PendingCopies>,
 }
 
 impl Runner {
+    /// Runs jobs as they come and, between them, the copies to object storage that are due.
     async fn run(self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(job) = rx.recv().await {
-            match job {
-                Job::Export {
-                    kind,
-                    format,
-                    full,
-                    actor,
-                    reply,
-                } => {
-                    let outcome = self.export(kind, format, full, actor).await;
-                    let _ignored_if_caller_left = reply.send(outcome);
+        loop {
+            let due = self.pending_copies().next_due();
+            let retry_copies = async {
+                match due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
                 }
-                Job::Fire {
-                    schedule,
-                    slot_ms,
-                    reply,
-                } => {
-                    let outcome = self.fire(schedule, slot_ms).await;
-                    let _ignored_if_caller_left = reply.send(outcome);
-                }
-                Job::Resume { fired, reply } => {
-                    let outcome = self.run_fired(fired).await;
-                    let _ignored_if_caller_left = reply.send(outcome);
-                }
-                Job::Build { spec, actor, reply } => {
-                    let outcome = self.build(spec, actor).await;
-                    let _ignored_if_caller_left = reply.send(outcome);
-                }
+            };
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => self.run_job(job).await,
+                    None => return,
+                },
+                () = retry_copies => self.retry_due_copies().await,
             }
+        }
+    }
+
+    fn pending_copies(&self) -> std::sync::MutexGuard<'_, PendingCopies> {
+        self.copies.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn run_job(&self, job: Job) {
+        match job {
+            Job::Export {
+                kind,
+                format,
+                full,
+                actor,
+                reply,
+            } => {
+                let outcome = self.export(kind, format, full, actor).await;
+                let _ignored_if_caller_left = reply.send(outcome);
+            }
+            Job::Fire {
+                schedule,
+                slot_ms,
+                reply,
+            } => {
+                let outcome = self.fire(schedule, slot_ms).await;
+                let _ignored_if_caller_left = reply.send(outcome);
+            }
+            Job::Resume { fired, reply } => {
+                let outcome = self.run_fired(fired).await;
+                let _ignored_if_caller_left = reply.send(outcome);
+            }
+            Job::Build { spec, actor, reply } => {
+                let outcome = self.build(spec, actor).await;
+                let _ignored_if_caller_left = reply.send(outcome);
+            }
+        }
+    }
+
+    /// Tries the copies that are due; one that fails again waits longer, one that succeeds is
+    /// recorded (`export_copied`), so the views give its URL from then on.
+    async fn retry_due_copies(&self) {
+        let due = self.pending_copies().take_due(tokio::time::Instant::now());
+        for (id, copy, failures) in due {
+            match try_copy(&self.settings, &copy).await {
+                CopyResult::Copied(copied_to) => {
+                    let event = Event::ExportCopied(ExportCopied {
+                        export_id: id.clone(),
+                        copied_to,
+                    });
+                    match self.append(None, vec![event]).await {
+                        Ok(_) => tracing::info!(id = %id, "copied to object storage"),
+                        Err(error) => {
+                            tracing::warn!(id = %id, "cannot record the copy: {error}");
+                            self.pending_copies().add(id, copy, failures + 1);
+                        }
+                    }
+                }
+                CopyResult::Failed => self.pending_copies().add(id, copy, failures + 1),
+                CopyResult::NoStore => {}
+            }
+        }
+    }
+
+    /// Queues a copy of a recorded export or build that has none (its copy failed and was given
+    /// up, or failed before a restart): asking for it again is how an operator retries.
+    fn queue_missing_copy(&self, id: &str, copy: impl FnOnce() -> Option<CopyOf>) {
+        if self.settings.storage.is_none() || self.pending_copies().contains(id) {
+            return;
+        }
+        if let Some(copy) = copy() {
+            self.pending_copies().add(id.to_owned(), copy, 0);
         }
     }
 
@@ -345,7 +407,14 @@ impl Runner {
         actor: Option<String>,
     ) -> Result<ExportRun, RunError> {
         let id = export_id(kind, format, after, to);
-        if self.ledger().ledger.export(&id).is_some() {
+        let recorded = self.ledger().ledger.export(&id).cloned();
+        if let Some(recorded) = recorded {
+            self.queue_missing_copy(&id, || {
+                recorded.copied_to.is_none().then(|| CopyOf {
+                    dir: recorded.event.dir.clone(),
+                    files: recorded.event.files.clone(),
+                })
+            });
             return Ok(ExportRun {
                 created: false,
                 export_id: Some(id),
@@ -362,9 +431,13 @@ impl Runner {
         .map_err(|error| {
             RunError::Export(ExportError::Invalid(format!("export task: {error}")))
         })??;
-        if let Some(store) = &self.settings.storage {
-            super::upload::copy_to_store(store, &self.settings.root, &outcome).await?;
-        }
+        // The files are complete and fsynced: copy them (manifest last) before the record, so a
+        // copy that works is in the same record; one that fails is retried after it.
+        let copy = CopyOf {
+            dir: outcome.dir.clone(),
+            files: outcome.manifest.files.clone(),
+        };
+        let copied = try_copy(&self.settings, &copy).await;
         metrics::counter!("agentd_export_rows_total", "kind" => kind.as_str())
             .increment(outcome.manifest.rows);
         metrics::histogram!("agentd_export_duration_seconds", "kind" => kind.as_str())
@@ -381,9 +454,13 @@ impl Runner {
             manifest_sha256: outcome.manifest_sha256,
             schema_version: kind.schema_version(),
             schedule,
+            copied_to: copied.url(),
         };
         self.append(actor, vec![Event::ExportRecorded(event)])
             .await?;
+        if copied == CopyResult::Failed {
+            self.pending_copies().add(id.clone(), copy, 1);
+        }
         tracing::info!(export_id = %id, rows = outcome.manifest.rows, "export recorded");
         Ok(ExportRun {
             created: true,
@@ -399,7 +476,14 @@ impl Runner {
     ) -> Result<BuildRun, RunError> {
         let to = self.settled_lsn().await?;
         let id = build::build_id(&spec, to);
-        if self.ledger().ledger.build(&id).is_some() {
+        let recorded = self.ledger().ledger.build(&id).cloned();
+        if let Some(recorded) = recorded {
+            self.queue_missing_copy(&id, || {
+                recorded.copied_to.is_none().then(|| CopyOf {
+                    dir: recorded.event.dir.clone(),
+                    files: recorded.event.files.clone(),
+                })
+            });
             return Ok(BuildRun {
                 created: false,
                 build_id: id,
@@ -409,7 +493,7 @@ impl Runner {
         let settings = self.settings.clone();
         let for_build = spec.clone();
         let key = dataset_key(&spec);
-        let parent = self.ledger().ledger.latest_build_id(&key);
+        let parent = self.ledger().ledger.parent_build_id(&key, to);
         let outcome = tokio::task::spawn_blocking(move || {
             build::write_build(&domain, &settings, &for_build, to, parent)
         })
@@ -417,9 +501,11 @@ impl Runner {
         .map_err(|error| {
             RunError::Export(ExportError::Invalid(format!("build task: {error}")))
         })??;
-        if let Some(store) = &self.settings.storage {
-            super::upload::copy_to_store(store, &self.settings.root, &outcome).await?;
-        }
+        let copy = CopyOf {
+            dir: outcome.dir.clone(),
+            files: outcome.manifest.files.clone(),
+        };
+        let copied = try_copy(&self.settings, &copy).await;
         let event = DatasetBuilt {
             dataset_key: dataset_key(&spec),
             build_id: id.clone(),
@@ -430,8 +516,12 @@ impl Runner {
             files: outcome.manifest.files,
             schema_version: outcome.manifest.schema_version,
             manifest_sha256: outcome.manifest_sha256,
+            copied_to: copied.url(),
         };
         self.append(actor, vec![Event::DatasetBuilt(event)]).await?;
+        if copied == CopyResult::Failed {
+            self.pending_copies().add(id.clone(), copy, 1);
+        }
         Ok(BuildRun {
             created: true,
             build_id: id,
@@ -456,7 +546,10 @@ impl Runner {
                 let exports = record.events.iter().any(|event| {
                     matches!(
                         event,
-                        Event::ExportRecorded(_) | Event::ScheduleFired(_) | Event::DatasetBuilt(_)
+                        Event::ExportRecorded(_)
+                            | Event::ScheduleFired(_)
+                            | Event::DatasetBuilt(_)
+                            | Event::ExportCopied(_)
                     )
                 });
                 if exports {

@@ -1477,3 +1477,62 @@ fn builds_write_any_view_of_their_source_with_filters() {
         .to_string();
     assert!(error.contains("processed, trl_grpo, verl_rl"), "{error}");
 }
+
+/// A build's lineage is read as of its `to`: a dataset registered after it (here the dataset
+/// a step's task names) is not one of its sources, so the projection of the whole log (what
+/// `agentd rebuild` replays) writes the manifest the live daemon wrote at `to`.
+#[test]
+fn a_builds_lineage_is_as_of_its_to_not_of_later_registrations() {
+    let mut log = sample_log(20, 0);
+    log.push(record(30_000, vec![rollout_step("late/v1/0", None, 0)]));
+    let to = Lsn(log.len() as u64);
+    log.push(record(
+        31_000,
+        vec![Event::DatasetRegistered(DatasetMeta {
+            source: "late".into(),
+            version: "v1".into(),
+            license: "GPL-3.0".into(),
+            downloaded_at: "2026-02-01T00:00:00Z".into(),
+            sha256: "b".repeat(64),
+            num_records: 1,
+            url: None,
+        })],
+    ));
+    log.push(record(
+        32_000,
+        vec![Event::DatasetRecordsIngested(DatasetRecordsIngested {
+            source: "late".into(),
+            version: "v1".into(),
+            first_index: 0,
+            records: vec![dataset_record(0, "python")],
+        })],
+    ));
+    let spec = build::normalize(DatasetBuildRequest {
+        name: "steps".into(),
+        version: "v1".into(),
+        source: BuildSource::Trajectories,
+        strategy: BuildStrategy::Latest,
+        seed: None,
+        limit: None,
+        filters: BTreeMap::new(),
+        view: None,
+        training_run_id: None,
+        session_id: None,
+    })
+    .unwrap();
+    let live_dir = tempfile::tempdir().unwrap();
+    let live = projections_up_to(&log, to.0 as usize);
+    let live = build::write_build(&live, &settings(live_dir.path()), &spec, to, None).unwrap();
+    let rebuilt_dir = tempfile::tempdir().unwrap();
+    let whole = projections_up_to(&log, log.len());
+    let rebuilt =
+        build::write_build(&whole, &settings(rebuilt_dir.path()), &spec, to, None).unwrap();
+    let lineage = live.manifest.dataset.as_ref().unwrap().lineage.as_ref();
+    assert_eq!(
+        lineage.unwrap().sources,
+        Vec::new(),
+        "nothing registered by to"
+    );
+    assert_eq!(rebuilt.manifest, live.manifest);
+    assert_eq!(rebuilt.manifest_sha256, live.manifest_sha256);
+}

@@ -6,12 +6,15 @@
 //! whole, or by a multipart upload that only appears when complete).
 //!
 //! The copy is not a source of truth: the files are written and fsynced locally first (a pure
-//! function of the log, as always), and the export is recorded in the log only after the copy
-//! succeeded; a failed copy fails the run, and running it again copies the same files.
+//! function of the log, as always). A copy that succeeds is named in the export's record
+//! (`copied_to`); one that fails leaves the export recorded locally and is retried with backoff
+//! (`copies.rs`), a later success recorded as `export_copied`. A multipart upload that fails
+//! is aborted, so no incomplete upload is left behind.
 
 use super::files::MANIFEST_NAME;
-use super::{ExportError, ExportOutcome};
+use super::ExportError;
 use crate::archive::ArchiveStore;
+use agentd_schemas::events::ExportedFile;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use std::path::Path;
@@ -44,21 +47,21 @@ pub fn url_of(store_url: &str, relative: &str) -> String {
     )
 }
 
-/// Copies the files of `outcome` (under `root`, the exports root) to the store, manifest last.
+/// Copies the `files` of the export in `dir` (relative to `root`, the exports root) to the
+/// store, `manifest.json` last.
 pub async fn copy_to_store(
     store: &ArchiveStore,
     root: &Path,
-    outcome: &ExportOutcome,
+    dir: &str,
+    files: &[ExportedFile],
 ) -> Result<(), ExportError> {
-    let local_dir = root.join(&outcome.dir);
-    let names = outcome
-        .manifest
-        .files
+    let local_dir = root.join(dir);
+    let names = files
         .iter()
         .map(|file| file.path.as_str())
         .chain([MANIFEST_NAME]);
     for name in names {
-        let key = object_key(store, &outcome.dir, name)?;
+        let key = object_key(store, dir, name)?;
         upload_file(store, &local_dir.join(name), &key).await?;
     }
     Ok(())
@@ -110,26 +113,56 @@ async fn upload_file(
         .await
         .map_err(|error| upload_error(error.to_string()))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK_BYTES);
+    match write_parts(&mut writer, &mut file, local).await {
+        // `finish` aborts the upload itself when a part or the completion fails.
+        Ok(()) => writer
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|error| upload_error(error.to_string())),
+        // A part or a local read failed: abort, so the store drops the parts already sent
+        // instead of keeping an incomplete upload (billed, and invisible to listings).
+        Err(error) => {
+            if let Err(abort_error) = writer.abort().await {
+                tracing::warn!(object = %store.describe(key), "cannot abort the multipart upload: {abort_error}");
+            }
+            Err(match error {
+                PartError::Local(error) => error,
+                PartError::Store(detail) => upload_error(detail),
+            })
+        }
+    }
+}
+
+/// Why sending the parts of a multipart upload stopped.
+enum PartError {
+    /// Reading the local file failed.
+    Local(ExportError),
+    /// The store refused a part.
+    Store(String),
+}
+
+/// Sends the file's bytes as parts, at most [`MULTIPART_CONCURRENCY`] in flight.
+async fn write_parts(
+    writer: &mut WriteMultipart,
+    file: &mut tokio::fs::File,
+    local: &Path,
+) -> Result<(), PartError> {
     let mut buffer = vec![0; MULTIPART_CHUNK_BYTES];
     loop {
         let read = file
             .read(&mut buffer)
             .await
-            .map_err(|error| ExportError::io(local, error))?;
+            .map_err(|error| PartError::Local(ExportError::io(local, error)))?;
         if read == 0 {
-            break;
+            return Ok(());
         }
         writer
             .wait_for_capacity(MULTIPART_CONCURRENCY)
             .await
-            .map_err(|error| upload_error(error.to_string()))?;
+            .map_err(|error| PartError::Store(error.to_string()))?;
         writer.write(&buffer[..read]);
     }
-    writer
-        .finish()
-        .await
-        .map(|_| ())
-        .map_err(|error| upload_error(error.to_string()))
 }
 
 #[cfg(test)]

@@ -23,13 +23,49 @@ use axum::Json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// Where a recorded export's or build's files are, and which they are.
-fn recorded_files(ledger: &ExportLedger, id: &str) -> Option<(String, Vec<ExportedFile>)> {
+fn recorded_files(ledger: &ExportLedger, id: &str) -> Option<RecordedFiles> {
     if let Some(export) = ledger.export(id) {
-        return Some((export.event.dir.clone(), export.event.files.clone()));
+        return Some(RecordedFiles {
+            dir: export.event.dir.clone(),
+            files: export.event.files.clone(),
+            copied_to: export.copied_to.clone(),
+        });
     }
-    ledger
-        .build(id)
-        .map(|build| (build.event.dir.clone(), build.event.files.clone()))
+    ledger.build(id).map(|build| RecordedFiles {
+        dir: build.event.dir.clone(),
+        files: build.event.files.clone(),
+        copied_to: build.copied_to.clone(),
+    })
+}
+
+/// What the log says about an export's or build's files.
+struct RecordedFiles {
+    /// Relative to the exports root.
+    dir: String,
+    files: Vec<ExportedFile>,
+    /// Its folder in object storage, when the log records a copy.
+    copied_to: Option<String>,
+}
+
+/// A listed file that cannot be opened on the daemon's disk (removed, or a data disk restored
+/// from the archive, which holds the log but not the export files): 404, naming the copy in
+/// object storage when the log records one, else how to get the files back.
+fn gone_from_disk(listed: &Listed, error: &std::io::Error) -> ApiError {
+    let Listed {
+        export_id,
+        file,
+        copied_to,
+        ..
+    } = listed;
+    let path = &file.path;
+    match copied_to {
+        Some(url) => ApiError::not_found(format!(
+            "{path} of {export_id} is not on the daemon's disk ({error}); its copy is at {url}{path}"
+        )),
+        None => ApiError::not_found(format!(
+            "{path} of {export_id} cannot be read: {error} (an export is a function of the log: `agentd rebuild --out DIR` writes it again)"
+        )),
+    }
 }
 
 /// `GET /v1/exports/{id}/files/{path}`.
@@ -62,10 +98,10 @@ pub async fn file(
     Path((export_id, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (on_disk, listed) = listed_file(&state, &export_id, &path)?;
-    let mut opened = tokio::fs::File::open(&on_disk).await.map_err(|error| {
-        ApiError::not_found(format!("{path} of {export_id} cannot be read: {error}"))
-    })?;
+    let listed = listed_file(&state, &export_id, &path)?;
+    let mut opened = tokio::fs::File::open(&listed.on_disk)
+        .await
+        .map_err(|error| gone_from_disk(&listed, &error))?;
     let length = opened
         .metadata()
         .await
@@ -83,7 +119,7 @@ pub async fn file(
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(opened.take(count)));
     let mut response = (status, body).into_response();
     let response_headers = response.headers_mut();
-    for (name, value) in file_headers(&listed, count) {
+    for (name, value) in file_headers(&listed.file, count) {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response_headers.insert(name, value);
         }
@@ -97,25 +133,36 @@ pub async fn file(
     Ok(response)
 }
 
-/// Where the file `path` of a recorded export or build is on disk, and its manifest entry; 404
-/// for an id not recorded or a path its manifest does not list.
-fn listed_file(
-    state: &AppState,
-    export_id: &str,
-    path: &str,
-) -> Result<(std::path::PathBuf, ExportedFile), ApiError> {
+/// A file of a recorded export or build.
+struct Listed {
+    export_id: String,
+    /// Where it is on the daemon's disk.
+    on_disk: std::path::PathBuf,
+    /// Its manifest entry, as the log recorded it.
+    file: ExportedFile,
+    copied_to: Option<String>,
+}
+
+/// Where the file `path` of a recorded export or build is, and its manifest entry; 404 for an
+/// id not recorded or a path its manifest does not list.
+fn listed_file(state: &AppState, export_id: &str, path: &str) -> Result<Listed, ApiError> {
     let service = &state.exports;
-    let (dir, files) = service
+    let recorded = service
         .with_ledger(|ledger| recorded_files(ledger, export_id))
         .ok_or_else(|| {
             ApiError::not_found(format!("no export or build {export_id:?} is recorded"))
         })?;
-    let listed = files
+    let file = recorded
+        .files
         .into_iter()
         .find(|file| file.path == path)
         .ok_or_else(|| ApiError::not_found(format!("{export_id} has no file {path:?}")))?;
-    let on_disk = service.settings.root.join(&dir).join(&listed.path);
-    Ok((on_disk, listed))
+    Ok(Listed {
+        export_id: export_id.to_owned(),
+        on_disk: service.settings.root.join(&recorded.dir).join(&file.path),
+        file,
+        copied_to: recorded.copied_to,
+    })
 }
 
 /// The inclusive byte range the `Range` header asks of `path` (`None`: the whole file), or the

@@ -49,7 +49,7 @@ fn export_view(service: &ExportService, recorded: &RecordedExport) -> ExportView
         after_lsn: event.after_lsn,
         to_lsn: event.to_lsn,
         dir: service.settings.root.join(&event.dir).display().to_string(),
-        url: service.settings.url_of(&event.dir),
+        url: recorded.copied_to.clone(),
         rows: event.rows,
         files: event.files.clone(),
         manifest_sha256: event.manifest_sha256.clone(),
@@ -68,11 +68,12 @@ pub(super) fn build_view(service: &ExportService, recorded: &RecordedBuild) -> D
         spec: event.spec.clone(),
         to_lsn: event.to_lsn,
         dir: service.settings.root.join(&event.dir).display().to_string(),
-        url: service.settings.url_of(&event.dir),
+        url: recorded.copied_to.clone(),
         rows: event.rows,
         files: event.files.clone(),
         manifest_sha256: event.manifest_sha256.clone(),
         recorded_lsn: recorded.lsn,
+        lineage: None,
     }
 }
 
@@ -253,6 +254,8 @@ async fn schedules(State(state): State<AppState>) -> ApiResult<Json<ScheduleList
 pub struct BuildListQuery {
     /// Only builds of this dataset key (`name-version`).
     dataset_key: Option<String>,
+    /// Only this build (`bld_...`), with its lineage read from its manifest.
+    build_id: Option<String>,
 }
 
 /// `GET /v1/datasets/builds`: recorded builds in log order.
@@ -270,15 +273,37 @@ async fn list_builds(
             .builds()
             .iter()
             .filter(|recorded| {
+                let event = &recorded.event;
                 query
                     .dataset_key
                     .as_ref()
-                    .is_none_or(|key| recorded.event.dataset_key == *key)
+                    .is_none_or(|key| event.dataset_key == *key)
+                    && query
+                        .build_id
+                        .as_ref()
+                        .is_none_or(|id| event.build_id == *id)
             })
             .map(|recorded| build_view(service, recorded))
-            .collect()
+            .collect::<Vec<_>>()
     });
+    // One build asked for: one manifest read (a list reads none, so its cost stays the ledger's).
+    let builds = match (query.build_id.is_some(), builds.as_slice()) {
+        (true, [one]) => vec![with_lineage(one.clone()).await?],
+        _ => builds,
+    };
     Ok(Json(DatasetBuildListResponse { builds }))
+}
+
+/// The build with the lineage its manifest on disk gives (none if the manifest is gone).
+async fn with_lineage(mut build: DatasetBuildView) -> Result<DatasetBuildView, ApiError> {
+    let path = std::path::PathBuf::from(&build.dir).join(files::MANIFEST_NAME);
+    build.lineage = tokio::task::spawn_blocking(move || {
+        let manifest: ExportManifest = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        manifest.dataset?.lineage
+    })
+    .await
+    .map_err(|error| ApiError::internal("reading a manifest", error))?;
+    Ok(build)
 }
 
 /// `POST /v1/datasets/builds`: 201 with the new build, 200 when the same request over the same

@@ -129,7 +129,7 @@ impl DomainProjections {
     /// logged with it.
     fn apply_event(&self, lsn: Lsn, ts_ms: u64, actor: Option<&str>, event: Event) {
         match event {
-            Event::DatasetRegistered(meta) => write(&self.datasets).apply_registered(&meta),
+            Event::DatasetRegistered(meta) => write(&self.datasets).apply_registered(lsn, &meta),
             Event::DatasetSettingsRecorded(settings) => {
                 write(&self.datasets).apply_settings(&settings)
             }
@@ -168,7 +168,8 @@ impl DomainProjections {
             | Event::QueueResumed { .. }
             | Event::ExportRecorded(_)
             | Event::ScheduleFired(_)
-            | Event::DatasetBuilt(_) => {}
+            | Event::DatasetBuilt(_)
+            | Event::ExportCopied(_) => {}
         }
     }
 

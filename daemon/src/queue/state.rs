@@ -273,6 +273,7 @@ impl QueueState {
             | Event::ExportRecorded(_)
             | Event::ScheduleFired(_)
             | Event::DatasetBuilt(_)
+            | Event::ExportCopied(_)
             | Event::DatasetSettingsRecorded(_)
             | Event::TrainingSettingsRecorded(_) => {}
         }

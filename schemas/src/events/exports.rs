@@ -171,6 +171,22 @@ pub struct ExportRecorded {
     pub schema_version: u32,
     /// Set when a schedule fired it.
     pub schedule: Option<ScheduleSlot>,
+    /// With a storage URL: the folder the export was copied to before it was recorded, ending
+    /// in `/` (a file's URL is this plus its `path`); absent when no URL was set or the copy
+    /// failed (a later copy is an [`ExportCopied`]). Not part of the manifest, which stays a
+    /// function of the log. Added later: left out when absent, so older records keep their
+    /// bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_to: Option<String>,
+}
+
+/// A recorded export or dataset build whose copy to object storage failed when it was recorded
+/// was copied later (the runner retries with backoff): its folder in the store, ending in `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportCopied {
+    /// The export id (`exp_...`) or build id (`bld_...`).
+    pub export_id: String,
+    pub copied_to: String,
 }
 
 /// A schedule fired: the export it runs is decided here (kind, range, id), so a restart resumes
@@ -253,4 +269,7 @@ pub struct DatasetBuilt {
     pub files: Vec<ExportedFile>,
     pub manifest_sha256: String,
     pub schema_version: u32,
+    /// As in [`ExportRecorded::copied_to`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_to: Option<String>,
 }

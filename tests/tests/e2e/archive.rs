@@ -221,7 +221,7 @@ impl Drop for Outage {
 }
 
 /// The value of an unlabelled metric in a `/metrics` scrape.
-async fn metric(url: &str, name: &str) -> Option<f64> {
+pub(crate) async fn metric(url: &str, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
         .ok()?
@@ -466,6 +466,15 @@ async fn point_in_time_restore_damage_and_bad_urls_are_handled() {
         "21",
     ]);
     assert!(printed.contains("restored lsn 1 to 21"), "{printed}");
+    // The byte count is the restored log's, after the cut.
+    let on_disk: u64 = std::fs::read_dir(until.join("log"))
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        printed.contains(&format!(" {on_disk} bytes;")),
+        "{printed} (the log holds {on_disk} bytes)"
+    );
     let restored = Daemon::start(&until, None);
     let client = restored.client();
     assert_eq!(client.health().await.unwrap().durable_lsn.0, 21);
@@ -489,6 +498,40 @@ async fn point_in_time_restore_damage_and_bad_urls_are_handled() {
         past.contains(&format!("holds lsns 1 to {archived_lsn}")),
         "{past}"
     );
+    // A refused restore leaves nothing behind: the directory it created is gone.
+    assert!(
+        !dir.path().join("past").exists(),
+        "no directory holding only a LOCK"
+    );
+    let zero = run_refused(&[
+        "restore",
+        "--from",
+        &url,
+        "--data-dir",
+        dir.path().join("zero").to_str().unwrap(),
+        "--until-lsn",
+        "0",
+    ]);
+    assert!(zero.contains("--until-lsn 0 keeps no record"), "{zero}");
+    assert!(!dir.path().join("zero").exists());
+    // A directory that existed keeps exactly what it held.
+    let kept = dir.path().join("kept");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::write(kept.join("notes.txt"), b"mine").unwrap();
+    run_refused(&[
+        "restore",
+        "--from",
+        &url,
+        "--data-dir",
+        kept.to_str().unwrap(),
+        "--until-lsn",
+        &(archived_lsn + 1).to_string(),
+    ]);
+    let left: Vec<String> = std::fs::read_dir(&kept)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["notes.txt".to_owned()]);
 
     // A corrupted archived segment: restore refuses it, naming the object.
     let bucket = Bucket::of(&url);
@@ -510,6 +553,10 @@ async fn point_in_time_restore_damage_and_bad_urls_are_handled() {
         "{damaged}"
     );
     assert!(damaged.contains("sha256"), "{damaged}");
+    assert!(
+        !dir.path().join("damaged").exists(),
+        "the staging directory and the LOCK are cleaned up"
+    );
     bucket.put(first, original).await;
 
     let empty = format!("file://{}", dir.path().join("nothing").display());

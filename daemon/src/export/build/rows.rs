@@ -16,12 +16,14 @@ pub(super) struct BuildTarget<'a> {
 /// The (source, version) of the datasets a build's rows came from.
 pub(super) type SourceSet = BTreeSet<(String, String)>;
 
-/// The lineage of a build: its parent, its source datasets as registered, the settings in force
-/// and its labels.
+/// The lineage of a build over the log up to `to`: its parent, its source datasets as
+/// registered by `to` (never a registration logged later: the manifest is a function of the
+/// log prefix, so a rebuild after more records writes the same), the settings in force and its
+/// labels.
 pub(super) fn lineage(
     domain: &DomainProjections,
     settings: &ExportSettings,
-    spec: &DatasetBuildSpec,
+    (spec, to): (&DatasetBuildSpec, Lsn),
     parent_build_id: Option<String>,
     sources: SourceSet,
 ) -> BuildLineage {
@@ -29,7 +31,7 @@ pub(super) fn lineage(
     let sources = sources
         .into_iter()
         .map(|(source, version)| {
-            let meta = datasets.meta(&source, &version);
+            let meta = datasets.meta_at(&source, &version, to);
             SourceDataset {
                 license: meta.as_ref().map(|meta| meta.license.clone()),
                 sha256: meta.as_ref().map(|meta| meta.sha256.clone()),
@@ -182,10 +184,12 @@ pub(super) fn step_keys(
     order(spec, candidates)
 }
 
-/// The registered dataset a step's task is a record of (task id `{source}/{version}/{index}`).
+/// The dataset registered by `to` that a step's task is a record of (task id
+/// `{source}/{version}/{index}`).
 pub(super) fn dataset_of_task(
     domain: &DomainProjections,
     task_id: &str,
+    to: Lsn,
 ) -> Option<(String, String)> {
     let mut parts = task_id.rsplitn(3, '/');
     let index = parts.next()?;
@@ -194,7 +198,7 @@ pub(super) fn dataset_of_task(
     index.parse::<u64>().ok()?;
     domain
         .datasets()
-        .meta(source, version)
+        .meta_at(source, version, to)
         .map(|_| (source.to_owned(), version.to_owned()))
 }
 
@@ -213,7 +217,7 @@ pub(super) fn write_step_rows(
     sources.extend(
         tasks
             .into_iter()
-            .filter_map(|task| dataset_of_task(domain, task)),
+            .filter_map(|task| dataset_of_task(domain, task, to)),
     );
     let schema = match target.kind {
         ExportKind::TrlSft => steps::sft_schema(),

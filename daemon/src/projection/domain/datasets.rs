@@ -25,6 +25,9 @@ pub struct Datasets {
     received: BTreeMap<(String, String), Positions>,
     /// Whether a `dataset_settings_recorded` event was applied.
     settings_recorded: bool,
+    /// The LSN of each dataset's first registration (the one that counts: a registration is
+    /// never changed), so a build's lineage reads a source's meta as of the build's `to`.
+    registered_at: BTreeMap<(String, String), Lsn>,
 }
 
 /// What happened to the records of one ingest record (all its events together).
@@ -47,10 +50,15 @@ impl Datasets {
             recent_ingests: BTreeMap::new(),
             received: BTreeMap::new(),
             settings_recorded: false,
+            registered_at: BTreeMap::new(),
         }
     }
 
-    pub fn apply_registered(&mut self, meta: &DatasetMeta) {
+    /// Applies a registration logged at `lsn` (the first one of a dataset wins).
+    pub fn apply_registered(&mut self, lsn: Lsn, meta: &DatasetMeta) {
+        self.registered_at
+            .entry((meta.source.clone(), meta.version.clone()))
+            .or_insert(lsn);
         self.splits.apply_registered(meta);
     }
 
@@ -115,6 +123,18 @@ impl Datasets {
             .into_iter()
             .find(|dataset| dataset.source == source && dataset.version == version)
             .and_then(|dataset| dataset.meta)
+    }
+
+    /// The registration of a dataset as the log up to `to` had it: `None` when it was
+    /// registered after `to` (or never).
+    pub fn meta_at(&self, source: &str, version: &str, to: Lsn) -> Option<DatasetMeta> {
+        let registered = self
+            .registered_at
+            .get(&(source.to_owned(), version.to_owned()))?;
+        if *registered > to {
+            return None;
+        }
+        self.meta(source, version)
     }
 
     /// The processed splits' digest: the recent outcomes are a window of answers, derived from
