@@ -13,18 +13,24 @@
 //! - A failed fsync (or any write error but disk full) stops the process through
 //!   [`LogOptions::on_fatal`]: after a failed fsync the page cache can no longer be trusted.
 
+mod cold;
 mod frame;
 mod index;
+mod local_start;
 mod reader;
 mod recovery;
 mod segment;
+mod tiered;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use agentd_schemas::Lsn;
+pub use cold::{ColdSegment, ColdSegments};
+pub use local_start::{read_local_start, LocalStart, LOCAL_START_FILE};
 pub use reader::{LogReader, LogSource, RawFrame};
+pub use tiered::Eviction;
 pub use writer::{AppendReceiver, BatchObservation, LogWriter, WriterStats};
 
 use std::fmt;
@@ -142,6 +148,9 @@ fn exit_on_fatal(message: &str) {
 pub struct RecoveryReport {
     /// Last frame in the log after recovery; [`Lsn::ZERO`] for an empty log.
     pub last_lsn: Lsn,
+    /// First lsn held by a local segment file: 1, unless local retention deleted archived
+    /// segments (`local-start.json` then says where the earlier records are).
+    pub local_first_lsn: Lsn,
     /// Segment files the log holds after recovery.
     pub segments: usize,
     /// Valid frames read while scanning.
@@ -199,6 +208,15 @@ pub enum LogError {
         /// What was found there.
         detail: String,
     },
+    /// A segment read back from where local retention left it (the archive) is unavailable or
+    /// does not verify.
+    #[error("archived log segment {origin}: {detail}")]
+    Archived {
+        /// The object (or source) read, as `URL (object log/NAME)`.
+        origin: String,
+        /// What failed.
+        detail: String,
+    },
     /// [`LogOptions`] limits that cannot work.
     #[error("invalid log options: {detail}")]
     InvalidOptions {
@@ -253,6 +271,8 @@ pub struct Log {
     active: writer::ActiveSegment,
     /// Frame positions learned by recovery, kept up to date by the writer, shared by readers.
     index: Arc<index::OffsetIndex>,
+    /// Where the local segment files start, shared by readers.
+    tier: Arc<tiered::LocalTier>,
 }
 
 /// Checks the frame that starts at `bytes[0]` exactly as recovery does, without any IO, so the
@@ -297,8 +317,13 @@ pub fn open(options: LogOptions) -> Result<(Log, RecoveryReport), LogError> {
             (active, recovered.segments + 1)
         }
     };
+    let tier = Arc::new(tiered::LocalTier::new(
+        &options.dir,
+        recovered.local_first_lsn,
+    ));
     let report = RecoveryReport {
         last_lsn: Lsn(recovered.last_lsn),
+        local_first_lsn: Lsn(recovered.local_first_lsn),
         segments,
         frames_scanned: recovered.frames_scanned,
         truncated: recovered.truncated,
@@ -306,6 +331,7 @@ pub fn open(options: LogOptions) -> Result<(Log, RecoveryReport), LogError> {
     tracing::info!(
         dir = %options.dir.display(),
         last_lsn = recovered.last_lsn,
+        local_first_lsn = recovered.local_first_lsn,
         segments,
         frames_scanned = report.frames_scanned,
         torn_tail = report.truncated.is_some(),
@@ -316,6 +342,7 @@ pub fn open(options: LogOptions) -> Result<(Log, RecoveryReport), LogError> {
         last_lsn: Lsn(recovered.last_lsn),
         active,
         index,
+        tier,
     };
     Ok((log, report))
 }
@@ -339,6 +366,7 @@ impl Log {
             &self.options.dir,
             self.options.frame_bytes_max,
             self.index.clone(),
+            self.tier.clone(),
         )
     }
 
