@@ -2,6 +2,8 @@
 //! segments once the archive holds them. A segment goes only when all of these hold:
 //!
 //! - it is not the active segment: the log goes on in a next segment file;
+//! - it is not the archive's last segment (the archiver checks the local log against that one
+//!   when it starts);
 //! - the archive's manifest lists it sealed, with the same first and last lsn, and the local
 //!   file has exactly the manifest's length and sha256 (computed from the file), and the object
 //!   is there at least that long;
@@ -34,6 +36,9 @@ pub enum Keep {
     ArchivedDifferently { detail: String },
     /// Its last record is younger than the retention.
     Recent,
+    /// It is the archive's last segment: the archiver checks the local log against that one at
+    /// start (`uploader.rs`), so it stays until the archive holds a later segment.
+    LastArchived,
 }
 
 /// What the retention decides for the oldest local segment.
@@ -84,6 +89,9 @@ pub fn decide<E>(
     else {
         return Ok(Verdict::Keep(Keep::NotArchived));
     };
+    if manifest.segments.last().map(|last| last.first_lsn) == Some(segment.first_lsn) {
+        return Ok(Verdict::Keep(Keep::LastArchived));
+    }
     if now_ms.saturating_sub(segment.last_record_ms) < retention_ms {
         return Ok(Verdict::Keep(Keep::Recent));
     }

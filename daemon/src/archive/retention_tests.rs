@@ -23,7 +23,18 @@ fn sealed(first_lsn: u64, last_lsn: u64, bytes: u64, sha256: &str) -> ManifestSe
     }
 }
 
+/// `segments`, then the archive's last (active) segment after them, as the uploader leaves it.
 fn manifest(segments: Vec<ManifestSegment>) -> Manifest {
+    let mut manifest = bare_manifest(segments);
+    let next = manifest.last_lsn + 1;
+    let mut active = sealed(next, next, 100, SHA);
+    active.sealed = false;
+    active.parts = vec![active.whole_prefix_part()];
+    manifest.record(active).unwrap();
+    manifest
+}
+
+fn bare_manifest(segments: Vec<ManifestSegment>) -> Manifest {
     let mut manifest = Manifest::default();
     for segment in segments {
         manifest.record(segment).unwrap();
@@ -64,7 +75,7 @@ fn an_unarchived_segment_is_kept() {
     let mut prefix = sealed(1, 8, 400, SHA);
     prefix.sealed = false;
     prefix.parts = vec![prefix.whole_prefix_part()];
-    let unsealed = manifest(vec![prefix]);
+    let unsealed = bare_manifest(vec![prefix]);
     assert_eq!(
         verdict(&old_segment(), &unsealed, SHA),
         Verdict::Keep(Keep::NotArchived)
@@ -74,6 +85,15 @@ fn an_unarchived_segment_is_kept() {
     assert_eq!(
         verdict(&old_segment(), &other_range, SHA),
         Verdict::Keep(Keep::NotArchived)
+    );
+}
+
+#[test]
+fn the_archives_last_segment_is_kept_until_a_later_one_is_archived() {
+    let last = bare_manifest(vec![sealed(1, 10, 500, SHA)]);
+    assert_eq!(
+        verdict(&old_segment(), &last, SHA),
+        Verdict::Keep(Keep::LastArchived)
     );
 }
 
@@ -185,7 +205,7 @@ async fn archived_log(root: &std::path::Path, frames: u64) -> (std::path::PathBu
     }
     std::fs::write(
         archive_log.join("manifest.json"),
-        manifest(entries).to_json(),
+        bare_manifest(entries).to_json(),
     )
     .unwrap();
     (log_dir, url)
