@@ -131,10 +131,7 @@ async fn archived_segments_leave_the_disk_and_are_read_back_after_restarts() {
     // The first records come back from the archive.
     let events = first_events(&daemon.url).await;
     assert_eq!(events.events[0]["lsn"], json!(1), "{:?}", events.events[0]);
-    assert!(
-        events.next_after.0 < local_first_lsn,
-        "the page is wholly archived"
-    );
+    assert!(local_first_lsn > 1, "lsn 1 was read back from the archive");
 
     // SIGKILL, then a start that replays the archived segments first.
     daemon.kill9();
