@@ -12,6 +12,10 @@
 //!   start with [`LogError::Corrupt`] naming the file and byte offset.
 //! - A failed fsync (or any write error but disk full) stops the process through
 //!   [`LogOptions::on_fatal`]: after a failed fsync the page cache can no longer be trusted.
+//! - Local retention deletes only the oldest segment, and only after `local-start.json`
+//!   durably records where the local log now starts; recovery accepts a first segment after
+//!   lsn 1 only with that marker. Reads below the local first lsn go to the cold tier
+//!   ([`ColdSegments`]) and are checked frame by frame like local ones.
 
 mod cold;
 mod frame;

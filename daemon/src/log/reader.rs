@@ -537,9 +537,10 @@ fn unreadable(segment: &OpenSegment, offset: u64, detail: String) -> LogError {
     }
 }
 
-/// Where records are read back from. Today the log directory ([`LogReader`]); an archive on
-/// object storage is the next source (issue: local retention), and every replay (`crate::replay`) goes through
-/// this trait, so it plugs in here without touching a projection.
+/// Where records are read back from: every replay (`crate::replay`) goes through this trait.
+/// [`LogReader`] is the log as one source whatever tier holds a frame: the local segment files
+/// from [`LogReader::local_first_lsn`] on, and below it the segments local retention deleted,
+/// read back from the archive (`tiered.rs`, `cold.rs`), so no projection knows the difference.
 pub trait LogSource: Sync {
     /// Frames with `after < lsn <= up_to`, in order, each CRC-checked; the iteration ends early,
     /// without an error, where the source ends, and after the first error.
