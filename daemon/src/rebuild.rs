@@ -82,7 +82,7 @@ pub fn rebuild_with(
     let reader = crate::log::LogReader::open(&paths.log, config.log.frame_bytes_max)
         .context("cannot open the log")?;
     // Segments local retention deleted are read back from the archive.
-    crate::archive::attach_archive(&reader, &paths.log)?;
+    crate::archive::attach_archive(&reader, &paths.log, &config.storage)?;
     // Read-only: with --out the daemon may be running; only durable frames are read (the reader
     // stops at the first incomplete frame).
     let end_lsn = last_lsn(&reader);

@@ -10,6 +10,7 @@
 use super::location::{ArchiveStore, StorageUrl, StorageUrlError};
 use super::manifest::{Manifest, ManifestSegment};
 use super::segments::sha256_hex;
+use crate::config::StorageConfig;
 use crate::log::{ColdSegment, ColdSegments, LogError, LogReader};
 use object_store::GetOptions;
 use std::collections::VecDeque;
@@ -35,19 +36,25 @@ struct Request {
     reply: mpsc::SyncSender<Result<ColdSegment, LogError>>,
 }
 
-/// When local retention deleted the first segments of the log in `log_dir`, makes `reader`
-/// (and its clones, and every reader of the same log) read them back from the archive named in
-/// `local-start.json`. Returns that URL, or `None` when the whole log is local.
-pub fn attach_archive(reader: &LogReader, log_dir: &Path) -> Result<Option<String>, AttachError> {
-    let Some(marker) = crate::log::read_local_start(log_dir)? else {
+/// Makes `reader` (its clones, and every reader of the same log) read the segments local
+/// retention deleted back from the archive: the one `local-start.json` names when segments were
+/// deleted already, else `[storage] url` when retention is configured (it may delete segments
+/// while this reader runs). Returns the URL attached, or `None` when nothing can be deleted.
+pub fn attach_archive(
+    reader: &LogReader,
+    log_dir: &Path,
+    storage: &StorageConfig,
+) -> Result<Option<String>, AttachError> {
+    let marked = crate::log::read_local_start(log_dir)?.map(|marker| marker.archive_url);
+    let configured = storage
+        .url
+        .clone()
+        .filter(|_| storage.local_retention_ms > 0);
+    let Some(url) = marked.or(configured) else {
         return Ok(None);
     };
-    if reader.local_first_lsn().0 <= 1 {
-        return Ok(None);
-    }
-    let source = ArchiveSegments::open(&marker.archive_url)?;
-    reader.set_cold_source(Arc::new(source));
-    Ok(Some(marker.archive_url))
+    reader.set_cold_source(Arc::new(ArchiveSegments::open(&url)?));
+    Ok(Some(url))
 }
 
 /// Why the archive could not be attached to the log.
