@@ -43,6 +43,10 @@ pub struct StorageConfig {
     /// How often the active segment's durable prefix is uploaded: the archive's recovery point
     /// objective (plus the upload's own time).
     pub archive_interval_ms: u64,
+    /// Local segments whose last record is older than this, sealed and archived with the same
+    /// sha256, are deleted from the data disk (`archive::retention`); reads before the local
+    /// log then come from the archive. 0 (the default): keep the whole log locally.
+    pub local_retention_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -50,6 +54,7 @@ impl Default for StorageConfig {
         StorageConfig {
             url: None,
             archive_interval_ms: 10_000,
+            local_retention_ms: 0,
         }
     }
 }
@@ -497,6 +502,11 @@ mod tests {
                 .unwrap();
         assert_eq!(config.storage.url.as_deref(), Some("s3://bucket/agentd"));
         assert_eq!(config.storage.archive_interval_ms, 500);
+        assert_eq!(config.storage.local_retention_ms, 0);
+        let config =
+            Config::parse("[storage]\nurl = \"file:///a\"\nlocal_retention_ms = 3600000\n")
+                .unwrap();
+        assert_eq!(config.storage.local_retention_ms, 3_600_000);
         let error = Config::parse("[storage]\nurll = \"x\"\n")
             .unwrap_err()
             .to_string();

@@ -173,6 +173,24 @@ pub const FAMILIES: &[MetricFamily] = &[
         series: Series::Single,
         help: "Archive passes that failed (read, verification or upload error), each retried with backoff up to 60 s.",
     },
+    MetricFamily {
+        name: "agentd_archive_segments_read_total",
+        kind: MetricKind::Counter,
+        series: Series::Single,
+        help: "Archived segments downloaded to read records that local retention deleted from the data disk (start-up, rebuild, old event pages).",
+    },
+    MetricFamily {
+        name: "agentd_log_segments_evicted_total",
+        kind: MetricKind::Counter,
+        series: Series::Single,
+        help: "Local segment files deleted by local retention ([storage] local_retention_ms) after the archive was found to hold them with the same sha256.",
+    },
+    MetricFamily {
+        name: "agentd_log_local_first_lsn",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "First LSN held by a local segment file: 1 unless local retention deleted archived segments, whose records are then read from the archive.",
+    },
     // Jobs, queues and leases.
     MetricFamily {
         name: "agentd_job_events_total",

@@ -118,6 +118,8 @@ pub fn rebuild_with(
     };
     let reader = crate::log::LogReader::open(&paths.log, config.log.frame_bytes_max)
         .context("cannot open the log")?;
+    // Segments local retention deleted are read back from the archive.
+    crate::archive::attach_archive(&reader, &paths.log, &config.storage)?;
     // Read-only: with --out the daemon may be running; only durable frames are read (the reader
     // stops at the first incomplete frame).
     let end_lsn = last_lsn(&reader);
@@ -247,8 +249,10 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 
 /// The last complete frame's LSN, read without modifying anything.
 fn last_lsn(reader: &crate::log::LogReader) -> agentd_schemas::Lsn {
-    let mut last = agentd_schemas::Lsn::ZERO;
-    for frame in reader.frames(agentd_schemas::Lsn::ZERO, agentd_schemas::Lsn(u64::MAX)) {
+    // From the local log's start: records before it (deleted locally by retention) need not
+    // be downloaded from the archive to find the end.
+    let mut last = agentd_schemas::Lsn(reader.local_first_lsn().0 - 1);
+    for frame in reader.frames(last, agentd_schemas::Lsn(u64::MAX)) {
         match frame {
             Ok(frame) => last = frame.lsn,
             // A torn tail at the end of a live or crashed log: stop at the complete prefix.

@@ -20,10 +20,14 @@ pub mod manifest;
 mod progress;
 mod repair;
 pub mod restore;
+pub mod retention;
+mod segment_source;
 mod segments;
 mod uploader;
 
 pub use location::{ArchiveStore, StorageUrl, StorageUrlError};
+pub use segment_source::{attach_archive, ArchiveSegments, AttachError};
+pub use segments::sha256_hex;
 
 use crate::config::StorageConfig;
 use crate::log::{LogReader, Lsn};
@@ -57,6 +61,8 @@ struct Running {
     stop: watch::Sender<bool>,
     uploader: JoinHandle<()>,
     gauges: JoinHandle<()>,
+    /// Local retention (`[storage] local_retention_ms`), when configured.
+    retention: Option<JoinHandle<()>>,
 }
 
 impl Archiver {
@@ -81,6 +87,18 @@ impl Archiver {
             durable.clone(),
             stop_rx.clone(),
         ));
+        let interval = Duration::from_millis(config.archive_interval_ms);
+        // Retention passes follow the archiver's rhythm: a segment becomes evictable when a
+        // pass put it sealed, and not before its records are old enough.
+        let retention = (config.local_retention_ms > 0).then(|| {
+            let retention = retention::Retention {
+                store: store.clone(),
+                reader: reader.clone(),
+                log_dir: log_dir.clone(),
+                retention_ms: config.local_retention_ms,
+            };
+            tokio::spawn(retention::run(retention, interval, stop_rx.clone()))
+        });
         let uploader = uploader::Uploader {
             store,
             reader,
@@ -91,13 +109,13 @@ impl Archiver {
             cursor: None,
             garbage: Vec::new(),
         };
-        let interval = Duration::from_millis(config.archive_interval_ms);
         let uploader = tokio::spawn(uploader::run(uploader, interval, stop_rx));
         Archiver {
             running: Some(Running {
                 stop,
                 uploader,
                 gauges,
+                retention,
             }),
         }
     }
@@ -114,5 +132,10 @@ impl Archiver {
             abort.abort();
         }
         running.gauges.abort();
+        if let Some(retention) = running.retention {
+            // It saw the stop signal; a pass in progress leaves the log consistent at every
+            // step (marker first, then the delete), so it need not be waited for.
+            retention.abort();
+        }
     }
 }

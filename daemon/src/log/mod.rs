@@ -12,19 +12,29 @@
 //!   start with [`LogError::Corrupt`] naming the file and byte offset.
 //! - A failed fsync (or any write error but disk full) stops the process through
 //!   [`LogOptions::on_fatal`]: after a failed fsync the page cache can no longer be trusted.
+//! - Local retention deletes only the oldest segment, and only after `local-start.json`
+//!   durably records where the local log now starts; recovery accepts a first segment after
+//!   lsn 1 only with that marker. Reads below the local first lsn go to the cold tier
+//!   ([`ColdSegments`]) and are checked frame by frame like local ones.
 
+mod cold;
 mod frame;
 mod index;
+mod local_start;
 mod reader;
 mod recovery;
 mod segment;
+mod tiered;
 pub(crate) mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use agentd_schemas::Lsn;
+pub use cold::{ColdSegment, ColdSegments};
+pub use local_start::{read_local_start, LocalStart, LOCAL_START_FILE};
 pub use reader::{LogReader, LogSource, RawFrame};
+pub use tiered::Eviction;
 pub use writer::{BatchObservation, LogWriter};
 
 use std::fmt;
@@ -142,6 +152,9 @@ fn exit_on_fatal(message: &str) {
 pub struct RecoveryReport {
     /// Last frame in the log after recovery; [`Lsn::ZERO`] for an empty log.
     pub last_lsn: Lsn,
+    /// First lsn held by a local segment file: 1, unless local retention deleted archived
+    /// segments (`local-start.json` then says where the earlier records are).
+    pub local_first_lsn: Lsn,
     /// Segment files the log holds after recovery.
     pub segments: usize,
     /// Valid frames read while scanning.
@@ -199,6 +212,15 @@ pub enum LogError {
         /// What was found there.
         detail: String,
     },
+    /// A segment read back from where local retention left it (the archive) is unavailable or
+    /// does not verify.
+    #[error("archived log segment {origin}: {detail}")]
+    Archived {
+        /// The object (or source) read, as `URL (object log/NAME)`.
+        origin: String,
+        /// What failed.
+        detail: String,
+    },
     /// [`LogOptions`] limits that cannot work.
     #[error("invalid log options: {detail}")]
     InvalidOptions {
@@ -253,6 +275,8 @@ pub struct Log {
     active: writer::ActiveSegment,
     /// Frame positions learned by recovery, kept up to date by the writer, shared by readers.
     index: Arc<index::OffsetIndex>,
+    /// Where the local segment files start, shared by readers.
+    tier: Arc<tiered::LocalTier>,
 }
 
 /// Checks the frame that starts at `bytes[0]` exactly as recovery does, without any IO, so the
@@ -297,8 +321,13 @@ pub fn open(options: LogOptions) -> Result<(Log, RecoveryReport), LogError> {
             (active, recovered.segments + 1)
         }
     };
+    let tier = Arc::new(tiered::LocalTier::new(
+        &options.dir,
+        recovered.local_first_lsn,
+    ));
     let report = RecoveryReport {
         last_lsn: Lsn(recovered.last_lsn),
+        local_first_lsn: Lsn(recovered.local_first_lsn),
         segments,
         frames_scanned: recovered.frames_scanned,
         truncated: recovered.truncated,
@@ -306,6 +335,7 @@ pub fn open(options: LogOptions) -> Result<(Log, RecoveryReport), LogError> {
     tracing::info!(
         dir = %options.dir.display(),
         last_lsn = recovered.last_lsn,
+        local_first_lsn = recovered.local_first_lsn,
         segments,
         frames_scanned = report.frames_scanned,
         torn_tail = report.truncated.is_some(),
@@ -316,6 +346,7 @@ pub fn open(options: LogOptions) -> Result<(Log, RecoveryReport), LogError> {
         last_lsn: Lsn(recovered.last_lsn),
         active,
         index,
+        tier,
     };
     Ok((log, report))
 }
@@ -339,6 +370,7 @@ impl Log {
             &self.options.dir,
             self.options.frame_bytes_max,
             self.index.clone(),
+            self.tier.clone(),
         )
     }
 

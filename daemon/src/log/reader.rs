@@ -9,9 +9,12 @@
 //! frames plus at most one mark spacing (or one group-commit batch) of skipped frames, whatever
 //! the size of the segment or the log; `LogReader::bytes_read` counts it, and a test holds it.
 
+use super::cold::ColdSegments;
 use super::frame::{check_frame_parts, FrameHeader, FRAME_HEADER_BYTES};
 use super::index::{Mark, OffsetIndex, MARK_SPACING_BYTES};
+use super::local_start::read_local_start;
 use super::segment::{decode_segment_header, list_segments, segment_path, SEGMENT_HEADER_BYTES};
+use super::tiered::{Eviction, LocalTier, TieredFrames};
 use super::{LogError, Lsn};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -47,6 +50,8 @@ struct ReaderShared {
     index: Arc<OffsetIndex>,
     /// Bytes read from segment files by every iterator of this reader and its clones.
     bytes_read: Arc<AtomicU64>,
+    /// Where the local files start and where the records before them are read from.
+    tier: Arc<LocalTier>,
 }
 
 impl LogReader {
@@ -54,23 +59,67 @@ impl LogReader {
     /// must be at least the writer's, since frames longer than it are reported as damage rather
     /// than read. A running daemon reads through [`super::Log::reader`] instead, whose index
     /// recovery and the writer keep complete.
+    ///
+    /// When local retention deleted the first segments (`local-start.json`), reads before the
+    /// local log fail until [`Self::set_cold_source`] names where they are.
     pub fn open(dir: &Path, frame_bytes_max: u32) -> Result<Self, LogError> {
         let index = Arc::new(OffsetIndex::default());
-        for segment in list_segments(dir)? {
+        let segments = list_segments(dir)?;
+        for segment in &segments {
             index.add_segment(segment.first_lsn);
         }
-        Ok(Self::with_index(dir, frame_bytes_max, index))
+        let first_lsn = match (read_local_start(dir)?, segments.first()) {
+            (Some(marker), Some(first)) => marker.first_lsn.min(first.first_lsn),
+            (Some(marker), None) => marker.first_lsn,
+            (None, _) => 1,
+        };
+        let tier = Arc::new(LocalTier::new(dir, first_lsn));
+        Ok(Self::with_index(dir, frame_bytes_max, index, tier))
     }
 
-    pub(crate) fn with_index(dir: &Path, frame_bytes_max: u32, index: Arc<OffsetIndex>) -> Self {
+    pub(crate) fn with_index(
+        dir: &Path,
+        frame_bytes_max: u32,
+        index: Arc<OffsetIndex>,
+        tier: Arc<LocalTier>,
+    ) -> Self {
         LogReader {
             shared: Arc::new(ReaderShared {
                 dir: dir.to_path_buf(),
                 frame_bytes_max,
                 index,
                 bytes_read: Arc::new(AtomicU64::new(0)),
+                tier,
             }),
         }
+    }
+
+    /// The first lsn held by a local segment file: 1 unless local retention deleted archived
+    /// segments (their records are then read from the cold source).
+    pub fn local_first_lsn(&self) -> Lsn {
+        Lsn(self.shared.tier.first_lsn())
+    }
+
+    /// Where reads before [`Self::local_first_lsn`] go, for this reader, its clones and every
+    /// reader of the same [`super::Log`]. Set once; later calls keep the first source.
+    pub fn set_cold_source(&self, cold: Arc<dyn ColdSegments>) {
+        self.shared.tier.set_cold(cold);
+    }
+
+    /// Deletes the oldest local segment (named `first_lsn`; the log goes on in the segment named
+    /// `next_first_lsn`, which must exist), after recording durably that the local log starts
+    /// at `next_first_lsn` and the earlier records are archived at `archive_url`. Refused
+    /// ([`Eviction::InUse`]) while a read of this process may still open it. The caller
+    /// (`archive::retention`) checked the archive holds it with the same sha256.
+    pub fn evict_oldest_segment(
+        &self,
+        first_lsn: Lsn,
+        next_first_lsn: Lsn,
+        archive_url: &str,
+    ) -> Result<Eviction, LogError> {
+        self.shared
+            .tier
+            .evict_oldest(first_lsn.0, next_first_lsn.0, archive_url)
     }
 
     /// The directory this reader reads.
@@ -91,12 +140,25 @@ impl LogReader {
 
     /// Frames with `after < lsn <= up_to`, in order, each CRC-checked. The iteration ends early,
     /// without an error, where the log ends. `up_to` must not exceed the durable lsn while a writer
-    /// runs. After the first error the iterator ends.
+    /// runs. After the first error the iterator ends. Frames before the local log's first lsn
+    /// come from the cold source (the archive), checked the same way.
     pub fn frames(
         &self,
         after: Lsn,
         up_to: Lsn,
     ) -> impl Iterator<Item = Result<RawFrame, LogError>> + Send + 'static {
+        let reader = self.clone();
+        TieredFrames::new(
+            self.shared.tier.clone(),
+            self.shared.frame_bytes_max,
+            after.0,
+            up_to.0,
+            move |after, up_to| Box::new(reader.local_frames(Lsn(after), Lsn(up_to))) as _,
+        )
+    }
+
+    /// [`Self::frames`] from the local segment files only.
+    fn local_frames(&self, after: Lsn, up_to: Lsn) -> Frames {
         let mut frames = Frames {
             shared: self.shared.clone(),
             after: after.0,
@@ -475,9 +537,10 @@ fn unreadable(segment: &OpenSegment, offset: u64, detail: String) -> LogError {
     }
 }
 
-/// Where records are read back from. Today the log directory ([`LogReader`]); an archive on
-/// object storage is the next source (issue: local retention), and every replay (`crate::replay`) goes through
-/// this trait, so it plugs in here without touching a projection.
+/// Where records are read back from: every replay (`crate::replay`) goes through this trait.
+/// [`LogReader`] is the log as one source whatever tier holds a frame: the local segment files
+/// from [`LogReader::local_first_lsn`] on, and below it the segments local retention deleted,
+/// read back from the archive (`tiered.rs`, `cold.rs`), so no projection knows the difference.
 pub trait LogSource: Sync {
     /// Frames with `after < lsn <= up_to`, in order, each CRC-checked; the iteration ends early,
     /// without an error, where the source ends, and after the first error.

@@ -7,6 +7,7 @@
 
 use super::frame::{check_frame, peek_lsn, FrameCheck, FRAME_HEADER_BYTES};
 use super::index::{Mark, OffsetIndex, MARK_SPACING_BYTES};
+use super::local_start::{local_start_path, read_local_start};
 use super::segment::{
     decode_segment_header, list_segments, sync_dir, SegmentEntry, SEGMENT_HEADER_BYTES,
 };
@@ -20,6 +21,8 @@ use std::path::Path;
 #[derive(Debug)]
 pub(crate) struct Recovered {
     pub(crate) last_lsn: u64,
+    /// The first segment's first lsn: 1 unless local retention deleted archived segments.
+    pub(crate) local_first_lsn: u64,
     /// The last segment, opened for appending; `None` when the log holds no segment.
     pub(crate) active: Option<ActiveSegment>,
     pub(crate) segments: usize,
@@ -36,13 +39,14 @@ pub(crate) fn recover(
 ) -> Result<Recovered, LogError> {
     let mut segments = list_segments(dir)?;
     let mut truncated = remove_partial_last_segment(dir, &mut segments)?;
+    let local_first_lsn = local_first_lsn(dir, &segments)?;
     // A roll fsyncs the old segment before creating the new file, so when a partial new segment
     // was found, every remaining segment was sealed and must be intact to its end.
     let last_may_be_torn = truncated.is_none();
 
     // One buffer for all segments: recovery reads each segment whole, once.
     let mut bytes = Vec::new();
-    let mut last_lsn = 0;
+    let mut last_lsn = local_first_lsn - 1;
     let mut frames_scanned = 0;
     let mut active_len_bytes = 0;
     for (position, segment) in segments.iter().enumerate() {
@@ -98,11 +102,41 @@ pub(crate) fn recover(
     };
     Ok(Recovered {
         last_lsn,
+        local_first_lsn,
         active,
         segments: segments.len(),
         frames_scanned,
         truncated,
     })
+}
+
+/// Where the local log must start: lsn 1, unless `local-start.json` records that local
+/// retention deleted the segments before its lsn after archiving them. The first segment may
+/// then start at or before that lsn (a crash between writing the marker and deleting the
+/// segments leaves them), never after it: that is a missing segment, refused as without a marker.
+fn local_first_lsn(dir: &Path, segments: &[SegmentEntry]) -> Result<u64, LogError> {
+    let Some(marker) = read_local_start(dir)? else {
+        return Ok(1);
+    };
+    match segments.first() {
+        Some(first) if first.first_lsn <= marker.first_lsn => Ok(first.first_lsn),
+        Some(first) => Err(corrupt(
+            first,
+            0,
+            format!(
+                "lsn gap: the first segment starts at lsn {} but local-start.json says the local log starts at lsn {} (the records before it are archived at {}); a segment is missing",
+                first.first_lsn, marker.first_lsn, marker.archive_url
+            ),
+        )),
+        None => Err(LogError::Corrupt {
+            path: local_start_path(dir),
+            offset: 0,
+            detail: format!(
+                "the log holds no segment, but local-start.json says it starts at lsn {} (the records before it are archived at {}); restore it with agentd restore",
+                marker.first_lsn, marker.archive_url
+            ),
+        }),
+    }
 }
 
 /// A last segment shorter than its header (or a header that never reached the disk: all zeros) is

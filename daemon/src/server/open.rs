@@ -69,6 +69,7 @@ pub async fn open(config: Config) -> anyhow::Result<Opened> {
         .transpose()?;
     // A bad [storage] url stops the start here, before the log is touched.
     let archive_store = crate::archive::open_configured(&config.storage)?;
+    crate::archive::retention::check_config(&config.storage).map_err(anyhow::Error::msg)?;
     // Exports and schedules: checked before anything starts, so a bad [[schedules]] entry
     // fails fast.
     let schedules = crate::schedule::parse_all(&config.schedules)?;
@@ -91,6 +92,7 @@ pub async fn open(config: Config) -> anyhow::Result<Opened> {
     let (log, report) = recover(&config, &paths).await?;
     let last_lsn = log.last_lsn();
     let log_reader = log.reader();
+    attach_archive_below_local_log(&log_reader, &paths, &config.storage)?;
     let (store, replayed) =
         replay_everything(&paths, &log_reader, last_lsn, domain.clone()).await?;
     // The processed splits follow the [datasets] settings recorded in the log, so that any
@@ -160,6 +162,23 @@ async fn recover(config: &Config, paths: &DataPaths) -> anyhow::Result<(Log, log
         tracing::warn!(path = %torn.path.display(), offset = torn.offset, bytes = torn.bytes_removed, reason = %torn.reason, "repaired a torn tail left by a crash");
     }
     Ok((log, report))
+}
+
+/// When local retention deleted archived segments (or may delete them while the daemon runs),
+/// every read before the local log (this start-up's replay first) downloads them from the
+/// archive.
+fn attach_archive_below_local_log(
+    log_reader: &LogReader,
+    paths: &DataPaths,
+    storage: &crate::config::StorageConfig,
+) -> anyhow::Result<()> {
+    let local_first_lsn = log_reader.local_first_lsn();
+    metrics::gauge!("agentd_log_local_first_lsn").set(local_first_lsn.0 as f64);
+    let attached = crate::archive::attach_archive(log_reader, &paths.log, storage)?;
+    if let Some(url) = attached.filter(|_| local_first_lsn.0 > 1) {
+        tracing::info!(%local_first_lsn, %url, "the log starts locally at this lsn; the records before it are read back from the archive (start-up downloads them)");
+    }
+    Ok(())
 }
 
 /// One pass over the log feeds every projection: the queue state, the export ledger and the

@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod openapi;
 mod recovery;
+mod retention;
 mod rollouts;
 mod startup;
 mod tls;

@@ -1,5 +1,6 @@
 //! Feature tests of the log against real files in temp dirs: no mocks, no sleeps.
 
+mod cold_tier;
 mod corruption;
 mod disk_full;
 mod reader_index;
