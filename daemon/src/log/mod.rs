@@ -13,6 +13,7 @@
 //! - A failed fsync (or any write error but disk full) stops the process through
 //!   [`LogOptions::on_fatal`]: after a failed fsync the page cache can no longer be trusted.
 
+mod follow;
 mod frame;
 mod index;
 mod reader;
@@ -24,6 +25,7 @@ mod writer;
 mod tests;
 
 pub use agentd_schemas::Lsn;
+pub use follow::{FollowError, FollowedLog};
 pub use reader::{LogReader, LogSource, RawFrame};
 pub use writer::{AppendReceiver, BatchObservation, LogWriter, WriterStats};
 
