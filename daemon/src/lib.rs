@@ -16,6 +16,7 @@ pub mod projection;
 pub mod queue;
 pub mod rebuild;
 pub mod replay;
+pub mod replica;
 pub mod schedule;
 pub mod sequencer;
 pub mod server;

@@ -168,7 +168,7 @@ fn prepare_data_dir(data_dir: &Path) -> Result<std::fs::File, RestoreError> {
     Ok(lock)
 }
 
-async fn fetch_manifest(store: &ArchiveStore) -> Result<Manifest, RestoreError> {
+pub(crate) async fn fetch_manifest(store: &ArchiveStore) -> Result<Manifest, RestoreError> {
     let path = store.manifest_path();
     let bytes = match store.store.get_opts(&path, GetOptions::default()).await {
         Ok(found) => found.bytes().await,
@@ -231,7 +231,7 @@ async fn download_segment(
 
 /// The bytes one object holds for the manifest: the first `to - from` bytes of it, checked
 /// against the part's sha256. A missing or short object is named as a partial upload.
-async fn download_piece(
+pub(crate) async fn download_piece(
     store: &ArchiveStore,
     piece: &ManifestPart,
 ) -> Result<bytes::Bytes, RestoreError> {

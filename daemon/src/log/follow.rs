@@ -1,9 +1,10 @@
 //! A log that grows by bytes copied from another log, not by appends: a read replica's local
 //! copy of the primary's archived log (`replica/`). The copied bytes are checked here, frame by
 //! frame (CRC, contiguous LSNs, whole frames, a segment header naming its first LSN), before
-//! they touch a segment file; then they are written, made durable, told to the offset index,
-//! and only then published as the durable LSN, so readers and the projector see nothing half
-//! written.
+//! they touch a segment file; then they are written, made durable and told to the offset index.
+//! The caller publishes the durable LSN ([`FollowedLog::publish_durable`]) once it has applied
+//! the new records to what must lead the projector (a replica's queue state), so readers and
+//! the projector never see anything half written.
 //!
 //! Architecture invariant: a followed log holds only bytes of the log it copies, laid out in the
 //! same segment files, so it is byte-identical to a prefix of it. Its [`LogWriter`] never
@@ -109,8 +110,8 @@ impl FollowedLog {
         Ok(bytes)
     }
 
-    /// Appends `bytes`, whole frames following the last one, to the last segment, makes them
-    /// durable, and publishes the new durable LSN. Returns it.
+    /// Appends `bytes`, whole frames following the last one, to the last segment and makes them
+    /// durable. Returns the new last LSN (published by [`Self::publish_durable`]).
     pub fn extend(&mut self, bytes: &[u8]) -> Result<Lsn, FollowError> {
         let path = segment_path(&self.dir, self.active_first_lsn);
         let last_lsn = check_frames(bytes, self.last_lsn, self.frame_bytes_max, &path)?;
@@ -128,7 +129,7 @@ impl FollowedLog {
     }
 
     /// Creates the segment that follows the last one with `bytes` (its header and whole frames
-    /// following the last one), makes it durable, and publishes the new durable LSN.
+    /// following the last one) and makes it durable. Returns the new last LSN.
     pub fn start_segment(&mut self, bytes: &[u8]) -> Result<Lsn, FollowError> {
         let first_lsn = self.last_lsn + 1;
         let path = segment_path(&self.dir, first_lsn);
@@ -164,7 +165,7 @@ impl FollowedLog {
         Ok(Lsn(last_lsn))
     }
 
-    /// Tells readers where the durable frames end, then publishes the durable LSN.
+    /// Tells readers where the durable frames end.
     fn advance(&mut self, last_lsn: u64) {
         self.last_lsn = last_lsn;
         self.index.record(
@@ -174,8 +175,15 @@ impl FollowedLog {
                 offset: self.active_len_bytes,
             },
         );
-        self.shared.durable_lsn.store(last_lsn, Ordering::Release);
-        self.shared.durable_watch.send_replace(Lsn(last_lsn));
+    }
+
+    /// Publishes the last copied LSN as durable: the writer's watchers (the projector, HTTP
+    /// reads, long-polls of the events route) may read up to it.
+    pub fn publish_durable(&self) {
+        self.shared
+            .durable_lsn
+            .store(self.last_lsn, Ordering::Release);
+        self.shared.durable_watch.send_replace(Lsn(self.last_lsn));
     }
 }
 

@@ -12,10 +12,12 @@
 
 mod metrics;
 mod open;
+mod replica;
 mod start;
 pub mod tasks;
 
 pub use open::{open, Opened};
+pub use replica::{run_replica, ReplicaOptions};
 pub use start::Running;
 
 use crate::config::Config;
