@@ -38,8 +38,10 @@ pub async fn run_replica(
     options: ReplicaOptions,
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
-    // A replica uploads nothing and fires no schedule: the primary does both.
-    config.storage.url = None;
+    // The exports the primary copied to the archive are listed with their URLs under it; a
+    // replica never runs an export (writes answer 405), so it uploads nothing, and it fires no
+    // schedule.
+    config.storage.url = Some(options.from.clone());
     config.schedules.clear();
     let store = StorageUrl::parse(&options.from)?.open()?;
     let (serving, app_state, running) = start(config, options, store).await?;
@@ -60,12 +62,27 @@ struct ReplicaRunning {
     lock_file: std::fs::File,
 }
 
-async fn start(
-    config: Config,
-    options: ReplicaOptions,
-    store: ArchiveStore,
-) -> anyhow::Result<(Serving, AppState, ReplicaRunning)> {
-    let authenticator = Arc::new(super::build_authenticator(&config)?);
+/// The replica after its local log is recovered and replayed; nothing runs yet.
+struct LocalCopy {
+    lock_file: std::fs::File,
+    listener: tokio::net::TcpListener,
+    authenticator: Arc<crate::auth::Authenticator>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    data_dir: std::path::PathBuf,
+    domain: Arc<DomainProjections>,
+    domain_api: DomainApi,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    log_reader: crate::log::LogReader,
+    projections: Arc<crate::projection::ProjectionStore>,
+    export_settings: crate::export::ExportSettings,
+}
+
+/// Locks the data directory, binds, recovers the local log (creating an empty one the first
+/// time) and replays it into every projection, as any start does.
+async fn open_local(
+    config: &Config,
+) -> anyhow::Result<(LocalCopy, crate::log::Log, super::open::Replayed)> {
+    let authenticator = Arc::new(super::build_authenticator(config)?);
     let tls = config
         .server
         .tls
@@ -86,23 +103,54 @@ async fn start(
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let export_settings = crate::export::ExportSettings::new(&config, &data_dir, None)?;
+    let export_settings = crate::export::ExportSettings::new(config, &data_dir, None)?;
     let domain = Arc::new(DomainProjections::new(&config.datasets)?);
-    let domain_api = DomainApi::new(&config, domain.clone())?;
+    let domain_api = DomainApi::new(config, domain.clone())?;
     let metrics = super::metrics::install();
-    let (log, _report) = recover(&config, &paths).await?;
+    let (log, _report) = recover(config, &paths).await?;
     let log_reader = log.reader();
-    let (projection_store, replayed) =
+    let (projections, replayed) =
         replay_everything(&paths, &log_reader, log.last_lsn(), domain.clone()).await?;
-    let projection_store = Arc::new(projection_store);
-    tracing::info!(last_lsn = %log.last_lsn(), url = %store.url, "replica opened its local log");
+    let local = LocalCopy {
+        lock_file,
+        listener,
+        authenticator,
+        tls,
+        data_dir,
+        domain,
+        domain_api,
+        metrics,
+        log_reader,
+        projections: Arc::new(projections),
+        export_settings,
+    };
+    Ok((local, log, replayed))
+}
 
-    let (followed, writer) = log.into_followed();
+/// The projector, the sequencer in the replica role and the export service, over the
+/// replayed state.
+struct Core {
+    applied: crate::projection::AppliedWatch,
+    stop_projector: watch::Sender<bool>,
+    projector: std::thread::JoinHandle<()>,
+    sequencer: crate::sequencer::SequencerHandle,
+    sequencer_task: tokio::task::JoinHandle<()>,
+    exports: crate::export::runner::ExportService,
+    export_runner: tokio::task::JoinHandle<()>,
+}
+
+fn start_core(
+    config: &Config,
+    local: &LocalCopy,
+    replayed: super::open::Replayed,
+    writer: &crate::log::LogWriter,
+    last_lsn: crate::log::Lsn,
+) -> anyhow::Result<Core> {
     let (stop_projector, stop_rx) = watch::channel(false);
     let (applied, projector) = crate::projection::spawn_projector(
-        projection_store.clone(),
-        domain.clone(),
-        log_reader.clone(),
+        local.projections.clone(),
+        local.domain.clone(),
+        local.log_reader.clone(),
         writer.subscribe_durable(),
         stop_rx,
         tokio::runtime::Handle::current(),
@@ -113,85 +161,113 @@ async fn start(
         writer.clone(),
         SequencerOptions {
             limits: config.queue.limits(),
-            log: log_reader.clone(),
+            log: local.log_reader.clone(),
             lease_wait_ms_max: config.server.lease_wait_ms_max,
             lease_waiters_max: config.server.lease_waiters_max,
         },
     );
     let (exports, export_runner) = crate::export::runner::ExportService::spawn(
-        export_settings,
+        local.export_settings.clone(),
         crate::export::runner::LedgerState {
             ledger: replayed.ledger,
-            applied: followed.last_lsn(),
+            applied: last_lsn,
         },
         crate::export::runner::RunnerParts {
             sequencer: sequencer.clone(),
             writer: writer.clone(),
             applied: applied.clone(),
-            domain: domain.clone(),
-            log: log_reader.clone(),
+            domain: local.domain.clone(),
+            log: local.log_reader.clone(),
         },
     );
+    Ok(Core {
+        applied,
+        stop_projector,
+        projector,
+        sequencer,
+        sequencer_task,
+        exports,
+        export_runner,
+    })
+}
+
+async fn start(
+    config: Config,
+    options: ReplicaOptions,
+    store: ArchiveStore,
+) -> anyhow::Result<(Serving, AppState, ReplicaRunning)> {
+    let (local, log, replayed) = open_local(&config).await?;
+    tracing::info!(last_lsn = %log.last_lsn(), url = %store.url, "replica opened its local log");
+    let (followed, writer) = log.into_followed();
+    let core = start_core(&config, &local, replayed, &writer, followed.last_lsn())?;
     let primary = options.primary.clone().unwrap_or_else(|| store.url.clone());
     let status = Arc::new(ReplicaStatus::new(
         store.url.clone(),
         primary,
-        applied.clone(),
+        core.applied.clone(),
         crate::clock::now_ms(),
     ));
+    let follower = Follower {
+        store,
+        log: Some(followed),
+        reader: local.log_reader.clone(),
+        sequencer: core.sequencer.clone(),
+        exports: core.exports.clone(),
+        status: status.clone(),
+        verified: false,
+    };
+    let Core {
+        applied,
+        stop_projector,
+        projector,
+        sequencer,
+        sequencer_task,
+        exports,
+        export_runner,
+    } = core;
     let mut tasks = Tasks::new();
     tasks.adopt(export_runner);
     tasks.spawn_until_shutdown(super::start::update_gauges(
         sequencer.clone(),
-        metrics.clone(),
-        data_dir.clone(),
+        local.metrics.clone(),
+        local.data_dir.clone(),
     ));
     tasks.spawn_until_shutdown(crate::projection::domain::gauges::publish_gauges(
-        domain.clone(),
+        local.domain.clone(),
     ));
     tasks.spawn_until_shutdown(crate::replica::publish_gauges(status.clone()));
-    let follower = Follower {
-        store,
-        log: Some(followed),
-        reader: log_reader.clone(),
-        sequencer: sequencer.clone(),
-        exports: exports.clone(),
-        status: status.clone(),
-        verified: false,
-    };
     tasks.spawn(follow(follower, options.poll_interval, tasks.signal()));
-
-    let serving = Serving {
-        listener,
-        tls,
-        connections_max: config.server.connections_max,
-        connection_idle_timeout: super::connection_idle_timeout(&config),
-        grace: Duration::from_millis(config.server.shutdown_grace_ms),
-        data_dir: data_dir.clone(),
-    };
-    let app_state = AppState {
-        sequencer,
-        projections: projection_store,
-        applied,
-        writer,
-        log: log_reader,
-        body_bytes_max: config.server.body_bytes_max,
-        lease_wait_ms_max: config.server.lease_wait_ms_max,
-        request_timeout: Duration::from_millis(config.server.request_timeout_ms),
-        requests_in_flight_max: config.server.requests_in_flight_max,
-        metrics,
-        domain: domain_api,
-        authenticator,
-        exports,
-        schedules: Arc::new(Vec::new()),
-        replica: Some(status),
-    };
     let running = ReplicaRunning {
         tasks,
         sequencer_task,
         stop_projector,
         projector,
-        lock_file,
+        lock_file: local.lock_file,
+    };
+    let serving = Serving {
+        listener: local.listener,
+        tls: local.tls,
+        connections_max: config.server.connections_max,
+        connection_idle_timeout: super::connection_idle_timeout(&config),
+        grace: Duration::from_millis(config.server.shutdown_grace_ms),
+        data_dir: local.data_dir,
+    };
+    let app_state = AppState {
+        sequencer,
+        projections: local.projections,
+        applied,
+        writer,
+        log: local.log_reader,
+        body_bytes_max: config.server.body_bytes_max,
+        lease_wait_ms_max: config.server.lease_wait_ms_max,
+        request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+        requests_in_flight_max: config.server.requests_in_flight_max,
+        metrics: local.metrics,
+        domain: local.domain_api,
+        authenticator: local.authenticator,
+        exports,
+        schedules: Arc::new(Vec::new()),
+        replica: Some(status),
     };
     Ok((serving, app_state, running))
 }

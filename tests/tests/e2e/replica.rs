@@ -10,7 +10,7 @@ use agentd_client::Client;
 use agentd_schemas::api::{HealthResponse, LeaseRequest, SubmitJobRequest};
 use agentd_schemas::domain_api::StateUpdateRequest;
 use agentd_schemas::{ErrorCode, JobId};
-use agentd_tests::{digest, eventually, get_json, post_refused, write_config, Daemon};
+use agentd_tests::{digest, eventually, get_json, post_json, post_refused, write_config, Daemon};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -156,6 +156,16 @@ async fn a_replica_follows_the_archive_serves_reads_and_refuses_writes() {
         ..StateUpdateRequest::default()
     };
     client.update_task_state("task-1", &update).await.unwrap();
+    let (status, export) = post_json(
+        &primary.url,
+        "/v1/exports",
+        json!({"kind": "trajectories", "full": true}),
+    )
+    .await;
+    assert!(
+        status < 300 && export["created"] == json!(true),
+        "{status} {export}"
+    );
     let archived = wait_until_archived(&primary).await;
 
     let replica_dir = dir.path().join("replica");
@@ -186,16 +196,29 @@ async fn a_replica_follows_the_archive_serves_reads_and_refuses_writes() {
             "/v1/jobs?state=completed&limit=1000",
             "/v1/queues",
             "/v1/tasks/task-1/state",
-            "/v1/exports",
         ] {
             views.push(get_json(&url, path).await);
         }
+        // The export the primary recorded is listed (its files stay on the primary's disk:
+        // `root` and each export's `dir` are each daemon's own).
+        let mut exports = get_json(&url, "/v1/exports").await;
+        let listed = exports["exports"].as_array_mut().unwrap();
+        assert_eq!(listed.len(), 1, "the primary's export is listed");
+        for export in listed {
+            export.as_object_mut().unwrap().remove("dir");
+        }
+        views.push(exports["exports"].clone());
+        views.push(exports["watermarks"].clone());
         views
     };
-    assert_eq!(
+    let (on_replica, on_primary) = (
         views(replica.url.clone()).await,
-        views(primary.url.clone()).await
+        views(primary.url.clone()).await,
     );
+    for (seen, wanted) in on_replica.iter().zip(&on_primary) {
+        assert_eq!(seen, wanted);
+    }
+    assert_eq!(on_replica.len(), on_primary.len());
     assert_eq!(ids.len(), 30);
     let on_primary = digest(&primary.url).await;
     let on_replica = digest(&replica.url).await;
