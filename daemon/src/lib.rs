@@ -16,6 +16,7 @@ pub(crate) mod projection;
 pub(crate) mod queue;
 pub mod rebuild;
 pub(crate) mod replay;
+pub(crate) mod replica;
 pub(crate) mod schedule;
 pub(crate) mod sequencer;
 pub(crate) mod server;
@@ -30,7 +31,7 @@ pub fn fatal(message: &str) -> ! {
 }
 
 pub use archive::restore::{restore, RestoreOptions};
-pub use server::run;
+pub use server::{run, run_replica, ReplicaOptions};
 
 /// What `agentd bench-export` (a module of the binary, not of the library) drives: the log, the
 /// replay driver, the projections an export reads and the export writer.

@@ -64,6 +64,32 @@ enum Command {
         #[arg(long)]
         until_lsn: Option<u64>,
     },
+    /// Run a read replica: follow the log a primary archives at a storage URL into --data-dir
+    /// and serve the read-only API from it (jobs, queues, events, tasks, rollouts, datasets,
+    /// stats, exports); every write answers 405 `read_only_replica` naming the primary, and
+    /// `GET /healthz` shows the replica's lag
+    ///
+    /// The data directory is a cache: an empty one is filled from the archive, one used before
+    /// resumes where it stopped (after checking that the archive continues it). Auth tokens,
+    /// TLS and limits come from --config as for the daemon; its [storage] and [[schedules]] are
+    /// ignored (a replica uploads nothing and fires no schedule).
+    Replica {
+        /// The storage URL the primary archives to ([storage] url): s3://bucket/prefix,
+        /// gs://..., az://..., file:///path
+        #[arg(long)]
+        from: String,
+        /// Address to serve the read-only API on [default: 127.0.0.1:7070, or the config's
+        /// server.listen]
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// The primary's address, named in the 405 answers to writes (e.g.
+        /// https://agentd.internal:7070) [default: the --from URL]
+        #[arg(long)]
+        primary: Option<String>,
+        /// How often to read the archive's manifest and copy what is new, in milliseconds
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+        poll_interval_ms: u64,
+    },
     /// Replay the log into fresh projections and print a digest of each (same log, same digests)
     Rebuild {
         /// Write the rebuilt projections here instead of replacing the data directory's
@@ -137,6 +163,27 @@ fn run() -> anyhow::Result<()> {
             runtime.block_on(agentd::run(config, None))
         }
         Some(Command::Restore { from, until_lsn }) => restore(&config, from, until_lsn),
+        Some(Command::Replica {
+            from,
+            listen,
+            primary,
+            poll_interval_ms,
+        }) => {
+            let mut config = config;
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            let options = agentd::ReplicaOptions {
+                from,
+                primary,
+                poll_interval: std::time::Duration::from_millis(poll_interval_ms),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(agentd::run_replica(config, options, None))
+        }
         Some(Command::Rebuild {
             out,
             json,

@@ -191,6 +191,37 @@ pub const FAMILIES: &[MetricFamily] = &[
         series: Series::Single,
         help: "First LSN held by a local segment file: 1 unless local retention deleted archived segments, whose records are then read from the archive.",
     },
+    // A read replica following the archive (`agentd replica`; all 0 on a primary).
+    MetricFamily {
+        name: "agentd_replica_lag_seconds",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "Seconds since this read replica last held everything the log archive held (0 on a primary), refreshed every 1 s.",
+    },
+    MetricFamily {
+        name: "agentd_replica_lag_records",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "Records the log archive holds that this read replica has not applied yet (0 on a primary), refreshed every 1 s.",
+    },
+    MetricFamily {
+        name: "agentd_replica_applied_lsn",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "Last LSN this read replica applied to every projection: what its reads answer from (0 on a primary).",
+    },
+    MetricFamily {
+        name: "agentd_replica_archive_last_lsn",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "The log archive's last LSN at this read replica's last successful poll (0 on a primary).",
+    },
+    MetricFamily {
+        name: "agentd_replica_poll_failures_total",
+        kind: MetricKind::Counter,
+        series: Series::Single,
+        help: "Polls of the log archive by this read replica that failed (manifest or object unreadable or damaged), each retried at the next poll interval.",
+    },
     // Jobs, queues and leases.
     MetricFamily {
         name: "agentd_job_events_total",

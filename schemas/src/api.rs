@@ -387,8 +387,40 @@ pub struct EventsResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthResponse {
     pub status: String,
+    /// The last record on this daemon's disk (on a replica: copied from the archive).
     pub durable_lsn: Lsn,
     pub version: String,
+    /// Present only on a read replica (`agentd replica`): how far it follows the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaHealth>,
+}
+
+/// A read replica's progress through the primary's log archive (`GET /healthz` of
+/// `agentd replica`). Reads answer as of `applied_lsn`; the archive itself is behind the primary
+/// by up to its `archive_interval_ms` plus one upload (docs/storage.md, "Read replicas").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReplicaHealth {
+    /// The storage URL followed (`--from`).
+    pub archive_url: String,
+    /// Where writes go: `--primary`, or the archive URL when none was given.
+    pub primary: String,
+    /// The archive manifest's `last_lsn` at the last successful poll.
+    pub archive_last_lsn: Lsn,
+    /// The last record applied to every projection: what reads answer from.
+    pub applied_lsn: Lsn,
+    /// `archive_last_lsn - applied_lsn` (0 once caught up).
+    pub lag_records: u64,
+    /// Seconds since the replica last held everything the archive held (0 while caught up at
+    /// the last poll; it grows while polls fail or copying falls behind).
+    pub lag_seconds: f64,
+    /// Unix time (ms) of the last poll that read the manifest and copied what it named; absent
+    /// before the first.
+    pub last_poll_ok_ms: Option<u64>,
+    /// Why the last poll failed; absent after a successful one.
+    pub last_poll_error: Option<String>,
+    /// False once the replica stopped following for good (the archive does not continue its
+    /// local log); reads still answer as of `applied_lsn`.
+    pub following: bool,
 }
 
 /// `GET /v1/admin/digest`: a sha256 of every projection, all taken at the same LSN, so they can

@@ -57,6 +57,8 @@ error_codes! {
     Forbidden = "forbidden", 403;
     NotFound = "not_found", 404;
     MethodNotAllowed = "method_not_allowed", 405;
+    /// A write sent to a read replica (`agentd replica`); the message names the primary.
+    ReadOnlyReplica = "read_only_replica", 405;
     /// The lease expired or was replaced: the attempt must stop.
     LeaseLost = "lease_lost", 409;
     /// The job is not in a state that allows this (cancel a finished job).

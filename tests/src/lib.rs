@@ -123,6 +123,21 @@ impl Daemon {
             .unwrap_or_else(|lines| panic!("agentd did not start:\n{}", lines.join("\n")))
     }
 
+    /// Starts `agentd replica --from FROM` over `data_dir` on an ephemeral port (with `args`
+    /// after), and waits until it listens. `stop` and `kill9` work on it; `restart` does not
+    /// (it would start a primary).
+    pub fn start_replica(data_dir: &Path, from: &str, args: &[&str]) -> Daemon {
+        let mut command = Command::new(binary("agentd"));
+        command
+            .args(["replica", "--from", from, "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .stdin(Stdio::null());
+        Daemon::launch(command, data_dir, None)
+            .unwrap_or_else(|lines| panic!("agentd replica did not start:\n{}", lines.join("\n")))
+    }
+
     /// Spawns `command` (agentd, or a shell that runs it) and waits until agentd says where it
     /// listens; on failure returns what it wrote to stderr.
     fn launch(

@@ -38,6 +38,7 @@ ERROR_CODES = {
     "forbidden": 403,
     "not_found": 404,
     "method_not_allowed": 405,
+    "read_only_replica": 405,
     "lease_lost": 409,
     "invalid_state": 409,
     "conflict": 409,

@@ -26,7 +26,7 @@ mod segments;
 mod uploader;
 
 pub use location::{ArchiveStore, StorageUrl, StorageUrlError};
-pub use segment_source::{attach_archive, ArchiveSegments, AttachError};
+pub use segment_source::attach_archive;
 pub use segments::sha256_hex;
 
 use crate::config::StorageConfig;

@@ -115,7 +115,7 @@ impl CreatedByRestore {
         CreatedByRestore {
             data_dir: data_dir.to_path_buf(),
             data_dir_existed: data_dir.exists(),
-            lock_existed: data_dir.join(crate::server::DATA_DIR_LOCK).exists(),
+            lock_existed: data_dir.join(crate::data_dir::DATA_DIR_LOCK).exists(),
             staging_existed: data_dir.join(STAGING_DIR).exists(),
         }
     }
@@ -130,7 +130,7 @@ impl CreatedByRestore {
             removals.push((staging.clone(), std::fs::remove_dir_all(&staging)));
         }
         if !self.lock_existed {
-            let lock = self.data_dir.join(crate::server::DATA_DIR_LOCK);
+            let lock = self.data_dir.join(crate::data_dir::DATA_DIR_LOCK);
             removals.push((lock.clone(), std::fs::remove_file(&lock)));
         }
         if !self.data_dir_existed {
@@ -240,7 +240,7 @@ fn prepare_data_dir(data_dir: &Path) -> Result<std::fs::File, RestoreError> {
     Ok(lock)
 }
 
-async fn fetch_manifest(store: &ArchiveStore) -> Result<Manifest, RestoreError> {
+pub(crate) async fn fetch_manifest(store: &ArchiveStore) -> Result<Manifest, RestoreError> {
     let path = store.manifest_path();
     let bytes = match store.store.get_opts(&path, GetOptions::default()).await {
         Ok(found) => found.bytes().await,
@@ -303,7 +303,7 @@ async fn download_segment(
 
 /// The bytes one object holds for the manifest: the first `to - from` bytes of it, checked
 /// against the part's sha256. A missing or short object is named as a partial upload.
-async fn download_piece(
+pub(crate) async fn download_piece(
     store: &ArchiveStore,
     piece: &ManifestPart,
 ) -> Result<bytes::Bytes, RestoreError> {

@@ -157,6 +157,19 @@ impl ExportService {
         )
     }
 
+    /// A read replica's: applies records of the primary's log, durable in the local copy, to
+    /// the ledger, so the exports and builds the primary recorded are listed. Records already
+    /// applied are skipped.
+    pub(crate) fn follow(&self, records: &[(Lsn, agentd_schemas::events::LogRecord)]) {
+        let mut state = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        for (lsn, record) in records {
+            if *lsn > state.applied {
+                state.ledger.apply(*lsn, record);
+                state.applied = *lsn;
+            }
+        }
+    }
+
     /// Reads the ledger.
     pub fn with_ledger<T>(&self, read: impl FnOnce(&ExportLedger) -> T) -> T {
         let state = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);

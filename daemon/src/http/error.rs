@@ -101,6 +101,10 @@ impl From<SequencerError> for ApiError {
             }
             SequencerError::TooManyWaiters(_) => ApiError::new(ErrorCode::TooManyWaiters, error.to_string()),
             SequencerError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, error.to_string()),
+            SequencerError::ReadOnlyReplica => ApiError::new(ErrorCode::ReadOnlyReplica, error.to_string()),
+            SequencerError::AdoptOnPrimary | SequencerError::AdoptOutOfSequence { .. } => {
+                ApiError::internal("archived records not adopted", error)
+            }
         }
     }
 }

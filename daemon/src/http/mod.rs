@@ -16,6 +16,7 @@ mod leases;
 pub mod openapi;
 mod ops;
 mod queues;
+pub mod read_only;
 mod ui;
 
 use crate::log::LogWriter;
@@ -55,6 +56,9 @@ pub struct AppState {
     pub exports: crate::export::runner::ExportService,
     /// The configured schedules, for `GET /v1/schedules`.
     pub schedules: Arc<Vec<crate::schedule::Schedule>>,
+    /// Set on a read replica (`agentd replica`): writes answer 405 and `/healthz` shows how
+    /// far it follows the archive.
+    pub replica: Option<Arc<crate::replica::ReplicaStatus>>,
 }
 
 impl AppState {
@@ -104,9 +108,19 @@ pub fn app(state: AppState) -> Router {
     let authenticator = state.authenticator.clone();
     let in_flight_max = state.requests_in_flight_max.max(1);
     let (routes, _openapi) = api_routes().split_for_parts();
-    routes
+    let mut routes = routes
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    if let Some(replica) = state.replica.clone() {
+        // Inside the auth layer: a caller without a valid token learns nothing, not even that
+        // this is a replica.
+        routes = routes.layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                read_only::refuse_writes(replica.clone(), request, next)
+            },
+        ));
+    }
+    routes
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| {
                 auth_layer::authenticate(authenticator.clone(), request, next)

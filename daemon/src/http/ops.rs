@@ -26,6 +26,10 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
         status: "ok".into(),
         durable_lsn: state.writer.durable_lsn(),
         version: env!("CARGO_PKG_VERSION").into(),
+        replica: state
+            .replica
+            .as_ref()
+            .map(|replica| replica.health(crate::clock::now_ms())),
     })
 }
 

@@ -18,6 +18,7 @@
 //!   ([`ColdSegments`]) and are checked frame by frame like local ones.
 
 mod cold;
+mod follow;
 mod frame;
 mod index;
 mod local_start;
@@ -32,7 +33,8 @@ mod tests;
 
 pub use agentd_schemas::Lsn;
 pub use cold::{ColdSegment, ColdSegments};
-pub use local_start::{read_local_start, LocalStart, LOCAL_START_FILE};
+pub use follow::{FollowError, FollowedLog};
+pub use local_start::read_local_start;
 pub use reader::{LogReader, LogSource, RawFrame};
 pub use tiered::Eviction;
 pub use writer::{BatchObservation, LogWriter};

@@ -54,9 +54,9 @@ pub struct BatchObservation {
 /// A handle for appending to the log. Clones share one writer thread.
 #[derive(Clone)]
 pub struct LogWriter {
-    commands: mpsc::Sender<Command>,
-    shared: Arc<WriterShared>,
-    frame_bytes_max: u32,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) shared: Arc<WriterShared>,
+    pub(super) frame_bytes_max: u32,
 }
 
 impl LogWriter {
@@ -152,11 +152,11 @@ impl LogWriter {
 pub(crate) struct ActiveSegment {
     /// Opened with `O_APPEND`, so after a disk-full truncation the next write lands at the new end.
     file: File,
-    path: PathBuf,
+    pub(super) path: PathBuf,
     /// The lsn the segment is named for.
-    first_lsn: u64,
+    pub(super) first_lsn: u64,
     /// Current file length, tracked here so the hot path makes no `stat` call.
-    len_bytes: u64,
+    pub(super) len_bytes: u64,
 }
 
 impl ActiveSegment {
@@ -273,30 +273,30 @@ pub(crate) fn start(
     }
 }
 
-enum Command {
+pub(super) enum Command {
     Append(PendingFrame),
     /// Close the queue: frames already in it are still written, later sends fail.
     Shutdown,
 }
 
-struct PendingFrame {
+pub(super) struct PendingFrame {
     lsn: u64,
     format_version: u8,
     payload: Vec<u8>,
     reply: oneshot::Sender<Result<Lsn, AppendError>>,
 }
 
-struct WriterShared {
-    durable_lsn: AtomicU64,
-    durable_watch: watch::Sender<Lsn>,
-    stats: StatsCounters,
-    thread: Mutex<Option<JoinHandle<()>>>,
+pub(super) struct WriterShared {
+    pub(super) durable_lsn: AtomicU64,
+    pub(super) durable_watch: watch::Sender<Lsn>,
+    pub(super) stats: StatsCounters,
+    pub(super) thread: Mutex<Option<JoinHandle<()>>>,
     /// Set to true when the writer thread ends, however it ends.
-    exited: watch::Sender<bool>,
+    pub(super) exited: watch::Sender<bool>,
 }
 
 #[derive(Default)]
-struct StatsCounters {
+pub(super) struct StatsCounters {
     batches: AtomicU64,
     frames: AtomicU64,
     bytes: AtomicU64,

@@ -314,6 +314,11 @@ pub struct AppliedWatch {
 }
 
 impl AppliedWatch {
+    /// The last lsn the projections have applied.
+    pub fn applied_lsn(&self) -> Lsn {
+        *self.rx.borrow()
+    }
+
     /// Waits until the projection has applied `lsn`, or `timeout` passes (then returns false).
     pub async fn wait_for(&self, lsn: Lsn, timeout: Duration) -> bool {
         if *self.rx.borrow() >= lsn {

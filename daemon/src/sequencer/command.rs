@@ -8,7 +8,7 @@ use super::lease::Parked;
 use super::Sequencer;
 use crate::log::AppendError;
 use crate::queue::{DecideError, QueueLimits, QueueState};
-use agentd_schemas::events::Event;
+use agentd_schemas::events::{Event, LogRecord};
 use agentd_schemas::Lsn;
 use tokio::sync::oneshot;
 
@@ -68,6 +68,12 @@ pub enum Decided<A: AnswerWithLsn> {
         reply: A::Reply,
         release: oneshot::Receiver<()>,
     },
+    /// A replica's: apply records the primary decided, already durable in the local log
+    /// (`follow.rs`); answered with the last LSN applied.
+    Adopt {
+        records: Vec<(Lsn, LogRecord)>,
+        reply_with: fn(Lsn) -> A::Reply,
+    },
 }
 
 /// Why a command did not take effect.
@@ -81,6 +87,13 @@ pub enum SequencerError {
     TooManyWaiters(usize),
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// A write reached a read replica's sequencer (the HTTP layer answers 405 before).
+    #[error("this daemon is a read-only replica; send writes to the primary")]
+    ReadOnlyReplica,
+    #[error("only a read replica adopts archived records")]
+    AdoptOnPrimary,
+    #[error("archived record out of sequence: expected lsn {expected}, got {got}")]
+    AdoptOutOfSequence { expected: Lsn, got: Lsn },
 }
 
 impl From<AppendError> for SequencerError {
@@ -147,6 +160,8 @@ commands! {
     /// A domain write, decided against the fact index by [`crate::domain::decide`].
     Domain(crate::domain::decide::DomainCommand),
     AppendInternal(super::internal::AppendInternal),
+    /// A replica's: records of the primary's archive to apply.
+    AdoptArchived(super::follow::AdoptArchived),
 }
 
 /// The answer of a command that never appends: no value of it exists, so

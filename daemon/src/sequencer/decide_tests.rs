@@ -55,6 +55,7 @@ impl Harness {
             Decided::Answer(reply) => Ok(reply),
             Decided::Park(_) => panic!("parked"),
             Decided::Hold { reply, .. } => Ok(reply),
+            Decided::Adopt { .. } => panic!("adopted"),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use super::command::{answer, AnswerWithLsn, DecideCx, Decided, Reply, Request};
 use super::command::{SequencerCommand, SequencerError};
+use super::follow::SequencerRole;
 use super::internal::DigestHold;
 use super::{observe, replay_queue_state, InFlight, Sequencer};
 use crate::log::AppendError;
@@ -41,9 +42,18 @@ impl Sequencer {
         if C::READS_READY_JOBS {
             self.promote_due_jobs(now_ms);
         }
-        match command.decide(&self.decide_cx(now_ms)) {
+        let decided = command.decide(&self.decide_cx(now_ms));
+        let writes = matches!(decided, Ok(Decided::Append { .. } | Decided::Park(_)));
+        if writes && self.role == SequencerRole::Replica {
+            return answer(reply, Err(SequencerError::ReadOnlyReplica));
+        }
+        match decided {
             Err(refusal) => self.answer_after_in_flight(reply, Err(refusal)),
             Ok(Decided::Answer(now)) => self.answer_after_in_flight(reply, Ok(now)),
+            Ok(Decided::Adopt {
+                records,
+                reply_with,
+            }) => self.adopt(records, reply, reply_with),
             Ok(Decided::Append {
                 events,
                 answer: pending,

@@ -25,6 +25,7 @@
 mod command;
 mod domain;
 mod execute;
+mod follow;
 mod internal;
 mod jobs;
 mod lease;
@@ -41,6 +42,7 @@ mod wake_tests;
 
 pub use command::{Command, ReplyOf, Request, SequencerCommand, SequencerError};
 pub use domain::DomainOutcome;
+pub use follow::{AdoptArchived, SequencerRole};
 pub use internal::{AppendInternal, HoldForDigest, DIGEST_HOLD_MAX};
 pub use jobs::{Cancel, Complete, CompleteMany, Fail, Heartbeat, Retry, Submit};
 pub use lease::{Lease, LeaseGrantCore, LeaseOutcome};
@@ -115,6 +117,8 @@ pub struct Sequencer {
     last_ts_ms: u64,
     lease_wait_ms_max: u64,
     lease_waiters_max: usize,
+    /// A replica appends nothing and runs no timer (`follow.rs`).
+    role: SequencerRole,
 }
 
 /// Settings the sequencer needs besides the state and the writer.
@@ -141,6 +145,7 @@ impl Sequencer {
             hold: None,
             lease_wait_ms_max: options.lease_wait_ms_max,
             lease_waiters_max: options.lease_waiters_max,
+            role: SequencerRole::Primary,
         }
     }
 
@@ -150,8 +155,19 @@ impl Sequencer {
         writer: LogWriter,
         options: SequencerOptions,
     ) -> (SequencerHandle, tokio::task::JoinHandle<()>) {
+        Self::spawn_as(SequencerRole::Primary, state, writer, options)
+    }
+
+    /// [`Self::spawn`] for `role`: a replica's sequencer only adopts archived records.
+    pub fn spawn_as(
+        role: SequencerRole,
+        state: QueueState,
+        writer: LogWriter,
+        options: SequencerOptions,
+    ) -> (SequencerHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
-        let sequencer = Sequencer::new(state, writer, options);
+        let mut sequencer = Sequencer::new(state, writer, options);
+        sequencer.role = role;
         let task = tokio::spawn(sequencer.run(rx));
         (SequencerHandle { tx }, task)
     }
@@ -214,6 +230,10 @@ impl Sequencer {
     }
 
     fn next_wake_ms(&self, now_ms: u64) -> Option<u64> {
+        if self.role == SequencerRole::Replica {
+            // A replica decides nothing from its clock: lease expiries come from the primary.
+            return None;
+        }
         let mut wake = self.state.next_expiry_ms();
         if !self.waiters.is_empty() {
             wake = min_opt(wake, self.waiters.next_deadline_ms());

@@ -12,10 +12,12 @@
 
 mod metrics;
 mod open;
+mod replica;
 mod start;
 pub mod tasks;
 
 pub use open::open;
+pub use replica::{run_replica, ReplicaOptions};
 
 use crate::config::Config;
 use crate::http::{self, AppState};

@@ -147,7 +147,10 @@ fn lock(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 }
 
 /// Opens the log, repairing a torn tail a crash left (and saying so).
-async fn recover(config: &Config, paths: &DataPaths) -> anyhow::Result<(Log, log::RecoveryReport)> {
+pub(super) async fn recover(
+    config: &Config,
+    paths: &DataPaths,
+) -> anyhow::Result<(Log, log::RecoveryReport)> {
     let mut options = log_options(config, paths.log.clone());
     options.on_batch = Some(Arc::new(|batch: &log::BatchObservation| {
         metrics::histogram!("agentd_log_fsync_seconds").record(batch.fsync_duration.as_secs_f64());
@@ -183,7 +186,7 @@ fn attach_archive_below_local_log(
 
 /// One pass over the log feeds every projection: the queue state, the export ledger and the
 /// domain projections from the start, the job projection from where it stopped.
-async fn replay_everything(
+pub(super) async fn replay_everything(
     paths: &DataPaths,
     log_reader: &LogReader,
     last_lsn: Lsn,

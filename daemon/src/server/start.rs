@@ -99,6 +99,7 @@ impl Opened {
             authenticator,
             exports,
             schedules,
+            replica: None,
         };
         let running = Running {
             tasks,
@@ -294,7 +295,7 @@ async fn record_settings(
 const GAUGE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Publishes queue depth, active lease and data-dir space gauges every [`GAUGE_INTERVAL`].
-async fn update_gauges(
+pub(super) async fn update_gauges(
     sequencer: SequencerHandle,
     metrics: Option<PrometheusHandle>,
     data_dir: PathBuf,

@@ -110,7 +110,7 @@ impl Bucket {
         }
     }
 
-    async fn delete(&self, key: &str) {
+    pub(crate) async fn delete(&self, key: &str) {
         match self {
             Bucket::Dir(root) => std::fs::remove_file(root.join(key)).unwrap(),
             Bucket::S3 { base, .. } => {
@@ -155,7 +155,7 @@ impl Bucket {
         names
     }
 
-    async fn manifest(&self) -> Value {
+    pub(crate) async fn manifest(&self) -> Value {
         serde_json::from_slice(&self.get("log/manifest.json").await.expect("a manifest")).unwrap()
     }
 }

@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod openapi;
 mod recovery;
+mod replica;
 mod retention;
 mod rollouts;
 mod startup;

@@ -165,7 +165,7 @@ async fn a_crash_between_the_marker_and_the_delete_leaves_a_log_recovery_accepts
     // The marker is written first; the segments it covers are still there.
     crate::log::local_start::write_local_start(
         dir,
-        &crate::log::LocalStart::new(lsns[2], ARCHIVE_URL),
+        &crate::log::local_start::LocalStart::new(lsns[2], ARCHIVE_URL),
     )
     .unwrap();
     let (log, report) = open(small_segments(dir)).unwrap();

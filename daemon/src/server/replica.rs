@@ -1,0 +1,299 @@
+//! The life of a read replica (`agentd replica`, docs/storage.md "Read replicas"): the same
+//! phases as the daemon's, with a follower in place of the writer. Open: lock the data
+//! directory, bind, recover the local log and replay it into every projection (as any start).
+//! Start: the local log becomes a followed log (its writer never writes), the projector tails
+//! it, the sequencer runs in the replica role (adopts archived records, appends nothing, no
+//! timers), and the follower copies the archive. Nothing of the replica's own is ever appended:
+//! no settings record, no lease expiry, no schedule, no export record, no archiver.
+
+use super::open::{recover, replay_everything};
+use super::tasks::Tasks;
+use super::Serving;
+use crate::archive::{ArchiveStore, StorageUrl};
+use crate::config::Config;
+use crate::data_dir::{lock_data_dir, DataPaths, DATA_DIR_LOCK};
+use crate::http::domain::DomainApi;
+use crate::http::AppState;
+use crate::projection::domain::DomainProjections;
+use crate::replica::{follow, Follower, ReplicaStatus};
+use crate::sequencer::{Sequencer, SequencerOptions, SequencerRole};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What `agentd replica` follows and how.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// The primary's storage URL (`--from`).
+    pub from: String,
+    /// Named in the 405 answers to writes (`--primary`); the archive URL when absent.
+    pub primary: Option<String>,
+    /// How often the archive's manifest is read (`--poll-interval-ms`).
+    pub poll_interval: Duration,
+}
+
+/// Runs a read replica until SIGTERM or Ctrl-C. `ready` receives the bound address.
+pub async fn run_replica(
+    mut config: Config,
+    options: ReplicaOptions,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> anyhow::Result<()> {
+    // The exports the primary copied to the archive are listed with their URLs under it; a
+    // replica never runs an export (writes answer 405), so it uploads nothing, and it fires no
+    // schedule.
+    config.storage.url = Some(options.from.clone());
+    config.schedules.clear();
+    let store = StorageUrl::parse(&options.from)?.open()?;
+    let (serving, app_state, running) = start(config, options, store).await?;
+    let grace = serving.grace;
+    let served = super::serve(serving, app_state, ready).await;
+    running.stop(grace).await;
+    served?;
+    eprintln!("agentd replica: stopped cleanly");
+    Ok(())
+}
+
+/// The replica while it runs: what [`ReplicaRunning::stop`] stops, in order.
+struct ReplicaRunning {
+    tasks: Tasks,
+    sequencer_task: tokio::task::JoinHandle<()>,
+    stop_projector: watch::Sender<bool>,
+    projector: std::thread::JoinHandle<()>,
+    lock_file: std::fs::File,
+}
+
+/// The replica after its local log is recovered and replayed; nothing runs yet.
+struct LocalCopy {
+    lock_file: std::fs::File,
+    listener: tokio::net::TcpListener,
+    authenticator: Arc<crate::auth::Authenticator>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    data_dir: std::path::PathBuf,
+    domain: Arc<DomainProjections>,
+    domain_api: DomainApi,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    log_reader: crate::log::LogReader,
+    projections: Arc<crate::projection::ProjectionStore>,
+    export_settings: crate::export::ExportSettings,
+}
+
+/// Locks the data directory, binds, recovers the local log (creating an empty one the first
+/// time) and replays it into every projection, as any start does.
+async fn open_local(
+    config: &Config,
+) -> anyhow::Result<(LocalCopy, crate::log::Log, super::open::Replayed)> {
+    let authenticator = Arc::new(super::build_authenticator(config)?);
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptor)
+        .transpose()?;
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let paths = DataPaths::new(&data_dir);
+    let lock_file = lock_data_dir(&data_dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another agentd is already using the data directory {} (it holds {})",
+            data_dir.display(),
+            data_dir.join(DATA_DIR_LOCK).display()
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let export_settings = crate::export::ExportSettings::new(config, &data_dir, None)?;
+    let domain = Arc::new(DomainProjections::new(&config.datasets)?);
+    let domain_api = DomainApi::new(config, domain.clone())?;
+    let metrics = super::metrics::install();
+    let (log, _report) = recover(config, &paths).await?;
+    let log_reader = log.reader();
+    let (projections, replayed) =
+        replay_everything(&paths, &log_reader, log.last_lsn(), domain.clone()).await?;
+    let local = LocalCopy {
+        lock_file,
+        listener,
+        authenticator,
+        tls,
+        data_dir,
+        domain,
+        domain_api,
+        metrics,
+        log_reader,
+        projections: Arc::new(projections),
+        export_settings,
+    };
+    Ok((local, log, replayed))
+}
+
+/// The projector, the sequencer in the replica role and the export service, over the
+/// replayed state.
+struct Core {
+    applied: crate::projection::AppliedWatch,
+    stop_projector: watch::Sender<bool>,
+    projector: std::thread::JoinHandle<()>,
+    sequencer: crate::sequencer::SequencerHandle,
+    sequencer_task: tokio::task::JoinHandle<()>,
+    exports: crate::export::runner::ExportService,
+    export_runner: tokio::task::JoinHandle<()>,
+}
+
+fn start_core(
+    config: &Config,
+    local: &LocalCopy,
+    replayed: super::open::Replayed,
+    writer: &crate::log::LogWriter,
+    last_lsn: crate::log::Lsn,
+) -> anyhow::Result<Core> {
+    let (stop_projector, stop_rx) = watch::channel(false);
+    let (applied, projector) = crate::projection::spawn_projector(
+        local.projections.clone(),
+        local.domain.clone(),
+        local.log_reader.clone(),
+        writer.subscribe_durable(),
+        stop_rx,
+        tokio::runtime::Handle::current(),
+    )?;
+    let (sequencer, sequencer_task) = Sequencer::spawn_as(
+        SequencerRole::Replica,
+        replayed.queue,
+        writer.clone(),
+        SequencerOptions {
+            limits: config.queue.limits(),
+            log: local.log_reader.clone(),
+            lease_wait_ms_max: config.server.lease_wait_ms_max,
+            lease_waiters_max: config.server.lease_waiters_max,
+        },
+    );
+    let (exports, export_runner) = crate::export::runner::ExportService::spawn(
+        local.export_settings.clone(),
+        crate::export::runner::LedgerState {
+            ledger: replayed.ledger,
+            applied: last_lsn,
+        },
+        crate::export::runner::RunnerParts {
+            sequencer: sequencer.clone(),
+            writer: writer.clone(),
+            applied: applied.clone(),
+            domain: local.domain.clone(),
+            log: local.log_reader.clone(),
+        },
+    );
+    Ok(Core {
+        applied,
+        stop_projector,
+        projector,
+        sequencer,
+        sequencer_task,
+        exports,
+        export_runner,
+    })
+}
+
+async fn start(
+    config: Config,
+    options: ReplicaOptions,
+    store: ArchiveStore,
+) -> anyhow::Result<(Serving, AppState, ReplicaRunning)> {
+    let (local, log, replayed) = open_local(&config).await?;
+    tracing::info!(last_lsn = %log.last_lsn(), url = %store.url, "replica opened its local log");
+    let (followed, writer) = log.into_followed();
+    let core = start_core(&config, &local, replayed, &writer, followed.last_lsn())?;
+    let primary = options.primary.clone().unwrap_or_else(|| store.url.clone());
+    let status = Arc::new(ReplicaStatus::new(
+        store.url.clone(),
+        primary,
+        core.applied.clone(),
+        crate::clock::now_ms(),
+    ));
+    let follower = Follower {
+        store,
+        log: Some(followed),
+        reader: local.log_reader.clone(),
+        sequencer: core.sequencer.clone(),
+        exports: core.exports.clone(),
+        status: status.clone(),
+        verified: false,
+    };
+    let Core {
+        applied,
+        stop_projector,
+        projector,
+        sequencer,
+        sequencer_task,
+        exports,
+        export_runner,
+    } = core;
+    let mut tasks = Tasks::new();
+    tasks.adopt(export_runner);
+    tasks.spawn_until_shutdown(super::start::update_gauges(
+        sequencer.clone(),
+        local.metrics.clone(),
+        local.data_dir.clone(),
+    ));
+    tasks.spawn_until_shutdown(crate::projection::domain::gauges::publish_gauges(
+        local.domain.clone(),
+    ));
+    tasks.spawn_until_shutdown(crate::replica::publish_gauges(status.clone()));
+    tasks.spawn(follow(follower, options.poll_interval, tasks.signal()));
+    let running = ReplicaRunning {
+        tasks,
+        sequencer_task,
+        stop_projector,
+        projector,
+        lock_file: local.lock_file,
+    };
+    let serving = Serving {
+        listener: local.listener,
+        tls: local.tls,
+        connections_max: config.server.connections_max,
+        connection_idle_timeout: super::connection_idle_timeout(&config),
+        grace: Duration::from_millis(config.server.shutdown_grace_ms),
+        data_dir: local.data_dir,
+    };
+    let app_state = AppState {
+        sequencer,
+        projections: local.projections,
+        applied,
+        writer,
+        log: local.log_reader,
+        body_bytes_max: config.server.body_bytes_max,
+        lease_wait_ms_max: config.server.lease_wait_ms_max,
+        request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+        requests_in_flight_max: config.server.requests_in_flight_max,
+        metrics: local.metrics,
+        domain: local.domain_api,
+        authenticator: local.authenticator,
+        exports,
+        schedules: Arc::new(Vec::new()),
+        replica: Some(status),
+    };
+    Ok((serving, app_state, running))
+}
+
+impl ReplicaRunning {
+    /// Stops after the HTTP server drained: the follower finishes its poll, the sequencer
+    /// stops once every handle is gone, the projector makes a last durable commit, and the
+    /// data directory is unlocked. The local log needs no flush: every copied byte was synced
+    /// before it was published.
+    async fn stop(self, grace: Duration) {
+        let ReplicaRunning {
+            tasks,
+            sequencer_task,
+            stop_projector,
+            projector,
+            lock_file,
+        } = self;
+        if !tasks.shutdown(grace).await {
+            tracing::warn!("replica tasks did not finish within {grace:?}; aborted them");
+        }
+        if tokio::time::timeout(grace, sequencer_task).await.is_err() {
+            tracing::warn!("the replica's sequencer did not stop within {grace:?}");
+        }
+        let _receiver_gone_is_fine = stop_projector.send(true);
+        let _projector_finished = tokio::task::spawn_blocking(move || projector.join()).await;
+        drop(lock_file);
+    }
+}
