@@ -23,6 +23,15 @@ use std::time::Duration;
 /// How often the `agentd_replica_*` gauges are published.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Publishes zeros on a primary, so the `agentd_replica_*` families exist from start-up (the
+/// alert and the dashboard see "no lag" rather than "no data"), as the catalog documents.
+pub fn publish_on_primary() {
+    metrics::gauge!("agentd_replica_lag_seconds").set(0.0);
+    metrics::gauge!("agentd_replica_lag_records").set(0.0);
+    metrics::gauge!("agentd_replica_applied_lsn").set(0.0);
+    metrics::gauge!("agentd_replica_archive_last_lsn").set(0.0);
+}
+
 /// Publishes the replica's lag and LSNs every [`GAUGE_INTERVAL`].
 pub async fn publish_gauges(status: Arc<ReplicaStatus>) {
     let mut tick = tokio::time::interval(GAUGE_INTERVAL);

@@ -30,6 +30,7 @@ impl Opened {
     /// Starts every component over the replayed state. Returns what [`super::serve`] needs,
     /// the HTTP state to serve, and what [`Running::stop`] stops.
     pub async fn start(self) -> anyhow::Result<(super::Serving, AppState, Running)> {
+        crate::replica::publish_on_primary();
         let Opened {
             config,
             data_dir,
