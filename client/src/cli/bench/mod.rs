@@ -29,6 +29,8 @@
 mod closed_loop;
 mod consumer;
 mod latency;
+mod redis_peer;
+mod resp;
 mod rollouts;
 mod window;
 
@@ -101,6 +103,21 @@ pub struct BenchArgs {
     /// Payload size in bytes
     #[arg(long, default_value_t = 100)]
     payload_bytes: usize,
+    /// Run the shape against a peer instead of agentd, to compare in the same run: `redis`, a
+    /// durable Redis queue (LPUSH, BLMOVE to a processing list, LREM; the server must run with
+    /// appendonly yes and appendfsync always). Single, batch and latency shapes
+    #[arg(long, value_enum)]
+    peer: Option<Peer>,
+    /// Address of the --peer server
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    peer_addr: String,
+}
+
+/// A queue to measure beside agentd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Peer {
+    /// Redis with every write fsynced before its answer (appendfsync always)
+    Redis,
 }
 
 /// The traffic a run sends.
@@ -134,6 +151,10 @@ impl Shape {
 }
 
 pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result<()> {
+    if let Some(Peer::Redis) = args.peer {
+        anyhow::ensure!(!json, "--peer prints text only");
+        return redis_peer::run(&args, &args.peer_addr).await;
+    }
     client.health().await?;
     let output = if json { Output::Json } else { Output::Text };
     match args.shape {
