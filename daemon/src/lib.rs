@@ -20,6 +20,7 @@ pub(crate) mod replica;
 pub(crate) mod schedule;
 pub(crate) mod sequencer;
 pub(crate) mod server;
+pub(crate) mod thread_priority;
 pub(crate) mod tls;
 
 /// Stops the process after a broken invariant (failed fsync, unreadable own log). Recovery on the

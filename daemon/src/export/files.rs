@@ -251,6 +251,10 @@ impl PipelinedShards {
         let thread = std::thread::Builder::new()
             .name("export-writer".into())
             .spawn(move || {
+                crate::thread_priority::lower_this_thread(
+                    crate::thread_priority::EXPORT_WRITER_NICE_ADDED,
+                    "export-writer",
+                );
                 for batch in rx {
                     shards.write(&batch)?;
                 }

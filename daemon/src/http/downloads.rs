@@ -9,7 +9,7 @@
 //! - `GET /v1/datasets/builds/{dataset_key}/latest`: the newest build of a dataset key.
 
 use super::error::ApiError;
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, SharedState};
 use crate::export::ledger::ExportLedger;
 use crate::http::extract::ApiPath as Path;
 use agentd_schemas::events::ExportedFile;
@@ -94,7 +94,7 @@ fn gone_from_disk(listed: &Listed, error: &std::io::Error) -> ApiError {
     )
 )]
 pub async fn file(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Path((export_id, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -283,7 +283,7 @@ fn parse_range(text: &str, length: u64) -> RangeAsked {
     )
 )]
 pub async fn latest_build(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Path(dataset_key): Path<String>,
 ) -> ApiResult<Json<DatasetBuildView>> {
     let service = &state.exports;

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::extract::ApiQuery;
-use super::{ApiResult, AppState};
+use super::{ApiResult, SharedState};
 use crate::replay::{for_each_record, ReplayError};
 use agentd_schemas::api::EventsResponse;
 use agentd_schemas::events::LogRecord;
@@ -44,7 +44,7 @@ pub struct EventsQuery {
     )
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> ApiResult<Json<EventsResponse>> {
     let after = Lsn(query.after.unwrap_or(0));

@@ -9,7 +9,7 @@
 use super::auth_layer::CallerExt;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, SharedState};
 use crate::export::ledger::{RecordedBuild, RecordedExport};
 use crate::export::runner::{ExportService, RunError};
 use crate::export::{build, files};
@@ -30,7 +30,7 @@ use utoipa_axum::routes;
 
 /// The routes, merged into the API router; each handler's `#[utoipa::path]` gives its path and
 /// method and documents it in `/openapi.json`.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
         .routes(routes!(list, run))
         .routes(routes!(show))
@@ -111,7 +111,7 @@ fn still_running() -> ApiError {
     get, path = "/v1/exports", tag = "exports",
     responses((status = 200, description = "Recorded exports, newest first, and the watermarks", body = agentd_schemas::export_api::ExportListResponse))
 )]
-async fn list(State(state): State<AppState>) -> ApiResult<Json<ExportListResponse>> {
+async fn list(State(state): State<SharedState>) -> ApiResult<Json<ExportListResponse>> {
     let service = &state.exports;
     let answer = service.with_ledger(|ledger| ExportListResponse {
         root: service.settings.root.display().to_string(),
@@ -139,7 +139,7 @@ async fn list(State(state): State<AppState>) -> ApiResult<Json<ExportListRespons
     )
 )]
 async fn show(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Path(export_id): Path<String>,
 ) -> ApiResult<Json<ExportShowResponse>> {
     let service = state.exports.clone();
@@ -172,7 +172,7 @@ async fn show(
     )
 )]
 async fn run(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     ApiJson(request): ApiJson<RunExportRequest>,
 ) -> ApiResult<(StatusCode, Json<RunExportResponse>)> {
@@ -209,7 +209,7 @@ async fn run(
     get, path = "/v1/schedules", tag = "exports",
     responses((status = 200, description = "Each schedule with its next and last run", body = agentd_schemas::export_api::ScheduleListResponse))
 )]
-async fn schedules(State(state): State<AppState>) -> ApiResult<Json<ScheduleListResponse>> {
+async fn schedules(State(state): State<SharedState>) -> ApiResult<Json<ScheduleListResponse>> {
     let service = &state.exports;
     let now_ms = super::now_ms();
     let schedules = state
@@ -264,7 +264,7 @@ pub struct BuildListQuery {
     responses((status = 200, description = "Recorded dataset builds in log order", body = agentd_schemas::export_api::DatasetBuildListResponse))
 )]
 async fn list_builds(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     ApiQuery(query): ApiQuery<BuildListQuery>,
 ) -> ApiResult<Json<DatasetBuildListResponse>> {
     let service = &state.exports;
@@ -319,7 +319,7 @@ async fn with_lineage(mut build: DatasetBuildView) -> Result<DatasetBuildView, A
     )
 )]
 async fn build_dataset(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     ApiJson(request): ApiJson<DatasetBuildRequest>,
 ) -> ApiResult<(StatusCode, Json<DatasetBuildResponse>)> {

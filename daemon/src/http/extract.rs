@@ -5,7 +5,7 @@
 mod objects_only;
 
 use super::error::ApiError;
-use super::AppState;
+use super::SharedState;
 use agentd_schemas::ErrorCode;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -14,10 +14,10 @@ use serde::de::DeserializeOwned;
 /// A JSON body parsed with the API's limits and error codes.
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<SharedState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
         let ApiBody(bytes) = ApiBody::from_request(request, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
@@ -28,10 +28,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 /// limit in plain text).
 pub struct ApiBody(pub axum::body::Bytes);
 
-impl FromRequest<AppState> for ApiBody {
+impl FromRequest<SharedState> for ApiBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
         let limit = state.body_bytes_max;
         axum::body::to_bytes(request.into_body(), limit)
             .await

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::extract::{parse_id, ApiJson, ApiQuery};
-use super::{now_ms, ApiResult, AppState};
+use super::{now_ms, ApiResult, SharedState};
 use crate::auth::Role;
 use crate::http::auth_layer::CallerExt;
 use crate::projection::jobs::{self as job_projection, JobFilter};
@@ -34,7 +34,7 @@ pub const LIST_SCAN_MAX: usize = 100_000;
     )
 )]
 pub async fn submit(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     ApiJson(request): ApiJson<SubmitJobRequest>,
 ) -> ApiResult<(StatusCode, Json<SubmitJobResponse>)> {
@@ -62,7 +62,7 @@ pub async fn submit(
     )
 )]
 pub async fn submit_batch(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     ApiJson(request): ApiJson<BatchSubmitRequest>,
 ) -> ApiResult<(StatusCode, Json<BatchSubmitResponse>)> {
@@ -88,7 +88,7 @@ pub async fn submit_batch(
     )
 )]
 pub async fn show(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<JobView>> {
@@ -141,7 +141,7 @@ pub struct ListQuery {
     )
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<JobListResponse>> {
     let filter = JobFilter {
@@ -195,7 +195,7 @@ pub async fn list(
     )
 )]
 pub async fn cancel(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<JobTransitionResponse>> {
@@ -219,7 +219,7 @@ pub async fn cancel(
     )
 )]
 pub async fn retry(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(job_id): Path<String>,
 ) -> ApiResult<Json<JobTransitionResponse>> {

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::extract::{parse_id, ApiJson};
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, SharedState};
 use crate::http::auth_layer::CallerExt;
 use crate::projection::jobs as job_projection;
 use crate::sequencer::LeaseGrantCore;
@@ -29,7 +29,7 @@ use std::time::Duration;
     )
 )]
 pub async fn lease(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     ApiJson(request): ApiJson<LeaseRequest>,
 ) -> ApiResult<Json<LeaseResponse>> {
@@ -160,7 +160,7 @@ fn parse_payload(payload_json: &str) -> serde_json::Value {
     )
 )]
 pub async fn heartbeat(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(lease_id): Path<String>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
@@ -186,7 +186,7 @@ pub async fn heartbeat(
     )
 )]
 pub async fn complete(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(lease_id): Path<String>,
     super::extract::ApiBody(body): super::extract::ApiBody,
@@ -225,7 +225,7 @@ pub async fn complete(
     )
 )]
 pub async fn fail(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(lease_id): Path<String>,
     ApiJson(request): ApiJson<FailRequest>,
@@ -260,7 +260,7 @@ pub const COMPLETE_MANY_MAX: usize = 10_000;
     )
 )]
 pub async fn complete_many(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     ApiJson(request): ApiJson<CompleteManyRequest>,
 ) -> ApiResult<Json<CompleteManyResponse>> {

@@ -1,7 +1,7 @@
 //! Operations endpoints: health, Prometheus metrics, projection digests.
 
 use super::error::ApiError;
-use super::{ApiResult, AppState};
+use super::{ApiResult, SharedState};
 use crate::sequencer::{HoldForDigest, DIGEST_HOLD_MAX};
 use agentd_schemas::api::{DigestResponse, HealthResponse, ProjectionDigests};
 use agentd_schemas::ErrorCode;
@@ -21,7 +21,7 @@ const DIGEST_APPLY_WAIT: Duration = Duration::from_secs(5);
     get, path = "/healthz", tag = "ops", security(()),
     responses((status = 200, description = "The daemon is up", body = agentd_schemas::api::HealthResponse))
 )]
-pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
+pub async fn health(State(state): State<SharedState>) -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok".into(),
         durable_lsn: state.writer.durable_lsn(),
@@ -37,7 +37,7 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
 )]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     let mut body = state
         .metrics
         .as_ref()
@@ -63,7 +63,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         (status = 503, description = "`timeout`: the projections did not catch up with the log in time; retry", body = agentd_schemas::api::ErrorBody),
     )
 )]
-pub async fn digest(State(state): State<AppState>) -> ApiResult<Json<DigestResponse>> {
+pub async fn digest(State(state): State<SharedState>) -> ApiResult<Json<DigestResponse>> {
     let (release, released) = oneshot::channel::<()>();
     let queue = state
         .sequencer

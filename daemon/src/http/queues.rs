@@ -1,6 +1,6 @@
 //! `/v1/queues`: depth by state and the paused flag; pause and resume.
 
-use super::{ApiResult, AppState};
+use super::{ApiResult, SharedState};
 use crate::http::auth_layer::CallerExt;
 use crate::sequencer::{Queues, SetPaused};
 use agentd_schemas::api::{QueueChangeResponse, QueueListResponse};
@@ -13,7 +13,7 @@ use axum::Json;
     get, path = "/v1/queues", tag = "queues",
     responses((status = 200, description = "Every queue with its depth per state", body = agentd_schemas::api::QueueListResponse))
 )]
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueListResponse>> {
+pub async fn list(State(state): State<SharedState>) -> ApiResult<Json<QueueListResponse>> {
     let queues = state.sequencer.call(Queues, None).await?;
     Ok(Json(QueueListResponse { queues }))
 }
@@ -27,7 +27,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueListResp
     )
 )]
 pub async fn pause(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(queue): Path<String>,
 ) -> ApiResult<Json<QueueChangeResponse>> {
@@ -54,7 +54,7 @@ pub async fn pause(
     )
 )]
 pub async fn resume(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(queue): Path<String>,
 ) -> ApiResult<Json<QueueChangeResponse>> {

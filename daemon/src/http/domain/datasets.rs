@@ -13,7 +13,7 @@ use crate::domain::splits::{DatasetStats, DatasetSummary, RecordCounts, SplitCou
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
-use crate::http::{ApiResult, AppState};
+use crate::http::{ApiResult, SharedState};
 use crate::projection::domain::datasets::IngestOutcome;
 use agentd_schemas::domain_api::{
     DatasetCountsView, DatasetListResponse, DatasetStatsResponse, DatasetView,
@@ -42,7 +42,7 @@ use serde_json::Value;
     )
 )]
 pub async fn register(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<RegisterDatasetResponse>)> {
@@ -85,7 +85,7 @@ pub async fn register(
     )
 )]
 pub async fn ingest(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path((source, version)): Path<(String, String)>,
     ApiJson(request): ApiJson<IngestRecordsRequest>,
@@ -165,7 +165,7 @@ pub async fn ingest(
     get, path = "/v1/datasets", tag = "datasets",
     responses((status = 200, description = "Every dataset with its progress", body = agentd_schemas::domain_api::DatasetListResponse))
 )]
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<DatasetListResponse>> {
+pub async fn list(State(state): State<SharedState>) -> ApiResult<Json<DatasetListResponse>> {
     state.settle_reads().await;
     let domain = state.domain.projections.clone();
     let datasets = read_blocking("listing datasets", move || {
@@ -182,7 +182,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<DatasetListRe
     get, path = "/v1/datasets/stats", tag = "datasets",
     responses((status = 200, description = "Counts of the processed splits", body = agentd_schemas::domain_api::DatasetStatsResponse))
 )]
-pub async fn stats(State(state): State<AppState>) -> ApiResult<Json<DatasetStatsResponse>> {
+pub async fn stats(State(state): State<SharedState>) -> ApiResult<Json<DatasetStatsResponse>> {
     state.settle_reads().await;
     let domain = state.domain.projections.clone();
     let stats = read_blocking("computing dataset stats", move || {

@@ -19,7 +19,7 @@ mod trajectories;
 
 use super::auth_layer::CallerExt;
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, SharedState};
 use crate::config::Config;
 use crate::domain::decide::{DomainCommand, DomainReply};
 use crate::domain::tokens::{TokenCounter, UnknownEncoding};
@@ -102,7 +102,7 @@ impl DomainApi {
 
 /// The domain routes, merged into the API router. Each handler's `#[utoipa::path]` gives its
 /// path and method, and documents it in `/openapi.json`.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
         .routes(routes!(datasets::register, datasets::list))
         .routes(routes!(datasets::stats))

@@ -8,7 +8,7 @@ use crate::domain::decide::{CreateRollout, DomainCommand, DomainReply};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
-use crate::http::{ApiResult, AppState};
+use crate::http::{ApiResult, SharedState};
 use crate::projection::domain::trajectories::RolloutSummary;
 use agentd_schemas::domain_api::{
     CreateRolloutRequest, CreateRolloutResponse, GroupResponse, RolloutSummary as SummaryView,
@@ -36,7 +36,7 @@ use axum::Json;
     )
 )]
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(task_id): Path<String>,
     ApiJson(request): ApiJson<CreateRolloutRequest>,
@@ -93,7 +93,7 @@ pub async fn create(
     )
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Path(task_id): Path<String>,
 ) -> ApiResult<Json<TaskRolloutsResponse>> {
     check_task_id(&task_id)?;
@@ -128,7 +128,7 @@ pub async fn list(
     )
 )]
 pub async fn show(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Path(rollout_id): Path<RolloutId>,
     ApiQuery(query): ApiQuery<TrajectoryQuery>,
 ) -> ApiResult<Json<RolloutView>> {
@@ -171,7 +171,7 @@ pub async fn show(
     )
 )]
 pub async fn group(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Path(group): Path<String>,
 ) -> ApiResult<Json<GroupResponse>> {
     state.settle_reads().await;

@@ -2,7 +2,7 @@
 //! it to judge with the daemon's `[rewards]` (docs/astgrep_verify.md), so it needs only the
 //! permission to read tasks, which worker tokens have.
 
-use crate::http::{ApiResult, AppState};
+use crate::http::{ApiResult, SharedState};
 use agentd_schemas::domain_api::SettingsResponse;
 use axum::extract::State;
 use axum::Json;
@@ -12,7 +12,7 @@ use axum::Json;
     get, path = "/v1/settings", tag = "settings",
     responses((status = 200, description = "The training settings last recorded in the log", body = SettingsResponse))
 )]
-pub async fn show(State(state): State<AppState>) -> ApiResult<Json<SettingsResponse>> {
+pub async fn show(State(state): State<SharedState>) -> ApiResult<Json<SettingsResponse>> {
     state.settle_reads().await;
     let latest = state.domain.projections.training().latest();
     Ok(Json(SettingsResponse {

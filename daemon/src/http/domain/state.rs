@@ -15,7 +15,7 @@ use crate::domain::decide::{DomainCommand, Target};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
-use crate::http::{ApiResult, AppState};
+use crate::http::{ApiResult, AppState, SharedState};
 use crate::projection::domain::agent_states::{AgentStates, TaskState};
 use agentd_schemas::domain_api::{
     StateFieldName, StateHistoryEntry, StateHistoryResponse, StateUpdateFields, StateUpdateRequest,
@@ -43,7 +43,7 @@ pub const HISTORY_PAGE_MAX: usize = 1000;
     )
 )]
 pub async fn show(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Path(task_id): Path<String>,
 ) -> ApiResult<Json<TaskStateView>> {
     check_task_id(&task_id)?;
@@ -68,7 +68,7 @@ pub async fn show(
     )
 )]
 pub async fn show_rollout(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Path(rollout_id): Path<RolloutId>,
 ) -> ApiResult<Json<TaskStateView>> {
     state.settle_reads().await;
@@ -101,7 +101,7 @@ pub async fn show_rollout(
     )
 )]
 pub async fn update_rollout(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(rollout_id): Path<RolloutId>,
     ApiJson(request): ApiJson<StateUpdateRequest>,
@@ -147,7 +147,7 @@ async fn update_into(
     )
 )]
 pub async fn update(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(task_id): Path<String>,
     ApiJson(request): ApiJson<StateUpdateRequest>,
@@ -180,7 +180,7 @@ pub struct HistoryQuery {
     )
 )]
 pub async fn history(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Path(task_id): Path<String>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<StateHistoryResponse>> {

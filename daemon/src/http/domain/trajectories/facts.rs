@@ -10,7 +10,7 @@ use crate::domain::decide::{DomainCommand, Target};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
-use crate::http::{ApiResult, AppState};
+use crate::http::{ApiResult, AppState, SharedState};
 use agentd_schemas::domain_api::{RewardRequest, SandboxResultRequest, StepFactResponse};
 use agentd_schemas::events::{RewardRecorded, SandboxResultRecorded};
 use agentd_schemas::ErrorCode;
@@ -33,7 +33,7 @@ use axum::Json;
     )
 )]
 pub async fn record_sandbox(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path((task_id, step)): Path<(String, String)>,
     ApiJson(request): ApiJson<SandboxResultRequest>,
@@ -55,7 +55,7 @@ pub async fn record_sandbox(
     )
 )]
 pub async fn record_rollout_sandbox(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path((rollout_id, step)): Path<(RolloutId, String)>,
     ApiJson(request): ApiJson<SandboxResultRequest>,
@@ -76,7 +76,7 @@ pub async fn record_rollout_sandbox(
     )
 )]
 pub async fn record_reward(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path((task_id, step)): Path<(String, String)>,
     ApiJson(request): ApiJson<RewardRequest>,
@@ -98,7 +98,7 @@ pub async fn record_reward(
     )
 )]
 pub async fn record_rollout_reward(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path((rollout_id, step)): Path<(RolloutId, String)>,
     ApiJson(request): ApiJson<RewardRequest>,

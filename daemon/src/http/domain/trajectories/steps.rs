@@ -11,7 +11,7 @@ use crate::domain::output_format::{self, FormatError, ParsedOutput};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
-use crate::http::{ApiResult, AppState};
+use crate::http::{ApiResult, AppState, SharedState};
 use agentd_schemas::domain_api::{
     ActionRequest, RecordStepRequest, RecordStepResponse, StateUpdateFields,
 };
@@ -37,7 +37,7 @@ use axum::Json;
     )
 )]
 pub async fn record_step(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(task_id): Path<String>,
     ApiJson(request): ApiJson<RecordStepRequest>,
@@ -59,7 +59,7 @@ pub async fn record_step(
     )
 )]
 pub async fn record_rollout_step(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     caller: CallerExt,
     Path(rollout_id): Path<RolloutId>,
     ApiJson(request): ApiJson<RecordStepRequest>,

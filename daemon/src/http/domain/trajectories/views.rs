@@ -4,7 +4,7 @@
 use super::super::{check_task_id, page_limit, page_of};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
-use crate::http::{ApiResult, AppState};
+use crate::http::{ApiResult, SharedState};
 use crate::projection::domain::trajectories::{
     Fact, Ignored, RewardCounters, StepEntry, TrajectoryStats, REWARD_BUCKET_UPPER_BOUNDS,
 };
@@ -71,7 +71,7 @@ pub fn page<'a>(
     )
 )]
 pub async fn show(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Path(task_id): Path<String>,
     ApiQuery(query): ApiQuery<TrajectoryQuery>,
 ) -> ApiResult<Json<TrajectoryResponse>> {
@@ -92,7 +92,7 @@ pub async fn show(
     get, path = "/v1/trajectories/stats", tag = "trajectories",
     responses((status = 200, description = "Counts, teacher precision per model, per model and policy version and per action language, reward distribution", body = agentd_schemas::domain_api::TrajectoryStatsResponse))
 )]
-pub async fn stats(State(state): State<AppState>) -> ApiResult<Json<TrajectoryStatsResponse>> {
+pub async fn stats(State(state): State<SharedState>) -> ApiResult<Json<TrajectoryStatsResponse>> {
     state.settle_reads().await;
     let stats = state.domain.projections.trajectories().stats();
     Ok(Json(stats_view(stats)))
