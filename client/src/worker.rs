@@ -17,6 +17,7 @@
 
 mod attempt;
 mod command;
+mod complete_batch;
 
 use crate::http_client::{Client, ClientError};
 use crate::job_log::{self, AttemptInfo, AttemptLog, JobLogSettings, OutputSink};
@@ -33,6 +34,9 @@ use tokio::task::JoinSet;
 
 pub(crate) use command::kill_group;
 pub use command::{command_handler, DaemonAccess};
+pub use complete_batch::{
+    CompletionAnswer, CompletionCalls, CompletionCoalescer, COMPLETE_BATCH_MAX,
+};
 
 /// Most bytes of stderr kept for a failure message (the tail says the most).
 pub const STDERR_TAIL_BYTES: usize = 4096;
@@ -139,6 +143,10 @@ pub struct WorkerOptions {
     pub job_logs: JobLogSettings,
     /// Where jobs, lease losses and heartbeat failures are counted (`--metrics-listen`).
     pub metrics: Arc<WorkerMetrics>,
+    /// Most completions per call (`--complete-batch-max`): 1 sends each job's completion with
+    /// its own `POST /v1/leases/{id}/complete`; above 1, slots hand them to one
+    /// [`CompletionCoalescer`], which sends those that come while a call is in flight together.
+    pub complete_batch_max: usize,
 }
 
 /// Counters printed when the worker stops.
@@ -184,6 +192,8 @@ struct LeaseLoop {
     /// enough).
     slot_freed_tx: mpsc::Sender<()>,
     slot_freed_rx: mpsc::Receiver<()>,
+    /// The completer the slots share, with `complete_batch_max` above 1.
+    coalescer: Option<CompletionCoalescer>,
     backoff: Duration,
     lease_failures_in_a_row: u64,
 }
@@ -192,6 +202,8 @@ impl LeaseLoop {
     fn new(client: Client, options: WorkerOptions, handler: Handler) -> LeaseLoop {
         let (slot_freed_tx, slot_freed_rx) = mpsc::channel::<()>(options.slots.len().max(1));
         LeaseLoop {
+            coalescer: (options.complete_batch_max > 1)
+                .then(|| CompletionCoalescer::start(client.clone(), options.complete_batch_max)),
             client,
             free_slots: Arc::new(Mutex::new(options.slots.clone())),
             options,
@@ -335,6 +347,7 @@ impl LeaseLoop {
         metrics.job_started(&queue);
         let attempt = Attempt {
             client: self.client.clone(),
+            coalescer: self.coalescer.clone(),
             handler: self.handler.clone(),
             drain: self.drain_tx.subscribe(),
             heartbeat_divisor: self.options.heartbeat_divisor.max(2),

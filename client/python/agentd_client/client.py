@@ -213,6 +213,14 @@ class Client:
         return self.post("/v1/leases/{}/complete".format(_quote(lease_id)),
                          _drop_none({"result": result, "log_tail": log_tail}))
 
+    def complete_many(self, completions):
+        """Completes many leases in one durable record: `completions` is a list of
+        `{"lease_id", "result"?, "log_tail"?}` (1 to 10000). Each item succeeds or fails on its
+        own: the answer is `{"results": [{"lease_id", "job_id"} or {"lease_id", "error":
+        {"code", "message"}}, ...] in order, "lsn"}`. `Worker(complete_batch_max=N)` uses it
+        through `agentd_client.completions.CompletionCoalescer`."""
+        return self.post("/v1/leases/complete", {"completions": list(completions)})
+
     def fail(self, lease_id, error, retryable=True, log_tail=None):
         """Fails a leased job (retried unless `retryable` is false); `log_tail` as for
         `complete`."""

@@ -19,7 +19,12 @@ its lease), finds it, and answers `next_step`, the step to continue from:
             ...
             context.client.post_rollout_step(context.rollout_id, step, ..., lease_id=context.lease_id)
 
-One job at a time per `Worker`; run several `Worker`s in threads for more.
+One job at a time per `Worker` thread: `Worker(..., concurrency=N)` runs N in threads (each
+leases, heartbeats and reports its own job). With `complete_batch_max=N` (above 1) the threads
+hand their completions to one `CompletionCoalescer` (`agentd_client.completions`): alone when no
+call is in flight, else several per `POST /v1/leases/complete`; each job still counts as
+completed only once its own completion is durable, and an item refused on its own raises what
+`Client.complete` would have. Failures and heartbeats keep their own calls.
 
 A persistent actor (`agentctl worker --persistent -- python3 actor.py`) loads its model once and
 handles many jobs in one process: `serve_persistent(handle)` speaks the worker's line protocol on
@@ -43,6 +48,7 @@ import time
 import traceback
 
 from .client import AgentdError, Client
+from .completions import CompletionCoalescer
 
 #: Heartbeat every lease TTL divided by this.
 HEARTBEAT_DIVISOR = 3
@@ -137,11 +143,17 @@ class _Heartbeat(threading.Thread):
 class Worker:
     """Leases jobs from `queues` and runs `handler(context)` for each.
 
-    `counts` tracks `completed`, `failed` and `lost` jobs.
+    `counts` tracks `completed`, `failed` and `lost` jobs. `concurrency` threads run jobs at
+    once in `run()`; `complete_batch_max` above 1 sends their completions through one
+    `CompletionCoalescer` (see the module documentation).
     """
 
     def __init__(self, client, queues, handler, worker_id=None, tags=None, wait_ms=20000,
-                 heartbeat_divisor=HEARTBEAT_DIVISOR):
+                 heartbeat_divisor=HEARTBEAT_DIVISOR, concurrency=1, complete_batch_max=1):
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if complete_batch_max < 1:
+            raise ValueError("complete_batch_max must be at least 1")
         self.client = client
         self.queues = list(queues)
         self.handler = handler
@@ -149,7 +161,11 @@ class Worker:
         self.tags = tags
         self.wait_ms = wait_ms
         self.heartbeat_divisor = max(2, heartbeat_divisor)
+        self.concurrency = concurrency
         self.counts = {"completed": 0, "failed": 0, "lost": 0}
+        self._counts_lock = threading.Lock()
+        self.completer = (CompletionCoalescer(client, complete_batch_max)
+                          if complete_batch_max > 1 else None)
 
     def run_once(self, wait_ms=None):
         """Leases one job and handles it. Returns False when no job came within the wait."""
@@ -161,21 +177,48 @@ class Worker:
         return True
 
     def run(self, max_jobs=None, stop=None):
-        """Handles jobs until `max_jobs` were handled or `stop` (a `threading.Event`) is set.
-        Transient daemon errors are retried with backoff."""
-        handled = 0
-        backoff_s = 0.1
-        while (max_jobs is None or handled < max_jobs) and not (stop is not None and stop.is_set()):
+        """Handles jobs until `max_jobs` were handled or `stop` (a `threading.Event`) is set,
+        in `concurrency` threads. Transient daemon errors are retried with backoff; any other
+        error stops every thread and is raised once they returned."""
+        stop = stop if stop is not None else threading.Event()
+        budget = _JobBudget(max_jobs)
+        if self.concurrency == 1:
+            self._run_thread(budget, stop)
+            return dict(self.counts)
+        failures = []
+        halt = threading.Event()
+
+        def run_thread():
             try:
-                if self.run_once():
-                    handled += 1
+                self._run_thread(budget, _AnyEvent(stop, halt))
+            except BaseException as error:  # noqa: BLE001 - raised again by run()
+                failures.append(error)
+                halt.set()
+
+        threads = [threading.Thread(target=run_thread, name="agentd-worker-{}".format(index))
+                   for index in range(self.concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        return dict(self.counts)
+
+    def _run_thread(self, budget, stop):
+        """One thread of `run`: leases one job at a time while the budget lasts."""
+        backoff_s = 0.1
+        while not stop.is_set() and budget.take():
+            try:
+                if not self.run_once():
+                    budget.give_back()
                 backoff_s = 0.1
             except AgentdError as error:
+                budget.give_back()
                 if not error.transient:
                     raise
                 time.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
-        return dict(self.counts)
 
     def handle(self, grant):
         """Runs the handler for one grant under heartbeats and reports how it ended."""
@@ -193,19 +236,63 @@ class Worker:
         finally:
             heartbeat.stop()
         if context.lost.is_set():
-            self.counts["lost"] += 1
+            self._count("lost")
             return
         try:
             if outcome[0] == "complete":
-                self.client.complete(context.lease_id, outcome[1])
-                self.counts["completed"] += 1
+                self._complete(context.lease_id, outcome[1])
+                self._count("completed")
             else:
                 self.client.fail(context.lease_id, outcome[1][:ERROR_CHARS_MAX], outcome[2])
-                self.counts["failed"] += 1
+                self._count("failed")
         except AgentdError as error:
             if error.code != "lease_lost":
                 raise
-            self.counts["lost"] += 1
+            self._count("lost")
+
+    def _complete(self, lease_id, result):
+        """Returns once the completion is durable, through the coalescer when there is one."""
+        if self.completer is not None:
+            self.completer.complete(lease_id, result)
+        else:
+            self.client.complete(lease_id, result)
+
+    def _count(self, outcome):
+        with self._counts_lock:
+            self.counts[outcome] += 1
+
+
+class _JobBudget:
+    """The jobs `run(max_jobs=)` may still lease, shared by its threads: a thread takes one
+    before it leases and gives it back when no job came."""
+
+    def __init__(self, max_jobs):
+        self._left = max_jobs
+        self._lock = threading.Lock()
+
+    def take(self):
+        with self._lock:
+            if self._left is None:
+                return True
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
+
+    def give_back(self):
+        with self._lock:
+            if self._left is not None:
+                self._left += 1
+
+
+class _AnyEvent:
+    """Set when either event is: the caller's `stop`, or a sibling thread's fatal error."""
+
+    def __init__(self, first, second):
+        self._events = (first, second)
+
+    def is_set(self):
+        return any(event.is_set() for event in self._events)
 
 
 #: The version of the persistent-actor protocol `serve_persistent` speaks (`agentctl worker

@@ -170,6 +170,42 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(bad_job["last_error"], "negative input")
         self.assertIn("ValueError: handler bug", self.client.get_job(crash)["last_error"])
 
+    def test_threads_with_complete_batch_max_complete_every_job_once_in_fewer_records(self):
+        queue = unique("batched")
+        slots, rounds = 8, 2
+        jobs = [self.client.submit(queue, "x", {"n": n}, max_attempts=1)["job_id"]
+                for n in range(slots * rounds)]
+        # Each round's handlers return together (the barrier), so their completions come while
+        # one is in flight; the timeout only turns a hang into a failed job.
+        barrier = threading.Barrier(slots, timeout=60)
+
+        def handler(context):
+            barrier.wait()
+            return {"job": context.job_id, "n": context.payload["n"]}
+
+        worker = Worker(self.client, [queue], handler, wait_ms=500, concurrency=slots,
+                        complete_batch_max=slots)
+        counts = worker.run(max_jobs=slots * rounds)
+        self.assertEqual(counts, {"completed": slots * rounds, "failed": 0, "lost": 0})
+        for n, job_id in enumerate(jobs):
+            job = self.client.get_job(job_id)
+            self.assertEqual((job["state"], job["attempt"]), ("completed", 1))
+            self.assertEqual(job["result"], {"job": job_id, "n": n})
+        records = {}
+        after = 0
+        while True:
+            page = self.client.get("/v1/events", {"after": after, "limit": 1000})
+            if not page["events"]:
+                break
+            for event in page["events"]:
+                if event["type"] == "job_completed" and event["job_id"] in jobs:
+                    records.setdefault(event["lsn"], []).append(event["job_id"])
+            after = page["next_after"]
+        completed = [job_id for record in records.values() for job_id in record]
+        self.assertEqual(sorted(completed), sorted(jobs))
+        # Only POST /v1/leases/complete puts several completions in one record.
+        self.assertLess(len(records), len(jobs), records)
+
     def test_heartbeats_keep_a_long_job_alive(self):
         queue = unique("w")
         job_id = self.client.submit(queue, "slow", {}, lease_ttl_ms=1000)["job_id"]

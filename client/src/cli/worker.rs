@@ -173,6 +173,18 @@ pub struct WorkerArgs {
     /// queue, lease losses, heartbeat failures, model servers per GPU, persistent actors
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Most job completions sent in one call. 1 completes each job with its own POST
+    /// /v1/leases/{id}/complete. Above 1, the slots' completions go through one completer: a
+    /// completion that comes while no call is in flight is sent at once, alone; those that come
+    /// while a call is in flight go together in the next POST /v1/leases/complete (at most N,
+    /// and at most 10000). Each job is still reported done, and its slot freed, only once its
+    /// own completion is durable; failures and heartbeats keep their own calls
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u64).range(1..=worker::COMPLETE_BATCH_MAX as u64)
+    )]
+    complete_batch_max: u64,
     /// Command run per job: the job JSON on stdin, stdout (JSON) is the result on exit 0 (its
     /// environment is listed below); with --persistent, the long-lived actor of each slot
     #[arg(last = true, required_unless_present = "builtin")]
@@ -352,6 +364,8 @@ fn worker_options(
             tail_bytes: args.log_tail_bytes,
         },
         metrics: metrics.clone(),
+        // At most `COMPLETE_BATCH_MAX` (10000): the parser refused more.
+        complete_batch_max: args.complete_batch_max as usize,
     }
 }
 

@@ -2,7 +2,9 @@
 //! a watch on the slot's model server stops the job if the server goes down; then the attempt's
 //! log is finished and the outcome reported to the daemon.
 
-use super::{Handler, JobContext, JobOutcome, Slot, StopReason};
+use super::{
+    CompletionAnswer, CompletionCoalescer, Handler, JobContext, JobOutcome, Slot, StopReason,
+};
 use crate::http_client::Client;
 use crate::job_log::{self, AttemptLog};
 use crate::worker_metrics::WorkerMetrics;
@@ -27,6 +29,8 @@ pub(super) enum Reported {
 /// Everything one attempt needs besides its grant and slot.
 pub(super) struct Attempt {
     pub client: Client,
+    /// Where the completion goes with `--complete-batch-max` above 1; otherwise its own call.
+    pub coalescer: Option<CompletionCoalescer>,
     pub handler: Handler,
     /// Turns true when the drain deadline passed: stop now.
     pub drain: watch::Receiver<bool>,
@@ -70,7 +74,13 @@ impl Attempt {
         let stop_reason = *stop_rx.borrow();
         let (end_line, silent_detail) = end_line(attempt, &outcome, stop_reason);
         let log_tail = self.log.finish(&end_line, silent_detail.as_deref()).await;
-        report(&self.client, lease_id, outcome, stop_reason, log_tail).await
+        let reporter = Reporter {
+            client: &self.client,
+            coalescer: self.coalescer.as_ref(),
+        };
+        reporter
+            .report(lease_id, outcome, stop_reason, log_tail)
+            .await
     }
 }
 
@@ -186,41 +196,73 @@ fn watch_server(
     }))
 }
 
-/// Tells the daemon how the attempt ended (nothing for a lost lease).
-async fn report(
-    client: &Client,
-    lease_id: LeaseId,
-    outcome: JobOutcome,
-    stop_reason: StopReason,
-    log_tail: Option<String>,
-) -> Reported {
-    let report = match (outcome, stop_reason) {
-        (_, StopReason::LeaseLost) => return Reported::Lost,
-        // A job that failed once its server was gone most likely failed because of it.
-        (JobOutcome::Stopped | JobOutcome::Fail { .. }, StopReason::ServerLost) => client
-            .fail_with_log_tail(lease_id, SERVER_LOST_ERROR, true, log_tail)
-            .await
-            .map(|_| Reported::Failed),
-        (JobOutcome::Stopped, StopReason::Draining)
-        | (JobOutcome::Stopped, StopReason::Running) => client
-            .fail_with_log_tail(lease_id, SHUTDOWN_ERROR, true, log_tail)
-            .await
-            .map(|_| Reported::Failed),
-        (JobOutcome::Complete(result), _) => client
-            .complete_with_log_tail(lease_id, result, log_tail)
-            .await
-            .map(|_| Reported::Completed),
-        (JobOutcome::Fail { error, retryable }, _) => client
-            .fail_with_log_tail(lease_id, &error, retryable, log_tail)
-            .await
-            .map(|_| Reported::Failed),
-    };
-    match report {
-        Ok(reported) => reported,
-        Err(error) if error.code() == Some("lease_lost") => Reported::Lost,
-        Err(error) => {
-            eprintln!("agentctl worker: could not report {lease_id}: {error}; the lease will expire and the job run again");
-            Reported::Lost
+/// How an attempt's end reaches the daemon: failures always with their own call, completions
+/// with their own call or through the coalescer.
+struct Reporter<'a> {
+    client: &'a Client,
+    coalescer: Option<&'a CompletionCoalescer>,
+}
+
+impl Reporter<'_> {
+    /// Tells the daemon how the attempt ended (nothing for a lost lease).
+    async fn report(
+        &self,
+        lease_id: LeaseId,
+        outcome: JobOutcome,
+        stop_reason: StopReason,
+        log_tail: Option<String>,
+    ) -> Reported {
+        let client = self.client;
+        let report = match (outcome, stop_reason) {
+            (_, StopReason::LeaseLost) => return Reported::Lost,
+            // A job that failed once its server was gone most likely failed because of it.
+            (JobOutcome::Stopped | JobOutcome::Fail { .. }, StopReason::ServerLost) => client
+                .fail_with_log_tail(lease_id, SERVER_LOST_ERROR, true, log_tail)
+                .await
+                .map(|_| Reported::Failed)
+                .map_err(Arc::new),
+            (JobOutcome::Stopped, StopReason::Draining)
+            | (JobOutcome::Stopped, StopReason::Running) => client
+                .fail_with_log_tail(lease_id, SHUTDOWN_ERROR, true, log_tail)
+                .await
+                .map(|_| Reported::Failed)
+                .map_err(Arc::new),
+            (JobOutcome::Complete(result), _) => self
+                .complete(lease_id, result, log_tail)
+                .await
+                .map(|_| Reported::Completed),
+            (JobOutcome::Fail { error, retryable }, _) => client
+                .fail_with_log_tail(lease_id, &error, retryable, log_tail)
+                .await
+                .map(|_| Reported::Failed)
+                .map_err(Arc::new),
+        };
+        match report {
+            Ok(reported) => reported,
+            Err(error) if error.code() == Some("lease_lost") => Reported::Lost,
+            Err(error) => {
+                eprintln!("agentctl worker: could not report {lease_id}: {error}; the lease will expire and the job run again");
+                Reported::Lost
+            }
+        }
+    }
+
+    /// Completes the lease and returns once the completion is durable, whichever way it went:
+    /// an item refused inside a batch answers the same error as its own call would have.
+    async fn complete(
+        &self,
+        lease_id: LeaseId,
+        result: Option<serde_json::Value>,
+        log_tail: Option<String>,
+    ) -> CompletionAnswer {
+        match self.coalescer {
+            Some(coalescer) => coalescer.complete(lease_id, result, log_tail).await,
+            None => self
+                .client
+                .complete_with_log_tail(lease_id, result, log_tail)
+                .await
+                .map(|answer| answer.job_id)
+                .map_err(Arc::new),
         }
     }
 }

@@ -22,6 +22,7 @@ mod rollouts;
 mod startup;
 mod tls;
 mod worker;
+mod worker_batch;
 mod worker_gpus;
 mod worker_persistent;
 mod worker_serve;

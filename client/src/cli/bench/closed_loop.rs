@@ -37,6 +37,9 @@ impl ClosedLoopPlan {
         if args.complete_batch && !batch {
             bail!("--complete-batch needs --shape batch");
         }
+        if args.complete_batch && args.complete_batch_max > 1 {
+            bail!("--complete-batch and --complete-batch-max are two ways to complete; pick one");
+        }
         let queue = queue_name(args);
         let window_jobs = args
             .window
@@ -65,11 +68,25 @@ impl ClosedLoopPlan {
                 lease_jobs_max: if batch { args.lease_batch } else { 1 },
                 complete_mode: if args.complete_batch {
                     CompleteMode::OneCallPerLease
+                } else if args.complete_batch_max > 1 {
+                    // At most `COMPLETE_BATCH_MAX` (10000): the parser refused more.
+                    CompleteMode::Coalesced {
+                        batch_max: args.complete_batch_max as usize,
+                    }
                 } else {
                     CompleteMode::OneCallPerJob
                 },
             },
         })
+    }
+
+    /// The shape and how it completed, in front of every printed figure.
+    fn label(&self) -> String {
+        format!(
+            "shape {} ({})",
+            self.shape.name(),
+            self.consumer.complete_mode.label()
+        )
     }
 
     fn describe(&self) -> String {
@@ -124,7 +141,7 @@ pub(super) async fn run_closed_loop(
     let progress = Arc::new(Progress::new(plan.jobs));
     let (observations, received) = mpsc::channel(OBSERVATIONS_CAPACITY);
     let accumulator = WindowAccumulator::new(plan.window_jobs, run_start);
-    let lines = (output == Output::Text).then_some(plan.shape);
+    let lines = (output == Output::Text).then(|| plan.label());
     let accumulating = tokio::spawn(accumulate(received, accumulator, lines));
     let backlog = plan.backlog_max.map(|jobs| {
         Arc::new(Semaphore::new(
@@ -171,8 +188,9 @@ impl ClosedLoopReport {
             None => "one window, nothing to compare".to_string(),
         };
         println!(
-            "shape {} total: {} jobs in {:.2} s, {:.0} jobs/s end to end; {comparison}",
+            "shape {} ({}) total: {} jobs in {:.2} s, {:.0} jobs/s end to end; {comparison}",
             self.shape.name(),
+            self.complete.label(),
             self.total.jobs,
             self.total.seconds,
             self.total.end_to_end_jobs_per_s

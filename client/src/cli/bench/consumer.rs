@@ -3,6 +3,7 @@
 
 use super::window::Observation;
 use crate::http_client::Client;
+use crate::worker::CompletionCoalescer;
 use agentd_schemas::api::{CompleteItem, LeaseGrant, LeaseRequest};
 use agentd_schemas::JobId;
 use anyhow::{bail, Context};
@@ -22,6 +23,23 @@ pub(super) enum CompleteMode {
     OneCallPerJob,
     /// One `POST /v1/leases/complete` for all jobs of a lease response.
     OneCallPerLease,
+    /// Each job handed to the worker's own [`CompletionCoalescer`] (one for all consumers, as
+    /// one per `agentctl worker`), which waits for the job's durable answer: the path of
+    /// `agentctl worker --complete-batch-max`.
+    Coalesced { batch_max: usize },
+}
+
+impl CompleteMode {
+    /// How completions went, for every printed figure.
+    pub(super) fn label(self) -> String {
+        match self {
+            CompleteMode::OneCallPerJob => "complete: one call per job".to_string(),
+            CompleteMode::OneCallPerLease => "complete: one call per lease".to_string(),
+            CompleteMode::Coalesced { batch_max } => {
+                format!("complete: coalesced, up to {batch_max} per call")
+            }
+        }
+    }
 }
 
 /// What consumers do, in every shape.
@@ -36,8 +54,16 @@ pub(super) struct ConsumerPlan {
 impl ConsumerPlan {
     pub(super) fn describe(&self) -> String {
         let complete = match self.complete_mode {
-            CompleteMode::OneCallPerJob => "each job with its own POST /v1/leases/{id}/complete",
-            CompleteMode::OneCallPerLease => "each lease's jobs with one POST /v1/leases/complete",
+            CompleteMode::OneCallPerJob => {
+                "each job with its own POST /v1/leases/{id}/complete".to_string()
+            }
+            CompleteMode::OneCallPerLease => {
+                "each lease's jobs with one POST /v1/leases/complete".to_string()
+            }
+            CompleteMode::Coalesced { batch_max } => format!(
+                "each job through the worker's completion coalescer (alone when no call is in \
+                 flight, else up to {batch_max} per POST /v1/leases/complete)"
+            ),
         };
         format!(
             "{} consumers leasing up to {} (wait {LEASE_WAIT_MS} ms), completing {complete}",
@@ -90,11 +116,18 @@ pub(super) fn spawn_consumers(
     backlog: Option<Arc<Semaphore>>,
 ) -> JoinSet<anyhow::Result<()>> {
     let mut consumers = JoinSet::new();
+    let coalescer = match plan.complete_mode {
+        CompleteMode::Coalesced { batch_max } => {
+            Some(CompletionCoalescer::start(client.clone(), batch_max))
+        }
+        CompleteMode::OneCallPerJob | CompleteMode::OneCallPerLease => None,
+    };
     for index in 0..plan.consumers {
         let consumer = Consumer {
             client: client.clone(),
             request: plan.lease_request(index),
             complete_mode: plan.complete_mode,
+            coalescer: coalescer.clone(),
             acks: acks.clone(),
             progress: progress.clone(),
             observations: observations.clone(),
@@ -166,6 +199,8 @@ struct Consumer {
     client: Client,
     request: LeaseRequest,
     complete_mode: CompleteMode,
+    /// The shared completer, in `CompleteMode::Coalesced`.
+    coalescer: Option<CompletionCoalescer>,
     acks: Arc<AckBook>,
     progress: Arc<Progress>,
     observations: mpsc::Sender<Observation>,
@@ -190,9 +225,12 @@ impl Consumer {
                 })
                 .await?;
             }
-            match self.complete_mode {
-                CompleteMode::OneCallPerJob => self.complete_each(&leases).await?,
-                CompleteMode::OneCallPerLease => self.complete_together(&leases).await?,
+            match (self.complete_mode, &self.coalescer) {
+                (CompleteMode::OneCallPerLease, _) => self.complete_together(&leases).await?,
+                (CompleteMode::Coalesced { .. }, Some(coalescer)) => {
+                    self.complete_coalesced(coalescer, &leases).await?
+                }
+                _ => self.complete_each(&leases).await?,
             }
         }
         Ok(())
@@ -204,6 +242,25 @@ impl Consumer {
                 .complete(grant.lease_id, None)
                 .await
                 .with_context(|| format!("POST /v1/leases/{}/complete", grant.lease_id))?;
+            self.completed(1).await?;
+        }
+        Ok(())
+    }
+
+    /// As a worker slot does with `--complete-batch-max`: hands each completion to the
+    /// coalescer and waits for its own durable answer.
+    async fn complete_coalesced(
+        &self,
+        coalescer: &CompletionCoalescer,
+        leases: &[LeaseGrant],
+    ) -> anyhow::Result<()> {
+        for grant in leases {
+            if let Err(error) = coalescer.complete(grant.lease_id, None, None).await {
+                bail!(
+                    "completing {} through the coalescer: {error}",
+                    grant.lease_id
+                );
+            }
             self.completed(1).await?;
         }
         Ok(())

@@ -10,6 +10,9 @@
 //!   `--lease-batch` jobs and still complete each with its own call, as workers do.
 //!   `--complete-batch` completes each lease's jobs with one `POST /v1/leases/complete` instead:
 //!   the bulk path, which no worker takes.
+//! - `--complete-batch-max N` (single and batch): consumers complete through the same
+//!   `crate::worker::CompletionCoalescer` as `agentctl worker --complete-batch-max N`, one for
+//!   all consumers as one per worker; every printed figure names its completion mode.
 //! - `latency`: open loop. Single submits at `--rate`/s for `--rate-seconds` while C consumers
 //!   (lease 1, one complete per job) drain them: submit-acknowledgement latency, and
 //!   enqueue-to-lease latency at that rate.
@@ -81,6 +84,16 @@ pub struct BenchArgs {
     /// path, which workers do not take) instead of one POST /v1/leases/{id}/complete per job
     #[arg(long)]
     complete_batch: bool,
+    /// Single and batch shapes: consumers hand each job's completion to the completion coalescer
+    /// of `agentctl worker --complete-batch-max N` (one for all consumers) and wait for its own
+    /// durable answer, so the figures measure that worker path; 1 completes each job with its
+    /// own call
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u64).range(1..=crate::worker::COMPLETE_BATCH_MAX as u64)
+    )]
+    complete_batch_max: u64,
     /// Single submits per second (latency shape)
     #[arg(long, default_value_t = 1000, value_parser = from_one_to(RATE_PER_S_MAX))]
     rate: u64,
@@ -162,6 +175,9 @@ pub async fn run(client: &Client, args: BenchArgs, json: bool) -> anyhow::Result
             let plan = ClosedLoopPlan::from_args(&args)?;
             let report = run_closed_loop(client, plan, output).await?;
             report.print(output)
+        }
+        Shape::Latency | Shape::Rollouts if args.complete_batch_max > 1 => {
+            anyhow::bail!("--complete-batch-max needs --shape single or batch")
         }
         Shape::Latency => {
             let plan = LatencyPlan::from_args(&args)?;

@@ -1,7 +1,6 @@
 //! Windows: consumers' observations cut into windows of completed jobs, each with its jobs/s and
 //! enqueue-to-lease percentiles.
 
-use super::Shape;
 use serde::Serialize;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -111,19 +110,20 @@ impl WindowAccumulator {
 }
 
 /// Runs the accumulator until every consumer has dropped its sender; prints each window as it
-/// closes when `lines` names the shape to print them for.
+/// closes when `lines` gives the label to print them with (the shape and its completion mode,
+/// so every printed figure says how it was measured).
 pub(super) async fn accumulate(
     mut received: mpsc::Receiver<Observation>,
     mut accumulator: WindowAccumulator,
-    lines: Option<Shape>,
+    lines: Option<String>,
 ) -> Vec<WindowReport> {
     while let Some(observation) = received.recv().await {
-        if let (Some(window), Some(shape)) = (accumulator.observe(observation), lines) {
-            print_window_line(shape, window);
+        if let (Some(window), Some(label)) = (accumulator.observe(observation), &lines) {
+            print_window_line(label, window);
         }
     }
-    if let (Some(window), Some(shape)) = (accumulator.close_partial_window(), lines) {
-        print_window_line(shape, window);
+    if let (Some(window), Some(label)) = (accumulator.close_partial_window(), &lines) {
+        print_window_line(label, window);
     }
     accumulator.windows
 }
@@ -163,11 +163,10 @@ pub(super) fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
-fn print_window_line(shape: Shape, window: &WindowReport) {
+fn print_window_line(label: &str, window: &WindowReport) {
     println!(
-        "shape {} window {:>3}: after {:>9} done, {:>7} jobs in {:>6.2} s = {:>7.0} jobs/s; \
+        "{label} window {:>3}: after {:>9} done, {:>7} jobs in {:>6.2} s = {:>7.0} jobs/s; \
          enqueue->lease ({:>7} leased) p50 {:>8.3} ms  p99 {:>8.3} ms",
-        shape.name(),
         window.index,
         window.completed_before,
         window.jobs,

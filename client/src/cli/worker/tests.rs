@@ -71,3 +71,28 @@ fn episodes_per_gpu_share_their_gpus_environment_and_server() {
         ]
     );
 }
+
+#[test]
+fn complete_batch_max_is_one_by_default_and_at_most_the_routes_limit() {
+    let batch_max = |args: &[&str]| match parse(args).map(|cli| cli.command) {
+        Ok(crate::cli::Command::Worker(worker)) => Ok(worker.complete_batch_max),
+        Ok(other) => panic!("not a worker: {other:?}"),
+        Err(error) => Err(error.kind()),
+    };
+    assert_eq!(batch_max(&["--", "true"]), Ok(1));
+    assert_eq!(
+        batch_max(&["--complete-batch-max", "8", "--", "true"]),
+        Ok(8)
+    );
+    assert_eq!(
+        batch_max(&["--complete-batch-max", "10000", "--", "true"]),
+        Ok(10_000)
+    );
+    for refused in ["0", "10001"] {
+        assert_eq!(
+            batch_max(&["--complete-batch-max", refused, "--", "true"]),
+            Err(clap::error::ErrorKind::ValueValidation),
+            "{refused}"
+        );
+    }
+}
