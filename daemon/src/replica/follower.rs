@@ -57,20 +57,17 @@ impl From<RestoreError> for PollError {
 pub async fn follow(mut follower: Follower, interval: Duration, mut shutdown: ShutdownSignal) {
     loop {
         match follower.poll().await {
-            Ok(archive_last_lsn) => {
-                let local = follower.local().last_lsn();
-                follower
-                    .status
-                    .poll_succeeded(archive_last_lsn, local, crate::clock::now_ms());
-            }
+            Ok(()) => follower.status.poll_succeeded(crate::clock::now_ms()),
             Err(PollError::Retry(error)) => {
                 metrics::counter!("agentd_replica_poll_failures_total").increment(1);
                 tracing::warn!(url = %follower.store.url, "replica poll failed: {error}");
-                follower.status.poll_failed(error);
+                follower.status.poll_failed(error, crate::clock::now_ms());
             }
             Err(PollError::Diverged(error)) => {
                 tracing::error!("replica stopped following: {error}");
-                follower.status.stopped_following(error);
+                follower
+                    .status
+                    .stopped_following(error, crate::clock::now_ms());
                 return;
             }
         }
@@ -89,14 +86,16 @@ impl Follower {
             .expect("the followed log is back after every write")
     }
 
-    /// One poll: copies everything the manifest names past the local log. Returns the
-    /// manifest's `last_lsn`.
-    async fn poll(&mut self) -> Result<u64, PollError> {
+    /// One poll: reads the manifest (the status learns how far the archive goes, so the lag
+    /// counts while the copy runs), then copies everything it names past the local log.
+    async fn poll(&mut self) -> Result<(), PollError> {
         let manifest = fetch_manifest(&self.store).await?;
+        self.status
+            .manifest_read(manifest.last_lsn, crate::clock::now_ms());
         let (active_first_lsn, active_len_bytes) = self.local().active_segment();
         let local_last_lsn = self.local().last_lsn().0;
         if manifest.segments.is_empty() && local_last_lsn == 0 {
-            return Ok(0);
+            return Ok(());
         }
         let Some(position) = manifest
             .segments
@@ -122,7 +121,7 @@ impl Follower {
         for next in &manifest.segments[position + 1..] {
             self.copy_segment(next).await?;
         }
-        Ok(manifest.last_lsn)
+        Ok(())
     }
 
     fn diverged(&self, manifest: &Manifest, detail: String) -> PollError {

@@ -182,6 +182,10 @@ async fn a_replica_follows_the_archive_serves_reads_and_refuses_writes() {
         progress.following && progress.last_poll_error.is_none(),
         "{progress:?}"
     );
+    assert_eq!(
+        progress.lag_seconds, 0.0,
+        "caught up means no lag, however long since the last poll: {progress:?}"
+    );
     assert_eq!(health.durable_lsn.0, archived);
 
     // Reads answer as on the primary: every job, the lists, the queues, agent state, and a
@@ -314,6 +318,12 @@ async fn a_replica_follows_the_archive_serves_reads_and_refuses_writes() {
     )
     .await;
     assert!(error.contains("does not continue"), "{error}");
+    // Not caught up since it started: its lag counts from there and keeps growing.
+    eventually(Duration::from_secs(60), "the lag to grow", || async {
+        let progress = client.health().await.ok()?.replica?;
+        (progress.lag_seconds > 0.0).then_some(())
+    })
+    .await;
     assert!(error.contains(&other_url), "{error}");
     assert!(error.contains(replica_dir.to_str().unwrap()), "{error}");
     primary.stop();
