@@ -6,6 +6,7 @@
 //! durable so the projector applies them to the job and domain projections.
 
 use super::status::ReplicaStatus;
+use super::verify::{check_local_log, LocalLogCheck};
 use crate::archive::manifest::{Manifest, ManifestPart, ManifestSegment};
 use crate::archive::restore::{download_piece, fetch_manifest, RestoreError};
 use crate::archive::{sha256_hex, ArchiveStore};
@@ -31,7 +32,8 @@ pub struct Follower {
     pub sequencer: SequencerHandle,
     pub exports: ExportService,
     pub status: Arc<ReplicaStatus>,
-    /// Whether the bytes the local log held at start were found equal to the archive's.
+    /// Whether every local segment held at start was found equal to the archive's (checked at
+    /// the first poll that reads a manifest).
     pub verified: bool,
 }
 
@@ -97,6 +99,9 @@ impl Follower {
         if manifest.segments.is_empty() && local_last_lsn == 0 {
             return Ok(());
         }
+        if !self.verified {
+            self.verify_local_log(&manifest).await?;
+        }
         let Some(position) = manifest
             .segments
             .iter()
@@ -135,9 +140,26 @@ impl Follower {
         ))
     }
 
-    /// Copies the rest of the local log's last segment. The first time, the bytes already held
-    /// are compared with the archive's too (by its parts' sha256, or byte by byte where a
-    /// downloaded object covers them).
+    /// The first poll's check of every local segment against the manifest
+    /// (`verify.rs`): a mismatch stops following, naming the segment.
+    async fn verify_local_log(&mut self, manifest: &Manifest) -> Result<(), PollError> {
+        let log_dir = self.local().dir().to_path_buf();
+        let archived = manifest.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || check_local_log(&log_dir, &archived)).await;
+        match checked {
+            Ok(Ok(())) => {
+                self.verified = true;
+                Ok(())
+            }
+            Ok(Err(LocalLogCheck::Differs(detail))) => Err(self.diverged(manifest, detail)),
+            Ok(Err(LocalLogCheck::Unreadable(detail))) => Err(PollError::Retry(detail)),
+            Err(error) => crate::fatal(&format!("the replica's check task failed: {error}")),
+        }
+    }
+
+    /// Copies the rest of the local log's last segment; where a downloaded object overlaps the
+    /// bytes already held, they are compared byte by byte.
     async fn extend_current(
         &mut self,
         manifest: &Manifest,
@@ -149,21 +171,6 @@ impl Follower {
             entry.parts.clone()
         };
         let (_, held) = self.local().active_segment();
-        if !self.verified {
-            for piece in pieces.iter().filter(|piece| piece.to <= held) {
-                let local = self.read_local(entry.first_lsn, piece.from, piece.to)?;
-                if sha256_hex(&local) != piece.sha256 {
-                    return Err(self.diverged(
-                        manifest,
-                        format!(
-                            "bytes {}..{} of segment {} differ",
-                            piece.from, piece.to, entry.name
-                        ),
-                    ));
-                }
-            }
-            self.verified = true;
-        }
         for piece in pieces.iter().filter(|piece| piece.to > held) {
             let (_, held) = self.local().active_segment();
             if piece.to <= held {

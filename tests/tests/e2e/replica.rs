@@ -326,5 +326,10 @@ async fn a_replica_follows_the_archive_serves_reads_and_refuses_writes() {
     .await;
     assert!(error.contains(&other_url), "{error}");
     assert!(error.contains(replica_dir.to_str().unwrap()), "{error}");
+    // The start-up check of every local segment names the first one that differs.
+    assert!(
+        error.contains("local segment") && error.contains("00000000000000000001.seg"),
+        "{error}"
+    );
     primary.stop();
 }
