@@ -66,16 +66,9 @@ pub(super) fn check_local_log(log_dir: &Path, manifest: &Manifest) -> Result<(),
 
 /// Names and lengths only (no IO): local segment `i` is the manifest's segment `i` (both
 /// start at lsn 1), every local segment but the last is as long as the archived one, and the
-/// last is no longer than the archived prefix.
+/// last is no longer than the archived prefix. Segments are compared in order first, so the
+/// error names the first one that differs, then the count.
 fn compare_layout(local: &[LocalSegment], manifest: &Manifest) -> Result<(), String> {
-    if local.len() > manifest.segments.len() {
-        return Err(format!(
-            "the local log has {} segment files, the archive {} (the first one the archive lacks is {})",
-            local.len(),
-            manifest.segments.len(),
-            local[manifest.segments.len()].path.display()
-        ));
-    }
     let last_position = local.len().saturating_sub(1);
     for (position, (segment, entry)) in local.iter().zip(&manifest.segments).enumerate() {
         if segment.first_lsn != entry.first_lsn {
@@ -97,6 +90,14 @@ fn compare_layout(local: &[LocalSegment], manifest: &Manifest) -> Result<(), Str
             )
             .to_string());
         }
+    }
+    if local.len() > manifest.segments.len() {
+        return Err(format!(
+            "the local log has {} segment files, the archive {} (the first one the archive lacks is {})",
+            local.len(),
+            manifest.segments.len(),
+            local[manifest.segments.len()].path.display()
+        ));
     }
     Ok(())
 }
