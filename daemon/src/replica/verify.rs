@@ -206,6 +206,18 @@ mod tests {
             error.contains("00000000000000000001.seg is 4000 bytes, lsns 1 to 9"),
             "{error}"
         );
+        // Named before the count: a longer local log whose first segment already differs.
+        let longer = [
+            local(1, 3999),
+            local(10, 4010),
+            local(20, 900),
+            local(26, 9),
+        ];
+        let error = compare_layout(&longer, &archive()).unwrap_err();
+        assert!(
+            error.contains("/d/log/00000000000000000001.seg is 3999 bytes"),
+            "{error}"
+        );
     }
 
     #[test]
