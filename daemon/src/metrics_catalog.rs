@@ -196,7 +196,7 @@ pub const FAMILIES: &[MetricFamily] = &[
         name: "agentd_replica_lag_seconds",
         kind: MetricKind::Gauge,
         series: Series::Single,
-        help: "Seconds since this read replica last held everything the log archive held (0 on a primary), refreshed every 1 s.",
+        help: "0 while this read replica has applied everything the last log archive manifest it read names and its last poll succeeded; otherwise seconds since it last had (it grows while a copy is behind, while polls fail, and once it stopped following). 0 on a primary; refreshed every 1 s.",
     },
     MetricFamily {
         name: "agentd_replica_lag_records",
@@ -214,7 +214,7 @@ pub const FAMILIES: &[MetricFamily] = &[
         name: "agentd_replica_archive_last_lsn",
         kind: MetricKind::Gauge,
         series: Series::Single,
-        help: "The log archive's last LSN at this read replica's last successful poll (0 on a primary).",
+        help: "The log archive's last LSN as of this read replica's last manifest read (0 on a primary).",
     },
     MetricFamily {
         name: "agentd_replica_poll_failures_total",

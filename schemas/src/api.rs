@@ -404,14 +404,15 @@ pub struct ReplicaHealth {
     pub archive_url: String,
     /// Where writes go: `--primary`, or the archive URL when none was given.
     pub primary: String,
-    /// The archive manifest's `last_lsn` at the last successful poll.
+    /// The archive manifest's `last_lsn` as of the last manifest read.
     pub archive_last_lsn: Lsn,
     /// The last record applied to every projection: what reads answer from.
     pub applied_lsn: Lsn,
     /// `archive_last_lsn - applied_lsn` (0 once caught up).
     pub lag_records: u64,
-    /// Seconds since the replica last held everything the archive held (0 while caught up at
-    /// the last poll; it grows while polls fail or copying falls behind).
+    /// 0 while the replica has applied everything the last manifest it read names and its
+    /// last poll succeeded (then `lag_records` is 0 too); otherwise seconds since it last had:
+    /// it grows while a copy is behind, while polls fail and once it stopped following.
     pub lag_seconds: f64,
     /// Unix time (ms) of the last poll that read the manifest and copied what it named; absent
     /// before the first.

@@ -27,7 +27,7 @@ mod uploader;
 
 pub use location::{ArchiveStore, StorageUrl, StorageUrlError};
 pub use segment_source::attach_archive;
-pub use segments::sha256_hex;
+pub use segments::{list_local_segments, sha256_hex, LocalSegment};
 
 use crate::config::StorageConfig;
 use crate::log::{LogReader, Lsn};

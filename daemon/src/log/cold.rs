@@ -22,6 +22,16 @@ pub struct ColdSegment {
     pub origin: String,
 }
 
+impl ColdSegment {
+    /// The error for this downloaded segment: what failed, naming its object.
+    pub(crate) fn archived_error(&self, detail: String) -> LogError {
+        LogError::Archived {
+            origin: self.origin.clone(),
+            detail,
+        }
+    }
+}
+
 /// Where the segments before the local log's first lsn are kept.
 pub trait ColdSegments: Send + Sync {
     /// The sealed segment holding `lsn`, whole. An error names the object and what failed
@@ -59,10 +69,8 @@ impl ColdFrames {
     }
 
     fn damaged(&self, offset: usize, detail: String) -> LogError {
-        LogError::Archived {
-            origin: self.segment.origin.clone(),
-            detail: format!("at byte {offset}: {detail}"),
-        }
+        self.segment
+            .archived_error(format!("at byte {offset}: {detail}"))
     }
 
     fn check_header(&mut self) -> Result<(), LogError> {

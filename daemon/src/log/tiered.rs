@@ -234,13 +234,10 @@ impl<L: FnMut(u64, u64) -> LocalFrames + Send> TieredFrames<L> {
         };
         let segment = cold.segment_holding(next)?;
         if !(segment.first_lsn..=segment.last_lsn).contains(&next) {
-            return Err(LogError::Archived {
-                origin: segment.origin,
-                detail: format!(
-                    "asked for the segment holding lsn {next}, got lsns {} to {}",
-                    segment.first_lsn, segment.last_lsn
-                ),
-            });
+            return Err(segment.archived_error(format!(
+                "asked for the segment holding lsn {next}, got lsns {} to {}",
+                segment.first_lsn, segment.last_lsn
+            )));
         }
         let up_to = self.up_to.min(segment.last_lsn);
         self.current = Some(Box::new(ColdFrames::new(

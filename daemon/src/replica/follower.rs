@@ -6,6 +6,7 @@
 //! durable so the projector applies them to the job and domain projections.
 
 use super::status::ReplicaStatus;
+use super::verify::{check_local_log, LocalLogCheck};
 use crate::archive::manifest::{Manifest, ManifestPart, ManifestSegment};
 use crate::archive::restore::{download_piece, fetch_manifest, RestoreError};
 use crate::archive::{sha256_hex, ArchiveStore};
@@ -31,7 +32,8 @@ pub struct Follower {
     pub sequencer: SequencerHandle,
     pub exports: ExportService,
     pub status: Arc<ReplicaStatus>,
-    /// Whether the bytes the local log held at start were found equal to the archive's.
+    /// Whether every local segment held at start was found equal to the archive's (checked at
+    /// the first poll that reads a manifest).
     pub verified: bool,
 }
 
@@ -57,20 +59,17 @@ impl From<RestoreError> for PollError {
 pub async fn follow(mut follower: Follower, interval: Duration, mut shutdown: ShutdownSignal) {
     loop {
         match follower.poll().await {
-            Ok(archive_last_lsn) => {
-                let local = follower.local().last_lsn();
-                follower
-                    .status
-                    .poll_succeeded(archive_last_lsn, local, crate::clock::now_ms());
-            }
+            Ok(()) => follower.status.poll_succeeded(crate::clock::now_ms()),
             Err(PollError::Retry(error)) => {
                 metrics::counter!("agentd_replica_poll_failures_total").increment(1);
                 tracing::warn!(url = %follower.store.url, "replica poll failed: {error}");
-                follower.status.poll_failed(error);
+                follower.status.poll_failed(error, crate::clock::now_ms());
             }
             Err(PollError::Diverged(error)) => {
                 tracing::error!("replica stopped following: {error}");
-                follower.status.stopped_following(error);
+                follower
+                    .status
+                    .stopped_following(error, crate::clock::now_ms());
                 return;
             }
         }
@@ -89,14 +88,19 @@ impl Follower {
             .expect("the followed log is back after every write")
     }
 
-    /// One poll: copies everything the manifest names past the local log. Returns the
-    /// manifest's `last_lsn`.
-    async fn poll(&mut self) -> Result<u64, PollError> {
+    /// One poll: reads the manifest (the status learns how far the archive goes, so the lag
+    /// counts while the copy runs), then copies everything it names past the local log.
+    async fn poll(&mut self) -> Result<(), PollError> {
         let manifest = fetch_manifest(&self.store).await?;
+        self.status
+            .manifest_read(manifest.last_lsn, crate::clock::now_ms());
         let (active_first_lsn, active_len_bytes) = self.local().active_segment();
         let local_last_lsn = self.local().last_lsn().0;
         if manifest.segments.is_empty() && local_last_lsn == 0 {
-            return Ok(0);
+            return Ok(());
+        }
+        if !self.verified {
+            self.verify_local_log(&manifest).await?;
         }
         let Some(position) = manifest
             .segments
@@ -122,7 +126,7 @@ impl Follower {
         for next in &manifest.segments[position + 1..] {
             self.copy_segment(next).await?;
         }
-        Ok(manifest.last_lsn)
+        Ok(())
     }
 
     fn diverged(&self, manifest: &Manifest, detail: String) -> PollError {
@@ -136,9 +140,26 @@ impl Follower {
         ))
     }
 
-    /// Copies the rest of the local log's last segment. The first time, the bytes already held
-    /// are compared with the archive's too (by its parts' sha256, or byte by byte where a
-    /// downloaded object covers them).
+    /// The first poll's check of every local segment against the manifest
+    /// (`verify.rs`): a mismatch stops following, naming the segment.
+    async fn verify_local_log(&mut self, manifest: &Manifest) -> Result<(), PollError> {
+        let log_dir = self.local().dir().to_path_buf();
+        let archived = manifest.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || check_local_log(&log_dir, &archived)).await;
+        match checked {
+            Ok(Ok(())) => {
+                self.verified = true;
+                Ok(())
+            }
+            Ok(Err(LocalLogCheck::Differs(detail))) => Err(self.diverged(manifest, detail)),
+            Ok(Err(LocalLogCheck::Unreadable(detail))) => Err(PollError::Retry(detail)),
+            Err(error) => crate::fatal(&format!("the replica's check task failed: {error}")),
+        }
+    }
+
+    /// Copies the rest of the local log's last segment; where a downloaded object overlaps the
+    /// bytes already held, they are compared byte by byte.
     async fn extend_current(
         &mut self,
         manifest: &Manifest,
@@ -150,21 +171,6 @@ impl Follower {
             entry.parts.clone()
         };
         let (_, held) = self.local().active_segment();
-        if !self.verified {
-            for piece in pieces.iter().filter(|piece| piece.to <= held) {
-                let local = self.read_local(entry.first_lsn, piece.from, piece.to)?;
-                if sha256_hex(&local) != piece.sha256 {
-                    return Err(self.diverged(
-                        manifest,
-                        format!(
-                            "bytes {}..{} of segment {} differ",
-                            piece.from, piece.to, entry.name
-                        ),
-                    ));
-                }
-            }
-            self.verified = true;
-        }
         for piece in pieces.iter().filter(|piece| piece.to > held) {
             let (_, held) = self.local().active_segment();
             if piece.to <= held {

@@ -1,6 +1,7 @@
 //! Read replicas (`agentd replica --from URL`, docs/storage.md "Read replicas"): a daemon that
 //! follows the primary's log archive into a local copy of the log and serves the read-only API
-//! from the same projections a replay builds. `follower.rs` copies and applies, `status.rs` is
+//! from the same projections a replay builds. `follower.rs` copies and applies, `verify.rs`
+//! checks the local log against the archive at the first poll, `status.rs` is
 //! its progress (`GET /healthz`'s `replica`, the `agentd_replica_*` gauges); the replica's life
 //! (open, start, stop) is `server/replica.rs`, its 405 answers `http/read_only.rs`.
 //!
@@ -13,6 +14,7 @@
 
 mod follower;
 pub mod status;
+mod verify;
 
 pub use follower::{follow, Follower};
 pub use status::ReplicaStatus;

@@ -7,6 +7,7 @@
 //! no settings record, no lease expiry, no schedule, no export record, no archiver.
 
 use super::open::{recover, replay_everything};
+use super::start::{spawn_gauges, Core, CoreTasks};
 use super::tasks::Tasks;
 use super::Serving;
 use crate::archive::{ArchiveStore, StorageUrl};
@@ -16,11 +17,10 @@ use crate::http::domain::DomainApi;
 use crate::http::AppState;
 use crate::projection::domain::DomainProjections;
 use crate::replica::{follow, Follower, ReplicaStatus};
-use crate::sequencer::{Sequencer, SequencerOptions, SequencerRole};
+use crate::sequencer::SequencerRole;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// What `agentd replica` follows and how.
 #[derive(Debug, Clone)]
@@ -57,9 +57,7 @@ pub async fn run_replica(
 /// The replica while it runs: what [`ReplicaRunning::stop`] stops, in order.
 struct ReplicaRunning {
     tasks: Tasks,
-    sequencer_task: tokio::task::JoinHandle<()>,
-    stop_projector: watch::Sender<bool>,
-    projector: std::thread::JoinHandle<()>,
+    core: CoreTasks,
     lock_file: std::fs::File,
 }
 
@@ -128,70 +126,6 @@ async fn open_local(
     Ok((local, log, replayed))
 }
 
-/// The projector, the sequencer in the replica role and the export service, over the
-/// replayed state.
-struct Core {
-    applied: crate::projection::AppliedWatch,
-    stop_projector: watch::Sender<bool>,
-    projector: std::thread::JoinHandle<()>,
-    sequencer: crate::sequencer::SequencerHandle,
-    sequencer_task: tokio::task::JoinHandle<()>,
-    exports: crate::export::runner::ExportService,
-    export_runner: tokio::task::JoinHandle<()>,
-}
-
-fn start_core(
-    config: &Config,
-    local: &LocalCopy,
-    replayed: super::open::Replayed,
-    writer: &crate::log::LogWriter,
-    last_lsn: crate::log::Lsn,
-) -> anyhow::Result<Core> {
-    let (stop_projector, stop_rx) = watch::channel(false);
-    let (applied, projector) = crate::projection::spawn_projector(
-        local.projections.clone(),
-        local.domain.clone(),
-        local.log_reader.clone(),
-        writer.subscribe_durable(),
-        stop_rx,
-        tokio::runtime::Handle::current(),
-    )?;
-    let (sequencer, sequencer_task) = Sequencer::spawn_as(
-        SequencerRole::Replica,
-        replayed.queue,
-        writer.clone(),
-        SequencerOptions {
-            limits: config.queue.limits(),
-            log: local.log_reader.clone(),
-            lease_wait_ms_max: config.server.lease_wait_ms_max,
-            lease_waiters_max: config.server.lease_waiters_max,
-        },
-    );
-    let (exports, export_runner) = crate::export::runner::ExportService::spawn(
-        local.export_settings.clone(),
-        crate::export::runner::LedgerState {
-            ledger: replayed.ledger,
-            applied: last_lsn,
-        },
-        crate::export::runner::RunnerParts {
-            sequencer: sequencer.clone(),
-            writer: writer.clone(),
-            applied: applied.clone(),
-            domain: local.domain.clone(),
-            log: local.log_reader.clone(),
-        },
-    );
-    Ok(Core {
-        applied,
-        stop_projector,
-        projector,
-        sequencer,
-        sequencer_task,
-        exports,
-        export_runner,
-    })
-}
-
 async fn start(
     config: Config,
     options: ReplicaOptions,
@@ -200,7 +134,22 @@ async fn start(
     let (local, log, replayed) = open_local(&config).await?;
     tracing::info!(last_lsn = %log.last_lsn(), url = %store.url, "replica opened its local log");
     let (followed, writer) = log.into_followed();
-    let core = start_core(&config, &local, replayed, &writer, followed.last_lsn())?;
+    let last_lsn = followed.last_lsn();
+    let (core, core_tasks) = Core::start(
+        &config,
+        SequencerRole::Replica,
+        &writer,
+        &local.log_reader,
+        replayed.queue,
+        (local.projections.clone(), local.domain.clone()),
+    )?;
+    let (exports, export_runner) = core.spawn_exports(
+        &writer,
+        local.export_settings.clone(),
+        (replayed.ledger, last_lsn),
+        local.domain.clone(),
+        local.log_reader.clone(),
+    );
     let primary = options.primary.clone().unwrap_or_else(|| store.url.clone());
     let status = Arc::new(ReplicaStatus::new(
         store.url.clone(),
@@ -213,36 +162,24 @@ async fn start(
         log: Some(followed),
         reader: local.log_reader.clone(),
         sequencer: core.sequencer.clone(),
-        exports: core.exports.clone(),
+        exports: exports.clone(),
         status: status.clone(),
         verified: false,
     };
-    let Core {
-        applied,
-        stop_projector,
-        projector,
-        sequencer,
-        sequencer_task,
-        exports,
-        export_runner,
-    } = core;
     let mut tasks = Tasks::new();
     tasks.adopt(export_runner);
-    tasks.spawn_until_shutdown(super::start::update_gauges(
-        sequencer.clone(),
+    spawn_gauges(
+        &mut tasks,
+        &core.sequencer,
         local.metrics.clone(),
         local.data_dir.clone(),
-    ));
-    tasks.spawn_until_shutdown(crate::projection::domain::gauges::publish_gauges(
-        local.domain.clone(),
-    ));
+        &local.domain,
+    );
     tasks.spawn_until_shutdown(crate::replica::publish_gauges(status.clone()));
     tasks.spawn(follow(follower, options.poll_interval, tasks.signal()));
     let running = ReplicaRunning {
         tasks,
-        sequencer_task,
-        stop_projector,
-        projector,
+        core: core_tasks,
         lock_file: local.lock_file,
     };
     let serving = Serving {
@@ -254,9 +191,9 @@ async fn start(
         data_dir: local.data_dir,
     };
     let app_state = AppState {
-        sequencer,
+        sequencer: core.sequencer,
         projections: local.projections,
-        applied,
+        applied: core.applied,
         writer,
         log: local.log_reader,
         body_bytes_max: config.server.body_bytes_max,
@@ -281,19 +218,14 @@ impl ReplicaRunning {
     async fn stop(self, grace: Duration) {
         let ReplicaRunning {
             tasks,
-            sequencer_task,
-            stop_projector,
-            projector,
+            mut core,
             lock_file,
         } = self;
         if !tasks.shutdown(grace).await {
             tracing::warn!("replica tasks did not finish within {grace:?}; aborted them");
         }
-        if tokio::time::timeout(grace, sequencer_task).await.is_err() {
-            tracing::warn!("the replica's sequencer did not stop within {grace:?}");
-        }
-        let _receiver_gone_is_fine = stop_projector.send(true);
-        let _projector_finished = tokio::task::spawn_blocking(move || projector.join()).await;
+        core.drain_sequencer(grace).await;
+        core.stop_projector().await;
         drop(lock_file);
     }
 }

@@ -6,7 +6,9 @@ use super::open::Opened;
 use super::tasks::Tasks;
 use crate::http::AppState;
 use crate::log::LogWriter;
-use crate::sequencer::{AppendInternal, Queues, Sequencer, SequencerHandle, SequencerOptions};
+use crate::sequencer::{
+    AppendInternal, Queues, Sequencer, SequencerHandle, SequencerOptions, SequencerRole,
+};
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::path::PathBuf;
@@ -17,11 +19,9 @@ use tokio::sync::watch;
 /// The daemon while it runs: what [`Running::stop`] stops, in order.
 pub struct Running {
     pub(super) tasks: Tasks,
-    sequencer_task: tokio::task::JoinHandle<()>,
+    core: CoreTasks,
     writer: LogWriter,
     archiver: crate::archive::Archiver,
-    stop_projector: watch::Sender<bool>,
-    projector: std::thread::JoinHandle<()>,
     /// Released last, after the log and the projection are durable.
     lock_file: std::fs::File,
 }
@@ -60,12 +60,19 @@ impl Opened {
             grace: Duration::from_millis(config.server.shutdown_grace_ms),
             data_dir: data_dir.clone(),
         };
-        let core = Core::start(
-            &config,
-            log,
-            &log_reader,
+        let writer = log.start_writer();
+        let archiver = crate::archive::Archiver::start(
             archive_store,
+            &config.storage,
+            log_reader.clone(),
+            writer.subscribe_durable(),
             paths.log.clone(),
+        );
+        let (core, core_tasks) = Core::start(
+            &config,
+            SequencerRole::Primary,
+            &writer,
+            &log_reader,
             replayed.queue,
             (store.clone(), domain.clone()),
         )?;
@@ -73,6 +80,7 @@ impl Opened {
 
         let (tasks, exports, schedules) = start_tasks(
             &core,
+            &writer,
             TaskInputs {
                 metrics: metrics.clone(),
                 data_dir,
@@ -89,7 +97,7 @@ impl Opened {
             sequencer: core.sequencer,
             projections: store,
             applied: core.applied,
-            writer: core.writer.clone(),
+            writer: writer.clone(),
             log: log_reader,
             body_bytes_max: config.server.body_bytes_max,
             lease_wait_ms_max: config.server.lease_wait_ms_max,
@@ -104,11 +112,9 @@ impl Opened {
         };
         let running = Running {
             tasks,
-            sequencer_task: core.sequencer_task,
-            writer: core.writer,
-            archiver: core.archiver,
-            stop_projector: core.stop_projector,
-            projector: core.projector,
+            core: core_tasks,
+            writer,
+            archiver,
             lock_file,
         };
         Ok((serving, app_state, running))
@@ -133,6 +139,7 @@ struct TaskInputs {
 /// Starts the background tasks: the gauges, the export runner and the scheduler.
 fn start_tasks(
     core: &Core,
+    writer: &LogWriter,
     inputs: TaskInputs,
 ) -> (
     Tasks,
@@ -151,23 +158,13 @@ fn start_tasks(
         log_reader,
     } = inputs;
     let mut tasks = Tasks::new();
-    tasks.spawn_until_shutdown(update_gauges(core.sequencer.clone(), metrics, data_dir));
-    tasks.spawn_until_shutdown(crate::projection::domain::gauges::publish_gauges(
-        domain.clone(),
-    ));
-    let (exports, export_runner) = crate::export::runner::ExportService::spawn(
+    spawn_gauges(&mut tasks, &core.sequencer, metrics, data_dir, &domain);
+    let (exports, export_runner) = core.spawn_exports(
+        writer,
         export_settings,
-        crate::export::runner::LedgerState {
-            ledger,
-            applied: last_lsn,
-        },
-        crate::export::runner::RunnerParts {
-            sequencer: core.sequencer.clone(),
-            writer: core.writer.clone(),
-            applied: core.applied.clone(),
-            domain,
-            log: log_reader,
-        },
+        (ledger, last_lsn),
+        domain,
+        log_reader,
     );
     // The runner stops once every handle to it is gone (the HTTP state and the scheduler),
     // after the export in progress.
@@ -182,39 +179,34 @@ fn start_tasks(
     (tasks, exports, schedules)
 }
 
-/// The write path and its followers: the log writer, the archiver and the projector (both
-/// tail the durable LSN), and the sequencer over the replayed queue state.
-struct Core {
-    writer: LogWriter,
-    archiver: crate::archive::Archiver,
+/// What every role starts over its replayed state, after the log's writer (the daemon's, or a
+/// replica's followed log that never writes): the projector tailing the durable LSN, then the
+/// sequencer in `role`. The daemon and `agentd replica` both start these here, so the two
+/// cannot drift apart; what each adds (the archiver, the follower) is its own.
+pub(super) struct Core {
+    pub(super) applied: crate::projection::AppliedWatch,
+    pub(super) sequencer: SequencerHandle,
+}
+
+/// What [`Core::start`] started that a stop must wait for.
+pub(super) struct CoreTasks {
+    sequencer_task: tokio::task::JoinHandle<()>,
     stop_projector: watch::Sender<bool>,
     projector: std::thread::JoinHandle<()>,
-    applied: crate::projection::AppliedWatch,
-    sequencer: SequencerHandle,
-    sequencer_task: tokio::task::JoinHandle<()>,
 }
 
 impl Core {
-    fn start(
+    pub(super) fn start(
         config: &crate::config::Config,
-        log: crate::log::Log,
+        role: SequencerRole,
+        writer: &LogWriter,
         log_reader: &crate::log::LogReader,
-        archive_store: Option<crate::archive::ArchiveStore>,
-        log_dir: PathBuf,
         queue: crate::queue::QueueState,
         (store, domain): (
             Arc<crate::projection::ProjectionStore>,
             Arc<crate::projection::domain::DomainProjections>,
         ),
-    ) -> anyhow::Result<Core> {
-        let writer = log.start_writer();
-        let archiver = crate::archive::Archiver::start(
-            archive_store,
-            &config.storage,
-            log_reader.clone(),
-            writer.subscribe_durable(),
-            log_dir,
-        );
+    ) -> anyhow::Result<(Core, CoreTasks)> {
         let (stop_projector, stop_rx) = watch::channel(false);
         let (applied, projector) = crate::projection::spawn_projector(
             store,
@@ -224,26 +216,89 @@ impl Core {
             stop_rx,
             tokio::runtime::Handle::current(),
         )?;
-        let (sequencer, sequencer_task) = Sequencer::spawn(
-            queue,
-            writer.clone(),
-            SequencerOptions {
-                limits: config.queue.limits(),
-                log: log_reader.clone(),
-                lease_wait_ms_max: config.server.lease_wait_ms_max,
-                lease_waiters_max: config.server.lease_waiters_max,
-            },
-        );
-        Ok(Core {
-            writer,
-            archiver,
+        let options = SequencerOptions {
+            limits: config.queue.limits(),
+            log: log_reader.clone(),
+            lease_wait_ms_max: config.server.lease_wait_ms_max,
+            lease_waiters_max: config.server.lease_waiters_max,
+        };
+        // `Sequencer::spawn` is `spawn_as(Primary, ..)`; it stays the primary's entry point
+        // until the sequencer's owners fold it into `spawn_as`.
+        let (sequencer, sequencer_task) = match role {
+            SequencerRole::Primary => Sequencer::spawn(queue, writer.clone(), options),
+            SequencerRole::Replica => Sequencer::spawn_as(role, queue, writer.clone(), options),
+        };
+        let tasks = CoreTasks {
+            sequencer_task,
             stop_projector,
             projector,
-            applied,
-            sequencer,
-            sequencer_task,
-        })
+        };
+        Ok((Core { applied, sequencer }, tasks))
     }
+
+    /// The export runner over the export ledger replayed up to `last_lsn`. It stops once every
+    /// handle to it is gone, after the export in progress.
+    pub(super) fn spawn_exports(
+        &self,
+        writer: &LogWriter,
+        settings: crate::export::ExportSettings,
+        (ledger, last_lsn): (crate::export::ledger::ExportLedger, agentd_schemas::Lsn),
+        domain: Arc<crate::projection::domain::DomainProjections>,
+        log: crate::log::LogReader,
+    ) -> (
+        crate::export::runner::ExportService,
+        tokio::task::JoinHandle<()>,
+    ) {
+        crate::export::runner::ExportService::spawn(
+            settings,
+            crate::export::runner::LedgerState {
+                ledger,
+                applied: last_lsn,
+            },
+            crate::export::runner::RunnerParts {
+                sequencer: self.sequencer.clone(),
+                writer: writer.clone(),
+                applied: self.applied.clone(),
+                domain,
+                log,
+            },
+        )
+    }
+}
+
+impl CoreTasks {
+    /// Waits up to `grace` for the sequencer, which drains its in-flight work and stops once
+    /// every handle to it is gone (the HTTP state and the tasks).
+    pub(super) async fn drain_sequencer(&mut self, grace: Duration) {
+        if tokio::time::timeout(grace, &mut self.sequencer_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the sequencer did not drain within {grace:?}");
+        }
+    }
+
+    /// Stops the projector after a final catch-up and a durable commit.
+    pub(super) async fn stop_projector(self) {
+        let _receiver_gone_is_fine = self.stop_projector.send(true);
+        let projector = self.projector;
+        let _projector_finished = tokio::task::spawn_blocking(move || projector.join()).await;
+    }
+}
+
+/// The gauges every role publishes: queue depths and leases, data-dir space, and the domain
+/// projections'.
+pub(super) fn spawn_gauges(
+    tasks: &mut Tasks,
+    sequencer: &SequencerHandle,
+    metrics: Option<PrometheusHandle>,
+    data_dir: PathBuf,
+    domain: &Arc<crate::projection::domain::DomainProjections>,
+) {
+    tasks.spawn_until_shutdown(update_gauges(sequencer.clone(), metrics, data_dir));
+    tasks.spawn_until_shutdown(crate::projection::domain::gauges::publish_gauges(
+        domain.clone(),
+    ));
 }
 
 impl Running {
@@ -255,24 +310,19 @@ impl Running {
     pub async fn stop(self, grace: Duration) {
         let Running {
             tasks,
-            sequencer_task,
+            mut core,
             writer,
             archiver,
-            stop_projector,
-            projector,
             lock_file,
         } = self;
         if !tasks.shutdown(grace).await {
             tracing::warn!("background tasks did not finish within {grace:?}; aborted them");
         }
         // The HTTP state and the tasks held the sequencer's handles: it now drains and stops.
-        if tokio::time::timeout(grace, sequencer_task).await.is_err() {
-            tracing::warn!("the sequencer did not drain within {grace:?}");
-        }
+        core.drain_sequencer(grace).await;
         writer.shutdown().await;
         archiver.stop(grace).await;
-        let _receiver_gone_is_fine = stop_projector.send(true);
-        let _projector_finished = tokio::task::spawn_blocking(move || projector.join()).await;
+        core.stop_projector().await;
         drop(lock_file);
     }
 }
@@ -296,7 +346,7 @@ async fn record_settings(
 const GAUGE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Publishes queue depth, active lease and data-dir space gauges every [`GAUGE_INTERVAL`].
-pub(super) async fn update_gauges(
+async fn update_gauges(
     sequencer: SequencerHandle,
     metrics: Option<PrometheusHandle>,
     data_dir: PathBuf,

@@ -7,158 +7,15 @@
 //! catches up), a missing or truncated object (restore refuses it; the archiver started again
 //! puts it back) and a corrupted one (restore refuses it, naming the object).
 
+use super::storage::{lease_one, storage_config, storage_url, views, wait_until_archived};
+// `exports.rs` reaches these as `super::archive::{Bucket, metric}`.
+pub(crate) use super::storage::{metric, Bucket};
 use agentd_client::Client;
-use agentd_schemas::api::{LeaseRequest, SubmitJobRequest};
+use agentd_schemas::api::SubmitJobRequest;
 use agentd_schemas::JobId;
 use agentd_tests::{agentd, eventually, write_config, Daemon};
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
-
-/// Small segments so the log rolls many times (sealed uploads) and a short interval so the
-/// active prefix is archived quickly.
-fn archive_config(dir: &Path, url: &str) -> std::path::PathBuf {
-    write_config(
-        dir,
-        &format!(
-            "[storage]\nurl = \"{url}\"\narchive_interval_ms = 100\n\n[log]\nsegment_bytes_max = 4096\n\n\
-             [queue]\nretry_backoff_base_ms = 10\nretry_backoff_max_ms = 50\n"
-        ),
-    )
-}
-
-/// `AGENTD_TEST_STORAGE_URL` (scripts/test-s3 sets an s3:// bucket on a local S3 server) with a
-/// prefix of this test's own, else a `file://` directory under `dir`.
-fn storage_url(dir: &Path) -> String {
-    match std::env::var("AGENTD_TEST_STORAGE_URL") {
-        // Tests run in parallel in one process: the temp dir's name keeps their prefixes apart.
-        Ok(base) => format!(
-            "{}/run-{}-{}",
-            base.trim_end_matches('/'),
-            std::process::id(),
-            dir.file_name().unwrap().to_string_lossy()
-        ),
-        Err(_) => format!("file://{}", dir.join("archive").display()),
-    }
-}
-
-/// The objects under a storage URL, read and damaged behind the daemon's back: the directory of
-/// a `file://` URL, or the bucket of an `s3://` one through plain path-style HTTP requests to
-/// the local S3 server (`AWS_ENDPOINT_URL`; moto accepts unsigned requests).
-pub(crate) enum Bucket {
-    Dir(std::path::PathBuf),
-    S3 { base: String, bucket: String },
-}
-
-impl Bucket {
-    pub(crate) fn of(url: &str) -> Bucket {
-        if let Some(path) = url.strip_prefix("file://") {
-            return Bucket::Dir(path.into());
-        }
-        let rest = url.strip_prefix("s3://").expect("a file:// or s3:// URL");
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL with s3://");
-        Bucket::S3 {
-            base: format!("{}/{bucket}/{prefix}", endpoint.trim_end_matches('/')),
-            bucket: bucket.to_owned(),
-        }
-    }
-
-    fn object_url(base: &str, key: &str) -> String {
-        format!("{}/{key}", base.trim_end_matches('/'))
-    }
-
-    /// A request to the local S3 server with an `Authorization` header. moto answers an
-    /// anonymous object GET with 403 (the object's ACL is private) but, with IAM checks off
-    /// (its default), accepts any signature: the test reads, damages and lists the bucket
-    /// behind the daemon's back without signing requests itself.
-    fn s3_request(method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
-        reqwest::Client::new().request(method, url).header(
-            "Authorization",
-            "AWS4-HMAC-SHA256 Credential=agentd-test/20260101/us-east-1/s3/aws4_request, \
-             SignedHeaders=host, Signature=00",
-        )
-    }
-
-    pub(crate) async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        match self {
-            Bucket::Dir(root) => std::fs::read(root.join(key)).ok(),
-            Bucket::S3 { base, .. } => {
-                let response = Self::s3_request(reqwest::Method::GET, Self::object_url(base, key))
-                    .send()
-                    .await
-                    .unwrap();
-                if !response.status().is_success() {
-                    return None;
-                }
-                Some(response.bytes().await.unwrap().to_vec())
-            }
-        }
-    }
-
-    async fn put(&self, key: &str, bytes: Vec<u8>) {
-        match self {
-            Bucket::Dir(root) => std::fs::write(root.join(key), bytes).unwrap(),
-            Bucket::S3 { base, .. } => {
-                let response = Self::s3_request(reqwest::Method::PUT, Self::object_url(base, key))
-                    .body(bytes)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(response.status().is_success(), "{response:?}");
-            }
-        }
-    }
-
-    pub(crate) async fn delete(&self, key: &str) {
-        match self {
-            Bucket::Dir(root) => std::fs::remove_file(root.join(key)).unwrap(),
-            Bucket::S3 { base, .. } => {
-                let response =
-                    Self::s3_request(reqwest::Method::DELETE, Self::object_url(base, key))
-                        .send()
-                        .await
-                        .unwrap();
-                assert!(response.status().is_success(), "{response:?}");
-            }
-        }
-    }
-
-    /// Object names under `log/`.
-    async fn log_objects(&self) -> Vec<String> {
-        let mut names: Vec<String> = match self {
-            Bucket::Dir(root) => std::fs::read_dir(root.join("log"))
-                .unwrap()
-                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-                .collect(),
-            Bucket::S3 { base, bucket } => {
-                let (endpoint, prefix) = base.split_once(&format!("/{bucket}/")).unwrap();
-                let listing = Self::s3_request(
-                    reqwest::Method::GET,
-                    format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}/log/&max-keys=1000"),
-                )
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-                listing
-                    .split("<Key>")
-                    .skip(1)
-                    .filter_map(|rest| rest.split("</Key>").next())
-                    .filter_map(|key| key.rsplit('/').next().map(str::to_owned))
-                    .collect()
-            }
-        };
-        names.sort();
-        names
-    }
-
-    pub(crate) async fn manifest(&self) -> Value {
-        serde_json::from_slice(&self.get("log/manifest.json").await.expect("a manifest")).unwrap()
-    }
-}
 
 /// Makes the store unreachable for a while: a `file://` root is moved away and a plain file put
 /// in its place (every put fails), an S3 server is stopped with SIGSTOP (requests hang until
@@ -220,23 +77,6 @@ impl Drop for Outage {
     }
 }
 
-/// The value of an unlabelled metric in a `/metrics` scrape.
-pub(crate) async fn metric(url: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 /// Submits 40 jobs, completes 15, fails 5 for good and 5 to be retried, cancels 3.
 async fn make_history(client: &Client) -> Vec<JobId> {
     let mut ids = Vec::new();
@@ -251,19 +91,7 @@ async fn make_history(client: &Client) -> Vec<JobId> {
         ids.push(client.submit(&job).await.unwrap().job_id);
     }
     for n in 0..25 {
-        let lease = client
-            .lease(&LeaseRequest {
-                worker_id: "w".into(),
-                queues: vec!["archive".into()],
-                tags: None,
-                max_jobs: Some(1),
-                wait_ms: Some(0),
-            })
-            .await
-            .unwrap()
-            .leases
-            .pop()
-            .expect("a queued job");
+        let lease = lease_one(client, "archive").await;
         match n % 5 {
             0 => client.fail(lease.lease_id, "flaky", true).await.map(|_| ()),
             1 => client
@@ -283,14 +111,6 @@ async fn make_history(client: &Client) -> Vec<JobId> {
     ids
 }
 
-async fn views(client: &Client, ids: &[JobId]) -> Vec<Value> {
-    let mut views = Vec::new();
-    for id in ids {
-        views.push(serde_json::to_value(client.job(*id).await.unwrap()).unwrap());
-    }
-    views
-}
-
 async fn digest(url: &str) -> Value {
     reqwest::get(format!("{url}/v1/admin/digest"))
         .await
@@ -298,25 +118,6 @@ async fn digest(url: &str) -> Value {
         .json()
         .await
         .unwrap()
-}
-
-/// Waits until the archive holds the whole durable log and nothing is pending.
-async fn wait_until_archived(daemon: &Daemon) -> u64 {
-    let client = daemon.client();
-    eventually(
-        Duration::from_secs(120),
-        "the archive to catch up",
-        || async {
-            let durable = client.health().await.ok()?.durable_lsn.0;
-            let archived = metric(&daemon.url, "agentd_archive_last_lsn").await?;
-            let pending = metric(&daemon.url, "agentd_archive_pending_bytes").await?;
-            let segments = metric(&daemon.url, "agentd_archive_pending_segments").await?;
-            let lag = metric(&daemon.url, "agentd_archive_lag_seconds").await?;
-            (archived as u64 == durable && pending == 0.0 && segments == 0.0 && lag == 0.0)
-                .then_some(durable)
-        },
-    )
-    .await
 }
 
 fn run_ok(args: &[&str]) -> String {
@@ -341,8 +142,8 @@ fn run_refused(args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_data_dir_is_restored_from_the_archive_with_every_acknowledged_job() {
     let dir = tempfile::tempdir().unwrap();
-    let url = storage_url(dir.path());
-    let config = archive_config(dir.path(), &url);
+    let url = storage_url(dir.path(), "archive");
+    let config = storage_config(dir.path(), &url, "");
     let data_dir = dir.path().join("data");
     let mut daemon = Daemon::start(&data_dir, Some(&config));
     let client = daemon.client();
@@ -445,8 +246,8 @@ async fn a_lost_data_dir_is_restored_from_the_archive_with_every_acknowledged_jo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn point_in_time_restore_damage_and_bad_urls_are_handled() {
     let dir = tempfile::tempdir().unwrap();
-    let url = storage_url(dir.path());
-    let config = archive_config(dir.path(), &url);
+    let url = storage_url(dir.path(), "archive");
+    let config = storage_config(dir.path(), &url, "");
     let mut daemon = Daemon::start(&dir.path().join("data"), Some(&config));
     let client = daemon.client();
     let ids = make_history(&client).await;
@@ -583,8 +384,8 @@ async fn point_in_time_restore_damage_and_bad_urls_are_handled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_truncated_object_is_refused_then_repaired_by_the_archiver() {
     let dir = tempfile::tempdir().unwrap();
-    let url = storage_url(dir.path());
-    let config = archive_config(dir.path(), &url);
+    let url = storage_url(dir.path(), "archive");
+    let config = storage_config(dir.path(), &url, "");
     let data_dir = dir.path().join("data");
     let mut daemon = Daemon::start(&data_dir, Some(&config));
     let ids = make_history(&daemon.client()).await;
@@ -658,8 +459,8 @@ async fn a_missing_or_truncated_object_is_refused_then_repaired_by_the_archiver(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_go_on_while_the_store_is_down_and_the_archive_catches_up() {
     let dir = tempfile::tempdir().unwrap();
-    let url = storage_url(dir.path());
-    let config = archive_config(dir.path(), &url);
+    let url = storage_url(dir.path(), "archive");
+    let config = storage_config(dir.path(), &url, "");
     let mut daemon = Daemon::start(&dir.path().join("data"), Some(&config));
     let client = daemon.client();
     let mut ids = make_history(&client).await;

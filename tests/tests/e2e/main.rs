@@ -20,6 +20,7 @@ mod replica;
 mod retention;
 mod rollouts;
 mod startup;
+mod storage;
 mod tls;
 mod worker;
 mod worker_batch;

@@ -6,38 +6,17 @@
 //! `read_only_replica` naming the primary, resumes on its own data directory without the
 //! archive's older objects, and stops following an archive that does not continue its log.
 
+use super::storage::{
+    lease_one, segment_names, storage_config, storage_url, wait_until_archived, Bucket,
+};
 use agentd_client::Client;
-use agentd_schemas::api::{HealthResponse, LeaseRequest, SubmitJobRequest};
+use agentd_schemas::api::{HealthResponse, SubmitJobRequest};
 use agentd_schemas::domain_api::StateUpdateRequest;
 use agentd_schemas::{ErrorCode, JobId};
 use agentd_tests::{digest, eventually, get_json, post_json, post_refused, write_config, Daemon};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
-
-/// Small segments so the log rolls many times (the replica copies sealed segments whole and the
-/// active one chunk by chunk) and a short interval so the archive follows closely.
-fn primary_config(dir: &Path, url: &str) -> std::path::PathBuf {
-    write_config(
-        dir,
-        &format!(
-            "[storage]\nurl = \"{url}\"\narchive_interval_ms = 100\n\n[log]\nsegment_bytes_max = 4096\n"
-        ),
-    )
-}
-
-/// `AGENTD_TEST_STORAGE_URL` with a prefix of this test's own, else a `file://` directory.
-fn storage_url(dir: &Path, name: &str) -> String {
-    match std::env::var("AGENTD_TEST_STORAGE_URL") {
-        Ok(base) => format!(
-            "{}/replica-{}-{}-{name}",
-            base.trim_end_matches('/'),
-            std::process::id(),
-            dir.file_name().unwrap().to_string_lossy()
-        ),
-        Err(_) => format!("file://{}", dir.join(name).display()),
-    }
-}
 
 /// Submits `count` jobs to queue `q`, completes a third, fails a third for good.
 async fn make_history(client: &Client, count: usize) -> Vec<JobId> {
@@ -53,19 +32,7 @@ async fn make_history(client: &Client, count: usize) -> Vec<JobId> {
         ids.push(client.submit(&job).await.unwrap().job_id);
     }
     for n in 0..(count * 2 / 3) {
-        let lease = client
-            .lease(&LeaseRequest {
-                worker_id: "w".into(),
-                queues: vec!["q".into()],
-                tags: None,
-                max_jobs: Some(1),
-                wait_ms: Some(0),
-            })
-            .await
-            .unwrap()
-            .leases
-            .pop()
-            .expect("a queued job");
+        let lease = lease_one(client, "q").await;
         if n % 2 == 0 {
             client
                 .complete(lease.lease_id, Some(json!({"n": n})))
@@ -76,32 +43,6 @@ async fn make_history(client: &Client, count: usize) -> Vec<JobId> {
         }
     }
     ids
-}
-
-/// Waits until the primary's archive holds its whole durable log; returns that LSN.
-async fn wait_until_archived(primary: &Daemon) -> u64 {
-    let client = primary.client();
-    eventually(
-        Duration::from_secs(120),
-        "the archive to catch up",
-        || async {
-            let durable = client.health().await.ok()?.durable_lsn.0;
-            let text = reqwest::get(format!("{}/metrics", primary.url))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            let archived = text
-                .lines()
-                .find_map(|line| line.strip_prefix("agentd_archive_last_lsn "))?
-                .trim()
-                .parse::<f64>()
-                .ok()? as u64;
-            (archived == durable).then_some(durable)
-        },
-    )
-    .await
 }
 
 /// Waits until the replica applied every record up to `lsn`; returns its health.
@@ -122,12 +63,7 @@ async fn wait_until_applied(replica: &Daemon, lsn: u64) -> HealthResponse {
 /// Every local segment of the replica equals the primary's file of the same name, but the last,
 /// which is a prefix of it.
 fn assert_log_is_a_prefix(replica_log: &Path, primary_log: &Path) {
-    let mut names: Vec<_> = std::fs::read_dir(replica_log)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name())
-        .filter(|name| name.to_string_lossy().ends_with(".seg"))
-        .collect();
-    names.sort();
+    let names = segment_names(replica_log);
     assert!(names.len() > 3, "the log rolled: {names:?}");
     for (position, name) in names.iter().enumerate() {
         let copied = std::fs::read(replica_log.join(name)).unwrap();
@@ -147,7 +83,7 @@ fn assert_log_is_a_prefix(replica_log: &Path, primary_log: &Path) {
 async fn a_replica_follows_the_archive_serves_reads_and_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
     let url = storage_url(dir.path(), "archive");
-    let config = primary_config(dir.path(), &url);
+    let config = storage_config(dir.path(), &url, "");
     let mut primary = Daemon::start(&dir.path().join("primary"), Some(&config));
     let client = primary.client();
     let ids = make_history(&client, 30).await;
@@ -181,6 +117,10 @@ async fn a_replica_follows_the_archive_serves_reads_and_refuses_writes() {
     assert!(
         progress.following && progress.last_poll_error.is_none(),
         "{progress:?}"
+    );
+    assert_eq!(
+        progress.lag_seconds, 0.0,
+        "caught up means no lag, however long since the last poll: {progress:?}"
     );
     assert_eq!(health.durable_lsn.0, archived);
 
@@ -266,7 +206,7 @@ async fn a_replica_follows_the_archive_serves_reads_and_refuses_writes() {
 
     // Restarted on its own data directory, it resumes from its local log: the archive's
     // sealed segments are gone, so a copy from lsn 1 would fail.
-    let bucket = super::archive::Bucket::of(&url);
+    let bucket = Bucket::of(&url);
     let manifest = bucket.manifest().await;
     let segments = manifest["segments"].as_array().unwrap();
     for segment in &segments[..segments.len() - 1] {
@@ -314,7 +254,18 @@ async fn a_replica_follows_the_archive_serves_reads_and_refuses_writes() {
     )
     .await;
     assert!(error.contains("does not continue"), "{error}");
+    // Not caught up since it started: its lag counts from there and keeps growing.
+    eventually(Duration::from_secs(60), "the lag to grow", || async {
+        let progress = client.health().await.ok()?.replica?;
+        (progress.lag_seconds > 0.0).then_some(())
+    })
+    .await;
     assert!(error.contains(&other_url), "{error}");
     assert!(error.contains(replica_dir.to_str().unwrap()), "{error}");
+    // The start-up check of every local segment names the first one that differs.
+    assert!(
+        error.contains("local segment") && error.contains("00000000000000000001.seg"),
+        "{error}"
+    );
     primary.stop();
 }

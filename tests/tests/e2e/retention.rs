@@ -5,42 +5,14 @@
 //! digests, and `GET /v1/events?after=0` still returns the first records. With the archive
 //! gone, the start is refused with an error naming the URL; retention without a URL is refused.
 
+use super::storage::{lease_one, metric, segment_names, storage_config, views};
 use agentd_client::Client;
-use agentd_schemas::api::{EventsResponse, LeaseRequest, SubmitJobRequest};
+use agentd_schemas::api::{EventsResponse, SubmitJobRequest};
 use agentd_schemas::JobId;
 use agentd_tests::{eventually, get_typed, write_config, Daemon};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
-
-/// Every archived segment older than 1 ms goes; 4 KiB segments roll every few jobs.
-fn retention_config(dir: &Path, url: &str) -> std::path::PathBuf {
-    write_config(
-        dir,
-        &format!(
-            "[log]\nsegment_bytes_max = 4096\n\n[queue]\nretry_backoff_base_ms = 10\n\
-             retry_backoff_max_ms = 50\n\n[storage]\nurl = \"{url}\"\narchive_interval_ms = 100\n\
-             local_retention_ms = 1\n"
-        ),
-    )
-}
-
-/// The value of an unlabelled metric in a `/metrics` scrape.
-async fn metric(url: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
 
 /// Submits 120 jobs (about 30 segments of log) and completes a third of them.
 async fn make_history(client: &Client) -> Vec<JobId> {
@@ -55,19 +27,7 @@ async fn make_history(client: &Client) -> Vec<JobId> {
         ids.push(client.submit(&job).await.unwrap().job_id);
     }
     for n in 0..40 {
-        let lease = client
-            .lease(&LeaseRequest {
-                worker_id: "w".into(),
-                queues: vec!["retained".into()],
-                tags: None,
-                max_jobs: Some(1),
-                wait_ms: Some(0),
-            })
-            .await
-            .unwrap()
-            .leases
-            .pop()
-            .expect("a queued job");
+        let lease = lease_one(client, "retained").await;
         client
             .complete(lease.lease_id, Some(json!({"n": n})))
             .await
@@ -76,26 +36,8 @@ async fn make_history(client: &Client) -> Vec<JobId> {
     ids
 }
 
-async fn views(client: &Client, ids: &[JobId]) -> Vec<Value> {
-    let mut views = Vec::new();
-    for id in ids {
-        views.push(serde_json::to_value(client.job(*id).await.unwrap()).unwrap());
-    }
-    views
-}
-
 async fn first_events(url: &str) -> EventsResponse {
     get_typed(url, "/v1/events?after=0&limit=20").await
-}
-
-fn local_segments(data_dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(data_dir.join("log"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".seg"))
-        .collect();
-    names.sort();
-    names
 }
 
 /// Waits until retention deleted at least `count` segments (the metric and the directory agree).
@@ -106,7 +48,7 @@ async fn wait_for_evictions(daemon: &Daemon, data_dir: &Path, count: f64) -> u64
         || async {
             let evicted = metric(&daemon.url, "agentd_log_segments_evicted_total").await?;
             let first = metric(&daemon.url, "agentd_log_local_first_lsn").await?;
-            let oldest = local_segments(data_dir).first()?.clone();
+            let oldest = segment_names(&data_dir.join("log")).first()?.clone();
             (evicted >= count && first > 1.0 && oldest == format!("{:020}.seg", first as u64))
                 .then_some(first as u64)
         },
@@ -118,13 +60,14 @@ async fn wait_for_evictions(daemon: &Daemon, data_dir: &Path, count: f64) -> u64
 async fn archived_segments_leave_the_disk_and_are_read_back_after_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("archive").display());
-    let config = retention_config(dir.path(), &url);
+    // Every archived segment older than 1 ms goes; 4 KiB segments roll every few jobs.
+    let config = storage_config(dir.path(), &url, "local_retention_ms = 1\n");
     let data_dir = dir.path().join("data");
     let mut daemon = Daemon::start(&data_dir, Some(&config));
     let client = daemon.client();
     let ids = make_history(&client).await;
     let local_first_lsn = wait_for_evictions(&daemon, &data_dir, 3.0).await;
-    assert!(!local_segments(&data_dir).contains(&format!("{:020}.seg", 1)));
+    assert!(!segment_names(&data_dir.join("log")).contains(&format!("{:020}.seg", 1)));
     assert!(data_dir.join("log/local-start.json").exists());
     let before = views(&client, &ids).await;
     let live = agentd_tests::digest(&daemon.url).await;
