@@ -2,16 +2,14 @@
 //!
 //! The daemon's threads share few cores with each other (and, on an actor box, with the model
 //! and the workers). Linux's fair scheduler lets a busy thread run for a few milliseconds before
-//! a newly woken one of the same priority gets the core, so a projector transaction or a Parquet
-//! encode could delay a durable answer by that much. Background threads that nothing waits on
-//! at once run at a lower priority (a higher nice value): they still get a fair share of a busy
-//! core (about a quarter against one request thread at nice 4), but a woken request thread
-//! preempts them at once.
-
-/// Nice values added to the projector thread's: it is on the path of reads that wait for their
-/// writes (those raise a demand and are served within one transaction), not of submit, lease or
-/// complete.
-pub(crate) const PROJECTOR_NICE_ADDED: i32 = 4;
+//! a newly woken one of the same priority gets the core, so a long Parquet encode could delay a
+//! durable answer by that much. A thread that nothing waits on at once runs at a lower priority
+//! (a higher nice value): it still gets a share of a busy core, but a woken request thread
+//! preempts it at once.
+//!
+//! The projector is not lowered: domain writes (rollouts, steps, rewards) are answered once it
+//! applied them, and with it 4 nice values lower the rollouts bench answered 0.1-0.2 ms later at
+//! the median while the submit-ack p99 did not measurably improve (docs/performance.md).
 /// Nice values added to an export's Parquet writer thread: exports run for seconds to minutes
 /// and no request waits on them.
 pub(crate) const EXPORT_WRITER_NICE_ADDED: i32 = 10;

@@ -371,10 +371,6 @@ enum Step {
 
 impl Projector {
     fn run(mut self) {
-        crate::thread_priority::lower_this_thread(
-            crate::thread_priority::PROJECTOR_NICE_ADDED,
-            "projector",
-        );
         let mut pending_since: Option<Instant> = None;
         loop {
             match self.next_step(&mut pending_since) {
