@@ -8,6 +8,7 @@ pub mod config;
 pub(crate) mod data_dir;
 pub(crate) mod domain;
 pub(crate) mod export;
+pub(crate) mod facts;
 pub(crate) mod http;
 pub(crate) mod limited_listener;
 pub(crate) mod log;

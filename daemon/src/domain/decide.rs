@@ -17,7 +17,7 @@ mod dataset;
 mod rollout;
 mod trajectory;
 
-use super::facts::StepIndex;
+use crate::facts::StepIndex;
 use crate::queue::decide::{held_lease, DecideError, Decision};
 use crate::queue::{JobStatus, QueueState};
 use agentd_schemas::events::{

@@ -7,8 +7,9 @@
 //! - [`dataset`]: the ingestion contract (`_meta.json`, records), languages, dedup keys, splits.
 //! - [`splits`]: the processed-splits projection built from dataset events.
 //! - [`step_language`]: the language of a step's action, for the trajectory stats by language.
-//! - [`facts`]: what the sequencer knows about domain facts (rollouts, steps, datasets), and
-//!   [`decide`]: how it decides each domain write against them.
+//! - [`decide`]: how the sequencer decides each domain write against the fact index
+//!   ([`crate::facts`], which the queue state holds, so it lives beside both modules rather than
+//!   in either: the queue state depends on it, domain decisions depend on the queue state).
 //!
 //! Architecture invariant: nothing in this module reads the clock, the environment, the file
 //! system or a random source, and nothing iterates a `HashMap` where the order can be observed.
@@ -18,9 +19,7 @@ pub mod dataset;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;
-pub mod facts;
 pub mod output_format;
-pub mod positions;
 pub mod record_verification;
 pub mod splits;
 pub mod step_language;

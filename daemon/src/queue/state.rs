@@ -162,7 +162,7 @@ pub struct QueueState {
     pub last_ts_ms: u64,
     /// The domain facts the sequencer decides domain writes against (rollouts, steps,
     /// datasets), applied from the same records.
-    pub facts: crate::domain::facts::FactIndex,
+    pub facts: crate::facts::FactIndex,
     /// Bytes held by the jobs' [`Job::lease_data`], at most [`LEASE_CACHE_BYTES_MAX`].
     pub lease_cache_bytes: u64,
 }

@@ -1,7 +1,7 @@
 //! Dataset writes: a version's registration and the records it receives, each position once.
 
 use super::{conflict, DomainReply};
-use crate::domain::facts::FactIndex;
+use crate::facts::FactIndex;
 use crate::queue::decide::{DecideError, Decision};
 use agentd_schemas::events::{DatasetMeta, DatasetRecord, DatasetRecordsIngested, Event};
 

@@ -5,7 +5,7 @@ use super::{
     check_job, conflict, next_step, CreateRollout, DomainReply, LeaseDetails, RolloutAnswer,
 };
 use super::{GROUP_CHARS_MAX, GROUP_ROLLOUTS_MAX};
-use crate::domain::facts::{FactIndex, RolloutFacts};
+use crate::facts::{FactIndex, RolloutFacts};
 use crate::queue::decide::{DecideError, Decision, Limit};
 use crate::queue::QueueState;
 use agentd_schemas::events::{Event, RolloutCreated};

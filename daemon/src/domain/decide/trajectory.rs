@@ -2,7 +2,7 @@
 //! (its sandbox result and its reward, each once), and agent-state updates.
 
 use super::{check_job, conflict, DomainReply, LeaseDetails, Target};
-use crate::domain::facts::{rollout_ref, FactIndex, StepFacts, StepIndex};
+use crate::facts::{rollout_ref, FactIndex, StepFacts, StepIndex};
 use crate::queue::decide::{DecideError, Decision};
 use crate::queue::QueueState;
 use agentd_schemas::events::{

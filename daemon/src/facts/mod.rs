@@ -12,10 +12,16 @@
 //! Logs written before the sequencer decided domain writes may hold duplicates; they are skipped
 //! here as the projections skip them.
 //!
+//! A module of its own, depending only on the schemas: the queue state holds the index and the
+//! domain decisions read it beside the queue state, so keeping it under either would make the
+//! two modules import each other.
+//!
 //! Memory: one small entry per rollout, per step (three LSNs), per dataset (its meta and one
 //! range per gap in its positions) and per group name.
 
-use crate::domain::positions::Positions;
+pub mod positions;
+
+use crate::facts::positions::Positions;
 use agentd_schemas::events::{DatasetMeta, Event, LogRecord};
 use agentd_schemas::{JobId, Lsn, RolloutId};
 use std::collections::{BTreeMap, HashMap};
