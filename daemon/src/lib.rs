@@ -21,6 +21,7 @@ pub(crate) mod replica;
 pub(crate) mod schedule;
 pub(crate) mod sequencer;
 pub(crate) mod server;
+pub(crate) mod tasks;
 pub(crate) mod thread_priority;
 pub(crate) mod tls;
 
@@ -63,3 +64,6 @@ pub mod fuzz_api {
         };
     }
 }
+
+#[cfg(test)]
+mod module_edges_tests;

@@ -14,7 +14,7 @@ use crate::export::runner::ExportService;
 use crate::log::{FollowError, FollowedLog, LogReader, Lsn};
 use crate::replay::{drive, ApplyError, Projection};
 use crate::sequencer::{AdoptArchived, SequencerHandle};
-use crate::server::tasks::{shutdown_requested, ShutdownSignal};
+use crate::tasks::{shutdown_requested, ShutdownSignal};
 use agentd_schemas::events::LogRecord;
 use std::sync::Arc;
 use std::time::Duration;

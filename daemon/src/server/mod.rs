@@ -14,7 +14,6 @@ mod metrics;
 mod open;
 mod replica;
 mod start;
-pub mod tasks;
 
 pub use open::open;
 pub use replica::{run_replica, ReplicaOptions};

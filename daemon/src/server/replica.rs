@@ -8,7 +8,6 @@
 
 use super::open::{recover, replay_everything};
 use super::start::{spawn_gauges, Core, CoreTasks};
-use super::tasks::Tasks;
 use super::Serving;
 use crate::archive::{ArchiveStore, StorageUrl};
 use crate::config::Config;
@@ -18,6 +17,7 @@ use crate::http::AppState;
 use crate::projection::domain::DomainProjections;
 use crate::replica::{follow, Follower, ReplicaStatus};
 use crate::sequencer::SequencerRole;
+use crate::tasks::Tasks;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,12 +3,12 @@
 //! scheduler). Returns the HTTP state and everything [`Running::stop`] needs.
 
 use super::open::Opened;
-use super::tasks::Tasks;
 use crate::http::AppState;
 use crate::log::LogWriter;
 use crate::sequencer::{
     AppendInternal, Queues, Sequencer, SequencerHandle, SequencerOptions, SequencerRole,
 };
+use crate::tasks::Tasks;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::path::PathBuf;

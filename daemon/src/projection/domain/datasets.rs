@@ -2,8 +2,8 @@
 //! rules) plus, for the few most recent ingest records, what happened to their records, so the
 //! ingest route can answer with exact counts for its own batch even while other batches land.
 
-use crate::facts::positions::Positions;
 use crate::domain::splits::{ProcessedSplits, RecordCounts};
+use crate::facts::positions::Positions;
 use agentd_schemas::events::{DatasetMeta, DatasetRecordsIngested, DatasetSettings};
 use agentd_schemas::Lsn;
 use std::collections::BTreeMap;
