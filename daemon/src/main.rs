@@ -66,8 +66,12 @@ enum Command {
     },
     /// Run a read replica: follow the log a primary archives at a storage URL into --data-dir
     /// and serve the read-only API from it (jobs, queues, events, tasks, rollouts, datasets,
-    /// stats, exports); every write answers 405 `read_only_replica` naming the primary, and
+    /// stats, exports); writes answer 405 `read_only_replica` naming the primary, and
     /// `GET /healthz` shows the replica's lag
+    ///
+    /// With an http(s) --primary, exports and dataset builds run on the replica: it writes the
+    /// files over its copy of the log, copies them to the storage URL, and the primary checks
+    /// and records them (POST /v1/exports/records, with the caller's token).
     ///
     /// The data directory is a cache: an empty one is filled from the archive, one used before
     /// resumes where it stopped (after checking that the archive continues it). Auth tokens,
@@ -83,9 +87,14 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
         /// The primary's address, named in the 405 answers to writes (e.g.
-        /// https://agentd.internal:7070) [default: the --from URL]
+        /// https://agentd.internal:7070) [default: the --from URL]; an http(s) URL also lets
+        /// POST /v1/exports and POST /v1/datasets/builds run here, recorded by the primary
         #[arg(long)]
         primary: Option<String>,
+        /// PEM file of the CA that signed the primary's TLS certificate, if the system's roots
+        /// do not hold it
+        #[arg(long, requires = "primary")]
+        primary_ca_cert: Option<PathBuf>,
         /// How often to read the archive's manifest and copy what is new, in milliseconds
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
         poll_interval_ms: u64,
@@ -167,6 +176,7 @@ fn run() -> anyhow::Result<()> {
             from,
             listen,
             primary,
+            primary_ca_cert,
             poll_interval_ms,
         }) => {
             let mut config = config;
@@ -176,6 +186,7 @@ fn run() -> anyhow::Result<()> {
             let options = agentd::ReplicaOptions {
                 from,
                 primary,
+                primary_ca_cert,
                 poll_interval: std::time::Duration::from_millis(poll_interval_ms),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -79,6 +79,10 @@ error_codes! {
     Busy = "busy", 429;
     Internal = "internal", 500;
     ExportFailed = "export_failed", 500;
+    /// A read replica could not reach the primary to record an export or build it wrote (or
+    /// the primary's answer was not agentd's); nothing was recorded, the files may be in the
+    /// store. Retry.
+    PrimaryUnavailable = "primary_unavailable", 502;
     /// The request ran past the request timeout (or the projections lag behind it).
     Timeout = "timeout", 503;
     Unavailable = "unavailable", 503;

@@ -6,8 +6,8 @@
 //! gives a byte-identical manifest.
 
 use crate::events::{
-    BuildSource, BuildStrategy, DatasetBuildSpec, ExportFormat, ExportKind, ExportedFile,
-    ScheduleSlot,
+    BuildSource, BuildStrategy, DatasetBuildSpec, DatasetBuilt, ExportFormat, ExportKind,
+    ExportRecorded, ExportedFile, ScheduleSlot,
 };
 use crate::ids::Lsn;
 use serde::{Deserialize, Serialize};
@@ -283,6 +283,32 @@ pub struct DatasetBuildResponse {
     /// False when the same request over the same log was already built.
     pub created: bool,
     pub build: DatasetBuildView,
+}
+
+/// `POST /v1/exports/records` (admin): a read replica asks its primary to record an export or a
+/// dataset build it wrote and copied to the storage URL they share (docs/storage.md, "Exports
+/// and builds on a replica"). Exactly one of `export` and `build`; the event is the one the
+/// primary would have appended had it run the same request over the same log prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRunRequest {
+    /// An `export_recorded` event (its fields as in the log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub export: Option<ExportRecorded>,
+    /// A `dataset_built` event (its fields as in the log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub build: Option<DatasetBuilt>,
+}
+
+/// `POST /v1/exports/records`: where the primary's log holds the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordRunResponse {
+    /// False when the log already held a record of this export or build (same id).
+    pub created: bool,
+    /// The LSN of the record in the primary's log; a replica lists the export once it applied it.
+    pub recorded_lsn: Lsn,
 }
 
 /// `GET /v1/datasets/builds`: in log order.

@@ -54,6 +54,7 @@ ERROR_CODES = {
     "busy": 429,
     "internal": 500,
     "export_failed": 500,
+    "primary_unavailable": 502,
     "timeout": 503,
     "unavailable": 503,
     "shutting_down": 503,

@@ -67,7 +67,11 @@ pub async fn copy_to_store(
     Ok(())
 }
 
-fn object_key(store: &ArchiveStore, relative: &str, name: &str) -> Result<ObjectPath, ExportError> {
+pub fn object_key(
+    store: &ArchiveStore,
+    relative: &str,
+    name: &str,
+) -> Result<ObjectPath, ExportError> {
     let prefix = store.root.to_string();
     let key = if prefix.is_empty() {
         format!("{}/{name}", object_dir(relative))

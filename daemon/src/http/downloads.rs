@@ -10,10 +10,11 @@
 
 use super::error::ApiError;
 use super::{ApiResult, AppState, SharedState};
+use crate::export::files::MANIFEST_NAME;
 use crate::export::ledger::ExportLedger;
 use crate::http::extract::ApiPath as Path;
 use agentd_schemas::events::ExportedFile;
-use agentd_schemas::export_api::DatasetBuildView;
+use agentd_schemas::export_api::{DatasetBuildView, ExportManifest};
 use agentd_schemas::ErrorCode;
 use axum::body::Body;
 use axum::extract::State;
@@ -99,24 +100,31 @@ pub async fn file(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let listed = listed_file(&state, &export_id, &path)?;
-    let mut opened = tokio::fs::File::open(&listed.on_disk)
-        .await
-        .map_err(|error| gone_from_disk(&listed, &error))?;
-    let length = opened
-        .metadata()
-        .await
-        .map_err(|error| ApiError::internal("reading a file's size", error))?
-        .len();
+    let (length, body_at) = match tokio::fs::File::open(&listed.on_disk).await {
+        Ok(opened) => {
+            let length = opened
+                .metadata()
+                .await
+                .map_err(|error| ApiError::internal("reading a file's size", error))?
+                .len();
+            (length, Source::Disk(opened))
+        }
+        // Not on this disk but copied to the store (run on a read replica, or a data directory
+        // restored from the archive): streamed from the store, sized as the log recorded it.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            match (&listed.copied_to, &state.exports.settings.storage) {
+                (Some(_), Some(store)) => (listed.file.bytes, Source::Store(store.clone())),
+                _ => return Err(gone_from_disk(&listed, &error)),
+            }
+        }
+        Err(error) => return Err(gone_from_disk(&listed, &error)),
+    };
     let (status, start, count) = match requested_range(&headers, &path, length) {
         Ok(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
         Ok(None) => (StatusCode::OK, 0, length),
         Err(unsatisfiable) => return Ok(unsatisfiable),
     };
-    opened
-        .seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(|error| ApiError::internal("seeking in a file", error))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(opened.take(count)));
+    let body = body_at.body(&listed, start, count).await?;
     let mut response = (status, body).into_response();
     let response_headers = response.headers_mut();
     for (name, value) in file_headers(&listed.file, count) {
@@ -133,9 +141,87 @@ pub async fn file(
     Ok(response)
 }
 
+/// The manifest of the export or build in `dir` (a view's: under the exports root): from the
+/// daemon's disk, else, when `copied`, from its copy in the store; `None` when neither is
+/// readable.
+pub(super) async fn read_manifest(
+    service: &crate::export::runner::ExportService,
+    dir: &str,
+    copied: bool,
+) -> Result<Option<ExportManifest>, ApiError> {
+    let path = std::path::PathBuf::from(dir).join(MANIFEST_NAME);
+    let local = tokio::task::spawn_blocking(move || std::fs::read(path).ok())
+        .await
+        .map_err(|error| ApiError::internal("reading a manifest", error))?;
+    let bytes = match (local, &service.settings.storage) {
+        (Some(bytes), _) => Some(bytes),
+        (None, Some(store)) if copied => {
+            let relative = std::path::Path::new(dir)
+                .strip_prefix(&service.settings.root)
+                .ok()
+                .and_then(|relative| relative.to_str());
+            match relative {
+                Some(relative) => stored_manifest(store, relative).await,
+                None => None,
+            }
+        }
+        (None, _) => None,
+    };
+    Ok(bytes.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+async fn stored_manifest(store: &crate::archive::ArchiveStore, relative: &str) -> Option<Vec<u8>> {
+    let key = crate::export::upload::object_key(store, relative, MANIFEST_NAME).ok()?;
+    let got = object_store::ObjectStoreExt::get(&store.store, &key)
+        .await
+        .ok()?;
+    got.bytes().await.ok().map(|bytes| bytes.to_vec())
+}
+
+/// Where a download's bytes come from.
+enum Source {
+    Disk(tokio::fs::File),
+    Store(crate::archive::ArchiveStore),
+}
+
+impl Source {
+    /// The body of `count` bytes from `start`.
+    async fn body(self, listed: &Listed, start: u64, count: u64) -> Result<Body, ApiError> {
+        match self {
+            Source::Disk(mut opened) => {
+                opened
+                    .seek(std::io::SeekFrom::Start(start))
+                    .await
+                    .map_err(|error| ApiError::internal("seeking in a file", error))?;
+                Ok(Body::from_stream(tokio_util::io::ReaderStream::new(
+                    opened.take(count),
+                )))
+            }
+            Source::Store(store) => {
+                let key = crate::export::upload::object_key(&store, &listed.dir, &listed.file.path)
+                    .map_err(|error| ApiError::internal("naming a stored file", error))?;
+                let options = object_store::GetOptions {
+                    range: (count > 0)
+                        .then(|| object_store::GetRange::Bounded(start..start + count)),
+                    ..Default::default()
+                };
+                let got = store.store.get_opts(&key, options).await.map_err(|error| {
+                    ApiError::new(
+                        ErrorCode::Unavailable,
+                        format!("{} of {} is not on the daemon's disk and reading its copy failed: {}: {error}", listed.file.path, listed.export_id, store.describe(&key)),
+                    )
+                })?;
+                Ok(Body::from_stream(got.into_stream()))
+            }
+        }
+    }
+}
+
 /// A file of a recorded export or build.
 struct Listed {
     export_id: String,
+    /// The export's or build's folder, relative to the exports root (and the storage URL).
+    dir: String,
     /// Where it is on the daemon's disk.
     on_disk: std::path::PathBuf,
     /// Its manifest entry, as the log recorded it.
@@ -160,6 +246,7 @@ fn listed_file(state: &AppState, export_id: &str, path: &str) -> Result<Listed, 
     Ok(Listed {
         export_id: export_id.to_owned(),
         on_disk: service.settings.root.join(&recorded.dir).join(&file.path),
+        dir: recorded.dir,
         file,
         copied_to: recorded.copied_to,
     })

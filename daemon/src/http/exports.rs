@@ -10,16 +10,19 @@ use super::auth_layer::CallerExt;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::{ApiResult, AppState, SharedState};
+use crate::export::build;
 use crate::export::ledger::{RecordedBuild, RecordedExport};
-use crate::export::runner::{ExportService, RunError};
-use crate::export::{build, files};
+use crate::export::primary_link::PrimaryError;
+use crate::export::remote_record::{RemoteRecordError, RunRecord};
+use crate::export::runner::{Caller, ExportService, RunError};
 use agentd_schemas::export_api::{
     DatasetBuildListResponse, DatasetBuildRequest, DatasetBuildResponse, DatasetBuildView,
-    ExportListResponse, ExportManifest, ExportShowResponse, ExportView, RunExportRequest,
-    RunExportResponse, ScheduleListResponse, ScheduleView, WatermarkView,
+    ExportListResponse, ExportShowResponse, ExportView, RecordRunRequest, RecordRunResponse,
+    RunExportRequest, RunExportResponse, ScheduleListResponse, ScheduleView, WatermarkView,
 };
 use agentd_schemas::ErrorCode;
 use axum::extract::State;
+use axum::http::HeaderMap;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
 use crate::http::extract::ApiPath as Path;
 use axum::http::StatusCode;
@@ -36,6 +39,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(show))
         .routes(routes!(schedules))
         .routes(routes!(list_builds, build_dataset))
+        .routes(routes!(record))
         .routes(routes!(super::downloads::file))
         .routes(routes!(super::downloads::latest_build))
 }
@@ -84,6 +88,25 @@ fn run_error(error: RunError) -> ApiError {
         RunError::Sequencer(error) => error.into(),
         RunError::Stopped => ApiError::new(ErrorCode::ShuttingDown, error.to_string()),
         RunError::Lagging(_) => ApiError::new(ErrorCode::Timeout, error.to_string()),
+        RunError::Refused(RemoteRecordError::Invalid(message)) => ApiError::invalid(message),
+        RunError::Refused(RemoteRecordError::Conflict(message)) => {
+            ApiError::new(ErrorCode::Conflict, message)
+        }
+        RunError::Refused(RemoteRecordError::Store(message)) => {
+            ApiError::new(ErrorCode::Unavailable, message)
+        }
+        // A replica's run the primary refused: the primary's code, so a caller without the
+        // admin role on the primary gets 403 here too.
+        RunError::Primary(PrimaryError::Refused { code, .. }) => {
+            ApiError::new(code, error.to_string())
+        }
+        RunError::Primary(PrimaryError::Unreachable { .. }) => {
+            tracing::warn!("{error}");
+            ApiError::new(ErrorCode::PrimaryUnavailable, error.to_string())
+        }
+        RunError::Primary(PrimaryError::NotCopied(_)) => {
+            ApiError::new(ErrorCode::Unavailable, error.to_string())
+        }
         // An operator's route: the message (a path and an IO error) is what they need to act.
         RunError::Export(_) => {
             tracing::error!("export failed: {error}");
@@ -150,13 +173,8 @@ async fn show(
                 .map(|recorded| export_view(&service, recorded))
         })
         .ok_or_else(|| ApiError::not_found(format!("no export {export_id:?} is recorded")))?;
-    let path = std::path::PathBuf::from(&export.dir).join(files::MANIFEST_NAME);
-    let manifest = tokio::task::spawn_blocking(move || -> Option<ExportManifest> {
-        let bytes = std::fs::read(path).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    })
-    .await
-    .map_err(|error| ApiError::internal("reading a manifest", error))?;
+    let manifest =
+        super::downloads::read_manifest(&service, &export.dir, export.url.is_some()).await?;
     Ok(Json(ExportShowResponse { export, manifest }))
 }
 
@@ -174,10 +192,12 @@ async fn show(
 async fn run(
     State(state): State<SharedState>,
     caller: CallerExt,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<RunExportRequest>,
 ) -> ApiResult<(StatusCode, Json<RunExportResponse>)> {
     let service = state.exports.clone();
-    let call = service.export(request.kind, request.format, request.full, caller.actor());
+    let caller = run_caller(&caller, &headers);
+    let call = service.export(request.kind, request.format, request.full, caller);
     let outcome = match tokio::time::timeout(run_wait(&state), call).await {
         Ok(outcome) => outcome.map_err(run_error)?,
         Err(_) => return Err(still_running()),
@@ -188,6 +208,10 @@ async fn run(
                 .export(id)
                 .map(|recorded| export_view(&service, recorded))
         })
+    });
+    let export = export.or_else(|| {
+        let elsewhere = outcome.recorded_elsewhere.as_ref()?;
+        Some(export_view(&service, elsewhere))
     });
     let status = if outcome.created {
         StatusCode::CREATED
@@ -288,21 +312,20 @@ async fn list_builds(
     });
     // One build asked for: one manifest read (a list reads none, so its cost stays the ledger's).
     let builds = match (query.build_id.is_some(), builds.as_slice()) {
-        (true, [one]) => vec![with_lineage(one.clone()).await?],
+        (true, [one]) => vec![with_lineage(service, one.clone()).await?],
         _ => builds,
     };
     Ok(Json(DatasetBuildListResponse { builds }))
 }
 
-/// The build with the lineage its manifest on disk gives (none if the manifest is gone).
-async fn with_lineage(mut build: DatasetBuildView) -> Result<DatasetBuildView, ApiError> {
-    let path = std::path::PathBuf::from(&build.dir).join(files::MANIFEST_NAME);
-    build.lineage = tokio::task::spawn_blocking(move || {
-        let manifest: ExportManifest = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        manifest.dataset?.lineage
-    })
-    .await
-    .map_err(|error| ApiError::internal("reading a manifest", error))?;
+/// The build with the lineage its manifest gives (none if the manifest is gone).
+async fn with_lineage(
+    service: &ExportService,
+    mut build: DatasetBuildView,
+) -> Result<DatasetBuildView, ApiError> {
+    let manifest =
+        super::downloads::read_manifest(service, &build.dir, build.url.is_some()).await?;
+    build.lineage = manifest.and_then(|manifest| manifest.dataset?.lineage);
     Ok(build)
 }
 
@@ -321,11 +344,12 @@ async fn with_lineage(mut build: DatasetBuildView) -> Result<DatasetBuildView, A
 async fn build_dataset(
     State(state): State<SharedState>,
     caller: CallerExt,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<DatasetBuildRequest>,
 ) -> ApiResult<(StatusCode, Json<DatasetBuildResponse>)> {
     let spec = build::normalize(request).map_err(|error| ApiError::invalid(error.to_string()))?;
     let service = state.exports.clone();
-    let call = service.build(spec, caller.actor());
+    let call = service.build(spec, run_caller(&caller, &headers));
     let outcome = match tokio::time::timeout(run_wait(&state), call).await {
         Ok(outcome) => outcome.map_err(run_error)?,
         Err(_) => return Err(still_running()),
@@ -335,6 +359,10 @@ async fn build_dataset(
             ledger
                 .build(&outcome.build_id)
                 .map(|recorded| build_view(&service, recorded))
+        })
+        .or_else(|| {
+            let elsewhere = outcome.recorded_elsewhere.as_ref()?;
+            Some(build_view(&service, elsewhere))
         })
         .ok_or_else(|| {
             ApiError::internal("a finished build is not in the ledger", &outcome.build_id)
@@ -351,4 +379,49 @@ async fn build_dataset(
             build,
         }),
     ))
+}
+
+/// Who asked for a run: the actor, and the `Authorization` header a replica passes on to its
+/// primary.
+fn run_caller(caller: &CallerExt, headers: &HeaderMap) -> Caller {
+    Caller {
+        actor: caller.actor(),
+        authorization: headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+/// `POST /v1/exports/records`: a read replica asks this primary to record an export or build
+/// it ran and copied to the storage URL they share (docs/storage.md, "Exports and builds on a
+/// replica"). Checked against this log and the store before it is appended.
+#[utoipa::path(
+    post, path = "/v1/exports/records", tag = "exports", request_body = agentd_schemas::export_api::RecordRunRequest,
+    responses(
+        (status = 201, description = "Recorded now", body = agentd_schemas::export_api::RecordRunResponse),
+        (status = 200, description = "The log already records it", body = agentd_schemas::export_api::RecordRunResponse),
+        (status = 409, description = "`conflict`: the record contradicts this log or the files in the store", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`: not a record this log could hold, or no storage URL is set", body = agentd_schemas::api::ErrorBody),
+        (status = 503, description = "`unavailable`: the store could not be read; retry", body = agentd_schemas::api::ErrorBody),
+    )
+)]
+async fn record(
+    State(state): State<SharedState>,
+    caller: CallerExt,
+    ApiJson(request): ApiJson<RecordRunRequest>,
+) -> ApiResult<(StatusCode, Json<RecordRunResponse>)> {
+    let record =
+        RunRecord::from_request(request).map_err(|error| run_error(RunError::Refused(error)))?;
+    let call = state.exports.record(record, caller.actor());
+    let answer = match tokio::time::timeout(run_wait(&state), call).await {
+        Ok(answer) => answer.map_err(run_error)?,
+        Err(_) => return Err(still_running()),
+    };
+    let status = if answer.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(answer)))
 }

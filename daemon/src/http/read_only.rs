@@ -1,5 +1,7 @@
 //! A read replica answers every write with 405 `read_only_replica`, naming the primary, before
-//! any handler runs: nothing a replica serves can change its log.
+//! any handler runs: nothing a replica serves can change its log. The exception, on a replica
+//! started with an http(s) `--primary`: running an export or a dataset build, which writes files
+//! and has the primary record them (`export::primary_link`); the replica's log is untouched.
 
 use super::error::ApiError;
 use crate::replica::ReplicaStatus;
@@ -18,9 +20,15 @@ pub fn is_write(method: &Method) -> bool {
     )
 }
 
+/// The routes a replica with an http(s) `--primary` serves although they are writes.
+fn runs_on_replica(method: &Method, path: &str) -> bool {
+    *method == Method::POST && matches!(path, "/v1/exports" | "/v1/datasets/builds")
+}
+
 /// The middleware: writes are refused, everything else goes on.
 pub async fn refuse_writes(replica: Arc<ReplicaStatus>, request: Request, next: Next) -> Response {
-    if !is_write(request.method()) {
+    let runs_here = replica.runs_exports && runs_on_replica(request.method(), request.uri().path());
+    if !is_write(request.method()) || runs_here {
         return next.run(request).await;
     }
     ApiError::new(

@@ -22,6 +22,9 @@ pub struct ReplicaStatus {
     pub archive_url: String,
     /// Named in every 405 answer: `--primary`, or the archive URL.
     pub primary: String,
+    /// Started with an http(s) `--primary`: exports and dataset builds run here and are
+    /// recorded by the primary; otherwise they answer 405 like every write.
+    pub runs_exports: bool,
     applied: AppliedWatch,
     progress: Mutex<Progress>,
 }
@@ -76,10 +79,16 @@ impl Progress {
 }
 
 impl ReplicaStatus {
-    pub fn new(archive_url: String, primary: String, applied: AppliedWatch, now_ms: u64) -> Self {
+    pub fn new(
+        archive_url: String,
+        (primary, runs_exports): (String, bool),
+        applied: AppliedWatch,
+        now_ms: u64,
+    ) -> Self {
         ReplicaStatus {
             archive_url,
             primary,
+            runs_exports,
             applied,
             progress: Mutex::new(Progress::new(now_ms)),
         }

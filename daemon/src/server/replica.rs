@@ -27,8 +27,11 @@ use std::time::Duration;
 pub struct ReplicaOptions {
     /// The primary's storage URL (`--from`).
     pub from: String,
-    /// Named in the 405 answers to writes (`--primary`); the archive URL when absent.
+    /// Named in the 405 answers to writes (`--primary`); the archive URL when absent. An
+    /// http(s) URL also lets exports and builds run here, recorded by the primary.
     pub primary: Option<String>,
+    /// The CA of the primary's certificate (`--primary-ca-cert`), if not in the system roots.
+    pub primary_ca_cert: Option<std::path::PathBuf>,
     /// How often the archive's manifest is read (`--poll-interval-ms`).
     pub poll_interval: Duration,
 }
@@ -39,9 +42,9 @@ pub async fn run_replica(
     options: ReplicaOptions,
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
-    // The exports the primary copied to the archive are listed with their URLs under it; a
-    // replica never runs an export (writes answer 405), so it uploads nothing, and it fires no
-    // schedule.
+    // The exports the primary copied to the archive are listed with their URLs under it, and
+    // an export or build run here (with an http(s) --primary) is copied there for the primary
+    // to record. A replica archives no log and fires no schedule.
     config.storage.url = Some(options.from.clone());
     config.schedules.clear();
     let store = StorageUrl::parse(&options.from)?.open()?;
@@ -143,17 +146,19 @@ async fn start(
         replayed.queue,
         (local.projections.clone(), local.domain.clone()),
     )?;
+    let link = primary_link(&options)?;
+    let runs_exports = link.is_some();
     let (exports, export_runner) = core.spawn_exports(
         &writer,
         local.export_settings.clone(),
         (replayed.ledger, last_lsn),
-        local.domain.clone(),
-        local.log_reader.clone(),
+        (local.domain.clone(), local.log_reader.clone()),
+        link,
     );
     let primary = options.primary.clone().unwrap_or_else(|| store.url.clone());
     let status = Arc::new(ReplicaStatus::new(
         store.url.clone(),
-        primary,
+        (primary, runs_exports),
         core.applied.clone(),
         crate::clock::now_ms(),
     ));
@@ -208,6 +213,22 @@ async fn start(
         replica: Some(status),
     };
     Ok((serving, app_state, running))
+}
+
+/// The line to the primary that records this replica's exports and builds: only with an
+/// http(s) `--primary` (any other value is just named in the 405 answers).
+fn primary_link(
+    options: &ReplicaOptions,
+) -> anyhow::Result<Option<Arc<crate::export::primary_link::PrimaryLink>>> {
+    let Some(primary) = &options.primary else {
+        return Ok(None);
+    };
+    if !(primary.starts_with("http://") || primary.starts_with("https://")) {
+        return Ok(None);
+    }
+    let link =
+        crate::export::primary_link::PrimaryLink::new(primary, options.primary_ca_cert.as_deref())?;
+    Ok(Some(Arc::new(link)))
 }
 
 impl ReplicaRunning {

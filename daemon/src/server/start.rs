@@ -163,8 +163,8 @@ fn start_tasks(
         writer,
         export_settings,
         (ledger, last_lsn),
-        domain,
-        log_reader,
+        (domain, log_reader),
+        None,
     );
     // The runner stops once every handle to it is gone (the HTTP state and the scheduler),
     // after the export in progress.
@@ -243,8 +243,11 @@ impl Core {
         writer: &LogWriter,
         settings: crate::export::ExportSettings,
         (ledger, last_lsn): (crate::export::ledger::ExportLedger, agentd_schemas::Lsn),
-        domain: Arc<crate::projection::domain::DomainProjections>,
-        log: crate::log::LogReader,
+        (domain, log): (
+            Arc<crate::projection::domain::DomainProjections>,
+            crate::log::LogReader,
+        ),
+        primary: Option<Arc<crate::export::primary_link::PrimaryLink>>,
     ) -> (
         crate::export::runner::ExportService,
         tokio::task::JoinHandle<()>,
@@ -261,6 +264,7 @@ impl Core {
                 applied: self.applied.clone(),
                 domain,
                 log,
+                primary,
             },
         )
     }

@@ -86,7 +86,7 @@ fn agentd_help_lists_its_commands_and_options() {
             Commands:
               bench-export  Benchmark replay (events/s) and a trajectory export (rows/s, MB/s) on a synthetic log, with pyarrow's JSONL-to-Parquet path side by side when --python is given
               restore       Download the log archived at a storage URL ([storage] url), verify it (sha256 against the archive's manifest, every frame's CRC and LSN) and lay it out in --data-dir, which must hold no log yet; `agentd` then starts on it with every record as of the last archived LSN
-              replica       Run a read replica: follow the log a primary archives at a storage URL into --data-dir and serve the read-only API from it (jobs, queues, events, tasks, rollouts, datasets, stats, exports); every write answers 405 `read_only_replica` naming the primary, and `GET /healthz` shows the replica's lag
+              replica       Run a read replica: follow the log a primary archives at a storage URL into --data-dir and serve the read-only API from it (jobs, queues, events, tasks, rollouts, datasets, stats, exports); writes answer 405 `read_only_replica` naming the primary, and `GET /healthz` shows the replica's lag
               rebuild       Replay the log into fresh projections and print a digest of each (same log, same digests)
               help          Print this message or the help of the given subcommand(s)
 

@@ -17,6 +17,7 @@ mod limits;
 mod openapi;
 mod recovery;
 mod replica;
+mod replica_exports;
 mod retention;
 mod rollouts;
 mod startup;

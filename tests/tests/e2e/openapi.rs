@@ -85,6 +85,7 @@ async fn openapi_document_lists_exactly_the_served_routes_with_error_answers() {
         post /v1/datasets/builds
         post /v1/datasets/{source}/{version}/records
         post /v1/exports
+        post /v1/exports/records
         post /v1/jobs
         post /v1/jobs/batch
         post /v1/jobs/{job_id}/cancel
