@@ -6,7 +6,8 @@
 //! itself as already recorded; the replica lists the run once it followed the archive past the
 //! record. Refusals: a record whose manifest the store does not hold (409), an incremental
 //! export that overlaps a later one (409), a replica without an http(s) `--primary` (405), and
-//! a primary that cannot be reached (502 `primary_unavailable`).
+//! a primary that cannot be reached (502 `primary_unavailable`). The caller's token goes on to
+//! the primary, which decides for itself.
 
 use super::exports::{ctl_json, ingest};
 use super::storage::{storage_config, storage_url, wait_until_archived, Bucket};
@@ -204,4 +205,114 @@ async fn refusals(primary: &Daemon, dir: &std::path::Path, url: &str, export: &V
         ErrorCode::ReadOnlyReplica,
     )
     .await;
+}
+
+/// What `agentctl --json tokens create` prints (the part read here).
+#[derive(serde::Deserialize)]
+struct CreatedToken {
+    token: String,
+    config_line: String,
+}
+
+fn admin_token(name: &str) -> CreatedToken {
+    agentd_tests::agentctl_typed(
+        "http://127.0.0.1:1",
+        &["tokens", "create", "--role", "admin", "--name", name],
+    )
+}
+
+/// The caller's token goes on to the primary: one the primary holds records the run; one only
+/// the replica holds gets the primary's 401, and nothing is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_passes_the_callers_token_on_to_the_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = storage_url(dir.path(), "archive");
+    let (shared, replica_only) = (admin_token("ops"), admin_token("replica-ops"));
+    for config_dir in ["primary-config", "replica-config"] {
+        std::fs::create_dir_all(dir.path().join(config_dir)).unwrap();
+    }
+    let primary_config = agentd_tests::write_config(
+        &dir.path().join("primary-config"),
+        &format!(
+            "[auth]\ntokens = [\n{}\n]\n[storage]\nurl = \"{url}\"\narchive_interval_ms = 100\n",
+            shared.config_line
+        ),
+    );
+    let replica_config = agentd_tests::write_config(
+        &dir.path().join("replica-config"),
+        &format!(
+            "[auth]\ntokens = [\n{}\n{}\n]\n",
+            shared.config_line, replica_only.config_line
+        ),
+    );
+    let primary = Daemon::start(&dir.path().join("primary"), Some(&primary_config));
+    let ops = agentd_client::Client::new(&primary.url, Some(shared.token.clone())).unwrap();
+    let update = agentd_schemas::domain_api::StateUpdateRequest {
+        goals: vec!["export me".into()],
+        ..Default::default()
+    };
+    ops.update_task_state("task-1", &update).await.unwrap();
+    // `/metrics`, which `wait_until_archived` reads, needs a token here: `/healthz` does not.
+    let durable = ops.health().await.unwrap().durable_lsn.0;
+    let replica = Daemon::start_replica(
+        &dir.path().join("replica"),
+        &url,
+        &[
+            "--poll-interval-ms",
+            "50",
+            "--primary",
+            &primary.url,
+            "--config",
+            replica_config.to_str().unwrap(),
+        ],
+    );
+    let watcher = agentd_client::Client::new(&replica.url, Some(shared.token.clone())).unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the replica to catch up",
+        || async {
+            let progress = watcher.health().await.ok()?.replica?;
+            (progress.applied_lsn.0 >= durable).then_some(())
+        },
+    )
+    .await;
+    let export = |token: String| {
+        let route = format!("{}/v1/exports", replica.url);
+        async move {
+            let response = agentd_tests::http()
+                .post(route)
+                .bearer_auth(token)
+                .json(&json!({"kind": "trajectories", "full": true}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, refused) = export(replica_only.token.clone()).await;
+    assert_eq!(
+        (status, &refused["code"]),
+        (401, &json!("unauthorized")),
+        "{refused}"
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("the primary at"),
+        "{refused}"
+    );
+    let (status, run) = export(shared.token.clone()).await;
+    assert_eq!(status, 201, "{run}");
+    let listed: Value = agentd_tests::http()
+        .get(format!("{}/v1/exports", primary.url))
+        .bearer_auth(&shared.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["exports"].as_array().unwrap().len(), 1, "{listed}");
 }
