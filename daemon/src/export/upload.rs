@@ -9,7 +9,8 @@
 //! function of the log, as always). A copy that succeeds is named in the export's record
 //! (`copied_to`); one that fails leaves the export recorded locally and is retried with backoff
 //! (`copies.rs`), a later success recorded as `export_copied`. A multipart upload that fails
-//! is aborted, so no incomplete upload is left behind.
+//! is aborted, so no incomplete upload is left behind (`upload_tests.rs` checks it with a store
+//! that refuses parts, and with a local read that fails).
 
 use super::files::MANIFEST_NAME;
 use super::ExportError;
