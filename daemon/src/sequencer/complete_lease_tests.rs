@@ -4,7 +4,7 @@
 use super::hold_tests::sequencer_in;
 use super::*;
 use crate::replay::for_each_record;
-use agentd_schemas::api::{NextLeaseRequest, SubmitJobRequest};
+use agentd_schemas::api::{LeaseRequest, NextLeaseRequest, SubmitJobRequest};
 use agentd_schemas::events::{Event, LogRecord};
 
 #[tokio::test]

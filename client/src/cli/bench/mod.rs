@@ -147,9 +147,9 @@ pub enum Peer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Shape {
-    /// One job per POST /v1/jobs, lease 1 job, one complete call per job: the path `agentctl
-    /// worker` and the Python Worker take. Reports end-to-end jobs/s and enqueue-to-lease per
-    /// window
+    /// One job per POST /v1/jobs, lease 1 job, one complete call per job that leases the
+    /// consumer's next job (unless --no-lease-on-complete): the path `agentctl worker` and the
+    /// Python Worker take. Reports end-to-end jobs/s and enqueue-to-lease per window
     Single,
     /// --batch jobs per POST /v1/jobs/batch, lease up to --lease-batch, still one complete call
     /// per job. Reports like single
