@@ -18,13 +18,17 @@
 mod attempt;
 mod command;
 mod complete_batch;
+mod next_lease;
+mod slot_runner;
 
 use crate::http_client::{Client, ClientError};
-use crate::job_log::{self, AttemptInfo, AttemptLog, JobLogSettings, OutputSink};
+use crate::job_log::{JobLogSettings, OutputSink};
 use crate::worker_metrics::{JobEnd, WorkerMetrics};
-use agentd_schemas::api::{LeaseGrant, LeaseRequest};
+use agentd_schemas::api::{LeaseGrant, LeaseRequest, NextLeaseRequest};
 use agentd_schemas::events::Tags;
-use attempt::{Attempt, Reported};
+use attempt::Reported;
+use next_lease::{LeaseBudget, NextLeases};
+use slot_runner::SlotRunner;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -147,6 +151,10 @@ pub struct WorkerOptions {
     /// its own `POST /v1/leases/{id}/complete`; above 1, slots hand them to one
     /// [`CompletionCoalescer`], which sends those that come while a call is in flight together.
     pub complete_batch_max: usize,
+    /// Whether a slot's completion asks for its next job in the same call (`next`), so a busy
+    /// queue costs one round trip per job instead of two; off with `--no-lease-on-complete`.
+    /// Batched completions (`complete_batch_max` above 1) never carry `next`.
+    pub lease_on_complete: bool,
 }
 
 /// Counters printed when the worker stops.
@@ -164,7 +172,7 @@ pub async fn run(
     handler: Handler,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<WorkerSummary, ClientError> {
-    let mut worker = LeaseLoop::new(client, options, handler);
+    let mut worker = LeaseLoop::new(client, options, handler, shutdown.clone());
     worker.lease_until_stopped(&mut shutdown).await?;
     worker.finish(&mut shutdown).await;
     let summary = *worker.summary.lock().await;
@@ -187,7 +195,10 @@ struct LeaseLoop {
     /// Turned true when the drain deadline passes: every running job stops.
     drain_tx: watch::Sender<bool>,
     running: JoinSet<()>,
-    leased_total: u64,
+    /// The leases `max_jobs` allows, shared with the slots that lease with a completion.
+    budget: Arc<LeaseBudget>,
+    /// What a finishing slot asks for with its completion, when it does.
+    next: Option<Arc<NextLeases>>,
     /// A job that ended wakes the loop (bounded by the slot count: one pending wake-up is
     /// enough).
     slot_freed_tx: mpsc::Sender<()>,
@@ -199,9 +210,29 @@ struct LeaseLoop {
 }
 
 impl LeaseLoop {
-    fn new(client: Client, options: WorkerOptions, handler: Handler) -> LeaseLoop {
+    fn new(
+        client: Client,
+        options: WorkerOptions,
+        handler: Handler,
+        shutdown: watch::Receiver<bool>,
+    ) -> LeaseLoop {
         let (slot_freed_tx, slot_freed_rx) = mpsc::channel::<()>(options.slots.len().max(1));
+        let budget = Arc::new(LeaseBudget::new(options.max_jobs));
+        let next = (options.lease_on_complete && options.complete_batch_max <= 1).then(|| {
+            Arc::new(NextLeases {
+                request: NextLeaseRequest {
+                    worker_id: options.worker_id.clone(),
+                    queues: options.queues.clone(),
+                    tags: Some(options.tags.clone()),
+                    max_jobs: Some(1),
+                },
+                budget: budget.clone(),
+                shutdown,
+            })
+        });
         LeaseLoop {
+            budget,
+            next,
             coalescer: (options.complete_batch_max > 1)
                 .then(|| CompletionCoalescer::start(client.clone(), options.complete_batch_max)),
             client,
@@ -211,7 +242,6 @@ impl LeaseLoop {
             summary: Arc::new(Mutex::new(WorkerSummary::default())),
             drain_tx: watch::channel(false).0,
             running: JoinSet::new(),
-            leased_total: 0,
             slot_freed_tx,
             slot_freed_rx,
             backoff: LEASE_BACKOFF_FIRST,
@@ -225,8 +255,7 @@ impl LeaseLoop {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), ClientError> {
         loop {
-            let max_reached = (self.options.max_jobs).is_some_and(|max| self.leased_total >= max);
-            if *shutdown.borrow() || max_reached {
+            if *shutdown.borrow() || self.budget.exhausted() {
                 return Ok(());
             }
             let (free, waiting_for_gate) = {
@@ -275,21 +304,33 @@ impl LeaseLoop {
         free: usize,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Option<Vec<LeaseGrant>>, ClientError> {
+        let want = self.budget.reserve(free as u64);
+        if want == 0 {
+            // What `max_jobs` leaves is reserved by slots asking with their completions; their
+            // answers either run in their slots or free them.
+            self.wait_for_a_slot(false, shutdown).await;
+            return Ok(None);
+        }
         let options = &self.options;
-        let want = options.max_jobs.map_or(free as u64, |max| {
-            (max - self.leased_total).min(free as u64)
-        }) as u32;
         let request = LeaseRequest {
             worker_id: options.worker_id.clone(),
             queues: options.queues.clone(),
             tags: Some(options.tags.clone()),
-            max_jobs: Some(want),
+            // At most the free slots, at most a few thousand.
+            max_jobs: Some(want as u32),
             wait_ms: Some(options.wait_ms),
         };
         let response = tokio::select! {
             response = self.client.lease(&request) => response,
-            _ = shutdown.changed() => return Ok(None),
+            _ = shutdown.changed() => {
+                self.budget.settle(want, 0);
+                return Ok(None);
+            }
         };
+        let granted = response
+            .as_ref()
+            .map_or(0, |answer| answer.leases.len() as u64);
+        self.budget.settle(want, granted);
         match response {
             Ok(response) => {
                 self.backoff = LEASE_BACKOFF_FIRST;
@@ -326,7 +367,6 @@ impl LeaseLoop {
 
     /// Runs `grant` in a free, ready slot, or gives it back when there is none.
     async fn start(&mut self, grant: LeaseGrant) {
-        self.leased_total += 1;
         let slot = {
             let mut slots = self.free_slots.lock().await;
             let position = slots.iter().rposition(Slot::ready);
@@ -342,38 +382,18 @@ impl LeaseLoop {
                 .await;
             return;
         };
-        let metrics = self.options.metrics.clone();
-        let queue = grant.job.queue.clone();
-        metrics.job_started(&queue);
-        let attempt = Attempt {
+        let runner = SlotRunner {
             client: self.client.clone(),
             coalescer: self.coalescer.clone(),
             handler: self.handler.clone(),
             drain: self.drain_tx.subscribe(),
-            heartbeat_divisor: self.options.heartbeat_divisor.max(2),
-            log: AttemptLog::start(
-                &self.options.job_logs,
-                &AttemptInfo {
-                    job_id: grant.job_id,
-                    lease_id: grant.lease_id,
-                    attempt: grant.attempt,
-                    worker_id: self.options.worker_id.clone(),
-                    started_at_ms: job_log::now_ms(),
-                },
-            ),
-            metrics: metrics.clone(),
+            options: self.options.clone(),
+            next: self.next.clone(),
+            free_slots: self.free_slots.clone(),
+            summary: self.summary.clone(),
+            slot_freed: self.slot_freed_tx.clone(),
         };
-        let free_slots = self.free_slots.clone();
-        let summary = self.summary.clone();
-        let slot_freed = self.slot_freed_tx.clone();
-        self.running.spawn(async move {
-            let outcome = attempt.run(grant, slot.clone()).await;
-            summary.lock().await.count(outcome);
-            metrics.job_ended(&queue, outcome.into());
-            free_slots.lock().await.push(slot);
-            // Full means the loop already has a wake-up pending; one is enough.
-            let _wake_up_pending = slot_freed.try_send(());
-        });
+        self.running.spawn(runner.run(grant, slot));
     }
 
     /// After the leasing stopped: waits for the running jobs (after `max_jobs`, unless a stop

@@ -4,10 +4,10 @@
 
 use crate::{Client, ClientError, REQUEST_TIMEOUT};
 use agentd_schemas::api::{
-    BatchSubmitRequest, BatchSubmitResponse, CompleteRequest, EventsResponse, FailRequest,
-    HealthResponse, HeartbeatResponse, JobListResponse, JobTransitionResponse, JobView,
-    LeaseRequest, LeaseResponse, QueueChangeResponse, QueueListResponse, SubmitJobRequest,
-    SubmitJobResponse,
+    BatchSubmitRequest, BatchSubmitResponse, CompleteRequest, CompleteResponse, EventsResponse,
+    FailRequest, HealthResponse, HeartbeatResponse, JobListResponse, JobTransitionResponse,
+    JobView, LeaseRequest, LeaseResponse, NextLeaseRequest, QueueChangeResponse, QueueListResponse,
+    SubmitJobRequest, SubmitJobResponse,
 };
 use agentd_schemas::domain_api::SettingsResponse;
 use agentd_schemas::{JobId, LeaseId, Lsn};
@@ -103,7 +103,33 @@ impl Client {
     ) -> Result<JobTransitionResponse, ClientError> {
         self.post(
             &format!("/v1/leases/{lease_id}/complete"),
-            &CompleteRequest { result, log_tail },
+            &CompleteRequest {
+                result,
+                log_tail,
+                next: None,
+            },
+        )
+        .await
+    }
+
+    /// Completes a lease and, in the same call and durable record, leases the jobs ready right
+    /// now for `next` (in `next_leases`; empty when none was ready: then long-poll
+    /// [`Client::lease`]). A `next` the lease route would refuse refuses the whole call, and
+    /// the lease stays held.
+    pub async fn complete_then_lease(
+        &self,
+        lease_id: LeaseId,
+        result: Option<serde_json::Value>,
+        log_tail: Option<String>,
+        next: NextLeaseRequest,
+    ) -> Result<CompleteResponse, ClientError> {
+        self.post(
+            &format!("/v1/leases/{lease_id}/complete"),
+            &CompleteRequest {
+                result,
+                log_tail,
+                next: Some(next),
+            },
         )
         .await
     }

@@ -289,6 +289,43 @@ pub struct CompleteRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 8192)]
     pub log_tail: Option<String>,
+    /// Lease more jobs in the same call, once the completion is durable: the jobs ready right
+    /// now (no long-poll wait) are leased and answered in `next_leases`. Checked as a lease
+    /// request is: a `next` the lease route would refuse refuses the whole call, before
+    /// anything is completed (the lease stays held).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<NextLeaseRequest>,
+}
+
+/// What `next` of a completion asks for: a lease request's fields, without `wait_ms` (the
+/// next lease never waits; a worker that gets none long-polls `POST /v1/leases`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NextLeaseRequest {
+    #[schema(pattern = "^[A-Za-z0-9_.:/-]{1,128}$")]
+    pub worker_id: String,
+    /// 1 to `[queue] tags_max` (default 32) queue names.
+    #[schema(value_type = LeaseQueues)]
+    pub queues: Vec<String>,
+    /// The tags the worker offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<RequestTags>)]
+    pub tags: Option<Tags>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_jobs: Option<u32>,
+}
+
+/// Answer to `POST /v1/leases/{lease_id}/complete`: the job's state after the change and, when
+/// the request carried `next`, the leases granted in the same record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CompleteResponse {
+    #[serde(flatten)]
+    pub transition: JobTransitionResponse,
+    /// Present when the request carried `next`: the jobs leased with the completion (empty
+    /// when none was ready), each as `POST /v1/leases` answers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_leases: Option<Vec<LeaseGrant>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]

@@ -208,11 +208,15 @@ class Client:
         lease is gone (expired, cancelled, superseded)."""
         return self.post("/v1/leases/{}/heartbeat".format(_quote(lease_id)), {})
 
-    def complete(self, lease_id, result=None, log_tail=None):
+    def complete(self, lease_id, result=None, log_tail=None, next=None):
         """Completes a leased job; `log_tail` (at most 8 KiB of the job's output) is recorded
-        with it and shown by `get_job` and `agentctl jobs logs`."""
+        with it and shown by `get_job` and `agentctl jobs logs`. `next` (`{"worker_id",
+        "queues", "tags"?, "max_jobs"?}`, a lease request without `wait_ms`) also leases the
+        jobs ready right now, in the same durable record: the answer's `next_leases` holds them
+        (empty when none was ready: then `lease` as usual). A `next` the lease route would
+        refuse refuses the whole call, and the lease stays held."""
         return self.post("/v1/leases/{}/complete".format(_quote(lease_id)),
-                         _drop_none({"result": result, "log_tail": log_tail}))
+                         _drop_none({"result": result, "log_tail": log_tail, "next": next}))
 
     def complete_many(self, completions):
         """Completes many leases in one durable record: `completions` is a list of

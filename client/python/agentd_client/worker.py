@@ -26,6 +26,11 @@ call is in flight, else several per `POST /v1/leases/complete`; each job still c
 completed only once its own completion is durable, and an item refused on its own raises what
 `Client.complete` would have. Failures and heartbeats keep their own calls.
 
+By default (`lease_on_complete=True`) each thread's completion also asks for its next job
+(`next`): the daemon leases one that is ready in the same durable record, and the thread runs it
+without a lease round trip; when none came back it long-polls as before. Completions that go
+through the coalescer do not ask.
+
 A persistent actor (`agentctl worker --persistent -- python3 actor.py`) loads its model once and
 handles many jobs in one process: `serve_persistent(handle)` speaks the worker's line protocol on
 stdin/stdout (docs/persistent-actors.md) and calls the same kind of handler with a
@@ -149,7 +154,8 @@ class Worker:
     """
 
     def __init__(self, client, queues, handler, worker_id=None, tags=None, wait_ms=20000,
-                 heartbeat_divisor=HEARTBEAT_DIVISOR, concurrency=1, complete_batch_max=1):
+                 heartbeat_divisor=HEARTBEAT_DIVISOR, concurrency=1, complete_batch_max=1,
+                 lease_on_complete=True):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if complete_batch_max < 1:
@@ -166,6 +172,7 @@ class Worker:
         self._counts_lock = threading.Lock()
         self.completer = (CompletionCoalescer(client, complete_batch_max)
                           if complete_batch_max > 1 else None)
+        self.lease_on_complete = lease_on_complete and self.completer is None
 
     def run_once(self, wait_ms=None):
         """Leases one job and handles it. Returns False when no job came within the wait."""
@@ -206,12 +213,22 @@ class Worker:
         return dict(self.counts)
 
     def _run_thread(self, budget, stop):
-        """One thread of `run`: leases one job at a time while the budget lasts."""
+        """One thread of `run`: leases one job at a time while the budget lasts, and runs the
+        job each completion leased with it (already taken from the budget) before leasing
+        again."""
         backoff_s = 0.1
-        while not stop.is_set() and budget.take():
+        held = None
+        while held is not None or (not stop.is_set() and budget.take()):
             try:
-                if not self.run_once():
-                    budget.give_back()
+                if held is None:
+                    grants = self.client.lease(self.worker_id, self.queues, tags=self.tags,
+                                               max_jobs=1, wait_ms=self.wait_ms)
+                    if not grants:
+                        budget.give_back()
+                        continue
+                    held = grants[0]
+                grant, held = held, None
+                held = self._handle(grant, budget, stop)
                 backoff_s = 0.1
             except AgentdError as error:
                 budget.give_back()
@@ -222,6 +239,11 @@ class Worker:
 
     def handle(self, grant):
         """Runs the handler for one grant under heartbeats and reports how it ended."""
+        self._handle(grant, None, None)
+
+    def _handle(self, grant, budget, stop):
+        """`handle`; with a `budget` (and `lease_on_complete`), a completion asks for the next
+        job, which is returned (None when none came)."""
         context = JobContext(self.client, grant)
         heartbeat = _Heartbeat(context, self.heartbeat_divisor)
         heartbeat.start()
@@ -237,10 +259,11 @@ class Worker:
             heartbeat.stop()
         if context.lost.is_set():
             self._count("lost")
-            return
+            return None
+        next_grant = None
         try:
             if outcome[0] == "complete":
-                self._complete(context.lease_id, outcome[1])
+                next_grant = self._complete(context.lease_id, outcome[1], budget, stop)
                 self._count("completed")
             else:
                 self.client.fail(context.lease_id, outcome[1][:ERROR_CHARS_MAX], outcome[2])
@@ -249,13 +272,33 @@ class Worker:
             if error.code != "lease_lost":
                 raise
             self._count("lost")
+        return next_grant
 
-    def _complete(self, lease_id, result):
-        """Returns once the completion is durable, through the coalescer when there is one."""
+    def _complete(self, lease_id, result, budget, stop):
+        """Returns once the completion is durable, through the coalescer when there is one;
+        with the job leased with it, when it asked for one (a budget to take it from, not
+        stopping) and one was ready."""
         if self.completer is not None:
             self.completer.complete(lease_id, result)
-        else:
+            return None
+        ask = (self.lease_on_complete and budget is not None and not stop.is_set()
+               and budget.take())
+        if not ask:
             self.client.complete(lease_id, result)
+            return None
+        next_request = {"worker_id": self.worker_id, "queues": self.queues, "max_jobs": 1}
+        if self.tags is not None:
+            next_request["tags"] = self.tags
+        try:
+            answer = self.client.complete(lease_id, result, next=next_request)
+        except BaseException:
+            budget.give_back()
+            raise
+        grants = answer.get("next_leases") or []
+        if not grants:
+            budget.give_back()
+            return None
+        return grants[0]
 
     def _count(self, outcome):
         with self._counts_lock:

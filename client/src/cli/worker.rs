@@ -185,6 +185,13 @@ pub struct WorkerArgs {
         value_parser = clap::value_parser!(u64).range(1..=worker::COMPLETE_BATCH_MAX as u64)
     )]
     complete_batch_max: u64,
+    /// Complete each job with a plain POST /v1/leases/{id}/complete and lease the next with
+    /// its own POST /v1/leases. By default a slot's completion also asks for the slot's next
+    /// job (`next`), which the daemon leases in the same durable record when one is ready, so a
+    /// busy queue costs one round trip per job instead of two; with none ready the slot
+    /// long-polls as before. Completions batched by --complete-batch-max never ask
+    #[arg(long)]
+    no_lease_on_complete: bool,
     /// Command run per job: the job JSON on stdin, stdout (JSON) is the result on exit 0 (its
     /// environment is listed below); with --persistent, the long-lived actor of each slot
     #[arg(last = true, required_unless_present = "builtin")]
@@ -366,6 +373,7 @@ fn worker_options(
         metrics: metrics.clone(),
         // At most `COMPLETE_BATCH_MAX` (10000): the parser refused more.
         complete_batch_max: args.complete_batch_max as usize,
+        lease_on_complete: !args.no_lease_on_complete,
     }
 }
 

@@ -2,10 +2,9 @@
 //! a watch on the slot's model server stops the job if the server goes down; then the attempt's
 //! log is finished and the outcome reported to the daemon.
 
-use super::{
-    CompletionAnswer, CompletionCoalescer, Handler, JobContext, JobOutcome, Slot, StopReason,
-};
-use crate::http_client::Client;
+use super::next_lease::NextLeases;
+use super::{CompletionCoalescer, Handler, JobContext, JobOutcome, Slot, StopReason};
+use crate::http_client::{Client, ClientError};
 use crate::job_log::{self, AttemptLog};
 use crate::worker_metrics::WorkerMetrics;
 use agentd_schemas::api::LeaseGrant;
@@ -38,11 +37,15 @@ pub(super) struct Attempt {
     pub heartbeat_divisor: u32,
     pub log: AttemptLog,
     pub metrics: Arc<WorkerMetrics>,
+    /// With `--lease-on-complete` (the default) and without a coalescer: a completion asks
+    /// for the slot's next job (`next_lease.rs`).
+    pub next: Option<Arc<NextLeases>>,
 }
 
 impl Attempt {
-    /// Runs the handler for `grant` in `slot` and reports how it ended.
-    pub(super) async fn run(self, grant: LeaseGrant, slot: Slot) -> Reported {
+    /// Runs the handler for `grant` in `slot` and reports how it ended; with the job leased
+    /// for the slot with the completion, if one was.
+    pub(super) async fn run(self, grant: LeaseGrant, slot: Slot) -> (Reported, Option<LeaseGrant>) {
         let lease_id = grant.lease_id;
         let attempt = grant.attempt;
         let (stop_tx, stop_rx) = watch::channel(StopReason::Running);
@@ -62,7 +65,7 @@ impl Attempt {
         let context = JobContext {
             grant,
             client: self.client.clone(),
-            slot,
+            slot: slot.clone(),
             stop: stop_rx.clone(),
             output: self.log.sink(),
         };
@@ -77,6 +80,7 @@ impl Attempt {
         let reporter = Reporter {
             client: &self.client,
             coalescer: self.coalescer.as_ref(),
+            next: self.next.as_deref().map(|next| (next, &slot)),
         };
         reporter
             .report(lease_id, outcome, stop_reason, log_tail)
@@ -197,10 +201,12 @@ fn watch_server(
 }
 
 /// How an attempt's end reaches the daemon: failures always with their own call, completions
-/// with their own call or through the coalescer.
+/// with their own call (asking for the slot's next job when `next` is set) or through the
+/// coalescer.
 struct Reporter<'a> {
     client: &'a Client,
     coalescer: Option<&'a CompletionCoalescer>,
+    next: Option<(&'a NextLeases, &'a Slot)>,
 }
 
 impl Reporter<'_> {
@@ -211,10 +217,11 @@ impl Reporter<'_> {
         outcome: JobOutcome,
         stop_reason: StopReason,
         log_tail: Option<String>,
-    ) -> Reported {
+    ) -> (Reported, Option<LeaseGrant>) {
         let client = self.client;
+        let mut next_grant = None;
         let report = match (outcome, stop_reason) {
-            (_, StopReason::LeaseLost) => return Reported::Lost,
+            (_, StopReason::LeaseLost) => return (Reported::Lost, None),
             // A job that failed once its server was gone most likely failed because of it.
             (JobOutcome::Stopped | JobOutcome::Fail { .. }, StopReason::ServerLost) => client
                 .fail_with_log_tail(lease_id, SERVER_LOST_ERROR, true, log_tail)
@@ -230,21 +237,25 @@ impl Reporter<'_> {
             (JobOutcome::Complete(result), _) => self
                 .complete(lease_id, result, log_tail)
                 .await
-                .map(|_| Reported::Completed),
+                .map(|(_, next)| {
+                    next_grant = next;
+                    Reported::Completed
+                }),
             (JobOutcome::Fail { error, retryable }, _) => client
                 .fail_with_log_tail(lease_id, &error, retryable, log_tail)
                 .await
                 .map(|_| Reported::Failed)
                 .map_err(Arc::new),
         };
-        match report {
+        let reported = match report {
             Ok(reported) => reported,
             Err(error) if error.code() == Some("lease_lost") => Reported::Lost,
             Err(error) => {
                 eprintln!("agentctl worker: could not report {lease_id}: {error}; the lease will expire and the job run again");
                 Reported::Lost
             }
-        }
+        };
+        (reported, next_grant)
     }
 
     /// Completes the lease and returns once the completion is durable, whichever way it went:
@@ -254,16 +265,32 @@ impl Reporter<'_> {
         lease_id: LeaseId,
         result: Option<serde_json::Value>,
         log_tail: Option<String>,
-    ) -> CompletionAnswer {
-        match self.coalescer {
-            Some(coalescer) => coalescer.complete(lease_id, result, log_tail).await,
-            None => self
+    ) -> Result<(JobId, Option<LeaseGrant>), Arc<ClientError>> {
+        if let Some(coalescer) = self.coalescer {
+            let job_id = coalescer.complete(lease_id, result, log_tail).await?;
+            return Ok((job_id, None));
+        }
+        let Some((next, reservation)) = self
+            .next
+            .and_then(|(next, slot)| Some((next, next.reserve(slot)?)))
+        else {
+            return self
                 .client
                 .complete_with_log_tail(lease_id, result, log_tail)
                 .await
-                .map(|answer| answer.job_id)
-                .map_err(Arc::new),
-        }
+                .map(|answer| (answer.job_id, None))
+                .map_err(Arc::new);
+        };
+        // A failed call drops the reservation, which gives it back.
+        let answer = self
+            .client
+            .complete_then_lease(lease_id, result, log_tail, next.request.clone())
+            .await
+            .map_err(Arc::new)?;
+        // One job was asked for; the daemon grants at most `max_jobs`.
+        let grant = answer.next_leases.unwrap_or_default().into_iter().next();
+        reservation.settle(u64::from(grant.is_some()));
+        Ok((answer.transition.job_id, grant))
     }
 }
 

@@ -15,6 +15,8 @@
 //!   log; restore never writes into a data directory that already holds a log.
 
 mod chunks;
+#[cfg(test)]
+pub(crate) mod faulty_store;
 mod location;
 pub mod manifest;
 mod progress;

@@ -505,3 +505,7 @@ fn check_unchanged(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "uploader_tests.rs"]
+mod tests;

@@ -9,7 +9,8 @@
 //! function of the log, as always). A copy that succeeds is named in the export's record
 //! (`copied_to`); one that fails leaves the export recorded locally and is retried with backoff
 //! (`copies.rs`), a later success recorded as `export_copied`. A multipart upload that fails
-//! is aborted, so no incomplete upload is left behind.
+//! is aborted, so no incomplete upload is left behind (`upload_tests.rs` checks it with a store
+//! that refuses parts, and with a local read that fails).
 
 use super::files::MANIFEST_NAME;
 use super::ExportError;
@@ -18,7 +19,7 @@ use agentd_schemas::events::ExportedFile;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use std::path::Path;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Files up to this size are put in one request; larger ones by a multipart upload.
 const SINGLE_PUT_BYTES_MAX: u64 = 32 * 1024 * 1024;
@@ -26,6 +27,21 @@ const SINGLE_PUT_BYTES_MAX: u64 = 32 * 1024 * 1024;
 const MULTIPART_CHUNK_BYTES: usize = 16 * 1024 * 1024;
 /// Parts in flight at once during a multipart upload.
 const MULTIPART_CONCURRENCY: usize = 4;
+
+/// The sizes that decide how a file is put: always [`UPLOAD_SIZES`], except in the unit tests,
+/// which use a few bytes so that a multipart upload of many parts needs no 100 MiB file.
+#[derive(Debug, Clone, Copy)]
+struct UploadSizes {
+    single_put_bytes_max: u64,
+    multipart_chunk_bytes: usize,
+    multipart_concurrency: usize,
+}
+
+const UPLOAD_SIZES: UploadSizes = UploadSizes {
+    single_put_bytes_max: SINGLE_PUT_BYTES_MAX,
+    multipart_chunk_bytes: MULTIPART_CHUNK_BYTES,
+    multipart_concurrency: MULTIPART_CONCURRENCY,
+};
 
 /// Where an export's directory (relative to the exports root: `<export_id>` or
 /// `datasets/<key>/<build_id>`) goes under the storage URL.
@@ -87,10 +103,15 @@ async fn upload_file(
     local: &Path,
     key: &ObjectPath,
 ) -> Result<(), ExportError> {
-    let upload_error = |detail: String| ExportError::Upload {
-        object: store.describe(key),
-        detail,
-    };
+    upload_file_sized(store, local, key, UPLOAD_SIZES).await
+}
+
+async fn upload_file_sized(
+    store: &ArchiveStore,
+    local: &Path,
+    key: &ObjectPath,
+    sizes: UploadSizes,
+) -> Result<(), ExportError> {
     let mut file = tokio::fs::File::open(local)
         .await
         .map_err(|error| ExportError::io(local, error))?;
@@ -99,31 +120,50 @@ async fn upload_file(
         .await
         .map_err(|error| ExportError::io(local, error))?
         .len();
-    if len <= SINGLE_PUT_BYTES_MAX {
-        let mut bytes = Vec::with_capacity(len as usize);
-        file.read_to_end(&mut bytes)
-            .await
-            .map_err(|error| ExportError::io(local, error))?;
-        store
-            .store
-            .put(key, PutPayload::from(bytes))
-            .await
-            .map_err(|error| upload_error(error.to_string()))?;
-        return Ok(());
+    if len > sizes.single_put_bytes_max {
+        return upload_multipart(store, &mut file, local, key, sizes).await;
     }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes)
+        .await
+        .map_err(|error| ExportError::io(local, error))?;
+    store
+        .store
+        .put(key, PutPayload::from(bytes))
+        .await
+        .map_err(|error| upload_error(store, key, error.to_string()))?;
+    Ok(())
+}
+
+fn upload_error(store: &ArchiveStore, key: &ObjectPath, detail: String) -> ExportError {
+    ExportError::Upload {
+        object: store.describe(key),
+        detail,
+    }
+}
+
+/// Puts the bytes of `reader` (the file `local`) at `key` by a multipart upload, aborted when
+/// anything fails. Generic over the reader so a test can make the local read fail midway.
+async fn upload_multipart(
+    store: &ArchiveStore,
+    reader: &mut (impl AsyncRead + Unpin),
+    local: &Path,
+    key: &ObjectPath,
+    sizes: UploadSizes,
+) -> Result<(), ExportError> {
     let upload = store
         .store
         .put_multipart(key)
         .await
-        .map_err(|error| upload_error(error.to_string()))?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK_BYTES);
-    match write_parts(&mut writer, &mut file, local).await {
+        .map_err(|error| upload_error(store, key, error.to_string()))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, sizes.multipart_chunk_bytes);
+    match write_parts(&mut writer, reader, local, sizes).await {
         // `finish` aborts the upload itself when a part or the completion fails.
         Ok(()) => writer
             .finish()
             .await
             .map(|_| ())
-            .map_err(|error| upload_error(error.to_string())),
+            .map_err(|error| upload_error(store, key, error.to_string())),
         // A part or a local read failed: abort, so the store drops the parts already sent
         // instead of keeping an incomplete upload (billed, and invisible to listings).
         Err(error) => {
@@ -132,7 +172,7 @@ async fn upload_file(
             }
             Err(match error {
                 PartError::Local(error) => error,
-                PartError::Store(detail) => upload_error(detail),
+                PartError::Store(detail) => upload_error(store, key, detail),
             })
         }
     }
@@ -146,15 +186,17 @@ enum PartError {
     Store(String),
 }
 
-/// Sends the file's bytes as parts, at most [`MULTIPART_CONCURRENCY`] in flight.
+/// Sends the reader's bytes as parts, at most `multipart_concurrency` in flight. A refused part
+/// shows here only once that many are in flight; with fewer, `finish` finds it.
 async fn write_parts(
     writer: &mut WriteMultipart,
-    file: &mut tokio::fs::File,
+    reader: &mut (impl AsyncRead + Unpin),
     local: &Path,
+    sizes: UploadSizes,
 ) -> Result<(), PartError> {
-    let mut buffer = vec![0; MULTIPART_CHUNK_BYTES];
+    let mut buffer = vec![0; sizes.multipart_chunk_bytes];
     loop {
-        let read = file
+        let read = reader
             .read(&mut buffer)
             .await
             .map_err(|error| PartError::Local(ExportError::io(local, error)))?;
@@ -162,7 +204,7 @@ async fn write_parts(
             return Ok(());
         }
         writer
-            .wait_for_capacity(MULTIPART_CONCURRENCY)
+            .wait_for_capacity(sizes.multipart_concurrency)
             .await
             .map_err(|error| PartError::Store(error.to_string()))?;
         writer.write(&buffer[..read]);
@@ -185,3 +227,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "upload_tests.rs"]
+mod upload_tests;

@@ -6,11 +6,11 @@ use super::{ApiResult, AppState, SharedState};
 use crate::http::auth_layer::CallerExt;
 use crate::projection::jobs as job_projection;
 use crate::sequencer::LeaseGrantCore;
-use crate::sequencer::{Complete, CompleteMany, Fail, Heartbeat, Lease};
+use crate::sequencer::{Complete, CompleteMany, CompleteThenLease, Fail, Heartbeat, Lease};
 use agentd_schemas::api::{
-    CompleteItemResult, CompleteManyRequest, CompleteManyResponse, CompleteRequest, ErrorBody,
-    FailRequest, HeartbeatResponse, JobTransitionResponse, LeaseGrant, LeaseRequest, LeaseResponse,
-    LeasedJob,
+    CompleteItemResult, CompleteManyRequest, CompleteManyResponse, CompleteRequest,
+    CompleteResponse, ErrorBody, FailRequest, HeartbeatResponse, JobTransitionResponse, LeaseGrant,
+    LeaseRequest, LeaseResponse, LeasedJob,
 };
 use agentd_schemas::ErrorCode;
 use agentd_schemas::LeaseId;
@@ -47,19 +47,25 @@ pub async fn lease(
     if outcome.lsn.is_none() {
         return Ok(Json(LeaseResponse { leases: Vec::new() }));
     }
-    // The lease itself is durable. What the answer adds (payload, kind, tags...) never changes
-    // after submission: the queue state usually still holds it; otherwise it is read from the
-    // job projection.
-    let leases = match outcome
-        .grants
+    let leases = answer_grants(&state, outcome.grants).await?;
+    Ok(Json(LeaseResponse { leases }))
+}
+
+/// The answers for durable grants. What an answer adds to a grant (payload, kind, tags...)
+/// never changes after submission: the queue state usually still holds it; otherwise it is
+/// read from the job projection.
+async fn answer_grants(
+    state: &AppState,
+    grants: Vec<LeaseGrantCore>,
+) -> Result<Vec<LeaseGrant>, ApiError> {
+    match grants
         .iter()
         .map(grant_from_memory)
         .collect::<Option<Vec<_>>>()
     {
-        Some(leases) => leases,
-        None => grants_from_projection(&state, outcome.grants).await?,
-    };
-    Ok(Json(LeaseResponse { leases }))
+        Some(leases) => Ok(leases),
+        None => grants_from_projection(state, grants).await,
+    }
 }
 
 /// The answer for a grant whose job the queue state still holds in full.
@@ -176,13 +182,13 @@ pub async fn heartbeat(
 #[utoipa::path(
     post, path = "/v1/leases/{lease_id}/complete", tag = "leases",
     params(("lease_id" = agentd_schemas::LeaseId, Path, description = "The lease, `lease_<n>`")),
-    request_body(content = Option<agentd_schemas::api::CompleteRequest>, description = "Optional: an empty body completes without a result"),
+    request_body(content = Option<agentd_schemas::api::CompleteRequest>, description = "Optional: an empty body completes without a result. With `next`, the jobs ready now for that lease request are leased in the same durable record and answered in `next_leases` (no long-poll wait)"),
     responses(
-        (status = 200, description = "Completed", body = agentd_schemas::api::JobTransitionResponse),
+        (status = 200, description = "Completed; with `next`, `next_leases` holds the jobs leased with the completion (empty when none was ready)", body = agentd_schemas::api::CompleteResponse),
         (status = 404, description = "`not_found`", body = agentd_schemas::api::ErrorBody),
         (status = 409, description = "`lease_lost`", body = agentd_schemas::api::ErrorBody),
         (status = 413, description = "`body_too_large` or `payload_too_large`", body = agentd_schemas::api::ErrorBody),
-        (status = 422, description = "`invalid_request`, or `string_too_long`: `log_tail` over 8192 bytes", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`, or `string_too_long`: `log_tail` over 8192 bytes; or a `next` the lease route would refuse (`invalid_request`, `too_many_tags`, `too_many_items`, `string_too_long` on `next.*`), in which case nothing is completed and the lease stays held", body = agentd_schemas::api::ErrorBody),
     )
 )]
 pub async fn complete(
@@ -190,7 +196,7 @@ pub async fn complete(
     caller: CallerExt,
     Path(lease_id): Path<String>,
     super::extract::ApiBody(body): super::extract::ApiBody,
-) -> ApiResult<Json<JobTransitionResponse>> {
+) -> ApiResult<Json<CompleteResponse>> {
     let lease_id: LeaseId = parse_id(&lease_id)?;
     // An empty body means "no result".
     let request: CompleteRequest = if body.is_empty() {
@@ -198,19 +204,49 @@ pub async fn complete(
     } else {
         super::extract::parse_json(&body)?
     };
-    Ok(Json(
-        state
-            .sequencer
-            .call(
-                Complete {
-                    lease_id,
-                    result: request.result,
-                    log_tail: request.log_tail,
-                },
-                caller.actor(),
-            )
-            .await?,
-    ))
+    let complete = Complete {
+        lease_id,
+        result: request.result,
+        log_tail: request.log_tail,
+    };
+    let Some(next) = request.next else {
+        let transition = state.sequencer.call(complete, caller.actor()).await?;
+        return Ok(Json(CompleteResponse {
+            transition,
+            next_leases: None,
+        }));
+    };
+    let (transition, grants) = state
+        .sequencer
+        .call(CompleteThenLease { complete, next }, caller.actor())
+        .await?;
+    let next_leases = answer_next_leases(&state, grants).await;
+    Ok(Json(CompleteResponse {
+        transition,
+        next_leases: Some(next_leases),
+    }))
+}
+
+/// The answers for the leases granted with a completion. The completion is durable by now, so
+/// a failure to read a grant's job back (only possible past the lease cache's budget) must not
+/// turn its answer into an error: the worker would take the completion for lost. The grants are
+/// answered empty instead; unanswered, they expire and their jobs are leased again.
+async fn answer_next_leases(state: &AppState, grants: Vec<LeaseGrantCore>) -> Vec<LeaseGrant> {
+    if grants.is_empty() {
+        return Vec::new();
+    }
+    let lease_ids: Vec<LeaseId> = grants.iter().map(|grant| grant.lease_id).collect();
+    match answer_grants(state, grants).await {
+        Ok(leases) => leases,
+        Err(error) => {
+            tracing::warn!(
+                ?lease_ids,
+                code = %error.code,
+                "leases granted with a completion could not be answered; they will expire"
+            );
+            Vec::new()
+        }
+    }
 }
 
 #[utoipa::path(

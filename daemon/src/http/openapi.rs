@@ -248,7 +248,7 @@ mod tests {
         let document: serde_json::Value = serde_json::from_str(document_json()).unwrap();
         let schemas = &document["components"]["schemas"];
         let queue = crate::queue::limits::QueueLimits::default();
-        let cases: [(&serde_json::Value, u64); 22] = [
+        let cases: [(&serde_json::Value, u64); 23] = [
             (
                 &schemas["SubmitJobRequest"]["properties"]["delay_ms"]["maximum"],
                 queue.delay_ms_max,
@@ -284,6 +284,10 @@ mod tests {
             (&schemas["LeaseQueues"]["maxItems"], queue.tags_max as u64),
             (
                 &schemas["LeaseRequest"]["properties"]["max_jobs"]["maximum"],
+                queue.lease_jobs_max.into(),
+            ),
+            (
+                &schemas["NextLeaseRequest"]["properties"]["max_jobs"]["maximum"],
                 queue.lease_jobs_max.into(),
             ),
             (

@@ -1,8 +1,8 @@
 //! What a sequencer command is: a type that decides, through a pure function of a [`DecideCx`],
 //! what to append and how to answer ([`Decided`]). The sequencer runs every command through one
 //! path ([`super::Sequencer::execute`]) that appends, applies, answers and wakes waiters; the
-//! commands themselves live in `jobs.rs`, `lease.rs`, `queues.rs`, `domain.rs` and
-//! `internal.rs`.
+//! commands themselves live in `jobs.rs`, `lease.rs`, `complete_lease.rs`, `queues.rs`,
+//! `domain.rs` and `internal.rs`.
 
 use super::lease::Parked;
 use super::Sequencer;
@@ -149,6 +149,8 @@ commands! {
     Lease(super::lease::Lease),
     Heartbeat(super::jobs::Heartbeat),
     Complete(super::jobs::Complete),
+    /// A completion and the leases of what is ready for the same worker, in one record.
+    CompleteThenLease(super::complete_lease::CompleteThenLease),
     /// Many completions in one record; each lease is fenced on its own.
     CompleteMany(super::jobs::CompleteMany),
     Fail(super::jobs::Fail),

@@ -2,9 +2,9 @@
 //! [`DecideCx`] with a fixed time and jitter, and checks what the caller would be answered.
 
 use super::command::{AnswerWithLsn, DecideCx, Decided, ReplyOf, SequencerCommand};
-use super::{Cancel, Fail, Lease, Queues, Retry, Submit};
-use crate::queue::{DecideError, QueueLimits, QueueState};
-use agentd_schemas::api::{JobStateName, LeaseRequest, SubmitJobRequest};
+use super::{Cancel, Complete, CompleteThenLease, Fail, Lease, Queues, Retry, Submit};
+use crate::queue::{DecideError, JobStatus, QueueLimits, QueueState};
+use agentd_schemas::api::{JobStateName, LeaseRequest, NextLeaseRequest, SubmitJobRequest};
 use agentd_schemas::events::LogRecord;
 use agentd_schemas::{JobId, Lsn};
 
@@ -200,4 +200,142 @@ fn cancel_and_retry_answer_where_the_job_went_and_refuse_jobs_in_other_states() 
     let queues = harness.run(Queues).unwrap();
     assert_eq!(queues[0].depth["cancelled"], 1);
     assert_eq!(queues[0].depth["queued"], 1);
+}
+
+fn complete_then_lease(
+    lease_id: agentd_schemas::LeaseId,
+    next: NextLeaseRequest,
+) -> CompleteThenLease {
+    CompleteThenLease {
+        complete: Complete {
+            lease_id,
+            result: Some(serde_json::json!({"ok": true})),
+            log_tail: None,
+        },
+        next,
+    }
+}
+
+fn next_on(queue: &str, max_jobs: Option<u32>) -> NextLeaseRequest {
+    NextLeaseRequest {
+        worker_id: "w".into(),
+        queues: vec![queue.into()],
+        tags: None,
+        max_jobs,
+    }
+}
+
+fn is_completed(harness: &Harness, job_id: JobId) -> bool {
+    matches!(
+        harness.state.job(job_id).unwrap().status,
+        JobStatus::Completed
+    )
+}
+
+#[test]
+fn a_completion_with_next_completes_and_leases_the_next_ready_job_in_one_record() {
+    let mut harness = Harness::new();
+    let first = harness.submit(None);
+    let second = harness.submit(None);
+    let third = harness.submit(None);
+    let lease_id = harness.lease();
+    let (transition, grants) = harness
+        .run(complete_then_lease(lease_id, next_on("q", Some(1))))
+        .unwrap();
+    // One record: the completion and the grant share its lsn (`Harness::run` applies one).
+    assert_eq!(
+        (transition.job_id, transition.state, transition.lsn),
+        (first, JobStateName::Completed, Lsn(5))
+    );
+    assert!(is_completed(&harness, first));
+    assert_eq!(grants.len(), 1, "max_jobs 1 leases one of the two ready");
+    assert_eq!(grants[0].job_id, second);
+    assert_eq!(grants[0].lease_id, agentd_schemas::LeaseId(lease_id.0 + 1));
+    assert!(grants[0].job.is_some(), "answered from memory");
+    let JobStatus::Leased { lease_id: held, .. } = harness.state.job(second).unwrap().status else {
+        panic!("the next job is leased");
+    };
+    assert_eq!(held, grants[0].lease_id);
+    // The grant is a lease like any other: it completes, and the last ready job follows.
+    let (_, grants) = harness
+        .run(complete_then_lease(held, next_on("q", None)))
+        .unwrap();
+    assert!(is_completed(&harness, second));
+    assert_eq!(
+        grants.iter().map(|grant| grant.job_id).collect::<Vec<_>>(),
+        [third]
+    );
+}
+
+#[test]
+fn a_completion_with_next_and_nothing_ready_completes_and_leases_nothing() {
+    for queue in ["q", "never-used"] {
+        let mut harness = Harness::new();
+        let job_id = harness.submit(None);
+        let lease_id = harness.lease();
+        let (transition, grants) = harness
+            .run(complete_then_lease(lease_id, next_on(queue, Some(5))))
+            .unwrap();
+        assert_eq!(
+            (transition.job_id, transition.lsn),
+            (job_id, Lsn(3)),
+            "{queue}"
+        );
+        assert!(grants.is_empty(), "{queue}");
+        assert!(is_completed(&harness, job_id), "{queue}");
+        assert_eq!(harness.state.next_lease_id, lease_id.0 + 1, "{queue}");
+    }
+}
+
+#[test]
+fn a_next_the_lease_route_refuses_refuses_the_call_and_the_lease_stays_held() {
+    let mut harness = Harness::new();
+    let job_id = harness.submit(None);
+    harness.submit(None);
+    let lease_id = harness.lease();
+    let bad_name = next_on("no spaces", None);
+    let refusals = [
+        (next_on("q", Some(0)), "next.max_jobs"),
+        (next_on("q", Some(1001)), "next.max_jobs"),
+        (bad_name, "next.queues[0]"),
+        (
+            NextLeaseRequest {
+                queues: Vec::new(),
+                ..next_on("q", None)
+            },
+            "next.queues",
+        ),
+    ];
+    for (next, expected_field) in refusals {
+        let refused = complete_then_lease(lease_id, next).decide(&harness.cx());
+        let Err(DecideError::Invalid { field, .. }) = refused else {
+            panic!("{expected_field}: refused as the lease route refuses it");
+        };
+        assert_eq!(field, expected_field);
+    }
+    // Nothing was appended: the lease is still held and completes without `next`.
+    assert_eq!(harness.state.last_lsn, Lsn(3));
+    let completed = harness
+        .run(Complete {
+            lease_id,
+            result: None,
+            log_tail: None,
+        })
+        .unwrap();
+    assert_eq!((completed.job_id, completed.lsn), (job_id, Lsn(4)));
+}
+
+#[test]
+fn a_lost_lease_with_next_is_refused_and_leases_nothing() {
+    let mut harness = Harness::new();
+    harness.submit(None);
+    let waiting = harness.submit(None);
+    let lease_id = harness.lease();
+    harness.run(Cancel { job_id: JobId(1) }).unwrap();
+    let refused = harness.run(complete_then_lease(lease_id, next_on("q", None)));
+    assert!(matches!(refused, Err(DecideError::LeaseLost { .. })));
+    assert!(matches!(
+        harness.state.job(waiting).unwrap().status,
+        JobStatus::Waiting { .. }
+    ));
 }

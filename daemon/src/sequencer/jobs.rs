@@ -7,7 +7,7 @@ use agentd_schemas::api::{
     CompleteItem, HeartbeatResponse, JobStateName, JobTransitionResponse, SubmitJobRequest,
     SubmitJobResponse,
 };
-use agentd_schemas::events::AfterFailure;
+use agentd_schemas::events::{AfterFailure, Event};
 use agentd_schemas::{JobId, LeaseId, Lsn};
 use std::collections::HashSet;
 
@@ -117,10 +117,13 @@ pub struct Complete {
     pub log_tail: Option<String>,
 }
 
-impl SequencerCommand for Complete {
-    type Answer = Transition;
-
-    fn decide(self, cx: &DecideCx<'_>) -> Result<Decided<Transition>, DecideError> {
+impl Complete {
+    /// The completion's events and its answer; complete-then-lease appends more events to the
+    /// same record (`complete_lease.rs`).
+    pub(super) fn decide_events(
+        self,
+        cx: &DecideCx<'_>,
+    ) -> Result<(Vec<Event>, Transition), DecideError> {
         let decision = decide::complete(
             cx.state,
             cx.limits,
@@ -129,14 +132,21 @@ impl SequencerCommand for Complete {
             self.result.as_ref(),
             self.log_tail.as_deref(),
         )?;
-        Ok(Decided::Append {
-            events: decision.events,
-            answer: Transition {
-                job_id: decision.reply,
-                state: JobStateName::Completed,
-                run_at_ms: None,
-            },
-        })
+        let transition = Transition {
+            job_id: decision.reply,
+            state: JobStateName::Completed,
+            run_at_ms: None,
+        };
+        Ok((decision.events, transition))
+    }
+}
+
+impl SequencerCommand for Complete {
+    type Answer = Transition;
+
+    fn decide(self, cx: &DecideCx<'_>) -> Result<Decided<Transition>, DecideError> {
+        let (events, answer) = self.decide_events(cx)?;
+        Ok(Decided::Append { events, answer })
     }
 }
 

@@ -60,6 +60,13 @@ pub struct GrantedJob {
 /// The leases granted, answered with the record that holds them.
 pub struct Grants(Vec<LeaseGrantCore>);
 
+impl Grants {
+    /// The grants, for an answer that carries them beside another (complete-then-lease).
+    pub(super) fn into_cores(self) -> Vec<LeaseGrantCore> {
+        self.0
+    }
+}
+
 impl AnswerWithLsn for Grants {
     type Reply = LeaseOutcome;
 
@@ -126,7 +133,7 @@ impl SequencerCommand for Lease {
 }
 
 /// The leases `ask` gets now and the grants to answer with; `None` when nothing matches.
-fn grant(cx: &DecideCx<'_>, ask: &LeaseAsk<'_>) -> Option<(Vec<Event>, Grants)> {
+pub(super) fn grant(cx: &DecideCx<'_>, ask: &LeaseAsk<'_>) -> Option<(Vec<Event>, Grants)> {
     let decision = decide::lease(cx.state, cx.limits, cx.now_ms, ask);
     if decision.events.is_empty() {
         return None;

@@ -23,6 +23,7 @@
 //! in flight are still answered.
 
 mod command;
+mod complete_lease;
 mod domain;
 mod execute;
 mod follow;
@@ -34,6 +35,8 @@ mod queues;
 mod waiters;
 
 #[cfg(test)]
+mod complete_lease_tests;
+#[cfg(test)]
 mod decide_tests;
 #[cfg(test)]
 mod hold_tests;
@@ -41,6 +44,7 @@ mod hold_tests;
 mod wake_tests;
 
 pub use command::{Command, ReplyOf, Request, SequencerCommand, SequencerError};
+pub use complete_lease::CompleteThenLease;
 pub use domain::DomainOutcome;
 pub use follow::{AdoptArchived, SequencerRole};
 pub use internal::{AppendInternal, HoldForDigest, DIGEST_HOLD_MAX};

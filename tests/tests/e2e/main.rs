@@ -26,6 +26,7 @@ mod tls;
 mod worker;
 mod worker_batch;
 mod worker_gpus;
+mod worker_lease_on_complete;
 mod worker_persistent;
 mod worker_serve;
 mod worker_stop;

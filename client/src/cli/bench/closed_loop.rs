@@ -74,7 +74,7 @@ impl ClosedLoopPlan {
                         batch_max: args.complete_batch_max as usize,
                     }
                 } else {
-                    CompleteMode::OneCallPerJob
+                    super::one_call_per_job(args)
                 },
             },
         })

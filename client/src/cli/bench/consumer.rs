@@ -4,7 +4,7 @@
 use super::window::Observation;
 use crate::http_client::Client;
 use crate::worker::CompletionCoalescer;
-use agentd_schemas::api::{CompleteItem, LeaseGrant, LeaseRequest};
+use agentd_schemas::api::{CompleteItem, LeaseGrant, LeaseRequest, NextLeaseRequest};
 use agentd_schemas::JobId;
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -19,8 +19,13 @@ use tokio::task::JoinSet;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum CompleteMode {
-    /// `POST /v1/leases/{id}/complete` per job, as workers do.
+    /// `POST /v1/leases/{id}/complete` per job, leasing nothing with it: workers before
+    /// complete-then-lease, and `agentctl worker --no-lease-on-complete`.
     OneCallPerJob,
+    /// `POST /v1/leases/{id}/complete` per job; the completion of a lease's last job carries
+    /// `next` (the consumer's lease request), so a consumer long-polls only when nothing was
+    /// ready: the path of `agentctl worker`.
+    OneCallPerJobLeasingNext,
     /// One `POST /v1/leases/complete` for all jobs of a lease response.
     OneCallPerLease,
     /// Each job handed to the worker's own [`CompletionCoalescer`] (one for all consumers, as
@@ -34,6 +39,9 @@ impl CompleteMode {
     pub(super) fn label(self) -> String {
         match self {
             CompleteMode::OneCallPerJob => "complete: one call per job".to_string(),
+            CompleteMode::OneCallPerJobLeasingNext => {
+                "complete: one call per job, leasing the next with it".to_string()
+            }
             CompleteMode::OneCallPerLease => "complete: one call per lease".to_string(),
             CompleteMode::Coalesced { batch_max } => {
                 format!("complete: coalesced, up to {batch_max} per call")
@@ -56,6 +64,11 @@ impl ConsumerPlan {
         let complete = match self.complete_mode {
             CompleteMode::OneCallPerJob => {
                 "each job with its own POST /v1/leases/{id}/complete".to_string()
+            }
+            CompleteMode::OneCallPerJobLeasingNext => {
+                "each job with its own POST /v1/leases/{id}/complete, the last of a lease \
+                 asking for the next (`next`), long-polling only when none came"
+                    .to_string()
             }
             CompleteMode::OneCallPerLease => {
                 "each lease's jobs with one POST /v1/leases/complete".to_string()
@@ -120,7 +133,9 @@ pub(super) fn spawn_consumers(
         CompleteMode::Coalesced { batch_max } => {
             Some(CompletionCoalescer::start(client.clone(), batch_max))
         }
-        CompleteMode::OneCallPerJob | CompleteMode::OneCallPerLease => None,
+        CompleteMode::OneCallPerJob
+        | CompleteMode::OneCallPerJobLeasingNext
+        | CompleteMode::OneCallPerLease => None,
     };
     for index in 0..plan.consumers {
         let consumer = Consumer {
@@ -210,30 +225,79 @@ struct Consumer {
 
 impl Consumer {
     async fn run(self) -> anyhow::Result<()> {
-        while !self.progress.is_done() {
-            let leases = self
-                .client
-                .lease(&self.request)
-                .await
-                .context("POST /v1/leases")?
-                .leases;
-            let leased_at = Instant::now();
-            for grant in &leases {
-                let enqueue_to_lease_ms = self.acks.enqueue_to_lease_ms(grant.job_id, leased_at);
-                self.observe(Observation::Leased {
-                    enqueue_to_lease_ms,
-                })
-                .await?;
-            }
+        // Jobs leased with a completion, to run before leasing again.
+        let mut held = Vec::new();
+        loop {
+            let leases = if held.is_empty() {
+                if self.progress.is_done() {
+                    return Ok(());
+                }
+                let leases = self
+                    .client
+                    .lease(&self.request)
+                    .await
+                    .context("POST /v1/leases")?
+                    .leases;
+                self.leased(&leases).await?;
+                leases
+            } else {
+                std::mem::take(&mut held)
+            };
             match (self.complete_mode, &self.coalescer) {
                 (CompleteMode::OneCallPerLease, _) => self.complete_together(&leases).await?,
                 (CompleteMode::Coalesced { .. }, Some(coalescer)) => {
                     self.complete_coalesced(coalescer, &leases).await?
                 }
+                (CompleteMode::OneCallPerJobLeasingNext, _) => {
+                    held = self.complete_each_leasing_next(leases).await?
+                }
                 _ => self.complete_each(&leases).await?,
             }
         }
+    }
+
+    /// Records each job's enqueue-to-lease.
+    async fn leased(&self, leases: &[LeaseGrant]) -> anyhow::Result<()> {
+        let leased_at = Instant::now();
+        for grant in leases {
+            let enqueue_to_lease_ms = self.acks.enqueue_to_lease_ms(grant.job_id, leased_at);
+            self.observe(Observation::Leased {
+                enqueue_to_lease_ms,
+            })
+            .await?;
+        }
         Ok(())
+    }
+
+    /// As an `agentctl worker` slot does: the last completion asks for the next jobs (unless
+    /// the run is over), which are returned to run next.
+    async fn complete_each_leasing_next(
+        &self,
+        mut leases: Vec<LeaseGrant>,
+    ) -> anyhow::Result<Vec<LeaseGrant>> {
+        let Some(last) = leases.pop() else {
+            return Ok(Vec::new());
+        };
+        self.complete_each(&leases).await?;
+        if self.progress.is_done() {
+            self.complete_each(std::slice::from_ref(&last)).await?;
+            return Ok(Vec::new());
+        }
+        let next = NextLeaseRequest {
+            worker_id: self.request.worker_id.clone(),
+            queues: self.request.queues.clone(),
+            tags: self.request.tags.clone(),
+            max_jobs: self.request.max_jobs,
+        };
+        let answer = self
+            .client
+            .complete_then_lease(last.lease_id, None, None, next)
+            .await
+            .with_context(|| format!("POST /v1/leases/{}/complete with next", last.lease_id))?;
+        self.completed(1).await?;
+        let next_leases = answer.next_leases.unwrap_or_default();
+        self.leased(&next_leases).await?;
+        Ok(next_leases)
     }
 
     async fn complete_each(&self, leases: &[LeaseGrant]) -> anyhow::Result<()> {

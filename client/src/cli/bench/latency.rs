@@ -2,7 +2,7 @@
 //! for answers, while consumers drain them; the report gives submit-ack and enqueue-to-lease
 //! latency at that rate.
 
-use super::consumer::{join_all, spawn_consumers, AckBook, CompleteMode, ConsumerPlan, Progress};
+use super::consumer::{join_all, spawn_consumers, AckBook, ConsumerPlan, Progress};
 use super::window::{
     accumulate, per_second, LatencySummary, WindowAccumulator, WindowReport, OBSERVATIONS_CAPACITY,
 };
@@ -43,7 +43,7 @@ impl LatencyPlan {
                 queue,
                 consumers: args.consumers,
                 lease_jobs_max: 1,
-                complete_mode: CompleteMode::OneCallPerJob,
+                complete_mode: super::one_call_per_job(args),
             },
         })
     }

@@ -5,7 +5,10 @@
 //! - `single` (the default): the path `agentctl worker` and the Python `Worker` take. P producers
 //!   each submit one job per `POST /v1/jobs` and wait for its acknowledgement before the next
 //!   (closed loop); C consumers lease one job at a time and complete it with its own
-//!   `POST /v1/leases/{id}/complete`.
+//!   `POST /v1/leases/{id}/complete`, which leases the consumer's next job in the same call
+//!   (`next`) as `agentctl worker` does; a consumer long-polls `POST /v1/leases` only when none
+//!   came back. `--no-lease-on-complete` is the three-call path (submit, lease, complete) to
+//!   compare with in the same session.
 //! - `batch`: producers submit `--batch` jobs per `POST /v1/jobs/batch`; consumers lease up to
 //!   `--lease-batch` jobs and still complete each with its own call, as workers do.
 //!   `--complete-batch` completes each lease's jobs with one `POST /v1/leases/complete` instead:
@@ -94,6 +97,13 @@ pub struct BenchArgs {
         value_parser = clap::value_parser!(u64).range(1..=crate::worker::COMPLETE_BATCH_MAX as u64)
     )]
     complete_batch_max: u64,
+    /// Single, batch and latency shapes, completing one call per job: complete with a plain
+    /// POST /v1/leases/{id}/complete and lease with its own POST /v1/leases, as workers did
+    /// before complete-then-lease (`agentctl worker --no-lease-on-complete`). By default the
+    /// completion of each lease's last job asks for the next (`next`), as `agentctl worker`
+    /// does, and a consumer long-polls only when none came back
+    #[arg(long)]
+    no_lease_on_complete: bool,
     /// Single submits per second (latency shape)
     #[arg(long, default_value_t = 1000, value_parser = from_one_to(RATE_PER_S_MAX))]
     rate: u64,
@@ -137,9 +147,9 @@ pub enum Peer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Shape {
-    /// One job per POST /v1/jobs, lease 1 job, one complete call per job: the path `agentctl
-    /// worker` and the Python Worker take. Reports end-to-end jobs/s and enqueue-to-lease per
-    /// window
+    /// One job per POST /v1/jobs, lease 1 job, one complete call per job that leases the
+    /// consumer's next job (unless --no-lease-on-complete): the path `agentctl worker` and the
+    /// Python Worker take. Reports end-to-end jobs/s and enqueue-to-lease per window
     Single,
     /// --batch jobs per POST /v1/jobs/batch, lease up to --lease-batch, still one complete call
     /// per job. Reports like single
@@ -223,6 +233,16 @@ fn bench_job(queue: &str, payload_bytes: usize) -> SubmitJobRequest {
         kind: "bench".into(),
         payload: serde_json::json!({ "data": "x".repeat(payload_bytes) }),
         ..Default::default()
+    }
+}
+
+/// How consumers complete one job per call: leasing the next with the completion (the path of
+/// `agentctl worker`) unless `--no-lease-on-complete`.
+fn one_call_per_job(args: &BenchArgs) -> consumer::CompleteMode {
+    if args.no_lease_on_complete {
+        consumer::CompleteMode::OneCallPerJob
+    } else {
+        consumer::CompleteMode::OneCallPerJobLeasingNext
     }
 }
 
