@@ -155,13 +155,7 @@ async fn start(
         (local.domain.clone(), local.log_reader.clone()),
         link,
     );
-    let primary = options.primary.clone().unwrap_or_else(|| store.url.clone());
-    let status = Arc::new(ReplicaStatus::new(
-        store.url.clone(),
-        (primary, runs_exports),
-        core.applied.clone(),
-        crate::clock::now_ms(),
-    ));
+    let status = replica_status(&options, &store, runs_exports, &core);
     let follower = Follower {
         store,
         log: Some(followed),
@@ -213,6 +207,23 @@ async fn start(
         replica: Some(status),
     };
     Ok((serving, app_state, running))
+}
+
+/// What `/healthz` and the 405 answers tell of the replica: the primary named is `--primary`,
+/// else the archive URL.
+fn replica_status(
+    options: &ReplicaOptions,
+    store: &ArchiveStore,
+    runs_exports: bool,
+    core: &Core,
+) -> Arc<ReplicaStatus> {
+    let primary = options.primary.clone().unwrap_or_else(|| store.url.clone());
+    Arc::new(ReplicaStatus::new(
+        store.url.clone(),
+        (primary, runs_exports),
+        core.applied.clone(),
+        crate::clock::now_ms(),
+    ))
 }
 
 /// The line to the primary that records this replica's exports and builds: only with an
