@@ -287,19 +287,53 @@ pub struct DatasetBuildResponse {
 
 /// `POST /v1/exports/records` (admin): a read replica asks its primary to record an export or a
 /// dataset build it wrote and copied to the storage URL they share (docs/storage.md, "Exports
-/// and builds on a replica"). Exactly one of `export` and `build`; the event is the one the
-/// primary would have appended had it run the same request over the same log prefix.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RecordRunRequest {
+/// and builds on a replica"): `{"export": {...}}` or `{"build": {...}}`, the event the primary
+/// would have appended had it run the same request over the same log prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordRunRequest {
     /// An `export_recorded` event (its fields as in the log).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub export: Option<ExportRecorded>,
+    Export(ExportRecorded),
     /// A `dataset_built` event (its fields as in the log).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub build: Option<DatasetBuilt>,
+    Build(DatasetBuilt),
+}
+
+/// Written by hand: the derived schema of an externally tagged enum lets each variant's object
+/// hold other keys, which serde refuses (`{"export": ..., "build": ...}` is not a request).
+impl utoipa::PartialSchema for RecordRunRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Ref};
+        let variant = |key: &str, event: &str, description: &str| {
+            ObjectBuilder::new()
+                .property(key, Ref::from_schema_name(event))
+                .required(key)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+                .description(Some(description))
+        };
+        OneOfBuilder::new()
+            .item(variant("export", "ExportRecorded", "An `export_recorded` event (its fields as in the log)."))
+            .item(variant("build", "DatasetBuilt", "A `dataset_built` event (its fields as in the log)."))
+            .description(Some("`{\"export\": {...}}` or `{\"build\": {...}}`: the record a read replica asks its primary to append."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RecordRunRequest {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((
+            ExportRecorded::name().into_owned(),
+            ExportRecorded::schema(),
+        ));
+        <ExportRecorded as utoipa::ToSchema>::schemas(schemas);
+        schemas.push((DatasetBuilt::name().into_owned(), DatasetBuilt::schema()));
+        <DatasetBuilt as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 /// `POST /v1/exports/records`: where the primary's log holds the record.

@@ -36,14 +36,15 @@ pub enum RunRecord {
     Build(DatasetBuilt),
 }
 
-/// Why the primary refuses to record it.
+/// Why the primary refuses to record it. Both kinds of refusal answer 409 `conflict`: the
+/// request is well formed (its shape is the event's), but it contradicts this log or the store.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteRecordError {
-    /// Not a record this log could hold (wrong id, folder, range): 422.
+    /// Not a record this log could hold (wrong id, folder or range, no storage URL here).
     #[error("{0}")]
     Invalid(String),
-    /// Contradicts what the log holds now (an export overlapping a later one, a manifest that
-    /// disagrees): 409.
+    /// Contradicts what the log or the store holds now (an export overlapping a later one, a
+    /// manifest that disagrees, a file missing).
     #[error("{0}")]
     Conflict(String),
     /// The store could not be read: 502 for the caller to retry.
@@ -52,14 +53,10 @@ pub enum RemoteRecordError {
 }
 
 impl RunRecord {
-    /// Exactly one of the request's two fields.
-    pub fn from_request(request: RecordRunRequest) -> Result<Self, RemoteRecordError> {
-        match (request.export, request.build) {
-            (Some(export), None) => Ok(RunRecord::Export(export)),
-            (None, Some(build)) => Ok(RunRecord::Build(build)),
-            _ => Err(RemoteRecordError::Invalid(
-                "give exactly one of `export` and `build`".to_owned(),
-            )),
+    pub fn from_request(request: RecordRunRequest) -> Self {
+        match request {
+            RecordRunRequest::Export(export) => RunRecord::Export(export),
+            RecordRunRequest::Build(build) => RunRecord::Build(build),
         }
     }
 
@@ -118,14 +115,8 @@ impl RunRecord {
     /// The body of `POST /v1/exports/records` that asks a primary to record it.
     pub fn into_request(self) -> RecordRunRequest {
         match self {
-            RunRecord::Export(export) => RecordRunRequest {
-                export: Some(export),
-                build: None,
-            },
-            RunRecord::Build(build) => RecordRunRequest {
-                export: None,
-                build: Some(build),
-            },
+            RunRecord::Export(export) => RecordRunRequest::Export(export),
+            RunRecord::Build(build) => RecordRunRequest::Build(build),
         }
     }
 }

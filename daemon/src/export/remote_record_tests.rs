@@ -92,15 +92,6 @@ fn an_incremental_export_that_overlaps_the_last_one_is_a_conflict() {
     ));
 }
 
-#[test]
-fn neither_or_both_kinds_of_record_is_invalid() {
-    let neither = RecordRunRequest {
-        export: None,
-        build: None,
-    };
-    assert!(RunRecord::from_request(neither).is_err());
-}
-
 /// A `file://` store holding the export's manifest (as `manifest`) and its data file.
 fn store_with(
     dir: &std::path::Path,

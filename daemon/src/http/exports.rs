@@ -88,10 +88,9 @@ fn run_error(error: RunError) -> ApiError {
         RunError::Sequencer(error) => error.into(),
         RunError::Stopped => ApiError::new(ErrorCode::ShuttingDown, error.to_string()),
         RunError::Lagging(_) => ApiError::new(ErrorCode::Timeout, error.to_string()),
-        RunError::Refused(RemoteRecordError::Invalid(message)) => ApiError::invalid(message),
-        RunError::Refused(RemoteRecordError::Conflict(message)) => {
-            ApiError::new(ErrorCode::Conflict, message)
-        }
+        RunError::Refused(
+            RemoteRecordError::Invalid(message) | RemoteRecordError::Conflict(message),
+        ) => ApiError::new(ErrorCode::Conflict, message),
         RunError::Refused(RemoteRecordError::Store(message)) => {
             ApiError::new(ErrorCode::Unavailable, message)
         }
@@ -401,8 +400,8 @@ fn run_caller(caller: &CallerExt, headers: &HeaderMap) -> Caller {
     responses(
         (status = 201, description = "Recorded now", body = agentd_schemas::export_api::RecordRunResponse),
         (status = 200, description = "The log already records it", body = agentd_schemas::export_api::RecordRunResponse),
-        (status = 409, description = "`conflict`: the record contradicts this log or the files in the store", body = agentd_schemas::api::ErrorBody),
-        (status = 422, description = "`invalid_request`: not a record this log could hold, or no storage URL is set", body = agentd_schemas::api::ErrorBody),
+        (status = 409, description = "`conflict`: not a record this log could hold (id, folder or range), an incremental export that overlaps the last one, a manifest or file in the store that disagrees, or no storage URL set here", body = agentd_schemas::api::ErrorBody),
+        (status = 422, description = "`invalid_request`: not `{\"export\": ...}` or `{\"build\": ...}` with the event's fields", body = agentd_schemas::api::ErrorBody),
         (status = 503, description = "`unavailable`: the store could not be read; retry", body = agentd_schemas::api::ErrorBody),
     )
 )]
@@ -411,8 +410,7 @@ async fn record(
     caller: CallerExt,
     ApiJson(request): ApiJson<RecordRunRequest>,
 ) -> ApiResult<(StatusCode, Json<RecordRunResponse>)> {
-    let record =
-        RunRecord::from_request(request).map_err(|error| run_error(RunError::Refused(error)))?;
+    let record = RunRecord::from_request(request);
     let call = state.exports.record(record, caller.actor());
     let answer = match tokio::time::timeout(run_wait(&state), call).await {
         Ok(answer) => answer.map_err(run_error)?,

@@ -152,7 +152,7 @@ pub struct ScheduleSlot {
 }
 
 /// An export is complete: its files are under their final names and `manifest.json` is written.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExportRecorded {
     /// Derived from kind, format and range (`exp_trajectories_0_1200`), so the same export of
     /// the same log always has the same id.
@@ -254,7 +254,7 @@ pub struct DatasetBuildSpec {
 }
 
 /// A dataset build is complete (files renamed, manifest written).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DatasetBuilt {
     /// `name-version`.
     pub dataset_key: String,

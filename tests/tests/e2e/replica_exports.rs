@@ -182,11 +182,11 @@ async fn refusals(primary: &Daemon, dir: &std::path::Path, url: &str, export: &V
         ErrorCode::Conflict,
     )
     .await;
-    // Neither or both kinds of record.
+    // Not one of the two kinds of record.
     post_refused(
         &primary.url,
         "/v1/exports/records",
-        json!({}),
+        json!({"neither": event}),
         ErrorCode::InvalidRequest,
     )
     .await;
