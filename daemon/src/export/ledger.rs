@@ -53,19 +53,24 @@ pub struct ExportLedger {
     export_records: std::collections::BTreeSet<Lsn>,
 }
 
+/// Whether a record holds an event the ledger applies (an export record, in
+/// [`ExportLedger::last_content_lsn`]'s sense).
+pub fn is_export_record(record: &LogRecord) -> bool {
+    record.events.iter().any(|event| {
+        matches!(
+            event,
+            Event::ExportRecorded(_)
+                | Event::ScheduleFired(_)
+                | Event::DatasetBuilt(_)
+                | Event::ExportCopied(_)
+        )
+    })
+}
+
 impl ExportLedger {
     /// Applies the export events of one record (others are ignored).
     pub fn apply(&mut self, lsn: Lsn, record: &LogRecord) {
-        let ours = record.events.iter().any(|event| {
-            matches!(
-                event,
-                Event::ExportRecorded(_)
-                    | Event::ScheduleFired(_)
-                    | Event::DatasetBuilt(_)
-                    | Event::ExportCopied(_)
-            )
-        });
-        if ours {
+        if is_export_record(record) {
             self.export_records.insert(lsn);
         }
         for event in &record.events {

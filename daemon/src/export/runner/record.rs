@@ -200,16 +200,7 @@ impl Runner {
         let records = tokio::task::spawn_blocking(move || {
             let mut records = Vec::new();
             for_each_record(&log, after, lsn, |lsn, record| {
-                let exports = record.events.iter().any(|event| {
-                    matches!(
-                        event,
-                        Event::ExportRecorded(_)
-                            | Event::ScheduleFired(_)
-                            | Event::DatasetBuilt(_)
-                            | Event::ExportCopied(_)
-                    )
-                });
-                if exports {
+                if crate::export::ledger::is_export_record(&record) {
                     records.push((lsn, record));
                 }
                 Ok(())
