@@ -124,6 +124,9 @@ pub struct LogConfig {
     pub batch_frames_max: usize,
     pub batch_bytes_max: usize,
     pub queue_capacity: usize,
+    /// Zeros kept written ahead of the last frame of the active segment (0: append to the end of
+    /// the file); see `LogOptions::preallocate_bytes`.
+    pub preallocate_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -134,6 +137,7 @@ impl Default for LogConfig {
             batch_frames_max: 4096,
             batch_bytes_max: 16 * 1024 * 1024,
             queue_capacity: 8192,
+            preallocate_bytes: crate::log::PREALLOCATE_BYTES_DEFAULT,
         }
     }
 }

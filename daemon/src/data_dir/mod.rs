@@ -33,6 +33,7 @@ pub fn log_options(config: &Config, log_dir: PathBuf) -> LogOptions {
     options.batch_frames_max = config.log.batch_frames_max;
     options.batch_bytes_max = config.log.batch_bytes_max;
     options.queue_capacity = config.log.queue_capacity;
+    options.preallocate_bytes = config.log.preallocate_bytes;
     options
 }
 

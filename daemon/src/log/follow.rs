@@ -16,7 +16,6 @@ use super::segment::{decode_segment_header, segment_path, sync_dir, SEGMENT_HEAD
 use super::writer::{LogWriter, StatsCounters, WriterShared};
 use super::{Log, LogError, Lsn};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,7 +46,15 @@ pub enum FollowError {
 impl Log {
     /// Turns a recovered log into one that grows by copied bytes. The returned writer serves
     /// readers of the durable LSN (HTTP, the projector) and refuses every append.
-    pub fn into_followed(self) -> (FollowedLog, LogWriter) {
+    ///
+    /// Preallocated zeros a primary's writer left after the last frame (a crash) are cut first:
+    /// copied frames go at the end of the last frame, and a segment followed by another must
+    /// end exactly there.
+    pub fn into_followed(mut self) -> Result<(FollowedLog, LogWriter), LogError> {
+        self.active.trim().map_err(|detail| LogError::Io {
+            path: self.active.path.clone(),
+            source: std::io::Error::other(detail),
+        })?;
         let (commands, refused) = mpsc::channel(1);
         // Dropping the receiver closes the channel: appends and shutdowns answer at once.
         drop(refused);
@@ -74,7 +81,7 @@ impl Log {
             last_lsn: self.last_lsn.0,
             shared,
         };
-        (followed, writer)
+        Ok((followed, writer))
     }
 }
 
@@ -118,11 +125,13 @@ impl FollowedLog {
         if bytes.is_empty() {
             return Ok(Lsn(self.last_lsn));
         }
+        // At the end of the last frame, not of the file: a segment a primary's writer left
+        // after a crash may end in preallocated zeros (`active.rs`).
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|source| LogError::io(&path, source))?;
-        write_durably(file, bytes, &path)?;
+        write_durably(file, bytes, self.active_len_bytes, &path)?;
         self.active_len_bytes += bytes.len() as u64;
         self.advance(last_lsn);
         Ok(Lsn(last_lsn))
@@ -152,11 +161,11 @@ impl FollowedLog {
         let frames = &bytes[SEGMENT_HEADER_BYTES..];
         let last_lsn = check_frames(frames, self.last_lsn, self.frame_bytes_max, &path)?;
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|source| LogError::io(&path, source))?;
-        write_durably(file, bytes, &path)?;
+        write_durably(file, bytes, 0, &path)?;
         sync_dir(&self.dir).map_err(|source| LogError::io(&self.dir, source))?;
         self.index.add_segment(first_lsn);
         self.active_first_lsn = first_lsn;
@@ -232,10 +241,11 @@ fn check_frames(
     Ok(last)
 }
 
-/// One write and one fsync; a failure after a partial write leaves a torn tail that recovery
+/// One write at `offset` and one fsync; a failure after a partial write leaves a torn tail that recovery
 /// cuts at the next start (the bytes were never published).
-fn write_durably(mut file: File, bytes: &[u8], path: &Path) -> Result<(), LogError> {
-    file.write_all(bytes)
+fn write_durably(file: File, bytes: &[u8], offset: u64, path: &Path) -> Result<(), LogError> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(bytes, offset)
         .and_then(|()| file.sync_data())
         .map_err(|source| LogError::io(path, source))
 }

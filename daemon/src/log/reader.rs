@@ -165,6 +165,7 @@ impl LogReader {
             up_to: up_to.0,
             next_lsn: 0,
             start: None,
+            end: None,
             segment: None,
             pending_error: None,
             done: after >= up_to,
@@ -175,12 +176,23 @@ impl LogReader {
                     let start = self.shared.index.start_for(first_lsn, after.0 + 1);
                     frames.next_lsn = start.lsn;
                     frames.start = Some((first_lsn, start.offset));
+                    frames.end = self.known_end(up_to.0);
                 }
                 Ok(None) => frames.done = true,
                 Err(error) => frames.pending_error = Some(error),
             }
         }
         frames
+    }
+
+    /// Where frame `up_to` ends, if the index has a mark exactly there (the writer records one
+    /// at the end of every durable run).
+    fn known_end(&self, up_to: u64) -> Option<(u64, u64)> {
+        let next = up_to.checked_add(1)?;
+        let index = &self.shared.index;
+        let segment = index.segment_holding(next)?;
+        let mark = index.start_for(segment, next);
+        (mark.lsn == next).then_some((segment, mark.offset))
     }
 
     /// The first lsn of the segment holding `lsn` (or the last segment, if `lsn` is past it).
@@ -208,6 +220,10 @@ struct Frames {
     next_lsn: u64,
     /// Segment and byte offset of the first frame to read, taken from the index; used once.
     start: Option<(u64, u64)>,
+    /// Segment and byte offset where frame `up_to` ends, when the index knows it (a reader
+    /// following the durable tail): reads of that segment stop there instead of reading ahead
+    /// into the zeros the writer preallocates after its last frame.
+    end: Option<(u64, u64)>,
     segment: Option<OpenSegment>,
     pending_error: Option<LogError>,
     done: bool,
@@ -268,17 +284,27 @@ impl Drop for Frames {
 }
 
 impl Frames {
+    /// The byte offset reads of segment `first_lsn` stop at, if known.
+    fn end_in(&self, first_lsn: u64) -> Option<u64> {
+        self.end
+            .filter(|&(segment, _)| segment == first_lsn)
+            .map(|(_, offset)| offset)
+    }
+
     fn read_next(&mut self) -> Result<Option<RawFrame>, LogError> {
         while self.next_lsn <= self.up_to {
             if self.segment.is_none() {
                 self.segment = match self.start.take() {
-                    Some((first_lsn, offset)) => {
-                        open_segment(&self.shared, first_lsn, offset, self.next_lsn)?
-                    }
+                    Some((first_lsn, offset)) => open_segment(
+                        &self.shared,
+                        (first_lsn, self.end_in(first_lsn)),
+                        offset,
+                        self.next_lsn,
+                    )?,
                     // The segment after the one that ended at lsn `n` is named `n + 1`.
                     None => open_segment(
                         &self.shared,
-                        self.next_lsn,
+                        (self.next_lsn, self.end_in(self.next_lsn)),
                         SEGMENT_HEADER_BYTES as u64,
                         self.next_lsn,
                     )?,
@@ -297,6 +323,11 @@ impl Frames {
             }
             let frame_offset = segment.offset;
             let (header_bytes, header) = read_frame_header(segment, self.shared.frame_bytes_max)?;
+            if header_bytes == [0; FRAME_HEADER_BYTES] {
+                // The zeros a writer preallocates after its last frame, left by one that did
+                // not stop cleanly (`active.rs`): the log ends here (no frame has lsn 0).
+                return Ok(None);
+            }
             if header.lsn != self.next_lsn {
                 return Err(unreadable(
                     segment,
@@ -329,14 +360,20 @@ impl Frames {
 }
 
 /// A segment file whose reads add to the reader's byte counter.
+/// Reads stop at `limit` (the end of the frames wanted, when known) as at the end of the file.
 struct CountedFile {
     file: File,
     bytes_read: Arc<AtomicU64>,
+    position: u64,
+    limit: u64,
 }
 
 impl Read for CountedFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let read = self.file.read(buf)?;
+        let room = usize::try_from(self.limit.saturating_sub(self.position)).unwrap_or(usize::MAX);
+        let wanted = buf.len().min(room);
+        let read = self.file.read(&mut buf[..wanted])?;
+        self.position += read as u64;
         self.bytes_read.fetch_add(read as u64, Ordering::Relaxed);
         Ok(read)
     }
@@ -344,15 +381,17 @@ impl Read for CountedFile {
 
 impl Seek for CountedFile {
     fn seek(&mut self, position: SeekFrom) -> io::Result<u64> {
-        self.file.seek(position)
+        self.position = self.file.seek(position)?;
+        Ok(self.position)
     }
 }
 
 /// Opens the segment named `first_lsn`, checks its header and positions it at `offset`, where the
-/// frame `lsn_at_offset` starts. `Ok(None)` when there is no such segment.
+/// frame `lsn_at_offset` starts; reads stop at `end` when given. `Ok(None)` when there is no such
+/// segment.
 fn open_segment(
     shared: &ReaderShared,
-    first_lsn: u64,
+    (first_lsn, end): (u64, Option<u64>),
     offset: u64,
     lsn_at_offset: u64,
 ) -> Result<Option<OpenSegment>, LogError> {
@@ -363,13 +402,15 @@ fn open_segment(
         Err(source) => return Err(LogError::Io { path, source }),
     };
     let len_bytes = match file.metadata() {
-        Ok(metadata) => metadata.len(),
+        Ok(metadata) => metadata.len().min(end.unwrap_or(u64::MAX)),
         Err(source) => return Err(LogError::Io { path, source }),
     };
     shared.index.add_segment(first_lsn);
     let file = CountedFile {
         file,
         bytes_read: shared.bytes_read.clone(),
+        position: 0,
+        limit: len_bytes,
     };
     let mut segment = OpenSegment {
         first_lsn,

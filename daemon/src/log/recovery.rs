@@ -3,7 +3,9 @@
 //! Sealed segments must be valid to the exact end of file. In the last (active) segment the first
 //! bad frame is a torn tail only if no valid frame with a plausible lsn follows it anywhere in the
 //! file; a valid frame after damage means acknowledged data sits behind the damage, and cutting
-//! there would lose it (Protocol-Aware Recovery, FAST'18), so recovery refuses.
+//! there would lose it (Protocol-Aware Recovery, FAST'18), so recovery refuses. Zeros from the
+//! end of the last frame to the end of the last segment are the writer's preallocated space
+//! (`active.rs`), not damage.
 
 use super::frame::{check_frame, peek_lsn, FrameCheck, FRAME_HEADER_BYTES};
 use super::index::{Mark, OffsetIndex, MARK_SPACING_BYTES};
@@ -62,6 +64,11 @@ pub(crate) fn recover(
         last_lsn = scan.last_lsn;
         active_len_bytes = scan.end_offset as u64;
         let Some(damage) = scan.damage else { continue };
+        if may_be_torn && is_preallocated(&bytes[damage.offset..]) {
+            // Zeros the writer wrote ahead of its last frame (`active.rs`): no frame was ever
+            // there, so nothing is cut; the writer goes on overwriting them.
+            continue;
+        }
         if !may_be_torn {
             return Err(corrupt(
                 segment,
@@ -331,6 +338,13 @@ fn find_later_valid_frame(
 }
 
 /// Cuts the last segment at the end of its last good frame and makes the cut durable.
+/// True for the zeros a writer preallocates after its last frame: only zero bytes, up to the end
+/// of the file. A torn write that left any of its bytes is not all zeros, so it is still cut as
+/// a torn tail (a write none of whose bytes landed left nothing to cut).
+fn is_preallocated(tail: &[u8]) -> bool {
+    tail.iter().all(|&byte| byte == 0)
+}
+
 fn truncate_torn_tail(
     segment: &SegmentEntry,
     bytes: &[u8],

@@ -121,13 +121,13 @@ pub(crate) enum CreateSegmentError {
 }
 
 /// Creates a segment file with its header, fsyncs it and the directory, and returns it opened for
-/// appending. The directory fsync makes the new name durable before any frame that depends on it.
+/// writing (the writer writes at positions it tracks: `active.rs`). The directory fsync makes the new name durable before any frame that depends on it.
 pub(crate) fn create_segment(
     dir: &Path,
     first_lsn: u64,
 ) -> Result<(File, PathBuf), CreateSegmentError> {
     let path = segment_path(dir, first_lsn);
-    let mut file = match OpenOptions::new().append(true).create_new(true).open(&path) {
+    let mut file = match OpenOptions::new().write(true).create_new(true).open(&path) {
         Ok(file) => file,
         Err(error) if is_disk_full(&error) => return Err(CreateSegmentError::DiskFull),
         Err(error) => {

@@ -4,15 +4,13 @@
 //! Durable throughput is fsyncs per second times frames per fsync, so everything here is about
 //! keeping many frames per fsync and little work per frame (the encode buffer is reused).
 
+pub(crate) use super::active::ActiveSegment;
+use super::active::{roll, WriteFailure};
 use super::frame::{encode_frame, FRAME_HEADER_BYTES};
 use super::index::{Mark, OffsetIndex};
-use super::segment::{
-    create_segment, is_disk_full, sync_dir, CreateSegmentError, SegmentEntry, SEGMENT_HEADER_BYTES,
-};
-use super::{AppendError, BatchObserver, FatalHook, LogError, LogOptions, Lsn};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use super::segment::SEGMENT_HEADER_BYTES;
+use super::{AppendError, BatchObserver, FatalHook, LogOptions, Lsn};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -147,79 +145,6 @@ impl LogWriter {
     }
 }
 
-/// The segment the writer appends to.
-#[derive(Debug)]
-pub(crate) struct ActiveSegment {
-    /// Opened with `O_APPEND`, so after a disk-full truncation the next write lands at the new end.
-    file: File,
-    pub(super) path: PathBuf,
-    /// The lsn the segment is named for.
-    pub(super) first_lsn: u64,
-    /// Current file length, tracked here so the hot path makes no `stat` call.
-    pub(super) len_bytes: u64,
-}
-
-impl ActiveSegment {
-    /// Creates the first segment of an empty log.
-    pub(crate) fn create(dir: &Path, first_lsn: u64) -> Result<ActiveSegment, LogError> {
-        match create_segment(dir, first_lsn) {
-            Ok((file, path)) => Ok(ActiveSegment {
-                file,
-                path,
-                first_lsn,
-                len_bytes: SEGMENT_HEADER_BYTES as u64,
-            }),
-            Err(CreateSegmentError::DiskFull) => Err(LogError::Io {
-                path: dir.to_path_buf(),
-                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
-            }),
-            Err(CreateSegmentError::Fatal(detail)) => Err(LogError::Io {
-                path: dir.to_path_buf(),
-                source: std::io::Error::other(detail),
-            }),
-        }
-    }
-
-    /// Reopens the recovered last segment. Its contents may still sit only in the page cache
-    /// (the previous process died before its fsync), and recovery just treated them as the log,
-    /// so they are made durable before anyone builds on them.
-    pub(crate) fn reopen(
-        segment: &SegmentEntry,
-        len_bytes: u64,
-    ) -> Result<ActiveSegment, LogError> {
-        let io_error = |source| LogError::Io {
-            path: segment.path.clone(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&segment.path)
-            .map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
-        if let Some(dir) = segment.path.parent() {
-            sync_dir(dir).map_err(|source| LogError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        Ok(ActiveSegment {
-            file,
-            path: segment.path.clone(),
-            first_lsn: segment.first_lsn,
-            len_bytes,
-        })
-    }
-}
-
-#[cfg(test)]
-impl ActiveSegment {
-    /// Swaps the file for a read-only handle, so the next write fails with `EBADF`: a write
-    /// error that is not a full disk, to test the fatal path.
-    pub(crate) fn make_writes_fail(&mut self) {
-        self.file = File::open(&self.path).unwrap();
-    }
-}
-
 /// Spawns the writer thread. A failure to spawn is fatal: without a writer nothing is durable.
 pub(crate) fn start(
     options: LogOptions,
@@ -240,6 +165,7 @@ pub(crate) fn start(
     let writer_thread = WriterThread {
         dir: options.dir.clone(),
         segment_bytes_max: options.segment_bytes_max,
+        preallocate_bytes: options.preallocate_bytes,
         batch_frames_max: options.batch_frames_max,
         batch_bytes_max: options.batch_bytes_max,
         on_fatal: options.on_fatal.clone(),
@@ -315,15 +241,11 @@ struct Run {
     replies_end: usize,
 }
 
-/// Why writing part of a batch failed.
-enum WriteFailure {
-    DiskFull,
-    Fatal(String),
-}
-
 struct WriterThread {
     dir: PathBuf,
     segment_bytes_max: u64,
+    /// Zeros kept written ahead of the last frame (`active.rs`); 0 appends to the file's end.
+    preallocate_bytes: u64,
     batch_frames_max: usize,
     batch_bytes_max: usize,
     on_fatal: FatalHook,
@@ -373,6 +295,11 @@ impl WriterThread {
                 // Dropping `commands` and the pending replies answers everyone `Closed`.
                 return;
             }
+        }
+        // A clean stop leaves the segment ending at its last frame. Not fatal if it fails:
+        // recovery reads the zeros after the last frame as preallocated space.
+        if let Err(message) = self.active.trim() {
+            tracing::warn!(error = %message, "log writer could not cut the preallocated end of its segment");
         }
     }
 
@@ -441,9 +368,9 @@ impl WriterThread {
                 Ok(())
             };
             let outcome = outcome.and_then(|()| {
-                write_and_sync(
-                    &mut self.active,
+                self.active.write_and_sync(
                     &self.buffer[run.buffer_start..run.buffer_end],
+                    self.preallocate_bytes,
                 )
             });
             match outcome {
@@ -519,54 +446,6 @@ impl WriterThread {
             .store(durable_lsn, Ordering::Release);
         self.shared.durable_watch.send_replace(Lsn(durable_lsn));
     }
-}
-
-/// Starts a new segment. The old one needs no extra seal: every run, including its last, ended
-/// with an fdatasync before this is called.
-fn roll(dir: &Path, active: &mut ActiveSegment, first_lsn: u64) -> Result<(), WriteFailure> {
-    let (file, path) = create_segment(dir, first_lsn).map_err(|error| match error {
-        CreateSegmentError::DiskFull => WriteFailure::DiskFull,
-        CreateSegmentError::Fatal(message) => WriteFailure::Fatal(message),
-    })?;
-    tracing::debug!(path = %path.display(), first_lsn, "log segment rolled");
-    *active = ActiveSegment {
-        file,
-        path,
-        first_lsn,
-        len_bytes: SEGMENT_HEADER_BYTES as u64,
-    };
-    Ok(())
-}
-
-/// One `write_all` and one `fdatasync`. On a full disk the file is cut back to its length before
-/// the write, so no partial frame remains; a failed cut, like any other failure, is fatal.
-fn write_and_sync(active: &mut ActiveSegment, bytes: &[u8]) -> Result<Duration, WriteFailure> {
-    if let Err(error) = active.file.write_all(bytes) {
-        if !is_disk_full(&error) {
-            return Err(WriteFailure::Fatal(format!(
-                "write to {}: {error}",
-                active.path.display()
-            )));
-        }
-        return match active
-            .file
-            .set_len(active.len_bytes)
-            .and_then(|()| active.file.sync_data())
-        {
-            Ok(()) => Err(WriteFailure::DiskFull),
-            Err(cut_error) => Err(WriteFailure::Fatal(format!(
-                "cutting {} back to {} bytes after a disk-full write: {cut_error}",
-                active.path.display(),
-                active.len_bytes
-            ))),
-        };
-    }
-    let fsync_started = Instant::now();
-    active.file.sync_data().map_err(|error| {
-        WriteFailure::Fatal(format!("fdatasync of {}: {error}", active.path.display()))
-    })?;
-    active.len_bytes += bytes.len() as u64;
-    Ok(fsync_started.elapsed())
 }
 
 fn reply(sender: oneshot::Sender<Result<Lsn, AppendError>>, outcome: Result<Lsn, AppendError>) {

@@ -136,7 +136,7 @@ async fn start(
 ) -> anyhow::Result<(Serving, AppState, ReplicaRunning)> {
     let (local, log, replayed) = open_local(&config).await?;
     tracing::info!(last_lsn = %log.last_lsn(), url = %store.url, "replica opened its local log");
-    let (followed, writer) = log.into_followed();
+    let (followed, writer) = log.into_followed()?;
     let last_lsn = followed.last_lsn();
     let (core, core_tasks) = Core::start(
         &config,

@@ -269,11 +269,6 @@ async fn damage_with_nothing_valid_after_it_is_treated_as_a_torn_tail() {
             frames_left: 9,
         },
         Case {
-            name: "zeros after the last frame (preallocated or unwritten space)",
-            damage: |bytes| bytes.extend_from_slice(&[0; 4096]),
-            frames_left: 10,
-        },
-        Case {
             name: "a stale copy of an old frame after the last frame",
             damage: |bytes| {
                 let first_frame = SEGMENT_HEADER_BYTES

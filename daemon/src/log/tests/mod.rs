@@ -3,6 +3,7 @@
 mod cold_tier;
 mod corruption;
 mod disk_full;
+mod preallocation;
 mod reader_index;
 mod segments;
 mod torn_tail;
@@ -15,11 +16,15 @@ use std::sync::Arc;
 /// Frame payload limit used by tests, small so that a damaged length is rejected early.
 pub(super) const TEST_FRAME_BYTES_MAX: u32 = 64 * 1024;
 
+/// Zeros test logs keep ahead: small, so the tiny frames of the tests grow it many times.
+pub(super) const TEST_PREALLOCATE_BYTES: u64 = 4096;
+
 /// Options for a test log: a fatal error panics the writer thread, so appends answer `Closed`
 /// and the test fails loudly instead of exiting the test process.
 pub(super) fn test_options(dir: &Path) -> LogOptions {
     let mut options = LogOptions::new(dir);
     options.frame_bytes_max = TEST_FRAME_BYTES_MAX;
+    options.preallocate_bytes = TEST_PREALLOCATE_BYTES;
     options.on_fatal = Arc::new(|message: &str| panic!("fatal log error in a test: {message}"));
     options
 }
