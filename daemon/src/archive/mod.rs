@@ -86,6 +86,7 @@ impl Archiver {
         let gauges = tokio::spawn(progress::publish_gauges(
             progress.clone(),
             log_dir.clone(),
+            reader.clone(),
             durable.clone(),
             stop_rx.clone(),
         ));

@@ -4,7 +4,7 @@
 
 use super::manifest::SEGMENT_HEADER_BYTES;
 use super::segments::list_local_segments;
-use crate::log::Lsn;
+use crate::log::{LogReader, Lsn};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -43,6 +43,7 @@ pub fn publish_disabled() {
 pub async fn publish_gauges(
     progress: SharedProgress,
     log_dir: PathBuf,
+    reader: LogReader,
     durable: watch::Receiver<Lsn>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -54,10 +55,17 @@ pub async fn publish_gauges(
         }
         let dir = log_dir.clone();
         let listed = tokio::task::spawn_blocking(move || list_local_segments(&dir)).await;
-        let Ok(Ok(local)) = listed else {
+        let Ok(Ok(mut local)) = listed else {
             continue; // a listing error shows as stale gauges; the pass logs the cause
         };
         let durable_lsn = durable.borrow().0;
+        // The active segment's file may end in preallocated zeros (`log/active.rs`): count its
+        // bytes only to the end of the durable frames.
+        if let Some((segment, end)) = reader.durable_end(Lsn(durable_lsn)) {
+            for local in local.iter_mut().filter(|local| local.first_lsn == segment) {
+                local.len_bytes = local.len_bytes.min(end);
+            }
+        }
         let figures = {
             // A panic elsewhere while holding the lock leaves data that is still a valid view.
             let mut progress = progress

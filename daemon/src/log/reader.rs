@@ -185,6 +185,12 @@ impl LogReader {
         frames
     }
 
+    /// The segment (by first lsn) and byte offset where frame `lsn` ends, if the index knows
+    /// (the writer records where every durable run ends).
+    pub(crate) fn durable_end(&self, lsn: Lsn) -> Option<(u64, u64)> {
+        self.known_end(lsn.0)
+    }
+
     /// Where frame `up_to` ends, if the index has a mark exactly there (the writer records one
     /// at the end of every durable run).
     fn known_end(&self, up_to: u64) -> Option<(u64, u64)> {
