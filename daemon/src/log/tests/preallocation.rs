@@ -39,6 +39,19 @@ async fn crash_copy(dir: &Path, crashed: &Path, last: u64) -> LogWriter {
     writer
 }
 
+/// [`crash_copy`] of frames `1..=last` under `temp`: the crashed copy's directory, its one
+/// segment and that segment's bytes.
+async fn crashed_log(temp: &Path, last: u64) -> (PathBuf, PathBuf, Vec<u8>) {
+    let crashed = temp.join("crashed");
+    crash_copy(&temp.join("log"), &crashed, last)
+        .await
+        .shutdown()
+        .await;
+    let segment = segment_files(&crashed)[0].clone();
+    let bytes = std::fs::read(&segment).unwrap();
+    (crashed, segment, bytes)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_keeps_zeros_ahead_and_a_clean_stop_cuts_them() {
     let temp = tempfile::tempdir().unwrap();
@@ -119,13 +132,7 @@ async fn a_roll_leaves_the_sealed_segment_ending_at_its_last_frame() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_frame_over_the_zeros_is_cut() {
     let temp = tempfile::tempdir().unwrap();
-    let crashed = temp.path().join("crashed");
-    crash_copy(&temp.path().join("log"), &crashed, 40)
-        .await
-        .shutdown()
-        .await;
-    let segment = segment_files(&crashed)[0].clone();
-    let mut bytes = std::fs::read(&segment).unwrap();
+    let (crashed, segment, mut bytes) = crashed_log(temp.path(), 40).await;
     // The first 30 bytes of frame 41, then the zeros it never overwrote.
     let mut frame = Vec::new();
     encode_frame(&mut frame, 41, 1, &[7; 100]);
@@ -142,13 +149,7 @@ async fn a_torn_frame_over_the_zeros_is_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_frame_behind_the_zeros_is_refused() {
     let temp = tempfile::tempdir().unwrap();
-    let crashed = temp.path().join("crashed");
-    crash_copy(&temp.path().join("log"), &crashed, 40)
-        .await
-        .shutdown()
-        .await;
-    let segment = segment_files(&crashed)[0].clone();
-    let mut bytes = std::fs::read(&segment).unwrap();
+    let (crashed, segment, mut bytes) = crashed_log(temp.path(), 40).await;
     // Frame 42 landed, frame 41 before it did not: recovery cannot tell that from acknowledged
     // data behind damage, so it refuses rather than cut it (Protocol-Aware Recovery).
     let mut frame = Vec::new();
