@@ -497,6 +497,10 @@ mod tests {
             Config::default().training_settings().unwrap()
         );
         assert_eq!(config.storage, StorageConfig::default());
+        assert_eq!(
+            config.log.preallocate_bytes,
+            crate::log::PREALLOCATE_BYTES_DEFAULT
+        );
     }
 
     #[test]
