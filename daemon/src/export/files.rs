@@ -8,11 +8,11 @@
 //! carry their count (`train-00000-of-00003.parquet`), which is known only at the end, so all
 //! shards are written under temp names first and renamed once every group is complete.
 
+use super::column_writer::ColumnParallelWriter;
 use super::fault;
 use super::ExportError;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -152,7 +152,7 @@ pub struct ParquetShards {
     schema: SchemaRef,
     properties: WriterProperties,
     shard_bytes_max: u64,
-    current: Option<(ArrowWriter<HashingFile>, PathBuf, u64)>,
+    current: Option<(ColumnParallelWriter<HashingFile>, PathBuf, u64)>,
     done: Vec<TempShard>,
 }
 
@@ -185,7 +185,7 @@ impl ParquetShards {
             let path = temp_path(&self.dir, &self.prefix, self.done.len(), "parquet");
             let file = HashingFile::create(&path)?;
             let writer =
-                ArrowWriter::try_new(file, self.schema.clone(), Some(self.properties.clone()))?;
+                ColumnParallelWriter::try_new(file, self.schema.clone(), self.properties.clone())?;
             self.current = Some((writer, path, 0));
         }
         let Some((writer, _, rows)) = self.current.as_mut() else {
@@ -221,7 +221,7 @@ impl ParquetShards {
             let path = temp_path(&self.dir, &self.prefix, 0, "parquet");
             let file = HashingFile::create(&path)?;
             let writer =
-                ArrowWriter::try_new(file, self.schema.clone(), Some(self.properties.clone()))?;
+                ColumnParallelWriter::try_new(file, self.schema.clone(), self.properties.clone())?;
             self.current = Some((writer, path, 0));
         }
         self.close_current()?;
