@@ -48,7 +48,7 @@ impl RowGroup {
     fn estimated_bytes(&mut self) -> usize {
         self.fields
             .iter_mut()
-            .map(|field| field_of(field))
+            .map(field_of)
             .flat_map(|field| field.writers.iter())
             .map(ArrowColumnWriter::get_estimated_total_bytes)
             .sum()

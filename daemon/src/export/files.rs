@@ -265,9 +265,9 @@ impl ParquetShards {
 const PIPELINED_BATCHES_IN_FLIGHT: usize = 2;
 
 /// A [`ParquetShards`] on its own thread: the caller builds the next batch from the projections
-/// while the previous one is encoded and zstd-compressed (about half of an export's time each,
-/// measured on a 1M-step trajectory export). Batches are written in the order given, so the
-/// files are byte for byte those of [`ParquetShards`] alone.
+/// while the previous one is encoded and zstd-compressed (itself on several threads, see
+/// [`super::column_writer`]; encoding is the larger part). Batches are written in the order
+/// given, so the files are byte for byte those of [`ParquetShards`] alone.
 pub struct PipelinedShards {
     tx: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
     thread: Option<std::thread::JoinHandle<Result<ParquetShards, ExportError>>>,
