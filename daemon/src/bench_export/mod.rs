@@ -150,6 +150,7 @@ fn measure_export(
     python: Option<&str>,
 ) -> anyhow::Result<()> {
     let settings = ExportSettings::new(config, work, Some(work.join("exports")))?;
+    let cpu_before = process_cpu_s();
     let started = Instant::now();
     let outcome = write_export(
         domain,
@@ -160,6 +161,7 @@ fn measure_export(
         to,
     )?;
     let export_s = started.elapsed().as_secs_f64();
+    let export_cpu_s = process_cpu_s() - cpu_before;
     let bytes: u64 = outcome.manifest.files.iter().map(|file| file.bytes).sum();
     let rows = outcome.manifest.rows;
 
@@ -173,6 +175,13 @@ fn measure_export(
         rows as f64 / export_s,
         mb(bytes) / export_s,
         mb(jsonl_bytes) / export_s
+    );
+    // CPU time of every thread of the export: unlike rows/s it does not depend on what else
+    // runs on the machine, so it shows a change in the work done on a busy one.
+    println!(
+        "rust export CPU: {export_cpu_s:.2} s over {export_s:.2} s = {:.2} cores busy, {:.2} us per row",
+        export_cpu_s / export_s,
+        export_cpu_s * 1e6 / rows.max(1) as f64
     );
     let Some(python) = python else {
         println!("python comparison skipped (--python not given)");
@@ -188,6 +197,17 @@ fn measure_export(
         Err(error) => println!("python comparison skipped: {error}"),
     }
     Ok(())
+}
+
+/// User and system CPU seconds of this process, all threads, so far (0 where unknown).
+fn process_cpu_s() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else {
+        return 0.0;
+    };
+    let seconds =
+        |time: nix::sys::time::TimeVal| time.tv_sec() as f64 + time.tv_usec() as f64 / 1e6;
+    seconds(usage.user_time()) + seconds(usage.system_time())
 }
 
 fn mb(bytes: u64) -> f64 {

@@ -8,11 +8,11 @@
 //! carry their count (`train-00000-of-00003.parquet`), which is known only at the end, so all
 //! shards are written under temp names first and renamed once every group is complete.
 
+use super::column_writer::ColumnParallelWriter;
 use super::fault;
 use super::ExportError;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -49,6 +49,31 @@ const FREE_TEXT_COLUMNS: &[&str] = &[
     "ground_truth",
 ];
 
+/// Columns written without a dictionary: values unique to their row by construction (the LSNs
+/// and times of a row's own facts, seeds) and text generated per step (prompts, reasoning,
+/// model output, diffs). The writer would intern them until the dictionary reaches its 1 MB
+/// limit, then fall back to plain encoding for the rest of the row group: the interning was
+/// about a fifth of the encoding time of a trajectory export, and the dictionary pages made
+/// those columns larger, not smaller (the 300k-row file went from 7.4 to 4.9 MB). A dictionary
+/// is how pages are stored, not a type: readers get the same strings and numbers (a name that
+/// a schema does not have is ignored).
+const NO_DICTIONARY_COLUMNS: &[&str] = &[
+    "lsn",
+    "step_lsn",
+    "first_lsn",
+    "last_lsn",
+    "sandbox_lsn",
+    "reward_lsn",
+    "step_ts_ms",
+    "sandbox_ts_ms",
+    "reward_ts_ms",
+    "seed",
+    "prompt",
+    "think",
+    "raw_output",
+    "diff",
+];
+
 /// How Parquet files are encoded.
 #[derive(Debug, Clone)]
 pub struct ParquetSettings {
@@ -73,6 +98,9 @@ impl ParquetSettings {
         for column in FREE_TEXT_COLUMNS {
             builder = builder
                 .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::None);
+        }
+        for column in NO_DICTIONARY_COLUMNS {
+            builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
         }
         Ok(builder
             .set_compression(Compression::ZSTD(level))
@@ -152,7 +180,7 @@ pub struct ParquetShards {
     schema: SchemaRef,
     properties: WriterProperties,
     shard_bytes_max: u64,
-    current: Option<(ArrowWriter<HashingFile>, PathBuf, u64)>,
+    current: Option<(ColumnParallelWriter<HashingFile>, PathBuf, u64)>,
     done: Vec<TempShard>,
 }
 
@@ -185,7 +213,7 @@ impl ParquetShards {
             let path = temp_path(&self.dir, &self.prefix, self.done.len(), "parquet");
             let file = HashingFile::create(&path)?;
             let writer =
-                ArrowWriter::try_new(file, self.schema.clone(), Some(self.properties.clone()))?;
+                ColumnParallelWriter::try_new(file, self.schema.clone(), self.properties.clone())?;
             self.current = Some((writer, path, 0));
         }
         let Some((writer, _, rows)) = self.current.as_mut() else {
@@ -221,7 +249,7 @@ impl ParquetShards {
             let path = temp_path(&self.dir, &self.prefix, 0, "parquet");
             let file = HashingFile::create(&path)?;
             let writer =
-                ArrowWriter::try_new(file, self.schema.clone(), Some(self.properties.clone()))?;
+                ColumnParallelWriter::try_new(file, self.schema.clone(), self.properties.clone())?;
             self.current = Some((writer, path, 0));
         }
         self.close_current()?;
@@ -237,9 +265,9 @@ impl ParquetShards {
 const PIPELINED_BATCHES_IN_FLIGHT: usize = 2;
 
 /// A [`ParquetShards`] on its own thread: the caller builds the next batch from the projections
-/// while the previous one is encoded and zstd-compressed (about half of an export's time each,
-/// measured on a 1M-step trajectory export). Batches are written in the order given, so the
-/// files are byte for byte those of [`ParquetShards`] alone.
+/// while the previous one is encoded and zstd-compressed (itself on several threads, see
+/// [`super::column_writer`]; encoding is the larger part). Batches are written in the order
+/// given, so the files are byte for byte those of [`ParquetShards`] alone.
 pub struct PipelinedShards {
     tx: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
     thread: Option<std::thread::JoinHandle<Result<ParquetShards, ExportError>>>,

@@ -18,6 +18,7 @@
 //! more than one batch.
 
 pub mod build;
+mod column_writer;
 mod columns;
 mod copies;
 pub mod fault;
@@ -388,5 +389,7 @@ fn finish_manifest(
     })
 }
 
+#[cfg(test)]
+mod column_writer_tests;
 #[cfg(test)]
 mod tests;

@@ -165,6 +165,8 @@ pub fn view_at(entry: &StepEntry, to: Lsn) -> Option<StepView<'_>> {
 /// Rows built from steps, one record batch at a time.
 pub trait StepRows {
     fn with_capacity(rows: usize) -> Self;
+    /// Room for `rows` rows of about the size of `previous`'s (an earlier batch of these rows).
+    fn presized(rows: usize, previous: &RecordBatch) -> Self;
     /// Adds the step if it belongs in an export of `(after, to]`; returns whether it did.
     fn push(&mut self, entry: &StepEntry, after: Lsn, to: Lsn, context: &StepContext) -> bool;
     fn finish(self) -> RecordBatch;
@@ -369,6 +371,13 @@ impl StepRows for SftRows {
     fn with_capacity(rows: usize) -> Self {
         SftRows {
             columns: SftColumns::with_capacity(rows),
+            id_text: String::new(),
+        }
+    }
+
+    fn presized(rows: usize, previous: &RecordBatch) -> Self {
+        SftRows {
+            columns: SftColumns::presized(rows, previous),
             id_text: String::new(),
         }
     }

@@ -44,12 +44,17 @@ pub(super) fn export_steps<R: StepRows>(
         settings.shard_bytes_max,
     )?)?;
     let mut cursor: Option<(String, Option<agentd_schemas::RolloutId>, u32)> = None;
+    // The batch before, whose sizes size the next one's builders.
+    let mut previous: Option<arrow_array::RecordBatch> = None;
     loop {
         let (batch, next) = {
             // Lock order: agent states before trajectories, as everywhere.
             let states = domain.agent_states();
             let trajectories = domain.trajectories();
-            let mut rows = R::with_capacity(BATCH_ROWS);
+            let mut rows = match &previous {
+                Some(previous) => R::presized(BATCH_ROWS, previous),
+                None => R::with_capacity(BATCH_ROWS),
+            };
             let mut count = 0;
             let mut next = None;
             let resume = cursor
@@ -80,6 +85,7 @@ pub(super) fn export_steps<R: StepRows>(
             }
             (rows.finish(), next)
         };
+        previous = Some(batch.clone());
         shards.write(batch)?;
         match next {
             Some(next) => cursor = Some(next),

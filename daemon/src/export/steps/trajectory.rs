@@ -164,6 +164,14 @@ impl StepRows for TrajectoryRows {
         }
     }
 
+    fn presized(rows: usize, previous: &RecordBatch) -> Self {
+        TrajectoryRows {
+            columns: TrajectoryColumns::presized(rows, previous),
+            last_state: None,
+            id_text: String::new(),
+        }
+    }
+
     fn push(&mut self, entry: &StepEntry, after: Lsn, to: Lsn, context: &StepContext) -> bool {
         let Some(view) = view_at(entry, to) else {
             return false;
