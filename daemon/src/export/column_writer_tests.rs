@@ -1,5 +1,5 @@
 //! [`ColumnParallelWriter`] writes the bytes `ArrowWriter` writes, whatever the thread count,
-//! row group limits and batch sizes; and the columns written without a dictionary.
+//! row group limits and batch sizes.
 
 use super::column_writer::ColumnParallelWriter;
 use arrow_array::builder::{
@@ -200,62 +200,4 @@ fn an_empty_file_is_the_same_too() {
         with_parallel_writer(&properties, &[], 2),
         with_arrow_writer(&properties, &[])
     );
-}
-
-#[test]
-fn unique_columns_are_written_without_a_dictionary_and_read_back_the_same() {
-    use super::files::{ParquetSettings, ParquetShards};
-    use parquet::basic::Encoding;
-    use parquet::file::reader::FileReader;
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("task_id", DataType::Utf8, false),
-        Field::new("prompt", DataType::Utf8, true),
-        Field::new("step_lsn", DataType::UInt64, false),
-    ]));
-    let rows = 1000;
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(arrow_array::StringArray::from_iter_values(
-            (0..rows).map(|row| format!("task-{}", row / 8)),
-        )),
-        Arc::new(arrow_array::StringArray::from_iter_values(
-            (0..rows).map(|row| format!("prompt {row}")),
-        )),
-        Arc::new(arrow_array::UInt64Array::from_iter_values(0..rows as u64)),
-    ];
-    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let settings = ParquetSettings {
-        zstd_level: 3,
-        row_group_bytes_max: 64 << 20,
-        metadata: Vec::new(),
-    };
-    let mut shards = ParquetShards::new(dir.path(), "t", schema, &settings, u64::MAX).unwrap();
-    shards.write(&batch).unwrap();
-    shards.finish(false).unwrap();
-    let path = std::fs::read_dir(dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let bytes = bytes::Bytes::from(std::fs::read(&path).unwrap());
-    let reader = parquet::file::reader::SerializedFileReader::new(bytes.clone()).unwrap();
-    let group = reader.metadata().row_group(0);
-    let dictionary = |column: usize| {
-        group
-            .column(column)
-            .encodings()
-            .any(|encoding| encoding == Encoding::RLE_DICTIONARY)
-    };
-    assert!(dictionary(0), "task_id repeats: dictionary encoded");
-    assert!(!dictionary(1), "prompt: per-step text");
-    assert!(!dictionary(2), "step_lsn: unique");
-    let read: Vec<RecordBatch> =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-    assert_eq!(read, vec![batch]);
 }

@@ -49,31 +49,6 @@ const FREE_TEXT_COLUMNS: &[&str] = &[
     "ground_truth",
 ];
 
-/// Columns written without a dictionary: values unique to their row by construction (the LSNs
-/// and times of a row's own facts, seeds) and text generated per step (prompts, reasoning,
-/// model output, diffs). The writer would intern them until the dictionary reaches its 1 MB
-/// limit, then fall back to plain encoding for the rest of the row group: the interning was
-/// about a fifth of the encoding time of a trajectory export, and the dictionary pages made
-/// those columns larger, not smaller (the 300k-row file went from 7.4 to 4.9 MB). A dictionary
-/// is how pages are stored, not a type: readers get the same strings and numbers (a name that
-/// a schema does not have is ignored).
-const NO_DICTIONARY_COLUMNS: &[&str] = &[
-    "lsn",
-    "step_lsn",
-    "first_lsn",
-    "last_lsn",
-    "sandbox_lsn",
-    "reward_lsn",
-    "step_ts_ms",
-    "sandbox_ts_ms",
-    "reward_ts_ms",
-    "seed",
-    "prompt",
-    "think",
-    "raw_output",
-    "diff",
-];
-
 /// How Parquet files are encoded.
 #[derive(Debug, Clone)]
 pub struct ParquetSettings {
@@ -98,9 +73,6 @@ impl ParquetSettings {
         for column in FREE_TEXT_COLUMNS {
             builder = builder
                 .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::None);
-        }
-        for column in NO_DICTIONARY_COLUMNS {
-            builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
         }
         Ok(builder
             .set_compression(Compression::ZSTD(level))
