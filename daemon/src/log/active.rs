@@ -140,7 +140,7 @@ impl ActiveSegment {
     ) -> Result<Duration, WriteFailure> {
         let end = self.len_bytes + bytes.len() as u64;
         if let Err(error) = self.file.write_all_at(bytes, self.len_bytes) {
-            return Err(self.cut_after_failed_write(&error));
+            return Err(self.cut_after_failed_write(&error, end));
         }
         self.allocated_bytes = self.allocated_bytes.max(end);
         if preallocate_bytes > 0 && end + preallocate_bytes / 2 > self.allocated_bytes {
@@ -181,15 +181,16 @@ impl ActiveSegment {
         Ok(())
     }
 
-    fn cut_after_failed_write(&mut self, error: &std::io::Error) -> WriteFailure {
+    /// After a failed write of the bytes that would have ended at `end`.
+    fn cut_after_failed_write(&mut self, error: &std::io::Error, end: u64) -> WriteFailure {
         if !is_disk_full(error) {
             return WriteFailure::Fatal(format!("write to {}: {error}", self.path.display()));
         }
         // Zeros already preallocated stay; a partial frame written past them is cut.
         let keep = self.allocated_bytes.max(self.len_bytes);
         // Frames written over preallocated zeros are overwritten by zeros again: nothing of a
-        // refused batch may look like a frame to recovery.
-        let zeroed = self.zero_range(self.len_bytes, keep);
+        // refused batch may look like a frame to recovery. Only what the write could reach.
+        let zeroed = self.zero_range(self.len_bytes, keep.min(end));
         match zeroed
             .and_then(|()| self.file.set_len(keep))
             .and_then(|()| self.file.sync_data())
