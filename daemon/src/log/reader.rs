@@ -176,7 +176,7 @@ impl LogReader {
                     let start = self.shared.index.start_for(first_lsn, after.0 + 1);
                     frames.next_lsn = start.lsn;
                     frames.start = Some((first_lsn, start.offset));
-                    frames.end = self.known_end(up_to.0);
+                    frames.end = self.durable_end(up_to);
                 }
                 Ok(None) => frames.done = true,
                 Err(error) => frames.pending_error = Some(error),
@@ -185,16 +185,10 @@ impl LogReader {
         frames
     }
 
-    /// The segment (by first lsn) and byte offset where frame `lsn` ends, if the index knows
-    /// (the writer records where every durable run ends).
-    pub(crate) fn durable_end(&self, lsn: Lsn) -> Option<(u64, u64)> {
-        self.known_end(lsn.0)
-    }
-
-    /// Where frame `up_to` ends, if the index has a mark exactly there (the writer records one
-    /// at the end of every durable run).
-    fn known_end(&self, up_to: u64) -> Option<(u64, u64)> {
-        let next = up_to.checked_add(1)?;
+    /// The segment (by first lsn) and byte offset where frame `up_to` ends, if the index has a
+    /// mark exactly there (the writer records one at the end of every durable run).
+    pub(crate) fn durable_end(&self, up_to: Lsn) -> Option<(u64, u64)> {
+        let next = up_to.0.checked_add(1)?;
         let index = &self.shared.index;
         let segment = index.segment_holding(next)?;
         let mark = index.start_for(segment, next);
