@@ -10,11 +10,13 @@ use agentd_schemas::events::{
     ScheduleFired,
 };
 use agentd_schemas::Lsn;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A recorded export and where it was recorded.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedExport {
+    #[serde(with = "crate::snapshot::file::named")]
     pub event: ExportRecorded,
     pub lsn: Lsn,
     pub ts_ms: u64,
@@ -24,8 +26,9 @@ pub struct RecordedExport {
 }
 
 /// A recorded dataset build.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedBuild {
+    #[serde(with = "crate::snapshot::file::named")]
     pub event: DatasetBuilt,
     pub lsn: Lsn,
     /// As [`RecordedExport::copied_to`].
@@ -33,14 +36,18 @@ pub struct RecordedBuild {
 }
 
 /// The last firing of a schedule.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastFired {
+    #[serde(with = "crate::snapshot::file::named")]
     pub event: ScheduleFired,
     pub lsn: Lsn,
 }
 
 /// Everything recorded about exports.
-#[derive(Debug, Default)]
+///
+/// Serialized into sequencer snapshots (`snapshot::file`): a change of shape or meaning of this
+/// type or any type in it bumps `SNAPSHOT_FORMAT_VERSION`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportLedger {
     /// In log order.
     exports: Vec<RecordedExport>,
@@ -201,6 +208,11 @@ impl ExportLedger {
             .get(build_id)
             .map(|index| &self.builds[*index])
     }
+}
+
+/// Nothing is shared between entries, so nothing to restore after a load.
+impl crate::snapshot::file::SnapshotState for ExportLedger {
+    fn after_load(&mut self) {}
 }
 
 impl crate::replay::Projection for ExportLedger {

@@ -24,10 +24,14 @@ pub mod positions;
 use crate::facts::positions::Positions;
 use agentd_schemas::events::{DatasetMeta, Event, LogRecord};
 use agentd_schemas::{JobId, Lsn, RolloutId};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// What the sequencer knows about domain facts.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Serialized into sequencer snapshots (`snapshot::file`): a change of shape or meaning of this
+/// type or any type in it bumps `SNAPSHOT_FORMAT_VERSION`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FactIndex {
     /// The number the next rollout id gets (ids start at 1).
     next_rollout: u64,
@@ -42,14 +46,14 @@ pub struct FactIndex {
 }
 
 /// One group of rollouts.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupFacts {
     pub task_id: String,
     pub rollouts: u64,
 }
 
 /// One rollout.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutFacts {
     pub task_id: String,
     pub group: String,
@@ -66,7 +70,7 @@ pub struct RolloutFacts {
 pub type StepIndex = BTreeMap<u32, StepFacts>;
 
 /// Where a step and its attached facts were logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepFacts {
     pub lsn: Lsn,
     pub sandbox: Option<Lsn>,
@@ -74,7 +78,7 @@ pub struct StepFacts {
 }
 
 /// One dataset version.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DatasetFacts {
     /// `None` for records of a dataset never registered (only in logs older than this index).
     pub meta: Option<DatasetMeta>,

@@ -3,11 +3,12 @@
 //! nothing to the log. (The processed splits keep their own copy for their `resent` count; this
 //! one serves the write path and costs one entry per gap.)
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// Disjoint, non-touching half-open ranges of positions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Positions {
     /// Start to end (exclusive).
     by_start: BTreeMap<u64, u64>,

@@ -12,13 +12,14 @@
 use agentd_schemas::api::JobStateName;
 use agentd_schemas::events::{AfterFailure, Event, JobLeased, JobSubmitted, LogRecord, Tags};
 use agentd_schemas::{JobId, LeaseId, Lsn};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Where a job is in its lifecycle. Variants carry the data of that state.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobStatus {
     /// Waiting to be leased; eligible from `run_at_ms` (scheduled before, queued after).
     Waiting {
@@ -38,7 +39,7 @@ pub enum JobStatus {
 /// The compact in-memory part of a job: what deciding needs, plus (while the job is not finished
 /// and the budget allows) what a lease answer needs. Payloads and results live in the redb job
 /// projection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
     pub queue: Arc<str>,
@@ -62,7 +63,7 @@ pub struct Job {
 }
 
 /// What a lease answer needs from a job's submission beyond the compact [`Job`].
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeaseData {
     pub payload_json: Box<str>,
     pub task_id: Option<String>,
@@ -105,7 +106,7 @@ impl Job {
 pub type ReadyKey = (Reverse<i32>, u64, JobId);
 
 /// Per-queue indexes and counters.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct QueueIndex {
     pub paused: bool,
     pub ready: BTreeSet<ReadyKey>,
@@ -135,14 +136,17 @@ impl QueueIndex {
 }
 
 /// What an idempotency key maps to: the original job and the frame that submitted it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotentSubmission {
     pub job_id: JobId,
     pub lsn: Lsn,
 }
 
 /// The queue projection. Build it by applying every log record in order.
-#[derive(Debug, Default)]
+///
+/// Serialized whole into sequencer snapshots (`crate::snapshot::file`): a change of shape or
+/// meaning of this type or any type in it bumps `SNAPSHOT_FORMAT_VERSION`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct QueueState {
     pub jobs: HashMap<JobId, Job>,
     pub queues: BTreeMap<Arc<str>, QueueIndex>,
@@ -513,6 +517,37 @@ impl QueueState {
             ));
         }
         hex::encode(hasher.finalize())
+    }
+}
+
+impl QueueState {
+    /// Makes a deserialized state share its names again as [`QueueState::apply`] does: each job's
+    /// kind is the one allocation in [`QueueState::kinds`], and each job's queue (and each
+    /// idempotency key's) the queue index's key. The encoding stores every `Arc<str>` as its own
+    /// string, so without this a loaded state holds one allocation per job for each.
+    pub fn reintern_after_load(&mut self) {
+        let queue_names: HashMap<Arc<str>, Arc<str>> = self
+            .queues
+            .keys()
+            .map(|name| (name.clone(), name.clone()))
+            .collect();
+        let shared_queue = |name: Arc<str>| queue_names.get(&name).cloned().unwrap_or(name);
+        let mut jobs = std::mem::take(&mut self.jobs);
+        for job in jobs.values_mut() {
+            job.kind = self.intern_kind(&job.kind);
+            job.queue = shared_queue(job.queue.clone());
+        }
+        self.jobs = jobs;
+        self.idempotency = std::mem::take(&mut self.idempotency)
+            .into_iter()
+            .map(|((queue, key), submission)| ((shared_queue(queue), key), submission))
+            .collect();
+    }
+}
+
+impl crate::snapshot::file::SnapshotState for QueueState {
+    fn after_load(&mut self) {
+        self.reintern_after_load();
     }
 }
 
