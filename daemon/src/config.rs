@@ -115,7 +115,11 @@ impl Default for ServerConfig {
     }
 }
 
-/// `[log]`: segment and group-commit sizes.
+/// Default of `[log] snapshot_every_records`: after a crash, start-up replays at most this
+/// many records into the queue state (about a second on the machines agentd targets).
+pub const SNAPSHOT_EVERY_RECORDS_DEFAULT: u64 = 500_000;
+
+/// `[log]`: segment and group-commit sizes, and how often the sequencer state is snapshotted.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -127,6 +131,9 @@ pub struct LogConfig {
     /// Zeros kept written ahead of the last frame of the active segment (0: append to the end of
     /// the file); see `LogOptions::preallocate_bytes`.
     pub preallocate_bytes: u64,
+    /// Records between two snapshots of the sequencer's state, which start-up loads instead of
+    /// replaying the whole log (0: no snapshots); see `crate::snapshot`.
+    pub snapshot_every_records: u64,
 }
 
 impl Default for LogConfig {
@@ -138,6 +145,7 @@ impl Default for LogConfig {
             batch_bytes_max: 16 * 1024 * 1024,
             queue_capacity: 8192,
             preallocate_bytes: crate::log::PREALLOCATE_BYTES_DEFAULT,
+            snapshot_every_records: SNAPSHOT_EVERY_RECORDS_DEFAULT,
         }
     }
 }
@@ -500,6 +508,10 @@ mod tests {
         assert_eq!(
             config.log.preallocate_bytes,
             crate::log::PREALLOCATE_BYTES_DEFAULT
+        );
+        assert_eq!(
+            config.log.snapshot_every_records,
+            SNAPSHOT_EVERY_RECORDS_DEFAULT
         );
     }
 

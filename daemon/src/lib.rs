@@ -21,7 +21,7 @@ pub(crate) mod replica;
 pub(crate) mod schedule;
 pub(crate) mod sequencer;
 pub(crate) mod server;
-pub mod snapshot;
+pub(crate) mod snapshot;
 pub(crate) mod tasks;
 pub(crate) mod thread_priority;
 pub(crate) mod tls;

@@ -191,6 +191,32 @@ pub const FAMILIES: &[MetricFamily] = &[
         series: Series::Single,
         help: "First LSN held by a local segment file: 1 unless local retention deleted archived segments, whose records are then read from the archive.",
     },
+    // Start-up: the sequencer-state snapshots and the domain projections loading behind the job
+    // API (`snapshot`, `projection/domain/load.rs`).
+    MetricFamily {
+        name: "agentd_snapshot_lsn",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "LSN of the newest snapshot of the sequencer state this process wrote (start-up replays only the records after the newest one).",
+    },
+    MetricFamily {
+        name: "agentd_domain_loaded",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "1 once the domain projections are loaded after a start; 0 while they load from the log (domain routes answer 503 `loading`, the job API serves).",
+    },
+    MetricFamily {
+        name: "agentd_domain_load_applied_lsn",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "Last LSN the domain projections' loader applied while loading after a start.",
+    },
+    MetricFamily {
+        name: "agentd_domain_load_seconds",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "Seconds the domain projections took to load from the log after this start.",
+    },
     // A read replica following the archive (`agentd replica`; all 0 on a primary).
     MetricFamily {
         name: "agentd_replica_lag_seconds",

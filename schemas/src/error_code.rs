@@ -86,6 +86,9 @@ error_codes! {
     /// The request ran past the request timeout (or the projections lag behind it).
     Timeout = "timeout", 503;
     Unavailable = "unavailable", 503;
+    /// The domain projections (datasets, agent state, rollouts, trajectories) are still
+    /// loading from the log after a restart; the job API already serves. Retry shortly.
+    Loading = "loading", 503;
     ShuttingDown = "shutting_down", 503;
     /// The log's disk is full: nothing was written.
     DiskFull = "disk_full", 507;

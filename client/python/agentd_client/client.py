@@ -57,6 +57,7 @@ ERROR_CODES = {
     "primary_unavailable": 502,
     "timeout": 503,
     "unavailable": 503,
+    "loading": 503,
     "shutting_down": 503,
     "disk_full": 507,
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 /// A recorded export and where it was recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedExport {
-    #[serde(with = "crate::snapshot::file::named")]
+    #[serde(with = "crate::export::named_encoding")]
     pub event: ExportRecorded,
     pub lsn: Lsn,
     pub ts_ms: u64,
@@ -28,7 +28,7 @@ pub struct RecordedExport {
 /// A recorded dataset build.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedBuild {
-    #[serde(with = "crate::snapshot::file::named")]
+    #[serde(with = "crate::export::named_encoding")]
     pub event: DatasetBuilt,
     pub lsn: Lsn,
     /// As [`RecordedExport::copied_to`].
@@ -38,7 +38,7 @@ pub struct RecordedBuild {
 /// The last firing of a schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastFired {
-    #[serde(with = "crate::snapshot::file::named")]
+    #[serde(with = "crate::export::named_encoding")]
     pub event: ScheduleFired,
     pub lsn: Lsn,
 }
@@ -208,11 +208,6 @@ impl ExportLedger {
             .get(build_id)
             .map(|index| &self.builds[*index])
     }
-}
-
-/// Nothing is shared between entries, so nothing to restore after a load.
-impl crate::snapshot::file::SnapshotState for ExportLedger {
-    fn after_load(&mut self) {}
 }
 
 impl crate::replay::Projection for ExportLedger {

@@ -24,6 +24,7 @@ mod copies;
 pub mod fault;
 pub mod files;
 pub mod ledger;
+pub(crate) mod named_encoding;
 pub mod primary_link;
 mod records;
 pub mod remote_record;

@@ -43,7 +43,9 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         .as_ref()
         .map(|handle| handle.render())
         .unwrap_or_default();
-    if state.metrics.is_some() {
+    // While the domain projections load after a restart, their counters are partial: the
+    // histogram is left out rather than shown growing from zero.
+    if state.metrics.is_some() && state.domain.projections.is_loaded() {
         // The guard is dropped at the end of the statement: the copy is taken under the read
         // lock, the text written after it.
         let rewards = state.domain.projections.trajectories().rewards().clone();
@@ -60,10 +62,21 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     get, path = "/v1/admin/digest", tag = "ops",
     responses(
         (status = 200, description = "Digests of every projection at one LSN, equal to `agentd rebuild`'s for the same log. Writes pause while they are computed (a fraction of a second per 100,000 jobs), so only admins may ask", body = agentd_schemas::api::DigestResponse),
-        (status = 503, description = "`timeout`: the projections did not catch up with the log in time; retry", body = agentd_schemas::api::ErrorBody),
+        (status = 503, description = "`timeout`: the projections did not catch up with the log in time; `loading`: the domain projections are still loading after a restart; retry", body = agentd_schemas::api::ErrorBody),
     )
 )]
 pub async fn digest(State(state): State<SharedState>) -> ApiResult<Json<DigestResponse>> {
+    if !state
+        .domain
+        .projections
+        .wait_loaded(DIGEST_APPLY_WAIT)
+        .await
+    {
+        return Err(ApiError::new(
+            ErrorCode::Loading,
+            "the domain projections are still loading from the log after a restart; retry shortly",
+        ));
+    }
     let (release, released) = oneshot::channel::<()>();
     let queue = state
         .sequencer

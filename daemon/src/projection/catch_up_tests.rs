@@ -55,7 +55,7 @@ async fn a_catch_up_reads_the_frames_it_applies_not_the_segment() {
 
     append_jobs(&writer, 1..=JOBS_BEFORE).await;
     store
-        .catch_up(&reader, writer.durable_lsn(), None, |_| {})
+        .catch_up(&reader, writer.durable_lsn(), |_| {})
         .unwrap();
     let segment_bytes = writer.stats().bytes;
 
@@ -67,7 +67,7 @@ async fn a_catch_up_reads_the_frames_it_applies_not_the_segment() {
         let new_frame_bytes = writer.stats().bytes - written_before;
         let read_before = reader.bytes_read();
         let caught_up = store
-            .catch_up(&reader, writer.durable_lsn(), None, |_| {})
+            .catch_up(&reader, writer.durable_lsn(), |_| {})
             .unwrap();
         let read = reader.bytes_read() - read_before;
         assert_eq!(caught_up, Lsn(last));

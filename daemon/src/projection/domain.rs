@@ -31,6 +31,7 @@ pub mod agent_states;
 pub mod datasets;
 mod digest;
 pub mod gauges;
+pub mod load;
 pub mod training;
 pub mod trajectories;
 
@@ -41,7 +42,7 @@ use crate::config::DatasetsConfig;
 use crate::domain::splits::{ProcessedSplits, SplitsConfig, SplitsConfigError};
 use crate::domain::tokens::UnknownEncoding;
 use agent_states::AgentStates;
-use agentd_schemas::events::{DatasetSettings, Event, LogRecord};
+use agentd_schemas::events::{Event, LogRecord};
 use agentd_schemas::Lsn;
 use datasets::Datasets;
 use serde::Serialize;
@@ -58,6 +59,8 @@ pub struct DomainProjections {
     /// The last frame applied; frames at or below it are skipped, so replaying a range twice
     /// (start-up replay, then the projector's catch-up) applies each frame once.
     applied: Mutex<Lsn>,
+    /// Loaded, or still being loaded behind the job API after a restart (`load.rs`).
+    load: load::LoadState,
 }
 
 /// The digest of each domain projection, under the names `agentd rebuild` and
@@ -89,6 +92,7 @@ impl DomainProjections {
             trajectories: RwLock::new(Trajectories::default()),
             training: RwLock::new(training::TrainingHistory::default()),
             applied: Mutex::new(Lsn::ZERO),
+            load: load::LoadState::loaded(),
         })
     }
 
@@ -171,57 +175,6 @@ impl DomainProjections {
             | Event::DatasetBuilt(_)
             | Event::ExportCopied(_) => {}
         }
-    }
-
-    /// The `[datasets]` settings to record at start-up, after the log was replayed into these
-    /// projections: `None` when the log already holds settings equal to `config`'s; the
-    /// config's settings when the log holds none or other ones and no record was received
-    /// yet; an error (the message for the operator) when the config would change the settings
-    /// that records were already processed with.
-    pub fn settings_to_record(
-        &self,
-        config: &DatasetsConfig,
-    ) -> Result<Option<DatasetSettings>, String> {
-        let (wanted, _) = SplitsConfig::from_settings(&config.settings())
-            .map_err(|error| format!("[datasets] encoding: {error}"))?;
-        let wanted = wanted.settings();
-        let datasets = self.datasets();
-        let splits = datasets.splits();
-        let in_force = splits.config().settings();
-        if in_force == wanted {
-            return Ok((!datasets.settings_recorded()).then_some(wanted));
-        }
-        if splits.has_records() {
-            return Err(format!(
-                "[datasets] in the config (encoding {}, token_cap {}, splits {}/{}/{}) differs from the settings the log's dataset records were processed with (encoding {}, token_cap {}, splits {}/{}/{}); changing them would move records between splits and change token counts. Put the recorded values back in [datasets], or ingest into a new data directory",
-                wanted.encoding, wanted.token_cap, wanted.split_train, wanted.split_dev, wanted.split_test,
-                in_force.encoding, in_force.token_cap, in_force.split_train, in_force.split_dev, in_force.split_test,
-            ));
-        }
-        Ok(Some(wanted))
-    }
-
-    /// The training settings to record at start-up: `None` when the config's equal the last
-    /// recorded ones. A system prompt whose text changed under the same version is refused: a
-    /// version names one text, so exports that name it stay unambiguous.
-    pub fn training_to_record(
-        &self,
-        wanted: &agentd_schemas::events::TrainingSettings,
-    ) -> Result<Option<agentd_schemas::events::TrainingSettings>, String> {
-        let Some((lsn, recorded)) = self.training().latest() else {
-            return Ok(Some(wanted.clone()));
-        };
-        if *recorded == *wanted {
-            return Ok(None);
-        }
-        let (old, new) = (&recorded.system_prompt, &wanted.system_prompt);
-        if old.version == new.version && old.text != new.text {
-            return Err(format!(
-                "the system prompt's text differs from the one the log recorded at lsn {lsn} under the same version {:?}; give the new text a new version (the `version` key of the system prompt file)",
-                new.version
-            ));
-        }
-        Ok(Some(wanted.clone()))
     }
 
     /// The recorded training settings.

@@ -13,14 +13,13 @@
 pub mod domain;
 pub mod jobs;
 
-use crate::log::{LogReader, LogSource};
-use crate::replay::{drive, ApplyError, DriveError, Projection, ReplayError};
+use crate::replay::{ApplyError, DriveError, Projection, ReplayError};
 use agentd_schemas::events::LogRecord;
 use agentd_schemas::Lsn;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Bump when the shape or meaning of anything stored in the projection changes: an older file
@@ -213,30 +212,26 @@ impl ProjectionStore {
         Ok(())
     }
 
-    /// Catches up from the applied LSN to `up_to`, applying each batch to this projection and
-    /// then to `domain` when given (the projector's in-memory projections, which already hold
-    /// what this one held), calling `progress` after each transaction.
+    /// Catches up from the applied LSN to `up_to`, calling `progress` after each transaction
+    /// (the projector drives its own list of projections: `projector.rs`).
+    #[cfg(test)]
     pub fn catch_up(
         &self,
-        log: &(impl LogSource + ?Sized),
+        log: &(impl crate::log::LogSource + ?Sized),
         up_to: Lsn,
-        domain: Option<&domain::DomainProjections>,
         progress: impl FnMut(Lsn),
     ) -> Result<Lsn, ProjectionError> {
         let mut jobs = StoredJobs::new(self)?;
         let after = jobs.applied;
         let batch = FRAMES_PER_TRANSACTION_MAX;
-        Ok(match domain {
-            Some(mut domain) => drive(
-                log,
-                after,
-                up_to,
-                batch,
-                &mut [&mut jobs, &mut domain],
-                progress,
-            )?,
-            None => drive(log, after, up_to, batch, &mut [&mut jobs], progress)?,
-        })
+        Ok(crate::replay::drive(
+            log,
+            after,
+            up_to,
+            batch,
+            &mut [&mut jobs],
+            progress,
+        )?)
     }
 
     pub fn digest(&self) -> Result<String, ProjectionError> {
@@ -306,7 +301,7 @@ fn read_meta(db: &Database) -> Result<(Option<u64>, Lsn), redb::Error> {
 
 /// Lets readers wait until the projection reflects a given LSN. A reader that has to wait
 /// tells the projector so (its demand), and the projector applies at once instead of letting
-/// frames gather for up to [`COALESCE_WINDOW`].
+/// frames gather for up to [`projector::COALESCE_WINDOW`].
 #[derive(Clone)]
 pub struct AppliedWatch {
     rx: watch::Receiver<Lsn>,
@@ -338,195 +333,8 @@ impl AppliedWatch {
     }
 }
 
-/// Longest the projector lets durable frames gather before applying them when no reader is
-/// waiting for them. One redb transaction costs far more than one frame in it (commit, table
-/// roots, and a job's record rewritten once per transaction however many of its events it
-/// holds), so under load fewer, larger transactions save most of the projector's CPU; a reader
-/// that waits (read-your-writes, domain writes, exports) raises a demand and ends the wait.
-pub const COALESCE_WINDOW: Duration = Duration::from_millis(10);
-/// Durable frames that end the coalescing wait early.
-const COALESCE_FRAMES: u64 = 2048;
-
-/// The projector thread's loop: tails the durable LSN and applies what it finds to the job
-/// projection and the domain projections, in that order, before publishing the applied LSN.
-struct Projector {
-    store: Arc<ProjectionStore>,
-    domain: Arc<domain::DomainProjections>,
-    log: LogReader,
-    durable_rx: watch::Receiver<Lsn>,
-    demand_rx: watch::Receiver<Lsn>,
-    stop: watch::Receiver<bool>,
-    applied_tx: watch::Sender<Lsn>,
-    runtime: tokio::runtime::Handle,
-    last_persist: Instant,
-}
-
-/// What the projector does next.
-enum Step {
-    Apply(Lsn),
-    Gather(Lsn, Duration),
-    Idle,
-    Stop,
-}
-
-impl Projector {
-    fn run(mut self) {
-        let mut pending_since: Option<Instant> = None;
-        loop {
-            match self.next_step(&mut pending_since) {
-                Step::Apply(durable) => {
-                    pending_since = None;
-                    self.apply_up_to(durable);
-                }
-                Step::Gather(applied, remaining) => self.gather(applied, remaining),
-                Step::Idle => {
-                    if !self.idle() {
-                        break;
-                    }
-                }
-                Step::Stop => break,
-            }
-        }
-        self.finish();
-    }
-
-    fn next_step(&mut self, pending_since: &mut Option<Instant>) -> Step {
-        let durable = *self.durable_rx.borrow_and_update();
-        let applied = *self.applied_tx.borrow();
-        if durable <= applied {
-            return if *self.stop.borrow() {
-                Step::Stop
-            } else {
-                Step::Idle
-            };
-        }
-        let since = *pending_since.get_or_insert_with(Instant::now);
-        let waited = since.elapsed();
-        let wanted = *self.demand_rx.borrow_and_update();
-        if wanted > applied
-            || waited >= COALESCE_WINDOW
-            || durable.0 - applied.0 >= COALESCE_FRAMES
-            || *self.stop.borrow()
-        {
-            return Step::Apply(durable);
-        }
-        Step::Gather(applied, COALESCE_WINDOW - waited)
-    }
-
-    fn apply_up_to(&mut self, durable: Lsn) {
-        match self.catch_up(durable) {
-            Ok(lsn) => {
-                self.applied_tx.send_replace(lsn);
-            }
-            Err(error) => crate::fatal(&format!("projector cannot apply the log: {error}")),
-        }
-        if self.last_persist.elapsed() >= DURABLE_COMMIT_INTERVAL {
-            self.persist();
-        }
-    }
-
-    /// Lets frames gather until a reader raises its demand, [`COALESCE_FRAMES`] frames past
-    /// `applied` are durable, the daemon stops, or `remaining` passes.
-    fn gather(&mut self, applied: Lsn, remaining: Duration) {
-        let (demand_rx, durable_rx, stop) =
-            (&mut self.demand_rx, &mut self.durable_rx, &mut self.stop);
-        self.runtime.block_on(async {
-            let enough = durable_rx.wait_for(|durable| durable.0 >= applied.0 + COALESCE_FRAMES);
-            tokio::select! {
-                _ = tokio::time::sleep(remaining) => {}
-                _ = demand_rx.changed() => {}
-                _ = stop.changed() => {}
-                _ = enough => {}
-            }
-        });
-    }
-
-    /// Waits for the durable LSN to move; returns false once the log writer is gone. Idle
-    /// time is used to make the projection durable.
-    fn idle(&mut self) -> bool {
-        let (durable_rx, stop) = (&mut self.durable_rx, &mut self.stop);
-        let changed = self.runtime.block_on(async {
-            tokio::select! {
-                changed = tokio::time::timeout(DURABLE_COMMIT_INTERVAL, durable_rx.changed()) => changed,
-                _ = stop.changed() => Ok(Ok(())),
-            }
-        });
-        match changed {
-            Ok(Ok(())) => true,
-            Ok(Err(_writer_gone)) => false,
-            Err(_idle) => {
-                self.persist();
-                true
-            }
-        }
-    }
-
-    fn persist(&mut self) {
-        if let Err(error) = self.store.persist() {
-            crate::fatal(&format!("projector cannot persist: {error}"));
-        }
-        self.last_persist = Instant::now();
-    }
-
-    /// Applies the durable frames up to `durable` to the job projection and then the domain
-    /// projections, publishing the applied LSN after each batch.
-    fn catch_up(&self, durable: Lsn) -> Result<Lsn, ProjectionError> {
-        self.store
-            .catch_up(&self.log, durable, Some(&self.domain), |lsn| {
-                self.applied_tx.send_replace(lsn);
-            })
-    }
-
-    /// Final catch-up so a graceful stop leaves the projection complete and durable.
-    fn finish(self) {
-        let durable = *self.durable_rx.borrow();
-        if let Err(error) = self.catch_up(durable) {
-            tracing::error!("projector final catch-up failed: {error}");
-        }
-        if let Err(error) = self.store.persist() {
-            tracing::error!("projector final persist failed: {error}");
-        }
-    }
-}
-
-/// Starts the projector thread. It stops when `stop` turns true (after the log writer has
-/// drained), with a final catch-up and a durable commit. `domain` must already reflect the job
-/// projection's applied LSN; each batch is applied to both before the LSN is published.
-pub fn spawn_projector(
-    store: Arc<ProjectionStore>,
-    domain: Arc<domain::DomainProjections>,
-    log: LogReader,
-    durable_rx: watch::Receiver<Lsn>,
-    stop: watch::Receiver<bool>,
-    runtime: tokio::runtime::Handle,
-) -> Result<(AppliedWatch, std::thread::JoinHandle<()>), ProjectionError> {
-    let applied = store.applied_lsn()?;
-    let (applied_tx, applied_rx) = watch::channel(applied);
-    let (demand_tx, demand_rx) = watch::channel(applied);
-    let projector = Projector {
-        store,
-        domain,
-        log,
-        durable_rx,
-        demand_rx,
-        stop,
-        applied_tx,
-        runtime,
-        last_persist: Instant::now(),
-    };
-    let thread = std::thread::Builder::new()
-        .name("projector".into())
-        .spawn(move || projector.run())
-        .map_err(|source| ProjectionError::Io {
-            path: "projector thread".into(),
-            source,
-        })?;
-    let watch = AppliedWatch {
-        rx: applied_rx,
-        demand: Arc::new(demand_tx),
-    };
-    Ok((watch, thread))
-}
+mod projector;
+pub use projector::{spawn_projector, Keeper};
 
 #[cfg(test)]
 mod catch_up_tests;

@@ -545,12 +545,6 @@ impl QueueState {
     }
 }
 
-impl crate::snapshot::file::SnapshotState for QueueState {
-    fn after_load(&mut self) {
-        self.reintern_after_load();
-    }
-}
-
 impl crate::replay::Projection for QueueState {
     fn apply(&mut self, records: &[(Lsn, LogRecord)]) -> Result<(), crate::replay::ApplyError> {
         for (lsn, record) in records {

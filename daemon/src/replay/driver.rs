@@ -38,20 +38,6 @@ pub trait Projection {
     }
 }
 
-/// A projection that only remembers the time of the last record (start-up hands it to the
-/// scheduler, so missed firings are judged against the log's own clock).
-#[derive(Debug, Default)]
-pub struct LastRecordTime(pub Option<u64>);
-
-impl Projection for LastRecordTime {
-    fn apply(&mut self, records: &[(Lsn, LogRecord)]) -> Result<(), ApplyError> {
-        if let Some((_, record)) = records.last() {
-            self.0 = Some(record.ts_ms);
-        }
-        Ok(())
-    }
-}
-
 /// Applies every record with `after < lsn <= up_to` to each projection in `projections`, in
 /// batches of at most `batch_records` (a stored projection commits one transaction per batch),
 /// calling `progress` with the last LSN of each applied batch. The last projection of the list

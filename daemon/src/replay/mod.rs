@@ -9,7 +9,7 @@
 
 pub mod driver;
 
-pub use driver::{drive, ApplyError, DriveError, LastRecordTime, Projection};
+pub use driver::{drive, ApplyError, DriveError, Projection};
 
 use crate::log::{LogError, LogSource};
 use agentd_schemas::events::{decode_record, LogRecord};

@@ -4,13 +4,13 @@
 
 use crate::config::Config;
 use crate::data_dir::{lock_data_dir, log_options, DataPaths, DATA_DIR_LOCK};
-use crate::export::ledger::ExportLedger;
 use crate::http::domain::DomainApi;
 use crate::log::{self, Log, LogReader};
 use crate::projection::domain::DomainProjections;
 use crate::projection::{OpenOutcome, ProjectionStore, StoredJobs, FRAMES_PER_TRANSACTION_MAX};
-use crate::queue::QueueState;
-use crate::replay::{drive, LastRecordTime};
+use crate::replay::drive;
+use crate::snapshot::keeper::SnapshotKeeper;
+use crate::snapshot::SequencerState;
 use agentd_schemas::events::Event;
 use agentd_schemas::Lsn;
 use anyhow::Context;
@@ -39,7 +39,11 @@ pub struct Opened {
     /// Shares the log's offset index, so no read scans a segment to find where it starts.
     pub(super) log_reader: LogReader,
     pub(super) last_lsn: Lsn,
-    pub(super) replayed: Replayed,
+    pub(super) replayed: SequencerState,
+    /// Keeps the projector's copy of `replayed` and writes the snapshots (none when
+    /// `[log] snapshot_every_records` is 0).
+    pub(super) keeper: Option<Box<dyn crate::projection::Keeper>>,
+    /// Still loading: [`Opened::start`] starts their loader beside the projector.
     pub(super) domain: Arc<DomainProjections>,
     pub(super) domain_api: DomainApi,
     pub(super) store: Arc<ProjectionStore>,
@@ -47,13 +51,6 @@ pub struct Opened {
     pub(super) export_settings: crate::export::ExportSettings,
     /// Settings that changed since the last start, recorded (in one record) once started.
     pub(super) settings_events: Vec<Event>,
-}
-
-/// The in-memory state replayed from the log, handed to the tasks that own it.
-pub(super) struct Replayed {
-    pub(super) queue: QueueState,
-    pub(super) ledger: ExportLedger,
-    pub(super) last_record_ms: Option<u64>,
 }
 
 /// Recovers the log and replays it. Errors name what is wrong (config, lock, log, projection).
@@ -93,17 +90,30 @@ pub async fn open(config: Config) -> anyhow::Result<Opened> {
     let last_lsn = log.last_lsn();
     let log_reader = log.reader();
     attach_archive_below_local_log(&log_reader, &paths, &config.storage)?;
-    let (store, replayed) =
-        replay_everything(&paths, &log_reader, last_lsn, domain.clone()).await?;
+    let snapshots = (config.log.snapshot_every_records > 0)
+        .then(|| paths.projections.join(crate::snapshot::file::SNAPSHOT_DIR));
+    let (store, replayed, snapshot_lsn) =
+        replay_for_serving(&paths, &log_reader, last_lsn, snapshots.clone()).await?;
+    domain.mark_loading();
+    let keeper = snapshots.map(|dir| {
+        Box::new(SnapshotKeeper::new(
+            replayed.clone(),
+            dir,
+            config.log.snapshot_every_records,
+            snapshot_lsn,
+        )) as Box<dyn crate::projection::Keeper>
+    });
     // The processed splits follow the [datasets] settings recorded in the log, so that any
     // replay decides the same splits whatever config it runs with; a config that would change
     // them under existing records is refused here, before anything is served. The reward
     // combination, system prompt and SFT threshold are recorded when they change, so exports
     // (which use those in force at their `to`) stay a function of the log.
-    let datasets_settings = domain
-        .settings_to_record(&config.datasets)
+    let datasets_settings = replayed
+        .settings
+        .datasets_to_record(&config.datasets)
         .map_err(|message| anyhow::anyhow!(message))?;
-    let training_settings = domain
+    let training_settings = replayed
+        .settings
         .training_to_record(&training_wanted)
         .map_err(|message| anyhow::anyhow!(message))?;
     let settings_events = datasets_settings
@@ -126,6 +136,7 @@ pub async fn open(config: Config) -> anyhow::Result<Opened> {
         log_reader,
         last_lsn,
         replayed,
+        keeper,
         domain,
         domain_api,
         store: Arc::new(store),
@@ -184,49 +195,112 @@ fn attach_archive_below_local_log(
     Ok(())
 }
 
-/// One pass over the log feeds every projection: the queue state, the export ledger and the
-/// domain projections from the start, the job projection from where it stopped.
+/// The replica's start-up: one pass over the log feeds every projection: the queue state, the
+/// export ledger and the domain projections from the start, the job projection from where it
+/// stopped.
 pub(super) async fn replay_everything(
     paths: &DataPaths,
     log_reader: &LogReader,
     last_lsn: Lsn,
     domain: Arc<DomainProjections>,
-) -> anyhow::Result<(ProjectionStore, Replayed)> {
+) -> anyhow::Result<(ProjectionStore, SequencerState)> {
     let projections_dir = paths.projections.clone();
     let reader = log_reader.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<(ProjectionStore, Replayed)> {
-        let (store, outcome) = ProjectionStore::open_following(&projections_dir, last_lsn)?;
-        if let OpenOutcome::Recreated { reason } = &outcome {
-            tracing::warn!("rebuilding the job projection from the log: {reason}");
-        }
-        let mut queue = QueueState::new();
-        let mut ledger = ExportLedger::default();
-        let mut last_record = LastRecordTime::default();
-        let mut jobs = StoredJobs::new(&store)?;
-        let mut domain = &*domain;
-        drive(
-            &reader,
-            Lsn::ZERO,
-            last_lsn,
-            FRAMES_PER_TRANSACTION_MAX,
-            &mut [
-                &mut queue,
-                &mut ledger,
-                &mut last_record,
-                &mut jobs,
-                &mut domain,
-            ],
-            |_| {},
-        )
-        .map_err(crate::projection::ProjectionError::from)
-        .context("cannot replay the log")?;
-        drop(jobs);
-        let replayed = Replayed {
-            queue,
-            ledger,
-            last_record_ms: last_record.0,
+    tokio::task::spawn_blocking(
+        move || -> anyhow::Result<(ProjectionStore, SequencerState)> {
+            let store = open_job_projection(&projections_dir, last_lsn)?;
+            let mut state = SequencerState::default();
+            let mut jobs = StoredJobs::new(&store)?;
+            let mut domain = &*domain;
+            replay(
+                &reader,
+                (Lsn::ZERO, last_lsn),
+                &mut [&mut state, &mut jobs, &mut domain],
+            )?;
+            drop(jobs);
+            Ok((store, state))
+        },
+    )
+    .await?
+}
+
+/// The primary's start-up: the sequencer's state from the newest usable snapshot in
+/// `snapshots` (when given) and the records after it; the job projection from where it
+/// stopped. The domain projections are left to their loader. Returns the snapshot's LSN (zero
+/// when none was used).
+async fn replay_for_serving(
+    paths: &DataPaths,
+    log_reader: &LogReader,
+    last_lsn: Lsn,
+    snapshots: Option<PathBuf>,
+) -> anyhow::Result<(ProjectionStore, SequencerState, Lsn)> {
+    let projections_dir = paths.projections.clone();
+    let reader = log_reader.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = open_job_projection(&projections_dir, last_lsn)?;
+        let mut state = match snapshots {
+            Some(dir) => load_snapshot(&dir, &reader, last_lsn)?,
+            None => SequencerState::default(),
         };
-        Ok((store, replayed))
+        let from = state.lsn();
+        let mut jobs = StoredJobs::new(&store)?;
+        // The job projection may be behind the snapshot (rebuilt, or its last non-durable
+        // commits lost in a crash): it catches up alone to the snapshot first.
+        let jobs_from = store.applied_lsn()?;
+        if jobs_from < from {
+            replay(&reader, (jobs_from, from), &mut [&mut jobs])?;
+        }
+        replay(&reader, (from, last_lsn), &mut [&mut state, &mut jobs])?;
+        drop(jobs);
+        Ok((store, state, from))
     })
     .await?
+}
+
+fn open_job_projection(dir: &std::path::Path, last_lsn: Lsn) -> anyhow::Result<ProjectionStore> {
+    let (store, outcome) = ProjectionStore::open_following(dir, last_lsn)?;
+    if let OpenOutcome::Recreated { reason } = &outcome {
+        tracing::warn!("rebuilding the job projection from the log: {reason}");
+    }
+    Ok(store)
+}
+
+fn replay(
+    reader: &LogReader,
+    (after, up_to): (Lsn, Lsn),
+    projections: &mut [&mut dyn crate::replay::Projection],
+) -> anyhow::Result<()> {
+    drive(
+        reader,
+        after,
+        up_to,
+        FRAMES_PER_TRANSACTION_MAX,
+        projections,
+        |_| {},
+    )
+    .map_err(crate::projection::ProjectionError::from)
+    .context("cannot replay the log")?;
+    Ok(())
+}
+
+/// The newest snapshot in `dir` that this log holds the record of (or an empty state).
+fn load_snapshot(
+    dir: &std::path::Path,
+    reader: &LogReader,
+    last_lsn: Lsn,
+) -> anyhow::Result<SequencerState> {
+    let started = Instant::now();
+    let accept = |lsn: Lsn, sha256: &[u8; 32]| {
+        lsn <= last_lsn
+            && crate::snapshot::file::record_sha256(reader, lsn).as_ref() == Some(sha256)
+    };
+    let loaded = crate::snapshot::file::load_newest::<SequencerState>(dir, accept)
+        .context("cannot read the snapshot directory")?;
+    Ok(match loaded {
+        Some(loaded) => {
+            tracing::info!(lsn = %loaded.lsn, path = %loaded.path.display(), bytes = loaded.bytes, ms = started.elapsed().as_millis() as u64, "loaded a snapshot of the sequencer state; replaying the records after it");
+            loaded.state
+        }
+        None => SequencerState::default(),
+    })
 }

@@ -7,7 +7,7 @@
 //! no settings record, no lease expiry, no schedule, no export record, no archiver.
 
 use super::open::{recover, replay_everything};
-use super::start::{spawn_gauges, Core, CoreTasks};
+use super::start::{spawn_gauges, Core, CoreTasks, Projected};
 use super::Serving;
 use crate::archive::{ArchiveStore, StorageUrl};
 use crate::config::Config;
@@ -83,7 +83,7 @@ struct LocalCopy {
 /// time) and replays it into every projection, as any start does.
 async fn open_local(
     config: &Config,
-) -> anyhow::Result<(LocalCopy, crate::log::Log, super::open::Replayed)> {
+) -> anyhow::Result<(LocalCopy, crate::log::Log, crate::snapshot::SequencerState)> {
     let authenticator = Arc::new(super::build_authenticator(config)?);
     let tls = config
         .server
@@ -144,7 +144,11 @@ async fn start(
         &writer,
         &local.log_reader,
         replayed.queue,
-        (local.projections.clone(), local.domain.clone()),
+        Projected {
+            store: local.projections.clone(),
+            domain: local.domain.clone(),
+            keeper: None,
+        },
     )?;
     let link = primary_link(&options)?;
     let runs_exports = link.is_some();

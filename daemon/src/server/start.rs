@@ -43,6 +43,7 @@ impl Opened {
             log_reader,
             last_lsn,
             replayed,
+            keeper,
             domain,
             domain_api,
             store,
@@ -74,7 +75,11 @@ impl Opened {
             &writer,
             &log_reader,
             replayed.queue,
-            (store.clone(), domain.clone()),
+            Projected {
+                store: store.clone(),
+                domain: domain.clone(),
+                keeper,
+            },
         )?;
         record_settings(&core.sequencer, settings_events).await?;
 
@@ -193,6 +198,20 @@ pub(super) struct CoreTasks {
     sequencer_task: tokio::task::JoinHandle<()>,
     stop_projector: watch::Sender<bool>,
     projector: std::thread::JoinHandle<()>,
+    /// Loading the domain projections behind the job API (a primary's start-up only).
+    domain_loader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The projections the projector applies to (see [`crate::projection::spawn_projector`]):
+/// the job projection, the domain projections (loaded, or loaded by a thread of their own
+/// when [`DomainProjections::is_loaded`] says not yet) and the keeper of the sequencer-state
+/// snapshots, when there is one.
+///
+/// [`DomainProjections::is_loaded`]: crate::projection::domain::DomainProjections::is_loaded
+pub(super) struct Projected {
+    pub(super) store: Arc<crate::projection::ProjectionStore>,
+    pub(super) domain: Arc<crate::projection::domain::DomainProjections>,
+    pub(super) keeper: Option<Box<dyn crate::projection::Keeper>>,
 }
 
 impl Core {
@@ -202,20 +221,26 @@ impl Core {
         writer: &LogWriter,
         log_reader: &crate::log::LogReader,
         queue: crate::queue::QueueState,
-        (store, domain): (
-            Arc<crate::projection::ProjectionStore>,
-            Arc<crate::projection::domain::DomainProjections>,
-        ),
+        projected: Projected,
     ) -> anyhow::Result<(Core, CoreTasks)> {
+        let Projected {
+            store,
+            domain,
+            keeper,
+        } = projected;
         let (stop_projector, stop_rx) = watch::channel(false);
         let (applied, projector) = crate::projection::spawn_projector(
             store,
-            domain,
+            (domain.clone(), keeper),
             log_reader.clone(),
             writer.subscribe_durable(),
-            stop_rx,
+            stop_rx.clone(),
             tokio::runtime::Handle::current(),
         )?;
+        let domain_loader = (!domain.is_loaded())
+            .then(|| domain.spawn_loader(log_reader.clone(), applied.clone(), stop_rx))
+            .transpose()
+            .context("cannot start the domain loader thread")?;
         let options = SequencerOptions {
             limits: config.queue.limits(),
             log: log_reader.clone(),
@@ -232,6 +257,7 @@ impl Core {
             sequencer_task,
             stop_projector,
             projector,
+            domain_loader,
         };
         Ok((Core { applied, sequencer }, tasks))
     }
@@ -282,11 +308,16 @@ impl CoreTasks {
         }
     }
 
-    /// Stops the projector after a final catch-up and a durable commit.
+    /// Stops the projector after a final catch-up and a durable commit (and the domain loader,
+    /// if it still runs, after its batch).
     pub(super) async fn stop_projector(self) {
         let _receiver_gone_is_fine = self.stop_projector.send(true);
-        let projector = self.projector;
-        let _projector_finished = tokio::task::spawn_blocking(move || projector.join()).await;
+        let (projector, loader) = (self.projector, self.domain_loader);
+        let _finished = tokio::task::spawn_blocking(move || {
+            let _ = projector.join();
+            loader.map(std::thread::JoinHandle::join)
+        })
+        .await;
     }
 }
 

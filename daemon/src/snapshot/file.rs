@@ -23,7 +23,7 @@
 //!     60      4  CRC32C of the body, u32
 //!     64      4  CRC32C of bytes 0..64, u32
 //!     68      -  body: the state as MessagePack, structs as arrays (`rmp_serde::encode::write`);
-//!                types defined in the schemas inside it as named MessagePack ([`named`])
+//!                types defined in the schemas inside it as named MessagePack (`crate::export::named_encoding`)
 //! ```
 //!
 //! The file is exactly 68 + body length bytes. The body encodes the daemon's state types
@@ -40,8 +40,6 @@
 //! files: the new one and the newest older one, in case the new one is found damaged; a
 //! snapshot with a higher LSN than the new one is of a log that was cut back (or of another
 //! log) and is removed too.
-
-pub mod named;
 
 use crate::log::{LogReader, Lsn};
 use serde::de::DeserializeOwned;

@@ -123,6 +123,7 @@ impl Runner {
 
     /// Everything durable now, once the projections applied it, less trailing export records.
     async fn settled_lsn(&self) -> Result<Lsn, RunError> {
+        self.domain_loaded().await;
         let durable = self.parts.writer.durable_lsn();
         if !self.parts.applied.wait_for(durable, APPLY_WAIT).await {
             return Err(RunError::Lagging(durable));
@@ -176,7 +177,16 @@ impl Runner {
         self.run_fired(fired).await
     }
 
+    /// Exports read the domain projections: after a restart, they wait for them to load
+    /// (exports run in the background; an HTTP caller is answered `running` meanwhile).
+    async fn domain_loaded(&self) {
+        while !self.parts.domain.wait_loaded(APPLY_WAIT).await {
+            tracing::info!("an export waits for the domain projections to load");
+        }
+    }
+
     async fn run_fired(&self, fired: ScheduleFired) -> Result<ExportRun, RunError> {
+        self.domain_loaded().await;
         if !self.parts.applied.wait_for(fired.to_lsn, APPLY_WAIT).await {
             return Err(RunError::Lagging(fired.to_lsn));
         }

@@ -6,7 +6,7 @@
 //! records are identified by position, fixing the bad lines and re-ingesting the whole file adds
 //! exactly the missing positions and changes nothing else.
 
-use super::{decide_and_apply, read_blocking, DomainApi};
+use super::{decide_and_apply, read_blocking, settle_domain_reads, DomainApi};
 use crate::domain::dataset::{validate_meta, validate_record};
 use crate::domain::decide::{DomainCommand, DomainReply};
 use crate::domain::splits::{DatasetStats, DatasetSummary, RecordCounts, SplitCounts};
@@ -166,7 +166,7 @@ pub async fn ingest(
     responses((status = 200, description = "Every dataset with its progress", body = agentd_schemas::domain_api::DatasetListResponse))
 )]
 pub async fn list(State(state): State<SharedState>) -> ApiResult<Json<DatasetListResponse>> {
-    state.settle_reads().await;
+    settle_domain_reads(&state).await?;
     let domain = state.domain.projections.clone();
     let datasets = read_blocking("listing datasets", move || {
         domain.datasets().splits().datasets()
@@ -183,7 +183,7 @@ pub async fn list(State(state): State<SharedState>) -> ApiResult<Json<DatasetLis
     responses((status = 200, description = "Counts of the processed splits", body = agentd_schemas::domain_api::DatasetStatsResponse))
 )]
 pub async fn stats(State(state): State<SharedState>) -> ApiResult<Json<DatasetStatsResponse>> {
-    state.settle_reads().await;
+    settle_domain_reads(&state).await?;
     let domain = state.domain.projections.clone();
     let stats = read_blocking("computing dataset stats", move || {
         domain.datasets().splits().stats()

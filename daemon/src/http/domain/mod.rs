@@ -124,14 +124,46 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(settings::show))
 }
 
+/// How long a domain request waits for the domain projections to finish loading after a
+/// restart before it is answered 503 `loading`.
+pub const DOMAIN_LOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits (bounded) until the domain projections are loaded (`projection/domain/load.rs`):
+/// after a restart the job API serves at once while they load from the log, and a domain
+/// request before then is answered 503 `loading` instead of from a partial state.
+pub(super) async fn domain_loaded(state: &AppState) -> Result<(), ApiError> {
+    let projections = &state.domain.projections;
+    if projections.wait_loaded(DOMAIN_LOAD_WAIT).await {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::Loading,
+        format!(
+            "the domain projections are still loading from the log after a restart (lsn {} of {}); the job API is serving. Retry shortly",
+            projections.applied_lsn(),
+            state.applied.applied_lsn()
+        ),
+    ))
+}
+
+/// A domain read's wait: for the domain projections to be loaded, then for them to reflect
+/// everything durable now (read-your-writes).
+pub(super) async fn settle_domain_reads(state: &AppState) -> Result<(), ApiError> {
+    domain_loaded(state).await?;
+    state.settle_reads().await;
+    Ok(())
+}
+
 /// Has the sequencer decide a domain write and, when it appended a record, waits until the
-/// projections applied it. A refusal is the sequencer's error (404, 409 `conflict` or
+/// projections applied it. Nothing is written while the domain projections load (the answers
+/// read them). A refusal is the sequencer's error (404, 409 `conflict` or
 /// `lease_lost`, 422).
 async fn decide_and_apply(
     state: &AppState,
     actor: Option<String>,
     command: DomainCommand,
 ) -> Result<(Option<Lsn>, DomainReply), ApiError> {
+    domain_loaded(state).await?;
     let DomainOutcome {
         lsn,
         depends_on,

@@ -3,7 +3,7 @@
 //! group-relative advantage.
 
 use super::trajectories::{page, TrajectoryQuery};
-use super::{check_name, check_sampling, check_task_id, decide_and_apply};
+use super::{check_name, check_sampling, check_task_id, decide_and_apply, settle_domain_reads};
 use crate::domain::decide::{CreateRollout, DomainCommand, DomainReply};
 use crate::http::auth_layer::CallerExt;
 use crate::http::error::ApiError;
@@ -97,7 +97,7 @@ pub async fn list(
     Path(task_id): Path<String>,
 ) -> ApiResult<Json<TaskRolloutsResponse>> {
     check_task_id(&task_id)?;
-    state.settle_reads().await;
+    settle_domain_reads(&state).await?;
     let trajectories = state.domain.projections.trajectories();
     // Each group is scored once, however many of its rollouts the task lists.
     let mut scores = std::collections::HashMap::new();
@@ -133,7 +133,7 @@ pub async fn show(
     ApiQuery(query): ApiQuery<TrajectoryQuery>,
 ) -> ApiResult<Json<RolloutView>> {
     let limit = query.limit()?;
-    state.settle_reads().await;
+    settle_domain_reads(&state).await?;
     let trajectories = state.domain.projections.trajectories();
     let rollout = trajectories
         .rollout(rollout_id)
@@ -174,7 +174,7 @@ pub async fn group(
     State(state): State<SharedState>,
     Path(group): Path<String>,
 ) -> ApiResult<Json<GroupResponse>> {
-    state.settle_reads().await;
+    settle_domain_reads(&state).await?;
     let scores = state
         .domain
         .projections

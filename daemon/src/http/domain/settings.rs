@@ -2,6 +2,7 @@
 //! it to judge with the daemon's `[rewards]` (docs/astgrep_verify.md), so it needs only the
 //! permission to read tasks, which worker tokens have.
 
+use super::settle_domain_reads;
 use crate::http::{ApiResult, SharedState};
 use agentd_schemas::domain_api::SettingsResponse;
 use axum::extract::State;
@@ -13,7 +14,7 @@ use axum::Json;
     responses((status = 200, description = "The training settings last recorded in the log", body = SettingsResponse))
 )]
 pub async fn show(State(state): State<SharedState>) -> ApiResult<Json<SettingsResponse>> {
-    state.settle_reads().await;
+    settle_domain_reads(&state).await?;
     let latest = state.domain.projections.training().latest();
     Ok(Json(SettingsResponse {
         training_lsn: latest.as_ref().map(|(lsn, _)| *lsn),

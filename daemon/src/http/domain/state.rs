@@ -7,8 +7,8 @@
 //! state (or empty) and from then on changes only with its own updates.
 
 use super::{
-    check_bytes, check_task_id, decide_recorded, page_limit, page_of, DomainApi, STATE_ITEMS_MAX,
-    STATE_ITEM_BYTES_MAX,
+    check_bytes, check_task_id, decide_recorded, page_limit, page_of, settle_domain_reads,
+    DomainApi, STATE_ITEMS_MAX, STATE_ITEM_BYTES_MAX,
 };
 use crate::domain::agent_state::{render, StateField, TrimAction, TrimReason, Trimmed};
 use crate::domain::decide::{DomainCommand, Target};
@@ -47,7 +47,7 @@ pub async fn show(
     Path(task_id): Path<String>,
 ) -> ApiResult<Json<TaskStateView>> {
     check_task_id(&task_id)?;
-    state.settle_reads().await;
+    settle_domain_reads(&state).await?;
     let api = &state.domain;
     let states = api.projections.agent_states();
     Ok(Json(state_view(
@@ -71,7 +71,7 @@ pub async fn show_rollout(
     State(state): State<SharedState>,
     Path(rollout_id): Path<RolloutId>,
 ) -> ApiResult<Json<TaskStateView>> {
-    state.settle_reads().await;
+    settle_domain_reads(&state).await?;
     let api = &state.domain;
     let task_id = api
         .projections
@@ -187,7 +187,7 @@ pub async fn history(
     check_task_id(&task_id)?;
     let limit = page_limit(query.limit, HISTORY_PAGE_MAX, HISTORY_PAGE_MAX)?;
     let after = Lsn(query.after.unwrap_or(0));
-    state.settle_reads().await;
+    settle_domain_reads(&state).await?;
     let states = state.domain.projections.agent_states();
     let updates = states
         .task(&task_id)

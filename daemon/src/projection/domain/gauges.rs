@@ -25,6 +25,10 @@ pub async fn publish_gauges(domain: Arc<DomainProjections>) {
     let mut tick = tokio::time::interval(GAUGE_INTERVAL);
     loop {
         tick.tick().await;
+        // Partial counts while the projections load after a restart are not published.
+        if !domain.is_loaded() {
+            continue;
+        }
         // The guard is dropped at the end of the statement, before anything awaits.
         let stats = domain.trajectories().stats();
         publish(&stats);

@@ -12,11 +12,11 @@ use agentd_schemas::{LeaseId, Lsn, RolloutId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-fn projections() -> DomainProjections {
+pub(super) fn projections() -> DomainProjections {
     DomainProjections::new(&DatasetsConfig::default()).unwrap()
 }
 
-fn record(ts_ms: u64, events: Vec<Event>) -> LogRecord {
+pub(super) fn record(ts_ms: u64, events: Vec<Event>) -> LogRecord {
     LogRecord {
         ts_ms,
         actor: None,
@@ -51,7 +51,7 @@ fn history(items: &[&str]) -> AgentState {
     }
 }
 
-fn step(task_id: &str, step: u32, model: &str) -> Event {
+pub(super) fn step(task_id: &str, step: u32, model: &str) -> Event {
     Event::StepRecorded(StepRecorded {
         task_id: task_id.to_owned(),
         rollout_id: None,
@@ -79,7 +79,7 @@ fn step(task_id: &str, step: u32, model: &str) -> Event {
     })
 }
 
-fn sandbox(task_id: &str, step: u32, outcome: SandboxOutcome) -> Event {
+pub(super) fn sandbox(task_id: &str, step: u32, outcome: SandboxOutcome) -> Event {
     Event::SandboxResultRecorded(SandboxResultRecorded {
         task_id: task_id.to_owned(),
         rollout_id: None,
@@ -97,7 +97,7 @@ fn sandbox(task_id: &str, step: u32, outcome: SandboxOutcome) -> Event {
     })
 }
 
-fn reward(task_id: &str, step: u32, value: f64, verified: bool) -> Event {
+pub(super) fn reward(task_id: &str, step: u32, value: f64, verified: bool) -> Event {
     Event::RewardRecorded(RewardRecorded {
         task_id: task_id.to_owned(),
         rollout_id: None,

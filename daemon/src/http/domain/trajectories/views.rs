@@ -1,7 +1,7 @@
 //! Reading trajectories: a page of a task's steps, the trajectory stats, and the views of a step
 //! and of the counters that the rollout routes share.
 
-use super::super::{check_task_id, page_limit, page_of};
+use super::super::{check_task_id, page_limit, page_of, settle_domain_reads};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
 use crate::http::{ApiResult, SharedState};
@@ -77,7 +77,7 @@ pub async fn show(
 ) -> ApiResult<Json<TrajectoryResponse>> {
     check_task_id(&task_id)?;
     let limit = query.limit()?;
-    state.settle_reads().await;
+    settle_domain_reads(&state).await?;
     let trajectories = state.domain.projections.trajectories();
     let (steps, next_after) = page(trajectories.steps_of(&task_id), query.after, limit);
     Ok(Json(TrajectoryResponse {
@@ -93,7 +93,7 @@ pub async fn show(
     responses((status = 200, description = "Counts, teacher precision per model, per model and policy version and per action language, reward distribution", body = agentd_schemas::domain_api::TrajectoryStatsResponse))
 )]
 pub async fn stats(State(state): State<SharedState>) -> ApiResult<Json<TrajectoryStatsResponse>> {
-    state.settle_reads().await;
+    settle_domain_reads(&state).await?;
     let stats = state.domain.projections.trajectories().stats();
     Ok(Json(stats_view(stats)))
 }

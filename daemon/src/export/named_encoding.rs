@@ -1,4 +1,4 @@
-//! `#[serde(with = "crate::snapshot::file::named")]` for a snapshot field whose type is defined
+//! `#[serde(with = "crate::export::named_encoding")]` for a snapshot field whose type is defined
 //! in the schemas: it is encoded as MessagePack with field names, inside the snapshot's compact
 //! body, as the log encodes it.
 //!

@@ -1,0 +1,129 @@
+//! The loader against a simulated projector: every record is applied once, in order, whoever
+//! applies it, and the projections end as a full replay leaves them.
+
+use super::super::tests::{projections, record, reward, sandbox, step};
+use super::*;
+use agentd_schemas::events::{encode_record, SandboxOutcome, RECORD_FORMAT_VERSION};
+
+/// Several of the driver's batches (4,096 records), so the loader hands over mid-stream.
+const RECORDS: u64 = 9_000;
+/// Where the simulated projector starts (what start-up replayed into the job projection).
+const PROJECTOR_START: u64 = 6_000;
+
+fn nth_record(n: u64) -> LogRecord {
+    let task = format!("task-{}", n % 97);
+    let index = (n / 97) as u32;
+    let event = match n % 3 {
+        0 => step(&task, index, "model-a"),
+        1 => sandbox(&task, index, SandboxOutcome::Ok),
+        _ => reward(&task, index, (n % 10) as f64 / 10.0, n % 2 == 0),
+    };
+    record(1_767_225_600_000 + n, vec![event])
+}
+
+async fn written_log(dir: &std::path::Path) -> LogReader {
+    let options = crate::data_dir::log_options(&crate::config::Config::default(), dir.join("log"));
+    let (log, _) = crate::log::open(options).unwrap();
+    let reader = log.reader();
+    let writer = log.start_writer();
+    let mut pending = Vec::new();
+    for n in 1..=RECORDS {
+        let frame = encode_record(&nth_record(n));
+        pending.push(
+            writer
+                .enqueue(Lsn(n), RECORD_FORMAT_VERSION, frame)
+                .await
+                .unwrap(),
+        );
+    }
+    for receiver in pending {
+        receiver.await.unwrap().unwrap();
+    }
+    writer.shutdown().await;
+    reader
+}
+
+fn watch_at(lsn: Lsn) -> (watch::Sender<Lsn>, AppliedWatch) {
+    let (applied_tx, rx) = watch::channel(lsn);
+    let demand = Arc::new(watch::channel(lsn).0);
+    (applied_tx, AppliedWatch { rx, demand })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_that_moves_on_during_the_load_is_caught_up_with_before_the_handover() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = written_log(dir.path()).await;
+    let expected = projections();
+    for n in 1..=RECORDS {
+        expected.apply_record(Lsn(n), nth_record(n));
+    }
+    let domain = Arc::new(projections());
+    domain.mark_loading();
+    assert!(!domain.is_loaded());
+    let (applied_tx, projector_watch) = watch_at(Lsn(PROJECTOR_START));
+    let (_stop_tx, stop) = watch::channel(false);
+
+    // The projector is mid-catch-up (holds its turn) while the loader replays to its start.
+    let turn = domain.projector_turn();
+    let loader = domain
+        .spawn_loader(log.clone(), projector_watch, stop)
+        .unwrap();
+    while domain.applied_lsn() < Lsn(PROJECTOR_START) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // It applies more to the job projection (not to the domain projections: not its turn
+    // yet) and publishes that before letting go of its turn.
+    assert!(!*turn);
+    applied_tx.send_replace(Lsn(RECORDS));
+    drop(turn);
+
+    assert!(domain.wait_loaded(Duration::from_secs(30)).await);
+    loader.join().unwrap();
+    assert_eq!(
+        domain.applied_lsn(),
+        Lsn(RECORDS),
+        "the loader replayed what the projector skipped"
+    );
+    assert_eq!(domain.digests(), expected.digests());
+    assert!(
+        *domain.projector_turn(),
+        "the projector applies from now on"
+    );
+}
+
+#[tokio::test]
+async fn a_loader_that_finds_nothing_more_to_apply_hands_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = written_log(dir.path()).await;
+    let domain = Arc::new(projections());
+    domain.mark_loading();
+    let (_applied_tx, projector_watch) = watch_at(Lsn(RECORDS));
+    let (_stop_tx, stop) = watch::channel(false);
+    let loader = domain
+        .spawn_loader(log.clone(), projector_watch, stop)
+        .unwrap();
+    assert!(domain.wait_loaded(Duration::from_secs(30)).await);
+    loader.join().unwrap();
+    assert!(
+        *domain.projector_turn(),
+        "the projector applies from now on"
+    );
+    assert_eq!(domain.applied_lsn(), Lsn(RECORDS));
+}
+
+#[tokio::test]
+async fn a_stopping_daemon_stops_the_loader_without_marking_anything_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = written_log(dir.path()).await;
+    let domain = Arc::new(projections());
+    domain.mark_loading();
+    let (_applied_tx, projector_watch) = watch_at(Lsn(RECORDS));
+    let (_stop_tx, stop) = watch::channel(true);
+    let loader = domain
+        .spawn_loader(log.clone(), projector_watch, stop)
+        .unwrap();
+    loader.join().unwrap();
+    assert!(!domain.is_loaded());
+    assert!(!*domain.projector_turn());
+    assert!(!domain.wait_loaded(Duration::from_millis(10)).await);
+}
