@@ -52,6 +52,10 @@ enum Command {
         /// A Python with pyarrow installed (e.g. target/py-exports/bin/python)
         #[arg(long)]
         python: Option<String>,
+        /// Only write the synthetic log, into DATA_DIR/log (a new data directory agentd can
+        /// start on: scripts/bench-restart times start-ups on it), and measure nothing
+        #[arg(long, value_name = "DATA_DIR")]
+        write_log: Option<PathBuf>,
     },
     /// Download the log archived at a storage URL ([storage] url), verify it (sha256 against
     /// the archive's manifest, every frame's CRC and LSN) and lay it out in --data-dir, which must
@@ -161,9 +165,17 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = config_of(&cli)?;
     match cli.command {
-        Some(Command::BenchExport { steps, dir, python }) => {
-            bench_export::run(bench_export::BenchOptions { steps, dir, python })
-        }
+        Some(Command::BenchExport {
+            steps,
+            dir,
+            python,
+            write_log,
+        }) => bench_export::run(bench_export::BenchOptions {
+            steps,
+            dir,
+            python,
+            write_log,
+        }),
         None => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -200,6 +200,12 @@ pub const FAMILIES: &[MetricFamily] = &[
         help: "LSN of the newest snapshot of the sequencer state this process wrote (start-up replays only the records after the newest one).",
     },
     MetricFamily {
+        name: "agentd_startup_snapshot_lsn",
+        kind: MetricKind::Gauge,
+        series: Series::Single,
+        help: "LSN of the snapshot this start loaded (0: none; the sequencer state was replayed from the start of the log).",
+    },
+    MetricFamily {
         name: "agentd_domain_loaded",
         kind: MetricKind::Gauge,
         series: Series::Single,

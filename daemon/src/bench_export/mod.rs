@@ -35,12 +35,31 @@ pub struct BenchOptions {
     pub dir: PathBuf,
     /// Python with pyarrow, for the comparison; skipped when it cannot import pyarrow.
     pub python: Option<String>,
+    /// Only write the log into this data directory (and keep it); measure nothing.
+    pub write_log: Option<PathBuf>,
 }
 
 /// Runs the benchmark and prints its figures.
 pub fn run(options: BenchOptions) -> anyhow::Result<()> {
-    let work = tempfile_dir(&options.dir)?;
     let config = Config::default();
+    if let Some(data_dir) = &options.write_log {
+        let log_dir = data_dir.join("log");
+        anyhow::ensure!(
+            !log_dir.exists(),
+            "{} exists already; --write-log writes a new data directory",
+            log_dir.display()
+        );
+        let started = Instant::now();
+        let (to, events) = synthetic::write_log(&config, &log_dir, options.steps)?;
+        println!(
+            "log written to {}: {} records, {events} events in {:.1} s",
+            log_dir.display(),
+            to.0,
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let work = tempfile_dir(&options.dir)?;
     let log_dir = work.join("log");
     println!(
         "bench-export: {} steps, {} cores",

@@ -237,6 +237,7 @@ async fn replay_for_serving(
     let projections_dir = paths.projections.clone();
     let reader = log_reader.clone();
     tokio::task::spawn_blocking(move || {
+        check_archive_readable(&reader)?;
         let store = open_job_projection(&projections_dir, last_lsn)?;
         let mut state = match snapshots {
             Some(dir) => load_snapshot(&dir, &reader, last_lsn)?,
@@ -255,6 +256,21 @@ async fn replay_for_serving(
         Ok((store, state, from))
     })
     .await?
+}
+
+/// The domain projections load from the start of the log after the daemon serves; when local
+/// retention deleted the first segments, their archive must answer now, so that a start that
+/// cannot read them is refused (naming the archive) instead of failing once serving.
+fn check_archive_readable(reader: &LogReader) -> anyhow::Result<()> {
+    let local_first = reader.local_first_lsn();
+    if local_first.0 <= 1 {
+        return Ok(());
+    }
+    crate::replay::for_each_record(reader, Lsn::ZERO, Lsn(1), |_, _| Ok(())).with_context(|| {
+        format!(
+            "the records before lsn {local_first} are only in the archive, and it cannot be read"
+        )
+    })
 }
 
 fn open_job_projection(dir: &std::path::Path, last_lsn: Lsn) -> anyhow::Result<ProjectionStore> {
@@ -296,6 +312,8 @@ fn load_snapshot(
     };
     let loaded = crate::snapshot::file::load_newest::<SequencerState>(dir, accept)
         .context("cannot read the snapshot directory")?;
+    metrics::gauge!("agentd_startup_snapshot_lsn")
+        .set(loaded.as_ref().map_or(0.0, |loaded| loaded.lsn.0 as f64));
     Ok(match loaded {
         Some(loaded) => {
             tracing::info!(lsn = %loaded.lsn, path = %loaded.path.display(), bytes = loaded.bytes, ms = started.elapsed().as_millis() as u64, "loaded a snapshot of the sequencer state; replaying the records after it");

@@ -158,7 +158,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        "[queue]\nretry_backoff_base_ms = 10\nretry_backoff_max_ms = 100\n",
+        "[queue]\nretry_backoff_base_ms = 10\nretry_backoff_max_ms = 100\n[log]\nsnapshot_every_records = 200\n",
     );
     let data_dir = dir.path().join("data");
     let mut daemon = Daemon::start(&data_dir, Some(&config));

@@ -20,6 +20,7 @@ mod replica;
 mod replica_exports;
 mod retention;
 mod rollouts;
+mod snapshot;
 mod startup;
 mod storage;
 mod tls;
