@@ -96,8 +96,14 @@ pub async fn open(config: Config) -> anyhow::Result<Opened> {
         replay_for_serving(&paths, &log_reader, last_lsn, snapshots.clone()).await?;
     domain.mark_loading();
     let keeper = snapshots.map(|dir| {
+        let cloning = Instant::now();
+        let copy = replayed.clone();
+        tracing::info!(
+            ms = cloning.elapsed().as_millis() as u64,
+            "copied the sequencer state for the snapshot keeper"
+        );
         Box::new(SnapshotKeeper::new(
-            replayed.clone(),
+            copy,
             dir,
             config.log.snapshot_every_records,
             snapshot_lsn,

@@ -2,14 +2,17 @@
 //!
 //! Written from the projector (not the sequencer) because the projector already applies every
 //! durable record in order off the request path, and a snapshot must only ever hold durable
-//! records. A periodic snapshot clones the state on the projector thread (the one pause: tens
-//! of milliseconds for hundreds of thousands of jobs) and encodes and writes it on a thread of
-//! its own; at a clean stop the final state is written directly.
+//! records. A periodic snapshot moves the state to a thread of its own, which encodes and writes
+//! it and hands it back; meanwhile the projector keeps the batches it applies (copies of their
+//! records) and applies them to the state once it is back. So the projector never waits for a
+//! snapshot: cloning a 10M-event log's state took 0.2-2.5 s, a pause every job read would feel.
+//! At a clean stop the final state is written directly.
 
 use super::{file, SequencerState};
 use crate::log::LogReader;
 use crate::projection::Keeper;
-use crate::replay::Projection;
+use crate::replay::{ApplyError, Projection};
+use agentd_schemas::events::LogRecord;
 use agentd_schemas::Lsn;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -17,12 +20,23 @@ use std::time::Instant;
 
 /// See the module documentation.
 pub struct SnapshotKeeper {
-    state: SequencerState,
+    held: Held,
     dir: PathBuf,
     every_records: u64,
     /// The LSN of the newest snapshot on disk (or being written).
     last_written: Lsn,
-    writing: Option<JoinHandle<()>>,
+}
+
+/// Where the state is.
+enum Held {
+    Here(SequencerState),
+    /// With the snapshot thread, which gives it back; the batches applied meanwhile wait here.
+    Writing {
+        thread: JoinHandle<SequencerState>,
+        pending: Vec<(Lsn, LogRecord)>,
+    },
+    /// Only while moving between the two.
+    Moving,
 }
 
 impl SnapshotKeeper {
@@ -31,42 +45,75 @@ impl SnapshotKeeper {
     /// loaded (zero when none), so a long replay at start-up is snapshotted at once.
     pub fn new(state: SequencerState, dir: PathBuf, every_records: u64, last_written: Lsn) -> Self {
         SnapshotKeeper {
-            state,
+            held: Held::Here(state),
             dir,
             every_records: every_records.max(1),
             last_written,
-            writing: None,
         }
     }
 
+    /// Takes the state back from the snapshot thread (waiting for it when `wait`), applying
+    /// the batches kept meanwhile. False while the thread still runs.
+    fn take_back(&mut self, wait: bool) -> bool {
+        match &self.held {
+            Held::Here(_) => return true,
+            Held::Writing { thread, .. } if !wait && !thread.is_finished() => return false,
+            _ => {}
+        }
+        let Held::Writing { thread, pending } = std::mem::replace(&mut self.held, Held::Moving)
+        else {
+            unreachable!("checked above");
+        };
+        let mut state = match thread.join() {
+            Ok(state) => state,
+            Err(_) => crate::fatal("the snapshot thread panicked with the sequencer state"),
+        };
+        if let Err(error) = Projection::apply(&mut state, &pending) {
+            crate::fatal(&format!(
+                "cannot apply kept records to the sequencer state: {error}"
+            ));
+        }
+        self.held = Held::Here(state);
+        true
+    }
+
     fn write_in_background(&mut self, log: &LogReader) {
-        let lsn = self.state.lsn();
+        let Held::Here(state) = &self.held else {
+            return;
+        };
+        let lsn = state.lsn();
         let Some(record_sha256) = file::record_sha256(log, lsn) else {
             tracing::warn!(%lsn, "no snapshot: cannot read the record at its lsn back");
             return;
         };
-        let started = Instant::now();
-        let state = self.state.clone();
-        let cloned_ms = started.elapsed().as_millis() as u64;
+        let Held::Here(state) = std::mem::replace(&mut self.held, Held::Moving) else {
+            unreachable!("checked above");
+        };
         let dir = self.dir.clone();
+        let (state_tx, state_rx) = std::sync::mpsc::channel::<SequencerState>();
         let spawned = std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || {
+                let state = state_rx.recv().expect("the keeper sends the state");
                 crate::thread_priority::lower_this_thread(SNAPSHOT_NICE_ADDED, "snapshot");
-                write(&dir, lsn, record_sha256, &state, cloned_ms);
+                write(&dir, lsn, record_sha256, &state);
+                state
             });
         match spawned {
-            Ok(handle) => {
-                self.writing = Some(handle);
+            Ok(thread) => {
+                state_tx
+                    .send(state)
+                    .expect("the snapshot thread waits for it");
+                self.held = Held::Writing {
+                    thread,
+                    pending: Vec::new(),
+                };
                 self.last_written = lsn;
             }
-            Err(error) => tracing::warn!(%error, "no snapshot: cannot start its thread"),
-        }
-    }
-
-    fn wait_for_writer(&mut self) {
-        if let Some(handle) = self.writing.take() {
-            let _panicked_is_logged = handle.join();
+            Err(error) => {
+                self.held = Held::Here(state);
+                tracing::warn!(%error, "no snapshot: cannot start its thread");
+            }
         }
     }
 }
@@ -74,18 +121,12 @@ impl SnapshotKeeper {
 /// Nice values added to the thread encoding a snapshot: nothing waits on it.
 const SNAPSHOT_NICE_ADDED: i32 = 10;
 
-fn write(
-    dir: &std::path::Path,
-    lsn: Lsn,
-    record_sha256: [u8; 32],
-    state: &SequencerState,
-    cloned_ms: u64,
-) {
+fn write(dir: &std::path::Path, lsn: Lsn, record_sha256: [u8; 32], state: &SequencerState) {
     let started = Instant::now();
     match file::write_snapshot(dir, lsn, record_sha256, state) {
         Ok(path) => {
             metrics::gauge!("agentd_snapshot_lsn").set(lsn.0 as f64);
-            tracing::info!(%lsn, path = %path.display(), cloned_ms, ms = started.elapsed().as_millis() as u64, "wrote a snapshot of the sequencer state");
+            tracing::info!(%lsn, path = %path.display(), ms = started.elapsed().as_millis() as u64, "wrote a snapshot of the sequencer state");
         }
         Err(error) => {
             tracing::warn!(%lsn, %error, "could not write a snapshot (start-up replays more of the log instead)")
@@ -93,29 +134,40 @@ fn write(
     }
 }
 
+/// Applied to the state, or kept for it while a snapshot thread holds it.
+impl Projection for SnapshotKeeper {
+    fn apply(&mut self, records: &[(Lsn, LogRecord)]) -> Result<(), ApplyError> {
+        match &mut self.held {
+            Held::Here(state) => state.apply(records),
+            Held::Writing { pending, .. } => {
+                pending.extend(records.iter().cloned());
+                Ok(())
+            }
+            Held::Moving => unreachable!("the state is never left moving"),
+        }
+    }
+}
+
 impl Keeper for SnapshotKeeper {
     fn projection(&mut self) -> &mut dyn Projection {
-        &mut self.state
+        self
     }
 
     fn caught_up(&mut self, lsn: Lsn, log: &LogReader) {
-        if lsn.0.saturating_sub(self.last_written.0) < self.every_records {
+        if !self.take_back(false) {
             return;
         }
-        if self
-            .writing
-            .as_ref()
-            .is_some_and(|handle| !handle.is_finished())
-        {
-            return;
+        if lsn.0.saturating_sub(self.last_written.0) >= self.every_records {
+            self.write_in_background(log);
         }
-        self.wait_for_writer();
-        self.write_in_background(log);
     }
 
     fn stopped(&mut self, _lsn: Lsn, log: &LogReader) {
-        self.wait_for_writer();
-        let lsn = self.state.lsn();
+        self.take_back(true);
+        let Held::Here(state) = &self.held else {
+            return;
+        };
+        let lsn = state.lsn();
         if lsn == self.last_written || lsn == Lsn::ZERO {
             return;
         }
@@ -123,6 +175,10 @@ impl Keeper for SnapshotKeeper {
             tracing::warn!(%lsn, "no snapshot at stop: cannot read the record at its lsn back");
             return;
         };
-        write(&self.dir, lsn, record_sha256, &self.state, 0);
+        write(&self.dir, lsn, record_sha256, state);
     }
 }
+
+#[cfg(test)]
+#[path = "keeper_tests.rs"]
+mod tests;
