@@ -227,7 +227,6 @@ fn replay_into_fresh(
         |lsn| progress.set_position(lsn.0),
     )
     .map_err(crate::projection::ProjectionError::from)?;
-    drop(jobs);
     store.persist()?;
     progress.finish_and_clear();
     Ok(Rebuilt {

@@ -320,9 +320,9 @@ pub(crate) async fn download_piece(
     let object = match store.store.get_opts(&path, GetOptions::default()).await {
         Ok(found) => found.bytes().await.map_err(download_error)?,
         Err(object_store::Error::NotFound { .. }) => {
-            return Err(damaged(format!(
-                "it is missing but the manifest lists it (a partial upload? an archiver started on the original data directory puts it again)"
-            )))
+            return Err(damaged(
+                "it is missing but the manifest lists it (a partial upload? an archiver started on the original data directory puts it again)".to_owned()
+            ))
         }
         Err(error) => return Err(download_error(error)),
     };

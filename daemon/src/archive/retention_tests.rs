@@ -238,12 +238,7 @@ async fn evicted_segments_are_read_back_from_the_archive_and_checked() {
     let fresh = LogReader::open(&log_dir, 1 << 20).unwrap();
     assert!(fresh.local_first_lsn().0 > 1);
     let attached = tokio::task::spawn_blocking(move || {
-        let attached = attach_archive(
-            &fresh,
-            &fresh.dir().to_path_buf(),
-            &StorageConfig::default(),
-        )
-        .unwrap();
+        let attached = attach_archive(&fresh, fresh.dir(), &StorageConfig::default()).unwrap();
         (attached, payloads(&fresh, 0, 40))
     })
     .await
@@ -260,12 +255,7 @@ async fn evicted_segments_are_read_back_from_the_archive_and_checked() {
     std::fs::write(&first, &bytes).unwrap();
     let damaged = LogReader::open(&log_dir, 1 << 20).unwrap();
     let error = tokio::task::spawn_blocking(move || {
-        attach_archive(
-            &damaged,
-            &damaged.dir().to_path_buf(),
-            &StorageConfig::default(),
-        )
-        .unwrap();
+        attach_archive(&damaged, damaged.dir(), &StorageConfig::default()).unwrap();
         payloads(&damaged, 0, 40).unwrap_err()
     })
     .await
@@ -277,12 +267,7 @@ async fn evicted_segments_are_read_back_from_the_archive_and_checked() {
     std::fs::remove_dir_all(temp.path().join("archive")).unwrap();
     let orphan = LogReader::open(&log_dir, 1 << 20).unwrap();
     let error = tokio::task::spawn_blocking(move || {
-        attach_archive(
-            &orphan,
-            &orphan.dir().to_path_buf(),
-            &StorageConfig::default(),
-        )
-        .unwrap();
+        attach_archive(&orphan, orphan.dir(), &StorageConfig::default()).unwrap();
         payloads(&orphan, 0, 40).unwrap_err()
     })
     .await

@@ -181,7 +181,6 @@ impl Projector {
             },
         )?;
         drop(projections);
-        drop(jobs);
         applied_tx.send_replace(lsn);
         drop(turn);
         if let Some(keeper) = self.keeper.as_mut() {

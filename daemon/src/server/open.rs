@@ -223,7 +223,6 @@ pub(super) async fn replay_everything(
                 (Lsn::ZERO, last_lsn),
                 &mut [&mut state, &mut jobs, &mut domain],
             )?;
-            drop(jobs);
             Ok((store, state))
         },
     )
@@ -258,7 +257,6 @@ async fn replay_for_serving(
             replay(&reader, (jobs_from, from), &mut [&mut jobs])?;
         }
         replay(&reader, (from, last_lsn), &mut [&mut state, &mut jobs])?;
-        drop(jobs);
         Ok((store, state, from))
     })
     .await?

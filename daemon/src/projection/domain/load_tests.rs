@@ -16,7 +16,7 @@ fn nth_record(n: u64) -> LogRecord {
     let event = match n % 3 {
         0 => step(&task, index, "model-a"),
         1 => sandbox(&task, index, SandboxOutcome::Ok),
-        _ => reward(&task, index, (n % 10) as f64 / 10.0, n % 2 == 0),
+        _ => reward(&task, index, (n % 10) as f64 / 10.0, n.is_multiple_of(2)),
     };
     record(1_767_225_600_000 + n, vec![event])
 }
@@ -64,18 +64,21 @@ async fn a_projector_that_moves_on_during_the_load_is_caught_up_with_before_the_
     let (_stop_tx, stop) = watch::channel(false);
 
     // The projector is mid-catch-up (holds its turn) while the loader replays to its start.
-    let turn = domain.projector_turn();
-    let loader = domain
-        .spawn_loader(log.clone(), projector_watch, stop)
-        .unwrap();
-    while domain.applied_lsn() < Lsn(PROJECTOR_START) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // It applies more to the job projection (not to the domain projections: not its turn
-    // yet) and publishes that before letting go of its turn.
-    assert!(!*turn);
-    applied_tx.send_replace(Lsn(RECORDS));
-    drop(turn);
+    let loader = {
+        let turn = domain.projector_turn();
+        let loader = domain
+            .spawn_loader(log.clone(), projector_watch, stop)
+            .unwrap();
+        while domain.applied_lsn() < Lsn(PROJECTOR_START) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // It applies more to the job projection (not to the domain projections: not its turn
+        // yet) and publishes that before letting go of its turn.
+        assert!(!*turn);
+        applied_tx.send_replace(Lsn(RECORDS));
+        drop(turn);
+        loader
+    };
 
     assert!(domain.wait_loaded(Duration::from_secs(30)).await);
     loader.join().unwrap();
