@@ -81,6 +81,39 @@ impl SplitsConfig {
     }
 }
 
+/// What a `dataset_settings_recorded` event does to the splits ([`judge_recorded_settings`]).
+pub enum SettingsVerdict {
+    /// The settings are the ones in force already.
+    InForce,
+    /// The splits follow these from here on.
+    Adopt(SplitsConfig, Arc<TokenCounter>),
+    /// Nothing changes: records were received under other settings, or this build cannot use
+    /// them (an unknown encoding, invalid weights).
+    Ignored,
+}
+
+/// The one rule of a `dataset_settings_recorded` event, for the processed splits and for the
+/// sequencer's `RecordedSettings` (start-up's config check): settings this build can use are
+/// put in force unless records were received under others. `current` is the configuration in
+/// force, `None` when it is the configuration the projection was built with and unknown to the
+/// caller (then no settings equal it, and what changes nothing stays as it was).
+pub fn judge_recorded_settings(
+    current: Option<&SplitsConfig>,
+    has_records: bool,
+    settings: &DatasetSettings,
+) -> SettingsVerdict {
+    let Ok((config, counter)) = SplitsConfig::from_settings(settings) else {
+        return SettingsVerdict::Ignored;
+    };
+    if current == Some(&config) {
+        return SettingsVerdict::InForce;
+    }
+    if has_records || config.weights.validate().is_err() {
+        return SettingsVerdict::Ignored;
+    }
+    SettingsVerdict::Adopt(config, counter)
+}
+
 impl Default for SplitsConfig {
     fn default() -> Self {
         SplitsConfig {
@@ -210,18 +243,15 @@ impl ProcessedSplits {
     /// false for settings that arrive after records and differ, or that this build cannot use
     /// (an unknown encoding, invalid weights); those change nothing.
     pub fn apply_settings(&mut self, settings: &DatasetSettings) -> bool {
-        let Ok((config, counter)) = SplitsConfig::from_settings(settings) else {
-            return false;
-        };
-        if config == self.config {
-            return true;
+        match judge_recorded_settings(Some(&self.config), self.has_records(), settings) {
+            SettingsVerdict::InForce => true,
+            SettingsVerdict::Ignored => false,
+            SettingsVerdict::Adopt(config, counter) => {
+                self.config = config;
+                self.counter = counter;
+                true
+            }
         }
-        if self.has_records() || config.weights.validate().is_err() {
-            return false;
-        }
-        self.config = config;
-        self.counter = counter;
-        true
     }
 
     /// Applies a `dataset_registered` event. The first registration of a source and version

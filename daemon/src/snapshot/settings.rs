@@ -6,7 +6,7 @@
 //! and a test checks both give the same answers.
 
 use crate::config::DatasetsConfig;
-use crate::domain::splits::SplitsConfig;
+use crate::domain::splits::{judge_recorded_settings, SettingsVerdict, SplitsConfig};
 use agentd_schemas::events::{DatasetSettings, Event, LogRecord, TrainingSettings};
 use agentd_schemas::Lsn;
 use serde::{Deserialize, Serialize};
@@ -44,21 +44,18 @@ impl RecordedSettings {
         }
     }
 
-    /// `ProcessedSplits::apply_settings`'s rule: settings this build can use are put in force
-    /// unless records were received under other settings.
+    /// The processed splits' rule ([`judge_recorded_settings`]), on the settings alone.
     fn apply_datasets(&mut self, settings: &DatasetSettings) {
         self.datasets_recorded = true;
-        let Ok((config, _counter)) = SplitsConfig::from_settings(settings) else {
-            return;
-        };
-        let normalized = config.settings();
-        if self.datasets_in_force.as_ref() == Some(&normalized) {
-            return;
+        let current = self
+            .datasets_in_force
+            .as_ref()
+            .and_then(|in_force| SplitsConfig::from_settings(in_force).ok())
+            .map(|(config, _counter)| config);
+        let verdict = judge_recorded_settings(current.as_ref(), self.records_received, settings);
+        if let SettingsVerdict::Adopt(config, _counter) = verdict {
+            self.datasets_in_force = Some(config.settings());
         }
-        if self.records_received || config.weights.validate().is_err() {
-            return;
-        }
-        self.datasets_in_force = Some(normalized);
     }
 
     /// The `[datasets]` settings to record at start-up: `None` when the log's are the
