@@ -37,6 +37,7 @@ pub use cold::{ColdSegment, ColdSegments};
 pub use follow::{FollowError, FollowedLog};
 pub use local_start::read_local_start;
 pub use reader::{LogReader, LogSource, RawFrame};
+pub(crate) use segment::sync_dir;
 pub use tiered::Eviction;
 pub use writer::{BatchObservation, LogWriter};
 

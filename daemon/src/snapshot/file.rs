@@ -118,9 +118,7 @@ pub fn write_snapshot<T: Serialize>(
     write_temp(&temp, lsn, &record_sha256, state)?;
     fs::rename(&temp, &path).map_err(io_error(&temp))?;
     // The rename is durable only once the directory entry is.
-    File::open(dir)
-        .and_then(|dir_file| dir_file.sync_all())
-        .map_err(io_error(dir))?;
+    crate::log::sync_dir(dir).map_err(io_error(dir))?;
     prune(dir, lsn).map_err(io_error(dir))?;
     Ok(path)
 }
