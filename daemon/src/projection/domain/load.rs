@@ -52,21 +52,13 @@ impl LoadState {
             loaded: watch::Sender::new(true),
         }
     }
-
-    /// The projector's turn: held while it applies a batch and publishes its applied LSN; the
-    /// guard says whether to apply to the domain projections too.
-    pub fn turn(&self) -> MutexGuard<'_, bool> {
-        self.projector_applies
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 impl DomainProjections {
     /// Marks the projections as still to be loaded: [`Self::spawn_loader`] fills them, and the
     /// projector leaves them alone until it hands over. Called before the projector starts.
     pub fn mark_loading(&self) {
-        *self.load.turn() = false;
+        *self.projector_turn() = false;
         self.load.loaded.send_replace(false);
         metrics::gauge!("agentd_domain_loaded").set(0.0);
     }
@@ -78,15 +70,23 @@ impl DomainProjections {
 
     /// Waits until the projections are loaded, or `timeout` passes (then returns false).
     pub async fn wait_loaded(&self, timeout: Duration) -> bool {
+        // Every domain request asks; once loaded, the answer needs no subscription or timer.
+        if self.is_loaded() {
+            return true;
+        }
         let mut loaded = self.load.loaded.subscribe();
         tokio::time::timeout(timeout, loaded.wait_for(|loaded| *loaded))
             .await
             .is_ok_and(|result| result.is_ok())
     }
 
-    /// The projector's turn (see the module documentation).
+    /// The projector's turn (see the module documentation): held while it applies a batch
+    /// and publishes its applied LSN; the guard says whether to apply to these projections too.
     pub fn projector_turn(&self) -> MutexGuard<'_, bool> {
-        self.load.turn()
+        self.load
+            .projector_applies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Starts the loader thread: it replays the log from the projections' applied LSN up to
