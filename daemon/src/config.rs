@@ -116,7 +116,8 @@ impl Default for ServerConfig {
 }
 
 /// Default of `[log] snapshot_every_records`: after a crash, start-up replays at most this
-/// many records into the queue state (about a second on the machines agentd targets).
+/// many records into the queue state (about a second on the machines agentd targets), or as
+/// many as the last snapshot held entries when that was more.
 pub const SNAPSHOT_EVERY_RECORDS_DEFAULT: u64 = 500_000;
 
 /// `[log]`: segment and group-commit sizes, and how often the sequencer state is snapshotted.
@@ -132,7 +133,8 @@ pub struct LogConfig {
     /// the file); see `LogOptions::preallocate_bytes`.
     pub preallocate_bytes: u64,
     /// Records between two snapshots of the sequencer's state, which start-up loads instead of
-    /// replaying the whole log (0: no snapshots); see `crate::snapshot`.
+    /// replaying the whole log (0: no snapshots), at least as many as the state holds entries;
+    /// see `crate::snapshot`.
     pub snapshot_every_records: u64,
 }
 

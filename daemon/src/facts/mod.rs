@@ -179,6 +179,22 @@ impl FactIndex {
         }
     }
 
+    /// Entries held: rollouts, steps, groups, datasets and tasks with default-rollout steps
+    /// (the size of a snapshot of the index, in entries). O(rollouts + tasks).
+    pub fn entries(&self) -> u64 {
+        let steps: usize = self
+            .rollouts
+            .values()
+            .map(|rollout| rollout.steps.len())
+            .chain(self.default_rollouts.values().map(BTreeMap::len))
+            .sum();
+        (steps
+            + self.rollouts.len()
+            + self.default_rollouts.len()
+            + self.groups.len()
+            + self.datasets.len()) as u64
+    }
+
     /// The id the next rollout gets.
     pub fn next_rollout_id(&self) -> RolloutId {
         RolloutId(self.next_rollout.max(1))

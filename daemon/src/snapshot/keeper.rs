@@ -25,6 +25,8 @@ pub struct SnapshotKeeper {
     every_records: u64,
     /// The LSN of the newest snapshot on disk (or being written).
     last_written: Lsn,
+    /// The LSN from which the next snapshot is written ([`next_due`]).
+    next_due: Lsn,
 }
 
 /// Where the state is.
@@ -44,10 +46,12 @@ impl SnapshotKeeper {
     /// to `dir` every `every_records` records; `last_written` is the LSN of the snapshot start-up
     /// loaded (zero when none), so a long replay at start-up is snapshotted at once.
     pub fn new(state: SequencerState, dir: PathBuf, every_records: u64, last_written: Lsn) -> Self {
+        let every_records = every_records.max(1);
         SnapshotKeeper {
+            next_due: next_due(last_written, every_records, &state),
             held: Held::Here(state),
             dir,
-            every_records: every_records.max(1),
+            every_records,
             last_written,
         }
     }
@@ -101,6 +105,7 @@ impl SnapshotKeeper {
             });
         match spawned {
             Ok(thread) => {
+                self.next_due = next_due(lsn, self.every_records, &state);
                 state_tx
                     .send(state)
                     .expect("the snapshot thread waits for it");
@@ -116,6 +121,15 @@ impl SnapshotKeeper {
             }
         }
     }
+}
+
+/// The snapshot after one at `written` is due `every_records` records later, or later still
+/// for a state holding more entries than that (jobs, rollouts, steps, ...): writing costs about
+/// one pass over the state, so waiting at least as many records keeps the cost per record
+/// constant however much history the state holds (a start-up then replays at most as many
+/// records as the snapshot holds entries). Counted once per snapshot, never per batch.
+fn next_due(written: Lsn, every_records: u64, state: &SequencerState) -> Lsn {
+    Lsn(written.0.saturating_add(every_records.max(state.entries())))
 }
 
 /// Nice values added to the thread encoding a snapshot: nothing waits on it.
@@ -157,7 +171,7 @@ impl Keeper for SnapshotKeeper {
         if !self.take_back(false) {
             return;
         }
-        if lsn.0.saturating_sub(self.last_written.0) >= self.every_records {
+        if lsn >= self.next_due {
             self.write_in_background(log);
         }
     }

@@ -103,3 +103,16 @@ async fn a_stop_with_nothing_new_since_the_last_snapshot_writes_nothing() {
         "the snapshot start-up loaded is still the newest"
     );
 }
+
+#[tokio::test]
+async fn a_state_with_more_entries_than_the_interval_waits_as_many_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_reader, records) = log_of(dir.path()).await;
+    let mut state = SequencerState::default();
+    state.apply(&records).unwrap();
+    assert_eq!(state.entries(), RECORDS, "one entry per job");
+    let keeper = SnapshotKeeper::new(state, dir.path().join("snapshots"), 10, Lsn(RECORDS));
+    assert_eq!(keeper.next_due, Lsn(2 * RECORDS));
+    let small = SnapshotKeeper::new(SequencerState::default(), dir.path().join("s"), 10, Lsn(5));
+    assert_eq!(small.next_due, Lsn(15));
+}

@@ -8,8 +8,9 @@
 //!
 //! **Who writes.** The projector keeps its own copy ([`keeper::SnapshotKeeper`]), applied from
 //! the same batches as the job projection, and writes it every
-//! `[log] snapshot_every_records` records (from a clone, on a thread of its own) and at a clean
-//! stop, under `<data-dir>/projections/snapshots/` (`file.rs` draws the format).
+//! `[log] snapshot_every_records` records, or as many records as the state holds entries when
+//! that is more (the state moves to a thread of its own for the write and back), and at a
+//! clean stop, under `<data-dir>/projections/snapshots/` (`file.rs` draws the format).
 //!
 //! **Who reads.** Start-up loads the newest snapshot whose LSN the log holds with the same
 //! record there (the sha256 of that record's payload is the log's identity), then replays only
@@ -73,6 +74,12 @@ impl SequencerState {
     /// The last record applied.
     pub fn lsn(&self) -> Lsn {
         self.queue.last_lsn
+    }
+
+    /// About how many entries a snapshot of this state encodes (jobs and domain facts): what
+    /// writing one costs, in passes over an entry. O(rollouts); called once per snapshot.
+    pub fn entries(&self) -> u64 {
+        self.queue.jobs.len() as u64 + self.queue.facts.entries()
     }
 }
 
