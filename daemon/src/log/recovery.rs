@@ -46,16 +46,26 @@ pub(crate) fn recover(
     // was found, every remaining segment was sealed and must be intact to its end.
     let last_may_be_torn = truncated.is_none();
 
-    // One buffer for all segments: recovery reads each segment whole, once.
+    // Every segment but the last is scanned on its own thread, the last on this one: recovery
+    // reads each segment whole, once, and judges them in order below, so the first problem in
+    // log order is the one reported, as a scan in order would report it.
+    let sealed = &segments[..segments.len().saturating_sub(1)];
+    let mut sealed_scans = scan_sealed_segments(sealed, frame_bytes_max).into_iter();
     let mut bytes = Vec::new();
     let mut last_lsn = local_first_lsn - 1;
     let mut frames_scanned = 0;
     let mut active_len_bytes = 0;
     for (position, segment) in segments.iter().enumerate() {
         let may_be_torn = last_may_be_torn && position + 1 == segments.len();
-        read_whole_file(&segment.path, &mut bytes)?;
-        check_segment_start(segment, &bytes, last_lsn)?;
-        let scan = scan_frames(&bytes, segment.first_lsn, frame_bytes_max);
+        let scan = match sealed_scans.next() {
+            Some(sealed) => sealed?,
+            None => {
+                read_whole_file(&segment.path, &mut bytes)?;
+                check_segment_header(segment, &bytes)?;
+                scan_frames(&bytes, segment.first_lsn, frame_bytes_max)
+            }
+        };
+        check_continues(segment, last_lsn)?;
         index.add_segment(segment.first_lsn);
         for &mark in &scan.marks {
             index.record(segment.first_lsn, mark);
@@ -64,11 +74,6 @@ pub(crate) fn recover(
         last_lsn = scan.last_lsn;
         active_len_bytes = scan.end_offset as u64;
         let Some(damage) = scan.damage else { continue };
-        if may_be_torn && is_preallocated(&bytes[damage.offset..]) {
-            // Zeros the writer wrote ahead of its last frame (`active.rs`): no frame was ever
-            // there, so nothing is cut; the writer goes on overwriting them.
-            continue;
-        }
         if !may_be_torn {
             return Err(corrupt(
                 segment,
@@ -76,31 +81,9 @@ pub(crate) fn recover(
                 damage.detail + " in a sealed segment",
             ));
         }
-        if let Some(later_lsn) = damage.valid_frame_lsn.filter(|&lsn| lsn > last_lsn) {
-            return Err(corrupt(
-                segment,
-                damage.offset,
-                format!(
-                    "{} (frames from lsn {} to {} are missing)",
-                    damage.detail,
-                    last_lsn + 1,
-                    later_lsn - 1
-                ),
-            ));
+        if let Some(torn) = repair_tail(segment, &bytes, damage, last_lsn, frame_bytes_max)? {
+            truncated = Some(torn);
         }
-        if let Some((position, lsn)) =
-            find_later_valid_frame(&bytes, damage.offset, last_lsn, frame_bytes_max)
-        {
-            return Err(corrupt(
-                segment,
-                damage.offset,
-                format!(
-                    "{}, but a valid frame with lsn {lsn} follows at byte {position}",
-                    damage.detail
-                ),
-            ));
-        }
-        truncated = Some(truncate_torn_tail(segment, &bytes, damage)?);
     }
 
     let active = match segments.last() {
@@ -115,6 +98,47 @@ pub(crate) fn recover(
         frames_scanned,
         truncated,
     })
+}
+
+/// Judges the damage found in the last segment: the writer's preallocated zeros (nothing to
+/// do), a torn tail (cut, and reported), or damage with acknowledged frames behind it (refused).
+fn repair_tail(
+    segment: &SegmentEntry,
+    bytes: &[u8],
+    damage: Damage,
+    last_lsn: u64,
+    frame_bytes_max: u32,
+) -> Result<Option<TornTail>, LogError> {
+    if is_preallocated(&bytes[damage.offset..]) {
+        // Zeros the writer wrote ahead of its last frame (`active.rs`): no frame was ever
+        // there, so nothing is cut; the writer goes on overwriting them.
+        return Ok(None);
+    }
+    if let Some(later_lsn) = damage.valid_frame_lsn.filter(|&lsn| lsn > last_lsn) {
+        return Err(corrupt(
+            segment,
+            damage.offset,
+            format!(
+                "{} (frames from lsn {} to {} are missing)",
+                damage.detail,
+                last_lsn + 1,
+                later_lsn - 1
+            ),
+        ));
+    }
+    if let Some((position, lsn)) =
+        find_later_valid_frame(bytes, damage.offset, last_lsn, frame_bytes_max)
+    {
+        return Err(corrupt(
+            segment,
+            damage.offset,
+            format!(
+                "{}, but a valid frame with lsn {lsn} follows at byte {position}",
+                damage.detail
+            ),
+        ));
+    }
+    truncate_torn_tail(segment, bytes, damage).map(Some)
 }
 
 /// Where the local log must start: lsn 1, unless `local-start.json` records that local
@@ -184,12 +208,71 @@ fn remove_partial_last_segment(
     Ok(Some(torn))
 }
 
-/// Checks that a segment's header is valid and that it starts where the previous one ended.
-fn check_segment_start(
-    segment: &SegmentEntry,
-    bytes: &[u8],
-    previous_last_lsn: u64,
-) -> Result<(), LogError> {
+/// A sealed segment as its scanning thread left it: its frames, or why the file could not be
+/// read or its header is not valid.
+type SealedScan = Result<SegmentScan, LogError>;
+
+/// Most threads recovery scans sealed segments on; each holds one segment (at most
+/// `segment_bytes_max`, 64 MiB by default) in memory.
+const SCAN_THREADS_MAX: usize = 4;
+
+/// Reads and scans `sealed`, in order of the result, on as many threads as there are cores (at
+/// most [`SCAN_THREADS_MAX`]): checking the CRC of every frame is most of a restart's time when
+/// the sequencer state comes from a snapshot, and each segment is checked on its own.
+fn scan_sealed_segments(sealed: &[SegmentEntry], frame_bytes_max: u32) -> Vec<SealedScan> {
+    let scan_one = |segment: &SegmentEntry, bytes: &mut Vec<u8>| -> SealedScan {
+        read_whole_file(&segment.path, bytes)?;
+        check_segment_header(segment, bytes)?;
+        Ok(scan_frames(bytes, segment.first_lsn, frame_bytes_max))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(SCAN_THREADS_MAX)
+        .min(sealed.len());
+    if threads <= 1 {
+        let mut bytes = Vec::new();
+        return sealed
+            .iter()
+            .map(|segment| scan_one(segment, &mut bytes))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut scans: Vec<Option<SealedScan>> = sealed.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut bytes = Vec::new();
+                    let mut done = Vec::new();
+                    loop {
+                        let position = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(segment) = sealed.get(position) else {
+                            return done;
+                        };
+                        done.push((position, scan_one(segment, &mut bytes)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            // A scan does not panic (it only slices within bounds); if one did, recovery must
+            // not go on as if its segments were checked.
+            let done = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (position, scan) in done {
+                scans[position] = Some(scan);
+            }
+        }
+    });
+    scans
+        .into_iter()
+        .map(|scan| scan.expect("every position below the count is taken by one worker"))
+        .collect()
+}
+
+/// Checks that a segment's header is valid and names the file's first lsn.
+fn check_segment_header(segment: &SegmentEntry, bytes: &[u8]) -> Result<(), LogError> {
     let Some(header) = bytes.first_chunk::<SEGMENT_HEADER_BYTES>() else {
         return Err(corrupt(
             segment,
@@ -212,6 +295,11 @@ fn check_segment_start(
             ),
         ));
     }
+    Ok(())
+}
+
+/// Checks that a segment starts where the previous one ended.
+fn check_continues(segment: &SegmentEntry, previous_last_lsn: u64) -> Result<(), LogError> {
     let expected_first_lsn = previous_last_lsn + 1;
     if segment.first_lsn != expected_first_lsn {
         return Err(corrupt(

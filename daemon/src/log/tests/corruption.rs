@@ -214,6 +214,22 @@ async fn damage_in_a_sealed_segment_is_refused() {
             detail_contains: "continues at lsn 1",
         },
         Case {
+            // Sealed segments are checked on several threads: the first damage in log order is
+            // the one named, whichever thread found its damage first.
+            name: "damage in two sealed segments",
+            damage: |files| {
+                for file in [&files[4], &files[1]] {
+                    let mut bytes = std::fs::read(file).unwrap();
+                    let last_frame_start = last_frame_start(&bytes);
+                    bytes[last_frame_start + 4] ^= 0x01;
+                    std::fs::write(file, &bytes).unwrap();
+                }
+                let bytes = std::fs::read(&files[1]).unwrap();
+                (files[1].clone(), last_frame_start(&bytes) as u64)
+            },
+            detail_contains: "bad crc",
+        },
+        Case {
             name: "a segment file with a malformed name",
             damage: |files| {
                 let stray = files[0].with_file_name("123.seg");
