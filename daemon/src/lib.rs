@@ -48,6 +48,7 @@ pub mod bench_api {
     pub use crate::projection::FRAMES_PER_TRANSACTION_MAX;
     pub use crate::queue::QueueState;
     pub use crate::replay::{drive, for_each_record};
+    pub use crate::thread_priority::EXPORT_WRITER_NICE_ADDED;
 }
 
 /// The decoders the fuzz and legacy-log test binaries (`daemon/tests/`) feed hostile bytes.

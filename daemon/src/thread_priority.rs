@@ -12,7 +12,7 @@
 //! the median while the submit-ack p99 did not measurably improve (docs/performance.md).
 /// Nice values added to an export's Parquet writer thread: exports run for seconds to minutes
 /// and no request waits on them.
-pub(crate) const EXPORT_WRITER_NICE_ADDED: i32 = 10;
+pub const EXPORT_WRITER_NICE_ADDED: i32 = 10;
 /// The lowest priority Linux has.
 const NICE_MAX: i32 = 19;
 
