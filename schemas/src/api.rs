@@ -427,9 +427,19 @@ pub struct HealthResponse {
     /// The last record on this daemon's disk (on a replica: copied from the archive).
     pub durable_lsn: Lsn,
     pub version: String,
+    /// False while the domain projections (datasets, agent state, rollouts, trajectories) load
+    /// from the log after a start: the job API serves, domain routes wait and then answer 503
+    /// `loading`. Absent from daemons older than this field, which load everything before
+    /// they serve.
+    #[serde(default = "loaded_when_absent")]
+    pub domain_loaded: bool,
     /// Present only on a read replica (`agentd replica`): how far it follows the archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<ReplicaHealth>,
+}
+
+fn loaded_when_absent() -> bool {
+    true
 }
 
 /// A read replica's progress through the primary's log archive (`GET /healthz` of

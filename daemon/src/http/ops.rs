@@ -19,13 +19,14 @@ const DIGEST_APPLY_WAIT: Duration = Duration::from_secs(5);
 
 #[utoipa::path(
     get, path = "/healthz", tag = "ops", security(()),
-    responses((status = 200, description = "The daemon is up", body = agentd_schemas::api::HealthResponse))
+    responses((status = 200, description = "The daemon is up and its job API serves; `domain_loaded` is false while the domain projections still load after a start", body = agentd_schemas::api::HealthResponse))
 )]
 pub async fn health(State(state): State<SharedState>) -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok".into(),
         durable_lsn: state.writer.durable_lsn(),
         version: env!("CARGO_PKG_VERSION").into(),
+        domain_loaded: state.domain.projections.is_loaded(),
         replica: state
             .replica
             .as_ref()

@@ -78,6 +78,8 @@ async fn work(daemon: &Daemon, rounds: std::ops::Range<u64>) -> Vec<JobId> {
 async fn assert_restarted_state_is_the_logs(daemon: &mut Daemon, data_dir: &Path, out: &Path) {
     let live = digest(&daemon.url).await;
     let client = daemon.client();
+    // The digest answers only once the domain projections are loaded; health says so too.
+    assert!(client.health().await.unwrap().domain_loaded);
     let repeat = SubmitJobRequest {
         queue: "q".into(),
         kind: "k".into(),
