@@ -122,7 +122,7 @@ pub async fn file(
     let (status, start, count) = match requested_range(&headers, &path, length) {
         Ok(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
         Ok(None) => (StatusCode::OK, 0, length),
-        Err(unsatisfiable) => return Ok(unsatisfiable),
+        Err(unsatisfiable) => return Ok(*unsatisfiable),
     };
     let body = body_at.body(&listed, start, count).await?;
     let mut response = (status, body).into_response();
@@ -253,12 +253,13 @@ fn listed_file(state: &AppState, export_id: &str, path: &str) -> Result<Listed, 
 }
 
 /// The inclusive byte range the `Range` header asks of `path` (`None`: the whole file), or the
-/// 416 answer for a range that starts past its end.
+/// 416 answer for a range that starts past its end (boxed: a `Response` is large beside the
+/// range, and the answer is rare).
 fn requested_range(
     headers: &HeaderMap,
     path: &str,
     length: u64,
-) -> Result<Option<(u64, u64)>, Response> {
+) -> Result<Option<(u64, u64)>, Box<Response>> {
     let Some(text) = headers
         .get(header::RANGE)
         .and_then(|value| value.to_str().ok())
@@ -277,7 +278,7 @@ fn requested_range(
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, value);
             }
-            Err(response)
+            Err(Box::new(response))
         }
     }
 }
