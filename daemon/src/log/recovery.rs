@@ -46,9 +46,9 @@ pub(crate) fn recover(
     // was found, every remaining segment was sealed and must be intact to its end.
     let last_may_be_torn = truncated.is_none();
 
-    // Every segment but the last is scanned on its own thread, the last on this one: recovery
-    // reads each segment whole, once, and judges them in order below, so the first problem in
-    // log order is the one reported, as a scan in order would report it.
+    // The segments before the last are read and scanned on worker threads, the last on this
+    // one: recovery reads each segment whole, once, and judges the scans in log order below, so
+    // the first problem in the log is the one reported, as a scan in order would report it.
     let sealed = &segments[..segments.len().saturating_sub(1)];
     let mut sealed_scans = scan_sealed_segments(sealed, frame_bytes_max).into_iter();
     let mut bytes = Vec::new();
