@@ -26,12 +26,16 @@ export async function overviewPage(context) {
 }
 
 async function build() {
-  const [health, queues, exports, schedules, stats] = await Promise.all([
-    get("/healthz"),
+  const health = await get("/healthz");
+  // While the domain projections load after a start, /v1/trajectories/stats waits and then
+  // answers 503 `loading`; the job figures are current meanwhile, so the page shows them and
+  // says the trajectory figures are loading (daemons before `domain_loaded` load first).
+  const domainLoaded = health.domain_loaded !== false;
+  const [queues, exports, schedules, stats] = await Promise.all([
     get("/v1/queues"),
     get("/v1/exports"),
     get("/v1/schedules"),
-    get("/v1/trajectories/stats"),
+    domainLoaded ? get("/v1/trajectories/stats") : Promise.resolve(null),
   ]);
   const now = Date.now();
   recordQueueSample(queues.queues, now);
@@ -52,14 +56,25 @@ async function build() {
       card("dead", count(totals.dead), `${count(totals.completed)} completed, ${count(totals.cancelled)} cancelled`),
       rateCard("submitted", "submit", rates && rates.total.submitted, rates),
       rateCard("completed", "complete", rates && rates.total.completed, rates),
-      card("steps", count(stats.steps), `${count(stats.tasks)} tasks, ${count(stats.rollouts)} rollouts`),
-      card("mean reward", decimal(stats.rewards.mean), `${count(stats.rewards.count)} rewards, ${count(stats.rewards.verified)} verified`)),
+      ...trajectoryCards(stats)),
     section("Queues", queueTable(queues.queues, oldest, rates, now)),
     section("Workers", h("p", { class: "muted" }, "Workers holding leases now, from the leased jobs; the daemon does not record the tags a worker offers, so the tags are those of the jobs it holds."),
       workersTable(holders, now)),
     section("Latest exports", exportTable(exports.exports.slice(0, EXPORTS_SHOWN)),
       h("p", {}, link(["exports"], `All ${count(exports.exports.length)} exports, watermarks and dataset builds`))),
     section("Schedules", scheduleTable(schedules.schedules, now)),
+  ];
+}
+
+/** The steps and reward cards; `stats` is null while the domain projections load. */
+function trajectoryCards(stats) {
+  if (!stats) {
+    const detail = "loading from the log after a start";
+    return [card("steps", "loading", detail), card("mean reward", "loading", detail)];
+  }
+  return [
+    card("steps", count(stats.steps), `${count(stats.tasks)} tasks, ${count(stats.rollouts)} rollouts`),
+    card("mean reward", decimal(stats.rewards.mean), `${count(stats.rewards.count)} rewards, ${count(stats.rewards.verified)} verified`),
   ];
 }
 
