@@ -115,6 +115,23 @@ impl Client {
         .await
     }
 
+    /// GET a path whose answer is text (`/metrics`).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let transport_error =
+            |error| ClientError::transport(format!("{}{}", self.base_url, path), error, self.trust);
+        let response = self
+            .request(reqwest::Method::GET, path, REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// GET with query parameters.
     pub async fn get_query<T: DeserializeOwned, Q: Serialize>(
         &self,

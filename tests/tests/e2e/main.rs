@@ -4,6 +4,7 @@
 mod archive;
 mod astgrep_verify;
 mod auth;
+mod bench;
 mod chaos;
 mod console;
 mod crash;

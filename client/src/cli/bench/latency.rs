@@ -3,6 +3,7 @@
 //! latency at that rate.
 
 use super::consumer::{join_all, spawn_consumers, AckBook, ConsumerPlan, Progress};
+use super::fsync::{FsyncHistogram, FsyncSummary};
 use super::window::{
     accumulate, per_second, LatencySummary, WindowAccumulator, WindowReport, OBSERVATIONS_CAPACITY,
 };
@@ -66,6 +67,11 @@ pub(super) struct LatencyReport {
     seconds_until_all_completed: f64,
     submit_ack: LatencySummary,
     enqueue_to_lease: LatencySummary,
+    /// The daemon's `fdatasync` calls over the run (`/metrics`), the floor under `submit_ack`.
+    log_fsync: Option<FsyncSummary>,
+    /// Why `log_fsync` is absent (say, a token without the `read` role).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_fsync_unread: Option<String>,
 }
 
 /// What the open-loop submitter saw.
@@ -94,6 +100,7 @@ pub(super) async fn run_latency(
             plan.consumer.queue
         );
     }
+    let fsync_before = read_fsync(client).await;
     let run_start = Instant::now();
     let acks = Arc::new(AckBook::default());
     // Known once submitting ends: only acknowledged submits are waited for.
@@ -115,7 +122,21 @@ pub(super) async fn run_latency(
     progress.set_target(submits.acknowledged);
     join_all(consumers).await?;
     let windows = accumulating.await.context("window accumulator")?;
-    Ok(latency_report(&plan, submits, windows))
+    let mut report = latency_report(&plan, submits, windows);
+    match (fsync_before, read_fsync(client).await) {
+        (Ok(before), Ok(after)) => report.log_fsync = Some(after.since(&before)),
+        (Err(why), _) | (_, Err(why)) => report.log_fsync_unread = Some(why),
+    }
+    Ok(report)
+}
+
+/// The daemon's `fdatasync` histogram, or why it could not be read.
+async fn read_fsync(client: &Client) -> Result<FsyncHistogram, String> {
+    let text = client
+        .get_text("/metrics")
+        .await
+        .map_err(|error| format!("GET /metrics: {error}"))?;
+    FsyncHistogram::parse(&text).ok_or_else(|| "/metrics has no agentd_log_fsync_seconds".into())
 }
 
 fn latency_report(
@@ -141,6 +162,8 @@ fn latency_report(
         seconds_until_all_completed: seconds,
         submit_ack: LatencySummary::from_samples(submits.ack_ms),
         enqueue_to_lease,
+        log_fsync: None,
+        log_fsync_unread: None,
     }
 }
 
@@ -219,6 +242,7 @@ impl LatencyReport {
         );
         print_latency_line("submit ack", &self.submit_ack);
         print_latency_line("enqueue->lease", &self.enqueue_to_lease);
+        print_fsync_line(self.log_fsync.as_ref(), self.log_fsync_unread.as_deref());
         println!(
             "shape latency: {} jobs completed, the last {:.2} s after the first submit",
             self.completed, self.seconds_until_all_completed
@@ -245,5 +269,33 @@ fn print_latency_line(what: &str, summary: &LatencySummary) {
     println!(
         "shape latency  {what:<15} p50 {:>9.3} ms  p99 {:>9.3} ms  max {:>9.3} ms  ({} samples)",
         summary.p50_ms, summary.p99_ms, summary.max_ms, summary.count
+    );
+}
+
+/// The daemon's own `fdatasync` figures beside the ack percentiles: a durable ack waits for at
+/// least one, so an ack p99 below their p99 cannot be had on this disk.
+fn print_fsync_line(summary: Option<&FsyncSummary>, unread: Option<&str>) {
+    let Some(summary) = summary else {
+        println!(
+            "shape latency  log fdatasync   not read ({})",
+            unread.unwrap_or("-")
+        );
+        return;
+    };
+    if summary.calls == 0 {
+        println!("shape latency  log fdatasync   no calls over the run");
+        return;
+    }
+    let bound = |ms: Option<f64>| {
+        ms.map_or("above the largest bucket".to_owned(), |ms| {
+            format!("<= {ms} ms")
+        })
+    };
+    println!(
+        "shape latency  log fdatasync   {} calls over the run, mean {:.3} ms, p50 {}, p99 {} (the daemon's agentd_log_fsync_seconds buckets; every durable ack waits for at least one)",
+        summary.calls,
+        summary.mean_ms,
+        bound(summary.p50_at_most_ms),
+        bound(summary.p99_at_most_ms)
     );
 }

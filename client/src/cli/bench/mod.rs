@@ -18,7 +18,8 @@
 //!   all consumers as one per worker; every printed figure names its completion mode.
 //! - `latency`: open loop. Single submits at `--rate`/s for `--rate-seconds` while C consumers
 //!   (lease 1, one complete per job) drain them: submit-acknowledgement latency, and
-//!   enqueue-to-lease latency at that rate.
+//!   enqueue-to-lease latency at that rate, beside the daemon's `agentd_log_fsync_seconds`
+//!   over the run (`fsync.rs`; needs a token that may read `/metrics` when access control is on).
 //! - `rollouts`: the writes of RL actors. C actors (`--consumers`) create `--rollouts` rollouts,
 //!   `--group-size` per task in one group, and record `--steps` steps in each, every step as
 //!   three calls (step with a state update, sandbox result, reward): rollouts/s, steps/s,
@@ -34,6 +35,7 @@
 
 mod closed_loop;
 mod consumer;
+mod fsync;
 mod latency;
 mod redis_peer;
 mod resp;
@@ -155,7 +157,8 @@ pub enum Shape {
     /// per job. Reports like single
     Batch,
     /// Single submits at a fixed --rate (open loop) while consumers drain them: submit-ack
-    /// latency and enqueue-to-lease latency at that rate
+    /// latency and enqueue-to-lease latency at that rate, beside the daemon's own fdatasync
+    /// times over the run (from /metrics: the floor under a durable ack)
     Latency,
     /// Actors create rollouts in groups and record steps with sandbox results and rewards:
     /// rollouts/s, steps/s, writes/s and per-call latency
