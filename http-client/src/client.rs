@@ -94,14 +94,24 @@ impl Client {
         builder: reqwest::RequestBuilder,
         path: &str,
     ) -> Result<T, ClientError> {
+        let bytes = self.answer_bytes(builder, path).await?;
+        serde_json::from_slice(bytes.as_ref())
+            .map_err(|error| ClientError::Decode(format!("{path}: {error}")))
+    }
+
+    /// The body of a success answer, or the error of any other.
+    async fn answer_bytes(
+        &self,
+        builder: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<impl AsRef<[u8]>, ClientError> {
         let transport_error =
             |error| ClientError::transport(format!("{}{}", self.base_url, path), error, self.trust);
         let response = builder.send().await.map_err(transport_error)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport_error)?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|error| ClientError::Decode(format!("{path}: {error}")));
+            return Ok(bytes);
         }
         Err(api_error(status, &bytes))
     }
@@ -117,19 +127,9 @@ impl Client {
 
     /// GET a path whose answer is text (`/metrics`).
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
-        let transport_error =
-            |error| ClientError::transport(format!("{}{}", self.base_url, path), error, self.trust);
-        let response = self
-            .request(reqwest::Method::GET, path, REQUEST_TIMEOUT)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(transport_error)?;
-        if !status.is_success() {
-            return Err(api_error(status, &bytes));
-        }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        let builder = self.request(reqwest::Method::GET, path, REQUEST_TIMEOUT);
+        let bytes = self.answer_bytes(builder, path).await?;
+        Ok(String::from_utf8_lossy(bytes.as_ref()).into_owned())
     }
 
     /// GET with query parameters.
