@@ -53,6 +53,25 @@ pub struct Serving {
     pub(super) data_dir: PathBuf,
 }
 
+impl Serving {
+    /// The bound socket with the config's connection limits, as every role serves.
+    pub(super) fn new(
+        config: &Config,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        data_dir: PathBuf,
+    ) -> Self {
+        Serving {
+            listener,
+            tls,
+            connections_max: config.server.connections_max,
+            connection_idle_timeout: connection_idle_timeout(config),
+            grace: Duration::from_millis(config.server.shutdown_grace_ms),
+            data_dir,
+        }
+    }
+}
+
 /// Announces the address (stderr and `ready`) and serves `app_state` until SIGTERM or Ctrl-C,
 /// then drains in-flight requests for up to the grace period.
 pub async fn serve(

@@ -23,47 +23,138 @@ use std::time::Instant;
 /// running. [`Opened::start`] (in `start.rs`) starts the tasks.
 pub struct Opened {
     pub(super) config: Config,
-    pub(super) data_dir: PathBuf,
-    pub(super) paths: DataPaths,
-    /// Held for the daemon's whole life: one daemon per data directory.
-    pub(super) lock_file: std::fs::File,
-    pub(super) authenticator: Arc<crate::auth::Authenticator>,
-    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Bound before the log is touched, so a taken port stops the start before anything is
-    /// replayed or appended; connections wait in the backlog until [`super::serve`] accepts.
-    pub(super) listener: tokio::net::TcpListener,
+    /// The locked data directory, the bound socket, the recovered log (its writer not started
+    /// yet) and the projections' containers.
+    pub(super) grounds: Grounds,
     pub(super) archive_store: Option<crate::archive::ArchiveStore>,
-    pub(super) metrics: Option<PrometheusHandle>,
-    /// The recovered log; its writer is not started yet.
-    pub(super) log: Log,
-    /// Shares the log's offset index, so no read scans a segment to find where it starts.
-    pub(super) log_reader: LogReader,
     pub(super) last_lsn: Lsn,
     pub(super) replayed: SequencerState,
     /// Keeps the projector's copy of `replayed` and writes the snapshots (none when
     /// `[log] snapshot_every_records` is 0).
     pub(super) keeper: Option<Box<dyn crate::projection::Keeper>>,
-    /// Still loading: [`Opened::start`] starts their loader beside the projector.
-    pub(super) domain: Arc<DomainProjections>,
-    pub(super) domain_api: DomainApi,
     pub(super) store: Arc<ProjectionStore>,
     pub(super) schedules: Vec<crate::schedule::Schedule>,
-    pub(super) export_settings: crate::export::ExportSettings,
     /// Settings that changed since the last start, recorded (in one record) once started.
     pub(super) settings_events: Vec<Event>,
 }
 
-/// Recovers the log and replays it. Errors name what is wrong (config, lock, log, projection).
-pub async fn open(config: Config) -> anyhow::Result<Opened> {
-    let started = Instant::now();
-    let authenticator = Arc::new(super::build_authenticator(&config)?);
-    // Load the certificate before anything else, so a bad path fails fast.
+/// What every start (the daemon's and `agentd replica`'s) sets up the same way: access
+/// control, TLS, the locked data directory, the bound socket, the projections' containers and
+/// the recovered log, then the state to serve from (see [`ServingState`]).
+pub(super) struct Grounds {
+    pub(super) authenticator: Arc<crate::auth::Authenticator>,
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(super) data_dir: PathBuf,
+    pub(super) paths: DataPaths,
+    /// Held for the process's whole life: one daemon per data directory.
+    pub(super) lock_file: std::fs::File,
+    /// Bound before the log is touched, so a taken port stops the start before anything is
+    /// replayed or appended; connections wait in the backlog until [`super::serve`] accepts.
+    pub(super) listener: tokio::net::TcpListener,
+    pub(super) export_settings: crate::export::ExportSettings,
+    /// Still loading after [`Grounds::replay_for_serving`]: their loader starts beside the
+    /// projector.
+    pub(super) domain: Arc<DomainProjections>,
+    pub(super) domain_api: DomainApi,
+    pub(super) metrics: Option<PrometheusHandle>,
+    /// The recovered log; its writer (or a replica's follower) is not started yet.
+    pub(super) log: Log,
+    /// Shares the log's offset index, so no read scans a segment to find where it starts.
+    pub(super) log_reader: LogReader,
+    pub(super) report: log::RecoveryReport,
+}
+
+/// Sets up [`Grounds`], in the order that fails fastest: the certificate before the data
+/// directory, the lock before the port, the port before the log is touched.
+pub(super) async fn lay_grounds(config: &Config) -> anyhow::Result<Grounds> {
+    let authenticator = Arc::new(super::build_authenticator(config)?);
     let tls = config
         .server
         .tls
         .as_ref()
         .map(crate::tls::acceptor)
         .transpose()?;
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let paths = DataPaths::new(&data_dir);
+    let lock_file = lock(&data_dir)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let export_settings = crate::export::ExportSettings::new(config, &data_dir, None)?;
+    let domain = Arc::new(DomainProjections::new(&config.datasets)?);
+    let domain_api = DomainApi::new(config, domain.clone())?;
+    let metrics = super::metrics::install();
+    let (log, report) = recover(config, &paths).await?;
+    let log_reader = log.reader();
+    Ok(Grounds {
+        authenticator,
+        tls,
+        data_dir,
+        paths,
+        lock_file,
+        listener,
+        export_settings,
+        domain,
+        domain_api,
+        metrics,
+        log,
+        log_reader,
+        report,
+    })
+}
+
+/// What a start serves from: the job projection current, the sequencer's state (from the newest
+/// usable snapshot and the records after it), the keeper of the next snapshots, and the domain
+/// projections marked loading (their loader starts with the projector).
+pub(super) struct ServingState {
+    pub(super) store: ProjectionStore,
+    pub(super) replayed: SequencerState,
+    pub(super) keeper: Option<Box<dyn crate::projection::Keeper>>,
+}
+
+impl Grounds {
+    /// Replays what serving needs (see [`ServingState`]); the same for the daemon and a replica,
+    /// whose local log is a prefix of the primary's, so its own snapshots identify its records.
+    pub(super) async fn replay_for_serving(
+        &self,
+        config: &Config,
+        last_lsn: Lsn,
+    ) -> anyhow::Result<ServingState> {
+        let snapshots = (config.log.snapshot_every_records > 0).then(|| {
+            self.paths
+                .projections
+                .join(crate::snapshot::file::SNAPSHOT_DIR)
+        });
+        let (store, replayed, snapshot_lsn) =
+            replay_for_serving(&self.paths, &self.log_reader, last_lsn, snapshots.clone()).await?;
+        self.domain.mark_loading();
+        let keeper = snapshots.map(|dir| {
+            let cloning = Instant::now();
+            let copy = replayed.clone();
+            tracing::info!(
+                ms = cloning.elapsed().as_millis() as u64,
+                "copied the sequencer state for the snapshot keeper"
+            );
+            Box::new(SnapshotKeeper::new(
+                copy,
+                dir,
+                config.log.snapshot_every_records,
+                snapshot_lsn,
+            )) as Box<dyn crate::projection::Keeper>
+        });
+        Ok(ServingState {
+            store,
+            replayed,
+            keeper,
+        })
+    }
+}
+
+/// Recovers the log and replays it. Errors name what is wrong (config, lock, log, projection).
+pub async fn open(config: Config) -> anyhow::Result<Opened> {
+    let started = Instant::now();
     // A bad [storage] url stops the start here, before the log is touched.
     let archive_store = crate::archive::open_configured(&config.storage)?;
     crate::archive::retention::check_config(&config.storage).map_err(anyhow::Error::msg)?;
@@ -73,42 +164,14 @@ pub async fn open(config: Config) -> anyhow::Result<Opened> {
     let training_wanted = config
         .training_settings()
         .map_err(|message| anyhow::anyhow!(message))?;
-    let data_dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let paths = DataPaths::new(&data_dir);
-    let lock_file = lock(&data_dir)?;
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let export_settings = crate::export::ExportSettings::new(&config, &data_dir, None)?;
-    let domain = Arc::new(DomainProjections::new(&config.datasets)?);
-    let domain_api = DomainApi::new(&config, domain.clone())?;
-    let metrics = super::metrics::install();
-
-    let (log, report) = recover(&config, &paths).await?;
-    let last_lsn = log.last_lsn();
-    let log_reader = log.reader();
-    attach_archive_below_local_log(&log_reader, &paths, &config.storage)?;
-    let snapshots = (config.log.snapshot_every_records > 0)
-        .then(|| paths.projections.join(crate::snapshot::file::SNAPSHOT_DIR));
-    let (store, replayed, snapshot_lsn) =
-        replay_for_serving(&paths, &log_reader, last_lsn, snapshots.clone()).await?;
-    domain.mark_loading();
-    let keeper = snapshots.map(|dir| {
-        let cloning = Instant::now();
-        let copy = replayed.clone();
-        tracing::info!(
-            ms = cloning.elapsed().as_millis() as u64,
-            "copied the sequencer state for the snapshot keeper"
-        );
-        Box::new(SnapshotKeeper::new(
-            copy,
-            dir,
-            config.log.snapshot_every_records,
-            snapshot_lsn,
-        )) as Box<dyn crate::projection::Keeper>
-    });
+    let grounds = lay_grounds(&config).await?;
+    let last_lsn = grounds.log.last_lsn();
+    attach_archive_below_local_log(&grounds.log_reader, &grounds.paths, &config.storage)?;
+    let ServingState {
+        store,
+        replayed,
+        keeper,
+    } = grounds.replay_for_serving(&config, last_lsn).await?;
     // The processed splits follow the [datasets] settings recorded in the log, so that any
     // replay decides the same splits whatever config it runs with; a config that would change
     // them under existing records is refused here, before anything is served. The reward
@@ -127,27 +190,16 @@ pub async fn open(config: Config) -> anyhow::Result<Opened> {
         .into_iter()
         .chain(training_settings.map(Event::TrainingSettingsRecorded))
         .collect();
-    tracing::info!(%last_lsn, segments = report.segments, ms = started.elapsed().as_millis() as u64, "recovered");
+    tracing::info!(%last_lsn, segments = grounds.report.segments, ms = started.elapsed().as_millis() as u64, "recovered");
     Ok(Opened {
         config,
-        data_dir,
-        paths,
-        lock_file,
-        authenticator,
-        tls,
-        listener,
+        grounds,
         archive_store,
-        metrics,
-        log,
-        log_reader,
         last_lsn,
         replayed,
         keeper,
-        domain,
-        domain_api,
         store: Arc::new(store),
         schedules,
-        export_settings,
         settings_events,
     })
 }
@@ -201,35 +253,7 @@ fn attach_archive_below_local_log(
     Ok(())
 }
 
-/// The replica's start-up: one pass over the log feeds every projection: the queue state, the
-/// export ledger and the domain projections from the start, the job projection from where it
-/// stopped.
-pub(super) async fn replay_everything(
-    paths: &DataPaths,
-    log_reader: &LogReader,
-    last_lsn: Lsn,
-    domain: Arc<DomainProjections>,
-) -> anyhow::Result<(ProjectionStore, SequencerState)> {
-    let projections_dir = paths.projections.clone();
-    let reader = log_reader.clone();
-    tokio::task::spawn_blocking(
-        move || -> anyhow::Result<(ProjectionStore, SequencerState)> {
-            let store = open_job_projection(&projections_dir, last_lsn)?;
-            let mut state = SequencerState::default();
-            let mut jobs = StoredJobs::new(&store)?;
-            let mut domain = &*domain;
-            replay(
-                &reader,
-                (Lsn::ZERO, last_lsn),
-                &mut [&mut state, &mut jobs, &mut domain],
-            )?;
-            Ok((store, state))
-        },
-    )
-    .await?
-}
-
-/// The primary's start-up: the sequencer's state from the newest usable snapshot in
+/// A start-up's replay: the sequencer's state from the newest usable snapshot in
 /// `snapshots` (when given) and the records after it; the job projection from where it
 /// stopped. The domain projections are left to their loader. Returns the snapshot's LSN (zero
 /// when none was used).

@@ -6,19 +6,15 @@
 //! timers), and the follower copies the archive. Nothing of the replica's own is ever appended:
 //! no settings record, no lease expiry, no schedule, no export record, no archiver.
 
-use super::open::{recover, replay_everything};
+use super::open::{lay_grounds, ServingState};
 use super::start::{spawn_gauges, Core, CoreTasks, Projected};
 use super::Serving;
 use crate::archive::{ArchiveStore, StorageUrl};
 use crate::config::Config;
-use crate::data_dir::{lock_data_dir, DataPaths, DATA_DIR_LOCK};
-use crate::http::domain::DomainApi;
 use crate::http::AppState;
-use crate::projection::domain::DomainProjections;
 use crate::replica::{follow, Follower, ReplicaStatus};
 use crate::sequencer::SequencerRole;
 use crate::tasks::Tasks;
-use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,153 +60,108 @@ struct ReplicaRunning {
     lock_file: std::fs::File,
 }
 
-/// The replica after its local log is recovered and replayed; nothing runs yet.
-struct LocalCopy {
-    lock_file: std::fs::File,
-    listener: tokio::net::TcpListener,
-    authenticator: Arc<crate::auth::Authenticator>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    data_dir: std::path::PathBuf,
-    domain: Arc<DomainProjections>,
-    domain_api: DomainApi,
-    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    log_reader: crate::log::LogReader,
-    projections: Arc<crate::projection::ProjectionStore>,
-    export_settings: crate::export::ExportSettings,
-}
-
-/// Locks the data directory, binds, recovers the local log (creating an empty one the first
-/// time) and replays it into every projection, as any start does.
-async fn open_local(
-    config: &Config,
-) -> anyhow::Result<(LocalCopy, crate::log::Log, crate::snapshot::SequencerState)> {
-    let authenticator = Arc::new(super::build_authenticator(config)?);
-    let tls = config
-        .server
-        .tls
-        .as_ref()
-        .map(crate::tls::acceptor)
-        .transpose()?;
-    let data_dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let paths = DataPaths::new(&data_dir);
-    let lock_file = lock_data_dir(&data_dir)?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "another agentd is already using the data directory {} (it holds {})",
-            data_dir.display(),
-            data_dir.join(DATA_DIR_LOCK).display()
-        )
-    })?;
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let export_settings = crate::export::ExportSettings::new(config, &data_dir, None)?;
-    let domain = Arc::new(DomainProjections::new(&config.datasets)?);
-    let domain_api = DomainApi::new(config, domain.clone())?;
-    let metrics = super::metrics::install();
-    let (log, _report) = recover(config, &paths).await?;
-    let log_reader = log.reader();
-    let (projections, replayed) =
-        replay_everything(&paths, &log_reader, log.last_lsn(), domain.clone()).await?;
-    let local = LocalCopy {
-        lock_file,
-        listener,
-        authenticator,
-        tls,
-        data_dir,
-        domain,
-        domain_api,
-        metrics,
-        log_reader,
-        projections: Arc::new(projections),
-        export_settings,
-    };
-    Ok((local, log, replayed))
-}
-
 async fn start(
     config: Config,
     options: ReplicaOptions,
     store: ArchiveStore,
 ) -> anyhow::Result<(Serving, AppState, ReplicaRunning)> {
-    let (local, log, replayed) = open_local(&config).await?;
-    tracing::info!(last_lsn = %log.last_lsn(), url = %store.url, "replica opened its local log");
-    let (followed, writer) = log.into_followed()?;
+    let grounds = lay_grounds(&config).await?;
+    let ServingState {
+        store: projections,
+        replayed,
+        keeper,
+    } = grounds
+        .replay_for_serving(&config, grounds.log.last_lsn())
+        .await?;
+    let projections = Arc::new(projections);
+    tracing::info!(last_lsn = %grounds.log.last_lsn(), url = %store.url, "replica opened its local log");
+    let (followed, writer) = grounds.log.into_followed()?;
     let last_lsn = followed.last_lsn();
     let (core, core_tasks) = Core::start(
         &config,
         SequencerRole::Replica,
         &writer,
-        &local.log_reader,
+        &grounds.log_reader,
         replayed.queue,
         Projected {
-            store: local.projections.clone(),
-            domain: local.domain.clone(),
-            keeper: None,
+            store: projections.clone(),
+            domain: grounds.domain.clone(),
+            keeper,
         },
     )?;
     let link = primary_link(&options)?;
     let runs_exports = link.is_some();
     let (exports, export_runner) = core.spawn_exports(
         &writer,
-        local.export_settings.clone(),
+        grounds.export_settings,
         (replayed.ledger, last_lsn),
-        (local.domain.clone(), local.log_reader.clone()),
+        (grounds.domain.clone(), grounds.log_reader.clone()),
         link,
     );
     let status = replica_status(&options, &store, runs_exports, &core);
     let follower = Follower {
         store,
         log: Some(followed),
-        reader: local.log_reader.clone(),
+        reader: grounds.log_reader.clone(),
         sequencer: core.sequencer.clone(),
         exports: exports.clone(),
         status: status.clone(),
         verified: false,
     };
-    let mut tasks = Tasks::new();
-    tasks.adopt(export_runner);
-    spawn_gauges(
-        &mut tasks,
-        &core.sequencer,
-        local.metrics.clone(),
-        local.data_dir.clone(),
-        &local.domain,
+    let tasks = replica_tasks(
+        &core,
+        (follower, options.poll_interval),
+        export_runner,
+        (
+            grounds.metrics.clone(),
+            grounds.data_dir.clone(),
+            &grounds.domain,
+        ),
     );
-    tasks.spawn_until_shutdown(crate::replica::publish_gauges(status.clone()));
-    tasks.spawn(follow(follower, options.poll_interval, tasks.signal()));
     let running = ReplicaRunning {
         tasks,
         core: core_tasks,
-        lock_file: local.lock_file,
+        lock_file: grounds.lock_file,
     };
-    let serving = Serving {
-        listener: local.listener,
-        tls: local.tls,
-        connections_max: config.server.connections_max,
-        connection_idle_timeout: super::connection_idle_timeout(&config),
-        grace: Duration::from_millis(config.server.shutdown_grace_ms),
-        data_dir: local.data_dir,
-    };
+    let serving = Serving::new(&config, grounds.listener, grounds.tls, grounds.data_dir);
     let app_state = AppState {
         sequencer: core.sequencer,
-        projections: local.projections,
+        projections,
         applied: core.applied,
         writer,
-        log: local.log_reader,
+        log: grounds.log_reader,
         body_bytes_max: config.server.body_bytes_max,
         lease_wait_ms_max: config.server.lease_wait_ms_max,
         request_timeout: Duration::from_millis(config.server.request_timeout_ms),
         requests_in_flight_max: config.server.requests_in_flight_max,
-        metrics: local.metrics,
-        domain: local.domain_api,
-        authenticator: local.authenticator,
+        metrics: grounds.metrics,
+        domain: grounds.domain_api,
+        authenticator: grounds.authenticator,
         exports,
         schedules: Arc::new(Vec::new()),
         replica: Some(status),
     };
     Ok((serving, app_state, running))
+}
+
+/// The replica's background tasks: the export runner, the gauges (its own and the daemon's)
+/// and the follower, polling the archive every `poll_interval`.
+fn replica_tasks(
+    core: &Core,
+    (follower, poll_interval): (Follower, Duration),
+    export_runner: tokio::task::JoinHandle<()>,
+    (metrics, data_dir, domain): (
+        Option<metrics_exporter_prometheus::PrometheusHandle>,
+        std::path::PathBuf,
+        &Arc<crate::projection::domain::DomainProjections>,
+    ),
+) -> Tasks {
+    let mut tasks = Tasks::new();
+    tasks.adopt(export_runner);
+    spawn_gauges(&mut tasks, &core.sequencer, metrics, data_dir, domain);
+    tasks.spawn_until_shutdown(crate::replica::publish_gauges(follower.status.clone()));
+    tasks.spawn(follow(follower, poll_interval, tasks.signal()));
+    tasks
 }
 
 /// What `/healthz` and the 405 answers tell of the replica: the primary named is `--primary`,

@@ -33,51 +33,38 @@ impl Opened {
         crate::replica::publish_on_primary();
         let Opened {
             config,
-            data_dir,
-            paths,
-            lock_file,
-            authenticator,
+            grounds,
             archive_store,
-            metrics,
-            log,
-            log_reader,
             last_lsn,
             replayed,
             keeper,
-            domain,
-            domain_api,
             store,
             schedules,
-            export_settings,
             settings_events,
-            tls,
-            listener,
         } = self;
-        let serving = super::Serving {
-            listener,
-            tls,
-            connections_max: config.server.connections_max,
-            connection_idle_timeout: super::connection_idle_timeout(&config),
-            grace: Duration::from_millis(config.server.shutdown_grace_ms),
-            data_dir: data_dir.clone(),
-        };
-        let writer = log.start_writer();
+        let serving = super::Serving::new(
+            &config,
+            grounds.listener,
+            grounds.tls,
+            grounds.data_dir.clone(),
+        );
+        let writer = grounds.log.start_writer();
         let archiver = crate::archive::Archiver::start(
             archive_store,
             &config.storage,
-            log_reader.clone(),
+            grounds.log_reader.clone(),
             writer.subscribe_durable(),
-            paths.log.clone(),
+            grounds.paths.log.clone(),
         );
         let (core, core_tasks) = Core::start(
             &config,
             SequencerRole::Primary,
             &writer,
-            &log_reader,
+            &grounds.log_reader,
             replayed.queue,
             Projected {
                 store: store.clone(),
-                domain: domain.clone(),
+                domain: grounds.domain.clone(),
                 keeper,
             },
         )?;
@@ -87,15 +74,15 @@ impl Opened {
             &core,
             &writer,
             TaskInputs {
-                metrics: metrics.clone(),
-                data_dir,
-                domain,
-                export_settings,
+                metrics: grounds.metrics.clone(),
+                data_dir: grounds.data_dir,
+                domain: grounds.domain,
+                export_settings: grounds.export_settings,
                 schedules,
                 ledger: replayed.ledger,
                 last_lsn,
                 last_record_ms: replayed.last_record_ms,
-                log_reader: log_reader.clone(),
+                log_reader: grounds.log_reader.clone(),
             },
         );
         let app_state = AppState {
@@ -103,14 +90,14 @@ impl Opened {
             projections: store,
             applied: core.applied,
             writer: writer.clone(),
-            log: log_reader,
+            log: grounds.log_reader,
             body_bytes_max: config.server.body_bytes_max,
             lease_wait_ms_max: config.server.lease_wait_ms_max,
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             requests_in_flight_max: config.server.requests_in_flight_max,
-            metrics,
-            domain: domain_api,
-            authenticator,
+            metrics: grounds.metrics,
+            domain: grounds.domain_api,
+            authenticator: grounds.authenticator,
             exports,
             schedules,
             replica: None,
@@ -120,7 +107,7 @@ impl Opened {
             core: core_tasks,
             writer,
             archiver,
-            lock_file,
+            lock_file: grounds.lock_file,
         };
         Ok((serving, app_state, running))
     }

@@ -3,8 +3,9 @@
 //! primary's archive, answers reads exactly as the primary does (jobs, lists, queues, agent
 //! state, every projection digest), holds a log byte-identical to a prefix of the primary's,
 //! picks up new records at the next archive pass, refuses writes with 405
-//! `read_only_replica` naming the primary, resumes on its own data directory without the
-//! archive's older objects, and stops following an archive that does not continue its log.
+//! `read_only_replica` naming the primary, resumes on its own data directory (from the snapshot
+//! its clean stop wrote) without the archive's older objects, and stops following an archive
+//! that does not continue its log.
 
 use super::storage::{
     lease_one, segment_names, storage_config, storage_url, wait_until_archived, Bucket,
@@ -218,6 +219,12 @@ async fn a_replica_follows_the_archive_serves_reads_and_refuses_writes() {
     let archived = wait_until_archived(&primary).await;
     let replica = Daemon::start_replica(&replica_dir, &url, &["--poll-interval-ms", "50"]);
     let health = wait_until_applied(&replica, archived).await;
+    // It started from the snapshot of the sequencer state its clean stop wrote (as a primary
+    // does), not from a replay of its whole log; the digests below show nothing differs.
+    let snapshot_lsn = crate::storage::metric(&replica.url, "agentd_startup_snapshot_lsn")
+        .await
+        .expect("the gauge is published");
+    assert!(snapshot_lsn >= 1.0, "no snapshot loaded: {snapshot_lsn}");
     assert_eq!(
         health.replica.unwrap().primary,
         url,
