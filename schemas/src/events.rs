@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod exports;
+mod peek;
 mod training;
 pub use exports::*;
+pub use peek::only_events_tagged;
 pub use training::*;
 
 /// Version of the [`LogRecord`] envelope itself (the frame header carries it as its format byte).

@@ -81,6 +81,28 @@ pub enum DomainConfigError {
     Splits(#[from] SplitsConfigError),
 }
 
+/// The serialized tags of the job and queue events, which [`DomainProjections`] ignore: the
+/// loader does not decode a record that holds only these (most of a job queue's log). The
+/// other ignored kinds (exports, schedules, builds) are too rare to be worth listing.
+const IGNORED_EVENT_TAGS: [&str; 10] = [
+    "job_submitted.v1",
+    "job_leased.v1",
+    "lease_heartbeat.v1",
+    "job_completed.v1",
+    "job_failed.v1",
+    "lease_expired.v1",
+    "job_cancelled.v1",
+    "job_retried.v1",
+    "queue_paused.v1",
+    "queue_resumed.v1",
+];
+
+/// Whether the record in a frame holds nothing these projections apply (see
+/// [`crate::replay::Undecoded`]).
+pub fn ignores_record(format_version: u8, payload: &[u8]) -> bool {
+    agentd_schemas::events::only_events_tagged(format_version, payload, &IGNORED_EVENT_TAGS)
+}
+
 impl DomainProjections {
     /// Empty projections; the splits follow `config` (encoding, token cap, split weights).
     pub fn new(config: &DatasetsConfig) -> Result<Self, DomainConfigError> {
@@ -160,6 +182,9 @@ impl DomainProjections {
             Event::RewardRecorded(reward) => {
                 write(&self.trajectories).apply_reward(lsn, ts_ms, reward)
             }
+            // Every job and queue event is ignored here; the loader leaves the records that
+            // hold nothing else undecoded (`IGNORED_EVENT_TAGS`): applying one of them here
+            // would need that list changed too.
             Event::JobSubmitted(_)
             | Event::JobLeased(_)
             | Event::LeaseHeartbeat { .. }

@@ -7,7 +7,7 @@
 //! clock, no randomness, no IO other than its own storage), so replaying the same range into a
 //! fresh projection always gives the same state.
 
-use super::{for_each_record, ReplayError};
+use super::{for_each_record_skipping, ReplayError};
 use crate::log::LogSource;
 use agentd_schemas::events::LogRecord;
 use agentd_schemas::Lsn;
@@ -52,6 +52,20 @@ pub fn drive(
     up_to: Lsn,
     batch_records: usize,
     projections: &mut [&mut dyn Projection],
+    progress: impl FnMut(Lsn),
+) -> Result<Lsn, DriveError> {
+    let range = (after, up_to);
+    drive_skipping(source, range, None, batch_records, projections, progress)
+}
+
+/// [`drive`], but the records `skip` recognises reach the projections empty, undecoded (see
+/// [`super::Undecoded`]): for projections that ignore most kinds of events.
+pub fn drive_skipping(
+    source: &(impl LogSource + ?Sized),
+    (after, up_to): (Lsn, Lsn),
+    skip: Option<super::Undecoded>,
+    batch_records: usize,
+    projections: &mut [&mut dyn Projection],
     mut progress: impl FnMut(Lsn),
 ) -> Result<Lsn, DriveError> {
     let batch_records = batch_records.max(1);
@@ -67,7 +81,7 @@ pub fn drive(
         progress(last);
         Ok::<(), ApplyError>(())
     };
-    let read = for_each_record(source, after, up_to, |lsn, record| {
+    let read = for_each_record_skipping(source, (after, up_to), skip, |lsn, record| {
         batch.push((lsn, record));
         if batch.len() >= batch_records {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_records.min(4096)));

@@ -9,7 +9,7 @@
 
 pub mod driver;
 
-pub use driver::{drive, ApplyError, DriveError, Projection};
+pub use driver::{drive, drive_skipping, ApplyError, DriveError, Projection};
 
 use crate::log::{LogError, LogSource};
 use agentd_schemas::events::{decode_record, LogRecord};
@@ -39,15 +39,31 @@ const PIPELINE_BATCH_RECORDS: usize = 512;
 /// Batches in flight between them (bounds the memory of the pipeline).
 const PIPELINE_BATCHES_IN_FLIGHT: usize = 8;
 
+/// Tells, from a frame's format version and payload, that its record holds nothing the
+/// caller applies: [`for_each_record_skipping`] then hands it on as [`LogRecord`] with no
+/// events (its LSN kept, so the caller's bookkeeping is unchanged) without decoding it. It
+/// must answer false when unsure; a false only costs the decode.
+pub type Undecoded = fn(u8, &[u8]) -> bool;
+
 /// Decodes every record with `after < lsn <= up_to` in order.
 pub fn for_each_record(
     reader: &(impl LogSource + ?Sized),
     after: Lsn,
     up_to: Lsn,
+    visit: impl FnMut(Lsn, LogRecord) -> Result<(), ReplayError>,
+) -> Result<(), ReplayError> {
+    for_each_record_skipping(reader, (after, up_to), None, visit)
+}
+
+/// [`for_each_record`], but the records `skip` recognises are visited empty, undecoded.
+pub fn for_each_record_skipping(
+    reader: &(impl LogSource + ?Sized),
+    (after, up_to): (Lsn, Lsn),
+    skip: Option<Undecoded>,
     mut visit: impl FnMut(Lsn, LogRecord) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
     if up_to.0.saturating_sub(after.0) < PIPELINE_MIN_FRAMES {
-        for decoded in decoded_records(reader, after, up_to) {
+        for decoded in decoded_records(reader, after, up_to, skip) {
             let (lsn, record) = decoded?;
             visit(lsn, record)?;
         }
@@ -61,7 +77,7 @@ pub fn for_each_record(
         );
         scope.spawn(move || {
             let mut batch = Vec::with_capacity(PIPELINE_BATCH_RECORDS);
-            for decoded in decoded_records(reader, after, up_to) {
+            for decoded in decoded_records(reader, after, up_to, skip) {
                 let failed = decoded.is_err();
                 batch.push(decoded);
                 if failed || batch.len() == PIPELINE_BATCH_RECORDS {
@@ -91,9 +107,18 @@ fn decoded_records<'a>(
     reader: &'a (impl LogSource + ?Sized),
     after: Lsn,
     up_to: Lsn,
+    skip: Option<Undecoded>,
 ) -> impl Iterator<Item = Result<(Lsn, LogRecord), ReplayError>> + 'a {
-    reader.frames_in(after, up_to).map(|frame| {
+    reader.frames_in(after, up_to).map(move |frame| {
         let frame = frame?;
+        if skip.is_some_and(|skip| skip(frame.format_version, &frame.payload)) {
+            let empty = LogRecord {
+                ts_ms: 0,
+                actor: None,
+                events: Vec::new(),
+            };
+            return Ok((frame.lsn, empty));
+        }
         let record = decode_record(frame.format_version, &frame.payload).map_err(|source| {
             ReplayError::Decode {
                 lsn: frame.lsn,

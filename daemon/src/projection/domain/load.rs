@@ -20,13 +20,18 @@
 //! So every record is applied exactly once, in order, by one of the two, and after the
 //! handover the projector's applied LSN covers the domain projections too, as readers expect.
 //!
+//! **Cost.** The loader leaves undecoded the records that hold only job and queue events
+//! ([`super::ignores_record`]): they reach the projections empty, so the applied LSN moves as
+//! before while the payloads, results and log tails the projections would drop are never
+//! decoded.
+//!
 //! **Readers.** While loading, the domain routes, the digest, exports and the domain gauges wait
 //! for [`DomainProjections::wait_loaded`] (the routes bounded, then `503 loading`).
 
 use super::DomainProjections;
 use crate::log::LogReader;
 use crate::projection::{AppliedWatch, FRAMES_PER_TRANSACTION_MAX};
-use crate::replay::{drive, ApplyError, Projection};
+use crate::replay::{drive_skipping, ApplyError, Projection};
 use agentd_schemas::events::LogRecord;
 use agentd_schemas::Lsn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -135,10 +140,10 @@ fn load(
             let progress = |lsn: Lsn| {
                 metrics::gauge!("agentd_domain_load_applied_lsn").set(lsn.0 as f64);
             };
-            match drive(
+            match drive_skipping(
                 log,
-                from,
-                target,
+                (from, target),
+                Some(super::ignores_record),
                 FRAMES_PER_TRANSACTION_MAX,
                 &mut [&mut loading],
                 progress,

@@ -3,13 +3,19 @@
 
 use super::super::tests::{projections, record, reward, sandbox, step};
 use super::*;
-use agentd_schemas::events::{encode_record, SandboxOutcome, RECORD_FORMAT_VERSION};
+use agentd_schemas::events::{
+    encode_record, AfterFailure, Event, JobLeased, JobSubmitted, SandboxOutcome,
+    RECORD_FORMAT_VERSION,
+};
+use agentd_schemas::{JobId, LeaseId};
 
 /// Several of the driver's batches (4,096 records), so the loader hands over mid-stream.
 const RECORDS: u64 = 9_000;
 /// Where the simulated projector starts (what start-up replayed into the job projection).
 const PROJECTOR_START: u64 = 6_000;
 
+/// Steps, results and rewards; every fifth record (and the last) only job events, which the
+/// loader leaves undecoded, and every seventh a job event beside a domain one.
 fn nth_record(n: u64) -> LogRecord {
     let task = format!("task-{}", n % 97);
     let index = (n / 97) as u32;
@@ -18,7 +24,102 @@ fn nth_record(n: u64) -> LogRecord {
         1 => sandbox(&task, index, SandboxOutcome::Ok),
         _ => reward(&task, index, (n % 10) as f64 / 10.0, n.is_multiple_of(2)),
     };
-    record(1_767_225_600_000 + n, vec![event])
+    let events = if n % 5 == 4 || n == RECORDS {
+        ignored_events(n)
+    } else if n.is_multiple_of(7) {
+        vec![ignored_events(n).swap_remove(0), event]
+    } else {
+        vec![event]
+    };
+    record(1_767_225_600_000 + n, events)
+}
+
+/// One event of each kind the domain projections ignore (`IGNORED_EVENT_TAGS`).
+fn ignored_events(n: u64) -> Vec<Event> {
+    let (job_id, lease_id) = (JobId(n), LeaseId(n));
+    let after = AfterFailure::Retry { run_at_ms: n };
+    vec![
+        Event::JobSubmitted(JobSubmitted {
+            job_id,
+            queue: "q".into(),
+            kind: "k".into(),
+            payload_json: format!("{{\"n\":{n}}}"),
+            priority: 0,
+            run_at_ms: n,
+            max_attempts: 3,
+            lease_ttl_ms: 30_000,
+            tags: Default::default(),
+            task_id: Some(format!("task-{}", n % 97)),
+            idempotency_key: None,
+        }),
+        Event::JobLeased(JobLeased {
+            job_id,
+            lease_id,
+            worker_id: "w".into(),
+            attempt: 1,
+            expires_at_ms: n,
+        }),
+        Event::LeaseHeartbeat {
+            job_id,
+            lease_id,
+            expires_at_ms: n,
+        },
+        Event::JobCompleted {
+            job_id,
+            lease_id,
+            result_json: Some("{}".into()),
+            log_tail: Some("done".into()),
+        },
+        Event::JobFailed {
+            job_id,
+            lease_id,
+            error: "e".into(),
+            retryable: true,
+            after: after.clone(),
+            log_tail: None,
+        },
+        Event::LeaseExpired {
+            job_id,
+            lease_id,
+            after,
+        },
+        Event::JobCancelled { job_id },
+        Event::JobRetried {
+            job_id,
+            run_at_ms: n,
+        },
+        Event::QueuePaused { queue: "q".into() },
+        Event::QueueResumed { queue: "q".into() },
+    ]
+}
+
+#[test]
+fn records_of_ignored_events_only_are_left_undecoded_and_change_nothing() {
+    let domain = projections();
+    for n in 1..=300 {
+        domain.apply_record(Lsn(n), nth_record(n));
+    }
+    let before = domain.digests();
+    for (position, event) in ignored_events(7).into_iter().enumerate() {
+        let alone = record(1, vec![event.clone()]);
+        assert!(
+            super::super::ignores_record(RECORD_FORMAT_VERSION, &encode_record(&alone)),
+            "{} is listed",
+            event.type_name()
+        );
+        domain.apply_record(Lsn(1_000 + position as u64), alone);
+        assert_eq!(
+            domain.digests(),
+            before,
+            "{} changed a projection",
+            event.type_name()
+        );
+    }
+    let mixed = record(1, vec![ignored_events(1).swap_remove(0), step("t", 0, "m")]);
+    assert!(!super::super::ignores_record(
+        RECORD_FORMAT_VERSION,
+        &encode_record(&mixed)
+    ));
 }
 
 async fn written_log(dir: &std::path::Path) -> LogReader {

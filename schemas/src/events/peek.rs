@@ -1,0 +1,152 @@
+//! Telling which events a record holds without decoding it.
+//!
+//! **Why.** A replay that applies only some kinds of events (the domain projections ignore every
+//! job and queue event) would otherwise decode every record whole: every payload, result and log
+//! tail into owned strings, to drop them unread. Reading the record's MessagePack far enough to
+//! see its events' tags, stepping over their values by their lengths, costs a small part of that.
+//!
+//! **What it reads.** A record is a map (`encode_record`: field names as keys) with an `events`
+//! array; an externally tagged event is a map of one entry, its tag (`job_submitted.v1`) to its
+//! value. Anything else (another format version, a unit variant, a truncated or malformed
+//! payload) answers `false`, so the caller decodes the record as usual and a damaged one is
+//! reported by the decoder, as before.
+
+use super::RECORD_FORMAT_VERSION;
+
+/// Deeper than any legitimate record (see `MAX_RECORD_DEPTH`); a hostile payload nested deeper
+/// is answered `false` (decoded, and refused, by the decoder) instead of recursing further.
+const SKIP_DEPTH_MAX: usize = 32;
+
+/// True when the record in `payload` holds only events whose tags are in `tags` (also when it
+/// holds none). See the module documentation.
+pub fn only_events_tagged(format_version: u8, payload: &[u8], tags: &[&str]) -> bool {
+    if format_version != RECORD_FORMAT_VERSION {
+        return false;
+    }
+    let mut reader = Reader {
+        bytes: payload,
+        at: 0,
+    };
+    all_events_tagged(&mut reader, tags).unwrap_or(false)
+}
+
+fn all_events_tagged(reader: &mut Reader<'_>, tags: &[&str]) -> Option<bool> {
+    let fields = reader.map_len()?;
+    for _ in 0..fields {
+        if reader.str()? != b"events" {
+            reader.skip(0)?;
+            continue;
+        }
+        let events = reader.array_len()?;
+        for _ in 0..events {
+            if reader.map_len()? != 1 {
+                return Some(false);
+            }
+            let tag = reader.str()?;
+            if !tags.iter().any(|wanted| wanted.as_bytes() == tag) {
+                return Some(false);
+            }
+            reader.skip(0)?;
+        }
+        return Some(true);
+    }
+    Some(false)
+}
+
+/// A cursor over MessagePack bytes; every read is bounds-checked (`None` past the end).
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(count)?;
+        let taken = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(taken)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    /// A big-endian unsigned integer of `width` bytes (1, 2 or 4).
+    fn length(&mut self, width: usize) -> Option<usize> {
+        let bytes = self.take(width)?;
+        Some(bytes.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b)))
+    }
+
+    fn map_len(&mut self) -> Option<usize> {
+        match self.byte()? {
+            marker @ 0x80..=0x8f => Some(usize::from(marker & 0x0f)),
+            0xde => self.length(2),
+            0xdf => self.length(4),
+            _ => None,
+        }
+    }
+
+    fn array_len(&mut self) -> Option<usize> {
+        match self.byte()? {
+            marker @ 0x90..=0x9f => Some(usize::from(marker & 0x0f)),
+            0xdc => self.length(2),
+            0xdd => self.length(4),
+            _ => None,
+        }
+    }
+
+    /// A string's bytes (not checked as UTF-8: only compared with known ASCII names).
+    fn str(&mut self) -> Option<&'a [u8]> {
+        let len = match self.byte()? {
+            marker @ 0xa0..=0xbf => usize::from(marker & 0x1f),
+            0xd9 => self.length(1)?,
+            0xda => self.length(2)?,
+            0xdb => self.length(4)?,
+            _ => return None,
+        };
+        self.take(len)
+    }
+
+    /// Steps over one value of any type, nested values included.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        if depth > SKIP_DEPTH_MAX {
+            return None;
+        }
+        let marker = self.byte()?;
+        let (bytes, items) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
+            0x90..=0x9f => (0, usize::from(marker & 0x0f)),
+            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (self.length(1)?, 0),
+            0xc5 | 0xda => (self.length(2)?, 0),
+            0xc6 | 0xdb => (self.length(4)?, 0),
+            0xc7 => (self.length(1)? + 1, 0),
+            0xc8 => (self.length(2)? + 1, 0),
+            0xc9 => (self.length(4)?.checked_add(1)?, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, self.length(2)?),
+            0xdd => (0, self.length(4)?),
+            0xde => (0, 2 * self.length(2)?),
+            0xdf => (0, self.length(4)?.checked_mul(2)?),
+            0xc1 => return None,
+        };
+        self.take(bytes)?;
+        for _ in 0..items {
+            self.skip(depth + 1)?;
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+#[path = "peek_tests.rs"]
+mod tests;
