@@ -106,3 +106,57 @@ fn a_failing_projection_stops_the_drive_after_the_batches_before_it() {
     assert_eq!(failing.lsns, (1..=2000).collect::<Vec<_>>());
     assert_eq!(after_it.lsns, (1..=2000).collect::<Vec<_>>());
 }
+
+/// Skips the records of odd LSNs (their `ts_ms`), as a projection's `Undecoded` would.
+fn odd_records(format_version: u8, payload: &[u8]) -> bool {
+    let record = agentd_schemas::events::decode_record(format_version, payload).unwrap();
+    record.ts_ms % 2 == 1
+}
+
+/// Keeps each record's LSN, `ts_ms` and event count.
+#[derive(Default)]
+struct Seen(Vec<(u64, u64, usize)>);
+
+impl Projection for Seen {
+    fn apply(&mut self, records: &[(Lsn, LogRecord)]) -> Result<(), ApplyError> {
+        let seen = records
+            .iter()
+            .map(|(lsn, record)| (lsn.0, record.ts_ms, record.events.len()));
+        self.0.extend(seen);
+        Ok(())
+    }
+}
+
+#[test]
+fn skipped_records_arrive_empty_in_their_place_on_both_read_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), None);
+    let reader = LogReader::open(dir.path(), 1 << 20).unwrap();
+    // The whole log goes through the decoding thread; the short range stays on this one.
+    for (after, up_to) in [(0, RECORDS), (40, 60)] {
+        let mut seen = Seen::default();
+        let applied = drive_skipping(
+            &reader,
+            (Lsn(after), Lsn(up_to)),
+            Some(odd_records),
+            1000,
+            &mut [&mut seen],
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            applied,
+            Lsn(up_to),
+            "the last record counts, skipped or not"
+        );
+        let lsns: Vec<u64> = seen.0.iter().map(|&(lsn, _, _)| lsn).collect();
+        assert_eq!(lsns, ((after + 1)..=up_to).collect::<Vec<_>>());
+        for &(lsn, ts_ms, events) in &seen.0 {
+            if lsn % 2 == 1 {
+                assert_eq!((ts_ms, events), (0, 0), "lsn {lsn} arrives empty");
+            } else {
+                assert_eq!(ts_ms, lsn, "lsn {lsn} is decoded");
+            }
+        }
+    }
+}

@@ -64,9 +64,13 @@ pub(super) struct Grounds {
     pub(super) report: log::RecoveryReport,
 }
 
-/// Sets up [`Grounds`], in the order that fails fastest: the certificate before the data
+/// Sets up [`Grounds`], in the order that fails fastest: the tokens and the certificate first,
+/// then the role's own `checks` of its config (whose answer is passed back), then the data
 /// directory, the lock before the port, the port before the log is touched.
-pub(super) async fn lay_grounds(config: &Config) -> anyhow::Result<Grounds> {
+pub(super) async fn lay_grounds<Checked>(
+    config: &Config,
+    checks: impl FnOnce() -> anyhow::Result<Checked>,
+) -> anyhow::Result<(Grounds, Checked)> {
     let authenticator = Arc::new(super::build_authenticator(config)?);
     let tls = config
         .server
@@ -74,6 +78,7 @@ pub(super) async fn lay_grounds(config: &Config) -> anyhow::Result<Grounds> {
         .as_ref()
         .map(crate::tls::acceptor)
         .transpose()?;
+    let checked = checks()?;
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -88,7 +93,7 @@ pub(super) async fn lay_grounds(config: &Config) -> anyhow::Result<Grounds> {
     let metrics = super::metrics::install();
     let (log, report) = recover(config, &paths).await?;
     let log_reader = log.reader();
-    Ok(Grounds {
+    let grounds = Grounds {
         authenticator,
         tls,
         data_dir,
@@ -102,7 +107,8 @@ pub(super) async fn lay_grounds(config: &Config) -> anyhow::Result<Grounds> {
         log,
         log_reader,
         report,
-    })
+    };
+    Ok((grounds, checked))
 }
 
 /// What a start serves from: the job projection current, the sequencer's state (from the newest
@@ -155,16 +161,19 @@ impl Grounds {
 /// Recovers the log and replays it. Errors name what is wrong (config, lock, log, projection).
 pub async fn open(config: Config) -> anyhow::Result<Opened> {
     let started = Instant::now();
-    // A bad [storage] url stops the start here, before the log is touched.
-    let archive_store = crate::archive::open_configured(&config.storage)?;
-    crate::archive::retention::check_config(&config.storage).map_err(anyhow::Error::msg)?;
-    // Exports and schedules: checked before anything starts, so a bad [[schedules]] entry
-    // fails fast.
-    let schedules = crate::schedule::parse_all(&config.schedules)?;
-    let training_wanted = config
-        .training_settings()
-        .map_err(|message| anyhow::anyhow!(message))?;
-    let grounds = lay_grounds(&config).await?;
+    let (grounds, (archive_store, schedules, training_wanted)) = lay_grounds(&config, || {
+        // A bad [storage] url stops the start here, before the log is touched.
+        let archive_store = crate::archive::open_configured(&config.storage)?;
+        crate::archive::retention::check_config(&config.storage).map_err(anyhow::Error::msg)?;
+        // Exports and schedules: checked before anything starts, so a bad [[schedules]] entry
+        // fails fast.
+        let schedules = crate::schedule::parse_all(&config.schedules)?;
+        let training_wanted = config
+            .training_settings()
+            .map_err(|message| anyhow::anyhow!(message))?;
+        Ok((archive_store, schedules, training_wanted))
+    })
+    .await?;
     let last_lsn = grounds.log.last_lsn();
     attach_archive_below_local_log(&grounds.log_reader, &grounds.paths, &config.storage)?;
     let ServingState {

@@ -1,6 +1,8 @@
 //! The life of a read replica (`agentd replica`, docs/storage.md "Read replicas"): the same
-//! phases as the daemon's, with a follower in place of the writer. Open: lock the data
-//! directory, bind, recover the local log and replay it into every projection (as any start).
+//! phases as the daemon's, with a follower in place of the writer. Open, as the daemon does
+//! (`open.rs`: `lay_grounds`, `Grounds::replay_for_serving`): lock the data directory, bind,
+//! recover the local log, the sequencer state from the replica's own newest snapshot and the
+//! records after it; the domain projections load behind.
 //! Start: the local log becomes a followed log (its writer never writes), the projector tails
 //! it, the sequencer runs in the replica role (adopts archived records, appends nothing, no
 //! timers), and the follower copies the archive. Nothing of the replica's own is ever appended:
@@ -65,7 +67,7 @@ async fn start(
     options: ReplicaOptions,
     store: ArchiveStore,
 ) -> anyhow::Result<(Serving, AppState, ReplicaRunning)> {
-    let grounds = lay_grounds(&config).await?;
+    let (grounds, ()) = lay_grounds(&config, || Ok(())).await?;
     let ServingState {
         store: projections,
         replayed,

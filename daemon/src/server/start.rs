@@ -185,7 +185,7 @@ pub(super) struct CoreTasks {
     sequencer_task: tokio::task::JoinHandle<()>,
     stop_projector: watch::Sender<bool>,
     projector: std::thread::JoinHandle<()>,
-    /// Loading the domain projections behind the job API (a primary's start-up only).
+    /// Loading the domain projections behind the job API (after every start-up).
     domain_loader: Option<std::thread::JoinHandle<()>>,
 }
 

@@ -7,15 +7,22 @@
 //!
 //! **What it reads.** A record is a map (`encode_record`: field names as keys) with an `events`
 //! array; an externally tagged event is a map of one entry, its tag (`job_submitted.v1`) to its
-//! value. Anything else (another format version, a unit variant, a truncated or malformed
+//! value. Anything else (another format version, a unit variant, a second `events` field,
+//! bytes after the record, nesting deeper than the decoder allows, a truncated or malformed
 //! payload) answers `false`, so the caller decodes the record as usual and a damaged one is
-//! reported by the decoder, as before.
+//! reported by the decoder, as before. What it does not check is the inside of a listed event's
+//! value (its field names and types): a caller that skips such a record would have dropped that
+//! value unread anyway.
 
-use super::RECORD_FORMAT_VERSION;
+use super::{MAX_RECORD_DEPTH, RECORD_FORMAT_VERSION};
 
-/// Deeper than any legitimate record (see `MAX_RECORD_DEPTH`); a hostile payload nested deeper
-/// is answered `false` (decoded, and refused, by the decoder) instead of recursing further.
-const SKIP_DEPTH_MAX: usize = 32;
+/// Nesting refused by the walk, counted from the record's map as the decoder counts it (one
+/// below the decoder's own limit, so the walk never accepts what the decoder would refuse).
+const SKIP_DEPTH_MAX: usize = MAX_RECORD_DEPTH - 1;
+/// The depth of a record field's value (inside the record's map).
+const FIELD_DEPTH: usize = 1;
+/// The depth of an event's value (record map, `events` array, the event's map).
+const EVENT_VALUE_DEPTH: usize = 3;
 
 /// True when the record in `payload` holds only events whose tags are in `tags` (also when it
 /// holds none). See the module documentation.
@@ -27,30 +34,35 @@ pub fn only_events_tagged(format_version: u8, payload: &[u8], tags: &[&str]) -> 
         bytes: payload,
         at: 0,
     };
-    all_events_tagged(&mut reader, tags).unwrap_or(false)
+    all_events_tagged(&mut reader, tags).unwrap_or(false) && reader.at == payload.len()
 }
 
+/// `None` when the bytes are not a record of the expected shape.
 fn all_events_tagged(reader: &mut Reader<'_>, tags: &[&str]) -> Option<bool> {
     let fields = reader.map_len()?;
+    let mut seen_events = false;
     for _ in 0..fields {
         if reader.str()? != b"events" {
-            reader.skip(0)?;
+            reader.skip(FIELD_DEPTH)?;
             continue;
         }
+        if seen_events {
+            return None;
+        }
+        seen_events = true;
         let events = reader.array_len()?;
         for _ in 0..events {
             if reader.map_len()? != 1 {
-                return Some(false);
+                return None;
             }
             let tag = reader.str()?;
             if !tags.iter().any(|wanted| wanted.as_bytes() == tag) {
                 return Some(false);
             }
-            reader.skip(0)?;
+            reader.skip(EVENT_VALUE_DEPTH)?;
         }
-        return Some(true);
     }
-    Some(false)
+    Some(seen_events)
 }
 
 /// A cursor over MessagePack bytes; every read is bounds-checked (`None` past the end).
@@ -107,9 +119,9 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
-    /// Steps over one value of any type, nested values included.
+    /// Steps over one value of any type at `depth`, nested values included.
     fn skip(&mut self, depth: usize) -> Option<()> {
-        if depth > SKIP_DEPTH_MAX {
+        if depth >= SKIP_DEPTH_MAX {
             return None;
         }
         let marker = self.byte()?;

@@ -119,3 +119,102 @@ fn other_versions_and_damaged_payloads_mean_decode() {
     deep.push(0xc0);
     assert!(!only_events_tagged(1, &deep, &JOB_TAGS));
 }
+
+/// `{"ts_ms": 1, "events": [{"job_submitted.v1": value}]}` with `value` as raw bytes.
+fn record_with_value(value: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0x82, 0xa5];
+    bytes.extend_from_slice(b"ts_ms");
+    bytes.push(0x01);
+    bytes.push(0xa6);
+    bytes.extend_from_slice(b"events");
+    bytes.extend_from_slice(&[0x91, 0x81]);
+    let tag = b"job_submitted.v1";
+    bytes.push(0xa0 | tag.len() as u8);
+    bytes.extend_from_slice(tag);
+    bytes.extend_from_slice(value);
+    bytes
+}
+
+#[test]
+fn every_messagepack_type_is_stepped_over_by_its_exact_length() {
+    // A value read one byte short leaves bytes after the record (false); one byte long runs
+    // past the end (false); so `true` means the extent was exact.
+    let values: &[&[u8]] = &[
+        &[0x05],
+        &[0xff],
+        &[0xc0],
+        &[0xc2],
+        &[0xc3],
+        &[0xc4, 0x01, 0xaa],
+        &[0xc5, 0x00, 0x02, 0xaa, 0xbb],
+        &[0xc6, 0x00, 0x00, 0x00, 0x01, 0xaa],
+        &[0xc7, 0x02, 0x05, 0xaa, 0xbb],
+        &[0xc8, 0x00, 0x01, 0x05, 0xaa],
+        &[0xc9, 0x00, 0x00, 0x00, 0x01, 0x05, 0xaa],
+        &[0xca, 1, 2, 3, 4],
+        &[0xcb, 1, 2, 3, 4, 5, 6, 7, 8],
+        &[0xcc, 1],
+        &[0xcd, 1, 2],
+        &[0xce, 1, 2, 3, 4],
+        &[0xcf, 1, 2, 3, 4, 5, 6, 7, 8],
+        &[0xd0, 1],
+        &[0xd1, 1, 2],
+        &[0xd2, 1, 2, 3, 4],
+        &[0xd3, 1, 2, 3, 4, 5, 6, 7, 8],
+        &[0xd4, 5, 1],
+        &[0xd5, 5, 1, 2],
+        &[0xd6, 5, 1, 2, 3, 4],
+        &[0xd7, 5, 1, 2, 3, 4, 5, 6, 7, 8],
+        &[
+            0xd8, 5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+        ],
+        &[0xa1, b'a'],
+        &[0xd9, 0x01, b'a'],
+        &[0xda, 0x00, 0x01, b'a'],
+        &[0xdb, 0x00, 0x00, 0x00, 0x01, b'a'],
+        &[0x92, 0xc0, 0x01],
+        &[0xdc, 0x00, 0x01, 0xc0],
+        &[0xdd, 0x00, 0x00, 0x00, 0x01, 0xc0],
+        &[0x81, 0xa1, b'k', 0xc0],
+        &[0xde, 0x00, 0x01, 0xa1, b'k', 0xc0],
+        &[0xdf, 0x00, 0x00, 0x00, 0x01, 0xa1, b'k', 0xc0],
+    ];
+    for value in values {
+        let payload = record_with_value(value);
+        assert!(only_events_tagged(1, &payload, &JOB_TAGS), "{value:02x?}");
+        let mut longer = payload.clone();
+        longer.push(0xc0);
+        assert!(
+            !only_events_tagged(1, &longer, &JOB_TAGS),
+            "{value:02x?} + a byte"
+        );
+        let shorter = &payload[..payload.len() - 1];
+        assert!(
+            !only_events_tagged(1, shorter, &JOB_TAGS),
+            "{value:02x?} - a byte"
+        );
+    }
+    assert!(!only_events_tagged(
+        1,
+        &record_with_value(&[0xc1]),
+        &JOB_TAGS
+    ));
+}
+
+#[test]
+fn a_second_events_field_or_nesting_past_the_decoders_limit_means_decode() {
+    let mut twice = record_with_value(&[0xc0]);
+    twice[0] = 0x83;
+    twice.push(0xa6);
+    twice.extend_from_slice(b"events");
+    twice.push(0x90);
+    assert!(!only_events_tagged(1, &twice, &JOB_TAGS));
+    // Twenty arrays deep inside an event's value is within the decoder's limit.
+    let nested = |depth: usize| {
+        let mut value = vec![0x91; depth];
+        value.push(0xc0);
+        record_with_value(&value)
+    };
+    assert!(only_events_tagged(1, &nested(20), &JOB_TAGS));
+    assert!(!only_events_tagged(1, &nested(40), &JOB_TAGS));
+}

@@ -9,8 +9,8 @@
 //!
 //! **States.** `Loading` (the loader applies, the projector skips the domain projections) then
 //! `Loaded` (the projector applies every batch to them after the job projection, as before this
-//! existed). Projections built any other way (the replica, `agentd rebuild`, tests) start
-//! `Loaded`.
+//! existed). The daemon and `agentd replica` start them `Loading`; projections built any other
+//! way (`agentd rebuild`, tests) start `Loaded`.
 //!
 //! **Handover.** The projector holds [`LoadState::turn`] for each catch-up it runs (apply and
 //! publish its applied LSN), and applies to the domain projections only when the turn says so.
