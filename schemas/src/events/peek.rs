@@ -89,20 +89,23 @@ impl<'a> Reader<'a> {
         Some(bytes.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b)))
     }
 
+    /// The entry count of a map (fixmap, map16, map32).
     fn map_len(&mut self) -> Option<usize> {
-        match self.byte()? {
-            marker @ 0x80..=0x8f => Some(usize::from(marker & 0x0f)),
-            0xde => self.length(2),
-            0xdf => self.length(4),
-            _ => None,
-        }
+        self.container_len(0x80, [0xde, 0xdf])
     }
 
+    /// The element count of an array (fixarray, array16, array32).
     fn array_len(&mut self) -> Option<usize> {
+        self.container_len(0x90, [0xdc, 0xdd])
+    }
+
+    /// A count held in the marker's low four bits (`fix` to `fix + 15`) or after a 16-bit or
+    /// 32-bit marker.
+    fn container_len(&mut self, fix: u8, [wide16, wide32]: [u8; 2]) -> Option<usize> {
         match self.byte()? {
-            marker @ 0x90..=0x9f => Some(usize::from(marker & 0x0f)),
-            0xdc => self.length(2),
-            0xdd => self.length(4),
+            marker if marker & 0xf0 == fix => Some(usize::from(marker & 0x0f)),
+            marker if marker == wide16 => self.length(2),
+            marker if marker == wide32 => self.length(4),
             _ => None,
         }
     }
