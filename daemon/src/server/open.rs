@@ -123,18 +123,16 @@ pub(super) struct ServingState {
 impl Grounds {
     /// Replays what serving needs (see [`ServingState`]); the same for the daemon and a replica,
     /// whose local log is a prefix of the primary's, so its own snapshots identify its records.
-    pub(super) async fn replay_for_serving(
-        &self,
-        config: &Config,
-        last_lsn: Lsn,
-    ) -> anyhow::Result<ServingState> {
+    pub(super) async fn replay_for_serving(&self, config: &Config) -> anyhow::Result<ServingState> {
+        let last_lsn = self.log.last_lsn();
         let snapshots = (config.log.snapshot_every_records > 0).then(|| {
             self.paths
                 .projections
                 .join(crate::snapshot::file::SNAPSHOT_DIR)
         });
         let (store, replayed, snapshot_lsn) =
-            replay_for_serving(&self.paths, &self.log_reader, last_lsn, snapshots.clone()).await?;
+            replay_sequencer_state(&self.paths, &self.log_reader, last_lsn, snapshots.clone())
+                .await?;
         self.domain.mark_loading();
         let keeper = snapshots.map(|dir| {
             let cloning = Instant::now();
@@ -180,7 +178,7 @@ pub async fn open(config: Config) -> anyhow::Result<Opened> {
         store,
         replayed,
         keeper,
-    } = grounds.replay_for_serving(&config, last_lsn).await?;
+    } = grounds.replay_for_serving(&config).await?;
     // The processed splits follow the [datasets] settings recorded in the log, so that any
     // replay decides the same splits whatever config it runs with; a config that would change
     // them under existing records is refused here, before anything is served. The reward
@@ -266,7 +264,7 @@ fn attach_archive_below_local_log(
 /// `snapshots` (when given) and the records after it; the job projection from where it
 /// stopped. The domain projections are left to their loader. Returns the snapshot's LSN (zero
 /// when none was used).
-async fn replay_for_serving(
+async fn replay_sequencer_state(
     paths: &DataPaths,
     log_reader: &LogReader,
     last_lsn: Lsn,

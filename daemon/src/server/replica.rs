@@ -72,9 +72,7 @@ async fn start(
         store: projections,
         replayed,
         keeper,
-    } = grounds
-        .replay_for_serving(&config, grounds.log.last_lsn())
-        .await?;
+    } = grounds.replay_for_serving(&config).await?;
     let projections = Arc::new(projections);
     tracing::info!(last_lsn = %grounds.log.last_lsn(), url = %store.url, "replica opened its local log");
     let (followed, writer) = grounds.log.into_followed()?;

@@ -15,6 +15,7 @@
 //! value unread anyway.
 
 use super::{MAX_RECORD_DEPTH, RECORD_FORMAT_VERSION};
+use rmp::Marker;
 
 /// Nesting refused by the walk, counted from the record's map as the decoder counts it (one
 /// below the decoder's own limit, so the walk never accepts what the decoder would refuse).
@@ -89,34 +90,37 @@ impl<'a> Reader<'a> {
         Some(bytes.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b)))
     }
 
-    /// The entry count of a map (fixmap, map16, map32).
+    fn marker(&mut self) -> Option<Marker> {
+        Some(Marker::from_u8(self.byte()?))
+    }
+
+    /// The entry count of a map.
     fn map_len(&mut self) -> Option<usize> {
-        self.container_len(0x80, [0xde, 0xdf])
+        match self.marker()? {
+            Marker::FixMap(len) => Some(usize::from(len)),
+            Marker::Map16 => self.length(2),
+            Marker::Map32 => self.length(4),
+            _ => None,
+        }
     }
 
-    /// The element count of an array (fixarray, array16, array32).
+    /// The element count of an array.
     fn array_len(&mut self) -> Option<usize> {
-        self.container_len(0x90, [0xdc, 0xdd])
-    }
-
-    /// A count held in the marker's low four bits (`fix` to `fix + 15`) or after a 16-bit or
-    /// 32-bit marker.
-    fn container_len(&mut self, fix: u8, [wide16, wide32]: [u8; 2]) -> Option<usize> {
-        match self.byte()? {
-            marker if marker & 0xf0 == fix => Some(usize::from(marker & 0x0f)),
-            marker if marker == wide16 => self.length(2),
-            marker if marker == wide32 => self.length(4),
+        match self.marker()? {
+            Marker::FixArray(len) => Some(usize::from(len)),
+            Marker::Array16 => self.length(2),
+            Marker::Array32 => self.length(4),
             _ => None,
         }
     }
 
     /// A string's bytes (not checked as UTF-8: only compared with known ASCII names).
     fn str(&mut self) -> Option<&'a [u8]> {
-        let len = match self.byte()? {
-            marker @ 0xa0..=0xbf => usize::from(marker & 0x1f),
-            0xd9 => self.length(1)?,
-            0xda => self.length(2)?,
-            0xdb => self.length(4)?,
+        let len = match self.marker()? {
+            Marker::FixStr(len) => usize::from(len),
+            Marker::Str8 => self.length(1)?,
+            Marker::Str16 => self.length(2)?,
+            Marker::Str32 => self.length(4)?,
             _ => return None,
         };
         self.take(len)
@@ -127,32 +131,35 @@ impl<'a> Reader<'a> {
         if depth >= SKIP_DEPTH_MAX {
             return None;
         }
-        let marker = self.byte()?;
-        let (bytes, items) = match marker {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
-            0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
-            0x90..=0x9f => (0, usize::from(marker & 0x0f)),
-            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
-            0xc4 | 0xd9 => (self.length(1)?, 0),
-            0xc5 | 0xda => (self.length(2)?, 0),
-            0xc6 | 0xdb => (self.length(4)?, 0),
-            0xc7 => (self.length(1)? + 1, 0),
-            0xc8 => (self.length(2)? + 1, 0),
-            0xc9 => (self.length(4)?.checked_add(1)?, 0),
-            0xcc | 0xd0 => (1, 0),
-            0xcd | 0xd1 => (2, 0),
-            0xca | 0xce | 0xd2 => (4, 0),
-            0xcb | 0xcf | 0xd3 => (8, 0),
-            0xd4 => (2, 0),
-            0xd5 => (3, 0),
-            0xd6 => (5, 0),
-            0xd7 => (9, 0),
-            0xd8 => (17, 0),
-            0xdc => (0, self.length(2)?),
-            0xdd => (0, self.length(4)?),
-            0xde => (0, 2 * self.length(2)?),
-            0xdf => (0, self.length(4)?.checked_mul(2)?),
-            0xc1 => return None,
+        // Bytes after the marker (and its length), then nested values to step over.
+        let (bytes, items) = match self.marker()? {
+            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
+                (0, 0)
+            }
+            Marker::U8 | Marker::I8 => (1, 0),
+            Marker::U16 | Marker::I16 => (2, 0),
+            Marker::U32 | Marker::I32 | Marker::F32 => (4, 0),
+            Marker::U64 | Marker::I64 | Marker::F64 => (8, 0),
+            Marker::FixStr(len) => (usize::from(len), 0),
+            Marker::Str8 | Marker::Bin8 => (self.length(1)?, 0),
+            Marker::Str16 | Marker::Bin16 => (self.length(2)?, 0),
+            Marker::Str32 | Marker::Bin32 => (self.length(4)?, 0),
+            // An extension's data follows its one-byte type.
+            Marker::FixExt1 => (2, 0),
+            Marker::FixExt2 => (3, 0),
+            Marker::FixExt4 => (5, 0),
+            Marker::FixExt8 => (9, 0),
+            Marker::FixExt16 => (17, 0),
+            Marker::Ext8 => (self.length(1)?.checked_add(1)?, 0),
+            Marker::Ext16 => (self.length(2)?.checked_add(1)?, 0),
+            Marker::Ext32 => (self.length(4)?.checked_add(1)?, 0),
+            Marker::FixArray(len) => (0, usize::from(len)),
+            Marker::Array16 => (0, self.length(2)?),
+            Marker::Array32 => (0, self.length(4)?),
+            Marker::FixMap(len) => (0, 2 * usize::from(len)),
+            Marker::Map16 => (0, 2 * self.length(2)?),
+            Marker::Map32 => (0, self.length(4)?.checked_mul(2)?),
+            Marker::Reserved => return None,
         };
         self.take(bytes)?;
         for _ in 0..items {
