@@ -56,11 +56,11 @@ pub async fn list(
     }
     // Like a lease long-poll: capped, and kept inside the request timeout with room to answer
     // (an empty page, never a 503 `timeout`).
-    let timeout_cap_ms = (state.request_timeout.as_millis() as u64).saturating_sub(1000);
+    let timeout_cap_ms = (state.limits.request_timeout.as_millis() as u64).saturating_sub(1000);
     let wait_ms = query
         .wait_ms
         .unwrap_or(0)
-        .min(state.lease_wait_ms_max)
+        .min(state.limits.lease_wait_ms_max)
         .min(timeout_cap_ms);
     if wait_ms > 0 && state.writer.durable_lsn() <= after {
         let mut durable = state.writer.subscribe_durable();

@@ -117,6 +117,7 @@ fn run_error(error: RunError) -> ApiError {
 /// How long a run request waits before answering 202.
 fn run_wait(state: &AppState) -> Duration {
     state
+        .limits
         .request_timeout
         .saturating_sub(Duration::from_secs(1))
         .max(Duration::from_millis(100))

@@ -32,7 +32,7 @@ impl FromRequest<SharedState> for ApiBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
-        let limit = state.body_bytes_max;
+        let limit = state.limits.body_bytes_max;
         axum::body::to_bytes(request.into_body(), limit)
             .await
             .map(ApiBody)

@@ -34,11 +34,11 @@ pub async fn lease(
     ApiJson(request): ApiJson<LeaseRequest>,
 ) -> ApiResult<Json<LeaseResponse>> {
     // Keep the long-poll inside the request timeout, with room to answer.
-    let timeout_cap_ms = (state.request_timeout.as_millis() as u64).saturating_sub(1000);
+    let timeout_cap_ms = (state.limits.request_timeout.as_millis() as u64).saturating_sub(1000);
     let wait_ms = request
         .wait_ms
         .unwrap_or(0)
-        .min(state.lease_wait_ms_max)
+        .min(state.limits.lease_wait_ms_max)
         .min(timeout_cap_ms);
     let outcome = state
         .sequencer

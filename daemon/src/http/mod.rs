@@ -49,10 +49,8 @@ pub struct AppState {
     pub writer: LogWriter,
     /// Reads the durable log (the events route); shares the daemon's offset index.
     pub log: crate::log::LogReader,
-    pub body_bytes_max: usize,
-    pub lease_wait_ms_max: u64,
-    pub request_timeout: Duration,
-    pub requests_in_flight_max: usize,
+    /// Body size, long-poll and timeout limits from `[server]`.
+    pub limits: RequestLimits,
     pub metrics: Option<PrometheusHandle>,
     /// The domain projections and the settings of domain writes.
     pub domain: domain::DomainApi,
@@ -65,6 +63,26 @@ pub struct AppState {
     /// Set on a read replica (`agentd replica`): writes answer 405 and `/healthz` shows how
     /// far it follows the archive.
     pub replica: Option<Arc<crate::replica::ReplicaStatus>>,
+}
+
+/// The `[server]` settings every request is held to, the same for the daemon and a replica.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub body_bytes_max: usize,
+    pub lease_wait_ms_max: u64,
+    pub request_timeout: Duration,
+    pub requests_in_flight_max: usize,
+}
+
+impl RequestLimits {
+    pub fn from_config(server: &crate::config::ServerConfig) -> RequestLimits {
+        RequestLimits {
+            body_bytes_max: server.body_bytes_max,
+            lease_wait_ms_max: server.lease_wait_ms_max,
+            request_timeout: Duration::from_millis(server.request_timeout_ms),
+            requests_in_flight_max: server.requests_in_flight_max,
+        }
+    }
 }
 
 impl AppState {
@@ -110,9 +128,9 @@ pub fn api_routes() -> OpenApiRouter<SharedState> {
 
 /// The whole API as a router (tested with `oneshot`, served by `server`).
 pub fn app(state: AppState) -> Router {
-    let request_timeout = state.request_timeout;
+    let request_timeout = state.limits.request_timeout;
     let authenticator = state.authenticator.clone();
-    let in_flight_max = state.requests_in_flight_max.max(1);
+    let in_flight_max = state.limits.requests_in_flight_max.max(1);
     let request_metrics = Arc::new(request_metrics::RequestMetrics::default());
     let (routes, _openapi) = api_routes().split_for_parts();
     let mut routes = routes

@@ -13,7 +13,7 @@ use super::start::{spawn_gauges, Core, CoreTasks, Projected};
 use super::Serving;
 use crate::archive::{ArchiveStore, StorageUrl};
 use crate::config::Config;
-use crate::http::AppState;
+use crate::http::{AppState, RequestLimits};
 use crate::replica::{follow, Follower, ReplicaStatus};
 use crate::sequencer::SequencerRole;
 use crate::tasks::Tasks;
@@ -130,10 +130,7 @@ async fn start(
         applied: core.applied,
         writer,
         log: grounds.log_reader,
-        body_bytes_max: config.server.body_bytes_max,
-        lease_wait_ms_max: config.server.lease_wait_ms_max,
-        request_timeout: Duration::from_millis(config.server.request_timeout_ms),
-        requests_in_flight_max: config.server.requests_in_flight_max,
+        limits: RequestLimits::from_config(&config.server),
         metrics: grounds.metrics,
         domain: grounds.domain_api,
         authenticator: grounds.authenticator,

@@ -3,7 +3,7 @@
 //! scheduler). Returns the HTTP state and everything [`Running::stop`] needs.
 
 use super::open::Opened;
-use crate::http::AppState;
+use crate::http::{AppState, RequestLimits};
 use crate::log::LogWriter;
 use crate::sequencer::{
     AppendInternal, Queues, Sequencer, SequencerHandle, SequencerOptions, SequencerRole,
@@ -91,10 +91,7 @@ impl Opened {
             applied: core.applied,
             writer: writer.clone(),
             log: grounds.log_reader,
-            body_bytes_max: config.server.body_bytes_max,
-            lease_wait_ms_max: config.server.lease_wait_ms_max,
-            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
-            requests_in_flight_max: config.server.requests_in_flight_max,
+            limits: RequestLimits::from_config(&config.server),
             metrics: grounds.metrics,
             domain: grounds.domain_api,
             authenticator: grounds.authenticator,
