@@ -16,6 +16,11 @@ pub const STATE_ITEM_BYTES_MAX: usize = 4096;
 pub const ACTION_TEXT_BYTES_MAX: usize = 64 * 1024;
 /// Most named components of a reward.
 pub const REWARD_COMPONENTS_MAX: usize = 32;
+/// Largest magnitude of a reward value or component. A value is checked finite, but group
+/// means, trajectory stats and `agentd_reward_value_sum` add many of them: two values of 1e308
+/// summed to infinity and every figure built on them came back `null`. Within ±1e9, a sum of
+/// any number of rewards a log can hold stays finite.
+pub const REWARD_ABS_MAX: f64 = 1e9;
 /// Longest reward component name, in characters.
 pub const COMPONENT_NAME_CHARS_MAX: usize = 64;
 /// Largest `first_index` of an ingest batch: positions stay far from `u64::MAX`, so a batch
@@ -88,12 +93,28 @@ schema_rule!(
 );
 
 schema_rule!(
+    /// A reward value: finite, within ±[`REWARD_ABS_MAX`].
+    RewardValue,
+    reward_number().description(Some("A finite number from -1e9 to 1e9"))
+);
+
+fn reward_number() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Double,
+        )))
+        .minimum(Some(-REWARD_ABS_MAX))
+        .maximum(Some(REWARD_ABS_MAX))
+}
+
+schema_rule!(
     /// A reward's named components.
     RewardComponents,
     ObjectBuilder::new()
         .schema_type(Type::Object)
         .description(Some(
-            "At most 32 components; names not blank, at most 64 characters; values finite",
+            "At most 32 components; names not blank, at most 64 characters; values finite, from -1e9 to 1e9",
         ))
         .max_properties(Some(REWARD_COMPONENTS_MAX))
         .property_names(Some(
@@ -102,13 +123,7 @@ schema_rule!(
                 .max_length(Some(COMPONENT_NAME_CHARS_MAX))
                 .pattern(Some(not_blank_pattern())),
         ))
-        .additional_properties(Some(
-            ObjectBuilder::new()
-                .schema_type(Type::Number)
-                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                    utoipa::openapi::KnownFormat::Double,
-                ))),
-        ))
+        .additional_properties(Some(reward_number()))
 );
 
 schema_rule!(

@@ -1,7 +1,7 @@
 //! Trajectories: a step (its fields, or the model's raw output), its sandbox result and reward,
 //! a page of steps, and the trajectory stats.
 
-use super::rules::{ActionText, NonBlankName, RewardComponents};
+use super::rules::{ActionText, NonBlankName, RewardComponents, RewardValue};
 use super::state::{StateUpdateFields, StateUpdateResponse};
 use crate::events::{
     Action, AgentState, OutputFormatError, RewardSource, Sampling, SandboxOutcome,
@@ -196,6 +196,7 @@ pub struct SandboxResultRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewardRequest {
+    #[schema(value_type = RewardValue)]
     pub value: f64,
     pub verified: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

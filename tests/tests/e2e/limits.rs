@@ -557,6 +557,24 @@ async fn step_texts_state_items_and_reward_components_over_their_limits_are_refu
     )
     .await;
     assert_refused(&answer, 422, "too_many_items", &["components", "32"]);
+    // Finite but large values would sum to infinity in group means and stats.
+    for (field, body) in [
+        (
+            "value",
+            json!({"value": 1.7e308, "verified": true, "source": "rule"}),
+        ),
+        (
+            "value",
+            json!({"value": -1.000_000_001e9, "verified": true, "source": "rule"}),
+        ),
+        (
+            "components.c",
+            json!({"value": 1.0, "verified": true, "source": "rule", "components": {"c": 2e9}}),
+        ),
+    ] {
+        let answer = post(&daemon, "/v1/tasks/t/steps/0/reward", body.to_string()).await;
+        assert_refused(&answer, 422, "invalid_request", &[field, "1e9"]);
+    }
     assert_eq!(log_and_projections(&daemon).await, before);
 
     // At the limits, each is recorded.

@@ -36,8 +36,8 @@ use utoipa_axum::routes;
 
 // The limits the OpenAPI document states too (the same task id limit as a job's `task_id`).
 pub use agentd_schemas::domain_api::{
-    ACTION_TEXT_BYTES_MAX, COMPONENT_NAME_CHARS_MAX, NAME_CHARS_MAX, REWARD_COMPONENTS_MAX,
-    STATE_ITEMS_MAX, STATE_ITEM_BYTES_MAX, TASK_ID_CHARS_MAX,
+    ACTION_TEXT_BYTES_MAX, COMPONENT_NAME_CHARS_MAX, NAME_CHARS_MAX, REWARD_ABS_MAX,
+    REWARD_COMPONENTS_MAX, STATE_ITEMS_MAX, STATE_ITEM_BYTES_MAX, TASK_ID_CHARS_MAX,
 };
 /// Longest prompt kept with a step, in bytes.
 pub const PROMPT_BYTES_MAX: usize = 256 * 1024;

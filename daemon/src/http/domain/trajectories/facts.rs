@@ -4,7 +4,7 @@
 
 use super::super::{
     check_bytes, check_chars, check_task_id, decide_recorded, COMPONENT_NAME_CHARS_MAX,
-    DIFF_BYTES_MAX, OUTPUT_BYTES_MAX, REWARD_COMPONENTS_MAX,
+    DIFF_BYTES_MAX, OUTPUT_BYTES_MAX, REWARD_ABS_MAX, REWARD_COMPONENTS_MAX,
 };
 use crate::domain::decide::{DomainCommand, Target};
 use crate::http::auth_layer::CallerExt;
@@ -187,9 +187,7 @@ impl StepFact for RewardRequest {
 }
 
 fn check_reward(request: &RewardRequest) -> Result<(), ApiError> {
-    if !request.value.is_finite() {
-        return Err(ApiError::invalid("value: must be a finite number"));
-    }
+    check_reward_number("value", request.value)?;
     if request.components.len() > REWARD_COMPONENTS_MAX {
         return Err(ApiError::over_limit(
             ErrorCode::TooManyItems,
@@ -208,13 +206,20 @@ fn check_reward(request: &RewardRequest) -> Result<(), ApiError> {
             name,
             COMPONENT_NAME_CHARS_MAX,
         )?;
-        if !value.is_finite() {
-            return Err(ApiError::invalid(format!(
-                "components.{name}: must be a finite number"
-            )));
-        }
+        check_reward_number(&format!("components.{name}"), *value)?;
     }
     Ok(())
+}
+
+/// A reward value or component: finite and within ±[`REWARD_ABS_MAX`], so the sums built from
+/// many of them stay finite.
+fn check_reward_number(field: &str, value: f64) -> Result<(), ApiError> {
+    if value.is_finite() && value.abs() <= REWARD_ABS_MAX {
+        return Ok(());
+    }
+    Err(ApiError::invalid(format!(
+        "{field}: must be a finite number from -{REWARD_ABS_MAX:e} to {REWARD_ABS_MAX:e}, got {value}"
+    )))
 }
 
 fn parse_step(text: &str) -> Result<u32, ApiError> {
