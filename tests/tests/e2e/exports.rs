@@ -398,7 +398,8 @@ async fn a_schedule_fires_survives_a_kill_and_never_repeats_a_slot() {
         .as_array()
         .unwrap()
         .len();
-    // Nothing new: the schedule keeps firing but exports nothing new.
+    // Nothing new for a while: the schedule keeps firing but exports nothing new.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     record_steps(&daemon, "task-b", 0..2).await;
     eventually(
         Duration::from_secs(30),
@@ -440,6 +441,11 @@ async fn a_schedule_fires_survives_a_kill_and_never_repeats_a_slot() {
     }
     let unique: std::collections::BTreeSet<_> = slots.iter().collect();
     assert_eq!(unique.len(), slots.len(), "a slot fired twice: {slots:?}");
+    // A firing with nothing new names the previous export again; it never exports (to, to].
+    assert!(
+        ranges.iter().all(|(after, to)| after < to),
+        "an empty range was exported: {ranges:?}"
+    );
     ranges.sort();
     for pair in ranges.windows(2) {
         assert_eq!(pair[0].1, pair[1].0, "incremental ranges chain: {ranges:?}");

@@ -155,7 +155,7 @@ impl Runner {
 
     async fn fire(&self, schedule: ScheduledExport, slot_ms: u64) -> Result<ExportRun, RunError> {
         let to = self.settled_lsn().await?;
-        let after = if schedule.full {
+        let mut after = if schedule.full {
             Lsn::ZERO
         } else {
             self.ledger()
@@ -163,6 +163,13 @@ impl Runner {
                 .watermark(schedule.kind, schedule.format)
                 .min(to)
         };
+        if !schedule.full && after == to {
+            // Nothing new since the export that set the watermark: the firing names that export
+            // again (docs/exports.md, "Schedules") instead of writing an empty one for (to, to].
+            if let Some(previous) = self.export_ending_at(schedule.kind, schedule.format, to) {
+                after = previous;
+            }
+        }
         let fired = ScheduleFired {
             schedule: schedule.name,
             slot_ms,
@@ -175,6 +182,16 @@ impl Runner {
         self.append(None, vec![Event::ScheduleFired(fired.clone())])
             .await?;
         self.run_fired(fired).await
+    }
+
+    /// Where the newest recorded export of `kind` and `format` that ends at `to` starts.
+    fn export_ending_at(&self, kind: ExportKind, format: ExportFormat, to: Lsn) -> Option<Lsn> {
+        let state = self.ledger();
+        let previous = state.ledger.exports().iter().rev().find(|recorded| {
+            let event = &recorded.event;
+            event.kind == kind && event.format == format && event.to_lsn == to
+        })?;
+        Some(previous.event.after_lsn)
     }
 
     /// Exports read the domain projections: after a restart, they wait for them to load
