@@ -128,7 +128,7 @@ _MISMATCHED_IDS = re.compile(
 # Not a rule of the API: schemathesis's fuzzing phase reuses ids seen in responses as path
 # parameters, and takes the `null` `rollout_id` of a task's default rollout (`RolloutSummary`)
 # too, sending `/v1/rollouts/null` as a valid request although the parameter's schema is a
-# string of pattern `^ro_[0-9]{1,18}$`. The daemon rightly refuses it.
+# string of pattern `^ro_(0|[1-9][0-9]{0,17})$`. The daemon rightly refuses it.
 _NULL_ROLLOUT = 'invalid rollout id "null"'
 
 

@@ -40,11 +40,23 @@ impl fmt::Display for Lsn {
 
 /// Error for a malformed id string.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid {kind} id {text:?}: expected {prefix}<number>")]
+#[error("invalid {kind} id {text:?}: expected {prefix}<number>, the number of 1 to 18 digits without a leading zero")]
 pub struct IdParseError {
     pub kind: &'static str,
     pub prefix: &'static str,
     pub text: String,
+}
+
+/// Most digits of an id's number (ids are assigned from 1 up; 10^18 is out of reach).
+pub const ID_DIGITS_MAX: usize = 18;
+
+/// Decimal digits as [`u64`]'s `Display` writes them, at most [`ID_DIGITS_MAX`].
+fn is_canonical_number(digits: &str) -> bool {
+    let bytes = digits.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= ID_DIGITS_MAX
+        && bytes.iter().all(u8::is_ascii_digit)
+        && (bytes[0] != b'0' || bytes.len() == 1)
 }
 
 macro_rules! prefixed_id {
@@ -63,11 +75,14 @@ macro_rules! prefixed_id {
             }
         }
 
+        /// Only the text [`fmt::Display`] writes: 1 to [`ID_DIGITS_MAX`] digits, no leading
+        /// zero, so one id has one spelling (`job_01` is not `job_1`) and the pattern
+        /// `/openapi.json` states is the whole rule.
         impl FromStr for $name {
             type Err = IdParseError;
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 text.strip_prefix($prefix)
-                    .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                    .filter(|digits| is_canonical_number(digits))
                     .and_then(|digits| digits.parse::<u64>().ok())
                     .map($name)
                     .ok_or_else(|| IdParseError { kind: $kind, prefix: $prefix, text: text.chars().take(64).collect() })
@@ -86,7 +101,7 @@ macro_rules! prefixed_id {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)
-                    .pattern(Some(concat!("^", $prefix, "[0-9]{1,18}$")))
+                    .pattern(Some(concat!("^", $prefix, "(0|[1-9][0-9]{0,17})$")))
                     .examples([concat!($prefix, "1")])
                     .description(Some(concat!("A ", $kind, " id: `", $prefix, "` and a decimal number.")))
                     .into()
@@ -128,7 +143,25 @@ mod tests {
         assert_eq!("job_42".parse::<JobId>().unwrap(), JobId(42));
         assert_eq!(JobId(42).to_string(), "job_42");
         assert_eq!(serde_json::to_string(&LeaseId(7)).unwrap(), "\"lease_7\"");
-        for bad in ["job_", "job_x", "lease_1", "42", "job_-1", "job_1 "] {
+        assert_eq!("job_0".parse::<JobId>().unwrap(), JobId(0));
+        assert_eq!(
+            "job_999999999999999999".parse::<JobId>().unwrap(),
+            JobId(999_999_999_999_999_999)
+        );
+        for bad in [
+            "job_",
+            "job_x",
+            "lease_1",
+            "42",
+            "job_-1",
+            "job_1 ",
+            "job_+1",
+            "job_01",
+            "job_00",
+            "job_0000000000000000000001",
+            "job_1000000000000000000",
+            "job_18446744073709551615",
+        ] {
             assert!(bad.parse::<JobId>().is_err(), "{bad} should be rejected");
         }
     }

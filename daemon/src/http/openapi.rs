@@ -236,7 +236,7 @@ mod tests {
         );
         assert_eq!(
             document["components"]["schemas"]["JobId"]["pattern"],
-            "^job_[0-9]{1,18}$"
+            "^job_(0|[1-9][0-9]{0,17})$"
         );
     }
 

@@ -111,8 +111,11 @@ async fn openapi_document_lists_exactly_the_served_routes_with_error_answers() {
 
     let schemas = &document["components"]["schemas"];
     assert!(schemas["ErrorBody"]["properties"]["code"].is_object());
-    assert_eq!(schemas["JobId"]["pattern"], "^job_[0-9]{1,18}$");
-    assert_eq!(schemas["LeaseId"]["pattern"], "^lease_[0-9]{1,18}$");
+    assert_eq!(schemas["JobId"]["pattern"], "^job_(0|[1-9][0-9]{0,17})$");
+    assert_eq!(
+        schemas["LeaseId"]["pattern"],
+        "^lease_(0|[1-9][0-9]{0,17})$"
+    );
     assert_eq!(
         document["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
