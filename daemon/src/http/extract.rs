@@ -33,18 +33,35 @@ impl FromRequest<SharedState> for ApiBody {
 
     async fn from_request(request: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
         let limit = state.limits.body_bytes_max;
+        let too_large = || {
+            ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!(
+                    "request body is over the limit of {limit} bytes ([server] body_bytes_max)"
+                ),
+            )
+        };
+        // A declared length over the limit is refused before reading anything, rather than
+        // after waiting (until the request timeout) for bytes that would be refused anyway.
+        if declared_length(&request).is_some_and(|length| length > limit as u64) {
+            return Err(too_large());
+        }
         axum::body::to_bytes(request.into_body(), limit)
             .await
             .map(ApiBody)
-            .map_err(|_| {
-                ApiError::new(
-                    ErrorCode::BodyTooLarge,
-                    format!(
-                        "request body is over the limit of {limit} bytes ([server] body_bytes_max)"
-                    ),
-                )
-            })
+            .map_err(|_| too_large())
     }
+}
+
+/// The request's `Content-Length`, when it declares one that parses.
+fn declared_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Parses JSON text into `T` with the API's error codes. Structs are read from JSON objects

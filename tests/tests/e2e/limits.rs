@@ -66,6 +66,32 @@ async fn post_to(url: &str, path: &str, body: impl Into<reqwest::Body>) -> (u16,
     (status, body)
 }
 
+/// `POST /v1/jobs` over a raw socket, declaring a `Content-Length` far over the limit and
+/// sending one byte of it; the status and JSON body of the answer.
+async fn declared_length_over_limit(daemon: &Daemon) -> (u16, Value) {
+    let address = daemon.url.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let head = "POST /v1/jobs HTTP/1.1\r\nHost: agentd\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\n\r\n{";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // The answer, up to the end of its JSON body (the connection may stay open).
+    let text = loop {
+        let read = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buffer))
+            .await
+            .expect("an answer to a declared length over the limit")
+            .unwrap();
+        answer.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if read == 0 || text.trim_end().ends_with('}') {
+            break text;
+        }
+    };
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
 async fn get(daemon: &Daemon, path: &str) -> (u16, Value) {
     let response = reqwest::get(format!("{}{path}", daemon.url)).await.unwrap();
     let status = response.status().as_u16();
@@ -108,6 +134,11 @@ async fn sizes_counts_and_lengths_are_refused_with_their_own_codes() {
     let answer = post(&daemon, "/v1/jobs", huge.clone()).await;
     assert_refused(&answer, 413, "body_too_large", &["8192"]);
     let answer = post(&daemon, "/v1/leases/lease_1/complete", huge).await;
+    assert_refused(&answer, 413, "body_too_large", &["8192"]);
+
+    // A declared length over the limit is refused without waiting for the bytes (they never
+    // come here: a body of 1 byte under a length of 99,999,999).
+    let answer = declared_length_over_limit(&daemon).await;
     assert_refused(&answer, 413, "body_too_large", &["8192"]);
 
     // Payload size: the body fits, the payload does not.
