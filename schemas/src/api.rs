@@ -48,8 +48,10 @@ pub struct SubmitJobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<RequestTags>)]
     pub tags: Option<Tags>,
+    /// The task the job works on: 1 to 256 characters, no control characters (as the task
+    /// routes require).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(value_type = Option<crate::domain_api::TaskIdText>)]
     pub task_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 256)]

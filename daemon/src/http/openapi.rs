@@ -266,7 +266,7 @@ mod tests {
                 queue.lease_ttl_ms_max,
             ),
             (
-                &schemas["SubmitJobRequest"]["properties"]["task_id"]["maxLength"],
+                &schemas["TaskIdText"]["maxLength"],
                 queue.key_chars_max as u64,
             ),
             (
@@ -344,6 +344,12 @@ mod tests {
         for (position, (stated, checked)) in cases.iter().enumerate() {
             assert_eq!(stated.as_u64(), Some(*checked), "case {position}");
         }
+        // A job's task id is held to the task routes' rule.
+        let task_id = schemas["SubmitJobRequest"]["properties"]["task_id"].to_string();
+        assert!(
+            task_id.contains("#/components/schemas/TaskIdText"),
+            "{task_id}"
+        );
         assert_eq!(
             schemas["DatasetBuildRequest"]["properties"]["name"]["pattern"],
             format!(

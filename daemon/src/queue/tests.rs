@@ -352,6 +352,13 @@ fn validation_names_the_field() {
             },
             "idempotency_key",
         ),
+        (
+            SubmitJobRequest {
+                task_id: Some("a\nb".into()),
+                ..job("q")
+            },
+            "task_id",
+        ),
     ];
     for (request, field) in cases {
         let error = decide::submit(&harness.state, &harness.limits, harness.now_ms, &[request])

@@ -106,6 +106,13 @@ pub(super) fn validate_submit(
     validate_tags(&field("tags"), &tags, limits)?;
     if let Some(task_id) = &request.task_id {
         validate_text(&field("task_id"), task_id, limits.key_chars_max)?;
+        // The task routes refuse such ids, so a job naming one could never reach its task.
+        if task_id.chars().any(char::is_control) {
+            return Err(invalid(
+                field("task_id"),
+                "must not contain control characters",
+            ));
+        }
     }
     if let Some(key) = &request.idempotency_key {
         validate_text(&field("idempotency_key"), key, limits.key_chars_max)?;
