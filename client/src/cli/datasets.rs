@@ -25,8 +25,9 @@ pub enum DatasetsCommand {
     Builds {
         #[command(subcommand)]
         command: Option<BuildsCommand>,
-        /// Only builds of this dataset key (`name-version`), when listing (without a subcommand;
-        /// with one, e.g. `builds list --dataset-key K`, it is refused)
+        /// Only builds of this dataset key (`name-version`), when listing without a subcommand.
+        /// Before a subcommand (`builds --dataset-key K list`) it is refused: give the
+        /// subcommand's own, `builds list --dataset-key K`
         #[arg(long)]
         dataset_key: Option<String>,
     },

@@ -172,7 +172,8 @@ pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {text:?}"))
 }
 
-/// Parses durations like `500ms`, `30s`, `5m`, `2h` or plain milliseconds.
+/// Parses durations like `500ms`, `30s`, `5m` or `2h`. A number without a unit is refused
+/// rather than guessed: `--delay 60` read as 60 ms surprised users who meant a minute.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let (number, unit_ms) = if let Some(number) = text.strip_suffix("ms") {
@@ -184,7 +185,11 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     } else if let Some(number) = text.strip_suffix('h') {
         (number, 3_600_000)
     } else {
-        (text, 1)
+        return Err(if text.parse::<u64>().is_ok() {
+            format!("{text:?} has no unit: write {text}s, {text}ms, {text}m or {text}h")
+        } else {
+            format!("expected a duration like 500ms, 30s, 5m or 2h, got {text:?}")
+        });
     };
     number
         .trim()

@@ -125,11 +125,13 @@ fn durations_and_tags_parse() {
         ("30s", 30_000),
         ("5m", 300_000),
         ("2h", 7_200_000),
-        ("250", 250),
+        ("0s", 0),
     ] {
         assert_eq!(parse_duration_ms(text), Ok(ms), "{text}");
     }
     assert!(parse_duration_ms("soon").is_err());
+    let bare = parse_duration_ms("60").unwrap_err();
+    assert!(bare.contains("no unit") && bare.contains("60s"), "{bare}");
     assert_eq!(
         parse_key_value("gpu=a100"),
         Ok(("gpu".into(), "a100".into()))

@@ -161,7 +161,9 @@ pub enum Shape {
     /// times over the run (from /metrics: the floor under a durable ack)
     Latency,
     /// Actors create rollouts in groups and record steps with sandbox results and rewards:
-    /// rollouts/s, steps/s, writes/s and per-call latency
+    /// rollouts/s, steps/s, writes/s and per-call latency. These are real trajectories (tasks
+    /// `<queue>-task-N`, model `bench-model`) that stats and exports include: run it against a
+    /// scratch daemon, not one whose data trains a model
     Rollouts,
 }
 
