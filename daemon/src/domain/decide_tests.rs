@@ -198,10 +198,13 @@ fn sandbox_results_and_rewards_need_their_step_and_are_written_once() {
     let mut harness = Harness::new();
     let rollout = rollout_of(harness.run(create("t", None, None)).unwrap()).rollout_id;
     let target = Target::Rollout(rollout);
-    assert!(matches!(
-        harness.run(sandbox(target.clone(), 0)),
-        Err(DecideError::NotFound { .. })
-    ));
+    match harness.run(sandbox(target.clone(), 0)) {
+        Err(error @ DecideError::NotFoundHint { .. }) => assert_eq!(
+            error.to_string(),
+            format!("step 0 of rollout {rollout} (task t) not found; record the step first")
+        ),
+        other => panic!("expected a missing step, got {other:?}"),
+    }
     harness.run(step(target.clone(), 0, None)).unwrap();
     harness.run(sandbox(target.clone(), 0)).unwrap();
     harness.run(reward(target.clone(), 0)).unwrap();
@@ -347,10 +350,13 @@ fn a_dataset_registers_once_and_records_are_written_once_per_position() {
         version: "v".into(),
         runs,
     };
-    assert!(matches!(
-        harness.run(ingest(vec![(0, records(&["a"]))])),
-        Err(DecideError::NotFound { .. })
-    ));
+    match harness.run(ingest(vec![(0, records(&["a"]))])) {
+        Err(error @ DecideError::NotFoundHint { .. }) => assert_eq!(
+            error.to_string(),
+            "dataset s v not found; register it first: POST its meta to /v1/datasets"
+        ),
+        other => panic!("expected an unregistered dataset, got {other:?}"),
+    }
     assert_eq!(
         harness
             .run(DomainCommand::RegisterDataset(meta('0')))

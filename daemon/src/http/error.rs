@@ -77,7 +77,9 @@ impl From<DecideError> for ApiError {
             DecideError::PayloadTooLarge { .. } => {
                 ApiError::new(ErrorCode::PayloadTooLarge, message)
             }
-            DecideError::NotFound { .. } => ApiError::not_found(message),
+            DecideError::NotFound { .. } | DecideError::NotFoundHint { .. } => {
+                ApiError::not_found(message)
+            }
             DecideError::LeaseLost { .. } => ApiError::new(ErrorCode::LeaseLost, message),
             DecideError::InvalidState { .. } => ApiError::new(ErrorCode::InvalidState, message),
             DecideError::Conflict { .. } => ApiError::new(ErrorCode::Conflict, message),

@@ -38,6 +38,9 @@ pub enum DecideError {
     },
     #[error("{what} not found")]
     NotFound { what: String },
+    /// [`DecideError::NotFound`] with what to do first (404 as well).
+    #[error("{what} not found; {hint}")]
+    NotFoundHint { what: String, hint: String },
     #[error("lease {lease_id} is no longer held: {reason}")]
     LeaseLost { lease_id: LeaseId, reason: String },
     /// The request contradicts a fact the log already holds (a step index already recorded).

@@ -44,10 +44,9 @@ pub(super) fn ingest(
         .dataset(&source, &version)
         .filter(|dataset| dataset.meta.is_some())
     else {
-        return Err(DecideError::NotFound {
-            what: format!(
-                "dataset {source} {version} (not registered; POST its meta to /v1/datasets first)"
-            ),
+        return Err(DecideError::NotFoundHint {
+            what: format!("dataset {source} {version}"),
+            hint: "register it first: POST its meta to /v1/datasets".into(),
         });
     };
     let mut events = Vec::new();

@@ -256,10 +256,8 @@ fn describe(task_id: &str, rollout_id: Option<RolloutId>) -> String {
 }
 
 fn step_not_found(step: u32, task_id: &str, rollout_id: Option<RolloutId>) -> DecideError {
-    DecideError::NotFound {
-        what: format!(
-            "step {step} of {}; record the step first",
-            describe(task_id, rollout_id)
-        ),
+    DecideError::NotFoundHint {
+        what: format!("step {step} of {}", describe(task_id, rollout_id)),
+        hint: "record the step first".into(),
     }
 }
