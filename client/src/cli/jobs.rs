@@ -163,12 +163,23 @@ async fn show(client: &Client, job_id: JobId, json: bool) -> anyhow::Result<()> 
         job.kind
     );
     println!(
-        "attempt {}/{}  priority {}  submitted {}",
+        "attempt {}/{}  priority {}  lease ttl {} ms  submitted {}",
         job.attempt,
         job.max_attempts,
         job.priority,
+        job.lease_ttl_ms,
         format_ms(job.submitted_at_ms)
     );
+    if !job.tags.is_empty() {
+        let tags: Vec<String> = job.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("tags: {}", tags.join(" "));
+    }
+    if let Some(task_id) = &job.task_id {
+        println!("task: {task_id}");
+    }
+    if let Some(key) = &job.idempotency_key {
+        println!("idempotency key: {key}");
+    }
     if let Some(lease) = &job.lease {
         println!(
             "leased by {} ({}), expires {}",
