@@ -366,10 +366,19 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
 #[tokio::test]
 async fn edge_values_and_bad_encodings_get_json_errors() {
     let (_dir, daemon) = small_daemon();
-    // The largest job id has nothing after it (this overflowed into a 500).
-    let (status, body) = get(&daemon, "/v1/jobs?after=job_18446744073709551615").await;
+    // The largest job id has nothing after it (`job_18446744073709551615` overflowed into a
+    // 500; ids now have at most 18 digits, so it is refused like any id not spelled as the
+    // daemon writes them).
+    let (status, body) = get(&daemon, "/v1/jobs?after=job_999999999999999999").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["jobs"], json!([]));
+    let answer = get(&daemon, "/v1/jobs?after=job_18446744073709551615").await;
+    assert_refused(
+        &answer,
+        422,
+        "invalid_request",
+        &["job_18446744073709551615"],
+    );
     // A path segment that is not UTF-8 after percent-decoding (axum answered plain text).
     let answer = get(&daemon, "/v1/tasks/%FF/state").await;
     assert_refused(&answer, 422, "invalid_request", &["UTF-8"]);
