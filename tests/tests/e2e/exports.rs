@@ -398,8 +398,25 @@ async fn a_schedule_fires_survives_a_kill_and_never_repeats_a_slot() {
         .as_array()
         .unwrap()
         .len();
-    // Nothing new for a while: the schedule keeps firing but exports nothing new.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Nothing new: the schedule keeps firing (two more completed slots after the restart) but
+    // exports nothing new.
+    let fired_before = ctl_json(&url, &["schedules", "list"])["schedules"][0]["last_run_ms"]
+        .as_u64()
+        .unwrap_or(0);
+    eventually(
+        Duration::from_secs(30),
+        "two firings with nothing new",
+        || {
+            let url = url.clone();
+            async move {
+                let list = ctl_json(&url, &["schedules", "list"]);
+                let schedule = &list["schedules"][0];
+                let last = schedule["last_run_ms"].as_u64().unwrap_or(0);
+                (schedule["last_completed"] == true && last >= fired_before + 2000).then_some(())
+            }
+        },
+    )
+    .await;
     record_steps(&daemon, "task-b", 0..2).await;
     eventually(
         Duration::from_secs(30),
