@@ -488,6 +488,22 @@ fn read_frame_header(
 ) -> Result<([u8; FRAME_HEADER_BYTES], FrameHeader), LogError> {
     let frame_offset = segment.offset;
     let mut bytes = [0; FRAME_HEADER_BYTES];
+    let left = segment.len_bytes.saturating_sub(frame_offset);
+    if left < FRAME_HEADER_BYTES as u64 {
+        // The file ends inside a header. Zeros there are preallocated space cut short (or a torn
+        // frame whose written bytes were zeros, never acknowledged): recovery keeps them as no
+        // frame (`recovery::is_preallocated`), so they read as the all-zero header, the log's end.
+        let tail = &mut bytes[..left as usize];
+        read_exact(segment, tail, frame_offset, "frame header")?;
+        if tail.iter().all(|&byte| byte == 0) {
+            return Ok((bytes, FrameHeader::parse(&bytes)));
+        }
+        return Err(unreadable(
+            segment,
+            frame_offset,
+            "incomplete frame header: the file ends first".to_string(),
+        ));
+    }
     read_exact(segment, &mut bytes, frame_offset, "frame header")?;
     let header = FrameHeader::parse(&bytes);
     if header.payload_len > frame_bytes_max {

@@ -771,6 +771,16 @@ fn segment_seeds() -> Vec<(String, Vec<u8>)> {
             "ok-3.trailing_zeros.seg".to_string(),
             [three.bytes.clone(), vec![0; 100]].concat(),
         ),
+        (
+            "ok-3.trailing_zeros_shorter_than_a_frame_header.seg".to_string(),
+            [three.bytes.clone(), vec![0; 5]].concat(),
+        ),
+        (
+            // The second frame's payload is empty, so its first header bytes (the length) are
+            // zeros: torn there, the tail is indistinguishable from preallocated zeros.
+            "ok-1.torn_in_the_zero_length_of_an_empty_frame.seg".to_string(),
+            three.bytes[..second_start + 3].to_vec(),
+        ),
         ("corrupt.bad_magic.seg".to_string(), {
             let mut bytes = three.bytes.clone();
             bytes[0] = b'X';
