@@ -197,7 +197,7 @@ pub const FAMILIES: &[MetricFamily] = &[
         name: "agentd_snapshot_lsn",
         kind: MetricKind::Gauge,
         series: Series::Single,
-        help: "LSN of the newest snapshot of the sequencer state this process wrote (start-up replays only the records after the newest one).",
+        help: "LSN of the newest snapshot of the sequencer state this process wrote, 0 until it writes one (start-up replays only the records after the newest one).",
     },
     MetricFamily {
         name: "agentd_startup_snapshot_lsn",

@@ -57,12 +57,18 @@ impl ClientError {
     }
 
     /// What to try, for the failures with a usual cause: nothing listening at the URL, a
-    /// certificate that is not trusted, plain HTTP against a TLS port and the reverse. Phrased
+    /// certificate that is not trusted, plain HTTP against a TLS port and the reverse, a missing
+    /// or wrong token. Phrased
     /// for agentctl: it names its options and environment variable (`--ca-cert`, `--url`,
     /// `AGENTD_URL`), which other callers ignore.
     pub fn hint(&self) -> Option<String> {
         match self {
             ClientError::Transport { url, error, trust } => transport_hint(url, error, *trust),
+            ClientError::Api { code, .. } if code == "unauthorized" => Some(
+                "pass the daemon's bearer token with --token or AGENTD_TOKEN (a token from its \
+                 [auth] tokens)"
+                    .to_string(),
+            ),
             _ => None,
         }
     }

@@ -62,3 +62,23 @@ fn a_url_without_scheme_or_host_is_refused_up_front() {
         assert_eq!(client.base_url(), url.trim_end_matches('/'));
     }
 }
+
+#[test]
+fn an_unauthorized_answer_hints_at_the_token() {
+    let refused = ClientError::Api {
+        status: 401,
+        code: "unauthorized".into(),
+        message: "missing bearer token".into(),
+    };
+    let hint = refused.hint().expect("a 401 has a hint");
+    assert!(
+        hint.contains("--token") && hint.contains("AGENTD_TOKEN"),
+        "{hint}"
+    );
+    let other = ClientError::Api {
+        status: 404,
+        code: "not_found".into(),
+        message: "job job_1 not found".into(),
+    };
+    assert_eq!(other.hint(), None);
+}

@@ -333,6 +333,7 @@ pub struct CompleteResponse {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
+    /// Why the attempt failed. Any length is accepted; the last 16,384 characters are kept.
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retryable: Option<bool>,
@@ -411,6 +412,9 @@ pub struct QueueListResponse {
 pub struct QueueChangeResponse {
     pub queue: String,
     pub paused: bool,
+    /// The record that paused or resumed the queue. When it already was in that state (a queue
+    /// never seen is not paused), nothing is appended and this is the log position at which it
+    /// was.
     pub lsn: Lsn,
 }
 

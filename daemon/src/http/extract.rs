@@ -76,28 +76,33 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(objects_only::ObjectsOnly(&mut deserializer))
         .map_err(|error| {
+            // Judged on the whole body, not on where the typed read stopped: `{} x` or a body cut
+            // short after an unknown field is not JSON, and `{}` where a one-key object is
+            // expected is JSON of the wrong shape, whatever serde_json's category for each.
+            if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                return not_json(&syntax);
+            }
+            // Skipping strings does not check their UTF-8; JSON text is UTF-8.
+            if std::str::from_utf8(bytes).is_err() {
+                return not_json(error.inner());
+            }
             let path = error.path().to_string();
-            body_error(&path, error.into_inner())
+            let error = error.into_inner();
+            if path == "." {
+                ApiError::invalid(format!("request body: {error}"))
+            } else {
+                ApiError::invalid(format!("request body: {path}: {error}"))
+            }
         })?;
-    deserializer.end().map_err(|error| body_error(".", error))?;
+    deserializer.end().map_err(|error| not_json(&error))?;
     Ok(value)
 }
 
-/// Maps a JSON error to the API's shape; `path` names the field at fault (`jobs[0].kind`), "."
-/// the body itself.
-fn body_error(path: &str, error: serde_json::Error) -> ApiError {
-    match error.classify() {
-        serde_json::error::Category::Data if path == "." => {
-            ApiError::invalid(format!("request body: {error}"))
-        }
-        serde_json::error::Category::Data => {
-            ApiError::invalid(format!("request body: {path}: {error}"))
-        }
-        _ => ApiError::new(
-            ErrorCode::InvalidJson,
-            format!("request body is not valid JSON: {error}"),
-        ),
-    }
+fn not_json(error: &serde_json::Error) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidJson,
+        format!("request body is not valid JSON: {error}"),
+    )
 }
 
 /// Query parameters parsed with the API's error shape.
@@ -148,4 +153,37 @@ where
 {
     text.parse()
         .map_err(|error: T::Err| ApiError::invalid(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_json;
+    use agentd_schemas::api::SubmitJobRequest;
+    use agentd_schemas::export_api::RecordRunRequest;
+
+    fn code_of<T: serde::de::DeserializeOwned + std::fmt::Debug>(body: &str) -> String {
+        parse_json::<T>(body.as_bytes())
+            .expect_err(body)
+            .code
+            .as_str()
+            .to_string()
+    }
+
+    /// The code depends on the whole body, not on where the typed read stopped.
+    #[test]
+    fn broken_syntax_is_invalid_json_and_a_wrong_shape_is_invalid_request() {
+        assert_eq!(code_of::<SubmitJobRequest>("{} x"), "invalid_json");
+        assert_eq!(
+            code_of::<SubmitJobRequest>("{\"nope\": 1, "),
+            "invalid_json"
+        );
+        assert_eq!(
+            code_of::<SubmitJobRequest>("{\"nope\": 1}"),
+            "invalid_request"
+        );
+        assert_eq!(code_of::<SubmitJobRequest>("{}"), "invalid_request");
+        // An externally tagged enum read from an object with no key: valid JSON, wrong shape.
+        assert_eq!(code_of::<RecordRunRequest>("{}"), "invalid_request");
+        assert_eq!(code_of::<RecordRunRequest>("{\"export\": "), "invalid_json");
+    }
 }

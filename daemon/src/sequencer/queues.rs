@@ -29,6 +29,17 @@ impl SequencerCommand for SetPaused {
 
     fn decide(self, cx: &DecideCx<'_>) -> Result<Decided<SetPaused>, DecideError> {
         let decision = decide::set_paused(cx.limits, &self.queue, self.paused)?;
+        let paused_now = cx
+            .state
+            .queue(&self.queue)
+            .is_some_and(|queue| queue.paused);
+        if paused_now == self.paused {
+            // Already so (a queue never seen is not paused): nothing to record, so a script
+            // pausing every minute does not grow the log. The LSN answered is the state's, at
+            // which the queue is known to be so.
+            let lsn = cx.state.last_lsn;
+            return Ok(Decided::Answer(self.with_lsn(lsn)));
+        }
         Ok(Decided::Append {
             events: decision.events,
             answer: self,

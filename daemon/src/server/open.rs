@@ -80,13 +80,24 @@ pub(super) async fn lay_grounds<Checked>(
         .transpose()?;
     let checked = checks()?;
     let data_dir = config.server.data_dir.clone();
+    let created_here = !data_dir.exists();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let paths = DataPaths::new(&data_dir);
     let lock_file = lock(&data_dir)?;
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            if created_here {
+                // Nothing but the lock is in it yet: leave no trace of a start that never began.
+                drop(lock_file);
+                let _ = std::fs::remove_file(data_dir.join(DATA_DIR_LOCK));
+                let _ = std::fs::remove_dir(&data_dir);
+            }
+            return Err(anyhow::Error::new(error)
+                .context(format!("cannot listen on {}", config.server.listen)));
+        }
+    };
     let export_settings = crate::export::ExportSettings::new(config, &data_dir, None)?;
     let domain = Arc::new(DomainProjections::new(&config.datasets)?);
     let domain_api = DomainApi::new(config, domain.clone())?;

@@ -47,6 +47,9 @@ impl SnapshotKeeper {
     /// loaded (zero when none), so a long replay at start-up is snapshotted at once.
     pub fn new(state: SequencerState, dir: PathBuf, every_records: u64, last_written: Lsn) -> Self {
         let every_records = every_records.max(1);
+        // Present from the start (0: none written yet), so a scrape can tell "no snapshot yet"
+        // from "no such metric".
+        metrics::gauge!("agentd_snapshot_lsn").set(0.0);
         SnapshotKeeper {
             next_due: next_due(last_written, every_records, &state),
             held: Held::Here(state),

@@ -355,8 +355,19 @@ async fn priorities_first_then_fifo() {
 async fn paused_queues_hand_out_nothing_until_resumed() {
     let (_dir, daemon) = fast_daemon();
     let client = daemon.client();
-    client.pause("q").await.unwrap();
+    let paused = client.pause("q").await.unwrap();
+    // Pausing again records nothing: the same LSN, no new event.
+    let again = client.pause("q").await.unwrap();
+    assert!(again.paused);
+    assert_eq!(again.lsn, paused.lsn, "a second pause appends no record");
+    // Resuming a queue never seen records nothing and does not create it.
+    client.resume("never-seen").await.unwrap();
     let submitted = client.submit(&job("q")).await.unwrap();
+    assert_eq!(
+        submitted.lsn.0,
+        paused.lsn.0 + 1,
+        "neither the second pause nor the no-op resume appended a record"
+    );
     assert!(client
         .lease(&ask("w", "q"))
         .await
@@ -368,6 +379,10 @@ async fn paused_queues_hand_out_nothing_until_resumed() {
         .queues
         .iter()
         .any(|queue| queue.queue == "q" && queue.paused));
+    assert!(!queues
+        .queues
+        .iter()
+        .any(|queue| queue.queue == "never-seen"));
     client.resume("q").await.unwrap();
     assert_eq!(
         client

@@ -100,6 +100,11 @@ async fn a_clean_restart_loads_the_snapshot_of_the_stop_and_replays_nothing() {
     let config = write_config(dir.path(), CONFIG);
     let data_dir = dir.path().join("data");
     let mut daemon = Daemon::start(&data_dir, Some(&config));
+    assert_eq!(
+        crate::storage::metric(&daemon.url, "agentd_snapshot_lsn").await,
+        Some(0.0),
+        "a fresh daemon exposes agentd_snapshot_lsn 0 before its first snapshot"
+    );
     let ids = work(&daemon, 0..12).await;
     let before = digest(&daemon.url).await;
     assert_eq!(daemon.stop(), Some(0));
