@@ -1,4 +1,4 @@
-//! `agentctl rollouts list TASK|show RO` and `agentctl groups show GROUP`: a task's rollouts
+//! `agentctl rollouts list TASK|show RO|state RO` and `agentctl groups show GROUP`: a task's rollouts
 //! with their rewards and group-relative advantages, one rollout's steps (printed as
 //! `trajectories show` prints them), and a group's mean, standard deviation and advantages.
 
@@ -26,6 +26,12 @@ pub enum RolloutsCommand {
     /// One rollout: who sampled it, its group and reward, then every step with its state
     /// before, sandbox result and reward
     Show {
+        /// Rollout id, ro_N
+        rollout_id: RolloutId,
+    },
+    /// A rollout's own agent state as its prompt sees it: rendered text, token count and the
+    /// LSN of its last update (it starts as the task's state when the rollout was created)
+    State {
         /// Rollout id, ro_N
         rollout_id: RolloutId,
     },
@@ -68,6 +74,14 @@ pub async fn run(client: &Client, command: RolloutsCommand, json: bool) -> anyho
                 println!();
                 print_step(step);
             }
+            Ok(())
+        }
+        RolloutsCommand::State { rollout_id } => {
+            let view = client.rollout_state(rollout_id).await?;
+            if json {
+                return print_json(&view);
+            }
+            super::state::print_view(&view);
             Ok(())
         }
     }

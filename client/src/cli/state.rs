@@ -3,7 +3,9 @@
 
 use super::output::{format_ms, print_json};
 use crate::http_client::Client;
-use agentd_schemas::domain_api::{StateHistoryEntry, StateHistoryResponse, TrimmedView};
+use agentd_schemas::domain_api::{
+    StateHistoryEntry, StateHistoryResponse, TaskStateView, TrimmedView,
+};
 use agentd_schemas::events::AgentState;
 use clap::Subcommand;
 
@@ -31,15 +33,7 @@ pub async fn run(client: &Client, command: StateCommand, json: bool) -> anyhow::
             if json {
                 return print_json(&view);
             }
-            if view.updates == 0 {
-                println!("task {}: no state updates yet (empty state)", view.task_id);
-                return Ok(());
-            }
-            println!(
-                "task {} · lsn {} · {} updates · {} tokens ({})\n",
-                view.task_id, view.lsn, view.updates, view.tokens, view.encoding
-            );
-            print!("{}", view.rendered);
+            print_view(&view);
             Ok(())
         }
         StateCommand::History { task_id } => {
@@ -61,6 +55,23 @@ pub async fn run(client: &Client, command: StateCommand, json: bool) -> anyhow::
             Ok(())
         }
     }
+}
+
+/// A task's or a rollout's state: a heading line, then the rendered text the prompt sees.
+pub(super) fn print_view(view: &TaskStateView) {
+    let whose = match view.rollout_id {
+        Some(rollout_id) => format!("rollout {rollout_id} of task {}", view.task_id),
+        None => format!("task {}", view.task_id),
+    };
+    if view.updates == 0 {
+        println!("{whose}: no state updates yet (empty state)");
+        return;
+    }
+    println!(
+        "{whose} · lsn {} · {} updates · {} tokens ({})\n",
+        view.lsn, view.updates, view.tokens, view.encoding
+    );
+    print!("{}", view.rendered);
 }
 
 /// Every page of the history, as one answer.

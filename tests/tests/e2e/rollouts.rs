@@ -126,6 +126,22 @@ async fn sixteen_concurrent_samples_of_one_task_form_a_group_that_survives_a_cra
         json!([]),
         "samples leave the base alone"
     );
+    // `agentctl rollouts state` prints the same state as the prompt sees it.
+    let shown = agentd_tests::agentctl(&url, &["rollouts", "state", first]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(
+        text.starts_with(&format!("rollout {first} of task src/v1/7 · lsn ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("step 2 done") && text.contains("use logging"),
+        "{text}"
+    );
 
     // Step indexes are unique per rollout: a repeat is refused and nothing reaches the log.
     let before = get_json(&url, "/v1/admin/digest").await;
