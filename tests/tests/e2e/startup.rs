@@ -87,20 +87,28 @@ fn a_malformed_config_is_one_error_without_a_backtrace() {
     );
 }
 
+/// Runs `agentd --data-dir DATA --listen ADDRESS`; returns (exit code, stderr).
+fn start_on(data: &Path, address: &str) -> (Option<i32>, String) {
+    let output = Command::new(binary("agentd"))
+        .args(["--data-dir", data.to_str().unwrap(), "--listen", address])
+        .env("AGENTD_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn a_taken_port_is_one_error_and_leaves_no_new_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
     let data = dir.path().join("data");
-    let output = Command::new(binary("agentd"))
-        .args(["--data-dir", data.to_str().unwrap(), "--listen", &address])
-        .env("AGENTD_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = start_on(&data, &address);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("error: cannot listen on {address}")),
         "{stderr}"
@@ -110,14 +118,9 @@ fn a_taken_port_is_one_error_and_leaves_no_new_data_directory() {
         "a start refused for its port leaves no data directory it created"
     );
 
-    // An existing data directory is kept as it was, its lock released.
+    // An existing data directory is kept as it was.
     std::fs::create_dir_all(&data).unwrap();
-    let output = Command::new(binary("agentd"))
-        .args(["--data-dir", data.to_str().unwrap(), "--listen", &address])
-        .env("AGENTD_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    let (code, stderr) = start_on(&data, &address);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(data.is_dir(), "an existing data directory is never removed");
 }
