@@ -253,7 +253,7 @@ fn grant() -> LeaseGrant {
             job_id,
             queue: "q".into(),
             kind: "k".into(),
-            payload: serde_json::json!({}),
+            payload: agentd_schemas::JsonText::from_value(&serde_json::json!({})),
             priority: 0,
             attempt: 1,
             max_attempts: 3,

@@ -244,7 +244,8 @@ pub struct LeasedJob {
     pub job_id: JobId,
     pub queue: String,
     pub kind: String,
-    pub payload: Value,
+    #[schema(value_type = Value)]
+    pub payload: crate::JsonText,
     pub priority: i32,
     pub attempt: u32,
     pub max_attempts: u32,
@@ -321,6 +322,7 @@ pub struct NextLeaseRequest {
 /// Answer to `POST /v1/leases/{lease_id}/complete`: the job's state after the change and, when
 /// the request carried `next`, the leases granted in the same record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(from = "crate::json_text::CompleteResponseFields")]
 pub struct CompleteResponse {
     #[serde(flatten)]
     pub transition: JobTransitionResponse,
@@ -412,9 +414,8 @@ pub struct QueueListResponse {
 pub struct QueueChangeResponse {
     pub queue: String,
     pub paused: bool,
-    /// The record that paused or resumed the queue. When it already was in that state (a queue
-    /// never seen is not paused), nothing is appended and this is the log position at which it
-    /// was.
+    /// The record that paused or resumed the queue; when it already was so (a queue never seen
+    /// is not paused), nothing is appended and this is the log position at which it was.
     pub lsn: Lsn,
 }
 

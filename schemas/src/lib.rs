@@ -14,7 +14,9 @@ pub mod error_code;
 pub mod events;
 pub mod export_api;
 pub mod ids;
+pub mod json_text;
 pub mod projection;
 
 pub use error_code::ErrorCode;
 pub use ids::{JobId, LeaseId, Lsn, RolloutId};
+pub use json_text::JsonText;

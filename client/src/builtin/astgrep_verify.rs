@@ -162,7 +162,7 @@ async fn verify_and_record(
 ) -> Result<VerifySummary, Abort> {
     let grant = &context.grant;
     let job = verify_payload::parse(
-        &grant.job.payload,
+        &grant.job.payload.to_value(),
         grant.job.task_id.as_deref(),
         &config.limits,
     )

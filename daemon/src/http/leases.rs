@@ -12,8 +12,8 @@ use agentd_schemas::api::{
     CompleteResponse, ErrorBody, FailRequest, HeartbeatResponse, JobTransitionResponse, LeaseGrant,
     LeaseRequest, LeaseResponse, LeasedJob,
 };
-use agentd_schemas::ErrorCode;
 use agentd_schemas::LeaseId;
+use agentd_schemas::{ErrorCode, JsonText};
 use axum::extract::State;
 // Path segments with the API's error shape (bad percent-encoding is a JSON 422, not plain text).
 use crate::http::extract::ApiPath as Path;
@@ -80,7 +80,7 @@ fn grant_from_memory(grant: &LeaseGrantCore) -> Option<LeaseGrant> {
             job_id: grant.job_id,
             queue: job.queue.to_string(),
             kind: job.kind.to_string(),
-            payload: parse_payload(&job.data.payload_json),
+            payload: stored_payload(job.data.payload_json.to_string()),
             priority: job.priority,
             attempt: grant.attempt,
             max_attempts: job.max_attempts,
@@ -131,7 +131,7 @@ async fn grants_from_projection(
                         job_id: job.job_id,
                         queue: job.queue,
                         kind: job.kind,
-                        payload: parse_payload(&job.payload_json),
+                        payload: stored_payload(job.payload_json),
                         priority: job.priority,
                         attempt: grant.attempt,
                         max_attempts: job.max_attempts,
@@ -150,9 +150,11 @@ async fn grants_from_projection(
     .map_err(|error| ApiError::internal("answering a lease", error))
 }
 
-/// A stored payload as JSON (it was validated JSON when submitted).
-fn parse_payload(payload_json: &str) -> serde_json::Value {
-    serde_json::from_str(payload_json).unwrap_or(serde_json::Value::Null)
+/// A stored payload, answered as its text (it was made from JSON when submitted; `null` should
+/// it ever not be JSON).
+fn stored_payload(payload_json: String) -> JsonText {
+    JsonText::from_text(payload_json)
+        .unwrap_or_else(|_| JsonText::from_value(&serde_json::Value::Null))
 }
 
 #[utoipa::path(

@@ -53,7 +53,7 @@ async fn submit_lease_heartbeat_complete_and_history() {
         .expect("a lease");
     assert_eq!(lease.job_id, submitted.job_id);
     assert_eq!(lease.attempt, 1);
-    assert_eq!(lease.job.payload, json!({"file": "a.py"}));
+    assert_eq!(lease.job.payload.to_value(), json!({"file": "a.py"}));
     let beat = client.heartbeat(lease.lease_id).await.unwrap();
     assert!(beat.expires_at_ms >= lease.expires_at_ms);
     client
@@ -196,7 +196,7 @@ async fn failures_retry_with_backoff_until_dead_and_manual_retry_requeues() {
     );
     // A dead job's payload left the sequencer's lease cache; the answer reads the projection.
     assert_eq!(
-        (lease.job.payload.clone(), lease.job.kind.as_str()),
+        (lease.job.payload.to_value(), lease.job.kind.as_str()),
         (json!({"n": 1}), "test")
     );
     let answer = client.fail(lease.lease_id, "fatal", false).await.unwrap();

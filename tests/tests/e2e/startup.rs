@@ -5,17 +5,10 @@ use agentd_tests::{binary, write_config};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// Runs `agentd --config CONFIG` with backtraces on; returns (exit code, stderr).
-fn start_with_backtraces(dir: &Path, config: &Path) -> (Option<i32>, String) {
+/// Runs `agentd ARGS` with backtraces on; returns (exit code, stderr).
+fn start(args: &[&str]) -> (Option<i32>, String) {
     let output = Command::new(binary("agentd"))
-        .args([
-            "--data-dir",
-            dir.join("data").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            config.to_str().unwrap(),
-        ])
+        .args(args)
         .env("RUST_BACKTRACE", "1")
         .env("AGENTD_LOG", "warn")
         .stdin(Stdio::null())
@@ -25,6 +18,19 @@ fn start_with_backtraces(dir: &Path, config: &Path) -> (Option<i32>, String) {
         output.status.code(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs `agentd --config CONFIG` on a free port with `DIR/data`.
+fn start_with_backtraces(dir: &Path, config: &Path) -> (Option<i32>, String) {
+    let data = dir.join("data");
+    start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ])
 }
 
 fn assert_one_error_without_backtrace(stderr: &str, starts: &str) {
@@ -87,18 +93,9 @@ fn a_malformed_config_is_one_error_without_a_backtrace() {
     );
 }
 
-/// Runs `agentd --data-dir DATA --listen ADDRESS`; returns (exit code, stderr).
+/// Runs `agentd --data-dir DATA --listen ADDRESS`.
 fn start_on(data: &Path, address: &str) -> (Option<i32>, String) {
-    let output = Command::new(binary("agentd"))
-        .args(["--data-dir", data.to_str().unwrap(), "--listen", address])
-        .env("AGENTD_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    start(&["--data-dir", data.to_str().unwrap(), "--listen", address])
 }
 
 #[test]

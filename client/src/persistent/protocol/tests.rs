@@ -132,7 +132,7 @@ fn a_job_line_carries_what_a_per_job_command_gets() {
             job_id: job(7),
             queue: "rollouts".into(),
             kind: "episode".into(),
-            payload: json!({"prompt": "hi\nthere"}),
+            payload: agentd_schemas::JsonText::from_value(&json!({"prompt": "hi\nthere"})),
             priority: 0,
             attempt: 2,
             max_attempts: 3,
